@@ -1,0 +1,3 @@
+fn main() {
+    println!("aira-runtime {}", env!("CARGO_PKG_VERSION"));
+}
