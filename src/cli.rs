@@ -1,0 +1,293 @@
+//! Command-line arguments (what the user typed) and the commands they run.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::apply::{self, Report};
+use crate::expand::expand;
+use crate::output::{render_report, Format, Printer};
+use crate::plan::{self, Plan};
+use crate::provider::aws::{sdk_config, AwsProvider, Connection};
+use crate::provider::{Provider, Scope};
+use crate::stack::{self, Loaded};
+
+#[derive(Debug, Parser)]
+#[command(name = "aira", version, about = "Converge AWS to a stack file, and ship the aira chat runtime into it")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Output format: text for people, json for programs (on stdout; progress stays on stderr).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub output: Format,
+    /// Apply without asking, including deletions and replacements.
+    #[arg(long, short = 'y', global = true)]
+    pub yes: bool,
+    /// AWS region (default: the stack's `region`, then the SDK's configuration chain).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// AWS profile from the shared config files.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Send every AWS call to this endpoint (LocalStack, the moto server); `AWS_ENDPOINT_URL` works too.
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+    /// Most AWS operations in flight at once.
+    #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a stack file; no AWS call is made.
+    Validate(StackArg),
+    /// Show what `up` would change.
+    Plan {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Exit 0 when nothing would change and 2 when something would; failures then exit 3 (user errors 1).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Create or update the stack's resources to match the file.
+    Up {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Run the stack on this machine instead of AWS.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Delete every resource of the stack (found by its tags).
+    Down {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Stop the local target instead of touching AWS.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Print the JSON Schema of the stack file format.
+    Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct StackArg {
+    /// The stack file (default: ./aira.yaml, then ./stacks/aira.yaml).
+    pub stack: Option<PathBuf>,
+}
+
+/// Why a command failed, which decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Bad input, or a refusal: exit 1. Already reported when the message is empty.
+    #[error("{0}")]
+    User(String),
+    /// AWS or anything unexpected: exit 2.
+    #[error(transparent)]
+    Aws(#[from] anyhow::Error),
+}
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_USER: u8 = 1;
+pub const EXIT_FAILURE: u8 = 2;
+/// `plan --detailed-exitcode`: changes pending.
+pub const EXIT_CHANGES: u8 = 2;
+/// `plan --detailed-exitcode`: a failure that is not the user's.
+pub const EXIT_DETAILED_FAILURE: u8 = 3;
+
+/// Runs a parsed command line; the exit code on success (`plan --detailed-exitcode` uses 2).
+pub async fn run(cli: Cli) -> Result<u8, Failure> {
+    let printer = Arc::new(Printer::new(cli.global.output));
+    match &cli.command {
+        Command::Schema => {
+            printer.json(&stack::schema());
+            Ok(EXIT_OK)
+        }
+        Command::Validate(arg) => {
+            let loaded = load(arg, &printer)?;
+            let graph = expand(&loaded.stack);
+            if printer.format == Format::Json {
+                printer.json(&json!({ "valid": true, "file": loaded.file, "stack": loaded.stack.stack.0, "resources": graph.resources.len() }));
+            } else {
+                printer.out(&format!("{}: valid stack `{}` ({} resources)", loaded.file, loaded.stack.stack, graph.resources.len()));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Plan { stack, detailed_exitcode } => {
+            let result = plan_command(&cli.global, stack, &printer).await;
+            match (result, detailed_exitcode) {
+                (Ok(plan), true) if plan.has_changes() => Ok(EXIT_CHANGES),
+                (Ok(_), _) => Ok(EXIT_OK),
+                (Err(Failure::Aws(e)), true) => {
+                    eprintln!("error: {e:#}");
+                    Ok(EXIT_DETAILED_FAILURE)
+                }
+                (Err(e), _) => Err(e),
+            }
+        }
+        Command::Up { local: true, .. } | Command::Down { local: true, .. } => Err(Failure::User(
+            "the local target (`--local`) is not available in this version yet; `aira validate` checks a stack without AWS".into(),
+        )),
+        Command::Up { stack, .. } => up(&cli.global, stack, printer).await,
+        Command::Down { stack, .. } => down(&cli.global, stack, printer).await,
+    }
+}
+
+fn stack_path(arg: &StackArg) -> Result<PathBuf, Failure> {
+    if let Some(p) = &arg.stack {
+        return Ok(p.clone());
+    }
+    ["aira.yaml", "stacks/aira.yaml"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or_else(|| Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into()))
+}
+
+fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
+    let path = stack_path(arg)?;
+    stack::load(&path).map_err(|diags| {
+        printer.diagnostics(&diags);
+        Failure::User(String::new())
+    })
+}
+
+struct Session {
+    loaded: Loaded,
+    scope: Arc<Scope>,
+    provider: Arc<dyn Provider>,
+}
+
+async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<Session, Failure> {
+    let loaded = load(arg, printer)?;
+    let conn = Connection {
+        region: global.region.clone().or_else(|| loaded.stack.region.clone()),
+        profile: global.profile.clone(),
+        endpoint_url: global.endpoint_url.clone(),
+    };
+    let config = sdk_config(&conn).await;
+    if config.region().is_none() {
+        return Err(Failure::User("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into()));
+    }
+    let scope = Arc::new(Scope { stack: loaded.stack.stack.0.clone(), tags: loaded.stack.tags.clone() });
+    Ok(Session { loaded, scope, provider: Arc::new(AwsProvider::new(&config)) })
+}
+
+async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) -> Result<Plan, Failure> {
+    printer.note(&format!("reading resources tagged aira:stack={}", session.scope.stack));
+    let observed = session.provider.observe(&session.scope).await.map_err(|e| Failure::Aws(e.into()))?;
+    let result = if teardown {
+        plan::teardown(&session.scope.stack, &observed)
+    } else {
+        plan::diff(&expand(&session.loaded.stack), &observed)
+    };
+    result.map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
+}
+
+fn show_plan(plan: &Plan, printer: &Printer) {
+    if printer.format == Format::Text {
+        printer.out(printer.render_plan(plan).trim_end());
+    }
+}
+
+async fn plan_command(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<Plan, Failure> {
+    let session = connect(global, arg, printer).await?;
+    let plan = observe_and_plan(&session, printer, false).await?;
+    if printer.format == Format::Json {
+        printer.json(&serde_json::to_value(&plan).map_err(anyhow::Error::from)?);
+    } else {
+        show_plan(&plan, printer);
+    }
+    Ok(plan)
+}
+
+/// Asks before applying; refuses a destructive plan when nobody can be asked.
+fn confirm(plan: &Plan, global: &Global, verb: &str) -> Result<(), Failure> {
+    if global.yes {
+        return Ok(());
+    }
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !interactive {
+        if plan.is_destructive() {
+            return Err(Failure::User(format!(
+                "refusing to {verb}: the plan deletes or replaces resources and there is no terminal to confirm; pass --yes"
+            )));
+        }
+        return Ok(());
+    }
+    eprint!("{verb} these changes? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).map_err(anyhow::Error::from)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::User("cancelled; nothing was changed".into()))
+    }
+}
+
+async fn execute(session: &Session, plan: &Plan, global: &Global, printer: &Arc<Printer>) -> Result<Report, Failure> {
+    apply::apply(plan, session.provider.clone(), session.scope.clone(), printer.clone(), global.concurrency as usize)
+        .await
+        .map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
+}
+
+fn finish(plan: &Plan, report: Option<&Report>, printer: &Printer) -> Result<u8, Failure> {
+    if printer.format == Format::Json {
+        printer.json(&json!({ "plan": plan, "report": report }));
+    } else if let Some(r) = report {
+        printer.out(render_report(r).trim_end());
+    }
+    match report {
+        Some(r) if !r.is_success() => {
+            let first = r.failed().next().map(|o| format!("{} {} {}", o.kind, o.id, match &o.status {
+                apply::Status::Failed { error } => error.as_str(),
+                _ => "",
+            }));
+            Err(Failure::Aws(anyhow::anyhow!("the apply did not complete: {}", first.unwrap_or_default())))
+        }
+        _ => Ok(EXIT_OK),
+    }
+}
+
+async fn up(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<u8, Failure> {
+    let session = connect(global, arg, &printer).await?;
+    let plan = observe_and_plan(&session, &printer, false).await?;
+    show_plan(&plan, &printer);
+    if !plan.has_changes() {
+        return finish(&plan, None, &printer);
+    }
+    confirm(&plan, global, "apply")?;
+    let report = execute(&session, &plan, global, &printer).await?;
+    finish(&plan, Some(&report), &printer)
+}
+
+async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<u8, Failure> {
+    let session = connect(global, arg, &printer).await?;
+    let plan = observe_and_plan(&session, &printer, true).await?;
+    if !plan.has_changes() {
+        if printer.format == Format::Json {
+            printer.json(&json!({ "plan": plan, "report": null }));
+        } else {
+            printer.out(&format!("Nothing to delete: no resource is tagged aira:stack={}.", session.scope.stack));
+        }
+        return Ok(EXIT_OK);
+    }
+    show_plan(&plan, &printer);
+    confirm(&plan, global, "delete")?;
+    let report = execute(&session, &plan, global, &printer).await?;
+    finish(&plan, Some(&report), &printer)
+}
+
+/// For tests and callers that hold a path.
+pub fn stack_arg(path: &Path) -> StackArg {
+    StackArg { stack: Some(path.to_path_buf()) }
+}

@@ -1,0 +1,214 @@
+//! The one printer: results on stdout (text or JSON), progress on stderr.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::apply::{Events, OpKind, Report, Status};
+use crate::graph::{Kind, LogicalId};
+use crate::plan::{Action, Plan};
+use crate::provider::Progress;
+use crate::stack::Diagnostic;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub struct Printer {
+    pub format: Format,
+    /// ANSI colours on stdout: a terminal, and `NO_COLOR` unset.
+    color: bool,
+    /// ANSI colours on stderr.
+    err_color: bool,
+    start: Instant,
+    /// Serialises progress lines from concurrent operations.
+    lock: Mutex<()>,
+}
+
+const RESET: &str = "\x1b[0m";
+const BOLD: &str = "\x1b[1m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const MAGENTA: &str = "\x1b[35m";
+const DIM: &str = "\x1b[2m";
+
+impl Printer {
+    pub fn new(format: Format) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let force = std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| v != "0");
+        Printer {
+            format,
+            color: force || (!no_color && std::io::stdout().is_terminal()),
+            err_color: force || (!no_color && std::io::stderr().is_terminal()),
+            start: Instant::now(),
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn paint(&self, on: bool, style: &str, text: &str) -> String {
+        if on {
+            format!("{style}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    }
+
+    pub fn json(&self, value: &Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer_pretty(&mut out, value);
+        let _ = writeln!(out);
+    }
+
+    pub fn out(&self, text: &str) {
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }
+
+    /// A progress or status line on stderr, with the time since the command started.
+    pub fn note(&self, text: &str) {
+        let _guard = self.lock.lock();
+        let t = format!("[{:>5.1}s]", self.start.elapsed().as_secs_f64());
+        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint(self.err_color, DIM, &t));
+    }
+
+    pub fn diagnostics(&self, diags: &[Diagnostic]) {
+        if self.format == Format::Json {
+            self.json(&serde_json::json!({ "valid": false, "errors": diags }));
+            return;
+        }
+        let mut err = std::io::stderr().lock();
+        for d in diags {
+            let loc = format!("{}:{}:{}", d.file, d.line, d.column);
+            let _ = writeln!(err, "{}: {}: {}", self.paint(self.err_color, BOLD, &loc), self.paint(self.err_color, RED, "error"), d.message);
+            if let Some(hint) = &d.hint {
+                let _ = writeln!(err, "  {} {hint}", self.paint(self.err_color, DIM, "hint:"));
+            }
+        }
+        let _ = writeln!(err, "{} error{} in the stack file; nothing was changed", diags.len(), if diags.len() == 1 { "" } else { "s" });
+    }
+
+    /// The plan as a coloured diff.
+    pub fn render_plan(&self, plan: &Plan) -> String {
+        render_plan(plan, self.color)
+    }
+}
+
+pub fn render_plan(plan: &Plan, color: bool) -> String {
+    let paint = |style: &str, text: &str| if color { format!("{style}{text}{RESET}") } else { text.to_string() };
+    let mut out = String::new();
+    if !plan.has_changes() {
+        out.push_str(&format!(
+            "No changes: the {} resource{} of stack `{}` match the stack file.\n",
+            plan.summary.no_op,
+            if plan.summary.no_op == 1 { "" } else { "s" },
+            plan.stack
+        ));
+        return out;
+    }
+    out.push_str(&format!("Plan for stack `{}`:\n\n", plan.stack));
+    for step in plan.steps.iter().filter(|s| s.action != Action::NoOp) {
+        let style = match step.action {
+            Action::Create => GREEN,
+            Action::Update => YELLOW,
+            Action::Replace => MAGENTA,
+            Action::Delete => RED,
+            Action::NoOp => "",
+        };
+        let mut line = format!("  {:>3} {} {}", paint(style, step.action.symbol()), step.kind, paint(BOLD, &step.id.0));
+        if let Some(reason) = &step.reason {
+            line.push_str(&format!("  ({reason})"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+        for c in &step.changes {
+            let mut l = format!("        {}: {} → {}", c.path, short(&c.before), short(&c.after));
+            if c.forces_replacement {
+                l.push_str(&paint(MAGENTA, "  (forces replacement)"));
+            }
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    let s = &plan.summary;
+    out.push_str(&format!(
+        "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged.\n",
+        s.create, s.update, s.replace, s.delete, s.no_op
+    ));
+    out
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::Null => "(none)".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn render_report(report: &Report) -> String {
+    let mut out = String::new();
+    let (mut done, mut failed, mut skipped) = (0, 0, 0);
+    for o in &report.outcomes {
+        match &o.status {
+            Status::Done => done += 1,
+            Status::Failed { error } => {
+                failed += 1;
+                out.push_str(&format!("  failed:  {} {} {}: {error}\n", verb(o.op), o.kind, o.id));
+            }
+            Status::Skipped { because } => {
+                skipped += 1;
+                out.push_str(&format!("  skipped: {} {} {} (it waits on `{because}`, which failed)\n", verb(o.op), o.kind, o.id));
+            }
+        }
+    }
+    out.insert_str(0, &format!("Applied: {done} done, {failed} failed, {skipped} skipped.\n"));
+    out
+}
+
+fn verb(op: OpKind) -> &'static str {
+    match op {
+        OpKind::Create => "create",
+        OpKind::Update => "update",
+        OpKind::Delete => "delete",
+    }
+}
+
+impl Progress for Printer {
+    fn waiting(&self, id: &LogicalId, what: &str) {
+        self.note(&format!("… {id}: {what}"));
+    }
+}
+
+impl Events for Printer {
+    fn started(&self, id: &LogicalId, kind: Kind, op: OpKind) {
+        let ing = match op {
+            OpKind::Create => "creating",
+            OpKind::Update => "updating",
+            OpKind::Delete => "deleting",
+        };
+        self.note(&format!("{ing} {kind} {id}"));
+    }
+
+    fn finished(&self, id: &LogicalId, kind: Kind, op: OpKind, elapsed: Duration, error: Option<&str>) {
+        let secs = elapsed.as_secs_f64();
+        match error {
+            None => {
+                let ed = match op {
+                    OpKind::Create => "created",
+                    OpKind::Update => "updated",
+                    OpKind::Delete => "deleted",
+                };
+                let mark = self.paint(self.err_color, GREEN, "✓");
+                self.note(&format!("{mark} {ed} {kind} {id} in {secs:.1}s"));
+            }
+            Some(e) => {
+                let mark = self.paint(self.err_color, RED, "✗");
+                self.note(&format!("{mark} {} {kind} {id} failed after {secs:.1}s: {e}", verb(op)));
+            }
+        }
+    }
+}

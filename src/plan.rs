@@ -1,0 +1,231 @@
+//! desired × observed → plan. No IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::graph::{resolve_for_display, Desired, Graph, GraphError, Kind, LogicalId};
+use crate::provider::Observed;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+}
+
+/// One property that differs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    /// Dotted path inside the resource's properties.
+    pub path: String,
+    pub before: Value,
+    pub after: Value,
+    pub forces_replacement: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub id: LogicalId,
+    pub kind: Kind,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub physical_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    pub depends_on: BTreeSet<LogicalId>,
+    #[serde(skip)]
+    pub desired: Option<Desired>,
+    #[serde(skip)]
+    pub current: Option<Observed>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub replace: usize,
+    pub delete: usize,
+    pub no_op: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Version of this JSON document's shape; bumped on incompatible changes.
+    pub format_version: u32,
+    pub stack: String,
+    /// Dependencies first, then deletions (dependents first).
+    pub steps: Vec<Step>,
+    pub summary: Summary,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.steps.iter().any(|s| s.action != Action::NoOp)
+    }
+
+    /// Deletes or replaces something that exists.
+    pub fn is_destructive(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.action, Action::Delete | Action::Replace))
+    }
+}
+
+/// Compares the graph with what exists. `observed` may hold duplicates of one id (oldest first):
+/// the first is kept, the others are deleted.
+pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
+    let order = graph.topo_order()?;
+    let mut current: BTreeMap<&LogicalId, &Observed> = BTreeMap::new();
+    let mut extras: Vec<(&Observed, String)> = Vec::new();
+    for o in observed {
+        match current.get(&o.id) {
+            None if graph.get(&o.id).is_some_and(|d| d.kind != o.kind) => {
+                extras.push((o, format!("`{}` is now a {}", o.id, graph.get(&o.id).map(|d| d.kind.name()).unwrap_or(""))))
+            }
+            None => {
+                current.insert(&o.id, o);
+            }
+            Some(first) => extras.push((o, format!("duplicate of {} (left by an interrupted run)", first.physical_id))),
+        }
+    }
+
+    let mut steps: Vec<Step> = Vec::new();
+    // Actions decided so far, so a dependent knows whether a dependency's outputs will change.
+    let mut decided: BTreeMap<LogicalId, Action> = BTreeMap::new();
+    for id in &order {
+        let desired = graph.get(id).expect("topo order holds graph ids");
+        let step = match current.get(id) {
+            None => Step {
+                id: id.clone(),
+                kind: desired.kind,
+                action: Action::Create,
+                physical_id: None,
+                reason: None,
+                changes: Vec::new(),
+                depends_on: desired.depends_on.clone(),
+                desired: Some(desired.clone()),
+                current: None,
+            },
+            Some(obs) => {
+                let outputs = |dep: &LogicalId, out: &str| -> Option<Value> {
+                    match decided.get(dep) {
+                        Some(Action::Create | Action::Replace) => None,
+                        _ => current.get(dep).and_then(|o| o.outputs.get(out).cloned()),
+                    }
+                };
+                let after = resolve_for_display(&desired.props, &outputs);
+                let spec = desired.kind.spec();
+                let mut changes = Vec::new();
+                diff_values("", &obs.props, &after, &mut changes);
+                let mut reasons = Vec::new();
+                for c in &mut changes {
+                    let top = c.path.split('.').next().unwrap_or("");
+                    if let Some((_, why)) = spec.replace_on.iter().find(|(p, _)| *p == top) {
+                        c.forces_replacement = true;
+                        if !reasons.contains(why) {
+                            reasons.push(*why);
+                        }
+                    }
+                }
+                let action = if changes.is_empty() {
+                    Action::NoOp
+                } else if reasons.is_empty() {
+                    Action::Update
+                } else {
+                    Action::Replace
+                };
+                Step {
+                    id: id.clone(),
+                    kind: desired.kind,
+                    action,
+                    physical_id: Some(obs.physical_id.clone()),
+                    reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+                    changes,
+                    depends_on: desired.depends_on.clone(),
+                    desired: Some(desired.clone()),
+                    current: Some((*obs).clone()),
+                }
+            }
+        };
+        decided.insert(id.clone(), step.action);
+        steps.push(step);
+    }
+
+    // Deletions: what exists but is not desired, dependents before their dependencies.
+    let mut gone: BTreeMap<LogicalId, BTreeSet<LogicalId>> = BTreeMap::new();
+    for o in current.values().filter(|o| graph.get(&o.id).is_none()) {
+        gone.insert(o.id.clone(), o.depends_on.clone());
+    }
+    let mut delete_order = crate::graph::topo_sort(&gone)?;
+    delete_order.reverse();
+    for id in delete_order {
+        let o = current[&id];
+        steps.push(delete_step(o, "not in the stack any more".into()));
+    }
+    for (o, why) in extras {
+        steps.push(delete_step(o, why));
+    }
+
+    let mut summary = Summary::default();
+    for s in &steps {
+        *match s.action {
+            Action::NoOp => &mut summary.no_op,
+            Action::Create => &mut summary.create,
+            Action::Update => &mut summary.update,
+            Action::Replace => &mut summary.replace,
+            Action::Delete => &mut summary.delete,
+        } += 1;
+    }
+    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary })
+}
+
+/// A plan that deletes everything observed (for `aira down`), dependents first.
+pub fn teardown(stack: &str, observed: &[Observed]) -> Result<Plan, GraphError> {
+    diff(&Graph { stack: stack.into(), tags: BTreeMap::new(), resources: Vec::new() }, observed)
+}
+
+fn delete_step(o: &Observed, reason: String) -> Step {
+    Step {
+        id: o.id.clone(),
+        kind: o.kind,
+        action: Action::Delete,
+        physical_id: Some(o.physical_id.clone()),
+        reason: Some(reason),
+        changes: Vec::new(),
+        depends_on: o.depends_on.clone(),
+        desired: None,
+        current: Some(o.clone()),
+    }
+}
+
+fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<Change>) {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => {
+            let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            for k in keys {
+                let (bv, av) = (b.get(k).unwrap_or(&Value::Null), a.get(k).unwrap_or(&Value::Null));
+                diff_values(&join(k), bv, av, out);
+            }
+        }
+        (b, a) if b == a => {}
+        (b, a) => out.push(Change { path: path.to_string(), before: b.clone(), after: a.clone(), forces_replacement: false }),
+    }
+}

@@ -1,0 +1,99 @@
+//! How resources are read, created, updated and deleted. The engine sees only [`Provider`].
+
+pub mod aws;
+pub mod fake;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::graph::{Kind, LogicalId};
+
+/// Tag keys every managed resource carries, set in the create call itself.
+pub const TAG_STACK: &str = "aira:stack";
+pub const TAG_ID: &str = "aira:id";
+pub const TAG_MANAGED_BY: &str = "aira:managed-by";
+
+/// Which stack an operation belongs to, and the tags its creations carry.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub stack: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Scope {
+    /// All tags for a resource: the stack's extra tags, then aira's own (which win).
+    pub fn tags_for(&self, id: &LogicalId) -> BTreeMap<String, String> {
+        let mut tags = self.tags.clone();
+        tags.insert(TAG_STACK.into(), self.stack.clone());
+        tags.insert(TAG_ID.into(), id.0.clone());
+        tags.insert(TAG_MANAGED_BY.into(), "aira".into());
+        tags
+    }
+}
+
+/// A resource as it exists, found by its tags.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observed {
+    pub id: LogicalId,
+    pub kind: Kind,
+    /// The provider's own identifier (queue URL, ARN, `vpc-…`).
+    pub physical_id: String,
+    /// Properties in the same normal form as [`crate::graph::Desired::props`].
+    pub props: Value,
+    /// Values other resources may reference (`arn`, `url`, …).
+    pub outputs: BTreeMap<String, Value>,
+    /// Managed resources this one points at, read from the resource itself.
+    pub depends_on: BTreeSet<LogicalId>,
+}
+
+/// A desired resource with every reference replaced by its value.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub id: LogicalId,
+    pub kind: Kind,
+    pub props: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    pub message: String,
+}
+
+impl ProviderError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ProviderError { message: message.into() }
+    }
+}
+
+/// Reports what a long operation is waiting for; the printer shows it.
+pub trait Progress: Send + Sync {
+    fn waiting(&self, id: &LogicalId, what: &str);
+}
+
+/// No progress output.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn waiting(&self, _: &LogicalId, _: &str) {}
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Everything of the stack that exists, found by tags. Duplicates (two resources with one
+    /// logical id, left by an interrupted run) are all returned, oldest first.
+    async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError>;
+    async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError>;
+    async fn update(
+        &self,
+        scope: &Scope,
+        res: &Resolved,
+        current: &Observed,
+        progress: &dyn Progress,
+    ) -> Result<Observed, ProviderError>;
+    /// Deleting something already gone succeeds.
+    async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError>;
+}

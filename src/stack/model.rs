@@ -1,0 +1,537 @@
+//! The typed stack: what a valid stack file means.
+//!
+//! These types are the single source of truth of the format: the JSON Schema (`aira schema`)
+//! is generated from them, and the validator walks that schema over the spanned YAML tree.
+//! Values with their own syntax (durations, CIDR blocks, domain names) carry a JSON Schema
+//! `format` that the validator checks with a precise message.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An aira stack: the network, queue, store and services of one deployment of the runtime.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    /// Name of the stack: tags every resource (`aira:stack`) and prefixes resource names.
+    pub stack: StackName,
+    /// AWS region; the `--region` flag and the SDK's configuration chain apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Extra tags put on every resource (for example `team: chat`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// The VPC the services run in.
+    #[serde(default)]
+    pub network: Network,
+    /// Optional DNS name and certificate; without it the load balancer serves its own DNS name over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<Domain>,
+    /// The work queue between the API and the worker, with its dead-letter queue.
+    #[serde(default)]
+    pub queue: Queue,
+    /// ECS Fargate services, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, Service>,
+    /// The OpenAI-compatible model the worker calls; the offline echo model when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Llm>,
+    /// A prebuilt image reference to deploy (`repo@sha256:…`); built from source when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
+    /// How deployments are waited for.
+    #[serde(default)]
+    pub deploy: Deploy,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// IPv4 block of the VPC that aira creates (a /16 to /24).
+    #[serde(default = "Network::default_cidr")]
+    pub cidr: Cidr,
+    /// Number of availability zones, each with a public and a private subnet.
+    #[serde(default = "Network::default_zones")]
+    #[schemars(range(min = 1, max = 6))]
+    pub zones: u8,
+    /// VPC endpoints that let tasks in private subnets reach AWS without a NAT gateway.
+    #[serde(default = "Network::default_endpoints")]
+    pub endpoints: Vec<Endpoint>,
+    /// Add a NAT gateway per zone (costly; not needed with the endpoints above).
+    #[serde(default)]
+    pub nat: bool,
+    /// Use an existing VPC instead of creating one; aira then never modifies what it did not create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub existing: Option<ExistingVpc>,
+}
+
+impl Network {
+    fn default_cidr() -> Cidr {
+        Cidr("10.40.0.0/16".parse().expect("valid default"))
+    }
+    fn default_zones() -> u8 {
+        2
+    }
+    fn default_endpoints() -> Vec<Endpoint> {
+        use Endpoint::*;
+        vec![Sqs, EcrApi, EcrDkr, Logs, SecretsManager, S3, DynamoDb]
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            cidr: Self::default_cidr(),
+            zones: Self::default_zones(),
+            endpoints: Self::default_endpoints(),
+            nat: false,
+            existing: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExistingVpc {
+    /// The VPC id, `vpc-…`.
+    pub vpc_id: String,
+    /// Subnets for the load balancer.
+    pub public_subnets: Vec<String>,
+    /// Subnets for the tasks.
+    pub private_subnets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+pub enum Endpoint {
+    #[serde(rename = "sqs")]
+    Sqs,
+    #[serde(rename = "ecr.api")]
+    EcrApi,
+    #[serde(rename = "ecr.dkr")]
+    EcrDkr,
+    #[serde(rename = "logs")]
+    Logs,
+    #[serde(rename = "secretsmanager")]
+    SecretsManager,
+    #[serde(rename = "s3")]
+    S3,
+    #[serde(rename = "dynamodb")]
+    DynamoDb,
+    #[serde(rename = "monitoring")]
+    Monitoring,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// An existing public hosted zone in the account, e.g. `example.com`.
+    pub zone: DomainName,
+    /// The name users reach, inside the zone, e.g. `chat.example.com`.
+    pub name: DomainName,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    /// How long a received message stays hidden from other consumers (at most 12h).
+    #[serde(default = "Queue::default_visibility")]
+    pub visibility_timeout: Duration,
+    /// How long an unreceived message is kept (1m to 14d).
+    #[serde(default = "Queue::default_retention")]
+    pub retention: Duration,
+    /// Long-polling wait of receives (at most 20s).
+    #[serde(default = "Queue::default_receive_wait")]
+    pub receive_wait: Duration,
+    /// First-in-first-out queue (changing it replaces the queue).
+    #[serde(default)]
+    pub fifo: bool,
+    /// Where messages go after failing `max_receives` times.
+    #[serde(default = "Queue::default_dead_letter", skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+impl Queue {
+    fn default_visibility() -> Duration {
+        Duration(120)
+    }
+    fn default_retention() -> Duration {
+        Duration(4 * 86_400)
+    }
+    fn default_receive_wait() -> Duration {
+        Duration(20)
+    }
+    fn default_dead_letter() -> Option<DeadLetter> {
+        Some(DeadLetter { max_receives: 5, retention: Duration(14 * 86_400) })
+    }
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            visibility_timeout: Self::default_visibility(),
+            retention: Self::default_retention(),
+            receive_wait: Self::default_receive_wait(),
+            fifo: false,
+            dead_letter: Self::default_dead_letter(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetter {
+    /// Receives after which a message moves to the dead-letter queue.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_receives: u32,
+    /// Retention of the dead-letter queue; must be longer than the queue's.
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API: records requests and enqueues them.
+    Api,
+    /// The queue consumer that calls the model.
+    Worker,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// What the service runs.
+    pub role: Role,
+    /// Fargate CPU units.
+    pub cpu: Cpu,
+    /// Fargate memory in MiB; must be a size Fargate accepts for the CPU.
+    #[schemars(range(min = 512, max = 122880))]
+    pub memory: u32,
+    /// Fixed task count, or autoscaling bounds on the queue backlog.
+    #[serde(default)]
+    pub count: Count,
+    /// Container port (api services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<u16>,
+    /// HTTP health check path (api services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HttpPath>,
+    /// Reachable from the internet through the load balancer.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// Fargate CPU units (256 = 0.25 vCPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Cpu(pub u32);
+
+pub const FARGATE_CPU: [u32; 7] = [256, 512, 1024, 2048, 4096, 8192, 16384];
+
+impl TryFrom<u32> for Cpu {
+    type Error = String;
+    fn try_from(v: u32) -> Result<Self, String> {
+        if FARGATE_CPU.contains(&v) {
+            Ok(Cpu(v))
+        } else {
+            Err(format!("{v} is not a Fargate CPU size"))
+        }
+    }
+}
+
+impl From<Cpu> for u32 {
+    fn from(c: Cpu) -> u32 {
+        c.0
+    }
+}
+
+impl JsonSchema for Cpu {
+    fn schema_name() -> Cow<'static, str> {
+        "Cpu".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "integer",
+            "enum": FARGATE_CPU,
+            "description": "Fargate CPU units: 256 = 0.25 vCPU … 16384 = 16 vCPU",
+        })
+    }
+}
+
+/// Memory sizes (MiB) Fargate accepts for a CPU size.
+pub fn fargate_memory(cpu: u32) -> Vec<u32> {
+    let (lo, hi, step) = match cpu {
+        256 => return vec![512, 1024, 2048],
+        512 => (1024, 4096, 1024),
+        1024 => (2048, 8192, 1024),
+        2048 => (4096, 16384, 1024),
+        4096 => (8192, 30720, 1024),
+        8192 => (16384, 61440, 4096),
+        16384 => (32768, 122880, 8192),
+        _ => return vec![],
+    };
+    (lo..=hi).step_by(step).collect()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Count {
+    /// A fixed number of tasks.
+    Fixed(#[schemars(range(max = 1000))] u32),
+    /// Autoscaling on the queue backlog.
+    Auto(AutoCount),
+}
+
+impl Default for Count {
+    fn default() -> Self {
+        Count::Fixed(1)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoCount {
+    /// Fewest tasks.
+    pub min: u32,
+    /// Most tasks.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max: u32,
+    /// Target of visible queue messages per running task.
+    #[serde(default = "AutoCount::default_backlog")]
+    #[schemars(range(min = 1))]
+    pub backlog_per_task: u32,
+}
+
+impl AutoCount {
+    fn default_backlog() -> u32 {
+        50
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Llm {
+    /// Base URL of an OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    pub base_url: Url,
+    /// Model name.
+    pub model: String,
+    /// The API key's Secrets Manager secret; never a literal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of a Secrets Manager secret, e.g. `aira/openai`.
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Longest wait for a service deployment or a certificate before giving up.
+    #[serde(default = "Deploy::default_timeout")]
+    pub timeout: Duration,
+}
+
+impl Deploy {
+    fn default_timeout() -> Duration {
+        Duration(30 * 60)
+    }
+}
+
+impl Default for Deploy {
+    fn default() -> Self {
+        Deploy { timeout: Self::default_timeout() }
+    }
+}
+
+/// Declares a string newtype checked by a JSON Schema `format` (see `check::check_format`).
+macro_rules! formatted_string {
+    ($(#[$doc:meta])* $name:ident, $format:literal, $description:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl JsonSchema for $name {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($name).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!({ "type": "string", "format": $format, "description": $description })
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+formatted_string!(
+    /// Lower-case letters, digits and hyphens, starting with a letter, at most 28 characters.
+    StackName, "stack-name", "lower-case letters, digits and hyphens, starting with a letter, at most 28 characters"
+);
+formatted_string!(DomainName, "hostname", "a DNS name such as chat.example.com");
+formatted_string!(HttpPath, "http-path", "an absolute URL path such as /healthz");
+formatted_string!(Url, "uri", "an http:// or https:// URL");
+formatted_string!(ImageRef, "image-ref", "an image reference such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/aira@sha256:…");
+
+/// An IPv4 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::Ipv4Net);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let net: ipnet::Ipv4Net = s.parse().map_err(|_| format!("`{s}` is not an IPv4 CIDR block"))?;
+        if net.trunc() != net {
+            return Err(format!("`{s}` has host bits set; the network is `{}`", net.trunc()));
+        }
+        Ok(Cidr(net))
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Cidr {
+    fn schema_name() -> Cow<'static, str> {
+        "Cidr".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "format": "cidr", "description": "an IPv4 CIDR block such as 10.40.0.0/16" })
+    }
+}
+
+/// A span of time written with units: `30s`, `5m`, `2h`, `4d`, or combined (`1h30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(pub u64);
+
+impl Duration {
+    pub fn secs(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a duration; write it with a unit, such as `30s`, `5m`, `2h` or `4d`");
+        if s.is_empty() {
+            return Err(bad());
+        }
+        let mut total: u64 = 0;
+        let mut digits = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                digits.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => return Err(bad()),
+            };
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+            digits.clear();
+        }
+        if !digits.is_empty() {
+            return Err(bad());
+        }
+        Ok(Duration(total))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        if rest == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if rest >= size {
+                write!(f, "{}{unit}", rest / size)?;
+                rest %= size;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "duration",
+            "pattern": "^([0-9]+[smhd])+$",
+            "description": "a duration with units: 30s, 5m, 2h, 4d, 1h30m",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip() {
+        for (text, secs) in [("30s", 30), ("5m", 300), ("4d", 345_600), ("1h30m", 5400)] {
+            let d: Duration = text.parse().unwrap();
+            assert_eq!(d.secs(), secs);
+            assert_eq!(d.to_string(), text);
+        }
+        for bad in ["", "30", "5x", "m", "1.5h"] {
+            assert!(bad.parse::<Duration>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fargate_memory_table() {
+        assert_eq!(fargate_memory(256), vec![512, 1024, 2048]);
+        assert!(fargate_memory(512).contains(&4096));
+        assert!(!fargate_memory(1024).contains(&1024));
+        assert_eq!(fargate_memory(16384).last(), Some(&122_880));
+    }
+}
