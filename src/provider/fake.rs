@@ -32,6 +32,11 @@ impl FakeProvider {
         Self::default()
     }
 
+    /// Every call takes `delay`.
+    pub fn with_delay(delay: Duration) -> Self {
+        FakeProvider { delay, ..Self::default() }
+    }
+
     /// Makes `op` (`create`, `update`, `delete`) of `id` fail until [`FakeProvider::heal`].
     pub fn fail_on(&self, op: &str, id: &str) {
         self.inner.lock().unwrap().fail.insert((op.into(), id.into()));
