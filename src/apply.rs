@@ -53,7 +53,9 @@ pub struct Report {
 
 impl Report {
     pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
-        self.outcomes.iter().filter(|o| matches!(o.status, Status::Failed { .. }))
+        self.outcomes
+            .iter()
+            .filter(|o| matches!(o.status, Status::Failed { .. }))
     }
     pub fn is_success(&self) -> bool {
         self.outcomes.iter().all(|o| o.status == Status::Done)
@@ -72,7 +74,11 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
     let mut ready: BTreeMap<&LogicalId, usize> = BTreeMap::new();
     let mut deletes: BTreeMap<usize, usize> = BTreeMap::new(); // step -> its delete op
     let add = |ops: &mut Vec<Op>, step, kind| {
-        ops.push(Op { step, kind, deps: BTreeSet::new() });
+        ops.push(Op {
+            step,
+            kind,
+            deps: BTreeSet::new(),
+        });
         ops.len() - 1
     };
     for (i, s) in plan.steps.iter().enumerate() {
@@ -102,8 +108,12 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
         }
     }
     // Which steps' existing resources point at each id (old dependents).
-    let kept: BTreeSet<&LogicalId> =
-        plan.steps.iter().filter(|s| s.action != Action::Delete).map(|s| &s.id).collect();
+    let kept: BTreeSet<&LogicalId> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::Delete)
+        .map(|s| &s.id)
+        .collect();
     let mut dependents: BTreeMap<&LogicalId, Vec<usize>> = BTreeMap::new();
     for (i, s) in plan.steps.iter().enumerate() {
         let is_duplicate = s.action == Action::Delete && kept.contains(&s.id);
@@ -113,10 +123,10 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
             }
         }
     }
-    for op in 0..ops.len() {
-        let step = &plan.steps[ops[op].step];
+    for op in ops.iter_mut() {
+        let step = &plan.steps[op.step];
         let mut deps = BTreeSet::new();
-        match ops[op].kind {
+        match op.kind {
             OpKind::Create | OpKind::Update => {
                 if let Some(d) = &step.desired {
                     deps.extend(d.depends_on.iter().filter_map(|dep| ready.get(dep).copied()));
@@ -127,7 +137,7 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
                 let dbc = step.action == Action::Replace
                     && step.kind.spec().replace_order == ReplaceOrder::DeleteBeforeCreate;
                 for &t in dependents.get(&step.id).filter(|_| !is_duplicate).into_iter().flatten() {
-                    if t == ops[op].step {
+                    if t == op.step {
                         continue;
                     }
                     let other = &plan.steps[t];
@@ -149,16 +159,27 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
                 }
             }
         }
-        ops[op].deps.extend(deps);
+        op.deps.extend(deps);
     }
     // Refuse a schedule that could never finish.
     let edges: BTreeMap<LogicalId, BTreeSet<LogicalId>> = ops
         .iter()
         .enumerate()
-        .map(|(i, o)| (LogicalId(i.to_string()), o.deps.iter().map(|d| LogicalId(d.to_string())).collect()))
+        .map(|(i, o)| {
+            (
+                LogicalId(i.to_string()),
+                o.deps.iter().map(|d| LogicalId(d.to_string())).collect(),
+            )
+        })
         .collect();
     topo_sort(&edges).map_err(|_| {
-        GraphError::Cycle(ops.iter().map(|o| plan.steps[o.step].id.clone()).collect::<BTreeSet<_>>().into_iter().collect())
+        GraphError::Cycle(
+            ops.iter()
+                .map(|o| plan.steps[o.step].id.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        )
     })?;
     Ok(ops)
 }
@@ -248,7 +269,13 @@ pub async fn apply(
                 Status::Failed { error: e.message }
             }
         };
-        outcomes[i] = Some(Outcome { id: step.id.clone(), kind: step.kind, op: ops[i].kind, status, elapsed_ms: elapsed.as_millis() });
+        outcomes[i] = Some(Outcome {
+            id: step.id.clone(),
+            kind: step.kind,
+            op: ops[i].kind,
+            status,
+            elapsed_ms: elapsed.as_millis(),
+        });
     }
 
     let outcomes = outcomes
@@ -261,7 +288,13 @@ pub async fn apply(
                     State::Skipped(id) => id.clone(),
                     _ => step.id.clone(),
                 };
-                Outcome { id: step.id.clone(), kind: step.kind, op: ops[i].kind, status: Status::Skipped { because }, elapsed_ms: 0 }
+                Outcome {
+                    id: step.id.clone(),
+                    kind: step.kind,
+                    op: ops[i].kind,
+                    status: Status::Skipped { because },
+                    elapsed_ms: 0,
+                }
             })
         })
         .collect();

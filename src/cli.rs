@@ -16,7 +16,11 @@ use crate::provider::{Provider, Scope};
 use crate::stack::{self, Loaded};
 
 #[derive(Debug, Parser)]
-#[command(name = "aira", version, about = "Converge AWS to a stack file, and ship the aira chat runtime into it")]
+#[command(
+    name = "aira",
+    version,
+    about = "Converge AWS to a stack file, and ship the aira chat runtime into it"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -149,7 +153,9 @@ fn stack_path(arg: &StackArg) -> Result<PathBuf, Failure> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.exists())
-        .ok_or_else(|| Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into()))
+        .ok_or_else(|| {
+            Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into())
+        })
 }
 
 fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
@@ -175,15 +181,28 @@ async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<S
     };
     let config = sdk_config(&conn).await;
     if config.region().is_none() {
-        return Err(Failure::User("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into()));
+        return Err(Failure::User(
+            "no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into(),
+        ));
     }
-    let scope = Arc::new(Scope { stack: loaded.stack.stack.0.clone(), tags: loaded.stack.tags.clone() });
-    Ok(Session { loaded, scope, provider: Arc::new(AwsProvider::new(&config)) })
+    let scope = Arc::new(Scope {
+        stack: loaded.stack.stack.0.clone(),
+        tags: loaded.stack.tags.clone(),
+    });
+    Ok(Session {
+        loaded,
+        scope,
+        provider: Arc::new(AwsProvider::new(&config)),
+    })
 }
 
 async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) -> Result<Plan, Failure> {
     printer.note(&format!("reading resources tagged aira:stack={}", session.scope.stack));
-    let observed = session.provider.observe(&session.scope).await.map_err(|e| Failure::Aws(e.into()))?;
+    let observed = session
+        .provider
+        .observe(&session.scope)
+        .await
+        .map_err(|e| Failure::Aws(e.into()))?;
     let result = if teardown {
         plan::teardown(&session.scope.stack, &observed)
     } else {
@@ -235,9 +254,15 @@ fn confirm(plan: &Plan, global: &Global, verb: &str) -> Result<(), Failure> {
 }
 
 async fn execute(session: &Session, plan: &Plan, global: &Global, printer: &Arc<Printer>) -> Result<Report, Failure> {
-    apply::apply(plan, session.provider.clone(), session.scope.clone(), printer.clone(), global.concurrency as usize)
-        .await
-        .map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
+    apply::apply(
+        plan,
+        session.provider.clone(),
+        session.scope.clone(),
+        printer.clone(),
+        global.concurrency as usize,
+    )
+    .await
+    .map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
 }
 
 fn finish(plan: &Plan, report: Option<&Report>, printer: &Printer) -> Result<u8, Failure> {
@@ -248,11 +273,21 @@ fn finish(plan: &Plan, report: Option<&Report>, printer: &Printer) -> Result<u8,
     }
     match report {
         Some(r) if !r.is_success() => {
-            let first = r.failed().next().map(|o| format!("{} {} {}", o.kind, o.id, match &o.status {
-                apply::Status::Failed { error } => error.as_str(),
-                _ => "",
-            }));
-            Err(Failure::Aws(anyhow::anyhow!("the apply did not complete: {}", first.unwrap_or_default())))
+            let first = r.failed().next().map(|o| {
+                format!(
+                    "{} {} {}",
+                    o.kind,
+                    o.id,
+                    match &o.status {
+                        apply::Status::Failed { error } => error.as_str(),
+                        _ => "",
+                    }
+                )
+            });
+            Err(Failure::Aws(anyhow::anyhow!(
+                "the apply did not complete: {}",
+                first.unwrap_or_default()
+            )))
         }
         _ => Ok(EXIT_OK),
     }
@@ -277,7 +312,10 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
         if printer.format == Format::Json {
             printer.json(&json!({ "plan": plan, "report": null }));
         } else {
-            printer.out(&format!("Nothing to delete: no resource is tagged aira:stack={}.", session.scope.stack));
+            printer.out(&format!(
+                "Nothing to delete: no resource is tagged aira:stack={}.",
+                session.scope.stack
+            ));
         }
         return Ok(EXIT_OK);
     }
@@ -289,5 +327,7 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
 
 /// For tests and callers that hold a path.
 pub fn stack_arg(path: &Path) -> StackArg {
-    StackArg { stack: Some(path.to_path_buf()) }
+    StackArg {
+        stack: Some(path.to_path_buf()),
+    }
 }

@@ -26,15 +26,26 @@ impl Events for Quiet {
 const STACK: &str = "demo";
 
 fn scope() -> Arc<Scope> {
-    Arc::new(Scope { stack: STACK.into(), tags: BTreeMap::new() })
+    Arc::new(Scope {
+        stack: STACK.into(),
+        tags: BTreeMap::new(),
+    })
 }
 
 fn graph(resources: Vec<Desired>) -> Graph {
-    Graph { stack: STACK.into(), tags: BTreeMap::new(), resources }
+    Graph {
+        stack: STACK.into(),
+        tags: BTreeMap::new(),
+        resources,
+    }
 }
 
 fn dlq() -> Desired {
-    Desired::new("dlq", Kind::SqsQueue, json!({"name": "demo-dlq", "fifo": false, "retention": 1209600}))
+    Desired::new(
+        "dlq",
+        Kind::SqsQueue,
+        json!({"name": "demo-dlq", "fifo": false, "retention": 1209600}),
+    )
 }
 
 fn queue(visibility: u64, fifo: bool) -> Desired {
@@ -51,7 +62,9 @@ async fn plan(p: &FakeProvider, g: &Graph) -> Plan {
 }
 
 async fn run(p: &Arc<FakeProvider>, plan: &Plan, concurrency: usize) -> Report {
-    apply(plan, p.clone(), scope(), Arc::new(Quiet), concurrency).await.unwrap()
+    apply(plan, p.clone(), scope(), Arc::new(Quiet), concurrency)
+        .await
+        .unwrap()
 }
 
 /// Plans `g`, applies it, and checks the rendered plan, the report and the provider's calls.
@@ -60,7 +73,12 @@ async fn check(p: &Arc<FakeProvider>, g: &Graph, expected: Expect) -> Report {
     let report = run(p, &plan, 4).await;
     let mut calls = p.take_calls();
     calls.sort(); // concurrent calls arrive in any order; ordering is asserted separately
-    let text = format!("{}{}calls: {}\n", render_plan(&plan, false), render_report(&report), calls.join(", "));
+    let text = format!(
+        "{}{}calls: {}\n",
+        render_plan(&plan, false),
+        render_report(&report),
+        calls.join(", ")
+    );
     expected.assert_eq(&text);
     report
 }
@@ -69,7 +87,10 @@ async fn check(p: &Arc<FakeProvider>, g: &Graph, expected: Expect) -> Report {
 async fn create_then_nothing_to_do() {
     let p = Arc::new(FakeProvider::new());
     let g = graph(vec![queue(30, false), dlq()]);
-    check(&p, &g, expect![[r#"
+    check(
+        &p,
+        &g,
+        expect![[r#"
         Plan for stack `demo`:
 
             + sqs.queue dlq
@@ -78,24 +99,32 @@ async fn create_then_nothing_to_do() {
         Plan: 2 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.
         Applied: 2 done, 0 failed, 0 skipped.
         calls: create dlq, create queue
-    "#]])
+    "#]],
+    )
     .await;
     // The queue was created after its dead-letter queue, pointing at its ARN.
     let queue = p.resources(STACK).into_iter().find(|r| r.id.0 == "queue").unwrap();
     assert_eq!(queue.props["redrive"]["dead_letter_arn"], json!("fake:demo:dlq-1"));
     assert!(queue.depends_on.contains(&LogicalId::from("dlq")));
-    check(&p, &g, expect![[r#"
+    check(
+        &p,
+        &g,
+        expect![[r#"
         No changes: the 2 resources of stack `demo` match the stack file.
         Applied: 0 done, 0 failed, 0 skipped.
         calls: 
-    "#]])
+    "#]],
+    )
     .await;
 }
 
 #[tokio::test]
 async fn update_in_place() {
     let p = Arc::new(FakeProvider::new());
-    check(&p, &graph(vec![queue(30, false), dlq()]), expect![[r#"
+    check(
+        &p,
+        &graph(vec![queue(30, false), dlq()]),
+        expect![[r#"
         Plan for stack `demo`:
 
             + sqs.queue dlq
@@ -104,9 +133,13 @@ async fn update_in_place() {
         Plan: 2 to create, 0 to update, 0 to replace, 0 to delete, 0 unchanged.
         Applied: 2 done, 0 failed, 0 skipped.
         calls: create dlq, create queue
-    "#]])
+    "#]],
+    )
     .await;
-    check(&p, &graph(vec![queue(120, false), dlq()]), expect![[r#"
+    check(
+        &p,
+        &graph(vec![queue(120, false), dlq()]),
+        expect![[r#"
         Plan for stack `demo`:
 
             ~ sqs.queue queue
@@ -115,7 +148,8 @@ async fn update_in_place() {
         Plan: 0 to create, 1 to update, 0 to replace, 0 to delete, 1 unchanged.
         Applied: 1 done, 0 failed, 0 skipped.
         calls: update queue
-    "#]])
+    "#]],
+    )
     .await;
 }
 
@@ -124,7 +158,10 @@ async fn replace_deletes_first_for_named_kinds() {
     let p = Arc::new(FakeProvider::new());
     run(&p, &plan(&p, &graph(vec![queue(30, false), dlq()])).await, 4).await;
     p.take_calls();
-    check(&p, &graph(vec![queue(30, true), dlq()]), expect![[r#"
+    check(
+        &p,
+        &graph(vec![queue(30, true), dlq()]),
+        expect![[r#"
         Plan for stack `demo`:
 
           -/+ sqs.queue queue  (a queue cannot change between standard and FIFO)
@@ -133,11 +170,16 @@ async fn replace_deletes_first_for_named_kinds() {
         Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 1 unchanged.
         Applied: 2 done, 0 failed, 0 skipped.
         calls: create queue, delete queue
-    "#]])
+    "#]],
+    )
     .await;
     let plan = plan(&p, &graph(vec![queue(30, false), dlq()])).await;
     run(&p, &plan, 4).await;
-    assert_eq!(p.take_calls(), vec!["delete queue", "create queue"], "a name can only exist once");
+    assert_eq!(
+        p.take_calls(),
+        vec!["delete queue", "create queue"],
+        "a name can only exist once"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +187,11 @@ async fn removed_dependency_is_deleted_after_its_dependent_lets_go() {
     let p = Arc::new(FakeProvider::new());
     run(&p, &plan(&p, &graph(vec![queue(30, false), dlq()])).await, 4).await;
     p.take_calls();
-    let without_dlq = Desired::new("queue", Kind::SqsQueue, json!({"name": "demo-queue", "fifo": false, "visibility_timeout": 30}));
+    let without_dlq = Desired::new(
+        "queue",
+        Kind::SqsQueue,
+        json!({"name": "demo-queue", "fifo": false, "visibility_timeout": 30}),
+    );
     let g = graph(vec![without_dlq]);
     let plan = plan(&p, &g).await;
     expect![[r#"
@@ -184,7 +230,10 @@ async fn failure_skips_dependents_and_rerun_converges() {
     let other = Desired::new("other", Kind::SqsQueue, json!({"name": "demo-other"}));
     let g = graph(vec![queue(30, false), dlq(), other]);
     p.fail_on("create", "dlq");
-    let report = check(&p, &g, expect![[r#"
+    let report = check(
+        &p,
+        &g,
+        expect![[r#"
         Plan for stack `demo`:
 
             + sqs.queue dlq
@@ -196,11 +245,15 @@ async fn failure_skips_dependents_and_rerun_converges() {
           failed:  create sqs.queue dlq: create `dlq`: injected failure
           skipped: create sqs.queue queue (it waits on `dlq`, which failed)
         calls: create dlq, create other
-    "#]])
+    "#]],
+    )
     .await;
     assert!(!report.is_success());
     p.heal();
-    check(&p, &g, expect![[r#"
+    check(
+        &p,
+        &g,
+        expect![[r#"
         Plan for stack `demo`:
 
             + sqs.queue dlq
@@ -209,7 +262,8 @@ async fn failure_skips_dependents_and_rerun_converges() {
         Plan: 2 to create, 0 to update, 0 to replace, 0 to delete, 1 unchanged.
         Applied: 2 done, 0 failed, 0 skipped.
         calls: create dlq, create queue
-    "#]])
+    "#]],
+    )
     .await;
 }
 
@@ -222,7 +276,10 @@ async fn duplicates_left_by_a_crash_are_removed() {
     twin.physical_id = "dlq-twin".into();
     p.insert(STACK, twin);
     p.take_calls();
-    check(&p, &g, expect![[r#"
+    check(
+        &p,
+        &g,
+        expect![[r#"
         Plan for stack `demo`:
 
             - sqs.queue dlq  (duplicate of dlq-1 (left by an interrupted run))
@@ -230,7 +287,8 @@ async fn duplicates_left_by_a_crash_are_removed() {
         Plan: 0 to create, 0 to update, 0 to replace, 1 to delete, 1 unchanged.
         Applied: 1 done, 0 failed, 0 skipped.
         calls: delete dlq
-    "#]])
+    "#]],
+    )
     .await;
     let left: Vec<String> = p.resources(STACK).into_iter().map(|r| r.physical_id).collect();
     assert_eq!(left, vec!["dlq-1"]);
@@ -239,10 +297,15 @@ async fn duplicates_left_by_a_crash_are_removed() {
 #[tokio::test(start_paused = true)]
 async fn independent_resources_run_concurrently_within_the_bound() {
     let p = Arc::new(FakeProvider::with_delay(Duration::from_secs(1)));
-    let mut resources: Vec<Desired> =
-        (0..6).map(|i| Desired::new(&format!("q{i}"), Kind::SqsQueue, json!({"name": format!("demo-q{i}")}))).collect();
+    let mut resources: Vec<Desired> = (0..6)
+        .map(|i| Desired::new(&format!("q{i}"), Kind::SqsQueue, json!({"name": format!("demo-q{i}")})))
+        .collect();
     // A chain of two after q0.
-    resources.push(Desired::new("chained", Kind::SqsQueue, json!({"dlq": reference("q0", "arn")})));
+    resources.push(Desired::new(
+        "chained",
+        Kind::SqsQueue,
+        json!({"dlq": reference("q0", "arn")}),
+    ));
     let g = graph(resources);
     let plan = plan(&p, &g).await;
     let start = tokio::time::Instant::now();
@@ -254,7 +317,11 @@ async fn independent_resources_run_concurrently_within_the_bound() {
     let plan = diff(&g, &[]).unwrap();
     let start = tokio::time::Instant::now();
     run(&p1, &plan, 1).await;
-    assert_eq!(start.elapsed().as_secs(), 7, "concurrency 1 runs the seven creates one by one");
+    assert_eq!(
+        start.elapsed().as_secs(),
+        7,
+        "concurrency 1 runs the seven creates one by one"
+    );
 }
 
 #[test]

@@ -11,7 +11,13 @@ pub const DEAD_LETTER_QUEUE: &str = "dlq";
 pub fn expand(stack: &Stack) -> Graph {
     let name = &stack.stack.0;
     let q = &stack.queue;
-    let queue_name = |id: &str| if q.fifo { format!("{name}-{id}.fifo") } else { format!("{name}-{id}") };
+    let queue_name = |id: &str| {
+        if q.fifo {
+            format!("{name}-{id}.fifo")
+        } else {
+            format!("{name}-{id}")
+        }
+    };
     let mut resources = Vec::new();
     let mut redrive = Value::Null;
     if let Some(dl) = &q.dead_letter {
@@ -21,7 +27,8 @@ pub fn expand(stack: &Stack) -> Graph {
             json!({
                 "name": queue_name(DEAD_LETTER_QUEUE),
                 "fifo": q.fifo,
-                "visibility_timeout": q.visibility_timeout.secs(),
+                // Dead letters are only inspected and redriven: SQS's default, independent of the queue's.
+                "visibility_timeout": 30,
                 "retention": dl.retention.secs(),
                 "receive_wait": q.receive_wait.secs(),
             }),
@@ -39,5 +46,9 @@ pub fn expand(stack: &Stack) -> Graph {
         props["redrive"] = redrive;
     }
     resources.push(Desired::new(QUEUE, Kind::SqsQueue, props));
-    Graph { stack: name.clone(), tags: stack.tags.clone(), resources }
+    Graph {
+        stack: name.clone(),
+        tags: stack.tags.clone(),
+        resources,
+    }
 }

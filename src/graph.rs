@@ -88,7 +88,12 @@ impl Desired {
     pub fn new(id: &str, kind: Kind, props: Value) -> Self {
         let mut depends_on = BTreeSet::new();
         collect_refs(&props, &mut depends_on);
-        Desired { id: id.into(), kind, props, depends_on }
+        Desired {
+            id: id.into(),
+            kind,
+            props,
+            depends_on,
+        }
     }
 }
 
@@ -125,7 +130,9 @@ pub fn resolve(v: &Value, outputs: &dyn Fn(&LogicalId, &str) -> Option<Value>) -
     Some(match v {
         Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, outputs)).collect::<Option<_>>()?),
         Value::Object(map) => Value::Object(
-            map.iter().map(|(k, i)| Some((k.clone(), resolve(i, outputs)?))).collect::<Option<_>>()?,
+            map.iter()
+                .map(|(k, i)| Some((k.clone(), resolve(i, outputs)?)))
+                .collect::<Option<_>>()?,
         ),
         other => other.clone(),
     })
@@ -138,9 +145,11 @@ pub fn resolve_for_display(v: &Value, outputs: &dyn Fn(&LogicalId, &str) -> Opti
     }
     match v {
         Value::Array(items) => Value::Array(items.iter().map(|i| resolve_for_display(i, outputs)).collect()),
-        Value::Object(map) => {
-            Value::Object(map.iter().map(|(k, i)| (k.clone(), resolve_for_display(i, outputs))).collect())
-        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, i)| (k.clone(), resolve_for_display(i, outputs)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -179,8 +188,11 @@ impl Graph {
                 return Err(GraphError::Duplicate(r.id.clone()));
             }
         }
-        let edges: BTreeMap<LogicalId, BTreeSet<LogicalId>> =
-            self.resources.iter().map(|r| (r.id.clone(), r.depends_on.clone())).collect();
+        let edges: BTreeMap<LogicalId, BTreeSet<LogicalId>> = self
+            .resources
+            .iter()
+            .map(|r| (r.id.clone(), r.depends_on.clone()))
+            .collect();
         for (id, deps) in &edges {
             if let Some(missing) = deps.iter().find(|d| !edges.contains_key(*d)) {
                 return Err(GraphError::UnknownDependency(id.clone(), missing.clone()));
@@ -198,8 +210,11 @@ pub fn topo_sort(edges: &BTreeMap<LogicalId, BTreeSet<LogicalId>>) -> Result<Vec
         .collect();
     let mut order = Vec::with_capacity(edges.len());
     while !remaining.is_empty() {
-        let ready: Vec<&LogicalId> =
-            remaining.iter().filter(|(_, deps)| deps.is_empty()).map(|(id, _)| *id).collect();
+        let ready: Vec<&LogicalId> = remaining
+            .iter()
+            .filter(|(_, deps)| deps.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
         if ready.is_empty() {
             return Err(GraphError::Cycle(remaining.keys().map(|id| (*id).clone()).collect()));
         }
@@ -221,7 +236,11 @@ mod tests {
 
     #[test]
     fn references_are_dependencies() {
-        let r = Desired::new("queue", Kind::SqsQueue, json!({"redrive": {"target": reference("dlq", "arn")}}));
+        let r = Desired::new(
+            "queue",
+            Kind::SqsQueue,
+            json!({"redrive": {"target": reference("dlq", "arn")}}),
+        );
         assert_eq!(r.depends_on, BTreeSet::from(["dlq".into()]));
         let resolved = resolve(&r.props, &|id, out| {
             (id.0 == "dlq" && out == "arn").then(|| json!("arn:dlq"))
@@ -244,6 +263,9 @@ mod tests {
         g.resources[1] = Desired::new("a", Kind::SqsQueue, json!({"x": reference("b", "arn")}));
         assert!(matches!(g.topo_order(), Err(GraphError::Cycle(_))));
         g.resources[1] = Desired::new("a", Kind::SqsQueue, json!({"x": reference("c", "arn")}));
-        assert_eq!(g.topo_order(), Err(GraphError::UnknownDependency("a".into(), "c".into())));
+        assert_eq!(
+            g.topo_order(),
+            Err(GraphError::UnknownDependency("a".into(), "c".into()))
+        );
     }
 }

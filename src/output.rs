@@ -72,7 +72,11 @@ impl Printer {
     pub fn note(&self, text: &str) {
         let _guard = self.lock.lock();
         let t = format!("[{:>5.1}s]", self.start.elapsed().as_secs_f64());
-        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint(self.err_color, DIM, &t));
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{} {text}",
+            self.paint(self.err_color, DIM, &t)
+        );
     }
 
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
@@ -83,12 +87,23 @@ impl Printer {
         let mut err = std::io::stderr().lock();
         for d in diags {
             let loc = format!("{}:{}:{}", d.file, d.line, d.column);
-            let _ = writeln!(err, "{}: {}: {}", self.paint(self.err_color, BOLD, &loc), self.paint(self.err_color, RED, "error"), d.message);
+            let _ = writeln!(
+                err,
+                "{}: {}: {}",
+                self.paint(self.err_color, BOLD, &loc),
+                self.paint(self.err_color, RED, "error"),
+                d.message
+            );
             if let Some(hint) = &d.hint {
                 let _ = writeln!(err, "  {} {hint}", self.paint(self.err_color, DIM, "hint:"));
             }
         }
-        let _ = writeln!(err, "{} error{} in the stack file; nothing was changed", diags.len(), if diags.len() == 1 { "" } else { "s" });
+        let _ = writeln!(
+            err,
+            "{} error{} in the stack file; nothing was changed",
+            diags.len(),
+            if diags.len() == 1 { "" } else { "s" }
+        );
     }
 
     /// The plan as a coloured diff.
@@ -98,7 +113,13 @@ impl Printer {
 }
 
 pub fn render_plan(plan: &Plan, color: bool) -> String {
-    let paint = |style: &str, text: &str| if color { format!("{style}{text}{RESET}") } else { text.to_string() };
+    let paint = |style: &str, text: &str| {
+        if color {
+            format!("{style}{text}{RESET}")
+        } else {
+            text.to_string()
+        }
+    };
     let mut out = String::new();
     if !plan.has_changes() {
         out.push_str(&format!(
@@ -118,7 +139,12 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
             Action::Delete => RED,
             Action::NoOp => "",
         };
-        let mut line = format!("  {:>3} {} {}", paint(style, step.action.symbol()), step.kind, paint(BOLD, &step.id.0));
+        let mut line = format!(
+            "  {:>3} {} {}",
+            paint(style, step.action.symbol()),
+            step.kind,
+            paint(BOLD, &step.id.0)
+        );
         if let Some(reason) = &step.reason {
             line.push_str(&format!("  ({reason})"));
         }
@@ -161,11 +187,19 @@ pub fn render_report(report: &Report) -> String {
             }
             Status::Skipped { because } => {
                 skipped += 1;
-                out.push_str(&format!("  skipped: {} {} {} (it waits on `{because}`, which failed)\n", verb(o.op), o.kind, o.id));
+                out.push_str(&format!(
+                    "  skipped: {} {} {} (it waits on `{because}`, which failed)\n",
+                    verb(o.op),
+                    o.kind,
+                    o.id
+                ));
             }
         }
     }
-    out.insert_str(0, &format!("Applied: {done} done, {failed} failed, {skipped} skipped.\n"));
+    out.insert_str(
+        0,
+        &format!("Applied: {done} done, {failed} failed, {skipped} skipped.\n"),
+    );
     out
 }
 

@@ -84,7 +84,9 @@ impl Plan {
 
     /// Deletes or replaces something that exists.
     pub fn is_destructive(&self) -> bool {
-        self.steps.iter().any(|s| matches!(s.action, Action::Delete | Action::Replace))
+        self.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Delete | Action::Replace))
     }
 }
 
@@ -96,13 +98,21 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
     let mut extras: Vec<(&Observed, String)> = Vec::new();
     for o in observed {
         match current.get(&o.id) {
-            None if graph.get(&o.id).is_some_and(|d| d.kind != o.kind) => {
-                extras.push((o, format!("`{}` is now a {}", o.id, graph.get(&o.id).map(|d| d.kind.name()).unwrap_or(""))))
-            }
+            None if graph.get(&o.id).is_some_and(|d| d.kind != o.kind) => extras.push((
+                o,
+                format!(
+                    "`{}` is now a {}",
+                    o.id,
+                    graph.get(&o.id).map(|d| d.kind.name()).unwrap_or("")
+                ),
+            )),
             None => {
                 current.insert(&o.id, o);
             }
-            Some(first) => extras.push((o, format!("duplicate of {} (left by an interrupted run)", first.physical_id))),
+            Some(first) => extras.push((
+                o,
+                format!("duplicate of {} (left by an interrupted run)", first.physical_id),
+            )),
         }
     }
 
@@ -193,12 +203,24 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
             Action::Delete => &mut summary.delete,
         } += 1;
     }
-    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary })
+    Ok(Plan {
+        format_version: 1,
+        stack: graph.stack.clone(),
+        steps,
+        summary,
+    })
 }
 
 /// A plan that deletes everything observed (for `aira down`), dependents first.
 pub fn teardown(stack: &str, observed: &[Observed]) -> Result<Plan, GraphError> {
-    diff(&Graph { stack: stack.into(), tags: BTreeMap::new(), resources: Vec::new() }, observed)
+    diff(
+        &Graph {
+            stack: stack.into(),
+            tags: BTreeMap::new(),
+            resources: Vec::new(),
+        },
+        observed,
+    )
 }
 
 fn delete_step(o: &Observed, reason: String) -> Step {
@@ -216,7 +238,13 @@ fn delete_step(o: &Observed, reason: String) -> Step {
 }
 
 fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<Change>) {
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match (before, after) {
         (Value::Object(b), Value::Object(a)) => {
             let keys: BTreeSet<&String> = b.keys().chain(a.keys()).collect();
@@ -226,6 +254,11 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<Change>)
             }
         }
         (b, a) if b == a => {}
-        (b, a) => out.push(Change { path: path.to_string(), before: b.clone(), after: a.clone(), forces_replacement: false }),
+        (b, a) => out.push(Change {
+            path: path.to_string(),
+            before: b.clone(),
+            after: a.clone(),
+            forces_replacement: false,
+        }),
     }
 }

@@ -34,7 +34,10 @@ impl FakeProvider {
 
     /// Every call takes `delay`.
     pub fn with_delay(delay: Duration) -> Self {
-        FakeProvider { delay, ..Self::default() }
+        FakeProvider {
+            delay,
+            ..Self::default()
+        }
     }
 
     /// Makes `op` (`create`, `update`, `delete`) of `id` fail until [`FakeProvider::heal`].
@@ -58,7 +61,12 @@ impl FakeProvider {
 
     pub fn resources(&self, stack: &str) -> Vec<Observed> {
         let inner = self.inner.lock().unwrap();
-        inner.resources.iter().filter(|(s, _)| s == stack).map(|(_, o)| o.clone()).collect()
+        inner
+            .resources
+            .iter()
+            .filter(|(s, _)| s == stack)
+            .map(|(_, o)| o.clone())
+            .collect()
     }
 
     async fn call(&self, op: &str, id: &LogicalId) -> Result<(), ProviderError> {
@@ -86,7 +94,10 @@ impl FakeProvider {
             id: res.id.clone(),
             kind: res.kind,
             outputs: BTreeMap::from([
-                ("arn".to_string(), Value::from(format!("fake:{}:{physical_id}", scope.stack))),
+                (
+                    "arn".to_string(),
+                    Value::from(format!("fake:{}:{physical_id}", scope.stack)),
+                ),
                 ("name".to_string(), Value::from(physical_id.clone())),
             ]),
             physical_id,
@@ -126,7 +137,13 @@ impl Provider for FakeProvider {
         Ok(o)
     }
 
-    async fn update(&self, scope: &Scope, res: &Resolved, current: &Observed, _: &dyn Progress) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        scope: &Scope,
+        res: &Resolved,
+        current: &Observed,
+        _: &dyn Progress,
+    ) -> Result<Observed, ProviderError> {
         self.call("update", &res.id).await?;
         let mut inner = self.inner.lock().unwrap();
         let mut o = Self::observed(&mut inner, scope, res, current.physical_id.clone());
@@ -143,7 +160,9 @@ impl Provider for FakeProvider {
     async fn delete(&self, scope: &Scope, current: &Observed, _: &dyn Progress) -> Result<(), ProviderError> {
         self.call("delete", &current.id).await?;
         let mut inner = self.inner.lock().unwrap();
-        inner.resources.retain(|(s, r)| !(*s == scope.stack && r.physical_id == current.physical_id));
+        inner
+            .resources
+            .retain(|(s, r)| !(*s == scope.stack && r.physical_id == current.physical_id));
         Ok(())
     }
 }

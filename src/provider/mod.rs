@@ -65,7 +65,9 @@ pub struct ProviderError {
 
 impl ProviderError {
     pub fn new(message: impl Into<String>) -> Self {
-        ProviderError { message: message.into() }
+        ProviderError {
+            message: message.into(),
+        }
     }
 }
 

@@ -67,7 +67,11 @@ impl SchemaWalker<'_> {
     /// The human name of what a schema accepts, for "expected …" messages.
     fn describe(&self, schema: &J) -> String {
         let schema = self.resolve(schema);
-        if let Some(alts) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(J::as_array) {
+        if let Some(alts) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(J::as_array)
+        {
             let parts: Vec<String> = alts
                 .iter()
                 .filter(|a| a.get("type").and_then(J::as_str) != Some("null"))
@@ -100,19 +104,35 @@ impl SchemaWalker<'_> {
 
     pub fn check(&self, node: &Node, schema: &J, path: &str, report: &mut Report) {
         let schema = self.resolve(schema);
-        if let Some(alts) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(J::as_array) {
+        if let Some(alts) = schema
+            .get("anyOf")
+            .or_else(|| schema.get("oneOf"))
+            .and_then(J::as_array)
+        {
             return self.check_alternatives(node, alts, path, report);
         }
         if let Some(c) = schema.get("const") {
             if &node.to_json() != c {
-                report.error(node.pos, format!("{path}: expected {}, found {}", render_values(std::slice::from_ref(c)), found(node)), None);
+                report.error(
+                    node.pos,
+                    format!(
+                        "{path}: expected {}, found {}",
+                        render_values(std::slice::from_ref(c)),
+                        found(node)
+                    ),
+                    None,
+                );
             }
             return;
         }
         let allowed = types(schema);
         if !allowed.is_empty() && !allowed.iter().any(|t| node_is(node, t)) {
             let hint = type_hint(node, &allowed, schema.get("format").and_then(J::as_str));
-            report.error(node.pos, format!("{path}: expected {}, found {}", self.describe(schema), found(node)), hint);
+            report.error(
+                node.pos,
+                format!("{path}: expected {}, found {}", self.describe(schema), found(node)),
+                hint,
+            );
             return;
         }
         if let Some(values) = schema.get("enum").and_then(J::as_array) {
@@ -125,7 +145,11 @@ impl SchemaWalker<'_> {
                 };
                 report.error(
                     node.pos,
-                    format!("{path}: expected one of {}, found {}", render_values(values), found(node)),
+                    format!(
+                        "{path}: expected one of {}, found {}",
+                        render_values(values),
+                        found(node)
+                    ),
                     hint,
                 );
                 return;
@@ -180,13 +204,24 @@ impl SchemaWalker<'_> {
                     Value::Str(s) => did_you_mean(s, words.iter().copied()),
                     _ => None,
                 };
-                report.error(node.pos, format!("{path}: expected one of {}, found {}", render_values(&values), found(node)), hint);
+                report.error(
+                    node.pos,
+                    format!(
+                        "{path}: expected one of {}, found {}",
+                        render_values(&values),
+                        found(node)
+                    ),
+                    hint,
+                );
             }
             return;
         }
         let mut candidates = Vec::new();
         for alt in alts {
-            let mut trial = Report { file: report.file, diagnostics: Vec::new() };
+            let mut trial = Report {
+                file: report.file,
+                diagnostics: Vec::new(),
+            };
             self.check(node, alt, path, &mut trial);
             if trial.diagnostics.is_empty() {
                 return;
@@ -208,7 +243,11 @@ impl SchemaWalker<'_> {
                     .collect();
                 let allowed: Vec<String> = alts.iter().flat_map(|a| types(self.resolve(a))).collect();
                 let hint = type_hint(node, &allowed, None);
-                report.error(node.pos, format!("{path}: expected {}, found {}", expected.join(" or "), found(node)), hint);
+                report.error(
+                    node.pos,
+                    format!("{path}: expected {}, found {}", expected.join(" or "), found(node)),
+                    hint,
+                );
             }
         }
     }
@@ -217,25 +256,41 @@ impl SchemaWalker<'_> {
         let props = schema.get("properties").and_then(J::as_object);
         let additional = schema.get("additionalProperties");
         for (key, value) in entries {
-            let child_path = if path.is_empty() { key.name.clone() } else { format!("{path}.{}", key.name) };
+            let child_path = if path.is_empty() {
+                key.name.clone()
+            } else {
+                format!("{path}.{}", key.name)
+            };
             if let Some(prop) = props.and_then(|p| p.get(&key.name)) {
                 self.check(value, prop, &child_path, report);
             } else if let Some(extra) = additional.filter(|a| a.is_object()) {
                 self.check(value, extra, &child_path, report);
             } else if additional == Some(&J::Bool(false)) {
-                let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
-                let hint = did_you_mean(&key.name, known.iter().copied()).or_else(|| {
-                    Some(format!("known keys here: {}", known.join(", ")))
-                });
-                let place = if path.is_empty() { "at the top level".to_string() } else { format!("in `{path}`") };
+                let known: Vec<&str> = props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let hint = did_you_mean(&key.name, known.iter().copied())
+                    .or_else(|| Some(format!("known keys here: {}", known.join(", "))));
+                let place = if path.is_empty() {
+                    "at the top level".to_string()
+                } else {
+                    format!("in `{path}`")
+                };
                 report.error(key.pos, format!("unknown key `{}` {place}", key.name), hint);
             }
         }
         if let Some(required) = schema.get("required").and_then(J::as_array) {
             for name in required.iter().filter_map(J::as_str) {
                 if !entries.iter().any(|(k, _)| k.name == name) {
-                    let what = props.and_then(|p| p.get(name)).map(|s| self.describe(s)).unwrap_or_default();
-                    let place = if path.is_empty() { "the stack".to_string() } else { format!("`{path}`") };
+                    let what = props
+                        .and_then(|p| p.get(name))
+                        .map(|s| self.describe(s))
+                        .unwrap_or_default();
+                    let place = if path.is_empty() {
+                        "the stack".to_string()
+                    } else {
+                        format!("`{path}`")
+                    };
                     report.error(node.pos, format!("{place} is missing the key `{name}` ({what})"), None);
                 }
             }
@@ -325,7 +380,8 @@ pub fn check_format(format: &str, s: &str) -> Result<(), String> {
                 && s.starts_with(|c: char| c.is_ascii_lowercase())
                 && !s.ends_with('-')
                 && !s.contains("--")
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if ok {
                 Ok(())
             } else {
@@ -372,18 +428,43 @@ fn check_hostname(s: &str) -> Result<(), String> {
 pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     let q = &stack.queue;
     if q.visibility_timeout.secs() > 12 * 3600 {
-        report.error(tree.pos_of(&["queue", "visibility_timeout"]), "queue.visibility_timeout: must be at most 12h (an SQS limit)", None);
+        report.error(
+            tree.pos_of(&["queue", "visibility_timeout"]),
+            "queue.visibility_timeout: must be at most 12h (an SQS limit)",
+            None,
+        );
     }
     if !(60..=14 * 86_400).contains(&q.retention.secs()) {
-        report.error(tree.pos_of(&["queue", "retention"]), format!("queue.retention: must be between 1m and 14d (an SQS limit), found {}", q.retention), None);
+        report.error(
+            tree.pos_of(&["queue", "retention"]),
+            format!(
+                "queue.retention: must be between 1m and 14d (an SQS limit), found {}",
+                q.retention
+            ),
+            None,
+        );
     }
     if q.receive_wait.secs() > 20 {
-        report.error(tree.pos_of(&["queue", "receive_wait"]), format!("queue.receive_wait: must be at most 20s (an SQS limit), found {}", q.receive_wait), None);
+        report.error(
+            tree.pos_of(&["queue", "receive_wait"]),
+            format!(
+                "queue.receive_wait: must be at most 20s (an SQS limit), found {}",
+                q.receive_wait
+            ),
+            None,
+        );
     }
     if let Some(dl) = &q.dead_letter {
         let pos = tree.pos_of(&["queue", "dead_letter", "retention"]);
         if dl.retention.secs() > 14 * 86_400 {
-            report.error(pos, format!("queue.dead_letter.retention: must be at most 14d (an SQS limit), found {}", dl.retention), None);
+            report.error(
+                pos,
+                format!(
+                    "queue.dead_letter.retention: must be at most 14d (an SQS limit), found {}",
+                    dl.retention
+                ),
+                None,
+            );
         } else if dl.retention <= q.retention {
             report.error(
                 pos,
@@ -399,28 +480,53 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     let net = &stack.network;
     let prefix = net.cidr.0.prefix_len();
     if !(16..=24).contains(&prefix) {
-        report.error(tree.pos_of(&["network", "cidr"]), format!("network.cidr: the VPC block must be a /16 to /24, found /{prefix}"), None);
+        report.error(
+            tree.pos_of(&["network", "cidr"]),
+            format!("network.cidr: the VPC block must be a /16 to /24, found /{prefix}"),
+            None,
+        );
     } else if net.existing.is_none() {
         // Two subnets per zone, each a quarter of the VPC block at most: 2 * zones must fit in 8 (3 bits).
         let needed_bits = (2 * net.zones as u32).next_power_of_two().trailing_zeros() as u8;
         if prefix + needed_bits > 28 {
             report.error(
                 tree.pos_of(&["network", "cidr"]),
-                format!("network.cidr: /{prefix} is too small for {} subnets of at least /28", 2 * net.zones),
+                format!(
+                    "network.cidr: /{prefix} is too small for {} subnets of at least /28",
+                    2 * net.zones
+                ),
                 None,
             );
         }
     }
     if let Some(existing) = &net.existing {
         if !existing.vpc_id.starts_with("vpc-") {
-            report.error(tree.pos_of(&["network", "existing", "vpc_id"]), format!("network.existing.vpc_id: `{}` is not a VPC id (`vpc-…`)", existing.vpc_id), None);
+            report.error(
+                tree.pos_of(&["network", "existing", "vpc_id"]),
+                format!(
+                    "network.existing.vpc_id: `{}` is not a VPC id (`vpc-…`)",
+                    existing.vpc_id
+                ),
+                None,
+            );
         }
-        for (field, ids) in [("public_subnets", &existing.public_subnets), ("private_subnets", &existing.private_subnets)] {
+        for (field, ids) in [
+            ("public_subnets", &existing.public_subnets),
+            ("private_subnets", &existing.private_subnets),
+        ] {
             if ids.is_empty() {
-                report.error(tree.pos_of(&["network", "existing", field]), format!("network.existing.{field}: list at least one subnet"), None);
+                report.error(
+                    tree.pos_of(&["network", "existing", field]),
+                    format!("network.existing.{field}: list at least one subnet"),
+                    None,
+                );
             }
             for id in ids.iter().filter(|id| !id.starts_with("subnet-")) {
-                report.error(tree.pos_of(&["network", "existing", field]), format!("network.existing.{field}: `{id}` is not a subnet id (`subnet-…`)"), None);
+                report.error(
+                    tree.pos_of(&["network", "existing", field]),
+                    format!("network.existing.{field}: `{id}` is not a subnet id (`subnet-…`)"),
+                    None,
+                );
             }
         }
     }
@@ -431,7 +537,17 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
                 Some(Value::Seq(items)) => items.get(i).map(|n| n.pos).unwrap_or_default(),
                 _ => Pos::default(),
             };
-            report.error(pos, format!("network.endpoints: `{}` is listed twice", serde_json::to_value(e).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()), None);
+            report.error(
+                pos,
+                format!(
+                    "network.endpoints: `{}` is listed twice",
+                    serde_json::to_value(e)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                ),
+                None,
+            );
         }
         seen.push(*e);
     }
@@ -439,7 +555,11 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     if let Some(domain) = &stack.domain {
         let (name, zone) = (domain.name.0.trim_end_matches('.'), domain.zone.0.trim_end_matches('.'));
         if name != zone && !name.ends_with(&format!(".{zone}")) {
-            report.error(tree.pos_of(&["domain", "name"]), format!("domain.name: `{name}` is not inside the zone `{zone}`"), None);
+            report.error(
+                tree.pos_of(&["domain", "name"]),
+                format!("domain.name: `{name}` is not inside the zone `{zone}`"),
+                None,
+            );
         }
     }
 
@@ -460,29 +580,60 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
         if !allowed.contains(&svc.memory) {
             report.error(
                 at("memory"),
-                format!("services.{name}.memory: Fargate does not accept {} MiB with {} CPU units", svc.memory, svc.cpu.0),
-                Some(format!("with cpu {}, memory is one of {}", svc.cpu.0, render_sizes(&allowed))),
+                format!(
+                    "services.{name}.memory: Fargate does not accept {} MiB with {} CPU units",
+                    svc.memory, svc.cpu.0
+                ),
+                Some(format!(
+                    "with cpu {}, memory is one of {}",
+                    svc.cpu.0,
+                    render_sizes(&allowed)
+                )),
             );
         }
         if let model::Count::Auto(auto) = &svc.count {
             if auto.min > auto.max {
-                report.error(at("count"), format!("services.{name}.count: min ({}) is greater than max ({})", auto.min, auto.max), None);
+                report.error(
+                    at("count"),
+                    format!(
+                        "services.{name}.count: min ({}) is greater than max ({})",
+                        auto.min, auto.max
+                    ),
+                    None,
+                );
             }
         }
         match svc.role {
             model::Role::Api => {
                 if svc.port.is_none() {
-                    report.error(tree.pos_of(&["services", name]), format!("services.{name}: an api service needs a `port`"), None);
+                    report.error(
+                        tree.pos_of(&["services", name]),
+                        format!("services.{name}: an api service needs a `port`"),
+                        None,
+                    );
                 }
             }
             model::Role::Worker => {
                 for field in ["port", "health"] {
-                    if tree.get("services").and_then(|s| s.get(name)).and_then(|s| s.get(field)).is_some() {
-                        report.error(at(field), format!("services.{name}.{field}: a worker serves no HTTP, so it takes no `{field}`"), None);
+                    if tree
+                        .get("services")
+                        .and_then(|s| s.get(name))
+                        .and_then(|s| s.get(field))
+                        .is_some()
+                    {
+                        report.error(
+                            at(field),
+                            format!("services.{name}.{field}: a worker serves no HTTP, so it takes no `{field}`"),
+                            None,
+                        );
                     }
                 }
                 if svc.public {
-                    report.error(at("public"), format!("services.{name}.public: a worker cannot be public"), None);
+                    report.error(
+                        at("public"),
+                        format!("services.{name}.public: a worker cannot be public"),
+                        None,
+                    );
                 }
             }
         }
@@ -493,7 +644,10 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     if publics.len() > 1 {
         report.error(
             tree.pos_of(&["services", &publics[1], "public"]),
-            format!("services: only one service can be public behind the load balancer; `{}` and `{}` both are", publics[0], publics[1]),
+            format!(
+                "services: only one service can be public behind the load balancer; `{}` and `{}` both are",
+                publics[0], publics[1]
+            ),
             None,
         );
     }
@@ -503,5 +657,10 @@ fn render_sizes(sizes: &[u32]) -> String {
     if sizes.len() <= 4 {
         return sizes.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     }
-    format!("{} to {} in steps of {}", sizes[0], sizes[sizes.len() - 1], sizes[1] - sizes[0])
+    format!(
+        "{} to {} in steps of {}",
+        sizes[0],
+        sizes[sizes.len() - 1],
+        sizes[1] - sizes[0]
+    )
 }

@@ -33,14 +33,23 @@ pub fn schema() -> serde_json::Value {
 pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
     let file = path.display().to_string();
     let source = std::fs::read_to_string(path).map_err(|e| {
-        vec![Diagnostic { file: file.clone(), line: 0, column: 0, message: format!("cannot read the stack file: {e}"), hint: None }]
+        vec![Diagnostic {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read the stack file: {e}"),
+            hint: None,
+        }]
     })?;
     parse(&file, &source)
 }
 
 /// Validates stack source text; `file` names it in diagnostics.
 pub fn parse(file: &str, source: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut report = Report { file, diagnostics: Vec::new() };
+    let mut report = Report {
+        file,
+        diagnostics: Vec::new(),
+    };
     let tree = match yaml::parse(source) {
         Ok((tree, errors)) => {
             for e in errors {
@@ -72,7 +81,10 @@ pub fn parse(file: &str, source: &str) -> Result<Loaded, Vec<Diagnostic>> {
     if !report.diagnostics.is_empty() {
         return Err(sorted(report.diagnostics));
     }
-    Ok(Loaded { file: file.to_string(), stack })
+    Ok(Loaded {
+        file: file.to_string(),
+        stack,
+    })
 }
 
 fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {

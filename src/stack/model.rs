@@ -165,7 +165,10 @@ impl Queue {
         Duration(20)
     }
     fn default_dead_letter() -> Option<DeadLetter> {
-        Some(DeadLetter { max_receives: 5, retention: Duration(14 * 86_400) })
+        Some(DeadLetter {
+            max_receives: 5,
+            retention: Duration(14 * 86_400),
+        })
     }
 }
 
@@ -347,7 +350,9 @@ impl Deploy {
 
 impl Default for Deploy {
     fn default() -> Self {
-        Deploy { timeout: Self::default_timeout() }
+        Deploy {
+            timeout: Self::default_timeout(),
+        }
     }
 }
 
@@ -383,7 +388,11 @@ formatted_string!(
 formatted_string!(DomainName, "hostname", "a DNS name such as chat.example.com");
 formatted_string!(HttpPath, "http-path", "an absolute URL path such as /healthz");
 formatted_string!(Url, "uri", "an http:// or https:// URL");
-formatted_string!(ImageRef, "image-ref", "an image reference such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/aira@sha256:…");
+formatted_string!(
+    ImageRef,
+    "image-ref",
+    "an image reference such as 123456789012.dkr.ecr.us-east-1.amazonaws.com/aira@sha256:…"
+);
 
 /// An IPv4 network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

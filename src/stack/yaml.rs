@@ -3,7 +3,6 @@
 //! The stack format is validated against positions the user can jump to, so the file is
 //! parsed into this tree (from `yaml-rust2`'s event stream) rather than straight into types.
 
-
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 use yaml_rust2::Yaml;
@@ -18,7 +17,10 @@ pub struct Pos {
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
         // yaml-rust2 counts lines from 1 and columns from 0.
-        Pos { line: m.line(), column: m.col() + 1 }
+        Pos {
+            line: m.line(),
+            column: m.col() + 1,
+        }
     }
 }
 
@@ -94,9 +96,7 @@ impl Node {
             Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
-            Value::Map(entries) => {
-                J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect())
-            }
+            Value::Map(entries) => J::Object(entries.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
         }
     }
 }
@@ -110,9 +110,15 @@ pub fn parse(source: &str) -> Result<(Node, Vec<TreeError>), Vec<TreeError>> {
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, false) {
         let pos = Pos::from(*e.marker());
-        return Err(vec![TreeError { pos, message: format!("invalid YAML: {}", e.info()) }]);
+        return Err(vec![TreeError {
+            pos,
+            message: format!("invalid YAML: {}", e.info()),
+        }]);
     }
-    let root = builder.root.unwrap_or(Node { value: Value::Null, pos: Pos { line: 1, column: 1 } });
+    let root = builder.root.unwrap_or(Node {
+        value: Value::Null,
+        pos: Pos { line: 1, column: 1 },
+    });
     Ok((root, builder.errors))
 }
 
@@ -147,8 +153,7 @@ impl Builder {
                         Value::Seq(_) | Value::Map(_) => {
                             self.errors.push(TreeError {
                                 pos: node.pos,
-                                message: "a mapping key must be a plain word, not a list or mapping"
-                                    .into(),
+                                message: "a mapping key must be a plain word, not a list or mapping".into(),
                             });
                             "?".into()
                         }
@@ -193,7 +198,10 @@ impl MarkedEventReceiver for Builder {
                     pos,
                     message: "YAML aliases (`*name`) are not supported in stack files".into(),
                 });
-                self.push(Node { value: Value::Null, pos });
+                self.push(Node {
+                    value: Value::Null,
+                    pos,
+                });
             }
             Event::Scalar(text, style, anchor, _tag) => {
                 let value = if style == TScalarStyle::Plain {
@@ -220,14 +228,20 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
-                    Some(Frame::Seq(pos, items)) => Node { value: Value::Seq(items), pos },
+                    Some(Frame::Seq(pos, items)) => Node {
+                        value: Value::Seq(items),
+                        pos,
+                    },
                     Some(Frame::Map(pos, entries, _)) => {
                         // A block mapping's start mark comes after its first key; point at the key.
                         let pos = match entries.first() {
                             Some((k, _)) if (k.pos.line, k.pos.column) < (pos.line, pos.column) => k.pos,
                             _ => pos,
                         };
-                        Node { value: Value::Map(entries), pos }
+                        Node {
+                            value: Value::Map(entries),
+                            pos,
+                        }
                     }
                     None => return,
                 };
@@ -248,7 +262,6 @@ impl Builder {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -275,6 +288,10 @@ mod tests {
         let (root, errs) = parse("a: 1\na: 2\n").unwrap();
         assert_eq!(root.get("a").unwrap().value, Value::Int(1));
         assert_eq!(errs[0].pos, Pos { line: 2, column: 1 });
-        assert!(errs[0].message.contains("first defined at line 1"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("first defined at line 1"),
+            "{}",
+            errs[0].message
+        );
     }
 }

@@ -1,1 +1,6 @@
-//! Integration tests: one binary so the AWS SDK links once.
+//! Integration tests: one binary, so the AWS SDK links once. They run `aira` as a process
+//! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
+
+mod harness;
+mod proxy;
+mod queue_stack;

@@ -46,7 +46,9 @@ pub struct AwsProvider {
 
 impl AwsProvider {
     pub fn new(config: &SdkConfig) -> Self {
-        AwsProvider { sqs: aws_sdk_sqs::Client::new(config) }
+        AwsProvider {
+            sqs: aws_sdk_sqs::Client::new(config),
+        }
     }
 }
 
@@ -76,7 +78,13 @@ impl Provider for AwsProvider {
         }
     }
 
-    async fn update(&self, scope: &Scope, res: &Resolved, current: &Observed, _: &dyn Progress) -> Result<Observed, ProviderError> {
+    async fn update(
+        &self,
+        scope: &Scope,
+        res: &Resolved,
+        current: &Observed,
+        _: &dyn Progress,
+    ) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::update(&self.sqs, scope, res, current).await,
         }

@@ -13,7 +13,12 @@ use crate::provider::{Observed, ProviderError, Resolved, Scope, TAG_ID, TAG_STAC
 pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
     let prefix = format!("{}-", scope.stack);
     let mut urls = Vec::new();
-    let mut pages = sqs.list_queues().queue_name_prefix(&prefix).max_results(1000).into_paginator().send();
+    let mut pages = sqs
+        .list_queues()
+        .queue_name_prefix(&prefix)
+        .max_results(1000)
+        .into_paginator()
+        .send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| ProviderError::new(format!("list SQS queues `{prefix}*`: {}", aws_error(e))))?;
         urls.extend(page.queue_urls.unwrap_or_default());
@@ -23,7 +28,12 @@ pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, Provi
         let tags = match sqs.list_queue_tags().queue_url(&url).send().await {
             Ok(out) => out.tags.unwrap_or_default(),
             Err(e) if is_gone(&e) => continue,
-            Err(e) => return Err(ProviderError::new(format!("read tags of SQS queue {url}: {}", aws_error(e)))),
+            Err(e) => {
+                return Err(ProviderError::new(format!(
+                    "read tags of SQS queue {url}: {}",
+                    aws_error(e)
+                )))
+            }
         };
         if tags.get(TAG_STACK) != Some(&scope.stack) {
             continue;
@@ -54,10 +64,21 @@ pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, Provi
 
 /// The queue in normal form, with its creation time; `None` if it was deleted meanwhile.
 async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed, i64)>, ProviderError> {
-    let out = match sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await {
+    let out = match sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::All)
+        .send()
+        .await
+    {
         Ok(out) => out,
         Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => return Err(ProviderError::new(format!("read SQS queue `{id}` ({url}): {}", aws_error(e)))),
+        Err(e) => {
+            return Err(ProviderError::new(format!(
+                "read SQS queue `{id}` ({url}): {}",
+                aws_error(e)
+            )))
+        }
     };
     let attrs = out.attributes.unwrap_or_default();
     let num = |name: A| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -78,7 +99,10 @@ async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed
         props["redrive"] = json!({ "dead_letter_arn": policy["deadLetterTargetArn"], "max_receives": max });
     }
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
-    let created = attrs.get(&A::CreatedTimestamp).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let created = attrs
+        .get(&A::CreatedTimestamp)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     Ok(Some((
         Observed {
             id,
@@ -105,7 +129,8 @@ fn attributes(props: &Value) -> HashMap<A, String> {
     attrs.insert(A::ReceiveMessageWaitTimeSeconds, num("receive_wait"));
     let redrive = &props["redrive"];
     let policy = if redrive.is_object() {
-        json!({ "deadLetterTargetArn": redrive["dead_letter_arn"], "maxReceiveCount": redrive["max_receives"] }).to_string()
+        json!({ "deadLetterTargetArn": redrive["dead_letter_arn"], "maxReceiveCount": redrive["max_receives"] })
+            .to_string()
     } else {
         String::new() // an empty policy removes the dead-letter queue
     };
@@ -151,7 +176,9 @@ pub async fn update(sqs: &Client, _: &Scope, res: &Resolved, current: &Observed)
 async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<Observed, ProviderError> {
     match read(sqs, url, res.id.clone()).await? {
         Some((o, _)) => Ok(o),
-        None => Err(ProviderError::new(format!("{what}: the queue disappeared right after the call"))),
+        None => Err(ProviderError::new(format!(
+            "{what}: the queue disappeared right after the call"
+        ))),
     }
 }
 
