@@ -53,9 +53,7 @@ pub struct Report {
 
 impl Report {
     pub fn failed(&self) -> impl Iterator<Item = &Outcome> {
-        self.outcomes
-            .iter()
-            .filter(|o| matches!(o.status, Status::Failed { .. }))
+        self.outcomes.iter().filter(|o| matches!(o.status, Status::Failed { .. }))
     }
     pub fn is_success(&self) -> bool {
         self.outcomes.iter().all(|o| o.status == Status::Done)
@@ -74,11 +72,7 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
     let mut ready: BTreeMap<&LogicalId, usize> = BTreeMap::new();
     let mut deletes: BTreeMap<usize, usize> = BTreeMap::new(); // step -> its delete op
     let add = |ops: &mut Vec<Op>, step, kind| {
-        ops.push(Op {
-            step,
-            kind,
-            deps: BTreeSet::new(),
-        });
+        ops.push(Op { step, kind, deps: BTreeSet::new() });
         ops.len() - 1
     };
     for (i, s) in plan.steps.iter().enumerate() {
@@ -108,12 +102,7 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
         }
     }
     // Which steps' existing resources point at each id (old dependents).
-    let kept: BTreeSet<&LogicalId> = plan
-        .steps
-        .iter()
-        .filter(|s| s.action != Action::Delete)
-        .map(|s| &s.id)
-        .collect();
+    let kept: BTreeSet<&LogicalId> = plan.steps.iter().filter(|s| s.action != Action::Delete).map(|s| &s.id).collect();
     let mut dependents: BTreeMap<&LogicalId, Vec<usize>> = BTreeMap::new();
     for (i, s) in plan.steps.iter().enumerate() {
         let is_duplicate = s.action == Action::Delete && kept.contains(&s.id);
@@ -165,20 +154,11 @@ fn schedule(plan: &Plan) -> Result<Vec<Op>, GraphError> {
     let edges: BTreeMap<LogicalId, BTreeSet<LogicalId>> = ops
         .iter()
         .enumerate()
-        .map(|(i, o)| {
-            (
-                LogicalId(i.to_string()),
-                o.deps.iter().map(|d| LogicalId(d.to_string())).collect(),
-            )
-        })
+        .map(|(i, o)| (LogicalId(i.to_string()), o.deps.iter().map(|d| LogicalId(d.to_string())).collect()))
         .collect();
     topo_sort(&edges).map_err(|_| {
         GraphError::Cycle(
-            ops.iter()
-                .map(|o| plan.steps[o.step].id.clone())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            ops.iter().map(|o| plan.steps[o.step].id.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
         )
     })?;
     Ok(ops)

@@ -12,15 +12,11 @@ use crate::expand::expand;
 use crate::output::{render_report, Format, Printer};
 use crate::plan::{self, Plan};
 use crate::provider::aws::{sdk_config, AwsProvider, Connection};
-use crate::provider::{Provider, Scope};
+use crate::provider::{Facts, Provider, ProviderError, Scope};
 use crate::stack::{self, Loaded};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "aira",
-    version,
-    about = "Converge AWS to a stack file, and ship the aira chat runtime into it"
-)]
+#[command(name = "aira", version, about = "Converge AWS to a stack file, and ship the aira chat runtime into it")]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -48,6 +44,13 @@ pub struct Global {
     /// Most AWS operations in flight at once.
     #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Longest wait for anything AWS does asynchronously (default: the stack's `deploy.timeout`).
+    #[arg(long, global = true, value_parser = parse_duration)]
+    pub timeout: Option<crate::stack::model::Duration>,
+}
+
+fn parse_duration(s: &str) -> Result<crate::stack::model::Duration, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +120,13 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Validate(arg) => {
             let loaded = load(arg, &printer)?;
-            let graph = expand(&loaded.stack);
+            // No AWS call: zones are placeholders, enough to count the resources.
+            let facts = Facts {
+                region: loaded.stack.region.clone().unwrap_or_else(|| "region".into()),
+                zones: (0..6).map(|i| format!("zone-{i}")).collect(),
+                existing_private_route_tables: vec!["route-table".into()],
+            };
+            let graph = expand(&loaded.stack, &facts).map_err(Failure::User)?;
             if printer.format == Format::Json {
                 printer.json(&json!({ "valid": true, "file": loaded.file, "stack": loaded.stack.stack.0, "resources": graph.resources.len() }));
             } else {
@@ -149,13 +158,9 @@ fn stack_path(arg: &StackArg) -> Result<PathBuf, Failure> {
     if let Some(p) = &arg.stack {
         return Ok(p.clone());
     }
-    ["aira.yaml", "stacks/aira.yaml"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .ok_or_else(|| {
-            Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into())
-        })
+    ["aira.yaml", "stacks/aira.yaml"].iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
+        Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into())
+    })
 }
 
 fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
@@ -181,32 +186,37 @@ async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<S
     };
     let config = sdk_config(&conn).await;
     if config.region().is_none() {
-        return Err(Failure::User(
-            "no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into(),
-        ));
+        return Err(Failure::User("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into()));
     }
+    let wait = global.timeout.unwrap_or(loaded.stack.deploy.timeout);
     let scope = Arc::new(Scope {
         stack: loaded.stack.stack.0.clone(),
         tags: loaded.stack.tags.clone(),
+        wait: std::time::Duration::from_secs(wait.secs()),
     });
-    Ok(Session {
-        loaded,
-        scope,
-        provider: Arc::new(AwsProvider::new(&config)),
-    })
+    Ok(Session { loaded, scope, provider: Arc::new(AwsProvider::new(&config)) })
+}
+
+fn provider_failure(e: ProviderError) -> Failure {
+    if e.user_error {
+        Failure::User(e.message)
+    } else {
+        Failure::Aws(e.into())
+    }
 }
 
 async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) -> Result<Plan, Failure> {
     printer.note(&format!("reading resources tagged aira:stack={}", session.scope.stack));
-    let observed = session
-        .provider
-        .observe(&session.scope)
-        .await
-        .map_err(|e| Failure::Aws(e.into()))?;
+    let observed = async { session.provider.observe(&session.scope).await.map_err(provider_failure) };
     let result = if teardown {
-        plan::teardown(&session.scope.stack, &observed)
+        plan::teardown(&session.scope.stack, &observed.await?)
     } else {
-        plan::diff(&expand(&session.loaded.stack), &observed)
+        // Pre-flight: what the region and account hold, before anything is changed.
+        let stack = &session.loaded.stack;
+        let facts = async { session.provider.facts(stack.network.existing.as_ref()).await.map_err(provider_failure) };
+        let (facts, observed) = tokio::try_join!(facts, observed)?;
+        let graph = expand(stack, &facts).map_err(Failure::User)?;
+        plan::diff(&graph, &observed)
     };
     result.map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
 }
@@ -254,15 +264,9 @@ fn confirm(plan: &Plan, global: &Global, verb: &str) -> Result<(), Failure> {
 }
 
 async fn execute(session: &Session, plan: &Plan, global: &Global, printer: &Arc<Printer>) -> Result<Report, Failure> {
-    apply::apply(
-        plan,
-        session.provider.clone(),
-        session.scope.clone(),
-        printer.clone(),
-        global.concurrency as usize,
-    )
-    .await
-    .map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
+    apply::apply(plan, session.provider.clone(), session.scope.clone(), printer.clone(), global.concurrency as usize)
+        .await
+        .map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
 }
 
 fn finish(plan: &Plan, report: Option<&Report>, printer: &Printer) -> Result<u8, Failure> {
@@ -284,10 +288,7 @@ fn finish(plan: &Plan, report: Option<&Report>, printer: &Printer) -> Result<u8,
                     }
                 )
             });
-            Err(Failure::Aws(anyhow::anyhow!(
-                "the apply did not complete: {}",
-                first.unwrap_or_default()
-            )))
+            Err(Failure::Aws(anyhow::anyhow!("the apply did not complete: {}", first.unwrap_or_default())))
         }
         _ => Ok(EXIT_OK),
     }
@@ -312,10 +313,7 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
         if printer.format == Format::Json {
             printer.json(&json!({ "plan": plan, "report": null }));
         } else {
-            printer.out(&format!(
-                "Nothing to delete: no resource is tagged aira:stack={}.",
-                session.scope.stack
-            ));
+            printer.out(&format!("Nothing to delete: no resource is tagged aira:stack={}.", session.scope.stack));
         }
         return Ok(EXIT_OK);
     }
@@ -327,7 +325,5 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
 
 /// For tests and callers that hold a path.
 pub fn stack_arg(path: &Path) -> StackArg {
-    StackArg {
-        stack: Some(path.to_path_buf()),
-    }
+    StackArg { stack: Some(path.to_path_buf()) }
 }

@@ -26,26 +26,15 @@ impl Events for Quiet {
 const STACK: &str = "demo";
 
 fn scope() -> Arc<Scope> {
-    Arc::new(Scope {
-        stack: STACK.into(),
-        tags: BTreeMap::new(),
-    })
+    Arc::new(Scope { stack: STACK.into(), tags: BTreeMap::new(), wait: Duration::from_secs(60) })
 }
 
 fn graph(resources: Vec<Desired>) -> Graph {
-    Graph {
-        stack: STACK.into(),
-        tags: BTreeMap::new(),
-        resources,
-    }
+    Graph { stack: STACK.into(), tags: BTreeMap::new(), resources }
 }
 
 fn dlq() -> Desired {
-    Desired::new(
-        "dlq",
-        Kind::SqsQueue,
-        json!({"name": "demo-dlq", "fifo": false, "retention": 1209600}),
-    )
+    Desired::new("dlq", Kind::SqsQueue, json!({"name": "demo-dlq", "fifo": false, "retention": 1209600}))
 }
 
 fn queue(visibility: u64, fifo: bool) -> Desired {
@@ -62,9 +51,7 @@ async fn plan(p: &FakeProvider, g: &Graph) -> Plan {
 }
 
 async fn run(p: &Arc<FakeProvider>, plan: &Plan, concurrency: usize) -> Report {
-    apply(plan, p.clone(), scope(), Arc::new(Quiet), concurrency)
-        .await
-        .unwrap()
+    apply(plan, p.clone(), scope(), Arc::new(Quiet), concurrency).await.unwrap()
 }
 
 /// Plans `g`, applies it, and checks the rendered plan, the report and the provider's calls.
@@ -73,12 +60,7 @@ async fn check(p: &Arc<FakeProvider>, g: &Graph, expected: Expect) -> Report {
     let report = run(p, &plan, 4).await;
     let mut calls = p.take_calls();
     calls.sort(); // concurrent calls arrive in any order; ordering is asserted separately
-    let text = format!(
-        "{}{}calls: {}\n",
-        render_plan(&plan, false),
-        render_report(&report),
-        calls.join(", ")
-    );
+    let text = format!("{}{}calls: {}\n", render_plan(&plan, false), render_report(&report), calls.join(", "));
     expected.assert_eq(&text);
     report
 }
@@ -175,11 +157,7 @@ async fn replace_deletes_first_for_named_kinds() {
     .await;
     let plan = plan(&p, &graph(vec![queue(30, false), dlq()])).await;
     run(&p, &plan, 4).await;
-    assert_eq!(
-        p.take_calls(),
-        vec!["delete queue", "create queue"],
-        "a name can only exist once"
-    );
+    assert_eq!(p.take_calls(), vec!["delete queue", "create queue"], "a name can only exist once");
 }
 
 #[tokio::test]
@@ -187,11 +165,8 @@ async fn removed_dependency_is_deleted_after_its_dependent_lets_go() {
     let p = Arc::new(FakeProvider::new());
     run(&p, &plan(&p, &graph(vec![queue(30, false), dlq()])).await, 4).await;
     p.take_calls();
-    let without_dlq = Desired::new(
-        "queue",
-        Kind::SqsQueue,
-        json!({"name": "demo-queue", "fifo": false, "visibility_timeout": 30}),
-    );
+    let without_dlq =
+        Desired::new("queue", Kind::SqsQueue, json!({"name": "demo-queue", "fifo": false, "visibility_timeout": 30}));
     let g = graph(vec![without_dlq]);
     let plan = plan(&p, &g).await;
     expect![[r#"
@@ -297,15 +272,10 @@ async fn duplicates_left_by_a_crash_are_removed() {
 #[tokio::test(start_paused = true)]
 async fn independent_resources_run_concurrently_within_the_bound() {
     let p = Arc::new(FakeProvider::with_delay(Duration::from_secs(1)));
-    let mut resources: Vec<Desired> = (0..6)
-        .map(|i| Desired::new(&format!("q{i}"), Kind::SqsQueue, json!({"name": format!("demo-q{i}")})))
-        .collect();
+    let mut resources: Vec<Desired> =
+        (0..6).map(|i| Desired::new(&format!("q{i}"), Kind::SqsQueue, json!({"name": format!("demo-q{i}")}))).collect();
     // A chain of two after q0.
-    resources.push(Desired::new(
-        "chained",
-        Kind::SqsQueue,
-        json!({"dlq": reference("q0", "arn")}),
-    ));
+    resources.push(Desired::new("chained", Kind::SqsQueue, json!({"dlq": reference("q0", "arn")})));
     let g = graph(resources);
     let plan = plan(&p, &g).await;
     let start = tokio::time::Instant::now();
@@ -317,11 +287,7 @@ async fn independent_resources_run_concurrently_within_the_bound() {
     let plan = diff(&g, &[]).unwrap();
     let start = tokio::time::Instant::now();
     run(&p1, &plan, 1).await;
-    assert_eq!(
-        start.elapsed().as_secs(),
-        7,
-        "concurrency 1 runs the seven creates one by one"
-    );
+    assert_eq!(start.elapsed().as_secs(), 7, "concurrency 1 runs the seven creates one by one");
 }
 
 #[test]

@@ -30,6 +30,36 @@ impl From<&str> for LogicalId {
 pub enum Kind {
     #[serde(rename = "sqs.queue")]
     SqsQueue,
+    #[serde(rename = "ec2.vpc")]
+    Vpc,
+    #[serde(rename = "ec2.subnet")]
+    Subnet,
+    #[serde(rename = "ec2.internet-gateway")]
+    InternetGateway,
+    #[serde(rename = "ec2.elastic-ip")]
+    ElasticIp,
+    #[serde(rename = "ec2.nat-gateway")]
+    NatGateway,
+    #[serde(rename = "ec2.route-table")]
+    RouteTable,
+    #[serde(rename = "ec2.security-group")]
+    SecurityGroup,
+    #[serde(rename = "ec2.vpc-endpoint")]
+    VpcEndpoint,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::SqsQueue,
+        Kind::Vpc,
+        Kind::Subnet,
+        Kind::InternetGateway,
+        Kind::ElasticIp,
+        Kind::NatGateway,
+        Kind::RouteTable,
+        Kind::SecurityGroup,
+        Kind::VpcEndpoint,
+    ];
 }
 
 /// How a kind is replaced when a property cannot change in place.
@@ -47,10 +77,14 @@ pub struct KindSpec {
     /// Top-level properties AWS cannot change in place, with the reason shown in the plan.
     pub replace_on: &'static [(&'static str, &'static str)],
     pub replace_order: ReplaceOrder,
+    /// Top-level list properties whose order means nothing (compared sorted).
+    pub sets: &'static [&'static str],
 }
 
 impl Kind {
     pub fn spec(self) -> KindSpec {
+        use ReplaceOrder::*;
+        const IN_VPC: (&str, &str) = ("vpc", "it cannot move to another VPC");
         match self {
             Kind::SqsQueue => KindSpec {
                 name: "sqs.queue",
@@ -58,7 +92,68 @@ impl Kind {
                     ("name", "a queue's name cannot change"),
                     ("fifo", "a queue cannot change between standard and FIFO"),
                 ],
-                replace_order: ReplaceOrder::DeleteBeforeCreate,
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::Vpc => KindSpec {
+                name: "ec2.vpc",
+                replace_on: &[("cidr", "a VPC's primary CIDR block cannot change")],
+                replace_order: CreateBeforeDelete,
+                sets: &[],
+            },
+            Kind::Subnet => KindSpec {
+                name: "ec2.subnet",
+                replace_on: &[
+                    IN_VPC,
+                    ("cidr", "a subnet's CIDR block cannot change"),
+                    ("zone", "a subnet cannot move to another availability zone"),
+                ],
+                // Its CIDR block cannot be held twice in one VPC.
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::InternetGateway => {
+                KindSpec { name: "ec2.internet-gateway", replace_on: &[], replace_order: CreateBeforeDelete, sets: &[] }
+            }
+            Kind::ElasticIp => {
+                KindSpec { name: "ec2.elastic-ip", replace_on: &[], replace_order: CreateBeforeDelete, sets: &[] }
+            }
+            Kind::NatGateway => KindSpec {
+                name: "ec2.nat-gateway",
+                replace_on: &[
+                    ("subnet", "a NAT gateway cannot move to another subnet"),
+                    ("allocation", "a NAT gateway's public address cannot change"),
+                ],
+                // Its Elastic IP can be held by one NAT gateway at a time.
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::RouteTable => KindSpec {
+                name: "ec2.route-table",
+                replace_on: &[IN_VPC],
+                replace_order: CreateBeforeDelete,
+                sets: &["routes", "subnets"],
+            },
+            Kind::SecurityGroup => KindSpec {
+                name: "ec2.security-group",
+                replace_on: &[
+                    IN_VPC,
+                    ("name", "a security group's name cannot change"),
+                    ("description", "a security group's description cannot change"),
+                ],
+                replace_order: DeleteBeforeCreate,
+                sets: &["ingress"],
+            },
+            Kind::VpcEndpoint => KindSpec {
+                name: "ec2.vpc-endpoint",
+                replace_on: &[
+                    IN_VPC,
+                    ("service", "an endpoint's service cannot change"),
+                    ("type", "an endpoint's type cannot change"),
+                ],
+                // One private DNS name per service and VPC.
+                replace_order: DeleteBeforeCreate,
+                sets: &["subnets", "security_groups", "route_tables"],
             },
         }
     }
@@ -88,12 +183,7 @@ impl Desired {
     pub fn new(id: &str, kind: Kind, props: Value) -> Self {
         let mut depends_on = BTreeSet::new();
         collect_refs(&props, &mut depends_on);
-        Desired {
-            id: id.into(),
-            kind,
-            props,
-            depends_on,
-        }
+        Desired { id: id.into(), kind, props, depends_on }
     }
 }
 
@@ -129,11 +219,9 @@ pub fn resolve(v: &Value, outputs: &dyn Fn(&LogicalId, &str) -> Option<Value>) -
     }
     Some(match v {
         Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, outputs)).collect::<Option<_>>()?),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, i)| Some((k.clone(), resolve(i, outputs)?)))
-                .collect::<Option<_>>()?,
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, i)| Some((k.clone(), resolve(i, outputs)?))).collect::<Option<_>>()?)
+        }
         other => other.clone(),
     })
 }
@@ -145,16 +233,24 @@ pub fn resolve_for_display(v: &Value, outputs: &dyn Fn(&LogicalId, &str) -> Opti
     }
     match v {
         Value::Array(items) => Value::Array(items.iter().map(|i| resolve_for_display(i, outputs)).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, i)| (k.clone(), resolve_for_display(i, outputs)))
-                .collect(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, i)| (k.clone(), resolve_for_display(i, outputs))).collect())
+        }
         other => other.clone(),
     }
 }
 
 pub const UNKNOWN: &str = "(known after apply)";
+
+/// Sorts the kind's unordered list properties, so that order never shows as a change.
+pub fn normalize(kind: Kind, props: &mut Value) {
+    for key in kind.spec().sets {
+        if let Some(Value::Array(items)) = props.get_mut(*key) {
+            items.sort_by_cached_key(|v| v.to_string());
+            items.dedup();
+        }
+    }
+}
 
 /// The desired state of one stack.
 #[derive(Debug, Clone, Serialize)]
@@ -188,11 +284,8 @@ impl Graph {
                 return Err(GraphError::Duplicate(r.id.clone()));
             }
         }
-        let edges: BTreeMap<LogicalId, BTreeSet<LogicalId>> = self
-            .resources
-            .iter()
-            .map(|r| (r.id.clone(), r.depends_on.clone()))
-            .collect();
+        let edges: BTreeMap<LogicalId, BTreeSet<LogicalId>> =
+            self.resources.iter().map(|r| (r.id.clone(), r.depends_on.clone())).collect();
         for (id, deps) in &edges {
             if let Some(missing) = deps.iter().find(|d| !edges.contains_key(*d)) {
                 return Err(GraphError::UnknownDependency(id.clone(), missing.clone()));
@@ -204,17 +297,11 @@ impl Graph {
 
 /// Kahn's algorithm over `node -> its dependencies`; dependencies absent from the map are ignored.
 pub fn topo_sort(edges: &BTreeMap<LogicalId, BTreeSet<LogicalId>>) -> Result<Vec<LogicalId>, GraphError> {
-    let mut remaining: BTreeMap<&LogicalId, BTreeSet<&LogicalId>> = edges
-        .iter()
-        .map(|(id, deps)| (id, deps.iter().filter(|d| edges.contains_key(*d)).collect()))
-        .collect();
+    let mut remaining: BTreeMap<&LogicalId, BTreeSet<&LogicalId>> =
+        edges.iter().map(|(id, deps)| (id, deps.iter().filter(|d| edges.contains_key(*d)).collect())).collect();
     let mut order = Vec::with_capacity(edges.len());
     while !remaining.is_empty() {
-        let ready: Vec<&LogicalId> = remaining
-            .iter()
-            .filter(|(_, deps)| deps.is_empty())
-            .map(|(id, _)| *id)
-            .collect();
+        let ready: Vec<&LogicalId> = remaining.iter().filter(|(_, deps)| deps.is_empty()).map(|(id, _)| *id).collect();
         if ready.is_empty() {
             return Err(GraphError::Cycle(remaining.keys().map(|id| (*id).clone()).collect()));
         }
@@ -236,15 +323,9 @@ mod tests {
 
     #[test]
     fn references_are_dependencies() {
-        let r = Desired::new(
-            "queue",
-            Kind::SqsQueue,
-            json!({"redrive": {"target": reference("dlq", "arn")}}),
-        );
+        let r = Desired::new("queue", Kind::SqsQueue, json!({"redrive": {"target": reference("dlq", "arn")}}));
         assert_eq!(r.depends_on, BTreeSet::from(["dlq".into()]));
-        let resolved = resolve(&r.props, &|id, out| {
-            (id.0 == "dlq" && out == "arn").then(|| json!("arn:dlq"))
-        });
+        let resolved = resolve(&r.props, &|id, out| (id.0 == "dlq" && out == "arn").then(|| json!("arn:dlq")));
         assert_eq!(resolved, Some(json!({"redrive": {"target": "arn:dlq"}})));
         assert_eq!(resolve(&r.props, &|_, _| None), None);
     }
@@ -263,9 +344,6 @@ mod tests {
         g.resources[1] = Desired::new("a", Kind::SqsQueue, json!({"x": reference("b", "arn")}));
         assert!(matches!(g.topo_order(), Err(GraphError::Cycle(_))));
         g.resources[1] = Desired::new("a", Kind::SqsQueue, json!({"x": reference("c", "arn")}));
-        assert_eq!(
-            g.topo_order(),
-            Err(GraphError::UnknownDependency("a".into(), "c".into()))
-        );
+        assert_eq!(g.topo_order(), Err(GraphError::UnknownDependency("a".into(), "c".into())));
     }
 }

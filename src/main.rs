@@ -9,11 +9,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // Help and version are not errors; every bad flag is a user error (1).
-            return if e.use_stderr() {
-                ExitCode::from(cli::EXIT_USER)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(cli::EXIT_USER) } else { ExitCode::SUCCESS };
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {

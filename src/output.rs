@@ -72,11 +72,7 @@ impl Printer {
     pub fn note(&self, text: &str) {
         let _guard = self.lock.lock();
         let t = format!("[{:>5.1}s]", self.start.elapsed().as_secs_f64());
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "{} {text}",
-            self.paint(self.err_color, DIM, &t)
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint(self.err_color, DIM, &t));
     }
 
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
@@ -139,12 +135,7 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
             Action::Delete => RED,
             Action::NoOp => "",
         };
-        let mut line = format!(
-            "  {:>3} {} {}",
-            paint(style, step.action.symbol()),
-            step.kind,
-            paint(BOLD, &step.id.0)
-        );
+        let mut line = format!("  {:>3} {} {}", paint(style, step.action.symbol()), step.kind, paint(BOLD, &step.id.0));
         if let Some(reason) = &step.reason {
             line.push_str(&format!("  ({reason})"));
         }
@@ -196,10 +187,7 @@ pub fn render_report(report: &Report) -> String {
             }
         }
     }
-    out.insert_str(
-        0,
-        &format!("Applied: {done} done, {failed} failed, {skipped} skipped.\n"),
-    );
+    out.insert_str(0, &format!("Applied: {done} done, {failed} failed, {skipped} skipped.\n"));
     out
 }
 

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::graph::{resolve_for_display, Desired, Graph, GraphError, Kind, LogicalId};
+use crate::graph::{normalize, resolve_for_display, Desired, Graph, GraphError, Kind, LogicalId};
 use crate::provider::Observed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,9 +84,7 @@ impl Plan {
 
     /// Deletes or replaces something that exists.
     pub fn is_destructive(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| matches!(s.action, Action::Delete | Action::Replace))
+        self.steps.iter().any(|s| matches!(s.action, Action::Delete | Action::Replace))
     }
 }
 
@@ -98,21 +96,12 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
     let mut extras: Vec<(&Observed, String)> = Vec::new();
     for o in observed {
         match current.get(&o.id) {
-            None if graph.get(&o.id).is_some_and(|d| d.kind != o.kind) => extras.push((
-                o,
-                format!(
-                    "`{}` is now a {}",
-                    o.id,
-                    graph.get(&o.id).map(|d| d.kind.name()).unwrap_or("")
-                ),
-            )),
+            None if graph.get(&o.id).is_some_and(|d| d.kind != o.kind) => extras
+                .push((o, format!("`{}` is now a {}", o.id, graph.get(&o.id).map(|d| d.kind.name()).unwrap_or("")))),
             None => {
                 current.insert(&o.id, o);
             }
-            Some(first) => extras.push((
-                o,
-                format!("duplicate of {} (left by an interrupted run)", first.physical_id),
-            )),
+            Some(first) => extras.push((o, format!("duplicate of {} (left by an interrupted run)", first.physical_id))),
         }
     }
 
@@ -140,10 +129,13 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
                         _ => current.get(dep).and_then(|o| o.outputs.get(out).cloned()),
                     }
                 };
-                let after = resolve_for_display(&desired.props, &outputs);
+                let mut after = resolve_for_display(&desired.props, &outputs);
+                let mut before = obs.props.clone();
+                normalize(desired.kind, &mut after);
+                normalize(desired.kind, &mut before);
                 let spec = desired.kind.spec();
                 let mut changes = Vec::new();
-                diff_values("", &obs.props, &after, &mut changes);
+                diff_values("", &before, &after, &mut changes);
                 let mut reasons = Vec::new();
                 for c in &mut changes {
                     let top = c.path.split('.').next().unwrap_or("");
@@ -187,7 +179,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
     delete_order.reverse();
     for id in delete_order {
         let o = current[&id];
-        steps.push(delete_step(o, "not in the stack any more".into()));
+        steps.push(delete_step(o, GONE_FROM_STACK.into()));
     }
     for (o, why) in extras {
         steps.push(delete_step(o, why));
@@ -203,25 +195,19 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
             Action::Delete => &mut summary.delete,
         } += 1;
     }
-    Ok(Plan {
-        format_version: 1,
-        stack: graph.stack.clone(),
-        steps,
-        summary,
-    })
+    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary })
 }
 
 /// A plan that deletes everything observed (for `aira down`), dependents first.
 pub fn teardown(stack: &str, observed: &[Observed]) -> Result<Plan, GraphError> {
-    diff(
-        &Graph {
-            stack: stack.into(),
-            tags: BTreeMap::new(),
-            resources: Vec::new(),
-        },
-        observed,
-    )
+    let mut plan = diff(&Graph { stack: stack.into(), tags: BTreeMap::new(), resources: Vec::new() }, observed)?;
+    for step in plan.steps.iter_mut().filter(|s| s.reason.as_deref() == Some(GONE_FROM_STACK)) {
+        step.reason = None;
+    }
+    Ok(plan)
 }
+
+const GONE_FROM_STACK: &str = "not in the stack any more";
 
 fn delete_step(o: &Observed, reason: String) -> Step {
     Step {
@@ -254,11 +240,8 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<Change>)
             }
         }
         (b, a) if b == a => {}
-        (b, a) => out.push(Change {
-            path: path.to_string(),
-            before: b.clone(),
-            after: a.clone(),
-            forces_replacement: false,
-        }),
+        (b, a) => {
+            out.push(Change { path: path.to_string(), before: b.clone(), after: a.clone(), forces_replacement: false })
+        }
     }
 }

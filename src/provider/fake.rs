@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Observed, Progress, Provider, ProviderError, Resolved, Scope, TAG_STACK};
+use super::{Facts, Observed, Progress, Provider, ProviderError, Resolved, Scope, TAG_STACK};
 use crate::graph::LogicalId;
 
 #[derive(Default)]
@@ -34,10 +34,7 @@ impl FakeProvider {
 
     /// Every call takes `delay`.
     pub fn with_delay(delay: Duration) -> Self {
-        FakeProvider {
-            delay,
-            ..Self::default()
-        }
+        FakeProvider { delay, ..Self::default() }
     }
 
     /// Makes `op` (`create`, `update`, `delete`) of `id` fail until [`FakeProvider::heal`].
@@ -61,12 +58,7 @@ impl FakeProvider {
 
     pub fn resources(&self, stack: &str) -> Vec<Observed> {
         let inner = self.inner.lock().unwrap();
-        inner
-            .resources
-            .iter()
-            .filter(|(s, _)| s == stack)
-            .map(|(_, o)| o.clone())
-            .collect()
+        inner.resources.iter().filter(|(s, _)| s == stack).map(|(_, o)| o.clone()).collect()
     }
 
     async fn call(&self, op: &str, id: &LogicalId) -> Result<(), ProviderError> {
@@ -94,10 +86,7 @@ impl FakeProvider {
             id: res.id.clone(),
             kind: res.kind,
             outputs: BTreeMap::from([
-                (
-                    "arn".to_string(),
-                    Value::from(format!("fake:{}:{physical_id}", scope.stack)),
-                ),
+                ("arn".to_string(), Value::from(format!("fake:{}:{physical_id}", scope.stack))),
                 ("name".to_string(), Value::from(physical_id.clone())),
             ]),
             physical_id,
@@ -122,6 +111,14 @@ fn find_links(v: &Value, arns: &[(LogicalId, Value)], out: &mut BTreeSet<Logical
 
 #[async_trait]
 impl Provider for FakeProvider {
+    async fn facts(&self, existing: Option<&crate::stack::model::ExistingVpc>) -> Result<Facts, ProviderError> {
+        Ok(Facts {
+            region: "us-east-1".into(),
+            zones: vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()],
+            existing_private_route_tables: existing.map(|_| vec!["rtb-existing".to_string()]).unwrap_or_default(),
+        })
+    }
+
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
         Ok(self.resources(&scope.stack))
     }
@@ -160,9 +157,7 @@ impl Provider for FakeProvider {
     async fn delete(&self, scope: &Scope, current: &Observed, _: &dyn Progress) -> Result<(), ProviderError> {
         self.call("delete", &current.id).await?;
         let mut inner = self.inner.lock().unwrap();
-        inner
-            .resources
-            .retain(|(s, r)| !(*s == scope.stack && r.physical_id == current.physical_id));
+        inner.resources.retain(|(s, r)| !(*s == scope.stack && r.physical_id == current.physical_id));
         Ok(())
     }
 }

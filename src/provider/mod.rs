@@ -21,6 +21,18 @@ pub const TAG_MANAGED_BY: &str = "aira:managed-by";
 pub struct Scope {
     pub stack: String,
     pub tags: BTreeMap<String, String>,
+    /// Longest wait for anything AWS finishes asynchronously (deletions, dependency violations).
+    pub wait: std::time::Duration,
+}
+
+/// What the expansion needs to know of the account and region before planning.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub region: String,
+    /// Availability zones that are available, in name order.
+    pub zones: Vec<String>,
+    /// For a stack in an existing VPC: the route tables of its private subnets.
+    pub existing_private_route_tables: Vec<String>,
 }
 
 impl Scope {
@@ -61,13 +73,17 @@ pub struct Resolved {
 #[error("{message}")]
 pub struct ProviderError {
     pub message: String,
+    /// The stack asks for something the account does not have (a pre-flight failure): exit 1.
+    pub user_error: bool,
 }
 
 impl ProviderError {
     pub fn new(message: impl Into<String>) -> Self {
-        ProviderError {
-            message: message.into(),
-        }
+        ProviderError { message: message.into(), user_error: false }
+    }
+
+    pub fn user(message: impl Into<String>) -> Self {
+        ProviderError { message: message.into(), user_error: true }
     }
 }
 
@@ -85,6 +101,9 @@ impl Progress for Silent {
 
 #[async_trait]
 pub trait Provider: Send + Sync {
+    /// Zones of the region and what an existing VPC holds; fails (as a user error) when the
+    /// account lacks what the stack names.
+    async fn facts(&self, existing: Option<&crate::stack::model::ExistingVpc>) -> Result<Facts, ProviderError>;
     /// Everything of the stack that exists, found by tags. Duplicates (two resources with one
     /// logical id, left by an interrupted run) are all returned, oldest first.
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError>;

@@ -67,11 +67,7 @@ impl SchemaWalker<'_> {
     /// The human name of what a schema accepts, for "expected …" messages.
     fn describe(&self, schema: &J) -> String {
         let schema = self.resolve(schema);
-        if let Some(alts) = schema
-            .get("anyOf")
-            .or_else(|| schema.get("oneOf"))
-            .and_then(J::as_array)
-        {
+        if let Some(alts) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(J::as_array) {
             let parts: Vec<String> = alts
                 .iter()
                 .filter(|a| a.get("type").and_then(J::as_str) != Some("null"))
@@ -104,22 +100,14 @@ impl SchemaWalker<'_> {
 
     pub fn check(&self, node: &Node, schema: &J, path: &str, report: &mut Report) {
         let schema = self.resolve(schema);
-        if let Some(alts) = schema
-            .get("anyOf")
-            .or_else(|| schema.get("oneOf"))
-            .and_then(J::as_array)
-        {
+        if let Some(alts) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(J::as_array) {
             return self.check_alternatives(node, alts, path, report);
         }
         if let Some(c) = schema.get("const") {
             if &node.to_json() != c {
                 report.error(
                     node.pos,
-                    format!(
-                        "{path}: expected {}, found {}",
-                        render_values(std::slice::from_ref(c)),
-                        found(node)
-                    ),
+                    format!("{path}: expected {}, found {}", render_values(std::slice::from_ref(c)), found(node)),
                     None,
                 );
             }
@@ -128,11 +116,7 @@ impl SchemaWalker<'_> {
         let allowed = types(schema);
         if !allowed.is_empty() && !allowed.iter().any(|t| node_is(node, t)) {
             let hint = type_hint(node, &allowed, schema.get("format").and_then(J::as_str));
-            report.error(
-                node.pos,
-                format!("{path}: expected {}, found {}", self.describe(schema), found(node)),
-                hint,
-            );
+            report.error(node.pos, format!("{path}: expected {}, found {}", self.describe(schema), found(node)), hint);
             return;
         }
         if let Some(values) = schema.get("enum").and_then(J::as_array) {
@@ -145,11 +129,7 @@ impl SchemaWalker<'_> {
                 };
                 report.error(
                     node.pos,
-                    format!(
-                        "{path}: expected one of {}, found {}",
-                        render_values(values),
-                        found(node)
-                    ),
+                    format!("{path}: expected one of {}, found {}", render_values(values), found(node)),
                     hint,
                 );
                 return;
@@ -206,11 +186,7 @@ impl SchemaWalker<'_> {
                 };
                 report.error(
                     node.pos,
-                    format!(
-                        "{path}: expected one of {}, found {}",
-                        render_values(&values),
-                        found(node)
-                    ),
+                    format!("{path}: expected one of {}, found {}", render_values(&values), found(node)),
                     hint,
                 );
             }
@@ -218,10 +194,7 @@ impl SchemaWalker<'_> {
         }
         let mut candidates = Vec::new();
         for alt in alts {
-            let mut trial = Report {
-                file: report.file,
-                diagnostics: Vec::new(),
-            };
+            let mut trial = Report { file: report.file, diagnostics: Vec::new() };
             self.check(node, alt, path, &mut trial);
             if trial.diagnostics.is_empty() {
                 return;
@@ -256,41 +229,24 @@ impl SchemaWalker<'_> {
         let props = schema.get("properties").and_then(J::as_object);
         let additional = schema.get("additionalProperties");
         for (key, value) in entries {
-            let child_path = if path.is_empty() {
-                key.name.clone()
-            } else {
-                format!("{path}.{}", key.name)
-            };
+            let child_path = if path.is_empty() { key.name.clone() } else { format!("{path}.{}", key.name) };
             if let Some(prop) = props.and_then(|p| p.get(&key.name)) {
                 self.check(value, prop, &child_path, report);
             } else if let Some(extra) = additional.filter(|a| a.is_object()) {
                 self.check(value, extra, &child_path, report);
             } else if additional == Some(&J::Bool(false)) {
-                let known: Vec<&str> = props
-                    .map(|p| p.keys().map(String::as_str).collect())
-                    .unwrap_or_default();
+                let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
                 let hint = did_you_mean(&key.name, known.iter().copied())
                     .or_else(|| Some(format!("known keys here: {}", known.join(", "))));
-                let place = if path.is_empty() {
-                    "at the top level".to_string()
-                } else {
-                    format!("in `{path}`")
-                };
+                let place = if path.is_empty() { "at the top level".to_string() } else { format!("in `{path}`") };
                 report.error(key.pos, format!("unknown key `{}` {place}", key.name), hint);
             }
         }
         if let Some(required) = schema.get("required").and_then(J::as_array) {
             for name in required.iter().filter_map(J::as_str) {
                 if !entries.iter().any(|(k, _)| k.name == name) {
-                    let what = props
-                        .and_then(|p| p.get(name))
-                        .map(|s| self.describe(s))
-                        .unwrap_or_default();
-                    let place = if path.is_empty() {
-                        "the stack".to_string()
-                    } else {
-                        format!("`{path}`")
-                    };
+                    let what = props.and_then(|p| p.get(name)).map(|s| self.describe(s)).unwrap_or_default();
+                    let place = if path.is_empty() { "the stack".to_string() } else { format!("`{path}`") };
                     report.error(node.pos, format!("{place} is missing the key `{name}` ({what})"), None);
                 }
             }
@@ -380,8 +336,7 @@ pub fn check_format(format: &str, s: &str) -> Result<(), String> {
                 && s.starts_with(|c: char| c.is_ascii_lowercase())
                 && !s.ends_with('-')
                 && !s.contains("--")
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if ok {
                 Ok(())
             } else {
@@ -437,20 +392,14 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     if !(60..=14 * 86_400).contains(&q.retention.secs()) {
         report.error(
             tree.pos_of(&["queue", "retention"]),
-            format!(
-                "queue.retention: must be between 1m and 14d (an SQS limit), found {}",
-                q.retention
-            ),
+            format!("queue.retention: must be between 1m and 14d (an SQS limit), found {}", q.retention),
             None,
         );
     }
     if q.receive_wait.secs() > 20 {
         report.error(
             tree.pos_of(&["queue", "receive_wait"]),
-            format!(
-                "queue.receive_wait: must be at most 20s (an SQS limit), found {}",
-                q.receive_wait
-            ),
+            format!("queue.receive_wait: must be at most 20s (an SQS limit), found {}", q.receive_wait),
             None,
         );
     }
@@ -459,10 +408,7 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
         if dl.retention.secs() > 14 * 86_400 {
             report.error(
                 pos,
-                format!(
-                    "queue.dead_letter.retention: must be at most 14d (an SQS limit), found {}",
-                    dl.retention
-                ),
+                format!("queue.dead_letter.retention: must be at most 14d (an SQS limit), found {}", dl.retention),
                 None,
             );
         } else if dl.retention <= q.retention {
@@ -491,10 +437,7 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
         if prefix + needed_bits > 28 {
             report.error(
                 tree.pos_of(&["network", "cidr"]),
-                format!(
-                    "network.cidr: /{prefix} is too small for {} subnets of at least /28",
-                    2 * net.zones
-                ),
+                format!("network.cidr: /{prefix} is too small for {} subnets of at least /28", 2 * net.zones),
                 None,
             );
         }
@@ -503,17 +446,13 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
         if !existing.vpc_id.starts_with("vpc-") {
             report.error(
                 tree.pos_of(&["network", "existing", "vpc_id"]),
-                format!(
-                    "network.existing.vpc_id: `{}` is not a VPC id (`vpc-…`)",
-                    existing.vpc_id
-                ),
+                format!("network.existing.vpc_id: `{}` is not a VPC id (`vpc-…`)", existing.vpc_id),
                 None,
             );
         }
-        for (field, ids) in [
-            ("public_subnets", &existing.public_subnets),
-            ("private_subnets", &existing.private_subnets),
-        ] {
+        for (field, ids) in
+            [("public_subnets", &existing.public_subnets), ("private_subnets", &existing.private_subnets)]
+        {
             if ids.is_empty() {
                 report.error(
                     tree.pos_of(&["network", "existing", field]),
@@ -541,10 +480,7 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
                 pos,
                 format!(
                     "network.endpoints: `{}` is listed twice",
-                    serde_json::to_value(e)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
+                    serde_json::to_value(e).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
                 ),
                 None,
             );
@@ -584,21 +520,14 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
                     "services.{name}.memory: Fargate does not accept {} MiB with {} CPU units",
                     svc.memory, svc.cpu.0
                 ),
-                Some(format!(
-                    "with cpu {}, memory is one of {}",
-                    svc.cpu.0,
-                    render_sizes(&allowed)
-                )),
+                Some(format!("with cpu {}, memory is one of {}", svc.cpu.0, render_sizes(&allowed))),
             );
         }
         if let model::Count::Auto(auto) = &svc.count {
             if auto.min > auto.max {
                 report.error(
                     at("count"),
-                    format!(
-                        "services.{name}.count: min ({}) is greater than max ({})",
-                        auto.min, auto.max
-                    ),
+                    format!("services.{name}.count: min ({}) is greater than max ({})", auto.min, auto.max),
                     None,
                 );
             }
@@ -615,12 +544,7 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
             }
             model::Role::Worker => {
                 for field in ["port", "health"] {
-                    if tree
-                        .get("services")
-                        .and_then(|s| s.get(name))
-                        .and_then(|s| s.get(field))
-                        .is_some()
-                    {
+                    if tree.get("services").and_then(|s| s.get(name)).and_then(|s| s.get(field)).is_some() {
                         report.error(
                             at(field),
                             format!("services.{name}.{field}: a worker serves no HTTP, so it takes no `{field}`"),
@@ -629,11 +553,7 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
                     }
                 }
                 if svc.public {
-                    report.error(
-                        at("public"),
-                        format!("services.{name}.public: a worker cannot be public"),
-                        None,
-                    );
+                    report.error(at("public"), format!("services.{name}.public: a worker cannot be public"), None);
                 }
             }
         }
@@ -657,10 +577,5 @@ fn render_sizes(sizes: &[u32]) -> String {
     if sizes.len() <= 4 {
         return sizes.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     }
-    format!(
-        "{} to {} in steps of {}",
-        sizes[0],
-        sizes[sizes.len() - 1],
-        sizes[1] - sizes[0]
-    )
+    format!("{} to {} in steps of {}", sizes[0], sizes[sizes.len() - 1], sizes[1] - sizes[0])
 }

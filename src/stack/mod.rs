@@ -46,10 +46,7 @@ pub fn load(path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
 
 /// Validates stack source text; `file` names it in diagnostics.
 pub fn parse(file: &str, source: &str) -> Result<Loaded, Vec<Diagnostic>> {
-    let mut report = Report {
-        file,
-        diagnostics: Vec::new(),
-    };
+    let mut report = Report { file, diagnostics: Vec::new() };
     let tree = match yaml::parse(source) {
         Ok((tree, errors)) => {
             for e in errors {
@@ -81,10 +78,7 @@ pub fn parse(file: &str, source: &str) -> Result<Loaded, Vec<Diagnostic>> {
     if !report.diagnostics.is_empty() {
         return Err(sorted(report.diagnostics));
     }
-    Ok(Loaded {
-        file: file.to_string(),
-        stack,
-    })
+    Ok(Loaded { file: file.to_string(), stack })
 }
 
 fn sorted(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {

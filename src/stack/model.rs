@@ -165,10 +165,7 @@ impl Queue {
         Duration(20)
     }
     fn default_dead_letter() -> Option<DeadLetter> {
-        Some(DeadLetter {
-            max_receives: 5,
-            retention: Duration(14 * 86_400),
-        })
+        Some(DeadLetter { max_receives: 5, retention: Duration(14 * 86_400) })
     }
 }
 
@@ -350,9 +347,7 @@ impl Deploy {
 
 impl Default for Deploy {
     fn default() -> Self {
-        Deploy {
-            timeout: Self::default_timeout(),
-        }
+        Deploy { timeout: Self::default_timeout() }
     }
 }
 

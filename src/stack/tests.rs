@@ -291,8 +291,5 @@ fn all_errors_are_reported_together() {
 fn committed_schema_is_current() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/stack.schema.json")).unwrap();
     let current = serde_json::to_string_pretty(&super::schema()).unwrap() + "\n";
-    assert!(
-        committed == current,
-        "schema/stack.schema.json is stale: run `aira schema > schema/stack.schema.json`"
-    );
+    assert!(committed == current, "schema/stack.schema.json is stale: run `aira schema > schema/stack.schema.json`");
 }

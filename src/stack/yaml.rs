@@ -17,10 +17,7 @@ pub struct Pos {
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
         // yaml-rust2 counts lines from 1 and columns from 0.
-        Pos {
-            line: m.line(),
-            column: m.col() + 1,
-        }
+        Pos { line: m.line(), column: m.col() + 1 }
     }
 }
 
@@ -110,15 +107,9 @@ pub fn parse(source: &str) -> Result<(Node, Vec<TreeError>), Vec<TreeError>> {
     let mut parser = Parser::new_from_str(source);
     if let Err(e) = parser.load(&mut builder, false) {
         let pos = Pos::from(*e.marker());
-        return Err(vec![TreeError {
-            pos,
-            message: format!("invalid YAML: {}", e.info()),
-        }]);
+        return Err(vec![TreeError { pos, message: format!("invalid YAML: {}", e.info()) }]);
     }
-    let root = builder.root.unwrap_or(Node {
-        value: Value::Null,
-        pos: Pos { line: 1, column: 1 },
-    });
+    let root = builder.root.unwrap_or(Node { value: Value::Null, pos: Pos { line: 1, column: 1 } });
     Ok((root, builder.errors))
 }
 
@@ -194,14 +185,9 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Alias(_) => {
-                self.errors.push(TreeError {
-                    pos,
-                    message: "YAML aliases (`*name`) are not supported in stack files".into(),
-                });
-                self.push(Node {
-                    value: Value::Null,
-                    pos,
-                });
+                self.errors
+                    .push(TreeError { pos, message: "YAML aliases (`*name`) are not supported in stack files".into() });
+                self.push(Node { value: Value::Null, pos });
             }
             Event::Scalar(text, style, anchor, _tag) => {
                 let value = if style == TScalarStyle::Plain {
@@ -228,20 +214,14 @@ impl MarkedEventReceiver for Builder {
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let node = match self.stack.pop() {
-                    Some(Frame::Seq(pos, items)) => Node {
-                        value: Value::Seq(items),
-                        pos,
-                    },
+                    Some(Frame::Seq(pos, items)) => Node { value: Value::Seq(items), pos },
                     Some(Frame::Map(pos, entries, _)) => {
                         // A block mapping's start mark comes after its first key; point at the key.
                         let pos = match entries.first() {
                             Some((k, _)) if (k.pos.line, k.pos.column) < (pos.line, pos.column) => k.pos,
                             _ => pos,
                         };
-                        Node {
-                            value: Value::Map(entries),
-                            pos,
-                        }
+                        Node { value: Value::Map(entries), pos }
                     }
                     None => return,
                 };
@@ -255,10 +235,8 @@ impl MarkedEventReceiver for Builder {
 impl Builder {
     fn check_anchor(&mut self, anchor: usize, pos: Pos) {
         if anchor != 0 {
-            self.errors.push(TreeError {
-                pos,
-                message: "YAML anchors (`&name`) are not supported in stack files".into(),
-            });
+            self.errors
+                .push(TreeError { pos, message: "YAML anchors (`&name`) are not supported in stack files".into() });
         }
     }
 }
@@ -288,10 +266,6 @@ mod tests {
         let (root, errs) = parse("a: 1\na: 2\n").unwrap();
         assert_eq!(root.get("a").unwrap().value, Value::Int(1));
         assert_eq!(errs[0].pos, Pos { line: 2, column: 1 });
-        assert!(
-            errs[0].message.contains("first defined at line 1"),
-            "{}",
-            errs[0].message
-        );
+        assert!(errs[0].message.contains("first defined at line 1"), "{}", errs[0].message);
     }
 }

@@ -14,10 +14,7 @@ pub fn endpoint() -> String {
 /// A stack name no other test (or earlier run against the same server) uses.
 pub fn unique_stack(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     let salt = (std::process::id() ^ nanos).wrapping_add(N.fetch_add(1, Ordering::SeqCst) * 7919) % 0xff_ffff;
     format!("{prefix}-{salt:06x}")
 }
@@ -28,9 +25,7 @@ pub struct Workdir {
 
 impl Workdir {
     pub fn new() -> Self {
-        Workdir {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Workdir { dir: tempfile::tempdir().unwrap() }
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -54,11 +49,7 @@ impl Run {
 
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Self {
-        assert_eq!(
-            self.code, code,
-            "exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 }
@@ -92,9 +83,87 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
         .endpoint_url(endpoint())
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "tests"))
         .build();
     aws_sdk_sqs::Client::from_conf(config)
+}
+
+fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint())
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests"),
+        ))
+        .build()
+}
+
+/// An EC2 client straight to moto.
+pub fn ec2() -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk_config())
+}
+
+/// Starts `aira` without waiting for it (to kill it part-way).
+pub fn spawn_aira(cwd: &Path, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_aira"))
+        .args(args)
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Every resource tagged with the stack, read from AWS: `(kind, aira:id)` → how many.
+pub async fn inventory(stack: &str) -> std::collections::BTreeMap<(String, String), usize> {
+    use aws_sdk_ec2::types::{Filter, Tag};
+    let ec2 = ec2();
+    let f = || Filter::builder().name("tag:aira:stack").values(stack).build();
+    let id = |tags: &[Tag]| {
+        tags.iter().find(|t| t.key() == Some("aira:id")).and_then(|t| t.value()).unwrap_or("?").to_string()
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let mut add = |kind: &str, id: String| *out.entry((kind.to_string(), id)).or_insert(0) += 1;
+    for v in ec2.describe_vpcs().filters(f()).send().await.unwrap().vpcs() {
+        add("vpc", id(v.tags()));
+    }
+    for s in ec2.describe_subnets().filters(f()).send().await.unwrap().subnets() {
+        add("subnet", id(s.tags()));
+    }
+    for g in ec2.describe_internet_gateways().filters(f()).send().await.unwrap().internet_gateways() {
+        add("igw", id(g.tags()));
+    }
+    for t in ec2.describe_route_tables().filters(f()).send().await.unwrap().route_tables() {
+        add("route-table", id(t.tags()));
+    }
+    for g in ec2.describe_security_groups().filters(f()).send().await.unwrap().security_groups() {
+        add("security-group", id(g.tags()));
+    }
+    for e in ec2.describe_vpc_endpoints().filters(f()).send().await.unwrap().vpc_endpoints() {
+        if !matches!(e.state().map(|s| s.as_str().to_ascii_lowercase()).as_deref(), Some("deleted")) {
+            add("vpc-endpoint", id(e.tags()));
+        }
+    }
+    for n in ec2.describe_nat_gateways().filter(f()).send().await.unwrap().nat_gateways() {
+        if !matches!(n.state().map(|s| s.as_str().to_ascii_lowercase()).as_deref(), Some("deleted")) {
+            add("nat-gateway", id(n.tags()));
+        }
+    }
+    for a in ec2.describe_addresses().filters(f()).send().await.unwrap().addresses() {
+        add("elastic-ip", id(a.tags()));
+    }
+    let sqs = sqs().await;
+    let urls =
+        sqs.list_queues().queue_name_prefix(format!("{stack}-")).send().await.unwrap().queue_urls.unwrap_or_default();
+    for url in urls {
+        let tags = sqs.list_queue_tags().queue_url(&url).send().await.unwrap().tags.unwrap_or_default();
+        if tags.get("aira:stack").map(String::as_str) == Some(stack) {
+            add("queue", tags.get("aira:id").cloned().unwrap_or_default());
+        }
+    }
+    out
 }

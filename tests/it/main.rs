@@ -2,5 +2,6 @@
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
 mod harness;
+mod network;
 mod proxy;
 mod queue_stack;

@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Faults {
@@ -24,12 +25,16 @@ pub struct Faults {
     pub latency: Duration,
     /// Share of calls (0.0–1.0) answered with a throttling error instead of being forwarded.
     pub throttle: f64,
+    /// The n-th mutating call (from 1) is forwarded but never answered; `Proxy::hung` fires.
+    pub hang_after_mutations: Option<u64>,
 }
 
 pub struct Proxy {
     pub url: String,
     calls: Arc<Mutex<Vec<String>>>,
     pub faults_injected: Arc<AtomicU64>,
+    /// Fires when the call chosen by `Faults::hang_after_mutations` is hanging.
+    pub hung: Arc<Notify>,
 }
 
 impl Proxy {
@@ -39,7 +44,10 @@ impl Proxy {
         let addr: SocketAddr = listener.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
         let injected = Arc::new(AtomicU64::new(0));
+        let hung = Arc::new(Notify::new());
         let state = Arc::new(State {
+            hung: hung.clone(),
+            mutations: AtomicU64::new(0),
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
@@ -61,24 +69,19 @@ impl Proxy {
                 });
             }
         });
-        Proxy {
-            url: format!("http://{addr}"),
-            calls,
-            faults_injected: injected,
-        }
+        Proxy { url: format!("http://{addr}"), calls, faults_injected: injected, hung }
     }
 
-    /// The actions called so far (`CreateQueue`, `ListQueues`, …), and forgets them.
+    /// The calls so far as `service:Action` (`sqs:CreateQueue`, `ec2:DescribeVpcs`), and forgets them.
     pub fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut self.calls.lock().unwrap())
     }
 }
 
-/// Whether an action name changes anything.
-pub fn is_mutating(action: &str) -> bool {
-    !["List", "Get", "Describe", "Head"]
-        .iter()
-        .any(|p| action.starts_with(p))
+/// Whether a call (`service:Action`) changes anything.
+pub fn is_mutating(call: &str) -> bool {
+    let action = call.rsplit(':').next().unwrap_or(call);
+    !["List", "Get", "Describe", "Head"].iter().any(|p| action.starts_with(p))
 }
 
 struct State {
@@ -88,23 +91,43 @@ struct State {
     faults: Faults,
     injected: Arc<AtomicU64>,
     counter: AtomicU64,
+    mutations: AtomicU64,
+    hung: Arc<Notify>,
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(String::from);
     let action = match &target {
         // JSON protocols: `AmazonSQS.CreateQueue`.
         Some(t) => t.rsplit('.').next().unwrap_or(t).to_string(),
         // Query protocols: `Action=CreateVpc&…` in the form body.
         None => form_action(&body).unwrap_or_else(|| format!("{} {}", parts.method, parts.uri.path())),
     };
-    state.calls.lock().unwrap().push(action);
+    // The service, from the signature's credential scope: `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
+    let service = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').nth(3))
+        .unwrap_or("?")
+        .to_string();
+    let call = format!("{service}:{action}");
+    let mutating = is_mutating(&call);
+    state.calls.lock().unwrap().push(call);
+    if mutating {
+        let n = state.mutations.fetch_add(1, Ordering::SeqCst) + 1;
+        if state.faults.hang_after_mutations == Some(n) {
+            // The call reaches AWS, but its answer never reaches the client: the worst moment
+            // for a crash, since the resource exists and the client never learnt its id.
+            let _ = forward(&state, parts, body).await;
+            state.hung.notify_one();
+            let never: Infallible = std::future::pending().await;
+            match never {}
+        }
+    }
     if !state.faults.latency.is_zero() {
         tokio::time::sleep(state.faults.latency).await;
     }
@@ -117,11 +140,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             return Ok(throttled(target.is_some(), n));
         }
     }
-    let uri = format!(
-        "{}{}",
-        state.upstream,
-        parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-    );
+    Ok(forward(&state, parts, body).await)
+}
+
+async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
+    let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut forward = Request::builder().method(parts.method).uri(uri);
     for (k, v) in &parts.headers {
         forward = forward.header(k, v);
@@ -131,29 +154,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         Ok(resp) => {
             let (parts, body) = resp.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Ok(Response::from_parts(parts, Full::new(body)))
+            Response::from_parts(parts, Full::new(body))
         }
-        Err(e) => Ok(Response::builder()
-            .status(StatusCode::BAD_GATEWAY)
-            .body(Full::new(Bytes::from(e.to_string())))
-            .unwrap()),
+        Err(e) => {
+            Response::builder().status(StatusCode::BAD_GATEWAY).body(Full::new(Bytes::from(e.to_string()))).unwrap()
+        }
     }
 }
 
 fn form_action(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
-    text.split('&')
-        .find_map(|kv| kv.strip_prefix("Action="))
-        .map(String::from)
+    text.split('&').find_map(|kv| kv.strip_prefix("Action=")).map(String::from)
 }
 
 /// The throttling answer of the protocol in use, or a bare 503 every third time.
 fn throttled(json_protocol: bool, n: u64) -> Response<Full<Bytes>> {
     if n % 3 == 0 {
-        return Response::builder()
-            .status(503)
-            .body(Full::new(Bytes::from_static(b"Service Unavailable")))
-            .unwrap();
+        return Response::builder().status(503).body(Full::new(Bytes::from_static(b"Service Unavailable"))).unwrap();
     }
     if json_protocol {
         Response::builder()

@@ -1,15 +1,19 @@
 //! The AWS provider: the only module that imports `aws-sdk-*`.
 
+mod ec2;
 mod sqs;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use serde_json::Value;
 
-use super::{Observed, Progress, Provider, ProviderError, Resolved, Scope};
-use crate::graph::Kind;
+use super::{Facts, Observed, Progress, Provider, ProviderError, Resolved, Scope};
+use crate::graph::{Kind, LogicalId};
+use crate::stack::model::ExistingVpc;
 
 /// Where and how to reach AWS; `None` fields fall back to the SDK's configuration chain
 /// (environment, profiles, SSO, IMDS; `AWS_ENDPOINT_URL` included).
@@ -41,18 +45,23 @@ pub async fn sdk_config(conn: &Connection) -> SdkConfig {
 }
 
 pub struct AwsProvider {
+    region: String,
     sqs: aws_sdk_sqs::Client,
+    ec2: aws_sdk_ec2::Client,
 }
 
 impl AwsProvider {
     pub fn new(config: &SdkConfig) -> Self {
         AwsProvider {
+            region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             sqs: aws_sdk_sqs::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
         }
     }
 }
 
 /// The AWS error code and message, or the whole error chain when there is no service error.
+/// (`SdkError` and `ProvideErrorMetadata` are the same types in every `aws-sdk-*` crate.)
 fn aws_error<E, R>(e: aws_sdk_sqs::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
@@ -66,15 +75,52 @@ where
     aws_sdk_sqs::error::DisplayErrorContext(e).to_string()
 }
 
+/// Links between observed resources, read from the resources themselves: a property holding
+/// another managed resource's id or ARN is a dependency on it.
+fn link(observed: &mut [Observed]) {
+    let ids: HashMap<String, LogicalId> = observed
+        .iter()
+        .flat_map(|o| {
+            ["id", "arn"].into_iter().filter_map(|k| Some((o.outputs.get(k)?.as_str()?.to_string(), o.id.clone())))
+        })
+        .collect();
+    fn walk(v: &Value, ids: &HashMap<String, LogicalId>, out: &mut Vec<LogicalId>) {
+        match v {
+            Value::String(s) => out.extend(ids.get(s).cloned()),
+            Value::Array(items) => items.iter().for_each(|i| walk(i, ids, out)),
+            Value::Object(map) => map.values().for_each(|i| walk(i, ids, out)),
+            _ => {}
+        }
+    }
+    for o in observed.iter_mut() {
+        let mut found = Vec::new();
+        walk(&o.props, &ids, &mut found);
+        o.depends_on.extend(found.into_iter().filter(|d| *d != o.id));
+    }
+}
+
 #[async_trait]
 impl Provider for AwsProvider {
-    async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-        sqs::observe(&self.sqs, scope).await
+    async fn facts(&self, existing: Option<&ExistingVpc>) -> Result<Facts, ProviderError> {
+        let zones = ec2::zones(&self.ec2).await?;
+        let existing_private_route_tables = match existing {
+            Some(vpc) => ec2::existing(&self.ec2, vpc).await?,
+            None => Vec::new(),
+        };
+        Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables })
     }
 
-    async fn create(&self, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed, ProviderError> {
+    async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
+        let (queues, network) = tokio::try_join!(sqs::observe(&self.sqs, scope), ec2::observe(&self.ec2, scope))?;
+        let mut all = [queues, network].concat();
+        link(&mut all);
+        Ok(all)
+    }
+
+    async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::create(&self.sqs, scope, res).await,
+            _ => ec2::create(&self.ec2, scope, res, progress).await,
         }
     }
 
@@ -83,16 +129,18 @@ impl Provider for AwsProvider {
         scope: &Scope,
         res: &Resolved,
         current: &Observed,
-        _: &dyn Progress,
+        progress: &dyn Progress,
     ) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::update(&self.sqs, scope, res, current).await,
+            _ => ec2::update(&self.ec2, scope, res, current, progress).await,
         }
     }
 
-    async fn delete(&self, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<(), ProviderError> {
+    async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
         match current.kind {
             Kind::SqsQueue => sqs::delete(&self.sqs, current).await,
+            _ => ec2::delete(&self.ec2, scope, current, progress).await,
         }
     }
 }

@@ -13,12 +13,7 @@ use crate::provider::{Observed, ProviderError, Resolved, Scope, TAG_ID, TAG_STAC
 pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
     let prefix = format!("{}-", scope.stack);
     let mut urls = Vec::new();
-    let mut pages = sqs
-        .list_queues()
-        .queue_name_prefix(&prefix)
-        .max_results(1000)
-        .into_paginator()
-        .send();
+    let mut pages = sqs.list_queues().queue_name_prefix(&prefix).max_results(1000).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| ProviderError::new(format!("list SQS queues `{prefix}*`: {}", aws_error(e))))?;
         urls.extend(page.queue_urls.unwrap_or_default());
@@ -28,12 +23,7 @@ pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, Provi
         let tags = match sqs.list_queue_tags().queue_url(&url).send().await {
             Ok(out) => out.tags.unwrap_or_default(),
             Err(e) if is_gone(&e) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!(
-                    "read tags of SQS queue {url}: {}",
-                    aws_error(e)
-                )))
-            }
+            Err(e) => return Err(ProviderError::new(format!("read tags of SQS queue {url}: {}", aws_error(e)))),
         };
         if tags.get(TAG_STACK) != Some(&scope.stack) {
             continue;
@@ -45,40 +35,17 @@ pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, Provi
             Err(e) => return Err(e),
         }
     }
-    // Links: a redrive policy names its dead-letter queue by ARN.
-    let by_arn: HashMap<String, LogicalId> = found
-        .iter()
-        .filter_map(|(o, _)| Some((o.outputs.get("arn")?.as_str()?.to_string(), o.id.clone())))
-        .collect();
     let mut found: Vec<(Observed, i64)> = found;
-    for (o, _) in &mut found {
-        if let Some(arn) = o.props.pointer("/redrive/dead_letter_arn").and_then(Value::as_str) {
-            if let Some(id) = by_arn.get(arn) {
-                o.depends_on.insert(id.clone());
-            }
-        }
-    }
     found.sort_by(|a, b| (a.1, &a.0.physical_id).cmp(&(b.1, &b.0.physical_id)));
     Ok(found.into_iter().map(|(o, _)| o).collect())
 }
 
 /// The queue in normal form, with its creation time; `None` if it was deleted meanwhile.
 async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed, i64)>, ProviderError> {
-    let out = match sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::All)
-        .send()
-        .await
-    {
+    let out = match sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await {
         Ok(out) => out,
         Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => {
-            return Err(ProviderError::new(format!(
-                "read SQS queue `{id}` ({url}): {}",
-                aws_error(e)
-            )))
-        }
+        Err(e) => return Err(ProviderError::new(format!("read SQS queue `{id}` ({url}): {}", aws_error(e)))),
     };
     let attrs = out.attributes.unwrap_or_default();
     let num = |name: A| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -99,10 +66,7 @@ async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed
         props["redrive"] = json!({ "dead_letter_arn": policy["deadLetterTargetArn"], "max_receives": max });
     }
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
-    let created = attrs
-        .get(&A::CreatedTimestamp)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let created = attrs.get(&A::CreatedTimestamp).and_then(|v| v.parse().ok()).unwrap_or(0);
     Ok(Some((
         Observed {
             id,
@@ -176,9 +140,7 @@ pub async fn update(sqs: &Client, _: &Scope, res: &Resolved, current: &Observed)
 async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<Observed, ProviderError> {
     match read(sqs, url, res.id.clone()).await? {
         Some((o, _)) => Ok(o),
-        None => Err(ProviderError::new(format!(
-            "{what}: the queue disappeared right after the call"
-        ))),
+        None => Err(ProviderError::new(format!("{what}: the queue disappeared right after the call"))),
     }
 }
 

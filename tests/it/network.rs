@@ -1,0 +1,302 @@
+//! The network layer against the moto server: what is created and how secure it is, runs
+//! killed part-way and re-run, an existing VPC, throttling. Checked by reading EC2 back.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::harness::{aira, ec2, endpoint, inventory, spawn_aira, unique_stack, Workdir};
+use crate::proxy::{is_mutating, Faults, Proxy};
+
+fn canonical(stack: &str) -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml"))
+        .unwrap()
+        .replace("stack: aira\n", &format!("stack: {stack}\n"))
+}
+
+fn tag_filter(stack: &str) -> Filter {
+    Filter::builder().name("tag:aira:stack").values(stack).build()
+}
+
+/// What the canonical stack's network and queues amount to, one of each.
+fn expected_inventory() -> BTreeMap<(String, String), usize> {
+    let mut ids: Vec<(&str, String)> = vec![("vpc", "vpc".into()), ("igw", "igw".into())];
+    for s in ["public-a", "public-b", "private-a", "private-b"] {
+        ids.push(("subnet", s.into()));
+    }
+    ids.extend([("route-table", "public-routes".into()), ("route-table", "private-routes".into())]);
+    ids.extend(["lb-sg", "services-sg", "endpoints-sg"].map(|g| ("security-group", g.to_string())));
+    for e in ["sqs", "ecr-api", "ecr-dkr", "logs", "secretsmanager", "s3", "dynamodb"] {
+        ids.push(("vpc-endpoint", format!("endpoint-{e}")));
+    }
+    ids.extend([("queue", "queue".into()), ("queue", "dlq".into())]);
+    ids.into_iter().map(|(k, i)| ((k.to_string(), i), 1)).collect()
+}
+
+#[tokio::test]
+async fn network_is_complete_private_and_converged() {
+    let stack = unique_stack("net");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &canonical(&stack));
+    let file = file.to_str().unwrap();
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await.assert_code(0);
+    assert_eq!(inventory(&stack).await, expected_inventory());
+
+    let ec2 = ec2();
+    let vpc = ec2.describe_vpcs().filters(tag_filter(&stack)).send().await.unwrap().vpcs()[0].clone();
+    let vpc_id = vpc.vpc_id().unwrap();
+    assert_eq!(vpc.cidr_block(), Some("10.40.0.0/16"));
+    for attr in [
+        aws_sdk_ec2::types::VpcAttributeName::EnableDnsSupport,
+        aws_sdk_ec2::types::VpcAttributeName::EnableDnsHostnames,
+    ] {
+        let out = ec2.describe_vpc_attribute().vpc_id(vpc_id).attribute(attr.clone()).send().await.unwrap();
+        let on = out.enable_dns_support().or(out.enable_dns_hostnames()).and_then(|v| v.value());
+        assert_eq!(on, Some(true), "{attr:?}");
+    }
+
+    // Subnets of the tasks have no route to the internet gateway (and no NAT).
+    let subnets = ec2.describe_subnets().filters(tag_filter(&stack)).send().await.unwrap();
+    let id_of = |tags: &[aws_sdk_ec2::types::Tag]| {
+        tags.iter().find(|t| t.key() == Some("aira:id")).and_then(|t| t.value()).unwrap().to_string()
+    };
+    let private: Vec<String> = subnets
+        .subnets()
+        .iter()
+        .filter(|s| id_of(s.tags()).starts_with("private"))
+        .map(|s| s.subnet_id().unwrap().to_string())
+        .collect();
+    assert_eq!(private.len(), 2);
+    let zones: std::collections::BTreeSet<_> =
+        subnets.subnets().iter().map(|s| s.availability_zone().unwrap()).collect();
+    assert_eq!(zones.len(), 2, "two zones");
+    for sn in &private {
+        let f = Filter::builder().name("association.subnet-id").values(sn).build();
+        let tables = ec2.describe_route_tables().filters(f).send().await.unwrap();
+        let table = &tables.route_tables()[0];
+        assert_eq!(id_of(table.tags()), "private-routes");
+        for r in table.routes() {
+            assert!(
+                !r.gateway_id().unwrap_or("").starts_with("igw-"),
+                "private subnet {sn} routes to an internet gateway: {r:?}"
+            );
+            assert!(r.nat_gateway_id().is_none(), "no NAT by default");
+        }
+    }
+
+    // Security groups: only the load balancer's is open to the internet.
+    let groups = ec2.describe_security_groups().filters(tag_filter(&stack)).send().await.unwrap();
+    let by_id: BTreeMap<String, &aws_sdk_ec2::types::SecurityGroup> =
+        groups.security_groups().iter().map(|g| (id_of(g.tags()), g)).collect();
+    for (name, g) in &by_id {
+        for p in g.ip_permissions() {
+            let open = p.ip_ranges().iter().any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
+            if *name == "lb-sg" {
+                assert!(matches!(p.from_port(), Some(80 | 443)), "lb-sg opens only 80 and 443: {p:?}");
+            } else {
+                assert!(!open, "{name} allows ingress from 0.0.0.0/0: {p:?}");
+            }
+        }
+    }
+    let lb = by_id["lb-sg"].group_id().unwrap();
+    let services = &by_id["services-sg"];
+    let rule = &services.ip_permissions()[0];
+    assert_eq!((rule.from_port(), rule.to_port()), (Some(8080), Some(8080)));
+    assert_eq!(rule.user_id_group_pairs()[0].group_id(), Some(lb), "the app port only from the load balancer");
+    let endpoint_rule = &by_id["endpoints-sg"].ip_permissions()[0];
+    assert_eq!(endpoint_rule.from_port(), Some(443));
+    assert_eq!(endpoint_rule.user_id_group_pairs()[0].group_id(), services.group_id());
+
+    // Endpoints: interface ones with private DNS in the private subnets, gateway ones on the private route table.
+    let endpoints = ec2.describe_vpc_endpoints().filters(tag_filter(&stack)).send().await.unwrap();
+    for e in endpoints.vpc_endpoints() {
+        let service = e.service_name().unwrap();
+        if service.ends_with(".s3") || service.ends_with(".dynamodb") {
+            assert_eq!(e.route_table_ids().len(), 1, "{service}");
+        } else {
+            assert_eq!(e.private_dns_enabled(), Some(true), "{service}");
+            let mut sn: Vec<String> = e.subnet_ids().to_vec();
+            sn.sort();
+            let mut want = private.clone();
+            want.sort();
+            assert_eq!(sn, want, "{service} in the private subnets");
+        }
+    }
+
+    // Converged: a second run makes no mutating call.
+    proxy.take_calls();
+    let again = aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await;
+    again.assert_code(0);
+    assert!(again.stdout.contains("No changes"), "{}", again.stdout);
+    let mutating: Vec<String> = proxy.take_calls().into_iter().filter(|c| is_mutating(c)).collect();
+    assert!(mutating.is_empty(), "{mutating:?}");
+
+    // Down leaves nothing tagged with the stack.
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url]).await.assert_code(0);
+    assert!(inventory(&stack).await.is_empty(), "{:?}", inventory(&stack).await);
+}
+
+/// Kills `aira up` at several points, each right after AWS carried out a mutating call whose
+/// answer never arrived, and checks that the re-run converges with no duplicate and that
+/// `down` then removes everything.
+#[tokio::test]
+async fn killed_runs_converge_without_duplicates() {
+    let points = [1u64, 2, 4, 7, 11, 16, 22, 30];
+    let work = Workdir::new();
+    let mut stacks = Vec::new();
+    for point in points {
+        let stack = unique_stack(&format!("kill{point}"));
+        let file = work.write(&format!("{stack}.yaml"), &canonical(&stack));
+        let file = file.to_str().unwrap().to_string();
+        let proxy = Proxy::start(&endpoint(), Faults { hang_after_mutations: Some(point), ..Faults::default() }).await;
+        let mut child = spawn_aira(work.dir.path(), &["up", &file, "--endpoint-url", &proxy.url]);
+        tokio::select! {
+            _ = proxy.hung.notified() => {}
+            status = child.wait() => panic!("aira up ended ({status:?}) before mutating call {point}"),
+        }
+        child.kill().await.unwrap(); // SIGKILL
+        let partial = inventory(&stack).await;
+        assert!(partial.values().all(|n| *n == 1), "kill point {point}: duplicates already: {partial:?}");
+        stacks.push((point, stack, file));
+    }
+    for (point, stack, file) in &stacks {
+        let rerun = aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await;
+        rerun.assert_code(0);
+        assert_eq!(
+            inventory(stack).await,
+            expected_inventory(),
+            "kill point {point}: re-run must give exactly one of each"
+        );
+        let plan = aira(work.dir.path(), &["plan", file, "--detailed-exitcode", "--endpoint-url", &endpoint()]).await;
+        plan.assert_code(0);
+    }
+    // Down after partial runs too: kill a fresh run early, then tear down.
+    let stack = unique_stack("killdown");
+    let file = work.write("killdown.yaml", &canonical(&stack));
+    let file = file.to_str().unwrap();
+    let proxy = Proxy::start(&endpoint(), Faults { hang_after_mutations: Some(9), ..Faults::default() }).await;
+    let mut child = spawn_aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]);
+    proxy.hung.notified().await;
+    child.kill().await.unwrap();
+    assert!(!inventory(&stack).await.is_empty());
+    stacks.push((0, stack, file.to_string()));
+    for (point, stack, file) in &stacks {
+        aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+        assert!(inventory(stack).await.is_empty(), "kill point {point}: down left {:?}", inventory(stack).await);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_down_is_finished_by_the_next_down() {
+    let stack = unique_stack("killd");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &canonical(&stack));
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let proxy = Proxy::start(&endpoint(), Faults { hang_after_mutations: Some(5), ..Faults::default() }).await;
+    let mut child = spawn_aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url]);
+    tokio::select! {
+        _ = proxy.hung.notified() => {}
+        _ = tokio::time::sleep(Duration::from_secs(60)) => panic!("down never made 5 mutating calls"),
+    }
+    child.kill().await.unwrap();
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    assert!(inventory(&stack).await.is_empty());
+}
+
+#[tokio::test]
+async fn up_and_down_converge_under_throttling_and_latency() {
+    let stack = unique_stack("thrnet");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &canonical(&stack));
+    let file = file.to_str().unwrap();
+    let proxy =
+        Proxy::start(&endpoint(), Faults { throttle: 0.1, latency: Duration::from_millis(20), ..Faults::default() })
+            .await;
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await.assert_code(0);
+    assert_eq!(inventory(&stack).await, expected_inventory());
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url]).await.assert_code(0);
+    assert!(inventory(&stack).await.is_empty());
+    assert!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst) >= 5);
+}
+
+#[tokio::test]
+async fn existing_vpc_is_used_and_never_touched() {
+    let ec2 = ec2();
+    let vpc =
+        ec2.create_vpc().cidr_block("10.77.0.0/16").send().await.unwrap().vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut subnets = Vec::new();
+    for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1a", "us-east-1b"].iter().enumerate() {
+        let out = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.77.{i}.0/24"))
+            .availability_zone(*zone)
+            .send()
+            .await
+            .unwrap();
+        subnets.push(out.subnet().unwrap().subnet_id().unwrap().to_string());
+    }
+    let stack = unique_stack("exist");
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  existing:\n    vpc_id: {vpc}\n    public_subnets: [{}, {}]\n    private_subnets: [{}, {}]\n  endpoints: [sqs, s3]\nservices:\n  api: {{ role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }}\n",
+        subnets[0], subnets[1], subnets[2], subnets[3]
+    );
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let inv = inventory(&stack).await;
+    let kinds: std::collections::BTreeSet<&str> = inv.keys().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["queue", "security-group", "vpc-endpoint"].into_iter().collect(), "{inv:?}");
+    let endpoints = ec2.describe_vpc_endpoints().filters(tag_filter(&stack)).send().await.unwrap();
+    assert!(endpoints.vpc_endpoints().iter().all(|e| e.vpc_id() == Some(vpc.as_str())));
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    assert!(inventory(&stack).await.is_empty());
+    // What aira did not create is still there.
+    let out = ec2.describe_subnets().set_subnet_ids(Some(subnets.clone())).send().await.unwrap();
+    assert_eq!(out.subnets().len(), 4);
+    assert_eq!(ec2.describe_vpcs().vpc_ids(&vpc).send().await.unwrap().vpcs().len(), 1);
+
+    // A VPC that does not exist is a pre-flight user error, before any change.
+    let missing = work.write("missing.yaml", &yaml.replace(&vpc, "vpc-0000000000000000f"));
+    let run = aira(work.dir.path(), &["up", missing.to_str().unwrap(), "--endpoint-url", &endpoint()]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("vpc-0000000000000000f does not exist"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn too_many_zones_is_a_preflight_error() {
+    let stack = unique_stack("zones");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-west-1\nnetwork:\n  zones: 5\n"));
+    let run = aira(work.dir.path(), &["up", file.to_str().unwrap(), "--endpoint-url", &endpoint()]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("network.zones: the stack asks for 5 availability zones"), "{}", run.stderr);
+    assert!(inventory(&stack).await.is_empty());
+}
+
+#[tokio::test]
+async fn optional_nat_gateways_route_the_private_subnets() {
+    let stack = unique_stack("nat");
+    let work = Workdir::new();
+    let yaml = format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  nat: true\n  endpoints: [s3]\n");
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let inv = inventory(&stack).await;
+    for id in ["nat-a", "nat-b"] {
+        assert_eq!(inv.get(&("nat-gateway".to_string(), id.to_string())), Some(&1), "{inv:?}");
+    }
+    assert_eq!(inv.get(&("elastic-ip".to_string(), "nat-ip-a".to_string())), Some(&1), "{inv:?}");
+    let ec2 = ec2();
+    let tables = ec2.describe_route_tables().filters(tag_filter(&stack)).send().await.unwrap();
+    let nat_routes =
+        tables.route_tables().iter().flat_map(|t| t.routes()).filter(|r| r.nat_gateway_id().is_some()).count();
+    assert_eq!(nat_routes, 2, "one default route per zone through that zone's NAT gateway");
+    aira(work.dir.path(), &["plan", file, "--detailed-exitcode", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    assert!(inventory(&stack).await.is_empty(), "{:?}", inventory(&stack).await);
+}
