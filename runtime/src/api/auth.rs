@@ -1,0 +1,169 @@
+//! Accounts: sign-up, sign-in (session cookie), API tokens (bearer), and the `AuthUser`
+//! extractor. Passwords are hashed with argon2id; tokens are stored as SHA-256 hashes.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AppJson, AppState, PasswordCost};
+use crate::error::AppError;
+use crate::model::{new_id, now_ms, sha256_hex, User};
+use crate::store::StoreError;
+
+pub const SESSION_COOKIE: &str = "aira_session";
+const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+fn argon(cost: PasswordCost) -> Argon2<'static> {
+    let params = Params::new(cost.memory_kib, cost.iterations, 1, None).expect("valid argon2 params");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+async fn hash_password(cost: PasswordCost, password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        argon(cost).hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("hash password: {e}"))
+    })
+    .await?
+}
+
+async fn verify_password(cost: PasswordCost, password: String, hash: String) -> anyhow::Result<bool> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+        Ok(argon(cost).verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await?
+}
+
+fn normalise_email(email: &str) -> Result<String, AppError> {
+    let e = email.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && !e.chars().any(char::is_whitespace);
+    if ok {
+        Ok(e)
+    } else {
+        Err(AppError::invalid("invalid_email", "email is not a valid address"))
+    }
+}
+
+pub async fn signup(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
+    let email = normalise_email(&c.email)?;
+    if c.password.chars().count() < 8 || c.password.len() > 1024 {
+        return Err(AppError::invalid("weak_password", "password must be 8 to 1024 characters"));
+    }
+    let user = User { id: new_id(), email, password_hash: hash_password(state.password_cost, c.password).await? };
+    match state.store.create_user(&user).await {
+        Ok(()) => Ok((StatusCode::CREATED, Json(json!({"id": user.id}))).into_response()),
+        Err(StoreError::Conflict) => Err(AppError::user(StatusCode::CONFLICT, "email_taken", "an account with this email exists")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn check_credentials(state: &AppState, c: Credentials) -> Result<User, AppError> {
+    let wrong = || AppError::user(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong email or password");
+    let email = normalise_email(&c.email).map_err(|_| wrong())?;
+    let Some(user) = state.store.user_by_email(&email).await? else {
+        // Same work as a real check, so timing does not reveal which emails exist.
+        let _ = hash_password(state.password_cost, c.password).await;
+        return Err(wrong());
+    };
+    if verify_password(state.password_cost, c.password, user.password_hash.clone()).await? {
+        Ok(user)
+    } else {
+        Err(wrong())
+    }
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    let mut s = String::from("aira_");
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
+    let user = check_credentials(&state, c).await?;
+    let token = new_token();
+    state.store.create_token(&sha256_hex(token.as_bytes()), &user.id, now_ms() + SESSION_TTL_MS).await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={}",
+        SESSION_TTL_MS / 1000
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"user_id": user.id}))).into_response())
+}
+
+pub async fn logout() -> Response {
+    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0");
+    ([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response()
+}
+
+/// Creates an API token for the signed-in user, or for `{email, password}` in the body.
+pub async fn create_token(State(state): State<AppState>, parts: HeaderMap, body: axum::body::Bytes) -> Result<Response, AppError> {
+    let user_id = if body.iter().any(|b| !b.is_ascii_whitespace()) {
+        let c: Credentials = serde_json::from_slice(&body).map_err(|e| AppError::invalid("invalid_json", e.to_string()))?;
+        check_credentials(&state, c).await?.id
+    } else {
+        authenticate(&state, &parts, &Method::POST).await?.id
+    };
+    let token = new_token();
+    state.store.create_token(&sha256_hex(token.as_bytes()), &user_id, now_ms() + TOKEN_TTL_MS).await?;
+    Ok((StatusCode::CREATED, Json(json!({"token": token, "expires_in": TOKEN_TTL_MS / 1000}))).into_response())
+}
+
+/// The signed-in user: `Authorization: Bearer TOKEN` or the session cookie.
+pub struct AuthUser {
+    pub id: String,
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == SESSION_COOKIE && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap, method: &Method) -> Result<AuthUser, AppError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    let token = match bearer {
+        Some(t) => t,
+        None => {
+            let t = cookie_token(headers).ok_or_else(AppError::unauthorized)?;
+            // Cookie-authenticated writes must come from our own pages (CSRF).
+            let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "same-origin" && v != "none");
+            if cross_site && method != Method::GET && method != Method::HEAD {
+                return Err(AppError::user(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused"));
+            }
+            t
+        }
+    };
+    match state.store.token_user(&sha256_hex(token.as_bytes()), now_ms()).await? {
+        Some(id) => Ok(AuthUser { id }),
+        None => Err(AppError::unauthorized()),
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<AuthUser, AppError> {
+        authenticate(state, &parts.headers, &parts.method).await
+    }
+}
