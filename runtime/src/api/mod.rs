@@ -101,9 +101,9 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages/{id}/events", get(chat::events))
         // The web page (issue 6) mounts here.
         .merge(web::routes());
-    api.layer(middleware::from_fn_with_state(state.clone(), observe))
+    api.fallback(|| async { AppError::not_found("route") })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .fallback(|| async { AppError::not_found("route") })
         .with_state(state)
 }
 

@@ -352,7 +352,7 @@ impl Store for DynamoStore {
                 .query()
                 .table_name(&self.table)
                 .key_condition_expression("pk = :pk")
-                .filter_expression("created_at < :before")
+                .filter_expression("created_at <= :before")
                 .expression_attribute_values(":pk", s("OUTBOX"))
                 .expression_attribute_values(":before", n(created_before_ms))
                 .set_exclusive_start_key(start)

@@ -71,7 +71,7 @@ pub trait Store: Send + Sync {
 
     /// Writes the message, its outbox row and the idempotency key in one transaction.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
-    /// Message ids in the outbox recorded before `created_before_ms`, oldest first.
+    /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>>;
     async fn outbox_remove(&self, message_id: &str) -> Result<()>;
     async fn outbox_len(&self) -> Result<u64>;

@@ -235,7 +235,7 @@ impl Store for SqliteStore {
             .db
             .call(move |c| {
                 let mut st = c.prepare_cached(
-                    "SELECT message_id FROM outbox WHERE created_at < ?1 ORDER BY created_at LIMIT ?2",
+                    "SELECT message_id FROM outbox WHERE created_at <= ?1 ORDER BY created_at LIMIT ?2",
                 )?;
                 let rows = st.query_map(params![created_before_ms, limit as i64], |r| r.get(0))?;
                 rows.collect()
