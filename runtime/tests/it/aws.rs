@@ -188,7 +188,9 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
     assert_eq!(env.store.outbox_len().await.unwrap(), 0);
     env.queue.send(&QueueBody::encode(&m.id)).await.unwrap();
 
-    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(10)), aws_worker_config(3)));
+    // A lease long enough that a slow, shared moto never lets it lapse during the call.
+    let cfg = WorkerConfig { visibility: Duration::from_secs(3), ..aws_worker_config(3) };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(10)), cfg));
     let done = wait_status(env.store.as_ref(), &m.id, Status::Answered, SECS_20).await;
     assert_eq!(done.answer.as_deref(), Some("fake: outbox only"));
     wait_until("both deliveries handled", SECS_20, || async {
@@ -196,6 +198,7 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
     })
     .await;
     assert_eq!(fake.calls().len(), 1);
+    assert_eq!(metric(&env.metrics, "aira_worker_messages_total{outcome=\"answered\"}"), 1.0);
 }
 
 /// Worker killed mid-call on SQS + DynamoDB: another worker answers after the visibility timeout.

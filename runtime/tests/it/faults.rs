@@ -55,7 +55,9 @@ async fn same_message_delivered_twice_is_answered_once() {
     env.queue.send(&QueueBody::encode(&id)).await.unwrap();
     assert_eq!(env.queue.approximate_len().await.unwrap(), 2);
 
-    let (_w, _stop) = spawn_worker(env.worker(fake.client(SECS_10), worker_config()));
+    // A lease that cannot lapse during the call, even on a loaded machine.
+    let cfg = aira_runtime::worker::WorkerConfig { visibility: Duration::from_secs(3), ..worker_config() };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(SECS_10), cfg));
     let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_10).await;
     assert_eq!(m.answer.as_deref(), Some("fake: only once"));
     wait_until("both deliveries deleted", SECS_10, || async { env.queue.approximate_len().await.unwrap() == 0 }).await;
