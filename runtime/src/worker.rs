@@ -124,7 +124,7 @@ impl Worker {
                 });
             }
         }
-        info!(in_flight = tasks.len(), "worker stopping: polling stopped");
+        info!(in_flight = cfg.max_in_flight.max(1) - slots.available_permits(), "worker stopping: polling stopped");
         let drain = async {
             while tasks.join_next().await.is_some() {}
         };
