@@ -19,6 +19,7 @@ use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
 use crate::relay::Relay;
 use crate::store::dynamo::DynamoStore;
+use crate::store::notify::Notifying;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::worker::Worker;
@@ -111,7 +112,9 @@ fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c:
 pub async fn serve(listen: SocketAddr, data: &Path, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     let e = open_embedded(data, c.max_receives)?;
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn Store> = e.store;
+    let notifying = Notifying::new(e.store);
+    let updates = notifying.updates();
+    let store: Arc<dyn Store> = Arc::new(notifying);
     let queue: Arc<dyn Queue> = e.queue;
     let worker = Arc::new(Worker {
         queue: queue.clone(),
@@ -123,7 +126,8 @@ pub async fn serve(listen: SocketAddr, data: &Path, c: &Common, shutdown: Cancel
     let relay = relay(store.clone(), queue.clone(), metrics.clone(), c);
     let w = tokio::spawn(worker.run(shutdown.clone()));
     let r = tokio::spawn(relay.run(shutdown.clone()));
-    let state = AppState::new(store, queue, metrics, resolve_limits(c));
+    let mut state = AppState::new(store, queue, metrics, resolve_limits(c));
+    state.updates = Some(updates);
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(w, r);

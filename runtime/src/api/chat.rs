@@ -147,6 +147,26 @@ pub async fn post_message(
     }
 }
 
+/// Sleeps `poll`, or less when this message is announced as changed.
+async fn wait_for_change(updates: &mut Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>>, id: &str, poll: Duration) {
+    let Some(rx) = updates.as_mut() else {
+        tokio::time::sleep(poll).await;
+        return;
+    };
+    let announced = async {
+        loop {
+            match rx.recv().await {
+                Ok(changed) if &*changed == id => return,
+                Ok(_) => {}
+                // Missed some announcements: read the store now.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(poll, announced).await;
+}
+
 /// SSE: one event per status change (`queued`, `processing`, `answered`, `failed`), each
 /// with the message as data; ends after `answered` or `failed`. A reconnecting client gets
 /// the current status first, so it catches up from the store.
@@ -155,8 +175,8 @@ pub async fn events(State(state): State<AppState>, user: AuthUser, Path(id): Pat
     let poll = state.events_poll;
     let deadline = Instant::now() + Duration::from_secs(600);
     let s: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(stream::unfold(
-        (Some(first), None::<Status>, false),
-        move |(pending, last, done)| {
+        (Some(first), None::<Status>, false, state.updates.as_ref().map(|u| u.subscribe())),
+        move |(pending, last, done, mut updates)| {
             let state = state.clone();
             let id = id.clone();
             async move {
@@ -171,7 +191,7 @@ pub async fn events(State(state): State<AppState>, user: AuthUser, Path(id): Pat
                             if Instant::now() > deadline {
                                 return None;
                             }
-                            tokio::time::sleep(poll).await;
+                            wait_for_change(&mut updates, &id, poll).await;
                             match state.store.get_message(&id).await {
                                 Ok(Some(m)) => m,
                                 Ok(None) => return None,
@@ -185,7 +205,7 @@ pub async fn events(State(state): State<AppState>, user: AuthUser, Path(id): Pat
                     if Some(m.status) != last {
                         let data = json!({"id": m.id, "status": m.status, "answer": m.answer, "error": m.error});
                         let ev = Event::default().event(m.status.as_str()).data(data.to_string());
-                        return Some((Ok(ev), (None, Some(m.status), m.status.is_terminal())));
+                        return Some((Ok(ev), (None, Some(m.status), m.status.is_terminal(), updates)));
                     }
                 }
             }

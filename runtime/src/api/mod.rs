@@ -67,6 +67,9 @@ pub struct AppState {
     pub rate: Arc<ratelimit::RateLimiter>,
     /// Poll period of the SSE stream while a message is pending.
     pub events_poll: Duration,
+    /// Changed message ids, when the worker shares this process (see `store::notify`):
+    /// wakes event streams before their next poll.
+    pub updates: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
 }
 
 impl AppState {
@@ -80,6 +83,7 @@ impl AppState {
             password_cost: PasswordCost::default(),
             rate,
             events_poll: Duration::from_millis(250),
+            updates: None,
         }
     }
 }

@@ -9,10 +9,11 @@
 //! | user's conv.  | `USERCONVS#{user_id}`   | `CONV#{id}` |
 //! | message       | `MSG#{id}`              | `MSG`       |
 //! | conv.'s msg.  | `CONV#{conversation_id}`| `MSG#{id}`  |
-//! | outbox row    | `OUTBOX`                | `{message_id}` |
+//! | outbox row    | `OUTBOX#{0..8}`         | `{message_id}` |
 //! | idempotency   | `IDEM#{sha256}`         | `IDEM`      |
 //!
-//! Ids are UUIDv7, so sort keys built from them sort by creation time.
+//! Ids are UUIDv7, so sort keys built from them sort by creation time. The outbox is spread
+//! over [`OUTBOX_SHARDS`] partitions so its writes never make one hot partition.
 
 use std::collections::HashMap;
 
@@ -26,6 +27,14 @@ use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreErro
 use crate::model::{Conversation, Message, Status, User};
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Partitions of the outbox: `OUTBOX#0` .. `OUTBOX#7`.
+pub const OUTBOX_SHARDS: u32 = 8;
+
+fn outbox_pk(message_id: &str) -> String {
+    let h = message_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("OUTBOX#{}", h % OUTBOX_SHARDS)
+}
 
 pub struct DynamoStore {
     client: Client,
@@ -305,7 +314,7 @@ impl Store for DynamoStore {
             ("sk".into(), s(format!("MSG#{}", m.id))),
         ]);
         let outbox: Item = HashMap::from([
-            ("pk".into(), s("OUTBOX")),
+            ("pk".into(), s(outbox_pk(&m.id))),
             ("sk".into(), s(&m.id)),
             ("created_at".into(), n(m.created_at)),
         ]);
@@ -344,35 +353,38 @@ impl Store for DynamoStore {
     }
 
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .filter_expression("created_at <= :before")
-                .expression_attribute_values(":pk", s("OUTBOX"))
-                .expression_attribute_values(":before", n(created_before_ms))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend("dynamodb query outbox"))?;
-            out.extend(r.items().iter().filter_map(|i| get_s(i, "sk")));
-            start = r.last_evaluated_key;
-            if start.is_none() || out.len() >= limit {
-                out.truncate(limit);
-                return Ok(out);
+        let mut out: Vec<(i64, String)> = Vec::new();
+        for shard in 0..OUTBOX_SHARDS {
+            let mut start = None;
+            loop {
+                let r = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .filter_expression("created_at <= :before")
+                    .expression_attribute_values(":pk", s(format!("OUTBOX#{shard}")))
+                    .expression_attribute_values(":before", n(created_before_ms))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb query outbox"))?;
+                out.extend(r.items().iter().filter_map(|i| Some((get_n(i, "created_at"), get_s(i, "sk")?))));
+                start = r.last_evaluated_key;
+                if start.is_none() || out.len() >= limit * OUTBOX_SHARDS as usize {
+                    break;
+                }
             }
         }
+        out.sort();
+        Ok(out.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
     async fn outbox_remove(&self, message_id: &str) -> Result<()> {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s("OUTBOX"))
+            .key("pk", s(outbox_pk(message_id)))
             .key("sk", s(message_id))
             .send()
             .await
@@ -381,17 +393,29 @@ impl Store for DynamoStore {
     }
 
     async fn outbox_len(&self) -> Result<u64> {
-        let r = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s("OUTBOX"))
-            .select(Select::Count)
-            .send()
-            .await
-            .map_err(backend("dynamodb count outbox"))?;
-        Ok(r.count.max(0) as u64)
+        let mut total = 0u64;
+        for shard in 0..OUTBOX_SHARDS {
+            let mut start = None;
+            loop {
+                let r = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(format!("OUTBOX#{shard}")))
+                    .select(Select::Count)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb count outbox"))?;
+                total += r.count.max(0) as u64;
+                start = r.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
     }
 
     async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {

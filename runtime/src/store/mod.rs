@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use crate::model::{Conversation, Message, Status, User};
 
 pub mod dynamo;
+pub mod notify;
 pub mod sqlite;
 
 #[derive(Debug, thiserror::Error)]

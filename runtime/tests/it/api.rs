@@ -239,3 +239,52 @@ async fn health_metrics_and_openapi() {
     }
     let _ = Status::Queued;
 }
+
+/// With the worker in the same process, the event stream wakes on the store's
+/// announcements: here its poll period is 30 s, yet the answer arrives in well under that.
+#[tokio::test]
+async fn event_stream_wakes_on_in_process_announcements() {
+    use aira_runtime::store::notify::Notifying;
+    use aira_runtime::store::Store;
+    use http_body_util::BodyExt;
+
+    let env = Env::new(Limits::default());
+    let notifying = Arc::new(Notifying::new(env.store.clone()));
+    let store: Arc<dyn Store> = notifying.clone();
+    let mut state = env.state.clone();
+    state.store = store.clone();
+    state.updates = Some(notifying.updates());
+    state.events_poll = Duration::from_secs(30);
+    let app = aira_runtime::api::app(state);
+    let token = user(&app, "wake@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "wake me").await;
+
+    let req = axum::http::Request::get(format!("/v1/messages/{id}/events"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut body = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap().into_body();
+    let worker = Arc::new(aira_runtime::worker::Worker {
+        queue: env.queue.clone(),
+        store,
+        llm: Arc::new(Echo),
+        metrics: env.metrics.clone(),
+        config: worker_config(),
+    });
+    let (_w, _stop) = spawn_worker(worker);
+    let mut text = String::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            if text.contains("event: answered") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.expect("answered long before the 30 s poll");
+    assert!(text.contains("event: processing"), "{text}");
+    assert!(text.contains("echo: wake me"), "{text}");
+}
