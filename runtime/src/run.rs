@@ -11,7 +11,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::api::{app, AppState};
+use crate::api::{app, ops_app, AppState};
 use crate::config::{resolve_limits, resolve_llm, resolve_worker, AwsArgs, Common};
 use crate::metrics::Metrics;
 use crate::queue::sqlite::{RedrivePolicy, SqliteQueue};
@@ -154,7 +154,11 @@ pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> a
         Some(addr) => {
             let addr: SocketAddr = addr.parse().context("AIRA_METRICS_LISTEN")?;
             let state = AppState::new(store, queue, metrics, resolve_limits(c));
-            Some(tokio::spawn(serve_http(addr, state, shutdown.clone())))
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, ops_app(state)).with_graceful_shutdown(stop.cancelled_owned()).await
+            }))
         }
         None => None,
     };

@@ -262,12 +262,15 @@ impl Worker {
         match e.disposition() {
             Disposition::Fail => {
                 warn!(error = %e, "llm refused; failing the message");
-                if let Err(err) = self.store.fail(id, token, e.user_reason(), now_ms()).await {
-                    warn!(error = format!("{err:#}"), "marking failed did not work; will retry");
-                    return;
+                match self.store.fail(id, token, e.user_reason(), now_ms()).await {
+                    Ok(true) => {
+                        self.outcome("failed");
+                        self.delete(m).await;
+                    }
+                    // Another worker holds the message now; its delivery decides.
+                    Ok(false) => self.outcome("lease_lost"),
+                    Err(err) => warn!(error = format!("{err:#}"), "marking failed did not work; will retry"),
                 }
-                self.outcome("failed");
-                self.delete(m).await;
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");

@@ -111,6 +111,15 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The worker's own listener: health and metrics only.
+pub fn ops_app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 /// Request id, metrics by route template, one JSON log line per request.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
