@@ -138,7 +138,14 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let elapsed = started.elapsed().as_secs_f64();
     state.metrics.http_requests.with_label_values(&[&route, &method, &status.to_string()]).inc();
     state.metrics.http_duration.with_label_values(&[&route, &method]).observe(elapsed);
-    span.in_scope(|| tracing::debug!(status, duration_ms = elapsed * 1000.0, "request"));
+    span.in_scope(|| {
+        // Probes and scrapes come every few seconds: only at debug.
+        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+            tracing::debug!(status, duration_ms = elapsed * 1000.0, "request");
+        } else {
+            tracing::info!(status, duration_ms = elapsed * 1000.0, "request");
+        }
+    });
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
