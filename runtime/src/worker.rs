@@ -14,7 +14,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::llm::{Disposition, Llm, LlmError, Turn};
 use crate::metrics::Metrics;
-use crate::model::{now_ms, Message, QueueBody, Status};
+use crate::model::{now_ms, Message, QueueBody};
 use crate::queue::{Queue, Received};
 use crate::store::{Claim, Store};
 
@@ -292,16 +292,14 @@ impl Worker {
 
     async fn turns(&self, msg: &Message) -> Vec<Turn> {
         let mut turns = Vec::new();
-        if let Ok(history) = self.store.list_messages(&msg.conversation_id).await {
-            let earlier: Vec<&Message> = history
-                .iter()
-                .filter(|h| h.id < msg.id && h.status == Status::Answered)
-                .collect();
-            let skip = earlier.len().saturating_sub(self.config.history_turns);
-            for h in earlier.into_iter().skip(skip) {
-                turns.push(Turn { role: "user", content: h.content.clone() });
-                turns.push(Turn { role: "assistant", content: h.answer.clone().unwrap_or_default() });
+        match self.store.history(&msg.conversation_id, &msg.id, self.config.history_turns).await {
+            Ok(history) => {
+                for h in history {
+                    turns.push(Turn { role: "user", content: h.content });
+                    turns.push(Turn { role: "assistant", content: h.answer.unwrap_or_default() });
+                }
             }
+            Err(e) => warn!(error = format!("{e:#}"), "history unavailable; sending the prompt alone"),
         }
         turns.push(Turn { role: "user", content: msg.content.clone() });
         turns

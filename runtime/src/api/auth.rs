@@ -8,6 +8,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -31,8 +34,40 @@ fn argon(cost: PasswordCost) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Password hashing runs on two dedicated threads: an argon2id hash takes 19 MiB, and on
+/// arbitrary blocking threads every thread's allocator arena would keep that much resident.
+/// Two threads also bound the CPU a burst of sign-ins can take from the rest.
+async fn on_hash_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> anyhow::Result<R> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static POOL: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..2 {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name("aira-password".into())
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawn password thread");
+        }
+        tx
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pool.send(Box::new(move || {
+        let _ = tx.send(f());
+    }))
+    .map_err(|_| anyhow::anyhow!("password threads gone"))?;
+    rx.await.map_err(|_| anyhow::anyhow!("password thread dropped the job"))
+}
+
 async fn hash_password(cost: PasswordCost, password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
+    on_hash_thread(move || {
         let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
         argon(cost).hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| anyhow::anyhow!("hash password: {e}"))
     })
@@ -40,7 +75,7 @@ async fn hash_password(cost: PasswordCost, password: String) -> anyhow::Result<S
 }
 
 async fn verify_password(cost: PasswordCost, password: String, hash: String) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
+    on_hash_thread(move || {
         let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
         Ok(argon(cost).verify_password(password.as_bytes(), &parsed).is_ok())
     })

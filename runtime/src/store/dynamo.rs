@@ -60,6 +60,39 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// Messages by id (BatchGetItem, 100 at a time), sorted by creation.
+    async fn messages_by_id(&self, ids: &[String]) -> Result<Vec<Message>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Backend(anyhow!("build batch get: {e}")))?,
+            );
+            while let Some(req) = pending.take() {
+                let r = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb batch get messages"))?;
+                if let Some(items) = r.responses.as_ref().and_then(|m| m.get(&self.table)) {
+                    out.extend(items.iter().filter_map(message_from));
+                }
+                pending = r.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
     /// Conditional update of a message; false when the condition failed.
     async fn update_message(
         &self,
@@ -261,34 +294,48 @@ impl Store for DynamoStore {
                 break;
             }
         }
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(100) {
-            let keys: Vec<Item> = chunk
+        self.messages_by_id(&ids).await
+    }
+
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Newest first, a page at a time, until `limit` answered ones are found.
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
+                .expression_attribute_values(":lo", s("MSG#"))
+                .expression_attribute_values(":hi", s(format!("MSG#{before_id}")))
+                .scan_index_forward(false)
+                .limit((limit * 2).min(100) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query history"))?;
+            let ids: Vec<String> = r
+                .items()
                 .iter()
-                .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
+                .filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string))
+                .filter(|id| id.as_str() < before_id)
                 .collect();
-            let mut pending = Some(
-                KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .map_err(|e| StoreError::Backend(anyhow!("build batch get: {e}")))?,
-            );
-            while let Some(req) = pending.take() {
-                let r = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, req)
-                    .send()
-                    .await
-                    .map_err(backend("dynamodb batch get messages"))?;
-                if let Some(items) = r.responses.as_ref().and_then(|m| m.get(&self.table)) {
-                    out.extend(items.iter().filter_map(message_from));
-                }
-                pending = r.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            let mut page = self.messages_by_id(&ids).await?;
+            page.retain(|m| m.status == Status::Answered);
+            page.reverse();
+            out.extend(page);
+            start = r.last_evaluated_key;
+            if out.len() >= limit || start.is_none() {
+                break;
             }
         }
-        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        out.truncate(limit);
+        out.reverse();
         Ok(out)
     }
 

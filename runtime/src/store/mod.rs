@@ -69,6 +69,8 @@ pub trait Store: Send + Sync {
 
     async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>>;
     async fn get_message(&self, id: &str) -> Result<Option<Message>>;
+    /// Up to `limit` answered messages of the conversation older than `before_id`, oldest first.
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>>;
 
     /// Writes the message, its outbox row and the idempotency key in one transaction.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;

@@ -62,6 +62,9 @@ impl Store for Notifying {
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {
         self.inner.get_message(id).await
     }
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
+        self.inner.history(conversation_id, before_id, limit).await
+    }
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         self.inner.record_message(m, key).await
     }

@@ -23,6 +23,7 @@ CREATE TABLE IF NOT EXISTS messages (
     claim_token TEXT, lease_until INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, created_at);
+CREATE INDEX IF NOT EXISTS messages_conversation_id ON messages(conversation_id, id);
 CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL);
@@ -88,7 +89,7 @@ impl Store for SqliteStore {
         let email = email.to_string();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 c.query_row("SELECT id, email, password_hash FROM users WHERE email = ?1", [email], |r| {
                     Ok(User { id: r.get(0)?, email: r.get(1)?, password_hash: r.get(2)? })
                 })
@@ -114,7 +115,7 @@ impl Store for SqliteStore {
         let t = token_hash.to_string();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 c.query_row(
                     "SELECT user_id FROM tokens WHERE token_hash = ?1 AND expires_at > ?2",
                     params![t, now_ms],
@@ -142,7 +143,7 @@ impl Store for SqliteStore {
         let u = user_id.to_string();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT id, user_id, created_at FROM conversations WHERE user_id = ?1 ORDER BY created_at DESC, id DESC",
                 )?;
@@ -158,7 +159,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 c.query_row("SELECT id, user_id, created_at FROM conversations WHERE id = ?1", [id], |r| {
                     Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
                 })
@@ -171,7 +172,7 @@ impl Store for SqliteStore {
         let id = conversation_id.to_string();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY created_at, id"
                 ))?;
@@ -185,12 +186,29 @@ impl Store for SqliteStore {
         let id = id.to_string();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"))?
                     .query_row([id], message_row)
                     .optional()
             })
             .await?)
+    }
+
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
+        let (c_id, b_id) = (conversation_id.to_string(), before_id.to_string());
+        let mut out: Vec<Message> = self
+            .db
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND id < ?2 AND status = 'answered'
+                     ORDER BY id DESC LIMIT ?3"
+                ))?;
+                let rows = st.query_map(params![c_id, b_id, limit as i64], message_row)?;
+                rows.collect()
+            })
+            .await?;
+        out.reverse();
+        Ok(out)
     }
 
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
@@ -233,7 +251,7 @@ impl Store for SqliteStore {
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 let mut st = c.prepare_cached(
                     "SELECT message_id FROM outbox WHERE created_at <= ?1 ORDER BY created_at LIMIT ?2",
                 )?;
@@ -252,7 +270,7 @@ impl Store for SqliteStore {
     async fn outbox_len(&self) -> Result<u64> {
         Ok(self
             .db
-            .call(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0)))
+            .read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0)))
             .await? as u64)
     }
 

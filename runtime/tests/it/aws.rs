@@ -160,12 +160,12 @@ async fn moto_failing_message_goes_to_dlq_and_redrive_answers_it() {
     assert_eq!(dlq.approximate_len().await.unwrap(), 0);
 }
 
-/// Recorded with its outbox item but never enqueued (API crash), then relayed — and also
-/// delivered twice: answered once.
+/// Recorded with its outbox item but never enqueued (API crash), then relayed — and
+/// delivered a second time while the first delivery is at the LLM: answered once.
 #[tokio::test]
 async fn moto_outbox_relay_and_duplicate_delivery() {
     let env = setup(3).await;
-    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_millis(300))).await;
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_millis(1500))).await;
     let token = user(&env.app, "awsdup@example.com").await;
     let conv = conversation(&env.app, &token).await;
     let user_id = env.store.get_conversation(&conv).await.unwrap().unwrap().user_id;
@@ -186,11 +186,14 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
     let relay = Relay { store: env.store.clone(), queue: env.queue.clone(), metrics: env.metrics.clone(), interval: Duration::from_secs(1), min_age: Duration::ZERO };
     assert_eq!(relay.relay_once().await.unwrap(), 1);
     assert_eq!(env.store.outbox_len().await.unwrap(), 0);
-    env.queue.send(&QueueBody::encode(&m.id)).await.unwrap();
 
     // A lease long enough that a slow, shared moto never lets it lapse during the call.
     let cfg = WorkerConfig { visibility: Duration::from_secs(3), ..aws_worker_config(3) };
     let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(10)), cfg));
+    // The second delivery arrives while the first is being processed. (Not at the very same
+    // instant: moto, unlike DynamoDB, does not make two simultaneous conditional updates atomic.)
+    wait_until("the first delivery at the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
+    env.queue.send(&QueueBody::encode(&m.id)).await.unwrap();
     let done = wait_status(env.store.as_ref(), &m.id, Status::Answered, SECS_20).await;
     assert_eq!(done.answer.as_deref(), Some("fake: outbox only"));
     wait_until("both deliveries handled", SECS_20, || async {
