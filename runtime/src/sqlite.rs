@@ -1,22 +1,33 @@
-//! SQLite from async code: one writer connection and a few reader connections per database
-//! file (WAL lets readers run beside the writer). A caller waits for a connection in an
-//! async, first-come queue, then runs its closure in the blocking pool; so a burst of
-//! requests queues in tasks instead of parking hundreds of blocking threads on a lock.
+//! SQLite from async code. Each database file has one writer thread and a few reader
+//! threads, each owning its connection (WAL lets readers run beside the writer). Callers
+//! send closures to a thread and await the result.
+//!
+//! The writer commits in groups: it takes every job waiting in its queue, runs them in one
+//! transaction (each job in its own savepoint, so a failing job undoes only itself), commits
+//! once, and only then tells each caller its result. A caller is never told "done" before
+//! its write is committed; under load, one commit carries many writes.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use anyhow::Context;
 use rusqlite::Connection;
-use tokio::sync::Mutex;
 
-const READERS: usize = 4;
+/// Jobs run on a connection's thread; `run` returns the reply to send after the commit.
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+/// Sends the job's result; `false` when the group's commit failed.
+type Reply = Box<dyn FnOnce(bool) + Send>;
+
+const READERS: usize = 3;
+/// Most jobs in one group commit.
+const MAX_GROUP: usize = 512;
 
 #[derive(Clone)]
 pub struct Db {
-    writer: Arc<Mutex<Connection>>,
-    readers: Arc<Vec<Arc<Mutex<Connection>>>>,
+    writer: mpsc::Sender<Job>,
+    readers: Arc<Vec<mpsc::Sender<Job>>>,
     next_reader: Arc<AtomicUsize>,
 }
 
@@ -27,27 +38,59 @@ fn connect(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+fn spawn(name: &str, mut conn: Connection, group: bool) -> anyhow::Result<mpsc::Sender<Job>> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                if !group {
+                    first(&mut conn)(true);
+                    continue;
+                }
+                let mut jobs = vec![first];
+                while jobs.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+                let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut conn)).collect();
+                let committed = began && conn.execute_batch("COMMIT").is_ok();
+                if began && !committed {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                for reply in replies {
+                    reply(committed || !began);
+                }
+            }
+        })
+        .context("spawn sqlite thread")?;
+    Ok(tx)
+}
+
 impl Db {
     pub fn open(path: &Path, schema: &str) -> anyhow::Result<Db> {
         let writer = connect(path)?;
         writer.execute_batch(schema).context("create sqlite schema")?;
         let readers = (0..READERS)
-            .map(|_| {
+            .map(|i| {
                 let c = connect(path)?;
                 c.execute_batch("PRAGMA query_only=ON;")?;
-                Ok(Arc::new(Mutex::new(c)))
+                spawn(&format!("aira-sqlite-r{i}"), c, false)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Db { writer: Arc::new(Mutex::new(writer)), readers: Arc::new(readers), next_reader: Arc::new(AtomicUsize::new(0)) })
+        Ok(Db { writer: spawn("aira-sqlite-w", writer, true)?, readers: Arc::new(readers), next_reader: Arc::new(AtomicUsize::new(0)) })
     }
 
-    /// Runs `f` on the writer connection.
+    /// Runs `f` on the writer, inside a group transaction; resolves after the commit.
     pub async fn call<R, F>(&self, f: F) -> anyhow::Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        run(&self.writer, f).await
+        submit(&self.writer, f, true).await
     }
 
     /// Runs `f` on a reader connection (read-only: it sees committed data).
@@ -57,18 +100,64 @@ impl Db {
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        run(&self.readers[i], f).await
+        submit(&self.readers[i], f, false).await
     }
 }
 
-async fn run<R, F>(conn: &Arc<Mutex<Connection>>, f: F) -> anyhow::Result<R>
+async fn submit<R, F>(thread: &mpsc::Sender<Job>, f: F, savepoint: bool) -> anyhow::Result<R>
 where
     R: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
 {
-    let mut guard = conn.clone().lock_owned().await;
-    tokio::task::spawn_blocking(move || f(&mut guard))
-        .await
-        .context("sqlite task panicked")?
-        .context("sqlite")
+    let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<R>>();
+    let job: Job = Box::new(move |conn: &mut Connection| {
+        let result = if savepoint {
+            // A failing job rolls back to its savepoint and leaves the group's other jobs alone.
+            conn.execute_batch("SAVEPOINT job").and_then(|()| match f(conn) {
+                Ok(r) => conn.execute_batch("RELEASE job").map(|()| r),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    Err(e)
+                }
+            })
+        } else {
+            f(conn)
+        };
+        Box::new(move |committed: bool| {
+            let out = match result {
+                Ok(_) if !committed => Err(anyhow::anyhow!("sqlite commit failed")),
+                Ok(r) => Ok(r),
+                Err(e) => Err(anyhow::Error::new(e).context("sqlite")),
+            };
+            let _ = tx.send(out);
+        })
+    });
+    thread.send(job).map_err(|_| anyhow::anyhow!("sqlite thread stopped"))?;
+    rx.await.context("sqlite thread dropped the job")?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_job_undoes_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.sqlite"), "CREATE TABLE t (x INTEGER PRIMARY KEY);").unwrap();
+        let ok = db.call(|c| c.execute("INSERT INTO t VALUES (1)", []));
+        let bad = db.call(|c| {
+            c.execute("INSERT INTO t VALUES (2)", [])?;
+            c.execute("INSERT INTO missing VALUES (3)", [])
+        });
+        let more = db.call(|c| c.execute("INSERT INTO t VALUES (4)", []));
+        let (ok, bad, more) = tokio::join!(ok, bad, more);
+        assert_eq!(ok.unwrap(), 1);
+        assert!(bad.is_err());
+        assert_eq!(more.unwrap(), 1);
+        let rows: Vec<i64> = db
+            .read(|c| c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect())
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 4]);
+    }
 }

@@ -55,7 +55,7 @@ impl SqliteQueue {
         async move {
             db.call(move |c| {
                 let now = now_ms();
-                let tx = c.transaction()?;
+                let tx = c.savepoint()?;
                 let mut out = Vec::new();
                 {
                     let mut st = tx.prepare_cached(

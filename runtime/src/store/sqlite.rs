@@ -217,7 +217,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call(move |c| {
-                let tx = c.transaction()?;
+                let tx = c.savepoint()?;
                 if let Some(k) = &key {
                     let prior: Option<(String, String)> = tx
                         .query_row(
@@ -279,7 +279,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call(move |c| {
-                let tx = c.transaction()?;
+                let tx = c.savepoint()?;
                 let n = tx.execute(
                     "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4
                      WHERE id = ?1 AND (status IN ('queued', 'failed') OR (status = 'processing' AND lease_until < ?4))",
