@@ -114,6 +114,9 @@ pub struct Common {
     pub relay_min_age_secs: u64,
     #[arg(long, env = "AIRA_RELAY_INTERVAL_SECS", default_value_t = 2)]
     pub relay_interval_secs: u64,
+    /// Embedded backends: `full` syncs every (group) commit to disk; `normal` only at checkpoints.
+    #[arg(long, env = "AIRA_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    pub sqlite_synchronous: crate::sqlite::Durability,
 }
 
 pub fn resolve_worker(c: &Common) -> WorkerConfig {

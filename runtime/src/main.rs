@@ -27,7 +27,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Redrive { data, queue_url, dlq_url, limit } => {
             let moved = match (data, queue_url, dlq_url) {
                 (Some(data), _, _) => {
-                    let e = run::open_embedded(&data, 5)?;
+                    let e = run::open_embedded(&data, 5, Default::default())?;
                     dlq::redrive(e.dead_letter.as_ref(), e.queue.as_ref(), limit).await?
                 }
                 (None, Some(q), Some(d)) => {

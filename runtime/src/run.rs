@@ -18,6 +18,7 @@ use crate::queue::sqlite::{RedrivePolicy, SqliteQueue};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
 use crate::relay::Relay;
+use crate::sqlite::Durability;
 use crate::store::dynamo::DynamoStore;
 use crate::store::notify::Notifying;
 use crate::store::sqlite::SqliteStore;
@@ -68,10 +69,10 @@ pub struct Embedded {
     pub dead_letter: Arc<SqliteQueue>,
 }
 
-pub fn open_embedded(data: &Path, max_receives: u32) -> anyhow::Result<Embedded> {
+pub fn open_embedded(data: &Path, max_receives: u32, durability: Durability) -> anyhow::Result<Embedded> {
     std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
-    let store = SqliteStore::open(&data.join("store.sqlite"))?;
-    let qdb = SqliteQueue::open_db(&data.join("queue.sqlite"))?;
+    let store = SqliteStore::open(&data.join("store.sqlite"), durability)?;
+    let qdb = SqliteQueue::open_db(&data.join("queue.sqlite"), durability)?;
     let policy = RedrivePolicy { dead_letter_queue: EMBEDDED_DLQ.into(), max_receives };
     Ok(Embedded {
         store: Arc::new(store),
@@ -110,7 +111,7 @@ fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c:
 
 /// `serve`: api, relay and worker in one process on the embedded backends.
 pub async fn serve(listen: SocketAddr, data: &Path, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let e = open_embedded(data, c.max_receives)?;
+    let e = open_embedded(data, c.max_receives, c.sqlite_synchronous)?;
     let metrics = Arc::new(Metrics::new());
     let notifying = Notifying::new(e.store);
     let updates = notifying.updates();

@@ -31,9 +31,23 @@ pub struct Db {
     next_reader: Arc<AtomicUsize>,
 }
 
-fn connect(path: &Path) -> anyhow::Result<Connection> {
+/// When a commit is on disk. `Full` (the default) syncs the write-ahead log at every
+/// (group) commit, so an accepted message survives a power cut; `Normal` syncs at
+/// checkpoints only: a process crash loses nothing, an OS crash may lose the last commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Durability {
+    #[default]
+    Full,
+    Normal,
+}
+
+fn connect(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
+    let sync = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000;"))
         .context("set sqlite pragmas")?;
     Ok(conn)
 }
@@ -71,12 +85,12 @@ fn spawn(name: &str, mut conn: Connection, group: bool) -> anyhow::Result<mpsc::
 }
 
 impl Db {
-    pub fn open(path: &Path, schema: &str) -> anyhow::Result<Db> {
-        let writer = connect(path)?;
+    pub fn open(path: &Path, schema: &str, durability: Durability) -> anyhow::Result<Db> {
+        let writer = connect(path, durability)?;
         writer.execute_batch(schema).context("create sqlite schema")?;
         let readers = (0..READERS)
             .map(|i| {
-                let c = connect(path)?;
+                let c = connect(path, durability)?;
                 c.execute_batch("PRAGMA query_only=ON;")?;
                 spawn(&format!("aira-sqlite-r{i}"), c, false)
             })
@@ -143,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_undoes_only_itself() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.sqlite"), "CREATE TABLE t (x INTEGER PRIMARY KEY);").unwrap();
+        let db = Db::open(&dir.path().join("t.sqlite"), "CREATE TABLE t (x INTEGER PRIMARY KEY);", Durability::Full).unwrap();
         let ok = db.call(|c| c.execute("INSERT INTO t VALUES (1)", []));
         let bad = db.call(|c| {
             c.execute("INSERT INTO t VALUES (2)", [])?;

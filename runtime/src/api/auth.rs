@@ -181,9 +181,14 @@ pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credential
     Ok(([(header::SET_COOKIE, cookie)], Json(json!({"user_id": user.id}))).into_response())
 }
 
-pub async fn logout() -> Response {
+/// Signs out: revokes the session token (cookie) or the bearer token, and clears the cookie.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let token = bearer_token(&headers).or_else(|| cookie_token(&headers));
+    if let Some(t) = token {
+        state.store.delete_token(&sha256_hex(t.as_bytes())).await?;
+    }
     let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0");
-    ([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response()
+    Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response())
 }
 
 /// Creates an API token for the signed-in user, or for `{email, password}` in the body.
@@ -200,24 +205,6 @@ pub async fn create_token(State(state): State<AppState>, parts: HeaderMap, body:
 }
 
 /// The signed-in user: `Authorization: Bearer TOKEN` or the session cookie.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_verifies_and_is_standard_phc() {
-        let cost = PasswordCost { memory_kib: 64, iterations: 1 };
-        let h = hash_blocking(cost, "correct horse").unwrap();
-        assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
-        assert!(verify_blocking("correct horse", &h).unwrap());
-        assert!(!verify_blocking("wrong horse", &h).unwrap());
-        // Interoperable with the argon2 crate's own hasher.
-        use argon2::PasswordVerifier;
-        let parsed = PasswordHash::new(&h).unwrap();
-        assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok());
-    }
-}
-
 pub struct AuthUser {
     pub id: String,
 }
@@ -229,12 +216,15 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap, method: &Method) -> Result<AuthUser, AppError> {
-    let bearer = headers
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-    let token = match bearer {
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+}
+
+async fn authenticate(state: &AppState, headers: &HeaderMap, method: &Method) -> Result<AuthUser, AppError> {
+    let token = match bearer_token(headers) {
         Some(t) => t,
         None => {
             let t = cookie_token(headers).ok_or_else(AppError::unauthorized)?;
@@ -257,5 +247,23 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<AuthUser, AppError> {
         authenticate(state, &parts.headers, &parts.method).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_verifies_and_is_standard_phc() {
+        let cost = PasswordCost { memory_kib: 64, iterations: 1 };
+        let h = hash_blocking(cost, "correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
+        assert!(verify_blocking("correct horse", &h).unwrap());
+        assert!(!verify_blocking("wrong horse", &h).unwrap());
+        // Interoperable with the argon2 crate's own hasher.
+        use argon2::PasswordVerifier;
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok());
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::{Queue, Received};
 use crate::model::now_ms;
-use crate::sqlite::Db;
+use crate::sqlite::{Db, Durability};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -39,8 +39,8 @@ pub struct SqliteQueue {
 }
 
 impl SqliteQueue {
-    pub fn open_db(path: &Path) -> anyhow::Result<Db> {
-        Db::open(path, SCHEMA)
+    pub fn open_db(path: &Path, durability: Durability) -> anyhow::Result<Db> {
+        Db::open(path, SCHEMA, durability)
     }
 
     pub fn new(db: Db, name: &str, redrive: Option<RedrivePolicy>) -> SqliteQueue {

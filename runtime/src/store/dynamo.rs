@@ -217,6 +217,18 @@ impl Store for DynamoStore {
             .and_then(|i| get_s(&i, "user_id")))
     }
 
+    async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("TOKEN#{token_hash}")))
+            .key("sk", s("TOKEN"))
+            .send()
+            .await
+            .map_err(backend("dynamodb delete token"))?;
+        Ok(())
+    }
+
     async fn create_conversation(&self, c: &Conversation) -> Result<()> {
         let main: Item = HashMap::from([
             ("pk".into(), s(format!("CONV#{}", c.id))),

@@ -62,6 +62,8 @@ pub trait Store: Send + Sync {
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()>;
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;
+    /// Revokes a session or API token (sign-out). No error when it does not exist.
+    async fn delete_token(&self, token_hash: &str) -> Result<()>;
 
     async fn create_conversation(&self, c: &Conversation) -> Result<()>;
     async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>>;

@@ -47,6 +47,9 @@ impl Store for Notifying {
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
         self.inner.token_user(token_hash, now_ms).await
     }
+    async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        self.inner.delete_token(token_hash).await
+    }
     async fn create_conversation(&self, c: &Conversation) -> Result<()> {
         self.inner.create_conversation(c).await
     }

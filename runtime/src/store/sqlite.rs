@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
 use crate::model::{Conversation, Message, Status, User};
-use crate::sqlite::Db;
+use crate::sqlite::{Db, Durability};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -34,8 +34,8 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        Ok(SqliteStore { db: Db::open(path, SCHEMA)? })
+    pub fn open(path: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
+        Ok(SqliteStore { db: Db::open(path, SCHEMA, durability)? })
     }
 }
 
@@ -124,6 +124,12 @@ impl Store for SqliteStore {
                 .optional()
             })
             .await?)
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        let t = token_hash.to_string();
+        self.db.call(move |c| c.execute("DELETE FROM tokens WHERE token_hash = ?1", [t])).await?;
+        Ok(())
     }
 
     async fn create_conversation(&self, conv: &Conversation) -> Result<()> {

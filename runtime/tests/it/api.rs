@@ -48,6 +48,13 @@ async fn signup_login_cookie_and_tokens() {
     assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
     let token = t.body["token"].as_str().unwrap();
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status, StatusCode::OK);
+
+    // Signing out revokes the session on the server, not just in the browser.
+    let out = call(&app, "POST", "/v1/auth/logout", Some(&session), None, &[]).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status, StatusCode::OK, "other tokens stay valid");
 }
 
 #[tokio::test]
