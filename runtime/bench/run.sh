@@ -6,5 +6,5 @@ cd "$(dirname "$0")/../.."
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # Thin LTO over the AWS SDK takes long to link; the figures do not need it.
 export CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
-out=${BENCH_OUT:-runtime/bench/last-run.txt}
+out=${BENCH_OUT:-${TMPDIR:-/tmp}/aira-bench-last-run.txt}
 cargo bench -p aira-runtime --bench load | tee "$out"
