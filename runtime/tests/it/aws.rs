@@ -129,9 +129,16 @@ async fn moto_post_is_answered_and_idempotent() {
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(Echo), aws_worker_config(3)));
     let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
     assert!(m.answer.unwrap().contains("hello moto"));
+    // History comes from the DynamoDB conversation index, oldest first, answered ones only.
+    let second = post_message(&env.app, &token, &conv, "and again").await;
+    wait_status(env.store.as_ref(), &second, Status::Answered, SECS_20).await;
+    let history = env.store.history(&conv, &second, 20).await.unwrap();
+    assert_eq!(history.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
+    assert!(env.store.history(&conv, &id, 20).await.unwrap().is_empty());
     let c = call(&env.app, "GET", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
-    assert_eq!(c.body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(c.body["messages"].as_array().unwrap().len(), 2);
     assert_eq!(c.body["messages"][0]["status"], "answered");
+    assert_eq!(c.body["messages"][0]["id"], id.as_str());
     let list = call(&env.app, "GET", "/v1/conversations", Some(&token), None, &[]).await;
     assert_eq!(list.body["conversations"][0]["id"], conv.as_str());
     tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -191,6 +191,7 @@ struct FakeState {
     script: Arc<Mutex<VecDeque<Behavior>>>,
     default: Arc<Mutex<Behavior>>,
     calls: Arc<Mutex<Vec<Instant>>>,
+    bodies: Arc<Mutex<Vec<Value>>>,
 }
 
 /// A fake OpenAI-compatible server on 127.0.0.1:0: scripted behaviours, then a default.
@@ -205,6 +206,7 @@ impl FakeLlm {
             script: Arc::new(Mutex::new(script.into())),
             default: Arc::new(Mutex::new(default)),
             calls: Arc::new(Mutex::new(Vec::new())),
+            bodies: Arc::new(Mutex::new(Vec::new())),
         };
         let app = Router::new().route("/v1/chat/completions", post(fake_completion)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -225,6 +227,11 @@ impl FakeLlm {
         self.state.calls.lock().unwrap().clone()
     }
 
+    /// The request bodies received, in order.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.state.bodies.lock().unwrap().clone()
+    }
+
     pub fn set_default(&self, b: Behavior) {
         *self.state.default.lock().unwrap() = b;
     }
@@ -232,6 +239,7 @@ impl FakeLlm {
 
 async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState>, Json(req): Json<Value>) -> Response {
     s.calls.lock().unwrap().push(Instant::now());
+    s.bodies.lock().unwrap().push(req.clone());
     let behavior = s.script.lock().unwrap().pop_front().unwrap_or_else(|| s.default.lock().unwrap().clone());
     let prompt = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
     match behavior {

@@ -152,7 +152,8 @@ async fn always_failing_message_lands_in_dlq_then_redrive_answers_it() {
     let token = user(&app, "dlq@example.com").await;
     let conv = conversation(&app, &token).await;
     let id = post_message(&app, &token, &conv, "doomed for now").await;
-    let (_w, _stop) = spawn_worker(env.worker(fake.client(SECS_10), worker_config()));
+    let cfg = aira_runtime::worker::WorkerConfig { retry_base: Duration::from_millis(400), ..worker_config() };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(SECS_10), cfg));
 
     let dlq = env.backends.dead_letter.clone();
     wait_until("the message in the dead-letter queue", SECS_10, || async { dlq.approximate_len().await.unwrap() == 1 }).await;
@@ -162,8 +163,11 @@ async fn always_failing_message_lands_in_dlq_then_redrive_answers_it() {
     assert_eq!(env.queue.approximate_len().await.unwrap(), 0);
     assert_eq!(metric(&env.metrics, "aira_worker_dead_lettered_total"), 1.0);
     assert_eq!(metric(&env.metrics, "aira_llm_errors_total{kind=\"server\"}"), 3.0);
+    // Delays are 400 ms then 800 ms, ±20 %: the second wait is longer than any first one can be.
     let calls = fake.calls();
-    assert!(calls[2] - calls[1] > calls[1] - calls[0], "growing delays: {:?}", [calls[1] - calls[0], calls[2] - calls[1]]);
+    let (d1, d2) = (calls[1] - calls[0], calls[2] - calls[1]);
+    assert!(d1 >= Duration::from_millis(320), "first retry after {d1:?}");
+    assert!(d2 >= Duration::from_millis(640), "second retry after {d2:?} (first {d1:?})");
 
     let c = call(&app, "GET", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
     assert_eq!(c.body["messages"][0]["status"], "failed");
@@ -278,4 +282,30 @@ async fn shutdown_hands_back_in_flight_messages() {
     assert_eq!(again.len(), 1, "visible again without waiting 30 s");
     assert_eq!(again[0].receive_count, 2);
     assert_eq!(metric(&env.metrics, "aira_worker_messages_total{outcome=\"handed_back\"}"), 1.0);
+}
+
+/// The LLM gets the conversation so far: earlier prompts and answers, then the new prompt.
+#[tokio::test]
+async fn llm_receives_the_conversation_history() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;
+    let token = user(&app, "history@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(SECS_10), worker_config()));
+    let first = post_message(&app, &token, &conv, "first question").await;
+    wait_status(env.store.as_ref(), &first, Status::Answered, SECS_10).await;
+    let second = post_message(&app, &token, &conv, "second question").await;
+    wait_status(env.store.as_ref(), &second, Status::Answered, SECS_10).await;
+    let bodies = fake.bodies();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[1]["model"], "fake-model");
+    assert_eq!(
+        bodies[1]["messages"],
+        json!([
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "fake: first question"},
+            {"role": "user", "content": "second question"},
+        ])
+    );
 }
