@@ -309,3 +309,21 @@ async fn llm_receives_the_conversation_history() {
         ])
     );
 }
+
+/// An LLM call three times longer than the visibility timeout: the heartbeat keeps the
+/// message hidden, so a second worker never receives it and the LLM is called once.
+#[tokio::test]
+async fn heartbeat_keeps_a_long_call_from_being_redelivered() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_secs(3))).await;
+    let token = user(&app, "slow@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "take your time").await;
+    let (_a, _sa) = spawn_worker(env.worker(fake.client(SECS_10), worker_config()));
+    let (_b, _sb) = spawn_worker(env.worker(fake.client(SECS_10), worker_config()));
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_10).await;
+    assert_eq!(m.answer.as_deref(), Some("fake: take your time"));
+    assert_eq!(fake.calls().len(), 1);
+    assert_eq!(metric(&env.metrics, "aira_queue_received_total"), 1.0, "never redelivered");
+}
