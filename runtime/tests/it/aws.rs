@@ -228,3 +228,24 @@ async fn moto_worker_killed_mid_call_answered_once_by_another() {
     assert_eq!(m.answer.as_deref(), Some("fake: still here"));
     assert_eq!(fake.calls().len(), 2);
 }
+
+/// SIGTERM path on SQS: the worker stops polling and hands its in-flight message back
+/// (visibility 0, lease released); the next worker answers it without waiting out the timeout.
+#[tokio::test]
+async fn moto_shutdown_hands_back_in_flight_message() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![Behavior::Hang], Behavior::Answer(Duration::ZERO)).await;
+    let token = user(&env.app, "awsstop@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let id = post_message(&env.app, &token, &conv, "hand me back").await;
+    // Visibility far beyond the test: only a hand-back makes the message visible in time.
+    let cfg = WorkerConfig { visibility: Duration::from_secs(60), shutdown_grace: Duration::from_millis(200), ..aws_worker_config(3) };
+    let (a, stop_a) = spawn_worker(env.worker(fake.client(Duration::from_secs(120)), cfg.clone()));
+    wait_until("worker A to call the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), a).await.expect("worker A exits").unwrap();
+    assert_eq!(env.store.get_message(&id).await.unwrap().unwrap().status, Status::Queued);
+    let (_b, _stop_b) = spawn_worker(env.worker(fake.client(Duration::from_secs(120)), cfg));
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    assert_eq!(m.answer.as_deref(), Some("fake: hand me back"));
+}
