@@ -1,0 +1,156 @@
+//! Command line and environment. `Cli` only says what the user typed (every flag also
+//! reads an `AIRA_*` variable); the `resolve_*` functions build the configuration the
+//! rest of the crate takes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::Limits;
+use crate::llm::{Echo, Llm, OpenAi};
+use crate::worker::WorkerConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "aira-runtime", version, about = "The aira chat runtime: durable API and idempotent worker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// API, relay and worker in one process on the embedded SQLite backends.
+    Serve {
+        #[arg(long, env = "AIRA_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Folder of the SQLite files (created if missing).
+        #[arg(long, env = "AIRA_DATA", default_value = ".aira/data")]
+        data: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The API (and outbox relay) on SQS + DynamoDB.
+    Api {
+        #[arg(long, env = "AIRA_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The worker on SQS + DynamoDB.
+    Worker {
+        #[command(flatten)]
+        aws: AwsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Move dead-letter messages back to the source queue (embedded with --data, else SQS).
+    Redrive {
+        #[arg(long, env = "AIRA_DATA")]
+        data: Option<PathBuf>,
+        #[arg(long, env = "AIRA_QUEUE_URL")]
+        queue_url: Option<String>,
+        #[arg(long, env = "AIRA_DLQ_URL")]
+        dlq_url: Option<String>,
+        /// Move at most this many.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AwsArgs {
+    /// URL of the SQS queue.
+    #[arg(long, env = "AIRA_QUEUE_URL")]
+    pub queue_url: String,
+    /// Name of the DynamoDB table.
+    #[arg(long, env = "AIRA_TABLE")]
+    pub table: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// OpenAI-compatible base URL (e.g. https://api.openai.com/v1); the echo model without it.
+    #[arg(long, env = "AIRA_LLM_BASE_URL")]
+    pub llm_base_url: Option<String>,
+    #[arg(long, env = "AIRA_LLM_MODEL", default_value = "gpt-4o-mini")]
+    pub llm_model: String,
+    /// API key of the LLM (ECS injects it from Secrets Manager).
+    #[arg(long, env = "AIRA_LLM_API_KEY", hide_env_values = true)]
+    pub llm_api_key: Option<String>,
+    #[arg(long, env = "AIRA_LLM_TIMEOUT_SECS", default_value_t = 60)]
+    pub llm_timeout_secs: u64,
+    /// Must equal the queue's redrive policy maxReceiveCount.
+    #[arg(long, env = "AIRA_MAX_RECEIVES", default_value_t = 5)]
+    pub max_receives: u32,
+    #[arg(long, env = "AIRA_VISIBILITY_TIMEOUT_SECS", default_value_t = 60)]
+    pub visibility_timeout_secs: u64,
+    #[arg(long, env = "AIRA_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+    #[arg(long, env = "AIRA_RECEIVE_BATCH", default_value_t = 10)]
+    pub receive_batch: usize,
+    #[arg(long, env = "AIRA_RECEIVE_WAIT_SECS", default_value_t = 20)]
+    pub receive_wait_secs: u64,
+    #[arg(long, env = "AIRA_RETRY_BASE_SECS", default_value_t = 2)]
+    pub retry_base_secs: u64,
+    #[arg(long, env = "AIRA_RETRY_MAX_SECS", default_value_t = 300)]
+    pub retry_max_secs: u64,
+    #[arg(long, env = "AIRA_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+    #[arg(long, env = "AIRA_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+    #[arg(long, env = "AIRA_MAX_PROMPT_CHARS", default_value_t = 8000)]
+    pub max_prompt_chars: usize,
+    #[arg(long, env = "AIRA_RATE_PER_MINUTE", default_value_t = 60)]
+    pub rate_per_minute: u32,
+    #[arg(long, env = "AIRA_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+    /// Outbox rows older than this are relayed (younger ones are the API's own fast path).
+    #[arg(long, env = "AIRA_RELAY_MIN_AGE_SECS", default_value_t = 5)]
+    pub relay_min_age_secs: u64,
+    #[arg(long, env = "AIRA_RELAY_INTERVAL_SECS", default_value_t = 2)]
+    pub relay_interval_secs: u64,
+    /// Embedded backends: `full` syncs every (group) commit to disk; `normal` only at checkpoints.
+    #[arg(long, env = "AIRA_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    pub sqlite_synchronous: crate::sqlite::Durability,
+}
+
+pub fn resolve_worker(c: &Common) -> WorkerConfig {
+    WorkerConfig {
+        batch_size: c.receive_batch.clamp(1, 10),
+        max_in_flight: c.max_in_flight.max(1),
+        wait: Duration::from_secs(c.receive_wait_secs.min(20)),
+        visibility: Duration::from_secs(c.visibility_timeout_secs.max(1)),
+        max_receives: c.max_receives.max(1),
+        retry_base: Duration::from_secs(c.retry_base_secs),
+        retry_max: Duration::from_secs(c.retry_max_secs.min(43_200)),
+        llm_timeout: Duration::from_secs(c.llm_timeout_secs.max(1)),
+        history_turns: 20,
+        shutdown_grace: Duration::from_secs(c.shutdown_grace_secs),
+    }
+}
+
+pub fn resolve_limits(c: &Common) -> Limits {
+    Limits {
+        max_body_bytes: c.max_body_bytes,
+        max_prompt_chars: c.max_prompt_chars,
+        messages_per_minute: c.rate_per_minute,
+        burst: c.rate_burst,
+    }
+}
+
+pub fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
+    Ok(match &c.llm_base_url {
+        Some(url) if !url.is_empty() => Arc::new(OpenAi::new(
+            url,
+            &c.llm_model,
+            c.llm_api_key.clone().filter(|k| !k.is_empty()),
+            Duration::from_secs(c.llm_timeout_secs.max(1)),
+        )?),
+        _ => Arc::new(Echo),
+    })
+}

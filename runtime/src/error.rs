@@ -1,0 +1,69 @@
+//! One error type for the HTTP API: user errors keep their status and are not logged;
+//! internal errors become a plain 500 and are logged once, here.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    User { status: StatusCode, code: &'static str, message: String },
+    #[error("rate limited")]
+    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn user(status: StatusCode, code: &'static str, message: impl Into<String>) -> AppError {
+        AppError::User { status, code, message: message.into() }
+    }
+    pub fn unauthorized() -> AppError {
+        AppError::user(StatusCode::UNAUTHORIZED, "unauthorized", "sign in or send a bearer token")
+    }
+    pub fn not_found(what: &str) -> AppError {
+        AppError::user(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+    }
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> AppError {
+        AppError::user(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> AppError {
+        AppError::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        match self {
+            AppError::User { status, code, message } => {
+                (status, Json(json!({"error": code, "message": message}))).into_response()
+            }
+            AppError::RateLimited { retry_after_secs } => {
+                let mut r = (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Json(json!({
+                        "error": "rate_limited",
+                        "message": format!("too many requests; retry in {retry_after_secs} s"),
+                        "retry_after": retry_after_secs,
+                    })),
+                )
+                    .into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
+            AppError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"error": "internal", "message": "internal error"})),
+                )
+                    .into_response()
+            }
+        }
+    }
+}

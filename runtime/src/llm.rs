@@ -1,0 +1,233 @@
+//! The LLM: an OpenAI-compatible `/chat/completions` client, or the offline echo model.
+//! [`LlmError::disposition`] is the one place that decides retry or give up.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Turn {
+    pub role: &'static str,
+    pub content: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error("rate limited (429)")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("server error ({status})")]
+    Server { status: u16 },
+    #[error("timed out")]
+    Timeout,
+    #[error("connection failed")]
+    Connection,
+    #[error("quota exhausted")]
+    Quota,
+    #[error("rejected ({status})")]
+    Rejected { status: u16 },
+    #[error("unreadable response")]
+    BadResponse,
+}
+
+/// What to do after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again later; `after` when the server said when.
+    Retry { after: Option<Duration> },
+    /// Give up now: retrying cannot help.
+    Fail,
+}
+
+impl LlmError {
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            LlmError::RateLimited { retry_after } => Disposition::Retry { after: *retry_after },
+            LlmError::Server { .. } | LlmError::Timeout | LlmError::Connection | LlmError::BadResponse => {
+                Disposition::Retry { after: None }
+            }
+            LlmError::Quota | LlmError::Rejected { .. } => Disposition::Fail,
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LlmError::RateLimited { .. } => "rate_limited",
+            LlmError::Server { .. } => "server",
+            LlmError::Timeout => "timeout",
+            LlmError::Connection => "connection",
+            LlmError::Quota => "quota",
+            LlmError::Rejected { .. } => "rejected",
+            LlmError::BadResponse => "bad_response",
+        }
+    }
+
+    /// What the user is told when the message fails for this reason.
+    pub fn user_reason(&self) -> &'static str {
+        match self {
+            LlmError::RateLimited { .. } => "the language model is rate limiting us; try again later",
+            LlmError::Server { .. } | LlmError::Timeout | LlmError::Connection | LlmError::BadResponse => {
+                "the language model is unavailable; try again later"
+            }
+            LlmError::Quota => "the language model quota is exhausted",
+            LlmError::Rejected { .. } => "the language model refused the request",
+        }
+    }
+}
+
+#[async_trait]
+pub trait Llm: Send + Sync {
+    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError>;
+    fn name(&self) -> &str;
+}
+
+/// Offline model: answers with the last user turn.
+pub struct Echo;
+
+#[async_trait]
+impl Llm for Echo {
+    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
+        let prompt = turns.iter().rev().find(|t| t.role == "user").map(|t| t.content.as_str()).unwrap_or("");
+        Ok(Completion {
+            text: format!("echo: {prompt}"),
+            prompt_tokens: prompt.split_whitespace().count() as u64,
+            completion_tokens: prompt.split_whitespace().count() as u64 + 1,
+        })
+    }
+    fn name(&self) -> &str {
+        "echo"
+    }
+}
+
+/// Any OpenAI-compatible endpoint.
+pub struct OpenAi {
+    http: reqwest::Client,
+    url: String,
+    model: String,
+    api_key: Option<String>,
+}
+
+impl OpenAi {
+    /// `timeout` bounds the whole call; `base_url` is like `https://api.openai.com/v1`.
+    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> anyhow::Result<OpenAi> {
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(OpenAi {
+            http,
+            url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
+            model: model.to_string(),
+            api_key,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    choices: Vec<Choice>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+#[derive(Deserialize)]
+struct Choice {
+    message: ChoiceMessage,
+}
+#[derive(Deserialize)]
+struct ChoiceMessage {
+    #[serde(default)]
+    content: Option<String>,
+}
+#[derive(Deserialize, Default)]
+struct Usage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs; treated as absent).
+pub fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let s = v?.to_str().ok()?.trim();
+    s.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0).map(Duration::from_secs_f64)
+}
+
+/// Classifies an HTTP error status and body (OpenAI error shape `{"error": {"code": ..}}`).
+pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> LlmError {
+    let code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            e.get("code").and_then(|c| c.as_str()).or_else(|| e.get("type").and_then(|c| c.as_str())).map(str::to_string)
+        })
+        .unwrap_or_default();
+    if code == "insufficient_quota" {
+        return LlmError::Quota;
+    }
+    match status {
+        429 => LlmError::RateLimited { retry_after },
+        408 => LlmError::Timeout,
+        s if s >= 500 => LlmError::Server { status: s },
+        s => LlmError::Rejected { status: s },
+    }
+}
+
+#[async_trait]
+impl Llm for OpenAi {
+    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
+        let body = serde_json::json!({"model": self.model, "messages": turns});
+        let mut req = self.http.post(&self.url).json(&body);
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req.send().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let ra = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
+            let text = resp.text().await.unwrap_or_default();
+            return Err(classify(status, ra, &text));
+        }
+        let bytes = resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        let parsed: ChatResponse = serde_json::from_slice(&bytes).map_err(|_| LlmError::BadResponse)?;
+        let text = parsed.choices.into_iter().next().and_then(|c| c.message.content).ok_or(LlmError::BadResponse)?;
+        let usage = parsed.usage.unwrap_or_default();
+        Ok(Completion { text, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens })
+    }
+    fn name(&self) -> &str {
+        &self.model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let ra = Some(Duration::from_secs(3));
+        assert_eq!(classify(429, ra, "{}").disposition(), Disposition::Retry { after: ra });
+        assert_eq!(
+            classify(429, None, r#"{"error":{"code":"insufficient_quota"}}"#).disposition(),
+            Disposition::Fail
+        );
+        assert_eq!(classify(500, None, "oops").disposition(), Disposition::Retry { after: None });
+        assert_eq!(classify(503, None, "").disposition(), Disposition::Retry { after: None });
+        assert_eq!(classify(400, None, "{}").disposition(), Disposition::Fail);
+        assert_eq!(classify(401, None, "{}").disposition(), Disposition::Fail);
+        assert_eq!(LlmError::Timeout.disposition(), Disposition::Retry { after: None });
+        assert_eq!(LlmError::Connection.disposition(), Disposition::Retry { after: None });
+    }
+
+    #[test]
+    fn retry_after_seconds() {
+        let v = reqwest::header::HeaderValue::from_static("7");
+        assert_eq!(parse_retry_after(Some(&v)), Some(Duration::from_secs(7)));
+        let v = reqwest::header::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT");
+        assert_eq!(parse_retry_after(Some(&v)), None);
+    }
+}

@@ -1,0 +1,117 @@
+//! Every metric the runtime exports, in one registry per process (one per test).
+//! Labels carry route templates, methods, statuses and error kinds only: never user content.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// `aira_http_requests_total{route,method,status}`
+    pub http_requests: IntCounterVec,
+    /// `aira_http_request_duration_seconds{route,method}`
+    pub http_duration: HistogramVec,
+    /// `aira_messages_accepted_total`: messages recorded and answered 202.
+    pub messages_accepted: IntCounter,
+    /// `aira_rate_limited_total`
+    pub rate_limited: IntCounter,
+    /// `aira_queue_sent_total`
+    pub queue_sent: IntCounter,
+    /// `aira_queue_received_total`
+    pub queue_received: IntCounter,
+    /// `aira_queue_deleted_total`
+    pub queue_deleted: IntCounter,
+    /// `aira_queue_send_errors_total`
+    pub queue_send_errors: IntCounter,
+    /// `aira_outbox_backlog`: outbox rows not yet relayed (sampled by the relay).
+    pub outbox_backlog: IntGauge,
+    /// `aira_outbox_relayed_total`: messages sent by the relay (not the API's fast path).
+    pub outbox_relayed: IntCounter,
+    /// `aira_worker_in_flight`
+    pub worker_in_flight: IntGauge,
+    /// `aira_worker_messages_total{outcome}`: answered, failed, retried, duplicate, handed_back, missing.
+    pub worker_messages: IntCounterVec,
+    /// `aira_worker_dead_lettered_total`: messages given up after max receives (to the DLQ).
+    pub dead_lettered: IntCounter,
+    /// `aira_llm_request_duration_seconds`
+    pub llm_duration: Histogram,
+    /// `aira_llm_errors_total{kind}`
+    pub llm_errors: IntCounterVec,
+    /// `aira_llm_tokens_total{kind}`: prompt, completion.
+    pub llm_tokens: IntCounterVec,
+    /// `aira_message_end_to_end_seconds`: from accepted to answered.
+    pub end_to_end: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let latency = exponential_buckets(0.001, 2.0, 16).expect("buckets");
+        let llm_buckets = exponential_buckets(0.05, 2.0, 12).expect("buckets");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("aira_http_request_duration_seconds", "HTTP request latency").buckets(latency),
+            &["route", "method"],
+        )
+        .expect("metric");
+        registry.register(Box::new(http_duration.clone())).expect("register");
+        let llm_duration = Histogram::with_opts(
+            HistogramOpts::new("aira_llm_request_duration_seconds", "LLM call latency").buckets(llm_buckets.clone()),
+        )
+        .expect("metric");
+        registry.register(Box::new(llm_duration.clone())).expect("register");
+        let end_to_end = Histogram::with_opts(
+            HistogramOpts::new("aira_message_end_to_end_seconds", "accepted to answered").buckets(llm_buckets),
+        )
+        .expect("metric");
+        registry.register(Box::new(end_to_end.clone())).expect("register");
+        Metrics {
+            http_requests: counter_vec("aira_http_requests_total", "HTTP requests", &["route", "method", "status"]),
+            http_duration,
+            messages_accepted: counter("aira_messages_accepted_total", "messages accepted (202)"),
+            rate_limited: counter("aira_rate_limited_total", "requests refused by the rate limit"),
+            queue_sent: counter("aira_queue_sent_total", "queue messages sent"),
+            queue_received: counter("aira_queue_received_total", "queue messages received"),
+            queue_deleted: counter("aira_queue_deleted_total", "queue messages deleted"),
+            queue_send_errors: counter("aira_queue_send_errors_total", "failed queue sends (left in the outbox)"),
+            outbox_backlog: gauge("aira_outbox_backlog", "outbox rows not yet relayed"),
+            outbox_relayed: counter("aira_outbox_relayed_total", "messages sent by the outbox relay"),
+            worker_in_flight: gauge("aira_worker_in_flight", "messages being processed"),
+            worker_messages: counter_vec("aira_worker_messages_total", "worker outcomes", &["outcome"]),
+            dead_lettered: counter("aira_worker_dead_lettered_total", "messages given up to the dead-letter queue"),
+            llm_duration,
+            llm_errors: counter_vec("aira_llm_errors_total", "LLM errors", &["kind"]),
+            llm_tokens: counter_vec("aira_llm_tokens_total", "LLM tokens", &["kind"]),
+            end_to_end,
+            registry,
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encode metrics");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}

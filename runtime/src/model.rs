@@ -1,0 +1,107 @@
+//! Plain data shared by the API, the store and the worker.
+
+use serde::{Deserialize, Serialize};
+
+/// Where a message is in its life. `failed` is not final: a redrive or a retry may answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Queued,
+    Processing,
+    Answered,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Processing => "processing",
+            Status::Answered => "answered",
+            Status::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "queued" => Status::Queued,
+            "processing" => Status::Processing,
+            "answered" => Status::Answered,
+            "failed" => Status::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Answered | Status::Failed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Conversation {
+    pub id: String,
+    #[serde(skip)]
+    pub user_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    pub id: String,
+    pub conversation_id: String,
+    #[serde(skip)]
+    pub user_id: String,
+    pub content: String,
+    pub status: Status,
+    pub answer: Option<String>,
+    /// Why the message failed, in words fit for the user (never the LLM's raw body).
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// The queue body: ids only, never the prompt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QueueBody {
+    pub message_id: String,
+}
+
+impl QueueBody {
+    pub fn encode(message_id: &str) -> String {
+        serde_json::to_string(&QueueBody { message_id: message_id.to_string() }).expect("plain struct")
+    }
+
+    pub fn decode(body: &str) -> Option<QueueBody> {
+        serde_json::from_str(body).ok()
+    }
+}
+
+/// A fresh time-ordered id (UUIDv7), so ids sort by creation time.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256, used for session tokens at rest and idempotency fingerprints.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}

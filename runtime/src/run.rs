@@ -1,0 +1,172 @@
+//! Wiring of the commands, and the one shutdown path: SIGTERM or ctrl-c cancels one
+//! token; the HTTP server stops accepting and drains, the relay stops, the worker stops
+//! polling and finishes or hands back its in-flight messages; then the process exits.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::api::{app, ops_app, AppState};
+use crate::config::{resolve_limits, resolve_llm, resolve_worker, AwsArgs, Common};
+use crate::metrics::Metrics;
+use crate::queue::sqlite::{RedrivePolicy, SqliteQueue};
+use crate::queue::sqs::SqsQueue;
+use crate::queue::Queue;
+use crate::relay::Relay;
+use crate::sqlite::Durability;
+use crate::store::dynamo::DynamoStore;
+use crate::store::notify::Notifying;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::worker::Worker;
+
+pub const EMBEDDED_QUEUE: &str = "aira";
+pub const EMBEDDED_DLQ: &str = "aira-dlq";
+
+/// JSON logs on stdout; filter from `AIRA_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_current_span(true).with_span_list(false).with_env_filter(filter).try_init();
+}
+
+/// A token cancelled on SIGTERM or ctrl-c.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+/// The embedded backends in `data`: store, queue with dead-letter queue, and that DLQ.
+pub struct Embedded {
+    pub store: Arc<SqliteStore>,
+    pub queue: Arc<SqliteQueue>,
+    pub dead_letter: Arc<SqliteQueue>,
+}
+
+pub fn open_embedded(data: &Path, max_receives: u32, durability: Durability) -> anyhow::Result<Embedded> {
+    std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
+    let store = SqliteStore::open(&data.join("store.sqlite"), durability)?;
+    let qdb = SqliteQueue::open_db(&data.join("queue.sqlite"), durability)?;
+    let policy = RedrivePolicy { dead_letter_queue: EMBEDDED_DLQ.into(), max_receives };
+    Ok(Embedded {
+        store: Arc::new(store),
+        queue: Arc::new(SqliteQueue::new(qdb.clone(), EMBEDDED_QUEUE, Some(policy))),
+        dead_letter: Arc::new(SqliteQueue::new(qdb, EMBEDDED_DLQ, None)),
+    })
+}
+
+/// The SDK's standard configuration chain; `AWS_ENDPOINT_URL` points it at moto or LocalStack.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+pub async fn open_aws(args: &AwsArgs) -> (Arc<dyn Store>, Arc<dyn Queue>) {
+    let conf = aws_config().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&conf), &args.table);
+    let queue = SqsQueue::new(aws_sdk_sqs::Client::new(&conf), &args.queue_url);
+    (Arc::new(store), Arc::new(queue))
+}
+
+async fn serve_http(listen: SocketAddr, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
+    info!(listen = %listener.local_addr()?, "api listening");
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await.context("http server")
+}
+
+fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c: &Common) -> Arc<Relay> {
+    Arc::new(Relay {
+        store,
+        queue,
+        metrics,
+        interval: Duration::from_secs(c.relay_interval_secs.max(1)),
+        min_age: Duration::from_secs(c.relay_min_age_secs),
+    })
+}
+
+/// `serve`: api, relay and worker in one process on the embedded backends.
+pub async fn serve(listen: SocketAddr, data: &Path, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let e = open_embedded(data, c.max_receives, c.sqlite_synchronous)?;
+    let metrics = Arc::new(Metrics::new());
+    let notifying = Notifying::new(e.store);
+    let updates = notifying.updates();
+    let store: Arc<dyn Store> = Arc::new(notifying);
+    let queue: Arc<dyn Queue> = e.queue;
+    let worker = Arc::new(Worker {
+        queue: queue.clone(),
+        store: store.clone(),
+        llm: resolve_llm(c)?,
+        metrics: metrics.clone(),
+        config: resolve_worker(c),
+    });
+    let relay = relay(store.clone(), queue.clone(), metrics.clone(), c);
+    let w = tokio::spawn(worker.run(shutdown.clone()));
+    let r = tokio::spawn(relay.run(shutdown.clone()));
+    let mut state = AppState::new(store, queue, metrics, resolve_limits(c));
+    state.updates = Some(updates);
+    let http = serve_http(listen, state, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = tokio::join!(w, r);
+    http
+}
+
+/// `api`: the API and the outbox relay on SQS + DynamoDB.
+pub async fn api(listen: SocketAddr, aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (store, queue) = open_aws(aws).await;
+    let metrics = Arc::new(Metrics::new());
+    let r = tokio::spawn(relay(store.clone(), queue.clone(), metrics.clone(), c).run(shutdown.clone()));
+    let http = serve_http(listen, AppState::new(store, queue, metrics, resolve_limits(c)), shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = r.await;
+    http
+}
+
+/// `worker`: the worker on SQS + DynamoDB, with `/metrics` and `/healthz` on AIRA_METRICS_LISTEN if set.
+pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (store, queue) = open_aws(aws).await;
+    let metrics = Arc::new(Metrics::new());
+    let worker = Arc::new(Worker { queue: queue.clone(), store: store.clone(), llm: resolve_llm(c)?, metrics: metrics.clone(), config: resolve_worker(c) });
+    let metrics_server = match std::env::var("AIRA_METRICS_LISTEN").ok().filter(|v| !v.is_empty()) {
+        Some(addr) => {
+            let addr: SocketAddr = addr.parse().context("AIRA_METRICS_LISTEN")?;
+            let state = AppState::new(store, queue, metrics, resolve_limits(c));
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, ops_app(state)).with_graceful_shutdown(stop.cancelled_owned()).await
+            }))
+        }
+        None => None,
+    };
+    worker.run(shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
+    Ok(())
+}

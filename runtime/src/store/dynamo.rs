@@ -1,0 +1,554 @@
+//! The store on one DynamoDB table with a string partition key `pk` and sort key `sk`.
+//! Item layout (see runtime/README.md):
+//!
+//! | item          | pk                      | sk          |
+//! |---------------|-------------------------|-------------|
+//! | user          | `USER#{email}`          | `USER`      |
+//! | token         | `TOKEN#{sha256}`        | `TOKEN`     |
+//! | conversation  | `CONV#{id}`             | `CONV`      |
+//! | user's conv.  | `USERCONVS#{user_id}`   | `CONV#{id}` |
+//! | message       | `MSG#{id}`              | `MSG`       |
+//! | conv.'s msg.  | `CONV#{conversation_id}`| `MSG#{id}`  |
+//! | outbox row    | `OUTBOX#{0..8}`         | `{message_id}` |
+//! | idempotency   | `IDEM#{sha256}`         | `IDEM`      |
+//!
+//! Ids are UUIDv7, so sort keys built from them sort by creation time. The outbox is spread
+//! over [`OUTBOX_SHARDS`] partitions so its writes never make one hot partition.
+
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, Select, TransactWriteItem};
+use aws_sdk_dynamodb::Client;
+
+use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
+use crate::model::{Conversation, Message, Status, User};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Partitions of the outbox: `OUTBOX#0` .. `OUTBOX#7`.
+pub const OUTBOX_SHARDS: u32 = 8;
+
+fn outbox_pk(message_id: &str) -> String {
+    let h = message_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("OUTBOX#{}", h % OUTBOX_SHARDS)
+}
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore { client, table: table.into() }
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend("dynamodb get item"))?;
+        Ok(out.item)
+    }
+
+    /// Messages by id (BatchGetItem, 100 at a time), sorted by creation.
+    async fn messages_by_id(&self, ids: &[String]) -> Result<Vec<Message>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Backend(anyhow!("build batch get: {e}")))?,
+            );
+            while let Some(req) = pending.take() {
+                let r = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb batch get messages"))?;
+                if let Some(items) = r.responses.as_ref().and_then(|m| m.get(&self.table)) {
+                    out.extend(items.iter().filter_map(message_from));
+                }
+                pending = r.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Conditional update of a message; false when the condition failed.
+    async fn update_message(
+        &self,
+        id: &str,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool> {
+        let uses_error = update.contains("#e");
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{id}")))
+            .key("sk", s("MSG"))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "status");
+        if uses_error {
+            req = req.expression_attribute_names("#e", "error");
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(StoreError::Backend(anyhow!("dynamodb update item: {}", DisplayErrorContext(e)))),
+        }
+    }
+}
+
+fn backend<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Backend(anyhow!("{what}: {}", DisplayErrorContext(e)))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+fn get_s(item: &Item, k: &str) -> Option<String> {
+    item.get(k).and_then(|v| v.as_s().ok()).cloned()
+}
+fn get_n(item: &Item, k: &str) -> i64 {
+    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn message_from(item: &Item) -> Option<Message> {
+    Some(Message {
+        id: get_s(item, "id")?,
+        conversation_id: get_s(item, "conversation_id")?,
+        user_id: get_s(item, "user_id")?,
+        content: get_s(item, "content").unwrap_or_default(),
+        status: status_of(&get_s(item, "status")?),
+        answer: get_s(item, "answer"),
+        error: get_s(item, "error"),
+        created_at: get_n(item, "created_at"),
+        updated_at: get_n(item, "updated_at"),
+    })
+}
+
+fn put(table: &str, item: Item, condition: Option<&str>) -> std::result::Result<TransactWriteItem, StoreError> {
+    let p = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .set_condition_expression(condition.map(str::to_string))
+        .build()
+        .map_err(|e| StoreError::Backend(anyhow!("build put: {e}")))?;
+    Ok(TransactWriteItem::builder().put(p).build())
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("USER#{}", user.email)))
+            .item("sk", s("USER"))
+            .item("id", s(&user.id))
+            .item("email", s(&user.email))
+            .item("password_hash", s(&user.password_hash))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Err(StoreError::Conflict),
+            Err(e) => Err(backend("dynamodb put user")(e)),
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        Ok(self.get(format!("USER#{email}"), "USER").await?.and_then(|i| {
+            Some(User { id: get_s(&i, "id")?, email: get_s(&i, "email")?, password_hash: get_s(&i, "password_hash")? })
+        }))
+    }
+
+    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("TOKEN#{token_hash}")))
+            .item("sk", s("TOKEN"))
+            .item("user_id", s(user_id))
+            .item("expires_at_ms", n(expires_at_ms))
+            .item("expires_at", n(expires_at_ms / 1000))
+            .send()
+            .await
+            .map_err(backend("dynamodb put token"))?;
+        Ok(())
+    }
+
+    async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
+        Ok(self
+            .get(format!("TOKEN#{token_hash}"), "TOKEN")
+            .await?
+            .filter(|i| get_n(i, "expires_at_ms") > now_ms)
+            .and_then(|i| get_s(&i, "user_id")))
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("TOKEN#{token_hash}")))
+            .key("sk", s("TOKEN"))
+            .send()
+            .await
+            .map_err(backend("dynamodb delete token"))?;
+        Ok(())
+    }
+
+    async fn create_conversation(&self, c: &Conversation) -> Result<()> {
+        let main: Item = HashMap::from([
+            ("pk".into(), s(format!("CONV#{}", c.id))),
+            ("sk".into(), s("CONV")),
+            ("user_id".into(), s(&c.user_id)),
+            ("created_at".into(), n(c.created_at)),
+        ]);
+        let index: Item = HashMap::from([
+            ("pk".into(), s(format!("USERCONVS#{}", c.user_id))),
+            ("sk".into(), s(format!("CONV#{}", c.id))),
+            ("created_at".into(), n(c.created_at)),
+        ]);
+        self.client
+            .transact_write_items()
+            .transact_items(put(&self.table, main, Some("attribute_not_exists(pk)"))?)
+            .transact_items(put(&self.table, index, None)?)
+            .send()
+            .await
+            .map_err(backend("dynamodb write conversation"))?;
+        Ok(())
+    }
+
+    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("USERCONVS#{user_id}")))
+                .scan_index_forward(false)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query conversations"))?;
+            for i in r.items() {
+                if let Some(id) = get_s(i, "sk").and_then(|sk| sk.strip_prefix("CONV#").map(str::to_string)) {
+                    out.push(Conversation { id, user_id: user_id.to_string(), created_at: get_n(i, "created_at") });
+                }
+            }
+            start = r.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        Ok(self.get(format!("CONV#{id}"), "CONV").await?.and_then(|i| {
+            Some(Conversation { id: id.to_string(), user_id: get_s(&i, "user_id")?, created_at: get_n(&i, "created_at") })
+        }))
+    }
+
+    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+                .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
+                .expression_attribute_values(":m", s("MSG#"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query messages"))?;
+            ids.extend(r.items().iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string)));
+            start = r.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        self.messages_by_id(&ids).await
+    }
+
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Newest first, a page at a time, until `limit` answered ones are found.
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+                .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
+                .expression_attribute_values(":lo", s("MSG#"))
+                .expression_attribute_values(":hi", s(format!("MSG#{before_id}")))
+                .scan_index_forward(false)
+                .limit((limit * 2).min(100) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query history"))?;
+            let ids: Vec<String> = r
+                .items()
+                .iter()
+                .filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string))
+                .filter(|id| id.as_str() < before_id)
+                .collect();
+            let mut page = self.messages_by_id(&ids).await?;
+            page.retain(|m| m.status == Status::Answered);
+            page.reverse();
+            out.extend(page);
+            start = r.last_evaluated_key;
+            if out.len() >= limit || start.is_none() {
+                break;
+            }
+        }
+        out.truncate(limit);
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn get_message(&self, id: &str) -> Result<Option<Message>> {
+        Ok(self.get(format!("MSG#{id}"), "MSG").await?.as_ref().and_then(message_from))
+    }
+
+    async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
+        let message: Item = HashMap::from([
+            ("pk".into(), s(format!("MSG#{}", m.id))),
+            ("sk".into(), s("MSG")),
+            ("id".into(), s(&m.id)),
+            ("conversation_id".into(), s(&m.conversation_id)),
+            ("user_id".into(), s(&m.user_id)),
+            ("content".into(), s(&m.content)),
+            ("status".into(), s(m.status.as_str())),
+            ("lease_until".into(), n(0)),
+            ("created_at".into(), n(m.created_at)),
+            ("updated_at".into(), n(m.updated_at)),
+        ]);
+        let pointer: Item = HashMap::from([
+            ("pk".into(), s(format!("CONV#{}", m.conversation_id))),
+            ("sk".into(), s(format!("MSG#{}", m.id))),
+        ]);
+        let outbox: Item = HashMap::from([
+            ("pk".into(), s(outbox_pk(&m.id))),
+            ("sk".into(), s(&m.id)),
+            ("created_at".into(), n(m.created_at)),
+        ]);
+        let mut tx = self.client.transact_write_items();
+        if let Some(k) = key {
+            let idem: Item = HashMap::from([
+                ("pk".into(), s(format!("IDEM#{}", k.scope))),
+                ("sk".into(), s("IDEM")),
+                ("fingerprint".into(), s(&k.fingerprint)),
+                ("message_id".into(), s(&m.id)),
+                ("expires_at".into(), n(m.created_at / 1000 + 7 * 24 * 3600)),
+            ]);
+            tx = tx.transact_items(put(&self.table, idem, Some("attribute_not_exists(pk)"))?);
+        }
+        let r = tx
+            .transact_items(put(&self.table, message, Some("attribute_not_exists(pk)"))?)
+            .transact_items(put(&self.table, pointer, None)?)
+            .transact_items(put(&self.table, outbox, None)?)
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(Recorded::New),
+            Err(e) => {
+                let cancelled = e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
+                if let (true, Some(k)) = (cancelled, key) {
+                    if let Some(i) = self.get(format!("IDEM#{}", k.scope), "IDEM").await? {
+                        return Ok(Recorded::Existing {
+                            message_id: get_s(&i, "message_id").unwrap_or_default(),
+                            fingerprint: get_s(&i, "fingerprint").unwrap_or_default(),
+                        });
+                    }
+                }
+                Err(backend("dynamodb record message")(e))
+            }
+        }
+    }
+
+    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        let mut out: Vec<(i64, String)> = Vec::new();
+        for shard in 0..OUTBOX_SHARDS {
+            let mut start = None;
+            loop {
+                let r = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .filter_expression("created_at <= :before")
+                    .expression_attribute_values(":pk", s(format!("OUTBOX#{shard}")))
+                    .expression_attribute_values(":before", n(created_before_ms))
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb query outbox"))?;
+                out.extend(r.items().iter().filter_map(|i| Some((get_n(i, "created_at"), get_s(i, "sk")?))));
+                start = r.last_evaluated_key;
+                if start.is_none() || out.len() >= limit * OUTBOX_SHARDS as usize {
+                    break;
+                }
+            }
+        }
+        out.sort();
+        Ok(out.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    async fn outbox_remove(&self, message_id: &str) -> Result<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(outbox_pk(message_id)))
+            .key("sk", s(message_id))
+            .send()
+            .await
+            .map_err(backend("dynamodb delete outbox row"))?;
+        Ok(())
+    }
+
+    async fn outbox_len(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for shard in 0..OUTBOX_SHARDS {
+            let mut start = None;
+            loop {
+                let r = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("pk = :pk")
+                    .expression_attribute_values(":pk", s(format!("OUTBOX#{shard}")))
+                    .select(Select::Count)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb count outbox"))?;
+                total += r.count.max(0) as u64;
+                start = r.last_evaluated_key;
+                if start.is_none() {
+                    break;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{message_id}")))
+            .key("sk", s("MSG"))
+            .update_expression("SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now")
+            .condition_expression("attribute_exists(pk) AND (#s = :q OR #s = :f OR (#s = :p AND lease_until < :now))")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", s("processing"))
+            .expression_attribute_values(":q", s("queued"))
+            .expression_attribute_values(":f", s("failed"))
+            .expression_attribute_values(":t", s(claim_token))
+            .expression_attribute_values(":l", n(lease_until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match r {
+            Ok(out) => match out.attributes.as_ref().and_then(message_from) {
+                Some(m) => Ok(Claim::Claimed(m)),
+                None => Err(StoreError::Backend(anyhow!("dynamodb claim returned no message"))),
+            },
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                match self.get(format!("MSG#{message_id}"), "MSG").await? {
+                    None => Ok(Claim::Missing),
+                    Some(i) if get_s(&i, "status").as_deref() == Some(Status::Answered.as_str()) => Ok(Claim::Answered),
+                    Some(i) => Ok(Claim::Busy { lease_until_ms: get_n(&i, "lease_until") }),
+                }
+            }
+            Err(e) => Err(backend("dynamodb claim")(e)),
+        }
+    }
+
+    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
+        self.update_message(
+            message_id,
+            "SET lease_until = :l",
+            "#s = :p AND claim_token = :t",
+            vec![(":l", n(lease_until_ms)), (":p", s("processing")), (":t", s(claim_token))],
+        )
+        .await
+    }
+
+    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+        self.update_message(
+            message_id,
+            "SET #s = :a, answer = :ans, updated_at = :now REMOVE #e",
+            "#s = :p AND claim_token = :t",
+            vec![(":a", s("answered")), (":ans", s(answer)), (":now", n(now_ms)), (":p", s("processing")), (":t", s(claim_token))],
+        )
+        .await
+    }
+
+    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        self.update_message(
+            message_id,
+            "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token",
+            "#s = :p AND claim_token = :t",
+            vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms)), (":p", s("processing")), (":t", s(claim_token))],
+        )
+        .await
+    }
+
+    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+        self.update_message(
+            message_id,
+            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE claim_token",
+            "#s = :p AND claim_token = :t",
+            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms)), (":p", s("processing")), (":t", s(claim_token))],
+        )
+        .await
+    }
+}

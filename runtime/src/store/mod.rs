@@ -1,0 +1,99 @@
+//! The store: users, tokens, conversations, messages, idempotency keys and the outbox.
+//!
+//! Every state change of a message is a conditional write, so that at-least-once delivery
+//! never answers a message twice: `claim` takes a lease, `complete`/`fail`/`release` only
+//! succeed for the holder of the lease (its `claim_token`).
+
+use async_trait::async_trait;
+
+use crate::model::{Conversation, Message, Status, User};
+
+pub mod dynamo;
+pub mod notify;
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("already exists")]
+    Conflict,
+    #[error("store backend: {0:#}")]
+    Backend(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StoreError {
+    fn from(e: anyhow::Error) -> StoreError {
+        StoreError::Backend(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// An idempotency key as stored: scoped to its user, with a fingerprint of the request body.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The message and its outbox row were written.
+    New,
+    /// The idempotency key was used before: nothing was written.
+    Existing { message_id: String, fingerprint: String },
+}
+
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// This worker now holds the lease; the message as stored.
+    Claimed(Message),
+    /// Already answered: the queue message is a duplicate.
+    Answered,
+    /// Another worker holds an unexpired lease.
+    Busy { lease_until_ms: i64 },
+    /// No such message.
+    Missing,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Fails with `Conflict` when the email is taken.
+    async fn create_user(&self, user: &User) -> Result<()>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()>;
+    async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;
+    /// Revokes a session or API token (sign-out). No error when it does not exist.
+    async fn delete_token(&self, token_hash: &str) -> Result<()>;
+
+    async fn create_conversation(&self, c: &Conversation) -> Result<()>;
+    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>>;
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>>;
+
+    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>>;
+    async fn get_message(&self, id: &str) -> Result<Option<Message>>;
+    /// Up to `limit` answered messages of the conversation older than `before_id`, oldest first.
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>>;
+
+    /// Writes the message, its outbox row and the idempotency key in one transaction.
+    async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
+    /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.
+    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>>;
+    async fn outbox_remove(&self, message_id: &str) -> Result<()>;
+    async fn outbox_len(&self) -> Result<u64>;
+
+    /// Conditional: succeeds when the message is queued or failed, or processing with an
+    /// expired lease.
+    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim>;
+    /// Conditional on holding the lease.
+    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool>;
+    /// Conditional on holding the lease: stores the answer. False when the lease was lost.
+    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool>;
+    /// Conditional on holding the lease: marks failed with a reason shown to the user.
+    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool>;
+    /// Conditional on holding the lease: back to queued (a retry will come).
+    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool>;
+}
+
+pub fn status_of(s: &str) -> Status {
+    Status::parse(s).unwrap_or(Status::Failed)
+}

@@ -1,0 +1,103 @@
+//! A store decorator that announces message state changes on an in-process channel, so
+//! event streams in the same process (the `serve` command) wake at once instead of at
+//! their next poll. Streams still poll, so nothing depends on an announcement arriving.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use super::{Claim, IdempotencyKey, Recorded, Result, Store};
+use crate::model::{Conversation, Message, User};
+
+pub struct Notifying {
+    inner: Arc<dyn Store>,
+    tx: broadcast::Sender<Arc<str>>,
+}
+
+impl Notifying {
+    pub fn new(inner: Arc<dyn Store>) -> Notifying {
+        Notifying { inner, tx: broadcast::channel(1024).0 }
+    }
+
+    /// The channel of changed message ids.
+    pub fn updates(&self) -> broadcast::Sender<Arc<str>> {
+        self.tx.clone()
+    }
+
+    fn announce(&self, changed: bool, id: &str) -> bool {
+        if changed {
+            let _ = self.tx.send(Arc::from(id));
+        }
+        changed
+    }
+}
+
+#[async_trait]
+impl Store for Notifying {
+    async fn create_user(&self, user: &User) -> Result<()> {
+        self.inner.create_user(user).await
+    }
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        self.inner.user_by_email(email).await
+    }
+    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
+        self.inner.create_token(token_hash, user_id, expires_at_ms).await
+    }
+    async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
+        self.inner.token_user(token_hash, now_ms).await
+    }
+    async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        self.inner.delete_token(token_hash).await
+    }
+    async fn create_conversation(&self, c: &Conversation) -> Result<()> {
+        self.inner.create_conversation(c).await
+    }
+    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
+        self.inner.list_conversations(user_id).await
+    }
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        self.inner.get_conversation(id).await
+    }
+    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
+        self.inner.list_messages(conversation_id).await
+    }
+    async fn get_message(&self, id: &str) -> Result<Option<Message>> {
+        self.inner.get_message(id).await
+    }
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
+        self.inner.history(conversation_id, before_id, limit).await
+    }
+    async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
+        self.inner.record_message(m, key).await
+    }
+    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        self.inner.outbox_pending(created_before_ms, limit).await
+    }
+    async fn outbox_remove(&self, message_id: &str) -> Result<()> {
+        self.inner.outbox_remove(message_id).await
+    }
+    async fn outbox_len(&self) -> Result<u64> {
+        self.inner.outbox_len().await
+    }
+    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {
+        let c = self.inner.claim(message_id, claim_token, now_ms, lease_until_ms).await?;
+        self.announce(matches!(c, Claim::Claimed(_)), message_id);
+        Ok(c)
+    }
+    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
+        self.inner.extend_lease(message_id, claim_token, lease_until_ms).await
+    }
+    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.complete(message_id, claim_token, answer, now_ms).await?;
+        Ok(self.announce(ok, message_id))
+    }
+    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.fail(message_id, claim_token, reason, now_ms).await?;
+        Ok(self.announce(ok, message_id))
+    }
+    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.release(message_id, claim_token, now_ms).await?;
+        Ok(self.announce(ok, message_id))
+    }
+}

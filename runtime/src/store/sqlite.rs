@@ -1,0 +1,370 @@
+//! The embedded store on SQLite (the `serve` command and the local target).
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Row};
+
+use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
+use crate::model::{Conversation, Message, Status, User};
+use crate::sqlite::{Db, Durability};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id, created_at);
+CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, user_id TEXT NOT NULL,
+    content TEXT NOT NULL, status TEXT NOT NULL, answer TEXT, error TEXT,
+    claim_token TEXT, lease_until INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, created_at);
+CREATE INDEX IF NOT EXISTS messages_conversation_id ON messages(conversation_id, id);
+CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (
+    scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL);
+";
+
+pub struct SqliteStore {
+    db: Db,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
+        Ok(SqliteStore { db: Db::open(path, SCHEMA, durability)? })
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at";
+
+fn message_row(r: &Row) -> rusqlite::Result<Message> {
+    let status: String = r.get(4)?;
+    Ok(Message {
+        id: r.get(0)?,
+        conversation_id: r.get(1)?,
+        user_id: r.get(2)?,
+        content: r.get(3)?,
+        status: status_of(&status),
+        answer: r.get(5)?,
+        error: r.get(6)?,
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let u = user.clone();
+        let r = self
+            .db
+            .call(move |c| {
+                match c.execute(
+                    "INSERT INTO users (id, email, password_hash) VALUES (?1, ?2, ?3)",
+                    params![u.id, u.email, u.password_hash],
+                ) {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if r {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT id, email, password_hash FROM users WHERE email = ?1", [email], |r| {
+                    Ok(User { id: r.get(0)?, email: r.get(1)?, password_hash: r.get(2)? })
+                })
+                .optional()
+            })
+            .await?)
+    }
+
+    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
+        let (t, u) = (token_hash.to_string(), user_id.to_string());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO tokens (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                    params![t, u, expires_at_ms],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
+        let t = token_hash.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.query_row(
+                    "SELECT user_id FROM tokens WHERE token_hash = ?1 AND expires_at > ?2",
+                    params![t, now_ms],
+                    |r| r.get(0),
+                )
+                .optional()
+            })
+            .await?)
+    }
+
+    async fn delete_token(&self, token_hash: &str) -> Result<()> {
+        let t = token_hash.to_string();
+        self.db.call(move |c| c.execute("DELETE FROM tokens WHERE token_hash = ?1", [t])).await?;
+        Ok(())
+    }
+
+    async fn create_conversation(&self, conv: &Conversation) -> Result<()> {
+        let conv = conv.clone();
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO conversations (id, user_id, created_at) VALUES (?1, ?2, ?3)",
+                    params![conv.id, conv.user_id, conv.created_at],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
+        let u = user_id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT id, user_id, created_at FROM conversations WHERE user_id = ?1 ORDER BY created_at DESC, id DESC",
+                )?;
+                let rows = st.query_map([u], |r| {
+                    Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
+                })?;
+                rows.collect()
+            })
+            .await?)
+    }
+
+    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
+        let id = id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT id, user_id, created_at FROM conversations WHERE id = ?1", [id], |r| {
+                    Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
+                })
+                .optional()
+            })
+            .await?)
+    }
+
+    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
+        let id = conversation_id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY created_at, id"
+                ))?;
+                let rows = st.query_map([id], message_row)?;
+                rows.collect()
+            })
+            .await?)
+    }
+
+    async fn get_message(&self, id: &str) -> Result<Option<Message>> {
+        let id = id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"))?
+                    .query_row([id], message_row)
+                    .optional()
+            })
+            .await?)
+    }
+
+    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
+        let (c_id, b_id) = (conversation_id.to_string(), before_id.to_string());
+        let mut out: Vec<Message> = self
+            .db
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND id < ?2 AND status = 'answered'
+                     ORDER BY id DESC LIMIT ?3"
+                ))?;
+                let rows = st.query_map(params![c_id, b_id, limit as i64], message_row)?;
+                rows.collect()
+            })
+            .await?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
+        let m = m.clone();
+        let key = key.cloned();
+        Ok(self
+            .db
+            .call(move |c| {
+                let tx = c.savepoint()?;
+                if let Some(k) = &key {
+                    let prior: Option<(String, String)> = tx
+                        .query_row(
+                            "SELECT message_id, fingerprint FROM idempotency WHERE scope = ?1",
+                            [&k.scope],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((message_id, fingerprint)) = prior {
+                        return Ok(Recorded::Existing { message_id, fingerprint });
+                    }
+                    tx.execute(
+                        "INSERT INTO idempotency (scope, fingerprint, message_id) VALUES (?1, ?2, ?3)",
+                        params![k.scope, k.fingerprint, m.id],
+                    )?;
+                }
+                tx.execute(
+                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6)"),
+                    params![m.id, m.conversation_id, m.user_id, m.content, m.status.as_str(), m.created_at],
+                )?;
+                tx.execute(
+                    "INSERT INTO outbox (message_id, created_at) VALUES (?1, ?2)",
+                    params![m.id, m.created_at],
+                )?;
+                tx.commit()?;
+                Ok(Recorded::New)
+            })
+            .await?)
+    }
+
+    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        Ok(self
+            .db
+            .read(move |c| {
+                let mut st = c.prepare_cached(
+                    "SELECT message_id FROM outbox WHERE created_at <= ?1 ORDER BY created_at LIMIT ?2",
+                )?;
+                let rows = st.query_map(params![created_before_ms, limit as i64], |r| r.get(0))?;
+                rows.collect()
+            })
+            .await?)
+    }
+
+    async fn outbox_remove(&self, message_id: &str) -> Result<()> {
+        let id = message_id.to_string();
+        self.db.call(move |c| c.execute("DELETE FROM outbox WHERE message_id = ?1", [id])).await?;
+        Ok(())
+    }
+
+    async fn outbox_len(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0)))
+            .await? as u64)
+    }
+
+    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {
+        let (id, tok) = (message_id.to_string(), claim_token.to_string());
+        Ok(self
+            .db
+            .call(move |c| {
+                let tx = c.savepoint()?;
+                let n = tx.execute(
+                    "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4
+                     WHERE id = ?1 AND (status IN ('queued', 'failed') OR (status = 'processing' AND lease_until < ?4))",
+                    params![id, tok, lease_until_ms, now_ms],
+                )?;
+                let row: Option<(Message, i64)> = tx
+                    .query_row(
+                        &format!("SELECT {MESSAGE_COLUMNS}, lease_until FROM messages WHERE id = ?1"),
+                        [&id],
+                        |r| Ok((message_row(r)?, r.get(9)?)),
+                    )
+                    .optional()?;
+                tx.commit()?;
+                Ok(match row {
+                    None => Claim::Missing,
+                    Some((m, _)) if n == 1 => Claim::Claimed(m),
+                    Some((m, _)) if m.status == Status::Answered => Claim::Answered,
+                    Some((_, lease)) => Claim::Busy { lease_until_ms: lease },
+                })
+            })
+            .await?)
+    }
+
+    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
+        let (id, tok) = (message_id.to_string(), claim_token.to_string());
+        Ok(self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET lease_until = ?3 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
+                    params![id, tok, lease_until_ms],
+                )
+            })
+            .await?
+            == 1)
+    }
+
+    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+        let (id, tok, a) = (message_id.to_string(), claim_token.to_string(), answer.to_string());
+        Ok(self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4
+                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
+                    params![id, tok, a, now_ms],
+                )
+            })
+            .await?
+            == 1)
+    }
+
+    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool> {
+        let (id, tok, e) = (message_id.to_string(), claim_token.to_string(), reason.to_string());
+        Ok(self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4
+                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
+                    params![id, tok, e, now_ms],
+                )
+            })
+            .await?
+            == 1)
+    }
+
+    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+        let (id, tok) = (message_id.to_string(), claim_token.to_string());
+        Ok(self
+            .db
+            .call(move |c| {
+                c.execute(
+                    "UPDATE messages SET status = 'queued', claim_token = NULL, lease_until = 0, updated_at = ?3
+                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
+                    params![id, tok, now_ms],
+                )
+            })
+            .await?
+            == 1)
+    }
+}

@@ -1,0 +1,298 @@
+//! The HTTP API on the embedded backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aira_runtime::api::Limits;
+use aira_runtime::llm::Echo;
+use aira_runtime::model::Status;
+use axum::http::{header, StatusCode};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn signup_login_cookie_and_tokens() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let creds = json!({"email": "Ada@Example.com", "password": "correct horse battery"});
+    let r = call(&app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.body["id"].is_string());
+    let again = call(&app, "POST", "/v1/auth/signup", None, Some(json!({"email": "ada@example.com", "password": "another password"})), &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let weak = call(&app, "POST", "/v1/auth/signup", None, Some(json!({"email": "b@example.com", "password": "short"})), &[]).await;
+    assert_eq!((weak.status, weak.body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("weak_password")));
+
+    let wrong = call(&app, "POST", "/v1/auth/login", None, Some(json!({"email": "ada@example.com", "password": "wrong password"})), &[]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+
+    let login = call(&app, "POST", "/v1/auth/login", None, Some(creds), &[]).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let cookie = login.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "cookie lacks {flag}: {cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    assert!(session.starts_with("aira_session=aira_"));
+
+    assert_eq!(call(&app, "GET", "/v1/conversations", None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some("aira_bogus"), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::OK);
+
+    // A cookie-authenticated write from another site is refused (CSRF).
+    let cross = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("sec-fetch-site", "cross-site")]).await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN);
+
+    let t = call(&app, "POST", "/v1/auth/tokens", Some(&session), None, &[]).await;
+    assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
+    let token = t.body["token"].as_str().unwrap();
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status, StatusCode::OK);
+
+    // Signing out revokes the session on the server, not just in the browser.
+    let out = call(&app, "POST", "/v1/auth/logout", Some(&session), None, &[]).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status, StatusCode::OK, "other tokens stay valid");
+}
+
+#[tokio::test]
+async fn conversations_are_private() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let alice = user(&app, "alice@example.com").await;
+    let bob = user(&app, "bob@example.com").await;
+    let c1 = conversation(&app, &alice).await;
+    let c2 = conversation(&app, &alice).await;
+    let list = call(&app, "GET", "/v1/conversations", Some(&alice), None, &[]).await;
+    let ids: Vec<&str> = list.body["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![c2.as_str(), c1.as_str()], "newest first");
+    let mine = call(&app, "GET", &format!("/v1/conversations/{c1}"), Some(&alice), None, &[]).await;
+    assert_eq!(mine.status, StatusCode::OK);
+    assert_eq!(mine.body["messages"], json!([]));
+    let theirs = call(&app, "GET", &format!("/v1/conversations/{c1}"), Some(&bob), None, &[]).await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+    let post = call(&app, "POST", &format!("/v1/conversations/{c1}/messages"), Some(&bob), Some(json!({"content": "hi"})), &[]).await;
+    assert_eq!(post.status, StatusCode::NOT_FOUND);
+    assert!(call(&app, "GET", "/v1/conversations", Some(&bob), None, &[]).await.body["conversations"].as_array().unwrap().is_empty());
+}
+
+/// Real socket: post, poll until answered by echo, and read the SSE stream.
+#[tokio::test]
+async fn message_answered_by_echo_poll_and_stream() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = app.clone();
+    tokio::spawn(async move { axum::serve(listener, server).await });
+    let token = user(&app, "echo@example.com").await;
+    let conv = conversation(&app, &token).await;
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://{addr}/v1/conversations/{conv}/messages"))
+        .bearer_auth(&token)
+        .json(&json!({"content": "what is the capital of France?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let accepted: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["id"].as_str().unwrap().to_string();
+    assert_eq!(accepted["events_url"], format!("/v1/messages/{id}/events"));
+
+    // Open the stream before any worker runs, so it must show queued first.
+    let mut stream = http
+        .get(format!("http://{addr}{}", accepted["events_url"].as_str().unwrap()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let (_w, stop) = spawn_worker(env.worker(Arc::new(Echo), worker_config()));
+
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.contains("event: answered") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read).await.expect("stream reached answered");
+    let q = text.find("event: queued").expect("queued event");
+    let a = text.find("event: answered").expect("answered event");
+    assert!(q < a, "{text}");
+    assert!(text.contains("what is the capital of France?"), "answer event carries the echo: {text}");
+
+    // Poll the conversation until answered.
+    let mut answered = None;
+    for _ in 0..100 {
+        let c = call(&app, "GET", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+        let m = &c.body["messages"][0];
+        if m["status"] == "answered" {
+            answered = Some(m.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = answered.expect("answered within 5 s");
+    assert_eq!(m["id"], id);
+    assert!(m["answer"].as_str().unwrap().contains("what is the capital of France?"));
+    stop.cancel();
+    assert_eq!(metric(&env.metrics, "aira_worker_messages_total{outcome=\"answered\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_and_refuses_other_body() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let token = user(&app, "idem@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let uri = format!("/v1/conversations/{conv}/messages");
+    let key = [("idempotency-key", "k-123")];
+    let first = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "hello"})), &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let retry = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "hello"})), &key).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED);
+    assert_eq!(retry.body, first.body, "a retry returns the first response");
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+    let other = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "something else"})), &key).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.body["error"], "idempotency_key_reused");
+    let c = call(&app, "GET", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+    assert_eq!(c.body["messages"].as_array().unwrap().len(), 1);
+    assert_eq!(env.queue.approximate_len().await.unwrap(), 1, "enqueued once");
+    // Keys are per user: another user may use the same key.
+    let other_user = user(&app, "idem2@example.com").await;
+    let conv2 = conversation(&app, &other_user).await;
+    let r = call(&app, "POST", &format!("/v1/conversations/{conv2}/messages"), Some(&other_user), Some(json!({"content": "hello"})), &key).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_ne!(r.body["id"], first.body["id"]);
+}
+
+#[tokio::test]
+async fn rate_limit_gives_429_with_retry_after() {
+    let env = Env::new(Limits { messages_per_minute: 6, burst: 3, ..Limits::default() });
+    let app = env.app();
+    let token = user(&app, "busy@example.com").await;
+    let conv = conversation(&app, &token).await;
+    for i in 0..3 {
+        post_message(&app, &token, &conv, &format!("m{i}")).await;
+    }
+    let r = call(&app, "POST", &format!("/v1/conversations/{conv}/messages"), Some(&token), Some(json!({"content": "one more"})), &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(r.body["error"], "rate_limited");
+    // Another user is not limited.
+    let other = user(&app, "calm@example.com").await;
+    let conv2 = conversation(&app, &other).await;
+    post_message(&app, &other, &conv2, "hi").await;
+    assert_eq!(metric(&env.metrics, "aira_rate_limited_total"), 1.0);
+}
+
+#[tokio::test]
+async fn size_limits_give_clear_errors() {
+    let env = Env::new(Limits { max_body_bytes: 4096, max_prompt_chars: 100, ..Limits::default() });
+    let app = env.app();
+    let token = user(&app, "big@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let uri = format!("/v1/conversations/{conv}/messages");
+    let huge = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "x".repeat(10_000)})), &[]).await;
+    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(huge.body["error"], "body_too_large");
+    let long = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "é".repeat(101)})), &[]).await;
+    assert_eq!(long.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(long.body["error"], "prompt_too_long");
+    assert!(long.body["message"].as_str().unwrap().contains("100"));
+    let ok = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "é".repeat(100)})), &[]).await;
+    assert_eq!(ok.status, StatusCode::ACCEPTED);
+    let empty = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "  "})), &[]).await;
+    assert_eq!(empty.body["error"], "empty_prompt");
+    let bad = call(&app, "POST", &uri, Some(&token), Some(json!({"text": "wrong field"})), &[]).await;
+    assert_eq!((bad.status, bad.body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_json")));
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    assert_eq!(call(&app, "GET", "/healthz", None, None, &[]).await.status, StatusCode::OK);
+    assert_eq!(call(&app, "GET", "/readyz", None, None, &[]).await.body["ready"], true);
+    let token = user(&app, "m@example.com").await;
+    let conv = conversation(&app, &token).await;
+    post_message(&app, &token, &conv, "count me").await;
+    let r = call(&app, "GET", "/metrics", None, None, &[]).await;
+    let text = r.body.as_str().unwrap().to_string();
+    assert!(
+        text.contains(r#"aira_http_requests_total{method="POST",route="/v1/conversations/{id}/messages",status="202"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("aira_http_request_duration_seconds_bucket"));
+    assert!(text.contains("aira_messages_accepted_total 1"));
+    assert!(!text.contains("count me"), "no user content in metrics");
+    let r = call(&app, "GET", "/v1/nope", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.headers.contains_key("x-request-id"));
+    let spec = call(&app, "GET", "/openapi.json", None, None, &[]).await;
+    assert_eq!(spec.body["openapi"], "3.1.0");
+    for path in ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/tokens", "/v1/conversations", "/v1/conversations/{id}", "/v1/conversations/{id}/messages", "/v1/messages/{id}/events"] {
+        assert!(spec.body["paths"][path].is_object(), "openapi lacks {path}");
+    }
+    let _ = Status::Queued;
+}
+
+/// With the worker in the same process, the event stream wakes on the store's
+/// announcements: here its poll period is 30 s, yet the answer arrives in well under that.
+#[tokio::test]
+async fn event_stream_wakes_on_in_process_announcements() {
+    use aira_runtime::store::notify::Notifying;
+    use aira_runtime::store::Store;
+    use http_body_util::BodyExt;
+
+    let env = Env::new(Limits::default());
+    let notifying = Arc::new(Notifying::new(env.store.clone()));
+    let store: Arc<dyn Store> = notifying.clone();
+    let mut state = env.state.clone();
+    state.store = store.clone();
+    state.updates = Some(notifying.updates());
+    state.events_poll = Duration::from_secs(30);
+    let app = aira_runtime::api::app(state);
+    let token = user(&app, "wake@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "wake me").await;
+
+    let req = axum::http::Request::get(format!("/v1/messages/{id}/events"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut body = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap().into_body();
+    let worker = Arc::new(aira_runtime::worker::Worker {
+        queue: env.queue.clone(),
+        store,
+        llm: Arc::new(Echo),
+        metrics: env.metrics.clone(),
+        config: worker_config(),
+    });
+    let (_w, _stop) = spawn_worker(worker);
+    let mut text = String::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            if text.contains("event: answered") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.expect("answered long before the 30 s poll");
+    // (`processing` may be skipped: echo answers before the stream reads the store.)
+    assert!(text.contains("event: queued"), "{text}");
+    assert!(text.contains("echo: wake me"), "{text}");
+}

@@ -1,0 +1,251 @@
+//! SQS + DynamoDB against the moto server. `AIRA_TEST_ENDPOINT` must point at it (the
+//! project's test script starts moto and sets it); these tests fail, never skip, without it.
+//! Every test creates its own queues and table, so they run in parallel on one moto.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aira_runtime::api::{app, AppState, Limits};
+use aira_runtime::dlq::redrive;
+use aira_runtime::llm::{Echo, Llm};
+use aira_runtime::metrics::Metrics;
+use aira_runtime::model::{new_id, now_ms, Message, QueueBody, Status};
+use aira_runtime::queue::sqs::SqsQueue;
+use aira_runtime::queue::Queue;
+use aira_runtime::relay::Relay;
+use aira_runtime::store::dynamo::DynamoStore;
+use aira_runtime::store::{Recorded, Store};
+use aira_runtime::worker::{Worker, WorkerConfig};
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_sqs::types::QueueAttributeName;
+use axum::http::StatusCode;
+use axum::Router;
+use serde_json::json;
+
+use crate::common::*;
+
+const SECS_20: Duration = Duration::from_secs(20);
+
+struct AwsEnv {
+    store: Arc<dyn Store>,
+    queue: Arc<dyn Queue>,
+    dead_letter: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    app: Router,
+}
+
+impl AwsEnv {
+    fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
+        Arc::new(Worker { queue: self.queue.clone(), store: self.store.clone(), llm, metrics: self.metrics.clone(), config })
+    }
+}
+
+fn endpoint() -> String {
+    std::env::var("AIRA_TEST_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "AIRA_TEST_ENDPOINT is not set: these tests need the moto server. Start it \
+             (moto_server -H 127.0.0.1 -p 5055) and export AIRA_TEST_ENDPOINT=http://127.0.0.1:5055"
+        )
+    })
+}
+
+/// Queue with a dead-letter queue after `max_receives`, and the table, as `aira` creates them.
+async fn setup(max_receives: u32) -> AwsEnv {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    let sqs = aws_sdk_sqs::Client::new(&conf);
+    let ddb = aws_sdk_dynamodb::Client::new(&conf);
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+
+    let dlq_url = sqs.create_queue().queue_name(format!("aira-dlq-{suffix}")).send().await.expect("create dlq").queue_url.unwrap();
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&QueueAttributeName::QueueArn]
+        .clone();
+    let redrive_policy = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string()}).to_string();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(format!("aira-{suffix}"))
+        .attributes(QueueAttributeName::RedrivePolicy, redrive_policy)
+        .attributes(QueueAttributeName::VisibilityTimeout, "1")
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .unwrap();
+
+    let table = format!("aira-{suffix}");
+    ddb.create_table()
+        .table_name(&table)
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .attribute_definitions(AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
+        .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb, &table));
+    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs.clone(), queue_url));
+    let dead_letter: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs, dlq_url));
+    let metrics = Arc::new(Metrics::new());
+    let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), Limits::default());
+    state.password_cost = cheap_password();
+    state.events_poll = Duration::from_millis(100);
+    AwsEnv { app: app(state), store, queue, dead_letter, metrics }
+}
+
+fn aws_worker_config(max_receives: u32) -> WorkerConfig {
+    WorkerConfig { wait: Duration::from_secs(1), max_receives, ..worker_config() }
+}
+
+#[tokio::test]
+async fn moto_post_is_answered_and_idempotent() {
+    let env = setup(3).await;
+    let token = user(&env.app, "aws@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let uri = format!("/v1/conversations/{conv}/messages");
+    let key = [("idempotency-key", "aws-1")];
+    let first = call(&env.app, "POST", &uri, Some(&token), Some(json!({"content": "hello moto"})), &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{:?}", first.body);
+    let again = call(&env.app, "POST", &uri, Some(&token), Some(json!({"content": "hello moto"})), &key).await;
+    assert_eq!(again.body, first.body);
+    let other = call(&env.app, "POST", &uri, Some(&token), Some(json!({"content": "changed"})), &key).await;
+    assert_eq!(other.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let id = first.body["id"].as_str().unwrap().to_string();
+    assert_eq!(env.store.outbox_len().await.unwrap(), 0, "the fast path cleared the outbox");
+
+    let (_w, _stop) = spawn_worker(env.worker(Arc::new(Echo), aws_worker_config(3)));
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    assert!(m.answer.unwrap().contains("hello moto"));
+    // History comes from the DynamoDB conversation index, oldest first, answered ones only.
+    let second = post_message(&env.app, &token, &conv, "and again").await;
+    wait_status(env.store.as_ref(), &second, Status::Answered, SECS_20).await;
+    let history = env.store.history(&conv, &second, 20).await.unwrap();
+    assert_eq!(history.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
+    assert!(env.store.history(&conv, &id, 20).await.unwrap().is_empty());
+    let c = call(&env.app, "GET", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+    assert_eq!(c.body["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(c.body["messages"][0]["status"], "answered");
+    assert_eq!(c.body["messages"][0]["id"], id.as_str());
+    let list = call(&env.app, "GET", "/v1/conversations", Some(&token), None, &[]).await;
+    assert_eq!(list.body["conversations"][0]["id"], conv.as_str());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.queue.approximate_len().await.unwrap(), 0, "deleted, not just hidden");
+}
+
+#[tokio::test]
+async fn moto_failing_message_goes_to_dlq_and_redrive_answers_it() {
+    let env = setup(2).await;
+    let fake = FakeLlm::start(vec![], Behavior::Status(503)).await;
+    let token = user(&env.app, "awsdlq@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let id = post_message(&env.app, &token, &conv, "dead letter me").await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(10)), aws_worker_config(2)));
+
+    let dlq = env.dead_letter.clone();
+    wait_until("the message in the SQS dead-letter queue", SECS_20, || async { dlq.approximate_len().await.unwrap() == 1 }).await;
+    let m = wait_status(env.store.as_ref(), &id, Status::Failed, SECS_20).await;
+    assert!(m.error.is_some());
+    assert_eq!(fake.calls().len(), 2);
+
+    fake.set_default(Behavior::Answer(Duration::ZERO));
+    assert_eq!(redrive(dlq.as_ref(), env.queue.as_ref(), None).await.unwrap(), 1);
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    assert_eq!(m.answer.as_deref(), Some("fake: dead letter me"));
+    assert_eq!(dlq.approximate_len().await.unwrap(), 0);
+}
+
+/// Recorded with its outbox item but never enqueued (API crash), then relayed — and
+/// delivered a second time while the first delivery is at the LLM: answered once.
+#[tokio::test]
+async fn moto_outbox_relay_and_duplicate_delivery() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_millis(1500))).await;
+    let token = user(&env.app, "awsdup@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let user_id = env.store.get_conversation(&conv).await.unwrap().unwrap().user_id;
+    let now = now_ms();
+    let m = Message {
+        id: new_id(),
+        conversation_id: conv,
+        user_id,
+        content: "outbox only".into(),
+        status: Status::Queued,
+        answer: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    assert_eq!(env.store.record_message(&m, None).await.unwrap(), Recorded::New);
+    assert_eq!(env.store.outbox_len().await.unwrap(), 1);
+    let relay = Relay { store: env.store.clone(), queue: env.queue.clone(), metrics: env.metrics.clone(), interval: Duration::from_secs(1), min_age: Duration::ZERO };
+    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    assert_eq!(env.store.outbox_len().await.unwrap(), 0);
+
+    // A lease long enough that a slow, shared moto never lets it lapse during the call.
+    let cfg = WorkerConfig { visibility: Duration::from_secs(3), ..aws_worker_config(3) };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(10)), cfg));
+    // The second delivery arrives while the first is being processed. (Not at the very same
+    // instant: moto, unlike DynamoDB, does not make two simultaneous conditional updates atomic.)
+    wait_until("the first delivery at the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
+    env.queue.send(&QueueBody::encode(&m.id)).await.unwrap();
+    let done = wait_status(env.store.as_ref(), &m.id, Status::Answered, SECS_20).await;
+    assert_eq!(done.answer.as_deref(), Some("fake: outbox only"));
+    wait_until("both deliveries handled", SECS_20, || async {
+        metric(&env.metrics, "aira_worker_messages_total{outcome=\"duplicate\"}") == 1.0
+    })
+    .await;
+    assert_eq!(fake.calls().len(), 1);
+    assert_eq!(metric(&env.metrics, "aira_worker_messages_total{outcome=\"answered\"}"), 1.0);
+}
+
+/// Worker killed mid-call on SQS + DynamoDB: another worker answers after the visibility timeout.
+#[tokio::test]
+async fn moto_worker_killed_mid_call_answered_once_by_another() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![Behavior::Hang], Behavior::Answer(Duration::ZERO)).await;
+    let token = user(&env.app, "awskill@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let id = post_message(&env.app, &token, &conv, "still here").await;
+    let (a, _sa) = spawn_worker(env.worker(fake.client(Duration::from_secs(60)), aws_worker_config(3)));
+    wait_until("worker A to call the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
+    a.abort();
+    let _ = a.await;
+    let (_b, _sb) = spawn_worker(env.worker(fake.client(Duration::from_secs(60)), aws_worker_config(3)));
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    assert_eq!(m.answer.as_deref(), Some("fake: still here"));
+    assert_eq!(fake.calls().len(), 2);
+}
+
+/// SIGTERM path on SQS: the worker stops polling and hands its in-flight message back
+/// (visibility 0, lease released); the next worker answers it without waiting out the timeout.
+#[tokio::test]
+async fn moto_shutdown_hands_back_in_flight_message() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![Behavior::Hang], Behavior::Answer(Duration::ZERO)).await;
+    let token = user(&env.app, "awsstop@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let id = post_message(&env.app, &token, &conv, "hand me back").await;
+    // Visibility far beyond the test: only a hand-back makes the message visible in time.
+    let cfg = WorkerConfig { visibility: Duration::from_secs(60), shutdown_grace: Duration::from_millis(200), ..aws_worker_config(3) };
+    let (a, stop_a) = spawn_worker(env.worker(fake.client(Duration::from_secs(120)), cfg.clone()));
+    wait_until("worker A to call the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), a).await.expect("worker A exits").unwrap();
+    assert_eq!(env.store.get_message(&id).await.unwrap().unwrap().status, Status::Queued);
+    let (_b, _stop_b) = spawn_worker(env.worker(fake.client(Duration::from_secs(120)), cfg));
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    assert_eq!(m.answer.as_deref(), Some("fake: hand me back"));
+}

@@ -1,0 +1,71 @@
+//! The `aira-runtime serve` binary as the local target runs it: answers with echo, and
+//! exits cleanly on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+#[tokio::test]
+async fn serve_binary_answers_and_exits_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", dir.path().to_str().unwrap()])
+        .env("AIRA_LOG", "warn")
+        .env_remove("AIRA_LLM_BASE_URL")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start aira-runtime serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "serve did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let creds = json!({"email": "bin@example.com", "password": "binary password"});
+    assert_eq!(http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap().status().as_u16(), 201);
+    let t: Value = http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let token = t["token"].as_str().unwrap();
+    let c: Value = http.post(format!("{base}/v1/conversations")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let conv = c["id"].as_str().unwrap();
+    let m: Value = http
+        .post(format!("{base}/v1/conversations/{conv}/messages"))
+        .bearer_auth(token)
+        .json(&json!({"content": "from the binary"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = m["id"].as_str().unwrap();
+    loop {
+        let m: Value = http.get(format!("{base}/v1/messages/{id}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        if m["status"] == "answered" {
+            assert!(m["answer"].as_str().unwrap().contains("from the binary"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "not answered: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let spec: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    const SIGTERM: i32 = 15;
+    // SAFETY: sends a signal to our own child process; no memory is shared.
+    assert_eq!(unsafe { kill(child.id() as i32, SIGTERM) }, 0);
+    let stop_deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < stop_deadline, "serve did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}

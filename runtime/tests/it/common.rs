@@ -1,0 +1,291 @@
+//! Test helpers: embedded environment, requests through `oneshot`, the fake LLM server.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aira_runtime::api::{app, AppState, Limits, PasswordCost};
+use aira_runtime::llm::{Llm, OpenAi};
+use aira_runtime::metrics::Metrics;
+use aira_runtime::model::{Message, Status};
+use aira_runtime::queue::Queue;
+use aira_runtime::run::{open_embedded, Embedded};
+use aira_runtime::store::Store;
+use aira_runtime::worker::{Worker, WorkerConfig};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub fn cheap_password() -> PasswordCost {
+    PasswordCost { memory_kib: 64, iterations: 1 }
+}
+
+pub fn worker_config() -> WorkerConfig {
+    WorkerConfig {
+        batch_size: 10,
+        max_in_flight: 8,
+        wait: Duration::from_millis(300),
+        visibility: Duration::from_secs(1),
+        max_receives: 3,
+        retry_base: Duration::from_millis(100),
+        retry_max: Duration::from_secs(2),
+        llm_timeout: Duration::from_secs(5),
+        history_turns: 20,
+        shutdown_grace: Duration::from_millis(300),
+    }
+}
+
+/// The embedded backends in a temporary folder, with the API router on them.
+pub struct Env {
+    pub _dir: tempfile::TempDir,
+    pub backends: Embedded,
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
+    pub state: AppState,
+}
+
+impl Env {
+    pub fn new(limits: Limits) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backends = open_embedded(dir.path(), 3, aira_runtime::sqlite::Durability::Full).expect("open embedded backends");
+        let store: Arc<dyn Store> = backends.store.clone();
+        let queue: Arc<dyn Queue> = backends.queue.clone();
+        let metrics = Arc::new(Metrics::new());
+        Env::with(dir, backends, store, queue, metrics, limits)
+    }
+
+    pub fn with(
+        dir: tempfile::TempDir,
+        backends: Embedded,
+        store: Arc<dyn Store>,
+        queue: Arc<dyn Queue>,
+        metrics: Arc<Metrics>,
+        limits: Limits,
+    ) -> Env {
+        let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), limits);
+        state.password_cost = cheap_password();
+        state.events_poll = Duration::from_millis(50);
+        Env { _dir: dir, backends, store, queue, metrics, state }
+    }
+
+    pub fn app(&self) -> Router {
+        app(self.state.clone())
+    }
+
+    pub fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
+        Arc::new(Worker { queue: self.queue.clone(), store: self.store.clone(), llm, metrics: self.metrics.clone(), config })
+    }
+}
+
+pub fn spawn_worker(worker: Arc<Worker>) -> (JoinHandle<()>, CancellationToken) {
+    let token = CancellationToken::new();
+    (tokio::spawn(worker.run(token.clone())), token)
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+/// One request through the router. `auth` is a bearer token or a full `Cookie` header value
+/// (starting with `aira_session=`).
+pub async fn call(app: &Router, method: &str, uri: &str, auth: Option<&str>, body: Option<Value>, extra: &[(&str, &str)]) -> Reply {
+    let mut b = Request::builder().method(method).uri(uri);
+    match auth {
+        Some(a) if a.starts_with("aira_session=") => b = b.header(header::COOKIE, a),
+        Some(a) => b = b.header(header::AUTHORIZATION, format!("Bearer {a}")),
+        None => {}
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let req = match body {
+        Some(v) => b.header(header::CONTENT_TYPE, "application/json").body(Body::from(v.to_string())).unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    };
+    reply(app.clone().oneshot(req).await.unwrap()).await
+}
+
+pub async fn reply(resp: Response) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply { status, headers, body }
+}
+
+/// Signs up and returns an API token.
+pub async fn user(app: &Router, email: &str) -> String {
+    let creds = json!({"email": email, "password": "correct horse battery"});
+    let r = call(app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = call(app, "POST", "/v1/auth/tokens", None, Some(creds), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+pub async fn conversation(app: &Router, token: &str) -> String {
+    let r = call(app, "POST", "/v1/conversations", Some(token), None, &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+pub async fn post_message(app: &Router, token: &str, conv: &str, content: &str) -> String {
+    let r = call(app, "POST", &format!("/v1/conversations/{conv}/messages"), Some(token), Some(json!({"content": content})), &[]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Polls the store until the message has `status`, or panics after `within`.
+pub async fn wait_status(store: &dyn Store, id: &str, status: Status, within: Duration) -> Message {
+    let deadline = Instant::now() + within;
+    loop {
+        let m = store.get_message(id).await.unwrap().expect("message exists");
+        if m.status == status {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "message {id} still {:?} (error {:?}) after {within:?}, wanted {status:?}", m.status, m.error);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn wait_until<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What the fake LLM does with one request.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    /// 200 with `fake: PROMPT` after the delay.
+    Answer(Duration),
+    /// 429 with `Retry-After` seconds.
+    RateLimited(u64),
+    /// 429 with code insufficient_quota.
+    Quota,
+    Status(u16),
+    /// Never answers.
+    Hang,
+    /// Starts a 200 response and drops the connection mid-body.
+    Drop,
+}
+
+#[derive(Clone)]
+struct FakeState {
+    script: Arc<Mutex<VecDeque<Behavior>>>,
+    default: Arc<Mutex<Behavior>>,
+    calls: Arc<Mutex<Vec<Instant>>>,
+    bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+/// A fake OpenAI-compatible server on 127.0.0.1:0: scripted behaviours, then a default.
+pub struct FakeLlm {
+    pub addr: SocketAddr,
+    state: FakeState,
+}
+
+impl FakeLlm {
+    pub async fn start(script: Vec<Behavior>, default: Behavior) -> FakeLlm {
+        let state = FakeState {
+            script: Arc::new(Mutex::new(script.into())),
+            default: Arc::new(Mutex::new(default)),
+            calls: Arc::new(Mutex::new(Vec::new())),
+            bodies: Arc::new(Mutex::new(Vec::new())),
+        };
+        let app = Router::new().route("/v1/chat/completions", post(fake_completion)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeLlm { addr, state }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn client(&self, timeout: Duration) -> Arc<dyn Llm> {
+        Arc::new(OpenAi::new(&self.base_url(), "fake-model", Some("sk-test".into()), timeout).unwrap())
+    }
+
+    pub fn calls(&self) -> Vec<Instant> {
+        self.state.calls.lock().unwrap().clone()
+    }
+
+    /// The request bodies received, in order.
+    pub fn bodies(&self) -> Vec<Value> {
+        self.state.bodies.lock().unwrap().clone()
+    }
+
+    pub fn set_default(&self, b: Behavior) {
+        *self.state.default.lock().unwrap() = b;
+    }
+}
+
+async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState>, Json(req): Json<Value>) -> Response {
+    s.calls.lock().unwrap().push(Instant::now());
+    s.bodies.lock().unwrap().push(req.clone());
+    let behavior = s.script.lock().unwrap().pop_front().unwrap_or_else(|| s.default.lock().unwrap().clone());
+    let prompt = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    match behavior {
+        Behavior::Answer(delay) => {
+            tokio::time::sleep(delay).await;
+            Json(json!({
+                "id": "chatcmpl-1", "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("fake: {prompt}")}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+            }))
+            .into_response()
+        }
+        Behavior::RateLimited(secs) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, secs.to_string())],
+            Json(json!({"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}})),
+        )
+            .into_response(),
+        Behavior::Quota => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({"error": {"message": "quota", "type": "insufficient_quota", "code": "insufficient_quota"}})),
+        )
+            .into_response(),
+        Behavior::Status(code) => {
+            (StatusCode::from_u16(code).unwrap(), Json(json!({"error": {"message": "nope", "code": null}}))).into_response()
+        }
+        Behavior::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Behavior::Drop => {
+            let chunks: Vec<Result<&'static str, std::io::Error>> =
+                vec![Ok("{\"choices\": ["), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "dropped"))];
+            Response::builder()
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                .unwrap()
+        }
+    }
+}
+
+/// Counter value from the registry text, e.g. `aira_worker_messages_total{outcome="answered"}`.
+pub fn metric(metrics: &Metrics, series: &str) -> f64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}

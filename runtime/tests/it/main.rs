@@ -1,0 +1,12 @@
+//! One integration test binary (the AWS SDK links once).
+//!
+//! - `api`: the HTTP API on the embedded backends, through `oneshot` and a real socket.
+//! - `faults`: worker and relay under failures, with the fake LLM server.
+//! - `binary`: the `serve` binary end to end, SIGTERM included.
+//! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
+
+mod api;
+mod aws;
+mod binary;
+mod common;
+mod faults;
