@@ -49,6 +49,11 @@ pub struct Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub outcomes: Vec<Outcome>,
+    /// Wall time of the apply.
+    pub elapsed_ms: u128,
+    /// The longest chain of dependent operations, by their measured durations: no schedule
+    /// can finish faster, so `elapsed_ms / critical_path_ms` is the scheduler's overhead.
+    pub critical_path_ms: u128,
 }
 
 impl Report {
@@ -181,6 +186,7 @@ pub async fn apply(
     events: Arc<dyn Events>,
     concurrency: usize,
 ) -> Result<Report, GraphError> {
+    let started = Instant::now();
     let ops = schedule(plan)?;
     let concurrency = concurrency.max(1);
     let mut state = vec![State::Pending; ops.len()];
@@ -258,6 +264,14 @@ pub async fn apply(
         });
     }
 
+    // Longest path through the operations' DAG, weighted by measured durations.
+    let mut finish: Vec<u128> = vec![0; ops.len()];
+    for i in topo_order(&ops) {
+        let start = ops[i].deps.iter().map(|d| finish[*d]).max().unwrap_or(0);
+        finish[i] = start + outcomes[i].as_ref().map_or(0, |o| o.elapsed_ms);
+    }
+    let critical_path_ms = finish.into_iter().max().unwrap_or(0);
+
     let outcomes = outcomes
         .into_iter()
         .enumerate()
@@ -278,7 +292,26 @@ pub async fn apply(
             })
         })
         .collect();
-    Ok(Report { outcomes })
+    Ok(Report { outcomes, elapsed_ms: started.elapsed().as_millis(), critical_path_ms })
+}
+
+/// Operation indices, dependencies first (the schedule is known to be acyclic).
+fn topo_order(ops: &[Op]) -> Vec<usize> {
+    let mut order = Vec::with_capacity(ops.len());
+    let mut placed = vec![false; ops.len()];
+    while order.len() < ops.len() {
+        let before = order.len();
+        for (i, op) in ops.iter().enumerate() {
+            if !placed[i] && op.deps.iter().all(|d| placed[*d]) {
+                placed[i] = true;
+                order.push(i);
+            }
+        }
+        if order.len() == before {
+            break; // unreachable for a schedule that passed its cycle check
+        }
+    }
+    order
 }
 
 fn skip_dependents(ops: &[Op], state: &mut [State], failed: usize, because: &LogicalId) {

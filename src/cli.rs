@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::apply::{self, Report};
 use crate::expand::expand;
+use crate::local;
 use crate::output::{render_report, Format, Printer};
 use crate::plan::{self, Plan};
 use crate::provider::aws::{sdk_config, AwsProvider, Connection};
@@ -69,15 +70,29 @@ pub enum Command {
     Up {
         #[command(flatten)]
         stack: StackArg,
-        /// Run the stack on this machine instead of AWS.
+        /// Run the stack on this machine instead of AWS (state under ./.aira/STACK/).
         #[arg(long)]
         local: bool,
+        /// With --local: the address to serve on (default: 127.0.0.1 and the api service's port).
+        #[arg(long, requires = "local")]
+        listen: Option<std::net::SocketAddr>,
     },
     /// Delete every resource of the stack (found by its tags).
     Down {
         #[command(flatten)]
         stack: StackArg,
         /// Stop the local target instead of touching AWS.
+        #[arg(long)]
+        local: bool,
+        /// With --local: also remove the local data.
+        #[arg(long, requires = "local")]
+        purge: bool,
+    },
+    /// Show the state of the stack's local target.
+    Status {
+        #[command(flatten)]
+        stack: StackArg,
+        /// The local target (the only one `status` reports on in this version).
         #[arg(long)]
         local: bool,
     },
@@ -130,7 +145,12 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             if printer.format == Format::Json {
                 printer.json(&json!({ "valid": true, "file": loaded.file, "stack": loaded.stack.stack.0, "resources": graph.resources.len() }));
             } else {
-                printer.out(&format!("{}: valid stack `{}` ({} resources)", loaded.file, loaded.stack.stack, graph.resources.len()));
+                printer.out(&format!(
+                    "{}: valid stack `{}` ({} resources)",
+                    loaded.file,
+                    loaded.stack.stack,
+                    graph.resources.len()
+                ));
             }
             Ok(EXIT_OK)
         }
@@ -146,9 +166,73 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 (Err(e), _) => Err(e),
             }
         }
-        Command::Up { local: true, .. } | Command::Down { local: true, .. } => Err(Failure::User(
-            "the local target (`--local`) is not available in this version yet; `aira validate` checks a stack without AWS".into(),
-        )),
+        Command::Up { stack, local: true, listen } => {
+            let loaded = load(stack, &printer)?;
+            let note = |m: &str| printer.note(m);
+            let state = local::up(&loaded.stack, *listen, &note).await.map_err(Failure::Aws)?;
+            if printer.format == Format::Json {
+                printer.json(&serde_json::to_value(&state).map_err(anyhow::Error::from)?);
+            } else {
+                printer.out(&format!(
+                    "Stack `{}` runs locally at {} (pid {}, model: {}).\nData: {}  Log: {}\nStop it with `aira down --local`.",
+                    state.stack,
+                    state.url,
+                    state.pid,
+                    state.llm,
+                    state.data.display(),
+                    state.log.display()
+                ));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Down { stack, local: true, purge } => {
+            let loaded = load(stack, &printer)?;
+            let note = |m: &str| printer.note(m);
+            let name = &loaded.stack.stack.0;
+            let stopped =
+                local::down(name, *purge, std::time::Duration::from_secs(30), &note).await.map_err(Failure::Aws)?;
+            if printer.format == Format::Json {
+                printer.json(&json!({ "stack": name, "stopped_pid": stopped, "purged": purge }));
+            } else {
+                let what = match stopped {
+                    Some(pid) => format!("Stopped the local runtime of `{name}` (pid {pid})."),
+                    None => format!("The local runtime of `{name}` was not running."),
+                };
+                let data = if *purge { " Its data was removed." } else { " Its data is kept (--purge removes it)." };
+                printer.out(&format!("{what}{data}"));
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Status { stack, local } => {
+            if !local {
+                return Err(Failure::User(
+                    "`aira status` reports on the local target in this version: pass --local (for AWS, `aira plan` shows what exists and what differs)".into(),
+                ));
+            }
+            let loaded = load(stack, &printer)?;
+            let st = local::status(&loaded.stack.stack.0).await;
+            if printer.format == Format::Json {
+                printer.json(&serde_json::to_value(&st).map_err(anyhow::Error::from)?);
+            } else {
+                match (&st.state, st.running) {
+                    (Some(s), true) => printer.out(&format!(
+                        "`{}` runs locally at {} (pid {}, {}, model: {}).\nData: {}",
+                        st.stack,
+                        s.url,
+                        s.pid,
+                        if st.healthy { "healthy" } else { "NOT answering /healthz" },
+                        s.llm,
+                        s.data.display()
+                    )),
+                    _ => printer.out(&format!(
+                        "`{}` is not running locally. Data folder: {}",
+                        st.stack,
+                        st.dir.join("data").display()
+                    )),
+                }
+            }
+            Ok(EXIT_OK)
+        }
         Command::Up { stack, .. } => up(&cli.global, stack, printer).await,
         Command::Down { stack, .. } => down(&cli.global, stack, printer).await,
     }
@@ -270,10 +354,42 @@ async fn execute(session: &Session, plan: &Plan, global: &Global, printer: &Arc<
 }
 
 fn finish(plan: &Plan, report: Option<&Report>, printer: &Printer) -> Result<u8, Failure> {
+    finish_with(plan, report, &[], printer)
+}
+
+/// Prints the result; `left` lists what a teardown could not remove, with why.
+fn finish_with(
+    plan: &Plan,
+    report: Option<&Report>,
+    left: &[(String, String)],
+    printer: &Printer,
+) -> Result<u8, Failure> {
+    if let Some(r) = report {
+        printer.note(&format!(
+            "apply took {:.1}s; its critical path (longest chain of dependent operations) {:.1}s",
+            r.elapsed_ms as f64 / 1000.0,
+            r.critical_path_ms as f64 / 1000.0
+        ));
+    }
     if printer.format == Format::Json {
-        printer.json(&json!({ "plan": plan, "report": report }));
-    } else if let Some(r) = report {
-        printer.out(render_report(r).trim_end());
+        let left: Vec<_> = left.iter().map(|(what, why)| json!({ "resource": what, "reason": why })).collect();
+        printer.json(&json!({ "plan": plan, "report": report, "left_behind": left }));
+    } else {
+        if let Some(r) = report {
+            printer.out(render_report(r).trim_end());
+        }
+        if !left.is_empty() {
+            printer.out("Left behind:");
+            for (what, why) in left {
+                printer.out(&format!("  {what}: {why}"));
+            }
+        }
+    }
+    if !left.is_empty() {
+        return Err(Failure::Aws(anyhow::anyhow!(
+            "{} resource(s) of the stack are left; run `aira down` again",
+            left.len()
+        )));
     }
     match report {
         Some(r) if !r.is_success() => {
@@ -320,7 +436,27 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
     show_plan(&plan, &printer);
     confirm(&plan, global, "delete")?;
     let report = execute(&session, &plan, global, &printer).await?;
-    finish(&plan, Some(&report), &printer)
+    // Read AWS again: what is still tagged with the stack, and why.
+    let remaining = session.provider.observe(&session.scope).await.map_err(provider_failure)?;
+    let left: Vec<(String, String)> = remaining
+        .iter()
+        .map(|o| {
+            let why = report
+                .outcomes
+                .iter()
+                .find(|r| r.id == o.id && r.kind == o.kind)
+                .map(|r| match &r.status {
+                    apply::Status::Failed { error } => error.clone(),
+                    apply::Status::Skipped { because } => {
+                        format!("not attempted: it waits on `{because}`, which failed")
+                    }
+                    apply::Status::Done => "deleted, but AWS still lists it (deletion in progress)".into(),
+                })
+                .unwrap_or_else(|| "appeared during the teardown (another run?)".into());
+            (format!("{} {} ({})", o.kind, o.id, o.physical_id), why)
+        })
+        .collect();
+    finish_with(&plan, Some(&report), &left, &printer)
 }
 
 /// For tests and callers that hold a path.

@@ -9,12 +9,14 @@
 //! - [`plan`]: desired × observed → [`plan::Plan`]. Pure data, no IO.
 //! - [`apply`]: runs a plan through a provider: parallel, bounded, dependency-ordered.
 //! - [`output`]: the printer (text and JSON on stdout, progress on stderr).
+//! - [`local`]: the local target (`--local`): the runtime as a process on this machine.
 //! - [`cli`]: arguments and commands.
 
 pub mod apply;
 pub mod cli;
 pub mod expand;
 pub mod graph;
+pub mod local;
 pub mod output;
 pub mod plan;
 pub mod provider;

@@ -60,8 +60,19 @@ pub async fn aira(cwd: &Path, args: &[&str]) -> Run {
     aira_env(cwd, args, &[]).await
 }
 
+/// The runtime binary that `cargo test --workspace` built next to `aira`, so that the local
+/// target does not run cargo itself in tests.
+fn runtime_bin() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_BIN_EXE_aira")).with_file_name("aira-runtime");
+    p.exists().then_some(p)
+}
+
 pub async fn aira_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let out: Output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aira"))
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_aira"));
+    if let Some(bin) = runtime_bin() {
+        cmd.env("AIRA_RUNTIME_BIN", bin);
+    }
+    let out: Output = cmd
         .args(args)
         .current_dir(cwd)
         .envs(env.iter().copied())
@@ -123,11 +134,17 @@ pub async fn inventory(stack: &str) -> std::collections::BTreeMap<(String, Strin
     use aws_sdk_ec2::types::{Filter, Tag};
     let ec2 = ec2();
     let f = || Filter::builder().name("tag:aira:stack").values(stack).build();
+    // The stack tag is checked here as well: some moto describe calls ignore tag filters.
     let id = |tags: &[Tag]| {
-        tags.iter().find(|t| t.key() == Some("aira:id")).and_then(|t| t.value()).unwrap_or("?").to_string()
+        let tag = |k: &str| tags.iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+        (tag("aira:stack") == Some(stack)).then(|| tag("aira:id").unwrap_or("?").to_string())
     };
     let mut out = std::collections::BTreeMap::new();
-    let mut add = |kind: &str, id: String| *out.entry((kind.to_string(), id)).or_insert(0) += 1;
+    let mut add = |kind: &str, id: Option<String>| {
+        if let Some(id) = id {
+            *out.entry((kind.to_string(), id)).or_insert(0) += 1;
+        }
+    };
     for v in ec2.describe_vpcs().filters(f()).send().await.unwrap().vpcs() {
         add("vpc", id(v.tags()));
     }
@@ -162,7 +179,7 @@ pub async fn inventory(stack: &str) -> std::collections::BTreeMap<(String, Strin
     for url in urls {
         let tags = sqs.list_queue_tags().queue_url(&url).send().await.unwrap().tags.unwrap_or_default();
         if tags.get("aira:stack").map(String::as_str) == Some(stack) {
-            add("queue", tags.get("aira:id").cloned().unwrap_or_default());
+            add("queue", tags.get("aira:id").cloned());
         }
     }
     out

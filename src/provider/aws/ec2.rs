@@ -36,8 +36,12 @@ fn tags(scope: &Scope, id: &LogicalId, rt: ResourceType) -> TagSpecification {
     spec.build()
 }
 
-fn logical_id(tags: &[Tag]) -> Option<LogicalId> {
-    tags.iter().find(|t| t.key() == Some(TAG_ID)).and_then(|t| t.value()).map(LogicalId::from)
+/// The logical id of a resource of this stack. The stack tag is checked here too, not only in
+/// the request's filter: an endpoint that ignores a filter must not make aira adopt (and then
+/// delete) another stack's resources.
+fn logical_id(scope: &Scope, tags: &[Tag]) -> Option<LogicalId> {
+    let tag = |key: &str| tags.iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+    (tag(TAG_STACK) == Some(scope.stack.as_str())).then(|| tag(TAG_ID).map(LogicalId::from)).flatten()
 }
 
 fn observed(id: LogicalId, kind: Kind, physical: &str, props: Value) -> Observed {
@@ -95,7 +99,7 @@ async fn observe_vpcs(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
     let out = call!("describe VPCs", ec2.describe_vpcs().filters(stack_filter(scope)).send());
     let mut found = Vec::new();
     for vpc in out.vpcs() {
-        let (Some(id), Some(vpc_id)) = (logical_id(vpc.tags()), vpc.vpc_id()) else { continue };
+        let (Some(id), Some(vpc_id)) = (logical_id(scope, vpc.tags()), vpc.vpc_id()) else { continue };
         let attr = |name: VpcAttributeName| ec2.describe_vpc_attribute().vpc_id(vpc_id).attribute(name).send();
         let what = format!("read VPC `{id}` ({vpc_id})");
         let support = call!(what, attr(VpcAttributeName::EnableDnsSupport));
@@ -122,7 +126,7 @@ async fn observe_subnets(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
         .iter()
         .filter_map(|sn| {
             Some(observed(
-                logical_id(sn.tags())?,
+                logical_id(scope, sn.tags())?,
                 Kind::Subnet,
                 sn.subnet_id()?,
                 json!({ "vpc": sn.vpc_id(), "cidr": sn.cidr_block(), "zone": sn.availability_zone() }),
@@ -139,7 +143,7 @@ async fn observe_igws(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
         .filter_map(|g| {
             let vpc = g.attachments().first().and_then(|a| a.vpc_id());
             Some(observed(
-                logical_id(g.tags())?,
+                logical_id(scope, g.tags())?,
                 Kind::InternetGateway,
                 g.internet_gateway_id()?,
                 json!({ "vpc": vpc }),
@@ -153,7 +157,7 @@ async fn observe_ips(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
     Ok(out
         .addresses()
         .iter()
-        .filter_map(|a| Some(observed(logical_id(a.tags())?, Kind::ElasticIp, a.allocation_id()?, json!({}))))
+        .filter_map(|a| Some(observed(logical_id(scope, a.tags())?, Kind::ElasticIp, a.allocation_id()?, json!({}))))
         .collect())
 }
 
@@ -169,7 +173,7 @@ async fn observe_nats(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
         .filter_map(|n| {
             let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id());
             Some(observed(
-                logical_id(n.tags())?,
+                logical_id(scope, n.tags())?,
                 Kind::NatGateway,
                 n.nat_gateway_id()?,
                 json!({ "subnet": n.subnet_id(), "allocation": allocation }),
@@ -203,7 +207,7 @@ async fn observe_route_tables(ec2: &Client, scope: &Scope) -> Result<Vec<Observe
                 .filter_map(|a| Some((a.subnet_id()?.to_string(), Value::from(a.route_table_association_id()?))))
                 .collect();
             let mut o = observed(
-                logical_id(t.tags())?,
+                logical_id(scope, t.tags())?,
                 Kind::RouteTable,
                 t.route_table_id()?,
                 json!({ "vpc": t.vpc_id(), "routes": routes, "subnets": assoc.keys().collect::<Vec<_>>() }),
@@ -235,7 +239,7 @@ async fn observe_groups(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
         .iter()
         .filter_map(|g| {
             Some(observed(
-                logical_id(g.tags())?,
+                logical_id(scope, g.tags())?,
                 Kind::SecurityGroup,
                 g.group_id()?,
                 json!({
@@ -269,7 +273,7 @@ async fn observe_endpoints(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>>
                     "private_dns": e.private_dns_enabled().unwrap_or(false),
                 })
             };
-            Some(observed(logical_id(e.tags())?, Kind::VpcEndpoint, e.vpc_endpoint_id()?, props))
+            Some(observed(logical_id(scope, e.tags())?, Kind::VpcEndpoint, e.vpc_endpoint_id()?, props))
         })
         .collect())
 }

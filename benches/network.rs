@@ -1,0 +1,82 @@
+//! Wall time of `aira up` of the network layer with a fixed latency injected per AWS call,
+//! at the default concurrency and at concurrency 1, against its critical path.
+//!
+//! Needs the moto server: run through `bench/network.sh`, which starts one. Prints a Markdown
+//! table for docs/performance.md.
+
+#[path = "../tests/it/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use proxy::{Faults, Proxy};
+
+const LATENCY: Duration = Duration::from_millis(200);
+
+struct Figures {
+    wall: Duration,
+    apply_ms: u64,
+    critical_ms: u64,
+    calls: usize,
+}
+
+async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usize) -> Figures {
+    let stack = format!("bench-c{concurrency}-{round}-{}", std::process::id() % 100_000);
+    let file = dir.join(format!("{stack}.yaml"));
+    let canonical = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml")).unwrap();
+    std::fs::write(&file, canonical.replace("stack: aira\n", &format!("stack: {stack}\n"))).unwrap();
+    let proxy = Proxy::start(endpoint, Faults { latency: LATENCY, ..Faults::default() }).await;
+    let aira = env!("CARGO_BIN_EXE_aira");
+    let start = Instant::now();
+    let out = tokio::process::Command::new(aira)
+        .args(["up", file.to_str().unwrap(), "--yes", "--output", "json", "--endpoint-url", &proxy.url])
+        .args(["--concurrency", &concurrency.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let wall = start.elapsed();
+    assert!(out.status.success(), "aira up failed: {}", String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = proxy.take_calls().len();
+    let down = tokio::process::Command::new(aira)
+        .args(["down", file.to_str().unwrap(), "--yes", "--endpoint-url", endpoint])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert!(down.success());
+    Figures {
+        wall,
+        apply_ms: json["report"]["elapsed_ms"].as_u64().unwrap(),
+        critical_ms: json["report"]["critical_path_ms"].as_u64().unwrap(),
+        calls,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let endpoint =
+        std::env::var("AIRA_TEST_ENDPOINT").expect("run through bench/network.sh, which starts the moto server");
+    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    println!("| concurrency | round | wall (s) | apply (s) | critical path (s) | apply / critical path | AWS calls |");
+    println!("|---|---|---|---|---|---|---|");
+    for round in 1..=rounds {
+        // Interleaved, so both settings see the same machine load.
+        for concurrency in [8u16, 1] {
+            let f = run(&endpoint, dir.path(), concurrency, round).await;
+            println!(
+                "| {concurrency} | {round} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                f.wall.as_secs_f64(),
+                f.apply_ms as f64 / 1000.0,
+                f.critical_ms as f64 / 1000.0,
+                f.apply_ms as f64 / f.critical_ms.max(1) as f64,
+                f.calls
+            );
+        }
+    }
+}
