@@ -47,7 +47,11 @@ pub struct ProfileUpdate {
 }
 
 /// `PUT /v1/me`: answers the consent screen (first time) or changes the profile later.
-pub async fn put_me(State(state): State<AppState>, user: AuthUser, AppJson(body): AppJson<ProfileUpdate>) -> Result<Response, AppError> {
+pub async fn put_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<ProfileUpdate>,
+) -> Result<Response, AppError> {
     let u = current_user(&state, &user).await?;
     let name = body.display_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     if let Some(n) = &name {
@@ -100,7 +104,11 @@ pub struct Confirm {
 
 /// `DELETE /v1/me {password}`: deletes the account and all its data, after checking the
 /// password again (a stolen session alone cannot delete an account). Clears the cookies.
-pub async fn delete_me(State(state): State<AppState>, user: AuthUser, AppJson(body): AppJson<Confirm>) -> Result<Response, AppError> {
+pub async fn delete_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<Confirm>,
+) -> Result<Response, AppError> {
     let u = current_user(&state, &user).await?;
     auth::confirm_password(&u, body.password).await?;
     state.store.delete_user(&u).await?;

@@ -37,7 +37,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 async fn index() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX_HTML).into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX_HTML)
+        .into_response()
 }
 
 /// Assets change with the binary: revalidate, never serve a stale script with a new API.

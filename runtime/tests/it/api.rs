@@ -257,7 +257,7 @@ async fn health_metrics_and_openapi() {
     assert!(r.headers.contains_key("x-request-id"));
     let spec = call(&app, "GET", "/openapi.json", None, None, &[]).await;
     assert_eq!(spec.body["openapi"], "3.1.0");
-    for path in ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/tokens", "/v1/conversations", "/v1/conversations/{id}", "/v1/conversations/{id}/messages", "/v1/messages/{id}/events"] {
+    for path in ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/tokens", "/v1/conversations", "/v1/conversations/{id}", "/v1/conversations/{id}/messages", "/v1/messages/{id}/events", "/v1/me", "/v1/me/export", "/"] {
         assert!(spec.body["paths"][path].is_object(), "openapi lacks {path}");
     }
     let _ = Status::Queued;

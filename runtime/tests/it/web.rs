@@ -29,13 +29,18 @@ async fn browser_session(app: &axum::Router, email: &str) -> (String, String) {
 async fn pages_and_assets_are_served_with_security_headers() {
     let env = Env::new(Limits::default());
     let app = env.app();
-    for path in ["/", "/signin", "/signup", "/welcome", "/settings", "/chat", "/chat/0190e4c4-0000-7000-8000-000000000000"] {
+    for path in
+        ["/", "/signin", "/signup", "/welcome", "/settings", "/chat", "/chat/0190e4c4-0000-7000-8000-000000000000"]
+    {
         let r = call(&app, "GET", path, None, None, &[]).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
         assert_eq!(r.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
         let html = r.body.as_str().unwrap();
         assert!(html.contains("<script type=\"module\" src=\"/assets/app.js\"></script>"));
-        assert!(!html.contains("style=") && !html.contains("<style") && !html.contains("onclick"), "no inline style or handlers");
+        assert!(
+            !html.contains("style=") && !html.contains("<style") && !html.contains("onclick"),
+            "no inline style or handlers"
+        );
     }
     for (path, ct) in [
         ("/assets/app.js", "text/javascript; charset=utf-8"),
@@ -50,7 +55,13 @@ async fn pages_and_assets_are_served_with_security_headers() {
     for path in ["/", "/assets/app.js", "/v1/conversations", "/healthz"] {
         let r = call(&app, "GET", path, None, None, &[]).await;
         let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
-        for part in ["default-src 'self'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "object-src 'none'"] {
+        for part in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
             assert!(csp.contains(part), "{path}: CSP lacks {part}: {csp}");
         }
         assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
@@ -68,7 +79,8 @@ async fn cookie_writes_need_the_csrf_token_and_same_origin() {
     // Reads need no token.
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::OK);
     // A form post from another site carries the cookie but not the token.
-    let forged = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("origin", "https://evil.example")]).await;
+    let forged =
+        call(&app, "POST", "/v1/conversations", Some(&session), None, &[("origin", "https://evil.example")]).await;
     assert_eq!(forged.status, StatusCode::FORBIDDEN);
     let no_token = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("host", "chat.example.com")]).await;
     assert_eq!((no_token.status, no_token.body["error"].as_str()), (StatusCode::FORBIDDEN, Some("csrf")));
@@ -83,12 +95,25 @@ async fn cookie_writes_need_the_csrf_token_and_same_origin() {
         "/v1/conversations",
         Some(&session),
         None,
-        &[("x-csrf-token", &csrf), ("host", "chat.example.com"), ("origin", "https://chat.example.com"), ("sec-fetch-site", "same-origin")],
+        &[
+            ("x-csrf-token", &csrf),
+            ("host", "chat.example.com"),
+            ("origin", "https://chat.example.com"),
+            ("sec-fetch-site", "same-origin"),
+        ],
     )
     .await;
     assert_eq!(ok.status, StatusCode::CREATED, "{:?}", ok.body);
     // Even with the token, a browser marking the request cross-origin is refused.
-    let cross = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("x-csrf-token", &csrf), ("sec-fetch-site", "cross-site")]).await;
+    let cross = call(
+        &app,
+        "POST",
+        "/v1/conversations",
+        Some(&session),
+        None,
+        &[("x-csrf-token", &csrf), ("sec-fetch-site", "cross-site")],
+    )
+    .await;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
     // Login CSRF: a sign-in posted from another origin is refused before the password check.
     let login = call(
@@ -118,11 +143,25 @@ async fn consent_profile_export_and_delete() {
     assert_eq!(me.body["consent_needed"], true);
     assert_eq!(call(&app, "GET", "/v1/me", None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
 
-    let bad = call(&app, "PUT", "/v1/me", Some(&session), Some(json!({"keep_history": true, "display_name": "x".repeat(81)})), &t).await;
-    assert_eq!((bad.status, bad.body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_display_name")));
-    let unknown = call(&app, "PUT", "/v1/me", Some(&session), Some(json!({"keep_history": true, "is_admin": true})), &t).await;
+    let bad = call(
+        &app,
+        "PUT",
+        "/v1/me",
+        Some(&session),
+        Some(json!({"keep_history": true, "display_name": "x".repeat(81)})),
+        &t,
+    )
+    .await;
+    assert_eq!(
+        (bad.status, bad.body["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_display_name"))
+    );
+    let unknown =
+        call(&app, "PUT", "/v1/me", Some(&session), Some(json!({"keep_history": true, "is_admin": true})), &t).await;
     assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields are refused");
-    let put = call(&app, "PUT", "/v1/me", Some(&session), Some(json!({"keep_history": true, "display_name": "  Ada  "})), &t).await;
+    let put =
+        call(&app, "PUT", "/v1/me", Some(&session), Some(json!({"keep_history": true, "display_name": "  Ada  "})), &t)
+            .await;
     assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
     assert_eq!((put.body["display_name"].as_str(), put.body["consent_needed"].as_bool()), (Some("Ada"), Some(false)));
     let first_consent = put.body["consented_at"].as_i64().unwrap();
@@ -149,26 +188,56 @@ async fn consent_profile_export_and_delete() {
 
     let wrong = call(&app, "DELETE", "/v1/me", Some(&session), Some(json!({"password": "not it at all"})), &t).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
-    let no_csrf = call(&app, "DELETE", "/v1/me", Some(&session), Some(json!({"password": "correct horse battery"})), &[]).await;
+    let no_csrf =
+        call(&app, "DELETE", "/v1/me", Some(&session), Some(json!({"password": "correct horse battery"})), &[]).await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
-    let del = call(&app, "DELETE", "/v1/me", Some(&session), Some(json!({"password": "correct horse battery"})), &t).await;
+    let del =
+        call(&app, "DELETE", "/v1/me", Some(&session), Some(json!({"password": "correct horse battery"})), &t).await;
     assert_eq!(del.status, StatusCode::NO_CONTENT, "{:?}", del.body);
     assert!(del.headers.get_all(header::SET_COOKIE).iter().all(|c| c.to_str().unwrap().contains("Max-Age=0")));
     assert_eq!(call(&app, "GET", "/v1/me", Some(&session), None, &[]).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&token), None, &[]).await.status, StatusCode::UNAUTHORIZED, "every token revoked");
+    assert_eq!(
+        call(&app, "GET", "/v1/conversations", Some(&token), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED,
+        "every token revoked"
+    );
     assert!(env.store.get_conversation(&conv).await.unwrap().is_none());
     assert!(env.store.list_messages(&conv).await.unwrap().is_empty());
-    let login = call(&app, "POST", "/v1/auth/login", None, Some(json!({"email": "me@example.com", "password": "correct horse battery"})), &[]).await;
+    let login = call(
+        &app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"email": "me@example.com", "password": "correct horse battery"})),
+        &[],
+    )
+    .await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
     // The email is free again.
-    let signup = call(&app, "POST", "/v1/auth/signup", None, Some(json!({"email": "me@example.com", "password": "a new password"})), &[]).await;
+    let signup = call(
+        &app,
+        "POST",
+        "/v1/auth/signup",
+        None,
+        Some(json!({"email": "me@example.com", "password": "a new password"})),
+        &[],
+    )
+    .await;
     assert_eq!(signup.status, StatusCode::CREATED);
     assert_eq!(env.store.list_messages(&other_conv).await.unwrap().len(), 1);
 }
 
 /// An API token for an existing user (password "correct horse battery").
 async fn session_token(app: &axum::Router, email: &str) -> String {
-    let r = call(app, "POST", "/v1/auth/tokens", None, Some(json!({"email": email, "password": "correct horse battery"})), &[]).await;
+    let r = call(
+        app,
+        "POST",
+        "/v1/auth/tokens",
+        None,
+        Some(json!({"email": email, "password": "correct horse battery"})),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     r.body["token"].as_str().unwrap().to_string()
 }
