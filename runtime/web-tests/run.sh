@@ -50,8 +50,14 @@ LOG="$DATA/server.log"
 PORT="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
 AIRA_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data "$DATA/data" >"$LOG" 2>&1 </dev/null &
 SERVER=$!
+# shellcheck disable=SC2317  # called by the trap
 cleanup() {
   kill "$SERVER" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    kill -0 "$SERVER" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$SERVER" 2>/dev/null || true
   wait "$SERVER" 2>/dev/null || true
   rm -rf "$DATA"
 }

@@ -9,6 +9,8 @@ const $ = (selector) => document.querySelector(selector);
 
 const VIEWS = ['signin', 'signup', 'profile', 'chat'];
 const TERMINAL = new Set(['answered', 'failed']);
+/** Event streams open at once; further pending messages are polled. */
+const MAX_STREAMS = 3;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const state = {
@@ -444,7 +446,12 @@ function pollUntilDone(id) {
  * message once from the store, so an answer stored during the outage shows at once.
  */
 function follow(id) {
-  if (state.streams.has(id)) {
+  if (state.streams.has(id) || state.polls.has(id)) {
+    return;
+  }
+  if (state.streams.size >= MAX_STREAMS) {
+    // Browsers allow about six HTTP/1.1 connections per host: leave room for the API calls.
+    pollUntilDone(id);
     return;
   }
   const es = new EventSource(`/v1/messages/${id}/events`);

@@ -202,6 +202,7 @@ fn check_csrf(headers: &HeaderMap, session_token: &str) -> Result<(), AppError> 
 
 pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
     let user = check_credentials(&state, c).await?;
+    state.store.remember_user(&user).await?;
     let token = new_token();
     state.store.create_token(&sha256_hex(token.as_bytes()), &user.id, now_ms() + SESSION_TTL_MS).await?;
     let csrf = csrf_token(&token);

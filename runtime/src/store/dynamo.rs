@@ -243,6 +243,19 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn remember_user(&self, user: &User) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("USERID#{}", user.id)))
+            .item("sk", s("USER"))
+            .item("email", s(&user.email))
+            .send()
+            .await
+            .map_err(backend("dynamodb put user id"))?;
+        Ok(())
+    }
+
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
         Ok(self.get(format!("USERID#{user_id}"), "PROFILE").await?.map(|i| Profile {
             display_name: get_s(&i, "display_name"),

@@ -61,6 +61,11 @@ pub trait Store: Send + Sync {
     async fn create_user(&self, user: &User) -> Result<()>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
     async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    /// Called at each sign-in: makes sure `user_by_id` finds this user (DynamoDB writes the
+    /// id → email item that accounts created before it existed lack). Default: nothing to do.
+    async fn remember_user(&self, _user: &User) -> Result<()> {
+        Ok(())
+    }
     /// The profile and consent; `None` before the consent screen was answered.
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>>;
     async fn put_profile(&self, user_id: &str, profile: &Profile) -> Result<()>;

@@ -44,6 +44,9 @@ impl Store for Notifying {
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
         self.inner.user_by_id(id).await
     }
+    async fn remember_user(&self, user: &User) -> Result<()> {
+        self.inner.remember_user(user).await
+    }
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
         self.inner.get_profile(user_id).await
     }

@@ -248,6 +248,8 @@ pub async fn check_profile_and_delete(store: &dyn Store) {
     store.create_user(&u).await.unwrap();
     assert_eq!(store.user_by_id(&u.id).await.unwrap().map(|x| x.email), Some(u.email.clone()));
     assert!(store.user_by_id("missing").await.unwrap().is_none());
+    store.remember_user(&u).await.unwrap();
+    assert_eq!(store.user_by_id(&u.id).await.unwrap().map(|x| x.id), Some(u.id.clone()), "remember_user is idempotent");
     assert!(store.get_profile(&u.id).await.unwrap().is_none());
     let p = Profile { display_name: Some("Ada".into()), keep_history: true, consented_at: Some(1234) };
     store.put_profile(&u.id, &p).await.unwrap();
