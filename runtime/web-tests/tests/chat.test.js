@@ -50,7 +50,7 @@ test('sign up, consent, chat with an answer, history after reload, sign out', as
   await page.fill('#profile-form input[name=display_name]', 'Ada');
   await page.click('#profile-submit');
   await page.waitForURL(`${BASE}/chat`);
-  assert.equal(await page.textContent('#who'), 'Ada');
+  await page.waitForFunction(() => document.querySelector('#who').textContent === 'Ada');
   const signedIn = await browser.context.cookies();
   assert.ok(signedIn.some((c) => c.name === 'aira_session' && c.httpOnly && c.secure), 'Secure session cookie kept on http://127.0.0.1');
 

@@ -96,6 +96,7 @@ test('export my data as JSON, then delete the account', async () => {
   await item.locator('.answer').waitFor();
   await page.click('a[href="/settings"]');
   await page.waitForURL(`${BASE}/settings`);
+  await page.locator('#account-tools').waitFor({ state: 'visible' });
   assert.equal(await page.inputValue('#profile-form input[name=display_name]'), 'Grace');
 
   const [download] = await Promise.all([page.waitForEvent('download'), page.click('#export-link')]);
