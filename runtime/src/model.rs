@@ -44,6 +44,18 @@ pub struct User {
     pub password_hash: String,
 }
 
+/// What a user chose on the consent screen, and optional profile fields. `consented_at`
+/// is unset until the user has seen and answered the consent screen (shown once).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Optional name shown in the page header.
+    pub display_name: Option<String>,
+    /// Consent to keep conversation history.
+    pub keep_history: bool,
+    /// When the consent screen was answered (ms since the epoch).
+    pub consented_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Conversation {
     pub id: String,

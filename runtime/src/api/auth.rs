@@ -21,6 +21,10 @@ use crate::model::{new_id, now_ms, sha256_hex, User};
 use crate::store::StoreError;
 
 pub const SESSION_COOKIE: &str = "aira_session";
+/// Readable by the page's script (not HttpOnly): the CSRF token it echoes in [`CSRF_HEADER`].
+pub const CSRF_COOKIE: &str = "aira_csrf";
+/// Header that must carry the CSRF token on cookie-authenticated writes.
+pub const CSRF_HEADER: &str = "x-csrf-token";
 const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
 const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
 
@@ -170,25 +174,88 @@ fn new_token() -> String {
     s
 }
 
-pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
-    let user = check_credentials(&state, c).await?;
-    let token = new_token();
-    state.store.create_token(&sha256_hex(token.as_bytes()), &user.id, now_ms() + SESSION_TTL_MS).await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={}",
-        SESSION_TTL_MS / 1000
-    );
-    Ok(([(header::SET_COOKIE, cookie)], Json(json!({"user_id": user.id}))).into_response())
+/// The CSRF token of a session: derived from the session token (a "signed double-submit"
+/// token), so nothing more is stored, and a cookie planted by a sibling domain without
+/// the session token cannot match it.
+pub fn csrf_token(session_token: &str) -> String {
+    sha256_hex(format!("aira-csrf\n{session_token}").as_bytes())
 }
 
-/// Signs out: revokes the session token (cookie) or the bearer token, and clears the cookie.
+/// Constant-time comparison of two strings of public length.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A cookie-authenticated write must carry the session's CSRF token in `X-CSRF-Token`
+/// and must not be marked cross-site by the browser (`Sec-Fetch-Site`).
+fn check_csrf(headers: &HeaderMap, session_token: &str) -> Result<(), AppError> {
+    let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "same-origin" && v != "none");
+    if cross_site {
+        return Err(AppError::user(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused"));
+    }
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !same(sent, &csrf_token(session_token)) {
+        return Err(AppError::user(StatusCode::FORBIDDEN, "csrf", "missing or wrong X-CSRF-Token header"));
+    }
+    Ok(())
+}
+
+pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
+    let user = check_credentials(&state, c).await?;
+    state.store.remember_user(&user).await?;
+    let token = new_token();
+    state.store.create_token(&sha256_hex(token.as_bytes()), &user.id, now_ms() + SESSION_TTL_MS).await?;
+    let csrf = csrf_token(&token);
+    let max_age = SESSION_TTL_MS / 1000;
+    let mut r = Json(json!({"user_id": user.id, "csrf_token": csrf})).into_response();
+    let h = r.headers_mut();
+    for cookie in [
+        format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}"),
+        format!("{CSRF_COOKIE}={csrf}; Path=/; Secure; SameSite=Strict; Max-Age={max_age}"),
+    ] {
+        h.append(header::SET_COOKIE, header::HeaderValue::from_str(&cookie).map_err(|e| anyhow::anyhow!("cookie header: {e}"))?);
+    }
+    Ok(r)
+}
+
+/// Adds the headers that clear both cookies.
+pub fn cleared_cookies(mut r: Response) -> Response {
+    for cookie in [
+        format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0"),
+        format!("{CSRF_COOKIE}=; Path=/; Secure; SameSite=Strict; Max-Age=0"),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(&cookie) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// Signs out: revokes the session token (cookie) or the bearer token, and clears the cookies.
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
-    let token = bearer_token(&headers).or_else(|| cookie_token(&headers));
+    let token = match bearer_token(&headers) {
+        Some(t) => Some(t),
+        None => match cookie_token(&headers) {
+            Some(t) => {
+                check_csrf(&headers, &t)?;
+                Some(t)
+            }
+            None => None,
+        },
+    };
     if let Some(t) = token {
         state.store.delete_token(&sha256_hex(t.as_bytes())).await?;
     }
-    let cookie = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age=0");
-    Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response())
+    Ok(cleared_cookies(StatusCode::NO_CONTENT.into_response()))
+}
+
+/// Checks the password of a signed-in user again (before deleting the account).
+pub async fn confirm_password(user: &User, password: String) -> Result<(), AppError> {
+    if verify_password(password, user.password_hash.clone()).await? {
+        Ok(())
+    } else {
+        Err(AppError::user(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong password"))
+    }
 }
 
 /// Creates an API token for the signed-in user, or for `{email, password}` in the body.
@@ -229,9 +296,8 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, method: &Method) ->
         None => {
             let t = cookie_token(headers).ok_or_else(AppError::unauthorized)?;
             // Cookie-authenticated writes must come from our own pages (CSRF).
-            let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "same-origin" && v != "none");
-            if cross_site && method != Method::GET && method != Method::HEAD {
-                return Err(AppError::user(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused"));
+            if method != Method::GET && method != Method::HEAD {
+                check_csrf(headers, &t)?;
             }
             t
         }

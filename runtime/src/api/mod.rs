@@ -20,6 +20,7 @@ use crate::store::Store;
 
 pub mod auth;
 pub mod chat;
+pub mod me;
 pub mod ratelimit;
 pub mod web;
 
@@ -103,9 +104,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations/{id}/messages", post(chat::post_message))
         .route("/v1/messages/{id}", get(chat::get_message))
         .route("/v1/messages/{id}/events", get(chat::events))
-        // The web page (issue 6) mounts here.
+        .route("/v1/me", get(me::get_me).put(me::put_me).delete(me::delete_me))
+        .route("/v1/me/export", get(me::export))
+        // The web page: its screens and embedded assets.
         .merge(web::routes());
     api.fallback(|| async { AppError::not_found("route") })
+        .layer(middleware::from_fn(same_origin_writes))
+        .layer(middleware::from_fn(web::security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
@@ -150,6 +155,23 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// Refuses state-changing requests that a browser marks as coming from another origin
+/// (`Origin` not matching `Host`), whatever their credentials: this also stops login CSRF.
+/// Clients that are not browsers send no `Origin` and are not affected.
+async fn same_origin_writes(req: Request, next: Next) -> Response {
+    let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    if !safe {
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, h)| h).unwrap_or("");
+            if host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+                return AppError::user(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused").into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn healthz() -> &'static str {

@@ -1,15 +1,65 @@
-//! The web page (issue 6) will live here: pages and embedded assets served by the API.
+//! The web page: one HTML shell for every screen, a script module and a style sheet, all
+//! embedded in the binary (nothing is fetched from elsewhere), and the security headers
+//! every response carries. The assets live in `runtime/web/`.
 
-use axum::response::Html;
+use axum::extract::Request;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::AppState;
 
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const RENDER_JS: &str = include_str!("../../web/render.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+const ICON_SVG: &str = include_str!("../../web/icon.svg");
+
+/// No inline script or style, nothing from other origins, never framed.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+     connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Paths that show the page; the script picks the screen from the path.
+pub const PAGES: &[&str] = &["/", "/signin", "/signup", "/welcome", "/settings", "/chat", "/chat/{id}"];
+
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/", get(index))
+    let mut r = Router::new();
+    for p in PAGES {
+        r = r.route(p, get(index));
+    }
+    r.route("/assets/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
+        .route("/assets/render.js", get(|| asset("text/javascript; charset=utf-8", RENDER_JS)))
+        .route("/assets/style.css", get(|| asset("text/css; charset=utf-8", STYLE_CSS)))
+        .route("/assets/icon.svg", get(|| asset("image/svg+xml", ICON_SVG)))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
 
-async fn index() -> Html<&'static str> {
-    Html("<!doctype html><html lang=en><meta charset=utf-8><title>aira</title><p>aira chat runtime. The API is described at <a href=\"/openapi.json\">/openapi.json</a>.</p></html>")
+async fn index() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], INDEX_HTML)
+        .into_response()
+}
+
+/// Assets change with the binary: revalidate, never serve a stale script with a new API.
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+}
+
+/// Security headers on every response (pages, assets and API alike).
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let set = [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        (HeaderName::from_static("permissions-policy"), "camera=(), microphone=(), geolocation=()"),
+    ];
+    for (name, value) in set {
+        h.entry(name).or_insert(HeaderValue::from_static(value));
+    }
+    resp
 }

@@ -4,6 +4,9 @@
 //! | item          | pk                      | sk          |
 //! |---------------|-------------------------|-------------|
 //! | user          | `USER#{email}`          | `USER`      |
+//! | user by id    | `USERID#{id}`           | `USER`      |
+//! | profile       | `USERID#{id}`           | `PROFILE`   |
+//! | user's token  | `USERID#{id}`           | `TOKEN#{sha256}` |
 //! | token         | `TOKEN#{sha256}`        | `TOKEN`     |
 //! | conversation  | `CONV#{id}`             | `CONV`      |
 //! | user's conv.  | `USERCONVS#{user_id}`   | `CONV#{id}` |
@@ -24,7 +27,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValu
 use aws_sdk_dynamodb::Client;
 
 use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
-use crate::model::{Conversation, Message, Status, User};
+use crate::model::{Conversation, Message, Profile, Status, User};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -91,6 +94,43 @@ impl DynamoStore {
         }
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
+    }
+
+    /// Every item of partition `pk` (all sort keys), as (pk, sk) keys.
+    async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query partition"))?;
+            out.extend(r.items().iter().filter_map(|i| Some((get_s(i, "pk")?, get_s(i, "sk")?))));
+            start = r.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes items by key, 25 at a time in parallel. `DeleteItem` rather than
+    /// `BatchWriteItem`, so the api's IAM policy needs no extra action.
+    async fn delete_keys(&self, keys: Vec<(String, String)>) -> Result<()> {
+        for chunk in keys.chunks(25) {
+            let deletes = chunk.iter().map(|(pk, sk)| {
+                self.client.delete_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk)).send()
+            });
+            futures_util::future::try_join_all(deletes).await.map_err(backend("dynamodb delete item"))?;
+        }
+        Ok(())
     }
 
     /// Conditional update of a message; false when the condition failed.
@@ -169,23 +209,106 @@ fn put(table: &str, item: Item, condition: Option<&str>) -> std::result::Result<
 #[async_trait]
 impl Store for DynamoStore {
     async fn create_user(&self, user: &User) -> Result<()> {
+        let main: Item = HashMap::from([
+            ("pk".into(), s(format!("USER#{}", user.email))),
+            ("sk".into(), s("USER")),
+            ("id".into(), s(&user.id)),
+            ("email".into(), s(&user.email)),
+            ("password_hash".into(), s(&user.password_hash)),
+        ]);
+        let by_id: Item = HashMap::from([
+            ("pk".into(), s(format!("USERID#{}", user.id))),
+            ("sk".into(), s("USER")),
+            ("email".into(), s(&user.email)),
+        ]);
         let r = self
             .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("USER#{}", user.email)))
-            .item("sk", s("USER"))
-            .item("id", s(&user.id))
-            .item("email", s(&user.email))
-            .item("password_hash", s(&user.password_hash))
-            .condition_expression("attribute_not_exists(pk)")
+            .transact_write_items()
+            .transact_items(put(&self.table, main, Some("attribute_not_exists(pk)"))?)
+            .transact_items(put(&self.table, by_id, Some("attribute_not_exists(pk)"))?)
             .send()
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Err(StoreError::Conflict),
+            // The id is fresh, so only the email can collide.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => Err(StoreError::Conflict),
             Err(e) => Err(backend("dynamodb put user")(e)),
         }
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        match self.get(format!("USERID#{id}"), "USER").await?.and_then(|i| get_s(&i, "email")) {
+            Some(email) => Ok(self.user_by_email(&email).await?.filter(|u| u.id == id)),
+            None => Ok(None),
+        }
+    }
+
+    async fn remember_user(&self, user: &User) -> Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(format!("USERID#{}", user.id)))
+            .item("sk", s("USER"))
+            .item("email", s(&user.email))
+            .send()
+            .await
+            .map_err(backend("dynamodb put user id"))?;
+        Ok(())
+    }
+
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        Ok(self.get(format!("USERID#{user_id}"), "PROFILE").await?.map(|i| Profile {
+            display_name: get_s(&i, "display_name"),
+            keep_history: i.get("keep_history").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+            consented_at: i.get("consented_at").map(|_| get_n(&i, "consented_at")),
+        }))
+    }
+
+    async fn put_profile(&self, user_id: &str, p: &Profile) -> Result<()> {
+        let mut item: Item = HashMap::from([
+            ("pk".into(), s(format!("USERID#{user_id}"))),
+            ("sk".into(), s("PROFILE")),
+            ("keep_history".into(), AttributeValue::Bool(p.keep_history)),
+        ]);
+        if let Some(name) = &p.display_name {
+            item.insert("display_name".into(), s(name));
+        }
+        if let Some(at) = p.consented_at {
+            item.insert("consented_at".into(), n(at));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend("dynamodb put profile"))?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user: &User) -> Result<()> {
+        // Conversations and their messages first, the login item last, so an interrupted
+        // deletion can be finished by signing in and deleting again.
+        for c in self.list_conversations(&user.id).await? {
+            let mut keys = Vec::new();
+            for (pk, sk) in self.partition_keys(format!("CONV#{}", c.id)).await? {
+                if let Some(mid) = sk.strip_prefix("MSG#") {
+                    keys.push((format!("MSG#{mid}"), "MSG".to_string()));
+                }
+                keys.push((pk, sk));
+            }
+            self.delete_keys(keys).await?;
+            self.delete_keys(vec![(format!("USERCONVS#{}", user.id), format!("CONV#{}", c.id))]).await?;
+        }
+        let mut keys = Vec::new();
+        for (pk, sk) in self.partition_keys(format!("USERID#{}", user.id)).await? {
+            if let Some(hash) = sk.strip_prefix("TOKEN#") {
+                keys.push((format!("TOKEN#{hash}"), "TOKEN".to_string()));
+            }
+            keys.push((pk, sk));
+        }
+        self.delete_keys(keys).await?;
+        self.delete_keys(vec![(format!("USER#{}", user.email), "USER".to_string())]).await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
@@ -195,14 +318,24 @@ impl Store for DynamoStore {
     }
 
     async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
+        let token: Item = HashMap::from([
+            ("pk".into(), s(format!("TOKEN#{token_hash}"))),
+            ("sk".into(), s("TOKEN")),
+            ("user_id".into(), s(user_id)),
+            ("expires_at_ms".into(), n(expires_at_ms)),
+            ("expires_at".into(), n(expires_at_ms / 1000)),
+        ]);
+        // The user's index of tokens, so deleting the account revokes them all. Sign-out
+        // deletes only the token item; the index item goes with its TTL.
+        let index: Item = HashMap::from([
+            ("pk".into(), s(format!("USERID#{user_id}"))),
+            ("sk".into(), s(format!("TOKEN#{token_hash}"))),
+            ("expires_at".into(), n(expires_at_ms / 1000)),
+        ]);
         self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("TOKEN#{token_hash}")))
-            .item("sk", s("TOKEN"))
-            .item("user_id", s(user_id))
-            .item("expires_at_ms", n(expires_at_ms))
-            .item("expires_at", n(expires_at_ms / 1000))
+            .transact_write_items()
+            .transact_items(put(&self.table, token, None)?)
+            .transact_items(put(&self.table, index, None)?)
             .send()
             .await
             .map_err(backend("dynamodb put token"))?;

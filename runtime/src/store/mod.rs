@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use crate::model::{Conversation, Message, Status, User};
+use crate::model::{Conversation, Message, Profile, Status, User};
 
 pub mod dynamo;
 pub mod notify;
@@ -60,6 +60,19 @@ pub trait Store: Send + Sync {
     /// Fails with `Conflict` when the email is taken.
     async fn create_user(&self, user: &User) -> Result<()>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>>;
+    /// Called at each sign-in: makes sure `user_by_id` finds this user (DynamoDB writes the
+    /// id → email item that accounts created before it existed lack). Default: nothing to do.
+    async fn remember_user(&self, _user: &User) -> Result<()> {
+        Ok(())
+    }
+    /// The profile and consent; `None` before the consent screen was answered.
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>>;
+    async fn put_profile(&self, user_id: &str, profile: &Profile) -> Result<()>;
+    /// Deletes the account and everything stored for it: profile, tokens, conversations,
+    /// messages. Idempotent. Outbox rows of pending messages stay; the worker finds the
+    /// message missing and drops the queue message.
+    async fn delete_user(&self, user: &User) -> Result<()>;
     async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()>;
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;
     /// Revokes a session or API token (sign-out). No error when it does not exist.

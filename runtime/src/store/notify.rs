@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{Claim, IdempotencyKey, Recorded, Result, Store};
-use crate::model::{Conversation, Message, User};
+use crate::model::{Conversation, Message, Profile, User};
 
 pub struct Notifying {
     inner: Arc<dyn Store>,
@@ -40,6 +40,21 @@ impl Store for Notifying {
     }
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         self.inner.user_by_email(email).await
+    }
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        self.inner.user_by_id(id).await
+    }
+    async fn remember_user(&self, user: &User) -> Result<()> {
+        self.inner.remember_user(user).await
+    }
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        self.inner.get_profile(user_id).await
+    }
+    async fn put_profile(&self, user_id: &str, profile: &Profile) -> Result<()> {
+        self.inner.put_profile(user_id, profile).await
+    }
+    async fn delete_user(&self, user: &User) -> Result<()> {
+        self.inner.delete_user(user).await
     }
     async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
         self.inner.create_token(token_hash, user_id, expires_at_ms).await

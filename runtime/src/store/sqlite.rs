@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
-use crate::model::{Conversation, Message, Status, User};
+use crate::model::{Conversation, Message, Profile, Status, User};
 use crate::sqlite::{Db, Durability};
 
 const SCHEMA: &str = "
@@ -25,6 +25,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_conversation ON messages(conversation_id, created_at);
 CREATE INDEX IF NOT EXISTS messages_conversation_id ON messages(conversation_id, id);
 CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS profiles (
+    user_id TEXT PRIMARY KEY, display_name TEXT, keep_history INTEGER NOT NULL, consented_at INTEGER);
+CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
+CREATE INDEX IF NOT EXISTS messages_user ON messages(user_id);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL);
 ";
@@ -96,6 +100,64 @@ impl Store for SqliteStore {
                 .optional()
             })
             .await?)
+    }
+
+    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
+        let id = id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], |r| {
+                    Ok(User { id: r.get(0)?, email: r.get(1)?, password_hash: r.get(2)? })
+                })
+                .optional()
+            })
+            .await?)
+    }
+
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
+        let id = user_id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1", [id], |r| {
+                    Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? })
+                })
+                .optional()
+            })
+            .await?)
+    }
+
+    async fn put_profile(&self, user_id: &str, p: &Profile) -> Result<()> {
+        let (id, p) = (user_id.to_string(), p.clone());
+        self.db
+            .call(move |c| {
+                c.execute(
+                    "INSERT INTO profiles (user_id, display_name, keep_history, consented_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(user_id) DO UPDATE SET display_name = ?2, keep_history = ?3, consented_at = ?4",
+                    params![id, p.display_name, p.keep_history, p.consented_at],
+                )
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, user: &User) -> Result<()> {
+        let id = user.id.clone();
+        self.db
+            .call(move |c| {
+                let tx = c.savepoint()?;
+                tx.execute("DELETE FROM idempotency WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)", [&id])?;
+                tx.execute("DELETE FROM outbox WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)", [&id])?;
+                tx.execute("DELETE FROM messages WHERE user_id = ?1", [&id])?;
+                tx.execute("DELETE FROM conversations WHERE user_id = ?1", [&id])?;
+                tx.execute("DELETE FROM tokens WHERE user_id = ?1", [&id])?;
+                tx.execute("DELETE FROM profiles WHERE user_id = ?1", [&id])?;
+                tx.execute("DELETE FROM users WHERE id = ?1", [&id])?;
+                tx.commit()
+            })
+            .await?;
+        Ok(())
     }
 
     async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {

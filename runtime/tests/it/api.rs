@@ -29,12 +29,21 @@ async fn signup_login_cookie_and_tokens() {
 
     let login = call(&app, "POST", "/v1/auth/login", None, Some(creds), &[]).await;
     assert_eq!(login.status, StatusCode::OK);
-    let cookie = login.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_string();
+    let cookies: Vec<String> = login.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let cookie = cookies.iter().find(|c| c.starts_with("aira_session=")).expect("session cookie").clone();
     for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(flag), "cookie lacks {flag}: {cookie}");
     }
     let session = cookie.split(';').next().unwrap().to_string();
     assert!(session.starts_with("aira_session=aira_"));
+    let csrf_cookie = cookies.iter().find(|c| c.starts_with("aira_csrf=")).expect("csrf cookie");
+    for flag in ["Secure", "SameSite=Strict", "Path=/"] {
+        assert!(csrf_cookie.contains(flag), "csrf cookie lacks {flag}: {csrf_cookie}");
+    }
+    assert!(!csrf_cookie.contains("HttpOnly"), "the page must read the csrf cookie");
+    let csrf = login.body["csrf_token"].as_str().unwrap().to_string();
+    assert!(csrf_cookie.starts_with(&format!("aira_csrf={csrf};")));
+    let with_csrf = [("x-csrf-token", csrf.as_str())];
 
     assert_eq!(call(&app, "GET", "/v1/conversations", None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, "GET", "/v1/conversations", Some("aira_bogus"), None, &[]).await.status, StatusCode::UNAUTHORIZED);
@@ -44,13 +53,20 @@ async fn signup_login_cookie_and_tokens() {
     let cross = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
 
-    let t = call(&app, "POST", "/v1/auth/tokens", Some(&session), None, &[]).await;
+    let no_token = call(&app, "POST", "/v1/conversations", Some(&session), None, &[]).await;
+    assert_eq!((no_token.status, no_token.body["error"].as_str()), (StatusCode::FORBIDDEN, Some("csrf")));
+    let wrong = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("x-csrf-token", "0000")]).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+
+    let t = call(&app, "POST", "/v1/auth/tokens", Some(&session), None, &with_csrf).await;
     assert_eq!(t.status, StatusCode::CREATED, "{:?}", t.body);
     let token = t.body["token"].as_str().unwrap();
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status, StatusCode::OK);
 
     // Signing out revokes the session on the server, not just in the browser.
-    let out = call(&app, "POST", "/v1/auth/logout", Some(&session), None, &[]).await;
+    let refused = call(&app, "POST", "/v1/auth/logout", Some(&session), None, &[]).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "a cross-site page cannot sign the user out");
+    let out = call(&app, "POST", "/v1/auth/logout", Some(&session), None, &with_csrf).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     assert!(out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::UNAUTHORIZED);
@@ -241,7 +257,7 @@ async fn health_metrics_and_openapi() {
     assert!(r.headers.contains_key("x-request-id"));
     let spec = call(&app, "GET", "/openapi.json", None, None, &[]).await;
     assert_eq!(spec.body["openapi"], "3.1.0");
-    for path in ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/tokens", "/v1/conversations", "/v1/conversations/{id}", "/v1/conversations/{id}/messages", "/v1/messages/{id}/events"] {
+    for path in ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/tokens", "/v1/conversations", "/v1/conversations/{id}", "/v1/conversations/{id}/messages", "/v1/messages/{id}/events", "/v1/me", "/v1/me/export", "/"] {
         assert!(spec.body["paths"][path].is_object(), "openapi lacks {path}");
     }
     let _ = Status::Queued;

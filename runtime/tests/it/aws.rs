@@ -249,3 +249,13 @@ async fn moto_shutdown_hands_back_in_flight_message() {
     let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
     assert_eq!(m.answer.as_deref(), Some("fake: hand me back"));
 }
+
+#[tokio::test]
+async fn moto_profile_and_account_deletion() {
+    let env = setup(3).await;
+    crate::web::check_profile_and_delete(env.store.as_ref()).await;
+    // A second account with the same email is refused, on the transaction that writes both user items.
+    let creds = json!({"email": "dup@example.com", "password": "correct horse battery"});
+    assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await.status, StatusCode::CREATED);
+    assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds), &[]).await.status, StatusCode::CONFLICT);
+}

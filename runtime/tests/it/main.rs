@@ -3,6 +3,7 @@
 //! - `api`: the HTTP API on the embedded backends, through `oneshot` and a real socket.
 //! - `faults`: worker and relay under failures, with the fake LLM server.
 //! - `binary`: the `serve` binary end to end, SIGTERM included.
+//! - `web`: the web page: pages, security headers, CSRF, `/v1/me` (profile, export, deletion).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
 
 mod api;
@@ -10,3 +11,4 @@ mod aws;
 mod binary;
 mod common;
 mod faults;
+mod web;

@@ -1,0 +1,117 @@
+//! The signed-in user's own data: profile and consent (`/v1/me`), a JSON export of
+//! everything stored for them, and account deletion.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{self, AuthUser};
+use super::{AppJson, AppState};
+use crate::error::AppError;
+use crate::model::{now_ms, Profile, User};
+
+const MAX_DISPLAY_NAME_CHARS: usize = 80;
+
+async fn current_user(state: &AppState, user: &AuthUser) -> Result<User, AppError> {
+    state.store.user_by_id(&user.id).await?.ok_or_else(AppError::unauthorized)
+}
+
+fn me_json(u: &User, p: Option<&Profile>) -> Value {
+    let p = p.cloned().unwrap_or_default();
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "display_name": p.display_name,
+        "keep_history": p.keep_history,
+        "consented_at": p.consented_at,
+        "consent_needed": p.consented_at.is_none(),
+    })
+}
+
+/// `GET /v1/me`: who is signed in, the profile, and whether the consent screen is due.
+pub async fn get_me(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
+    let u = current_user(&state, &user).await?;
+    let p = state.store.get_profile(&u.id).await?;
+    Ok(Json(me_json(&u, p.as_ref())).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileUpdate {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub keep_history: bool,
+}
+
+/// `PUT /v1/me`: answers the consent screen (first time) or changes the profile later.
+pub async fn put_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<ProfileUpdate>,
+) -> Result<Response, AppError> {
+    let u = current_user(&state, &user).await?;
+    let name = body.display_name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        if n.chars().count() > MAX_DISPLAY_NAME_CHARS || n.chars().any(char::is_control) {
+            return Err(AppError::invalid(
+                "invalid_display_name",
+                format!("display name must be at most {MAX_DISPLAY_NAME_CHARS} characters, without control characters"),
+            ));
+        }
+    }
+    let before = state.store.get_profile(&u.id).await?;
+    let p = Profile {
+        display_name: name,
+        keep_history: body.keep_history,
+        consented_at: before.and_then(|b| b.consented_at).or(Some(now_ms())),
+    };
+    state.store.put_profile(&u.id, &p).await?;
+    Ok(Json(me_json(&u, Some(&p))).into_response())
+}
+
+/// `GET /v1/me/export`: everything stored for the user, as a JSON download.
+pub async fn export(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
+    let u = current_user(&state, &user).await?;
+    let profile = state.store.get_profile(&u.id).await?;
+    let mut conversations = Vec::new();
+    for c in state.store.list_conversations(&u.id).await? {
+        let messages = state.store.list_messages(&c.id).await?;
+        conversations.push(json!({"id": c.id, "created_at": c.created_at, "messages": messages}));
+    }
+    let body = json!({
+        "exported_at": now_ms(),
+        "user": {"id": u.id, "email": u.email},
+        "profile": profile,
+        "conversations": conversations,
+    });
+    Ok((
+        [
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"aira-export.json\""),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Json(body),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Confirm {
+    pub password: String,
+}
+
+/// `DELETE /v1/me {password}`: deletes the account and all its data, after checking the
+/// password again (a stolen session alone cannot delete an account). Clears the cookies.
+pub async fn delete_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<Confirm>,
+) -> Result<Response, AppError> {
+    let u = current_user(&state, &user).await?;
+    auth::confirm_password(&u, body.password).await?;
+    state.store.delete_user(&u).await?;
+    tracing::info!(user_id = %u.id, "account deleted");
+    Ok(auth::cleared_cookies(StatusCode::NO_CONTENT.into_response()))
+}

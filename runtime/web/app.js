@@ -1,0 +1,592 @@
+// The aira web page: sign-up, sign-in, consent and profile, conversations and chat.
+// Plain ES module, no framework, no build step. Model output is rendered by render.js
+// (DOM nodes and textContent only). Every state-changing call carries the CSRF token
+// from the `aira_csrf` cookie in the X-CSRF-Token header (see runtime/README.md).
+
+import { renderText, statusLabel } from './render.js';
+
+const $ = (selector) => document.querySelector(selector);
+
+const VIEWS = ['signin', 'signup', 'profile', 'chat'];
+const TERMINAL = new Set(['answered', 'failed']);
+/** Event streams open at once; further pending messages are polled. */
+const MAX_STREAMS = 3;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+const state = {
+  me: null,
+  conversation: null,
+  /** message id → EventSource */
+  streams: new Map(),
+  /** message id → <li> */
+  items: new Map(),
+  /** message id → polling timer, when the stream could not be used */
+  polls: new Map(),
+  rateTimer: null,
+};
+
+class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+function cookie(name) {
+  for (const part of document.cookie.split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === name) {
+      return v.join('=');
+    }
+  }
+  return '';
+}
+
+/** Random key for Idempotency-Key (works outside secure contexts too). */
+function randomKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+async function api(method, path, body, extraHeaders = {}) {
+  const headers = { Accept: 'application/json', ...extraHeaders };
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+  }
+  if (method !== 'GET') {
+    const token = cookie('aira_csrf');
+    if (token) {
+      headers['X-CSRF-Token'] = token;
+    }
+  }
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+    });
+  } catch {
+    throw new ApiError(0, 'network', 'The server cannot be reached. Check your connection and try again.');
+  }
+  let data = null;
+  if (res.status !== 204) {
+    try {
+      data = await res.json();
+    } catch {
+      data = null;
+    }
+  }
+  if (!res.ok) {
+    const retryAfter = Number(res.headers.get('Retry-After')) || (data && data.retry_after) || 0;
+    throw new ApiError(res.status, (data && data.error) || `http_${res.status}`, (data && data.message) || res.statusText, retryAfter);
+  }
+  return data;
+}
+
+// ---- screens and navigation -------------------------------------------------------
+
+function show(view) {
+  $('#loading').hidden = true;
+  for (const v of VIEWS) {
+    $(`#view-${v}`).hidden = v !== view;
+  }
+  document.body.dataset.view = view;
+}
+
+function showError(el, message) {
+  el.textContent = message;
+  el.hidden = !message;
+}
+
+function banner(message) {
+  showError($('#banner'), message);
+}
+
+function navigate(path, replace = false) {
+  if (replace) {
+    history.replaceState(null, '', path);
+  } else {
+    history.pushState(null, '', path);
+  }
+  route();
+}
+
+function signedOutNav() {
+  state.me = null;
+  $('#nav').hidden = true;
+  $('#who').textContent = '';
+}
+
+async function route() {
+  const path = location.pathname;
+  if (path === '/signin' || path === '/signup') {
+    stopAll();
+    signedOutNav();
+    show(path.slice(1));
+    return;
+  }
+  let me;
+  try {
+    me = await api('GET', '/v1/me');
+  } catch (e) {
+    if (e.status === 401) {
+      stopAll();
+      signedOutNav();
+      history.replaceState(null, '', '/signin');
+      show('signin');
+      return;
+    }
+    banner(e.message);
+    return;
+  }
+  state.me = me;
+  $('#nav').hidden = false;
+  $('#who').textContent = me.display_name || me.email;
+  if (me.consent_needed && path !== '/welcome') {
+    navigate('/welcome', true);
+    return;
+  }
+  if (path === '/welcome' || path === '/settings') {
+    stopAll();
+    showProfile(path === '/welcome' && me.consent_needed);
+    return;
+  }
+  const m = path.match(/^\/chat\/([^/]+)$/);
+  await showChat(m && UUID.test(m[1]) ? m[1] : null, path === '/chat/new');
+}
+
+// ---- sign-up, sign-in, sign-out ---------------------------------------------------
+
+function credentials(form) {
+  const data = new FormData(form);
+  return { email: String(data.get('email') || ''), password: String(data.get('password') || '') };
+}
+
+async function signIn(creds) {
+  await api('POST', '/v1/auth/login', creds);
+}
+
+$('#signin-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  const error = $('#signin-error');
+  showError(error, '');
+  form.querySelector('button').disabled = true;
+  try {
+    await signIn(credentials(form));
+    form.reset();
+    banner('');
+    navigate('/chat');
+  } catch (e) {
+    showError(error, e.status === 401 ? 'Wrong email or password.' : e.message);
+  } finally {
+    form.querySelector('button').disabled = false;
+  }
+});
+
+$('#signup-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  const error = $('#signup-error');
+  showError(error, '');
+  form.querySelector('button').disabled = true;
+  try {
+    const creds = credentials(form);
+    await api('POST', '/v1/auth/signup', creds);
+    await signIn(creds);
+    form.reset();
+    banner('');
+    navigate('/welcome');
+  } catch (e) {
+    showError(error, e.status === 409 ? 'An account with this email exists. Sign in instead.' : e.message);
+  } finally {
+    form.querySelector('button').disabled = false;
+  }
+});
+
+$('#signout').addEventListener('click', async () => {
+  stopAll();
+  try {
+    await api('POST', '/v1/auth/logout');
+  } catch (e) {
+    if (e.status !== 401) {
+      banner(`Sign-out failed: ${e.message}`);
+      return;
+    }
+  }
+  signedOutNav();
+  navigate('/signin');
+});
+
+// ---- consent and profile ----------------------------------------------------------
+
+function showProfile(firstTime) {
+  const form = $('#profile-form');
+  $('#profile-title').textContent = firstTime ? 'Before you start' : 'Settings';
+  $('#profile-submit').textContent = firstTime ? 'Continue' : 'Save';
+  $('#account-tools').hidden = firstTime;
+  form.elements.namedItem('keep_history').checked = Boolean(state.me.keep_history);
+  form.elements.namedItem('display_name').value = state.me.display_name || '';
+  showError($('#profile-error'), '');
+  showError($('#delete-error'), '');
+  show('profile');
+}
+
+$('#profile-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  const error = $('#profile-error');
+  const keep = form.elements.namedItem('keep_history').checked;
+  if (!keep) {
+    showError(error, 'The chat keeps your conversations; tick the box to continue, or delete your account in Settings.');
+    return;
+  }
+  try {
+    state.me = await api('PUT', '/v1/me', {
+      keep_history: keep,
+      display_name: form.elements.namedItem('display_name').value,
+    });
+    navigate('/chat');
+  } catch (e) {
+    showError(error, e.message);
+  }
+});
+
+$('#delete-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const form = ev.currentTarget;
+  const error = $('#delete-error');
+  try {
+    await api('DELETE', '/v1/me', { password: String(new FormData(form).get('password') || '') });
+    form.reset();
+    signedOutNav();
+    history.pushState(null, '', '/signup');
+    route();
+    banner('Your account and all its data were deleted.');
+  } catch (e) {
+    showError(error, e.status === 401 ? 'Wrong password.' : e.message);
+  }
+});
+
+// ---- conversations ----------------------------------------------------------------
+
+function conversationLabel(c) {
+  return new Date(c.created_at).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+function renderConversations(list) {
+  const ul = $('#conversation-list');
+  ul.replaceChildren();
+  for (const c of list) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = `/chat/${c.id}`;
+    a.dataset.nav = '';
+    a.textContent = conversationLabel(c);
+    if (c.id === state.conversation) {
+      a.setAttribute('aria-current', 'page');
+    }
+    li.append(a);
+    ul.append(li);
+  }
+}
+
+async function refreshConversations() {
+  const { conversations } = await api('GET', '/v1/conversations');
+  renderConversations(conversations);
+  return conversations;
+}
+
+/** The chat screen on conversation `id`; without one, the newest (or an empty one if `fresh`). */
+async function showChat(id, fresh = false) {
+  stopAll();
+  state.conversation = id;
+  state.items.clear();
+  $('#messages').replaceChildren();
+  showError($('#compose-error'), '');
+  show('chat');
+  try {
+    const conversations = await refreshConversations();
+    if (!id) {
+      if (!fresh && conversations.length > 0) {
+        navigate(`/chat/${conversations[0].id}`, true);
+        return;
+      }
+      $('#empty-chat').hidden = false;
+      return;
+    }
+    const conv = await api('GET', `/v1/conversations/${id}`);
+    if (state.conversation !== id) {
+      return;
+    }
+    $('#empty-chat').hidden = conv.messages.length > 0;
+    for (const m of conv.messages) {
+      renderMessage(m);
+      if (!TERMINAL.has(m.status)) {
+        follow(m.id);
+      }
+    }
+    scrollToEnd();
+  } catch (e) {
+    if (e.status === 401) {
+      navigate('/signin', true);
+      return;
+    }
+    banner(e.status === 404 ? 'This conversation does not exist.' : e.message);
+  }
+}
+
+$('#new-conversation').addEventListener('click', () => navigate('/chat/new'));
+
+// ---- messages ---------------------------------------------------------------------
+
+function scrollToEnd() {
+  const list = $('#messages');
+  list.lastElementChild?.scrollIntoView({ block: 'end' });
+}
+
+function element(tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) {
+    el.className = className;
+  }
+  if (text !== undefined) {
+    el.textContent = text;
+  }
+  return el;
+}
+
+/** Creates or updates the list item of message `m` ({id, content?, status, answer?, error?}). */
+function renderMessage(m) {
+  let li = state.items.get(m.id);
+  if (!li) {
+    li = element('li', 'message');
+    li.dataset.id = m.id;
+    const prompt = element('div', 'prompt');
+    prompt.append(renderText(m.content));
+    li.append(prompt, element('div', 'status'), element('div', 'answer'), element('div', 'failure'));
+    li.dataset.content = m.content ?? '';
+    state.items.set(m.id, li);
+    $('#messages').append(li);
+    $('#empty-chat').hidden = true;
+  }
+  li.dataset.status = m.status;
+  const status = li.querySelector('.status');
+  status.textContent = statusLabel(m.status);
+  const answer = li.querySelector('.answer');
+  if (m.status === 'answered' && typeof m.answer === 'string') {
+    answer.replaceChildren(renderText(m.answer));
+  }
+  const failure = li.querySelector('.failure');
+  failure.replaceChildren();
+  if (m.status === 'failed') {
+    failure.append(element('p', 'error', m.error || 'The model could not answer.'));
+    const retry = element('button', 'retry', 'Retry');
+    retry.type = 'button';
+    retry.addEventListener('click', () => retryMessage(li, retry));
+    failure.append(retry);
+  }
+  return li;
+}
+
+function stop(id) {
+  const es = state.streams.get(id);
+  if (es) {
+    es.close();
+    state.streams.delete(id);
+  }
+  clearTimeout(state.polls.get(id));
+  state.polls.delete(id);
+}
+
+function stopAll() {
+  for (const id of [...state.streams.keys(), ...state.polls.keys()]) {
+    stop(id);
+  }
+}
+
+/** Reads the message from the store: after a reconnect, or when streams are unavailable. */
+async function catchUp(id) {
+  try {
+    const m = await api('GET', `/v1/messages/${id}`);
+    if (state.items.has(id)) {
+      renderMessage(m);
+    }
+    if (TERMINAL.has(m.status)) {
+      stop(id);
+    }
+    return m;
+  } catch (e) {
+    if (e.status === 401) {
+      stopAll();
+      navigate('/signin', true);
+    }
+    return null;
+  }
+}
+
+function pollUntilDone(id) {
+  const tick = async () => {
+    const m = await catchUp(id);
+    if (!m || !TERMINAL.has(m.status)) {
+      state.polls.set(id, setTimeout(tick, 2000));
+    }
+  };
+  state.polls.set(id, setTimeout(tick, 1000));
+}
+
+/**
+ * Follows a message's status over SSE. EventSource reconnects by itself after a network
+ * error; the server then starts with the stored status, and meanwhile the page reads the
+ * message once from the store, so an answer stored during the outage shows at once.
+ */
+function follow(id) {
+  if (state.streams.has(id) || state.polls.has(id)) {
+    return;
+  }
+  if (state.streams.size >= MAX_STREAMS) {
+    // Browsers allow about six HTTP/1.1 connections per host: leave room for the API calls.
+    pollUntilDone(id);
+    return;
+  }
+  const es = new EventSource(`/v1/messages/${id}/events`);
+  state.streams.set(id, es);
+  let lost = false;
+  const onEvent = (ev) => {
+    let data;
+    try {
+      data = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    lost = false;
+    renderMessage(data);
+    if (TERMINAL.has(data.status)) {
+      stop(id);
+      if (data.status === 'answered') {
+        scrollToEnd();
+      }
+    }
+  };
+  for (const name of ['queued', 'processing', 'answered', 'failed']) {
+    es.addEventListener(name, onEvent);
+  }
+  es.addEventListener('error', () => {
+    if (!state.streams.has(id)) {
+      return;
+    }
+    if (es.readyState === EventSource.CLOSED) {
+      // The browser gave up (e.g. an error status): fall back to polling the store.
+      state.streams.delete(id);
+      pollUntilDone(id);
+      return;
+    }
+    const li = state.items.get(id);
+    if (li && !lost && !TERMINAL.has(li.dataset.status)) {
+      lost = true;
+      li.querySelector('.status').textContent = statusLabel('reconnecting');
+    }
+    catchUp(id);
+  });
+}
+
+async function send(content) {
+  const error = $('#compose-error');
+  showError(error, '');
+  if (!state.conversation) {
+    const c = await api('POST', '/v1/conversations');
+    state.conversation = c.id;
+    history.replaceState(null, '', `/chat/${c.id}`);
+    refreshConversations().catch(() => {});
+  }
+  const accepted = await api('POST', `/v1/conversations/${state.conversation}/messages`, { content }, { 'Idempotency-Key': randomKey() });
+  renderMessage({ id: accepted.id, content, status: accepted.status });
+  scrollToEnd();
+  follow(accepted.id);
+}
+
+function rateLimited(seconds) {
+  const error = $('#compose-error');
+  const button = $('#send');
+  clearInterval(state.rateTimer);
+  let left = Math.max(1, Math.ceil(seconds));
+  const tick = () => {
+    if (left <= 0) {
+      clearInterval(state.rateTimer);
+      button.disabled = false;
+      showError(error, '');
+      return;
+    }
+    showError(error, `You are sending messages too fast. Try again in ${left} s.`);
+    left -= 1;
+  };
+  button.disabled = true;
+  tick();
+  state.rateTimer = setInterval(tick, 1000);
+}
+
+function sendFailed(e) {
+  if (e.status === 429) {
+    rateLimited(e.retryAfter || 1);
+  } else if (e.status === 401) {
+    navigate('/signin', true);
+  } else {
+    showError($('#compose-error'), e.message);
+  }
+}
+
+$('#compose').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const prompt = $('#prompt');
+  const content = prompt.value;
+  if (content.trim() === '') {
+    return;
+  }
+  const button = $('#send');
+  button.disabled = true;
+  try {
+    await send(content);
+    prompt.value = '';
+    button.disabled = false;
+  } catch (e) {
+    button.disabled = false;
+    sendFailed(e);
+  }
+});
+
+$('#prompt').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    $('#compose').requestSubmit();
+  }
+});
+
+/** Sends a failed message's text again, as a new message in the same conversation. */
+async function retryMessage(li, button) {
+  button.disabled = true;
+  try {
+    await send(li.dataset.content);
+    li.querySelector('.failure').replaceChildren(element('p', 'muted', 'Sent again below.'));
+  } catch (e) {
+    button.disabled = false;
+    sendFailed(e);
+  }
+}
+
+// ---- start ------------------------------------------------------------------------
+
+document.addEventListener('click', (ev) => {
+  const a = ev.target instanceof Element ? ev.target.closest('a[data-nav]') : null;
+  if (a && !ev.ctrlKey && !ev.metaKey && !ev.shiftKey && ev.button === 0) {
+    ev.preventDefault();
+    banner('');
+    navigate(a.getAttribute('href'));
+  }
+});
+window.addEventListener('popstate', route);
+route();
