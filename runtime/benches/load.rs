@@ -43,7 +43,9 @@ fn bare_server() {
                 let id = uuid::Uuid::now_v7().to_string();
                 (
                     axum::http::StatusCode::ACCEPTED,
-                    axum::Json(json!({"id": id, "status": "queued", "events_url": format!("/v1/messages/{id}/events")})),
+                    axum::Json(
+                        json!({"id": id, "status": "queued", "events_url": format!("/v1/messages/{id}/events")}),
+                    ),
                 )
             }),
         );
@@ -97,7 +99,14 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
 }
 
 /// `clients` tasks POST in a loop for warmup + measured seconds; only the measured window counts.
-async fn load(http: &reqwest::Client, base: &str, targets: &[(String, String)], clients: usize, warmup: Duration, measure: Duration) -> Stats {
+async fn load(
+    http: &reqwest::Client,
+    base: &str,
+    targets: &[(String, String)],
+    clients: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Stats {
     let start = Instant::now();
     let measure_from = start + warmup;
     let until = measure_from + measure;
@@ -116,7 +125,12 @@ async fn load(http: &reqwest::Client, base: &str, targets: &[(String, String)], 
                     break;
                 }
                 n += 1;
-                let r = http.post(&url).bearer_auth(&token).json(&json!({"content": format!("bench {i}-{n}")})).send().await;
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"content": format!("bench {i}-{n}")}))
+                    .send()
+                    .await;
                 let good = match r {
                     Ok(resp) => {
                         let s = resp.status().as_u16();
@@ -184,9 +198,18 @@ async fn users(http: &reqwest::Client, base: &str, n: usize) -> Vec<(String, Str
         let creds = json!({"email": format!("bench{i}@example.com"), "password": "bench password"});
         let r = http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 201);
-        let t: Value = http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
+        let t: Value =
+            http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
         let token = t["token"].as_str().unwrap().to_string();
-        let c: Value = http.post(format!("{base}/v1/conversations")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        let c: Value = http
+            .post(format!("{base}/v1/conversations"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         out.push((token, c["id"].as_str().unwrap().to_string()));
     }
     out
@@ -209,15 +232,17 @@ async fn run() {
         .unwrap();
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("# aira-runtime POST-path benchmark");
-    println!("clients={clients} measured={}s warmup={}s users={n_users} cores={} loadavg_at_start={}",
-        secs.as_secs(), warmup.as_secs(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), loadavg.trim());
+    println!(
+        "clients={clients} measured={}s warmup={}s users={n_users} cores={} loadavg_at_start={}",
+        secs.as_secs(),
+        warmup.as_secs(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        loadavg.trim()
+    );
 
     // 1. Bare axum handler.
-    let mut bare = Command::new(std::env::current_exe().unwrap())
-        .arg("--bare-server")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut bare =
+        Command::new(std::env::current_exe().unwrap()).arg("--bare-server").stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(bare.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let bare = Proc(bare);
@@ -226,8 +251,15 @@ async fn run() {
     let b = load(&http, &bare_base, &bare_targets, clients, warmup, secs).await;
     let bare_rss = rss_kib(bare.0.id(), "VmHWM:");
     drop(bare);
-    println!("bare axum: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}, peak RSS {} MiB",
-        b.rate(), b.p50_ms, b.p99_ms, b.max_ms, b.errors, bare_rss / 1024);
+    println!(
+        "bare axum: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}, peak RSS {} MiB",
+        b.rate(),
+        b.p50_ms,
+        b.p99_ms,
+        b.max_ms,
+        b.errors,
+        bare_rss / 1024
+    );
 
     // 2. aira-runtime serve on the embedded backends.
     let data = std::env::temp_dir().join(format!("aira-bench-{}", std::process::id()));
@@ -263,10 +295,17 @@ async fn run() {
     let load_started = Instant::now();
     let s = load(&http, &base, &targets, clients, warmup, secs).await;
     let load_secs = load_started.elapsed().as_secs_f64();
-    let answered_during = metric(&http, &base, "aira_worker_messages_total{outcome=\"answered\"}").await - answered_before;
+    let answered_during =
+        metric(&http, &base, "aira_worker_messages_total{outcome=\"answered\"}").await - answered_before;
     let accepted_total = metric(&http, &base, "aira_messages_accepted_total").await;
-    println!("aira serve: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
-        s.rate(), s.p50_ms, s.p99_ms, s.max_ms, s.errors);
+    println!(
+        "aira serve: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
+        s.rate(),
+        s.p50_ms,
+        s.p99_ms,
+        s.max_ms,
+        s.errors
+    );
     println!("ratio aira/bare accepted/s: {:.2}; p99 ratio {:.1}", s.rate() / b.rate(), s.p99_ms / b.p99_ms);
 
     // Worker: answered during the load, then drain the backlog.
@@ -284,7 +323,12 @@ async fn run() {
     let peak_rss = sampler.await.unwrap();
     println!("worker: {:.0} answered/s during the load ({answered_during} in {load_secs:.1} s, sharing the process), backlog {backlog} drained in {drain_secs:.1} s = {:.0} answered/s",
         answered_during / load_secs, backlog / drain_secs.max(0.001));
-    println!("aira serve RSS: idle {} MiB, peak under load {} MiB (VmHWM {} MiB)", idle_rss / 1024, peak_rss / 1024, rss_kib(pid, "VmHWM:") / 1024);
+    println!(
+        "aira serve RSS: idle {} MiB, peak under load {} MiB (VmHWM {} MiB)",
+        idle_rss / 1024,
+        peak_rss / 1024,
+        rss_kib(pid, "VmHWM:") / 1024
+    );
 
     // 3. End to end at light load: POST then poll until answered.
     let e2e_until = Instant::now() + Duration::from_secs(10);
@@ -309,7 +353,15 @@ async fn run() {
                     .unwrap();
                 let id = r["id"].as_str().unwrap().to_string();
                 loop {
-                    let m: Value = http.get(format!("{base}/v1/messages/{id}")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+                    let m: Value = http
+                        .get(format!("{base}/v1/messages/{id}"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
                     if m["status"] == "answered" {
                         break;
                     }
@@ -325,8 +377,12 @@ async fn run() {
         all.extend(t.await.unwrap());
     }
     all.sort_unstable();
-    println!("end to end (echo, {e2e_clients} clients, polling every 2 ms): {} messages, p50 {:.1} ms, p99 {:.1} ms",
-        all.len(), percentile(&all, 0.5), percentile(&all, 0.99));
+    println!(
+        "end to end (echo, {e2e_clients} clients, polling every 2 ms): {} messages, p50 {:.1} ms, p99 {:.1} ms",
+        all.len(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99)
+    );
     drop(serve);
     let _ = std::fs::remove_dir_all(&data);
 }

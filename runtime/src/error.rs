@@ -58,10 +58,7 @@ impl IntoResponse for AppError {
             }
             AppError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Json(json!({"error": "internal", "message": "internal error"})),
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": "internal error"})))
                     .into_response()
             }
         }

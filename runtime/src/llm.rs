@@ -163,7 +163,10 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> LlmEr
         .ok()
         .and_then(|v| {
             let e = v.get("error")?;
-            e.get("code").and_then(|c| c.as_str()).or_else(|| e.get("type").and_then(|c| c.as_str())).map(str::to_string)
+            e.get("code")
+                .and_then(|c| c.as_str())
+                .or_else(|| e.get("type").and_then(|c| c.as_str()))
+                .map(str::to_string)
         })
         .unwrap_or_default();
     if code == "insufficient_quota" {
@@ -185,14 +188,16 @@ impl Llm for OpenAi {
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
         }
-        let resp = req.send().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        let resp =
+            req.send().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let ra = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
             let text = resp.text().await.unwrap_or_default();
             return Err(classify(status, ra, &text));
         }
-        let bytes = resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        let bytes =
+            resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
         let parsed: ChatResponse = serde_json::from_slice(&bytes).map_err(|_| LlmError::BadResponse)?;
         let text = parsed.choices.into_iter().next().and_then(|c| c.message.content).ok_or(LlmError::BadResponse)?;
         let usage = parsed.usage.unwrap_or_default();
@@ -211,10 +216,7 @@ mod tests {
     fn classification() {
         let ra = Some(Duration::from_secs(3));
         assert_eq!(classify(429, ra, "{}").disposition(), Disposition::Retry { after: ra });
-        assert_eq!(
-            classify(429, None, r#"{"error":{"code":"insufficient_quota"}}"#).disposition(),
-            Disposition::Fail
-        );
+        assert_eq!(classify(429, None, r#"{"error":{"code":"insufficient_quota"}}"#).disposition(), Disposition::Fail);
         assert_eq!(classify(500, None, "oops").disposition(), Disposition::Retry { after: None });
         assert_eq!(classify(503, None, "").disposition(), Disposition::Retry { after: None });
         assert_eq!(classify(400, None, "{}").disposition(), Disposition::Fail);

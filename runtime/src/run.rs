@@ -32,7 +32,12 @@ pub const EMBEDDED_DLQ: &str = "aira-dlq";
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_current_span(true).with_span_list(false).with_env_filter(filter).try_init();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .try_init();
 }
 
 /// A token cancelled on SIGTERM or ctrl-c.
@@ -150,7 +155,13 @@ pub async fn api(listen: SocketAddr, aws: &AwsArgs, c: &Common, shutdown: Cancel
 pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (store, queue) = open_aws(aws).await;
     let metrics = Arc::new(Metrics::new());
-    let worker = Arc::new(Worker { queue: queue.clone(), store: store.clone(), llm: resolve_llm(c)?, metrics: metrics.clone(), config: resolve_worker(c) });
+    let worker = Arc::new(Worker {
+        queue: queue.clone(),
+        store: store.clone(),
+        llm: resolve_llm(c)?,
+        metrics: metrics.clone(),
+        config: resolve_worker(c),
+    });
     let metrics_server = match std::env::var("AIRA_METRICS_LISTEN").ok().filter(|v| !v.is_empty()) {
         Some(addr) => {
             let addr: SocketAddr = addr.parse().context("AIRA_METRICS_LISTEN")?;

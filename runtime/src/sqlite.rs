@@ -95,7 +95,11 @@ impl Db {
                 spawn(&format!("aira-sqlite-r{i}"), c, false)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Db { writer: spawn("aira-sqlite-w", writer, true)?, readers: Arc::new(readers), next_reader: Arc::new(AtomicUsize::new(0)) })
+        Ok(Db {
+            writer: spawn("aira-sqlite-w", writer, true)?,
+            readers: Arc::new(readers),
+            next_reader: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
     /// Runs `f` on the writer, inside a group transaction; resolves after the commit.
@@ -157,7 +161,8 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_undoes_only_itself() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("t.sqlite"), "CREATE TABLE t (x INTEGER PRIMARY KEY);", Durability::Full).unwrap();
+        let db = Db::open(&dir.path().join("t.sqlite"), "CREATE TABLE t (x INTEGER PRIMARY KEY);", Durability::Full)
+            .unwrap();
         let ok = db.call(|c| c.execute("INSERT INTO t VALUES (1)", []));
         let bad = db.call(|c| {
             c.execute("INSERT INTO t VALUES (2)", [])?;
@@ -168,10 +173,8 @@ mod tests {
         assert_eq!(ok.unwrap(), 1);
         assert!(bad.is_err());
         assert_eq!(more.unwrap(), 1);
-        let rows: Vec<i64> = db
-            .read(|c| c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect())
-            .await
-            .unwrap();
+        let rows: Vec<i64> =
+            db.read(|c| c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
         assert_eq!(rows, vec![1, 4]);
     }
 }

@@ -125,9 +125,7 @@ impl Worker {
             }
         }
         info!(in_flight = cfg.max_in_flight.max(1) - slots.available_permits(), "worker stopping: polling stopped");
-        let drain = async {
-            while tasks.join_next().await.is_some() {}
-        };
+        let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(cfg.shutdown_grace, drain).await.is_err() {
             hand_back.cancel();
             while tasks.join_next().await.is_some() {}
@@ -281,7 +279,9 @@ impl Worker {
                 self.set_visibility(m, Duration::ZERO).await;
             }
             Disposition::Retry { after } => {
-                let delay = after.map(|a| a.min(cfg.retry_max)).unwrap_or_else(|| backoff(cfg.retry_base, cfg.retry_max, m.receive_count));
+                let delay = after
+                    .map(|a| a.min(cfg.retry_max))
+                    .unwrap_or_else(|| backoff(cfg.retry_base, cfg.retry_max, m.receive_count));
                 info!(error = %e, delay_ms = delay.as_millis() as u64, "llm failed; retrying later");
                 let _ = self.store.release(id, token, now_ms()).await;
                 self.outcome("retried");

@@ -27,6 +27,10 @@ else
 fi
 
 cd "$ROOT"
+if [[ -n "${AIRA_RUNTIME_BIN:-}" && -x "${AIRA_RUNTIME_BIN}" ]]; then
+  # The caller (scripts/test) built it already.
+  BIN="$AIRA_RUNTIME_BIN"
+else
 echo "web-tests: building aira-runtime" >&2
 # WEB_TESTS_CARGO_ARGS: extra cargo flags (e.g. --release), split on spaces.
 # shellcheck disable=SC2086
@@ -40,6 +44,7 @@ BIN="$(cargo build ${WEB_TESTS_CARGO_ARGS:-} -p aira-runtime --bin aira-runtime 
         } catch {}
       }).on("close", () => console.log(last));
     ')"
+fi
 if [[ -z "$BIN" || ! -x "$BIN" ]]; then
   echo "web-tests: could not find the aira-runtime binary after cargo build" >&2
   exit 2

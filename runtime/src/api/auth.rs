@@ -41,7 +41,14 @@ thread_local! {
 }
 
 /// Argon2 into `out` with this thread's reusable working memory.
-fn argon2_into(algorithm: Algorithm, version: Version, params: &Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> argon2::Result<()> {
+fn argon2_into(
+    algorithm: Algorithm,
+    version: Version,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+) -> argon2::Result<()> {
     let argon = Argon2::new(algorithm, version, params.clone());
     BLOCKS.with(|b| {
         let mut b = b.borrow_mut();
@@ -56,11 +63,14 @@ fn argon2_into(algorithm: Algorithm, version: Version, params: &Params, password
 /// An argon2id PHC string (`$argon2id$v=19$m=..,t=..,p=1$salt$hash`).
 fn hash_blocking(cost: PasswordCost, password: &str) -> anyhow::Result<String> {
     let err = |e: password_hash::Error| anyhow::anyhow!("hash password: {e}");
-    let params = Params::new(cost.memory_kib, cost.iterations, 1, None).map_err(|e| anyhow::anyhow!("argon2 params: {e}"))?;
+    let params =
+        Params::new(cost.memory_kib, cost.iterations, 1, None).map_err(|e| anyhow::anyhow!("argon2 params: {e}"))?;
     let salt_bytes: [u8; 16] = rand::random();
     let salt = SaltString::encode_b64(&salt_bytes).map_err(err)?;
-    let hash = Output::init_with(32, |out| Ok(argon2_into(Algorithm::Argon2id, Version::V0x13, &params, password.as_bytes(), &salt_bytes, out)?))
-        .map_err(err)?;
+    let hash = Output::init_with(32, |out| {
+        Ok(argon2_into(Algorithm::Argon2id, Version::V0x13, &params, password.as_bytes(), &salt_bytes, out)?)
+    })
+    .map_err(err)?;
     let phc = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -83,8 +93,10 @@ fn verify_blocking(password: &str, stored: &str) -> anyhow::Result<bool> {
     };
     let mut salt_buf = [0u8; 64];
     let salt_bytes = salt.decode_b64(&mut salt_buf).map_err(err)?;
-    let actual = Output::init_with(expected.len(), |out| Ok(argon2_into(algorithm, version, &params, password.as_bytes(), salt_bytes, out)?))
-        .map_err(err)?;
+    let actual = Output::init_with(expected.len(), |out| {
+        Ok(argon2_into(algorithm, version, &params, password.as_bytes(), salt_bytes, out)?)
+    })
+    .map_err(err)?;
     Ok(actual == expected)
 }
 
@@ -128,7 +140,8 @@ async fn verify_password(password: String, hash: String) -> anyhow::Result<bool>
 fn normalise_email(email: &str) -> Result<String, AppError> {
     let e = email.trim().to_lowercase();
     let ok = e.len() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && e.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
         && !e.chars().any(char::is_whitespace);
     if ok {
         Ok(e)
@@ -145,7 +158,9 @@ pub async fn signup(State(state): State<AppState>, AppJson(c): AppJson<Credentia
     let user = User { id: new_id(), email, password_hash: hash_password(state.password_cost, c.password).await? };
     match state.store.create_user(&user).await {
         Ok(()) => Ok((StatusCode::CREATED, Json(json!({"id": user.id}))).into_response()),
-        Err(StoreError::Conflict) => Err(AppError::user(StatusCode::CONFLICT, "email_taken", "an account with this email exists")),
+        Err(StoreError::Conflict) => {
+            Err(AppError::user(StatusCode::CONFLICT, "email_taken", "an account with this email exists"))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -189,7 +204,8 @@ fn same(a: &str, b: &str) -> bool {
 /// A cookie-authenticated write must carry the session's CSRF token in `X-CSRF-Token`
 /// and must not be marked cross-site by the browser (`Sec-Fetch-Site`).
 fn check_csrf(headers: &HeaderMap, session_token: &str) -> Result<(), AppError> {
-    let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "same-origin" && v != "none");
+    let cross_site =
+        headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v != "same-origin" && v != "none");
     if cross_site {
         return Err(AppError::user(StatusCode::FORBIDDEN, "cross_site", "cross-site request refused"));
     }
@@ -213,7 +229,10 @@ pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credential
         format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Lax; Max-Age={max_age}"),
         format!("{CSRF_COOKIE}={csrf}; Path=/; Secure; SameSite=Strict; Max-Age={max_age}"),
     ] {
-        h.append(header::SET_COOKIE, header::HeaderValue::from_str(&cookie).map_err(|e| anyhow::anyhow!("cookie header: {e}"))?);
+        h.append(
+            header::SET_COOKIE,
+            header::HeaderValue::from_str(&cookie).map_err(|e| anyhow::anyhow!("cookie header: {e}"))?,
+        );
     }
     Ok(r)
 }
@@ -259,9 +278,14 @@ pub async fn confirm_password(user: &User, password: String) -> Result<(), AppEr
 }
 
 /// Creates an API token for the signed-in user, or for `{email, password}` in the body.
-pub async fn create_token(State(state): State<AppState>, parts: HeaderMap, body: axum::body::Bytes) -> Result<Response, AppError> {
+pub async fn create_token(
+    State(state): State<AppState>,
+    parts: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
     let user_id = if body.iter().any(|b| !b.is_ascii_whitespace()) {
-        let c: Credentials = serde_json::from_slice(&body).map_err(|e| AppError::invalid("invalid_json", e.to_string()))?;
+        let c: Credentials =
+            serde_json::from_slice(&body).map_err(|e| AppError::invalid("invalid_json", e.to_string()))?;
         check_credentials(&state, c).await?.id
     } else {
         authenticate(&state, &parts, &Method::POST).await?.id

@@ -43,13 +43,21 @@ async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Me
     }
 }
 
-pub async fn get_conversation(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Response, AppError> {
+pub async fn get_conversation(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
     let c = owned_conversation(&state, &user, &id).await?;
     let messages = state.store.list_messages(&c.id).await?;
     Ok(Json(json!({"id": c.id, "created_at": c.created_at, "messages": messages})).into_response())
 }
 
-pub async fn get_message(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Response, AppError> {
+pub async fn get_message(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
     Ok(Json(owned_message(&state, &user, &id).await?).into_response())
 }
 
@@ -83,7 +91,11 @@ pub async fn post_message(
         None => None,
         Some(v) => {
             let k = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255).ok_or_else(|| {
-                AppError::user(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible characters")
+                AppError::user(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1 to 255 visible characters",
+                )
             })?;
             Some(IdempotencyKey {
                 scope: sha256_hex(format!("{}\n{}", user.id, k).as_bytes()),
@@ -124,7 +136,10 @@ pub async fn post_message(
             if key.as_ref().is_some_and(|k| k.fingerprint == fingerprint) {
                 Ok(accepted(&message_id, true))
             } else {
-                Err(AppError::invalid("idempotency_key_reused", "this Idempotency-Key was used with a different request"))
+                Err(AppError::invalid(
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request",
+                ))
             }
         }
         Recorded::New => {
@@ -148,7 +163,11 @@ pub async fn post_message(
 }
 
 /// Sleeps `poll`, or less when this message is announced as changed.
-async fn wait_for_change(updates: &mut Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>>, id: &str, poll: Duration) {
+async fn wait_for_change(
+    updates: &mut Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>>,
+    id: &str,
+    poll: Duration,
+) {
     let Some(rx) = updates.as_mut() else {
         tokio::time::sleep(poll).await;
         return;
@@ -170,7 +189,11 @@ async fn wait_for_change(updates: &mut Option<tokio::sync::broadcast::Receiver<s
 /// SSE: one event per status change (`queued`, `processing`, `answered`, `failed`), each
 /// with the message as data; ends after `answered` or `failed`. A reconnecting client gets
 /// the current status first, so it catches up from the store.
-pub async fn events(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<Response, AppError> {
+pub async fn events(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
     let first = owned_message(&state, &user, &id).await?;
     let poll = state.events_poll;
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -128,7 +128,8 @@ pub fn ops_app(state: AppState) -> Router {
 /// Request id, metrics by route template, one JSON log line per request.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_string();
     let request_id = req
         .headers()
@@ -161,13 +162,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 /// (`Origin` not matching `Host`), whatever their credentials: this also stops login CSRF.
 /// Clients that are not browsers send no `Origin` and are not affected.
 async fn same_origin_writes(req: Request, next: Next) -> Response {
-    let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
+    let safe =
+        matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
     if !safe {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
             let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, h)| h).unwrap_or("");
             if host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
-                return AppError::user(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused").into_response();
+                return AppError::user(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused")
+                    .into_response();
             }
         }
     }
@@ -223,10 +226,7 @@ fn json_rejection(rej: JsonRejection) -> AppError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         _ => "invalid_json",
     };
-    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "request body is too large".to_string()
-    } else {
-        rej.body_text()
-    };
+    let message =
+        if status == StatusCode::PAYLOAD_TOO_LARGE { "request body is too large".to_string() } else { rej.body_text() };
     AppError::user(status, code, message)
 }

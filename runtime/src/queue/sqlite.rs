@@ -47,7 +47,11 @@ impl SqliteQueue {
         SqliteQueue { db, name: name.to_string(), redrive, notify: Arc::new(Notify::new()) }
     }
 
-    fn try_receive(&self, max: usize, visibility: Duration) -> impl std::future::Future<Output = anyhow::Result<Vec<Received>>> + Send + 'static {
+    fn try_receive(
+        &self,
+        max: usize,
+        visibility: Duration,
+    ) -> impl std::future::Future<Output = anyhow::Result<Vec<Received>>> + Send + 'static {
         let name = self.name.clone();
         let redrive = self.redrive.clone();
         let db = self.db.clone();

@@ -231,7 +231,9 @@ impl Store for DynamoStore {
         match r {
             Ok(_) => Ok(()),
             // The id is fresh, so only the email can collide.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => Err(StoreError::Conflict),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
+                Err(StoreError::Conflict)
+            }
             Err(e) => Err(backend("dynamodb put user")(e)),
         }
     }
@@ -413,7 +415,11 @@ impl Store for DynamoStore {
 
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
         Ok(self.get(format!("CONV#{id}"), "CONV").await?.and_then(|i| {
-            Some(Conversation { id: id.to_string(), user_id: get_s(&i, "user_id")?, created_at: get_n(&i, "created_at") })
+            Some(Conversation {
+                id: id.to_string(),
+                user_id: get_s(&i, "user_id")?,
+                created_at: get_n(&i, "created_at"),
+            })
         }))
     }
 
@@ -660,7 +666,13 @@ impl Store for DynamoStore {
             message_id,
             "SET #s = :a, answer = :ans, updated_at = :now REMOVE #e",
             "#s = :p AND claim_token = :t",
-            vec![(":a", s("answered")), (":ans", s(answer)), (":now", n(now_ms)), (":p", s("processing")), (":t", s(claim_token))],
+            vec![
+                (":a", s("answered")),
+                (":ans", s(answer)),
+                (":now", n(now_ms)),
+                (":p", s("processing")),
+                (":t", s(claim_token)),
+            ],
         )
         .await
     }
@@ -670,7 +682,13 @@ impl Store for DynamoStore {
             message_id,
             "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token",
             "#s = :p AND claim_token = :t",
-            vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms)), (":p", s("processing")), (":t", s(claim_token))],
+            vec![
+                (":fl", s("failed")),
+                (":err", s(reason)),
+                (":now", n(now_ms)),
+                (":p", s("processing")),
+                (":t", s(claim_token)),
+            ],
         )
         .await
     }
@@ -680,7 +698,13 @@ impl Store for DynamoStore {
             message_id,
             "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE claim_token",
             "#s = :p AND claim_token = :t",
-            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms)), (":p", s("processing")), (":t", s(claim_token))],
+            vec![
+                (":q", s("queued")),
+                (":zero", n(0)),
+                (":now", n(now_ms)),
+                (":p", s("processing")),
+                (":t", s(claim_token)),
+            ],
         )
         .await
     }

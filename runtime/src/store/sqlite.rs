@@ -43,8 +43,7 @@ impl SqliteStore {
     }
 }
 
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at";
 
 fn message_row(r: &Row) -> rusqlite::Result<Message> {
     let status: String = r.get(4)?;
@@ -120,9 +119,11 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1", [id], |r| {
-                    Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? })
-                })
+                c.query_row(
+                    "SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1",
+                    [id],
+                    |r| Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? }),
+                )
                 .optional()
             })
             .await?)
@@ -147,8 +148,14 @@ impl Store for SqliteStore {
         self.db
             .call(move |c| {
                 let tx = c.savepoint()?;
-                tx.execute("DELETE FROM idempotency WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)", [&id])?;
-                tx.execute("DELETE FROM outbox WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)", [&id])?;
+                tx.execute(
+                    "DELETE FROM idempotency WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)",
+                    [&id],
+                )?;
+                tx.execute(
+                    "DELETE FROM outbox WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)",
+                    [&id],
+                )?;
                 tx.execute("DELETE FROM messages WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM conversations WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM tokens WHERE user_id = ?1", [&id])?;
@@ -303,13 +310,12 @@ impl Store for SqliteStore {
                     )?;
                 }
                 tx.execute(
-                    &format!("INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6)"),
+                    &format!(
+                        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6)"
+                    ),
                     params![m.id, m.conversation_id, m.user_id, m.content, m.status.as_str(), m.created_at],
                 )?;
-                tx.execute(
-                    "INSERT INTO outbox (message_id, created_at) VALUES (?1, ?2)",
-                    params![m.id, m.created_at],
-                )?;
+                tx.execute("INSERT INTO outbox (message_id, created_at) VALUES (?1, ?2)", params![m.id, m.created_at])?;
                 tx.commit()?;
                 Ok(Recorded::New)
             })
@@ -336,10 +342,7 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_len(&self) -> Result<u64> {
-        Ok(self
-            .db
-            .read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0)))
-            .await? as u64)
+        Ok(self.db.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))).await? as u64)
     }
 
     async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {

@@ -19,17 +19,36 @@ async fn signup_login_cookie_and_tokens() {
     let r = call(&app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert!(r.body["id"].is_string());
-    let again = call(&app, "POST", "/v1/auth/signup", None, Some(json!({"email": "ada@example.com", "password": "another password"})), &[]).await;
+    let again = call(
+        &app,
+        "POST",
+        "/v1/auth/signup",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "another password"})),
+        &[],
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
-    let weak = call(&app, "POST", "/v1/auth/signup", None, Some(json!({"email": "b@example.com", "password": "short"})), &[]).await;
+    let weak =
+        call(&app, "POST", "/v1/auth/signup", None, Some(json!({"email": "b@example.com", "password": "short"})), &[])
+            .await;
     assert_eq!((weak.status, weak.body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("weak_password")));
 
-    let wrong = call(&app, "POST", "/v1/auth/login", None, Some(json!({"email": "ada@example.com", "password": "wrong password"})), &[]).await;
+    let wrong = call(
+        &app,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"email": "ada@example.com", "password": "wrong password"})),
+        &[],
+    )
+    .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
 
     let login = call(&app, "POST", "/v1/auth/login", None, Some(creds), &[]).await;
     assert_eq!(login.status, StatusCode::OK);
-    let cookies: Vec<String> = login.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let cookies: Vec<String> =
+        login.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
     let cookie = cookies.iter().find(|c| c.starts_with("aira_session=")).expect("session cookie").clone();
     for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(flag), "cookie lacks {flag}: {cookie}");
@@ -46,11 +65,15 @@ async fn signup_login_cookie_and_tokens() {
     let with_csrf = [("x-csrf-token", csrf.as_str())];
 
     assert_eq!(call(&app, "GET", "/v1/conversations", None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, "GET", "/v1/conversations", Some("aira_bogus"), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        call(&app, "GET", "/v1/conversations", Some("aira_bogus"), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::OK);
 
     // A cookie-authenticated write from another site is refused (CSRF).
-    let cross = call(&app, "POST", "/v1/conversations", Some(&session), None, &[("sec-fetch-site", "cross-site")]).await;
+    let cross =
+        call(&app, "POST", "/v1/conversations", Some(&session), None, &[("sec-fetch-site", "cross-site")]).await;
     assert_eq!(cross.status, StatusCode::FORBIDDEN);
 
     let no_token = call(&app, "POST", "/v1/conversations", Some(&session), None, &[]).await;
@@ -69,8 +92,15 @@ async fn signup_login_cookie_and_tokens() {
     let out = call(&app, "POST", "/v1/auth/logout", Some(&session), None, &with_csrf).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
     assert!(out.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
-    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status, StatusCode::OK, "other tokens stay valid");
+    assert_eq!(
+        call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/conversations", Some(token), None, &[]).await.status,
+        StatusCode::OK,
+        "other tokens stay valid"
+    );
 }
 
 #[tokio::test]
@@ -82,16 +112,28 @@ async fn conversations_are_private() {
     let c1 = conversation(&app, &alice).await;
     let c2 = conversation(&app, &alice).await;
     let list = call(&app, "GET", "/v1/conversations", Some(&alice), None, &[]).await;
-    let ids: Vec<&str> = list.body["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> =
+        list.body["conversations"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![c2.as_str(), c1.as_str()], "newest first");
     let mine = call(&app, "GET", &format!("/v1/conversations/{c1}"), Some(&alice), None, &[]).await;
     assert_eq!(mine.status, StatusCode::OK);
     assert_eq!(mine.body["messages"], json!([]));
     let theirs = call(&app, "GET", &format!("/v1/conversations/{c1}"), Some(&bob), None, &[]).await;
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
-    let post = call(&app, "POST", &format!("/v1/conversations/{c1}/messages"), Some(&bob), Some(json!({"content": "hi"})), &[]).await;
+    let post = call(
+        &app,
+        "POST",
+        &format!("/v1/conversations/{c1}/messages"),
+        Some(&bob),
+        Some(json!({"content": "hi"})),
+        &[],
+    )
+    .await;
     assert_eq!(post.status, StatusCode::NOT_FOUND);
-    assert!(call(&app, "GET", "/v1/conversations", Some(&bob), None, &[]).await.body["conversations"].as_array().unwrap().is_empty());
+    assert!(call(&app, "GET", "/v1/conversations", Some(&bob), None, &[]).await.body["conversations"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 /// Real socket: post, poll until answered by echo, and read the SSE stream.
@@ -186,7 +228,15 @@ async fn idempotency_key_replays_and_refuses_other_body() {
     // Keys are per user: another user may use the same key.
     let other_user = user(&app, "idem2@example.com").await;
     let conv2 = conversation(&app, &other_user).await;
-    let r = call(&app, "POST", &format!("/v1/conversations/{conv2}/messages"), Some(&other_user), Some(json!({"content": "hello"})), &key).await;
+    let r = call(
+        &app,
+        "POST",
+        &format!("/v1/conversations/{conv2}/messages"),
+        Some(&other_user),
+        Some(json!({"content": "hello"})),
+        &key,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_ne!(r.body["id"], first.body["id"]);
 }
@@ -200,7 +250,15 @@ async fn rate_limit_gives_429_with_retry_after() {
     for i in 0..3 {
         post_message(&app, &token, &conv, &format!("m{i}")).await;
     }
-    let r = call(&app, "POST", &format!("/v1/conversations/{conv}/messages"), Some(&token), Some(json!({"content": "one more"})), &[]).await;
+    let r = call(
+        &app,
+        "POST",
+        &format!("/v1/conversations/{conv}/messages"),
+        Some(&token),
+        Some(json!({"content": "one more"})),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=10).contains(&retry_after), "Retry-After {retry_after}");
@@ -246,7 +304,9 @@ async fn health_metrics_and_openapi() {
     let r = call(&app, "GET", "/metrics", None, None, &[]).await;
     let text = r.body.as_str().unwrap().to_string();
     assert!(
-        text.contains(r#"aira_http_requests_total{method="POST",route="/v1/conversations/{id}/messages",status="202"} 1"#),
+        text.contains(
+            r#"aira_http_requests_total{method="POST",route="/v1/conversations/{id}/messages",status="202"} 1"#
+        ),
         "{text}"
     );
     assert!(text.contains("aira_http_request_duration_seconds_bucket"));
@@ -257,7 +317,18 @@ async fn health_metrics_and_openapi() {
     assert!(r.headers.contains_key("x-request-id"));
     let spec = call(&app, "GET", "/openapi.json", None, None, &[]).await;
     assert_eq!(spec.body["openapi"], "3.1.0");
-    for path in ["/v1/auth/signup", "/v1/auth/login", "/v1/auth/tokens", "/v1/conversations", "/v1/conversations/{id}", "/v1/conversations/{id}/messages", "/v1/messages/{id}/events", "/v1/me", "/v1/me/export", "/"] {
+    for path in [
+        "/v1/auth/signup",
+        "/v1/auth/login",
+        "/v1/auth/tokens",
+        "/v1/conversations",
+        "/v1/conversations/{id}",
+        "/v1/conversations/{id}/messages",
+        "/v1/messages/{id}/events",
+        "/v1/me",
+        "/v1/me/export",
+        "/",
+    ] {
         assert!(spec.body["paths"][path].is_object(), "openapi lacks {path}");
     }
     let _ = Status::Queued;

@@ -36,7 +36,13 @@ struct AwsEnv {
 
 impl AwsEnv {
     fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
-        Arc::new(Worker { queue: self.queue.clone(), store: self.store.clone(), llm, metrics: self.metrics.clone(), config })
+        Arc::new(Worker {
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+            llm,
+            metrics: self.metrics.clone(),
+            config,
+        })
     }
 }
 
@@ -61,7 +67,14 @@ async fn setup(max_receives: u32) -> AwsEnv {
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
 
-    let dlq_url = sqs.create_queue().queue_name(format!("aira-dlq-{suffix}")).send().await.expect("create dlq").queue_url.unwrap();
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("aira-dlq-{suffix}"))
+        .send()
+        .await
+        .expect("create dlq")
+        .queue_url
+        .unwrap();
     let dlq_arn = sqs
         .get_queue_attributes()
         .queue_url(&dlq_url)
@@ -72,7 +85,8 @@ async fn setup(max_receives: u32) -> AwsEnv {
         .attributes
         .unwrap()[&QueueAttributeName::QueueArn]
         .clone();
-    let redrive_policy = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string()}).to_string();
+    let redrive_policy =
+        json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.to_string()}).to_string();
     let queue_url = sqs
         .create_queue()
         .queue_name(format!("aira-{suffix}"))
@@ -87,8 +101,12 @@ async fn setup(max_receives: u32) -> AwsEnv {
     let table = format!("aira-{suffix}");
     ddb.create_table()
         .table_name(&table)
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap())
-        .attribute_definitions(AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap())
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("pk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder().attribute_name("sk").attribute_type(ScalarAttributeType::S).build().unwrap(),
+        )
         .key_schema(KeySchemaElement::builder().attribute_name("pk").key_type(KeyType::Hash).build().unwrap())
         .key_schema(KeySchemaElement::builder().attribute_name("sk").key_type(KeyType::Range).build().unwrap())
         .billing_mode(BillingMode::PayPerRequest)
@@ -155,7 +173,10 @@ async fn moto_failing_message_goes_to_dlq_and_redrive_answers_it() {
     let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(10)), aws_worker_config(2)));
 
     let dlq = env.dead_letter.clone();
-    wait_until("the message in the SQS dead-letter queue", SECS_20, || async { dlq.approximate_len().await.unwrap() == 1 }).await;
+    wait_until("the message in the SQS dead-letter queue", SECS_20, || async {
+        dlq.approximate_len().await.unwrap() == 1
+    })
+    .await;
     let m = wait_status(env.store.as_ref(), &id, Status::Failed, SECS_20).await;
     assert!(m.error.is_some());
     assert_eq!(fake.calls().len(), 2);
@@ -190,7 +211,13 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
     };
     assert_eq!(env.store.record_message(&m, None).await.unwrap(), Recorded::New);
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
-    let relay = Relay { store: env.store.clone(), queue: env.queue.clone(), metrics: env.metrics.clone(), interval: Duration::from_secs(1), min_age: Duration::ZERO };
+    let relay = Relay {
+        store: env.store.clone(),
+        queue: env.queue.clone(),
+        metrics: env.metrics.clone(),
+        interval: Duration::from_secs(1),
+        min_age: Duration::ZERO,
+    };
     assert_eq!(relay.relay_once().await.unwrap(), 1);
     assert_eq!(env.store.outbox_len().await.unwrap(), 0);
 
@@ -239,7 +266,11 @@ async fn moto_shutdown_hands_back_in_flight_message() {
     let conv = conversation(&env.app, &token).await;
     let id = post_message(&env.app, &token, &conv, "hand me back").await;
     // Visibility far beyond the test: only a hand-back makes the message visible in time.
-    let cfg = WorkerConfig { visibility: Duration::from_secs(60), shutdown_grace: Duration::from_millis(200), ..aws_worker_config(3) };
+    let cfg = WorkerConfig {
+        visibility: Duration::from_secs(60),
+        shutdown_grace: Duration::from_millis(200),
+        ..aws_worker_config(3)
+    };
     let (a, stop_a) = spawn_worker(env.worker(fake.client(Duration::from_secs(120)), cfg.clone()));
     wait_until("worker A to call the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
     stop_a.cancel();
@@ -256,6 +287,9 @@ async fn moto_profile_and_account_deletion() {
     crate::web::check_profile_and_delete(env.store.as_ref()).await;
     // A second account with the same email is refused, on the transaction that writes both user items.
     let creds = json!({"email": "dup@example.com", "password": "correct horse battery"});
-    assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await.status, StatusCode::CREATED);
+    assert_eq!(
+        call(&env.app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await.status,
+        StatusCode::CREATED
+    );
     assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds), &[]).await.status, StatusCode::CONFLICT);
 }

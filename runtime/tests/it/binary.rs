@@ -28,7 +28,8 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
     assert_eq!(http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap().status().as_u16(), 201);
     let t: Value = http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
     let token = t["token"].as_str().unwrap();
-    let c: Value = http.post(format!("{base}/v1/conversations")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let c: Value =
+        http.post(format!("{base}/v1/conversations")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     let conv = c["id"].as_str().unwrap();
     let m: Value = http
         .post(format!("{base}/v1/conversations/{conv}/messages"))
@@ -42,7 +43,8 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
         .unwrap();
     let id = m["id"].as_str().unwrap();
     loop {
-        let m: Value = http.get(format!("{base}/v1/messages/{id}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let m: Value =
+            http.get(format!("{base}/v1/messages/{id}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
         if m["status"] == "answered" {
             assert!(m["answer"].as_str().unwrap().contains("from the binary"));
             break;

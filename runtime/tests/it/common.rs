@@ -55,7 +55,8 @@ pub struct Env {
 impl Env {
     pub fn new(limits: Limits) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
-        let backends = open_embedded(dir.path(), 3, aira_runtime::sqlite::Durability::Full).expect("open embedded backends");
+        let backends =
+            open_embedded(dir.path(), 3, aira_runtime::sqlite::Durability::Full).expect("open embedded backends");
         let store: Arc<dyn Store> = backends.store.clone();
         let queue: Arc<dyn Queue> = backends.queue.clone();
         let metrics = Arc::new(Metrics::new());
@@ -81,7 +82,13 @@ impl Env {
     }
 
     pub fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
-        Arc::new(Worker { queue: self.queue.clone(), store: self.store.clone(), llm, metrics: self.metrics.clone(), config })
+        Arc::new(Worker {
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+            llm,
+            metrics: self.metrics.clone(),
+            config,
+        })
     }
 }
 
@@ -98,7 +105,14 @@ pub struct Reply {
 
 /// One request through the router. `auth` is a bearer token or a full `Cookie` header value
 /// (starting with `aira_session=`).
-pub async fn call(app: &Router, method: &str, uri: &str, auth: Option<&str>, body: Option<Value>, extra: &[(&str, &str)]) -> Reply {
+pub async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+    extra: &[(&str, &str)],
+) -> Reply {
     let mut b = Request::builder().method(method).uri(uri);
     match auth {
         Some(a) if a.starts_with("aira_session=") => b = b.header(header::COOKIE, a),
@@ -140,7 +154,15 @@ pub async fn conversation(app: &Router, token: &str) -> String {
 }
 
 pub async fn post_message(app: &Router, token: &str, conv: &str, content: &str) -> String {
-    let r = call(app, "POST", &format!("/v1/conversations/{conv}/messages"), Some(token), Some(json!({"content": content})), &[]).await;
+    let r = call(
+        app,
+        "POST",
+        &format!("/v1/conversations/{conv}/messages"),
+        Some(token),
+        Some(json!({"content": content})),
+        &[],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     r.body["id"].as_str().unwrap().to_string()
 }
@@ -153,7 +175,12 @@ pub async fn wait_status(store: &dyn Store, id: &str, status: Status, within: Du
         if m.status == status {
             return m;
         }
-        assert!(Instant::now() < deadline, "message {id} still {:?} (error {:?}) after {within:?}, wanted {status:?}", m.status, m.error);
+        assert!(
+            Instant::now() < deadline,
+            "message {id} still {:?} (error {:?}) after {within:?}, wanted {status:?}",
+            m.status,
+            m.error
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -241,7 +268,8 @@ async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState
     s.calls.lock().unwrap().push(Instant::now());
     s.bodies.lock().unwrap().push(req.clone());
     let behavior = s.script.lock().unwrap().pop_front().unwrap_or_else(|| s.default.lock().unwrap().clone());
-    let prompt = req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    let prompt =
+        req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
     match behavior {
         Behavior::Answer(delay) => {
             tokio::time::sleep(delay).await;
@@ -264,7 +292,8 @@ async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState
         )
             .into_response(),
         Behavior::Status(code) => {
-            (StatusCode::from_u16(code).unwrap(), Json(json!({"error": {"message": "nope", "code": null}}))).into_response()
+            (StatusCode::from_u16(code).unwrap(), Json(json!({"error": {"message": "nope", "code": null}})))
+                .into_response()
         }
         Behavior::Hang => {
             std::future::pending::<()>().await;

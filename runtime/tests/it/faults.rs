@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aira_runtime::api::Limits;
 use aira_runtime::dlq::redrive;
-use aira_runtime::model::{now_ms, new_id, Message, QueueBody, Status};
+use aira_runtime::model::{new_id, now_ms, Message, QueueBody, Status};
 use aira_runtime::queue::Queue;
 use aira_runtime::relay::Relay;
 use aira_runtime::store::Recorded;
@@ -93,7 +93,13 @@ async fn api_crash_between_record_and_enqueue_loses_nothing() {
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
 
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
-    let relay = Relay { store: env.store.clone(), queue: env.queue.clone(), metrics: env.metrics.clone(), interval: Duration::from_millis(100), min_age: Duration::ZERO };
+    let relay = Relay {
+        store: env.store.clone(),
+        queue: env.queue.clone(),
+        metrics: env.metrics.clone(),
+        interval: Duration::from_millis(100),
+        min_age: Duration::ZERO,
+    };
     let stop_relay = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::new(relay).run(stop_relay.clone()));
     let done = wait_status(env.store.as_ref(), &m.id, Status::Answered, SECS_10).await;
@@ -113,7 +119,12 @@ async fn queue_outage_at_post_is_covered_by_the_outbox() {
         async fn send(&self, _: &str) -> anyhow::Result<()> {
             anyhow::bail!("queue unreachable")
         }
-        async fn receive(&self, _: usize, _: Duration, _: Duration) -> anyhow::Result<Vec<aira_runtime::queue::Received>> {
+        async fn receive(
+            &self,
+            _: usize,
+            _: Duration,
+            _: Duration,
+        ) -> anyhow::Result<Vec<aira_runtime::queue::Received>> {
             anyhow::bail!("queue unreachable")
         }
         async fn delete(&self, _: &str) -> anyhow::Result<()> {
@@ -136,7 +147,13 @@ async fn queue_outage_at_post_is_covered_by_the_outbox() {
     assert_eq!(call(&down_app, "GET", "/readyz", None, None, &[]).await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
 
-    let relay = Relay { store: env.store.clone(), queue: env.queue.clone(), metrics: env.metrics.clone(), interval: Duration::from_millis(100), min_age: Duration::ZERO };
+    let relay = Relay {
+        store: env.store.clone(),
+        queue: env.queue.clone(),
+        metrics: env.metrics.clone(),
+        interval: Duration::from_millis(100),
+        min_age: Duration::ZERO,
+    };
     assert_eq!(relay.relay_once().await.unwrap(), 1);
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
     wait_status(env.store.as_ref(), &id, Status::Answered, SECS_10).await;
@@ -156,7 +173,8 @@ async fn always_failing_message_lands_in_dlq_then_redrive_answers_it() {
     let (_w, _stop) = spawn_worker(env.worker(fake.client(SECS_10), cfg));
 
     let dlq = env.backends.dead_letter.clone();
-    wait_until("the message in the dead-letter queue", SECS_10, || async { dlq.approximate_len().await.unwrap() == 1 }).await;
+    wait_until("the message in the dead-letter queue", SECS_10, || async { dlq.approximate_len().await.unwrap() == 1 })
+        .await;
     let m = wait_status(env.store.as_ref(), &id, Status::Failed, SECS_10).await;
     assert!(m.error.unwrap().contains("unavailable"));
     assert_eq!(fake.calls().len(), 3, "max receives = 3");
@@ -247,7 +265,15 @@ async fn concurrent_retries_with_one_idempotency_key_make_one_message() {
     for _ in 0..10 {
         let (app, token, uri) = (app.clone(), token.clone(), uri.clone());
         handles.push(tokio::spawn(async move {
-            call(&app, "POST", &uri, Some(&token), Some(json!({"content": "just once"})), &[("idempotency-key", "retry-1")]).await
+            call(
+                &app,
+                "POST",
+                &uri,
+                Some(&token),
+                Some(json!({"content": "just once"})),
+                &[("idempotency-key", "retry-1")],
+            )
+            .await
         }));
     }
     let mut ids = std::collections::HashSet::new();
