@@ -300,3 +300,47 @@ async fn optional_nat_gateways_route_the_private_subnets() {
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
     assert!(inventory(&stack).await.is_empty(), "{:?}", inventory(&stack).await);
 }
+
+#[tokio::test]
+async fn down_waits_out_dependency_violations_and_says_so() {
+    let stack = unique_stack("depv");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    // AWS answers DependencyViolation while network interfaces are still being released.
+    let proxy = Proxy::start(
+        &endpoint(),
+        Faults { ec2_error: Some(("DeleteSubnet", "DependencyViolation", 3)), ..Faults::default() },
+    )
+    .await;
+    let down = aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url]).await;
+    down.assert_code(0);
+    assert!(down.stderr.contains("still in use"), "progress says what it waits for:\n{}", down.stderr);
+    assert!(inventory(&stack).await.is_empty());
+}
+
+#[tokio::test]
+async fn down_lists_what_it_left_behind_and_why() {
+    let stack = unique_stack("left");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    // A permission the caller lacks: not retried, reported.
+    let proxy = Proxy::start(
+        &endpoint(),
+        Faults { ec2_error: Some(("DeleteSubnet", "UnauthorizedOperation", 0)), ..Faults::default() },
+    )
+    .await;
+    let down = aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url, "--output", "json"]).await;
+    down.assert_code(2);
+    let left = down.json()["left_behind"].as_array().unwrap().clone();
+    let text: Vec<String> = left.iter().map(|l| format!("{} — {}", l["resource"], l["reason"])).collect();
+    assert!(text.iter().any(|t| t.contains("ec2.subnet") && t.contains("UnauthorizedOperation")), "{text:#?}");
+    assert!(text.iter().any(|t| t.contains("ec2.vpc") && t.contains("waits on")), "{text:#?}");
+    assert!(!text.iter().any(|t| t.contains("sqs.queue")), "the queues were deleted: {text:#?}");
+    // Without the fault, the next down finishes the job.
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    assert!(inventory(&stack).await.is_empty());
+}

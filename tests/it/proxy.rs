@@ -27,6 +27,9 @@ pub struct Faults {
     pub throttle: f64,
     /// The n-th mutating call (from 1) is forwarded but never answered; `Proxy::hung` fires.
     pub hang_after_mutations: Option<u64>,
+    /// Calls of this action (`DeleteSubnet`) answered with an EC2 error `(code, times)`:
+    /// the first `times` calls, or every call when `times` is 0.
+    pub ec2_error: Option<(&'static str, &'static str, u64)>,
 }
 
 pub struct Proxy {
@@ -48,6 +51,7 @@ impl Proxy {
         let state = Arc::new(State {
             hung: hung.clone(),
             mutations: AtomicU64::new(0),
+            ec2_errors: AtomicU64::new(0),
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
@@ -92,6 +96,7 @@ struct State {
     injected: Arc<AtomicU64>,
     counter: AtomicU64,
     mutations: AtomicU64,
+    ec2_errors: AtomicU64,
     hung: Arc<Notify>,
 }
 
@@ -116,7 +121,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         .to_string();
     let call = format!("{service}:{action}");
     let mutating = is_mutating(&call);
-    state.calls.lock().unwrap().push(call);
+    state.calls.lock().unwrap().push(call.clone());
     if mutating {
         let n = state.mutations.fetch_add(1, Ordering::SeqCst) + 1;
         if state.faults.hang_after_mutations == Some(n) {
@@ -130,6 +135,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     }
     if !state.faults.latency.is_zero() {
         tokio::time::sleep(state.faults.latency).await;
+    }
+    if let Some((action, code, times)) = state.faults.ec2_error {
+        if call.ends_with(&format!(":{action}")) {
+            let seen = state.ec2_errors.fetch_add(1, Ordering::SeqCst);
+            if times == 0 || seen < times {
+                state.injected.fetch_add(1, Ordering::SeqCst);
+                return Ok(ec2_error(code));
+            }
+        }
     }
     // Deterministic share: every n-th call, so a test's fault count is reproducible.
     let n = state.counter.fetch_add(1, Ordering::SeqCst);
@@ -160,6 +174,14 @@ async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes)
             Response::builder().status(StatusCode::BAD_GATEWAY).body(Full::new(Bytes::from(e.to_string()))).unwrap()
         }
     }
+}
+
+/// An EC2 (query protocol) error answer.
+fn ec2_error(code: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<Response><Errors><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>aira-proxy</RequestID></Response>"
+    );
+    Response::builder().status(400).header("content-type", "text/xml").body(Full::new(Bytes::from(body))).unwrap()
 }
 
 fn form_action(body: &[u8]) -> Option<String> {
