@@ -679,10 +679,7 @@ where
         match op().await {
             Ok(v) => return Ok(Some(v)),
             Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e)
-                if matches!(code(&e), Some("DependencyViolation" | "InvalidParameterValue"))
-                    && start.elapsed() < scope.wait =>
-            {
+            Err(e) if code(&e) == Some("DependencyViolation") && start.elapsed() < scope.wait => {
                 let why = e.as_service_error().and_then(|s| s.message()).unwrap_or("in use").to_string();
                 progress.waiting(
                     id,
