@@ -96,8 +96,49 @@ pub enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// The dead-letter queue of the stack: messages the worker gave up on.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Print the JSON Schema of the stack file format.
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List dead letters (ids, receive counts, times) without consuming them.
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Most messages to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One dead letter in full.
+    Show {
+        #[command(flatten)]
+        stack: StackArg,
+        /// The message id (from `aira dlq list`).
+        #[arg(long)]
+        id: String,
+    },
+    /// Move dead letters back to the queue, to be processed again.
+    Redrive {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Move at most this many (client-side move).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Move them from this machine (send, then delete) even where SQS could move them itself.
+        #[arg(long)]
+        client_side: bool,
+    },
+    /// Delete every dead letter (asks first; --yes without a terminal).
+    Purge {
+        #[command(flatten)]
+        stack: StackArg,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +274,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(EXIT_OK)
         }
+        Command::Dlq { action } => dlq(&cli.global, action, &printer).await,
         Command::Up { stack, .. } => up(&cli.global, stack, printer).await,
         Command::Down { stack, .. } => down(&cli.global, stack, printer).await,
     }
@@ -259,6 +301,8 @@ struct Session {
     loaded: Loaded,
     scope: Arc<Scope>,
     provider: Arc<dyn Provider>,
+    /// The same provider, for AWS-only operations (the dead-letter queue).
+    aws: Arc<AwsProvider>,
 }
 
 async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<Session, Failure> {
@@ -278,7 +322,8 @@ async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<S
         tags: loaded.stack.tags.clone(),
         wait: std::time::Duration::from_secs(wait.secs()),
     });
-    Ok(Session { loaded, scope, provider: Arc::new(AwsProvider::new(&config)) })
+    let aws = Arc::new(AwsProvider::new(&config));
+    Ok(Session { loaded, scope, provider: aws.clone(), aws })
 }
 
 fn provider_failure(e: ProviderError) -> Failure {
@@ -457,6 +502,122 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
         })
         .collect();
     finish_with(&plan, Some(&report), &left, &printer)
+}
+
+fn millis_to_rfc3339(ms: Option<u64>) -> String {
+    ms.map(|ms| {
+        let secs = (ms / 1000) as i64;
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil date from days since the epoch (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+async fn dlq(global: &Global, action: &DlqAction, printer: &Arc<Printer>) -> Result<u8, Failure> {
+    use crate::provider::aws::dlq as ops;
+    let arg = match action {
+        DlqAction::List { stack, .. }
+        | DlqAction::Show { stack, .. }
+        | DlqAction::Redrive { stack, .. }
+        | DlqAction::Purge { stack } => stack,
+    };
+    let session = connect(global, arg, printer).await?;
+    let aws = session.aws.clone();
+    let pair = aws.queue_pair(&session.scope).await.map_err(provider_failure)?;
+    let sqs = aws.sqs();
+    match action {
+        DlqAction::List { limit, .. } => {
+            let letters = ops::list(sqs, &pair, *limit).await.map_err(provider_failure)?;
+            let depth = ops::depth(sqs, &pair.dlq_url).await.map_err(provider_failure)?;
+            if printer.format == Format::Json {
+                printer.json(
+                    &json!({ "dead_letter_queue": pair.dlq_url, "approximate_count": depth, "messages": letters }),
+                );
+            } else {
+                printer.out(&format!("{} dead letter(s) in {} (about {depth}):", letters.len(), pair.dlq_url));
+                for l in &letters {
+                    printer.out(&format!(
+                        "  {}  receives {}  first received {}  {}",
+                        l.id,
+                        l.receive_count,
+                        millis_to_rfc3339(l.first_received_at),
+                        l.reason.as_deref().unwrap_or("")
+                    ));
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        DlqAction::Show { id, .. } => {
+            let letters = ops::list(sqs, &pair, 1000).await.map_err(provider_failure)?;
+            let Some(l) = letters.into_iter().find(|l| &l.id == id) else {
+                return Err(Failure::User(format!("no dead letter with id {id} in {}", pair.dlq_url)));
+            };
+            if printer.format == Format::Json {
+                printer.json(&serde_json::to_value(&l).map_err(anyhow::Error::from)?);
+            } else {
+                printer.out(&format!(
+                    "id:             {}\nreceives:       {}\nsent:           {}\nfirst received: {}\nreason:         {}\nbody:           {}",
+                    l.id,
+                    l.receive_count,
+                    millis_to_rfc3339(l.sent_at),
+                    millis_to_rfc3339(l.first_received_at),
+                    l.reason.as_deref().unwrap_or("(not recorded on the message)"),
+                    l.body
+                ));
+            }
+            Ok(EXIT_OK)
+        }
+        DlqAction::Redrive { limit, client_side, .. } => {
+            printer.note(&format!("moving dead letters from {} back to {}", pair.dlq_url, pair.queue_url));
+            let r = ops::redrive(sqs, &pair, *limit, *client_side).await.map_err(provider_failure)?;
+            if let Some(why) = &r.fallback_reason {
+                printer
+                    .note(&format!("SQS could not move them itself ({why}); moved them from here: send, then delete"));
+            }
+            if printer.format == Format::Json {
+                printer.json(&serde_json::to_value(&r).map_err(anyhow::Error::from)?);
+            } else {
+                printer.out(&format!("Redrove {} message(s) ({}-side).", r.moved, r.method));
+            }
+            Ok(EXIT_OK)
+        }
+        DlqAction::Purge { .. } => {
+            let depth = ops::depth(sqs, &pair.dlq_url).await.map_err(provider_failure)?;
+            if !global.yes {
+                let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+                if !interactive {
+                    return Err(Failure::User(
+                        "refusing to purge the dead-letter queue without a terminal to confirm; pass --yes".into(),
+                    ));
+                }
+                eprint!("delete about {depth} dead letter(s) from {} for good? [y/N] ", pair.dlq_url);
+                let _ = std::io::stderr().flush();
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer).map_err(anyhow::Error::from)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Err(Failure::User("cancelled; nothing was deleted".into()));
+                }
+            }
+            ops::purge(sqs, &pair).await.map_err(provider_failure)?;
+            if printer.format == Format::Json {
+                printer.json(&json!({ "purged": pair.dlq_url, "approximate_count": depth }));
+            } else {
+                printer.out(&format!("Purged {} (about {depth} message(s)).", pair.dlq_url));
+            }
+            Ok(EXIT_OK)
+        }
+    }
 }
 
 /// For tests and callers that hold a path.
