@@ -10,3 +10,4 @@ mod aws;
 mod binary;
 mod common;
 mod faults;
+mod metric_names;
