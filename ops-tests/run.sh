@@ -40,9 +40,14 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
     SUDO=(sudo -n)
   fi
   log "apt-get install ${apt_missing[*]}"
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}" \
-    >/dev/null </dev/null || die "apt-get install ${apt_missing[*]} failed"
+  apt_log="$CACHE/ops-tests-apt.log"
+  mkdir -p "$CACHE"
+  if ! { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"; \
+    } >"$apt_log" 2>&1 </dev/null; then
+    cat "$apt_log" >&2
+    die "apt-get install ${apt_missing[*]} failed"
+  fi
 fi
 
 mkdir -p "$NPM_DIR"
