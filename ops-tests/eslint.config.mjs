@@ -1,4 +1,5 @@
-// ESLint flat config for the web page's JavaScript (runtime/web/**/*.js): browser ES modules.
+// ESLint flat config for the web page's JavaScript (runtime/web/**/*.js): browser ES modules;
+// and for the Node scripts of ops-tests.
 // ops-tests/run.sh copies this file next to its npm cache (so `@eslint/js` and `globals` resolve
 // from there) and runs ESLint from the repository root with --config.
 import js from "@eslint/js";
@@ -23,5 +24,9 @@ export default [
       "no-eval": "error",
       "no-new-func": "error",
     },
+  },
+  {
+    files: ["ops-tests/**/*.mjs"],
+    languageOptions: { globals: { ...globals.node } },
   },
 ];

@@ -147,6 +147,8 @@ if [ ${#web_js[@]} -gt 0 ]; then
 else
   printf 'skip   eslint runtime/web: no JavaScript there yet\n'
 fi
+expect_pass "eslint ops-tests/*.mjs" \
+  "$NPM_DIR/node_modules/.bin/eslint" --config "$NPM_DIR/eslint.config.mjs" --max-warnings 0 ops-tests/*.mjs
 expect_pass "ruff check bench/locust" "$VENV/bin/ruff" check --no-cache --config ops-tests/ruff.toml bench/locust
 expect_pass "ruff format --check bench/locust" "$VENV/bin/ruff" format --check --no-cache --config ops-tests/ruff.toml bench/locust
 
