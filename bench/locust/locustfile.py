@@ -176,17 +176,20 @@ class ChatUser(FastHttpUser):
                 r.failure(f"{r.status_code}")
                 return self.follow_poll(message_id)
             event = None
-            while time.monotonic() < deadline:
-                line = r.readline()
-                if not line:
+            buffer = b""
+            # read() in chunks: the client's readline() splits on CRLF only, SSE lines end in LF.
+            while status not in ("answered", "failed") and time.monotonic() < deadline:
+                chunk = r.read(4096)
+                if not chunk:
                     break  # stream closed
-                line = line.decode("utf-8", "replace").rstrip("\r\n")
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:") and event in ("queued", "processing", "answered", "failed"):
-                    status = event
-                    if status in ("answered", "failed"):
-                        break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:") and event in ("queued", "processing", "answered", "failed"):
+                        status = event
             r.success()
         if status not in ("answered", "failed") and time.monotonic() < deadline:
             return self.follow_poll(message_id, deadline)  # the stream ended early: check the stored status
