@@ -161,6 +161,8 @@ expect_reject "broken rule (label template)" 'template|undefined variable' \
   promtool check rules "$B/bad-template.rules.yml"
 expect_reject "broken rule test (alert expected that cannot fire)" 'FAILED' \
   promtool test rules "$B/wrong-expectation.test.yml"
+expect_reject "broken dashboard query" 'unclosed left parenthesis' \
+  dashboard_rules "$B/dashboard.json"
 expect_reject "broken alertmanager config" 'undefined receiver' \
   amtool check-config "$B/alertmanager.yml"
 expect_reject "broken workflow (needs an unknown job)" 'job-needs' \
