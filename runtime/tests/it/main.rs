@@ -3,6 +3,7 @@
 //! - `api`: the HTTP API on the embedded backends, through `oneshot` and a real socket.
 //! - `faults`: worker and relay under failures, with the fake LLM server.
 //! - `binary`: the `serve` binary end to end, SIGTERM included.
+//! - `metric_names`: every metric the monitoring templates use exists in `/metrics`.
 //! - `web`: the web page: pages, security headers, CSRF, `/v1/me` (profile, export, deletion).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
 
@@ -11,4 +12,5 @@ mod aws;
 mod binary;
 mod common;
 mod faults;
+mod metric_names;
 mod web;

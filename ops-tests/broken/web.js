@@ -1,0 +1,4 @@
+// Broken on purpose: renderAnswer is not defined anywhere.
+export function show(message) {
+  renderAnswer(message);
+}
