@@ -1,7 +1,7 @@
 //! Command-line arguments (what the user typed) and the commands they run.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +12,7 @@ use crate::expand::expand;
 use crate::local;
 use crate::output::{render_report, Format, Printer};
 use crate::plan::{self, Plan};
-use crate::provider::aws::{sdk_config, AwsProvider, Connection};
+use crate::provider::aws::{lock, sdk_config, AwsProvider, Connection};
 use crate::provider::{Facts, Provider, ProviderError, Scope};
 use crate::stack::{self, Loaded};
 
@@ -45,6 +45,12 @@ pub struct Global {
     /// Most AWS operations in flight at once.
     #[arg(long, global = true, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// `up`/`down`: remove the stack's lock first, whoever holds it (after a run that died).
+    #[arg(long, global = true)]
+    pub force_unlock: bool,
+    /// `up`/`down`: how long the stack's lock outlives a run that stopped renewing it.
+    #[arg(long, global = true, value_parser = parse_duration, default_value = "2m")]
+    pub lock_ttl: crate::stack::model::Duration,
     /// Longest wait for anything AWS does asynchronously (default: the stack's `deploy.timeout`).
     #[arg(long, global = true, value_parser = parse_duration)]
     pub timeout: Option<crate::stack::model::Duration>,
@@ -455,21 +461,59 @@ fn finish_with(
     }
 }
 
+/// Takes the stack's lock for an apply; the error names the holder.
+async fn take_lock(global: &Global, session: &Session, printer: &Printer) -> Result<lock::Lock, Failure> {
+    let ddb = session.aws.dynamodb();
+    let stack = &session.scope.stack;
+    if global.force_unlock {
+        lock::force_unlock(ddb, stack).await.map_err(provider_failure)?;
+        printer.note(&format!("removed the lock of `{stack}`"));
+    }
+    let ttl = std::time::Duration::from_secs(global.lock_ttl.secs().max(3));
+    match lock::acquire(ddb, stack, ttl).await {
+        Ok(l) => Ok(l),
+        Err(lock::LockError::Aws(e)) => Err(provider_failure(e)),
+        Err(lock::LockError::Held { holder, since, expires }) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            Err(Failure::User(format!(
+                "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
+                millis_to_rfc3339(Some(since * 1000)),
+                now.saturating_sub(since),
+                expires.saturating_sub(now)
+            )))
+        }
+    }
+}
+
 async fn up(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<u8, Failure> {
     let session = connect(global, arg, &printer).await?;
-    let plan = observe_and_plan(&session, &printer, false).await?;
+    let lock = take_lock(global, &session, &printer).await?;
+    let result = up_locked(global, &session, printer).await;
+    lock.release().await;
+    result
+}
+
+async fn up_locked(global: &Global, session: &Session, printer: Arc<Printer>) -> Result<u8, Failure> {
+    let plan = observe_and_plan(session, &printer, false).await?;
     show_plan(&plan, &printer);
     if !plan.has_changes() {
         return finish(&plan, None, &printer);
     }
     confirm(&plan, global, "apply")?;
-    let report = execute(&session, &plan, global, &printer).await?;
+    let report = execute(session, &plan, global, &printer).await?;
     finish(&plan, Some(&report), &printer)
 }
 
 async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<u8, Failure> {
     let session = connect(global, arg, &printer).await?;
-    let plan = observe_and_plan(&session, &printer, true).await?;
+    let lock = take_lock(global, &session, &printer).await?;
+    let result = down_locked(global, &session, printer).await;
+    lock.release().await;
+    result
+}
+
+async fn down_locked(global: &Global, session: &Session, printer: Arc<Printer>) -> Result<u8, Failure> {
+    let plan = observe_and_plan(session, &printer, true).await?;
     if !plan.has_changes() {
         if printer.format == Format::Json {
             printer.json(&json!({ "plan": plan, "report": null }));
@@ -480,7 +524,7 @@ async fn down(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<
     }
     show_plan(&plan, &printer);
     confirm(&plan, global, "delete")?;
-    let report = execute(&session, &plan, global, &printer).await?;
+    let report = execute(session, &plan, global, &printer).await?;
     // Read AWS again: what is still tagged with the stack, and why.
     let remaining = session.provider.observe(&session.scope).await.map_err(provider_failure)?;
     let left: Vec<(String, String)> = remaining
@@ -618,9 +662,4 @@ async fn dlq(global: &Global, action: &DlqAction, printer: &Arc<Printer>) -> Res
             Ok(EXIT_OK)
         }
     }
-}
-
-/// For tests and callers that hold a path.
-pub fn stack_arg(path: &Path) -> StackArg {
-    StackArg { stack: Some(path.to_path_buf()) }
 }

@@ -4,6 +4,7 @@
 mod dlq;
 mod harness;
 mod local_target;
+mod lock;
 mod network;
 mod proxy;
 mod queue_stack;

@@ -2,6 +2,7 @@
 
 pub mod dlq;
 mod ec2;
+pub mod lock;
 mod sqs;
 
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct AwsProvider {
     region: String,
     sqs: aws_sdk_sqs::Client,
     ec2: aws_sdk_ec2::Client,
+    /// The stacks' locks only.
+    dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl AwsProvider {
@@ -57,6 +60,7 @@ impl AwsProvider {
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             sqs: aws_sdk_sqs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
+            dynamodb: aws_sdk_dynamodb::Client::new(config),
         }
     }
 }
@@ -83,6 +87,10 @@ impl AwsProvider {
 
     pub fn sqs(&self) -> &aws_sdk_sqs::Client {
         &self.sqs
+    }
+
+    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
+        &self.dynamodb
     }
 }
 
