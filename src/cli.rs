@@ -60,6 +60,13 @@ fn parse_duration(s: &str) -> Result<crate::stack::model::Duration, String> {
     s.parse()
 }
 
+fn parse_selector(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not a selector: write key=value")),
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a stack file; no AWS call is made.
@@ -82,6 +89,9 @@ pub enum Command {
         /// With --local: the address to serve on (default: 127.0.0.1 and the api service's port).
         #[arg(long, requires = "local")]
         listen: Option<std::net::SocketAddr>,
+        /// Time to live: resources are tagged with it, and `down --all --expired` removes the stack after it.
+        #[arg(long, value_parser = parse_duration, conflicts_with = "local")]
+        ttl: Option<crate::stack::model::Duration>,
     },
     /// Delete every resource of the stack (found by its tags).
     Down {
@@ -93,6 +103,18 @@ pub enum Command {
         /// With --local: also remove the local data.
         #[arg(long, requires = "local")]
         purge: bool,
+        /// Every stack in the account and region that matches the filters below (no stack file).
+        #[arg(long, conflicts_with = "local")]
+        all: bool,
+        /// With --all: only stacks whose resources carry this tag (`key=value`; repeatable, all must match).
+        #[arg(long, requires = "all", value_parser = parse_selector)]
+        selector: Vec<(String, String)>,
+        /// With --all: only stacks created longer ago than this.
+        #[arg(long, requires = "all", value_parser = parse_duration)]
+        older_than: Option<crate::stack::model::Duration>,
+        /// With --all: only stacks past their time to live (`up --ttl`).
+        #[arg(long, requires = "all")]
+        expired: bool,
     },
     /// Show the state of the stack's local target.
     Status {
@@ -151,6 +173,9 @@ pub enum DlqAction {
 pub struct StackArg {
     /// The stack file (default: ./aira.yaml, then ./stacks/aira.yaml).
     pub stack: Option<PathBuf>,
+    /// An isolated copy of the stack named `<stack>-<suffix>` (a preview environment, e.g. pr-123).
+    #[arg(long)]
+    pub name_suffix: Option<String>,
 }
 
 /// Why a command failed, which decides the exit code.
@@ -213,7 +238,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
                 (Err(e), _) => Err(e),
             }
         }
-        Command::Up { stack, local: true, listen } => {
+        Command::Up { stack, local: true, listen, .. } => {
             let loaded = load(stack, &printer)?;
             let note = |m: &str| printer.note(m);
             let state = local::up(&loaded.stack, *listen, &note).await.map_err(Failure::Aws)?;
@@ -232,7 +257,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(EXIT_OK)
         }
-        Command::Down { stack, local: true, purge } => {
+        Command::Down { stack, local: true, purge, .. } => {
             let loaded = load(stack, &printer)?;
             let note = |m: &str| printer.note(m);
             let name = &loaded.stack.stack.0;
@@ -281,7 +306,10 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(EXIT_OK)
         }
         Command::Dlq { action } => dlq(&cli.global, action, &printer).await,
-        Command::Up { stack, .. } => up(&cli.global, stack, printer).await,
+        Command::Up { stack, ttl, .. } => up(&cli.global, stack, *ttl, printer).await,
+        Command::Down { all: true, selector, older_than, expired, .. } => {
+            sweep(&cli.global, selector, *older_than, *expired, printer).await
+        }
         Command::Down { stack, .. } => down(&cli.global, stack, printer).await,
     }
 }
@@ -297,10 +325,16 @@ fn stack_path(arg: &StackArg) -> Result<PathBuf, Failure> {
 
 fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
     let path = stack_path(arg)?;
-    stack::load(&path).map_err(|diags| {
+    let mut loaded = stack::load(&path).map_err(|diags| {
         printer.diagnostics(&diags);
         Failure::User(String::new())
-    })
+    })?;
+    if let Some(suffix) = &arg.name_suffix {
+        let name = format!("{}-{suffix}", loaded.stack.stack.0);
+        stack::check_format("stack-name", &name).map_err(|e| Failure::User(format!("--name-suffix: {e}")))?;
+        loaded.stack.stack.0 = name;
+    }
+    Ok(loaded)
 }
 
 struct Session {
@@ -461,6 +495,131 @@ fn finish_with(
     }
 }
 
+/// `down --all`: tears down every matching stack, in parallel, each in safe order.
+async fn sweep(
+    global: &Global,
+    selector: &[(String, String)],
+    older_than: Option<crate::stack::model::Duration>,
+    expired: bool,
+    printer: Arc<Printer>,
+) -> Result<u8, Failure> {
+    let conn = Connection {
+        region: global.region.clone(),
+        profile: global.profile.clone(),
+        endpoint_url: global.endpoint_url.clone(),
+    };
+    let config = sdk_config(&conn).await;
+    if config.region().is_none() {
+        return Err(Failure::User("no AWS region: pass --region or set AWS_REGION".into()));
+    }
+    let aws = Arc::new(AwsProvider::new(&config));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let all = aws.stacks().await.map_err(provider_failure)?;
+    let matched: Vec<_> = all
+        .into_iter()
+        .filter(|s| selector.iter().all(|(k, v)| s.tags.get(k) == Some(v)))
+        .filter(|s| older_than.is_none_or(|d| s.created_at.is_some_and(|c| now.saturating_sub(c) > d.secs())))
+        .filter(|s| !expired || s.expires_at.is_some_and(|e| e <= now))
+        .collect();
+    printer.note(&format!(
+        "{} stack(s) match: {}",
+        matched.len(),
+        matched.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    if matched.is_empty() {
+        if printer.format == Format::Json {
+            printer.json(&json!({ "matched": [], "removed": [], "failed": [] }));
+        } else {
+            printer.out("No stack matches; nothing to delete.");
+        }
+        return Ok(EXIT_OK);
+    }
+    if !global.yes {
+        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+        if !interactive {
+            return Err(Failure::User(format!(
+                "refusing to delete {} stack(s) without a terminal to confirm; pass --yes",
+                matched.len()
+            )));
+        }
+        eprint!("delete every resource of {} stack(s)? [y/N] ", matched.len());
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).map_err(anyhow::Error::from)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(Failure::User("cancelled; nothing was deleted".into()));
+        }
+    }
+    let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in &matched {
+        let scope = Arc::new(Scope { stack: s.name.clone(), tags: Default::default(), wait });
+        let (aws, printer, concurrency) = (aws.clone(), printer.clone(), global.concurrency as usize);
+        let lock_ttl = std::time::Duration::from_secs(global.lock_ttl.secs().max(3));
+        tasks.spawn(async move {
+            let name = scope.stack.clone();
+            let provider: Arc<dyn Provider> = aws.clone();
+            let result: Result<Vec<String>, String> = async {
+                let lock = match lock::acquire(aws.dynamodb(), &name, lock_ttl).await {
+                    Ok(l) => l,
+                    Err(lock::LockError::Held { holder, .. }) => return Err(format!("locked by {holder}")),
+                    Err(lock::LockError::Aws(e)) => return Err(e.message),
+                };
+                let outcome = async {
+                    let observed = provider.observe(&scope).await.map_err(|e| e.message)?;
+                    let plan = plan::teardown(&name, &observed).map_err(|e| e.to_string())?;
+                    let report = apply::apply(&plan, provider.clone(), scope.clone(), printer.clone(), concurrency)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let left = provider.observe(&scope).await.map_err(|e| e.message)?;
+                    if let Some(f) = report.failed().next() {
+                        if let apply::Status::Failed { error } = &f.status {
+                            return Err(format!("{} {}: {error}; {} resource(s) left", f.kind, f.id, left.len()));
+                        }
+                    }
+                    Ok(left.iter().map(|o| format!("{} {}", o.kind, o.id)).collect())
+                }
+                .await;
+                lock.release().await;
+                outcome
+            }
+            .await;
+            (name, result)
+        });
+    }
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    while let Some(joined) = tasks.join_next().await {
+        let (name, result) = joined.map_err(|e| Failure::Aws(anyhow::anyhow!("a teardown task panicked: {e}")))?;
+        match result {
+            Ok(left) if left.is_empty() => removed.push(name),
+            Ok(left) => failed.push((name, format!("left behind: {}", left.join(", ")))),
+            Err(e) => failed.push((name, e)),
+        }
+    }
+    removed.sort();
+    failed.sort();
+    if printer.format == Format::Json {
+        let failed: Vec<_> = failed.iter().map(|(s, e)| json!({ "stack": s, "error": e })).collect();
+        printer.json(&json!({ "matched": matched, "removed": removed, "failed": failed }));
+    } else {
+        for s in &removed {
+            printer.out(&format!("removed  {s}"));
+        }
+        for (s, e) in &failed {
+            printer.out(&format!("FAILED   {s}: {e}"));
+        }
+    }
+    if failed.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        Err(Failure::Aws(anyhow::anyhow!(
+            "{} of {} stack(s) could not be removed completely",
+            failed.len(),
+            matched.len()
+        )))
+    }
+}
+
 /// Takes the stack's lock for an apply; the error names the holder.
 async fn take_lock(global: &Global, session: &Session, printer: &Printer) -> Result<lock::Lock, Failure> {
     let ddb = session.aws.dynamodb();
@@ -485,8 +644,21 @@ async fn take_lock(global: &Global, session: &Session, printer: &Printer) -> Res
     }
 }
 
-async fn up(global: &Global, arg: &StackArg, printer: Arc<Printer>) -> Result<u8, Failure> {
-    let session = connect(global, arg, &printer).await?;
+async fn up(
+    global: &Global,
+    arg: &StackArg,
+    ttl: Option<crate::stack::model::Duration>,
+    printer: Arc<Printer>,
+) -> Result<u8, Failure> {
+    let mut session = connect(global, arg, &printer).await?;
+    // Set on each resource when it is created (tags are not compared afterwards).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut scope = (*session.scope).clone();
+    scope.tags.insert(crate::provider::TAG_CREATED_AT.into(), now.to_string());
+    if let Some(ttl) = ttl {
+        scope.tags.insert(crate::provider::TAG_EXPIRES_AT.into(), (now + ttl.secs()).to_string());
+    }
+    session.scope = Arc::new(scope);
     let lock = take_lock(global, &session, &printer).await?;
     let result = up_locked(global, &session, printer).await;
     lock.release().await;

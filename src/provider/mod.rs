@@ -15,6 +15,10 @@ use crate::graph::{Kind, LogicalId};
 pub const TAG_STACK: &str = "aira:stack";
 pub const TAG_ID: &str = "aira:id";
 pub const TAG_MANAGED_BY: &str = "aira:managed-by";
+/// Unix seconds at which the resource was created.
+pub const TAG_CREATED_AT: &str = "aira:created-at";
+/// Unix seconds after which `down --all --expired` removes the stack (`up --ttl`).
+pub const TAG_EXPIRES_AT: &str = "aira:expires-at";
 
 /// Which stack an operation belongs to, and the tags its creations carry.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ pub mod yaml;
 
 use std::path::Path;
 
-pub use check::{did_you_mean, Diagnostic};
+pub use check::{check_format, did_you_mean, Diagnostic};
 pub use model::Stack;
 
 use check::{Report, SchemaWalker};

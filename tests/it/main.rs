@@ -8,3 +8,4 @@ mod lock;
 mod network;
 mod proxy;
 mod queue_stack;
+mod sweep;

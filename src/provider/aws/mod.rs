@@ -85,6 +85,56 @@ impl AwsProvider {
         })
     }
 
+    /// Every stack with resources in the account and region, from the tags of its VPC, security
+    /// groups and queues (every stack has some of those).
+    pub async fn stacks(&self) -> Result<Vec<StackSummary>, ProviderError> {
+        use std::collections::BTreeMap;
+        let mut found: BTreeMap<String, StackSummary> = BTreeMap::new();
+        let mut add = |tags: BTreeMap<String, String>| {
+            let Some(name) = tags.get(super::TAG_STACK).cloned() else { return };
+            let num = |k: &str| tags.get(k).and_then(|v| v.parse::<u64>().ok());
+            let (created, expires) = (num(super::TAG_CREATED_AT), num(super::TAG_EXPIRES_AT));
+            let entry = found.entry(name.clone()).or_insert_with(|| StackSummary {
+                name,
+                tags: BTreeMap::new(),
+                created_at: None,
+                expires_at: None,
+            });
+            entry.created_at = match (entry.created_at, created) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            entry.expires_at = match (entry.expires_at, expires) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            for (k, v) in tags {
+                entry.tags.entry(k).or_insert(v);
+            }
+        };
+        let has_stack = aws_sdk_ec2::types::Filter::builder().name("tag-key").values(super::TAG_STACK).build();
+        let tags_of = |tags: &[aws_sdk_ec2::types::Tag]| -> BTreeMap<String, String> {
+            tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect()
+        };
+        let vpcs = self.ec2.describe_vpcs().filters(has_stack.clone()).send().await;
+        let vpcs = vpcs.map_err(|e| ProviderError::new(format!("list the stacks' VPCs: {}", aws_error(e))))?;
+        vpcs.vpcs().iter().for_each(|v| add(tags_of(v.tags())));
+        let groups = self.ec2.describe_security_groups().filters(has_stack).send().await;
+        let groups =
+            groups.map_err(|e| ProviderError::new(format!("list the stacks' security groups: {}", aws_error(e))))?;
+        groups.security_groups().iter().for_each(|g| add(tags_of(g.tags())));
+        let mut pages = self.sqs.list_queues().max_results(1000).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| ProviderError::new(format!("list SQS queues: {}", aws_error(e))))?;
+            for url in page.queue_urls.unwrap_or_default() {
+                if let Ok(out) = self.sqs.list_queue_tags().queue_url(&url).send().await {
+                    add(out.tags.unwrap_or_default().into_iter().collect());
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
     pub fn sqs(&self) -> &aws_sdk_sqs::Client {
         &self.sqs
     }
@@ -92,6 +142,17 @@ impl AwsProvider {
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
         &self.dynamodb
     }
+}
+
+/// A stack found in the account by its resources' tags.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StackSummary {
+    pub name: String,
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Unix seconds: the earliest `aira:created-at` of its resources.
+    pub created_at: Option<u64>,
+    /// Unix seconds: `aira:expires-at` (`up --ttl`).
+    pub expires_at: Option<u64>,
 }
 
 /// The AWS error code and message, or the whole error chain when there is no service error.
