@@ -129,8 +129,28 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Secrets Manager secrets of the stack (the model's API key). Values are never printed.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
     /// Print the JSON Schema of the stack file format.
     Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretAction {
+    /// Create or update a secret; the value is read from standard input (or asked for), never
+    /// taken from the command line.
+    Set {
+        /// The secret's name, e.g. `aira/openai`.
+        name: String,
+    },
+    /// The secrets a stack references, and whether each exists.
+    List {
+        #[command(flatten)]
+        stack: StackArg,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -306,6 +326,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(EXIT_OK)
         }
         Command::Dlq { action } => dlq(&cli.global, action, &printer).await,
+        Command::Secret { action } => secret(&cli.global, action, &printer).await,
         Command::Up { stack, ttl, .. } => up(&cli.global, stack, *ttl, printer).await,
         Command::Down { all: true, selector, older_than, expired, .. } => {
             sweep(&cli.global, selector, *older_than, *expired, printer).await
@@ -617,6 +638,83 @@ async fn sweep(
             failed.len(),
             matched.len()
         )))
+    }
+}
+
+/// Reads a line from the terminal without echoing it.
+fn read_hidden(into: &mut String) -> std::io::Result<()> {
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    let stdin = std::io::stdin();
+    let original = tcgetattr(&stdin)?;
+    let mut quiet = original.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&stdin, SetArg::TCSANOW, &quiet)?;
+    let read = stdin.read_line(into);
+    tcsetattr(&stdin, SetArg::TCSANOW, &original)?;
+    read.map(drop)
+}
+
+async fn secret(global: &Global, action: &SecretAction, printer: &Arc<Printer>) -> Result<u8, Failure> {
+    use crate::provider::aws::secrets;
+    match action {
+        SecretAction::Set { name } => {
+            let interactive = std::io::stdin().is_terminal();
+            let mut value = String::new();
+            if interactive {
+                eprint!("value of secret `{name}` (not echoed; end with Enter): ");
+                let _ = std::io::stderr().flush();
+                read_hidden(&mut value).map_err(anyhow::Error::from)?;
+                eprintln!();
+            } else {
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut value).map_err(anyhow::Error::from)?;
+            }
+            let value = value.trim_end_matches(['\n', '\r']);
+            if value.is_empty() {
+                return Err(Failure::User(
+                    "empty secret value: pipe it on standard input, e.g. `aira secret set NAME < key.txt`".into(),
+                ));
+            }
+            let conn = Connection {
+                region: global.region.clone(),
+                profile: global.profile.clone(),
+                endpoint_url: global.endpoint_url.clone(),
+            };
+            let config = sdk_config(&conn).await;
+            if config.region().is_none() {
+                return Err(Failure::User("no AWS region: pass --region or set AWS_REGION".into()));
+            }
+            let aws = AwsProvider::new(&config);
+            let created = secrets::set(aws.secrets(), name, value).await.map_err(provider_failure)?;
+            if printer.format == Format::Json {
+                printer.json(&json!({ "name": name, "created": created }));
+            } else {
+                printer.out(&format!("{} secret `{name}`.", if created { "Created" } else { "Updated" }));
+            }
+            Ok(EXIT_OK)
+        }
+        SecretAction::List { stack } => {
+            let session = connect(global, stack, printer).await?;
+            let mut refs = Vec::new();
+            if let Some(key) = session.loaded.stack.llm.as_ref().and_then(|l| l.api_key.as_ref()) {
+                refs.push((key.secret.clone(), "llm.api_key".to_string()));
+            }
+            let mut infos = Vec::new();
+            for (name, used_for) in &refs {
+                infos.push(secrets::describe(session.aws.secrets(), name, used_for).await.map_err(provider_failure)?);
+            }
+            if printer.format == Format::Json {
+                printer.json(&json!({ "stack": session.scope.stack, "secrets": infos }));
+            } else if infos.is_empty() {
+                printer.out(&format!("Stack `{}` references no secret.", session.scope.stack));
+            } else {
+                for i in &infos {
+                    let state =
+                        if i.exists { "exists" } else { "MISSING: create it with `aira secret set NAME < file`" };
+                    printer.out(&format!("{}  ({})  {state}", i.name, i.used_for));
+                }
+            }
+            Ok(EXIT_OK)
+        }
     }
 }
 

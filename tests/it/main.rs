@@ -8,4 +8,5 @@ mod lock;
 mod network;
 mod proxy;
 mod queue_stack;
+mod secret;
 mod sweep;

@@ -3,6 +3,7 @@
 pub mod dlq;
 mod ec2;
 pub mod lock;
+pub mod secrets;
 mod sqs;
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ pub struct AwsProvider {
     ec2: aws_sdk_ec2::Client,
     /// The stacks' locks only.
     dynamodb: aws_sdk_dynamodb::Client,
+    secrets: aws_sdk_secretsmanager::Client,
 }
 
 impl AwsProvider {
@@ -61,6 +63,7 @@ impl AwsProvider {
             sqs: aws_sdk_sqs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
+            secrets: aws_sdk_secretsmanager::Client::new(config),
         }
     }
 }
@@ -137,6 +140,10 @@ impl AwsProvider {
 
     pub fn sqs(&self) -> &aws_sdk_sqs::Client {
         &self.sqs
+    }
+
+    pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
+        &self.secrets
     }
 
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
