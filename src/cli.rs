@@ -116,11 +116,11 @@ pub enum Command {
         #[arg(long, requires = "all")]
         expired: bool,
     },
-    /// Show the state of the stack's local target.
+    /// What exists of the stack, whether it matches the file, queue depths, the lock.
     Status {
         #[command(flatten)]
         stack: StackArg,
-        /// The local target (the only one `status` reports on in this version).
+        /// The local target instead of AWS.
         #[arg(long)]
         local: bool,
     },
@@ -297,9 +297,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Status { stack, local } => {
             if !local {
-                return Err(Failure::User(
-                    "`aira status` reports on the local target in this version: pass --local (for AWS, `aira plan` shows what exists and what differs)".into(),
-                ));
+                return aws_status(&cli.global, stack, &printer).await;
             }
             let loaded = load(stack, &printer)?;
             let st = local::status(&loaded.stack.stack.0).await;
@@ -716,6 +714,67 @@ async fn secret(global: &Global, action: &SecretAction, printer: &Arc<Printer>) 
             Ok(EXIT_OK)
         }
     }
+}
+
+/// `aira status` on AWS: resources by kind, drift, queue depths, the lock.
+async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<u8, Failure> {
+    use crate::provider::aws::dlq as ops;
+    let session = connect(global, arg, printer).await?;
+    let plan = observe_and_plan(&session, printer, false).await?;
+    let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
+    for step in plan.steps.iter().filter(|s| s.current.is_some()) {
+        *kinds.entry(step.kind.name().to_string()).or_default() += 1;
+    }
+    let queues = match session.aws.queue_pair(&session.scope).await {
+        Ok(pair) => {
+            let sqs = session.aws.sqs();
+            let depth = ops::queue_depth(sqs, &pair.queue_url).await.map_err(provider_failure)?;
+            let dead = ops::depth(sqs, &pair.dlq_url).await.map_err(provider_failure)?;
+            Some(
+                json!({ "queue": pair.queue_url, "visible": depth.0, "in_flight": depth.1, "delayed": depth.2, "dead_letters": dead }),
+            )
+        }
+        Err(_) => None,
+    };
+    let lock = lock::holder_of(session.aws.dynamodb(), &session.scope.stack).await;
+    let changes = plan.steps.iter().filter(|s| s.action != plan::Action::NoOp).count();
+    if printer.format == Format::Json {
+        printer.json(&json!({
+            "stack": session.scope.stack,
+            "resources": kinds,
+            "pending_changes": changes,
+            "summary": plan.summary,
+            "queues": queues,
+            "lock": lock,
+        }));
+    } else {
+        let total: usize = kinds.values().sum();
+        printer.out(&format!("Stack `{}`: {total} resource(s) on AWS.", session.scope.stack));
+        for (k, n) in &kinds {
+            printer.out(&format!("  {n:>3} {k}"));
+        }
+        printer.out(&if changes == 0 {
+            "In sync with the stack file.".to_string()
+        } else {
+            format!("{changes} change(s) pending: run `aira plan` to see them.")
+        });
+        if let Some(q) = &queues {
+            printer.out(&format!(
+                "Queue: {} waiting, {} in flight, {} delayed; dead letters: {}.",
+                q["visible"], q["in_flight"], q["delayed"], q["dead_letters"]
+            ));
+        }
+        match &lock {
+            Some(l) => printer.out(&format!(
+                "Locked by {} until {}.",
+                l["holder"].as_str().unwrap_or("?"),
+                millis_to_rfc3339(l["expires_at"].as_u64().map(|s| s * 1000))
+            )),
+            None => printer.out("Not locked."),
+        }
+        printer.out("Services, target health, certificate and endpoint URL arrive with the compute layer.");
+    }
+    Ok(EXIT_OK)
 }
 
 /// Takes the stack's lock for an apply; the error names the holder.

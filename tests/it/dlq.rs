@@ -148,3 +148,31 @@ async fn redrive_killed_half_way_loses_nothing() {
 
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }
+
+#[tokio::test]
+async fn status_shows_resources_drift_queues_and_lock() {
+    let stack = unique_stack("stat");
+    let work = Workdir::new();
+    let yaml = format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n");
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let at = endpoint();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &at]).await.assert_code(0);
+    fill(&url(&stack, "queue").await, 2).await;
+    fill(&url(&stack, "dlq").await, 1).await;
+    let st = aira(work.dir.path(), &["status", file, "--output", "json", "--endpoint-url", &at]).await;
+    st.assert_code(0);
+    let st = st.json();
+    assert_eq!(st["resources"]["sqs.queue"], 2, "{st}");
+    assert_eq!(st["resources"]["ec2.vpc"], 1, "{st}");
+    assert_eq!(st["pending_changes"], 0);
+    assert_eq!(st["queues"]["visible"], 2);
+    assert_eq!(st["queues"]["dead_letters"], 1);
+    assert!(st["lock"].is_null(), "released after up: {st}");
+    work.write("stack.yaml", &yaml.replace("endpoints: [s3]", "endpoints: [s3, dynamodb]"));
+    let text = aira(work.dir.path(), &["status", file, "--endpoint-url", &at]).await;
+    text.assert_code(0);
+    assert!(text.stdout.contains("1 change(s) pending"), "{}", text.stdout);
+    assert!(text.stdout.contains("dead letters: 1"), "{}", text.stdout);
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &at]).await.assert_code(0);
+}

@@ -136,6 +136,26 @@ pub async fn depth(sqs: &Client, url: &str) -> Result<u64> {
     Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
 }
 
+/// Messages waiting, in flight (received, not yet deleted) and delayed.
+pub async fn queue_depth(sqs: &Client, url: &str) -> Result<(u64, u64, u64)> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| err(&format!("read the depth of {url}"), e))?;
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |k: A| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((
+        n(A::ApproximateNumberOfMessages),
+        n(A::ApproximateNumberOfMessagesNotVisible),
+        n(A::ApproximateNumberOfMessagesDelayed),
+    ))
+}
+
 /// Moves dead letters back to the source queue. `client_side` skips the server-side attempt.
 pub async fn redrive(sqs: &Client, pair: &QueuePair, limit: Option<u64>, client_side: bool) -> Result<Redrive> {
     let mut fallback_reason = None;

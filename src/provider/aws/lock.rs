@@ -155,6 +155,16 @@ impl Lock {
     }
 }
 
+/// The current holder of a stack's lock, if it is held and not expired.
+pub async fn holder_of(ddb: &Client, stack: &str) -> Option<serde_json::Value> {
+    let item = ddb.get_item().table_name(TABLE).key("stack", AttributeValue::S(stack.into())).send().await.ok()?.item?;
+    let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+    let expires = n("expires_at")?;
+    (expires > now())
+        .then(|| serde_json::json!({ "holder": s("holder"), "acquired_at": n("acquired_at"), "expires_at": expires }))
+}
+
 /// Removes the stack's lock whoever holds it.
 pub async fn force_unlock(ddb: &Client, stack: &str) -> Result<(), ProviderError> {
     ensure_table(ddb).await?;
