@@ -428,19 +428,25 @@ async fn plan_command(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -
 
 /// Asks before applying; refuses a destructive plan when nobody can be asked.
 fn confirm(plan: &Plan, global: &Global, verb: &str) -> Result<(), Failure> {
+    if !global.yes && !interactive() && !plan.is_destructive() {
+        return Ok(()); // creations and updates need no one to ask in CI
+    }
+    ask(global, &format!("{verb} these changes?"), "the plan deletes or replaces resources")
+}
+
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The one confirmation rule: `--yes` goes on; in a terminal, ask; without one, refuse (exit 1).
+fn ask(global: &Global, question: &str, why: &str) -> Result<(), Failure> {
     if global.yes {
         return Ok(());
     }
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if !interactive {
-        if plan.is_destructive() {
-            return Err(Failure::User(format!(
-                "refusing to {verb}: the plan deletes or replaces resources and there is no terminal to confirm; pass --yes"
-            )));
-        }
-        return Ok(());
+    if !interactive() {
+        return Err(Failure::User(format!("refusing: {why} and there is no terminal to confirm; pass --yes")));
     }
-    eprint!("{verb} these changes? [y/N] ");
+    eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).map_err(anyhow::Error::from)?;
@@ -553,22 +559,11 @@ async fn sweep(
         }
         return Ok(EXIT_OK);
     }
-    if !global.yes {
-        let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-        if !interactive {
-            return Err(Failure::User(format!(
-                "refusing to delete {} stack(s) without a terminal to confirm; pass --yes",
-                matched.len()
-            )));
-        }
-        eprint!("delete every resource of {} stack(s)? [y/N] ", matched.len());
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer).map_err(anyhow::Error::from)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(Failure::User("cancelled; nothing was deleted".into()));
-        }
-    }
+    ask(
+        global,
+        &format!("delete every resource of {} stack(s)?", matched.len()),
+        &format!("this deletes {} stack(s)", matched.len()),
+    )?;
     let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
     let mut tasks = tokio::task::JoinSet::new();
     for s in &matched {
@@ -967,21 +962,11 @@ async fn dlq(global: &Global, action: &DlqAction, printer: &Arc<Printer>) -> Res
         }
         DlqAction::Purge { .. } => {
             let depth = ops::depth(sqs, &pair.dlq_url).await.map_err(provider_failure)?;
-            if !global.yes {
-                let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-                if !interactive {
-                    return Err(Failure::User(
-                        "refusing to purge the dead-letter queue without a terminal to confirm; pass --yes".into(),
-                    ));
-                }
-                eprint!("delete about {depth} dead letter(s) from {} for good? [y/N] ", pair.dlq_url);
-                let _ = std::io::stderr().flush();
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer).map_err(anyhow::Error::from)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                    return Err(Failure::User("cancelled; nothing was deleted".into()));
-                }
-            }
+            ask(
+                global,
+                &format!("delete about {depth} dead letter(s) from {} for good?", pair.dlq_url),
+                "purging deletes dead letters for good",
+            )?;
             ops::purge(sqs, &pair).await.map_err(provider_failure)?;
             if printer.format == Format::Json {
                 printer.json(&json!({ "purged": pair.dlq_url, "approximate_count": depth }));
