@@ -213,10 +213,12 @@ pub async fn apply(
             let (provider, scope, events) = (provider.clone(), scope.clone(), events.clone());
             let kind = ops[i].kind;
             let current = step.current.clone();
-            let resolved = step.desired.as_ref().map(|d| Resolved {
-                id: d.id.clone(),
-                kind: d.kind,
-                props: resolve(&d.props, &|id, out| outputs.get(id)?.get(out).cloned()).unwrap_or(Value::Null),
+            // Every reference names a dependency that is done, so it resolves; if one does not
+            // (a provider that reports no such output), the operation fails rather than send nulls.
+            let resolved = step.desired.as_ref().map(|d| {
+                resolve(&d.props, &|id, out| outputs.get(id)?.get(out).cloned())
+                    .map(|props| Resolved { id: d.id.clone(), kind: d.kind, props })
+                    .ok_or_else(|| format!("`{}` references an output that its dependencies did not report", d.id))
             });
             let (id, res_kind) = (step.id.clone(), step.kind);
             state[i] = State::Running;
@@ -224,8 +226,9 @@ pub async fn apply(
             running.spawn(async move {
                 let start = Instant::now();
                 let result: Result<Option<Observed>, ProviderError> = match (kind, resolved, current) {
-                    (OpKind::Create, Some(r), _) => provider.create(&scope, &r, &*events).await.map(Some),
-                    (OpKind::Update, Some(r), Some(c)) => provider.update(&scope, &r, &c, &*events).await.map(Some),
+                    (OpKind::Create | OpKind::Update, Some(Err(e)), _) => Err(ProviderError::new(e)),
+                    (OpKind::Create, Some(Ok(r)), _) => provider.create(&scope, &r, &*events).await.map(Some),
+                    (OpKind::Update, Some(Ok(r)), Some(c)) => provider.update(&scope, &r, &c, &*events).await.map(Some),
                     (OpKind::Delete, _, Some(c)) => provider.delete(&scope, &c, &*events).await.map(|_| None),
                     _ => Err(ProviderError::new("internal error: operation without its resource")),
                 };

@@ -325,3 +325,18 @@ fn plan_json_is_stable() {
         }"#]]
     .assert_eq(&serde_json::to_string_pretty(&json).unwrap());
 }
+
+#[tokio::test]
+async fn a_reference_to_an_unreported_output_fails_that_operation() {
+    let p = Arc::new(FakeProvider::new());
+    let g = graph(vec![dlq(), Desired::new("odd", Kind::SqsQueue, json!({"x": reference("dlq", "no-such-output")}))]);
+    let report = run(&p, &plan(&p, &g).await, 4).await;
+    let odd = report.outcomes.iter().find(|o| o.id.0 == "odd").unwrap();
+    assert_eq!(
+        odd.status,
+        crate::apply::Status::Failed {
+            error: "`odd` references an output that its dependencies did not report".into()
+        }
+    );
+    assert_eq!(p.take_calls(), vec!["create dlq"], "nothing was sent for `odd`");
+}
