@@ -136,6 +136,9 @@ pub enum Command {
     },
     /// Print the JSON Schema of the stack file format.
     Schema,
+    /// Build the runtime's container image and push it to a registry (no Docker needed).
+    #[command(subcommand)]
+    Image(crate::image::ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,6 +326,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(EXIT_OK)
         }
+        Command::Image(command) => image(command, &printer).await,
         Command::Dlq { action } => dlq(&cli.global, action, &printer).await,
         Command::Secret { action } => secret(&cli.global, action, &printer).await,
         Command::Up { stack, ttl, .. } => up(&cli.global, stack, *ttl, printer).await,
@@ -331,6 +335,63 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Down { stack, .. } => down(&cli.global, stack, printer).await,
     }
+}
+
+async fn image(command: &crate::image::ImageCommand, printer: &Printer) -> Result<u8, Failure> {
+    use crate::image::{build, oci, push, Error, ImageCommand};
+    let failure = |e: Error| match e {
+        Error::Usage(m) => Failure::User(m),
+        Error::Failed(e) => Failure::Aws(e),
+    };
+    let note = |m: &str| printer.note(m);
+    let started = std::time::Instant::now();
+    match command {
+        ImageCommand::Build { out, binary } => {
+            let epoch = crate::image::source_date_epoch().map_err(failure)?;
+            let opts = build::Options { out: out.clone(), binary: binary.clone(), epoch };
+            let built = build::build(&opts, &note).map_err(failure)?;
+            let image = &built.image;
+            let size: usize = image.layers.iter().map(|l| l.bytes.len()).sum();
+            note(&format!("image built in {:.1}s: {size} bytes compressed", started.elapsed().as_secs_f64()));
+            if printer.format == Format::Json {
+                let layers: Vec<_> = image
+                    .layers
+                    .iter()
+                    .zip(&image.diff_ids)
+                    .map(|(l, d)| json!({ "digest": l.digest, "size": l.bytes.len(), "diff_id": d }))
+                    .collect();
+                printer.json(&json!({
+                    "digest": image.manifest.digest,
+                    "size": image.manifest.bytes.len(),
+                    "layers": layers,
+                    "config": image.config.digest,
+                    "out": built.out,
+                    "binary": built.binary,
+                    "revision": built.revision,
+                }));
+            } else {
+                printer.out(&image.manifest.digest);
+            }
+        }
+        ImageCommand::Push { to, insecure, from } => {
+            let image =
+                oci::read_layout(from).map_err(|e| Failure::User(format!("{e:#} (run `aira image build` first)")))?;
+            let pushed = push::push(&image, to, *insecure, &note).await.map_err(failure)?;
+            note(&format!(
+                "pushed in {:.1}s: {} blob(s) uploaded ({} bytes), {} already there",
+                started.elapsed().as_secs_f64(),
+                pushed.uploaded,
+                pushed.uploaded_bytes,
+                pushed.skipped
+            ));
+            if printer.format == Format::Json {
+                printer.json(&serde_json::to_value(&pushed).map_err(anyhow::Error::from)?);
+            } else {
+                printer.out(&pushed.reference);
+            }
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 fn stack_path(arg: &StackArg) -> Result<PathBuf, Failure> {

@@ -10,12 +10,14 @@
 //! - [`apply`]: runs a plan through a provider: parallel, bounded, dependency-ordered.
 //! - [`output`]: the printer (text and JSON on stdout, progress on stderr).
 //! - [`local`]: the local target (`--local`): the runtime as a process on this machine.
+//! - [`image`]: the runtime's OCI image, built and pushed without Docker.
 //! - [`cli`]: arguments and commands.
 
 pub mod apply;
 pub mod cli;
 pub mod expand;
 pub mod graph;
+pub mod image;
 pub mod local;
 pub mod output;
 pub mod plan;

@@ -3,6 +3,7 @@
 
 mod dlq;
 mod harness;
+mod image;
 mod local_target;
 mod lock;
 mod network;
