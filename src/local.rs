@@ -96,25 +96,8 @@ fn runtime_binary(note: &dyn Fn(&str)) -> Result<PathBuf> {
             "building aira-runtime ({}) with cargo; the first build takes a few minutes",
             if release { "release" } else { "debug" }
         ));
-        let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.args(["build", "-p", "aira-runtime", "--bin", "aira-runtime", "--message-format=json-render-diagnostics"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let out =
-            cmd.current_dir(source).stderr(Stdio::inherit()).output().context("run cargo to build aira-runtime")?;
-        if !out.status.success() {
-            bail!("building aira-runtime failed (cargo's messages are above)");
-        }
-        // The path cargo reports, wherever its target directory is.
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "aira-runtime" {
-                if let Some(exe) = msg["executable"].as_str() {
-                    return Ok(PathBuf::from(exe));
-                }
-            }
-        }
+        let args: &[&str] = if release { &["--release"] } else { &[] };
+        return crate::image::build::build_runtime(source, args, None);
     }
     if sibling.exists() {
         return Ok(sibling);

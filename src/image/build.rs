@@ -116,15 +116,23 @@ fn cargo_build(source: &Path, note: &dyn Fn(&str)) -> Result<PathBuf> {
     note(&format!(
         "building aira-runtime (release, static, {TARGET}) with cargo; the first build takes several minutes"
     ));
+    build_runtime(source, &["--release", "--target", TARGET], Some(RUSTFLAGS))
+        .context("building the static aira-runtime failed (cargo's messages are above)")
+}
+
+/// `cargo build -p aira-runtime` in the source tree `aira` was built from, with `args`
+/// (and `rustflags`); the executable cargo reports.
+pub(crate) fn build_runtime(source: &Path, args: &[&str], rustflags: Option<&str>) -> Result<PathBuf> {
     let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.args(["build", "--release", "-p", "aira-runtime", "--bin", "aira-runtime", "--target", TARGET])
-        .arg("--message-format=json-render-diagnostics")
-        // CARGO_ENCODED_RUSTFLAGS would win over RUSTFLAGS.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", RUSTFLAGS)
+    cmd.args(["build", "-p", "aira-runtime", "--bin", "aira-runtime", "--message-format=json-render-diagnostics"])
+        .args(args)
         .current_dir(source)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit());
+    if let Some(flags) = rustflags {
+        // CARGO_ENCODED_RUSTFLAGS would win over RUSTFLAGS.
+        cmd.env_remove("CARGO_ENCODED_RUSTFLAGS").env("RUSTFLAGS", flags);
+    }
     // What cargo sets for a process it runs (`cargo run`, `cargo test`): build scripts that watch
     // these (ring's watch CARGO_PKG_*) would otherwise rebuild the runtime on every switch.
     for (key, _) in std::env::vars_os() {
@@ -143,7 +151,7 @@ fn cargo_build(source: &Path, note: &dyn Fn(&str)) -> Result<PathBuf> {
     }
     let out = cmd.output().context("run cargo to build aira-runtime")?;
     if !out.status.success() {
-        bail!("building the static aira-runtime failed (cargo's messages are above)");
+        bail!("cargo could not build aira-runtime");
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
