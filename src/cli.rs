@@ -425,10 +425,10 @@ struct Session {
     aws: Arc<AwsProvider>,
 }
 
-async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<Session, Failure> {
-    let loaded = load(arg, printer)?;
+/// The SDK configuration from the flags (then `stack_region`, then the SDK's chain); a region is required.
+async fn account(global: &Global, stack_region: Option<&String>) -> Result<aws_config::SdkConfig, Failure> {
     let conn = Connection {
-        region: global.region.clone().or_else(|| loaded.stack.region.clone()),
+        region: global.region.clone().or_else(|| stack_region.cloned()),
         profile: global.profile.clone(),
         endpoint_url: global.endpoint_url.clone(),
     };
@@ -436,6 +436,12 @@ async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<S
     if config.region().is_none() {
         return Err(Failure::User("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into()));
     }
+    Ok(config)
+}
+
+async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<Session, Failure> {
+    let loaded = load(arg, printer)?;
+    let config = account(global, loaded.stack.region.as_ref()).await?;
     let wait = global.timeout.unwrap_or(loaded.stack.deploy.timeout);
     let scope = Arc::new(Scope {
         stack: loaded.stack.stack.0.clone(),
@@ -589,15 +595,7 @@ async fn sweep(
     expired: bool,
     printer: Arc<Printer>,
 ) -> Result<u8, Failure> {
-    let conn = Connection {
-        region: global.region.clone(),
-        profile: global.profile.clone(),
-        endpoint_url: global.endpoint_url.clone(),
-    };
-    let config = sdk_config(&conn).await;
-    if config.region().is_none() {
-        return Err(Failure::User("no AWS region: pass --region or set AWS_REGION".into()));
-    }
+    let config = account(global, None).await?;
     let aws = Arc::new(AwsProvider::new(&config));
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let all = aws.stacks().await.map_err(provider_failure)?;
@@ -728,15 +726,7 @@ async fn secret(global: &Global, action: &SecretAction, printer: &Arc<Printer>) 
                     "empty secret value: pipe it on standard input, e.g. `aira secret set NAME < key.txt`".into(),
                 ));
             }
-            let conn = Connection {
-                region: global.region.clone(),
-                profile: global.profile.clone(),
-                endpoint_url: global.endpoint_url.clone(),
-            };
-            let config = sdk_config(&conn).await;
-            if config.region().is_none() {
-                return Err(Failure::User("no AWS region: pass --region or set AWS_REGION".into()));
-            }
+            let config = account(global, None).await?;
             let aws = AwsProvider::new(&config);
             let created = secrets::set(aws.secrets(), name, value).await.map_err(provider_failure)?;
             if printer.format == Format::Json {
@@ -781,8 +771,9 @@ async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> 
     for step in plan.steps.iter().filter(|s| s.current.is_some()) {
         *kinds.entry(step.kind.name().to_string()).or_default() += 1;
     }
-    let queues = match session.aws.queue_pair(&session.scope).await {
-        Ok(pair) => {
+    // The queues were just observed for the plan: no second lookup.
+    let queues = match ops::QueuePair::find(plan.steps.iter().filter_map(|s| s.current.as_ref())) {
+        Some(pair) => {
             let sqs = session.aws.sqs();
             let depth = ops::queue_depth(sqs, &pair.queue_url).await.map_err(provider_failure)?;
             let dead = ops::depth(sqs, &pair.dlq_url).await.map_err(provider_failure)?;
@@ -790,7 +781,7 @@ async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> 
                 json!({ "queue": pair.queue_url, "visible": depth.0, "in_flight": depth.1, "delayed": depth.2, "dead_letters": dead }),
             )
         }
-        Err(_) => None,
+        None => None,
     };
     let lock = lock::holder_of(session.aws.dynamodb(), &session.scope.stack).await;
     let changes = plan.steps.iter().filter(|s| s.action != plan::Action::NoOp).count();
@@ -824,7 +815,7 @@ async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> 
             Some(l) => printer.out(&format!(
                 "Locked by {} until {}.",
                 l["holder"].as_str().unwrap_or("?"),
-                millis_to_rfc3339(l["expires_at"].as_u64().map(|s| s * 1000))
+                l["expires_at"].as_u64().map_or_else(|| "-".into(), crate::image::oci::rfc3339)
             )),
             None => printer.out("Not locked."),
         }
@@ -849,7 +840,7 @@ async fn take_lock(global: &Global, session: &Session, printer: &Printer) -> Res
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             Err(Failure::User(format!(
                 "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
-                millis_to_rfc3339(Some(since * 1000)),
+                crate::image::oci::rfc3339(since),
                 now.saturating_sub(since),
                 expires.saturating_sub(now)
             )))
@@ -933,24 +924,9 @@ async fn down_locked(global: &Global, session: &Session, printer: Arc<Printer>) 
     finish_with(&plan, Some(&report), &left, &printer)
 }
 
+/// Unix milliseconds (as SQS reports them) → RFC 3339, or `-`.
 fn millis_to_rfc3339(ms: Option<u64>) -> String {
-    ms.map(|ms| {
-        let secs = (ms / 1000) as i64;
-        let days = secs.div_euclid(86_400);
-        let rem = secs.rem_euclid(86_400);
-        // Civil date from days since the epoch (Howard Hinnant's algorithm).
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
-        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-    })
-    .unwrap_or_else(|| "-".into())
+    ms.map_or_else(|| "-".into(), |ms| crate::image::oci::rfc3339(ms / 1000))
 }
 
 async fn dlq(global: &Global, action: &DlqAction, printer: &Arc<Printer>) -> Result<u8, Failure> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName as A;
 
-use crate::harness::{aira, endpoint, spawn_aira, sqs, unique_stack, Workdir};
+use crate::harness::{aira, endpoint, small_stack, spawn_aira, sqs, unique_stack, Workdir};
 use crate::proxy::{Faults, Proxy};
 
 async fn url(stack: &str, id: &str) -> String {
@@ -54,7 +54,7 @@ async fn depth(url: &str) -> u64 {
 async fn dlq_list_show_redrive_and_purge() {
     let stack = unique_stack("dlq");
     let work = Workdir::new();
-    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = work.write("stack.yaml", &small_stack(&stack));
     let file = file.to_str().unwrap();
     let at = endpoint();
     aira(work.dir.path(), &["up", file, "--endpoint-url", &at]).await.assert_code(0);
@@ -103,7 +103,7 @@ async fn dlq_list_show_redrive_and_purge() {
 async fn redrive_killed_half_way_loses_nothing() {
     let stack = unique_stack("dlqkill");
     let work = Workdir::new();
-    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = work.write("stack.yaml", &small_stack(&stack));
     let file = file.to_str().unwrap();
     aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
     let (queue, dlq) = (url(&stack, "queue").await, url(&stack, "dlq").await);
@@ -153,7 +153,7 @@ async fn redrive_killed_half_way_loses_nothing() {
 async fn status_shows_resources_drift_queues_and_lock() {
     let stack = unique_stack("stat");
     let work = Workdir::new();
-    let yaml = format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n");
+    let yaml = small_stack(&stack);
     let file = work.write("stack.yaml", &yaml);
     let file = file.to_str().unwrap();
     let at = endpoint();

@@ -19,6 +19,12 @@ pub fn unique_stack(prefix: &str) -> String {
     format!("{prefix}-{salt:06x}")
 }
 
+/// A light stack (network with one gateway endpoint, the queue pair) for tests that are not
+/// about the network's shape.
+pub fn small_stack(name: &str) -> String {
+    format!("stack: {name}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n")
+}
+
 pub struct Workdir {
     pub dir: tempfile::TempDir,
 }

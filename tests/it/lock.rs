@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use crate::harness::{aira, endpoint, spawn_aira, unique_stack, Workdir};
+use crate::harness::{aira, endpoint, small_stack, spawn_aira, unique_stack, Workdir};
 use crate::proxy::{Faults, Proxy};
 
 fn stack_file(work: &Workdir, stack: &str) -> String {
-    let file = work
-        .write(&format!("{stack}.yaml"), &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = work.write(&format!("{stack}.yaml"), &small_stack(stack));
     file.to_str().unwrap().to_string()
 }
 

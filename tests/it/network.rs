@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
 
-use crate::harness::{aira, ec2, endpoint, inventory, spawn_aira, unique_stack, Workdir};
+use crate::harness::{aira, ec2, endpoint, inventory, small_stack, spawn_aira, unique_stack, Workdir};
 use crate::proxy::{is_mutating, Faults, Proxy};
 
 fn canonical(stack: &str) -> String {
@@ -313,7 +313,7 @@ async fn optional_nat_gateways_route_the_private_subnets() {
 async fn down_waits_out_dependency_violations_and_says_so() {
     let stack = unique_stack("depv");
     let work = Workdir::new();
-    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = work.write("stack.yaml", &small_stack(&stack));
     let file = file.to_str().unwrap();
     aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
     // AWS answers DependencyViolation while network interfaces are still being released.
@@ -332,7 +332,7 @@ async fn down_waits_out_dependency_violations_and_says_so() {
 async fn down_lists_what_it_left_behind_and_why() {
     let stack = unique_stack("left");
     let work = Workdir::new();
-    let file = work.write("stack.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\n"));
+    let file = work.write("stack.yaml", &small_stack(&stack));
     let file = file.to_str().unwrap();
     aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
     // A permission the caller lacks: not retried, reported.

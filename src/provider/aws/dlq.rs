@@ -15,7 +15,10 @@ use aws_sdk_sqs::Client;
 use serde::Serialize;
 
 use super::aws_error;
-use crate::provider::ProviderError;
+use serde_json::Value;
+
+use crate::graph::Kind;
+use crate::provider::{Observed, ProviderError};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -26,6 +29,28 @@ pub struct QueuePair {
     pub queue_arn: String,
     pub dlq_url: String,
     pub dlq_arn: String,
+}
+
+impl QueuePair {
+    /// The pair among resources already observed, if the stack has both queues.
+    pub fn find<'a>(observed: impl IntoIterator<Item = &'a Observed>) -> Option<QueuePair> {
+        let (mut queue, mut dlq) = (None, None);
+        for o in observed.into_iter().filter(|o| o.kind == Kind::SqsQueue) {
+            match o.id.0.as_str() {
+                crate::expand::QUEUE => queue = Some(o),
+                crate::expand::DEAD_LETTER_QUEUE => dlq = Some(o),
+                _ => {}
+            }
+        }
+        let out = |o: &Observed, k: &str| o.outputs.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (q, d) = (queue?, dlq?);
+        Some(QueuePair {
+            queue_url: out(q, "url"),
+            queue_arn: out(q, "arn"),
+            dlq_url: out(d, "url"),
+            dlq_arn: out(d, "arn"),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,19 +146,10 @@ pub async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<De
     Ok(found)
 }
 
-/// Approximate number of messages in the dead-letter queue.
+/// Approximate number of messages in a queue, visible or in flight.
 pub async fn depth(sqs: &Client, url: &str) -> Result<u64> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .map_err(|e| err(&format!("read the depth of {url}"), e))?;
-    let attrs = out.attributes.unwrap_or_default();
-    let n = |k: A| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+    let (visible, in_flight, _) = queue_depth(sqs, url).await?;
+    Ok(visible + in_flight)
 }
 
 /// Messages waiting, in flight (received, not yet deleted) and delayed.

@@ -447,21 +447,21 @@ pub async fn update(
             }
             for r in want_routes.iter().filter(|r| !have_routes.contains(r)) {
                 let dest = s(r, "destination");
-                let replace = have_routes.iter().any(|h| s(h, "destination") == dest);
-                if replace {
-                    let mut req = ec2.replace_route().route_table_id(id).destination_cidr_block(dest);
-                    req = match r["gateway"].as_str() {
-                        Some(g) => req.gateway_id(g),
-                        None => req.nat_gateway_id(s(r, "nat_gateway")),
-                    };
-                    call!(what, req.send());
+                // The two requests have the same fields but different builder types.
+                macro_rules! route {
+                    ($req:expr) => {{
+                        let req = $req.route_table_id(id).destination_cidr_block(dest);
+                        let req = match r["gateway"].as_str() {
+                            Some(g) => req.gateway_id(g),
+                            None => req.nat_gateway_id(s(r, "nat_gateway")),
+                        };
+                        call!(what, req.send());
+                    }};
+                }
+                if have_routes.iter().any(|h| s(h, "destination") == dest) {
+                    route!(ec2.replace_route());
                 } else {
-                    let mut req = ec2.create_route().route_table_id(id).destination_cidr_block(dest);
-                    req = match r["gateway"].as_str() {
-                        Some(g) => req.gateway_id(g),
-                        None => req.nat_gateway_id(s(r, "nat_gateway")),
-                    };
-                    call!(what, req.send());
+                    route!(ec2.create_route());
                 }
             }
             let (want_sn, have_sn) = (strs(want, "subnets"), strs(have, "subnets"));

@@ -72,19 +72,11 @@ impl AwsProvider {
     /// The stack's queue and dead-letter queue, found by their tags.
     pub async fn queue_pair(&self, scope: &Scope) -> Result<dlq::QueuePair, ProviderError> {
         let queues = sqs::observe(&self.sqs, scope).await?;
-        let find = |id: &str| queues.iter().find(|q| q.id.0 == id);
-        let (Some(q), Some(d)) = (find(crate::expand::QUEUE), find(crate::expand::DEAD_LETTER_QUEUE)) else {
-            return Err(ProviderError::user(format!(
+        dlq::QueuePair::find(&queues).ok_or_else(|| {
+            ProviderError::user(format!(
                 "stack `{}` has no queue with a dead-letter queue on AWS (run `aira up` first)",
                 scope.stack
-            )));
-        };
-        let out = |o: &Observed, k: &str| o.outputs.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(dlq::QueuePair {
-            queue_url: out(q, "url"),
-            queue_arn: out(q, "arn"),
-            dlq_url: out(d, "url"),
-            dlq_arn: out(d, "arn"),
+            ))
         })
     }
 
