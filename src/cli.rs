@@ -8,11 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::apply::{self, Report};
-use crate::expand::expand;
+use crate::expand::{expand, Image};
+use crate::image::build;
 use crate::local;
 use crate::output::{render_report, Format, Printer};
 use crate::plan::{self, Plan};
-use crate::provider::aws::{lock, sdk_config, AwsProvider, Connection};
+use crate::provider::aws::{lock, sdk_config, AwsProvider, Connection, LocalImage};
 use crate::provider::{Facts, Provider, ProviderError, Scope};
 use crate::stack::{self, Loaded};
 
@@ -75,6 +76,8 @@ pub enum Command {
     Plan {
         #[command(flatten)]
         stack: StackArg,
+        #[command(flatten)]
+        image: ImageArgs,
         /// Exit 0 when nothing would change and 2 when something would; failures then exit 3 (user errors 1).
         #[arg(long)]
         detailed_exitcode: bool,
@@ -83,6 +86,8 @@ pub enum Command {
     Up {
         #[command(flatten)]
         stack: StackArg,
+        #[command(flatten)]
+        image: ImageArgs,
         /// Run the stack on this machine instead of AWS (state under ./.aira/STACK/).
         #[arg(long)]
         local: bool,
@@ -201,6 +206,23 @@ pub struct StackArg {
     pub name_suffix: Option<String>,
 }
 
+/// Which image the services run: built from this source tree and pushed (the default), or given.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ImageArgs {
+    /// Deploy this prebuilt image (`REPOSITORY@sha256:…`) instead of building one (the CI path).
+    #[arg(long, value_name = "REF", conflicts_with_all = ["registry", "runtime_binary"])]
+    pub image: Option<String>,
+    /// Push the built image to REGISTRY/REPOSITORY instead of the stack's ECR repository.
+    #[arg(long, value_name = "REGISTRY/REPOSITORY")]
+    pub registry: Option<crate::image::push::Reference>,
+    /// Plain HTTP to --registry (allowed for a registry on loopback only).
+    #[arg(long, requires = "registry")]
+    pub insecure_registry: bool,
+    /// Put this static aira-runtime in the image instead of building it with cargo.
+    #[arg(long, env = "AIRA_RUNTIME_STATIC_BIN", value_name = "PATH")]
+    pub runtime_binary: Option<PathBuf>,
+}
+
 /// Why a command failed, which decides the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Failure {
@@ -230,13 +252,9 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Validate(arg) => {
             let loaded = load(arg, &printer)?;
-            // No AWS call: zones are placeholders, enough to count the resources.
-            let facts = Facts {
-                region: loaded.stack.region.clone().unwrap_or_else(|| "region".into()),
-                zones: (0..6).map(|i| format!("zone-{i}")).collect(),
-                existing_private_route_tables: vec!["route-table".into()],
-            };
-            let graph = expand(&loaded.stack, &facts).map_err(Failure::User)?;
+            // No AWS call: placeholders are enough to count the resources.
+            let image = Image::Reference("registry.invalid/aira@sha256:0".into());
+            let graph = expand(&loaded.stack, &Facts::offline(&loaded.stack), &image).map_err(Failure::User)?;
             if printer.format == Format::Json {
                 printer.json(&json!({ "valid": true, "file": loaded.file, "stack": loaded.stack.stack.0, "resources": graph.resources.len() }));
             } else {
@@ -249,8 +267,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(EXIT_OK)
         }
-        Command::Plan { stack, detailed_exitcode } => {
-            let result = plan_command(&cli.global, stack, &printer).await;
+        Command::Plan { stack, image, detailed_exitcode } => {
+            let result = plan_command(&cli.global, stack, image, &printer).await;
             match (result, detailed_exitcode) {
                 (Ok(plan), true) if plan.has_changes() => Ok(EXIT_CHANGES),
                 (Ok(_), _) => Ok(EXIT_OK),
@@ -329,7 +347,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Image(command) => image(command, &printer).await,
         Command::Dlq { action } => dlq(&cli.global, action, &printer).await,
         Command::Secret { action } => secret(&cli.global, action, &printer).await,
-        Command::Up { stack, ttl, .. } => up(&cli.global, stack, *ttl, printer).await,
+        Command::Up { stack, image, ttl, .. } => up(&cli.global, stack, image, *ttl, printer).await,
         Command::Down { all: true, selector, older_than, expired, .. } => {
             sweep(&cli.global, selector, *older_than, *expired, printer).await
         }
@@ -419,6 +437,8 @@ fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
 
 struct Session {
     loaded: Loaded,
+    /// What the services run (`prepare_image`); unused by teardowns.
+    image: Image,
     scope: Arc<Scope>,
     provider: Arc<dyn Provider>,
     /// The same provider, for AWS-only operations (the dead-letter queue).
@@ -449,7 +469,8 @@ async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<S
         wait: std::time::Duration::from_secs(wait.secs()),
     });
     let aws = Arc::new(AwsProvider::new(&config));
-    Ok(Session { loaded, scope, provider: aws.clone(), aws })
+    let image = Image::Reference(String::new());
+    Ok(Session { loaded, image, scope, provider: aws.clone(), aws })
 }
 
 fn provider_failure(e: ProviderError) -> Failure {
@@ -468,9 +489,9 @@ async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) 
     } else {
         // Pre-flight: what the region and account hold, before anything is changed.
         let stack = &session.loaded.stack;
-        let facts = async { session.provider.facts(stack.network.existing.as_ref()).await.map_err(provider_failure) };
+        let facts = async { session.provider.facts(stack).await.map_err(provider_failure) };
         let (facts, observed) = tokio::try_join!(facts, observed)?;
-        let graph = expand(stack, &facts).map_err(Failure::User)?;
+        let graph = expand(stack, &facts, &session.image).map_err(Failure::User)?;
         plan::diff(&graph, &observed)
     };
     result.map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
@@ -482,8 +503,52 @@ fn show_plan(plan: &Plan, printer: &Printer) {
     }
 }
 
-async fn plan_command(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<Plan, Failure> {
-    let session = connect(global, arg, printer).await?;
+/// The image the stack's services run: `--image`, else the stack's `image`, else the runtime
+/// built here (reproducibly: an unchanged source gives the same digest, hence no new task
+/// definition), handed to the provider to push when a task definition first needs it.
+async fn prepare_image(session: &Session, args: &ImageArgs, printer: &Printer) -> Result<Image, Failure> {
+    let stack = &session.loaded.stack;
+    if stack.services.is_empty() {
+        return Ok(Image::Reference(String::new()));
+    }
+    if let Some(r) = args.image.clone().or_else(|| stack.image.as_ref().map(|i| i.0.clone())) {
+        return Ok(Image::Reference(r));
+    }
+    if let Some(r) = &args.registry {
+        if args.insecure_registry && !r.is_loopback() {
+            return Err(Failure::User(format!(
+                "--insecure-registry: `{}` is not on loopback; plain HTTP is allowed for a loopback registry only",
+                r.registry
+            )));
+        }
+        if r.tag.is_some() {
+            return Err(Failure::User(format!("--registry {r}: name a repository without a tag (images are deployed by digest)")));
+        }
+    }
+    let usage = |e: crate::image::Error| match e {
+        crate::image::Error::Usage(m) => Failure::User(m),
+        crate::image::Error::Failed(e) => Failure::Aws(e),
+    };
+    let epoch = crate::image::source_date_epoch().map_err(usage)?;
+    let out = PathBuf::from(crate::image::DEFAULT_DIR);
+    let opts = build::Options { out, binary: args.runtime_binary.clone(), epoch };
+    let started = std::time::Instant::now();
+    let note = |m: &str| printer.note(m);
+    let built = tokio::task::block_in_place(|| build::build(&opts, &note)).map_err(usage)?;
+    let digest = built.image.manifest.digest.clone();
+    printer.note(&format!("image {digest} built in {:.1}s", started.elapsed().as_secs_f64()));
+    session.aws.set_image(LocalImage { image: built.image, insecure: args.insecure_registry }).await;
+    Ok(Image::Built { digest, repository: args.registry.as_ref().map(|r| format!("{}/{}", r.registry, r.repository)) })
+}
+
+async fn plan_command(
+    global: &Global,
+    arg: &StackArg,
+    image: &ImageArgs,
+    printer: &Arc<Printer>,
+) -> Result<Plan, Failure> {
+    let mut session = connect(global, arg, printer).await?;
+    session.image = prepare_image(&session, image, printer).await?;
     let plan = observe_and_plan(&session, printer, false).await?;
     if printer.format == Format::Json {
         printer.json(&serde_json::to_value(&plan).map_err(anyhow::Error::from)?);
@@ -851,6 +916,7 @@ async fn take_lock(global: &Global, session: &Session, printer: &Printer) -> Res
 async fn up(
     global: &Global,
     arg: &StackArg,
+    image: &ImageArgs,
     ttl: Option<crate::stack::model::Duration>,
     printer: Arc<Printer>,
 ) -> Result<u8, Failure> {
@@ -863,6 +929,8 @@ async fn up(
         scope.tags.insert(crate::provider::TAG_EXPIRES_AT.into(), (now + ttl.secs()).to_string());
     }
     session.scope = Arc::new(scope);
+    // Before the lock: a cold build takes minutes, and needs no AWS.
+    session.image = prepare_image(&session, image, &printer).await?;
     let lock = take_lock(global, &session, &printer).await?;
     let result = up_locked(global, &session, printer).await;
     lock.release().await;

@@ -46,10 +46,34 @@ pub enum Kind {
     SecurityGroup,
     #[serde(rename = "ec2.vpc-endpoint")]
     VpcEndpoint,
+    #[serde(rename = "dynamodb.table")]
+    Table,
+    #[serde(rename = "logs.log-group")]
+    LogGroup,
+    #[serde(rename = "iam.role")]
+    Role,
+    #[serde(rename = "acm.certificate")]
+    Certificate,
+    #[serde(rename = "route53.record")]
+    DnsRecord,
+    #[serde(rename = "elbv2.load-balancer")]
+    LoadBalancer,
+    #[serde(rename = "elbv2.target-group")]
+    TargetGroup,
+    #[serde(rename = "elbv2.listener")]
+    Listener,
+    #[serde(rename = "ecr.repository")]
+    Repository,
+    #[serde(rename = "ecs.cluster")]
+    Cluster,
+    #[serde(rename = "ecs.task-definition")]
+    TaskDefinition,
+    #[serde(rename = "ecs.service")]
+    Service,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 21] = [
         Kind::SqsQueue,
         Kind::Vpc,
         Kind::Subnet,
@@ -59,6 +83,18 @@ impl Kind {
         Kind::RouteTable,
         Kind::SecurityGroup,
         Kind::VpcEndpoint,
+        Kind::Table,
+        Kind::LogGroup,
+        Kind::Role,
+        Kind::Certificate,
+        Kind::DnsRecord,
+        Kind::LoadBalancer,
+        Kind::TargetGroup,
+        Kind::Listener,
+        Kind::Repository,
+        Kind::Cluster,
+        Kind::TaskDefinition,
+        Kind::Service,
     ];
 }
 
@@ -154,6 +190,105 @@ impl Kind {
                 // One private DNS name per service and VPC.
                 replace_order: DeleteBeforeCreate,
                 sets: &["subnets", "security_groups", "route_tables"],
+            },
+            Kind::Table => KindSpec {
+                name: "dynamodb.table",
+                replace_on: &[
+                    ("name", "a table's name cannot change"),
+                    ("keys", "a table's key schema cannot change"),
+                ],
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::LogGroup => KindSpec {
+                name: "logs.log-group",
+                replace_on: &[("name", "a log group's name cannot change")],
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::Role => KindSpec {
+                name: "iam.role",
+                replace_on: &[("name", "a role's name cannot change"), ("path", "a role's path cannot change")],
+                replace_order: DeleteBeforeCreate,
+                sets: &["managed_policies"],
+            },
+            Kind::Certificate => KindSpec {
+                name: "acm.certificate",
+                replace_on: &[
+                    ("domain", "a certificate's domain name cannot change"),
+                    ("zone_id", "its validation records live in the hosted zone"),
+                ],
+                // The listener moves to the new certificate before the old one goes.
+                replace_order: CreateBeforeDelete,
+                sets: &[],
+            },
+            Kind::DnsRecord => KindSpec {
+                name: "route53.record",
+                replace_on: &[
+                    ("zone_id", "a record cannot move to another hosted zone"),
+                    ("name", "a record's name is its identity"),
+                    ("type", "a record's type is its identity"),
+                ],
+                // Name and type identify the record: two cannot exist at once.
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::LoadBalancer => KindSpec {
+                name: "elbv2.load-balancer",
+                replace_on: &[
+                    ("name", "a load balancer's name cannot change"),
+                    ("scheme", "a load balancer's scheme (internet-facing or internal) cannot change"),
+                ],
+                replace_order: DeleteBeforeCreate,
+                sets: &["subnets", "security_groups"],
+            },
+            Kind::TargetGroup => KindSpec {
+                name: "elbv2.target-group",
+                replace_on: &[
+                    ("name", "a target group's name cannot change"),
+                    ("protocol", "a target group's protocol cannot change"),
+                    ("port", "a target group's port cannot change"),
+                    ("target_type", "a target group's target type cannot change"),
+                    IN_VPC,
+                ],
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::Listener => KindSpec {
+                name: "elbv2.listener",
+                replace_on: &[("load_balancer", "a listener cannot move to another load balancer")],
+                // One listener per port and load balancer.
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::Repository => KindSpec {
+                name: "ecr.repository",
+                replace_on: &[("name", "a repository's name cannot change")],
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::Cluster => KindSpec {
+                name: "ecs.cluster",
+                replace_on: &[("name", "a cluster's name cannot change")],
+                replace_order: DeleteBeforeCreate,
+                sets: &[],
+            },
+            Kind::TaskDefinition => KindSpec {
+                name: "ecs.task-definition",
+                // Every change registers a new revision of the family: an update, never a replacement.
+                replace_on: &[],
+                replace_order: CreateBeforeDelete,
+                sets: &[],
+            },
+            Kind::Service => KindSpec {
+                name: "ecs.service",
+                replace_on: &[
+                    ("name", "a service's name cannot change"),
+                    ("cluster", "a service cannot move to another cluster"),
+                    ("load_balancer", "a service's load balancer is fixed when it is created"),
+                ],
+                replace_order: DeleteBeforeCreate,
+                sets: &["subnets", "security_groups"],
             },
         }
     }

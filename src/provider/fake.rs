@@ -111,12 +111,11 @@ fn find_links(v: &Value, arns: &[(LogicalId, Value)], out: &mut BTreeSet<Logical
 
 #[async_trait]
 impl Provider for FakeProvider {
-    async fn facts(&self, existing: Option<&crate::stack::model::ExistingVpc>) -> Result<Facts, ProviderError> {
-        Ok(Facts {
-            region: "us-east-1".into(),
-            zones: vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()],
-            existing_private_route_tables: existing.map(|_| vec!["rtb-existing".to_string()]).unwrap_or_default(),
-        })
+    async fn facts(&self, stack: &crate::stack::Stack) -> Result<Facts, ProviderError> {
+        let mut facts = Facts::offline(stack);
+        facts.region = "us-east-1".into();
+        facts.zones = vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()];
+        Ok(facts)
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {

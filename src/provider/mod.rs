@@ -37,6 +37,39 @@ pub struct Facts {
     pub zones: Vec<String>,
     /// For a stack in an existing VPC: the route tables of its private subnets.
     pub existing_private_route_tables: Vec<String>,
+    /// The stack's public hosted zone (`domain.zone`).
+    pub hosted_zone: Option<HostedZone>,
+    /// ARNs of the Secrets Manager secrets the stack names, by name.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl Facts {
+    /// Stand-ins for what only AWS knows, enough to expand and count a stack without a call.
+    pub fn offline(stack: &crate::stack::Stack) -> Facts {
+        let region = stack.region.clone().unwrap_or_else(|| "region".into());
+        Facts {
+            zones: (0..6).map(|i| format!("{region}{}", (b'a' + i) as char)).collect(),
+            existing_private_route_tables: stack
+                .network
+                .existing
+                .as_ref()
+                .map(|_| vec!["rtb-existing".to_string()])
+                .unwrap_or_default(),
+            hosted_zone: stack.domain.as_ref().map(|d| HostedZone { id: "ZOFFLINE".into(), name: d.zone.0.clone() }),
+            secrets: stack
+                .secret_names()
+                .map(|n| (n.to_string(), format!("arn:aws:secretsmanager:{region}:000000000000:secret:{n}")))
+                .collect(),
+            region,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostedZone {
+    /// `Z…`, without the `/hostedzone/` prefix.
+    pub id: String,
+    pub name: String,
 }
 
 impl Scope {
@@ -105,9 +138,9 @@ impl Progress for Silent {
 
 #[async_trait]
 pub trait Provider: Send + Sync {
-    /// Zones of the region and what an existing VPC holds; fails (as a user error) when the
-    /// account lacks what the stack names.
-    async fn facts(&self, existing: Option<&crate::stack::model::ExistingVpc>) -> Result<Facts, ProviderError>;
+    /// Pre-flight: zones of the region, what an existing VPC holds, the hosted zone, the secrets.
+    /// Fails (as a user error, naming the fix) when the account lacks what the stack names.
+    async fn facts(&self, stack: &crate::stack::Stack) -> Result<Facts, ProviderError>;
     /// Everything of the stack that exists, found by tags. Duplicates (two resources with one
     /// logical id, left by an interrupted run) are all returned, oldest first.
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError>;

@@ -48,6 +48,13 @@ pub struct Stack {
     pub deploy: Deploy,
 }
 
+impl Stack {
+    /// The Secrets Manager secrets the stack references.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.llm.iter().filter_map(|l| l.api_key.as_ref()).map(|k| k.secret.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {

@@ -380,7 +380,7 @@ pub async fn create(ec2: &Client, scope: &Scope, res: &Resolved, progress: &dyn 
             wait_endpoint(ec2, scope, &res.id, &id, progress, false).await?;
             return Ok(observed(res.id.clone(), res.kind, &id, p.clone()));
         }
-        Kind::SqsQueue => unreachable!("not an EC2 kind"),
+        _ => unreachable!("not an EC2 kind"),
     };
     if physical.is_empty() {
         return Err(ProviderError::new(format!("{what}: AWS returned no id")));
@@ -529,7 +529,7 @@ pub async fn update(
         }
         // Everything else of these kinds forces a replacement, planned as such.
         Kind::Subnet | Kind::ElasticIp | Kind::NatGateway => {}
-        Kind::SqsQueue => unreachable!("not an EC2 kind"),
+        _ => unreachable!("not an EC2 kind"),
     }
     let mut o = observed(res.id.clone(), res.kind, id, want.clone());
     o.outputs = outputs;
@@ -652,7 +652,7 @@ pub async fn delete(ec2: &Client, scope: &Scope, current: &Observed, progress: &
             }
             wait_endpoint(ec2, scope, rid, id, progress, true).await
         }
-        Kind::SqsQueue => unreachable!("not an EC2 kind"),
+        _ => unreachable!("not an EC2 kind"),
     }
 }
 

@@ -1,8 +1,17 @@
 //! The AWS provider: the only module that imports `aws-sdk-*`.
 
+mod acm;
 pub mod dlq;
+mod dynamodb;
 mod ec2;
+mod ecr;
+pub use ecr::LocalImage;
+mod ecs;
+mod elb;
+mod iam;
 pub mod lock;
+mod logs;
+mod route53;
 pub mod secrets;
 mod sqs;
 
@@ -16,7 +25,7 @@ use serde_json::Value;
 
 use super::{Facts, Observed, Progress, Provider, ProviderError, Resolved, Scope};
 use crate::graph::{Kind, LogicalId};
-use crate::stack::model::ExistingVpc;
+use crate::stack::Stack;
 
 /// Where and how to reach AWS; `None` fields fall back to the SDK's configuration chain
 /// (environment, profiles, SSO, IMDS; `AWS_ENDPOINT_URL` included).
@@ -51,9 +60,19 @@ pub struct AwsProvider {
     region: String,
     sqs: aws_sdk_sqs::Client,
     ec2: aws_sdk_ec2::Client,
-    /// The stacks' locks only.
+    /// The runtime's table and the stacks' locks.
     dynamodb: aws_sdk_dynamodb::Client,
     secrets: aws_sdk_secretsmanager::Client,
+    acm: aws_sdk_acm::Client,
+    route53: aws_sdk_route53::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    iam: aws_sdk_iam::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+    ecr: aws_sdk_ecr::Client,
+    ecs: aws_sdk_ecs::Client,
+    autoscaling: aws_sdk_applicationautoscaling::Client,
+    /// The image `up` built, pushed by the first task definition that needs it.
+    image: tokio::sync::Mutex<Option<ecr::LocalImage>>,
 }
 
 impl AwsProvider {
@@ -64,7 +83,21 @@ impl AwsProvider {
             ec2: aws_sdk_ec2::Client::new(config),
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
+            acm: aws_sdk_acm::Client::new(config),
+            route53: aws_sdk_route53::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            iam: aws_sdk_iam::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            ecr: aws_sdk_ecr::Client::new(config),
+            ecs: aws_sdk_ecs::Client::new(config),
+            autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
+            image: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The image `up` built: task definitions naming its digest push it first (once).
+    pub async fn set_image(&self, image: ecr::LocalImage) {
+        *self.image.lock().await = Some(image);
     }
 }
 
@@ -143,6 +176,16 @@ impl AwsProvider {
     }
 }
 
+impl AwsProvider {
+    /// Load balancers, target groups, listeners, then what hangs off them: the certificate and
+    /// the alias records (found in the hosted zone that the load balancer's `aira:dns-zone` tag names).
+    async fn observe_edge(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
+        let (elb, certificates) = tokio::try_join!(elb::observe(self, scope), acm::observe(self, scope))?;
+        let records = route53::observe(self, scope, &elb).await?;
+        Ok([elb, certificates, records].concat())
+    }
+}
+
 /// A stack found in the account by its resources' tags.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StackSummary {
@@ -195,18 +238,43 @@ fn link(observed: &mut [Observed]) {
 
 #[async_trait]
 impl Provider for AwsProvider {
-    async fn facts(&self, existing: Option<&ExistingVpc>) -> Result<Facts, ProviderError> {
-        let zones = ec2::zones(&self.ec2).await?;
-        let existing_private_route_tables = match existing {
-            Some(vpc) => ec2::existing(&self.ec2, vpc).await?,
-            None => Vec::new(),
+    async fn facts(&self, stack: &Stack) -> Result<Facts, ProviderError> {
+        let existing = async {
+            match &stack.network.existing {
+                Some(vpc) => ec2::existing(&self.ec2, vpc).await,
+                None => Ok(Vec::new()),
+            }
         };
-        Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables })
+        let zone = async {
+            match &stack.domain {
+                Some(d) => route53::hosted_zone(&self.route53, d).await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let secrets = async {
+            let mut arns = std::collections::BTreeMap::new();
+            for name in stack.secret_names() {
+                arns.insert(name.to_string(), secrets::preflight(&self.secrets, name).await?);
+            }
+            Ok(arns)
+        };
+        let (zones, existing_private_route_tables, hosted_zone, secrets) =
+            tokio::try_join!(ec2::zones(&self.ec2), existing, zone, secrets)?;
+        Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables, hosted_zone, secrets })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-        let (queues, network) = tokio::try_join!(sqs::observe(&self.sqs, scope), ec2::observe(&self.ec2, scope))?;
-        let mut all = [queues, network].concat();
+        let (queues, network, table, logs, roles, repos, compute, edge) = tokio::try_join!(
+            sqs::observe(&self.sqs, scope),
+            ec2::observe(&self.ec2, scope),
+            dynamodb::observe(self, scope),
+            logs::observe(self, scope),
+            iam::observe(self, scope),
+            ecr::observe(self, scope),
+            ecs::observe(self, scope),
+            self.observe_edge(scope),
+        )?;
+        let mut all = [queues, network, table, logs, roles, repos, compute, edge].concat();
         link(&mut all);
         Ok(all)
     }
@@ -214,7 +282,22 @@ impl Provider for AwsProvider {
     async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::create(&self.sqs, scope, res).await,
-            _ => ec2::create(&self.ec2, scope, res, progress).await,
+            Kind::Vpc
+            | Kind::Subnet
+            | Kind::InternetGateway
+            | Kind::ElasticIp
+            | Kind::NatGateway
+            | Kind::RouteTable
+            | Kind::SecurityGroup
+            | Kind::VpcEndpoint => ec2::create(&self.ec2, scope, res, progress).await,
+            Kind::Table => dynamodb::create(self, scope, res).await,
+            Kind::LogGroup => logs::create(self, scope, res).await,
+            Kind::Role => iam::create(self, scope, res).await,
+            Kind::Certificate => acm::create(self, scope, res, progress).await,
+            Kind::DnsRecord => route53::create(self, scope, res).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::create(self, scope, res, progress).await,
+            Kind::Repository => ecr::create(self, scope, res).await,
+            Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::create(self, scope, res, progress).await,
         }
     }
 
@@ -227,14 +310,48 @@ impl Provider for AwsProvider {
     ) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::update(&self.sqs, scope, res, current).await,
-            _ => ec2::update(&self.ec2, scope, res, current, progress).await,
+            Kind::Vpc
+            | Kind::Subnet
+            | Kind::InternetGateway
+            | Kind::ElasticIp
+            | Kind::NatGateway
+            | Kind::RouteTable
+            | Kind::SecurityGroup
+            | Kind::VpcEndpoint => ec2::update(&self.ec2, scope, res, current, progress).await,
+            Kind::Table => dynamodb::update(self, scope, res, current).await,
+            Kind::LogGroup => logs::update(self, scope, res, current).await,
+            Kind::Role => iam::update(self, scope, res, current).await,
+            Kind::Certificate => acm::update(self, scope, res, current).await,
+            Kind::DnsRecord => route53::update(self, scope, res, current).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::update(self, scope, res, current, progress).await
+            }
+            Kind::Repository => ecr::update(self, scope, res, current).await,
+            Kind::Cluster | Kind::TaskDefinition | Kind::Service => {
+                ecs::update(self, scope, res, current, progress).await
+            }
         }
     }
 
     async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
         match current.kind {
             Kind::SqsQueue => sqs::delete(&self.sqs, current).await,
-            _ => ec2::delete(&self.ec2, scope, current, progress).await,
+            Kind::Vpc
+            | Kind::Subnet
+            | Kind::InternetGateway
+            | Kind::ElasticIp
+            | Kind::NatGateway
+            | Kind::RouteTable
+            | Kind::SecurityGroup
+            | Kind::VpcEndpoint => ec2::delete(&self.ec2, scope, current, progress).await,
+            Kind::Table => dynamodb::delete(self, current, progress).await,
+            Kind::LogGroup => logs::delete(self, current).await,
+            Kind::Role => iam::delete(self, current).await,
+            Kind::Certificate => acm::delete(self, current, progress).await,
+            Kind::DnsRecord => route53::delete(self, current).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::delete(self, current, progress).await,
+            Kind::Repository => ecr::delete(self, current).await,
+            Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::delete(self, scope, current, progress).await,
         }
     }
 }

@@ -57,3 +57,20 @@ pub async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderE
         .map_err(|e| ProviderError::new(format!("create secret `{name}`: {}", aws_error(e))))?;
     Ok(true)
 }
+
+/// Pre-flight: the secret exists and this caller can read it. Returns its ARN; a user error
+/// naming the fix otherwise.
+pub async fn preflight(sm: &Client, name: &str) -> Result<String, ProviderError> {
+    match sm.get_secret_value().secret_id(name).send().await {
+        Ok(out) => Ok(out.arn.unwrap_or_default()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+            Err(ProviderError::user(format!(
+                "llm.api_key: the secret `{name}` does not exist; create it with `aira secret set {name} < key.txt`"
+            )))
+        }
+        Err(e) => Err(ProviderError::user(format!(
+            "llm.api_key: cannot read the secret `{name}` ({}); the tasks' execution role will need the same access",
+            aws_error(e)
+        ))),
+    }
+}

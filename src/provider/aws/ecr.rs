@@ -1,0 +1,28 @@
+//! TODO(skeleton): filled in by the edge/compute work.
+
+use crate::provider::{Observed, ProviderError, Resolved, Scope};
+use super::AwsProvider;
+
+/// An image built on this machine, to push before a task definition names its digest.
+#[derive(Debug, Clone)]
+pub struct LocalImage {
+    pub image: crate::image::oci::Image,
+    /// Plain HTTP to a registry on loopback (`--insecure-registry`).
+    pub insecure: bool,
+}
+
+pub async fn observe(_p: &AwsProvider, _scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
+    Ok(Vec::new())
+}
+
+pub async fn create(_p: &AwsProvider, _scope: &Scope, res: &Resolved) -> Result<Observed, ProviderError> {
+    Err(ProviderError::new(format!("{}: not implemented", res.kind)))
+}
+
+pub async fn update(_p: &AwsProvider, _scope: &Scope, res: &Resolved, _current: &Observed) -> Result<Observed, ProviderError> {
+    Err(ProviderError::new(format!("{}: not implemented", res.kind)))
+}
+
+pub async fn delete(_p: &AwsProvider, current: &Observed) -> Result<(), ProviderError> {
+    Err(ProviderError::new(format!("{}: not implemented", current.kind)))
+}
