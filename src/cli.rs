@@ -121,7 +121,32 @@ pub enum Command {
         #[arg(long, requires = "all")]
         expired: bool,
     },
-    /// What exists of the stack, whether it matches the file, queue depths, the lock.
+    /// The stack's services' logs (CloudWatch Logs), interleaved by time, prefixed by service.
+    Logs {
+        #[command(flatten)]
+        stack: StackArg,
+        /// One service (default: all of the stack's services).
+        service: Option<String>,
+        /// Keep reading new events until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+        /// How far back to start.
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        since: crate::stack::model::Duration,
+    },
+    /// Roll services back to their previous (or a named) task definition revision and wait;
+    /// nothing is deregistered, so `aira up` rolls forward again.
+    Rollback {
+        #[command(flatten)]
+        stack: StackArg,
+        /// Only this service (required with --to when the stack has several).
+        #[arg(long)]
+        service: Option<String>,
+        /// The task definition revision to run.
+        #[arg(long, value_name = "REVISION")]
+        to: Option<u32>,
+    },
+    /// What exists of the stack, whether it matches the file, services, queue depths, the lock.
     Status {
         #[command(flatten)]
         stack: StackArg,
@@ -346,6 +371,12 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Image(command) => image(command, &printer).await,
         Command::Dlq { action } => dlq(&cli.global, action, &printer).await,
+        Command::Logs { stack, service, follow, since } => {
+            logs(&cli.global, stack, service.as_deref(), *follow, *since, &printer).await
+        }
+        Command::Rollback { stack, service, to } => {
+            rollback(&cli.global, stack, service.as_deref(), *to, printer.clone()).await
+        }
         Command::Secret { action } => secret(&cli.global, action, &printer).await,
         Command::Up { stack, image, ttl, .. } => up(&cli.global, stack, image, *ttl, printer).await,
         Command::Down { all: true, selector, older_than, expired, .. } => {
@@ -482,6 +513,17 @@ fn provider_failure(e: ProviderError) -> Failure {
 }
 
 async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) -> Result<Plan, Failure> {
+    observe_and_plan_with(session, printer, teardown, Some(&session.image)).await
+}
+
+/// `image: None` plans with the image the services run now (for `status`: a drift check that
+/// does not build anything).
+async fn observe_and_plan_with(
+    session: &Session,
+    printer: &Printer,
+    teardown: bool,
+    image: Option<&Image>,
+) -> Result<Plan, Failure> {
     printer.note(&format!("reading resources tagged aira:stack={}", session.scope.stack));
     let observed = async { session.provider.observe(&session.scope).await.map_err(provider_failure) };
     let result = if teardown {
@@ -491,10 +533,36 @@ async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) 
         let stack = &session.loaded.stack;
         let facts = async { session.provider.facts(stack).await.map_err(provider_failure) };
         let (facts, observed) = tokio::try_join!(facts, observed)?;
-        let graph = expand(stack, &facts, &session.image).map_err(Failure::User)?;
+        for note in &facts.notes {
+            printer.note(note);
+        }
+        let in_use;
+        let image = match image {
+            Some(i) => i,
+            None => {
+                in_use = image_in_use(&observed);
+                &in_use
+            }
+        };
+        let graph = expand(stack, &facts, image).map_err(Failure::User)?;
         plan::diff(&graph, &observed)
     };
     result.map_err(|e| Failure::Aws(anyhow::anyhow!("cannot order the changes: {e}")))
+}
+
+/// The image the stack's task definitions name now, in the form `expand` gives it.
+fn image_in_use(observed: &[crate::provider::Observed]) -> Image {
+    use crate::graph::Kind;
+    let Some(image) = observed.iter().find(|o| o.kind == Kind::TaskDefinition).map(|t| &t.props["container"]["image"])
+    else {
+        return Image::Reference(String::new());
+    };
+    let (Some(repo), Some(digest)) = (image["repository"].as_str(), image["digest"].as_str()) else {
+        return Image::Reference(image.as_str().unwrap_or_default().to_string());
+    };
+    let ecr = observed.iter().find(|o| o.kind == Kind::Repository).and_then(|r| r.outputs.get("uri")?.as_str());
+    let repository = (ecr != Some(repo)).then(|| repo.to_string());
+    Image::Built { digest: digest.to_string(), repository }
 }
 
 fn show_plan(plan: &Plan, printer: &Printer) {
@@ -522,7 +590,9 @@ async fn prepare_image(session: &Session, args: &ImageArgs, printer: &Printer) -
             )));
         }
         if r.tag.is_some() {
-            return Err(Failure::User(format!("--registry {r}: name a repository without a tag (images are deployed by digest)")));
+            return Err(Failure::User(format!(
+                "--registry {r}: name a repository without a tag (images are deployed by digest)"
+            )));
         }
     }
     let usage = |e: crate::image::Error| match e {
@@ -827,64 +897,245 @@ async fn secret(global: &Global, action: &SecretAction, printer: &Arc<Printer>) 
     }
 }
 
-/// `aira status` on AWS: resources by kind, drift, queue depths, the lock.
+/// `aira status` on AWS: resources by kind, drift, services, endpoint, certificate, queues, the lock.
 async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<u8, Failure> {
+    use crate::graph::Kind;
     use crate::provider::aws::dlq as ops;
     let session = connect(global, arg, printer).await?;
-    let plan = observe_and_plan(&session, printer, false).await?;
+    let stack = session.scope.stack.clone();
+    let plan = observe_and_plan_with(&session, printer, false, None).await?;
+    let observed: Vec<&crate::provider::Observed> = plan.steps.iter().filter_map(|s| s.current.as_ref()).collect();
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
-    for step in plan.steps.iter().filter(|s| s.current.is_some()) {
-        *kinds.entry(step.kind.name().to_string()).or_default() += 1;
+    for o in &observed {
+        *kinds.entry(o.kind.name().to_string()).or_default() += 1;
     }
+    let output = |kind: Kind, key: &str| -> Option<String> {
+        observed.iter().find(|o| o.kind == kind).and_then(|o| o.outputs.get(key)?.as_str().map(String::from))
+    };
     // The queues were just observed for the plan: no second lookup.
-    let queues = match ops::QueuePair::find(plan.steps.iter().filter_map(|s| s.current.as_ref())) {
+    let queues = match ops::QueuePair::find(observed.iter().copied()) {
         Some(pair) => {
             let sqs = session.aws.sqs();
             let depth = ops::queue_depth(sqs, &pair.queue_url).await.map_err(provider_failure)?;
             let dead = ops::depth(sqs, &pair.dlq_url).await.map_err(provider_failure)?;
-            Some(
-                json!({ "queue": pair.queue_url, "visible": depth.0, "in_flight": depth.1, "delayed": depth.2, "dead_letters": dead }),
-            )
+            let name = pair.queue_url.rsplit('/').next().unwrap_or_default();
+            let oldest = session.aws.oldest_message_age(name).await.map_err(provider_failure)?;
+            Some(json!({
+                "queue": pair.queue_url, "visible": depth.0, "in_flight": depth.1, "delayed": depth.2,
+                "oldest_age_secs": oldest, "dead_letters": dead,
+            }))
         }
         None => None,
     };
-    let lock = lock::holder_of(session.aws.dynamodb(), &session.scope.stack).await;
+    let services = session.aws.services_status(&stack).await.map_err(provider_failure)?;
+    let mut targets = Vec::new();
+    for tg in observed.iter().filter(|o| o.kind == Kind::TargetGroup) {
+        let health = session.aws.target_health(&tg.physical_id).await.map_err(provider_failure)?;
+        targets.push(json!({ "target_group": tg.id, "health": health }));
+    }
+    let certificate = match output(Kind::Certificate, "arn") {
+        Some(arn) => {
+            let (status, expires) = session.aws.certificate_status(&arn).await.map_err(provider_failure)?;
+            Some(json!({ "arn": arn, "status": status, "expires_at": expires }))
+        }
+        None => None,
+    };
+    let url = match (&session.loaded.stack.domain, output(Kind::LoadBalancer, "dns_name")) {
+        (Some(d), Some(_)) if certificate.is_some() => Some(format!("https://{}/", d.name)),
+        (_, Some(dns)) => Some(format!("http://{dns}/")),
+        _ => None,
+    };
+    let lock = lock::holder_of(session.aws.dynamodb(), &stack).await;
     let changes = plan.steps.iter().filter(|s| s.action != plan::Action::NoOp).count();
     if printer.format == Format::Json {
         printer.json(&json!({
-            "stack": session.scope.stack,
+            "stack": stack,
+            "url": url,
             "resources": kinds,
             "pending_changes": changes,
             "summary": plan.summary,
+            "services": services,
+            "targets": targets,
+            "certificate": certificate,
             "queues": queues,
             "lock": lock,
         }));
+        return Ok(EXIT_OK);
+    }
+    let total: usize = kinds.values().sum();
+    printer.out(&format!("Stack `{stack}`: {total} resource(s) on AWS."));
+    if let Some(url) = &url {
+        printer.out(&format!("URL: {url}"));
+    }
+    for (k, n) in &kinds {
+        printer.out(&format!("  {n:>3} {k}"));
+    }
+    printer.out(&if changes == 0 {
+        "In sync with the stack file.".to_string()
     } else {
-        let total: usize = kinds.values().sum();
-        printer.out(&format!("Stack `{}`: {total} resource(s) on AWS.", session.scope.stack));
-        for (k, n) in &kinds {
-            printer.out(&format!("  {n:>3} {k}"));
-        }
-        printer.out(&if changes == 0 {
-            "In sync with the stack file.".to_string()
-        } else {
-            format!("{changes} change(s) pending: run `aira plan` to see them.")
-        });
-        if let Some(q) = &queues {
+        format!("{changes} change(s) pending: run `aira plan` to see them.")
+    });
+    for s in &services {
+        printer.out(&format!(
+            "Service {}: {} running of {} desired, {} pending; {} ({})",
+            s.name,
+            s.running,
+            s.desired,
+            s.pending,
+            s.task_definition,
+            s.image.as_deref().unwrap_or("no image")
+        ));
+        for d in s.deployments.iter().filter(|d| d.status != "PRIMARY" || d.rollout.as_deref() != Some("COMPLETED")) {
             printer.out(&format!(
-                "Queue: {} waiting, {} in flight, {} delayed; dead letters: {}.",
-                q["visible"], q["in_flight"], q["delayed"], q["dead_letters"]
+                "  deployment {} {} {}: {}/{} running, {} pending{}",
+                d.id,
+                d.status,
+                d.rollout.as_deref().unwrap_or("-"),
+                d.running,
+                d.desired,
+                d.pending,
+                d.rollout_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
             ));
         }
-        match &lock {
-            Some(l) => printer.out(&format!(
-                "Locked by {} until {}.",
-                l["holder"].as_str().unwrap_or("?"),
-                l["expires_at"].as_u64().map_or_else(|| "-".into(), crate::image::oci::rfc3339)
-            )),
-            None => printer.out("Not locked."),
+        if let Some(e) = s.events.first() {
+            printer.out(&format!("  latest event: {e}"));
         }
-        printer.out("Services, target health, certificate and endpoint URL arrive with the compute layer.");
+    }
+    for t in &targets {
+        printer.out(&format!("Targets of {}: {}", t["target_group"].as_str().unwrap_or(""), t["health"]["states"]));
+    }
+    if let Some(c) = &certificate {
+        printer.out(&format!(
+            "Certificate: {}, expires {}",
+            c["status"].as_str().unwrap_or("?"),
+            c["expires_at"].as_i64().map_or_else(|| "-".into(), |t| crate::image::oci::rfc3339(t.max(0) as u64))
+        ));
+    }
+    if let Some(q) = &queues {
+        printer.out(&format!(
+            "Queue: {} waiting (oldest {}), {} in flight, {} delayed; dead letters: {}.",
+            q["visible"],
+            q["oldest_age_secs"].as_u64().map_or_else(|| "-".into(), |s| format!("{s}s")),
+            q["in_flight"],
+            q["delayed"],
+            q["dead_letters"]
+        ));
+    }
+    match &lock {
+        Some(l) => printer.out(&format!(
+            "Locked by {} until {}.",
+            l["holder"].as_str().unwrap_or("?"),
+            l["expires_at"].as_u64().map_or_else(|| "-".into(), crate::image::oci::rfc3339)
+        )),
+        None => printer.out("Not locked."),
+    }
+    Ok(EXIT_OK)
+}
+
+/// `aira logs`: CloudWatch Logs of the stack's services, interleaved by time.
+async fn logs(
+    global: &Global,
+    arg: &StackArg,
+    service: Option<&str>,
+    follow: bool,
+    since: crate::stack::model::Duration,
+    printer: &Printer,
+) -> Result<u8, Failure> {
+    let session = connect(global, arg, printer).await?;
+    let stack = &session.loaded.stack;
+    let services: Vec<String> = match service {
+        Some(s) if stack.services.contains_key(s) => vec![s.to_string()],
+        Some(s) => {
+            let known = stack.services.keys().map(String::as_str);
+            let hint = crate::stack::check::did_you_mean(s, known).map(|h| format!(" ({h})")).unwrap_or_default();
+            return Err(Failure::User(format!("stack `{}` has no service `{s}`{hint}", session.scope.stack)));
+        }
+        None => stack.services.keys().cloned().collect(),
+    };
+    let now_ms =
+        || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let mut start = now_ms() - since.secs() as i64 * 1000;
+    let mut seen = std::collections::HashSet::new();
+    let width = services.iter().map(String::len).max().unwrap_or(0);
+    loop {
+        let lines = session
+            .aws
+            .log_events(&session.scope.stack, &services, start, &mut seen)
+            .await
+            .map_err(provider_failure)?;
+        for l in &lines {
+            if printer.format == Format::Json {
+                printer.out(&serde_json::to_string(l).map_err(anyhow::Error::from)?);
+            } else {
+                let at = crate::image::oci::rfc3339((l.timestamp_ms / 1000).max(0) as u64);
+                printer.out(&format!("{:width$} | {at} {}", l.service, l.message));
+            }
+            // Re-read the last millisecond: events that arrive later with the same time are not lost.
+            start = start.max(l.timestamp_ms);
+        }
+        if !follow {
+            return Ok(EXIT_OK);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::provider::aws::day2::FOLLOW_INTERVAL) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
+        }
+    }
+}
+
+/// `aira rollback`: each service (or one) to its previous or a named revision, then wait.
+async fn rollback(
+    global: &Global,
+    arg: &StackArg,
+    service: Option<&str>,
+    to: Option<u32>,
+    printer: Arc<Printer>,
+) -> Result<u8, Failure> {
+    let session = connect(global, arg, &printer).await?;
+    let stack = &session.loaded.stack;
+    let names: Vec<String> = match service {
+        Some(s) if stack.services.contains_key(s) => vec![s.to_string()],
+        Some(s) => return Err(Failure::User(format!("stack `{}` has no service `{s}`", session.scope.stack))),
+        None if to.is_some() && stack.services.len() > 1 => {
+            return Err(Failure::User(
+                "--to names a revision of one service's task definition: add --service NAME".into(),
+            ))
+        }
+        None => stack.services.keys().cloned().collect(),
+    };
+    let lock = take_lock(global, &session, &printer).await?;
+    let mut results = Vec::new();
+    let mut failed = None;
+    for name in &names {
+        let step = async {
+            let (from, to) = session.aws.rollback(&session.scope.stack, name, to).await?;
+            printer.note(&format!("service {name}: {from} → {to}; waiting for the deployment"));
+            session.aws.wait_for_service(&session.scope, name, &*printer).await?;
+            Ok::<_, ProviderError>((from, to))
+        };
+        match step.await {
+            Ok((from, to)) => results.push(json!({ "service": name, "from": from, "to": to })),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    lock.release().await;
+    if let Some(e) = failed {
+        return Err(provider_failure(e));
+    }
+    if printer.format == Format::Json {
+        printer.json(&json!({ "stack": session.scope.stack, "rolled_back": results }));
+    } else {
+        for r in &results {
+            printer.out(&format!(
+                "Service {} rolled back: {} → {}.",
+                r["service"].as_str().unwrap_or(""),
+                r["from"].as_str().unwrap_or(""),
+                r["to"].as_str().unwrap_or("")
+            ));
+        }
     }
     Ok(EXIT_OK)
 }

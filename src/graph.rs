@@ -70,10 +70,14 @@ pub enum Kind {
     TaskDefinition,
     #[serde(rename = "ecs.service")]
     Service,
+    #[serde(rename = "sns.topic")]
+    Topic,
+    #[serde(rename = "cloudwatch.alarm")]
+    Alarm,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 21] = [
+    pub const ALL: [Kind; 23] = [
         Kind::SqsQueue,
         Kind::Vpc,
         Kind::Subnet,
@@ -95,6 +99,8 @@ impl Kind {
         Kind::Cluster,
         Kind::TaskDefinition,
         Kind::Service,
+        Kind::Topic,
+        Kind::Alarm,
     ];
 }
 
@@ -193,10 +199,7 @@ impl Kind {
             },
             Kind::Table => KindSpec {
                 name: "dynamodb.table",
-                replace_on: &[
-                    ("name", "a table's name cannot change"),
-                    ("keys", "a table's key schema cannot change"),
-                ],
+                replace_on: &[("name", "a table's name cannot change"), ("keys", "a table's key schema cannot change")],
                 replace_order: DeleteBeforeCreate,
                 sets: &[],
             },
@@ -289,6 +292,19 @@ impl Kind {
                 ],
                 replace_order: DeleteBeforeCreate,
                 sets: &["subnets", "security_groups"],
+            },
+            Kind::Topic => KindSpec {
+                name: "sns.topic",
+                replace_on: &[("name", "a topic's name cannot change")],
+                replace_order: DeleteBeforeCreate,
+                sets: &["subscriptions"],
+            },
+            Kind::Alarm => KindSpec {
+                name: "cloudwatch.alarm",
+                // PutMetricAlarm replaces every setting: any change is an update.
+                replace_on: &[("name", "an alarm's name is its identity")],
+                replace_order: DeleteBeforeCreate,
+                sets: &["actions"],
             },
         }
     }

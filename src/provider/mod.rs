@@ -41,6 +41,8 @@ pub struct Facts {
     pub hosted_zone: Option<HostedZone>,
     /// ARNs of the Secrets Manager secrets the stack names, by name.
     pub secrets: BTreeMap<String, String>,
+    /// What the pre-flight could not check, and why (printed, not fatal).
+    pub notes: Vec<String>,
 }
 
 impl Facts {
@@ -60,6 +62,7 @@ impl Facts {
                 .secret_names()
                 .map(|n| (n.to_string(), format!("arn:aws:secretsmanager:{region}:000000000000:secret:{n}")))
                 .collect(),
+            notes: Vec::new(),
             region,
         }
     }

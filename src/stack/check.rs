@@ -349,6 +349,17 @@ pub fn check_format(format: &str, s: &str) -> Result<(), String> {
         "http-path" => Err(format!("`{s}` is not an absolute URL path such as `/healthz`")),
         "uri" if (s.starts_with("https://") || s.starts_with("http://")) && s.len() > 8 => Ok(()),
         "uri" => Err(format!("`{s}` is not an http:// or https:// URL")),
+        "email" => match s.split_once('@') {
+            Some((local, domain))
+                if !local.is_empty()
+                    && !s.contains(char::is_whitespace)
+                    && check_hostname(domain).is_ok()
+                    && domain.contains('.') =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("`{s}` is not an e-mail address such as `ops@example.com`")),
+        },
         "image-ref" if !s.is_empty() && !s.contains(char::is_whitespace) => Ok(()),
         "image-ref" => Err(format!("`{s}` is not an image reference")),
         _ => Ok(()),

@@ -1,7 +1,7 @@
 //! The stack file: parse (spanned YAML), validate (schema walk + cross-field rules), resolve
 //! into the typed [`Stack`].
 
-mod check;
+pub(crate) mod check;
 pub mod model;
 pub mod yaml;
 

@@ -46,6 +46,39 @@ pub struct Stack {
     /// How deployments are waited for.
     #[serde(default)]
     pub deploy: Deploy,
+    /// CloudWatch alarms on the queue, the dead-letter queue and the load balancer, sent to an SNS topic.
+    #[serde(default)]
+    pub alerts: Alerts,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Subscribe this address to the stack's alert topic (AWS sends a confirmation e-mail first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    /// Alarm when the oldest queued message has waited this long.
+    #[serde(default = "Alerts::default_oldest_message")]
+    pub oldest_message: Duration,
+    /// Alarm when this percentage of the load balancer's requests end in a 5xx.
+    #[serde(default = "Alerts::default_error_rate")]
+    #[schemars(range(min = 1, max = 100))]
+    pub error_rate: u32,
+}
+
+impl Alerts {
+    fn default_oldest_message() -> Duration {
+        Duration(15 * 60)
+    }
+    fn default_error_rate() -> u32 {
+        5
+    }
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts { email: None, oldest_message: Self::default_oldest_message(), error_rate: Self::default_error_rate() }
+    }
 }
 
 impl Stack {
@@ -388,6 +421,7 @@ formatted_string!(
     StackName, "stack-name", "lower-case letters, digits and hyphens, starting with a letter, at most 28 characters"
 );
 formatted_string!(DomainName, "hostname", "a DNS name such as chat.example.com");
+formatted_string!(Email, "email", "an e-mail address such as ops@example.com");
 formatted_string!(HttpPath, "http-path", "an absolute URL path such as /healthz");
 formatted_string!(Url, "uri", "an http:// or https:// URL");
 formatted_string!(

@@ -1,6 +1,8 @@
 //! The AWS provider: the only module that imports `aws-sdk-*`.
 
 mod acm;
+mod cloudwatch;
+pub mod day2;
 pub mod dlq;
 mod dynamodb;
 mod ec2;
@@ -13,6 +15,7 @@ pub mod lock;
 mod logs;
 mod route53;
 pub mod secrets;
+mod sns;
 mod sqs;
 
 use std::collections::HashMap;
@@ -71,6 +74,8 @@ pub struct AwsProvider {
     ecr: aws_sdk_ecr::Client,
     ecs: aws_sdk_ecs::Client,
     autoscaling: aws_sdk_applicationautoscaling::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    sns: aws_sdk_sns::Client,
     /// The image `up` built, pushed by the first task definition that needs it.
     image: tokio::sync::Mutex<Option<ecr::LocalImage>>,
 }
@@ -91,6 +96,8 @@ impl AwsProvider {
             ecr: aws_sdk_ecr::Client::new(config),
             ecs: aws_sdk_ecs::Client::new(config),
             autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            sns: aws_sdk_sns::Client::new(config),
             image: tokio::sync::Mutex::new(None),
         }
     }
@@ -260,11 +267,18 @@ impl Provider for AwsProvider {
         };
         let (zones, existing_private_route_tables, hosted_zone, secrets) =
             tokio::try_join!(ec2::zones(&self.ec2), existing, zone, secrets)?;
-        Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables, hosted_zone, secrets })
+        Ok(Facts {
+            region: self.region.clone(),
+            zones,
+            existing_private_route_tables,
+            hosted_zone,
+            secrets,
+            notes: Vec::new(),
+        })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-        let (queues, network, table, logs, roles, repos, compute, edge) = tokio::try_join!(
+        let (queues, network, table, logs, roles, repos, compute, edge, topics, alarms) = tokio::try_join!(
             sqs::observe(&self.sqs, scope),
             ec2::observe(&self.ec2, scope),
             dynamodb::observe(self, scope),
@@ -273,8 +287,10 @@ impl Provider for AwsProvider {
             ecr::observe(self, scope),
             ecs::observe(self, scope),
             self.observe_edge(scope),
+            sns::observe(self, scope),
+            cloudwatch::observe(self, scope),
         )?;
-        let mut all = [queues, network, table, logs, roles, repos, compute, edge].concat();
+        let mut all = [queues, network, table, logs, roles, repos, compute, edge, topics, alarms].concat();
         link(&mut all);
         Ok(all)
     }
@@ -298,6 +314,8 @@ impl Provider for AwsProvider {
             Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::create(self, scope, res, progress).await,
             Kind::Repository => ecr::create(self, scope, res).await,
             Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::create(self, scope, res, progress).await,
+            Kind::Topic => sns::create(self, scope, res).await,
+            Kind::Alarm => cloudwatch::create(self, scope, res).await,
         }
     }
 
@@ -330,6 +348,8 @@ impl Provider for AwsProvider {
             Kind::Cluster | Kind::TaskDefinition | Kind::Service => {
                 ecs::update(self, scope, res, current, progress).await
             }
+            Kind::Topic => sns::update(self, scope, res, current).await,
+            Kind::Alarm => cloudwatch::update(self, scope, res, current).await,
         }
     }
 
@@ -352,6 +372,8 @@ impl Provider for AwsProvider {
             Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::delete(self, current, progress).await,
             Kind::Repository => ecr::delete(self, current).await,
             Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::delete(self, scope, current, progress).await,
+            Kind::Topic => sns::delete(self, current).await,
+            Kind::Alarm => cloudwatch::delete(self, current).await,
         }
     }
 }
