@@ -363,3 +363,27 @@ async fn down_lists_what_it_left_behind_and_why() {
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
     assert!(inventory(&stack).await.is_empty());
 }
+
+#[tokio::test]
+async fn elastic_ip_quota_is_a_preflight_error() {
+    // A region of its own: the other tests' NAT gateways hold addresses in us-east-1.
+    let region = "eu-north-1";
+    let config = crate::harness::sdk_config().into_builder().region(aws_config::Region::new(region)).build();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    for _ in 0..4 {
+        ec2.allocate_address().send().await.unwrap();
+    }
+    let stack = unique_stack("eip");
+    let work = Workdir::new();
+    let file = work
+        .write("stack.yaml", &format!("stack: {stack}\nregion: {region}\nnetwork:\n  nat: true\n  endpoints: [s3]\n"));
+    let run = aira(work.dir.path(), &["up", file.to_str().unwrap(), "--endpoint-url", &endpoint()]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("need 2 more Elastic IP(s)") && run.stderr.contains("of this region's 5 are in use"),
+        "{}",
+        run.stderr
+    );
+    let vpcs = ec2.describe_vpcs().filters(tag_filter(&stack)).send().await.unwrap();
+    assert!(vpcs.vpcs().is_empty(), "nothing is created after a failed pre-flight");
+}

@@ -854,3 +854,52 @@ pub async fn existing(ec2: &Client, vpc: &crate::stack::model::ExistingVpc) -> R
     }
     Ok(tables.into_iter().collect())
 }
+
+/// Quotas that would obviously stop the stack half-way, checked before any change: Elastic IPs
+/// for the NAT gateways (an error naming the fix) and the VPCs of the region (a note: the
+/// default quota is 5, but many accounts have more, which only Service Quotas can tell).
+pub async fn quotas(ec2: &Client, scope_stack: &str, net: &crate::stack::model::Network) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    if net.existing.is_some() {
+        return Ok(notes);
+    }
+    let tagged = |tags: &[aws_sdk_ec2::types::Tag]| {
+        tags.iter().any(|t| t.key() == Some(TAG_STACK) && t.value() == Some(scope_stack))
+    };
+    let vpcs = call!("count the region's VPCs", ec2.describe_vpcs().send());
+    let ours = vpcs.vpcs().iter().any(|v| tagged(v.tags()));
+    let count = vpcs.vpcs().len();
+    if !ours && count >= 5 {
+        notes.push(format!(
+            "the region already has {count} VPCs; the default quota is 5 per region: if `up` fails creating the VPC, \
+             raise \"VPCs per Region\" in Service Quotas or use network.existing"
+        ));
+    }
+    if net.nat {
+        let attrs = call!(
+            "read the Elastic IP quota",
+            ec2.describe_account_attributes()
+                .attribute_names(aws_sdk_ec2::types::AccountAttributeName::from("vpc-max-elastic-ips"))
+                .send()
+        );
+        let max: Option<usize> = attrs
+            .account_attributes()
+            .iter()
+            .flat_map(|a| a.attribute_values())
+            .find_map(|v| v.attribute_value()?.parse().ok());
+        let addresses = call!("count the Elastic IPs", ec2.describe_addresses().send());
+        let used = addresses.addresses().len();
+        let have = addresses.addresses().iter().filter(|a| tagged(a.tags())).count();
+        let need = (net.zones as usize).saturating_sub(have);
+        if let Some(max) = max {
+            if used + need > max {
+                return Err(ProviderError::user(format!(
+                    "network.nat: the NAT gateways need {need} more Elastic IP(s), but {used} of this region's {max} are in use; \
+                     release unused ones (`aws ec2 describe-addresses`), raise \"EC2-VPC Elastic IPs\" in Service Quotas, \
+                     or drop `nat: true` (the VPC endpoints make it unnecessary)"
+                )));
+            }
+        }
+    }
+    Ok(notes)
+}

@@ -265,16 +265,10 @@ impl Provider for AwsProvider {
             }
             Ok(arns)
         };
-        let (zones, existing_private_route_tables, hosted_zone, secrets) =
-            tokio::try_join!(ec2::zones(&self.ec2), existing, zone, secrets)?;
-        Ok(Facts {
-            region: self.region.clone(),
-            zones,
-            existing_private_route_tables,
-            hosted_zone,
-            secrets,
-            notes: Vec::new(),
-        })
+        let quotas = ec2::quotas(&self.ec2, &stack.stack.0, &stack.network);
+        let (zones, existing_private_route_tables, hosted_zone, secrets, notes) =
+            tokio::try_join!(ec2::zones(&self.ec2), existing, zone, secrets, quotas)?;
+        Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables, hosted_zone, secrets, notes })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
