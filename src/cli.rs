@@ -491,6 +491,9 @@ async fn observe_and_plan(session: &Session, printer: &Printer, teardown: bool) 
         let stack = &session.loaded.stack;
         let facts = async { session.provider.facts(stack).await.map_err(provider_failure) };
         let (facts, observed) = tokio::try_join!(facts, observed)?;
+        for note in &facts.notes {
+            printer.note(note);
+        }
         let graph = expand(stack, &facts, &session.image).map_err(Failure::User)?;
         plan::diff(&graph, &observed)
     };
@@ -522,7 +525,9 @@ async fn prepare_image(session: &Session, args: &ImageArgs, printer: &Printer) -
             )));
         }
         if r.tag.is_some() {
-            return Err(Failure::User(format!("--registry {r}: name a repository without a tag (images are deployed by digest)")));
+            return Err(Failure::User(format!(
+                "--registry {r}: name a repository without a tag (images are deployed by digest)"
+            )));
         }
     }
     let usage = |e: crate::image::Error| match e {

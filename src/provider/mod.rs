@@ -41,6 +41,9 @@ pub struct Facts {
     pub hosted_zone: Option<HostedZone>,
     /// ARNs of the Secrets Manager secrets the stack names, by name.
     pub secrets: BTreeMap<String, String>,
+    /// What the pre-flight could not check, for the user (e.g. the zone's delegation when public
+    /// DNS cannot be reached).
+    pub notes: Vec<String>,
 }
 
 impl Facts {
@@ -61,6 +64,7 @@ impl Facts {
                 .map(|n| (n.to_string(), format!("arn:aws:secretsmanager:{region}:000000000000:secret:{n}")))
                 .collect(),
             region,
+            notes: Vec::new(),
         }
     }
 }
