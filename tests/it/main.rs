@@ -2,6 +2,7 @@
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
 mod dlq;
+mod edge;
 mod harness;
 mod image;
 mod local_target;

@@ -275,10 +275,15 @@ async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what
     else {
         return Ok(());
     };
-    if !set.resource_records().iter().any(|r| norm(r.value()) == norm(value)) {
+    let values: Vec<String> =
+        set.resource_records().iter().map(|r| norm(r.value())).filter(|v| !v.is_empty()).collect();
+    if !values.is_empty() && !values.contains(&norm(value)) {
         return Ok(()); // not ours any more
     }
-    match route53::change(&p.route53, zone, ChangeAction::Delete, set, "aira: certificate deleted").await {
+    // The record as ACM gave it, with the TTL the zone holds (a DELETE must match both).
+    let mut record = cname(name, value)?;
+    record.ttl = set.ttl().or(Some(300));
+    match route53::change(&p.route53, zone, ChangeAction::Delete, record, "aira: certificate deleted").await {
         Ok(_) => Ok(()),
         Err(e) if route53::is_absent(&e) => Ok(()),
         Err(e) => Err(ProviderError::new(format!("{what}: delete validation record {name}: {}", aws_error(e)))),

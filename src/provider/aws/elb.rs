@@ -245,11 +245,15 @@ async fn observe_listeners(elb: &Client, scope: &Scope, lb: &str, arn: Option<&s
             "port": l.port(),
             "protocol": l.protocol().map(|p| p.as_str()),
         });
-        if let Some(policy) = l.ssl_policy() {
-            props["ssl_policy"] = json!(policy);
-        }
-        if let Some(cert) = l.certificates().iter().find_map(|c| c.certificate_arn()) {
-            props["certificate"] = json!(cert);
+        // TLS settings mean something on a TLS listener only (some endpoints report a default
+        // policy on plain HTTP ones too).
+        if matches!(l.protocol(), Some(ProtocolEnum::Https | ProtocolEnum::Tls)) {
+            if let Some(policy) = l.ssl_policy() {
+                props["ssl_policy"] = json!(policy);
+            }
+            if let Some(cert) = l.certificates().iter().find_map(|c| c.certificate_arn()) {
+                props["certificate"] = json!(cert);
+            }
         }
         props["default_action"] = l.default_actions().first().map(action_props).unwrap_or(Value::Null);
         found.push(observed(id, Kind::Listener, arn, props, &[]));
