@@ -33,7 +33,7 @@ async fn provider() -> AwsProvider {
 }
 
 fn scope(stack: &str) -> Scope {
-    Scope { stack: stack.into(), tags: BTreeMap::new(), wait: Duration::from_secs(60) }
+    Scope { stack: stack.into(), tags: BTreeMap::new(), wait: Duration::from_secs(120) }
 }
 
 fn res(id: &str, kind: Kind, props: Value) -> Resolved {
@@ -66,6 +66,16 @@ fn one<'a>(all: &'a [Observed], id: &str) -> &'a Observed {
     let found: Vec<&Observed> = all.iter().filter(|o| o.id.0 == id).collect();
     assert_eq!(found.len(), 1, "one `{id}` expected, observed: {all:#?}");
     found[0]
+}
+
+/// Records what operations say they wait for.
+#[derive(Default)]
+struct Said(std::sync::Mutex<Vec<String>>);
+
+impl aira::provider::Progress for Said {
+    fn waiting(&self, id: &LogicalId, what: &str) {
+        self.0.lock().unwrap().push(format!("{id}: {what}"));
+    }
 }
 
 struct Network {
@@ -153,7 +163,12 @@ async fn edge_kinds_create_observe_update_delete() {
 
     // Create, in the graph's order.
     let cert = res("certificate", Kind::Certificate, json!({ "domain": domain, "validation": "DNS", "zone_id": zone }));
-    let cert_o = p.create(&scope, &cert, &quiet).await.unwrap();
+    let said = Said::default();
+    let cert_o = p.create(&scope, &cert, &said).await.unwrap();
+    // moto issues after MOTO_ACM_VALIDATION_WAIT=2 seconds: the wait said what it waits for.
+    let said = said.0.lock().unwrap().join("\n");
+    assert!(said.contains(&format!("ACM validating {domain}: CNAME _")), "{said}");
+    assert!(said.contains(&format!("acm-validations.aws. written in zone {zone}")), "{said}");
     assert_eq!(cert_o.props, cert.props);
     assert_eq!(cert_o.outputs["status"], "ISSUED");
     let tg = target_group(&stack, &net, "/healthz", 15);
@@ -180,6 +195,7 @@ async fn edge_kinds_create_observe_update_delete() {
     );
     let http_o = p.create(&scope, &http, &quiet).await.unwrap();
     let https_o = p.create(&scope, &https, &quiet).await.unwrap();
+    assert_eq!((&http_o.props, &https_o.props), (&http.props, &https.props), "read back after the create");
     let record = |id: &str, ty: &str| {
         res(
             id,
@@ -315,7 +331,6 @@ async fn edge_records_found_through_the_load_balancer_tag() {
 async fn dns_responder(ns: Vec<String>) -> (SocketAddr, tokio::task::JoinHandle<()>) {
     use hickory_proto::op::{Message, MessageType, ResponseCode};
     use hickory_proto::rr::{rdata::NS, Name, RData, Record, RecordType};
-    use hickory_proto::serialize::binary::BinEncodable;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = sock.local_addr().unwrap();
     let task = tokio::spawn(async move {
