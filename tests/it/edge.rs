@@ -434,3 +434,30 @@ async fn edge_preflight_goes_on_without_dns() {
     assert!(plan.stderr.contains("could not check that public DNS delegates"), "{}", plan.stderr);
     assert!(plan.stdout.contains("certificate"), "{}", plan.stdout);
 }
+
+/// ACM gives two certificates of one domain the same validation record: deleting one keeps it.
+#[tokio::test]
+async fn edge_certificate_delete_keeps_a_shared_validation_record() {
+    let stack = unique_stack("edge-cert");
+    let zone_name = format!("{stack}.example.com");
+    let zone = hosted_zone(&zone_name).await;
+    let p = provider().await;
+    let cert = res(
+        "certificate",
+        Kind::Certificate,
+        json!({ "domain": format!("chat.{zone_name}"), "validation": "DNS", "zone_id": zone }),
+    );
+    let first = p.create(&scope(&stack), &cert, &Silent).await.unwrap();
+    let second = p.create(&scope(&format!("{stack}-preview")), &cert, &Silent).await.unwrap();
+    assert_ne!(first.physical_id, second.physical_id);
+    let cnames = || async { records(&zone).await.into_iter().filter(|(_, t)| t == "CNAME").count() };
+    assert_eq!(cnames().await, 1);
+    // Each stack sees its own certificate only.
+    let seen = p.observe(&scope(&stack)).await.unwrap();
+    let seen: Vec<_> = seen.iter().filter(|o| o.kind == Kind::Certificate).map(|o| &o.physical_id).collect();
+    assert_eq!(seen, vec![&first.physical_id]);
+    p.delete(&scope(&stack), &first, &Silent).await.unwrap();
+    assert_eq!(cnames().await, 1, "the other certificate still needs it");
+    p.delete(&scope(&format!("{stack}-preview")), &second, &Silent).await.unwrap();
+    assert_eq!(cnames().await, 0);
+}

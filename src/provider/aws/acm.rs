@@ -29,6 +29,13 @@ fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_acm::error::SdkError<E, R>) -
     code(e) == Some("ResourceNotFoundException")
 }
 
+/// `list_certificates` filters by status: every one of them, so that a certificate still
+/// validating (or failed) is found too.
+fn every_status() -> Vec<CertificateStatus> {
+    use CertificateStatus as S;
+    vec![S::PendingValidation, S::Issued, S::Inactive, S::Expired, S::ValidationTimedOut, S::Revoked, S::Failed]
+}
+
 pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
     use CertificateStatus as S;
     let mut summaries = Vec::new();
@@ -220,7 +227,13 @@ pub async fn delete(p: &AwsProvider, scope: &Scope, current: &Observed, progress
     let arn = current.physical_id.as_str();
     let what = format!("delete {} `{}` ({arn})", current.kind, current.id);
     let Some(cert) = describe(p, arn, &what).await? else { return Ok(()) };
-    if let Some(zone) = current.props["zone_id"].as_str() {
+    // ACM gives every certificate of one domain in an account the same validation record:
+    // it stays while another certificate of that domain (a duplicate, another stack's) needs it.
+    let shared = match cert.domain_name() {
+        Some(domain) => other_certificates_of(p, domain, arn).await?,
+        None => false,
+    };
+    if let (Some(zone), false) = (current.props["zone_id"].as_str(), shared) {
         for (name, value) in validation_records(&cert) {
             delete_cname(p, zone, &name, &value, &what).await?;
         }
@@ -247,6 +260,20 @@ pub async fn delete(p: &AwsProvider, scope: &Scope, current: &Observed, progress
             Err(e) => return Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
         }
     }
+}
+
+/// Whether a certificate other than `arn` exists for `domain`.
+async fn other_certificates_of(p: &AwsProvider, domain: &str, arn: &str) -> Result<bool> {
+    let mut pages = p.acm.list_certificates().set_certificate_statuses(Some(every_status())).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ProviderError::new(format!("list ACM certificates: {}", aws_error(e))))?;
+        if page.certificate_summary_list().iter().any(|c| {
+            c.certificate_arn() != Some(arn) && c.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(domain))
+        }) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Deletes a validation CNAME as the zone holds it (a DELETE must match the TTL and value);
