@@ -525,9 +525,7 @@ async fn prepare_image(session: &Session, args: &ImageArgs, printer: &Printer) -
             )));
         }
         if r.tag.is_some() {
-            return Err(Failure::User(format!(
-                "--registry {r}: name a repository without a tag (images are deployed by digest)"
-            )));
+            return Err(Failure::User(format!("--registry {r}: name a repository without a tag (images are deployed by digest)")));
         }
     }
     let usage = |e: crate::image::Error| match e {

@@ -1,7 +1,7 @@
 //! TODO(skeleton): filled in by the edge/compute work.
 
-use super::AwsProvider;
 use crate::provider::{Observed, ProviderError, Resolved, Scope};
+use super::AwsProvider;
 
 /// An image built on this machine, to push before a task definition names its digest.
 #[derive(Debug, Clone)]
@@ -19,12 +19,7 @@ pub async fn create(_p: &AwsProvider, _scope: &Scope, res: &Resolved) -> Result<
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 
-pub async fn update(
-    _p: &AwsProvider,
-    _scope: &Scope,
-    res: &Resolved,
-    _current: &Observed,
-) -> Result<Observed, ProviderError> {
+pub async fn update(_p: &AwsProvider, _scope: &Scope, res: &Resolved, _current: &Observed) -> Result<Observed, ProviderError> {
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 

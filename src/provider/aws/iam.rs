@@ -1,7 +1,7 @@
 //! TODO(skeleton): filled in by the edge/compute work.
 
-use super::AwsProvider;
 use crate::provider::{Observed, ProviderError, Resolved, Scope};
+use super::AwsProvider;
 
 pub async fn observe(_p: &AwsProvider, _scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
     Ok(Vec::new())
@@ -11,12 +11,7 @@ pub async fn create(_p: &AwsProvider, _scope: &Scope, res: &Resolved) -> Result<
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 
-pub async fn update(
-    _p: &AwsProvider,
-    _scope: &Scope,
-    res: &Resolved,
-    _current: &Observed,
-) -> Result<Observed, ProviderError> {
+pub async fn update(_p: &AwsProvider, _scope: &Scope, res: &Resolved, _current: &Observed) -> Result<Observed, ProviderError> {
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 
