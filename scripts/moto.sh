@@ -19,6 +19,8 @@ if [ "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# ACM issues a DNS-validated certificate after this many seconds (moto's default: 60).
+export MOTO_ACM_VALIDATION_WAIT="${MOTO_ACM_VALIDATION_WAIT:-2}"
 MOTO_PORT=$(free_port)
 MOTO_LOG="$CACHE/moto-$MOTO_PORT.log"
 # ACM issues a certificate 2 s after its request (so that the wait is seen); every ECS service

@@ -41,7 +41,8 @@ pub struct Facts {
     pub hosted_zone: Option<HostedZone>,
     /// ARNs of the Secrets Manager secrets the stack names, by name.
     pub secrets: BTreeMap<String, String>,
-    /// What the pre-flight could not check, and why (printed, not fatal).
+    /// What the pre-flight could not check, for the user (e.g. the zone's delegation when public
+    /// DNS cannot be reached).
     pub notes: Vec<String>,
 }
 

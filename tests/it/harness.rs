@@ -73,8 +73,14 @@ fn runtime_bin() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The DNS resolver every `aira` of the tests asks (the pre-flight's delegation check): a
+/// loopback port where nothing answers, so that no test queries a resolver off this machine.
+/// Tests of the check pass their own responder in `env`, which overrides it.
+pub const NO_DNS: &str = "127.0.0.1:9";
+
 pub async fn aira_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_aira"));
+    cmd.env("AIRA_DNS_RESOLVER", NO_DNS);
     if let Some(bin) = runtime_bin() {
         cmd.env("AIRA_RUNTIME_BIN", bin);
     }
@@ -127,6 +133,7 @@ pub fn spawn_aira(cwd: &Path, args: &[&str]) -> tokio::process::Child {
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
+        .env("AIRA_DNS_RESOLVER", NO_DNS)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -198,6 +205,7 @@ pub async fn aira_stdin(cwd: &Path, args: &[&str], input: &str) -> Run {
         .args(args)
         .current_dir(cwd)
         .env("NO_COLOR", "1")
+        .env("AIRA_DNS_RESOLVER", NO_DNS)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -46,6 +46,7 @@ fn aira(args: &[&str], env: &[(&str, &str)]) -> Out {
         .env_remove("AIRA_REGISTRY_USER")
         .env_remove("AIRA_REGISTRY_PASSWORD")
         .env_remove("SOURCE_DATE_EPOCH")
+        .env("AIRA_DNS_RESOLVER", crate::harness::NO_DNS)
         .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

@@ -4,6 +4,7 @@
 mod alerts;
 mod day2;
 mod dlq;
+mod edge;
 mod harness;
 mod image;
 mod local_target;

@@ -254,8 +254,8 @@ impl Provider for AwsProvider {
         };
         let zone = async {
             match &stack.domain {
-                Some(d) => route53::hosted_zone(&self.route53, d).await.map(Some),
-                None => Ok(None),
+                Some(d) => route53::hosted_zone(&self.route53, d).await.map(|(z, notes)| (Some(z), notes)),
+                None => Ok((None, Vec::new())),
             }
         };
         let secrets = async {
@@ -266,8 +266,9 @@ impl Provider for AwsProvider {
             Ok(arns)
         };
         let quotas = ec2::quotas(&self.ec2, &stack.stack.0, &stack.network);
-        let (zones, existing_private_route_tables, hosted_zone, secrets, notes) =
+        let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes) =
             tokio::try_join!(ec2::zones(&self.ec2), existing, zone, secrets, quotas)?;
+        notes.extend(quota_notes);
         Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables, hosted_zone, secrets, notes })
     }
 
@@ -304,7 +305,7 @@ impl Provider for AwsProvider {
             Kind::LogGroup => logs::create(self, scope, res).await,
             Kind::Role => iam::create(self, scope, res).await,
             Kind::Certificate => acm::create(self, scope, res, progress).await,
-            Kind::DnsRecord => route53::create(self, scope, res).await,
+            Kind::DnsRecord => route53::create(self, scope, res, progress).await,
             Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::create(self, scope, res, progress).await,
             Kind::Repository => ecr::create(self, scope, res).await,
             Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::create(self, scope, res, progress).await,
@@ -334,7 +335,7 @@ impl Provider for AwsProvider {
             Kind::LogGroup => logs::update(self, scope, res, current).await,
             Kind::Role => iam::update(self, scope, res, current).await,
             Kind::Certificate => acm::update(self, scope, res, current).await,
-            Kind::DnsRecord => route53::update(self, scope, res, current).await,
+            Kind::DnsRecord => route53::update(self, scope, res, current, progress).await,
             Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
                 elb::update(self, scope, res, current, progress).await
             }
@@ -361,9 +362,11 @@ impl Provider for AwsProvider {
             Kind::Table => dynamodb::delete(self, current, progress).await,
             Kind::LogGroup => logs::delete(self, current).await,
             Kind::Role => iam::delete(self, current).await,
-            Kind::Certificate => acm::delete(self, current, progress).await,
+            Kind::Certificate => acm::delete(self, scope, current, progress).await,
             Kind::DnsRecord => route53::delete(self, current).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::delete(self, current, progress).await,
+            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
+                elb::delete(self, scope, current, progress).await
+            }
             Kind::Repository => ecr::delete(self, current).await,
             Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::delete(self, scope, current, progress).await,
             Kind::Topic => sns::delete(self, current).await,

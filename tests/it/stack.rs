@@ -1,0 +1,219 @@
+//! The whole stack against moto: `aira up` of a stack with a domain, services, autoscaling and
+//! alerts creates every resource; the plan right after is empty; what was created is secure
+//! (read back through the SDK); `aira down` removes everything, the validation and alias records
+//! included, and leaves the hosted zone the user owns.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::harness::{aira_env, endpoint, sdk_config, unique_stack, Workdir};
+
+const IMAGE: &str = "127.0.0.1:5999/aira/runtime@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+pub struct Fixture {
+    pub name: String,
+    pub zone_id: String,
+    pub domain: String,
+    pub work: Workdir,
+    pub file: String,
+}
+
+/// A hosted zone and the LLM key's secret, as the user would have them, and the stack file.
+pub async fn fixture(prefix: &str, api_count: u32) -> Fixture {
+    let name = unique_stack(prefix);
+    let config = sdk_config();
+    let r53 = aws_sdk_route53::Client::new(&config);
+    let zone_name = format!("{name}.example.com");
+    let zone = r53.create_hosted_zone().name(&zone_name).caller_reference(&name).send().await.unwrap();
+    let zone_id = zone.hosted_zone().unwrap().id().trim_start_matches("/hostedzone/").to_string();
+    let sm = aws_sdk_secretsmanager::Client::new(&config);
+    sm.create_secret().name(format!("{name}/llm")).secret_string("sk-test").send().await.unwrap();
+    let domain = format!("chat.{zone_name}");
+    let yaml = format!(
+        "stack: {name}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, s3]\ndomain:\n  zone: {zone_name}\n  name: {domain}\n\
+         services:\n  api: {{ role: api, cpu: 256, memory: 512, count: {api_count}, port: 8080, health: /healthz, public: true }}\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 4, backlog_per_task: 20 }} }}\n\
+         llm:\n  base_url: https://llm.invalid/v1\n  model: m\n  api_key: {{ secret: {name}/llm }}\nalerts:\n  email: ops@example.com\n"
+    );
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &yaml).to_str().unwrap().to_string();
+    Fixture { name, zone_id, domain, work, file }
+}
+
+pub async fn run(f: &Fixture, args: &[&str]) -> crate::harness::Run {
+    let ep = endpoint();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--endpoint-url", &ep]);
+    aira_env(f.work.dir.path(), &all, &[]).await
+}
+
+fn kinds(plan: &Value) -> BTreeMap<String, usize> {
+    let mut k = BTreeMap::new();
+    for s in plan["steps"].as_array().unwrap() {
+        *k.entry(s["kind"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    k
+}
+
+#[tokio::test]
+async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
+    let f = fixture("full", 1).await;
+    let config = sdk_config();
+
+    let up = run(&f, &["up", &f.file, "--image", IMAGE, "--yes", "--timeout", "2m"]).await;
+    up.assert_code(0);
+    // Every wait said what it waited for.
+    assert!(up.stderr.contains("waiting"), "{}", up.stderr);
+
+    // Right after: nothing to change, every kind present.
+    let plan = run(&f, &["plan", &f.file, "--image", IMAGE, "--output", "json", "--detailed-exitcode"]).await;
+    let p = plan.json();
+    plan.assert_code(0);
+    let k = kinds(&p);
+    for (kind, n) in [
+        ("acm.certificate", 1),
+        ("route53.record", 2),
+        ("elbv2.load-balancer", 1),
+        ("elbv2.target-group", 1),
+        ("elbv2.listener", 2),
+        ("dynamodb.table", 1),
+        ("logs.log-group", 2),
+        ("iam.role", 3),
+        ("ecs.cluster", 1),
+        ("ecs.task-definition", 2),
+        ("ecs.service", 2),
+        ("sns.topic", 1),
+        ("cloudwatch.alarm", 4),
+        ("sqs.queue", 2),
+    ] {
+        assert_eq!(k.get(kind), Some(&n), "{kind}: {k:?}");
+    }
+
+    // Security, read back from AWS.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config);
+    let lbs = elb.describe_load_balancers().names(&f.name).send().await.unwrap();
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+    let listeners = elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn().unwrap()).send().await.unwrap();
+    for l in listeners.listeners() {
+        let action = &l.default_actions()[0];
+        match l.port() {
+            Some(80) => {
+                // HTTP only redirects, permanently, to HTTPS.
+                let r = action.redirect_config().expect("port 80 redirects");
+                assert_eq!(r.protocol(), Some("HTTPS"));
+                assert_eq!(r.status_code().map(|s| s.as_str()), Some("HTTP_301"));
+            }
+            Some(443) => {
+                assert_eq!(l.ssl_policy(), Some("ELBSecurityPolicy-TLS13-1-2-2021-06"));
+                assert_eq!(l.certificates().len(), 1);
+            }
+            other => panic!("unexpected listener on {other:?}"),
+        }
+    }
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let services = ecs.describe_services().cluster(&f.name).services("api").services("worker").send().await.unwrap();
+    for s in services.services() {
+        let net = s.network_configuration().and_then(|n| n.awsvpc_configuration()).unwrap();
+        assert_eq!(net.assign_public_ip().map(|a| a.as_str()), Some("DISABLED"), "{:?}", s.service_name());
+        let dc = s.deployment_configuration().unwrap();
+        let cb = dc.deployment_circuit_breaker().unwrap();
+        assert!(cb.enable() && cb.rollback());
+        assert_eq!((dc.minimum_healthy_percent(), dc.maximum_percent()), (Some(100), Some(200)));
+    }
+    // The services' group opens the api's port to the load balancer's group only.
+    let ec2 = crate::harness::ec2();
+    let tagged = |id: &str| {
+        vec![
+            aws_sdk_ec2::types::Filter::builder().name("tag:aira:stack").values(&f.name).build(),
+            aws_sdk_ec2::types::Filter::builder().name("tag:aira:id").values(id).build(),
+        ]
+    };
+    let group = |id: &'static str| {
+        let ec2 = ec2.clone();
+        let filters = tagged(id);
+        async move { ec2.describe_security_groups().set_filters(Some(filters)).send().await.unwrap().security_groups()[0].clone() }
+    };
+    let (lb_sg, services_sg) = (group("lb-sg").await, group("services-sg").await);
+    let rules = services_sg.ip_permissions();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!((rules[0].from_port(), rules[0].to_port()), (Some(8080), Some(8080)));
+    assert_eq!(rules[0].user_id_group_pairs()[0].group_id(), lb_sg.group_id());
+    assert!(rules[0].ip_ranges().is_empty());
+
+    let sqs = crate::harness::sqs().await;
+    let queue_url = sqs.get_queue_url().queue_name(format!("{}-queue", f.name)).send().await.unwrap();
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url.queue_url().unwrap())
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes()
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    let table_arn = aws_sdk_dynamodb::Client::new(&config)
+        .describe_table()
+        .table_name(format!("{}-data", f.name))
+        .send()
+        .await
+        .unwrap()
+        .table()
+        .unwrap()
+        .table_arn()
+        .unwrap()
+        .to_string();
+    let iam = aws_sdk_iam::Client::new(&config);
+    for role in ["api", "worker"] {
+        let doc = iam.get_role_policy().role_name(format!("{}-{role}", f.name)).policy_name("aira").send().await.unwrap();
+        let doc: Value = serde_json::from_str(
+            &percent_decode(doc.policy_document()),
+        )
+        .unwrap();
+        let resources: Vec<&str> = doc["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["Resource"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()))
+            .collect();
+        assert_eq!(resources, [queue_arn.as_str(), table_arn.as_str()], "task role {role}");
+    }
+
+    // The URL: status reports it and the deployment state.
+    let status = run(&f, &["status", &f.file, "--output", "json"]).await;
+    status.assert_code(0);
+    let st = status.json();
+    assert_eq!(st["url"], format!("https://{}/", f.domain));
+    assert_eq!(st["pending_changes"], 0, "{st}");
+    assert_eq!(st["services"].as_array().unwrap().len(), 2);
+    assert_eq!(st["certificate"]["status"], "ISSUED");
+
+    // Down removes everything, the records included; the zone stays.
+    run(&f, &["down", &f.file, "--yes", "--timeout", "2m"]).await.assert_code(0);
+    let left = run(&f, &["plan", &f.file, "--image", IMAGE, "--output", "json"]).await.json();
+    assert!(left["steps"].as_array().unwrap().iter().all(|s| s["action"] == "create"), "{left}");
+    let r53 = aws_sdk_route53::Client::new(&config);
+    let records = r53.list_resource_record_sets().hosted_zone_id(&f.zone_id).send().await.unwrap();
+    let types: Vec<&str> = records.resource_record_sets().iter().map(|r| r.r#type().as_str()).collect();
+    assert!(types.iter().all(|t| *t == "SOA" || *t == "NS"), "records left: {types:?}");
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
