@@ -394,7 +394,8 @@ async fn image(command: &crate::image::ImageCommand, printer: &Printer) -> Resul
         ImageCommand::Push { to, insecure, from } => {
             let image =
                 oci::read_layout(from).map_err(|e| Failure::User(format!("{e:#} (run `aira image build` first)")))?;
-            let pushed = push::push(&image, to, *insecure, &note).await.map_err(failure)?;
+            let auth = push::env_auth().map_err(failure)?;
+            let pushed = push::push(&image, to, *insecure, auth, &note).await.map_err(failure)?;
             note(&format!(
                 "pushed in {:.1}s: {} blob(s) uploaded ({} bytes), {} already there",
                 started.elapsed().as_secs_f64(),
@@ -522,7 +523,9 @@ async fn prepare_image(session: &Session, args: &ImageArgs, printer: &Printer) -
             )));
         }
         if r.tag.is_some() {
-            return Err(Failure::User(format!("--registry {r}: name a repository without a tag (images are deployed by digest)")));
+            return Err(Failure::User(format!(
+                "--registry {r}: name a repository without a tag (images are deployed by digest)"
+            )));
         }
     }
     let usage = |e: crate::image::Error| match e {

@@ -426,7 +426,9 @@ fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> R
     let public = stack.services.iter().find(|(_, s)| s.public);
     let zone = match (&stack.domain, &facts.hosted_zone) {
         (Some(_), Some(z)) => Some(z),
-        (Some(d), None) => return Err(format!("domain.zone: the hosted zone `{}` was not looked up (an internal error)", d.zone)),
+        (Some(d), None) => {
+            return Err(format!("domain.zone: the hosted zone `{}` was not looked up (an internal error)", d.zone))
+        }
         _ => None,
     };
     if let Some((svc_name, svc)) = public {

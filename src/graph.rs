@@ -193,10 +193,7 @@ impl Kind {
             },
             Kind::Table => KindSpec {
                 name: "dynamodb.table",
-                replace_on: &[
-                    ("name", "a table's name cannot change"),
-                    ("keys", "a table's key schema cannot change"),
-                ],
+                replace_on: &[("name", "a table's name cannot change"), ("keys", "a table's key schema cannot change")],
                 replace_order: DeleteBeforeCreate,
                 sets: &[],
             },

@@ -1,17 +1,28 @@
 //! TODO(skeleton): filled in by the edge/compute work.
 
-use crate::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 use super::AwsProvider;
+use crate::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 pub async fn observe(_p: &AwsProvider, _scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
     Ok(Vec::new())
 }
 
-pub async fn create(_p: &AwsProvider, _scope: &Scope, res: &Resolved, _progress: &dyn Progress) -> Result<Observed, ProviderError> {
+pub async fn create(
+    _p: &AwsProvider,
+    _scope: &Scope,
+    res: &Resolved,
+    _progress: &dyn Progress,
+) -> Result<Observed, ProviderError> {
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 
-pub async fn update(_p: &AwsProvider, _scope: &Scope, res: &Resolved, _current: &Observed, _progress: &dyn Progress) -> Result<Observed, ProviderError> {
+pub async fn update(
+    _p: &AwsProvider,
+    _scope: &Scope,
+    res: &Resolved,
+    _current: &Observed,
+    _progress: &dyn Progress,
+) -> Result<Observed, ProviderError> {
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 

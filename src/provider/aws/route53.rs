@@ -46,7 +46,12 @@ pub async fn create(_p: &AwsProvider, _scope: &Scope, res: &Resolved) -> Result<
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 
-pub async fn update(_p: &AwsProvider, _scope: &Scope, res: &Resolved, _current: &Observed) -> Result<Observed, ProviderError> {
+pub async fn update(
+    _p: &AwsProvider,
+    _scope: &Scope,
+    res: &Resolved,
+    _current: &Observed,
+) -> Result<Observed, ProviderError> {
     Err(ProviderError::new(format!("{}: not implemented", res.kind)))
 }
 
