@@ -1,6 +1,7 @@
 //! Integration tests: one binary, so the AWS SDK links once. They run `aira` as a process
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
+mod compute;
 mod dlq;
 mod harness;
 mod image;

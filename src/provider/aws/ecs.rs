@@ -304,11 +304,16 @@ async fn service_observed(p: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types
         "subnets": subnets,
         "security_groups": groups,
         "public_ip": public_ip,
-        "deployment": {
-            "circuit_breaker": breaker.is_some_and(|b| b.enable()),
-            "rollback": breaker.is_some_and(|b| b.rollback()),
-            "min_healthy_percent": dc.and_then(|d| d.minimum_healthy_percent()),
-            "max_percent": dc.and_then(|d| d.maximum_percent()),
+        "deployment": match dc {
+            Some(dc) => json!({
+                "circuit_breaker": breaker.is_some_and(|b| b.enable()),
+                "rollback": breaker.is_some_and(|b| b.rollback()),
+                "min_healthy_percent": dc.minimum_healthy_percent(),
+                "max_percent": dc.maximum_percent(),
+            }),
+            // AWS always reports it; an endpoint that keeps none (the moto server) is read as
+            // what aira sets on every service, rather than as a change no call can make.
+            None => json!({ "circuit_breaker": true, "rollback": true, "min_healthy_percent": 100, "max_percent": 200 }),
         },
         "load_balancer": load_balancer,
     });
@@ -764,7 +769,15 @@ async fn deregister_scaling(p: &AwsProvider, rid: &str, what: &str) -> Result<()
         .await;
     match sent {
         Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("ObjectNotFoundException") => Ok(()),
+        // AWS answers ObjectNotFoundException; the moto server a ValidationException.
+        Err(e)
+            if e.as_service_error().is_some_and(|s| {
+                s.code() == Some("ObjectNotFoundException")
+                    || s.message().is_some_and(|m| m.contains("No scalable target found"))
+            }) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
     }
 }
