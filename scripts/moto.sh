@@ -21,7 +21,10 @@ fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOTO_PORT=$(free_port)
 MOTO_LOG="$CACHE/moto-$MOTO_PORT.log"
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+# Every ECS service reports one running task (none ever runs on moto): a service of count 1
+# completes its deployment, one of count 2 never does (tests/it/compute.rs). Certificates are
+# issued after 2 seconds.
+MOTO_ECS_SERVICE_RUNNING=1 MOTO_ACM_VALIDATION_WAIT=2 "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 stop_moto() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -f "$MOTO_LOG"; }
 trap stop_moto EXIT
