@@ -823,32 +823,15 @@ async fn wait_deployed(
             .map(|d| (d.desired_count(), d.running_count(), d.pending_count()))
             .unwrap_or((s.desired_count(), s.running_count(), s.pending_count()));
         let deployment_id = primary.and_then(|d| d.id()).unwrap_or("(none)").to_string();
-        if let Some(d) = primary {
-            let reason = d.rollout_state_reason().unwrap_or("no reason given");
-            match d.rollout_state() {
-                Some(DeploymentRolloutState::Completed) if d.task_definition() == Some(task_definition) => {
-                    return Ok(())
-                }
-                Some(DeploymentRolloutState::Completed | DeploymentRolloutState::InProgress)
-                    if d.task_definition() != Some(task_definition) =>
-                {
-                    return Err(ProviderError::new(format!(
-                        "deployment of service `{service}` was rolled back by the circuit breaker to {}: {reason}{}",
-                        d.task_definition().unwrap_or("the previous revision"),
-                        last_event(&events)
-                    )));
-                }
-                Some(DeploymentRolloutState::Failed) => {
-                    return Err(ProviderError::new(format!(
-                        "deployment {deployment_id} of service `{service}` failed: {reason}{}",
-                        last_event(&events)
-                    )));
-                }
-                Some(_) => {}
-                // No rollout state (deployment circuit breaker unknown to the endpoint).
-                None if deployments.len() == 1 && running == desired => return Ok(()),
-                None => {}
+        match judge(deployments, task_definition) {
+            Verdict::Done => return Ok(()),
+            Verdict::Failed(why) => {
+                return Err(ProviderError::new(format!(
+                    "deployment {deployment_id} of service `{service}` {why}{}",
+                    last_event(&events)
+                )))
             }
+            Verdict::Pending => {}
         }
         let stopped = stopped_reasons(p, cluster, service).await;
         let targets = target_health(p, s).await;
@@ -875,6 +858,35 @@ async fn wait_deployed(
             ),
         );
         tokio::time::sleep(POLL.min(scope.wait.saturating_sub(start.elapsed())).max(Duration::from_millis(100))).await;
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Done,
+    /// Why the deployment failed, as the end of "deployment … of service `x` …".
+    Failed(String),
+    Pending,
+}
+
+/// Where a deployment of `task_definition` stands, from the service's deployments.
+fn judge(deployments: &[aws_sdk_ecs::types::Deployment], task_definition: &str) -> Verdict {
+    let Some(primary) = deployments.iter().find(|d| d.status() == Some("PRIMARY")) else { return Verdict::Pending };
+    let failed = deployments.iter().find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed));
+    let reason = |d: &aws_sdk_ecs::types::Deployment| d.rollout_state_reason().unwrap_or("no reason given").to_string();
+    match primary.rollout_state() {
+        Some(DeploymentRolloutState::Failed) => Verdict::Failed(format!("failed: {}", reason(primary))),
+        // The circuit breaker rolled back: the primary deployment is the previous revision again.
+        Some(_) if primary.task_definition() != Some(task_definition) => Verdict::Failed(format!(
+            "was rolled back by the circuit breaker to {}: {}",
+            primary.task_definition().unwrap_or("the previous revision"),
+            failed.map(reason).unwrap_or_else(|| "no reason given".into())
+        )),
+        Some(DeploymentRolloutState::Completed) => Verdict::Done,
+        Some(_) => Verdict::Pending,
+        // No rollout state reported (the moto server): one deployment with all its tasks running.
+        None if deployments.len() == 1 && primary.running_count() == primary.desired_count() => Verdict::Done,
+        None => Verdict::Pending,
     }
 }
 
@@ -1045,6 +1057,7 @@ async fn delete_cluster(p: &AwsProvider, scope: &Scope, current: &Observed, prog
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_ecs::types::Deployment;
 
     #[test]
     fn role_not_ready_is_recognised() {
@@ -1053,5 +1066,44 @@ mod tests {
         assert!(!is_role_not_ready(Some("InvalidParameterException"), "subnet-1 does not exist"));
         assert!(!is_role_not_ready(Some("AccessDeniedException"), msg));
         assert_eq!(scaling_resource("arn:aws:ecs:us-east-1:1:cluster/s1", "api"), "service/s1/api");
+    }
+
+    fn deployment(status: &str, td: &str, state: Option<DeploymentRolloutState>, running: i32) -> Deployment {
+        Deployment::builder()
+            .id(format!("ecs-svc/{td}"))
+            .status(status)
+            .task_definition(td)
+            .set_rollout_state(state)
+            .rollout_state_reason("ECS deployment circuit breaker: tasks failed to start.")
+            .desired_count(2)
+            .running_count(running)
+            .build()
+    }
+
+    #[test]
+    fn deployments_are_judged() {
+        use DeploymentRolloutState::*;
+        let new = "td:2";
+        assert_eq!(judge(&[deployment("PRIMARY", new, Some(Completed), 2)], new), Verdict::Done);
+        let rolling =
+            [deployment("PRIMARY", new, Some(InProgress), 1), deployment("ACTIVE", "td:1", Some(Completed), 2)];
+        assert_eq!(judge(&rolling, new), Verdict::Pending);
+        match judge(&[deployment("PRIMARY", new, Some(Failed), 0)], new) {
+            Verdict::Failed(why) => assert!(why.starts_with("failed: ECS deployment circuit breaker"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        // Rolled back: the old revision is primary again, the new one failed.
+        let back = [deployment("PRIMARY", "td:1", Some(InProgress), 2), deployment("ACTIVE", new, Some(Failed), 0)];
+        match judge(&back, new) {
+            Verdict::Failed(why) => {
+                assert!(why.contains("rolled back by the circuit breaker to td:1"), "{why}");
+                assert!(why.contains("tasks failed to start"), "{why}");
+            }
+            v => panic!("{v:?}"),
+        }
+        // No rollout state (moto): one deployment, all tasks running.
+        assert_eq!(judge(&[deployment("PRIMARY", new, None, 2)], new), Verdict::Done);
+        assert_eq!(judge(&[deployment("PRIMARY", new, None, 1)], new), Verdict::Pending);
+        assert_eq!(judge(&[], new), Verdict::Pending);
     }
 }
