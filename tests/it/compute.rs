@@ -583,3 +583,39 @@ async fn compute_task_definitions_push_the_built_image_once() {
     }
     assert!(p.observe(&sc).await.unwrap().is_empty());
 }
+
+/// `aira up` of a stack with an autoscaled worker (no load balancer: the edge kinds are tested
+/// elsewhere), then `plan --detailed-exitcode` finds nothing to change, then `down` leaves nothing.
+#[tokio::test]
+async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
+    use crate::harness::{aira, Workdir};
+    let stack = unique_stack("cmp-cli");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\nservices:\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 3, backlog_per_task: 5 }} }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("127.0.0.1:1/aira/runtime@sha256:{}", "ab".repeat(32));
+    let at = ["--endpoint-url", &endpoint()];
+    let dir = work.dir.path();
+    aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
+    let plan = aira(dir, &[&["plan", file, "--detailed-exitcode", "--image", &image][..], &at[..]].concat()).await;
+    plan.assert_code(0);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+
+    let p = AwsProvider::new(&config().await);
+    let observed = p.observe(&scope(&stack, 5)).await.unwrap();
+    let kinds: std::collections::BTreeSet<Kind> = observed.iter().map(|o| o.kind).collect();
+    for k in [Kind::Table, Kind::LogGroup, Kind::Role, Kind::Cluster, Kind::TaskDefinition, Kind::Service] {
+        assert!(kinds.contains(&k), "no {k} observed: {observed:#?}");
+    }
+    let worker = one(&observed, "service-worker");
+    assert_eq!(worker.props["count"]["backlog_per_task"], 5);
+    assert_eq!(worker.props["count"]["queue"], format!("{stack}-queue"));
+
+    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    let left = p.observe(&scope(&stack, 5)).await.unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
