@@ -619,3 +619,68 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
     let left = p.observe(&scope(&stack, 5)).await.unwrap();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
+
+/// A load-balanced service (target group made with the SDK): created with its load balancer and
+/// health check grace, observed as desired, its deployment wait reads the target group's health.
+#[tokio::test]
+async fn compute_load_balanced_service_converges() {
+    let stack = unique_stack("cmp-lb");
+    let p = AwsProvider::new(&config().await);
+    let sc = scope(&stack, 10);
+    let progress = Recorder::default();
+    let net = network(&stack).await;
+    let ec2 = crate::harness::ec2();
+    let subnet = ec2.describe_subnets().subnet_ids(&net.subnets[0]).send().await.unwrap();
+    let vpc = subnet.subnets()[0].vpc_id().unwrap().to_string();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config().await);
+    let tg = elb
+        .create_target_group()
+        .name(&stack)
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(&vpc)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .unwrap();
+    let tg = tg.target_groups()[0].target_group_arn().unwrap().to_string();
+    let cluster_res = res("cluster", Kind::Cluster, json!({ "name": stack, "container_insights": false }));
+    let cluster = p.create(&sc, &cluster_res, &progress).await.unwrap();
+    let td = task(
+        &stack,
+        "api",
+        json!("public.ecr.aws/x/y:1"),
+        "arn:aws:iam::123456789012:role/x",
+        "arn:aws:iam::123456789012:role/y",
+        &net,
+        "t",
+        Some(8080),
+    );
+    let td = p.create(&sc, &res("task-api", Kind::TaskDefinition, td), &progress).await.unwrap();
+    let mut props = service("api", &out(&cluster, "arn"), &out(&td, "arn"), json!(1), &net);
+    props["load_balancer"] = json!({ "target_group": tg, "container": "api", "port": 8080 });
+    props["health_check_grace"] = json!(30);
+    let desired = res("service-api", Kind::Service, props);
+    let created = p.create(&sc, &desired, &progress).await.unwrap();
+    assert_converged(&created, &desired);
+    let observed = p.observe(&sc).await.unwrap();
+    assert_converged(one(&observed, "service-api"), &desired);
+    let ecs = aws_sdk_ecs::Client::new(&config().await);
+    let s = ecs.describe_services().cluster(out(&cluster, "arn")).services("api").send().await.unwrap();
+    let lb = &s.services()[0].load_balancers()[0];
+    assert_eq!(
+        (lb.target_group_arn(), lb.container_name(), lb.container_port()),
+        (Some(tg.as_str()), Some("api"), Some(8080))
+    );
+
+    let mut all = observed;
+    all.sort_by_key(|o| match o.kind {
+        Kind::Service => 0,
+        Kind::TaskDefinition => 1,
+        _ => 2,
+    });
+    for o in &all {
+        p.delete(&sc, o, &progress).await.unwrap();
+    }
+    assert!(p.observe(&sc).await.unwrap().is_empty());
+}

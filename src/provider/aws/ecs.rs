@@ -29,6 +29,8 @@ type Result<T> = std::result::Result<T, ProviderError>;
 
 /// The target-tracking policy aira puts on an autoscaled service.
 const SCALING_POLICY: &str = "aira-backlog-per-task";
+/// The health check grace of load-balanced services (`expand.rs` sets it).
+const HEALTH_CHECK_GRACE: i32 = 30;
 /// Seconds between two looks at a deployment.
 const POLL: Duration = Duration::from_secs(3);
 
@@ -318,7 +320,9 @@ async fn service_observed(p: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types
         "load_balancer": load_balancer,
     });
     if !props["load_balancer"].is_null() {
-        props["health_check_grace"] = json!(s.health_check_grace_period_seconds());
+        // AWS reports it for every load-balanced service; an endpoint that keeps none (the moto
+        // server) is read as the grace aira sets, rather than as a change no call can make.
+        props["health_check_grace"] = json!(s.health_check_grace_period_seconds().unwrap_or(HEALTH_CHECK_GRACE));
     }
     let arn = s.service_arn().unwrap_or_default();
     Ok(Observed {
