@@ -199,10 +199,27 @@ async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: Option<
             .point_in_time_recovery_enabled(pitr)
             .build()
             .map_err(|e| ProviderError::new(format!("{what}: {e}")))?;
-        call!(
-            what,
-            p.dynamodb.update_continuous_backups().table_name(name).point_in_time_recovery_specification(spec).send()
-        );
+        // Right after a table turns ACTIVE, AWS may still refuse for a few seconds.
+        let start = Instant::now();
+        loop {
+            let sent = p
+                .dynamodb
+                .update_continuous_backups()
+                .table_name(name)
+                .point_in_time_recovery_specification(spec.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(_) => break,
+                Err(e)
+                    if e.as_service_error().and_then(|s| s.code()) == Some("ContinuousBackupsUnavailableException")
+                        && start.elapsed() < Duration::from_secs(60) =>
+                {
+                    tokio::time::sleep(Duration::from_secs(2)).await
+                }
+                Err(e) => return Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
+            }
+        }
     }
     let have = current.map(|c| c["ttl_attribute"].clone()).unwrap_or(Value::Null);
     if have != want["ttl_attribute"] {
