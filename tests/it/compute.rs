@@ -684,3 +684,35 @@ async fn compute_load_balanced_service_converges() {
     }
     assert!(p.observe(&sc).await.unwrap().is_empty());
 }
+
+/// Through the CLI: a deployment that cannot complete makes `up` exit 2 at `--timeout`, with the
+/// wait's progress on stderr and what was pending in the error.
+#[tokio::test]
+async fn compute_up_with_a_stuck_deployment_exits_2_naming_what_was_pending() {
+    use crate::harness::{aira, Workdir};
+    let stack = unique_stack("cmp-stuck");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\nservices:\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: 2 }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("127.0.0.1:1/aira/runtime@sha256:{}", "ab".repeat(32));
+    let at = ["--endpoint-url", &endpoint()];
+    let dir = work.dir.path();
+    let up = aira(dir, &[&["up", file, "--yes", "--timeout", "5s", "--image", &image][..], &at[..]].concat()).await;
+    up.assert_code(2);
+    assert!(
+        up.stderr.contains("service-worker: deployment ecs-svc/")
+            && up.stderr.contains("1 of 2 tasks running, 1 pending"),
+        "no progress of the wait:\n{}",
+        up.stderr
+    );
+    assert!(
+        up.stderr.contains("deployment of service `worker` did not complete in 5s: 1 of 2 tasks running, 1 pending"),
+        "{}",
+        up.stderr
+    );
+    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+}
