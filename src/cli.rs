@@ -425,7 +425,8 @@ async fn image(command: &crate::image::ImageCommand, printer: &Printer) -> Resul
         ImageCommand::Push { to, insecure, from } => {
             let image =
                 oci::read_layout(from).map_err(|e| Failure::User(format!("{e:#} (run `aira image build` first)")))?;
-            let pushed = push::push(&image, to, *insecure, &note).await.map_err(failure)?;
+            let auth = push::env_auth().map_err(failure)?;
+            let pushed = push::push(&image, to, *insecure, auth, &note).await.map_err(failure)?;
             note(&format!(
                 "pushed in {:.1}s: {} blob(s) uploaded ({} bytes), {} already there",
                 started.elapsed().as_secs_f64(),
@@ -1108,9 +1109,9 @@ async fn rollback(
     let mut failed = None;
     for name in &names {
         let step = async {
-            let (from, to) = session.aws.rollback(&session.scope.stack, name, to).await?;
+            let (from, to, arn) = session.aws.rollback(&session.scope.stack, name, to).await?;
             printer.note(&format!("service {name}: {from} → {to}; waiting for the deployment"));
-            session.aws.wait_for_service(&session.scope, name, &*printer).await?;
+            session.aws.wait_for_service(&session.scope, name, &arn, &*printer).await?;
             Ok::<_, ProviderError>((from, to))
         };
         match step.await {

@@ -275,6 +275,8 @@ pub mod defaults {
     pub const KEEP_IMAGES: u64 = 20;
     /// The runtime image's non-root user (`nobody`-like, as in distroless images).
     pub const RUNTIME_USER: &str = "65532";
+    /// Seconds ECS ignores a new load-balanced task's failed health checks while it starts.
+    pub const HEALTH_CHECK_GRACE: i32 = 30;
 }
 
 /// The table the runtime stores users, conversations and messages in.
@@ -634,7 +636,7 @@ fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> R
         });
         let has_lb = !load_balancer.is_null();
         if has_lb {
-            props["health_check_grace"] = json!(30);
+            props["health_check_grace"] = json!(defaults::HEALTH_CHECK_GRACE);
         }
         let mut service = Desired::new(&service_id(svc_name), Kind::Service, props);
         if has_lb {

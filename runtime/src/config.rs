@@ -60,6 +60,15 @@ pub enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// GET the URL and exit 0 on HTTP 200, 1 otherwise: the container health check (the image
+    /// has no shell and no curl).
+    Health {
+        /// e.g. http://127.0.0.1:8080/healthz
+        url: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Args, Clone)]

@@ -8,6 +8,16 @@ use aira_runtime::{dlq, queue::sqs::SqsQueue, run};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Health { url, timeout } = &cli.command {
+        // No logging set-up: a health check prints one line and exits.
+        return match run::health(url, std::time::Duration::from_secs(*timeout)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    }
     run::init_logging();
     match dispatch(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,5 +50,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"redriven": moved}));
             Ok(())
         }
+        Command::Health { .. } => unreachable!("handled before logging starts"),
     }
 }

@@ -181,3 +181,13 @@ pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> a
     }
     Ok(())
 }
+
+/// `aira-runtime health URL`: `GET URL`, success only on HTTP 200.
+pub async fn health(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().timeout(timeout).build().context("create the HTTP client")?;
+    let resp = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    match resp.status().as_u16() {
+        200 => Ok(()),
+        status => anyhow::bail!("GET {url}: HTTP {status}"),
+    }
+}

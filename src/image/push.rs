@@ -4,9 +4,9 @@
 //! `POST /v2/<repo>/blobs/uploads/` then a monolithic `PUT <location>?digest=<digest>`. Then
 //! `PUT /v2/<repo>/manifests/<tag or digest>`. Blobs the registry already holds are not sent.
 //!
-//! Authentication: HTTP basic from `AIRA_REGISTRY_USER` / `AIRA_REGISTRY_PASSWORD` (what ECR's
-//! `GetAuthorizationToken` hands out). Bearer-token registries (`WWW-Authenticate: Bearer`) are
-//! not supported yet.
+//! Authentication: HTTP basic with the pair the caller passes: `aira image push` reads it from
+//! `AIRA_REGISTRY_USER` / `AIRA_REGISTRY_PASSWORD` ([`env_auth`]); `aira up` gets it from ECR's
+//! `GetAuthorizationToken`. Bearer-token registries (`WWW-Authenticate: Bearer`) are not supported yet.
 
 use std::fmt;
 use std::time::Duration;
@@ -216,18 +216,29 @@ impl Registry {
     }
 }
 
-pub async fn push(image: &Image, to: &Reference, insecure: bool, note: &dyn Fn(&str)) -> Result<Pushed, Error> {
+/// The basic-auth pair from `AIRA_REGISTRY_USER` / `AIRA_REGISTRY_PASSWORD`, if both are set.
+pub fn env_auth() -> Result<Option<(String, String)>, Error> {
+    match (std::env::var("AIRA_REGISTRY_USER"), std::env::var("AIRA_REGISTRY_PASSWORD")) {
+        (Ok(u), Ok(p)) => Ok(Some((u, p))),
+        (Err(_), Err(_)) => Ok(None),
+        _ => Err(Error::Usage("set both AIRA_REGISTRY_USER and AIRA_REGISTRY_PASSWORD, or neither".into())),
+    }
+}
+
+/// Pushes `image` to `to` with HTTP basic `auth` if given; blobs already there are not sent.
+pub async fn push(
+    image: &Image,
+    to: &Reference,
+    insecure: bool,
+    auth: Option<(String, String)>,
+    note: &(dyn Fn(&str) + Sync),
+) -> Result<Pushed, Error> {
     if insecure && !to.is_loopback() {
         return Err(Error::Usage(format!(
             "--insecure (plain HTTP) is only allowed for a registry on loopback, not `{}`",
             to.registry
         )));
     }
-    let auth = match (std::env::var("AIRA_REGISTRY_USER"), std::env::var("AIRA_REGISTRY_PASSWORD")) {
-        (Ok(u), Ok(p)) => Some((u, p)),
-        (Err(_), Err(_)) => None,
-        _ => return Err(Error::Usage("set both AIRA_REGISTRY_USER and AIRA_REGISTRY_PASSWORD, or neither".into())),
-    };
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(600))

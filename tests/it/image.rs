@@ -20,7 +20,7 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -73,15 +73,15 @@ fn built() -> &'static Value {
 }
 
 /// A `docker-registry` process on a free loopback port, storage in a temp dir; killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     dir: tempfile::TempDir,
 }
 
 impl Registry {
     /// `auth`: require basic auth (the registry provisions user `docker` with a random password).
-    fn start(auth: bool) -> Registry {
+    pub(crate) fn start(auth: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let root = dir.path();
@@ -114,12 +114,12 @@ impl Registry {
         reg
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
     /// Requests the registry served that wrote a blob (upload starts and upload puts).
-    fn blob_writes(&self) -> usize {
+    pub(crate) fn blob_writes(&self) -> usize {
         self.log()
             .lines()
             .filter(|l| l.contains("response completed"))
@@ -130,7 +130,7 @@ impl Registry {
             .count()
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 }

@@ -2,6 +2,7 @@
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
 mod alerts;
+mod compute;
 mod day2;
 mod dlq;
 mod edge;
@@ -13,4 +14,5 @@ mod network;
 mod proxy;
 mod queue_stack;
 mod secret;
+mod stack;
 mod sweep;

@@ -55,6 +55,21 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
     let spec: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
 
+    // The container health check: exit 0 on 200 only.
+    let health = |url: String| {
+        Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
+            .args(["health", &url, "--timeout", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(health(format!("{base}/healthz")), Some(0));
+    assert_eq!(health(format!("{base}/no-such-page")), Some(1), "a 404 is unhealthy");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    assert_eq!(health(format!("http://127.0.0.1:{closed}/healthz")), Some(1), "no answer is unhealthy");
+
     extern "C" {
         fn kill(pid: i32, sig: i32) -> i32;
     }

@@ -188,13 +188,13 @@ impl AwsProvider {
     }
 
     /// Points a service at an earlier task definition revision (the previous one, or `to`),
-    /// deregistering nothing. Returns (from, to) as `family:revision`.
+    /// deregistering nothing. Returns (from, to) as `family:revision`, and the ARN it now runs. and the ARN it now runs.
     pub async fn rollback(
         &self,
         stack: &str,
         service: &str,
         to: Option<u32>,
-    ) -> Result<(String, String), ProviderError> {
+    ) -> Result<(String, String, String), ProviderError> {
         let current = self
             .services_status(stack)
             .await?
@@ -228,7 +228,7 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| ProviderError::new(format!("roll back service `{service}` to {target}: {}", aws_error(e))))?;
-        Ok((current.task_definition, family_revision(&target)))
+        Ok((current.task_definition, family_revision(&target), target))
     }
 
     /// Log events of the stack's services since `start_ms`, ordered by time; `seen` skips events
@@ -290,16 +290,18 @@ impl AwsProvider {
 }
 
 impl AwsProvider {
-    /// Waits for the service's deployment to complete, explaining the wait (the deploy wait of `up`).
+    /// Waits for the service's deployment of `task_definition` (an ARN) to complete, explaining
+    /// the wait: the deploy wait of `up`.
     pub async fn wait_for_service(
         &self,
         scope: &crate::provider::Scope,
         service: &str,
+        task_definition: &str,
         progress: &dyn crate::provider::Progress,
     ) -> Result<(), ProviderError> {
-        // MERGE: delegate to the ECS provider's deployment wait.
-        let _ = (scope, service, progress);
-        Ok(())
+        let id = crate::graph::LogicalId(crate::expand::service_id(service));
+        let seen = std::collections::BTreeSet::new();
+        super::ecs::wait_deployed(self, scope, &id, &scope.stack, service, task_definition, &seen, progress).await
     }
 
     /// Seconds the oldest message has waited (CloudWatch `ApproximateAgeOfOldestMessage`, the

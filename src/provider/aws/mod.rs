@@ -78,6 +78,8 @@ pub struct AwsProvider {
     sns: aws_sdk_sns::Client,
     /// The image `up` built, pushed by the first task definition that needs it.
     image: tokio::sync::Mutex<Option<ecr::LocalImage>>,
+    /// `repository@digest` pushed in this run (both task definitions name the same image).
+    pushed: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl AwsProvider {
@@ -99,6 +101,7 @@ impl AwsProvider {
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             image: tokio::sync::Mutex::new(None),
+            pushed: tokio::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -301,7 +304,7 @@ impl Provider for AwsProvider {
             | Kind::RouteTable
             | Kind::SecurityGroup
             | Kind::VpcEndpoint => ec2::create(&self.ec2, scope, res, progress).await,
-            Kind::Table => dynamodb::create(self, scope, res).await,
+            Kind::Table => dynamodb::create(self, scope, res, progress).await,
             Kind::LogGroup => logs::create(self, scope, res).await,
             Kind::Role => iam::create(self, scope, res).await,
             Kind::Certificate => acm::create(self, scope, res, progress).await,
@@ -359,7 +362,7 @@ impl Provider for AwsProvider {
             | Kind::RouteTable
             | Kind::SecurityGroup
             | Kind::VpcEndpoint => ec2::delete(&self.ec2, scope, current, progress).await,
-            Kind::Table => dynamodb::delete(self, current, progress).await,
+            Kind::Table => dynamodb::delete(self, current, scope, progress).await,
             Kind::LogGroup => logs::delete(self, current).await,
             Kind::Role => iam::delete(self, current).await,
             Kind::Certificate => acm::delete(self, scope, current, progress).await,
