@@ -72,6 +72,11 @@ fn built() -> &'static Value {
     })
 }
 
+/// The static runtime that the shared build put in its image.
+pub(crate) fn static_runtime() -> PathBuf {
+    PathBuf::from(built()["binary"].as_str().expect("the image build reports its binary"))
+}
+
 /// A `docker-registry` process on a free loopback port, storage in a temp dir; killed on drop.
 pub(crate) struct Registry {
     child: Child,

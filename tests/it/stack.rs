@@ -200,3 +200,58 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
     let types: Vec<&str> = records.resource_record_sets().iter().map(|r| r.r#type().as_str()).collect();
     assert!(types.iter().all(|t| *t == "SOA" || *t == "NS"), "records left: {types:?}");
 }
+
+#[tokio::test]
+async fn preflight_names_a_missing_secret_and_zone_before_any_change() {
+    let f = fixture("pre", 1).await;
+    // The secret the stack names does not exist.
+    let missing_secret =
+        f.work.write("secret.yaml", &std::fs::read_to_string(&f.file).unwrap().replace("/llm }", "/nope }"));
+    let out = run(&f, &["up", missing_secret.to_str().unwrap(), "--image", IMAGE, "--yes"]).await;
+    out.assert_code(1);
+    assert!(out.stderr.contains(&format!("the secret `{}/nope` does not exist", f.name)), "{}", out.stderr);
+    assert!(out.stderr.contains("aira secret set"), "{}", out.stderr);
+    // The hosted zone does not exist.
+    let text =
+        std::fs::read_to_string(&f.file).unwrap().replace(&format!("{}.example.com", f.name), "absent.example.org");
+    let missing_zone = f.work.write("zone.yaml", &text);
+    let out = run(&f, &["up", missing_zone.to_str().unwrap(), "--image", IMAGE, "--yes"]).await;
+    out.assert_code(1);
+    assert!(out.stderr.contains("no hosted zone `absent.example.org`"), "{}", out.stderr);
+    // Nothing was created by either.
+    assert!(crate::harness::inventory(&f.name).await.is_empty());
+}
+
+/// The default path: `up` builds the image, pushes it, and deploys it by digest; a second `up`
+/// with nothing changed pushes no blob, registers no task definition and deploys nothing.
+#[tokio::test]
+async fn second_up_pushes_nothing_and_registers_no_revision() {
+    let f = fixture("twice", 1).await;
+    let registry = crate::image::Registry::start(false);
+    let repo = format!("{}/aira/{}", registry.addr, f.name);
+    let binary = crate::image::static_runtime();
+    let binary = binary.to_str().unwrap();
+    let args = ["up", &f.file, "--registry", &repo, "--insecure-registry", "--runtime-binary", binary, "--yes"];
+    let first = run(&f, &args).await;
+    first.assert_code(0);
+    let writes = registry.blob_writes();
+    assert!(writes > 0, "the first up pushed the image:\n{}", registry.log());
+
+    let ecs = aws_sdk_ecs::Client::new(&sdk_config());
+    let revisions = |family: String| {
+        let ecs = ecs.clone();
+        async move { ecs.list_task_definitions().family_prefix(family).send().await.unwrap().task_definition_arns().len() }
+    };
+    assert_eq!(revisions(format!("{}-api", f.name)).await, 1);
+    let td = ecs.describe_task_definition().task_definition(format!("{}-api", f.name)).send().await.unwrap();
+    let image = td.task_definition().unwrap().container_definitions()[0].image().unwrap().to_string();
+    assert!(image.starts_with(&format!("{repo}@sha256:")), "deployed by digest: {image}");
+
+    let second = run(&f, &args).await;
+    second.assert_code(0);
+    assert!(second.stdout.contains("No changes"), "{}", second.stdout);
+    assert_eq!(registry.blob_writes(), writes, "no blob pushed again:\n{}", registry.log());
+    assert_eq!(revisions(format!("{}-api", f.name)).await, 1, "no new revision");
+    assert_eq!(revisions(format!("{}-worker", f.name)).await, 1, "no new revision");
+    run(&f, &["down", &f.file, "--yes"]).await.assert_code(0);
+}

@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use aws_sdk_ecs::types::{SortOrder, TaskDefinitionStatus};
 use serde::Serialize;
 
 use super::{aws_error, AwsProvider};
@@ -164,29 +163,6 @@ impl AwsProvider {
         ))
     }
 
-    /// Revisions of a task definition family that are ACTIVE, newest first.
-    async fn revisions(&self, family: &str) -> Result<Vec<String>, ProviderError> {
-        let mut arns = Vec::new();
-        let mut pages = self
-            .ecs
-            .list_task_definitions()
-            .family_prefix(family)
-            .status(TaskDefinitionStatus::Active)
-            .sort(SortOrder::Desc)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                ProviderError::new(format!("list the revisions of task definition `{family}`: {}", aws_error(e)))
-            })?;
-            arns.extend(page.task_definition_arns.unwrap_or_default());
-        }
-        // The prefix also matches longer family names.
-        arns.retain(|a| family_revision(a).rsplit_once(':').is_some_and(|(f, _)| f == family));
-        arns.sort_by_key(|a| std::cmp::Reverse(revision_of(a)));
-        Ok(arns)
-    }
-
     /// Points a service at an earlier task definition revision (the previous one, or `to`),
     /// deregistering nothing. Returns (from, to) as `family:revision`, and the ARN it now runs. and the ARN it now runs.
     pub async fn rollback(
@@ -202,7 +178,8 @@ impl AwsProvider {
             .find(|s| s.name == service)
             .ok_or_else(|| ProviderError::user(format!("stack `{stack}` has no service `{service}` on AWS")))?;
         let family = format!("{stack}-{service}");
-        let revisions = self.revisions(&family).await?;
+        let mut revisions = super::ecs::revisions(self, &family).await?;
+        revisions.reverse(); // newest first
         let target = match to {
             Some(r) => revisions.iter().find(|a| revision_of(a) == r as i32).cloned().ok_or_else(|| {
                 ProviderError::user(format!(

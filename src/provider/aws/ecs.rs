@@ -157,7 +157,8 @@ async fn observe_task_definitions(p: &AwsProvider, scope: &Scope) -> Result<Vec<
 }
 
 /// The ACTIVE revisions of a family, oldest first.
-async fn revisions(p: &AwsProvider, family: &str) -> Result<Vec<String>> {
+/// ACTIVE revisions of a task definition family, oldest first.
+pub(super) async fn revisions(p: &AwsProvider, family: &str) -> Result<Vec<String>> {
     let mut arns = Vec::new();
     let mut pages = p
         .ecs

@@ -246,6 +246,20 @@ fn link(observed: &mut [Observed]) {
     }
 }
 
+/// The kinds `ec2.rs` handles, as a pattern.
+macro_rules! network_kinds {
+    () => {
+        Kind::Vpc
+            | Kind::Subnet
+            | Kind::InternetGateway
+            | Kind::ElasticIp
+            | Kind::NatGateway
+            | Kind::RouteTable
+            | Kind::SecurityGroup
+            | Kind::VpcEndpoint
+    };
+}
+
 #[async_trait]
 impl Provider for AwsProvider {
     async fn facts(&self, stack: &Stack) -> Result<Facts, ProviderError> {
@@ -296,14 +310,7 @@ impl Provider for AwsProvider {
     async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::create(&self.sqs, scope, res).await,
-            Kind::Vpc
-            | Kind::Subnet
-            | Kind::InternetGateway
-            | Kind::ElasticIp
-            | Kind::NatGateway
-            | Kind::RouteTable
-            | Kind::SecurityGroup
-            | Kind::VpcEndpoint => ec2::create(&self.ec2, scope, res, progress).await,
+            network_kinds!() => ec2::create(&self.ec2, scope, res, progress).await,
             Kind::Table => dynamodb::create(self, scope, res, progress).await,
             Kind::LogGroup => logs::create(self, scope, res).await,
             Kind::Role => iam::create(self, scope, res).await,
@@ -326,14 +333,7 @@ impl Provider for AwsProvider {
     ) -> Result<Observed, ProviderError> {
         match res.kind {
             Kind::SqsQueue => sqs::update(&self.sqs, scope, res, current).await,
-            Kind::Vpc
-            | Kind::Subnet
-            | Kind::InternetGateway
-            | Kind::ElasticIp
-            | Kind::NatGateway
-            | Kind::RouteTable
-            | Kind::SecurityGroup
-            | Kind::VpcEndpoint => ec2::update(&self.ec2, scope, res, current, progress).await,
+            network_kinds!() => ec2::update(&self.ec2, scope, res, current, progress).await,
             Kind::Table => dynamodb::update(self, scope, res, current).await,
             Kind::LogGroup => logs::update(self, scope, res, current).await,
             Kind::Role => iam::update(self, scope, res, current).await,
@@ -354,14 +354,7 @@ impl Provider for AwsProvider {
     async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
         match current.kind {
             Kind::SqsQueue => sqs::delete(&self.sqs, current).await,
-            Kind::Vpc
-            | Kind::Subnet
-            | Kind::InternetGateway
-            | Kind::ElasticIp
-            | Kind::NatGateway
-            | Kind::RouteTable
-            | Kind::SecurityGroup
-            | Kind::VpcEndpoint => ec2::delete(&self.ec2, scope, current, progress).await,
+            network_kinds!() => ec2::delete(&self.ec2, scope, current, progress).await,
             Kind::Table => dynamodb::delete(self, current, scope, progress).await,
             Kind::LogGroup => logs::delete(self, current).await,
             Kind::Role => iam::delete(self, current).await,
