@@ -103,7 +103,7 @@ fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), St
                 out.push(Desired::new(
                     "vpc",
                     Kind::Vpc,
-                    json!({ "cidr": net.cidr.to_string(), "dns_support": true, "dns_hostnames": true }),
+                    json!({ "cidr": net.cidr.to_string(), "dns_support": true, "dns_hostnames": true, "ipv6": net.ipv6 }),
                 ));
                 out.push(Desired::new("igw", Kind::InternetGateway, json!({ "vpc": reference("vpc", "id") })));
                 // Public subnets first, then private, each an equal slice of the VPC block.
@@ -121,22 +121,24 @@ fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), St
                         [("public", blocks[i], &mut publics), ("private", blocks[zones + i], &mut privates)]
                     {
                         let id = format!("{tier}-{}", letter(i));
-                        out.push(Desired::new(
-                            &id,
-                            Kind::Subnet,
-                            json!({ "vpc": reference("vpc", "id"), "cidr": block.to_string(), "zone": zone }),
-                        ));
+                        let mut props =
+                            json!({ "vpc": reference("vpc", "id"), "cidr": block.to_string(), "zone": zone });
+                        if net.ipv6 && tier == "public" {
+                            // The i-th /64 of the VPC's /56: the load balancer's subnets.
+                            props["ipv6_index"] = json!(i);
+                        }
+                        out.push(Desired::new(&id, Kind::Subnet, props));
                         list.push(reference(&id, "id"));
                     }
+                }
+                let mut routes = vec![json!({ "destination": "0.0.0.0/0", "gateway": reference("igw", "id") })];
+                if net.ipv6 {
+                    routes.push(json!({ "destination": "::/0", "gateway": reference("igw", "id") }));
                 }
                 out.push(Desired::new(
                     "public-routes",
                     Kind::RouteTable,
-                    json!({
-                        "vpc": reference("vpc", "id"),
-                        "routes": [{ "destination": "0.0.0.0/0", "gateway": reference("igw", "id") }],
-                        "subnets": publics.clone(),
-                    }),
+                    json!({ "vpc": reference("vpc", "id"), "routes": routes, "subnets": publics.clone() }),
                 ));
                 let mut route_tables = Vec::new();
                 if net.nat {
@@ -181,6 +183,16 @@ fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), St
         p.dedup();
         p
     };
+    let mut anywhere = vec!["0.0.0.0/0"];
+    if dualstack(stack) {
+        anywhere.push("::/0");
+    }
+    let lb_ingress: Vec<Value> = [80, 443]
+        .iter()
+        .flat_map(|port| {
+            anywhere.iter().map(move |c| json!({ "protocol": "tcp", "from": port, "to": port, "cidr": c }))
+        })
+        .collect();
     out.push(Desired::new(
         "lb-sg",
         Kind::SecurityGroup,
@@ -188,10 +200,7 @@ fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), St
             "vpc": vpc,
             "name": format!("{name}-lb"),
             "description": format!("aira {name}: load balancer, HTTP and HTTPS from anywhere"),
-            "ingress": [
-                { "protocol": "tcp", "from": 80, "to": 80, "cidr": "0.0.0.0/0" },
-                { "protocol": "tcp", "from": 443, "to": 443, "cidr": "0.0.0.0/0" },
-            ],
+            "ingress": lb_ingress,
         }),
     ));
     out.push(Desired::new(
@@ -240,6 +249,11 @@ fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), St
         out.push(Desired::new(&id, Kind::VpcEndpoint, props));
     }
     Ok((out, Placement { vpc, public_subnets, private_subnets }))
+}
+
+/// The load balancer answers over IPv4 and IPv6: aira made the network, with IPv6.
+fn dualstack(stack: &Stack) -> bool {
+    stack.network.ipv6 && stack.network.existing.is_none()
 }
 
 fn is_gateway(e: Endpoint) -> bool {
@@ -459,6 +473,7 @@ fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> R
         let mut lb = json!({
             "name": bounded_name(name, 32),
             "scheme": "internet-facing",
+            "ip_address_type": if dualstack(stack) { "dualstack" } else { "ipv4" },
             "subnets": place.public_subnets,
             "security_groups": [reference("lb-sg", "id")],
         });
@@ -497,7 +512,9 @@ fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> R
                         "default_action": forward,
                     }),
                 ));
-                for (id, ty) in [("dns-a", "A"), ("dns-aaaa", "AAAA")] {
+                let types: &[(&str, &str)] =
+                    if dualstack(stack) { &[("dns-a", "A"), ("dns-aaaa", "AAAA")] } else { &[("dns-a", "A")] };
+                for (id, ty) in types.iter().copied() {
                     out.push(Desired::new(
                         id,
                         Kind::DnsRecord,

@@ -104,6 +104,10 @@ pub struct Network {
     /// Add a NAT gateway per zone (costly; not needed with the endpoints above).
     #[serde(default)]
     pub nat: bool,
+    /// An Amazon-provided IPv6 block on the VPC and its public subnets, so that the load balancer
+    /// also answers over IPv6 (its AAAA record). Not used with `existing`.
+    #[serde(default = "Network::default_ipv6")]
+    pub ipv6: bool,
     /// Use an existing VPC instead of creating one; aira then never modifies what it did not create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing: Option<ExistingVpc>,
@@ -115,6 +119,9 @@ impl Network {
     }
     fn default_zones() -> u8 {
         2
+    }
+    fn default_ipv6() -> bool {
+        true
     }
     fn default_endpoints() -> Vec<Endpoint> {
         use Endpoint::*;
@@ -129,6 +136,7 @@ impl Default for Network {
             zones: Self::default_zones(),
             endpoints: Self::default_endpoints(),
             nat: false,
+            ipv6: Self::default_ipv6(),
             existing: None,
         }
     }

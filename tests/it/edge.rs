@@ -131,7 +131,7 @@ fn load_balancer(stack: &str, subnets: &[String], group: &str, zone: &str) -> Re
         "lb",
         Kind::LoadBalancer,
         json!({
-            "name": stack, "scheme": "internet-facing", "subnets": subnets, "security_groups": [group], "dns_zone": zone,
+            "name": stack, "scheme": "internet-facing", "ip_address_type": "ipv4", "subnets": subnets, "security_groups": [group], "dns_zone": zone,
         }),
     )
 }

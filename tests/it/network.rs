@@ -73,6 +73,27 @@ async fn network_is_complete_private_and_converged() {
     let id_of = |tags: &[aws_sdk_ec2::types::Tag]| {
         tags.iter().find(|t| t.key() == Some("aira:id")).and_then(|t| t.value()).unwrap().to_string()
     };
+
+    // IPv6: the VPC has an Amazon-provided /56, each public subnet a /64 of it (the load
+    // balancer's dualstack subnets); the private subnets have none.
+    let v6: ipnet::Ipv6Net = vpc.ipv6_cidr_block_association_set()[0].ipv6_cidr_block().unwrap().parse().unwrap();
+    assert_eq!(v6.prefix_len(), 56);
+    for sn in subnets.subnets() {
+        let blocks: Vec<&str> =
+            sn.ipv6_cidr_block_association_set().iter().filter_map(|a| a.ipv6_cidr_block()).collect();
+        if id_of(sn.tags()).starts_with("public") {
+            let net: ipnet::Ipv6Net = blocks[0].parse().unwrap();
+            assert!(net.prefix_len() == 64 && v6.contains(&net), "{net} in {v6}");
+        } else {
+            assert!(blocks.is_empty(), "private subnet with IPv6: {blocks:?}");
+        }
+    }
+    let f = Filter::builder().name("tag:aira:id").values("public-routes").build();
+    let public_routes = ec2.describe_route_tables().filters(tag_filter(&stack)).filters(f).send().await.unwrap();
+    let igw_v6 = public_routes.route_tables()[0].routes().iter().any(|r| {
+        r.destination_ipv6_cidr_block() == Some("::/0") && r.gateway_id().is_some_and(|g| g.starts_with("igw-"))
+    });
+    assert!(igw_v6, "the public subnets route ::/0 to the internet gateway");
     let private: Vec<String> = subnets
         .subnets()
         .iter()
@@ -103,7 +124,8 @@ async fn network_is_complete_private_and_converged() {
         groups.security_groups().iter().map(|g| (id_of(g.tags()), g)).collect();
     for (name, g) in &by_id {
         for p in g.ip_permissions() {
-            let open = p.ip_ranges().iter().any(|r| r.cidr_ip() == Some("0.0.0.0/0"));
+            let open = p.ip_ranges().iter().any(|r| r.cidr_ip() == Some("0.0.0.0/0"))
+                || p.ipv6_ranges().iter().any(|r| r.cidr_ipv6() == Some("::/0"));
             if *name == "lb-sg" {
                 assert!(matches!(p.from_port(), Some(80 | 443)), "lb-sg opens only 80 and 443: {p:?}");
             } else {

@@ -97,6 +97,8 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
     let lbs = elb.describe_load_balancers().names(&f.name).send().await.unwrap();
     let lb = &lbs.load_balancers()[0];
     assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+    // Dualstack, so that the AAAA alias answers.
+    assert_eq!(lb.ip_address_type().map(|t| t.as_str()), Some("dualstack"));
     let listeners = elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn().unwrap()).send().await.unwrap();
     for l in listeners.listeners() {
         let action = &l.default_actions()[0];

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, DomainType, Filter, IpPermission, IpRange, ResourceType, State, Tag, TagSpecification,
-    UserIdGroupPair, VpcAttributeName, VpcEndpointType,
+    AttributeBooleanValue, DomainType, Filter, IpPermission, IpRange, Ipv6Range, ResourceType, State, Tag,
+    TagSpecification, UserIdGroupPair, VpcAttributeName, VpcEndpointType,
 };
 use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
@@ -105,7 +105,11 @@ async fn observe_vpcs(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
         let support = call!(what, attr(VpcAttributeName::EnableDnsSupport));
         let hostnames = call!(what, attr(VpcAttributeName::EnableDnsHostnames));
         let on = |v: Option<&AttributeBooleanValue>| v.and_then(|v| v.value()).unwrap_or(false);
-        found.push(observed(
+        let v6 = vpc
+            .ipv6_cidr_block_association_set()
+            .iter()
+            .find(|a| a.ipv6_cidr_block_state().and_then(|s| s.state()).is_some_and(|s| s.as_str() == "associated"));
+        let mut o = observed(
             id,
             Kind::Vpc,
             vpc_id,
@@ -113,8 +117,14 @@ async fn observe_vpcs(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
                 "cidr": vpc.cidr_block(),
                 "dns_support": on(support.enable_dns_support()),
                 "dns_hostnames": on(hostnames.enable_dns_hostnames()),
+                "ipv6": v6.is_some(),
             }),
-        ));
+        );
+        if let Some(a) = v6 {
+            o.outputs.insert("ipv6_cidr".into(), json!(a.ipv6_cidr_block()));
+            o.outputs.insert("ipv6_association".into(), json!(a.association_id()));
+        }
+        found.push(o);
     }
     Ok(found)
 }
@@ -125,12 +135,20 @@ async fn observe_subnets(ec2: &Client, scope: &Scope) -> Result<Vec<Observed>> {
         .subnets()
         .iter()
         .filter_map(|sn| {
-            Some(observed(
-                logical_id(scope, sn.tags())?,
-                Kind::Subnet,
-                sn.subnet_id()?,
-                json!({ "vpc": sn.vpc_id(), "cidr": sn.cidr_block(), "zone": sn.availability_zone() }),
-            ))
+            let mut props = json!({ "vpc": sn.vpc_id(), "cidr": sn.cidr_block(), "zone": sn.availability_zone() });
+            let v6 = sn
+                .ipv6_cidr_block_association_set()
+                .iter()
+                .find(|a| live(a.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str())));
+            let net = v6.and_then(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok());
+            if let Some(net) = net {
+                props["ipv6_index"] = json!(ipv6_index(&net));
+            }
+            let mut o = observed(logical_id(scope, sn.tags())?, Kind::Subnet, sn.subnet_id()?, props);
+            if let Some(a) = v6.and_then(|a| a.association_id()) {
+                o.outputs.insert("ipv6_association".into(), json!(a));
+            }
+            Some(o)
         })
         .collect())
 }
@@ -192,7 +210,7 @@ async fn observe_route_tables(ec2: &Client, scope: &Scope) -> Result<Vec<Observe
                 .routes()
                 .iter()
                 .filter_map(|r| {
-                    let dest = r.destination_cidr_block()?;
+                    let dest = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
                     match (r.gateway_id(), r.nat_gateway_id()) {
                         (Some(g), _) if g.starts_with("igw-") => Some(json!({ "destination": dest, "gateway": g })),
                         (_, Some(n)) => Some(json!({ "destination": dest, "nat_gateway": n })),
@@ -224,6 +242,9 @@ fn rules_of(perms: &[IpPermission]) -> Vec<Value> {
         let (proto, from, to) = (p.ip_protocol().unwrap_or("-1"), p.from_port(), p.to_port());
         for r in p.ip_ranges() {
             rules.push(json!({ "protocol": proto, "from": from, "to": to, "cidr": r.cidr_ip() }));
+        }
+        for r in p.ipv6_ranges() {
+            rules.push(json!({ "protocol": proto, "from": from, "to": to, "cidr": r.cidr_ipv6() }));
         }
         for g in p.user_id_group_pairs() {
             rules.push(json!({ "protocol": proto, "from": from, "to": to, "source": g.group_id() }));
@@ -289,17 +310,23 @@ pub async fn create(ec2: &Client, scope: &Scope, res: &Resolved, progress: &dyn 
                 what,
                 ec2.create_vpc()
                     .cidr_block(s(p, "cidr"))
+                    .amazon_provided_ipv6_cidr_block(p["ipv6"].as_bool().unwrap_or(false))
                     .tag_specifications(tags(scope, &res.id, ResourceType::Vpc))
                     .send()
             );
             out.vpc().and_then(|v| v.vpc_id()).unwrap_or_default().to_string()
         }
         Kind::Subnet => {
+            let v6 = match p["ipv6_index"].as_u64() {
+                Some(i) => Some(subnet_ipv6(ec2, s(p, "vpc"), i, &what).await?),
+                None => None,
+            };
             let out = call!(
                 what,
                 ec2.create_subnet()
                     .vpc_id(s(p, "vpc"))
                     .cidr_block(s(p, "cidr"))
+                    .set_ipv6_cidr_block(v6)
                     .availability_zone(s(p, "zone"))
                     .tag_specifications(tags(scope, &res.id, ResourceType::Subnet))
                     .send()
@@ -393,7 +420,9 @@ pub async fn create(ec2: &Client, scope: &Scope, res: &Resolved, progress: &dyn 
 /// What a resource looks like right after its create call, before any follow-up call.
 fn blank_props(kind: Kind, desired: &Value) -> Value {
     match kind {
-        Kind::Vpc => json!({ "cidr": desired["cidr"], "dns_support": true, "dns_hostnames": false }),
+        Kind::Vpc => {
+            json!({ "cidr": desired["cidr"], "dns_support": true, "dns_hostnames": false, "ipv6": desired["ipv6"] })
+        }
         Kind::InternetGateway => json!({ "vpc": null }),
         Kind::RouteTable => json!({ "vpc": desired["vpc"], "routes": [], "subnets": [] }),
         Kind::SecurityGroup => {
@@ -424,6 +453,20 @@ pub async fn update(
                 let v = AttributeBooleanValue::builder().value(want["dns_hostnames"].as_bool().unwrap_or(true)).build();
                 call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_hostnames(v).send());
             }
+            match (want["ipv6"].as_bool().unwrap_or(false), have["ipv6"].as_bool().unwrap_or(false)) {
+                (true, false) => {
+                    call!(what, ec2.associate_vpc_cidr_block().vpc_id(id).amazon_provided_ipv6_cidr_block(true).send());
+                }
+                (false, true) => {
+                    if let Some(a) = outputs.get("ipv6_association").and_then(Value::as_str) {
+                        retry_dependency(scope, progress, &res.id, &what, || {
+                            ec2.disassociate_vpc_cidr_block().association_id(a).send()
+                        })
+                        .await?;
+                    }
+                }
+                _ => {}
+            }
         }
         Kind::InternetGateway => {
             if want["vpc"] != have["vpc"] {
@@ -442,7 +485,13 @@ pub async fn update(
             for r in have_routes.iter().filter(|r| !want_routes.contains(r)) {
                 let dest = s(r, "destination");
                 if !want_routes.iter().any(|w| s(w, "destination") == dest) {
-                    call!(what, ec2.delete_route().route_table_id(id).destination_cidr_block(dest).send());
+                    let req = ec2.delete_route().route_table_id(id);
+                    let req = if dest.contains(':') {
+                        req.destination_ipv6_cidr_block(dest)
+                    } else {
+                        req.destination_cidr_block(dest)
+                    };
+                    call!(what, req.send());
                 }
             }
             for r in want_routes.iter().filter(|r| !have_routes.contains(r)) {
@@ -450,7 +499,12 @@ pub async fn update(
                 // The two requests have the same fields but different builder types.
                 macro_rules! route {
                     ($req:expr) => {{
-                        let req = $req.route_table_id(id).destination_cidr_block(dest);
+                        let req = $req.route_table_id(id);
+                        let req = if dest.contains(':') {
+                            req.destination_ipv6_cidr_block(dest)
+                        } else {
+                            req.destination_cidr_block(dest)
+                        };
                         let req = match r["gateway"].as_str() {
                             Some(g) => req.gateway_id(g),
                             None => req.nat_gateway_id(s(r, "nat_gateway")),
@@ -528,7 +582,21 @@ pub async fn update(
             }
         }
         // Everything else of these kinds forces a replacement, planned as such.
-        Kind::Subnet | Kind::ElasticIp | Kind::NatGateway => {}
+        Kind::Subnet => {
+            if want["ipv6_index"] != have["ipv6_index"] {
+                if let Some(a) = outputs.remove("ipv6_association").as_ref().and_then(Value::as_str) {
+                    call!(what, ec2.disassociate_subnet_cidr_block().association_id(a).send());
+                }
+                if let Some(i) = want["ipv6_index"].as_u64() {
+                    let block = subnet_ipv6(ec2, s(want, "vpc"), i, &what).await?;
+                    let out =
+                        call!(what, ec2.associate_subnet_cidr_block().subnet_id(id).ipv6_cidr_block(block).send());
+                    let a = out.ipv6_cidr_block_association().and_then(|a| a.association_id());
+                    outputs.insert("ipv6_association".into(), json!(a));
+                }
+            }
+        }
+        Kind::ElasticIp | Kind::NatGateway => {}
         _ => unreachable!("not an EC2 kind"),
     }
     let mut o = observed(res.id.clone(), res.kind, id, want.clone());
@@ -541,13 +609,45 @@ fn permission(rule: &Value) -> IpPermission {
         .ip_protocol(s(rule, "protocol"))
         .from_port(rule["from"].as_i64().unwrap_or(0) as i32)
         .to_port(rule["to"].as_i64().unwrap_or(0) as i32);
-    if let Some(cidr) = rule["cidr"].as_str() {
-        p = p.ip_ranges(IpRange::builder().cidr_ip(cidr).build());
+    match rule["cidr"].as_str() {
+        Some(cidr) if cidr.contains(':') => p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(cidr).build()),
+        Some(cidr) => p = p.ip_ranges(IpRange::builder().cidr_ip(cidr).build()),
+        None => {}
     }
     if let Some(group) = rule["source"].as_str() {
         p = p.user_id_group_pairs(UserIdGroupPair::builder().group_id(group).build());
     }
     p.build()
+}
+
+/// The `index`-th /64 of the VPC's IPv6 block: a subnet's IPv6 range.
+async fn subnet_ipv6(ec2: &Client, vpc: &str, index: u64, what: &str) -> Result<String> {
+    let out = call!(what, ec2.describe_vpcs().vpc_ids(vpc).send());
+    let block = out
+        .vpcs()
+        .first()
+        .into_iter()
+        .flat_map(|v| v.ipv6_cidr_block_association_set())
+        .filter(|a| a.ipv6_cidr_block_state().and_then(|s| s.state()).is_some_and(|s| s.as_str() == "associated"))
+        .find_map(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok())
+        .ok_or_else(|| ProviderError::new(format!("{what}: VPC {vpc} has no IPv6 block yet")))?;
+    let net = block
+        .subnets(64)
+        .ok()
+        .and_then(|mut s| s.nth(index as usize))
+        .ok_or_else(|| ProviderError::new(format!("{what}: VPC block {block} has no /64 number {index}")))?;
+    Ok(net.to_string())
+}
+
+/// An IPv6 association that is not on its way out. (Not "== associated": the moto server reports
+/// a subnet's state as the text of a nested object.)
+fn live(state: Option<&str>) -> bool {
+    !matches!(state, None | Some("disassociating" | "disassociated" | "failing" | "failed"))
+}
+
+/// Which /64 of its VPC's /56 a subnet's IPv6 range is (Amazon's blocks are /56s).
+fn ipv6_index(net: &ipnet::Ipv6Net) -> u64 {
+    net.network().octets()[7] as u64
 }
 
 /// Associates a subnet, taking it over from another route table (a replaced one) if need be.

@@ -140,6 +140,7 @@ async fn observe_lbs(elb: &Client, scope: &Scope, arn: Option<&str>) -> Result<V
         let mut props = json!({
             "name": lb.load_balancer_name(),
             "scheme": lb.scheme().map(|s| s.as_str()),
+            "ip_address_type": lb.ip_address_type().map(|t| t.as_str()),
             "subnets": subnets,
             "security_groups": groups,
         });
@@ -313,7 +314,7 @@ pub async fn create(p: &AwsProvider, scope: &Scope, res: &Resolved, progress: &d
                     .name(s(d, "name"))
                     .r#type(LoadBalancerTypeEnum::Application)
                     .scheme(LoadBalancerSchemeEnum::from(s(d, "scheme")))
-                    .ip_address_type(IpAddressType::Ipv4)
+                    .ip_address_type(IpAddressType::from(d["ip_address_type"].as_str().unwrap_or("ipv4")))
                     .set_subnets(Some(strs(d, "subnets")))
                     .set_security_groups(Some(strs(d, "security_groups")))
                     .set_tags(Some(tags(scope, &res.id, zone.as_slice())))
@@ -414,6 +415,11 @@ pub async fn update(
         Kind::LoadBalancer => {
             if strs(want, "subnets") != strs(have, "subnets") {
                 call!(what, elb.set_subnets().load_balancer_arn(arn).set_subnets(Some(strs(want, "subnets"))).send());
+            }
+            // Subnets first: dualstack needs subnets with IPv6 ranges.
+            if want["ip_address_type"] != have["ip_address_type"] {
+                let t = IpAddressType::from(s(want, "ip_address_type"));
+                call!(what, elb.set_ip_address_type().load_balancer_arn(arn).ip_address_type(t).send());
             }
             if strs(want, "security_groups") != strs(have, "security_groups") {
                 call!(
