@@ -21,12 +21,6 @@ fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_dynamodb::error::SdkError<E, 
     e.as_service_error().and_then(|s| s.code()).is_some_and(|c| c == "ResourceNotFoundException")
 }
 
-macro_rules! call {
-    ($what:expr, $fut:expr) => {
-        $fut.await.map_err(|e| ProviderError::new(format!("{}: {}", $what, aws_error(e))))?
-    };
-}
-
 pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
     let prefix = format!("{}-", scope.stack);
     let mut names = Vec::new();

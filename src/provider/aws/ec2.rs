@@ -63,12 +63,6 @@ fn is_not_found<E: ProvideErrorMetadata, R>(e: &aws_sdk_ec2::error::SdkError<E, 
     code(e).is_some_and(|c| c.ends_with(".NotFound") || c.ends_with("NotFound"))
 }
 
-macro_rules! call {
-    ($what:expr, $fut:expr) => {
-        $fut.await.map_err(|e| ProviderError::new(format!("{}: {}", $what, aws_error(e))))?
-    };
-}
-
 fn strs(v: &Value, key: &str) -> Vec<String> {
     v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }

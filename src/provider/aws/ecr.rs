@@ -30,12 +30,6 @@ fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_ecr::error::SdkError<E, R>) -
     code(e) == Some("RepositoryNotFoundException")
 }
 
-macro_rules! call {
-    ($what:expr, $fut:expr) => {
-        $fut.await.map_err(|e| ProviderError::new(format!("{}: {}", $what, aws_error(e))))?
-    };
-}
-
 /// One rule: expire images beyond the newest `keep`.
 fn lifecycle_policy(keep: u64) -> String {
     json!({

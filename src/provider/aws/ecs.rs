@@ -42,12 +42,6 @@ fn message<E: ProvideErrorMetadata, R>(e: &aws_sdk_ecs::error::SdkError<E, R>) -
     e.as_service_error().and_then(|s| s.message()).unwrap_or_default().to_string()
 }
 
-macro_rules! call {
-    ($what:expr, $fut:expr) => {
-        $fut.await.map_err(|e| ProviderError::new(format!("{}: {}", $what, aws_error(e))))?
-    };
-}
-
 fn built<T, E: std::fmt::Display>(what: &str, r: std::result::Result<T, E>) -> Result<T> {
     r.map_err(|e| ProviderError::new(format!("{what}: {e}")))
 }

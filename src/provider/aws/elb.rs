@@ -26,12 +26,6 @@ type Result<T> = std::result::Result<T, ProviderError>;
 pub const TAG_DNS_ZONE: &str = "aira:dns-zone";
 const DEREGISTRATION: &str = "deregistration_delay.timeout_seconds";
 
-macro_rules! call {
-    ($what:expr, $fut:expr) => {
-        $fut.await.map_err(|e| ProviderError::new(format!("{}: {}", $what, aws_error(e))))?
-    };
-}
-
 fn code<E: ProvideErrorMetadata, R>(e: &aws_sdk_elasticloadbalancingv2::error::SdkError<E, R>) -> Option<&str> {
     e.as_service_error().and_then(|s| s.code())
 }

@@ -20,12 +20,6 @@ fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_iam::error::SdkError<E, R>) -
     e.as_service_error().and_then(|s| s.code()).is_some_and(|c| c == "NoSuchEntity")
 }
 
-macro_rules! call {
-    ($what:expr, $fut:expr) => {
-        $fut.await.map_err(|e| ProviderError::new(format!("{}: {}", $what, aws_error(e))))?
-    };
-}
-
 /// A policy document as JSON: as it is, or URL-decoded first.
 fn document(text: &str) -> Value {
     serde_json::from_str(text)

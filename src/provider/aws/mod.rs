@@ -1,5 +1,15 @@
 //! The AWS provider: the only module that imports `aws-sdk-*`.
 
+/// Awaits an SDK call; its error becomes a `ProviderError` saying what was being done and
+/// AWS's error code and message.
+macro_rules! call {
+    ($what:expr, $fut:expr) => {
+        $fut.await.map_err(|e| {
+            $crate::provider::ProviderError::new(format!("{}: {}", $what, $crate::provider::aws::aws_error(e)))
+        })?
+    };
+}
+
 mod acm;
 mod cloudwatch;
 pub mod day2;
