@@ -4,6 +4,8 @@
 //! Needs the moto server: run through `bench/network.sh`, which starts one. Prints a Markdown
 //! table for docs/performance.md.
 
+#[path = "../tests/it/canonical.rs"]
+mod canonical;
 #[path = "../tests/it/proxy.rs"]
 #[allow(dead_code)]
 mod proxy;
@@ -22,27 +24,10 @@ struct Figures {
     calls: usize,
 }
 
-/// The canonical stack without its domain, services and model: the network and the queues.
-fn network_and_queues(stack: &str) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml")).unwrap();
-    let mut keep = true;
-    let mut out = String::new();
-    for line in text.lines() {
-        if !line.starts_with([' ', '#']) {
-            keep = !["domain:", "services:", "llm:"].iter().any(|k| line.starts_with(k));
-        }
-        if keep {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.replace("stack: aira\n", &format!("stack: {stack}\n"))
-}
-
 async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usize) -> Figures {
     let stack = format!("bench-c{concurrency}-{round}-{}", std::process::id() % 100_000);
     let file = dir.join(format!("{stack}.yaml"));
-    std::fs::write(&file, network_and_queues(&stack)).unwrap();
+    std::fs::write(&file, canonical::network_and_queues(&stack)).unwrap();
     let proxy = Proxy::start(endpoint, Faults { latency: LATENCY, ..Faults::default() }).await;
     let aira = env!("CARGO_BIN_EXE_aira");
     let start = Instant::now();

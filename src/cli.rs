@@ -1033,6 +1033,21 @@ async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> 
     Ok(EXIT_OK)
 }
 
+/// The one service named (it must be in the stack), or all of them.
+fn service_names(session: &Session, service: Option<&str>) -> Result<Vec<String>, Failure> {
+    let services = &session.loaded.stack.services;
+    match service {
+        Some(s) if services.contains_key(s) => Ok(vec![s.to_string()]),
+        Some(s) => {
+            let hint = crate::stack::check::did_you_mean(s, services.keys().map(String::as_str))
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            Err(Failure::User(format!("stack `{}` has no service `{s}`{hint}", session.scope.stack)))
+        }
+        None => Ok(services.keys().cloned().collect()),
+    }
+}
+
 /// `aira logs`: CloudWatch Logs of the stack's services, interleaved by time.
 async fn logs(
     global: &Global,
@@ -1043,16 +1058,7 @@ async fn logs(
     printer: &Printer,
 ) -> Result<u8, Failure> {
     let session = connect(global, arg, printer).await?;
-    let stack = &session.loaded.stack;
-    let services: Vec<String> = match service {
-        Some(s) if stack.services.contains_key(s) => vec![s.to_string()],
-        Some(s) => {
-            let known = stack.services.keys().map(String::as_str);
-            let hint = crate::stack::check::did_you_mean(s, known).map(|h| format!(" ({h})")).unwrap_or_default();
-            return Err(Failure::User(format!("stack `{}` has no service `{s}`{hint}", session.scope.stack)));
-        }
-        None => stack.services.keys().cloned().collect(),
-    };
+    let services = service_names(&session, service)?;
     let now_ms =
         || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut start = now_ms() - since.secs() as i64 * 1000;
@@ -1093,17 +1099,10 @@ async fn rollback(
     printer: Arc<Printer>,
 ) -> Result<u8, Failure> {
     let session = connect(global, arg, &printer).await?;
-    let stack = &session.loaded.stack;
-    let names: Vec<String> = match service {
-        Some(s) if stack.services.contains_key(s) => vec![s.to_string()],
-        Some(s) => return Err(Failure::User(format!("stack `{}` has no service `{s}`", session.scope.stack))),
-        None if to.is_some() && stack.services.len() > 1 => {
-            return Err(Failure::User(
-                "--to names a revision of one service's task definition: add --service NAME".into(),
-            ))
-        }
-        None => stack.services.keys().cloned().collect(),
-    };
+    if service.is_none() && to.is_some() && session.loaded.stack.services.len() > 1 {
+        return Err(Failure::User("--to names a revision of one service's task definition: add --service NAME".into()));
+    }
+    let names = service_names(&session, service)?;
     let lock = take_lock(global, &session, &printer).await?;
     let mut results = Vec::new();
     let mut failed = None;

@@ -2,6 +2,7 @@
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
 mod alerts;
+mod canonical;
 mod compute;
 mod day2;
 mod dlq;

@@ -9,21 +9,8 @@ use aws_sdk_ec2::types::Filter;
 use crate::harness::{aira, ec2, endpoint, inventory, small_stack, spawn_aira, unique_stack, Workdir};
 use crate::proxy::{is_mutating, Faults, Proxy};
 
-/// The canonical stack's network and queues (its services are the full-stack tests' subject).
 fn canonical(stack: &str) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml")).unwrap();
-    let mut keep = true;
-    let mut out = String::new();
-    for line in text.lines() {
-        if !line.starts_with([' ', '#']) {
-            keep = !["domain:", "services:", "llm:"].iter().any(|k| line.starts_with(k));
-        }
-        if keep {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out.replace("stack: aira\n", &format!("stack: {stack}\n"))
+    crate::canonical::network_and_queues(stack)
 }
 
 fn tag_filter(stack: &str) -> Filter {

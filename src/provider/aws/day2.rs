@@ -171,12 +171,23 @@ impl AwsProvider {
         service: &str,
         to: Option<u32>,
     ) -> Result<(String, String, String), ProviderError> {
-        let current = self
-            .services_status(stack)
-            .await?
-            .into_iter()
-            .find(|s| s.name == service)
+        let out = self.ecs.describe_services().cluster(stack).services(service).send().await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
+                return Err(ProviderError::user(format!(
+                    "stack `{stack}` has no ECS cluster on AWS (run `aira up` first)"
+                )))
+            }
+            Err(e) => return Err(ProviderError::new(format!("describe service `{service}`: {}", aws_error(e)))),
+        };
+        let running = out
+            .services()
+            .iter()
+            .find(|s| s.status() != Some("INACTIVE"))
+            .and_then(|s| s.task_definition())
             .ok_or_else(|| ProviderError::user(format!("stack `{stack}` has no service `{service}` on AWS")))?;
+        let (current, current_revision) = (family_revision(running), revision_of(running));
         let family = format!("{stack}-{service}");
         let mut revisions = super::ecs::revisions(self, &family).await?;
         revisions.reverse(); // newest first
@@ -187,15 +198,14 @@ impl AwsProvider {
                     revisions.iter().map(|a| revision_of(a).to_string()).collect::<Vec<_>>().join(", ")
                 ))
             })?,
-            None => revisions.iter().find(|a| revision_of(a) < current.revision).cloned().ok_or_else(|| {
+            None => revisions.iter().find(|a| revision_of(a) < current_revision).cloned().ok_or_else(|| {
                 ProviderError::user(format!(
-                    "service `{service}` runs {}, and no earlier active revision of `{family}` exists",
-                    current.task_definition
+                    "service `{service}` runs {current}, and no earlier active revision of `{family}` exists"
                 ))
             })?,
         };
-        if revision_of(&target) == current.revision {
-            return Err(ProviderError::user(format!("service `{service}` already runs {}", current.task_definition)));
+        if revision_of(&target) == current_revision {
+            return Err(ProviderError::user(format!("service `{service}` already runs {current}")));
         }
         self.ecs
             .update_service()
@@ -205,7 +215,7 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| ProviderError::new(format!("roll back service `{service}` to {target}: {}", aws_error(e))))?;
-        Ok((current.task_definition, family_revision(&target), target))
+        Ok((current, family_revision(&target), target))
     }
 
     /// Log events of the stack's services since `start_ms`, ordered by time; `seen` skips events
