@@ -238,28 +238,18 @@ pub async fn delete(p: &AwsProvider, scope: &Scope, current: &Observed, progress
             delete_cname(p, zone, &name, &value, &what).await?;
         }
     }
-    let start = Instant::now();
-    let mut delay = Duration::from_secs(1);
-    loop {
-        match p.acm.delete_certificate().certificate_arn(arn).send().await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_gone(&e) => return Ok(()),
-            Err(e) if code(&e) == Some("ResourceInUseException") && start.elapsed() < scope.wait => {
-                progress.waiting(
-                    &current.id,
-                    &format!(
-                        "{what}: still in use; load balancer listeners release a certificate asynchronously, \
-                         retrying ({}s of {}s)",
-                        start.elapsed().as_secs(),
-                        scope.wait.as_secs()
-                    ),
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
-        }
-    }
+    super::retry_busy(
+        scope,
+        progress,
+        &current.id,
+        &what,
+        &["ResourceInUseException"],
+        "load balancer listeners to release it (they do so asynchronously)",
+        |c| c == "ResourceNotFoundException",
+        || p.acm.delete_certificate().certificate_arn(arn).send(),
+    )
+    .await
+    .map(drop)
 }
 
 /// Whether a certificate other than `arn` exists for `domain`.

@@ -758,7 +758,7 @@ async fn retry_dependency<F, Fut, T, E>(
     progress: &dyn Progress,
     id: &LogicalId,
     what: &str,
-    mut op: F,
+    op: F,
 ) -> Result<Option<T>>
 where
     F: FnMut() -> Fut,
@@ -767,28 +767,9 @@ where
     >,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match op().await {
-            Ok(v) => return Ok(Some(v)),
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) if code(&e) == Some("DependencyViolation") && start.elapsed() < scope.wait => {
-                let why = e.as_service_error().and_then(|s| s.message()).unwrap_or("in use").to_string();
-                progress.waiting(
-                    id,
-                    &format!(
-                        "{what}: still in use ({why}); AWS releases network interfaces asynchronously, retrying ({}s of {}s)",
-                        start.elapsed().as_secs(),
-                        scope.wait.as_secs()
-                    ),
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
-        }
-    }
+    let waits_for = "what is still in use to let go (AWS releases network interfaces asynchronously)";
+    super::retry_busy(scope, progress, id, what, &["DependencyViolation"], waits_for, |c| c.ends_with("NotFound"), op)
+        .await
 }
 
 /// The endpoint state in lower case: AWS answers `available` where its model says `Available`.

@@ -1028,29 +1028,18 @@ async fn delete_service(p: &AwsProvider, scope: &Scope, current: &Observed, prog
 
 async fn delete_cluster(p: &AwsProvider, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<()> {
     let what = format!("delete ECS cluster `{}` ({})", current.id, current.physical_id);
-    let start = Instant::now();
-    loop {
-        match p.ecs.delete_cluster().cluster(&current.physical_id).send().await {
-            Ok(_) => return Ok(()),
-            Err(e) if code(&e) == Some("ClusterNotFoundException") => return Ok(()),
-            Err(e)
-                if matches!(code(&e), Some("ClusterContainsServicesException" | "ClusterContainsTasksException"))
-                    && start.elapsed() < scope.wait =>
-            {
-                progress.waiting(
-                    &current.id,
-                    &format!(
-                        "cluster still holds services or tasks being stopped ({}), retrying ({}s of {}s)",
-                        message(&e),
-                        start.elapsed().as_secs(),
-                        scope.wait.as_secs()
-                    ),
-                );
-                tokio::time::sleep(POLL).await;
-            }
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
-        }
-    }
+    super::retry_busy(
+        scope,
+        progress,
+        &current.id,
+        &what,
+        &["ClusterContainsServicesException", "ClusterContainsTasksException"],
+        "its services and tasks to stop",
+        |c| c == "ClusterNotFoundException",
+        || p.ecs.delete_cluster().cluster(&current.physical_id).send(),
+    )
+    .await
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -565,7 +565,7 @@ async fn retry<F, Fut, T, E>(
     what: &str,
     codes: &[&str],
     waits_for: &str,
-    mut op: F,
+    op: F,
 ) -> Result<Option<T>>
 where
     F: FnMut() -> Fut,
@@ -580,30 +580,6 @@ where
     >,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    loop {
-        match op().await {
-            Ok(v) => return Ok(Some(v)),
-            Err(e)
-                if codes.iter().any(|c| code(&e).is_some_and(|k| k.starts_with(c))) && start.elapsed() < scope.wait =>
-            {
-                let why = e.as_service_error().and_then(|s| s.message()).unwrap_or("busy").to_string();
-                progress.waiting(
-                    id,
-                    &format!(
-                        "{what}: {why}; waiting for {waits_for}, retrying ({}s of {}s)",
-                        start.elapsed().as_secs(),
-                        scope.wait.as_secs()
-                    ),
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(e) if is_gone(&e) && !codes.iter().any(|c| code(&e).is_some_and(|k| k.starts_with(c))) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", aws_error(e)))),
-        }
-    }
+    let gone = |c: &str| c.ends_with("NotFound") || c.ends_with("NotFoundException");
+    super::retry_busy(scope, progress, id, what, codes, waits_for, gone, op).await
 }

@@ -232,6 +232,56 @@ where
     aws_sdk_sqs::error::DisplayErrorContext(e).to_string()
 }
 
+/// Runs `op` until it stops failing with an error code that starts with one of `busy` (something
+/// AWS finishes asynchronously), saying each time what it waits for; gives up at `scope.wait`.
+/// An error whose code `gone` accepts (the resource is already gone) is `Ok(None)`.
+#[allow(clippy::too_many_arguments)]
+async fn retry_busy<F, Fut, T, E>(
+    scope: &Scope,
+    progress: &dyn Progress,
+    id: &LogicalId,
+    what: &str,
+    busy: &[&str],
+    waits_for: &str,
+    gone: fn(&str) -> bool,
+    mut op: F,
+) -> Result<Option<T>, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<
+        Output = Result<T, aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>>,
+    >,
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        let e = match op().await {
+            Ok(v) => return Ok(Some(v)),
+            Err(e) => e,
+        };
+        let code = e.as_service_error().and_then(|s| s.code()).unwrap_or_default();
+        let is_busy = busy.iter().any(|b| code.starts_with(b));
+        if is_busy && start.elapsed() < scope.wait {
+            let why = e.as_service_error().and_then(|s| s.message()).unwrap_or(code).to_string();
+            progress.waiting(
+                id,
+                &format!(
+                    "{what}: {why}; waiting for {waits_for}, retrying ({}s of {}s)",
+                    start.elapsed().as_secs(),
+                    scope.wait.as_secs()
+                ),
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        } else if !is_busy && gone(code) {
+            return Ok(None);
+        } else {
+            return Err(ProviderError::new(format!("{what}: {}", aws_error(e))));
+        }
+    }
+}
+
 /// Links between observed resources, read from the resources themselves: a property holding
 /// another managed resource's id or ARN is a dependency on it.
 fn link(observed: &mut [Observed]) {
