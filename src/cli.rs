@@ -7,15 +7,15 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::apply::{self, Report};
-use crate::expand::{expand, Image};
-use crate::image::build;
 use crate::local;
 use crate::output::{render_report, Format, Printer};
-use crate::plan::{self, Plan};
-use crate::provider::aws::{lock, sdk_config, AwsProvider, Connection, LocalImage};
-use crate::provider::{Facts, Provider, ProviderError, Scope};
-use crate::stack::{self, Loaded};
+use aira_aws::{lock, sdk_config, AwsProvider, Connection, LocalImage};
+use aira_engine::apply::{self, Report};
+use aira_engine::expand::{expand, Image};
+use aira_engine::plan::{self, Plan};
+use aira_engine::provider::{Facts, Provider, ProviderError, Scope};
+use aira_engine::stack::{self, Loaded};
+use aira_image::build;
 
 #[derive(Debug, Parser)]
 #[command(name = "aira", version, about = "Converge AWS to a stack file, and ship the aira chat runtime into it")]
@@ -51,13 +51,13 @@ pub struct Global {
     pub force_unlock: bool,
     /// `up`/`down`: how long the stack's lock outlives a run that stopped renewing it.
     #[arg(long, global = true, value_parser = parse_duration, default_value = "2m")]
-    pub lock_ttl: crate::stack::model::Duration,
+    pub lock_ttl: aira_engine::stack::model::Duration,
     /// Longest wait for anything AWS does asynchronously (default: the stack's `deploy.timeout`).
     #[arg(long, global = true, value_parser = parse_duration)]
-    pub timeout: Option<crate::stack::model::Duration>,
+    pub timeout: Option<aira_engine::stack::model::Duration>,
 }
 
-fn parse_duration(s: &str) -> Result<crate::stack::model::Duration, String> {
+fn parse_duration(s: &str) -> Result<aira_engine::stack::model::Duration, String> {
     s.parse()
 }
 
@@ -96,7 +96,7 @@ pub enum Command {
         listen: Option<std::net::SocketAddr>,
         /// Time to live: resources are tagged with it, and `down --all --expired` removes the stack after it.
         #[arg(long, value_parser = parse_duration, conflicts_with = "local")]
-        ttl: Option<crate::stack::model::Duration>,
+        ttl: Option<aira_engine::stack::model::Duration>,
     },
     /// Delete every resource of the stack (found by its tags).
     Down {
@@ -116,7 +116,7 @@ pub enum Command {
         selector: Vec<(String, String)>,
         /// With --all: only stacks created longer ago than this.
         #[arg(long, requires = "all", value_parser = parse_duration)]
-        older_than: Option<crate::stack::model::Duration>,
+        older_than: Option<aira_engine::stack::model::Duration>,
         /// With --all: only stacks past their time to live (`up --ttl`).
         #[arg(long, requires = "all")]
         expired: bool,
@@ -132,7 +132,7 @@ pub enum Command {
         follow: bool,
         /// How far back to start.
         #[arg(long, value_parser = parse_duration, default_value = "10m")]
-        since: crate::stack::model::Duration,
+        since: aira_engine::stack::model::Duration,
     },
     /// Roll services back to their previous (or a named) task definition revision and wait;
     /// nothing is deregistered, so `aira up` rolls forward again.
@@ -168,7 +168,7 @@ pub enum Command {
     Schema,
     /// Build the runtime's container image and push it to a registry (no Docker needed).
     #[command(subcommand)]
-    Image(crate::image::ImageCommand),
+    Image(ImageCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +222,31 @@ pub enum DlqAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the runtime image (static binary, one layer) into an OCI image layout; prints its digest.
+    Build {
+        /// The image layout folder.
+        #[arg(long, default_value = aira_image::DEFAULT_DIR)]
+        out: PathBuf,
+        /// Use this static aira-runtime instead of building it from the source tree.
+        #[arg(long, env = "AIRA_RUNTIME_STATIC_BIN")]
+        binary: Option<PathBuf>,
+    },
+    /// Push an image layout to a registry; prints REGISTRY/REPOSITORY@sha256:….
+    Push {
+        /// REGISTRY/REPOSITORY[:TAG]; without a tag the manifest is pushed by digest.
+        #[arg(long)]
+        to: aira_image::push::Reference,
+        /// Plain HTTP (only for a registry on loopback).
+        #[arg(long)]
+        insecure: bool,
+        /// The image layout folder.
+        #[arg(long, default_value = aira_image::DEFAULT_DIR)]
+        from: PathBuf,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct StackArg {
     /// The stack file (default: ./aira.yaml, then ./stacks/aira.yaml).
@@ -239,7 +264,7 @@ pub struct ImageArgs {
     pub image: Option<String>,
     /// Push the built image to REGISTRY/REPOSITORY instead of the stack's ECR repository.
     #[arg(long, value_name = "REGISTRY/REPOSITORY")]
-    pub registry: Option<crate::image::push::Reference>,
+    pub registry: Option<aira_image::push::Reference>,
     /// Plain HTTP to --registry (allowed for a registry on loopback only).
     #[arg(long, requires = "registry")]
     pub insecure_registry: bool,
@@ -386,8 +411,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-async fn image(command: &crate::image::ImageCommand, printer: &Printer) -> Result<u8, Failure> {
-    use crate::image::{build, oci, push, Error, ImageCommand};
+async fn image(command: &ImageCommand, printer: &Printer) -> Result<u8, Failure> {
+    use aira_image::{build, oci, push, Error};
     let failure = |e: Error| match e {
         Error::Usage(m) => Failure::User(m),
         Error::Failed(e) => Failure::Aws(e),
@@ -396,7 +421,7 @@ async fn image(command: &crate::image::ImageCommand, printer: &Printer) -> Resul
     let started = std::time::Instant::now();
     match command {
         ImageCommand::Build { out, binary } => {
-            let epoch = crate::image::source_date_epoch().map_err(failure)?;
+            let epoch = aira_image::source_date_epoch().map_err(failure)?;
             let opts = build::Options { out: out.clone(), binary: binary.clone(), epoch };
             let built = build::build(&opts, &note).map_err(failure)?;
             let image = &built.image;
@@ -478,7 +503,7 @@ struct Session {
 }
 
 /// The SDK configuration from the flags (then `stack_region`, then the SDK's chain); a region is required.
-async fn account(global: &Global, stack_region: Option<&String>) -> Result<aws_config::SdkConfig, Failure> {
+async fn account(global: &Global, stack_region: Option<&String>) -> Result<aira_aws::SdkConfig, Failure> {
     let conn = Connection {
         region: global.region.clone().or_else(|| stack_region.cloned()),
         profile: global.profile.clone(),
@@ -506,7 +531,7 @@ async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<S
 }
 
 fn provider_failure(e: ProviderError) -> Failure {
-    if e.user_error {
+    if e.is_user() {
         Failure::User(e.message)
     } else {
         Failure::Aws(e.into())
@@ -552,8 +577,8 @@ async fn observe_and_plan_with(
 }
 
 /// The image the stack's task definitions name now, in the form `expand` gives it.
-fn image_in_use(observed: &[crate::provider::Observed]) -> Image {
-    use crate::graph::Kind;
+fn image_in_use(observed: &[aira_engine::provider::Observed]) -> Image {
+    use aira_engine::graph::Kind;
     let Some(image) = observed.iter().find(|o| o.kind == Kind::TaskDefinition).map(|t| &t.props["container"]["image"])
     else {
         return Image::Reference(String::new());
@@ -596,12 +621,12 @@ async fn prepare_image(session: &Session, args: &ImageArgs, printer: &Printer) -
             )));
         }
     }
-    let usage = |e: crate::image::Error| match e {
-        crate::image::Error::Usage(m) => Failure::User(m),
-        crate::image::Error::Failed(e) => Failure::Aws(e),
+    let usage = |e: aira_image::Error| match e {
+        aira_image::Error::Usage(m) => Failure::User(m),
+        aira_image::Error::Failed(e) => Failure::Aws(e),
     };
-    let epoch = crate::image::source_date_epoch().map_err(usage)?;
-    let out = PathBuf::from(crate::image::DEFAULT_DIR);
+    let epoch = aira_image::source_date_epoch().map_err(usage)?;
+    let out = PathBuf::from(aira_image::DEFAULT_DIR);
     let opts = build::Options { out, binary: args.runtime_binary.clone(), epoch };
     let started = std::time::Instant::now();
     let note = |m: &str| printer.note(m);
@@ -727,7 +752,7 @@ fn finish_with(
 async fn sweep(
     global: &Global,
     selector: &[(String, String)],
-    older_than: Option<crate::stack::model::Duration>,
+    older_than: Option<aira_engine::stack::model::Duration>,
     expired: bool,
     printer: Arc<Printer>,
 ) -> Result<u8, Failure> {
@@ -843,7 +868,7 @@ fn read_hidden(into: &mut String) -> std::io::Result<()> {
 }
 
 async fn secret(global: &Global, action: &SecretAction, printer: &Arc<Printer>) -> Result<u8, Failure> {
-    use crate::provider::aws::secrets;
+    use aira_aws::secrets;
     match action {
         SecretAction::Set { name } => {
             let interactive = std::io::stdin().is_terminal();
@@ -900,12 +925,13 @@ async fn secret(global: &Global, action: &SecretAction, printer: &Arc<Printer>) 
 
 /// `aira status` on AWS: resources by kind, drift, services, endpoint, certificate, queues, the lock.
 async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<u8, Failure> {
-    use crate::graph::Kind;
-    use crate::provider::aws::dlq as ops;
+    use aira_aws::dlq as ops;
+    use aira_engine::graph::Kind;
     let session = connect(global, arg, printer).await?;
     let stack = session.scope.stack.clone();
     let plan = observe_and_plan_with(&session, printer, false, None).await?;
-    let observed: Vec<&crate::provider::Observed> = plan.steps.iter().filter_map(|s| s.current.as_ref()).collect();
+    let observed: Vec<&aira_engine::provider::Observed> =
+        plan.steps.iter().filter_map(|s| s.current.as_ref()).collect();
     let mut kinds: std::collections::BTreeMap<String, usize> = Default::default();
     for o in &observed {
         *kinds.entry(o.kind.name().to_string()).or_default() += 1;
@@ -1009,7 +1035,7 @@ async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> 
         printer.out(&format!(
             "Certificate: {}, expires {}",
             c["status"].as_str().unwrap_or("?"),
-            c["expires_at"].as_i64().map_or_else(|| "-".into(), |t| crate::image::oci::rfc3339(t.max(0) as u64))
+            c["expires_at"].as_i64().map_or_else(|| "-".into(), |t| aira_image::oci::rfc3339(t.max(0) as u64))
         ));
     }
     if let Some(q) = &queues {
@@ -1026,7 +1052,7 @@ async fn aws_status(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> 
         Some(l) => printer.out(&format!(
             "Locked by {} until {}.",
             l["holder"].as_str().unwrap_or("?"),
-            l["expires_at"].as_u64().map_or_else(|| "-".into(), crate::image::oci::rfc3339)
+            l["expires_at"].as_u64().map_or_else(|| "-".into(), aira_image::oci::rfc3339)
         )),
         None => printer.out("Not locked."),
     }
@@ -1039,7 +1065,7 @@ fn service_names(session: &Session, service: Option<&str>) -> Result<Vec<String>
     match service {
         Some(s) if services.contains_key(s) => Ok(vec![s.to_string()]),
         Some(s) => {
-            let hint = crate::stack::check::did_you_mean(s, services.keys().map(String::as_str))
+            let hint = aira_engine::stack::did_you_mean(s, services.keys().map(String::as_str))
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             Err(Failure::User(format!("stack `{}` has no service `{s}`{hint}", session.scope.stack)))
@@ -1054,7 +1080,7 @@ async fn logs(
     arg: &StackArg,
     service: Option<&str>,
     follow: bool,
-    since: crate::stack::model::Duration,
+    since: aira_engine::stack::model::Duration,
     printer: &Printer,
 ) -> Result<u8, Failure> {
     let session = connect(global, arg, printer).await?;
@@ -1074,7 +1100,7 @@ async fn logs(
             if printer.format == Format::Json {
                 printer.out(&serde_json::to_string(l).map_err(anyhow::Error::from)?);
             } else {
-                let at = crate::image::oci::rfc3339((l.timestamp_ms / 1000).max(0) as u64);
+                let at = aira_image::oci::rfc3339((l.timestamp_ms / 1000).max(0) as u64);
                 printer.out(&format!("{:width$} | {at} {}", l.service, l.message));
             }
             // Re-read the last millisecond: events that arrive later with the same time are not lost.
@@ -1084,7 +1110,7 @@ async fn logs(
             return Ok(EXIT_OK);
         }
         tokio::select! {
-            _ = tokio::time::sleep(crate::provider::aws::day2::FOLLOW_INTERVAL) => {}
+            _ = tokio::time::sleep(aira_aws::day2::FOLLOW_INTERVAL) => {}
             _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
         }
     }
@@ -1156,7 +1182,7 @@ async fn take_lock(global: &Global, session: &Session, printer: &Printer) -> Res
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
             Err(Failure::User(format!(
                 "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
-                crate::image::oci::rfc3339(since),
+                aira_image::oci::rfc3339(since),
                 now.saturating_sub(since),
                 expires.saturating_sub(now)
             )))
@@ -1168,16 +1194,16 @@ async fn up(
     global: &Global,
     arg: &StackArg,
     image: &ImageArgs,
-    ttl: Option<crate::stack::model::Duration>,
+    ttl: Option<aira_engine::stack::model::Duration>,
     printer: Arc<Printer>,
 ) -> Result<u8, Failure> {
     let mut session = connect(global, arg, &printer).await?;
     // Set on each resource when it is created (tags are not compared afterwards).
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut scope = (*session.scope).clone();
-    scope.tags.insert(crate::provider::TAG_CREATED_AT.into(), now.to_string());
+    scope.tags.insert(aira_engine::provider::TAG_CREATED_AT.into(), now.to_string());
     if let Some(ttl) = ttl {
-        scope.tags.insert(crate::provider::TAG_EXPIRES_AT.into(), (now + ttl.secs()).to_string());
+        scope.tags.insert(aira_engine::provider::TAG_EXPIRES_AT.into(), (now + ttl.secs()).to_string());
     }
     session.scope = Arc::new(scope);
     // Before the lock: a cold build takes minutes, and needs no AWS.
@@ -1245,11 +1271,11 @@ async fn down_locked(global: &Global, session: &Session, printer: Arc<Printer>) 
 
 /// Unix milliseconds (as SQS reports them) → RFC 3339, or `-`.
 fn millis_to_rfc3339(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "-".into(), |ms| crate::image::oci::rfc3339(ms / 1000))
+    ms.map_or_else(|| "-".into(), |ms| aira_image::oci::rfc3339(ms / 1000))
 }
 
 async fn dlq(global: &Global, action: &DlqAction, printer: &Arc<Printer>) -> Result<u8, Failure> {
-    use crate::provider::aws::dlq as ops;
+    use aira_aws::dlq as ops;
     let arg = match action {
         DlqAction::List { stack, .. }
         | DlqAction::Show { stack, .. }

@@ -7,12 +7,12 @@ use std::time::Duration;
 use expect_test::{expect, Expect};
 use serde_json::{json, Value};
 
-use crate::apply::{apply, Events, OpKind, Report};
-use crate::graph::{reference, Desired, Graph, Kind, LogicalId};
 use crate::output::{render_plan, render_report};
-use crate::plan::{diff, teardown, Plan};
-use crate::provider::fake::FakeProvider;
-use crate::provider::{Progress, Provider, Scope};
+use aira_engine::apply::{apply, Events, OpKind, Report};
+use aira_engine::graph::{reference, Desired, Graph, Kind, LogicalId};
+use aira_engine::plan::{diff, teardown, Plan};
+use aira_engine::provider::fake::FakeProvider;
+use aira_engine::provider::{Progress, Provider, Scope};
 
 struct Quiet;
 impl Progress for Quiet {
@@ -334,7 +334,7 @@ async fn a_reference_to_an_unreported_output_fails_that_operation() {
     let odd = report.outcomes.iter().find(|o| o.id.0 == "odd").unwrap();
     assert_eq!(
         odd.status,
-        crate::apply::Status::Failed {
+        aira_engine::apply::Status::Failed {
             error: "`odd` references an output that its dependencies did not report".into()
         }
     );

@@ -1,28 +1,22 @@
-//! aira: converge AWS to a stack file, with no state file.
+//! aira: converge AWS to a stack file, with no state file. This package is the command line;
+//! the work is done by the crates below it.
 //!
 //! # Layout
 //!
-//! - [`stack`]: the stack file: spanned YAML, schema validation, typed [`stack::Stack`].
-//! - [`expand`]: stack → desired [`graph::Graph`] (logical ids, kinds, properties, dependencies).
-//! - [`provider`]: the [`provider::Provider`] trait; `provider::aws` (the only module that
-//!   imports `aws-sdk-*`) and `provider::fake` (in memory, for engine tests).
-//! - [`plan`]: desired × observed → [`plan::Plan`]. Pure data, no IO.
-//! - [`apply`]: runs a plan through a provider: parallel, bounded, dependency-ordered.
-//! - [`output`]: the printer (text and JSON on stdout, progress on stderr).
-//! - [`local`]: the local target (`--local`): the runtime as a process on this machine.
-//! - [`image`]: the runtime's OCI image, built and pushed without Docker.
-//! - [`cli`]: arguments and commands.
+//! - `aira-engine` (`crates/engine`): the stack file, its expansion into a resource graph, the
+//!   plan and its apply, the provider trait and a fake provider. No AWS SDK.
+//! - `aira-image` (`crates/image`): the runtime's OCI image, built and pushed without Docker.
+//! - `aira-aws` (`crates/aws`): the AWS provider, the only crate that imports `aws-sdk-*`.
+//! - here: [`cli`] (arguments and commands), [`output`] (the printer: text and JSON on stdout,
+//!   progress on stderr), [`local`] (the local target: the runtime as a process on this machine).
 
-pub mod apply;
 pub mod cli;
-pub mod expand;
-pub mod graph;
-pub mod image;
 pub mod local;
 pub mod output;
-pub mod plan;
-pub mod provider;
-pub mod stack;
+
+pub use aira_aws as aws;
+pub use aira_engine as engine;
+pub use aira_image as image;
 
 #[cfg(test)]
 mod engine_tests;

@@ -13,8 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::stack::model::Role;
-use crate::stack::Stack;
+use aira_engine::stack::model::Role;
+use aira_engine::stack::Stack;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LocalState {
@@ -97,7 +97,7 @@ fn runtime_binary(note: &dyn Fn(&str)) -> Result<PathBuf> {
             if release { "release" } else { "debug" }
         ));
         let args: &[&str] = if release { &["--release"] } else { &[] };
-        return crate::image::build::build_runtime(source, args, None);
+        return aira_image::build::build_runtime(source, args, None);
     }
     if sibling.exists() {
         return Ok(sibling);

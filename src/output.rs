@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::apply::{Events, OpKind, Report, Status};
-use crate::graph::{Kind, LogicalId};
-use crate::plan::{Action, Plan};
-use crate::provider::Progress;
-use crate::stack::Diagnostic;
+use aira_engine::apply::{Events, OpKind, Report, Status};
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::plan::{Action, Plan};
+use aira_engine::provider::Progress;
+use aira_engine::stack::Diagnostic;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {

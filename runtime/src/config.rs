@@ -125,7 +125,7 @@ pub struct Common {
     pub relay_interval_secs: u64,
     /// Embedded backends: `full` syncs every (group) commit to disk; `normal` only at checkpoints.
     #[arg(long, env = "AIRA_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
-    pub sqlite_synchronous: crate::sqlite::Durability,
+    pub sqlite_synchronous: crate::group_commit::Durability,
 }
 
 pub fn resolve_worker(c: &Common) -> WorkerConfig {

@@ -1,7 +1,8 @@
 //! Redrive: move dead-letter messages back to the source queue. Each message is sent to
 //! the source first and deleted from the dead-letter queue only after the send succeeded,
 //! so a crash in between duplicates a message (absorbed by the worker) but never loses one.
-//! The CLI exposes this as `aira dlq redrive`.
+//! Called by the runtime's own `aira-runtime redrive` command (embedded queues or SQS); the
+//! `aira dlq redrive` command of the CLI does not use it (it has its own SQS implementation).
 
 use std::time::Duration;
 

@@ -2,33 +2,40 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: command line and environment, parsed then resolved into [`config::Settings`].
-//! - [`api`]: the HTTP API (`fn app(state) -> Router`), auth, rate limit, idempotency, SSE.
-//! - [`store`]: the [`store::Store`] trait (users, sessions, conversations, messages, outbox)
-//!   with an embedded SQLite and a DynamoDB implementation.
+//! - [`config`]: command line and environment ([`config::Cli`]), resolved by the `resolve_*`
+//!   functions into the worker's configuration, the API's limits and the LLM.
+//! - [`api`]: the HTTP API (`fn app(state) -> Router`), auth, rate limit, idempotency, SSE,
+//!   the web page.
+//! - [`store`]: the [`store::Store`] trait (users, profiles, tokens, conversations, messages,
+//!   idempotency keys, outbox) with an embedded SQLite and a DynamoDB implementation.
 //! - [`queue`]: the [`queue::Queue`] trait (send, receive with visibility timeout and receive
 //!   count, delete, change visibility) with an embedded SQLite and an SQS implementation.
+//! - [`group_commit`]: the SQLite executor under both embedded backends: one writer thread
+//!   that batches jobs into group commits, and reader threads.
 //! - [`llm`]: the [`llm::Llm`] trait: OpenAI-compatible `/chat/completions` client and the
 //!   offline echo model; error classification lives in [`llm::LlmError::disposition`].
 //! - [`relay`]: moves outbox rows from the store to the queue.
 //! - [`worker`]: consumes the queue, claims, calls the LLM, stores the answer.
-//! - [`dlq`]: redrive of dead-letter messages back to the source queue.
+//! - [`dlq`]: redrive of dead-letter messages back to the source queue (`aira-runtime redrive`).
 //! - [`metrics`]: the Prometheus registry and every metric name.
+//! - [`model`]: the plain data types (user, profile, conversation, message, queue body) and ids.
+//! - [`error`]: [`error::AppError`], the API's one error type.
 //! - [`run`]: wiring of the `serve`, `api` and `worker` commands and the one shutdown path.
 //!
 //! Invariants: the queue body carries ids only; no user content or secrets in logs or
-//! metric labels; only `store::dynamo` and `queue::sqs` import `aws-sdk-*`.
+//! metric labels; only `store::dynamo`, `queue::sqs`, `run` and the binary (`main.rs`)
+//! import `aws-sdk-*`.
 
 pub mod api;
 pub mod config;
 pub mod dlq;
 pub mod error;
+pub mod group_commit;
 pub mod llm;
 pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod relay;
 pub mod run;
-pub mod sqlite;
 pub mod store;
 pub mod worker;

@@ -30,7 +30,8 @@ pub struct Metrics {
     pub outbox_relayed: IntCounter,
     /// `aira_worker_in_flight`
     pub worker_in_flight: IntGauge,
-    /// `aira_worker_messages_total{outcome}`: answered, failed, retried, duplicate, handed_back, missing.
+    /// `aira_worker_messages_total{outcome}`: answered, failed, retried, dead_lettered, duplicate,
+    /// busy, handed_back, lease_lost, missing.
     pub worker_messages: IntCounterVec,
     /// `aira_worker_dead_lettered_total`: messages given up after max receives (to the DLQ).
     pub dead_lettered: IntCounter,

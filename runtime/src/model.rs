@@ -104,7 +104,7 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Hex SHA-256, used for session tokens at rest and idempotency fingerprints.
+/// Hex SHA-256, used for tokens at rest, CSRF tokens and idempotency keys.
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(data);

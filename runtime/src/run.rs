@@ -13,12 +13,12 @@ use tracing::info;
 
 use crate::api::{app, ops_app, AppState};
 use crate::config::{resolve_limits, resolve_llm, resolve_worker, AwsArgs, Common};
+use crate::group_commit::Durability;
 use crate::metrics::Metrics;
 use crate::queue::sqlite::{RedrivePolicy, SqliteQueue};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
 use crate::relay::Relay;
-use crate::sqlite::Durability;
 use crate::store::dynamo::DynamoStore;
 use crate::store::notify::Notifying;
 use crate::store::sqlite::SqliteStore;
@@ -151,7 +151,7 @@ pub async fn api(listen: SocketAddr, aws: &AwsArgs, c: &Common, shutdown: Cancel
     http
 }
 
-/// `worker`: the worker on SQS + DynamoDB, with `/metrics` and `/healthz` on AIRA_METRICS_LISTEN if set.
+/// `worker`: the worker on SQS + DynamoDB, with `/metrics`, `/healthz` and `/readyz` on AIRA_METRICS_LISTEN if set.
 pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (store, queue) = open_aws(aws).await;
     let metrics = Arc::new(Metrics::new());

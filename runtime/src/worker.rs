@@ -36,7 +36,8 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
     /// Bound of one LLM call (the client has its own timeout too).
     pub llm_timeout: Duration,
-    /// Earlier turns of the conversation sent with the prompt.
+    /// Most earlier answered messages of the conversation sent with the prompt (each as a
+    /// user and an assistant turn).
     pub history_turns: usize,
     /// On shutdown, how long in-flight messages may finish before they are handed back.
     pub shutdown_grace: Duration,

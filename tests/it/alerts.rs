@@ -3,23 +3,23 @@
 
 use std::collections::BTreeMap;
 
-use aira::expand::{expand, Image};
-use aira::graph::{resolve, Kind, LogicalId};
-use aira::provider::aws::AwsProvider;
-use aira::provider::{Facts, Provider, Resolved, Scope, Silent};
+use aira::aws::AwsProvider;
+use aira::engine::expand::{expand, Image};
+use aira::engine::graph::{resolve, Kind, LogicalId};
+use aira::engine::provider::{Facts, Provider, Resolved, Scope, Silent};
 use serde_json::{json, Value};
 
 use crate::harness::{sdk_config, unique_stack};
 
-fn stack(name: &str, threshold: &str) -> aira::stack::Stack {
+fn stack(name: &str, threshold: &str) -> aira::engine::stack::Stack {
     let yaml = format!(
         "stack: {name}\nregion: us-east-1\nalerts:\n  email: ops@example.com\n  oldest_message: {threshold}\nservices:\n  api: {{ role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }}\n  worker: {{ role: worker, cpu: 256, memory: 512 }}\n"
     );
-    aira::stack::parse("stack.yaml", &yaml).unwrap_or_else(|e| panic!("{e:?}")).stack
+    aira::engine::stack::parse("stack.yaml", &yaml).unwrap_or_else(|e| panic!("{e:?}")).stack
 }
 
 /// The topic and alarms of the stack, with the outputs of the rest stood in for.
-fn alerting(stack: &aira::stack::Stack, topic_arn: Option<&str>) -> Vec<Resolved> {
+fn alerting(stack: &aira::engine::stack::Stack, topic_arn: Option<&str>) -> Vec<Resolved> {
     let image = Image::Reference("127.0.0.1:5000/aira@sha256:00".into());
     let graph = expand(stack, &Facts::offline(stack), &image).unwrap();
     let name = &stack.stack.0;

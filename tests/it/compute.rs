@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use aira::graph::{normalize, Kind, LogicalId};
-use aira::provider::aws::{sdk_config, AwsProvider, Connection, LocalImage};
-use aira::provider::{Observed, Progress, Provider, Resolved, Scope};
+use aira::aws::{sdk_config, AwsProvider, Connection, LocalImage};
+use aira::engine::graph::{normalize, Kind, LogicalId};
+use aira::engine::provider::{Observed, Progress, Provider, Resolved, Scope};
 use serde_json::{json, Value};
 
 use crate::harness::{endpoint, unique_stack};

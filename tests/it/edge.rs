@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use aira::graph::{Kind, LogicalId};
-use aira::provider::aws::{sdk_config, AwsProvider, Connection};
-use aira::provider::{Observed, Provider, Resolved, Scope, Silent};
+use aira::aws::{sdk_config, AwsProvider, Connection};
+use aira::engine::graph::{Kind, LogicalId};
+use aira::engine::provider::{Observed, Provider, Resolved, Scope, Silent};
 use aws_sdk_elasticloadbalancingv2::types::{ActionTypeEnum, RedirectActionStatusCodeEnum, TargetTypeEnum};
 use aws_sdk_route53::types::RrType;
 use serde_json::{json, Value};
@@ -72,7 +72,7 @@ fn one<'a>(all: &'a [Observed], id: &str) -> &'a Observed {
 #[derive(Default)]
 struct Said(std::sync::Mutex<Vec<String>>);
 
-impl aira::provider::Progress for Said {
+impl aira::engine::provider::Progress for Said {
     fn waiting(&self, id: &LogicalId, what: &str) {
         self.0.lock().unwrap().push(format!("{id}: {what}"));
     }

@@ -16,4 +16,5 @@ mod proxy;
 mod queue_stack;
 mod secret;
 mod stack;
+mod surface;
 mod sweep;

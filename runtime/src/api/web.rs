@@ -1,6 +1,6 @@
-//! The web page: one HTML shell for every screen, a script module and a style sheet, all
-//! embedded in the binary (nothing is fetched from elsewhere), and the security headers
-//! every response carries. The assets live in `runtime/web/`.
+//! The web page: one HTML shell for every screen, two script modules, a style sheet and an
+//! icon, all embedded in the binary (nothing is fetched from elsewhere), and the security
+//! headers every response carries. The assets live in `runtime/web/`.
 
 use axum::extract::Request;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};

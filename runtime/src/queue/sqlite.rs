@@ -11,8 +11,8 @@ use rusqlite::params;
 use tokio::sync::Notify;
 
 use super::{Queue, Received};
+use crate::group_commit::{Db, Durability};
 use crate::model::now_ms;
-use crate::sqlite::{Db, Durability};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue_messages (
@@ -34,7 +34,7 @@ pub struct SqliteQueue {
     db: Db,
     name: String,
     redrive: Option<RedrivePolicy>,
-    /// Wakes long-polling receivers of this process when a message is sent.
+    /// Wakes long-polling receivers of this process when a message is sent or handed back.
     notify: Arc<Notify>,
 }
 

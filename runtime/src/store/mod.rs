@@ -1,4 +1,4 @@
-//! The store: users, tokens, conversations, messages, idempotency keys and the outbox.
+//! The store: users, profiles, tokens, conversations, messages, idempotency keys and the outbox.
 //!
 //! Every state change of a message is a conditional write, so that at-least-once delivery
 //! never answers a message twice: `claim` takes a lease, `complete`/`fail`/`release` only
@@ -70,8 +70,9 @@ pub trait Store: Send + Sync {
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>>;
     async fn put_profile(&self, user_id: &str, profile: &Profile) -> Result<()>;
     /// Deletes the account and everything stored for it: profile, tokens, conversations,
-    /// messages. Idempotent. Outbox rows of pending messages stay; the worker finds the
-    /// message missing and drops the queue message.
+    /// messages. Idempotent. The SQLite store also deletes the messages' outbox rows and
+    /// idempotency keys; the DynamoDB store leaves outbox rows (the worker finds the message
+    /// missing and drops the queue message) and idempotency keys (to their TTL).
     async fn delete_user(&self, user: &User) -> Result<()>;
     async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()>;
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;

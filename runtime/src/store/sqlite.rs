@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
+use crate::group_commit::{Db, Durability};
 use crate::model::{Conversation, Message, Profile, Status, User};
-use crate::sqlite::{Db, Durability};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (

@@ -56,7 +56,7 @@ impl Env {
     pub fn new(limits: Limits) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let backends =
-            open_embedded(dir.path(), 3, aira_runtime::sqlite::Durability::Full).expect("open embedded backends");
+            open_embedded(dir.path(), 3, aira_runtime::group_commit::Durability::Full).expect("open embedded backends");
         let store: Arc<dyn Store> = backends.store.clone();
         let queue: Arc<dyn Queue> = backends.queue.clone();
         let metrics = Arc::new(Metrics::new());

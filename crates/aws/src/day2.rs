@@ -1,0 +1,330 @@
+//! Day-2 reads and actions on a running stack: services' state, logs, rollback. Resources are
+//! named by the conventions of `expand.rs`: cluster = stack, service = its name in the stack,
+//! task definition family `STACK-SERVICE`, log group `/aira/STACK/SERVICE`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::AwsProvider;
+use aira_engine::provider::ProviderError;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentStatus {
+    pub id: String,
+    /// PRIMARY (the newest) or ACTIVE (being replaced).
+    pub status: String,
+    /// IN_PROGRESS, COMPLETED or FAILED, when ECS reports it.
+    pub rollout: Option<String>,
+    pub rollout_reason: Option<String>,
+    pub task_definition: String,
+    pub desired: i32,
+    pub running: i32,
+    pub pending: i32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub status: String,
+    pub desired: i32,
+    pub running: i32,
+    pub pending: i32,
+    /// `family:revision` the service runs.
+    pub task_definition: String,
+    pub revision: i32,
+    /// The container image, pinned by digest.
+    pub image: Option<String>,
+    pub deployments: Vec<DeploymentStatus>,
+    /// Newest first.
+    pub events: Vec<String>,
+}
+
+fn family_revision(arn: &str) -> String {
+    arn.rsplit('/').next().unwrap_or(arn).to_string()
+}
+
+fn revision_of(arn: &str) -> i32 {
+    arn.rsplit(':').next().and_then(|r| r.parse().ok()).unwrap_or(0)
+}
+
+impl AwsProvider {
+    /// The services of the stack's cluster; empty when there is no cluster.
+    pub async fn services_status(&self, stack: &str) -> Result<Vec<ServiceStatus>, ProviderError> {
+        let mut arns = Vec::new();
+        let mut pages = self.ecs.list_services().cluster(stack).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(p) => arns.extend(p.service_arns.unwrap_or_default()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
+                    return Ok(Vec::new())
+                }
+                Err(e) => {
+                    return Err(ProviderError::new(format!(
+                        "list the services of cluster `{stack}`: {}",
+                        crate::sdk::describe(&e)
+                    )))
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for chunk in arns.chunks(10) {
+            let desc =
+                self.ecs.describe_services().cluster(stack).set_services(Some(chunk.to_vec())).send().await.map_err(
+                    |e| ProviderError::new(format!("describe the services of `{stack}`: {}", crate::sdk::describe(&e))),
+                )?;
+            for s in desc.services() {
+                if s.status() == Some("INACTIVE") {
+                    continue;
+                }
+                let td = s.task_definition().unwrap_or_default().to_string();
+                let image = self.image_of(&td).await?;
+                out.push(ServiceStatus {
+                    name: s.service_name().unwrap_or_default().to_string(),
+                    status: s.status().unwrap_or_default().to_string(),
+                    desired: s.desired_count(),
+                    running: s.running_count(),
+                    pending: s.pending_count(),
+                    task_definition: family_revision(&td),
+                    revision: revision_of(&td),
+                    image,
+                    deployments: s
+                        .deployments()
+                        .iter()
+                        .map(|d| DeploymentStatus {
+                            id: d.id().unwrap_or_default().to_string(),
+                            status: d.status().unwrap_or_default().to_string(),
+                            rollout: d.rollout_state().map(|r| r.as_str().to_string()),
+                            rollout_reason: d.rollout_state_reason().map(String::from),
+                            task_definition: family_revision(d.task_definition().unwrap_or_default()),
+                            desired: d.desired_count(),
+                            running: d.running_count(),
+                            pending: d.pending_count(),
+                        })
+                        .collect(),
+                    events: s.events().iter().take(5).filter_map(|e| e.message().map(String::from)).collect(),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn image_of(&self, task_definition: &str) -> Result<Option<String>, ProviderError> {
+        if task_definition.is_empty() {
+            return Ok(None);
+        }
+        let out = self.ecs.describe_task_definition().task_definition(task_definition).send().await.map_err(|e| {
+            ProviderError::new(format!("describe task definition {task_definition}: {}", crate::sdk::describe(&e)))
+        })?;
+        Ok(out
+            .task_definition()
+            .and_then(|t| t.container_definitions().first())
+            .and_then(|c| c.image())
+            .map(String::from))
+    }
+
+    /// Health of the targets of a target group: state → count, and the reasons of unhealthy ones.
+    pub async fn target_health(&self, target_group_arn: &str) -> Result<serde_json::Value, ProviderError> {
+        let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().await.map_err(|e| {
+            ProviderError::new(format!("read the target health of {target_group_arn}: {}", crate::sdk::describe(&e)))
+        })?;
+        let mut states: BTreeMap<String, usize> = BTreeMap::new();
+        let mut reasons = Vec::new();
+        for t in out.target_health_descriptions() {
+            let Some(h) = t.target_health() else { continue };
+            let state = h.state().map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+            if let Some(d) = h.description() {
+                if state != "healthy" {
+                    reasons.push(format!("{}: {d}", t.target().and_then(|t| t.id()).unwrap_or("?")));
+                }
+            }
+            *states.entry(state).or_default() += 1;
+        }
+        Ok(serde_json::json!({ "states": states, "reasons": reasons }))
+    }
+
+    /// Certificate status and expiry (Unix seconds).
+    pub async fn certificate_status(&self, arn: &str) -> Result<(String, Option<i64>), ProviderError> {
+        let out = self
+            .acm
+            .describe_certificate()
+            .certificate_arn(arn)
+            .send()
+            .await
+            .map_err(|e| ProviderError::new(format!("describe certificate {arn}: {}", crate::sdk::describe(&e))))?;
+        let c = out.certificate();
+        Ok((
+            c.and_then(|c| c.status()).map(|s| s.as_str().to_string()).unwrap_or_default(),
+            c.and_then(|c| c.not_after()).map(|t| t.secs()),
+        ))
+    }
+
+    /// Points a service at an earlier task definition revision (the previous one, or `to`),
+    /// deregistering nothing. Returns (from, to) as `family:revision`, and the ARN it now runs. and the ARN it now runs.
+    pub async fn rollback(
+        &self,
+        stack: &str,
+        service: &str,
+        to: Option<u32>,
+    ) -> Result<(String, String, String), ProviderError> {
+        let out = self.ecs.describe_services().cluster(stack).services(service).send().await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
+                return Err(ProviderError::user(format!(
+                    "stack `{stack}` has no ECS cluster on AWS (run `aira up` first)"
+                )))
+            }
+            Err(e) => {
+                return Err(ProviderError::new(format!("describe service `{service}`: {}", crate::sdk::describe(&e))))
+            }
+        };
+        let running = out
+            .services()
+            .iter()
+            .find(|s| s.status() != Some("INACTIVE"))
+            .and_then(|s| s.task_definition())
+            .ok_or_else(|| ProviderError::user(format!("stack `{stack}` has no service `{service}` on AWS")))?;
+        let (current, current_revision) = (family_revision(running), revision_of(running));
+        let family = format!("{stack}-{service}");
+        let mut revisions = super::ecs::revisions(self, &family).await?;
+        revisions.reverse(); // newest first
+        let target = match to {
+            Some(r) => revisions.iter().find(|a| revision_of(a) == r as i32).cloned().ok_or_else(|| {
+                ProviderError::user(format!(
+                    "task definition `{family}` has no active revision {r}; active: {}",
+                    revisions.iter().map(|a| revision_of(a).to_string()).collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+            None => revisions.iter().find(|a| revision_of(a) < current_revision).cloned().ok_or_else(|| {
+                ProviderError::user(format!(
+                    "service `{service}` runs {current}, and no earlier active revision of `{family}` exists"
+                ))
+            })?,
+        };
+        if revision_of(&target) == current_revision {
+            return Err(ProviderError::user(format!("service `{service}` already runs {current}")));
+        }
+        self.ecs.update_service().cluster(stack).service(service).task_definition(&target).send().await.map_err(
+            |e| ProviderError::new(format!("roll back service `{service}` to {target}: {}", crate::sdk::describe(&e))),
+        )?;
+        Ok((current, family_revision(&target), target))
+    }
+
+    /// Log events of the stack's services since `start_ms`, ordered by time; `seen` skips events
+    /// already printed (a follow re-reads the last millisecond).
+    pub async fn log_events(
+        &self,
+        stack: &str,
+        services: &[String],
+        start_ms: i64,
+        seen: &mut HashSet<String>,
+    ) -> Result<Vec<LogLine>, ProviderError> {
+        let mut lines = Vec::new();
+        for service in services {
+            let group = aira_engine::expand::log_group_name(stack, service);
+            let mut token: Option<String> = None;
+            loop {
+                let out = self
+                    .logs
+                    .filter_log_events()
+                    .log_group_name(&group)
+                    .start_time(start_ms)
+                    .set_next_token(token.clone())
+                    .send()
+                    .await;
+                let out = match out {
+                    Ok(o) => o,
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => break,
+                    Err(e) => {
+                        return Err(ProviderError::new(format!(
+                            "read log group {group}: {}",
+                            crate::sdk::describe(&e)
+                        )));
+                    }
+                };
+                for ev in out.events() {
+                    let id = ev.event_id().map(String::from).unwrap_or_else(|| {
+                        format!(
+                            "{}/{}/{}",
+                            ev.log_stream_name().unwrap_or(""),
+                            ev.timestamp().unwrap_or(0),
+                            ev.message().unwrap_or("")
+                        )
+                    });
+                    if seen.insert(id) {
+                        lines.push(LogLine {
+                            service: service.clone(),
+                            timestamp_ms: ev.timestamp().unwrap_or(0),
+                            stream: ev.log_stream_name().unwrap_or_default().to_string(),
+                            message: ev.message().unwrap_or_default().trim_end().to_string(),
+                        });
+                    }
+                }
+                match out.next_token() {
+                    Some(t) if !out.events().is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+        lines.sort_by(|a, b| (a.timestamp_ms, &a.service).cmp(&(b.timestamp_ms, &b.service)));
+        Ok(lines)
+    }
+}
+
+impl AwsProvider {
+    /// Waits for the service's deployment of `task_definition` (an ARN) to complete, explaining
+    /// the wait: the deploy wait of `up`.
+    pub async fn wait_for_service(
+        &self,
+        scope: &aira_engine::provider::Scope,
+        service: &str,
+        task_definition: &str,
+        progress: &dyn aira_engine::provider::Progress,
+    ) -> Result<(), ProviderError> {
+        let id = aira_engine::graph::LogicalId(aira_engine::expand::service_id(service));
+        let seen = std::collections::BTreeSet::new();
+        super::ecs::wait_deployed(self, scope, &id, &scope.stack, service, task_definition, &seen, progress).await
+    }
+
+    /// Seconds the oldest message has waited (CloudWatch `ApproximateAgeOfOldestMessage`, the
+    /// latest 5-minute maximum); `None` without a datapoint yet.
+    pub async fn oldest_message_age(&self, queue_name: &str) -> Result<Option<u64>, ProviderError> {
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+        let now = std::time::SystemTime::now();
+        let out = self
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace("AWS/SQS")
+            .metric_name("ApproximateAgeOfOldestMessage")
+            .dimensions(Dimension::builder().name("QueueName").value(queue_name).build())
+            .start_time(DateTime::from(now - Duration::from_secs(600)))
+            .end_time(DateTime::from(now))
+            .period(300)
+            .statistics(Statistic::Maximum)
+            .send()
+            .await
+            .map_err(|e| {
+                ProviderError::new(format!(
+                    "read the age of the oldest message of {queue_name}: {}",
+                    crate::sdk::describe(&e)
+                ))
+            })?;
+        let latest = out.datapoints().iter().max_by_key(|d| d.timestamp().map(|t| t.secs()));
+        Ok(latest.and_then(|d| d.maximum()).map(|m| m as u64))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub service: String,
+    pub timestamp_ms: i64,
+    pub stream: String,
+    pub message: String,
+}
+
+/// How often `logs --follow` reads again.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);

@@ -1,0 +1,171 @@
+//! SQS queues. Found by name prefix `<stack>-` and then by tags (SQS has no tag filter).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_sqs::types::QueueAttributeName as A;
+use aws_sdk_sqs::Client;
+use serde_json::{json, Value};
+
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+
+pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
+    let prefix = format!("{}-", scope.stack);
+    let mut urls = Vec::new();
+    let mut pages = sqs.list_queues().queue_name_prefix(&prefix).max_results(1000).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| ProviderError::new(format!("list SQS queues `{prefix}*`: {}", crate::sdk::describe(&e))))?;
+        urls.extend(page.queue_urls.unwrap_or_default());
+    }
+    let mut found = Vec::new();
+    for url in urls {
+        let tags = match sqs.list_queue_tags().queue_url(&url).send().await {
+            Ok(out) => out.tags.unwrap_or_default(),
+            Err(e) if is_gone(&e) => continue,
+            Err(e) => {
+                return Err(ProviderError::new(format!("read tags of SQS queue {url}: {}", crate::sdk::describe(&e))))
+            }
+        };
+        if tags.get(TAG_STACK) != Some(&scope.stack) {
+            continue;
+        }
+        let Some(id) = tags.get(TAG_ID) else { continue };
+        match read(sqs, &url, id.as_str().into()).await {
+            Ok(Some(o)) => found.push(o),
+            Ok(None) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut found: Vec<(Observed, i64)> = found;
+    found.sort_by(|a, b| (a.1, &a.0.physical_id).cmp(&(b.1, &b.0.physical_id)));
+    Ok(found.into_iter().map(|(o, _)| o).collect())
+}
+
+/// The queue in normal form, with its creation time; `None` if it was deleted meanwhile.
+async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed, i64)>, ProviderError> {
+    let out = match sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await {
+        Ok(out) => out,
+        Err(e) if is_gone(&e) => return Ok(None),
+        Err(e) => {
+            return Err(ProviderError::new(format!("read SQS queue `{id}` ({url}): {}", crate::sdk::describe(&e))))
+        }
+    };
+    let attrs = out.attributes.unwrap_or_default();
+    let num = |name: A| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let name = url.rsplit('/').next().unwrap_or(url).to_string();
+    let mut props = json!({
+        "name": name,
+        "fifo": attrs.get(&A::FifoQueue).is_some_and(|v| v == "true"),
+        "visibility_timeout": num(A::VisibilityTimeout),
+        "retention": num(A::MessageRetentionPeriod),
+        "receive_wait": num(A::ReceiveMessageWaitTimeSeconds),
+    });
+    if let Some(policy) = attrs.get(&A::RedrivePolicy).filter(|p| !p.is_empty()) {
+        let policy: Value = serde_json::from_str(policy).unwrap_or(Value::Null);
+        let max = match &policy["maxReceiveCount"] {
+            Value::String(s) => s.parse::<u64>().unwrap_or(0),
+            v => v.as_u64().unwrap_or(0),
+        };
+        props["redrive"] = json!({ "dead_letter_arn": policy["deadLetterTargetArn"], "max_receives": max });
+    }
+    let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
+    let created = attrs.get(&A::CreatedTimestamp).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some((
+        Observed {
+            id,
+            kind: Kind::SqsQueue,
+            physical_id: url.to_string(),
+            props,
+            outputs: BTreeMap::from([
+                ("arn".to_string(), Value::from(arn)),
+                ("url".to_string(), Value::from(url)),
+                ("name".to_string(), Value::from(name)),
+            ]),
+            depends_on: BTreeSet::new(),
+        },
+        created,
+    )))
+}
+
+/// The settable attributes of a queue in normal form.
+fn attributes(props: &Value) -> HashMap<A, String> {
+    let mut attrs = HashMap::new();
+    let num = |key: &str| props[key].as_u64().unwrap_or(0).to_string();
+    attrs.insert(A::VisibilityTimeout, num("visibility_timeout"));
+    attrs.insert(A::MessageRetentionPeriod, num("retention"));
+    attrs.insert(A::ReceiveMessageWaitTimeSeconds, num("receive_wait"));
+    let redrive = &props["redrive"];
+    let policy = if redrive.is_object() {
+        json!({ "deadLetterTargetArn": redrive["dead_letter_arn"], "maxReceiveCount": redrive["max_receives"] })
+            .to_string()
+    } else {
+        String::new() // an empty policy removes the dead-letter queue
+    };
+    attrs.insert(A::RedrivePolicy, policy);
+    attrs
+}
+
+pub async fn create(sqs: &Client, scope: &Scope, res: &Resolved) -> Result<Observed, ProviderError> {
+    let name = res.props["name"].as_str().unwrap_or_default().to_string();
+    let what = format!("create SQS queue `{}` ({name})", res.id);
+    let mut attrs = attributes(&res.props);
+    if attrs.get(&A::RedrivePolicy).is_some_and(String::is_empty) {
+        attrs.remove(&A::RedrivePolicy);
+    }
+    if res.props["fifo"].as_bool() == Some(true) {
+        attrs.insert(A::FifoQueue, "true".into());
+    }
+    // Tags go in the create call itself: no window in which the queue exists untagged.
+    let out = sqs
+        .create_queue()
+        .queue_name(&name)
+        .set_attributes(Some(attrs))
+        .set_tags(Some(scope.tags_for(&res.id).into_iter().collect()))
+        .send()
+        .await
+        .map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
+    let url = out.queue_url.unwrap_or_default();
+    reread(sqs, &url, res, &what).await
+}
+
+pub async fn update(sqs: &Client, _: &Scope, res: &Resolved, current: &Observed) -> Result<Observed, ProviderError> {
+    let url = &current.physical_id;
+    let what = format!("update SQS queue `{}` ({url})", res.id);
+    sqs.set_queue_attributes()
+        .queue_url(url)
+        .set_attributes(Some(attributes(&res.props)))
+        .send()
+        .await
+        .map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
+    reread(sqs, url, res, &what).await
+}
+
+async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<Observed, ProviderError> {
+    match read(sqs, url, res.id.clone()).await? {
+        Some((o, _)) => Ok(o),
+        None => Err(ProviderError::new(format!("{what}: the queue disappeared right after the call"))),
+    }
+}
+
+pub async fn delete(sqs: &Client, current: &Observed) -> Result<(), ProviderError> {
+    match sqs.delete_queue().queue_url(&current.physical_id).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if is_gone(&e) => Ok(()),
+        Err(e) => Err(ProviderError::new(format!(
+            "delete SQS queue `{}` ({}): {}",
+            current.id,
+            current.physical_id,
+            crate::sdk::describe(&e)
+        ))),
+    }
+}
+
+fn is_gone<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|s| s.code())
+        .is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
+}

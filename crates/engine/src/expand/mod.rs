@@ -1,0 +1,160 @@
+//! Stack → desired resource graph.
+//!
+//! - `network.rs`: the queues, the VPC, subnets, gateways, route tables, endpoints, groups.
+//! - `services.rs`: table, repository, roles, cluster, the edge (load balancer, certificate,
+//!   listeners, alias records), log groups, task definitions and services.
+//! - `alarms.rs`: the alert topic and the alarms.
+//!
+//! The property shapes written here are the normal form the provider's observe reports, so that
+//! a plan right after `up` is empty.
+
+mod alarms;
+mod network;
+mod services;
+
+use serde_json::{json, Value};
+
+use crate::graph::{reference, Desired, Graph, Kind};
+use crate::provider::Facts;
+use crate::stack::model::{Count, Endpoint, Role};
+use crate::stack::Stack;
+
+pub const QUEUE: &str = "queue";
+pub const DEAD_LETTER_QUEUE: &str = "dlq";
+
+/// The graph of a stack in the account and region that `facts` describe. Fails (a user error)
+/// when the region cannot hold the stack.
+pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, String> {
+    let mut resources = network::queues(stack);
+    let (network, placement) = network::network(stack, facts)?;
+    resources.extend(network);
+    if !stack.services.is_empty() {
+        resources.extend(services::services(stack, facts, image, &placement)?);
+    }
+    Ok(Graph { stack: stack.stack.0.clone(), tags: stack.tags.clone(), resources })
+}
+
+/// What the services run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Image {
+    /// A reference given by the stack or `--image`, deployed as it is.
+    Reference(String),
+    /// Built by aira (`sha256:…`), pushed to the stack's ECR repository, or to `repository`
+    /// (`registry/name`) when one is named.
+    Built { digest: String, repository: Option<String> },
+}
+
+/// Where the load balancer and the tasks go: values or references.
+struct Placement {
+    vpc: Value,
+    public_subnets: Vec<Value>,
+    private_subnets: Vec<Value>,
+}
+
+/// The load balancer answers over IPv4 and IPv6: aira made the network, with IPv6.
+fn dualstack(stack: &Stack) -> bool {
+    stack.network.ipv6 && stack.network.existing.is_none()
+}
+
+/// Deployment settings that are aira's choices rather than the stack's.
+pub mod defaults {
+    /// Seconds an ALB waits for in-flight requests of a deregistered target (AWS's default, 300,
+    /// adds minutes to every deploy).
+    pub const DEREGISTRATION_DELAY: u64 = 15;
+    pub const HEALTH_INTERVAL: u64 = 10;
+    pub const HEALTH_TIMEOUT: u64 = 5;
+    pub const LOG_RETENTION_DAYS: u64 = 30;
+    /// TLS 1.3 and 1.2 only.
+    pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
+    /// The worker's `/metrics` and `/healthz`, for the container health check.
+    pub const WORKER_METRICS_PORT: u16 = 9090;
+    /// Images the stack's ECR repository keeps (older ones expire).
+    pub const KEEP_IMAGES: u64 = 20;
+    /// The runtime image's non-root user and group (the distroless "nonroot" ids); the image
+    /// builder writes its files with them and the task definition runs as them.
+    pub const RUNTIME_UID: u32 = 65532;
+    /// Where the image holds the runtime (its entrypoint and the health check's program).
+    pub const RUNTIME_BINARY: &str = "/usr/local/bin/aira-runtime";
+    /// Seconds ECS ignores a new load-balanced task's failed health checks while it starts.
+    pub const HEALTH_CHECK_GRACE: i32 = 30;
+}
+
+/// The table the runtime stores users, conversations and messages in.
+pub const TABLE: &str = "table";
+pub const CLUSTER: &str = "cluster";
+pub const LOAD_BALANCER: &str = "lb";
+pub const CERTIFICATE: &str = "certificate";
+pub const REPOSITORY: &str = "repository";
+pub const EXECUTION_ROLE: &str = "role-execution";
+
+pub fn service_id(service: &str) -> String {
+    format!("service-{service}")
+}
+
+pub fn task_id(service: &str) -> String {
+    format!("task-{service}")
+}
+
+pub fn log_group_name(stack: &str, service: &str) -> String {
+    format!("/aira/{stack}/{service}")
+}
+
+/// A name of at most `max` characters: `base` itself, or cut and suffixed with a hash of it,
+/// so that two long names stay distinct (load balancer and target group names: 32).
+fn bounded_name(base: &str, max: usize) -> String {
+    if base.len() <= max {
+        return base.to_string();
+    }
+    use sha2::Digest;
+    let hash = hex8(&sha2::Sha256::digest(base.as_bytes()));
+    format!("{}-{hash}", base[..max - 9].trim_end_matches('-'))
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
+}
+
+fn statement(sid: &str, actions: &[&str], resources: Vec<Value>) -> Value {
+    let mut actions: Vec<&str> = actions.to_vec();
+    actions.sort_unstable();
+    json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
+}
+
+fn policy(statements: Vec<Value>) -> Value {
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// DynamoDB actions the runtime makes (see runtime/src/store/dynamo/).
+const TABLE_ACTIONS: &[&str] = &[
+    "dynamodb:BatchGetItem",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:TransactWriteItems",
+    "dynamodb:UpdateItem",
+];
+
+/// `repo@sha256:…` as `{repository, digest}` (the form observed task definitions report);
+/// any other reference as a string.
+pub fn image_json(reference: &str) -> Value {
+    match reference.split_once("@sha256:") {
+        Some((repo, hex)) => json!({ "repository": repo, "digest": format!("sha256:{hex}") }),
+        None => json!(reference),
+    }
+}
+
+/// The ARN of an ECR repository named by an image reference
+/// (`123456789012.dkr.ecr.us-east-1.amazonaws.com/name@…`), `None` for other registries.
+fn ecr_repository_arn(reference: &str) -> Option<String> {
+    let (host, rest) = reference.split_once('/')?;
+    let mut parts = host.split('.');
+    let (account, dkr, ecr, region) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if dkr != "dkr" || ecr != "ecr" || !account.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let partition = if region.starts_with("cn-") { "aws-cn" } else { "aws" };
+    let name = rest.split(['@', ':']).next()?;
+    Some(format!("arn:{partition}:ecr:{region}:{account}:repository/{name}"))
+}

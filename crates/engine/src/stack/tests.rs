@@ -1,0 +1,296 @@
+//! Malformed stack files, each with the exact diagnostics expected (`UPDATE_EXPECT=1` rewrites them).
+
+use expect_test::{expect, Expect};
+
+fn check(source: &str, expected: Expect) {
+    let actual = match super::parse("bad.yaml", source) {
+        Ok(_) => "valid\n".to_string(),
+        Err(diags) => diags.iter().map(|d| format!("{d}\n")).collect(),
+    };
+    expected.assert_eq(&actual);
+}
+
+const SERVICES: &str =
+    "services:\n  api: { role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }\n";
+
+#[test]
+fn canonical_and_example_stacks_are_valid() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap();
+    let mut files = vec![root.join("stacks/aira.yaml")];
+    for entry in std::fs::read_dir(root.join("examples")).unwrap() {
+        files.push(entry.unwrap().path());
+    }
+    assert!(files.len() >= 4, "the canonical stack and at least three examples");
+    for f in files {
+        if let Err(d) = super::load(&f) {
+            panic!("{}: {d:?}", f.display());
+        }
+    }
+}
+
+#[test]
+fn syntax_error() {
+    check(
+        "stack: aira\nqueue: [unclosed\n",
+        expect![[r#"
+        bad.yaml:3:1: invalid YAML: while parsing a flow sequence, expected ',' or ']'
+    "#]],
+    );
+}
+
+#[test]
+fn unknown_top_level_key_with_hint() {
+    check(
+        "stack: aira\nregoin: us-east-1\n",
+        expect![[r#"
+        bad.yaml:2:1: unknown key `regoin` at the top level (did you mean `region`?)
+    "#]],
+    );
+}
+
+#[test]
+fn unknown_nested_key_with_hint() {
+    check(
+        "stack: aira\nqueue:\n  visibilty_timeout: 30s\n",
+        expect![[r#"
+        bad.yaml:3:3: unknown key `visibilty_timeout` in `queue` (did you mean `visibility_timeout`?)
+    "#]],
+    );
+}
+
+#[test]
+fn unknown_key_without_close_match_lists_known_keys() {
+    check(
+        "stack: aira\ndomain: { zone: example.com, name: example.com, ttl: 60 }\n",
+        expect![[r#"
+        bad.yaml:2:49: unknown key `ttl` in `domain` (known keys here: zone, name)
+    "#]],
+    );
+}
+
+#[test]
+fn missing_stack_name() {
+    check(
+        "queue: {}\n",
+        expect![[r#"
+        bad.yaml:1:1: the stack is missing the key `stack` (lower-case letters, digits and hyphens, starting with a letter, at most 28 characters)
+    "#]],
+    );
+}
+
+#[test]
+fn invalid_stack_name() {
+    check(
+        "stack: Chat_Prod\n",
+        expect![[r#"
+        bad.yaml:1:8: stack: `Chat_Prod` is not a valid stack name: use lower-case letters, digits and single hyphens, start with a letter, at most 28 characters (it prefixes AWS names with tight limits)
+    "#]],
+    );
+}
+
+#[test]
+fn wrong_type_quoted_number() {
+    check(
+        &format!("stack: aira\n{SERVICES}  worker: {{ role: worker, cpu: \"256\", memory: 512 }}\n"),
+        expect![[r#"
+        bad.yaml:4:32: services.worker.cpu: expected one of 256, 512, 1024, 2048, 4096, 8192, 16384, found the string `256` (remove the quotes)
+    "#]],
+    );
+}
+
+#[test]
+fn wrong_type_mapping_for_list() {
+    check(
+        "stack: aira\nnetwork:\n  endpoints: { sqs: true }\n",
+        expect![[r#"
+        bad.yaml:3:14: network.endpoints: expected a list, found a mapping
+    "#]],
+    );
+}
+
+#[test]
+fn count_as_string() {
+    check(
+        &format!("stack: aira\n{SERVICES}  worker: {{ role: worker, cpu: 256, memory: 512, count: \"3\" }}\n"),
+        expect![[r#"
+        bad.yaml:4:57: services.worker.count: expected an integer or a mapping, found the string `3` (remove the quotes)
+    "#]],
+    );
+}
+
+#[test]
+fn invalid_cidr() {
+    check(
+        "stack: aira\nnetwork:\n  cidr: 10.40.0.0/33\n",
+        expect![[r#"
+        bad.yaml:3:9: network.cidr: `10.40.0.0/33` is not an IPv4 CIDR block
+    "#]],
+    );
+}
+
+#[test]
+fn cidr_with_host_bits_and_too_large() {
+    check(
+        "stack: aira\nnetwork:\n  cidr: 10.40.1.0/16\n",
+        expect![[r#"
+        bad.yaml:3:9: network.cidr: `10.40.1.0/16` has host bits set; the network is `10.40.0.0/16`
+    "#]],
+    );
+    check(
+        "stack: aira\nnetwork:\n  cidr: 10.0.0.0/8\n",
+        expect![[r#"
+        bad.yaml:3:9: network.cidr: the VPC block must be a /16 to /24, found /8
+    "#]],
+    );
+}
+
+#[test]
+fn invalid_domain() {
+    check(
+        "stack: aira\ndomain:\n  zone: example\n  name: chat..example.com\n",
+        expect![[r#"
+        bad.yaml:3:9: domain.zone: `example` is not a valid domain name: it needs at least two labels, as in `example.com`
+        bad.yaml:4:9: domain.name: `chat..example.com` is not a valid domain name: each label between dots must have 1 to 63 characters
+    "#]],
+    );
+}
+
+#[test]
+fn domain_outside_zone() {
+    check(
+        "stack: aira\ndomain:\n  zone: example.com\n  name: chat.example.org\n",
+        expect![[r#"
+        bad.yaml:4:9: domain.name: `chat.example.org` is not inside the zone `example.com`
+    "#]],
+    );
+}
+
+#[test]
+fn invalid_durations() {
+    check(
+        "stack: aira\nqueue:\n  visibility_timeout: 120\n  retention: 4 days\n",
+        expect![[r#"
+        bad.yaml:3:23: queue.visibility_timeout: expected a duration with units: 30s, 5m, 2h, 4d, 1h30m, found the integer 120 (add a unit, e.g. `120s`)
+        bad.yaml:4:14: queue.retention: `4 days` is not a duration; write it with a unit, such as `30s`, `5m`, `2h` or `4d`
+    "#]],
+    );
+}
+
+#[test]
+fn sqs_limits() {
+    check(
+        "stack: aira\nqueue:\n  visibility_timeout: 13h\n  receive_wait: 30s\n  dead_letter: null\n",
+        expect![[r#"
+        bad.yaml:3:23: queue.visibility_timeout: must be at most 12h (an SQS limit)
+        bad.yaml:4:17: queue.receive_wait: must be at most 20s (an SQS limit), found 30s
+    "#]],
+    );
+}
+
+#[test]
+fn fargate_cpu_memory_pair() {
+    check(
+        "stack: aira\nservices:\n  api: { role: api, cpu: 1024, memory: 1024, port: 8080 }\n",
+        expect![[r#"
+        bad.yaml:3:40: services.api.memory: Fargate does not accept 1024 MiB with 1024 CPU units (with cpu 1024, memory is one of 2048 to 8192 in steps of 1024)
+    "#]],
+    );
+}
+
+#[test]
+fn fargate_cpu_not_a_size() {
+    check(
+        "stack: aira\nservices:\n  api: { role: api, cpu: 300, memory: 512, port: 8080 }\n",
+        expect![[r#"
+        bad.yaml:3:26: services.api.cpu: expected one of 256, 512, 1024, 2048, 4096, 8192, 16384, found the integer 300
+    "#]],
+    );
+}
+
+#[test]
+fn dead_letter_retention_not_longer() {
+    check(
+        "stack: aira\nqueue:\n  retention: 4d\n  dead_letter: { max_receives: 5, retention: 4d }\n",
+        expect![[r#"
+        bad.yaml:4:46: queue.dead_letter.retention (4d) must be longer than queue.retention (4d) (a message keeps its original enqueue time in the dead-letter queue, so a shorter retention deletes it before anyone can redrive it)
+    "#]],
+    );
+}
+
+#[test]
+fn duplicate_service_names() {
+    check(
+        &format!("stack: aira\n{SERVICES}  api: {{ role: worker, cpu: 256, memory: 512 }}\n"),
+        expect![[r#"
+        bad.yaml:4:3: duplicate key `api` (first defined at line 3, column 3)
+    "#]],
+    );
+}
+
+#[test]
+fn enum_value_with_hint() {
+    check(
+        "stack: aira\nnetwork:\n  endpoints: [sqs, ecr.apii]\n",
+        expect![[r#"
+        bad.yaml:3:20: network.endpoints[1]: expected one of `sqs`, `ecr.api`, `ecr.dkr`, `logs`, `secretsmanager`, `s3`, `dynamodb`, `monitoring`, found the string `ecr.apii` (did you mean `ecr.api`?)
+    "#]],
+    );
+}
+
+#[test]
+fn role_with_hint_and_autoscaling_keys() {
+    check(
+        "stack: aira\nservices:\n  w: { role: wroker, cpu: 256, memory: 512, count: { min: 1, maxx: 3 } }\n",
+        expect![[r#"
+        bad.yaml:3:14: services.w.role: expected one of `api`, `worker`, found the string `wroker` (did you mean `worker`?)
+        bad.yaml:3:52: `services.w.count` is missing the key `max` (an integer)
+        bad.yaml:3:62: unknown key `maxx` in `services.w.count` (did you mean `max`?)
+    "#]],
+    );
+}
+
+#[test]
+fn semantic_rules_of_services() {
+    check(
+        "stack: aira\nservices:\n  api: { role: api, cpu: 256, memory: 512, public: true }\n  w: { role: worker, cpu: 256, memory: 512, port: 80, public: true, count: { min: 4, max: 2 } }\n",
+        expect![[r#"
+            bad.yaml:3:8: services.api: an api service needs a `port`
+            bad.yaml:4:51: services.w.port: a worker serves no HTTP, so it takes no `port`
+            bad.yaml:4:63: services.w.public: a worker cannot be public
+            bad.yaml:4:63: services: only one service can be public behind the load balancer; `api` and `w` both are
+            bad.yaml:4:76: services.w.count: min (4) is greater than max (2)
+        "#]],
+    );
+}
+
+#[test]
+fn anchors_and_multiple_documents_are_refused() {
+    check(
+        "stack: &n aira\n",
+        expect![[r#"
+        bad.yaml:1:11: YAML anchors (`&name`) are not supported in stack files
+    "#]],
+    );
+    check(
+        "stack: aira\n---\nstack: other\n",
+        expect![[r#"
+        valid
+    "#]],
+    );
+}
+
+#[test]
+fn all_errors_are_reported_together() {
+    let source = "stack: aira\nregoin: x\nqueue:\n  fifo: maybe\nnetwork:\n  zones: 0\n";
+    let diags = super::parse("bad.yaml", source).unwrap_err();
+    let lines: Vec<usize> = diags.iter().map(|d| d.line).collect();
+    assert_eq!(lines, vec![2, 4, 6], "{diags:#?}");
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/stack.schema.json")).unwrap();
+    let current = serde_json::to_string_pretty(&super::schema()).unwrap() + "\n";
+    assert!(committed == current, "schema/stack.schema.json is stale: run `aira schema > schema/stack.schema.json`");
+}

@@ -1,0 +1,138 @@
+//! The requests several `Store` methods share: a consistent read of one item, a batch read
+//! of messages, the keys of a partition, deletes by key, and the conditional update of a
+//! message. Errors become `StoreError::Backend` with the request named.
+
+use std::collections::HashMap;
+
+use anyhow::anyhow;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+
+use super::item::{get_s, message_from, s, Item};
+use super::DynamoStore;
+use crate::model::Message;
+use crate::store::{Result, StoreError};
+
+impl DynamoStore {
+    /// One item by key, read consistently.
+    pub(super) async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend("dynamodb get item"))?;
+        Ok(out.item)
+    }
+
+    /// Messages by id (BatchGetItem, 100 at a time), sorted by creation.
+    pub(super) async fn messages_by_id(&self, ids: &[String]) -> Result<Vec<Message>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys: Vec<Item> = chunk
+                .iter()
+                .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
+                .collect();
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(keys))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Backend(anyhow!("build batch get: {e}")))?,
+            );
+            while let Some(req) = pending.take() {
+                let r = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb batch get messages"))?;
+                if let Some(items) = r.responses.as_ref().and_then(|m| m.get(&self.table)) {
+                    out.extend(items.iter().filter_map(message_from));
+                }
+                pending = r.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Every item of partition `pk` (all sort keys), as (pk, sk) keys.
+    pub(super) async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(&pk))
+                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query partition"))?;
+            out.extend(r.items().iter().filter_map(|i| Some((get_s(i, "pk")?, get_s(i, "sk")?))));
+            start = r.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes items by key, 25 at a time in parallel. `DeleteItem` rather than
+    /// `BatchWriteItem`, so the api's IAM policy needs no extra action.
+    pub(super) async fn delete_keys(&self, keys: Vec<(String, String)>) -> Result<()> {
+        for chunk in keys.chunks(25) {
+            let deletes = chunk.iter().map(|(pk, sk)| {
+                self.client.delete_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk)).send()
+            });
+            futures_util::future::try_join_all(deletes).await.map_err(backend("dynamodb delete item"))?;
+        }
+        Ok(())
+    }
+
+    /// Conditional update of a message; false when the condition failed.
+    pub(super) async fn update_message(
+        &self,
+        id: &str,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool> {
+        let uses_error = update.contains("#e");
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{id}")))
+            .key("sk", s("MSG"))
+            .update_expression(update)
+            .condition_expression(condition)
+            .expression_attribute_names("#s", "status");
+        if uses_error {
+            req = req.expression_attribute_names("#e", "error");
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(StoreError::Backend(anyhow!("dynamodb update item: {}", DisplayErrorContext(e)))),
+        }
+    }
+}
+
+pub(super) fn backend<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Backend(anyhow!("{what}: {}", DisplayErrorContext(e)))
+}
