@@ -112,9 +112,15 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
 }
 
 pub fn sdk_config() -> aws_config::SdkConfig {
+    sdk_config_in("us-east-1")
+}
+
+/// An SDK configuration for moto in another region (tests whose NAT gateways hold Elastic IPs
+/// take a region of their own: moto allows 5 per region, as AWS does by default).
+pub fn sdk_config_in(region: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
+        .region(aws_config::Region::new(region.to_string()))
         .endpoint_url(endpoint())
         .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
             aws_credential_types::Credentials::new("testing", "testing", None, None, "tests"),

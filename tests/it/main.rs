@@ -1,8 +1,10 @@
 //! Integration tests: one binary, so the AWS SDK links once. They run `aira` as a process
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
+// Shared with the benchmarks: `crate::proxy`, `crate::canonical`.
+use aira_testkit::{canonical, proxy};
+
 mod alerts;
-mod canonical;
 mod compute;
 mod day2;
 mod dlq;
@@ -12,7 +14,6 @@ mod image;
 mod local_target;
 mod lock;
 mod network;
-mod proxy;
 mod queue_stack;
 mod secret;
 mod stack;

@@ -7,23 +7,38 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::harness::{aira_env, endpoint, sdk_config, unique_stack, Workdir};
+use crate::harness::{aira_env, endpoint, sdk_config_in, unique_stack, Workdir};
 
 const IMAGE: &str =
     "127.0.0.1:5999/aira/runtime@sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 pub struct Fixture {
     pub name: String,
+    /// The stack's region: its own per test, since the NAT gateways hold Elastic IPs.
+    pub region: &'static str,
     pub zone_id: String,
     pub domain: String,
     pub work: Workdir,
     pub file: String,
 }
 
-/// A hosted zone and the LLM key's secret, as the user would have them, and the stack file.
+impl Fixture {
+    pub fn config(&self) -> aws_config::SdkConfig {
+        sdk_config_in(self.region)
+    }
+}
+
+/// A hosted zone and the LLM key's secret, as the user would have them, and the stack file. The
+/// model is outside AWS, so the network has NAT gateways (the reachability check asks for them).
 pub async fn fixture(prefix: &str, api_count: u32) -> Fixture {
     let name = unique_stack(prefix);
-    let config = sdk_config();
+    let region = match prefix {
+        "full" => "us-west-2",
+        "twice" => "eu-west-1",
+        "surface" => "eu-central-1",
+        _ => "us-east-2",
+    };
+    let config = sdk_config_in(region);
     let r53 = aws_sdk_route53::Client::new(&config);
     let zone_name = format!("{name}.example.com");
     let zone = r53.create_hosted_zone().name(&zone_name).caller_reference(&name).send().await.unwrap();
@@ -32,14 +47,14 @@ pub async fn fixture(prefix: &str, api_count: u32) -> Fixture {
     sm.create_secret().name(format!("{name}/llm")).secret_string("sk-test").send().await.unwrap();
     let domain = format!("chat.{zone_name}");
     let yaml = format!(
-        "stack: {name}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, s3]\ndomain:\n  zone: {zone_name}\n  name: {domain}\n\
+        "stack: {name}\nregion: {region}\nnetwork:\n  nat: true\n  endpoints: [sqs, s3]\ndomain:\n  zone: {zone_name}\n  name: {domain}\n\
          services:\n  api: {{ role: api, cpu: 256, memory: 512, count: {api_count}, port: 8080, health: /healthz, public: true }}\n  \
          worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 4, backlog_per_task: 20 }} }}\n\
          llm:\n  base_url: https://llm.invalid/v1\n  model: m\n  api_key: {{ secret: {name}/llm }}\nalerts:\n  email: ops@example.com\n"
     );
     let work = Workdir::new();
     let file = work.write("stack.yaml", &yaml).to_str().unwrap().to_string();
-    Fixture { name, zone_id, domain, work, file }
+    Fixture { name, region, zone_id, domain, work, file }
 }
 
 pub async fn run(f: &Fixture, args: &[&str]) -> crate::harness::Run {
@@ -60,7 +75,7 @@ fn kinds(plan: &Value) -> BTreeMap<String, usize> {
 #[tokio::test]
 async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
     let f = fixture("full", 1).await;
-    let config = sdk_config();
+    let config = f.config();
 
     let up = run(&f, &["up", &f.file, "--image", IMAGE, "--yes", "--timeout", "2m"]).await;
     up.assert_code(0);
@@ -239,7 +254,7 @@ async fn second_up_pushes_nothing_and_registers_no_revision() {
     let writes = registry.blob_writes();
     assert!(writes > 0, "the first up pushed the image:\n{}", registry.log());
 
-    let ecs = aws_sdk_ecs::Client::new(&sdk_config());
+    let ecs = aws_sdk_ecs::Client::new(&f.config());
     let revisions = |family: String| {
         let ecs = ecs.clone();
         async move { ecs.list_task_definitions().family_prefix(family).send().await.unwrap().task_definition_arns().len() }

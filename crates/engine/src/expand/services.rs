@@ -68,17 +68,7 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
     if let Some(arn) = &secret_arn {
         exec.push(statement("ReadLlmKey", &["secretsmanager:GetSecretValue"], vec![json!(arn)]));
     }
-    out.push(Desired::new(
-        EXECUTION_ROLE,
-        Kind::Role,
-        json!({
-            "name": format!("{name}-execution"),
-            "path": format!("/aira/{name}/"),
-            "trust_service": "ecs-tasks.amazonaws.com",
-            "managed_policies": [],
-            "policy": policy(exec),
-        }),
-    ));
+    out.push(task_role(EXECUTION_ROLE, name, "execution", exec));
 
     out.push(Desired::new(
         CLUSTER,
@@ -209,19 +199,14 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             }
         };
         let role = format!("role-{svc_name}");
-        out.push(Desired::new(
+        out.push(task_role(
             &role,
-            Kind::Role,
-            json!({
-                "name": format!("{name}-{svc_name}"),
-                "path": format!("/aira/{name}/"),
-                "trust_service": "ecs-tasks.amazonaws.com",
-                "managed_policies": [],
-                "policy": policy(vec![
-                    statement("Queue", queue_actions, vec![queue_arn.clone()]),
-                    statement("Table", TABLE_ACTIONS, vec![table_arn.clone()]),
-                ]),
-            }),
+            name,
+            svc_name,
+            vec![
+                statement("Queue", queue_actions, vec![queue_arn.clone()]),
+                statement("Table", TABLE_ACTIONS, vec![table_arn.clone()]),
+            ],
         ));
 
         let (command, health_port) = match svc.role {
@@ -319,4 +304,19 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
     }
     out.extend(super::alarms::alarms(stack, public.map(|(n, _)| n.as_str())));
     Ok(out)
+}
+
+/// A role ECS tasks assume (`<stack>-<suffix>` under the stack's path), with one inline policy.
+fn task_role(id: &str, stack: &str, suffix: &str, statements: Vec<Value>) -> Desired {
+    Desired::new(
+        id,
+        Kind::Role,
+        json!({
+            "name": format!("{stack}-{suffix}"),
+            "path": format!("/aira/{stack}/"),
+            "trust_service": "ecs-tasks.amazonaws.com",
+            "managed_policies": [],
+            "policy": policy(statements),
+        }),
+    )
 }

@@ -120,18 +120,8 @@ impl SchemaWalker<'_> {
             return;
         }
         if let Some(values) = schema.get("enum").and_then(J::as_array) {
-            let json = node.to_json();
-            if !values.contains(&json) {
-                let words: Vec<&str> = values.iter().filter_map(J::as_str).collect();
-                let hint = match &node.value {
-                    Value::Str(s) => did_you_mean(s, words.iter().copied()),
-                    _ => None,
-                };
-                report.error(
-                    node.pos,
-                    format!("{path}: expected one of {}, found {}", render_values(values), found(node)),
-                    hint,
-                );
+            if !values.contains(&node.to_json()) {
+                not_one_of(node, values, path, report);
                 return;
             }
         }
@@ -179,16 +169,7 @@ impl SchemaWalker<'_> {
         let consts: Option<Vec<J>> = alts.iter().map(|a| self.resolve(a).get("const").cloned()).collect();
         if let Some(values) = consts {
             if !values.contains(&node.to_json()) {
-                let words: Vec<&str> = values.iter().filter_map(J::as_str).collect();
-                let hint = match &node.value {
-                    Value::Str(s) => did_you_mean(s, words.iter().copied()),
-                    _ => None,
-                };
-                report.error(
-                    node.pos,
-                    format!("{path}: expected one of {}, found {}", render_values(&values), found(node)),
-                    hint,
-                );
+                not_one_of(node, &values, path, report);
             }
             return;
         }
@@ -293,6 +274,16 @@ fn type_hint(node: &Node, allowed: &[String], format: Option<&str>) -> Option<St
         Value::Int(i) if format == Some("duration") => Some(format!("add a unit, e.g. `{i}s`")),
         _ => None,
     }
+}
+
+/// "expected one of …", with the closest allowed word as a hint.
+fn not_one_of(node: &Node, values: &[J], path: &str, report: &mut Report) {
+    let words: Vec<&str> = values.iter().filter_map(J::as_str).collect();
+    let hint = match &node.value {
+        Value::Str(s) => did_you_mean(s, words.iter().copied()),
+        _ => None,
+    };
+    report.error(node.pos, format!("{path}: expected one of {}, found {}", render_values(values), found(node)), hint);
 }
 
 fn render_values(values: &[J]) -> String {
@@ -571,6 +562,9 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
         if svc.public {
             publics.push(name.clone());
         }
+    }
+    for (service, problem) in super::reach::reachability(stack, None).problems(stack) {
+        report.error(tree.pos_of(&["services", &service]), problem, None);
     }
     if publics.len() > 1 {
         report.error(

@@ -3,6 +3,7 @@
 
 pub(crate) mod check;
 pub mod model;
+pub mod reach;
 pub mod yaml;
 
 use std::path::Path;

@@ -274,6 +274,13 @@ fn anchors_and_multiple_documents_are_refused() {
     check(
         "stack: aira\n---\nstack: other\n",
         expect![[r#"
+        bad.yaml:2:1: a stack file holds one YAML document; found a second `---`
+    "#]],
+    );
+    // A document that starts with `---` is one document.
+    check(
+        "---\nstack: aira\n",
+        expect![[r#"
         valid
     "#]],
     );
@@ -293,4 +300,56 @@ fn committed_schema_is_current() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/stack.schema.json")).unwrap();
     let current = serde_json::to_string_pretty(&super::schema()).unwrap() + "\n";
     assert!(committed == current, "schema/stack.schema.json is stale: run `aira schema > schema/stack.schema.json`");
+}
+
+#[test]
+fn a_dependency_without_a_network_path_is_refused_with_its_fixes() {
+    let stack =
+        "stack: aira\nregion: us-east-1\nnetwork:\n  nat: false\n  endpoints: [sqs, ecr.api, ecr.dkr, s3, dynamodb]\n";
+    let services = "services:\n  api: { role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }\n  worker: { role: worker, cpu: 256, memory: 512 }\n";
+    let llm = "llm:\n  base_url: https://api.openai.com/v1\n  model: gpt-4o-mini\n";
+    check(
+        &format!("{stack}{services}{llm}"),
+        expect![[r#"
+            bad.yaml:7:8: services.api: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB)
+            bad.yaml:8:11: services.worker: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB)
+            bad.yaml:8:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB)
+        "#]],
+    );
+    // With the NAT gateway every dependency has a path; so it has with the endpoints and an
+    // offline model (no `llm`).
+    check(&format!("{stack}{services}{llm}").replace("nat: false", "nat: true"), expect!["valid\n"]);
+    check(&format!("{stack}{services}").replace("s3, dynamodb]", "s3, dynamodb, logs]"), expect!["valid\n"]);
+}
+
+#[test]
+fn reachability_table_names_each_path() {
+    let loaded = super::parse(
+        "aira.yaml",
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../stacks/aira.yaml")).unwrap(),
+    )
+    .unwrap();
+    let table = super::reach::reachability(&loaded.stack, None);
+    let text: String = table
+        .routes
+        .iter()
+        .map(|r| format!("{} -> {} ({}): {}\n", r.service, r.dependency, r.host, r.path.as_deref().unwrap_or("NONE")))
+        .collect();
+    expect![[r#"
+        api -> image registry (ECR API) (api.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.api` (private DNS)
+        api -> image registry (ECR) (*.dkr.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.dkr` (private DNS)
+        api -> image layers (S3) (s3.us-east-1.amazonaws.com): gateway endpoint `s3` in the private route tables
+        api -> logs (CloudWatch Logs) (logs.us-east-1.amazonaws.com): interface endpoint `logs` (private DNS)
+        api -> secret (Secrets Manager) (secretsmanager.us-east-1.amazonaws.com): interface endpoint `secretsmanager` (private DNS)
+        api -> queue (SQS) (sqs.us-east-1.amazonaws.com): interface endpoint `sqs` (private DNS)
+        api -> table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
+        worker -> image registry (ECR API) (api.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.api` (private DNS)
+        worker -> image registry (ECR) (*.dkr.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.dkr` (private DNS)
+        worker -> image layers (S3) (s3.us-east-1.amazonaws.com): gateway endpoint `s3` in the private route tables
+        worker -> logs (CloudWatch Logs) (logs.us-east-1.amazonaws.com): interface endpoint `logs` (private DNS)
+        worker -> secret (Secrets Manager) (secretsmanager.us-east-1.amazonaws.com): interface endpoint `secretsmanager` (private DNS)
+        worker -> queue (SQS) (sqs.us-east-1.amazonaws.com): interface endpoint `sqs` (private DNS)
+        worker -> table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
+        worker -> model (api.openai.com): NAT gateway (default route)
+    "#]].assert_eq(&text);
 }

@@ -105,7 +105,8 @@ impl Node {
 pub fn parse(source: &str) -> Result<(Node, Vec<TreeError>), Vec<TreeError>> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(source);
-    if let Err(e) = parser.load(&mut builder, false) {
+    // All documents are read, so that a second one is an error rather than silently dropped.
+    if let Err(e) = parser.load(&mut builder, true) {
         let pos = Pos::from(*e.marker());
         return Err(vec![TreeError { pos, message: format!("invalid YAML: {}", e.info()) }]);
     }
@@ -184,6 +185,8 @@ impl MarkedEventReceiver for Builder {
                     });
                 }
             }
+            // What follows a second document start is not part of the stack.
+            _ if self.documents > 1 => {}
             Event::Alias(_) => {
                 self.errors
                     .push(TreeError { pos, message: "YAML aliases (`*name`) are not supported in stack files".into() });

@@ -4,11 +4,7 @@
 //! Needs the moto server: run through `bench/network.sh`, which starts one. Prints a Markdown
 //! table for docs/performance.md.
 
-#[path = "../tests/it/canonical.rs"]
-mod canonical;
-#[path = "../tests/it/proxy.rs"]
-#[allow(dead_code)]
-mod proxy;
+use aira_testkit::{canonical, proxy};
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,0 +1,221 @@
+//! Reachability, decided before any AWS call: for every service, what it must reach over the
+//! network (the image registry and its layers, logs, the secret, the queue, the table, the model)
+//! and the path each takes from the service's private subnets — an interface endpoint with
+//! private DNS, a gateway endpoint in the route table, or the NAT gateway's default route. A
+//! dependency with no path is a stack error: tasks would start and then time out on every call
+//! (the first sign on AWS would be messages piling up in the dead-letter queue).
+//!
+//! Prices quoted in the fixes are AWS's on-demand prices in us-east-1 (November 2026): a NAT
+//! gateway $0.045 an hour and $0.045 per GB processed; an interface endpoint $0.01 an hour per
+//! zone and $0.01 per GB.
+
+use serde::Serialize;
+
+use super::model::{Endpoint, Role};
+use super::Stack;
+
+/// Hours in AWS's billing month.
+const HOURS_A_MONTH: f64 = 730.0;
+const NAT_HOURLY: f64 = 0.045;
+const ENDPOINT_HOURLY: f64 = 0.01;
+
+/// One thing one service reaches, and how.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    pub service: String,
+    /// What it is, for the user: "queue (SQS)", "model".
+    pub dependency: String,
+    pub host: String,
+    /// How the traffic leaves the private subnets; `None` when nothing carries it.
+    pub path: Option<String>,
+}
+
+/// The reachability table of a stack, and whether it could be checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reachability {
+    pub routes: Vec<Route>,
+    /// Why the table was not checked (an existing VPC: its routes are the user's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<String>,
+}
+
+impl Reachability {
+    /// The dependencies without a path: the service, and a sentence naming the dependency, the
+    /// fixes and their cost.
+    pub fn problems(&self, stack: &Stack) -> Vec<(String, String)> {
+        if self.unchecked.is_some() {
+            return Vec::new();
+        }
+        let zones = stack.network.zones as f64;
+        let nat = format!(
+            "`network.nat: true` (a NAT gateway per zone: about ${:.0} a month for {} zone{}, plus $0.045 per GB)",
+            NAT_HOURLY * HOURS_A_MONTH * zones,
+            stack.network.zones,
+            if stack.network.zones == 1 { "" } else { "s" },
+        );
+        self.routes
+            .iter()
+            .filter(|r| r.path.is_none())
+            .map(|r| {
+                let endpoint = endpoint_for(&r.dependency).map(|e| {
+                    format!(
+                        "add `{}` to `network.endpoints` (about ${:.2} a month for {} zone{})",
+                        e,
+                        ENDPOINT_HOURLY * HOURS_A_MONTH * zones,
+                        stack.network.zones,
+                        if stack.network.zones == 1 { "" } else { "s" },
+                    )
+                });
+                let fixes = match endpoint {
+                    Some(e) => format!("{e}, or {nat}"),
+                    None => nat.clone(),
+                };
+                let message = format!(
+                    "services.{}: cannot reach its {} at {}: its private subnets have no route there; fix: {fixes}",
+                    r.service, r.dependency, r.host
+                );
+                (r.service.clone(), message)
+            })
+            .collect()
+    }
+}
+
+/// The endpoint name (as `network.endpoints` spells it) a dependency can use, if any.
+fn endpoint_for(dependency: &str) -> Option<&'static str> {
+    DEPENDENCIES.iter().find(|d| d.what == dependency).and_then(|d| d.endpoint).map(endpoint_name)
+}
+
+fn endpoint_name(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::Sqs => "sqs",
+        Endpoint::EcrApi => "ecr.api",
+        Endpoint::EcrDkr => "ecr.dkr",
+        Endpoint::Logs => "logs",
+        Endpoint::SecretsManager => "secretsmanager",
+        Endpoint::S3 => "s3",
+        Endpoint::DynamoDb => "dynamodb",
+        Endpoint::Monitoring => "monitoring",
+    }
+}
+
+struct Dependency {
+    what: &'static str,
+    /// The host, with `{region}` for the stack's region.
+    host: &'static str,
+    endpoint: Option<Endpoint>,
+    /// Which services need it.
+    needed_by: fn(Role, &Stack, bool) -> bool,
+}
+
+/// Every service pulls its image and ships its logs; the secret is read at task start; the
+/// runtime itself calls the queue and the table; the worker calls the model.
+const DEPENDENCIES: &[Dependency] = &[
+    Dependency {
+        what: "image registry (ECR API)",
+        host: "api.ecr.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::EcrApi),
+        needed_by: |_, _, ecr| ecr,
+    },
+    Dependency {
+        what: "image registry (ECR)",
+        host: "*.dkr.ecr.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::EcrDkr),
+        needed_by: |_, _, ecr| ecr,
+    },
+    Dependency {
+        what: "image layers (S3)",
+        host: "s3.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::S3),
+        needed_by: |_, _, ecr| ecr,
+    },
+    Dependency {
+        what: "logs (CloudWatch Logs)",
+        host: "logs.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::Logs),
+        needed_by: |_, _, _| true,
+    },
+    Dependency {
+        what: "secret (Secrets Manager)",
+        host: "secretsmanager.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::SecretsManager),
+        needed_by: |_, s, _| s.llm.as_ref().is_some_and(|l| l.api_key.is_some()),
+    },
+    Dependency {
+        what: "queue (SQS)",
+        host: "sqs.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::Sqs),
+        needed_by: |_, _, _| true,
+    },
+    Dependency {
+        what: "table (DynamoDB)",
+        host: "dynamodb.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::DynamoDb),
+        needed_by: |_, _, _| true,
+    },
+];
+
+/// The reachability of every service of `stack`. `image` is the reference the services run
+/// when it is given (`--image` or the stack's `image:`); `None` means built and pushed to the
+/// stack's ECR repository.
+pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
+    if stack.network.existing.is_some() {
+        return Reachability {
+            routes: Vec::new(),
+            unchecked: Some("the stack runs in an existing VPC, whose routes are its owner's".into()),
+        };
+    }
+    let region = stack.region.clone().unwrap_or_else(|| "REGION".into());
+    let image = image.or(stack.image.as_ref().map(|i| i.0.as_str()));
+    let registry_host = image.and_then(|r| r.split_once('/')).map(|(h, _)| h.to_string());
+    let ecr = registry_host.as_deref().is_none_or(|h| h.contains(".dkr.ecr."));
+    let path_of = |endpoint: Option<Endpoint>| -> Option<String> {
+        match endpoint {
+            Some(e) if stack.network.endpoints.contains(&e) => {
+                Some(if matches!(e, Endpoint::S3 | Endpoint::DynamoDb) {
+                    format!("gateway endpoint `{}` in the private route tables", endpoint_name(e))
+                } else {
+                    format!("interface endpoint `{}` (private DNS)", endpoint_name(e))
+                })
+            }
+            _ if stack.network.nat => Some("NAT gateway (default route)".into()),
+            _ => None,
+        }
+    };
+    let mut routes = Vec::new();
+    for (name, svc) in &stack.services {
+        for d in DEPENDENCIES.iter().filter(|d| (d.needed_by)(svc.role, stack, ecr)) {
+            routes.push(Route {
+                service: name.clone(),
+                dependency: d.what.into(),
+                host: d.host.replace("{region}", &region),
+                path: path_of(d.endpoint),
+            });
+        }
+        if let (false, Some(host)) = (ecr, &registry_host) {
+            routes.push(Route {
+                service: name.clone(),
+                dependency: "image registry".into(),
+                host: host.clone(),
+                path: path_of(None),
+            });
+        }
+        if let (Role::Worker, Some(llm)) = (svc.role, &stack.llm) {
+            let host = llm
+                .base_url
+                .0
+                .split("://")
+                .nth(1)
+                .unwrap_or(&llm.base_url.0)
+                .split(['/', ':'])
+                .next()
+                .unwrap_or_default();
+            routes.push(Route {
+                service: name.clone(),
+                dependency: "model".into(),
+                host: host.into(),
+                path: path_of(None),
+            });
+        }
+    }
+    Reachability { routes, unchecked: None }
+}

@@ -1,0 +1,7 @@
+//! Test support shared by the integration tests (`tests/it`) and the benchmarks (`bench/`):
+//!
+//! - [`proxy`]: a recording, fault-injecting HTTP proxy in front of the moto server.
+//! - [`canonical`]: parts of the canonical stack file (`stacks/aira.yaml`).
+
+pub mod canonical;
+pub mod proxy;

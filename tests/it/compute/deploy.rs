@@ -1,0 +1,249 @@
+//! The compute kinds deployed: the built image pushed once, `up` then `plan` then `down`, a
+//! load-balanced service, a deployment that cannot complete.
+
+use super::*;
+
+/// A small image (one file), built the way `aira image build` builds the runtime's.
+fn small_image(content: &str) -> aira::image::oci::Image {
+    let mut tree = aira::image::oci::Tree::default();
+    tree.file("usr/local/bin/hello", 0o755, content.as_bytes().to_vec());
+    let spec = aira::image::oci::ConfigSpec {
+        epoch: 0,
+        user: "65532:65532".into(),
+        entrypoint: vec!["/usr/local/bin/hello".into()],
+        cmd: vec![],
+        env: vec![],
+        exposed_ports: vec![],
+        labels: vec![],
+    };
+    aira::image::oci::image(&tree, &spec).unwrap()
+}
+
+fn manifest_puts(registry: &crate::image::Registry) -> usize {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("response completed"))
+        .filter(|l| l.contains("http.request.method=PUT") && l.contains("/manifests/"))
+        .count()
+}
+
+#[tokio::test]
+async fn compute_task_definitions_push_the_built_image_once() {
+    let stack = unique_stack("cmp-push");
+    let registry = crate::image::Registry::start(false);
+    let image = small_image(&stack);
+    let digest = image.manifest.digest.clone();
+    let repository = format!("{}/aira/{stack}", registry.addr);
+    let sc = scope(&stack, 10);
+    let progress = Recorder::default();
+    let net = network(&stack).await;
+    let props = |svc: &str, image: Value| {
+        task(
+            &stack,
+            svc,
+            image,
+            "arn:aws:iam::123456789012:role/x",
+            "arn:aws:iam::123456789012:role/y",
+            &net,
+            "t",
+            None,
+        )
+    };
+    let wanted = json!({ "repository": repository, "digest": digest });
+
+    // One run: two task definitions name the built image; it is pushed once, before either registers.
+    let p = AwsProvider::new(&config().await);
+    p.set_image(LocalImage { image: image.clone(), insecure: true }).await;
+    let api_res = res("task-api", Kind::TaskDefinition, props("api", wanted.clone()));
+    let api = p.create(&sc, &api_res, &progress).await.unwrap();
+    assert_eq!(api.props["container"]["image"], wanted);
+    let worker_res = res("task-worker", Kind::TaskDefinition, props("worker", wanted.clone()));
+    p.create(&sc, &worker_res, &progress).await.unwrap();
+    assert_eq!(
+        registry.blob_writes(),
+        4,
+        "a POST and a PUT for each of two blobs:
+{}",
+        registry.log()
+    );
+    assert_eq!(
+        manifest_puts(&registry),
+        1,
+        "one push for both task definitions:
+{}",
+        registry.log()
+    );
+    let http = reqwest::Client::new();
+    let manifest = http
+        .get(registry.url(&format!("/v2/aira/{stack}/manifests/{digest}")))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), 200, "the image is in the registry before the task definition names it");
+    assert!(
+        progress.all().iter().any(|w| w.contains("pushing image") && w.contains("uploading blob")),
+        "{:?}",
+        progress.all()
+    );
+
+    // The next run (a new provider): the blobs are there, none is sent again.
+    let p2 = AwsProvider::new(&config().await);
+    p2.set_image(LocalImage { image: image.clone(), insecure: true }).await;
+    let mut changed = res("task-api", Kind::TaskDefinition, props("api", wanted.clone()));
+    changed.props["cpu"] = json!(512);
+    changed.props["memory"] = json!(1024);
+    let v2 = p2.update(&sc, &changed, &api, &progress).await.unwrap();
+    assert!(out(&v2, "arn").ends_with(":2"));
+    assert_eq!(
+        registry.blob_writes(),
+        4,
+        "the second run wrote blobs:
+{}",
+        registry.log()
+    );
+
+    // A task definition naming another digest than the built image fails, saying so.
+    let other = json!({ "repository": repository, "digest": format!("sha256:{}", "cd".repeat(32)) });
+    let err = p2.create(&sc, &res("task-x", Kind::TaskDefinition, props("x", other)), &progress).await.unwrap_err();
+    assert!(err.to_string().contains("the image built for this run is"), "{err}");
+
+    for o in p.observe(&sc).await.unwrap() {
+        p.delete(&sc, &o, &progress).await.unwrap();
+    }
+    assert!(p.observe(&sc).await.unwrap().is_empty());
+}
+
+/// `aira up` of a stack with an autoscaled worker (no load balancer: the edge kinds are tested
+/// elsewhere), then `plan --detailed-exitcode` finds nothing to change, then `down` leaves nothing.
+#[tokio::test]
+async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
+    use crate::harness::{aira, Workdir};
+    let stack = unique_stack("cmp-cli");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\nservices:\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 3, backlog_per_task: 5 }} }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("127.0.0.1:1/aira/runtime@sha256:{}", "ab".repeat(32));
+    let at = ["--endpoint-url", &endpoint()];
+    let dir = work.dir.path();
+    aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
+    let plan = aira(dir, &[&["plan", file, "--detailed-exitcode", "--image", &image][..], &at[..]].concat()).await;
+    plan.assert_code(0);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+
+    let p = AwsProvider::new(&config().await);
+    let observed = p.observe(&scope(&stack, 5)).await.unwrap();
+    let kinds: std::collections::BTreeSet<Kind> = observed.iter().map(|o| o.kind).collect();
+    for k in [Kind::Table, Kind::LogGroup, Kind::Role, Kind::Cluster, Kind::TaskDefinition, Kind::Service] {
+        assert!(kinds.contains(&k), "no {k} observed: {observed:#?}");
+    }
+    let worker = one(&observed, "service-worker");
+    assert_eq!(worker.props["count"]["backlog_per_task"], 5);
+    assert_eq!(worker.props["count"]["queue"], format!("{stack}-queue"));
+
+    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    let left = p.observe(&scope(&stack, 5)).await.unwrap();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// A load-balanced service (target group made with the SDK): created with its load balancer and
+/// health check grace, observed as desired, its deployment wait reads the target group's health.
+#[tokio::test]
+async fn compute_load_balanced_service_converges() {
+    let stack = unique_stack("cmp-lb");
+    let p = AwsProvider::new(&config().await);
+    let sc = scope(&stack, 10);
+    let progress = Recorder::default();
+    let net = network(&stack).await;
+    let ec2 = crate::harness::ec2();
+    let subnet = ec2.describe_subnets().subnet_ids(&net.subnets[0]).send().await.unwrap();
+    let vpc = subnet.subnets()[0].vpc_id().unwrap().to_string();
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&config().await);
+    let tg = elb
+        .create_target_group()
+        .name(&stack)
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(8080)
+        .vpc_id(&vpc)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .unwrap();
+    let tg = tg.target_groups()[0].target_group_arn().unwrap().to_string();
+    let cluster_res = res("cluster", Kind::Cluster, json!({ "name": stack, "container_insights": false }));
+    let cluster = p.create(&sc, &cluster_res, &progress).await.unwrap();
+    let td = task(
+        &stack,
+        "api",
+        json!("public.ecr.aws/x/y:1"),
+        "arn:aws:iam::123456789012:role/x",
+        "arn:aws:iam::123456789012:role/y",
+        &net,
+        "t",
+        Some(8080),
+    );
+    let td = p.create(&sc, &res("task-api", Kind::TaskDefinition, td), &progress).await.unwrap();
+    let mut props = service("api", &out(&cluster, "arn"), &out(&td, "arn"), json!(1), &net);
+    props["load_balancer"] = json!({ "target_group": tg, "container": "api", "port": 8080 });
+    props["health_check_grace"] = json!(30);
+    let desired = res("service-api", Kind::Service, props);
+    let created = p.create(&sc, &desired, &progress).await.unwrap();
+    assert_converged(&created, &desired);
+    let observed = p.observe(&sc).await.unwrap();
+    assert_converged(one(&observed, "service-api"), &desired);
+    let ecs = aws_sdk_ecs::Client::new(&config().await);
+    let s = ecs.describe_services().cluster(out(&cluster, "arn")).services("api").send().await.unwrap();
+    let lb = &s.services()[0].load_balancers()[0];
+    assert_eq!(
+        (lb.target_group_arn(), lb.container_name(), lb.container_port()),
+        (Some(tg.as_str()), Some("api"), Some(8080))
+    );
+
+    let mut all = observed;
+    all.sort_by_key(|o| match o.kind {
+        Kind::Service => 0,
+        Kind::TaskDefinition => 1,
+        _ => 2,
+    });
+    for o in &all {
+        p.delete(&sc, o, &progress).await.unwrap();
+    }
+    assert!(p.observe(&sc).await.unwrap().is_empty());
+}
+
+/// Through the CLI: a deployment that cannot complete makes `up` exit 2 at `--timeout`, with the
+/// wait's progress on stderr and what was pending in the error.
+#[tokio::test]
+async fn compute_up_with_a_stuck_deployment_exits_2_naming_what_was_pending() {
+    use crate::harness::{aira, Workdir};
+    let stack = unique_stack("cmp-stuck");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\nservices:\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: 2 }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("127.0.0.1:1/aira/runtime@sha256:{}", "ab".repeat(32));
+    let at = ["--endpoint-url", &endpoint()];
+    let dir = work.dir.path();
+    let up = aira(dir, &[&["up", file, "--yes", "--timeout", "5s", "--image", &image][..], &at[..]].concat()).await;
+    up.assert_code(2);
+    assert!(
+        up.stderr.contains("service-worker: deployment ecs-svc/")
+            && up.stderr.contains("1 of 2 tasks running, 1 pending"),
+        "no progress of the wait:\n{}",
+        up.stderr
+    );
+    assert!(
+        up.stderr.contains("deployment of service `worker` did not complete in 5s: 1 of 2 tasks running, 1 pending"),
+        "{}",
+        up.stderr
+    );
+    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+}
