@@ -20,13 +20,13 @@ fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # ACM issues a DNS-validated certificate after this many seconds (moto's default: 60).
-export MOTO_ACM_VALIDATION_WAIT="${MOTO_ACM_VALIDATION_WAIT:-2}"
+export MOTO_ACM_VALIDATION_WAIT="${MOTO_ACM_VALIDATION_WAIT:-6}"
 MOTO_PORT=$(free_port)
 MOTO_LOG="$CACHE/moto-$MOTO_PORT.log"
-# ACM issues a certificate 2 s after its request (so that the wait is seen); every ECS service
+# ACM issues a certificate 6 s after its request (so that the wait is seen even on a loaded machine); every ECS service
 # reports 1 running task (moto runs none): a service of count 1 completes its deployment, a
 # larger one never does (the failed-deployment test).
-MOTO_ACM_VALIDATION_WAIT=2 MOTO_ECS_SERVICE_RUNNING=1 \
+MOTO_ACM_VALIDATION_WAIT=$MOTO_ACM_VALIDATION_WAIT MOTO_ECS_SERVICE_RUNNING=1 \
   "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 stop_moto() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -f "$MOTO_LOG"; }

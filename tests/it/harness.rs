@@ -150,8 +150,14 @@ pub fn spawn_aira(cwd: &Path, args: &[&str]) -> tokio::process::Child {
 
 /// Every resource tagged with the stack, read from AWS: `(kind, aira:id)` → how many.
 pub async fn inventory(stack: &str) -> std::collections::BTreeMap<(String, String), usize> {
+    inventory_in(stack, "us-east-1").await
+}
+
+/// [`inventory`] of a stack in another region.
+pub async fn inventory_in(stack: &str, region: &str) -> std::collections::BTreeMap<(String, String), usize> {
     use aws_sdk_ec2::types::{Filter, Tag};
-    let ec2 = ec2();
+    let config = sdk_config_in(region);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
     let f = || Filter::builder().name("tag:aira:stack").values(stack).build();
     // The stack tag is checked here as well: some moto describe calls ignore tag filters.
     let id = |tags: &[Tag]| {
@@ -192,7 +198,7 @@ pub async fn inventory(stack: &str) -> std::collections::BTreeMap<(String, Strin
     for a in ec2.describe_addresses().filters(f()).send().await.unwrap().addresses() {
         add("elastic-ip", id(a.tags()));
     }
-    let sqs = sqs().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
     let urls =
         sqs.list_queues().queue_name_prefix(format!("{stack}-")).send().await.unwrap().queue_urls.unwrap_or_default();
     for url in urls {

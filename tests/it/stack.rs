@@ -140,7 +140,7 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
     }
     assert_eq!(services.services().len(), 2);
     // The services' group opens the api's port to the load balancer's group only.
-    let ec2 = crate::harness::ec2();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
     let tagged = |id: &str| {
         vec![
             aws_sdk_ec2::types::Filter::builder().name("tag:aira:stack").values(&f.name).build(),
@@ -161,7 +161,7 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
     assert_eq!(rules[0].user_id_group_pairs()[0].group_id(), lb_sg.group_id());
     assert!(rules[0].ip_ranges().is_empty());
 
-    let sqs = crate::harness::sqs().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
     let queue_url = sqs.get_queue_url().queue_name(format!("{}-queue", f.name)).send().await.unwrap();
     let queue_arn = sqs
         .get_queue_attributes()
@@ -210,6 +210,8 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
 
     // Down removes everything, the records included; the zone stays.
     run(&f, &["down", &f.file, "--yes", "--timeout", "2m"]).await.assert_code(0);
+    let inventory = crate::harness::inventory_in(&f.name, f.region).await;
+    assert!(inventory.is_empty(), "left after down (read through the SDK): {inventory:?}");
     let left = run(&f, &["plan", &f.file, "--image", IMAGE, "--output", "json"]).await.json();
     assert!(left["steps"].as_array().unwrap().iter().all(|s| s["action"] == "create"), "{left}");
     let r53 = aws_sdk_route53::Client::new(&config);
@@ -236,7 +238,7 @@ async fn preflight_names_a_missing_secret_and_zone_before_any_change() {
     out.assert_code(1);
     assert!(out.stderr.contains("no hosted zone `absent.example.org`"), "{}", out.stderr);
     // Nothing was created by either.
-    assert!(crate::harness::inventory(&f.name).await.is_empty());
+    assert!(crate::harness::inventory_in(&f.name, f.region).await.is_empty());
 }
 
 /// The default path: `up` builds the image, pushes it, and deploys it by digest; a second `up`

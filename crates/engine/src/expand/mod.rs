@@ -14,7 +14,7 @@ mod services;
 
 use serde_json::{json, Value};
 
-use crate::graph::{reference, Desired, Graph, Kind};
+use crate::graph::{reference, Desired, Graph, Kind, LogicalId};
 use crate::provider::Facts;
 use crate::stack::model::{Count, Endpoint, Role};
 use crate::stack::Stack;
@@ -49,6 +49,11 @@ struct Placement {
     vpc: Value,
     public_subnets: Vec<Value>,
     private_subnets: Vec<Value>,
+    /// The endpoints and private route tables (through their NAT gateways) a task reaches AWS
+    /// and the model by: every service starts after them.
+    task_paths: Vec<LogicalId>,
+    /// The internet gateway and the public route table: the load balancer starts after them.
+    lb_paths: Vec<LogicalId>,
 }
 
 /// The load balancer answers over IPv4 and IPv6: aira made the network, with IPv6.
@@ -157,4 +162,40 @@ fn ecr_repository_arn(reference: &str) -> Option<String> {
     let partition = if region.starts_with("cn-") { "aws-cn" } else { "aws" };
     let name = rest.split(['@', ':']).next()?;
     Some(format!("arn:{partition}:ecr:{region}:{account}:repository/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Facts;
+
+    /// The canonical stack, expanded with offline facts.
+    fn canonical() -> Graph {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let stack = crate::stack::load(&path).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        expand(&stack, &Facts::offline(&stack), &image).unwrap()
+    }
+
+    #[test]
+    fn services_start_after_every_path_their_tasks_take_and_the_load_balancer_after_the_gateway() {
+        let g = canonical();
+        let ids = |kind: Kind, prefix: &str| -> Vec<LogicalId> {
+            g.resources.iter().filter(|r| r.kind == kind && r.id.0.starts_with(prefix)).map(|r| r.id.clone()).collect()
+        };
+        let endpoints = ids(Kind::VpcEndpoint, "");
+        let private_routes = ids(Kind::RouteTable, "private-routes");
+        assert_eq!(endpoints.len(), 7, "{endpoints:?}");
+        assert_eq!(private_routes.len(), 2, "a route table per zone, through its NAT gateway");
+        for service in g.resources.iter().filter(|r| r.kind == Kind::Service) {
+            for id in endpoints.iter().chain(&private_routes) {
+                assert!(service.depends_on.contains(id), "{} does not wait for {id}", service.id);
+            }
+        }
+        let lb = g.get(&LOAD_BALANCER.into()).unwrap();
+        for id in ["igw", "public-routes"] {
+            assert!(lb.depends_on.contains(&id.into()), "the load balancer does not wait for {id}");
+        }
+        g.topo_order().unwrap();
+    }
 }

@@ -211,7 +211,13 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
         };
         out.push(Desired::new(&id, Kind::VpcEndpoint, props));
     }
-    Ok((out, Placement { vpc, public_subnets, private_subnets }))
+    // What the tasks' traffic and the load balancer's need in place before they start: AWS does
+    // not wait for them, and a task started before its endpoints or routes fails with
+    // `ResourceInitializationError` (the circuit breaker may then fail the deployment).
+    let ids = |keep: &dyn Fn(&Desired) -> bool| out.iter().filter(|d| keep(d)).map(|d| d.id.clone()).collect();
+    let task_paths = ids(&|d| d.kind == Kind::VpcEndpoint || d.id.0.starts_with("private-routes"));
+    let lb_paths = ids(&|d| d.id.0 == "igw" || d.id.0 == "public-routes");
+    Ok((out, Placement { vpc, public_subnets, private_subnets, task_paths, lb_paths }))
 }
 
 fn is_gateway(e: Endpoint) -> bool {

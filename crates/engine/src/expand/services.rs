@@ -123,7 +123,10 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             // Where its alias records live: lets `down` find them without the stack file.
             lb["dns_zone"] = json!(z.id);
         }
-        out.push(Desired::new(LOAD_BALANCER, Kind::LoadBalancer, lb));
+        let mut lb = Desired::new(LOAD_BALANCER, Kind::LoadBalancer, lb);
+        // An internet-facing load balancer needs the gateway attached and routed.
+        lb.depends_on.extend(place.lb_paths.iter().cloned());
+        out.push(lb);
         let forward = json!({ "type": "forward", "target_group": reference(&tg, "arn") });
         match (&stack.domain, zone) {
             (Some(domain), Some(z)) => {
@@ -293,6 +296,7 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             props["health_check_grace"] = json!(defaults::HEALTH_CHECK_GRACE);
         }
         let mut service = Desired::new(&service_id(svc_name), Kind::Service, props);
+        service.depends_on.extend(place.task_paths.iter().cloned());
         if has_lb {
             // Listeners first: ECS refuses a target group that no listener uses.
             service.depends_on.insert("listener-http".into());
