@@ -75,6 +75,9 @@ pub struct Plan {
     /// Dependencies first, then deletions (dependents first).
     pub steps: Vec<Step>,
     pub summary: Summary,
+    /// How each service reaches what it needs (set by the caller, which knows the stack file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<crate::stack::reach::Reachability>,
 }
 
 impl Plan {
@@ -195,7 +198,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
             Action::Delete => &mut summary.delete,
         } += 1;
     }
-    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary })
+    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary, reachability: None })
 }
 
 /// A plan that deletes everything observed (for `aira down`), dependents first.
