@@ -13,11 +13,11 @@ use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, ValidationMethod}
 use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
 use serde_json::json;
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::{route53, AwsProvider, TAG_DNS_ZONE};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{ErrorKind, Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{ErrorKind, Observed, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -113,7 +113,8 @@ async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what
 
 #[async_trait]
 impl KindOps for Certificate {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let mut summaries = Vec::new();
         let mut pages =
             aws.acm.list_certificates().set_certificate_statuses(Some(every_status())).into_paginator().send();
@@ -135,13 +136,8 @@ impl KindOps for Certificate {
         Ok(found)
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let d = &res.props;
         let domain = d["domain"].as_str().unwrap_or_default();
         let zone = d["zone_id"].as_str().unwrap_or_default();
@@ -204,27 +200,15 @@ impl KindOps for Certificate {
     }
 
     /// Domain and zone force a replacement; the validation method is always DNS.
-    async fn update(
-        &self,
-        _: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         Err(ProviderError::new(format!(
             "update {} `{}` ({}): a certificate cannot change in place (wanted {}, found {})",
             res.kind, res.id, current.physical_id, res.props, current.props
         )))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let arn = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({arn})", current.kind, current.id);
         let Some(cert) = describe(aws, arn, &what).await? else { return Ok(()) };

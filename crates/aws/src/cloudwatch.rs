@@ -11,10 +11,10 @@ use aws_sdk_cloudwatch::types::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -156,7 +156,8 @@ async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, what: &str) -> Resu
 
 #[async_trait]
 impl KindOps for Alarm {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
         let mut alarms = Vec::new();
         let mut pages = aws.cloudwatch.describe_alarms().alarm_name_prefix(&prefix).into_paginator().send();
@@ -177,23 +178,19 @@ impl KindOps for Alarm {
         Ok(found)
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         put(aws, scope, res, &format!("create alarm `{}` ({})", res.id, str_of(&res.props, "name"))).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        _: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         put(aws, scope, res, &format!("update alarm `{}` ({})", res.id, str_of(&res.props, "name"))).await
     }
 
     /// Deleting an alarm that is not there succeeds (DeleteAlarms ignores unknown names).
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let name = current.outputs.get("name").and_then(Value::as_str).unwrap_or_default();
         call!(
             format!("delete alarm `{}` ({name})", current.id),

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde_json::{json, Value};
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
 use aira_engine::graph::{Kind, LogicalId};
@@ -159,7 +159,8 @@ async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Resu
 
 #[async_trait]
 impl KindOps for Table {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
         let mut names = Vec::new();
         let mut start: Option<String> = None;
@@ -183,13 +184,8 @@ impl KindOps for Table {
         Ok(found)
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default().to_string();
         let what = format!("create DynamoDB table `{}` ({name})", res.id);
         let mut req = aws.dynamodb.create_table().table_name(&name);
@@ -209,14 +205,8 @@ impl KindOps for Table {
         reread(aws, &name, res, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let name = current.physical_id.clone();
         let what = format!("update DynamoDB table `{}` ({name})", res.id);
         if current.props["billing"] != res.props["billing"] {
@@ -227,13 +217,8 @@ impl KindOps for Table {
         reread(aws, &name, res, &what).await
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let name = &current.physical_id;
         let what = format!("delete DynamoDB table `{}` ({name})", current.id);
         if sdk::found(&what, GONE, aws.dynamodb.delete_table().table_name(name).send().await)?.is_none() {

@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use serde_json::{json, Value};
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved};
 use aira_image::push;
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -105,7 +105,8 @@ fn scanning(res: &Resolved) -> ImageScanningConfiguration {
 
 #[async_trait]
 impl KindOps for Repository {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let prefix = format!("aira/{}", scope.stack);
         let mut repos = Vec::new();
         let mut pages = aws.ecr.describe_repositories().into_paginator().send();
@@ -126,7 +127,8 @@ impl KindOps for Repository {
         Ok(found)
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default().to_string();
         let what = format!("create ECR repository `{}` ({name})", res.id);
         let req = aws.ecr.create_repository().repository_name(&name).image_scanning_configuration(scanning(res));
@@ -135,14 +137,8 @@ impl KindOps for Repository {
         reread(aws, &name, res, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let name = current.physical_id.clone();
         let what = format!("update ECR repository `{}` ({name})", res.id);
         if current.props["scan_on_push"] != res.props["scan_on_push"] {
@@ -154,7 +150,8 @@ impl KindOps for Repository {
     }
 
     /// With its images: they are the stack's builds, reproducible from the source.
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let what = format!("delete ECR repository `{}` ({})", current.id, current.physical_id);
         sdk::found(
             what,

@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -106,7 +106,8 @@ async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Resu
 
 #[async_trait]
 impl KindOps for Role {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let path = format!("/aira/{}/", scope.stack);
         let mut names = Vec::new();
         let mut pages = aws.iam.list_roles().path_prefix(&path).into_paginator().send();
@@ -124,7 +125,8 @@ impl KindOps for Role {
         Ok(found)
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default().to_string();
         let what = format!("create IAM role `{}` ({name})", res.id);
         let req = aws
@@ -139,21 +141,16 @@ impl KindOps for Role {
         reread(aws, &name, res, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let name = current.physical_id.clone();
         let what = format!("update IAM role `{}` ({name})", res.id);
         reconcile(aws, res, &name, &current.props, &what).await?;
         reread(aws, &name, res, &what).await
     }
 
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let (iam, name) = (&aws.iam, &current.physical_id);
         let what = format!("delete IAM role `{}` ({name})", current.id);
         // What is attached now, not only what was observed.

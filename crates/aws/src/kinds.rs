@@ -7,37 +7,25 @@ use tokio::sync::OnceCell;
 
 use crate::{acm, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, AwsProvider};
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, Silent};
+
+/// What every operation of a kind works with: the provider, the stack, where progress goes.
+#[derive(Clone, Copy)]
+pub(crate) struct Cx<'a> {
+    pub aws: &'a AwsProvider,
+    pub scope: &'a Scope,
+    pub progress: &'a dyn Progress,
+}
 
 /// What one kind does on AWS.
 #[async_trait]
 pub(crate) trait KindOps: Sync {
     /// Every resource of this kind tagged with the stack, duplicates included, oldest first.
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, seen: &Observing)
-        -> Result<Vec<Observed>, ProviderError>;
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed, ProviderError>;
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed, ProviderError>;
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>, ProviderError>;
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed, ProviderError>;
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed, ProviderError>;
     /// Deleting something already gone succeeds.
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<(), ProviderError>;
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<(), ProviderError>;
 }
 
 /// The operations of a kind.
@@ -92,8 +80,7 @@ impl Observing {
 
 /// Every kind's resources of the stack, in the order of [`Kind::ALL`].
 pub(crate) async fn observe(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-    let seen = Observing::default();
-    let seen = &seen;
-    let all = sdk::try_join_all(Kind::ALL.iter().map(|k| ops(*k).observe(aws, scope, seen)).collect()).await?;
+    let (seen, cx) = (&Observing::default(), &Cx { aws, scope, progress: &Silent });
+    let all = sdk::try_join_all(Kind::ALL.iter().map(|k| ops(*k).observe(cx, seen)).collect()).await?;
     Ok(all.concat())
 }

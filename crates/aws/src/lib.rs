@@ -291,7 +291,7 @@ impl Provider for AwsProvider {
     }
 
     async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
-        kinds::ops(res.kind).create(self, scope, res, progress).await
+        kinds::ops(res.kind).create(&kinds::Cx { aws: self, scope, progress }, res).await
     }
 
     async fn update(
@@ -301,10 +301,10 @@ impl Provider for AwsProvider {
         current: &Observed,
         progress: &dyn Progress,
     ) -> Result<Observed, ProviderError> {
-        kinds::ops(res.kind).update(self, scope, res, current, progress).await
+        kinds::ops(res.kind).update(&kinds::Cx { aws: self, scope, progress }, res, current).await
     }
 
     async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
-        kinds::ops(current.kind).delete(self, scope, current, progress).await
+        kinds::ops(current.kind).delete(&kinds::Cx { aws: self, scope, progress }, current).await
     }
 }

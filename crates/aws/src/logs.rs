@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -70,7 +70,8 @@ async fn retention(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> R
 
 #[async_trait]
 impl KindOps for LogGroup {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let prefix = format!("/aira/{}/", scope.stack);
         let mut found = Vec::new();
         for (name, arn, retention) in groups(aws, &prefix).await? {
@@ -82,7 +83,8 @@ impl KindOps for LogGroup {
         Ok(found)
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default().to_string();
         let what = format!("create log group `{}` ({name})", res.id);
         let tags = Some(scope.tags_for(&res.id).into_iter().collect());
@@ -91,21 +93,16 @@ impl KindOps for LogGroup {
         reread(aws, &name, &res.id, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let name = current.physical_id.clone();
         let what = format!("update log group `{}` ({name})", res.id);
         retention(aws, &name, res, &what).await?;
         reread(aws, &name, &res.id, &what).await
     }
 
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let what = format!("delete log group `{}` ({})", current.id, current.physical_id);
         sdk::found(what, GONE, aws.logs.delete_log_group().log_group_name(&current.physical_id).send().await)?;
         Ok(())

@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -61,7 +61,8 @@ async fn subscribe(p: &AwsProvider, arn: &str, what: &str, sub: &str) -> Result<
 
 #[async_trait]
 impl KindOps for Topic {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
         let mut arns = Vec::new();
         let mut pages = aws.sns.list_topics().into_paginator().send();
@@ -79,7 +80,8 @@ impl KindOps for Topic {
         Ok(found)
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default();
         let what = format!("create SNS topic `{}` ({name})", res.id);
         let out =
@@ -91,14 +93,8 @@ impl KindOps for Topic {
         read(aws, &arn, res.id.clone()).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let arn = &current.physical_id;
         let what = format!("update SNS topic `{}` ({arn})", res.id);
         let have = subscriptions(aws, arn).await?;
@@ -116,7 +112,8 @@ impl KindOps for Topic {
         read(aws, arn, res.id.clone()).await
     }
 
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let what = format!("delete SNS topic `{}` ({})", current.id, current.physical_id);
         sdk::found(what, GONE, aws.sns.delete_topic().topic_arn(&current.physical_id).send().await)?;
         Ok(())

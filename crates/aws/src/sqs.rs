@@ -7,10 +7,10 @@ use aws_sdk_sqs::types::QueueAttributeName as A;
 use aws_sdk_sqs::Client;
 use serde_json::{json, Value};
 
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -106,11 +106,13 @@ async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<O
 
 #[async_trait]
 impl KindOps for Queue {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         observe(&aws.sqs, scope).await
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default().to_string();
         let what = format!("create SQS queue `{}` ({name})", res.id);
         let mut attrs = attributes(&res.props);
@@ -127,21 +129,16 @@ impl KindOps for Queue {
         reread(&aws.sqs, out.queue_url().unwrap_or_default(), res, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let url = &current.physical_id;
         let what = format!("update SQS queue `{}` ({url})", res.id);
         call!(what, aws.sqs.set_queue_attributes().queue_url(url).set_attributes(Some(attributes(&res.props))).send());
         reread(&aws.sqs, url, res, &what).await
     }
 
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let what = format!("delete SQS queue `{}` ({})", current.id, current.physical_id);
         sdk::found(what, GONE, aws.sqs.delete_queue().queue_url(&current.physical_id).send().await)?;
         Ok(())

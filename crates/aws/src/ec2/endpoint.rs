@@ -9,9 +9,8 @@ use aws_sdk_ec2::Client;
 use serde_json::json;
 
 use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
-use crate::AwsProvider;
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
@@ -19,7 +18,8 @@ pub struct VpcEndpoint;
 
 #[async_trait]
 impl KindOps for VpcEndpoint {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let out = call!("describe VPC endpoints", aws.ec2.describe_vpc_endpoints().filters(stack_filter(scope)).send());
         let found = out
             .vpc_endpoints()
@@ -44,13 +44,8 @@ impl KindOps for VpcEndpoint {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let p = &res.props;
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = aws
@@ -73,14 +68,8 @@ impl KindOps for VpcEndpoint {
         Ok(o)
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let (want, have, id) = (&res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let diff = |key: &str| {
@@ -114,13 +103,8 @@ impl KindOps for VpcEndpoint {
         Ok(updated(res, current, current.outputs.clone()))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         let sent = aws.ec2.delete_vpc_endpoints().vpc_endpoint_ids(id).send().await;

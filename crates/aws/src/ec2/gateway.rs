@@ -8,9 +8,8 @@ use aws_sdk_ec2::Client;
 use serde_json::json;
 
 use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
-use crate::AwsProvider;
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
@@ -18,7 +17,8 @@ pub struct InternetGateway;
 
 #[async_trait]
 impl KindOps for InternetGateway {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let req = aws.ec2.describe_internet_gateways().filters(stack_filter(scope));
         let out = call!("describe internet gateways", req.send());
         let found = out.internet_gateways().iter().filter_map(|g| {
@@ -28,13 +28,8 @@ impl KindOps for InternetGateway {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
         let what = format!("create {} `{}`", res.kind, res.id);
         let req =
             aws.ec2.create_internet_gateway().tag_specifications(tags(scope, &res.id, ResourceType::InternetGateway));
@@ -42,17 +37,11 @@ impl KindOps for InternetGateway {
         let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
         // Created detached: the attachment is the update's.
         let blank = created(res, &what, id, json!({ "vpc": null }))?;
-        self.update(aws, scope, res, &blank, progress).await
+        self.update(cx, res, &blank).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         if want["vpc"] != have["vpc"] {
@@ -67,13 +56,8 @@ impl KindOps for InternetGateway {
         Ok(updated(res, current, current.outputs.clone()))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let (ec2, id, rid) = (&aws.ec2, current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{rid}` ({id})", current.kind);
         if let Some(vpc) = current.props["vpc"].as_str() {
@@ -94,7 +78,8 @@ pub struct ElasticIp;
 
 #[async_trait]
 impl KindOps for ElasticIp {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let out = call!("describe Elastic IPs", aws.ec2.describe_addresses().filters(stack_filter(scope)).send());
         let found = out
             .addresses()
@@ -103,7 +88,8 @@ impl KindOps for ElasticIp {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = aws.ec2.allocate_address().domain(DomainType::Vpc);
         let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::ElasticIp)).send());
@@ -111,24 +97,12 @@ impl KindOps for ElasticIp {
     }
 
     /// Nothing of an address changes in place.
-    async fn update(
-        &self,
-        _: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         Ok(updated(res, current, current.outputs.clone()))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
@@ -143,7 +117,8 @@ pub struct NatGateway;
 
 #[async_trait]
 impl KindOps for NatGateway {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let out = call!("describe NAT gateways", aws.ec2.describe_nat_gateways().filter(stack_filter(scope)).send());
         let found = out
             .nat_gateways()
@@ -159,13 +134,8 @@ impl KindOps for NatGateway {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let p = &res.props;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
@@ -183,24 +153,12 @@ impl KindOps for NatGateway {
     }
 
     /// Subnet and address force a replacement.
-    async fn update(
-        &self,
-        _: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         Ok(updated(res, current, current.outputs.clone()))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         if sdk::found(&what, GONE, aws.ec2.delete_nat_gateway().nat_gateway_id(id).send().await)?.is_none() {

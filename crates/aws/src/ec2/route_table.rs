@@ -8,16 +8,17 @@ use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
 use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved};
 
 pub struct RouteTable;
 
 #[async_trait]
 impl KindOps for RouteTable {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let out = call!("describe route tables", aws.ec2.describe_route_tables().filters(stack_filter(scope)).send());
         let found = out.route_tables().iter().filter_map(|t| {
             let routes: Vec<Value> = t
@@ -46,30 +47,19 @@ impl KindOps for RouteTable {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = aws.ec2.create_route_table().vpc_id(s(&res.props, "vpc"));
         let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::RouteTable)).send());
         let id = out.route_table().and_then(|t| t.route_table_id());
         // Created empty: routes and subnets are the update's.
         let blank = created(res, &what, id, json!({ "vpc": res.props["vpc"], "routes": [], "subnets": [] }))?;
-        self.update(aws, scope, res, &blank, progress).await
+        self.update(cx, res, &blank).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let mut outputs = current.outputs.clone();
@@ -128,13 +118,8 @@ impl KindOps for RouteTable {
         Ok(updated(res, current, outputs))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         if let Some(assoc) = current.outputs.get("associations").and_then(Value::as_object) {

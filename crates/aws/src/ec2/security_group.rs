@@ -5,16 +5,17 @@ use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdG
 use serde_json::{json, Value};
 
 use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved};
 
 pub struct SecurityGroup;
 
 #[async_trait]
 impl KindOps for SecurityGroup {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let req = aws.ec2.describe_security_groups().filters(stack_filter(scope));
         let out = call!("describe security groups", req.send());
         let found = out.security_groups().iter().filter_map(|g| {
@@ -29,13 +30,8 @@ impl KindOps for SecurityGroup {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
         let p = &res.props;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
@@ -51,17 +47,11 @@ impl KindOps for SecurityGroup {
         // Created without rules: they are the update's.
         let blank = json!({ "vpc": p["vpc"], "name": p["name"], "description": p["description"], "ingress": [] });
         let blank = created(res, &what, out.group_id(), blank)?;
-        self.update(aws, scope, res, &blank, progress).await
+        self.update(cx, res, &blank).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let have_rules: Vec<Value> = current.props["ingress"].as_array().cloned().unwrap_or_default();
@@ -82,13 +72,8 @@ impl KindOps for SecurityGroup {
         Ok(updated(res, current, current.outputs.clone()))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {

@@ -6,16 +6,17 @@ use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
 use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 pub struct Subnet;
 
 #[async_trait]
 impl KindOps for Subnet {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let out = call!("describe subnets", aws.ec2.describe_subnets().filters(stack_filter(scope)).send());
         let found = out.subnets().iter().filter_map(|sn| {
             let mut props = json!({ "vpc": sn.vpc_id(), "cidr": sn.cidr_block(), "zone": sn.availability_zone() });
@@ -35,13 +36,8 @@ impl KindOps for Subnet {
         Ok(sorted(found.collect()))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
         let (ec2, p) = (&aws.ec2, &res.props);
         let what = format!("create {} `{}`", res.kind, res.id);
         let v6 = match p["ipv6_index"].as_u64() {
@@ -59,18 +55,12 @@ impl KindOps for Subnet {
                 .send()
         );
         let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), p.clone())?;
-        self.update(aws, scope, res, &blank, progress).await
+        self.update(cx, res, &blank).await
     }
 
     /// Everything else of a subnet forces a replacement, planned as such.
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let mut outputs = current.outputs.clone();
@@ -88,13 +78,8 @@ impl KindOps for Subnet {
         Ok(updated(res, current, outputs))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_subnet().subnet_id(id).send())

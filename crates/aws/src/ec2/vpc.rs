@@ -5,16 +5,17 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use serde_json::{json, Value};
 
 use super::{created, s, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved};
 
 pub struct Vpc;
 
 #[async_trait]
 impl KindOps for Vpc {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let ec2 = &aws.ec2;
         let out = call!("describe VPCs", ec2.describe_vpcs().filters(stack_filter(scope)).send());
         let mut found = Vec::new();
@@ -44,13 +45,8 @@ impl KindOps for Vpc {
         Ok(sorted(found))
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
         let p = &res.props;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
@@ -65,17 +61,11 @@ impl KindOps for Vpc {
         // What AWS makes: DNS support on, hostnames off; the rest is the same as an update.
         let blank = json!({ "cidr": p["cidr"], "dns_support": true, "dns_hostnames": false, "ipv6": p["ipv6"] });
         let blank = created(res, &what, out.vpc().and_then(|v| v.vpc_id()), blank)?;
-        self.update(aws, scope, res, &blank, progress).await
+        self.update(cx, res, &blank).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         // EC2 takes one attribute per call; DNS support first, hostnames need it.
@@ -104,13 +94,8 @@ impl KindOps for Vpc {
         Ok(updated(res, current, current.outputs.clone()))
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_vpc().vpc_id(id).send())

@@ -8,10 +8,10 @@ use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 use serde_json::json;
 
 use super::{outputs, Result};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
 pub struct Cluster;
 
@@ -71,11 +71,13 @@ async fn read(aws: &AwsProvider, id: &LogicalId, arn: &str, what: &str) -> Resul
 
 #[async_trait]
 impl KindOps for Cluster {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, seen: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         Ok(seen.clusters(aws, scope).await?.to_vec())
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default();
         let what = format!("create ECS cluster `{}` ({name})", res.id);
         let tags = sdk::tag_list(scope, &res.id, &[]);
@@ -87,14 +89,8 @@ impl KindOps for Cluster {
         read(aws, &res.id, &arn, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        _: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
         let what = format!("update ECS cluster `{}`", res.id);
         let req = aws.ecs.update_cluster_settings().cluster(&current.physical_id).settings(insights(res));
         let out = call!(what, req.send());
@@ -102,13 +98,8 @@ impl KindOps for Cluster {
         read(aws, &res.id, c.cluster_arn().unwrap_or(&current.physical_id), &what).await
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let what = format!("delete ECS cluster `{}` ({})", current.id, current.physical_id);
         let busy = sdk::Busy {
             codes: &["ClusterContainsServicesException", "ClusterContainsTasksException"],

@@ -12,12 +12,12 @@ use aws_sdk_ecs::types::{
 use serde_json::{json, Value};
 
 use super::{built, outputs, scaling, strs, wait_deployed, Result, POLL};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
 use aira_engine::expand::defaults::HEALTH_CHECK_GRACE;
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 /// Error codes saying the service (or its cluster) is gone.
 const GONE: &[&str] = &["ServiceNotFoundException", "ServiceNotActiveException", "ClusterNotFoundException"];
@@ -133,7 +133,8 @@ fn is_role_not_ready(code: Option<&str>, message: &str) -> bool {
 
 #[async_trait]
 impl KindOps for Service {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, seen: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let mut found = Vec::new();
         for cluster in seen.clusters(aws, scope).await?.iter().map(|c| c.physical_id.as_str()) {
             let of_cluster = format!("services of cluster {}", super::cluster_name(cluster));
@@ -156,13 +157,8 @@ impl KindOps for Service {
         Ok(found)
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let want = &res.props;
         let name = want["name"].as_str().unwrap_or_default();
         let cluster = want["cluster"].as_str().unwrap_or_default();
@@ -219,14 +215,8 @@ impl KindOps for Service {
         read(aws, &res.id, cluster, &arn, &what).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let (want, have) = (&res.props, &current.props);
         let name = want["name"].as_str().unwrap_or_default();
         let cluster = want["cluster"].as_str().unwrap_or_default();
@@ -269,13 +259,8 @@ impl KindOps for Service {
         read(aws, &res.id, cluster, &current.physical_id, &what).await
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let cluster = current.props["cluster"].as_str().unwrap_or_default();
         let name = current.props["name"].as_str().unwrap_or_default();
         let arn = &current.physical_id;

@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{
 use serde_json::{json, Value};
 
 use super::{built, outputs, strs, Result};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{ecr, sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
@@ -180,7 +180,8 @@ async fn register(aws: &AwsProvider, scope: &Scope, res: &Resolved, progress: &d
 
 #[async_trait]
 impl KindOps for TaskDefinition {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
         let mut families = Vec::new();
         let req = aws.ecs.list_task_definition_families().family_prefix(&prefix);
@@ -196,29 +197,19 @@ impl KindOps for TaskDefinition {
         Ok(found)
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         register(aws, scope, res, progress).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        _: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         register(aws, scope, res, progress).await
     }
 
     /// Every ACTIVE revision of the family.
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let family = current.props["family"].as_str().unwrap_or_default();
         let what = format!("deregister task definition `{}` ({family})", current.id);
         for arn in revisions(aws, family).await? {

@@ -9,10 +9,10 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::{json, Value};
 
 use super::{created, int, observed, ours, reread, s, Result, GONE};
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved, Scope};
 
 /// A certificate just issued can take a moment to be usable by the load balancer.
 const CERTIFICATE: sdk::Busy =
@@ -117,7 +117,8 @@ fn action(v: &Value) -> Action {
 
 #[async_trait]
 impl KindOps for Listener {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, seen: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let mut listeners = Vec::new();
         for lb in seen.load_balancers(aws, scope).await? {
             listeners.extend(find(&aws.elb, scope, &lb.physical_id, None).await?);
@@ -125,13 +126,8 @@ impl KindOps for Listener {
         Ok(listeners)
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let (elb, d) = (&aws.elb, &res.props);
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = sdk::retry_busy(scope, progress, &res.id, &what, &CERTIFICATE, || {
@@ -143,14 +139,8 @@ impl KindOps for Listener {
         reread(find(elb, scope, s(d, "load_balancer"), Some(&arn)).await?, &arn, &what)
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         let (elb, d, arn) = (&aws.elb, &res.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
         sdk::retry_busy(scope, progress, &res.id, &what, &CERTIFICATE, || {
@@ -160,7 +150,8 @@ impl KindOps for Listener {
         reread(find(elb, scope, s(d, "load_balancer"), Some(arn)).await?, arn, &what)
     }
 
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let what = format!("delete {} `{}` ({})", current.kind, current.id, current.physical_id);
         sdk::found(what, GONE, aws.elb.delete_listener().listener_arn(&current.physical_id).send().await)?;
         Ok(())

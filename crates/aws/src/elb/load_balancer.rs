@@ -9,11 +9,11 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::json;
 
 use super::{arn_resource, created, observed, ours, reread, s, strs, Result, GONE};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
-use crate::{AwsProvider, TAG_DNS_ZONE};
+use crate::TAG_DNS_ZONE;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved, Scope};
 
 pub struct LoadBalancer;
 
@@ -59,11 +59,13 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
 
 #[async_trait]
 impl KindOps for LoadBalancer {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, seen: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         Ok(seen.load_balancers(aws, scope).await?.to_vec())
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let d = &res.props;
         let what = format!("create {} `{}`", res.kind, res.id);
         let zone = d["dns_zone"].as_str().map(|z| (TAG_DNS_ZONE, z));
@@ -84,14 +86,8 @@ impl KindOps for LoadBalancer {
         reread(find(&aws.elb, scope, Some(&arn)).await?, &arn, &what)
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let (elb, want, have, arn) = (&aws.elb, &res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
         if strs(want, "subnets") != strs(have, "subnets") {
@@ -119,13 +115,8 @@ impl KindOps for LoadBalancer {
         reread(find(elb, scope, Some(arn)).await?, arn, &what)
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let (elb, arn, id) = (&aws.elb, current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{id}` ({arn})", current.kind);
         let busy = sdk::Busy { codes: &["ResourceInUse"], waits_for: "its dependents to let go of it", gone: GONE };

@@ -6,10 +6,10 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::{json, Value};
 
 use super::{arn_resource, created, int, observed, ours, reread, s, Result, GONE};
-use crate::kinds::{KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved, Scope};
 
 const DEREGISTRATION: &str = "deregistration_delay.timeout_seconds";
 
@@ -88,11 +88,13 @@ async fn set_deregistration_delay(elb: &Client, arn: &str, d: &Value, what: &str
 
 #[async_trait]
 impl KindOps for TargetGroup {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, _: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         find(&aws.elb, scope, None).await
     }
 
-    async fn create(&self, aws: &AwsProvider, scope: &Scope, res: &Resolved, _: &dyn Progress) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let (elb, d) = (&aws.elb, &res.props);
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = elb
@@ -109,14 +111,8 @@ impl KindOps for TargetGroup {
         reread(find(elb, scope, Some(&arn)).await?, &arn, &what)
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        current: &Observed,
-        _: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
         let (elb, want, have, arn) = (&aws.elb, &res.props, &current.props, current.physical_id.as_str());
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
         if want["health_check"] != have["health_check"] {
@@ -128,13 +124,8 @@ impl KindOps for TargetGroup {
         reread(find(elb, scope, Some(arn)).await?, arn, &what)
     }
 
-    async fn delete(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        current: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
         let (arn, id) = (current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{id}` ({arn})", current.kind);
         let busy = sdk::Busy {

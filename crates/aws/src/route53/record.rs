@@ -9,7 +9,7 @@ use aws_sdk_route53::types::{AliasTarget, ChangeAction, ResourceRecordSet, RrTyp
 use serde_json::{json, Value};
 
 use super::{change, is_absent, norm, record_set, record_sets, wait_insync, Result};
-use crate::kinds::{KindOps, Observing};
+use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
@@ -55,7 +55,8 @@ fn observed(id: LogicalId, zone: &str, set: &ResourceRecordSet, props: Value) ->
 
 #[async_trait]
 impl KindOps for AliasRecord {
-    async fn observe(&self, aws: &AwsProvider, scope: &Scope, seen: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
         let mut found = Vec::new();
         let mut listed: BTreeMap<String, Vec<ResourceRecordSet>> = BTreeMap::new();
         for lb in seen.load_balancers(aws, scope).await? {
@@ -93,28 +94,18 @@ impl KindOps for AliasRecord {
         Ok(found)
     }
 
-    async fn create(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         upsert(aws, scope, res, progress, &format!("create {} `{}`", res.kind, res.id)).await
     }
 
-    async fn update(
-        &self,
-        aws: &AwsProvider,
-        scope: &Scope,
-        res: &Resolved,
-        _: &Observed,
-        progress: &dyn Progress,
-    ) -> Result<Observed> {
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
         upsert(aws, scope, res, progress, &format!("update {} `{}`", res.kind, res.id)).await
     }
 
-    async fn delete(&self, aws: &AwsProvider, _: &Scope, current: &Observed, _: &dyn Progress) -> Result<()> {
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
         let mut d = current.props.clone();
         if let Some(target) = current.outputs.get("target").filter(|t| t.is_string()) {
             d["alias"]["dns_name"] = target.clone();
