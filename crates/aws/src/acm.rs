@@ -6,74 +6,30 @@
 //! kept in the tag `aira:dns-zone`, so that `down` removes that record without the stack file.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_acm::error::ProvideErrorMetadata;
-use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, Tag, ValidationMethod};
+use async_trait::async_trait;
+use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, ValidationMethod};
 use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
 use serde_json::json;
 
-use crate::{route53, AwsProvider};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Poll};
+use crate::{route53, AwsProvider, TAG_DNS_ZONE};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+use aira_engine::provider::{ErrorKind, Observed, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
-const TAG_DNS_ZONE: &str = "aira:dns-zone";
+const GONE: &[&str] = &["ResourceNotFoundException"];
 
-fn code<E: ProvideErrorMetadata, R>(e: &aws_sdk_acm::error::SdkError<E, R>) -> Option<&str> {
-    e.as_service_error().and_then(|s| s.code())
-}
-
-fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_acm::error::SdkError<E, R>) -> bool {
-    code(e) == Some("ResourceNotFoundException")
-}
+pub struct Certificate;
 
 /// `list_certificates` filters by status: every one of them, so that a certificate still
 /// validating (or failed) is found too.
 fn every_status() -> Vec<CertificateStatus> {
     use CertificateStatus as S;
     vec![S::PendingValidation, S::Issued, S::Inactive, S::Expired, S::ValidationTimedOut, S::Revoked, S::Failed]
-}
-
-pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
-    use CertificateStatus as S;
-    let mut summaries = Vec::new();
-    let statuses =
-        [S::PendingValidation, S::Issued, S::Inactive, S::Expired, S::ValidationTimedOut, S::Revoked, S::Failed];
-    let mut pages = p.acm.list_certificates().set_certificate_statuses(Some(statuses.to_vec())).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| ProviderError::new(format!("list ACM certificates: {}", crate::sdk::describe(&e))))?;
-        summaries.extend(page.certificate_summary_list().iter().cloned());
-    }
-    summaries.sort_by_key(|c| c.created_at().map(|t| (t.secs(), t.subsec_nanos())));
-    let mut found = Vec::new();
-    for c in &summaries {
-        let Some(arn) = c.certificate_arn() else { continue };
-        let tags: BTreeMap<String, String> = match p.acm.list_tags_for_certificate().certificate_arn(arn).send().await {
-            Ok(out) => {
-                out.tags().iter().map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string())).collect()
-            }
-            Err(e) if is_gone(&e) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!("read tags of certificate {arn}: {}", crate::sdk::describe(&e))))
-            }
-        };
-        if tags.get(TAG_STACK) != Some(&scope.stack) {
-            continue;
-        }
-        let Some(id) = tags.get(TAG_ID) else { continue };
-        let status = c.status().map(|s| s.as_str()).unwrap_or_default();
-        found.push(observed(
-            id.as_str().into(),
-            arn,
-            c.domain_name(),
-            tags.get(TAG_DNS_ZONE).map(String::as_str),
-            status,
-        ));
-    }
-    Ok(found)
 }
 
 fn observed(id: LogicalId, arn: &str, domain: Option<&str>, zone: Option<&str>, status: &str) -> Observed {
@@ -93,11 +49,8 @@ fn observed(id: LogicalId, arn: &str, domain: Option<&str>, zone: Option<&str>, 
 }
 
 async fn describe(p: &AwsProvider, arn: &str, what: &str) -> Result<Option<CertificateDetail>> {
-    match p.acm.describe_certificate().certificate_arn(arn).send().await {
-        Ok(out) => Ok(out.certificate().cloned()),
-        Err(e) if is_gone(&e) => Ok(None),
-        Err(e) => Err(ProviderError::new(format!("{what}: describe certificate {arn}: {}", crate::sdk::describe(&e)))),
-    }
+    let out = p.acm.describe_certificate().certificate_arn(arn).send().await;
+    Ok(sdk::found(format!("{what}: describe certificate {arn}"), GONE, out)?.and_then(|out| out.certificate().cloned()))
 }
 
 /// The validation CNAMEs of a certificate: (name, value).
@@ -124,146 +77,11 @@ fn cname(name: &str, value: &str) -> Result<ResourceRecordSet> {
         .map_err(|e| ProviderError::new(e.to_string()))
 }
 
-pub async fn create(p: &AwsProvider, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed> {
-    let d = &res.props;
-    let domain = d["domain"].as_str().unwrap_or_default();
-    let zone = d["zone_id"].as_str().unwrap_or_default();
-    let what = format!("create {} `{}` ({domain})", res.kind, res.id);
-    let mut tags = scope.tags_for(&res.id);
-    tags.insert(TAG_DNS_ZONE.into(), zone.to_string());
-    let tags = tags
-        .into_iter()
-        .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::new(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    let out = p
-        .acm
-        .request_certificate()
-        .domain_name(domain)
-        .validation_method(ValidationMethod::Dns)
-        .set_tags(Some(tags))
-        .send()
-        .await
-        .map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
-    let arn = out.certificate_arn().unwrap_or_default().to_string();
-    if arn.is_empty() {
-        return Err(ProviderError::new(format!("{what}: ACM returned no ARN")));
-    }
-
-    // The validation record appears a few seconds after the request.
-    let start = Instant::now();
-    let records = loop {
-        let cert = describe(p, &arn, &what).await?;
-        let records = cert.as_ref().map(validation_records).unwrap_or_default();
-        if !records.is_empty() {
-            break records;
-        }
-        if start.elapsed() > scope.wait.min(Duration::from_secs(300)) {
-            return Err(ProviderError::new(format!(
-                "{what}: ACM gave no DNS validation record for {arn} after {}s",
-                start.elapsed().as_secs()
-            )));
-        }
-        progress.waiting(
-            &res.id,
-            &format!(
-                "ACM preparing the DNS validation record of {domain} ({arn}), {}s so far",
-                start.elapsed().as_secs()
-            ),
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    };
-
-    let mut written = Vec::new();
-    for (name, value) in &records {
-        let comment = format!("aira stack {}: validation of {domain}", scope.stack);
-        let change = route53::change(&p.route53, zone, ChangeAction::Upsert, cname(name, value)?, &comment)
-            .await
-            .map_err(|e| {
-                ProviderError::new(format!(
-                    "{what}: write validation record {name} in zone {zone}: {}",
-                    crate::sdk::describe(&e)
-                ))
-            })?;
-        route53::wait_insync(&p.route53, scope, progress, &res.id, &change, &what).await?;
-        written.push(format!("CNAME {name} → {value}"));
-    }
-    let written = written.join(", ");
-
-    // ACM polls DNS itself: minutes when the zone is delegated, never when it is not.
-    let start = Instant::now();
-    loop {
-        let cert = describe(p, &arn, &what)
-            .await?
-            .ok_or_else(|| ProviderError::new(format!("{what}: certificate {arn} disappeared while validating")))?;
-        let status = cert.status().cloned();
-        let message =
-            format!("ACM validating {domain}: {written} written in zone {zone}, {}s so far", start.elapsed().as_secs());
-        match status {
-            Some(CertificateStatus::Issued) => break,
-            Some(
-                s @ (CertificateStatus::Failed | CertificateStatus::ValidationTimedOut | CertificateStatus::Revoked),
-            ) => {
-                let reason =
-                    cert.failure_reason().map(|r| r.as_str().to_string()).unwrap_or_else(|| "no reason given".into());
-                return Err(ProviderError::new(format!("{what}: certificate {arn} is {}: {reason}", s.as_str())));
-            }
-            _ => {}
-        }
-        if start.elapsed() > scope.wait {
-            return Err(ProviderError::new(format!(
-                "{what}: not issued after {}s ({message}); is the zone delegated to Route 53's name servers?",
-                scope.wait.as_secs()
-            )));
-        }
-        progress.waiting(&res.id, &message);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-    }
-    Ok(observed(res.id.clone(), &arn, Some(domain), Some(zone), CertificateStatus::Issued.as_str()))
-}
-
-pub async fn update(_p: &AwsProvider, _scope: &Scope, res: &Resolved, current: &Observed) -> Result<Observed> {
-    // Domain and zone force a replacement; the validation method is always DNS.
-    Err(ProviderError::new(format!(
-        "update {} `{}` ({}): a certificate cannot change in place (wanted {}, found {})",
-        res.kind, res.id, current.physical_id, res.props, current.props
-    )))
-}
-
-pub async fn delete(p: &AwsProvider, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<()> {
-    let arn = current.physical_id.as_str();
-    let what = format!("delete {} `{}` ({arn})", current.kind, current.id);
-    let Some(cert) = describe(p, arn, &what).await? else { return Ok(()) };
-    // ACM gives every certificate of one domain in an account the same validation record:
-    // it stays while another certificate of that domain (a duplicate, another stack's) needs it.
-    let shared = match cert.domain_name() {
-        Some(domain) => other_certificates_of(p, domain, arn).await?,
-        None => false,
-    };
-    if let (Some(zone), false) = (current.props["zone_id"].as_str(), shared) {
-        for (name, value) in validation_records(&cert) {
-            delete_cname(p, zone, &name, &value, &what).await?;
-        }
-    }
-    crate::sdk::retry_busy(
-        scope,
-        progress,
-        &current.id,
-        &what,
-        &["ResourceInUseException"],
-        "load balancer listeners to release it (they do so asynchronously)",
-        |c| c == "ResourceNotFoundException",
-        || p.acm.delete_certificate().certificate_arn(arn).send(),
-    )
-    .await
-    .map(drop)
-}
-
 /// Whether a certificate other than `arn` exists for `domain`.
 async fn other_certificates_of(p: &AwsProvider, domain: &str, arn: &str) -> Result<bool> {
     let mut pages = p.acm.list_certificates().set_certificate_statuses(Some(every_status())).into_paginator().send();
     while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| ProviderError::new(format!("list ACM certificates: {}", crate::sdk::describe(&e))))?;
+        let page = page.map_err(|e| sdk::error("list ACM certificates", e))?;
         if page.certificate_summary_list().iter().any(|c| {
             c.certificate_arn() != Some(arn) && c.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(domain))
         }) {
@@ -276,37 +94,11 @@ async fn other_certificates_of(p: &AwsProvider, domain: &str, arn: &str) -> Resu
 /// Deletes a validation CNAME as the zone holds it (a DELETE must match the TTL and value);
 /// absent is fine.
 async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what: &str) -> Result<()> {
-    let out = match p
-        .route53
-        .list_resource_record_sets()
-        .hosted_zone_id(zone)
-        .start_record_name(name)
-        .start_record_type(RrType::Cname)
-        .max_items(1)
-        .send()
-        .await
-    {
-        Ok(out) => out,
-        Err(e) if route53::is_absent(&e) => return Ok(()),
-        Err(e) => {
-            return Err(ProviderError::new(format!(
-                "{what}: read validation record {name}: {}",
-                crate::sdk::describe(&e)
-            )))
-        }
-    };
-    let norm = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
-    let Some(set) = out
-        .resource_record_sets()
-        .iter()
-        .find(|s| norm(s.name()) == norm(name) && *s.r#type() == RrType::Cname)
-        .cloned()
-    else {
-        return Ok(());
-    };
+    let read = format!("{what}: read validation record {name}");
+    let Some(set) = route53::record_set(&p.route53, zone, name, RrType::Cname, &read).await? else { return Ok(()) };
     let values: Vec<String> =
-        set.resource_records().iter().map(|r| norm(r.value())).filter(|v| !v.is_empty()).collect();
-    if !values.is_empty() && !values.contains(&norm(value)) {
+        set.resource_records().iter().map(|r| route53::norm(r.value())).filter(|v| !v.is_empty()).collect();
+    if !values.is_empty() && !values.contains(&route53::norm(value)) {
         return Ok(()); // not ours any more
     }
     // The record as ACM gave it, with the TTL the zone holds (a DELETE must match both).
@@ -315,8 +107,131 @@ async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what
     match route53::change(&p.route53, zone, ChangeAction::Delete, record, "aira: certificate deleted").await {
         Ok(_) => Ok(()),
         Err(e) if route53::is_absent(&e) => Ok(()),
-        Err(e) => {
-            Err(ProviderError::new(format!("{what}: delete validation record {name}: {}", crate::sdk::describe(&e))))
+        Err(e) => Err(sdk::error(format!("{what}: delete validation record {name}"), e)),
+    }
+}
+
+#[async_trait]
+impl KindOps for Certificate {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let mut summaries = Vec::new();
+        let mut pages =
+            aws.acm.list_certificates().set_certificate_statuses(Some(every_status())).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk::error("list ACM certificates", e))?;
+            summaries.extend(page.certificate_summary_list().iter().cloned());
         }
+        summaries.sort_by_key(|c| c.created_at().map(|t| (t.secs(), t.subsec_nanos())));
+        let mut found = Vec::new();
+        for c in &summaries {
+            let Some(arn) = c.certificate_arn() else { continue };
+            let out = aws.acm.list_tags_for_certificate().certificate_arn(arn).send().await;
+            let Some(out) = sdk::found(format!("read tags of certificate {arn}"), GONE, out)? else { continue };
+            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
+            let zone = out.tags().iter().find(|t| t.key() == TAG_DNS_ZONE).and_then(|t| t.value());
+            let status = c.status().map(|s| s.as_str()).unwrap_or_default();
+            found.push(observed(id, arn, c.domain_name(), zone, status));
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let d = &res.props;
+        let domain = d["domain"].as_str().unwrap_or_default();
+        let zone = d["zone_id"].as_str().unwrap_or_default();
+        let what = format!("create {} `{}` ({domain})", res.kind, res.id);
+        let tags = sdk::tag_list(scope, &res.id, &[(TAG_DNS_ZONE, zone)]);
+        let req = aws.acm.request_certificate().domain_name(domain).validation_method(ValidationMethod::Dns);
+        let out = call!(what, req.set_tags(Some(tags)).send());
+        let arn = out.certificate_arn().unwrap_or_default().to_string();
+        if arn.is_empty() {
+            return Err(ProviderError::new(format!("{what}: ACM returned no ARN")));
+        }
+
+        // The validation record appears a few seconds after the request.
+        let preparing = format!("ACM preparing the DNS validation record of {domain} ({arn})");
+        let first = Scope { wait: scope.wait.min(Duration::from_secs(300)), ..scope.clone() };
+        let records = sdk::poll_until(&first, progress, &res.id, &preparing, Duration::from_secs(2), || async {
+            let records = describe(aws, &arn, &what).await?.as_ref().map(validation_records).unwrap_or_default();
+            Ok(if records.is_empty() { Poll::Pending("no record yet".into()) } else { Poll::Done(records) })
+        })
+        .await?;
+
+        let mut written = Vec::new();
+        for (name, value) in &records {
+            let comment = format!("aira stack {}: validation of {domain}", scope.stack);
+            let change = route53::change(&aws.route53, zone, ChangeAction::Upsert, cname(name, value)?, &comment)
+                .await
+                .map_err(|e| sdk::error(format!("{what}: write validation record {name} in zone {zone}"), e))?;
+            route53::wait_insync(&aws.route53, scope, progress, &res.id, &change, &what).await?;
+            written.push(format!("CNAME {name} → {value}"));
+        }
+        let written = written.join(", ");
+
+        // ACM polls DNS itself: minutes when the zone is delegated, never when it is not.
+        let validating = format!("ACM validating {domain}");
+        sdk::poll_until(scope, progress, &res.id, &validating, Duration::from_secs(3), || async {
+            let cert = describe(aws, &arn, &what)
+                .await?
+                .ok_or_else(|| ProviderError::new(format!("{what}: certificate {arn} disappeared while validating")))?;
+            match cert.status() {
+                Some(CertificateStatus::Issued) => Ok(Poll::Done(())),
+                Some(
+                    s
+                    @ (CertificateStatus::Failed | CertificateStatus::ValidationTimedOut | CertificateStatus::Revoked),
+                ) => {
+                    let reason = cert.failure_reason().map(|r| r.as_str()).unwrap_or("no reason given");
+                    Err(ProviderError::new(format!("{what}: certificate {arn} is {}: {reason}", s.as_str())))
+                }
+                _ => Ok(Poll::Pending(format!("{written} written in zone {zone}"))),
+            }
+        })
+        .await
+        .map_err(|mut e| {
+            if e.kind == ErrorKind::Busy {
+                e.message =
+                    format!("{what}: not issued: {}; is the zone delegated to Route 53's name servers?", e.message);
+            }
+            e
+        })?;
+        Ok(observed(res.id.clone(), &arn, Some(domain), Some(zone), CertificateStatus::Issued.as_str()))
+    }
+
+    /// Domain and zone force a replacement; the validation method is always DNS.
+    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        Err(ProviderError::new(format!(
+            "update {} `{}` ({}): a certificate cannot change in place (wanted {}, found {})",
+            res.kind, res.id, current.physical_id, res.props, current.props
+        )))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let arn = current.physical_id.as_str();
+        let what = format!("delete {} `{}` ({arn})", current.kind, current.id);
+        let Some(cert) = describe(aws, arn, &what).await? else { return Ok(()) };
+        // ACM gives every certificate of one domain in an account the same validation record:
+        // it stays while another certificate of that domain (a duplicate, another stack's) needs it.
+        let shared = match cert.domain_name() {
+            Some(domain) => other_certificates_of(aws, domain, arn).await?,
+            None => false,
+        };
+        if let (Some(zone), false) = (current.props["zone_id"].as_str(), shared) {
+            for (name, value) in validation_records(&cert) {
+                delete_cname(aws, zone, &name, &value, &what).await?;
+            }
+        }
+        let busy = sdk::Busy {
+            codes: &["ResourceInUseException"],
+            waits_for: "load balancer listeners to release it (they do so asynchronously)",
+            gone: GONE,
+        };
+        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
+            aws.acm.delete_certificate().certificate_arn(arn).send()
+        })
+        .await?;
+        Ok(())
     }
 }

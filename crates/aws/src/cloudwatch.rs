@@ -5,43 +5,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{
-    ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat, Statistic, Tag,
+    ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat, Statistic,
 };
 use serde_json::{json, Map, Value};
 
-use crate::AwsProvider;
-use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::{sdk, AwsProvider};
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
-pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-    let prefix = format!("{}-", scope.stack);
-    let mut alarms = Vec::new();
-    let mut pages = p.cloudwatch.describe_alarms().alarm_name_prefix(&prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| ProviderError::new(format!("list alarms `{prefix}*`: {}", crate::sdk::describe(&e))))?;
-        alarms.extend(page.metric_alarms().iter().cloned());
-    }
-    let mut found = Vec::new();
-    for a in alarms {
-        let arn = a.alarm_arn().unwrap_or_default().to_string();
-        let out = p.cloudwatch.list_tags_for_resource().resource_arn(&arn).send().await;
-        let tags: BTreeMap<String, String> = match out {
-            Ok(out) => out.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect(),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!("read tags of alarm {arn}: {}", crate::sdk::describe(&e))))
-            }
-        };
-        if tags.get(TAG_STACK) != Some(&scope.stack) {
-            continue;
-        }
-        let Some(id) = tags.get(TAG_ID) else { continue };
-        found.push(observed(id, &a));
-    }
-    Ok(found)
-}
+type Result<T> = std::result::Result<T, ProviderError>;
+
+pub struct Alarm;
 
 fn dimensions_json(dims: &[Dimension]) -> Value {
     Value::Object(
@@ -61,7 +38,7 @@ fn metric_json(namespace: Option<&str>, name: Option<&str>, dims: &[Dimension], 
 }
 
 /// The alarm in the normal form of `expand::alarm`.
-fn observed(id: &str, a: &MetricAlarm) -> Observed {
+fn observed(id: LogicalId, a: &MetricAlarm) -> Observed {
     let actions: Vec<&str> = a.alarm_actions().iter().map(String::as_str).collect();
     let mut props = json!({
         "name": a.alarm_name().unwrap_or_default(),
@@ -105,7 +82,7 @@ fn observed(id: &str, a: &MetricAlarm) -> Observed {
     }
     let arn = a.alarm_arn().unwrap_or_default().to_string();
     Observed {
-        id: id.into(),
+        id,
         kind: Kind::Alarm,
         physical_id: arn.clone(),
         props,
@@ -130,13 +107,11 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 /// PutMetricAlarm sets every setting: creation and update are the same call.
-async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, what: &str) -> Result<Observed, ProviderError> {
+async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, what: &str) -> Result<Observed> {
     let v = &res.props;
     let name = str_of(v, "name");
     let actions: Vec<String> =
         v["actions"].as_array().into_iter().flatten().filter_map(|a| a.as_str().map(String::from)).collect();
-    let tags: Vec<Tag> =
-        scope.tags_for(&res.id).into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
     let period = v["period"].as_i64().unwrap_or(60) as i32;
     let mut req = p
         .cloudwatch
@@ -149,7 +124,7 @@ async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, what: &str) -> Resu
         .treat_missing_data(str_of(v, "treat_missing_data"))
         .set_alarm_actions(Some(actions.clone()))
         .set_ok_actions(Some(actions))
-        .set_tags(Some(tags));
+        .set_tags(Some(sdk::tag_list(scope, &res.id, &[])));
     if let Some(m) = v.get("metric").filter(|m| m.is_object()) {
         req = req
             .namespace(str_of(m, "namespace"))
@@ -171,37 +146,56 @@ async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, what: &str) -> Resu
             MetricDataQuery::builder().id("alarm").expression(str_of(v, "expression")).return_data(true).build(),
         );
     }
-    req.send().await.map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
-    let out = p
-        .cloudwatch
-        .describe_alarms()
-        .alarm_names(name)
-        .send()
-        .await
-        .map_err(|e| ProviderError::new(format!("{what}: read it back: {}", crate::sdk::describe(&e))))?;
+    call!(what, req.send());
+    let out = call!(format!("{what}: read it back"), p.cloudwatch.describe_alarms().alarm_names(name).send());
     out.metric_alarms()
         .first()
-        .map(|a| observed(&res.id.0, a))
+        .map(|a| observed(res.id.clone(), a))
         .ok_or_else(|| ProviderError::new(format!("{what}: the alarm is not listed right after it was put")))
 }
 
-pub async fn create(p: &AwsProvider, scope: &Scope, res: &Resolved) -> Result<Observed, ProviderError> {
-    put(p, scope, res, &format!("create alarm `{}` ({})", res.id, str_of(&res.props, "name"))).await
-}
+#[async_trait]
+impl KindOps for Alarm {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let prefix = format!("{}-", scope.stack);
+        let mut alarms = Vec::new();
+        let mut pages = aws.cloudwatch.describe_alarms().alarm_name_prefix(&prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk::error(format!("list alarms `{prefix}*`"), e))?;
+            alarms.extend(page.metric_alarms().iter().cloned());
+        }
+        let mut found = Vec::new();
+        for a in alarms {
+            let arn = a.alarm_arn().unwrap_or_default();
+            let out = aws.cloudwatch.list_tags_for_resource().resource_arn(arn).send().await;
+            let Some(out) = sdk::found(format!("read tags of alarm {arn}"), &["ResourceNotFound"], out)? else {
+                continue;
+            };
+            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
+            found.push(observed(id, &a));
+        }
+        Ok(found)
+    }
 
-pub async fn update(
-    p: &AwsProvider,
-    scope: &Scope,
-    res: &Resolved,
-    current: &Observed,
-) -> Result<Observed, ProviderError> {
-    let _ = current;
-    put(p, scope, res, &format!("update alarm `{}` ({})", res.id, str_of(&res.props, "name"))).await
-}
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        put(aws, scope, res, &format!("create alarm `{}` ({})", res.id, str_of(&res.props, "name"))).await
+    }
 
-pub async fn delete(p: &AwsProvider, current: &Observed) -> Result<(), ProviderError> {
-    let name = current.outputs.get("name").and_then(Value::as_str).unwrap_or_default();
-    p.cloudwatch.delete_alarms().alarm_names(name).send().await.map(drop).map_err(|e| {
-        ProviderError::new(format!("delete alarm `{}` ({name}): {}", current.id, crate::sdk::describe(&e)))
-    })
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        put(aws, scope, res, &format!("update alarm `{}` ({})", res.id, str_of(&res.props, "name"))).await
+    }
+
+    /// Deleting an alarm that is not there succeeds (DeleteAlarms ignores unknown names).
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
+        let name = current.outputs.get("name").and_then(Value::as_str).unwrap_or_default();
+        call!(
+            format!("delete alarm `{}` ({name})", current.id),
+            aws.cloudwatch.delete_alarms().alarm_names(name).send()
+        );
+        Ok(())
+    }
 }

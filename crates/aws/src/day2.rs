@@ -60,20 +60,19 @@ impl AwsProvider {
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
                     return Ok(Vec::new())
                 }
-                Err(e) => {
-                    return Err(ProviderError::new(format!(
-                        "list the services of cluster `{stack}`: {}",
-                        crate::sdk::describe(&e)
-                    )))
-                }
+                Err(e) => return Err(crate::sdk::error(format!("list the services of cluster `{stack}`"), e)),
             }
         }
         let mut out = Vec::new();
         for chunk in arns.chunks(10) {
-            let desc =
-                self.ecs.describe_services().cluster(stack).set_services(Some(chunk.to_vec())).send().await.map_err(
-                    |e| ProviderError::new(format!("describe the services of `{stack}`: {}", crate::sdk::describe(&e))),
-                )?;
+            let desc = self
+                .ecs
+                .describe_services()
+                .cluster(stack)
+                .set_services(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| crate::sdk::error(format!("describe the services of `{stack}`"), e))?;
             for s in desc.services() {
                 if s.status() == Some("INACTIVE") {
                     continue;
@@ -115,9 +114,13 @@ impl AwsProvider {
         if task_definition.is_empty() {
             return Ok(None);
         }
-        let out = self.ecs.describe_task_definition().task_definition(task_definition).send().await.map_err(|e| {
-            ProviderError::new(format!("describe task definition {task_definition}: {}", crate::sdk::describe(&e)))
-        })?;
+        let out = self
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(|e| crate::sdk::error(format!("describe task definition {task_definition}"), e))?;
         Ok(out
             .task_definition()
             .and_then(|t| t.container_definitions().first())
@@ -127,9 +130,13 @@ impl AwsProvider {
 
     /// Health of the targets of a target group: state → count, and the reasons of unhealthy ones.
     pub async fn target_health(&self, target_group_arn: &str) -> Result<serde_json::Value, ProviderError> {
-        let out = self.elb.describe_target_health().target_group_arn(target_group_arn).send().await.map_err(|e| {
-            ProviderError::new(format!("read the target health of {target_group_arn}: {}", crate::sdk::describe(&e)))
-        })?;
+        let out = self
+            .elb
+            .describe_target_health()
+            .target_group_arn(target_group_arn)
+            .send()
+            .await
+            .map_err(|e| crate::sdk::error(format!("read the target health of {target_group_arn}"), e))?;
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         let mut reasons = Vec::new();
         for t in out.target_health_descriptions() {
@@ -153,7 +160,7 @@ impl AwsProvider {
             .certificate_arn(arn)
             .send()
             .await
-            .map_err(|e| ProviderError::new(format!("describe certificate {arn}: {}", crate::sdk::describe(&e))))?;
+            .map_err(|e| crate::sdk::error(format!("describe certificate {arn}"), e))?;
         let c = out.certificate();
         Ok((
             c.and_then(|c| c.status()).map(|s| s.as_str().to_string()).unwrap_or_default(),
@@ -177,9 +184,7 @@ impl AwsProvider {
                     "stack `{stack}` has no ECS cluster on AWS (run `aira up` first)"
                 )))
             }
-            Err(e) => {
-                return Err(ProviderError::new(format!("describe service `{service}`: {}", crate::sdk::describe(&e))))
-            }
+            Err(e) => return Err(crate::sdk::error(format!("describe service `{service}`"), e)),
         };
         let running = out
             .services()
@@ -207,9 +212,14 @@ impl AwsProvider {
         if revision_of(&target) == current_revision {
             return Err(ProviderError::user(format!("service `{service}` already runs {current}")));
         }
-        self.ecs.update_service().cluster(stack).service(service).task_definition(&target).send().await.map_err(
-            |e| ProviderError::new(format!("roll back service `{service}` to {target}: {}", crate::sdk::describe(&e))),
-        )?;
+        self.ecs
+            .update_service()
+            .cluster(stack)
+            .service(service)
+            .task_definition(&target)
+            .send()
+            .await
+            .map_err(|e| crate::sdk::error(format!("roll back service `{service}` to {target}"), e))?;
         Ok((current, family_revision(&target), target))
     }
 
@@ -239,10 +249,7 @@ impl AwsProvider {
                     Ok(o) => o,
                     Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => break,
                     Err(e) => {
-                        return Err(ProviderError::new(format!(
-                            "read log group {group}: {}",
-                            crate::sdk::describe(&e)
-                        )));
+                        return Err(crate::sdk::error(format!("read log group {group}"), e));
                     }
                 };
                 for ev in out.events() {
@@ -307,12 +314,7 @@ impl AwsProvider {
             .statistics(Statistic::Maximum)
             .send()
             .await
-            .map_err(|e| {
-                ProviderError::new(format!(
-                    "read the age of the oldest message of {queue_name}: {}",
-                    crate::sdk::describe(&e)
-                ))
-            })?;
+            .map_err(|e| crate::sdk::error(format!("read the age of the oldest message of {queue_name}"), e))?;
         let latest = out.datapoints().iter().max_by_key(|d| d.timestamp().map(|t| t.secs()));
         Ok(latest.and_then(|d| d.maximum()).map(|m| m as u64))
     }

@@ -74,14 +74,6 @@ pub struct Redrive {
     pub fallback_reason: Option<String>,
 }
 
-fn err<E, R>(what: &str, e: aws_sdk_sqs::error::SdkError<E, R>) -> ProviderError
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))
-}
-
 /// Up to `limit` dead letters, without consuming them: they are hidden while read, then made
 /// visible again at once.
 pub async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLetter>> {
@@ -98,7 +90,7 @@ pub async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<De
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| err(&format!("read dead letters of {}", pair.dlq_url), e))?;
+            .map_err(|e| crate::sdk::error(format!("read dead letters of {}", pair.dlq_url), e))?;
         let batch = out.messages.unwrap_or_default();
         if batch.is_empty() {
             break;
@@ -140,7 +132,7 @@ pub async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<De
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| err("make the dead letters visible again", e))?;
+            .map_err(|e| crate::sdk::error("make the dead letters visible again", e))?;
     }
     Ok(found)
 }
@@ -161,7 +153,7 @@ pub async fn queue_depth(sqs: &Client, url: &str) -> Result<(u64, u64, u64)> {
         .attribute_names(A::ApproximateNumberOfMessagesDelayed)
         .send()
         .await
-        .map_err(|e| err(&format!("read the depth of {url}"), e))?;
+        .map_err(|e| crate::sdk::error(format!("read the depth of {url}"), e))?;
     let attrs = out.attributes.unwrap_or_default();
     let n = |k: A| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Ok((
@@ -240,7 +232,7 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| err(&format!("receive from {}", pair.dlq_url), e))?;
+            .map_err(|e| crate::sdk::error(format!("receive from {}", pair.dlq_url), e))?;
         let batch = out.messages.unwrap_or_default();
         if batch.is_empty() {
             break;
@@ -264,7 +256,7 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
             .set_entries(Some(entries))
             .send()
             .await
-            .map_err(|e| err(&format!("send to {}", pair.queue_url), e))?;
+            .map_err(|e| crate::sdk::error(format!("send to {}", pair.queue_url), e))?;
         // 2. Delete only what SQS accepted; the rest stays and reappears after its visibility timeout.
         let ok: Vec<usize> = sent.successful.iter().filter_map(|s| s.id.strip_prefix('m')?.parse().ok()).collect();
         let deletes: Vec<DeleteMessageBatchRequestEntry> = ok
@@ -280,7 +272,7 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
                 .set_entries(Some(deletes))
                 .send()
                 .await
-                .map_err(|e| err(&format!("delete redriven messages from {}", pair.dlq_url), e))?;
+                .map_err(|e| crate::sdk::error(format!("delete redriven messages from {}", pair.dlq_url), e))?;
         }
         moved += ok.len() as u64;
         if let Some(f) = sent.failed.first() {
@@ -298,6 +290,10 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
 }
 
 pub async fn purge(sqs: &Client, pair: &QueuePair) -> Result<()> {
-    sqs.purge_queue().queue_url(&pair.dlq_url).send().await.map_err(|e| err(&format!("purge {}", pair.dlq_url), e))?;
+    sqs.purge_queue()
+        .queue_url(&pair.dlq_url)
+        .send()
+        .await
+        .map_err(|e| crate::sdk::error(format!("purge {}", pair.dlq_url), e))?;
     Ok(())
 }

@@ -2,84 +2,48 @@
 //! The lock table `aira-locks` is not a stack resource (see `lock.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
-    PointInTimeRecoveryStatus, ScalarAttributeType, TableStatus, Tag, TimeToLiveSpecification, TimeToLiveStatus,
+    PointInTimeRecoveryStatus, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use serde_json::{json, Value};
 
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Poll};
 use crate::AwsProvider;
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
-fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool {
-    e.as_service_error().and_then(|s| s.code()).is_some_and(|c| c == "ResourceNotFoundException")
-}
+const GONE: &[&str] = &["ResourceNotFoundException"];
 
-pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
-    let prefix = format!("{}-", scope.stack);
-    let mut names = Vec::new();
-    let mut start: Option<String> = None;
-    loop {
-        let out = call!(
-            "list DynamoDB tables",
-            p.dynamodb.list_tables().set_exclusive_start_table_name(start.take()).limit(100).send()
-        );
-        names.extend(out.table_names().iter().filter(|n| n.starts_with(&prefix)).cloned());
-        match out.last_evaluated_table_name() {
-            Some(last) => start = Some(last.to_string()),
-            None => break,
-        }
-    }
-    let mut found = Vec::new();
-    for name in names {
-        let Some(arn) = table_arn(p, &name).await? else { continue };
-        let tags = match p.dynamodb.list_tags_of_resource().resource_arn(&arn).send().await {
-            Ok(out) => out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
-            Err(e) if is_gone(&e) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!(
-                    "read tags of DynamoDB table {name}: {}",
-                    crate::sdk::describe(&e)
-                )))
-            }
-        };
-        let tags: BTreeMap<String, String> = tags;
-        if tags.get(TAG_STACK) != Some(&scope.stack) {
-            continue;
-        }
-        let Some(id) = tags.get(TAG_ID) else { continue };
-        if let Some(o) = read(p, &name, id.as_str().into()).await? {
-            found.push(o);
-        }
-    }
-    Ok(found)
-}
+/// Right after a table turns ACTIVE, AWS may still refuse its backups for a few seconds.
+const BACKUPS: sdk::Busy = sdk::Busy {
+    codes: &["ContinuousBackupsUnavailableException"],
+    waits_for: "the new table to accept point-in-time recovery",
+    gone: &[],
+};
+
+pub struct Table;
 
 async fn table_arn(p: &AwsProvider, name: &str) -> Result<Option<String>> {
-    match p.dynamodb.describe_table().table_name(name).send().await {
-        Ok(out) => Ok(out.table().and_then(|t| t.table_arn()).map(String::from)),
-        Err(e) if is_gone(&e) => Ok(None),
-        Err(e) => Err(ProviderError::new(format!("read DynamoDB table {name}: {}", crate::sdk::describe(&e)))),
-    }
+    let out = sdk::found(
+        format!("read DynamoDB table {name}"),
+        GONE,
+        p.dynamodb.describe_table().table_name(name).send().await,
+    )?;
+    Ok(out.and_then(|out| out.table().and_then(|t| t.table_arn()).map(String::from)))
 }
 
 /// The table in normal form; `None` if it is gone.
 async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Observed>> {
     let what = format!("read DynamoDB table `{id}` ({name})");
-    let table = match p.dynamodb.describe_table().table_name(name).send().await {
-        Ok(out) => match out.table {
-            Some(t) => t,
-            None => return Ok(None),
-        },
-        Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-    };
+    let out = sdk::found(&what, GONE, p.dynamodb.describe_table().table_name(name).send().await)?;
+    let Some(table) = out.and_then(|out| out.table) else { return Ok(None) };
     if table.table_status() == Some(&TableStatus::Deleting) {
         return Ok(None);
     }
@@ -126,35 +90,7 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
     }))
 }
 
-pub async fn create(p: &AwsProvider, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed> {
-    let name = res.props["name"].as_str().unwrap_or_default().to_string();
-    let what = format!("create DynamoDB table `{}` ({name})", res.id);
-    let mut req = p.dynamodb.create_table().table_name(&name);
-    let keys = res.props["keys"].as_object().cloned().unwrap_or_default();
-    for (i, (attr, ty)) in keys.iter().enumerate() {
-        let key_type = if i == 0 { KeyType::Hash } else { KeyType::Range };
-        let def = AttributeDefinition::builder()
-            .attribute_name(attr)
-            .attribute_type(ScalarAttributeType::from(ty.as_str().unwrap_or("S")))
-            .build()
-            .map_err(|e| ProviderError::new(format!("{what}: {e}")))?;
-        let key = KeySchemaElement::builder()
-            .attribute_name(attr)
-            .key_type(key_type)
-            .build()
-            .map_err(|e| ProviderError::new(format!("{what}: {e}")))?;
-        req = req.attribute_definitions(def).key_schema(key);
-    }
-    req = req.billing_mode(BillingMode::from(res.props["billing"].as_str().unwrap_or("PAY_PER_REQUEST")));
-    for (k, v) in scope.tags_for(&res.id) {
-        req = req.tags(Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::new(format!("{what}: {e}")))?);
-    }
-    call!(what, req.send());
-    wait_active(p, scope, &res.id, &name, progress).await?;
-    reconcile(p, res, &name, None).await?;
-    reread(p, &name, res, &what).await
-}
-
+/// Waits until the table is ACTIVE: point-in-time recovery and TTL need it.
 async fn wait_active(
     p: &AwsProvider,
     scope: &Scope,
@@ -162,34 +98,29 @@ async fn wait_active(
     name: &str,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let start = Instant::now();
-    loop {
-        let out =
-            call!(format!("read DynamoDB table `{id}` ({name})"), p.dynamodb.describe_table().table_name(name).send());
-        let status = out.table().and_then(|t| t.table_status()).cloned();
-        if status == Some(TableStatus::Active) {
-            return Ok(());
-        }
-        let status = status.map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
-        if start.elapsed() > scope.wait {
-            return Err(ProviderError::new(format!(
-                "DynamoDB table `{id}` ({name}) still {status} after {}s",
-                scope.wait.as_secs()
-            )));
-        }
-        progress.waiting(
-            id,
-            &format!(
-                "table {name} is {status}, waiting until ACTIVE before enabling point-in-time recovery and TTL ({}s)",
-                start.elapsed().as_secs()
-            ),
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    sdk::poll_until(scope, progress, id, &format!("table {name}"), Duration::from_secs(2), || async {
+        let what = format!("read DynamoDB table `{id}` ({name})");
+        let out = call!(what, p.dynamodb.describe_table().table_name(name).send());
+        Ok(match out.table().and_then(|t| t.table_status()) {
+            Some(TableStatus::Active) => Poll::Done(()),
+            status => Poll::Pending(format!(
+                "{}, waiting until ACTIVE before enabling point-in-time recovery and TTL",
+                status.map(|s| s.as_str()).unwrap_or("unknown")
+            )),
+        })
+    })
+    .await
 }
 
 /// Point-in-time recovery and TTL to the desired values (what differs from `current`, if known).
-async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: Option<&Value>) -> Result<()> {
+async fn reconcile(
+    p: &AwsProvider,
+    scope: &Scope,
+    res: &Resolved,
+    name: &str,
+    current: Option<&Value>,
+    progress: &dyn Progress,
+) -> Result<()> {
     let what = format!("configure DynamoDB table `{}` ({name})", res.id);
     let want = &res.props;
     let pitr = want["point_in_time_recovery"].as_bool().unwrap_or(false);
@@ -198,27 +129,11 @@ async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: Option<
             .point_in_time_recovery_enabled(pitr)
             .build()
             .map_err(|e| ProviderError::new(format!("{what}: {e}")))?;
-        // Right after a table turns ACTIVE, AWS may still refuse for a few seconds.
-        let start = Instant::now();
-        loop {
-            let sent = p
-                .dynamodb
-                .update_continuous_backups()
-                .table_name(name)
-                .point_in_time_recovery_specification(spec.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(_) => break,
-                Err(e)
-                    if e.as_service_error().and_then(|s| s.code()) == Some("ContinuousBackupsUnavailableException")
-                        && start.elapsed() < Duration::from_secs(60) =>
-                {
-                    tokio::time::sleep(Duration::from_secs(2)).await
-                }
-                Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-            }
-        }
+        sdk::retry_busy(scope, progress, &res.id, &what, &BACKUPS, || {
+            let req = p.dynamodb.update_continuous_backups().table_name(name);
+            req.point_in_time_recovery_specification(spec.clone()).send()
+        })
+        .await?;
     }
     let have = current.map(|c| c["ttl_attribute"].clone()).unwrap_or(Value::Null);
     if have != want["ttl_attribute"] {
@@ -242,35 +157,79 @@ async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Resu
         .ok_or_else(|| ProviderError::new(format!("{what}: the table disappeared right after the call")))
 }
 
-pub async fn update(p: &AwsProvider, _: &Scope, res: &Resolved, current: &Observed) -> Result<Observed> {
-    let name = current.physical_id.clone();
-    let what = format!("update DynamoDB table `{}` ({name})", res.id);
-    if current.props["billing"] != res.props["billing"] {
-        let mode = BillingMode::from(res.props["billing"].as_str().unwrap_or("PAY_PER_REQUEST"));
-        call!(what, p.dynamodb.update_table().table_name(&name).billing_mode(mode).send());
-    }
-    reconcile(p, res, &name, Some(&current.props)).await?;
-    reread(p, &name, res, &what).await
-}
-
-pub async fn delete(p: &AwsProvider, current: &Observed, scope: &Scope, progress: &dyn Progress) -> Result<()> {
-    let name = &current.physical_id;
-    let what = format!("delete DynamoDB table `{}` ({name})", current.id);
-    match p.dynamodb.delete_table().table_name(name).send().await {
-        Ok(_) => {}
-        Err(e) if is_gone(&e) => return Ok(()),
-        Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-    }
-    let start = Instant::now();
-    while table_arn(p, name).await?.is_some() {
-        if start.elapsed() > scope.wait {
-            return Err(ProviderError::new(format!("{what}: still deleting after {}s", scope.wait.as_secs())));
+#[async_trait]
+impl KindOps for Table {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let prefix = format!("{}-", scope.stack);
+        let mut names = Vec::new();
+        let mut start: Option<String> = None;
+        loop {
+            let req = aws.dynamodb.list_tables().set_exclusive_start_table_name(start.take()).limit(100);
+            let out = call!("list DynamoDB tables", req.send());
+            names.extend(out.table_names().iter().filter(|n| n.starts_with(&prefix)).cloned());
+            match out.last_evaluated_table_name() {
+                Some(last) => start = Some(last.to_string()),
+                None => break,
+            }
         }
-        progress.waiting(
-            &current.id,
-            &format!("table {name} is DELETING, waiting until it is gone ({}s)", start.elapsed().as_secs()),
-        );
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut found = Vec::new();
+        for name in names {
+            let Some(arn) = table_arn(aws, &name).await? else { continue };
+            let out = aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send().await;
+            let Some(out) = sdk::found(format!("read tags of DynamoDB table {name}"), GONE, out)? else { continue };
+            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
+            found.extend(read(aws, &name, id).await?);
+        }
+        Ok(found)
     }
-    Ok(())
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let what = format!("create DynamoDB table `{}` ({name})", res.id);
+        let mut req = aws.dynamodb.create_table().table_name(&name);
+        let keys = res.props["keys"].as_object().cloned().unwrap_or_default();
+        for (i, (attr, ty)) in keys.iter().enumerate() {
+            let key_type = if i == 0 { KeyType::Hash } else { KeyType::Range };
+            let ty = ScalarAttributeType::from(ty.as_str().unwrap_or("S"));
+            let def = AttributeDefinition::builder().attribute_name(attr).attribute_type(ty).build();
+            let key = KeySchemaElement::builder().attribute_name(attr).key_type(key_type).build();
+            let built = |e| ProviderError::new(format!("{what}: {e}"));
+            req = req.attribute_definitions(def.map_err(built)?).key_schema(key.map_err(built)?);
+        }
+        req = req.billing_mode(BillingMode::from(res.props["billing"].as_str().unwrap_or("PAY_PER_REQUEST")));
+        call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
+        wait_active(aws, scope, &res.id, &name, progress).await?;
+        reconcile(aws, scope, res, &name, None, progress).await?;
+        reread(aws, &name, res, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let name = current.physical_id.clone();
+        let what = format!("update DynamoDB table `{}` ({name})", res.id);
+        if current.props["billing"] != res.props["billing"] {
+            let mode = BillingMode::from(res.props["billing"].as_str().unwrap_or("PAY_PER_REQUEST"));
+            call!(what, aws.dynamodb.update_table().table_name(&name).billing_mode(mode).send());
+        }
+        reconcile(aws, scope, res, &name, Some(&current.props), progress).await?;
+        reread(aws, &name, res, &what).await
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let name = &current.physical_id;
+        let what = format!("delete DynamoDB table `{}` ({name})", current.id);
+        if sdk::found(&what, GONE, aws.dynamodb.delete_table().table_name(name).send().await)?.is_none() {
+            return Ok(());
+        }
+        sdk::poll_until(scope, progress, &current.id, &format!("table {name}"), Duration::from_secs(2), || async {
+            Ok(match table_arn(aws, name).await? {
+                Some(_) => Poll::Pending("DELETING, waiting until it is gone".into()),
+                None => Poll::Done(()),
+            })
+        })
+        .await
+    }
 }

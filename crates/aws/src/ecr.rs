@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ecr::error::ProvideErrorMetadata;
-use aws_sdk_ecr::types::{ImageScanningConfiguration, Tag};
+use async_trait::async_trait;
+use aws_sdk_ecr::types::ImageScanningConfiguration;
 use serde_json::{json, Value};
 
-use crate::AwsProvider;
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved};
 use aira_image::push;
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -22,13 +23,10 @@ pub struct LocalImage {
     pub insecure: bool,
 }
 
-fn code<E: ProvideErrorMetadata, R>(e: &aws_sdk_ecr::error::SdkError<E, R>) -> Option<&str> {
-    e.as_service_error().and_then(|s| s.code())
-}
+const GONE: &[&str] = &["RepositoryNotFoundException"];
+const NO_POLICY: &[&str] = &["LifecyclePolicyNotFoundException"];
 
-fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_ecr::error::SdkError<E, R>) -> bool {
-    code(e) == Some("RepositoryNotFoundException")
-}
+pub struct Repository;
 
 /// One rule: expire images beyond the newest `keep`.
 fn lifecycle_policy(keep: u64) -> String {
@@ -43,51 +41,10 @@ fn lifecycle_policy(keep: u64) -> String {
     .to_string()
 }
 
-pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
-    let prefix = format!("aira/{}", scope.stack);
-    let mut repos = Vec::new();
-    let mut pages = p.ecr.describe_repositories().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| ProviderError::new(format!("list ECR repositories: {}", crate::sdk::describe(&e))))?;
-        repos.extend(
-            page.repositories().iter().filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&prefix))).cloned(),
-        );
-    }
-    let mut found = Vec::new();
-    for repo in repos {
-        let (Some(name), Some(arn)) = (repo.repository_name(), repo.repository_arn()) else { continue };
-        let tags: BTreeMap<String, String> = match p.ecr.list_tags_for_resource().resource_arn(arn).send().await {
-            Ok(out) => out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
-            Err(e) if is_gone(&e) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!(
-                    "read tags of ECR repository {name}: {}",
-                    crate::sdk::describe(&e)
-                )))
-            }
-        };
-        if tags.get(TAG_STACK) != Some(&scope.stack) {
-            continue;
-        }
-        let Some(id) = tags.get(TAG_ID) else { continue };
-        if let Some(o) = read(p, name, id.as_str().into()).await? {
-            found.push(o);
-        }
-    }
-    Ok(found)
-}
-
 async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Observed>> {
     let what = format!("read ECR repository `{id}` ({name})");
-    let repo = match p.ecr.describe_repositories().repository_names(name).send().await {
-        Ok(out) => match out.repositories().first() {
-            Some(r) => r.clone(),
-            None => return Ok(None),
-        },
-        Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-    };
+    let out = sdk::found(&what, GONE, p.ecr.describe_repositories().repository_names(name).send().await)?;
+    let Some(repo) = out.and_then(|out| out.repositories().first().cloned()) else { return Ok(None) };
     let keep = match p.ecr.get_lifecycle_policy().repository_name(name).send().await {
         Ok(out) => {
             let policy: Value =
@@ -99,9 +56,9 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
                 _ => Value::Null,
             }
         }
-        Err(e) if code(&e) == Some("LifecyclePolicyNotFoundException") => Value::Null,
-        Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
+        Err(e) if sdk::is_gone(&e, NO_POLICY) => Value::Null,
+        Err(e) if sdk::is_gone(&e, GONE) => return Ok(None),
+        Err(e) => return Err(sdk::error(what, e)),
     };
     let scan = repo.image_scanning_configuration().is_some_and(|c| c.scan_on_push());
     Ok(Some(Observed {
@@ -118,19 +75,6 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
     }))
 }
 
-pub async fn create(p: &AwsProvider, scope: &Scope, res: &Resolved) -> Result<Observed> {
-    let name = res.props["name"].as_str().unwrap_or_default().to_string();
-    let what = format!("create ECR repository `{}` ({name})", res.id);
-    let scan = ImageScanningConfiguration::builder().scan_on_push(res.props["scan_on_push"].as_bool().unwrap_or(false));
-    let mut req = p.ecr.create_repository().repository_name(&name).image_scanning_configuration(scan.build());
-    for (k, v) in scope.tags_for(&res.id) {
-        req = req.tags(Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::new(format!("{what}: {e}")))?);
-    }
-    call!(what, req.send());
-    lifecycle(p, &name, res, &Value::Null, &what).await?;
-    reread(p, &name, res, &what).await
-}
-
 async fn lifecycle(p: &AwsProvider, name: &str, res: &Resolved, current: &Value, what: &str) -> Result<()> {
     if *current == res.props["keep_images"] {
         return Ok(());
@@ -142,11 +86,9 @@ async fn lifecycle(p: &AwsProvider, name: &str, res: &Resolved, current: &Value,
                 p.ecr.put_lifecycle_policy().repository_name(name).lifecycle_policy_text(lifecycle_policy(keep)).send()
             );
         }
-        None => match p.ecr.delete_lifecycle_policy().repository_name(name).send().await {
-            Ok(_) => {}
-            Err(e) if code(&e) == Some("LifecyclePolicyNotFoundException") => {}
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-        },
+        None => {
+            sdk::found(what, NO_POLICY, p.ecr.delete_lifecycle_policy().repository_name(name).send().await)?;
+        }
     }
     Ok(())
 }
@@ -157,36 +99,66 @@ async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Resu
         .ok_or_else(|| ProviderError::new(format!("{what}: the repository disappeared right after the call")))
 }
 
-pub async fn update(p: &AwsProvider, _: &Scope, res: &Resolved, current: &Observed) -> Result<Observed> {
-    let name = current.physical_id.clone();
-    let what = format!("update ECR repository `{}` ({name})", res.id);
-    if current.props["scan_on_push"] != res.props["scan_on_push"] {
-        let scan =
-            ImageScanningConfiguration::builder().scan_on_push(res.props["scan_on_push"].as_bool().unwrap_or(false));
-        call!(
-            what,
-            p.ecr
-                .put_image_scanning_configuration()
-                .repository_name(&name)
-                .image_scanning_configuration(scan.build())
-                .send()
-        );
-    }
-    lifecycle(p, &name, res, &current.props["keep_images"], &what).await?;
-    reread(p, &name, res, &what).await
+fn scanning(res: &Resolved) -> ImageScanningConfiguration {
+    ImageScanningConfiguration::builder().scan_on_push(res.props["scan_on_push"].as_bool().unwrap_or(false)).build()
 }
 
-pub async fn delete(p: &AwsProvider, current: &Observed) -> Result<()> {
-    // With its images: they are the stack's builds, reproducible from the source.
-    match p.ecr.delete_repository().repository_name(&current.physical_id).force(true).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if is_gone(&e) => Ok(()),
-        Err(e) => Err(ProviderError::new(format!(
-            "delete ECR repository `{}` ({}): {}",
-            current.id,
-            current.physical_id,
-            crate::sdk::describe(&e)
-        ))),
+#[async_trait]
+impl KindOps for Repository {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let prefix = format!("aira/{}", scope.stack);
+        let mut repos = Vec::new();
+        let mut pages = aws.ecr.describe_repositories().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk::error("list ECR repositories", e))?;
+            let ours =
+                page.repositories().iter().filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&prefix)));
+            repos.extend(ours.cloned());
+        }
+        let mut found = Vec::new();
+        for repo in repos {
+            let (Some(name), Some(arn)) = (repo.repository_name(), repo.repository_arn()) else { continue };
+            let out = aws.ecr.list_tags_for_resource().resource_arn(arn).send().await;
+            let Some(out) = sdk::found(format!("read tags of ECR repository {name}"), GONE, out)? else { continue };
+            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
+            found.extend(read(aws, name, id).await?);
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let what = format!("create ECR repository `{}` ({name})", res.id);
+        let req = aws.ecr.create_repository().repository_name(&name).image_scanning_configuration(scanning(res));
+        call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
+        lifecycle(aws, &name, res, &Value::Null, &what).await?;
+        reread(aws, &name, res, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let name = current.physical_id.clone();
+        let what = format!("update ECR repository `{}` ({name})", res.id);
+        if current.props["scan_on_push"] != res.props["scan_on_push"] {
+            let req = aws.ecr.put_image_scanning_configuration().repository_name(&name);
+            call!(what, req.image_scanning_configuration(scanning(res)).send());
+        }
+        lifecycle(aws, &name, res, &current.props["keep_images"], &what).await?;
+        reread(aws, &name, res, &what).await
+    }
+
+    /// With its images: they are the stack's builds, reproducible from the source.
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
+        let what = format!("delete ECR repository `{}` ({})", current.id, current.physical_id);
+        sdk::found(
+            what,
+            GONE,
+            aws.ecr.delete_repository().repository_name(&current.physical_id).force(true).send().await,
+        )?;
+        Ok(())
     }
 }
 

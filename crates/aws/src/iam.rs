@@ -3,22 +3,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_iam::error::ProvideErrorMetadata;
-use aws_sdk_iam::types::Tag;
+use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::AwsProvider;
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::{sdk, AwsProvider};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
 /// The name of the one inline policy aira manages on a role.
 const POLICY_NAME: &str = "aira";
 
-fn is_gone<E: ProvideErrorMetadata, R>(e: &aws_sdk_iam::error::SdkError<E, R>) -> bool {
-    e.as_service_error().and_then(|s| s.code()).is_some_and(|c| c == "NoSuchEntity")
-}
+const GONE: &[&str] = &["NoSuchEntity"];
+
+pub struct Role;
 
 /// A policy document as JSON: as it is, or URL-decoded first.
 fn document(text: &str) -> Value {
@@ -36,56 +36,18 @@ fn trust_document(service: &str) -> String {
     .to_string()
 }
 
-pub async fn observe(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
-    let path = format!("/aira/{}/", scope.stack);
-    let mut names = Vec::new();
-    let mut pages = p.iam.list_roles().path_prefix(&path).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| ProviderError::new(format!("list IAM roles under {path}: {}", crate::sdk::describe(&e))))?;
-        names.extend(page.roles().iter().filter(|r| r.path() == path).map(|r| r.role_name().to_string()));
-    }
-    let mut found = Vec::new();
-    for name in names {
-        let tags: BTreeMap<String, String> = match p.iam.list_role_tags().role_name(&name).send().await {
-            Ok(out) => out.tags().iter().map(|t| (t.key().to_string(), t.value().to_string())).collect(),
-            Err(e) if is_gone(&e) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!("read tags of IAM role {name}: {}", crate::sdk::describe(&e))))
-            }
-        };
-        if tags.get(TAG_STACK) != Some(&scope.stack) {
-            continue;
-        }
-        let Some(id) = tags.get(TAG_ID) else { continue };
-        if let Some(o) = read(p, &name, id.as_str().into()).await? {
-            found.push(o);
-        }
-    }
-    Ok(found)
-}
-
 async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Observed>> {
     let what = format!("read IAM role `{id}` ({name})");
-    let role = match p.iam.get_role().role_name(name).send().await {
-        Ok(out) => match out.role {
-            Some(r) => r,
-            None => return Ok(None),
-        },
-        Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-    };
+    let role = sdk::found(&what, GONE, p.iam.get_role().role_name(name).send().await)?.and_then(|out| out.role);
+    let Some(role) = role else { return Ok(None) };
     let trust = role.assume_role_policy_document().map(document).unwrap_or(Value::Null);
     let trust_service = trust["Statement"][0]["Principal"]["Service"].clone();
-    let policy = match p.iam.get_role_policy().role_name(name).policy_name(POLICY_NAME).send().await {
-        Ok(out) => document(out.policy_document()),
-        Err(e) if is_gone(&e) => Value::Null,
-        Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-    };
+    let policy = p.iam.get_role_policy().role_name(name).policy_name(POLICY_NAME).send().await;
+    let policy = sdk::found(&what, GONE, policy)?.map(|out| document(out.policy_document())).unwrap_or(Value::Null);
     let mut managed = Vec::new();
     let mut pages = p.iam.list_attached_role_policies().role_name(name).into_paginator().send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
+        let page = page.map_err(|e| sdk::error(&what, e))?;
         managed.extend(page.attached_policies().iter().filter_map(|a| a.policy_arn()).map(String::from));
     }
     managed.sort();
@@ -112,24 +74,6 @@ fn strs(v: &Value) -> BTreeSet<String> {
     v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
-pub async fn create(p: &AwsProvider, scope: &Scope, res: &Resolved) -> Result<Observed> {
-    let name = res.props["name"].as_str().unwrap_or_default().to_string();
-    let what = format!("create IAM role `{}` ({name})", res.id);
-    let mut req = p
-        .iam
-        .create_role()
-        .role_name(&name)
-        .path(res.props["path"].as_str().unwrap_or("/"))
-        .assume_role_policy_document(trust_document(res.props["trust_service"].as_str().unwrap_or_default()));
-    for (k, v) in scope.tags_for(&res.id) {
-        req = req.tags(Tag::builder().key(k).value(v).build().map_err(|e| ProviderError::new(format!("{what}: {e}")))?);
-    }
-    call!(what, req.send());
-    // The permissions are set the way an update sets them: a run killed here is finished next time.
-    reconcile(p, res, &name, &Value::Null, &what).await?;
-    reread(p, &name, res, &what).await
-}
-
 async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: &Value, what: &str) -> Result<()> {
     let want = &res.props;
     if !current.is_null() && current["trust_service"] != want["trust_service"] {
@@ -138,11 +82,7 @@ async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: &Value,
     }
     if current.is_null() || current["policy"] != want["policy"] {
         if want["policy"].is_null() {
-            match p.iam.delete_role_policy().role_name(name).policy_name(POLICY_NAME).send().await {
-                Ok(_) => {}
-                Err(e) if is_gone(&e) => {}
-                Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-            }
+            sdk::found(what, GONE, p.iam.delete_role_policy().role_name(name).policy_name(POLICY_NAME).send().await)?;
         } else {
             let doc = want["policy"].to_string();
             call!(what, p.iam.put_role_policy().role_name(name).policy_name(POLICY_NAME).policy_document(doc).send());
@@ -153,11 +93,7 @@ async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: &Value,
         call!(what, p.iam.attach_role_policy().role_name(name).policy_arn(arn).send());
     }
     for arn in have.difference(&want) {
-        match p.iam.detach_role_policy().role_name(name).policy_arn(arn).send().await {
-            Ok(_) => {}
-            Err(e) if is_gone(&e) => {}
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-        }
+        sdk::found(what, GONE, p.iam.detach_role_policy().role_name(name).policy_arn(arn).send().await)?;
     }
     Ok(())
 }
@@ -168,49 +104,73 @@ async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Resu
         .ok_or_else(|| ProviderError::new(format!("{what}: the role disappeared right after the call")))
 }
 
-pub async fn update(p: &AwsProvider, _: &Scope, res: &Resolved, current: &Observed) -> Result<Observed> {
-    let name = current.physical_id.clone();
-    let what = format!("update IAM role `{}` ({name})", res.id);
-    reconcile(p, res, &name, &current.props, &what).await?;
-    reread(p, &name, res, &what).await
-}
+#[async_trait]
+impl KindOps for Role {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let path = format!("/aira/{}/", scope.stack);
+        let mut names = Vec::new();
+        let mut pages = aws.iam.list_roles().path_prefix(&path).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| sdk::error(format!("list IAM roles under {path}"), e))?;
+            names.extend(page.roles().iter().filter(|r| r.path() == path).map(|r| r.role_name().to_string()));
+        }
+        let mut found = Vec::new();
+        for name in names {
+            let out = aws.iam.list_role_tags().role_name(&name).send().await;
+            let Some(out) = sdk::found(format!("read tags of IAM role {name}"), GONE, out)? else { continue };
+            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
+            found.extend(read(aws, &name, id).await?);
+        }
+        Ok(found)
+    }
 
-pub async fn delete(p: &AwsProvider, current: &Observed) -> Result<()> {
-    let name = &current.physical_id;
-    let what = format!("delete IAM role `{}` ({name})", current.id);
-    // What is attached now, not only what was observed.
-    let mut pages = p.iam.list_attached_role_policies().role_name(name).into_paginator().send();
-    let mut attached = Vec::new();
-    while let Some(page) = pages.next().await {
-        match page {
-            Ok(page) => {
-                attached.extend(page.attached_policies().iter().filter_map(|a| a.policy_arn()).map(String::from))
-            }
-            Err(e) if is_gone(&e) => return Ok(()),
-            Err(e) => return Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
-        }
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let what = format!("create IAM role `{}` ({name})", res.id);
+        let req = aws
+            .iam
+            .create_role()
+            .role_name(&name)
+            .path(res.props["path"].as_str().unwrap_or("/"))
+            .assume_role_policy_document(trust_document(res.props["trust_service"].as_str().unwrap_or_default()));
+        call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
+        // The permissions are set the way an update sets them: a run killed here is finished next time.
+        reconcile(aws, res, &name, &Value::Null, &what).await?;
+        reread(aws, &name, res, &what).await
     }
-    for arn in attached {
-        match p.iam.detach_role_policy().role_name(name).policy_arn(&arn).send().await {
-            Ok(_) => {}
-            Err(e) if is_gone(&e) => {}
-            Err(e) => return Err(ProviderError::new(format!("{what}: detach {arn}: {}", crate::sdk::describe(&e)))),
-        }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let name = current.physical_id.clone();
+        let what = format!("update IAM role `{}` ({name})", res.id);
+        reconcile(aws, res, &name, &current.props, &what).await?;
+        reread(aws, &name, res, &what).await
     }
-    let inline = call!(what, p.iam.list_role_policies().role_name(name).send());
-    for policy in inline.policy_names() {
-        match p.iam.delete_role_policy().role_name(name).policy_name(policy).send().await {
-            Ok(_) => {}
-            Err(e) if is_gone(&e) => {}
-            Err(e) => {
-                return Err(ProviderError::new(format!("{what}: delete policy {policy}: {}", crate::sdk::describe(&e))))
-            }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
+        let (iam, name) = (&aws.iam, &current.physical_id);
+        let what = format!("delete IAM role `{}` ({name})", current.id);
+        // What is attached now, not only what was observed.
+        let mut pages = iam.list_attached_role_policies().role_name(name).into_paginator().send();
+        let mut attached = Vec::new();
+        while let Some(page) = pages.next().await {
+            let Some(page) = sdk::found(&what, GONE, page)? else { return Ok(()) };
+            attached.extend(page.attached_policies().iter().filter_map(|a| a.policy_arn()).map(String::from));
         }
-    }
-    match p.iam.delete_role().role_name(name).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if is_gone(&e) => Ok(()),
-        Err(e) => Err(ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e)))),
+        for arn in attached {
+            let sent = iam.detach_role_policy().role_name(name).policy_arn(&arn).send().await;
+            sdk::found(format!("{what}: detach {arn}"), GONE, sent)?;
+        }
+        let inline = call!(what, iam.list_role_policies().role_name(name).send());
+        for policy in inline.policy_names() {
+            let sent = iam.delete_role_policy().role_name(name).policy_name(policy).send().await;
+            sdk::found(format!("{what}: delete policy {policy}"), GONE, sent)?;
+        }
+        sdk::found(what, GONE, iam.delete_role().role_name(name).send().await)?;
+        Ok(())
     }
 }
 

@@ -1,4 +1,23 @@
-//! The AWS provider: the only module that imports `aws-sdk-*`.
+//! The AWS provider: the only crate that imports `aws-sdk-*`.
+//!
+//! Code map:
+//! - `lib.rs`: configuration (`sdk_config`), [`AwsProvider`] and its [`Provider`] impl (dispatch
+//!   through `kinds`), `link` (dependencies read from observed properties), the stacks of an account.
+//! - `kinds.rs`: the one registry of kinds (`KindOps`, `ops(kind)`, exhaustive), the observe of
+//!   every kind at once and what those observes share (`Observing`: load balancers, clusters).
+//! - `sdk.rs`: the SDK helpers every module uses: errors keeping AWS's code and kind, `found`,
+//!   `is_gone`, the adoption rule, tag lists, `retry_busy`, `poll_until`, `try_join_all`.
+//! - `sqs.rs`, `dynamodb.rs`, `logs.rs`, `iam.rs`, `ecr.rs` (also pushes the image `up` built),
+//!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each.
+//! - `ec2/`: the network, a module a kind (`vpc`, `subnet`, `gateway`: internet gateway, Elastic
+//!   IP, NAT; `route_table`, `security_group`, `endpoint`), `preflight` (zones, existing VPC, quotas).
+//! - `elb/`: `load_balancer`, `target_group`, `listener`.
+//! - `ecs/`: `cluster`, `task_definition`, `service`, `scaling` (Application Auto Scaling),
+//!   `deploy_wait` (the deployment wait, also used by rollback).
+//! - `route53/`: the DNS calls `acm.rs` shares, `record` (the alias-record kind), `zone` (the
+//!   hosted zone and its delegation, for the pre-flight).
+//! - `day2.rs` (status, logs, rollback), `dlq.rs` (the dead-letter queue's data plane),
+//!   `lock.rs` (the stack lock), `secrets.rs` (the stack's secrets): not kinds, the CLI's other commands.
 
 /// Awaits an SDK call; its error becomes a `ProviderError` saying what was being done and
 /// AWS's error code and message.
@@ -20,6 +39,7 @@ pub use ecr::LocalImage;
 mod ecs;
 mod elb;
 mod iam;
+mod kinds;
 pub mod lock;
 mod logs;
 mod route53;
@@ -36,9 +56,12 @@ pub use aws_config::SdkConfig;
 use aws_config::{BehaviorVersion, Region};
 use serde_json::Value;
 
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
 use aira_engine::provider::{Facts, Observed, Progress, Provider, ProviderError, Resolved, Scope};
 use aira_engine::stack::Stack;
+
+/// Tag on the load balancer and the certificate naming the hosted zone of their records.
+pub(crate) const TAG_DNS_ZONE: &str = "aira:dns-zone";
 
 /// Where and how to reach AWS; `None` fields fall back to the SDK's configuration chain
 /// (environment, profiles, SSO, IMDS; `AWS_ENDPOINT_URL` included).
@@ -164,21 +187,17 @@ impl AwsProvider {
         let has_stack =
             aws_sdk_ec2::types::Filter::builder().name("tag-key").values(aira_engine::provider::TAG_STACK).build();
         let tags_of = |tags: &[aws_sdk_ec2::types::Tag]| -> BTreeMap<String, String> {
-            tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect()
+            use sdk::SdkTag;
+            tags.iter().filter_map(|t| t.pair()).map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
-        let vpcs = self.ec2.describe_vpcs().filters(has_stack.clone()).send().await;
-        let vpcs =
-            vpcs.map_err(|e| ProviderError::new(format!("list the stacks' VPCs: {}", crate::sdk::describe(&e))))?;
+        let vpcs = call!("list the stacks' VPCs", self.ec2.describe_vpcs().filters(has_stack.clone()).send());
         vpcs.vpcs().iter().for_each(|v| add(tags_of(v.tags())));
-        let groups = self.ec2.describe_security_groups().filters(has_stack).send().await;
-        let groups = groups.map_err(|e| {
-            ProviderError::new(format!("list the stacks' security groups: {}", crate::sdk::describe(&e)))
-        })?;
+        let groups =
+            call!("list the stacks' security groups", self.ec2.describe_security_groups().filters(has_stack).send());
         groups.security_groups().iter().for_each(|g| add(tags_of(g.tags())));
         let mut pages = self.sqs.list_queues().max_results(1000).into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page =
-                page.map_err(|e| ProviderError::new(format!("list SQS queues: {}", crate::sdk::describe(&e))))?;
+            let page = page.map_err(|e| sdk::error("list SQS queues", e))?;
             for url in page.queue_urls.unwrap_or_default() {
                 if let Ok(out) = self.sqs.list_queue_tags().queue_url(&url).send().await {
                     add(out.tags.unwrap_or_default().into_iter().collect());
@@ -198,16 +217,6 @@ impl AwsProvider {
 
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
         &self.dynamodb
-    }
-}
-
-impl AwsProvider {
-    /// Load balancers, target groups, listeners, then what hangs off them: the certificate and
-    /// the alias records (found in the hosted zone that the load balancer's `aira:dns-zone` tag names).
-    async fn observe_edge(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-        let (elb, certificates) = tokio::try_join!(elb::observe(self, scope), acm::observe(self, scope))?;
-        let records = route53::observe(self, scope, &elb).await?;
-        Ok([elb, certificates, records].concat())
     }
 }
 
@@ -246,20 +255,6 @@ fn link(observed: &mut [Observed]) {
     }
 }
 
-/// The kinds `ec2.rs` handles, as a pattern.
-macro_rules! network_kinds {
-    () => {
-        Kind::Vpc
-            | Kind::Subnet
-            | Kind::InternetGateway
-            | Kind::ElasticIp
-            | Kind::NatGateway
-            | Kind::RouteTable
-            | Kind::SecurityGroup
-            | Kind::VpcEndpoint
-    };
-}
-
 #[async_trait]
 impl Provider for AwsProvider {
     async fn facts(&self, stack: &Stack) -> Result<Facts, ProviderError> {
@@ -290,38 +285,13 @@ impl Provider for AwsProvider {
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-        let (queues, network, table, logs, roles, repos, compute, edge, topics, alarms) = tokio::try_join!(
-            sqs::observe(&self.sqs, scope),
-            ec2::observe(&self.ec2, scope),
-            dynamodb::observe(self, scope),
-            logs::observe(self, scope),
-            iam::observe(self, scope),
-            ecr::observe(self, scope),
-            ecs::observe(self, scope),
-            self.observe_edge(scope),
-            sns::observe(self, scope),
-            cloudwatch::observe(self, scope),
-        )?;
-        let mut all = [queues, network, table, logs, roles, repos, compute, edge, topics, alarms].concat();
+        let mut all = kinds::observe(self, scope).await?;
         link(&mut all);
         Ok(all)
     }
 
     async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
-        match res.kind {
-            Kind::SqsQueue => sqs::create(&self.sqs, scope, res).await,
-            network_kinds!() => ec2::create(&self.ec2, scope, res, progress).await,
-            Kind::Table => dynamodb::create(self, scope, res, progress).await,
-            Kind::LogGroup => logs::create(self, scope, res).await,
-            Kind::Role => iam::create(self, scope, res).await,
-            Kind::Certificate => acm::create(self, scope, res, progress).await,
-            Kind::DnsRecord => route53::create(self, scope, res, progress).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => elb::create(self, scope, res, progress).await,
-            Kind::Repository => ecr::create(self, scope, res).await,
-            Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::create(self, scope, res, progress).await,
-            Kind::Topic => sns::create(self, scope, res).await,
-            Kind::Alarm => cloudwatch::create(self, scope, res).await,
-        }
+        kinds::ops(res.kind).create(&kinds::Cx { aws: self, scope, progress }, res).await
     }
 
     async fn update(
@@ -331,42 +301,10 @@ impl Provider for AwsProvider {
         current: &Observed,
         progress: &dyn Progress,
     ) -> Result<Observed, ProviderError> {
-        match res.kind {
-            Kind::SqsQueue => sqs::update(&self.sqs, scope, res, current).await,
-            network_kinds!() => ec2::update(&self.ec2, scope, res, current, progress).await,
-            Kind::Table => dynamodb::update(self, scope, res, current).await,
-            Kind::LogGroup => logs::update(self, scope, res, current).await,
-            Kind::Role => iam::update(self, scope, res, current).await,
-            Kind::Certificate => acm::update(self, scope, res, current).await,
-            Kind::DnsRecord => route53::update(self, scope, res, current, progress).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
-                elb::update(self, scope, res, current, progress).await
-            }
-            Kind::Repository => ecr::update(self, scope, res, current).await,
-            Kind::Cluster | Kind::TaskDefinition | Kind::Service => {
-                ecs::update(self, scope, res, current, progress).await
-            }
-            Kind::Topic => sns::update(self, scope, res, current).await,
-            Kind::Alarm => cloudwatch::update(self, scope, res, current).await,
-        }
+        kinds::ops(res.kind).update(&kinds::Cx { aws: self, scope, progress }, res, current).await
     }
 
     async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
-        match current.kind {
-            Kind::SqsQueue => sqs::delete(&self.sqs, current).await,
-            network_kinds!() => ec2::delete(&self.ec2, scope, current, progress).await,
-            Kind::Table => dynamodb::delete(self, current, scope, progress).await,
-            Kind::LogGroup => logs::delete(self, current).await,
-            Kind::Role => iam::delete(self, current).await,
-            Kind::Certificate => acm::delete(self, scope, current, progress).await,
-            Kind::DnsRecord => route53::delete(self, current).await,
-            Kind::LoadBalancer | Kind::TargetGroup | Kind::Listener => {
-                elb::delete(self, scope, current, progress).await
-            }
-            Kind::Repository => ecr::delete(self, current).await,
-            Kind::Cluster | Kind::TaskDefinition | Kind::Service => ecs::delete(self, scope, current, progress).await,
-            Kind::Topic => sns::delete(self, current).await,
-            Kind::Alarm => cloudwatch::delete(self, current).await,
-        }
+        kinds::ops(current.kind).delete(&kinds::Cx { aws: self, scope, progress }, current).await
     }
 }

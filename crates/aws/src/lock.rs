@@ -51,7 +51,7 @@ async fn ensure_table(ddb: &Client) -> Result<(), ProviderError> {
     match ddb.describe_table().table_name(TABLE).send().await {
         Ok(_) => return Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
-        Err(e) => return Err(ProviderError::new(format!("read the lock table {TABLE}: {}", crate::sdk::describe(&e)))),
+        Err(e) => return Err(crate::sdk::error(format!("read the lock table {TABLE}"), e)),
     }
     let created = ddb
         .create_table()
@@ -72,9 +72,7 @@ async fn ensure_table(ddb: &Client) -> Result<(), ProviderError> {
         Ok(_) => {}
         // Another run created it at the same moment.
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
-        Err(e) => {
-            return Err(ProviderError::new(format!("create the lock table {TABLE}: {}", crate::sdk::describe(&e))))
-        }
+        Err(e) => return Err(crate::sdk::error(format!("create the lock table {TABLE}"), e)),
     }
     for _ in 0..120 {
         let out = ddb.describe_table().table_name(TABLE).send().await;
@@ -118,10 +116,7 @@ async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration, renewal: bo
             let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
             Err(LockError::Held { holder: s("holder"), since: n("acquired_at"), expires: n("expires_at") })
         }
-        Err(e) => Err(LockError::Aws(ProviderError::new(format!(
-            "take the lock of `{stack}` in {TABLE}: {}",
-            crate::sdk::describe(&e)
-        )))),
+        Err(e) => Err(LockError::Aws(crate::sdk::error(format!("take the lock of `{stack}` in {TABLE}"), e))),
     }
 }
 
@@ -175,6 +170,6 @@ pub async fn force_unlock(ddb: &Client, stack: &str) -> Result<(), ProviderError
         .key("stack", AttributeValue::S(stack.into()))
         .send()
         .await
-        .map_err(|e| ProviderError::new(format!("remove the lock of `{stack}`: {}", crate::sdk::describe(&e))))?;
+        .map_err(|e| crate::sdk::error(format!("remove the lock of `{stack}`"), e))?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! What every kind module does with the SDK, written once: turning an SDK error into a
 //! [`ProviderError`] that keeps AWS's code and kind, telling "already gone" from a failure,
-//! retrying while AWS is busy, polling until a state is reached, and the adoption rule.
+//! retrying while AWS is busy, polling until a state is reached, the adoption rule, the tag
+//! lists of every SDK, and running one future per kind at once.
 //!
 //! `SdkError` and `ProvideErrorMetadata` are the same types in every `aws-sdk-*` crate (they come
 //! from `aws-smithy-runtime-api`), so one generic function serves them all.
@@ -80,6 +81,100 @@ pub fn is_gone<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>, codes: &[&str]) -
     code(e).is_some_and(|c| codes.iter().any(|g| c.contains(g)))
 }
 
+/// An SDK call's answer, `None` when its error code contains one of `gone` (the resource is
+/// not there: skip it, or it is already deleted), else the error as [`error`] makes it.
+pub fn found<T, E, R>(
+    what: impl std::fmt::Display,
+    gone: &[&str],
+    r: Result<T, SdkError<E, R>>,
+) -> Result<Option<T>, ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_gone(&e, gone) => Ok(None),
+        Err(e) => Err(error(what, e)),
+    }
+}
+
+/// A tag of any SDK: its key and value, and how one is made. Lets [`adopt`] read, and
+/// [`tag_list`] write, every service's own `Tag` type.
+pub trait SdkTag: Sized {
+    fn pair(&self) -> Option<(&str, &str)>;
+    fn make(key: String, value: String) -> Self;
+}
+
+macro_rules! sdk_tag {
+    ($($ty:ty => |$t:ident| $pair:expr, |$k:ident, $v:ident| $make:expr;)*) => {$(
+        impl SdkTag for $ty {
+            fn pair(&self) -> Option<(&str, &str)> {
+                let $t = self;
+                $pair
+            }
+            fn make($k: String, $v: String) -> Self {
+                $make
+            }
+        }
+    )*};
+}
+
+const BUILT: &str = "a tag with its key and value builds";
+sdk_tag! {
+    aws_sdk_ec2::types::Tag => |t| Some((t.key()?, t.value()?)), |k, v| Self::builder().key(k).value(v).build();
+    aws_sdk_ecs::types::Tag => |t| Some((t.key()?, t.value()?)), |k, v| Self::builder().key(k).value(v).build();
+    aws_sdk_elasticloadbalancingv2::types::Tag => |t| Some((t.key()?, t.value()?)), |k, v| Self::builder().key(k).value(v).build();
+    aws_sdk_cloudwatch::types::Tag => |t| Some((t.key()?, t.value()?)), |k, v| Self::builder().key(k).value(v).build();
+    aws_sdk_acm::types::Tag => |t| Some((t.key(), t.value()?)), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
+    aws_sdk_dynamodb::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
+    aws_sdk_iam::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
+    aws_sdk_ecr::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
+    aws_sdk_sns::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
+}
+
+/// The tags a created resource carries ([`Scope::tags_for`]) plus `extra`, as the SDK's list.
+pub fn tag_list<T: SdkTag>(scope: &Scope, id: &LogicalId, extra: &[(&str, &str)]) -> Vec<T> {
+    let mut all = scope.tags_for(id);
+    all.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    all.into_iter().map(|(k, v)| T::make(k, v)).collect()
+}
+
+/// [`adopt`] over a list of SDK tags.
+pub fn adopt_tags<T: SdkTag>(scope: &Scope, tags: &[T]) -> Option<LogicalId> {
+    adopt(scope, tags.iter().filter_map(SdkTag::pair))
+}
+
+/// [`adopt`] over a map of tags (SQS, CloudWatch Logs, ELB's `describe_tags` read into a map).
+pub fn adopt_map<'a>(scope: &Scope, tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<LogicalId> {
+    adopt(scope, tags.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// A provider operation as a boxed future, to run with others in [`try_join_all`].
+pub type Op<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, ProviderError>> + Send + 'a>>;
+
+/// Runs the futures at once (on this task) and gives their values in order; the first error
+/// ends it. (`tokio::try_join!` takes a fixed number; this a list.)
+pub async fn try_join_all<'a, T>(futures: Vec<Op<'a, T>>) -> Result<Vec<T>, ProviderError> {
+    let mut slots: Vec<_> = futures.into_iter().map(|f| (f, None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in slots.iter_mut().filter(|(_, out)| out.is_none()) {
+            match f.as_mut().poll(cx) {
+                std::task::Poll::Ready(Ok(v)) => *out = Some(v),
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(slots.iter_mut().filter_map(|(_, out)| out.take()).collect()))
+        }
+    })
+    .await
+}
+
 /// The adoption rule: a resource belongs to the stack only if it carries `aira:stack=<stack>`,
 /// checked on the answer (some describe calls ignore tag filters); its logical id is `aira:id`.
 pub fn adopt<'a>(scope: &Scope, tags: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<LogicalId> {
@@ -94,18 +189,23 @@ pub fn adopt<'a>(scope: &Scope, tags: impl IntoIterator<Item = (&'a str, &'a str
     (stack == Some(scope.stack.as_str())).then_some(id?).map(LogicalId::from)
 }
 
-/// Runs `op` until it stops failing with an error code that starts with one of `busy` (something
-/// AWS finishes asynchronously), saying each time what it waits for; gives up at `scope.wait`.
-/// An error whose code `gone` accepts (the resource is already gone) is `Ok(None)`.
-#[allow(clippy::too_many_arguments)]
+/// What a call waits out in [`retry_busy`]: the error codes (prefixes) that mean AWS is still
+/// finishing something, what that is (for the user), and the codes that mean already gone.
+pub struct Busy {
+    pub codes: &'static [&'static str],
+    pub waits_for: &'static str,
+    pub gone: &'static [&'static str],
+}
+
+/// Runs `op` until it stops failing with one of `busy.codes` (something AWS finishes
+/// asynchronously), saying each time what it waits for; gives up at `scope.wait`. An error
+/// whose code contains one of `busy.gone` (the resource is already gone) is `Ok(None)`.
 pub async fn retry_busy<F, Fut, T, E>(
     scope: &Scope,
     progress: &dyn Progress,
     id: &LogicalId,
     what: &str,
-    busy: &[&str],
-    waits_for: &str,
-    gone: fn(&str) -> bool,
+    busy: &Busy,
     mut op: F,
 ) -> Result<Option<T>, ProviderError>
 where
@@ -113,6 +213,7 @@ where
     Fut: Future<Output = Result<T, Sdk<E>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let Busy { codes: busy, waits_for, gone } = busy;
     let start = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
@@ -134,7 +235,7 @@ where
             );
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(10));
-        } else if !is_busy && gone(code) {
+        } else if !is_busy && gone.iter().any(|g| code.contains(g)) {
             return Ok(None);
         } else {
             let mut err = error(what, e);

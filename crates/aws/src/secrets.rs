@@ -35,7 +35,7 @@ pub async fn describe(sm: &Client, name: &str, used_for: &str) -> Result<SecretI
             arn: None,
             last_changed: None,
         }),
-        Err(e) => Err(ProviderError::new(format!("read secret `{name}`: {}", crate::sdk::describe(&e)))),
+        Err(e) => Err(crate::sdk::error(format!("read secret `{name}`"), e)),
     }
 }
 
@@ -44,7 +44,7 @@ pub async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderE
     match sm.put_secret_value().secret_id(name).secret_string(value).send().await {
         Ok(_) => return Ok(false),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}
-        Err(e) => return Err(ProviderError::new(format!("set secret `{name}`: {}", crate::sdk::describe(&e)))),
+        Err(e) => return Err(crate::sdk::error(format!("set secret `{name}`"), e)),
     }
     let tag = aws_sdk_secretsmanager::types::Tag::builder().key(TAG_MANAGED_BY).value("aira").build();
     sm.create_secret()
@@ -53,7 +53,7 @@ pub async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderE
         .tags(tag)
         .send()
         .await
-        .map_err(|e| ProviderError::new(format!("create secret `{name}`: {}", crate::sdk::describe(&e))))?;
+        .map_err(|e| crate::sdk::error(format!("create secret `{name}`"), e))?;
     Ok(true)
 }
 

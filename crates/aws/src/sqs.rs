@@ -2,55 +2,47 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName as A;
 use aws_sdk_sqs::Client;
 use serde_json::{json, Value};
 
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_ID, TAG_STACK};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
-pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
+type Result<T> = std::result::Result<T, ProviderError>;
+
+/// Error codes saying a queue is gone.
+const GONE: &[&str] = &["NonExistentQueue", "QueueDoesNotExist"];
+
+pub struct Queue;
+
+/// The stack's queues, oldest first.
+pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>> {
     let prefix = format!("{}-", scope.stack);
     let mut urls = Vec::new();
     let mut pages = sqs.list_queues().queue_name_prefix(&prefix).max_results(1000).into_paginator().send();
     while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| ProviderError::new(format!("list SQS queues `{prefix}*`: {}", crate::sdk::describe(&e))))?;
+        let page = page.map_err(|e| sdk::error(format!("list SQS queues `{prefix}*`"), e))?;
         urls.extend(page.queue_urls.unwrap_or_default());
     }
     let mut found = Vec::new();
     for url in urls {
-        let tags = match sqs.list_queue_tags().queue_url(&url).send().await {
-            Ok(out) => out.tags.unwrap_or_default(),
-            Err(e) if is_gone(&e) => continue,
-            Err(e) => {
-                return Err(ProviderError::new(format!("read tags of SQS queue {url}: {}", crate::sdk::describe(&e))))
-            }
-        };
-        if tags.get(TAG_STACK) != Some(&scope.stack) {
-            continue;
-        }
-        let Some(id) = tags.get(TAG_ID) else { continue };
-        match read(sqs, &url, id.as_str().into()).await {
-            Ok(Some(o)) => found.push(o),
-            Ok(None) => {}
-            Err(e) => return Err(e),
-        }
+        let out = sqs.list_queue_tags().queue_url(&url).send().await;
+        let Some(out) = sdk::found(format!("read tags of SQS queue {url}"), GONE, out)? else { continue };
+        let Some(id) = sdk::adopt_map(scope, out.tags().into_iter().flatten()) else { continue };
+        found.extend(read(sqs, &url, id).await?);
     }
-    let mut found: Vec<(Observed, i64)> = found;
     found.sort_by(|a, b| (a.1, &a.0.physical_id).cmp(&(b.1, &b.0.physical_id)));
     Ok(found.into_iter().map(|(o, _)| o).collect())
 }
 
 /// The queue in normal form, with its creation time; `None` if it was deleted meanwhile.
-async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed, i64)>, ProviderError> {
-    let out = match sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await {
-        Ok(out) => out,
-        Err(e) if is_gone(&e) => return Ok(None),
-        Err(e) => {
-            return Err(ProviderError::new(format!("read SQS queue `{id}` ({url}): {}", crate::sdk::describe(&e))))
-        }
-    };
+async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed, i64)>> {
+    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(A::All).send().await;
+    let Some(out) = sdk::found(format!("read SQS queue `{id}` ({url})"), GONE, out)? else { return Ok(None) };
     let attrs = out.attributes.unwrap_or_default();
     let num = |name: A| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
@@ -71,21 +63,20 @@ async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed
     }
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     let created = attrs.get(&A::CreatedTimestamp).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Some((
-        Observed {
-            id,
-            kind: Kind::SqsQueue,
-            physical_id: url.to_string(),
-            props,
-            outputs: BTreeMap::from([
-                ("arn".to_string(), Value::from(arn)),
-                ("url".to_string(), Value::from(url)),
-                ("name".to_string(), Value::from(name)),
-            ]),
-            depends_on: BTreeSet::new(),
-        },
-        created,
-    )))
+    let outputs = BTreeMap::from([
+        ("arn".to_string(), Value::from(arn)),
+        ("url".to_string(), Value::from(url)),
+        ("name".to_string(), Value::from(name)),
+    ]);
+    let o = Observed {
+        id,
+        kind: Kind::SqsQueue,
+        physical_id: url.to_string(),
+        props,
+        outputs,
+        depends_on: BTreeSet::new(),
+    };
+    Ok(Some((o, created)))
 }
 
 /// The settable attributes of a queue in normal form.
@@ -106,66 +97,50 @@ fn attributes(props: &Value) -> HashMap<A, String> {
     attrs
 }
 
-pub async fn create(sqs: &Client, scope: &Scope, res: &Resolved) -> Result<Observed, ProviderError> {
-    let name = res.props["name"].as_str().unwrap_or_default().to_string();
-    let what = format!("create SQS queue `{}` ({name})", res.id);
-    let mut attrs = attributes(&res.props);
-    if attrs.get(&A::RedrivePolicy).is_some_and(String::is_empty) {
-        attrs.remove(&A::RedrivePolicy);
-    }
-    if res.props["fifo"].as_bool() == Some(true) {
-        attrs.insert(A::FifoQueue, "true".into());
-    }
-    // Tags go in the create call itself: no window in which the queue exists untagged.
-    let out = sqs
-        .create_queue()
-        .queue_name(&name)
-        .set_attributes(Some(attrs))
-        .set_tags(Some(scope.tags_for(&res.id).into_iter().collect()))
-        .send()
-        .await
-        .map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
-    let url = out.queue_url.unwrap_or_default();
-    reread(sqs, &url, res, &what).await
-}
-
-pub async fn update(sqs: &Client, _: &Scope, res: &Resolved, current: &Observed) -> Result<Observed, ProviderError> {
-    let url = &current.physical_id;
-    let what = format!("update SQS queue `{}` ({url})", res.id);
-    sqs.set_queue_attributes()
-        .queue_url(url)
-        .set_attributes(Some(attributes(&res.props)))
-        .send()
-        .await
-        .map_err(|e| ProviderError::new(format!("{what}: {}", crate::sdk::describe(&e))))?;
-    reread(sqs, url, res, &what).await
-}
-
-async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<Observed, ProviderError> {
+async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<Observed> {
     match read(sqs, url, res.id.clone()).await? {
         Some((o, _)) => Ok(o),
         None => Err(ProviderError::new(format!("{what}: the queue disappeared right after the call"))),
     }
 }
 
-pub async fn delete(sqs: &Client, current: &Observed) -> Result<(), ProviderError> {
-    match sqs.delete_queue().queue_url(&current.physical_id).send().await {
-        Ok(_) => Ok(()),
-        Err(e) if is_gone(&e) => Ok(()),
-        Err(e) => Err(ProviderError::new(format!(
-            "delete SQS queue `{}` ({}): {}",
-            current.id,
-            current.physical_id,
-            crate::sdk::describe(&e)
-        ))),
+#[async_trait]
+impl KindOps for Queue {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        observe(&aws.sqs, scope).await
     }
-}
 
-fn is_gone<E, R>(e: &aws_sdk_sqs::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata,
-{
-    e.as_service_error()
-        .and_then(|s| s.code())
-        .is_some_and(|c| c.contains("NonExistentQueue") || c.contains("QueueDoesNotExist"))
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let what = format!("create SQS queue `{}` ({name})", res.id);
+        let mut attrs = attributes(&res.props);
+        if attrs.get(&A::RedrivePolicy).is_some_and(String::is_empty) {
+            attrs.remove(&A::RedrivePolicy);
+        }
+        if res.props["fifo"].as_bool() == Some(true) {
+            attrs.insert(A::FifoQueue, "true".into());
+        }
+        // Tags go in the create call itself: no window in which the queue exists untagged.
+        let tags = Some(scope.tags_for(&res.id).into_iter().collect());
+        let out =
+            call!(what, aws.sqs.create_queue().queue_name(&name).set_attributes(Some(attrs)).set_tags(tags).send());
+        reread(&aws.sqs, out.queue_url().unwrap_or_default(), res, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let url = &current.physical_id;
+        let what = format!("update SQS queue `{}` ({url})", res.id);
+        call!(what, aws.sqs.set_queue_attributes().queue_url(url).set_attributes(Some(attributes(&res.props))).send());
+        reread(&aws.sqs, url, res, &what).await
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, .. } = *cx;
+        let what = format!("delete SQS queue `{}` ({})", current.id, current.physical_id);
+        sdk::found(what, GONE, aws.sqs.delete_queue().queue_url(&current.physical_id).send().await)?;
+        Ok(())
+    }
 }

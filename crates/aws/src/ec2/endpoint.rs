@@ -1,0 +1,154 @@
+//! VPC endpoints: gateway endpoints (route tables) and interface endpoints (subnets, security
+//! groups, private DNS), each waited for until available, or gone.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{ResourceType, State, VpcEndpointType};
+use aws_sdk_ec2::Client;
+use serde_json::json;
+
+use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Poll};
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+
+pub struct VpcEndpoint;
+
+#[async_trait]
+impl KindOps for VpcEndpoint {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let out = call!("describe VPC endpoints", aws.ec2.describe_vpc_endpoints().filters(stack_filter(scope)).send());
+        let found = out
+            .vpc_endpoints()
+            .iter()
+            .filter(|e| !matches!(endpoint_state(e.state()).as_str(), "deleted" | "deleting"))
+            .filter_map(|e| {
+                let props = if e.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway) {
+                    json!({
+                        "vpc": e.vpc_id(), "service": e.service_name(), "type": "Gateway",
+                        "route_tables": e.route_table_ids(),
+                    })
+                } else {
+                    json!({
+                        "vpc": e.vpc_id(), "service": e.service_name(), "type": "Interface",
+                        "subnets": e.subnet_ids(),
+                        "security_groups": e.groups().iter().filter_map(|g| g.group_id()).collect::<Vec<_>>(),
+                        "private_dns": e.private_dns_enabled().unwrap_or(false),
+                    })
+                };
+                observed(scope, e.tags(), Kind::VpcEndpoint, e.vpc_endpoint_id(), props)
+            });
+        Ok(sorted(found.collect()))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let p = &res.props;
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let req = aws
+            .ec2
+            .create_vpc_endpoint()
+            .vpc_id(s(p, "vpc"))
+            .service_name(s(p, "service"))
+            .tag_specifications(tags(scope, &res.id, ResourceType::VpcEndpoint));
+        let req = if s(p, "type") == "Gateway" {
+            req.vpc_endpoint_type(VpcEndpointType::Gateway).set_route_table_ids(Some(strs(p, "route_tables")))
+        } else {
+            req.vpc_endpoint_type(VpcEndpointType::Interface)
+                .set_subnet_ids(Some(strs(p, "subnets")))
+                .set_security_group_ids(Some(strs(p, "security_groups")))
+                .private_dns_enabled(p["private_dns"].as_bool().unwrap_or(true))
+        };
+        let out = call!(what, req.send());
+        let o = created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), p.clone())?;
+        wait_endpoint(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
+        Ok(o)
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let (want, have, id) = (&res.props, &current.props, current.physical_id.as_str());
+        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let diff = |key: &str| {
+            let (w, h) = (strs(want, key), strs(have, key));
+            let add: Vec<String> = w.iter().filter(|x| !h.contains(x)).cloned().collect();
+            let remove: Vec<String> = h.iter().filter(|x| !w.contains(x)).cloned().collect();
+            (add, remove)
+        };
+        let (add_sn, rm_sn) = diff("subnets");
+        let (add_sg, rm_sg) = diff("security_groups");
+        let (add_rt, rm_rt) = diff("route_tables");
+        let dns_changed = want.get("private_dns").is_some() && want["private_dns"] != have["private_dns"];
+        let nothing = [&add_sn, &rm_sn, &add_sg, &rm_sg, &add_rt, &rm_rt].iter().all(|v| v.is_empty());
+        if !nothing || dns_changed {
+            let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
+            let mut req = aws
+                .ec2
+                .modify_vpc_endpoint()
+                .vpc_endpoint_id(id)
+                .set_add_subnet_ids(nonempty(add_sn))
+                .set_remove_subnet_ids(nonempty(rm_sn))
+                .set_add_security_group_ids(nonempty(add_sg))
+                .set_remove_security_group_ids(nonempty(rm_sg))
+                .set_add_route_table_ids(nonempty(add_rt))
+                .set_remove_route_table_ids(nonempty(rm_rt));
+            if dns_changed {
+                req = req.private_dns_enabled(want["private_dns"].as_bool().unwrap_or(true));
+            }
+            call!(what, req.send());
+        }
+        Ok(updated(res, current, current.outputs.clone()))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let id = current.physical_id.as_str();
+        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
+        let sent = aws.ec2.delete_vpc_endpoints().vpc_endpoint_ids(id).send().await;
+        let Some(out) = sdk::found(&what, GONE, sent)? else { return Ok(()) };
+        if let Some(u) = out.unsuccessful().first() {
+            let err = u.error().and_then(|e| e.message()).unwrap_or("unknown error");
+            let code = u.error().and_then(|e| e.code());
+            if !code.is_some_and(|c| c.contains("NotFound")) {
+                let kind = code.map(sdk::kind_of).unwrap_or(aira_engine::provider::ErrorKind::Other);
+                return Err(ProviderError::coded(kind, code.map(String::from), format!("{what}: {err}")));
+            }
+        }
+        wait_endpoint(&aws.ec2, scope, &current.id, id, progress, true).await
+    }
+}
+
+/// The endpoint state in lower case: AWS answers `available` where its model says `Available`.
+fn endpoint_state(state: Option<&State>) -> String {
+    state.map(|s| s.as_str().to_ascii_lowercase()).unwrap_or_default()
+}
+
+/// Waits until the endpoint is available (or, `gone`, deleted); a failed one is an error.
+async fn wait_endpoint(
+    ec2: &Client,
+    scope: &Scope,
+    id: &LogicalId,
+    endpoint: &str,
+    progress: &dyn Progress,
+    gone: bool,
+) -> Result<()> {
+    let target = if gone { "deleted" } else { "available" };
+    let what = format!("endpoint {endpoint}");
+    sdk::poll_until(scope, progress, id, &what, Duration::from_secs(2), || async move {
+        let out = ec2.describe_vpc_endpoints().vpc_endpoint_ids(endpoint).send().await;
+        let state = sdk::found(format!("read VPC endpoint `{id}` ({endpoint})"), GONE, out)?
+            .map(|out| endpoint_state(out.vpc_endpoints().first().and_then(|e| e.state())))
+            .unwrap_or_default();
+        match (state.as_str(), gone) {
+            ("" | "deleted", true) | ("available", false) => Ok(Poll::Done(())),
+            ("failed" | "rejected" | "expired", false) => {
+                Err(ProviderError::new(format!("VPC endpoint `{id}` ({endpoint}) is {state}")))
+            }
+            _ => Ok(Poll::Pending(format!("{state}, waiting until {target} (typically under 2 minutes)"))),
+        }
+    })
+    .await
+}

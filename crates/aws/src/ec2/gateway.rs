@@ -1,0 +1,200 @@
+//! The ways out of the VPC: the internet gateway, the NAT gateways and their Elastic IPs.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{DomainType, NatGatewayState as S, ResourceType};
+use aws_sdk_ec2::Client;
+use serde_json::json;
+
+use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Poll};
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+
+pub struct InternetGateway;
+
+#[async_trait]
+impl KindOps for InternetGateway {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let req = aws.ec2.describe_internet_gateways().filters(stack_filter(scope));
+        let out = call!("describe internet gateways", req.send());
+        let found = out.internet_gateways().iter().filter_map(|g| {
+            let vpc = g.attachments().first().and_then(|a| a.vpc_id());
+            observed(scope, g.tags(), Kind::InternetGateway, g.internet_gateway_id(), json!({ "vpc": vpc }))
+        });
+        Ok(sorted(found.collect()))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let req =
+            aws.ec2.create_internet_gateway().tag_specifications(tags(scope, &res.id, ResourceType::InternetGateway));
+        let out = call!(what, req.send());
+        let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
+        // Created detached: the attachment is the update's.
+        let blank = created(res, &what, id, json!({ "vpc": null }))?;
+        self.update(cx, res, &blank).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        if want["vpc"] != have["vpc"] {
+            if let Some(old) = have["vpc"].as_str() {
+                sdk::retry_busy(scope, progress, &res.id, &what, &RELEASE, || {
+                    ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(old).send()
+                })
+                .await?;
+            }
+            call!(what, ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(s(want, "vpc")).send());
+        }
+        Ok(updated(res, current, current.outputs.clone()))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ec2, id, rid) = (&aws.ec2, current.physical_id.as_str(), &current.id);
+        let what = format!("delete {} `{rid}` ({id})", current.kind);
+        if let Some(vpc) = current.props["vpc"].as_str() {
+            sdk::retry_busy(scope, progress, rid, &what, &RELEASE, || {
+                ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc).send()
+            })
+            .await?;
+        }
+        sdk::retry_busy(scope, progress, rid, &what, &RELEASE, || {
+            ec2.delete_internet_gateway().internet_gateway_id(id).send()
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+pub struct ElasticIp;
+
+#[async_trait]
+impl KindOps for ElasticIp {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let out = call!("describe Elastic IPs", aws.ec2.describe_addresses().filters(stack_filter(scope)).send());
+        let found = out
+            .addresses()
+            .iter()
+            .filter_map(|a| observed(scope, a.tags(), Kind::ElasticIp, a.allocation_id(), json!({})));
+        Ok(sorted(found.collect()))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let req = aws.ec2.allocate_address().domain(DomainType::Vpc);
+        let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::ElasticIp)).send());
+        created(res, &what, out.allocation_id(), res.props.clone())
+    }
+
+    /// Nothing of an address changes in place.
+    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        Ok(updated(res, current, current.outputs.clone()))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let id = current.physical_id.as_str();
+        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
+        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
+            aws.ec2.release_address().allocation_id(id).send()
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+pub struct NatGateway;
+
+#[async_trait]
+impl KindOps for NatGateway {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let out = call!("describe NAT gateways", aws.ec2.describe_nat_gateways().filter(stack_filter(scope)).send());
+        let found = out
+            .nat_gateways()
+            .iter()
+            // A gateway on its way out is not there any more for planning; a subnet's deletion
+            // waits for it through its DependencyViolation.
+            .filter(|n| !matches!(n.state(), Some(S::Deleted | S::Deleting | S::Failed)))
+            .filter_map(|n| {
+                let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id());
+                let props = json!({ "subnet": n.subnet_id(), "allocation": allocation });
+                observed(scope, n.tags(), Kind::NatGateway, n.nat_gateway_id(), props)
+            });
+        Ok(sorted(found.collect()))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let p = &res.props;
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let out = call!(
+            what,
+            aws.ec2
+                .create_nat_gateway()
+                .subnet_id(s(p, "subnet"))
+                .allocation_id(s(p, "allocation"))
+                .tag_specifications(tags(scope, &res.id, ResourceType::Natgateway))
+                .send()
+        );
+        let o = created(res, &what, out.nat_gateway().and_then(|n| n.nat_gateway_id()), p.clone())?;
+        wait_nat(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
+        Ok(o)
+    }
+
+    /// Subnet and address force a replacement.
+    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        Ok(updated(res, current, current.outputs.clone()))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let id = current.physical_id.as_str();
+        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
+        if sdk::found(&what, GONE, aws.ec2.delete_nat_gateway().nat_gateway_id(id).send().await)?.is_none() {
+            return Ok(());
+        }
+        wait_nat(&aws.ec2, scope, &current.id, id, progress, true).await
+    }
+}
+
+/// Waits until the NAT gateway is available (or, `gone`, deleted); a failed one is an error
+/// with AWS's reason.
+async fn wait_nat(
+    ec2: &Client,
+    scope: &Scope,
+    id: &LogicalId,
+    nat: &str,
+    progress: &dyn Progress,
+    gone: bool,
+) -> Result<()> {
+    let target = if gone { "deleted" } else { "available" };
+    sdk::poll_until(scope, progress, id, &format!("NAT gateway {nat}"), Duration::from_secs(3), || async move {
+        let out = ec2.describe_nat_gateways().nat_gateway_ids(nat).send().await;
+        let gw = sdk::found(format!("read NAT gateway `{id}` ({nat})"), GONE, out)?
+            .and_then(|out| out.nat_gateways().first().cloned());
+        let state = gw.as_ref().and_then(|g| g.state().cloned());
+        match (&state, gone) {
+            (None | Some(S::Deleted), true) | (Some(S::Available), false) => Ok(Poll::Done(())),
+            (Some(S::Failed), false) => {
+                let why = gw.as_ref().and_then(|g| g.failure_message()).unwrap_or("no reason given");
+                Err(ProviderError::new(format!("NAT gateway `{id}` ({nat}) failed: {why}")))
+            }
+            _ => {
+                let state = state.map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+                Ok(Poll::Pending(format!("{state}, waiting until {target} (typically 1-3 minutes)")))
+            }
+        }
+    })
+    .await
+}

@@ -1,0 +1,101 @@
+//! The network: VPC, subnets, internet gateway, Elastic IPs, NAT, route tables, security groups,
+//! endpoints, one module a kind; what they share is here, the pre-flight in `preflight.rs`.
+//!
+//! Every resource is found with the tag filter `tag:aira:stack`, created with its tags in the
+//! create call (`TagSpecifications`), and brought to its desired properties by the same code
+//! that updates it, so that a run killed between a create and its follow-up calls (attach,
+//! associate, authorize) is finished by the next run's update.
+
+pub mod endpoint;
+pub mod gateway;
+mod preflight;
+pub mod route_table;
+pub mod security_group;
+pub mod subnet;
+pub mod vpc;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+use serde_json::Value;
+
+use crate::sdk;
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_STACK};
+
+pub use preflight::{existing, quotas, zones};
+
+type Result<T> = std::result::Result<T, ProviderError>;
+
+/// Error codes saying a resource is already gone (`InvalidVpcID.NotFound`, …).
+const GONE: &[&str] = &["NotFound"];
+
+fn stack_filter(scope: &Scope) -> Filter {
+    Filter::builder().name(format!("tag:{TAG_STACK}")).values(&scope.stack).build()
+}
+
+fn tags(scope: &Scope, id: &LogicalId, rt: ResourceType) -> TagSpecification {
+    // EC2 consoles show the Name tag.
+    let name = format!("{}-{}", scope.stack, id);
+    let tags: Vec<Tag> = sdk::tag_list(scope, id, &[]);
+    TagSpecification::builder()
+        .resource_type(rt)
+        .set_tags(Some(tags))
+        .tags(Tag::builder().key("Name").value(name).build())
+        .build()
+}
+
+/// The observed resource, if its tags say it is this stack's (checked on the answer too: an
+/// endpoint that ignores a filter must not make aira adopt, and then delete, another stack's).
+fn observed(scope: &Scope, tags: &[Tag], kind: Kind, physical: Option<&str>, props: Value) -> Option<Observed> {
+    Some(blank(sdk::adopt_tags(scope, tags)?, kind, physical?, props))
+}
+
+fn blank(id: LogicalId, kind: Kind, physical: &str, props: Value) -> Observed {
+    Observed {
+        id,
+        kind,
+        physical_id: physical.to_string(),
+        props,
+        outputs: BTreeMap::from([("id".to_string(), Value::from(physical))]),
+        depends_on: BTreeSet::new(),
+    }
+}
+
+/// One kind's resources, in the order the plan expects (by logical id, then id).
+fn sorted(mut found: Vec<Observed>) -> Vec<Observed> {
+    found.sort_by(|a, b| (&a.id, &a.physical_id).cmp(&(&b.id, &b.physical_id)));
+    found
+}
+
+/// The resource right after its create call, before any follow-up call: what an update then
+/// brings to the desired properties.
+fn created(res: &Resolved, what: &str, physical: Option<&str>, props: Value) -> Result<Observed> {
+    match physical.filter(|p| !p.is_empty()) {
+        Some(p) => Ok(blank(res.id.clone(), res.kind, p, props)),
+        None => Err(ProviderError::new(format!("{what}: AWS returned no id"))),
+    }
+}
+
+/// The same resource with the desired properties and the given outputs.
+fn updated(res: &Resolved, current: &Observed, outputs: BTreeMap<String, Value>) -> Observed {
+    let mut o = blank(res.id.clone(), res.kind, &current.physical_id, res.props.clone());
+    o.outputs = outputs;
+    o
+}
+
+fn strs(v: &Value, key: &str) -> Vec<String> {
+    v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+/// Deletions and detachments wait out `DependencyViolation`: network interfaces that AWS removes
+/// asynchronously, a NAT gateway still deleting.
+const RELEASE: sdk::Busy = sdk::Busy {
+    codes: &["DependencyViolation"],
+    waits_for: "what is still in use to let go (AWS releases network interfaces asynchronously)",
+    gone: GONE,
+};

@@ -1,0 +1,156 @@
+//! Route tables: their routes (to the internet gateway or a NAT gateway) and subnets.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{Filter, ResourceType};
+use aws_sdk_ec2::Client;
+use serde_json::{json, Value};
+
+use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE, RELEASE};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
+use aira_engine::graph::Kind;
+use aira_engine::provider::{Observed, Resolved};
+
+pub struct RouteTable;
+
+#[async_trait]
+impl KindOps for RouteTable {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let out = call!("describe route tables", aws.ec2.describe_route_tables().filters(stack_filter(scope)).send());
+        let found = out.route_tables().iter().filter_map(|t| {
+            let routes: Vec<Value> = t
+                .routes()
+                .iter()
+                .filter_map(|r| {
+                    let dest = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
+                    match (r.gateway_id(), r.nat_gateway_id()) {
+                        (Some(g), _) if g.starts_with("igw-") => Some(json!({ "destination": dest, "gateway": g })),
+                        (_, Some(n)) => Some(json!({ "destination": dest, "nat_gateway": n })),
+                        _ => None, // the `local` route and endpoint routes are AWS's
+                    }
+                })
+                .collect();
+            let assoc: BTreeMap<String, Value> = t
+                .associations()
+                .iter()
+                .filter(|a| a.main() != Some(true))
+                .filter_map(|a| Some((a.subnet_id()?.to_string(), Value::from(a.route_table_association_id()?))))
+                .collect();
+            let props = json!({ "vpc": t.vpc_id(), "routes": routes, "subnets": assoc.keys().collect::<Vec<_>>() });
+            let mut o = observed(scope, t.tags(), Kind::RouteTable, t.route_table_id(), props)?;
+            o.outputs.insert("associations".into(), Value::Object(assoc.into_iter().collect()));
+            Some(o)
+        });
+        Ok(sorted(found.collect()))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let req = aws.ec2.create_route_table().vpc_id(s(&res.props, "vpc"));
+        let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::RouteTable)).send());
+        let id = out.route_table().and_then(|t| t.route_table_id());
+        // Created empty: routes and subnets are the update's.
+        let blank = created(res, &what, id, json!({ "vpc": res.props["vpc"], "routes": [], "subnets": [] }))?;
+        self.update(cx, res, &blank).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let mut outputs = current.outputs.clone();
+        let have_routes: Vec<&Value> = have["routes"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        let want_routes: Vec<&Value> = want["routes"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+        for r in have_routes.iter().filter(|r| !want_routes.contains(r)) {
+            let dest = s(r, "destination");
+            if !want_routes.iter().any(|w| s(w, "destination") == dest) {
+                let req = ec2.delete_route().route_table_id(id);
+                let req = if dest.contains(':') {
+                    req.destination_ipv6_cidr_block(dest)
+                } else {
+                    req.destination_cidr_block(dest)
+                };
+                call!(what, req.send());
+            }
+        }
+        for r in want_routes.iter().filter(|r| !have_routes.contains(r)) {
+            let dest = s(r, "destination");
+            // The two requests have the same fields but different builder types.
+            macro_rules! route {
+                ($req:expr) => {{
+                    let req = $req.route_table_id(id);
+                    let req = if dest.contains(':') {
+                        req.destination_ipv6_cidr_block(dest)
+                    } else {
+                        req.destination_cidr_block(dest)
+                    };
+                    let req = match r["gateway"].as_str() {
+                        Some(g) => req.gateway_id(g),
+                        None => req.nat_gateway_id(s(r, "nat_gateway")),
+                    };
+                    call!(what, req.send());
+                }};
+            }
+            if have_routes.iter().any(|h| s(h, "destination") == dest) {
+                route!(ec2.replace_route());
+            } else {
+                route!(ec2.create_route());
+            }
+        }
+        let (want_sn, have_sn) = (strs(want, "subnets"), strs(have, "subnets"));
+        let assoc = outputs.get("associations").cloned().unwrap_or_else(|| json!({}));
+        for sn in have_sn.iter().filter(|s| !want_sn.contains(s)) {
+            if let Some(a) = assoc[sn].as_str() {
+                call!(what, ec2.disassociate_route_table().association_id(a).send());
+            }
+        }
+        let mut new_assoc = assoc.as_object().cloned().unwrap_or_default();
+        new_assoc.retain(|k, _| want_sn.contains(k));
+        for sn in want_sn.iter().filter(|s| !have_sn.contains(s)) {
+            let a = associate(ec2, id, sn, &what).await?;
+            new_assoc.insert(sn.clone(), Value::from(a));
+        }
+        outputs.insert("associations".into(), Value::Object(new_assoc));
+        Ok(updated(res, current, outputs))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
+        if let Some(assoc) = current.outputs.get("associations").and_then(Value::as_object) {
+            for a in assoc.values().filter_map(Value::as_str) {
+                sdk::found(&what, GONE, ec2.disassociate_route_table().association_id(a).send().await)?;
+            }
+        }
+        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
+            ec2.delete_route_table().route_table_id(id).send()
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// Associates a subnet, taking it over from another route table (a replaced one) if need be.
+async fn associate(ec2: &Client, table: &str, subnet: &str, what: &str) -> Result<String> {
+    let e = match ec2.associate_route_table().route_table_id(table).subnet_id(subnet).send().await {
+        Ok(out) => return Ok(out.association_id().unwrap_or_default().to_string()),
+        Err(e) if sdk::code(&e) == Some("Resource.AlreadyAssociated") => e,
+        Err(e) => return Err(sdk::error(what, e)),
+    };
+    let filter = Filter::builder().name("association.subnet-id").values(subnet).build();
+    let out = call!(what, ec2.describe_route_tables().filters(filter).send());
+    let existing = out
+        .route_tables()
+        .iter()
+        .flat_map(|t| t.associations())
+        .find(|a| a.subnet_id() == Some(subnet))
+        .and_then(|a| a.route_table_association_id());
+    let Some(a) = existing else { return Err(sdk::error(what, e)) };
+    let out = call!(what, ec2.replace_route_table_association().association_id(a).route_table_id(table).send());
+    Ok(out.new_association_id().unwrap_or_default().to_string())
+}

@@ -1,0 +1,119 @@
+//! Subnets, with an IPv6 range that is the n-th /64 of their VPC's block.
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::ResourceType;
+use aws_sdk_ec2::Client;
+use serde_json::{json, Value};
+
+use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
+use aira_engine::graph::Kind;
+use aira_engine::provider::{Observed, ProviderError, Resolved};
+
+pub struct Subnet;
+
+#[async_trait]
+impl KindOps for Subnet {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let out = call!("describe subnets", aws.ec2.describe_subnets().filters(stack_filter(scope)).send());
+        let found = out.subnets().iter().filter_map(|sn| {
+            let mut props = json!({ "vpc": sn.vpc_id(), "cidr": sn.cidr_block(), "zone": sn.availability_zone() });
+            let v6 = sn
+                .ipv6_cidr_block_association_set()
+                .iter()
+                .find(|a| live(a.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str())));
+            if let Some(net) = v6.and_then(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok()) {
+                props["ipv6_index"] = json!(ipv6_index(&net));
+            }
+            let mut o = observed(scope, sn.tags(), Kind::Subnet, sn.subnet_id(), props)?;
+            if let Some(a) = v6.and_then(|a| a.association_id()) {
+                o.outputs.insert("ipv6_association".into(), json!(a));
+            }
+            Some(o)
+        });
+        Ok(sorted(found.collect()))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
+        let (ec2, p) = (&aws.ec2, &res.props);
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let v6 = match p["ipv6_index"].as_u64() {
+            Some(i) => Some(subnet_ipv6(ec2, s(p, "vpc"), i, &what).await?),
+            None => None,
+        };
+        let out = call!(
+            what,
+            ec2.create_subnet()
+                .vpc_id(s(p, "vpc"))
+                .cidr_block(s(p, "cidr"))
+                .set_ipv6_cidr_block(v6)
+                .availability_zone(s(p, "zone"))
+                .tag_specifications(tags(scope, &res.id, ResourceType::Subnet))
+                .send()
+        );
+        let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), p.clone())?;
+        self.update(cx, res, &blank).await
+    }
+
+    /// Everything else of a subnet forces a replacement, planned as such.
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let mut outputs = current.outputs.clone();
+        if want["ipv6_index"] != have["ipv6_index"] {
+            if let Some(a) = outputs.remove("ipv6_association").as_ref().and_then(Value::as_str) {
+                call!(what, ec2.disassociate_subnet_cidr_block().association_id(a).send());
+            }
+            if let Some(i) = want["ipv6_index"].as_u64() {
+                let block = subnet_ipv6(ec2, s(want, "vpc"), i, &what).await?;
+                let out = call!(what, ec2.associate_subnet_cidr_block().subnet_id(id).ipv6_cidr_block(block).send());
+                let a = out.ipv6_cidr_block_association().and_then(|a| a.association_id());
+                outputs.insert("ipv6_association".into(), json!(a));
+            }
+        }
+        Ok(updated(res, current, outputs))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let id = current.physical_id.as_str();
+        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
+        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_subnet().subnet_id(id).send())
+            .await?;
+        Ok(())
+    }
+}
+
+/// The `index`-th /64 of the VPC's IPv6 block: a subnet's IPv6 range.
+async fn subnet_ipv6(ec2: &Client, vpc: &str, index: u64, what: &str) -> Result<String> {
+    let out = call!(what, ec2.describe_vpcs().vpc_ids(vpc).send());
+    let block = out
+        .vpcs()
+        .first()
+        .into_iter()
+        .flat_map(|v| v.ipv6_cidr_block_association_set())
+        .filter(|a| a.ipv6_cidr_block_state().and_then(|s| s.state()).is_some_and(|s| s.as_str() == "associated"))
+        .find_map(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok())
+        .ok_or_else(|| ProviderError::new(format!("{what}: VPC {vpc} has no IPv6 block yet")))?;
+    let net = block
+        .subnets(64)
+        .ok()
+        .and_then(|mut s| s.nth(index as usize))
+        .ok_or_else(|| ProviderError::new(format!("{what}: VPC block {block} has no /64 number {index}")))?;
+    Ok(net.to_string())
+}
+
+/// An IPv6 association that is not on its way out. (Not "== associated": the moto server reports
+/// a subnet's state as the text of a nested object.)
+fn live(state: Option<&str>) -> bool {
+    !matches!(state, None | Some("disassociating" | "disassociated" | "failing" | "failed"))
+}
+
+/// Which /64 of its VPC's /56 a subnet's IPv6 range is (Amazon's blocks are /56s).
+fn ipv6_index(net: &ipnet::Ipv6Net) -> u64 {
+    net.network().octets()[7] as u64
+}

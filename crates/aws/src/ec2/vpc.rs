@@ -1,0 +1,105 @@
+//! The VPC: its CIDR block, DNS attributes and Amazon's IPv6 block.
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
+use serde_json::{json, Value};
+
+use super::{created, s, sorted, stack_filter, tags, updated, Result, RELEASE};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk;
+use aira_engine::graph::Kind;
+use aira_engine::provider::{Observed, Resolved};
+
+pub struct Vpc;
+
+#[async_trait]
+impl KindOps for Vpc {
+    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let ec2 = &aws.ec2;
+        let out = call!("describe VPCs", ec2.describe_vpcs().filters(stack_filter(scope)).send());
+        let mut found = Vec::new();
+        for vpc in out.vpcs() {
+            let (Some(id), Some(vpc_id)) = (sdk::adopt_tags(scope, vpc.tags()), vpc.vpc_id()) else { continue };
+            let attr = |name: VpcAttributeName| ec2.describe_vpc_attribute().vpc_id(vpc_id).attribute(name).send();
+            let what = format!("read VPC `{id}` ({vpc_id})");
+            let support = call!(what, attr(VpcAttributeName::EnableDnsSupport));
+            let hostnames = call!(what, attr(VpcAttributeName::EnableDnsHostnames));
+            let on = |v: Option<&AttributeBooleanValue>| v.and_then(|v| v.value()).unwrap_or(false);
+            let v6 = vpc.ipv6_cidr_block_association_set().iter().find(|a| {
+                a.ipv6_cidr_block_state().and_then(|s| s.state()).is_some_and(|s| s.as_str() == "associated")
+            });
+            let props = json!({
+                "cidr": vpc.cidr_block(),
+                "dns_support": on(support.enable_dns_support()),
+                "dns_hostnames": on(hostnames.enable_dns_hostnames()),
+                "ipv6": v6.is_some(),
+            });
+            let mut o = super::blank(id, Kind::Vpc, vpc_id, props);
+            if let Some(a) = v6 {
+                o.outputs.insert("ipv6_cidr".into(), json!(a.ipv6_cidr_block()));
+                o.outputs.insert("ipv6_association".into(), json!(a.association_id()));
+            }
+            found.push(o);
+        }
+        Ok(sorted(found))
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress: _ } = *cx;
+        let p = &res.props;
+        let what = format!("create {} `{}`", res.kind, res.id);
+        let out = call!(
+            what,
+            aws.ec2
+                .create_vpc()
+                .cidr_block(s(p, "cidr"))
+                .amazon_provided_ipv6_cidr_block(p["ipv6"].as_bool().unwrap_or(false))
+                .tag_specifications(tags(scope, &res.id, ResourceType::Vpc))
+                .send()
+        );
+        // What AWS makes: DNS support on, hostnames off; the rest is the same as an update.
+        let blank = json!({ "cidr": p["cidr"], "dns_support": true, "dns_hostnames": false, "ipv6": p["ipv6"] });
+        let blank = created(res, &what, out.vpc().and_then(|v| v.vpc_id()), blank)?;
+        self.update(cx, res, &blank).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        // EC2 takes one attribute per call; DNS support first, hostnames need it.
+        if want["dns_support"] != have["dns_support"] {
+            let v = AttributeBooleanValue::builder().value(want["dns_support"].as_bool().unwrap_or(true)).build();
+            call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_support(v).send());
+        }
+        if want["dns_hostnames"] != have["dns_hostnames"] {
+            let v = AttributeBooleanValue::builder().value(want["dns_hostnames"].as_bool().unwrap_or(true)).build();
+            call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_hostnames(v).send());
+        }
+        match (want["ipv6"].as_bool().unwrap_or(false), have["ipv6"].as_bool().unwrap_or(false)) {
+            (true, false) => {
+                call!(what, ec2.associate_vpc_cidr_block().vpc_id(id).amazon_provided_ipv6_cidr_block(true).send());
+            }
+            (false, true) => {
+                if let Some(a) = current.outputs.get("ipv6_association").and_then(Value::as_str) {
+                    sdk::retry_busy(scope, progress, &res.id, &what, &RELEASE, || {
+                        ec2.disassociate_vpc_cidr_block().association_id(a).send()
+                    })
+                    .await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(updated(res, current, current.outputs.clone()))
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let id = current.physical_id.as_str();
+        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
+        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_vpc().vpc_id(id).send())
+            .await?;
+        Ok(())
+    }
+}

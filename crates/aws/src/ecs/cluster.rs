@@ -1,0 +1,115 @@
+//! The ECS cluster, with Container Insights on or off. Its deletion waits for its services and
+//! tasks to stop.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
+use serde_json::json;
+
+use super::{outputs, Result};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::{sdk, AwsProvider};
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
+
+pub struct Cluster;
+
+/// The stack's ACTIVE clusters.
+pub(crate) async fn find(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
+    let mut arns = Vec::new();
+    let mut pages = aws.ecs.list_clusters().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| sdk::error("list ECS clusters", e))?;
+        arns.extend(page.cluster_arns().iter().cloned());
+    }
+    let mut found = Vec::new();
+    for chunk in arns.chunks(100) {
+        let req = aws.ecs.describe_clusters().set_clusters(Some(chunk.to_vec()));
+        let out =
+            call!("describe ECS clusters", req.include(ClusterField::Tags).include(ClusterField::Settings).send());
+        for c in out.clusters().iter().filter(|c| c.status() == Some("ACTIVE")) {
+            let Some(id) = sdk::adopt_tags(scope, c.tags()) else { continue };
+            found.push(observed(id, c));
+        }
+    }
+    Ok(found)
+}
+
+fn observed(id: LogicalId, c: &aws_sdk_ecs::types::Cluster) -> Observed {
+    let insights = c
+        .settings()
+        .iter()
+        .any(|s| s.name() == Some(&ClusterSettingName::ContainerInsights) && s.value() != Some("disabled"));
+    let (arn, name) = (c.cluster_arn().unwrap_or_default(), c.cluster_name().unwrap_or_default());
+    Observed {
+        id,
+        kind: Kind::Cluster,
+        physical_id: arn.to_string(),
+        props: json!({ "name": name, "container_insights": insights }),
+        outputs: outputs(&[("arn", json!(arn)), ("name", json!(name))]),
+        depends_on: BTreeSet::new(),
+    }
+}
+
+fn insights(res: &Resolved) -> ClusterSetting {
+    let on = res.props["container_insights"].as_bool().unwrap_or(false);
+    ClusterSetting::builder()
+        .name(ClusterSettingName::ContainerInsights)
+        .value(if on { "enabled" } else { "disabled" })
+        .build()
+}
+
+async fn read(aws: &AwsProvider, id: &LogicalId, arn: &str, what: &str) -> Result<Observed> {
+    let req = aws.ecs.describe_clusters().clusters(arn);
+    let out = call!(what, req.include(ClusterField::Tags).include(ClusterField::Settings).send());
+    out.clusters()
+        .first()
+        .map(|c| observed(id.clone(), c))
+        .ok_or_else(|| ProviderError::new(format!("{what}: the cluster disappeared right after the call")))
+}
+
+#[async_trait]
+impl KindOps for Cluster {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        Ok(seen.clusters(aws, scope).await?.to_vec())
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        let name = res.props["name"].as_str().unwrap_or_default();
+        let what = format!("create ECS cluster `{}` ({name})", res.id);
+        let tags = sdk::tag_list(scope, &res.id, &[]);
+        let out = call!(
+            what,
+            aws.ecs.create_cluster().cluster_name(name).settings(insights(res)).set_tags(Some(tags)).send()
+        );
+        let arn = out.cluster().and_then(|c| c.cluster_arn()).unwrap_or(name).to_string();
+        read(aws, &res.id, &arn, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let what = format!("update ECS cluster `{}`", res.id);
+        let req = aws.ecs.update_cluster_settings().cluster(&current.physical_id).settings(insights(res));
+        let out = call!(what, req.send());
+        let c = out.cluster().ok_or_else(|| ProviderError::new(format!("{what}: no cluster in the answer")))?;
+        read(aws, &res.id, c.cluster_arn().unwrap_or(&current.physical_id), &what).await
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let what = format!("delete ECS cluster `{}` ({})", current.id, current.physical_id);
+        let busy = sdk::Busy {
+            codes: &["ClusterContainsServicesException", "ClusterContainsTasksException"],
+            waits_for: "its services and tasks to stop",
+            gone: &["ClusterNotFoundException"],
+        };
+        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
+            aws.ecs.delete_cluster().cluster(&current.physical_id).send()
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! A service's Application Auto Scaling: a scalable target and a target-tracking policy on
+//! backlog per task (visible messages ÷ running tasks), or none for a fixed count.
+
+use aws_sdk_applicationautoscaling::types::{
+    CustomizedMetricSpecification, PolicyType, ScalableDimension, ServiceNamespace, TargetTrackingMetric,
+    TargetTrackingMetricDataQuery, TargetTrackingMetricDimension, TargetTrackingMetricStat,
+    TargetTrackingScalingPolicyConfiguration,
+};
+use serde_json::{json, Value};
+
+use super::{built, cluster_name, Result};
+use crate::{sdk, AwsProvider};
+use aira_engine::provider::Resolved;
+
+/// The target-tracking policy aira puts on an autoscaled service.
+const SCALING_POLICY: &str = "aira-backlog-per-task";
+
+pub(super) fn resource(cluster: &str, service: &str) -> String {
+    format!("service/{}/{service}", cluster_name(cluster))
+}
+
+/// `{min, max, backlog_per_task, queue}` from Application Auto Scaling, or `None` when the
+/// service has no scalable target.
+pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Result<Option<Value>> {
+    let rid = resource(cluster, service);
+    let what = format!("read the autoscaling of service {service}");
+    let targets = call!(
+        what,
+        aws.autoscaling.describe_scalable_targets().service_namespace(ServiceNamespace::Ecs).resource_ids(&rid).send()
+    );
+    let Some(target) = targets.scalable_targets().iter().find(|t| t.resource_id() == rid) else { return Ok(None) };
+    let policies = call!(
+        what,
+        aws.autoscaling
+            .describe_scaling_policies()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(&rid)
+            .policy_names(SCALING_POLICY)
+            .send()
+    );
+    let config = policies
+        .scaling_policies()
+        .iter()
+        .find(|sp| sp.policy_name() == SCALING_POLICY)
+        .and_then(|sp| sp.target_tracking_scaling_policy_configuration());
+    let backlog = config.map(|c| json!(c.target_value() as u64)).unwrap_or(Value::Null);
+    let queue = config
+        .and_then(|c| c.customized_metric_specification())
+        .map(|m| m.metrics())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|q| q.metric_stat()?.metric())
+        .find(|m| m.namespace() == Some("AWS/SQS"))
+        .and_then(|m| m.dimensions().iter().find(|d| d.name() == "QueueName").map(|d| json!(d.value())))
+        .unwrap_or(Value::Null);
+    Ok(Some(json!({
+        "min": target.min_capacity(),
+        "max": target.max_capacity(),
+        "backlog_per_task": backlog,
+        "queue": queue,
+    })))
+}
+
+/// Brings Application Auto Scaling to the desired count: a scalable target and a
+/// target-tracking policy on backlog per task, or none for a fixed count.
+pub(super) async fn set(
+    aws: &AwsProvider,
+    res: &Resolved,
+    cluster: &str,
+    service: &str,
+    current: &Value,
+) -> Result<()> {
+    let want = &res.props["count"];
+    if want == current {
+        return Ok(());
+    }
+    let rid = resource(cluster, service);
+    let what = format!("set the autoscaling of service `{}` ({service})", res.id);
+    if want.is_number() {
+        if current.is_object() {
+            deregister(aws, &rid, &what).await?;
+        }
+        return Ok(());
+    }
+    call!(
+        what,
+        aws.autoscaling
+            .register_scalable_target()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(&rid)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .min_capacity(want["min"].as_i64().unwrap_or(1) as i32)
+            .max_capacity(want["max"].as_i64().unwrap_or(1) as i32)
+            .send()
+    );
+    let queue = want["queue"].as_str().unwrap_or_default();
+    let metric = |id: &str, namespace: &str, name: &str, dims: &[(&str, &str)], stat: &str| {
+        let mut m = TargetTrackingMetric::builder().namespace(namespace).metric_name(name);
+        for (k, v) in dims {
+            m = m.dimensions(built(&what, TargetTrackingMetricDimension::builder().name(*k).value(*v).build())?);
+        }
+        let stat = built(&what, TargetTrackingMetricStat::builder().metric(m.build()).stat(stat).build())?;
+        built(&what, TargetTrackingMetricDataQuery::builder().id(id).metric_stat(stat).return_data(false).build())
+    };
+    // Backlog per task = visible messages ÷ running tasks (Container Insights).
+    let tasks = [("ClusterName", cluster_name(cluster)), ("ServiceName", service)];
+    let per_task =
+        TargetTrackingMetricDataQuery::builder().id("per_task").expression("backlog / tasks").label("backlog per task");
+    let spec = CustomizedMetricSpecification::builder()
+        .metrics(metric("backlog", "AWS/SQS", "ApproximateNumberOfMessagesVisible", &[("QueueName", queue)], "Sum")?)
+        .metrics(metric("tasks", "ECS/ContainerInsights", "RunningTaskCount", &tasks, "Average")?)
+        .metrics(built(&what, per_task.return_data(true).build())?)
+        .build();
+    let config = TargetTrackingScalingPolicyConfiguration::builder()
+        .target_value(want["backlog_per_task"].as_f64().unwrap_or(10.0))
+        .customized_metric_specification(spec)
+        .scale_in_cooldown(120)
+        .scale_out_cooldown(60)
+        .build();
+    call!(
+        what,
+        aws.autoscaling
+            .put_scaling_policy()
+            .policy_name(SCALING_POLICY)
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_id(&rid)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .policy_type(PolicyType::TargetTrackingScaling)
+            .target_tracking_scaling_policy_configuration(built(&what, config)?)
+            .send()
+    );
+    Ok(())
+}
+
+/// Removes the scalable target (and so its policy); none there is fine.
+pub(super) async fn deregister(aws: &AwsProvider, rid: &str, what: &str) -> Result<()> {
+    let sent = aws
+        .autoscaling
+        .deregister_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(rid)
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .send()
+        .await;
+    match sent {
+        Ok(_) => Ok(()),
+        // AWS answers ObjectNotFoundException; the moto server a ValidationException.
+        Err(e)
+            if sdk::code(&e) == Some("ObjectNotFoundException")
+                || sdk::message(&e).contains("No scalable target found") =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(sdk::error(what, e)),
+    }
+}

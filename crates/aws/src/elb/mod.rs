@@ -1,0 +1,101 @@
+//! Application load balancer, target groups and listeners, one module a kind; what they share
+//! is here.
+//!
+//! Found with describe calls and then their tags (`describe_tags`, at most 20 ARNs per call):
+//! ELBv2 has no tag filter. Created with their tags in the create call, read back after every
+//! change. The load balancer keeps the hosted zone of its alias records in the tag
+//! `aira:dns-zone`, so that `down` finds those records without the stack file.
+
+pub mod listener;
+pub mod load_balancer;
+pub mod target_group;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use aws_sdk_elasticloadbalancingv2::Client;
+use serde_json::Value;
+
+use crate::sdk;
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, ProviderError, Scope};
+
+type Result<T> = std::result::Result<T, ProviderError>;
+
+/// Error codes saying a resource is gone (`LoadBalancerNotFound`, `TargetGroupNotFoundException`, …).
+const GONE: &[&str] = &["NotFound"];
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+fn int(v: &Value, key: &str) -> i32 {
+    v[key].as_i64().unwrap_or_default() as i32
+}
+
+fn strs(v: &Value, key: &str) -> Vec<String> {
+    let mut out: Vec<String> =
+        v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The part of an ARN after `…:ACCOUNT:`: `loadbalancer/app/NAME/ID`, `targetgroup/NAME/ID`.
+fn arn_resource(arn: &str) -> &str {
+    arn.splitn(6, ':').nth(5).unwrap_or_default()
+}
+
+/// Tags of the given ARNs, by ARN (20 per call, ELBv2's limit).
+async fn tags_of(elb: &Client, arns: &[String]) -> Result<HashMap<String, BTreeMap<String, String>>> {
+    let mut out = HashMap::new();
+    for chunk in arns.chunks(20) {
+        let resp = match elb.describe_tags().set_resource_arns(Some(chunk.to_vec())).send().await {
+            Ok(r) => r,
+            // One of them was deleted meanwhile: ask one by one.
+            Err(e) if sdk::is_gone(&e, GONE) && chunk.len() > 1 => {
+                for arn in chunk {
+                    out.extend(Box::pin(tags_of(elb, std::slice::from_ref(arn))).await?);
+                }
+                continue;
+            }
+            Err(e) if sdk::is_gone(&e, GONE) => continue,
+            Err(e) => return Err(sdk::error("read ELB tags", e)),
+        };
+        for d in resp.tag_descriptions() {
+            let Some(arn) = d.resource_arn() else { continue };
+            let tags = d.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect();
+            out.insert(arn.to_string(), tags);
+        }
+    }
+    Ok(out)
+}
+
+/// Of the given ARNs, those of this stack: ARN → (logical id, tags).
+async fn ours(
+    elb: &Client,
+    scope: &Scope,
+    arns: &[String],
+) -> Result<HashMap<String, (LogicalId, BTreeMap<String, String>)>> {
+    let tags = tags_of(elb, arns).await?;
+    Ok(tags.into_iter().filter_map(|(arn, t)| Some((arn, (sdk::adopt_map(scope, &t)?, t)))).collect())
+}
+
+fn observed(id: LogicalId, kind: Kind, arn: &str, props: Value, outputs: &[(&str, Value)]) -> Observed {
+    let mut out = BTreeMap::from([("arn".to_string(), Value::from(arn))]);
+    out.extend(outputs.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    Observed { id, kind, physical_id: arn.to_string(), props, outputs: out, depends_on: BTreeSet::new() }
+}
+
+/// The one resource `arn` as `find` reads it, right after a change.
+fn reread(found: Vec<Observed>, arn: &str, what: &str) -> Result<Observed> {
+    found
+        .into_iter()
+        .find(|o| o.physical_id == arn)
+        .ok_or_else(|| ProviderError::new(format!("{what}: {arn} is not there right after the call")))
+}
+
+/// The ARN a create call answered with, or an error saying there was none.
+fn created(arn: Option<&str>, what: &str) -> Result<String> {
+    arn.filter(|a| !a.is_empty())
+        .map(String::from)
+        .ok_or_else(|| ProviderError::new(format!("{what}: AWS returned no ARN")))
+}
