@@ -221,8 +221,8 @@ pub enum ImageCommand {
         #[arg(long, default_value = aira_image::DEFAULT_DIR)]
         out: PathBuf,
         /// Use this static aira-runtime instead of building it from the source tree.
-        #[arg(long, env = "AIRA_RUNTIME_STATIC_BIN")]
-        binary: Option<PathBuf>,
+        #[arg(long, alias = "binary", env = "AIRA_RUNTIME_STATIC_BIN", value_name = "BINARY")]
+        runtime_binary: Option<PathBuf>,
     },
     /// Push an image layout to a registry; prints REGISTRY/REPOSITORY@sha256:….
     Push {
@@ -230,8 +230,8 @@ pub enum ImageCommand {
         #[arg(long)]
         to: aira_image::push::Reference,
         /// Plain HTTP (only for a registry on loopback).
-        #[arg(long)]
-        insecure: bool,
+        #[arg(long, alias = "insecure")]
+        insecure_registry: bool,
         /// The image layout folder.
         #[arg(long, default_value = aira_image::DEFAULT_DIR)]
         from: PathBuf,

@@ -67,9 +67,9 @@ pub async fn image(command: &ImageCommand, printer: &Printer) -> Result<ImageRes
     let note = |m: &str| printer.note(m);
     let started = Instant::now();
     match command {
-        ImageCommand::Build { out, binary } => {
+        ImageCommand::Build { out, runtime_binary } => {
             let epoch = aira_image::source_date_epoch()?;
-            let opts = build::Options { out: out.clone(), binary: binary.clone(), epoch };
+            let opts = build::Options { out: out.clone(), binary: runtime_binary.clone(), epoch };
             let built = build::build(&opts, &note)?;
             let image = &built.image;
             let size: usize = image.layers.iter().map(|l| l.bytes.len()).sum();
@@ -90,11 +90,11 @@ pub async fn image(command: &ImageCommand, printer: &Printer) -> Result<ImageRes
                 revision: built.revision,
             }))
         }
-        ImageCommand::Push { to, insecure, from } => {
+        ImageCommand::Push { to, insecure_registry, from } => {
             let image =
                 oci::read_layout(from).map_err(|e| Failure::User(format!("{e:#} (run `aira image build` first)")))?;
             let auth = push::env_auth()?;
-            let pushed = push::push(&image, to, *insecure, auth, &note).await?;
+            let pushed = push::push(&image, to, *insecure_registry, auth, &note).await?;
             note(&format!(
                 "pushed in {}: {} blob(s) uploaded ({} bytes), {} already there",
                 seconds(started.elapsed()),
