@@ -263,7 +263,7 @@ impl Events for Printer {
     }
 
     fn finished(&self, id: &LogicalId, kind: Kind, op: OpKind, elapsed: Duration, error: Option<&str>) {
-        let secs = elapsed.as_secs_f64();
+        let secs = crate::time::seconds(elapsed);
         match error {
             None => {
                 let ed = match op {
@@ -272,11 +272,11 @@ impl Events for Printer {
                     OpKind::Delete => "deleted",
                 };
                 let mark = self.paint(self.err_color, GREEN, "✓");
-                self.note(&format!("{mark} {ed} {kind} {id} in {secs:.1}s"));
+                self.note(&format!("{mark} {ed} {kind} {id} in {secs}"));
             }
             Some(e) => {
                 let mark = self.paint(self.err_color, RED, "✗");
-                self.note(&format!("{mark} {} {kind} {id} failed after {secs:.1}s: {e}", verb(op)));
+                self.note(&format!("{mark} {} {kind} {id} failed after {secs}: {e}", verb(op)));
             }
         }
     }
