@@ -183,10 +183,7 @@ pub async fn up(stack: &Stack, listen: Option<SocketAddr>, note: &dyn Fn(&str)) 
         data: data.clone(),
         log: log.clone(),
         binary,
-        started_at: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        started_at: crate::time::now_secs(),
         llm,
     };
     std::fs::write(state_path(name), serde_json::to_vec_pretty(&state)?)?;
@@ -199,7 +196,7 @@ pub async fn up(stack: &Stack, listen: Option<SocketAddr>, note: &dyn Fn(&str)) 
         if start.elapsed() > Duration::from_secs(60) {
             bail!("the runtime (pid {pid}) did not answer {}healthz within 60s; its log: {}", state.url, log.display());
         }
-        note(&format!("waiting for {}healthz ({:.1}s)", state.url, start.elapsed().as_secs_f64()));
+        note(&format!("waiting for {}healthz ({})", state.url, crate::time::seconds(start.elapsed())));
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(state)

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use aira::cli::{self, Cli, Failure};
+use aira::cli::{self, Cli};
+use aira::failure::{exit_code, Failure, EXIT_USER};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -9,27 +10,13 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // Help and version are not errors; every bad flag is a user error (1).
-            return if e.use_stderr() { ExitCode::from(cli::EXIT_USER) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() { ExitCode::from(EXIT_USER) } else { ExitCode::SUCCESS };
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(cli::EXIT_FAILURE);
-        }
+    let mode = cli.exit_mode();
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(cli::run(cli)),
+        Err(e) => Err(Failure::internal(format!("cannot start the async runtime: {e}"))),
     };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(Failure::User(message)) => {
-            if !message.is_empty() {
-                eprintln!("error: {message}");
-            }
-            ExitCode::from(cli::EXIT_USER)
-        }
-        Err(Failure::Aws(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(cli::EXIT_FAILURE)
-        }
-    }
+    ExitCode::from(exit_code(result, mode))
 }

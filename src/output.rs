@@ -1,11 +1,15 @@
-//! The one printer: results on stdout (text or JSON), progress on stderr.
+//! The one printer: results on stdout (text or JSON), progress on stderr. A command's result
+//! implements [`Render`] (its text) and `Serialize` (its JSON); [`Printer::show`] is the one
+//! place that picks between them.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::failure::{Failure, Outcome};
 use aira_engine::apply::{Events, OpKind, Report, Status};
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::plan::{Action, Plan};
@@ -58,7 +62,24 @@ impl Printer {
         }
     }
 
-    pub fn json(&self, value: &Value) {
+    /// A result as text or JSON, by `--output`.
+    pub fn show<R: Render + ?Sized>(&self, result: &R) {
+        match self.format {
+            Format::Text => result.text(self),
+            Format::Json => result.json(self),
+        }
+    }
+
+    /// A plan before it is applied (with the confirmation question after it): text only, since
+    /// the JSON result carries the plan.
+    pub fn preview(&self, plan: &Plan) {
+        if self.format == Format::Text {
+            self.out(self.render_plan(plan).trim_end());
+        }
+    }
+
+    /// One JSON document, pretty-printed.
+    pub fn json<T: Serialize + ?Sized>(&self, value: &T) {
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer_pretty(&mut out, value);
         let _ = writeln!(out);
@@ -105,6 +126,32 @@ impl Printer {
     /// The plan as a coloured diff.
     pub fn render_plan(&self, plan: &Plan) -> String {
         render_plan(plan, self.color)
+    }
+}
+
+/// A command's result: its text for people; its JSON is its `Serialize`.
+pub trait Render: Serialize {
+    fn text(&self, p: &Printer);
+
+    /// One pretty JSON document (`logs` prints one line per event instead).
+    fn json(&self, p: &Printer) {
+        p.json(self)
+    }
+
+    /// How the command ends once this is shown: done, unless the result itself is a failure
+    /// (an apply that did not complete) or a plan with changes.
+    fn outcome(&self) -> Result<Outcome, Failure> {
+        Ok(Outcome::Done)
+    }
+}
+
+impl Render for Plan {
+    fn text(&self, p: &Printer) {
+        p.out(p.render_plan(self).trim_end());
+    }
+
+    fn outcome(&self) -> Result<Outcome, Failure> {
+        Ok(if self.has_changes() { Outcome::ChangesPending } else { Outcome::Done })
     }
 }
 
@@ -216,7 +263,7 @@ impl Events for Printer {
     }
 
     fn finished(&self, id: &LogicalId, kind: Kind, op: OpKind, elapsed: Duration, error: Option<&str>) {
-        let secs = elapsed.as_secs_f64();
+        let secs = crate::time::seconds(elapsed);
         match error {
             None => {
                 let ed = match op {
@@ -225,11 +272,11 @@ impl Events for Printer {
                     OpKind::Delete => "deleted",
                 };
                 let mark = self.paint(self.err_color, GREEN, "✓");
-                self.note(&format!("{mark} {ed} {kind} {id} in {secs:.1}s"));
+                self.note(&format!("{mark} {ed} {kind} {id} in {secs}"));
             }
             Some(e) => {
                 let mark = self.paint(self.err_color, RED, "✗");
-                self.note(&format!("{mark} {} {kind} {id} failed after {secs:.1}s: {e}", verb(op)));
+                self.note(&format!("{mark} {} {kind} {id} failed after {secs}: {e}", verb(op)));
             }
         }
     }

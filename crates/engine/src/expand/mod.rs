@@ -15,7 +15,7 @@ mod services;
 use serde_json::{json, Value};
 
 use crate::graph::{reference, Desired, Graph, Kind, LogicalId};
-use crate::provider::Facts;
+use crate::provider::{Facts, Observed};
 use crate::stack::model::{Count, Endpoint, Role};
 use crate::stack::Stack;
 
@@ -150,6 +150,25 @@ pub fn image_json(reference: &str) -> Value {
     }
 }
 
+/// The image the stack's task definitions run now, in the form [`expand`] was given it: the
+/// inverse of how `services.rs` writes a task definition's `container.image` (with
+/// [`image_json`]). `{repository, digest}` in the stack's own ECR repository is an image aira
+/// built and pushed there; in another repository, one pushed to a named registry; a plain string
+/// is a reference. Without a task definition, an empty reference. `status` plans with it, so
+/// that a drift check does not build anything.
+pub fn image_of(observed: &[Observed]) -> Image {
+    let Some(image) = observed.iter().find(|o| o.kind == Kind::TaskDefinition).map(|t| &t.props["container"]["image"])
+    else {
+        return Image::Reference(String::new());
+    };
+    let (Some(repo), Some(digest)) = (image["repository"].as_str(), image["digest"].as_str()) else {
+        return Image::Reference(image.as_str().unwrap_or_default().to_string());
+    };
+    let ecr = observed.iter().find(|o| o.kind == Kind::Repository).and_then(|r| r.outputs.get("uri")?.as_str());
+    let repository = (ecr != Some(repo)).then(|| repo.to_string());
+    Image::Built { digest: digest.to_string(), repository }
+}
+
 /// The ARN of an ECR repository named by an image reference
 /// (`123456789012.dkr.ecr.us-east-1.amazonaws.com/name@…`), `None` for other registries.
 fn ecr_repository_arn(reference: &str) -> Option<String> {
@@ -167,7 +186,6 @@ fn ecr_repository_arn(reference: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::Facts;
 
     /// The canonical stack, expanded with offline facts.
     fn canonical() -> Graph {
@@ -197,5 +215,41 @@ mod tests {
             assert!(lb.depends_on.contains(&id.into()), "the load balancer does not wait for {id}");
         }
         g.topo_order().unwrap();
+    }
+
+    fn observed(id: &str, kind: Kind, props: Value, outputs: Value) -> Observed {
+        Observed {
+            id: LogicalId(id.into()),
+            kind,
+            physical_id: format!("arn:{id}"),
+            props,
+            outputs: serde_json::from_value(outputs).unwrap(),
+            depends_on: Default::default(),
+        }
+    }
+
+    fn task(image: Value) -> Observed {
+        observed(&task_id("api"), Kind::TaskDefinition, json!({ "container": { "image": image } }), json!({}))
+    }
+
+    #[test]
+    fn image_of_reads_back_what_expand_wrote() {
+        let uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aira/s";
+        let repo = observed(REPOSITORY, Kind::Repository, json!({}), json!({ "uri": uri }));
+        let digest = format!("sha256:{}", "1".repeat(64));
+        // Built and pushed to the stack's own repository.
+        let own = task(json!({ "repository": uri, "digest": digest }));
+        assert_eq!(image_of(&[repo.clone(), own]), Image::Built { digest: digest.clone(), repository: None });
+        // Built and pushed to another registry (`--registry`).
+        let other = task(image_json(&format!("127.0.0.1:5000/aira/runtime@{digest}")));
+        assert_eq!(
+            image_of(&[repo.clone(), other]),
+            Image::Built { digest: digest.clone(), repository: Some("127.0.0.1:5000/aira/runtime".into()) }
+        );
+        // A reference by tag stays a reference.
+        let tagged = task(image_json("public.ecr.aws/x/y:1"));
+        assert_eq!(image_of(&[tagged]), Image::Reference("public.ecr.aws/x/y:1".into()));
+        // No task definition yet.
+        assert_eq!(image_of(&[repo]), Image::Reference(String::new()));
     }
 }

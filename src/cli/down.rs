@@ -1,0 +1,224 @@
+//! `aira down` (one stack, from its file) and `aira down --all` (every matching stack of the
+//! account): both run the one [`teardown`] and say what it left behind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::args::{Global, StackArg};
+use super::session::{ask, confirm, connect_aws, locked, run_apply, unordered, Session};
+use super::up::{Applied, LeftBehind};
+use crate::failure::{Failure, Outcome};
+use crate::output::{Printer, Render};
+use aira_aws::{lock, StackSummary};
+use aira_engine::plan::{self, Plan};
+use aira_engine::provider::{Provider, Scope};
+use aira_engine::stack::model::Duration;
+
+/// What a teardown plans: everything tagged with the stack, dependents first.
+async fn plan_teardown(provider: &dyn Provider, scope: &Scope) -> Result<Plan, Failure> {
+    let observed = provider.observe(scope).await?;
+    plan::teardown(&scope.stack, &observed).map_err(unordered)
+}
+
+/// The one teardown: applies a teardown plan, then reads AWS again for what is still tagged
+/// with the stack, each with why (its failure, the failure it waited on, a deletion in progress).
+async fn teardown(
+    plan: Plan,
+    provider: Arc<dyn Provider>,
+    scope: Arc<Scope>,
+    printer: Arc<Printer>,
+    concurrency: usize,
+) -> Result<Applied, Failure> {
+    let report = run_apply(&plan, provider.clone(), scope.clone(), printer, concurrency).await?;
+    let remaining = provider.observe(&scope).await?;
+    let left_behind = remaining.into_iter().map(|o| LeftBehind::explain(o, &report)).collect();
+    Ok(Applied { plan, report: Some(report), left_behind })
+}
+
+/// What `down` did.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Down {
+    /// Nothing is tagged with the stack.
+    Nothing {
+        plan: Plan,
+        report: Option<()>,
+    },
+    Applied(Applied),
+}
+
+impl Render for Down {
+    fn text(&self, p: &Printer) {
+        match self {
+            Down::Nothing { plan, .. } => {
+                p.out(&format!("Nothing to delete: no resource is tagged aira:stack={}.", plan.stack))
+            }
+            Down::Applied(a) => a.text(p),
+        }
+    }
+
+    fn outcome(&self) -> Result<Outcome, Failure> {
+        match self {
+            Down::Nothing { .. } => Ok(Outcome::Done),
+            Down::Applied(a) => a.outcome(),
+        }
+    }
+}
+
+/// `aira down`: deletes every resource of the stack, holding its lock.
+pub async fn down(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<Down, Failure> {
+    let session = Session::connect(global, arg, printer).await?;
+    let work = async {
+        printer.note(&format!("reading resources tagged aira:stack={}", session.stack()));
+        let plan = plan_teardown(&*session.provider, &session.scope).await?;
+        if !plan.has_changes() {
+            return Ok(Down::Nothing { plan, report: None });
+        }
+        printer.preview(&plan);
+        confirm(&plan, global, "delete")?;
+        let (provider, scope) = (session.provider.clone(), session.scope.clone());
+        let applied = teardown(plan, provider, scope, printer.clone(), global.concurrency as usize).await?;
+        applied.note_timing(printer);
+        Ok(Down::Applied(applied))
+    };
+    session.locked(global, printer, work).await
+}
+
+/// How the teardown of one stack of a sweep ended.
+enum Swept {
+    Applied(Applied),
+    /// Another run holds the stack's lock.
+    Locked {
+        holder: String,
+    },
+    Failed(Failure),
+}
+
+impl Swept {
+    /// Why the stack is not gone; `None` when it is.
+    fn problem(&self) -> Option<String> {
+        match self {
+            Swept::Applied(a) => match a.first_failure() {
+                Some((kind, id, error)) => {
+                    Some(format!("{kind} {id}: {error}; {} resource(s) left", a.left_behind.len()))
+                }
+                None if a.left_behind.is_empty() => None,
+                None => {
+                    let left: Vec<String> = a.left_behind.iter().map(|l| format!("{} {}", l.kind, l.id)).collect();
+                    Some(format!("left behind: {}", left.join(", ")))
+                }
+            },
+            Swept::Locked { holder } => Some(format!("locked by {holder}")),
+            Swept::Failed(f) => Some(f.to_string()),
+        }
+    }
+}
+
+/// What `down --all` did.
+#[derive(Debug, serde::Serialize)]
+pub struct Sweep {
+    pub matched: Vec<StackSummary>,
+    pub removed: Vec<String>,
+    pub failed: Vec<SweepFailure>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct SweepFailure {
+    pub stack: String,
+    pub error: String,
+}
+
+impl Render for Sweep {
+    fn text(&self, p: &Printer) {
+        if self.matched.is_empty() {
+            return p.out("No stack matches; nothing to delete.");
+        }
+        for s in &self.removed {
+            p.out(&format!("removed  {s}"));
+        }
+        for f in &self.failed {
+            p.out(&format!("FAILED   {}: {}", f.stack, f.error));
+        }
+    }
+
+    fn outcome(&self) -> Result<Outcome, Failure> {
+        if self.failed.is_empty() {
+            return Ok(Outcome::Done);
+        }
+        Err(Failure::internal(format!(
+            "{} of {} stack(s) could not be removed completely",
+            self.failed.len(),
+            self.matched.len()
+        )))
+    }
+}
+
+/// Which stacks `down --all` removes.
+pub struct Filter<'a> {
+    pub selector: &'a [(String, String)],
+    pub older_than: Option<Duration>,
+    pub expired: bool,
+}
+
+impl Filter<'_> {
+    fn matches(&self, s: &StackSummary, now: u64) -> bool {
+        self.selector.iter().all(|(k, v)| s.tags.get(k) == Some(v))
+            && self.older_than.is_none_or(|d| s.created_at.is_some_and(|c| now.saturating_sub(c) > d.secs()))
+            && (!self.expired || s.expires_at.is_some_and(|e| e <= now))
+    }
+}
+
+/// `down --all`: tears down every matching stack, in parallel, each with its lock.
+pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) -> Result<Sweep, Failure> {
+    let aws = connect_aws(global, None).await?;
+    let now = crate::time::now_secs();
+    let matched: Vec<_> = aws.stacks().await?.into_iter().filter(|s| filter.matches(s, now)).collect();
+    printer.note(&format!(
+        "{} stack(s) match: {}",
+        matched.len(),
+        matched.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    if matched.is_empty() {
+        return Ok(Sweep { matched, removed: Vec::new(), failed: Vec::new() });
+    }
+    ask(
+        global,
+        &format!("delete every resource of {} stack(s)?", matched.len()),
+        &format!("this deletes {} stack(s)", matched.len()),
+    )?;
+    let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
+    let (concurrency, ttl) = (global.concurrency as usize, global.lock_ttl());
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in &matched {
+        let scope = Arc::new(Scope { stack: s.name.clone(), tags: Default::default(), wait });
+        let (aws, printer) = (aws.clone(), printer.clone());
+        tasks.spawn(async move {
+            let provider: Arc<dyn Provider> = aws.clone();
+            let work = async {
+                let plan = plan_teardown(&*provider, &scope).await?;
+                teardown(plan, provider.clone(), scope.clone(), printer.clone(), concurrency).await
+            };
+            // --force-unlock is not applied to a sweep: it would break every matched stack's lock.
+            let swept = match locked(&aws, &scope.stack, ttl, false, &printer, work).await {
+                Ok(Ok(applied)) => Swept::Applied(applied),
+                Ok(Err(f)) => Swept::Failed(f),
+                Err(lock::LockError::Held { holder, .. }) => Swept::Locked { holder },
+                Err(lock::LockError::Aws(e)) => Swept::Failed(e.into()),
+            };
+            (scope.stack.clone(), swept)
+        });
+    }
+    let mut outcomes = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (name, swept) = joined.map_err(|e| Failure::internal(format!("a teardown task panicked: {e}")))?;
+        outcomes.insert(name, swept);
+    }
+    let (mut removed, mut failed) = (Vec::new(), Vec::new());
+    for (stack, swept) in outcomes {
+        match swept.problem() {
+            None => removed.push(stack),
+            Some(error) => failed.push(SweepFailure { stack, error }),
+        }
+    }
+    Ok(Sweep { matched, removed, failed })
+}

@@ -1,0 +1,67 @@
+//! The command line: [`args`] (what the user typed) and one module per command, each returning
+//! a typed result that the printer shows as text or JSON. [`run`] only dispatches.
+//!
+//! - `session.rs`: what commands share (the stack file, AWS, observe + plan, confirm, apply, the lock).
+//! - `plan.rs` (`validate`, `plan`), `up.rs` (`up`; the result of an apply), `down.rs` (`down`,
+//!   `down --all`: one teardown), `status.rs`, `logs.rs`, `rollback.rs`, `dlq.rs`, `secret.rs`,
+//!   `image.rs` (`image build|push`; the image `up` deploys), `local.rs` (`--local`).
+
+pub mod args;
+mod dlq;
+mod down;
+mod image;
+mod local;
+mod logs;
+mod plan;
+mod rollback;
+mod secret;
+mod session;
+mod status;
+mod up;
+
+use std::sync::Arc;
+
+pub use args::{Cli, Command};
+
+use crate::failure::{Failure, Outcome};
+use crate::output::{Printer, Render};
+
+/// Shows a command's result; how the command ends follows from it.
+fn show(printer: &Printer, result: Result<impl Render, Failure>) -> Result<Outcome, Failure> {
+    let result = result?;
+    printer.show(&result);
+    result.outcome()
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
+    let printer = Arc::new(Printer::new(cli.global.output));
+    let (g, p) = (&cli.global, &printer);
+    match &cli.command {
+        Command::Schema => {
+            printer.json(&aira_engine::stack::schema());
+            Ok(Outcome::Done)
+        }
+        Command::Validate(arg) => show(p, plan::validate(arg, p)),
+        Command::Plan { stack, image, .. } => show(p, plan::plan(g, stack, image, p).await),
+        Command::Up { stack, local: true, listen, .. } => show(p, local::up(stack, *listen, p).await),
+        Command::Up { stack, image, ttl, .. } => show(p, up::up(g, stack, image, *ttl, p).await),
+        Command::Down { stack, local: true, purge, .. } => show(p, local::down(stack, *purge, p).await),
+        Command::Down { all: true, selector, older_than, expired, .. } => {
+            let filter = down::Filter { selector, older_than: *older_than, expired: *expired };
+            show(p, down::sweep(g, filter, p).await)
+        }
+        Command::Down { stack, .. } => show(p, down::down(g, stack, p).await),
+        Command::Status { stack, local: true } => show(p, local::status(stack, p).await),
+        Command::Status { stack, .. } => show(p, status::status(g, stack, p).await),
+        Command::Logs { stack, service, follow, since } => {
+            logs::logs(g, stack, service.as_deref(), *follow, *since, p).await
+        }
+        Command::Rollback { stack, service, to } => {
+            show(p, rollback::rollback(g, stack, service.as_deref(), *to, p).await)
+        }
+        Command::Dlq { action } => show(p, dlq::dlq(g, action, p).await),
+        Command::Secret { action } => show(p, secret::secret(g, action, p).await),
+        Command::Image(command) => show(p, image::image(command, p).await),
+    }
+}

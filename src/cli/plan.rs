@@ -1,0 +1,44 @@
+//! `aira validate` (no AWS call) and `aira plan`.
+
+use serde::Serialize;
+
+use super::args::{Global, ImageArgs, StackArg};
+use super::session::{load, Session};
+use crate::failure::Failure;
+use crate::output::{Printer, Render};
+use aira_engine::expand::{expand, Image};
+use aira_engine::plan::Plan;
+use aira_engine::provider::Facts;
+
+/// A stack file that checks out.
+#[derive(Debug, Serialize)]
+pub struct Valid {
+    pub valid: bool,
+    pub file: String,
+    pub stack: String,
+    pub resources: usize,
+}
+
+impl Render for Valid {
+    fn text(&self, p: &Printer) {
+        p.out(&format!("{}: valid stack `{}` ({} resources)", self.file, self.stack, self.resources));
+    }
+}
+
+pub fn validate(arg: &StackArg, printer: &Printer) -> Result<Valid, Failure> {
+    let loaded = load(arg, printer)?;
+    // No AWS call: placeholders are enough to count the resources.
+    let image = Image::Reference("registry.invalid/aira@sha256:0".into());
+    let graph = expand(&loaded.stack, &Facts::offline(&loaded.stack), &image).map_err(Failure::User)?;
+    Ok(Valid { valid: true, file: loaded.file, stack: loaded.stack.stack.0, resources: graph.resources.len() })
+}
+
+/// `aira plan`: what `up` would change, with the image `up` would deploy.
+pub async fn plan(global: &Global, arg: &StackArg, image: &ImageArgs, printer: &Printer) -> Result<Plan, Failure> {
+    let mut session = Session::connect(global, arg, printer).await?;
+    session.image = super::image::prepare(&session, image, printer).await?;
+    let reachability = session.reachability()?;
+    let mut plan = session.plan(printer, Some(&session.image)).await?;
+    plan.reachability = Some(reachability);
+    Ok(plan)
+}

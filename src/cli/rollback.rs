@@ -1,0 +1,58 @@
+//! `aira rollback`: each service (or one) to its previous or a named revision, then wait.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::args::{Global, StackArg};
+use super::session::Session;
+use crate::failure::Failure;
+use crate::output::{Printer, Render};
+
+#[derive(Debug, Serialize)]
+pub struct RolledBack {
+    pub stack: String,
+    pub rolled_back: Vec<Rollback>,
+}
+
+/// One service, from and to `family:revision`.
+#[derive(Debug, Serialize)]
+pub struct Rollback {
+    pub service: String,
+    pub from: String,
+    pub to: String,
+}
+
+impl Render for RolledBack {
+    fn text(&self, p: &Printer) {
+        for r in &self.rolled_back {
+            p.out(&format!("Service {} rolled back: {} → {}.", r.service, r.from, r.to));
+        }
+    }
+}
+
+pub async fn rollback(
+    global: &Global,
+    arg: &StackArg,
+    service: Option<&str>,
+    to: Option<u32>,
+    printer: &Arc<Printer>,
+) -> Result<RolledBack, Failure> {
+    let session = Session::connect(global, arg, printer).await?;
+    if service.is_none() && to.is_some() && session.loaded.stack.services.len() > 1 {
+        return Err(Failure::User("--to names a revision of one service's task definition: add --service NAME".into()));
+    }
+    let names = session.service_names(service)?;
+    let work = async {
+        let mut rolled_back = Vec::new();
+        for name in &names {
+            let (from, to, arn) = session.aws.rollback(session.stack(), name, to).await?;
+            printer.note(&format!("service {name}: {from} → {to}; waiting for the deployment"));
+            session.aws.wait_for_service(&session.scope, name, &arn, &**printer).await?;
+            rolled_back.push(Rollback { service: name.clone(), from, to });
+        }
+        Ok(rolled_back)
+    };
+    let rolled_back = session.locked(global, printer, work).await?;
+    Ok(RolledBack { stack: session.stack().to_string(), rolled_back })
+}

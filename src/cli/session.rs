@@ -1,0 +1,222 @@
+//! What several commands share: the stack file, the connection to AWS, observe + plan, the
+//! confirmation rule, the apply, and the stack's lock.
+
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use super::args::{Global, StackArg};
+use crate::failure::Failure;
+use crate::output::Printer;
+use aira_aws::{lock, sdk_config, AwsProvider};
+use aira_engine::apply::{self, Report};
+use aira_engine::expand::{expand, image_of, Image};
+use aira_engine::graph::GraphError;
+use aira_engine::plan::{self, Plan};
+use aira_engine::provider::{Provider, Scope};
+use aira_engine::stack::reach::{reachability, Reachability};
+use aira_engine::stack::{self, Loaded};
+
+/// The stack file, checked (its diagnostics printed), with `--name-suffix` applied.
+pub fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
+    let path = arg.path()?;
+    let mut loaded = stack::load(&path).map_err(|diags| {
+        printer.diagnostics(&diags);
+        Failure::Reported(crate::failure::EXIT_USER)
+    })?;
+    if let Some(suffix) = &arg.name_suffix {
+        let name = format!("{}-{suffix}", loaded.stack.stack.0);
+        stack::check_format("stack-name", &name).map_err(|e| Failure::User(format!("--name-suffix: {e}")))?;
+        loaded.stack.stack.0 = name;
+    }
+    Ok(loaded)
+}
+
+/// The AWS provider from the flags (then `stack_region`, then the SDK's chain); a region is required.
+pub async fn connect_aws(global: &Global, stack_region: Option<&String>) -> Result<Arc<AwsProvider>, Failure> {
+    let config = sdk_config(&global.connection(stack_region)).await;
+    if config.region().is_none() {
+        return Err(Failure::User("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into()));
+    }
+    Ok(Arc::new(AwsProvider::new(&config)))
+}
+
+/// A stack file and the account it is converged in.
+pub struct Session {
+    pub loaded: Loaded,
+    /// What the services run (`image::prepare`); unused by teardowns.
+    pub image: Image,
+    pub scope: Arc<Scope>,
+    pub provider: Arc<dyn Provider>,
+    /// The same provider, for AWS-only operations (day 2, the dead-letter queue, the lock).
+    pub aws: Arc<AwsProvider>,
+}
+
+impl Session {
+    pub async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<Session, Failure> {
+        let loaded = load(arg, printer)?;
+        let aws = connect_aws(global, loaded.stack.region.as_ref()).await?;
+        let wait = global.timeout.unwrap_or(loaded.stack.deploy.timeout);
+        let scope = Arc::new(Scope {
+            stack: loaded.stack.stack.0.clone(),
+            tags: loaded.stack.tags.clone(),
+            wait: std::time::Duration::from_secs(wait.secs()),
+        });
+        Ok(Session { loaded, image: Image::Reference(String::new()), scope, provider: aws.clone(), aws })
+    }
+
+    pub fn stack(&self) -> &str {
+        &self.scope.stack
+    }
+
+    /// Observes the stack and plans the file against it, after the pre-flight. `image: None`
+    /// plans with the image the services run now (`status`: a drift check that builds nothing).
+    pub async fn plan(&self, printer: &Printer, image: Option<&Image>) -> Result<Plan, Failure> {
+        printer.note(&format!("reading resources tagged aira:stack={}", self.stack()));
+        let stack = &self.loaded.stack;
+        let facts = async { Ok::<_, Failure>(self.provider.facts(stack).await?) };
+        let observed = async { Ok::<_, Failure>(self.provider.observe(&self.scope).await?) };
+        let (facts, observed) = tokio::try_join!(facts, observed)?;
+        for note in &facts.notes {
+            printer.note(note);
+        }
+        let in_use;
+        let image = match image {
+            Some(i) => i,
+            None => {
+                in_use = image_of(&observed);
+                &in_use
+            }
+        };
+        let graph = expand(stack, &facts, image).map_err(Failure::User)?;
+        plan::diff(&graph, &observed).map_err(unordered)
+    }
+
+    /// How the services reach what they need with the image they will run; a dependency without
+    /// a path (say an image from a registry outside AWS with no NAT gateway) is a user error.
+    /// The stack file's own choices were checked when it was loaded; this adds `--image`.
+    pub fn reachability(&self) -> Result<Reachability, Failure> {
+        let image = match &self.image {
+            Image::Reference(r) if !r.is_empty() => Some(r.as_str()),
+            _ => None,
+        };
+        let stack = &self.loaded.stack;
+        let table = reachability(stack, image);
+        let problems: Vec<String> = table.problems(stack).into_iter().map(|(_, p)| p).collect();
+        match problems.is_empty() {
+            true => Ok(table),
+            false => Err(Failure::User(problems.join("\n"))),
+        }
+    }
+
+    /// Applies a plan with the stack's scope.
+    pub async fn apply(&self, plan: &Plan, global: &Global, printer: &Arc<Printer>) -> Result<Report, Failure> {
+        run_apply(plan, self.provider.clone(), self.scope.clone(), printer.clone(), global.concurrency as usize).await
+    }
+
+    /// Runs `work` holding the stack's lock; a lock held by another run is a user error naming it.
+    pub async fn locked<T>(
+        &self,
+        global: &Global,
+        printer: &Printer,
+        work: impl Future<Output = Result<T, Failure>>,
+    ) -> Result<T, Failure> {
+        let stack = self.stack();
+        match locked(&self.aws, stack, global.lock_ttl(), global.force_unlock, printer, work).await {
+            Ok(result) => result,
+            Err(lock::LockError::Aws(e)) => Err(e.into()),
+            Err(lock::LockError::Held { holder, since, expires }) => {
+                let now = crate::time::now_secs();
+                Err(Failure::User(format!(
+                    "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
+                    crate::time::rfc3339(since),
+                    now.saturating_sub(since),
+                    expires.saturating_sub(now)
+                )))
+            }
+        }
+    }
+
+    /// The one service named (it must be in the stack), or all of them.
+    pub fn service_names(&self, service: Option<&str>) -> Result<Vec<String>, Failure> {
+        let services = &self.loaded.stack.services;
+        match service {
+            Some(s) if services.contains_key(s) => Ok(vec![s.to_string()]),
+            Some(s) => {
+                let hint = stack::did_you_mean(s, services.keys().map(String::as_str))
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                Err(Failure::User(format!("stack `{}` has no service `{s}`{hint}", self.stack())))
+            }
+            None => Ok(services.keys().cloned().collect()),
+        }
+    }
+}
+
+/// The one way the stack's lock is taken (by `up`, `down`, `rollback` and each stack of a
+/// sweep): removed first when `force_unlock`, taken, held (renewed) while `work` runs, released.
+pub async fn locked<T>(
+    aws: &AwsProvider,
+    stack: &str,
+    ttl: std::time::Duration,
+    force_unlock: bool,
+    printer: &Printer,
+    work: impl Future<Output = T>,
+) -> Result<T, lock::LockError> {
+    let ddb = aws.dynamodb();
+    if force_unlock {
+        lock::force_unlock(ddb, stack).await.map_err(lock::LockError::Aws)?;
+        printer.note(&format!("removed the lock of `{stack}`"));
+    }
+    let held = lock::acquire(ddb, stack, ttl).await?;
+    let result = work.await;
+    held.release().await;
+    Ok(result)
+}
+
+/// Applies a plan: operations in parallel, at most `concurrency` at once.
+pub async fn run_apply(
+    plan: &Plan,
+    provider: Arc<dyn Provider>,
+    scope: Arc<Scope>,
+    printer: Arc<Printer>,
+    concurrency: usize,
+) -> Result<Report, Failure> {
+    apply::apply(plan, provider, scope, printer, concurrency).await.map_err(unordered)
+}
+
+/// A plan whose changes have no order (a dependency cycle): aira's failure, not the user's.
+pub fn unordered(e: GraphError) -> Failure {
+    Failure::internal(format!("cannot order the changes: {e}"))
+}
+
+/// Asks before applying; refuses a destructive plan when nobody can be asked.
+pub fn confirm(plan: &Plan, global: &Global, verb: &str) -> Result<(), Failure> {
+    if !global.yes && !interactive() && !plan.is_destructive() {
+        return Ok(()); // creations and updates need no one to ask in CI
+    }
+    ask(global, &format!("{verb} these changes?"), "the plan deletes or replaces resources")
+}
+
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// The one confirmation rule: `--yes` goes on; in a terminal, ask; without one, refuse (exit 1).
+pub fn ask(global: &Global, question: &str, why: &str) -> Result<(), Failure> {
+    if global.yes {
+        return Ok(());
+    }
+    if !interactive() {
+        return Err(Failure::User(format!("refusing: {why} and there is no terminal to confirm; pass --yes")));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::User("cancelled; nothing was changed".into()))
+    }
+}

@@ -1,0 +1,155 @@
+//! The one vocabulary of failures and exit codes: what went wrong decides the code, and
+//! [`exit_code`] is the one place that prints the error (once) and picks the code.
+//!
+//! Exit codes: 0 ok, 1 a user error, 2 an AWS or unexpected failure; with
+//! `plan --detailed-exitcode`: 0 no change, 2 changes pending, 3 a failure, 1 a user error.
+
+use std::fmt;
+
+use aira_engine::provider::ProviderError;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_USER: u8 = 1;
+pub const EXIT_FAILURE: u8 = 2;
+/// `plan --detailed-exitcode`: changes pending.
+pub const EXIT_CHANGES: u8 = 2;
+/// `plan --detailed-exitcode`: a failure that is not the user's.
+pub const EXIT_DETAILED_FAILURE: u8 = 3;
+
+/// How a command that did not fail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// The plan has changes (an exit code of its own with `--detailed-exitcode`).
+    ChangesPending,
+}
+
+/// How results map to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitMode {
+    Plain,
+    /// `plan --detailed-exitcode`.
+    Detailed,
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad input, or a refusal: exit 1.
+    User(String),
+    /// Already told to the user (the stack file's diagnostics): exit with this code, print nothing.
+    Reported(u8),
+    /// A provider operation failed: exit 1 when it is the user's to fix (`is_user`), else 2.
+    /// Its kind and AWS's code stay available to callers.
+    Provider(ProviderError),
+    /// Anything else, unexpected: exit 2.
+    Internal(anyhow::Error),
+}
+
+impl Failure {
+    pub fn internal(message: impl fmt::Display) -> Self {
+        Failure::Internal(anyhow::anyhow!("{message}"))
+    }
+
+    /// The user's to fix.
+    pub fn is_user(&self) -> bool {
+        match self {
+            Failure::User(_) => true,
+            Failure::Reported(code) => *code == EXIT_USER,
+            Failure::Provider(e) => e.is_user(),
+            Failure::Internal(_) => false,
+        }
+    }
+
+    pub fn code(&self, mode: ExitMode) -> u8 {
+        match (self, mode) {
+            (Failure::Reported(code), _) => *code,
+            _ if self.is_user() => EXIT_USER,
+            (_, ExitMode::Plain) => EXIT_FAILURE,
+            (_, ExitMode::Detailed) => EXIT_DETAILED_FAILURE,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::User(message) => f.write_str(message),
+            Failure::Reported(code) => write!(f, "(reported; exit {code})"),
+            // The whole sentence, as the provider wrote it; not its source chain.
+            Failure::Provider(e) => f.write_str(&e.message),
+            Failure::Internal(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<ProviderError> for Failure {
+    fn from(e: ProviderError) -> Self {
+        Failure::Provider(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Internal(e)
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Internal(e.into())
+    }
+}
+
+impl From<aira_image::Error> for Failure {
+    fn from(e: aira_image::Error) -> Self {
+        match e {
+            aira_image::Error::Usage(m) => Failure::User(m),
+            aira_image::Error::Failed(e) => Failure::Internal(e),
+        }
+    }
+}
+
+/// The exit code of a command's result; prints its error on stderr, once.
+pub fn exit_code(result: Result<Outcome, Failure>, mode: ExitMode) -> u8 {
+    match result {
+        Ok(Outcome::Done) => EXIT_OK,
+        Ok(Outcome::ChangesPending) if mode == ExitMode::Detailed => EXIT_CHANGES,
+        Ok(Outcome::ChangesPending) => EXIT_OK,
+        Err(failure) => {
+            if !matches!(failure, Failure::Reported(_)) {
+                eprintln!("error: {failure}");
+            }
+            failure.code(mode)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aira_engine::provider::ErrorKind;
+
+    #[test]
+    fn exit_codes_follow_the_kind_of_failure_and_the_mode() {
+        let aws = || Failure::Provider(ProviderError::coded(ErrorKind::AccessDenied, None, "denied"));
+        let user = || Failure::Provider(ProviderError::user("no such zone"));
+        for (mode, failure, changes) in [(ExitMode::Plain, 2, 0), (ExitMode::Detailed, 3, 2)] {
+            assert_eq!(exit_code(Ok(Outcome::Done), mode), 0);
+            assert_eq!(exit_code(Ok(Outcome::ChangesPending), mode), changes);
+            assert_eq!(exit_code(Err(Failure::User("bad".into())), mode), 1);
+            assert_eq!(exit_code(Err(user()), mode), 1);
+            assert_eq!(exit_code(Err(Failure::Reported(1)), mode), 1);
+            assert_eq!(exit_code(Err(aws()), mode), failure);
+            assert_eq!(exit_code(Err(Failure::internal("boom")), mode), failure);
+        }
+    }
+
+    #[test]
+    fn a_provider_failure_prints_its_message_only() {
+        let e = ProviderError::new("delete queue q: AccessDenied").with_source(std::io::Error::other("inner"));
+        assert_eq!(Failure::from(e).to_string(), "delete queue q: AccessDenied");
+    }
+}
