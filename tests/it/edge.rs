@@ -362,13 +362,13 @@ async fn dns_responder(ns: Vec<String>) -> (SocketAddr, tokio::task::JoinHandle<
 
 fn domain_stack(stack: &str, zone: &str) -> String {
     format!(
-        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\ndomain:\n  zone: {zone}\n  name: chat.{zone}\n\
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\ndomain:\n  zone: {zone}\n  name: chat.{zone}\n\
          services:\n  api: {{ role: api, cpu: 256, memory: 512, count: 1, port: 8080, public: true }}\n"
     )
 }
 
-const IMAGE: &str =
-    "public.ecr.aws/aira/runtime@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+/// An image in the account's ECR, which the tasks reach through the stack's endpoints.
+const IMAGE: &str = "000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 #[tokio::test]
 async fn edge_preflight_refuses_an_undelegated_zone() {

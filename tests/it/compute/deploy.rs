@@ -123,12 +123,13 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
     let stack = unique_stack("cmp-cli");
     let work = Workdir::new();
     let yaml = format!(
-        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\nservices:\n  \
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
          worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 3, backlog_per_task: 5 }} }}\n"
     );
     let file = work.write("stack.yaml", &yaml);
     let file = file.to_str().unwrap();
-    let image = format!("127.0.0.1:1/aira/runtime@sha256:{}", "ab".repeat(32));
+    // An ECR image: the tasks pull it through the endpoints (the reachability check).
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
     let at = ["--endpoint-url", &endpoint()];
     let dir = work.dir.path();
     aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
@@ -224,12 +225,13 @@ async fn compute_up_with_a_stuck_deployment_exits_2_naming_what_was_pending() {
     let stack = unique_stack("cmp-stuck");
     let work = Workdir::new();
     let yaml = format!(
-        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [s3]\nservices:\n  \
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
          worker: {{ role: worker, cpu: 256, memory: 512, count: 2 }}\n"
     );
     let file = work.write("stack.yaml", &yaml);
     let file = file.to_str().unwrap();
-    let image = format!("127.0.0.1:1/aira/runtime@sha256:{}", "ab".repeat(32));
+    // An ECR image: the tasks pull it through the endpoints (the reachability check).
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
     let at = ["--endpoint-url", &endpoint()];
     let dir = work.dir.path();
     let up = aira(dir, &[&["up", file, "--yes", "--timeout", "5s", "--image", &image][..], &at[..]].concat()).await;
