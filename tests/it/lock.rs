@@ -11,11 +11,11 @@ fn stack_file(work: &Workdir, stack: &str) -> String {
 }
 
 /// Waits until the proxy saw the lock being written (the holder has it from then on).
-async fn lock_taken(proxy: &Proxy) {
+async fn lock_taken(proxy: &Proxy, latency: Duration) {
     for _ in 0..200 {
         if proxy.take_calls().iter().any(|c| c == "dynamodb:PutItem") {
             // The proxy records a call before it forwards it after its latency.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(latency + Duration::from_millis(350)).await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -32,7 +32,7 @@ async fn a_second_run_of_the_same_stack_is_refused_with_the_holder() {
     let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(150), ..Faults::default() }).await;
     let mut first = spawn_aira(work.dir.path(), &["up", &file, "--endpoint-url", &slow.url]);
     let first_pid = first.id().unwrap();
-    lock_taken(&slow).await;
+    lock_taken(&slow, Duration::from_millis(150)).await;
     let second = aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await;
     second.assert_code(1);
     assert!(second.stderr.contains(&format!("stack `{stack}` is locked by")), "{}", second.stderr);
@@ -48,9 +48,12 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
     let work = Workdir::new();
     let file = stack_file(&work, &stack);
     for force in [false, true] {
-        let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(150), ..Faults::default() }).await;
-        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "4s", "--endpoint-url", &slow.url]);
-        lock_taken(&slow).await;
+        // Slow enough that the holder is still reading the stack when it is killed, even when it
+        // has nothing to change (the second round): every kind is observed at once.
+        let latency = Duration::from_millis(1000);
+        let slow = Proxy::start(&endpoint(), Faults { latency, ..Faults::default() }).await;
+        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "8s", "--endpoint-url", &slow.url]);
+        lock_taken(&slow, latency).await;
         holder.kill().await.unwrap(); // SIGKILL: no release, no more renewals
         let refused = aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await;
         refused.assert_code(1);
@@ -58,7 +61,7 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
         if force {
             aira(work.dir.path(), &["up", &file, "--force-unlock", "--endpoint-url", &endpoint()]).await.assert_code(0);
         } else {
-            tokio::time::sleep(Duration::from_secs(6)).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
             aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await.assert_code(0);
         }
     }

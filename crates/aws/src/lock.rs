@@ -92,12 +92,14 @@ async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration, renewal: bo
         .item("stack", AttributeValue::S(stack.into()))
         .item("holder", AttributeValue::S(holder.into()))
         .item("acquired_at", AttributeValue::N(t.to_string()))
-        .item("expires_at", AttributeValue::N((t + ttl.as_secs().max(1)).to_string()))
-        .expression_attribute_values(":now", AttributeValue::N(t.to_string()));
+        .item("expires_at", AttributeValue::N((t + ttl.as_secs().max(1)).to_string()));
+    // Each condition gets only the values it uses: DynamoDB refuses a request with an unused
+    // expression attribute value (ValidationException), which moto accepts.
     req = if renewal {
         req.condition_expression("holder = :me").expression_attribute_values(":me", AttributeValue::S(holder.into()))
     } else {
         req.condition_expression("attribute_not_exists(stack) OR expires_at < :now")
+            .expression_attribute_values(":now", AttributeValue::N(t.to_string()))
     };
     match req.send().await {
         Ok(_) => Ok(()),
