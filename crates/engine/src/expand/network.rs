@@ -176,7 +176,7 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
             "ingress": ports.iter().map(|p| json!({ "protocol": "tcp", "from": p, "to": p, "source": reference("lb-sg", "id") })).collect::<Vec<_>>(),
         }),
     ));
-    let interface: Vec<Endpoint> = net.endpoints.iter().copied().filter(|e| !is_gateway(*e)).collect();
+    let interface: Vec<Endpoint> = net.endpoints.iter().copied().filter(|e| !e.is_gateway()).collect();
     if !interface.is_empty() {
         out.push(Desired::new(
             "endpoints-sg",
@@ -190,9 +190,9 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
         ));
     }
     for e in &net.endpoints {
-        let service = endpoint_service(*e);
+        let service = e.name();
         let id = format!("endpoint-{}", service.replace('.', "-"));
-        let props = if is_gateway(*e) {
+        let props = if e.is_gateway() {
             json!({
                 "vpc": vpc,
                 "service": format!("com.amazonaws.{}.{service}", facts.region),
@@ -218,21 +218,4 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
     let task_paths = ids(&|d| d.kind == Kind::VpcEndpoint || d.id.0.starts_with("private-routes"));
     let lb_paths = ids(&|d| d.id.0 == "igw" || d.id.0 == "public-routes");
     Ok((out, Placement { vpc, public_subnets, private_subnets, task_paths, lb_paths }))
-}
-
-fn is_gateway(e: Endpoint) -> bool {
-    matches!(e, Endpoint::S3 | Endpoint::DynamoDb)
-}
-
-fn endpoint_service(e: Endpoint) -> &'static str {
-    match e {
-        Endpoint::Sqs => "sqs",
-        Endpoint::EcrApi => "ecr.api",
-        Endpoint::EcrDkr => "ecr.dkr",
-        Endpoint::Logs => "logs",
-        Endpoint::SecretsManager => "secretsmanager",
-        Endpoint::S3 => "s3",
-        Endpoint::DynamoDb => "dynamodb",
-        Endpoint::Monitoring => "monitoring",
-    }
 }

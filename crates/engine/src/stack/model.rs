@@ -173,6 +173,28 @@ pub enum Endpoint {
     Monitoring,
 }
 
+impl Endpoint {
+    /// The service's name as the stack file and AWS's endpoint service names spell it
+    /// (`com.amazonaws.REGION.<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Sqs => "sqs",
+            Endpoint::EcrApi => "ecr.api",
+            Endpoint::EcrDkr => "ecr.dkr",
+            Endpoint::Logs => "logs",
+            Endpoint::SecretsManager => "secretsmanager",
+            Endpoint::S3 => "s3",
+            Endpoint::DynamoDb => "dynamodb",
+            Endpoint::Monitoring => "monitoring",
+        }
+    }
+
+    /// A gateway endpoint (a route in the route tables) rather than an interface endpoint.
+    pub fn is_gateway(self) -> bool {
+        matches!(self, Endpoint::S3 | Endpoint::DynamoDb)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Domain {

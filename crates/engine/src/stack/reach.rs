@@ -28,6 +28,9 @@ pub struct Route {
     pub host: String,
     /// How the traffic leaves the private subnets; `None` when nothing carries it.
     pub path: Option<String>,
+    /// The endpoint that could carry it, if AWS offers one.
+    #[serde(skip)]
+    pub endpoint: Option<Endpoint>,
 }
 
 /// The reachability table of a stack, and whether it could be checked.
@@ -57,10 +60,10 @@ impl Reachability {
             .iter()
             .filter(|r| r.path.is_none())
             .map(|r| {
-                let endpoint = endpoint_for(&r.dependency).map(|e| {
+                let endpoint = r.endpoint.map(|e| {
                     format!(
                         "add `{}` to `network.endpoints` (about ${:.2} a month for {} zone{})",
-                        e,
+                        e.name(),
                         ENDPOINT_HOURLY * HOURS_A_MONTH * zones,
                         stack.network.zones,
                         if stack.network.zones == 1 { "" } else { "s" },
@@ -77,24 +80,6 @@ impl Reachability {
                 (r.service.clone(), message)
             })
             .collect()
-    }
-}
-
-/// The endpoint name (as `network.endpoints` spells it) a dependency can use, if any.
-fn endpoint_for(dependency: &str) -> Option<&'static str> {
-    DEPENDENCIES.iter().find(|d| d.what == dependency).and_then(|d| d.endpoint).map(endpoint_name)
-}
-
-fn endpoint_name(e: Endpoint) -> &'static str {
-    match e {
-        Endpoint::Sqs => "sqs",
-        Endpoint::EcrApi => "ecr.api",
-        Endpoint::EcrDkr => "ecr.dkr",
-        Endpoint::Logs => "logs",
-        Endpoint::SecretsManager => "secretsmanager",
-        Endpoint::S3 => "s3",
-        Endpoint::DynamoDb => "dynamodb",
-        Endpoint::Monitoring => "monitoring",
     }
 }
 
@@ -170,13 +155,11 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
     let ecr = registry_host.as_deref().is_none_or(|h| h.contains(".dkr.ecr."));
     let path_of = |endpoint: Option<Endpoint>| -> Option<String> {
         match endpoint {
-            Some(e) if stack.network.endpoints.contains(&e) => {
-                Some(if matches!(e, Endpoint::S3 | Endpoint::DynamoDb) {
-                    format!("gateway endpoint `{}` in the private route tables", endpoint_name(e))
-                } else {
-                    format!("interface endpoint `{}` (private DNS)", endpoint_name(e))
-                })
-            }
+            Some(e) if stack.network.endpoints.contains(&e) => Some(if e.is_gateway() {
+                format!("gateway endpoint `{}` in the private route tables", e.name())
+            } else {
+                format!("interface endpoint `{}` (private DNS)", e.name())
+            }),
             _ if stack.network.nat => Some("NAT gateway (default route)".into()),
             _ => None,
         }
@@ -189,6 +172,7 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 dependency: d.what.into(),
                 host: d.host.replace("{region}", &region),
                 path: path_of(d.endpoint),
+                endpoint: d.endpoint,
             });
         }
         if let (false, Some(host)) = (ecr, &registry_host) {
@@ -197,6 +181,7 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 dependency: "image registry".into(),
                 host: host.clone(),
                 path: path_of(None),
+                endpoint: None,
             });
         }
         if let (Role::Worker, Some(llm)) = (svc.role, &stack.llm) {
@@ -214,6 +199,7 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 dependency: "model".into(),
                 host: host.into(),
                 path: path_of(None),
+                endpoint: None,
             });
         }
     }
