@@ -11,6 +11,40 @@ pub fn endpoint() -> String {
     })
 }
 
+/// The conforming proxy (`crate::proxy`, AWS rules on) in front of moto, shared by the test
+/// binary: every `aira` the tests run with `--endpoint-url` at moto is pointed at it instead.
+/// It runs on a runtime of its own, since each test's runtime ends with its test.
+pub fn conforming() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let upstream = endpoint();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let proxy = crate::proxy::Proxy::start(&upstream, crate::proxy::Faults::default()).await;
+                tx.send(proxy.url.clone()).unwrap();
+                std::future::pending::<()>().await
+            })
+        });
+        rx.recv().unwrap()
+    })
+    .clone()
+}
+
+/// `args` with an `--endpoint-url` at moto pointed at the conforming proxy; other endpoints (a
+/// test's own proxy) are kept.
+fn through_proxy(args: &[&str]) -> Vec<String> {
+    let moto = std::env::var("AIRA_TEST_ENDPOINT").ok();
+    let mut out: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    for i in 1..out.len() {
+        if out[i - 1] == "--endpoint-url" && Some(&out[i]) == moto.as_ref() {
+            out[i] = conforming();
+        }
+    }
+    out
+}
+
 /// A stack name no other test (or earlier run against the same server) uses.
 pub fn unique_stack(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -85,7 +119,7 @@ pub async fn aira_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         cmd.env("AIRA_RUNTIME_BIN", bin);
     }
     let out: Output = cmd
-        .args(args)
+        .args(through_proxy(args))
         .current_dir(cwd)
         .envs(env.iter().copied())
         .env("NO_COLOR", "1")
@@ -136,7 +170,7 @@ pub fn ec2() -> aws_sdk_ec2::Client {
 /// Starts `aira` without waiting for it (to kill it part-way).
 pub fn spawn_aira(cwd: &Path, args: &[&str]) -> tokio::process::Child {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_aira"))
-        .args(args)
+        .args(through_proxy(args))
         .current_dir(cwd)
         .env("NO_COLOR", "1")
         .env("AIRA_DNS_RESOLVER", NO_DNS)
@@ -214,7 +248,7 @@ pub async fn inventory_in(stack: &str, region: &str) -> std::collections::BTreeM
 pub async fn aira_stdin(cwd: &Path, args: &[&str], input: &str) -> Run {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_aira"))
-        .args(args)
+        .args(through_proxy(args))
         .current_dir(cwd)
         .env("NO_COLOR", "1")
         .env("AIRA_DNS_RESOLVER", NO_DNS)

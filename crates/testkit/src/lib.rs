@@ -1,7 +1,9 @@
 //! Test support shared by the integration tests (`tests/it`) and the benchmarks (`bench/`):
 //!
 //! - [`proxy`]: a recording, fault-injecting HTTP proxy in front of the moto server.
+//! - [`aws_rules`]: the proxy's conformance layer: AWS behaviours the moto server lacks.
 //! - [`canonical`]: parts of the canonical stack file (`stacks/aira.yaml`).
 
+pub mod aws_rules;
 pub mod canonical;
 pub mod proxy;

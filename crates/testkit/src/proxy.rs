@@ -3,7 +3,8 @@
 //! moto answers every call at once and never fails on its own; AWS is slower and throttles.
 //! This proxy records the action of every call (to prove that a converged stack makes no
 //! mutating call), adds a fixed latency per call, and answers a share of calls with the
-//! throttling errors of each AWS protocol or a bare HTTP 503.
+//! throttling errors of each AWS protocol or a bare HTTP 503. Unless `Faults::moto_only`, it
+//! also answers as AWS documents where moto does not (`crate::aws_rules`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +20,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::Notify;
 
+use crate::aws_rules;
+
 #[derive(Default)]
 pub struct Faults {
     /// Added to every call.
@@ -30,11 +33,31 @@ pub struct Faults {
     /// Calls of this action (`DeleteSubnet`) answered with an EC2 error `(code, times)`:
     /// the first `times` calls, or every call when `times` is 0.
     pub ec2_error: Option<(&'static str, &'static str, u64)>,
+    /// Forward as moto answers, without the AWS rules of `crate::aws_rules`.
+    pub moto_only: bool,
+}
+
+/// One call with what aira sent and the status it got.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    /// `service:Action`.
+    pub call: String,
+    /// The request body (JSON, or the query protocol's form).
+    pub body: String,
+    pub status: u16,
+}
+
+impl Sent {
+    /// The body as JSON (JSON protocols), `Null` otherwise.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_default()
+    }
 }
 
 pub struct Proxy {
     pub url: String,
     calls: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Sent>>>,
     pub faults_injected: Arc<AtomicU64>,
     /// Fires when the call chosen by `Faults::hang_after_mutations` is hanging.
     pub hung: Arc<Notify>,
@@ -46,6 +69,7 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let injected = Arc::new(AtomicU64::new(0));
         let hung = Arc::new(Notify::new());
         let state = Arc::new(State {
@@ -55,6 +79,7 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
+            requests: requests.clone(),
             faults,
             injected: injected.clone(),
             counter: AtomicU64::new(0),
@@ -73,12 +98,17 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url: format!("http://{addr}"), calls, faults_injected: injected, hung }
+        Proxy { url: format!("http://{addr}"), calls, requests, faults_injected: injected, hung }
     }
 
     /// The calls so far as `service:Action` (`sqs:CreateQueue`, `ec2:DescribeVpcs`), and forgets them.
     pub fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut self.calls.lock().unwrap())
+    }
+
+    /// The calls answered so far with their bodies and statuses, and forgets them.
+    pub fn take_requests(&self) -> Vec<Sent> {
+        std::mem::take(&mut self.requests.lock().unwrap())
     }
 }
 
@@ -92,6 +122,7 @@ struct State {
     upstream: String,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     calls: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Sent>>>,
     faults: Faults,
     injected: Arc<AtomicU64>,
     counter: AtomicU64,
@@ -101,25 +132,20 @@ struct State {
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The body is kept for the request log, which tests read to see what aira sent.
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(String::from);
-    let action = match &target {
-        // JSON protocols: `AmazonSQS.CreateQueue`.
-        Some(t) => t.rsplit('.').next().unwrap_or(t).to_string(),
-        // Query protocols: `Action=CreateVpc&…` in the form body.
-        None => form_action(&body).unwrap_or_else(|| format!("{} {}", parts.method, parts.uri.path())),
-    };
-    // The service, from the signature's credential scope: `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
-    let service = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|a| a.split("Credential=").nth(1))
-        .and_then(|c| c.split('/').nth(3))
-        .unwrap_or("?")
-        .to_string();
-    let call = format!("{service}:{action}");
+    let (call, _) = call_of(&parts, &body);
+    let Ok(resp) = answer(state.clone(), Request::from_parts(parts, Full::new(body.clone()))).await;
+    let sent = Sent { call, body: String::from_utf8_lossy(&body).into_owned(), status: resp.status().as_u16() };
+    state.requests.lock().unwrap().push(sent);
+    Ok(resp)
+}
+
+async fn answer(state: Arc<State>, req: Request<Full<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let (call, json_protocol) = call_of(&parts, &body);
     let mutating = is_mutating(&call);
     state.calls.lock().unwrap().push(call.clone());
     if mutating {
@@ -151,10 +177,44 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         let every = (1.0 / state.faults.throttle).round().max(1.0) as u64;
         if n % every == every - 1 {
             state.injected.fetch_add(1, Ordering::SeqCst);
-            return Ok(throttled(target.is_some(), n));
+            return Ok(throttled(json_protocol, n));
         }
     }
-    Ok(forward(&state, parts, body).await)
+    Ok(conform(&state, &call, parts, body).await)
+}
+
+/// `service:Action` of a call (`sqs:CreateQueue`, `ec2:DescribeVpcs`), and whether it is of a JSON protocol.
+fn call_of(parts: &hyper::http::request::Parts, body: &[u8]) -> (String, bool) {
+    let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    let action = match target {
+        // JSON protocols: `AmazonSQS.CreateQueue`.
+        Some(t) => t.rsplit('.').next().unwrap_or(t).to_string(),
+        // Query protocols: `Action=CreateVpc&…` in the form body.
+        None => form_action(body).unwrap_or_else(|| format!("{} {}", parts.method, parts.uri.path())),
+    };
+    // The service, from the signature's credential scope: `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
+    let service = aws_rules::scope_part(&parts.headers, 3).unwrap_or_else(|| "?".into());
+    (format!("{service}:{action}"), target.is_some())
+}
+
+/// Forwards a call to moto, unless an AWS rule refuses it, and amends moto's answer by the rules.
+async fn conform(state: &State, call: &str, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
+    if state.faults.moto_only {
+        return forward(state, parts, body).await;
+    }
+    let headers = parts.headers.clone();
+    let seen = aws_rules::Call { call, headers: &headers, body: &body };
+    let moto = aws_rules::Moto { upstream: &state.upstream, client: &state.client };
+    if let Some(refused) = aws_rules::refuse(&moto, &seen).await {
+        return refused;
+    }
+    let (parts, answer) = forward(state, parts, body.clone()).await.into_parts();
+    let answer = answer.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let amended = aws_rules::amend(&seen, parts.status.as_u16(), answer);
+    let mut resp = Response::from_parts(parts, Full::new(amended));
+    // The amended body may differ in length from moto's.
+    resp.headers_mut().remove(hyper::header::CONTENT_LENGTH);
+    resp
 }
 
 async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
@@ -176,12 +236,9 @@ async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes)
     }
 }
 
-/// An EC2 (query protocol) error answer.
+/// An injected EC2 error answer.
 fn ec2_error(code: &str) -> Response<Full<Bytes>> {
-    let body = format!(
-        "<Response><Errors><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>aira-proxy</RequestID></Response>"
-    );
-    Response::builder().status(400).header("content-type", "text/xml").body(Full::new(Bytes::from(body))).unwrap()
+    aws_rules::ec2_error(code, "injected by the test proxy")
 }
 
 fn form_action(body: &[u8]) -> Option<String> {

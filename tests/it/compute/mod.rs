@@ -37,6 +37,13 @@ async fn config() -> aws_config::SdkConfig {
     sdk_config(&Connection { region: Some("us-east-1".into()), profile: None, endpoint_url: Some(endpoint()) }).await
 }
 
+/// The configuration of the provider under test: through the conforming proxy, which answers as
+/// AWS documents where moto does not (reading back uses `config`, straight to moto).
+async fn aira_config() -> aws_config::SdkConfig {
+    let at = crate::harness::conforming();
+    sdk_config(&Connection { region: Some("us-east-1".into()), profile: None, endpoint_url: Some(at) }).await
+}
+
 fn scope(stack: &str, wait: u64) -> Scope {
     Scope {
         stack: stack.into(),
@@ -192,7 +199,7 @@ fn out(o: &Observed, key: &str) -> String {
 #[tokio::test]
 async fn compute_kinds_converge_read_back_and_delete_cleanly() {
     let stack = unique_stack("cmp");
-    let p = AwsProvider::new(&config().await);
+    let p = AwsProvider::new(&aira_config().await);
     let sc = scope(&stack, 20);
     let progress = Recorder::default();
     let net = network(&stack).await;

@@ -1,0 +1,383 @@
+//! The conformance layer: where the moto server accepts a call that AWS refuses, or answers
+//! differently, the proxy answers as AWS documents. One function per documented behaviour;
+//! `refuse` runs before a call is forwarded, `amend` on moto's answer.
+//!
+//! What a rule needs to know of moto's state it asks moto with plain requests (`Moto`), or
+//! remembers from the calls it saw (`World`, one per process: every proxy of a test binary
+//! sees the same moto server).
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use serde_json::{json, Value};
+
+/// How long an Amazon-provided IPv6 block stays `associating` after `CreateVpc`.
+pub const IPV6_ASSOCIATING: Duration = Duration::from_secs(3);
+/// How long ECS takes to see a target group's new load balancer.
+pub const TARGET_GROUP_PROPAGATION: Duration = Duration::from_secs(2);
+
+/// One call as the proxy saw it.
+pub struct Call<'a> {
+    /// `service:Action`, as `Proxy::take_calls` reports it.
+    pub call: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+}
+
+impl Call<'_> {
+    fn is(&self, call: &str) -> bool {
+        self.call == call
+    }
+
+    fn json(&self) -> Option<Value> {
+        serde_json::from_slice(self.body).ok()
+    }
+
+    /// The values of a query-protocol parameter (`VpcId`, or `Subnets.member.N` for `Subnets.member.`).
+    fn form(&self, key: &str) -> Vec<String> {
+        let text = std::str::from_utf8(self.body).unwrap_or_default();
+        text.split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| if key.ends_with('.') { k.starts_with(key) } else { *k == key })
+            .map(|(_, v)| decode(v))
+            .collect()
+    }
+}
+
+/// What the rules remember of the calls they saw.
+#[derive(Default)]
+struct World {
+    /// IPv6 association id → (VPC id, when `CreateVpc` answered).
+    ipv6_created: HashMap<String, (String, Instant)>,
+    /// Target group ARN → when a load balancer was first seen forwarding to it.
+    target_group_seen: HashMap<String, Instant>,
+    /// Service ARN → the deployment settings `CreateService`/`UpdateService` sent.
+    service_settings: HashMap<String, serde_json::Map<String, Value>>,
+}
+
+fn world() -> std::sync::MutexGuard<'static, World> {
+    static WORLD: OnceLock<Mutex<World>> = OnceLock::new();
+    WORLD.get_or_init(Mutex::default).lock().unwrap()
+}
+
+/// Plain requests to the moto server, to read the state a rule decides on.
+pub struct Moto<'a> {
+    pub upstream: &'a str,
+    pub client: &'a Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Moto<'_> {
+    /// A query-protocol call to `service`, in the region of the call being judged.
+    async fn query(&self, call: &Call<'_>, service: &str, form: &str) -> String {
+        // moto picks the service and region from the credential scope and checks no signature.
+        let region = scope_part(call.headers, 2).unwrap_or_else(|| "us-east-1".into());
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let req = Request::post(format!("{}/", self.upstream))
+            .header("authorization", auth)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(form.to_string())))
+            .unwrap();
+        match self.client.request(req).await {
+            Ok(resp) => {
+                String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default())
+                    .into_owned()
+            }
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// A refusal of the call as AWS would answer it, or `None` to forward it.
+pub async fn refuse(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    if call.call.starts_with("dynamodb:") {
+        if let Some(r) = dynamodb_unused_expression_keys(call) {
+            return Some(r);
+        }
+    }
+    if call.is("ec2:CreateSubnet") {
+        return subnet_in_associating_ipv6_block(call);
+    }
+    if call.is("elasticloadbalancing:CreateLoadBalancer") {
+        return load_balancer_without_internet_gateway(moto, call).await;
+    }
+    if call.is("ecs:CreateService") {
+        return service_with_unattached_target_group(moto, call).await;
+    }
+    None
+}
+
+/// moto's answer to a forwarded call, as AWS would give it.
+pub fn amend(call: &Call<'_>, status: u16, body: Bytes) -> Bytes {
+    if status != 200 {
+        return body;
+    }
+    match call.call {
+        "ec2:CreateVpc" | "ec2:DescribeVpcs" => ipv6_block_associating(call, body),
+        "ecs:CreateService" | "ecs:UpdateService" | "ecs:DescribeServices" => service_keeps_deployment(call, body),
+        _ => body,
+    }
+}
+
+/// DynamoDB refuses a request with an `ExpressionAttributeValues`/`ExpressionAttributeNames` key
+/// that none of its expressions uses.
+/// (DynamoDB Developer Guide, "Using expression attribute values": "Value provided in
+/// ExpressionAttributeValues unused in expressions", `ValidationException`.)
+fn dynamodb_unused_expression_keys(call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    let body = call.json()?;
+    // TransactWriteItems holds one request per item; the rule holds for each.
+    let mut requests = vec![&body];
+    for item in body["TransactItems"].as_array().into_iter().flatten() {
+        requests.extend(["ConditionCheck", "Put", "Delete", "Update"].iter().filter_map(|k| item.get(*k)));
+    }
+    for req in requests {
+        let expressions: Vec<&str> = [
+            "ConditionExpression",
+            "UpdateExpression",
+            "KeyConditionExpression",
+            "FilterExpression",
+            "ProjectionExpression",
+        ]
+        .iter()
+        .filter_map(|k| req[*k].as_str())
+        .collect();
+        for field in ["ExpressionAttributeValues", "ExpressionAttributeNames"] {
+            let unused: Vec<&str> = req[field]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .map(String::as_str)
+                .filter(|k| !expressions.iter().any(|e| uses(e, k)))
+                .collect();
+            if !unused.is_empty() {
+                let message =
+                    format!("Value provided in {field} unused in expressions: keys: {{{}}}", unused.join(", "));
+                return Some(json_error(
+                    "application/x-amz-json-1.0",
+                    "com.amazonaws.dynamodb.v20120810#ValidationException",
+                    &message,
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Whether `expr` uses the placeholder `key` (`:me`, `#n`) as a whole token.
+fn uses(expr: &str, key: &str) -> bool {
+    expr.match_indices(key)
+        .any(|(i, _)| expr[i + key.len()..].chars().next().is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_')))
+}
+
+/// An Amazon-provided IPv6 block is `associating` for a while after `CreateVpc`; the VPC reports
+/// it so (in `CreateVpc`'s answer and in `DescribeVpcs`) until it is `associated`.
+/// (EC2 API Reference, `VpcCidrBlockState`: associating | associated | disassociating | …)
+fn ipv6_block_associating(call: &Call<'_>, body: Bytes) -> Bytes {
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    let mut w = world();
+    if call.is("ec2:CreateVpc") && call.form("AmazonProvidedIpv6CidrBlock").first().map(String::as_str) == Some("true")
+    {
+        let vpc = between(&text, "<vpcId>", "</vpcId>");
+        let assoc = text
+            .find("<ipv6CidrBlockAssociationSet>")
+            .and_then(|i| between(&text[i..], "<associationId>", "</associationId>"));
+        if let (Some(vpc), Some(assoc)) = (vpc, assoc) {
+            w.ipv6_created.insert(assoc, (vpc, Instant::now()));
+        }
+    }
+    for (assoc, (_, at)) in &w.ipv6_created {
+        if at.elapsed() >= IPV6_ASSOCIATING {
+            continue;
+        }
+        let Some(i) = text.find(&format!("<associationId>{assoc}</associationId>")) else { continue };
+        let associated = "<ipv6CidrBlockState><state>associated</state>";
+        if let Some(j) = text[i..].find(associated) {
+            let at = i + j;
+            text.replace_range(at..at + associated.len(), "<ipv6CidrBlockState><state>associating</state>");
+        }
+    }
+    Bytes::from(text)
+}
+
+/// `CreateSubnet` with an IPv6 range of a VPC whose block is still `associating` is refused:
+/// the range is not inside an associated block of the VPC yet.
+/// (EC2 API Reference, `CreateSubnet`/error codes: `InvalidSubnet.Range`, "The IPv6 CIDR … is invalid".)
+fn subnet_in_associating_ipv6_block(call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    let cidr = call.form("Ipv6CidrBlock").pop()?;
+    let vpc = call.form("VpcId").pop()?;
+    let associating = world().ipv6_created.values().any(|(v, at)| *v == vpc && at.elapsed() < IPV6_ASSOCIATING);
+    associating.then(|| ec2_error("InvalidSubnet.Range", &format!("The IPv6 CIDR '{cidr}' is invalid.")))
+}
+
+/// An internet-facing load balancer needs an internet gateway attached to its subnets' VPC.
+/// (ELB User Guide, "Create an Application Load Balancer", prerequisites; API error
+/// `InvalidSubnet`: "VPC vpc-… has no internet gateway".)
+async fn load_balancer_without_internet_gateway(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    if call.form("Scheme").first().map(String::as_str) == Some("internal") {
+        return None;
+    }
+    let subnet = call.form("Subnets.member.").into_iter().next()?;
+    let subnets =
+        moto.query(call, "ec2", &format!("Action=DescribeSubnets&Version=2016-11-15&SubnetId.1={subnet}")).await;
+    let vpc = between(&subnets, "<vpcId>", "</vpcId>")?;
+    let form = format!(
+        "Action=DescribeInternetGateways&Version=2016-11-15&Filter.1.Name=attachment.vpc-id&Filter.1.Value.1={vpc}"
+    );
+    let gateways = moto.query(call, "ec2", &form).await;
+    let attached = gateways.contains("<state>available</state>") || gateways.contains("<state>attached</state>");
+    (!attached).then(|| elb_error("InvalidSubnet", &format!("VPC {vpc} has no internet gateway")))
+}
+
+/// ECS refuses a service whose target group no load balancer forwards to yet (a listener or
+/// rule), and sees a new association a moment after ELB made it.
+/// (ECS API Reference, `CreateService`: `InvalidParameterException`, "The target group with
+/// targetGroupArn … does not have an associated load balancer.")
+async fn service_with_unattached_target_group(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    let body = call.json()?;
+    for lb in body["loadBalancers"].as_array().into_iter().flatten() {
+        let Some(tg) = lb["targetGroupArn"].as_str() else { continue };
+        let form = format!("Action=DescribeTargetGroups&Version=2015-12-01&TargetGroupArns.member.1={}", encode(tg));
+        let answer = moto.query(call, "elasticloadbalancing", &form).await;
+        let has_lb = answer
+            .find("<LoadBalancerArns>")
+            .is_some_and(|i| answer[i..].split("</LoadBalancerArns>").next().unwrap_or("").contains("<member>"));
+        let ready = has_lb && {
+            let mut w = world();
+            let seen = *w.target_group_seen.entry(tg.to_string()).or_insert_with(Instant::now);
+            seen.elapsed() >= TARGET_GROUP_PROPAGATION
+        };
+        if !ready {
+            let message =
+                format!("The target group with targetGroupArn {tg} does not have an associated load balancer.");
+            return Some(json_error("application/x-amz-json-1.1", "InvalidParameterException", &message));
+        }
+    }
+    None
+}
+
+/// ECS returns a service's deployment configuration and health check grace period as they were
+/// set (moto drops them): the proxy remembers what `CreateService`/`UpdateService` sent.
+/// (ECS API Reference, `Service`: `deploymentConfiguration`, `healthCheckGracePeriodSeconds`.)
+fn service_keeps_deployment(call: &Call<'_>, body: Bytes) -> Bytes {
+    let Ok(mut answer) = serde_json::from_slice::<Value>(&body) else { return body };
+    let mut w = world();
+    if !call.is("ecs:DescribeServices") {
+        let sent = call.json().unwrap_or_default();
+        if let Some(arn) = answer["service"]["serviceArn"].as_str() {
+            let kept = w.service_settings.entry(arn.to_string()).or_default();
+            for key in ["deploymentConfiguration", "healthCheckGracePeriodSeconds"] {
+                if let Some(v) = sent.get(key) {
+                    kept.insert(key.to_string(), v.clone());
+                }
+            }
+        }
+    }
+    let services: Vec<&mut Value> = if answer.get("services").is_some() {
+        answer["services"].as_array_mut().map(|all| all.iter_mut().collect()).unwrap_or_default()
+    } else {
+        answer.get_mut("service").into_iter().collect()
+    };
+    for s in services {
+        let Some(kept) = s["serviceArn"].as_str().and_then(|arn| w.service_settings.get(arn)) else { continue };
+        for (k, v) in kept.clone() {
+            s[k] = v;
+        }
+    }
+    Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
+}
+
+fn json_error(content_type: &str, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = json!({ "__type": kind, "message": message });
+    Response::builder()
+        .status(400)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// An EC2 (query protocol) error answer.
+pub fn ec2_error(code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>aira-proxy</RequestID></Response>"
+    );
+    Response::builder().status(400).header("content-type", "text/xml").body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// An ELBv2 (query protocol) error answer.
+fn elb_error(code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>aira-proxy</RequestId></ErrorResponse>"
+    );
+    Response::builder().status(400).header("content-type", "text/xml").body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// A part of the signature's credential scope: `KEY/DATE/REGION/SERVICE/aws4_request`.
+pub fn scope_part(headers: &HeaderMap, n: usize) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    auth.split("Credential=").nth(1)?.split('/').nth(n).map(String::from)
+}
+
+fn between(text: &str, open: &str, close: &str) -> Option<String> {
+    let start = text.find(open)? + open.len();
+    let end = text[start..].find(close)? + start;
+    Some(text[start..end].to_string())
+}
+
+/// Decodes a form value (`%2F`, `+`).
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_placeholder_is_used_only_as_a_whole_token() {
+        assert!(uses("holder = :me", ":me"));
+        assert!(uses("expires_at < :now OR x = :me)", ":me"));
+        assert!(!uses("holder = :me2", ":me"));
+        assert!(!uses("holder = :m", ":me"));
+    }
+
+    #[test]
+    fn form_values_are_decoded() {
+        assert_eq!(decode("arn%3Aaws%3Ax%2Fy+z"), "arn:aws:x/y z");
+        assert_eq!(decode(&encode("arn:aws:x/y")), "arn:aws:x/y");
+    }
+}
