@@ -67,3 +67,23 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
     }
     aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }
+
+/// The holder renews its lock while it works, and DynamoDB accepts each renewal: the conforming
+/// proxy refuses a request with an expression attribute value no expression uses, as DynamoDB
+/// does (moto accepts it), and its log holds what aira sent and what it got.
+#[tokio::test]
+async fn the_holder_renews_its_lock_with_requests_dynamodb_accepts() {
+    let stack = unique_stack("lockrenew");
+    let work = Workdir::new();
+    let file = stack_file(&work, &stack);
+    // Slow enough that the run outlasts a third of the TTL (3 s, renewed every second) many times.
+    let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(150), ..Faults::default() }).await;
+    aira(work.dir.path(), &["up", &file, "--lock-ttl", "3s", "--endpoint-url", &slow.url]).await.assert_code(0);
+    let puts: Vec<_> = slow.take_requests().into_iter().filter(|r| r.call == "dynamodb:PutItem").collect();
+    let renewals: Vec<_> = puts.iter().filter(|r| r.json()["ConditionExpression"] == "holder = :me").collect();
+    assert!(!renewals.is_empty(), "no renewal sent: {puts:?}");
+    for r in &puts {
+        assert_eq!(r.status, 200, "DynamoDB refuses the lock's request: {r:?}");
+    }
+    aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+}

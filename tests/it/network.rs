@@ -39,8 +39,16 @@ async fn network_is_complete_private_and_converged() {
     let file = work.write("stack.yaml", &canonical(&stack));
     let file = file.to_str().unwrap();
     let proxy = Proxy::start(&endpoint(), Faults::default()).await;
-    aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await.assert_code(0);
+    let up = aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await;
+    up.assert_code(0);
     assert_eq!(inventory(&stack).await, expected_inventory());
+    // The VPC's IPv6 block is `associating` for a while after CreateVpc (the proxy answers as AWS
+    // does): the public subnets waited for it, said so, and were never refused for their range.
+    assert!(up.stderr.contains("associating, waiting for associated"), "{}", up.stderr);
+    let subnets: Vec<_> = proxy.take_requests().into_iter().filter(|r| r.call == "ec2:CreateSubnet").collect();
+    assert_eq!(subnets.len(), 4, "{subnets:?}");
+    assert!(subnets.iter().all(|r| r.status == 200), "{subnets:?}");
+    assert_eq!(subnets.iter().filter(|r| r.body.contains("Ipv6CidrBlock=")).count(), 2, "{subnets:?}");
 
     let ec2 = ec2();
     let vpc = ec2.describe_vpcs().filters(tag_filter(&stack)).send().await.unwrap().vpcs()[0].clone();

@@ -53,7 +53,7 @@ async fn compute_task_definitions_push_the_built_image_once() {
     let wanted = json!({ "repository": repository, "digest": digest });
 
     // One run: two task definitions name the built image; it is pushed once, before either registers.
-    let p = AwsProvider::new(&config().await);
+    let p = AwsProvider::new(&aira_config().await);
     p.set_image(LocalImage { image: image.clone(), insecure: true }).await;
     let api_res = res("task-api", Kind::TaskDefinition, props("api", wanted.clone()));
     let api = p.create(&sc, &api_res, &progress).await.unwrap();
@@ -89,7 +89,7 @@ async fn compute_task_definitions_push_the_built_image_once() {
     );
 
     // The next run (a new provider): the blobs are there, none is sent again.
-    let p2 = AwsProvider::new(&config().await);
+    let p2 = AwsProvider::new(&aira_config().await);
     p2.set_image(LocalImage { image: image.clone(), insecure: true }).await;
     let mut changed = res("task-api", Kind::TaskDefinition, props("api", wanted.clone()));
     changed.props["cpu"] = json!(512);
@@ -137,7 +137,7 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
     plan.assert_code(0);
     assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
 
-    let p = AwsProvider::new(&config().await);
+    let p = AwsProvider::new(&aira_config().await);
     let observed = p.observe(&scope(&stack, 5)).await.unwrap();
     let kinds: std::collections::BTreeSet<Kind> = observed.iter().map(|o| o.kind).collect();
     for k in [Kind::Table, Kind::LogGroup, Kind::Role, Kind::Cluster, Kind::TaskDefinition, Kind::Service] {
@@ -157,7 +157,7 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
 #[tokio::test]
 async fn compute_load_balanced_service_converges() {
     let stack = unique_stack("cmp-lb");
-    let p = AwsProvider::new(&config().await);
+    let p = AwsProvider::new(&aira_config().await);
     let sc = scope(&stack, 10);
     let progress = Recorder::default();
     let net = network(&stack).await;
@@ -176,6 +176,29 @@ async fn compute_load_balanced_service_converges() {
         .await
         .unwrap();
     let tg = tg.target_groups()[0].target_group_arn().unwrap().to_string();
+    // ECS refuses a target group that no load balancer forwards to (the conforming proxy
+    // answers so): an internal one, with a listener made just before the service.
+    let lb = elb
+        .create_load_balancer()
+        .name(&stack)
+        .scheme(aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::Internal)
+        .set_subnets(Some(net.subnets.clone()))
+        .send()
+        .await
+        .unwrap();
+    let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder()
+        .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
+        .target_group_arn(&tg)
+        .build()
+        .unwrap();
+    elb.create_listener()
+        .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().unwrap())
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(80)
+        .default_actions(forward)
+        .send()
+        .await
+        .unwrap();
     let cluster_res = res("cluster", Kind::Cluster, json!({ "name": stack, "container_insights": false }));
     let cluster = p.create(&sc, &cluster_res, &progress).await.unwrap();
     let td = task(
@@ -195,6 +218,9 @@ async fn compute_load_balanced_service_converges() {
     let desired = res("service-api", Kind::Service, props);
     let created = p.create(&sc, &desired, &progress).await.unwrap();
     assert_converged(&created, &desired);
+    // The association reaches ECS a moment after the listener: the create waited, and said so.
+    let said = progress.all().join("\n");
+    assert!(said.contains("does not see the target group's load balancer yet"), "{said}");
     let observed = p.observe(&sc).await.unwrap();
     assert_converged(one(&observed, "service-api"), &desired);
     let ecs = aws_sdk_ecs::Client::new(&config().await);
@@ -248,4 +274,57 @@ async fn compute_up_with_a_stuck_deployment_exits_2_naming_what_was_pending() {
         up.stderr
     );
     aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+}
+
+/// What aira sends for a service is what a stack gets (README: circuit breaker with rollback,
+/// 100 %/200 %, a 30 s health check grace for the load-balanced one), read from the proxy's
+/// request log; the internet-facing load balancer is accepted (its gateway is attached first)
+/// and the service waits for its target group's listener. An endpoint that drops those settings
+/// (moto without the proxy's rules) is observed as not having them: the plan updates them.
+#[tokio::test]
+async fn compute_public_service_is_sent_the_stacks_deployment_settings() {
+    use crate::harness::{aira, Workdir};
+    use crate::proxy::{Faults, Proxy};
+    let stack = unique_stack("cmp-dep");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
+         api: {{ role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }}\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512 }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
+    let dir = work.dir.path();
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    aira(dir, &["up", file, "--yes", "--image", &image, "--endpoint-url", &proxy.url]).await.assert_code(0);
+
+    let sent = proxy.take_requests();
+    let lbs: Vec<_> = sent.iter().filter(|r| r.call == "elasticloadbalancing:CreateLoadBalancer").collect();
+    assert!(!lbs.is_empty() && lbs.iter().all(|r| r.status == 200), "load balancer refused: {lbs:?}");
+    let mut services = std::collections::BTreeMap::new();
+    for r in sent.iter().filter(|r| r.call == "ecs:CreateService" && r.status == 200) {
+        services.insert(r.json()["serviceName"].as_str().unwrap().to_string(), r.json());
+    }
+    assert_eq!(services.len(), 2, "{:?}", services.keys());
+    for (name, body) in &services {
+        let d = &body["deploymentConfiguration"];
+        assert_eq!((&d["minimumHealthyPercent"], &d["maximumPercent"]), (&json!(100), &json!(200)), "{name}: {d}");
+        assert_eq!(d["deploymentCircuitBreaker"], json!({ "enable": true, "rollback": true }), "{name}: {d}");
+        let grace =
+            if body["loadBalancers"].as_array().is_some_and(|l| !l.is_empty()) { json!(30) } else { Value::Null };
+        assert_eq!(body["healthCheckGracePeriodSeconds"], grace, "{name}");
+    }
+
+    let plan = |at: String| {
+        let file = file.to_string();
+        let image = image.clone();
+        async move { aira(dir, &["plan", &file, "--detailed-exitcode", "--image", &image, "--endpoint-url", &at]).await }
+    };
+    plan(proxy.url.clone()).await.assert_code(0);
+    let moto_only = Proxy::start(&endpoint(), Faults { moto_only: true, ..Faults::default() }).await;
+    let dropped = plan(moto_only.url.clone()).await;
+    dropped.assert_code(2);
+    assert!(dropped.stdout.contains("service-api") && dropped.stdout.contains("service-worker"), "{}", dropped.stdout);
+    aira(dir, &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }

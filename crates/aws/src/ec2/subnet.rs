@@ -2,13 +2,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
-use aws_sdk_ec2::Client;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
-use crate::sdk;
-use aira_engine::graph::Kind;
+use crate::sdk::{self, Poll};
+use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 pub struct Subnet;
@@ -41,7 +42,7 @@ impl KindOps for Subnet {
         let (ec2, p) = (&aws.ec2, &res.props);
         let what = format!("create {} `{}`", res.kind, res.id);
         let v6 = match p["ipv6_index"].as_u64() {
-            Some(i) => Some(subnet_ipv6(ec2, s(p, "vpc"), i, &what).await?),
+            Some(i) => Some(subnet_ipv6(cx, &res.id, s(p, "vpc"), i, &what).await?),
             None => None,
         };
         let out = call!(
@@ -69,7 +70,7 @@ impl KindOps for Subnet {
                 call!(what, ec2.disassociate_subnet_cidr_block().association_id(a).send());
             }
             if let Some(i) = want["ipv6_index"].as_u64() {
-                let block = subnet_ipv6(ec2, s(want, "vpc"), i, &what).await?;
+                let block = subnet_ipv6(cx, &res.id, s(want, "vpc"), i, &what).await?;
                 let out = call!(what, ec2.associate_subnet_cidr_block().subnet_id(id).ipv6_cidr_block(block).send());
                 let a = out.ipv6_cidr_block_association().and_then(|a| a.association_id());
                 outputs.insert("ipv6_association".into(), json!(a));
@@ -88,17 +89,35 @@ impl KindOps for Subnet {
     }
 }
 
-/// The `index`-th /64 of the VPC's IPv6 block: a subnet's IPv6 range.
-async fn subnet_ipv6(ec2: &Client, vpc: &str, index: u64, what: &str) -> Result<String> {
-    let out = call!(what, ec2.describe_vpcs().vpc_ids(vpc).send());
-    let block = out
-        .vpcs()
-        .first()
-        .into_iter()
-        .flat_map(|v| v.ipv6_cidr_block_association_set())
-        .filter(|a| a.ipv6_cidr_block_state().and_then(|s| s.state()).is_some_and(|s| s.as_str() == "associated"))
-        .find_map(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok())
-        .ok_or_else(|| ProviderError::new(format!("{what}: VPC {vpc} has no IPv6 block yet")))?;
+/// The `index`-th /64 of the VPC's IPv6 block: a subnet's IPv6 range. Waits while the block is
+/// `associating`: right after `CreateVpc`, AWS refuses a subnet range inside it
+/// (`InvalidSubnet.Range`) until it is `associated`.
+async fn subnet_ipv6(cx: &Cx<'_>, id: &LogicalId, vpc: &str, index: u64, what: &str) -> Result<String> {
+    let Cx { aws, scope, progress } = *cx;
+    let waiting = format!("{what}: IPv6 block of VPC {vpc}");
+    let block = sdk::poll_until(scope, progress, id, &waiting, Duration::from_secs(1), || async {
+        let out = call!(what, aws.ec2.describe_vpcs().vpc_ids(vpc).send());
+        let blocks: Vec<(String, Option<String>)> = out
+            .vpcs()
+            .first()
+            .into_iter()
+            .flat_map(|v| v.ipv6_cidr_block_association_set())
+            .filter_map(|a| {
+                let state = a.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str().to_string());
+                Some((a.ipv6_cidr_block()?.to_string(), state))
+            })
+            .collect();
+        if let Some((b, _)) = blocks.iter().find(|(_, state)| state.as_deref() == Some("associated")) {
+            return Ok(Poll::Done(
+                b.parse::<ipnet::Ipv6Net>().map_err(|e| ProviderError::new(format!("{what}: {b}: {e}")))?,
+            ));
+        }
+        match blocks.iter().find(|(_, state)| state.as_deref() == Some("associating")) {
+            Some((b, _)) => Ok(Poll::Pending(format!("{b} associating, waiting for associated"))),
+            None => Err(ProviderError::new(format!("{what}: VPC {vpc} has no IPv6 block"))),
+        }
+    })
+    .await?;
     let net = block
         .subnets(64)
         .ok()

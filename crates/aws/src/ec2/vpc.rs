@@ -26,8 +26,10 @@ impl KindOps for Vpc {
             let support = call!(what, attr(VpcAttributeName::EnableDnsSupport));
             let hostnames = call!(what, attr(VpcAttributeName::EnableDnsHostnames));
             let on = |v: Option<&AttributeBooleanValue>| v.and_then(|v| v.value()).unwrap_or(false);
+            // An `associating` block is the VPC's (subnets wait for it), not one to ask for again.
             let v6 = vpc.ipv6_cidr_block_association_set().iter().find(|a| {
-                a.ipv6_cidr_block_state().and_then(|s| s.state()).is_some_and(|s| s.as_str() == "associated")
+                let state = a.ipv6_cidr_block_state().and_then(|s| s.state());
+                state.is_some_and(|s| matches!(s.as_str(), "associated" | "associating"))
             });
             let props = json!({
                 "cidr": vpc.cidr_block(),

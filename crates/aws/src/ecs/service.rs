@@ -15,7 +15,6 @@ use super::{built, outputs, scaling, strs, wait_deployed, Result, POLL};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
-use aira_engine::expand::defaults::HEALTH_CHECK_GRACE;
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
@@ -55,23 +54,18 @@ async fn observed(aws: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types::Serv
         "subnets": subnets,
         "security_groups": groups,
         "public_ip": public_ip,
-        "deployment": match dc {
-            Some(dc) => json!({
-                "circuit_breaker": breaker.is_some_and(|b| b.enable()),
-                "rollback": breaker.is_some_and(|b| b.rollback()),
-                "min_healthy_percent": dc.minimum_healthy_percent(),
-                "max_percent": dc.maximum_percent(),
-            }),
-            // AWS always reports it; an endpoint that keeps none (the moto server) is read as
-            // what aira sets on every service, rather than as a change no call can make.
-            None => json!({ "circuit_breaker": true, "rollback": true, "min_healthy_percent": 100, "max_percent": 200 }),
-        },
+        // What AWS reports, never aira's own values: a missing configuration is observed as
+        // missing, so the plan shows the update that sets it.
+        "deployment": dc.map(|dc| json!({
+            "circuit_breaker": breaker.is_some_and(|b| b.enable()),
+            "rollback": breaker.is_some_and(|b| b.rollback()),
+            "min_healthy_percent": dc.minimum_healthy_percent(),
+            "max_percent": dc.maximum_percent(),
+        })),
         "load_balancer": load_balancer,
     });
     if !props["load_balancer"].is_null() {
-        // AWS reports it for every load-balanced service; an endpoint that keeps none (the moto
-        // server) is read as the grace aira sets, rather than as a change no call can make.
-        props["health_check_grace"] = json!(s.health_check_grace_period_seconds().unwrap_or(HEALTH_CHECK_GRACE));
+        props["health_check_grace"] = json!(s.health_check_grace_period_seconds());
     }
     let arn = s.service_arn().unwrap_or_default();
     Ok(Observed {
@@ -129,6 +123,12 @@ fn deployment(want: &Value) -> DeploymentConfiguration {
 fn is_role_not_ready(code: Option<&str>, message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     code == Some("InvalidParameterException") && (m.contains("assume") || m.contains("role"))
+}
+
+/// Whether an error is ELB's association reaching ECS: the target group's listener (ordered
+/// before the service) exists, but ECS does not see the load balancer yet.
+fn is_target_group_not_ready(code: Option<&str>, message: &str) -> bool {
+    code == Some("InvalidParameterException") && message.contains("does not have an associated load balancer")
 }
 
 #[async_trait]
@@ -200,6 +200,21 @@ impl KindOps for Service {
                         &format!(
                             "ECS cannot use the task's roles yet ({}); IAM changes take a few seconds to reach ECS, \
                              retrying ({}s of {}s)",
+                            sdk::message(&e),
+                            start.elapsed().as_secs(),
+                            scope.wait.as_secs()
+                        ),
+                    );
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e)
+                    if is_target_group_not_ready(sdk::code(&e), &sdk::message(&e)) && start.elapsed() < scope.wait =>
+                {
+                    progress.waiting(
+                        &res.id,
+                        &format!(
+                            "ECS does not see the target group's load balancer yet ({}); the listener forwarding \
+                             to it takes a moment to reach ECS, retrying ({}s of {}s)",
                             sdk::message(&e),
                             start.elapsed().as_secs(),
                             scope.wait.as_secs()
@@ -300,6 +315,11 @@ mod tests {
         let msg = "ECS was unable to assume the role 'arn:aws:iam::1:role/x' that was provided for this task.";
         assert!(is_role_not_ready(Some("InvalidParameterException"), msg));
         assert!(!is_role_not_ready(Some("InvalidParameterException"), "subnet-1 does not exist"));
+        let tg =
+            "The target group with targetGroupArn arn:aws:elasticloadbalancing:us-east-1:1:targetgroup/t/1 does not \
+                  have an associated load balancer.";
+        assert!(is_target_group_not_ready(Some("InvalidParameterException"), tg));
+        assert!(!is_role_not_ready(Some("InvalidParameterException"), tg));
         assert!(!is_role_not_ready(Some("AccessDeniedException"), msg));
         assert_eq!(scaling::resource("arn:aws:ecs:us-east-1:1:cluster/s1", "api"), "service/s1/api");
     }
