@@ -189,8 +189,7 @@ async fn compute_load_balanced_service_converges() {
     let forward = aws_sdk_elasticloadbalancingv2::types::Action::builder()
         .r#type(aws_sdk_elasticloadbalancingv2::types::ActionTypeEnum::Forward)
         .target_group_arn(&tg)
-        .build()
-        .unwrap();
+        .build();
     elb.create_listener()
         .load_balancer_arn(lb.load_balancers()[0].load_balancer_arn().unwrap())
         .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
