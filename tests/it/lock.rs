@@ -40,6 +40,7 @@ async fn a_second_run_of_the_same_stack_is_refused_with_the_holder() {
     assert!(first.wait().await.unwrap().success(), "the first run proceeds");
     // Released at the end: the next run proceeds.
     aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
 
 #[tokio::test]
@@ -66,4 +67,5 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
         }
     }
     aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }

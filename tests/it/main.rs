@@ -11,6 +11,7 @@ mod dlq;
 mod edge;
 mod harness;
 mod image;
+mod inventory;
 mod local_target;
 mod lock;
 mod network;

@@ -122,6 +122,7 @@ async fn queue_pair_lifecycle() {
     // Down again: nothing to do, still success.
     let again = aira(work.dir.path(), &[&["down", file, "--yes"], &at[..]].concat()).await;
     again.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
     assert!(again.stdout.contains("Nothing to delete"), "{}", again.stdout);
 }
 
@@ -198,6 +199,7 @@ async fn converges_under_throttling() {
     aira(work.dir.path(), &[&["plan", file, "--detailed-exitcode"], &at[..]].concat()).await.assert_code(0);
     assert_eq!(read_queues(&stack).await.len(), 2);
     aira(work.dir.path(), &[&["down", file, "--yes"], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
     assert!(read_queues(&stack).await.is_empty());
     assert!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst) >= 2, "faults were injected");
 }

@@ -3,7 +3,9 @@
 //! moto answers every call at once and never fails on its own; AWS is slower and throttles.
 //! This proxy records the action of every call (to prove that a converged stack makes no
 //! mutating call), adds a fixed latency per call, and answers a share of calls with the
-//! throttling errors of each AWS protocol or a bare HTTP 503.
+//! throttling errors of each AWS protocol or a bare HTTP 503. Where moto's answer differs from
+//! what AWS documents, the proxy gives AWS's (`as_aws`; each rule is a row of
+//! `tests/it/README.md`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -127,7 +129,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         if state.faults.hang_after_mutations == Some(n) {
             // The call reaches AWS, but its answer never reaches the client: the worst moment
             // for a crash, since the resource exists and the client never learnt its id.
-            let _ = forward(&state, parts, body).await;
+            let _ = forward(&state, &call, parts, body).await;
             state.hung.notify_one();
             let never: Infallible = std::future::pending().await;
             match never {}
@@ -154,10 +156,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             return Ok(throttled(target.is_some(), n));
         }
     }
-    Ok(forward(&state, parts, body).await)
+    if call == "application-autoscaling:DeregisterScalableTarget" {
+        drop_scaling_policies(&state, &parts, &body).await;
+    }
+    Ok(forward(&state, &call, parts, body).await)
 }
 
-async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
+async fn forward(state: &State, call: &str, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
     let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut forward = Request::builder().method(parts.method).uri(uri);
     for (k, v) in &parts.headers {
@@ -166,9 +171,13 @@ async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes)
     let forward = forward.body(Full::new(body)).unwrap();
     match state.client.request(forward).await {
         Ok(resp) => {
-            let (parts, body) = resp.into_parts();
+            let (mut parts, body) = resp.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Response::from_parts(parts, Full::new(body))
+            let aws = as_aws(call, body.clone());
+            if aws.len() != body.len() {
+                parts.headers.remove(hyper::header::CONTENT_LENGTH);
+            }
+            Response::from_parts(parts, Full::new(aws))
         }
         Err(e) => {
             Response::builder().status(StatusCode::BAD_GATEWAY).body(Full::new(Bytes::from(e.to_string()))).unwrap()
@@ -211,5 +220,118 @@ fn throttled(json_protocol: bool, n: u64) -> Response<Full<Bytes>> {
                 b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>aira-proxy</RequestID></Response>",
             )))
             .unwrap()
+    }
+}
+
+/// `DeregisterScalableTarget` deletes the target's scaling policies on AWS; moto keeps them, so
+/// the proxy deletes them first, through moto's own calls.
+async fn drop_scaling_policies(state: &State, parts: &hyper::http::request::Parts, body: &Bytes) {
+    let Ok(target) = serde_json::from_slice::<serde_json::Value>(body) else { return };
+    let key = |k: &str| target.get(k).cloned().unwrap_or_default();
+    let (namespace, resource, dimension) = (key("ServiceNamespace"), key("ResourceId"), key("ScalableDimension"));
+    let call = |action: &str, body: serde_json::Value| {
+        let mut req = Request::builder().method("POST").uri(format!("{}/", state.upstream));
+        for (k, v) in parts.headers.iter().filter(|(k, _)| !matches!(k.as_str(), "x-amz-target" | "content-length")) {
+            req = req.header(k, v);
+        }
+        let req = req
+            .header("x-amz-target", format!("AnyScaleFrontendService.{action}"))
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        async move {
+            let resp = state.client.request(req).await.ok()?;
+            let bytes = resp.into_body().collect().await.ok()?.to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).ok()
+        }
+    };
+    let listed = call(
+        "DescribeScalingPolicies",
+        serde_json::json!({ "ServiceNamespace": namespace, "ResourceId": resource, "ScalableDimension": dimension }),
+    )
+    .await;
+    let policies = listed.as_ref().and_then(|l| l["ScalingPolicies"].as_array()).cloned().unwrap_or_default();
+    for p in policies {
+        let body = serde_json::json!({
+            "PolicyName": p["PolicyName"], "ServiceNamespace": namespace, "ResourceId": resource, "ScalableDimension": dimension,
+        });
+        call("DeleteScalingPolicy", body).await;
+    }
+}
+
+/// moto's answer to `call` as AWS gives it, where they differ.
+fn as_aws(call: &str, body: Bytes) -> Bytes {
+    match call {
+        "sns:ListSubscriptionsByTopic" | "sns:ListSubscriptions" => pending_confirmation(body),
+        // Route 53 is a REST protocol: ListResourceRecordSets is `GET …/hostedzone/ID/rrset`.
+        c if c.starts_with("route53:GET ") && c.ends_with("/rrset") => without_cdata(body),
+        _ => body,
+    }
+}
+
+/// Route 53 sends record values as XML text; moto wraps them in CDATA sections, which the Rust
+/// SDK's XML reader returns as empty strings.
+fn without_cdata(body: Bytes) -> Bytes {
+    let Ok(text) = std::str::from_utf8(&body) else { return body };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<![CDATA[") {
+        let Some(len) = rest[start..].find("]]>") else { break };
+        out.push_str(&rest[..start]);
+        let inner = &rest[start + 9..start + len];
+        out.push_str(&inner.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"));
+        rest = &rest[start + len + 3..];
+    }
+    out.push_str(rest);
+    Bytes::from(out)
+}
+
+/// SNS lists a subscription that awaits its confirmation with the ARN `PendingConfirmation`
+/// (an e-mail address confirms by a link AWS mails it; nobody does here); moto lists a real ARN
+/// at once.
+fn pending_confirmation(body: Bytes) -> Bytes {
+    let Ok(text) = std::str::from_utf8(&body) else { return body };
+    let members: Vec<String> = text
+        .split("<member>")
+        .map(|m| {
+            let email = m.contains("<Protocol>email</Protocol>") || m.contains("<Protocol>email-json</Protocol>");
+            match (email, m.find("<SubscriptionArn>"), m.find("</SubscriptionArn>")) {
+                (true, Some(a), Some(b)) if a < b => {
+                    format!("{}<SubscriptionArn>PendingConfirmation{}", &m[..a], &m[b..])
+                }
+                _ => m.to_string(),
+            }
+        })
+        .collect();
+    Bytes::from(members.join("<member>"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_subscriptions_are_listed_pending() {
+        let moto = "<Subscriptions><member><TopicArn>arn:aws:sns:r:1:t</TopicArn><Protocol>email</Protocol>\
+            <SubscriptionArn>arn:aws:sns:r:1:t:abc</SubscriptionArn><Endpoint>a@b.c</Endpoint></member>\
+            <member><Protocol>sqs</Protocol><SubscriptionArn>arn:aws:sns:r:1:t:def</SubscriptionArn></member></Subscriptions>";
+        let aws = pending_confirmation(Bytes::from(moto));
+        let aws = std::str::from_utf8(&aws).unwrap();
+        assert!(
+            aws.contains("<Protocol>email</Protocol><SubscriptionArn>PendingConfirmation</SubscriptionArn>"),
+            "{aws}"
+        );
+        assert!(aws.contains("<SubscriptionArn>arn:aws:sns:r:1:t:def</SubscriptionArn>"), "{aws}");
+        assert!(!aws.contains(":abc<"), "{aws}");
+    }
+
+    #[test]
+    fn record_values_are_plain_text() {
+        let moto =
+            "<ResourceRecord><Value><![CDATA[\"v=1 <a&b>\"]]></Value></ResourceRecord><Value><![CDATA[x.]]></Value>";
+        let aws = without_cdata(Bytes::from(moto));
+        assert_eq!(
+            std::str::from_utf8(&aws).unwrap(),
+            "<ResourceRecord><Value>\"v=1 &lt;a&amp;b&gt;\"</Value></ResourceRecord><Value>x.</Value>"
+        );
     }
 }

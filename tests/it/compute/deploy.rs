@@ -130,7 +130,9 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
     let file = file.to_str().unwrap();
     // An ECR image: the tasks pull it through the endpoints (the reachability check).
     let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
-    let at = ["--endpoint-url", &endpoint()];
+    // Through the proxy: it deletes a deregistered scalable target's policies, as AWS does.
+    let proxy = crate::proxy::Proxy::start(&endpoint(), Default::default()).await;
+    let at = ["--endpoint-url", proxy.url.as_str()];
     let dir = work.dir.path();
     aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
     let plan = aira(dir, &[&["plan", file, "--detailed-exitcode", "--image", &image][..], &at[..]].concat()).await;
@@ -148,6 +150,7 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
     assert_eq!(worker.props["count"]["queue"], format!("{stack}-queue"));
 
     aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
     let left = p.observe(&scope(&stack, 5)).await.unwrap();
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
@@ -248,4 +251,5 @@ async fn compute_up_with_a_stuck_deployment_exits_2_naming_what_was_pending() {
         up.stderr
     );
     aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
