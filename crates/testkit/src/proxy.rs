@@ -30,7 +30,8 @@ pub struct Faults {
     /// The n-th mutating call (from 1) is forwarded but never answered; `Proxy::hung` fires.
     pub hang_after_mutations: Option<u64>,
     /// Calls of this action (`DeleteSubnet`) answered with an EC2 error `(code, times)`:
-    /// the first `times` calls, or every call when `times` is 0.
+    /// the first `times` calls, or every call when `times` is 0. A call of a JSON protocol
+    /// (`CreateQueue`) gets the code as its protocol carries it (`x-amzn-query-error`).
     pub ec2_error: Option<(&'static str, &'static str, u64)>,
 }
 
@@ -143,7 +144,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             let seen = state.ec2_errors.fetch_add(1, Ordering::SeqCst);
             if times == 0 || seen < times {
                 state.injected.fetch_add(1, Ordering::SeqCst);
-                return Ok(ec2_error(code));
+                return Ok(if target.is_some() { json_error(code) } else { ec2_error(code) });
             }
         }
     }
@@ -191,6 +192,19 @@ fn ec2_error(code: &str) -> Response<Full<Bytes>> {
         "<Response><Errors><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>aira-proxy</RequestID></Response>"
     );
     Response::builder().status(400).header("content-type", "text/xml").body(Full::new(Bytes::from(body))).unwrap()
+}
+
+/// A JSON-protocol error answer with an AWS query-compatible code
+/// (`AWS.SimpleQueueService.QueueDeletedRecently`), as SQS sends it.
+fn json_error(code: &str) -> Response<Full<Bytes>> {
+    let short = code.rsplit('.').next().unwrap_or(code);
+    let body = format!(r#"{{"__type":"com.amazonaws.sqs#{short}","message":"injected by the test proxy"}}"#);
+    Response::builder()
+        .status(400)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-query-error", format!("{code};Sender"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
 }
 
 fn form_action(body: &[u8]) -> Option<String> {
