@@ -347,6 +347,29 @@ async fn down_waits_out_dependency_violations_and_says_so() {
     assert!(inventory(&stack).await.is_empty());
 }
 
+/// A NAT gateway still `deleting` holds its Elastic IP, and AWS refuses to release the address
+/// meanwhile (`InvalidIPAddress.InUse`; moto releases it at once): `down` waits and says so.
+#[tokio::test]
+async fn down_waits_for_a_nat_gateway_to_let_go_of_its_address() {
+    // A region of its own: the NAT gateways hold Elastic IPs.
+    let region = "sa-east-1";
+    let stack = unique_stack("eipheld");
+    let work = Workdir::new();
+    let yaml = format!("stack: {stack}\nregion: {region}\nnetwork:\n  nat: true\n  endpoints: [s3]\n");
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let proxy = Proxy::start(
+        &endpoint(),
+        Faults { ec2_error: Some(("ReleaseAddress", "InvalidIPAddress.InUse", 2)), ..Faults::default() },
+    )
+    .await;
+    let down = aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url]).await;
+    down.assert_code(0);
+    assert!(down.stderr.contains("the NAT gateway being deleted to let go of the address"), "{}", down.stderr);
+    crate::harness::assert_nothing_left(&stack, region).await;
+}
+
 #[tokio::test]
 async fn down_lists_what_it_left_behind_and_why() {
     let stack = unique_stack("left");
