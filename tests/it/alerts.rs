@@ -237,7 +237,9 @@ async fn alarms_and_topic_after_up_are_what_the_stack_says() {
     assert_eq!(rate.threshold(), Some(7.0));
     assert_eq!(rate.comparison_operator(), Some(&ComparisonOperator::GreaterThanThreshold));
     assert_eq!(rate.evaluation_periods(), Some(3));
-    let mut queries: Vec<(String, Option<String>, Option<String>, Vec<(String, String)>, Option<i32>)> = rate
+    /// A metric query: what it reads (metric or expression), statistic, dimensions, period.
+    type Query = (Option<String>, Option<String>, Vec<(String, String)>, Option<i32>);
+    let mut queries: Vec<(String, Query)> = rate
         .metrics()
         .iter()
         .map(|q| {
@@ -249,23 +251,15 @@ async fn alarms_and_topic_after_up_are_what_the_stack_says() {
             d.sort();
             let what = metric.map(|m| format!("{}/{}", m.namespace().unwrap(), m.metric_name().unwrap()));
             let what = what.or_else(|| q.expression().map(String::from));
-            (
-                q.id().unwrap_or_default().to_string(),
-                what,
-                stat.and_then(|s| s.stat()).map(String::from),
-                d,
-                stat.and_then(|s| s.period()),
-            )
+            let query: Query = (what, stat.and_then(|s| s.stat()).map(String::from), d, stat.and_then(|s| s.period()));
+            (q.id().unwrap_or_default().to_string(), query)
         })
         .collect();
     queries.sort();
     let lb_only = vec![pair("LoadBalancer", &lb_dim)];
     let elb_sum =
         |m: &str| (Some(format!("AWS/ApplicationELB/{m}")), Some("Sum".to_string()), lb_only.clone(), Some(60));
-    let expect =
-        |id: &str, (what, stat, d, period): (Option<String>, Option<String>, Vec<(String, String)>, Option<i32>)| {
-            (id.to_string(), what, stat, d, period)
-        };
+    let expect = |id: &str, query: Query| (id.to_string(), query);
     assert_eq!(
         queries,
         [
@@ -278,8 +272,8 @@ async fn alarms_and_topic_after_up_are_what_the_stack_says() {
     // Every alarm: missing data is not a breach; it notifies the topic when it fires and recovers.
     for (n, a) in &alarms {
         assert_eq!(a.treat_missing_data(), Some("notBreaching"), "{n}");
-        assert_eq!(a.alarm_actions(), [topic.clone()], "{n}");
-        assert_eq!(a.ok_actions(), [topic.clone()], "{n}");
+        assert_eq!(a.alarm_actions(), std::slice::from_ref(&topic), "{n}");
+        assert_eq!(a.ok_actions(), std::slice::from_ref(&topic), "{n}");
         assert_eq!(a.actions_enabled(), Some(true), "{n}");
     }
 
