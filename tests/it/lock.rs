@@ -84,7 +84,11 @@ fn unix(t: std::time::SystemTime) -> u64 {
 /// Mutating calls other than the lock's own, by when they reached the proxy.
 fn changes(proxy: &Proxy) -> Vec<crate::proxy::Timed> {
     let lock = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:CreateTable"];
-    proxy.timed_calls().into_iter().filter(|t| crate::proxy::is_mutating(&t.call) && !lock.contains(&t.call.as_str())).collect()
+    proxy
+        .timed_calls()
+        .into_iter()
+        .filter(|t| crate::proxy::is_mutating(&t.call) && !lock.contains(&t.call.as_str()))
+        .collect()
 }
 
 /// Another run takes the lock (as `--force-unlock` would) once `verb` has started changing the
@@ -108,7 +112,8 @@ async fn taken_over(verb: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;
         let now = unix(std::time::SystemTime::now());
         let put = ddb.put_item().table_name("aira-locks").item("stack", AttributeValue::S(stack.clone()));
-        let put = put.item("holder", AttributeValue::S(other.into())).item("acquired_at", AttributeValue::N(now.to_string()));
+        let put =
+            put.item("holder", AttributeValue::S(other.into())).item("acquired_at", AttributeValue::N(now.to_string()));
         put.item("expires_at", AttributeValue::N((now + 600).to_string())).send().await.unwrap();
         (std::time::SystemTime::now(), now)
     };
@@ -119,7 +124,8 @@ async fn taken_over(verb: &str) {
     assert!(run.stdout.contains("not run:"), "says what did not run: {}", run.stdout);
     // The first renewal answered after the takeover is where the run learnt of it.
     let timed = slow.timed_calls();
-    let refused = timed.iter().find(|t| t.call == "dynamodb:UpdateItem" && t.answered > Some(taken)).expect("a renewal");
+    let refused =
+        timed.iter().find(|t| t.call == "dynamodb:UpdateItem" && t.answered > Some(taken)).expect("a renewal");
     let learnt = refused.answered.unwrap() + Duration::from_millis(50); // the client's own reaction time
     let late: Vec<_> = changes(&slow).into_iter().filter(|t| t.started > learnt).collect();
     assert!(late.is_empty(), "changes started after the loss: {late:?}");

@@ -436,8 +436,16 @@ async fn too_few_zones_offering_the_endpoints_is_refused_before_any_change() {
     let proxy = Proxy::start(&endpoint(), faults).await;
     let up = aira(work.dir.path(), &["up", file.to_str().unwrap(), "--yes", "--endpoint-url", &proxy.url]).await;
     up.assert_code(1);
-    assert!(up.stderr.contains("network.zones: the stack asks for 6 availability zones, but us-east-1 has 5 that offer"), "{}", up.stderr);
-    assert!(up.stderr.contains("us-east-1d lacks the logs endpoint"), "names the zone and what it lacks: {}", up.stderr);
+    assert!(
+        up.stderr.contains("network.zones: the stack asks for 6 availability zones, but us-east-1 has 5 that offer"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        up.stderr.contains("us-east-1d lacks the logs endpoint"),
+        "names the zone and what it lacks: {}",
+        up.stderr
+    );
     let changes: Vec<String> =
         proxy.take_calls().into_iter().filter(|c| is_mutating(c) && !c.starts_with("dynamodb:")).collect();
     assert!(changes.is_empty(), "changed: {changes:?}");

@@ -217,7 +217,9 @@ async fn renew(
                     Some((h, since, _)) if h != holder => {
                         format!("held by {h} since {}", aira_image::oci::rfc3339(since))
                     }
-                    Some((_, _, exp)) => format!("it expired at {} before it was renewed", aira_image::oci::rfc3339(exp)),
+                    Some((_, _, exp)) => {
+                        format!("it expired at {} before it was renewed", aira_image::oci::rfc3339(exp))
+                    }
                     None => "its record was removed (`--force-unlock` by another run?)".into(),
                 };
                 let _ = lost.send(Some(reason));

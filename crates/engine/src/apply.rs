@@ -36,8 +36,12 @@ pub trait Events: Progress {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Status {
     Done,
-    Failed { error: String },
-    Skipped { because: LogicalId },
+    Failed {
+        error: String,
+    },
+    Skipped {
+        because: LogicalId,
+    },
     /// Not started: the run was told to stop.
     Stopped,
     /// Running when the run was told to stop, and cancelled.

@@ -241,7 +241,8 @@ fn ec2_error(code: &str) -> Response<Full<Bytes>> {
 
 /// A DynamoDB (JSON 1.0 protocol) error answer.
 fn dynamodb_error(code: &str) -> Response<Full<Bytes>> {
-    let body = format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected by the test proxy"}}"#);
+    let body =
+        format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected by the test proxy"}}"#);
     Response::builder()
         .status(400)
         .header("content-type", "application/x-amz-json-1.0")

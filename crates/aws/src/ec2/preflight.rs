@@ -53,8 +53,12 @@ pub async fn zones(ec2: &Client, region: &str, stack: &Stack) -> Result<Vec<Stri
             }
         }
     }
-    let interface: Vec<String> =
-        net.endpoints.iter().filter(|e| !e.is_gateway()).map(|e| format!("com.amazonaws.{region}.{}", e.name())).collect();
+    let interface: Vec<String> = net
+        .endpoints
+        .iter()
+        .filter(|e| !e.is_gateway())
+        .map(|e| format!("com.amazonaws.{region}.{}", e.name()))
+        .collect();
     if !interface.is_empty() {
         let mut offered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut token = None;
@@ -82,7 +86,8 @@ pub async fn zones(ec2: &Client, region: &str, stack: &Stack) -> Result<Vec<Stri
     }
     let kept = subnet_zones(ec2, &stack.stack.0).await?;
     let mut chosen: Vec<String> = Vec::new();
-    let mut fit = all.iter().map(|(name, _)| name).filter(|z| lacks[z.as_str()].is_empty() && !kept.values().any(|k| k == *z));
+    let mut fit =
+        all.iter().map(|(name, _)| name).filter(|z| lacks[z.as_str()].is_empty() && !kept.values().any(|k| k == *z));
     for i in 0..net.zones as usize {
         match kept.get(&i).or_else(|| fit.next()) {
             Some(zone) => chosen.push(zone.clone()),
