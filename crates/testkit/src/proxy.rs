@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -33,11 +33,36 @@ pub struct Faults {
     /// the first `times` calls, or every call when `times` is 0. A call of a JSON protocol
     /// (`CreateQueue`) gets the code as its protocol carries it (`x-amzn-query-error`).
     pub ec2_error: Option<(&'static str, &'static str, u64)>,
+    /// Every DynamoDB call of this action (`UpdateItem`) on this table answered with this
+    /// error code (`AccessDeniedException`), as DynamoDB's JSON protocol writes it.
+    pub dynamodb_error: Option<(&'static str, &'static str, &'static str)>,
+    /// `(service, zone)`: `DescribeVpcEndpointServices` answers without `zone` among the zones
+    /// of the endpoint service `com.amazonaws.REGION.service` (`crate::endpoint_zones`).
+    pub endpoint_service_without_zone: Option<(&'static str, &'static str)>,
+}
+
+/// A call with when it reached the proxy and when its answer left (wall clock, to compare with
+/// the times a test reads from AWS).
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub call: String,
+    pub started: SystemTime,
+    pub answered: Option<SystemTime>,
+}
+
+/// Sets a call's answer time when its handler ends, whichever way it ends.
+struct Answered(Arc<Mutex<Vec<Timed>>>, usize);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.lock().unwrap()[self.1].answered = Some(SystemTime::now());
+    }
 }
 
 pub struct Proxy {
     pub url: String,
     calls: Arc<Mutex<Vec<String>>>,
+    timed: Arc<Mutex<Vec<Timed>>>,
     pub faults_injected: Arc<AtomicU64>,
     /// Fires when the call chosen by `Faults::hang_after_mutations` is hanging.
     pub hung: Arc<Notify>,
@@ -49,6 +74,7 @@ impl Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let calls = Arc::new(Mutex::new(Vec::new()));
+        let timed = Arc::new(Mutex::new(Vec::new()));
         let injected = Arc::new(AtomicU64::new(0));
         let hung = Arc::new(Notify::new());
         let state = Arc::new(State {
@@ -58,6 +84,7 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
+            timed: timed.clone(),
             faults,
             injected: injected.clone(),
             counter: AtomicU64::new(0),
@@ -76,12 +103,17 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url: format!("http://{addr}"), calls, faults_injected: injected, hung }
+        Proxy { url: format!("http://{addr}"), calls, timed, faults_injected: injected, hung }
     }
 
     /// The calls so far as `service:Action` (`sqs:CreateQueue`, `ec2:DescribeVpcs`), and forgets them.
     pub fn take_calls(&self) -> Vec<String> {
         std::mem::take(&mut self.calls.lock().unwrap())
+    }
+
+    /// Every call so far with its times (kept by `take_calls`).
+    pub fn timed_calls(&self) -> Vec<Timed> {
+        self.timed.lock().unwrap().clone()
     }
 }
 
@@ -95,6 +127,7 @@ struct State {
     upstream: String,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     calls: Arc<Mutex<Vec<String>>>,
+    timed: Arc<Mutex<Vec<Timed>>>,
     faults: Faults,
     injected: Arc<AtomicU64>,
     counter: AtomicU64,
@@ -125,6 +158,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let call = format!("{service}:{action}");
     let mutating = is_mutating(&call);
     state.calls.lock().unwrap().push(call.clone());
+    let _answered = {
+        let mut timed = state.timed.lock().unwrap();
+        timed.push(Timed { call: call.clone(), started: SystemTime::now(), answered: None });
+        Answered(state.timed.clone(), timed.len() - 1)
+    };
     if mutating {
         let n = state.mutations.fetch_add(1, Ordering::SeqCst) + 1;
         if state.faults.hang_after_mutations == Some(n) {
@@ -148,6 +186,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             }
         }
     }
+    if let Some((action, table, code)) = state.faults.dynamodb_error {
+        let names_table = std::str::from_utf8(&body).is_ok_and(|b| b.contains(&format!("\"TableName\":\"{table}\"")));
+        if service == "dynamodb" && call.ends_with(&format!(":{action}")) && names_table {
+            state.injected.fetch_add(1, Ordering::SeqCst);
+            return Ok(dynamodb_error(code));
+        }
+    }
     // Deterministic share: every n-th call, so a test's fault count is reproducible.
     let n = state.counter.fetch_add(1, Ordering::SeqCst);
     if state.faults.throttle > 0.0 {
@@ -160,7 +205,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     if call == "application-autoscaling:DeregisterScalableTarget" {
         drop_scaling_policies(&state, &parts, &body).await;
     }
-    Ok(forward(&state, &call, parts, body).await)
+    let answer = forward(&state, &call, parts, body).await;
+    match state.faults.endpoint_service_without_zone {
+        Some((service, zone)) if call == "ec2:DescribeVpcEndpointServices" => {
+            let (mut parts, body) = answer.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            parts.headers.remove(hyper::header::CONTENT_LENGTH); // the body is shorter now
+            let text = crate::endpoint_zones::drop_zone(&String::from_utf8_lossy(&body), service, zone);
+            Ok(Response::from_parts(parts, Full::new(Bytes::from(text))))
+        }
+        _ => Ok(answer),
+    }
 }
 
 async fn forward(state: &State, call: &str, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
@@ -203,6 +258,17 @@ fn json_error(code: &str) -> Response<Full<Bytes>> {
         .status(400)
         .header("content-type", "application/x-amz-json-1.0")
         .header("x-amzn-query-error", format!("{code};Sender"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// A DynamoDB (JSON 1.0 protocol) error answer.
+fn dynamodb_error(code: &str) -> Response<Full<Bytes>> {
+    let body =
+        format!(r#"{{"__type":"com.amazonaws.dynamodb.v20120810#{code}","message":"injected by the test proxy"}}"#);
+    Response::builder()
+        .status(400)
+        .header("content-type", "application/x-amz-json-1.0")
         .body(Full::new(Bytes::from(body)))
         .unwrap()
 }
