@@ -103,7 +103,7 @@ async fn taken_over(verb: &str) {
     if verb == "down" {
         aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await.assert_code(0);
     }
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config());
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::harness::sdk_config());
     let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(400), ..Faults::default() }).await;
     let args = [verb, &file, "--yes", "--lock-ttl", "6s", "--endpoint-url", &slow.url];
     let other = "another run (test)";
@@ -152,7 +152,7 @@ async fn an_up_whose_renewals_are_refused_stops_before_the_lock_expires() {
     let stack = unique_stack("lostrenew");
     let work = Workdir::new();
     let file = stack_file(&work, &stack);
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk_config());
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::harness::sdk_config());
     let refuse = Some(("UpdateItem", "aira-locks", "AccessDeniedException"));
     let faults = Faults { latency: Duration::from_millis(400), dynamodb_error: refuse, ..Faults::default() };
     let slow = Proxy::start(&endpoint(), faults).await;
