@@ -353,3 +353,67 @@ fn reachability_table_names_each_path() {
         worker -> model (api.openai.com): NAT gateway (default route)
     "#]].assert_eq(&text);
 }
+
+/// The canonical stack's text with `network.nat` and `llm` replaced.
+fn canonical_with(nat: bool, llm: &str) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../stacks/aira.yaml")).unwrap();
+    let text = text.replace("nat: true", &format!("nat: {nat}"));
+    format!("{}{llm}", &text[..text.find("llm:").unwrap()])
+}
+
+const BEDROCK: &str = "llm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n";
+
+fn routes_of(source: &str, service: &str) -> String {
+    let loaded = super::parse("aira.yaml", source).unwrap();
+    super::reach::reachability(&loaded.stack, None)
+        .routes
+        .iter()
+        .filter(|r| r.service == service)
+        .map(|r| format!("{} ({}): {}\n", r.dependency, r.host, r.path.as_deref().unwrap_or("NONE")))
+        .collect()
+}
+
+#[test]
+fn without_nat_an_openai_model_outside_aws_is_refused_naming_bedrock_among_the_fixes() {
+    check(
+        &canonical_with(false, "llm:\n  base_url: https://api.openai.com/v1\n  model: gpt-4o-mini\n"),
+        expect![[r#"
+        "#]],
+    );
+}
+
+#[test]
+fn a_bedrock_model_is_reached_through_its_endpoint_without_nat() {
+    expect![[r#"
+    "#]]
+    .assert_eq(&routes_of(&canonical_with(false, BEDROCK), "worker"));
+    // The api calls no model.
+    assert!(!routes_of(&canonical_with(false, BEDROCK), "api").contains("model"));
+    // With NAT as well, the endpoint carries the model's traffic (it exists either way).
+    assert!(routes_of(&canonical_with(true, BEDROCK), "worker")
+        .contains("model (bedrock-runtime.us-east-1.amazonaws.com): interface endpoint `bedrock-runtime` (private DNS)"));
+}
+
+#[test]
+fn llm_keys_each_provider_refuses() {
+    let stack = "stack: aira\nregion: us-east-1\nnetwork:\n  nat: true\n";
+    check(
+        &format!("{stack}llm:\n  provider: bedrock\n  base_url: https://api.openai.com/v1\n  model: amazon.nova-lite-v1:0\n  api_key: {{ secret: aira/openai }}\n"),
+        expect![[r#"
+        "#]],
+    );
+    check(&format!("{stack}llm:\n  model: gpt-4o-mini\n"), expect![[r#"
+    "#]]);
+    check(&format!("{stack}llm:\n  provider: bedrok\n  model: m\n"), expect![[r#"
+    "#]]);
+}
+
+#[test]
+fn bedrock_model_ids_that_are_not_one_foundation_model_are_refused() {
+    let stack = "stack: aira\nregion: us-east-1\nllm:\n  provider: bedrock\n";
+    check(&format!("{stack}  model: us.anthropic.claude-3-5-haiku-20241022-v1:0\n"), expect![[r#"
+    "#]]);
+    check(&format!("{stack}  model: arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0\n"), expect![[r#"
+    "#]]);
+    check(&format!("{stack}  model: anthropic.claude-3-haiku-20240307-v1:0\n"), expect!["valid\n"]);
+}
