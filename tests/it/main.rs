@@ -5,6 +5,7 @@
 use aira_testkit::{canonical, proxy};
 
 mod alerts;
+mod bedrock;
 mod compute;
 mod day2;
 mod dlq;
