@@ -53,7 +53,7 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
         // has nothing to change (the second round): every kind is observed at once.
         let latency = Duration::from_millis(1000);
         let slow = Proxy::start(&endpoint(), Faults { latency, ..Faults::default() }).await;
-        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "8s", "--endpoint-url", &slow.url]);
+        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "6s", "--endpoint-url", &slow.url]);
         lock_taken(&slow, latency).await;
         holder.kill().await.unwrap(); // SIGKILL: no release, no more renewals
         let refused = aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await;
@@ -156,7 +156,7 @@ async fn an_up_whose_renewals_are_refused_stops_before_the_lock_expires() {
     let refuse = Some(("UpdateItem", "aira-locks", "AccessDeniedException"));
     let faults = Faults { latency: Duration::from_millis(400), dynamodb_error: refuse, ..Faults::default() };
     let slow = Proxy::start(&endpoint(), faults).await;
-    let run = aira(work.dir.path(), &["up", &file, "--yes", "--lock-ttl", "5s", "--endpoint-url", &slow.url]).await;
+    let run = aira(work.dir.path(), &["up", &file, "--yes", "--lock-ttl", "6s", "--endpoint-url", &slow.url]).await;
     run.assert_code(2);
     assert!(run.stderr.contains("lock lost: it could not be renewed before it expired at"), "{}", run.stderr);
     assert!(run.stderr.contains("AccessDeniedException"), "names the renewal's error: {}", run.stderr);

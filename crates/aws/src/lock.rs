@@ -181,8 +181,9 @@ async fn renew(
         let clock = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let left = Duration::from_secs(expires).saturating_sub(clock);
         if left <= retry {
+            let why = if last_error.is_empty() { "no renewal was answered in time" } else { &last_error };
             let _ = lost.send(Some(format!(
-                "it could not be renewed before it expired at {} ({last_error})",
+                "it could not be renewed before it expired at {} ({why})",
                 aira_image::oci::rfc3339(expires)
             )));
             return;
