@@ -8,7 +8,7 @@ use expect_test::{expect, Expect};
 use serde_json::{json, Value};
 
 use crate::output::{render_plan, render_report};
-use aira_engine::apply::{apply, Events, OpKind, Report};
+use aira_engine::apply::{apply, never, Events, OpKind, Report, Status};
 use aira_engine::graph::{reference, Desired, Graph, Kind, LogicalId};
 use aira_engine::plan::{diff, teardown, Plan};
 use aira_engine::provider::fake::FakeProvider;
@@ -51,7 +51,7 @@ async fn plan(p: &FakeProvider, g: &Graph) -> Plan {
 }
 
 async fn run(p: &Arc<FakeProvider>, plan: &Plan, concurrency: usize) -> Report {
-    apply(plan, p.clone(), scope(), Arc::new(Quiet), concurrency).await.unwrap()
+    apply(plan, p.clone(), scope(), Arc::new(Quiet), concurrency, never()).await.unwrap()
 }
 
 /// Plans `g`, applies it, and checks the rendered plan, the report and the provider's calls.
@@ -288,6 +288,30 @@ async fn independent_resources_run_concurrently_within_the_bound() {
     let start = tokio::time::Instant::now();
     run(&p1, &plan, 1).await;
     assert_eq!(start.elapsed().as_secs(), 7, "concurrency 1 runs the seven creates one by one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_starts_nothing_more_and_cancels_what_runs() {
+    let p = Arc::new(FakeProvider::with_delay(Duration::from_secs(1)));
+    let mut resources = vec![dlq(), queue(30, false)];
+    resources.push(Desired::new("after", Kind::SqsQueue, json!({"dlq": reference("queue", "arn")})));
+    let plan = plan(&p, &graph(resources)).await;
+    let (tx, stop) = tokio::sync::watch::channel(None);
+    // Between the end of `dlq` (1 s) and the end of `queue` (2 s), which depends on it.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tx.send(Some("lock lost".into())).unwrap();
+        std::future::pending::<()>().await;
+    });
+    let report = apply(&plan, p.clone(), scope(), Arc::new(Quiet), 4, stop).await.unwrap();
+    let status: Vec<(String, Status)> = report.outcomes.iter().map(|o| (o.id.0.clone(), o.status.clone())).collect();
+    assert_eq!(
+        status,
+        vec![("dlq".into(), Status::Done), ("queue".into(), Status::Interrupted), ("after".into(), Status::Stopped)]
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(p.take_calls(), vec!["create dlq"], "the interrupted create never reached the provider");
+    assert!(report.stopped() && !report.is_success());
 }
 
 #[test]

@@ -146,23 +146,28 @@ pub async fn up(stack: &Stack, listen: Option<SocketAddr>, note: &dyn Fn(&str)) 
     cmd.env("AIRA_VISIBILITY_TIMEOUT_SECS", stack.queue.visibility_timeout.secs().to_string());
     // The model: the stack's, when a key is at hand; the offline echo model otherwise.
     let key = std::env::var("AIRA_LLM_API_KEY").ok().filter(|k| !k.is_empty());
-    let llm = match (&stack.llm, key) {
-        (Some(llm), Some(_)) => {
-            cmd.env("AIRA_LLM_BASE_URL", &llm.base_url.0).env("AIRA_LLM_MODEL", &llm.model);
-            format!("{} at {}", llm.model, llm.base_url)
+    // A model on Bedrock is AWS, which the local target never touches.
+    let url = stack.llm.as_ref().and_then(|l| l.base_url.as_ref());
+    let llm = match (&stack.llm, url, key) {
+        (Some(llm), Some(url), Some(_)) => {
+            cmd.env("AIRA_LLM_BASE_URL", &url.0).env("AIRA_LLM_MODEL", &llm.model);
+            format!("{} at {url}", llm.model)
         }
-        (Some(llm), None) if llm.api_key.is_none() => {
-            cmd.env("AIRA_LLM_BASE_URL", &llm.base_url.0)
-                .env("AIRA_LLM_MODEL", &llm.model)
-                .env_remove("AIRA_LLM_API_KEY");
-            format!("{} at {}", llm.model, llm.base_url)
+        (Some(llm), Some(url), None) if llm.api_key.is_none() => {
+            cmd.env("AIRA_LLM_BASE_URL", &url.0).env("AIRA_LLM_MODEL", &llm.model).env_remove("AIRA_LLM_API_KEY");
+            format!("{} at {url}", llm.model)
         }
-        (Some(_), None) => {
+        (Some(_), None, _) => {
+            cmd.env_remove("AIRA_LLM_BASE_URL").env_remove("AIRA_LLM_API_KEY").env_remove("AIRA_LLM_PROVIDER");
+            note("the stack's model is on Amazon Bedrock, which the local target does not call; using the offline echo model");
+            "echo (offline)".into()
+        }
+        (Some(_), Some(_), None) => {
             cmd.env_remove("AIRA_LLM_BASE_URL").env_remove("AIRA_LLM_API_KEY");
             note("the stack's model needs an API key: set AIRA_LLM_API_KEY to use it locally; using the offline echo model");
             "echo (offline)".into()
         }
-        (None, _) => {
+        (None, _, _) => {
             cmd.env_remove("AIRA_LLM_BASE_URL");
             "echo (offline)".into()
         }

@@ -215,7 +215,7 @@ fn short(v: &Value) -> String {
 
 pub fn render_report(report: &Report) -> String {
     let mut out = String::new();
-    let (mut done, mut failed, mut skipped) = (0, 0, 0);
+    let (mut done, mut failed, mut skipped, mut stopped) = (0, 0, 0, 0);
     for o in &report.outcomes {
         match &o.status {
             Status::Done => done += 1,
@@ -232,9 +232,18 @@ pub fn render_report(report: &Report) -> String {
                     o.id
                 ));
             }
+            Status::Stopped | Status::Interrupted => {
+                stopped += 1;
+                let how = match o.status {
+                    Status::Interrupted => "interrupted",
+                    _ => "not run",
+                };
+                out.push_str(&format!("  {how}: {} {} {} (the run stopped)\n", verb(o.op), o.kind, o.id));
+            }
         }
     }
-    out.insert_str(0, &format!("Applied: {done} done, {failed} failed, {skipped} skipped.\n"));
+    let stopped = if stopped > 0 { format!(", {stopped} stopped") } else { String::new() };
+    out.insert_str(0, &format!("Applied: {done} done, {failed} failed, {skipped} skipped{stopped}.\n"));
     out
 }
 

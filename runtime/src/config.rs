@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use anyhow::{anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::api::Limits;
+use crate::llm::bedrock::{self, Bedrock};
 use crate::llm::{Echo, Llm, OpenAi};
 use crate::worker::WorkerConfig;
 
@@ -81,16 +83,35 @@ pub struct AwsArgs {
     pub table: String,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LlmProvider {
+    /// An OpenAI-compatible `/chat/completions` API (or the echo model without a base URL).
+    Openai,
+    /// Amazon Bedrock's Converse API, signed with the AWS credential chain.
+    Bedrock,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// OpenAI-compatible base URL (e.g. https://api.openai.com/v1); the echo model without it.
+    /// The API the model speaks: an OpenAI-compatible one, or Amazon Bedrock's Converse API.
+    #[arg(long, env = "AIRA_LLM_PROVIDER", value_enum, default_value = "openai")]
+    pub llm_provider: LlmProvider,
+    /// openai: the base URL (e.g. https://api.openai.com/v1), the echo model without it.
+    /// bedrock: replaces https://bedrock-runtime.{region}.amazonaws.com.
     #[arg(long, env = "AIRA_LLM_BASE_URL")]
     pub llm_base_url: Option<String>,
-    #[arg(long, env = "AIRA_LLM_MODEL", default_value = "gpt-4o-mini")]
-    pub llm_model: String,
-    /// API key of the LLM (ECS injects it from Secrets Manager).
+    /// openai: the model name (default gpt-4o-mini). bedrock: the model id, required (e.g.
+    /// anthropic.claude-3-haiku-20240307-v1:0).
+    #[arg(long, env = "AIRA_LLM_MODEL")]
+    pub llm_model: Option<String>,
+    /// API key of the OpenAI-compatible API (ECS injects it from Secrets Manager). Bedrock
+    /// takes none: it signs with the AWS credentials (the task role).
     #[arg(long, env = "AIRA_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
+    /// Most tokens of one answer (bedrock: inferenceConfig.maxTokens; openai: max_tokens);
+    /// the model's default when unset.
+    #[arg(long, env = "AIRA_LLM_MAX_TOKENS")]
+    pub llm_max_tokens: Option<u32>,
     #[arg(long, env = "AIRA_LLM_TIMEOUT_SECS", default_value_t = 60)]
     pub llm_timeout_secs: u64,
     /// Must equal the queue's redrive policy maxReceiveCount.
@@ -152,14 +173,40 @@ pub fn resolve_limits(c: &Common) -> Limits {
     }
 }
 
-pub fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
-    Ok(match &c.llm_base_url {
-        Some(url) if !url.is_empty() => Arc::new(OpenAi::new(
-            url,
-            &c.llm_model,
-            c.llm_api_key.clone().filter(|k| !k.is_empty()),
-            Duration::from_secs(c.llm_timeout_secs.max(1)),
-        )?),
-        _ => Arc::new(Echo),
+/// The model the worker calls. Bedrock takes the region and credentials of the default AWS
+/// chain (on ECS: `AWS_REGION` and the task role, refreshed as they expire).
+pub async fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
+    let base_url = c.llm_base_url.as_deref().filter(|u| !u.is_empty());
+    let model = c.llm_model.as_deref().filter(|m| !m.is_empty());
+    let api_key = c.llm_api_key.clone().filter(|k| !k.is_empty());
+    let timeout = Duration::from_secs(c.llm_timeout_secs.max(1));
+    Ok(match c.llm_provider {
+        LlmProvider::Openai => match base_url {
+            Some(url) => {
+                Arc::new(OpenAi::new(url, model.unwrap_or("gpt-4o-mini"), api_key, c.llm_max_tokens, timeout)?)
+            }
+            None => Arc::new(Echo),
+        },
+        LlmProvider::Bedrock => {
+            if api_key.is_some() {
+                bail!(
+                    "AIRA_LLM_API_KEY is set, but the bedrock provider takes no API key: it signs with the AWS \
+                     credentials (the task role); unset AIRA_LLM_API_KEY (--llm-api-key)"
+                );
+            }
+            let model = model.ok_or_else(|| {
+                anyhow!("the bedrock provider needs a model id: set AIRA_LLM_MODEL (--llm-model), e.g. anthropic.claude-3-haiku-20240307-v1:0")
+            })?;
+            let conf = crate::run::aws_config().await;
+            let region = conf
+                .region()
+                .map(|r| r.to_string())
+                .ok_or_else(|| anyhow!("the bedrock provider needs an AWS region: set AWS_REGION"))?;
+            let credentials = conf
+                .credentials_provider()
+                .ok_or_else(|| anyhow!("the bedrock provider found no AWS credential provider"))?;
+            let endpoint = base_url.map(str::to_string).unwrap_or_else(|| bedrock::default_endpoint(&region));
+            Arc::new(Bedrock::new(&endpoint, model, &region, credentials, c.llm_max_tokens, timeout)?)
+        }
     })
 }

@@ -12,7 +12,8 @@
 //!   count, delete, change visibility) with an embedded SQLite and an SQS implementation.
 //! - [`group_commit`]: the SQLite executor under both embedded backends: one writer thread
 //!   that batches jobs into group commits, and reader threads.
-//! - [`llm`]: the [`llm::Llm`] trait: OpenAI-compatible `/chat/completions` client and the
+//! - [`llm`]: the [`llm::Llm`] trait: OpenAI-compatible `/chat/completions` client, Amazon
+//!   Bedrock's Converse API ([`llm::bedrock`], SigV4 with the AWS credential chain) and the
 //!   offline echo model; error classification lives in [`llm::LlmError::disposition`].
 //! - [`relay`]: moves outbox rows from the store to the queue.
 //! - [`worker`]: consumes the queue, claims, calls the LLM, stores the answer.

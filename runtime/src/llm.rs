@@ -1,5 +1,9 @@
-//! The LLM: an OpenAI-compatible `/chat/completions` client, or the offline echo model.
-//! [`LlmError::disposition`] is the one place that decides retry or give up.
+//! The LLM: an OpenAI-compatible `/chat/completions` client, Amazon Bedrock's Converse API
+//! ([`bedrock`]), or the offline echo model. [`classify_status`] maps every provider's HTTP
+//! status onto [`LlmError`], and [`LlmError::disposition`] is the one place that decides retry
+//! or give up.
+
+pub mod bedrock;
 
 use std::time::Duration;
 
@@ -35,6 +39,13 @@ pub enum LlmError {
     Rejected { status: u16 },
     #[error("unreadable response")]
     BadResponse,
+    /// The AWS credential chain gave no credentials (e.g. the task role's endpoint failed).
+    #[error("no AWS credentials: {0}")]
+    Credentials(String),
+    /// An error the provider named: `error` is its classification by status, `code` and
+    /// `message` what the provider said (e.g. Bedrock's `ThrottlingException`), for the logs.
+    #[error("{error}: {code}: {message}")]
+    Provider { error: Box<LlmError>, code: String, message: String },
 }
 
 /// What to do after an error.
@@ -50,10 +61,13 @@ impl LlmError {
     pub fn disposition(&self) -> Disposition {
         match self {
             LlmError::RateLimited { retry_after } => Disposition::Retry { after: *retry_after },
-            LlmError::Server { .. } | LlmError::Timeout | LlmError::Connection | LlmError::BadResponse => {
-                Disposition::Retry { after: None }
-            }
+            LlmError::Server { .. }
+            | LlmError::Timeout
+            | LlmError::Connection
+            | LlmError::BadResponse
+            | LlmError::Credentials(_) => Disposition::Retry { after: None },
             LlmError::Quota | LlmError::Rejected { .. } => Disposition::Fail,
+            LlmError::Provider { error, .. } => error.disposition(),
         }
     }
 
@@ -67,6 +81,8 @@ impl LlmError {
             LlmError::Quota => "quota",
             LlmError::Rejected { .. } => "rejected",
             LlmError::BadResponse => "bad_response",
+            LlmError::Credentials(_) => "credentials",
+            LlmError::Provider { error, .. } => error.kind(),
         }
     }
 
@@ -74,11 +90,24 @@ impl LlmError {
     pub fn user_reason(&self) -> &'static str {
         match self {
             LlmError::RateLimited { .. } => "the language model is rate limiting us; try again later",
-            LlmError::Server { .. } | LlmError::Timeout | LlmError::Connection | LlmError::BadResponse => {
-                "the language model is unavailable; try again later"
-            }
+            LlmError::Server { .. }
+            | LlmError::Timeout
+            | LlmError::Connection
+            | LlmError::BadResponse
+            | LlmError::Credentials(_) => "the language model is unavailable; try again later",
             LlmError::Quota => "the language model quota is exhausted",
             LlmError::Rejected { .. } => "the language model refused the request",
+            LlmError::Provider { error, .. } => error.user_reason(),
+        }
+    }
+
+    /// What the failed message records: the user's reason, with the provider's error code
+    /// when it named one. The provider's message stays in the logs: it can name the account
+    /// and the role (AccessDeniedException), which the user must not see.
+    pub fn recorded_reason(&self) -> String {
+        match self {
+            LlmError::Provider { error, code, .. } => format!("{} ({code})", error.user_reason()),
+            e => e.user_reason().to_string(),
         }
     }
 }
@@ -113,17 +142,25 @@ pub struct OpenAi {
     url: String,
     model: String,
     api_key: Option<String>,
+    max_tokens: Option<u32>,
 }
 
 impl OpenAi {
     /// `timeout` bounds the whole call; `base_url` is like `https://api.openai.com/v1`.
-    pub fn new(base_url: &str, model: &str, api_key: Option<String>, timeout: Duration) -> anyhow::Result<OpenAi> {
+    pub fn new(
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+        max_tokens: Option<u32>,
+        timeout: Duration,
+    ) -> anyhow::Result<OpenAi> {
         let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(5)).build()?;
         Ok(OpenAi {
             http,
             url: format!("{}/chat/completions", base_url.trim_end_matches('/')),
             model: model.to_string(),
             api_key,
+            max_tokens,
         })
     }
 }
@@ -172,6 +209,14 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> LlmEr
     if code == "insufficient_quota" {
         return LlmError::Quota;
     }
+    classify_status(status, retry_after)
+}
+
+/// The classification every provider shares: 429 (rate limited; Bedrock's ThrottlingException
+/// and ModelNotReadyException) and 408 (Bedrock's ModelTimeoutException) and 5xx are retried;
+/// any other status (400 ValidationException, 403 AccessDeniedException, 404
+/// ResourceNotFoundException, 424 ModelErrorException) is not.
+pub fn classify_status(status: u16, retry_after: Option<Duration>) -> LlmError {
     match status {
         429 => LlmError::RateLimited { retry_after },
         408 => LlmError::Timeout,
@@ -183,7 +228,10 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: &str) -> LlmEr
 #[async_trait]
 impl Llm for OpenAi {
     async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
-        let body = serde_json::json!({"model": self.model, "messages": turns});
+        let mut body = serde_json::json!({"model": self.model, "messages": turns});
+        if let Some(n) = self.max_tokens {
+            body["max_tokens"] = n.into();
+        }
         let mut req = self.http.post(&self.url).json(&body);
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);

@@ -125,7 +125,7 @@ pub async fn serve(listen: SocketAddr, data: &Path, c: &Common, shutdown: Cancel
     let worker = Arc::new(Worker {
         queue: queue.clone(),
         store: store.clone(),
-        llm: resolve_llm(c)?,
+        llm: resolve_llm(c).await?,
         metrics: metrics.clone(),
         config: resolve_worker(c),
     });
@@ -158,7 +158,7 @@ pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> a
     let worker = Arc::new(Worker {
         queue: queue.clone(),
         store: store.clone(),
-        llm: resolve_llm(c)?,
+        llm: resolve_llm(c).await?,
         metrics: metrics.clone(),
         config: resolve_worker(c),
     });

@@ -261,7 +261,7 @@ impl Worker {
         match e.disposition() {
             Disposition::Fail => {
                 warn!(error = %e, "llm refused; failing the message");
-                match self.store.fail(id, token, e.user_reason(), now_ms()).await {
+                match self.store.fail(id, token, &e.recorded_reason(), now_ms()).await {
                     Ok(true) => {
                         self.outcome("failed");
                         self.delete(m).await;
@@ -273,7 +273,7 @@ impl Worker {
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");
-                let _ = self.store.fail(id, token, e.user_reason(), now_ms()).await;
+                let _ = self.store.fail(id, token, &e.recorded_reason(), now_ms()).await;
                 self.metrics.dead_lettered.inc();
                 self.outcome("dead_lettered");
                 // Visible now, so the queue moves it to the dead-letter queue on next receive.

@@ -22,17 +22,22 @@ async fn plan_teardown(provider: &dyn Provider, scope: &Scope) -> Result<Plan, F
 
 /// The one teardown: applies a teardown plan, then reads AWS again for what is still tagged
 /// with the stack, each with why (its failure, the failure it waited on, a deletion in progress).
+/// When the lock is lost it stops, and says so instead (another run now owns the stack).
 async fn teardown(
     plan: Plan,
     provider: Arc<dyn Provider>,
     scope: Arc<Scope>,
     printer: Arc<Printer>,
     concurrency: usize,
+    loss: lock::Loss,
 ) -> Result<Applied, Failure> {
-    let report = run_apply(&plan, provider.clone(), scope.clone(), printer, concurrency).await?;
+    let report = run_apply(&plan, provider.clone(), scope.clone(), printer, concurrency, loss.signal()).await?;
+    if let Some(reason) = loss.reason().await {
+        return Ok(Applied { plan, report: Some(report), left_behind: Vec::new(), lock_lost: Some(reason) });
+    }
     let remaining = provider.observe(&scope).await?;
     let left_behind = remaining.into_iter().map(|o| LeftBehind::explain(o, &report)).collect();
-    Ok(Applied { plan, report: Some(report), left_behind })
+    Ok(Applied { plan, report: Some(report), left_behind, lock_lost: None })
 }
 
 /// What `down` did.
@@ -68,7 +73,7 @@ impl Render for Down {
 /// `aira down`: deletes every resource of the stack, holding its lock.
 pub async fn down(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<Down, Failure> {
     let session = Session::connect(global, arg, printer).await?;
-    let work = async {
+    let work = |loss| async {
         printer.note(&format!("reading resources tagged aira:stack={}", session.stack()));
         let plan = plan_teardown(&*session.provider, &session.scope).await?;
         if !plan.has_changes() {
@@ -77,7 +82,7 @@ pub async fn down(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Re
         printer.preview(&plan);
         confirm(&plan, global, "delete")?;
         let (provider, scope) = (session.provider.clone(), session.scope.clone());
-        let applied = teardown(plan, provider, scope, printer.clone(), global.concurrency as usize).await?;
+        let applied = teardown(plan, provider, scope, printer.clone(), global.concurrency as usize, loss).await?;
         applied.note_timing(printer);
         Ok(Down::Applied(applied))
     };
@@ -98,6 +103,7 @@ impl Swept {
     /// Why the stack is not gone; `None` when it is.
     fn problem(&self) -> Option<String> {
         match self {
+            Swept::Applied(Applied { lock_lost: Some(reason), .. }) => Some(format!("lock lost: {reason}")),
             Swept::Applied(a) => match a.first_failure() {
                 Some((kind, id, error)) => {
                     Some(format!("{kind} {id}: {error}; {} resource(s) left", a.left_behind.len()))
@@ -194,9 +200,9 @@ pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) 
         let (aws, printer) = (aws.clone(), printer.clone());
         tasks.spawn(async move {
             let provider: Arc<dyn Provider> = aws.clone();
-            let work = async {
+            let work = |loss| async {
                 let plan = plan_teardown(&*provider, &scope).await?;
-                teardown(plan, provider.clone(), scope.clone(), printer.clone(), concurrency).await
+                teardown(plan, provider.clone(), scope.clone(), printer.clone(), concurrency, loss).await
             };
             // --force-unlock is not applied to a sweep: it would break every matched stack's lock.
             let swept = match locked(&aws, &scope.stack, ttl, false, &printer, work).await {

@@ -8,6 +8,7 @@ use super::args::{Global, StackArg};
 use super::session::Session;
 use crate::failure::Failure;
 use crate::output::{Printer, Render};
+use aira_aws::lock;
 
 #[derive(Debug, Serialize)]
 pub struct RolledBack {
@@ -52,6 +53,13 @@ pub async fn rollback(
             rolled_back.push(Rollback { service: name.clone(), from, to });
         }
         Ok(rolled_back)
+    };
+    // A lost lock ends the rollback where it is: another run owns the stack now.
+    let work = |loss: lock::Loss| async move {
+        tokio::select! {
+            done = work => done,
+            reason = loss.lost() => Err(Failure::internal(format!("lock lost: {reason}; the rollback stopped"))),
+        }
     };
     let rolled_back = session.locked(global, printer, work).await?;
     Ok(RolledBack { stack: session.stack().to_string(), rolled_back })

@@ -9,7 +9,7 @@ use super::args::{Global, StackArg};
 use crate::failure::Failure;
 use crate::output::Printer;
 use aira_aws::{lock, sdk_config, AwsProvider};
-use aira_engine::apply::{self, Report};
+use aira_engine::apply::{self, Report, Stop};
 use aira_engine::expand::{expand, image_of, Image};
 use aira_engine::graph::GraphError;
 use aira_engine::plan::{self, Plan};
@@ -109,17 +109,25 @@ impl Session {
         }
     }
 
-    /// Applies a plan with the stack's scope.
-    pub async fn apply(&self, plan: &Plan, global: &Global, printer: &Arc<Printer>) -> Result<Report, Failure> {
-        run_apply(plan, self.provider.clone(), self.scope.clone(), printer.clone(), global.concurrency as usize).await
+    /// Applies a plan with the stack's scope, until `stop` says the lock was lost.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        global: &Global,
+        printer: &Arc<Printer>,
+        stop: Stop,
+    ) -> Result<Report, Failure> {
+        let (provider, scope) = (self.provider.clone(), self.scope.clone());
+        run_apply(plan, provider, scope, printer.clone(), global.concurrency as usize, stop).await
     }
 
-    /// Runs `work` holding the stack's lock; a lock held by another run is a user error naming it.
-    pub async fn locked<T>(
+    /// Runs `work` holding the stack's lock; a lock held by another run is a user error naming
+    /// it. `work` is given the lock's [`lock::Loss`], to stop when the lock is lost.
+    pub async fn locked<T, Fut: Future<Output = Result<T, Failure>>>(
         &self,
         global: &Global,
         printer: &Printer,
-        work: impl Future<Output = Result<T, Failure>>,
+        work: impl FnOnce(lock::Loss) -> Fut,
     ) -> Result<T, Failure> {
         let stack = self.stack();
         match locked(&self.aws, stack, global.lock_ttl(), global.force_unlock, printer, work).await {
@@ -154,14 +162,15 @@ impl Session {
 }
 
 /// The one way the stack's lock is taken (by `up`, `down`, `rollback` and each stack of a
-/// sweep): removed first when `force_unlock`, taken, held (renewed) while `work` runs, released.
-pub async fn locked<T>(
+/// sweep): removed first when `force_unlock`, taken, held (renewed) while `work` runs, released
+/// (unless it was lost: then the record is no longer this run's).
+pub async fn locked<T, Fut: Future<Output = T>>(
     aws: &AwsProvider,
     stack: &str,
     ttl: std::time::Duration,
     force_unlock: bool,
     printer: &Printer,
-    work: impl Future<Output = T>,
+    work: impl FnOnce(lock::Loss) -> Fut,
 ) -> Result<T, lock::LockError> {
     let ddb = aws.dynamodb();
     if force_unlock {
@@ -169,20 +178,21 @@ pub async fn locked<T>(
         printer.note(&format!("removed the lock of `{stack}`"));
     }
     let held = lock::acquire(ddb, stack, ttl).await?;
-    let result = work.await;
+    let result = work(held.loss()).await;
     held.release().await;
     Ok(result)
 }
 
-/// Applies a plan: operations in parallel, at most `concurrency` at once.
+/// Applies a plan: operations in parallel, at most `concurrency` at once, until `stop`.
 pub async fn run_apply(
     plan: &Plan,
     provider: Arc<dyn Provider>,
     scope: Arc<Scope>,
     printer: Arc<Printer>,
     concurrency: usize,
+    stop: Stop,
 ) -> Result<Report, Failure> {
-    apply::apply(plan, provider, scope, printer, concurrency).await.map_err(unordered)
+    apply::apply(plan, provider, scope, printer, concurrency, stop).await.map_err(unordered)
 }
 
 /// A plan whose changes have no order (a dependency cycle): aira's failure, not the user's.

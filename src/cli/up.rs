@@ -9,6 +9,7 @@ use super::args::{Global, ImageArgs, StackArg};
 use super::session::{confirm, Session};
 use crate::failure::{Failure, Outcome};
 use crate::output::{render_report, Printer, Render};
+use aira_aws::lock;
 use aira_engine::apply::{Report, Status};
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::plan::Plan;
@@ -22,6 +23,9 @@ pub struct Applied {
     pub report: Option<Report>,
     /// What a teardown could not remove (empty after `up`).
     pub left_behind: Vec<LeftBehind>,
+    /// Why the stack's lock was lost during the run, which then stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_lost: Option<String>,
 }
 
 /// A resource still tagged with the stack after its teardown, and why.
@@ -44,6 +48,7 @@ impl LeftBehind {
                 Status::Failed { error } => error.clone(),
                 Status::Skipped { because } => format!("not attempted: it waits on `{because}`, which failed"),
                 Status::Done => "deleted, but AWS still lists it (deletion in progress)".into(),
+                Status::Stopped | Status::Interrupted => "not deleted: the run stopped".into(),
             })
             .unwrap_or_else(|| "appeared during the teardown (another run?)".into());
         LeftBehind { kind: o.kind, id: o.id, physical_id: o.physical_id, reason }
@@ -72,6 +77,22 @@ impl Applied {
         })
     }
 
+    /// The stack's lock was lost: why, and what did not run.
+    fn lock_lost_message(&self, reason: &str) -> String {
+        let not_run: Vec<String> = (self.report.iter().flat_map(|r| &r.outcomes))
+            .filter_map(|o| match o.status {
+                Status::Stopped => Some(format!("{} {}", o.kind, o.id)),
+                Status::Interrupted => Some(format!("{} {} (interrupted)", o.kind, o.id)),
+                _ => None,
+            })
+            .collect();
+        let stopped = match not_run.is_empty() {
+            true => "every operation had ended".to_string(),
+            false => format!("stopped; did not run: {}", not_run.join(", ")),
+        };
+        format!("lock lost: {reason}; {stopped}. Run again once the other run is done")
+    }
+
     /// How long the apply took, against its critical path (on stderr).
     pub fn note_timing(&self, printer: &Printer) {
         if let Some(r) = &self.report {
@@ -85,8 +106,11 @@ impl Applied {
 }
 
 impl Render for Applied {
-    /// Fails when something is left, or an operation failed.
+    /// Fails when the lock was lost, something is left, or an operation failed.
     fn outcome(&self) -> Result<Outcome, Failure> {
+        if let Some(reason) = &self.lock_lost {
+            return Err(Failure::internal(self.lock_lost_message(reason)));
+        }
         if !self.left_behind.is_empty() {
             return Err(Failure::internal(format!(
                 "{} resource(s) of the stack are left; run `aira down` again",
@@ -135,18 +159,24 @@ pub async fn up(
     session.scope = Arc::new(scope);
     session.image = super::image::prepare(&session, image, printer).await?;
     session.reachability()?;
-    let applied = session.locked(global, printer, apply_stack(global, &session, printer)).await?;
+    let applied = session.locked(global, printer, |loss| apply_stack(global, &session, printer, loss)).await?;
     applied.note_timing(printer);
     Ok(applied)
 }
 
-async fn apply_stack(global: &Global, session: &Session, printer: &Arc<Printer>) -> Result<Applied, Failure> {
+async fn apply_stack(
+    global: &Global,
+    session: &Session,
+    printer: &Arc<Printer>,
+    loss: lock::Loss,
+) -> Result<Applied, Failure> {
     let plan = session.plan(printer, Some(&session.image)).await?;
     printer.preview(&plan);
     if !plan.has_changes() {
-        return Ok(Applied { plan, report: None, left_behind: Vec::new() });
+        return Ok(Applied { plan, report: None, left_behind: Vec::new(), lock_lost: None });
     }
     confirm(&plan, global, "apply")?;
-    let report = session.apply(&plan, global, printer).await?;
-    Ok(Applied { plan, report: Some(report), left_behind: Vec::new() })
+    let report = session.apply(&plan, global, printer, loss.signal()).await?;
+    let lock_lost = loss.reason().await;
+    Ok(Applied { plan, report: Some(report), left_behind: Vec::new(), lock_lost })
 }

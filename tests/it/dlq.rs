@@ -97,6 +97,7 @@ async fn dlq_list_show_redrive_and_purge() {
     assert_eq!(depth(&dlq).await, 0);
 
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &at]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
 
 #[tokio::test]
@@ -147,6 +148,7 @@ async fn redrive_killed_half_way_loses_nothing() {
     assert_eq!(duplicates, 10, "the batch in flight at the kill arrived twice (counted, allowed)");
 
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
 
 #[tokio::test]
@@ -175,4 +177,5 @@ async fn status_shows_resources_drift_queues_and_lock() {
     assert!(text.stdout.contains("1 change(s) pending"), "{}", text.stdout);
     assert!(text.stdout.contains("dead letters: 1"), "{}", text.stdout);
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &at]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }

@@ -182,66 +182,20 @@ pub fn spawn_aira(cwd: &Path, args: &[&str]) -> tokio::process::Child {
         .unwrap()
 }
 
-/// Every resource tagged with the stack, read from AWS: `(kind, aira:id)` → how many.
-pub async fn inventory(stack: &str) -> std::collections::BTreeMap<(String, String), usize> {
+/// Everything of the stack in us-east-1, read from AWS: `(kind, aira:id)` → how many.
+pub async fn inventory(stack: &str) -> crate::inventory::Inventory {
     inventory_in(stack, "us-east-1").await
 }
 
-/// [`inventory`] of a stack in another region.
-pub async fn inventory_in(stack: &str, region: &str) -> std::collections::BTreeMap<(String, String), usize> {
-    use aws_sdk_ec2::types::{Filter, Tag};
-    let config = sdk_config_in(region);
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let f = || Filter::builder().name("tag:aira:stack").values(stack).build();
-    // The stack tag is checked here as well: some moto describe calls ignore tag filters.
-    let id = |tags: &[Tag]| {
-        let tag = |k: &str| tags.iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
-        (tag("aira:stack") == Some(stack)).then(|| tag("aira:id").unwrap_or("?").to_string())
-    };
-    let mut out = std::collections::BTreeMap::new();
-    let mut add = |kind: &str, id: Option<String>| {
-        if let Some(id) = id {
-            *out.entry((kind.to_string(), id)).or_insert(0) += 1;
-        }
-    };
-    for v in ec2.describe_vpcs().filters(f()).send().await.unwrap().vpcs() {
-        add("vpc", id(v.tags()));
-    }
-    for s in ec2.describe_subnets().filters(f()).send().await.unwrap().subnets() {
-        add("subnet", id(s.tags()));
-    }
-    for g in ec2.describe_internet_gateways().filters(f()).send().await.unwrap().internet_gateways() {
-        add("igw", id(g.tags()));
-    }
-    for t in ec2.describe_route_tables().filters(f()).send().await.unwrap().route_tables() {
-        add("route-table", id(t.tags()));
-    }
-    for g in ec2.describe_security_groups().filters(f()).send().await.unwrap().security_groups() {
-        add("security-group", id(g.tags()));
-    }
-    for e in ec2.describe_vpc_endpoints().filters(f()).send().await.unwrap().vpc_endpoints() {
-        if !matches!(e.state().map(|s| s.as_str().to_ascii_lowercase()).as_deref(), Some("deleted")) {
-            add("vpc-endpoint", id(e.tags()));
-        }
-    }
-    for n in ec2.describe_nat_gateways().filter(f()).send().await.unwrap().nat_gateways() {
-        if !matches!(n.state().map(|s| s.as_str().to_ascii_lowercase()).as_deref(), Some("deleted")) {
-            add("nat-gateway", id(n.tags()));
-        }
-    }
-    for a in ec2.describe_addresses().filters(f()).send().await.unwrap().addresses() {
-        add("elastic-ip", id(a.tags()));
-    }
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let urls =
-        sqs.list_queues().queue_name_prefix(format!("{stack}-")).send().await.unwrap().queue_urls.unwrap_or_default();
-    for url in urls {
-        let tags = sqs.list_queue_tags().queue_url(&url).send().await.unwrap().tags.unwrap_or_default();
-        if tags.get("aira:stack").map(String::as_str) == Some(stack) {
-            add("queue", tags.get("aira:id").cloned());
-        }
-    }
-    out
+/// [`inventory`] of a stack in another region: `crate::inventory`, every kind aira manages.
+pub async fn inventory_in(stack: &str, region: &str) -> crate::inventory::Inventory {
+    crate::inventory::inventory_in(stack, region).await
+}
+
+/// After `down`: nothing of the stack is left in its region, read through the SDK apart from aira.
+pub async fn assert_nothing_left(stack: &str, region: &str) {
+    let left = inventory_in(stack, region).await;
+    assert!(left.is_empty(), "left after down (read through the SDK): {left:?}");
 }
 
 /// Runs `aira` with `input` on standard input (not a terminal).

@@ -40,6 +40,7 @@ async fn a_second_run_of_the_same_stack_is_refused_with_the_holder() {
     assert!(first.wait().await.unwrap().success(), "the first run proceeds");
     // Released at the end: the next run proceeds.
     aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
 
 #[tokio::test]
@@ -52,7 +53,7 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
         // has nothing to change (the second round): every kind is observed at once.
         let latency = Duration::from_millis(1000);
         let slow = Proxy::start(&endpoint(), Faults { latency, ..Faults::default() }).await;
-        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "8s", "--endpoint-url", &slow.url]);
+        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "6s", "--endpoint-url", &slow.url]);
         lock_taken(&slow, latency).await;
         holder.kill().await.unwrap(); // SIGKILL: no release, no more renewals
         let refused = aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await;
@@ -66,6 +67,106 @@ async fn a_dead_holders_lock_expires_or_is_forced() {
         }
     }
     aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
+}
+
+/// The lock's record, read straight from moto: holder, acquired at, expires at.
+async fn lock_record(ddb: &aws_sdk_dynamodb::Client, stack: &str) -> Option<(String, u64, u64)> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let out = ddb.get_item().table_name("aira-locks").key("stack", AttributeValue::S(stack.into())).send().await;
+    let item = out.unwrap().item?;
+    let n = |k: &str| item[k].as_n().unwrap().parse().unwrap();
+    Some((item["holder"].as_s().unwrap().clone(), n("acquired_at"), n("expires_at")))
+}
+
+fn unix(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Mutating calls other than the lock's own, by when they reached the proxy.
+fn changes(proxy: &Proxy) -> Vec<crate::proxy::Timed> {
+    let lock = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:CreateTable"];
+    proxy
+        .timed_calls()
+        .into_iter()
+        .filter(|t| crate::proxy::is_mutating(&t.call) && !lock.contains(&t.call.as_str()))
+        .collect()
+}
+
+/// Another run takes the lock (as `--force-unlock` would) once `verb` has started changing the
+/// stack; the run must stop at its next renewal, exit 2 naming the new holder, start no change
+/// after it learnt of the loss, and leave the new holder's record alone.
+async fn taken_over(verb: &str) {
+    let stack = unique_stack(&format!("lost{verb}"));
+    let work = Workdir::new();
+    let file = stack_file(&work, &stack);
+    if verb == "down" {
+        aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    }
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::harness::sdk_config());
+    let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(400), ..Faults::default() }).await;
+    let args = [verb, &file, "--yes", "--lock-ttl", "6s", "--endpoint-url", &slow.url];
+    let other = "another run (test)";
+    let take = async {
+        while changes(&slow).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let now = unix(std::time::SystemTime::now());
+        let put = ddb.put_item().table_name("aira-locks").item("stack", AttributeValue::S(stack.clone()));
+        let put =
+            put.item("holder", AttributeValue::S(other.into())).item("acquired_at", AttributeValue::N(now.to_string()));
+        put.item("expires_at", AttributeValue::N((now + 600).to_string())).send().await.unwrap();
+        (std::time::SystemTime::now(), now)
+    };
+    let (run, (taken, since)) = tokio::join!(aira(work.dir.path(), &args), take);
+    run.assert_code(2);
+    let since = aira_image::oci::rfc3339(since);
+    assert!(run.stderr.contains(&format!("lock lost: held by {other} since {since}")), "{}", run.stderr);
+    assert!(run.stdout.contains("not run:"), "says what did not run: {}", run.stdout);
+    // The first renewal answered after the takeover is where the run learnt of it.
+    let timed = slow.timed_calls();
+    let refused =
+        timed.iter().find(|t| t.call == "dynamodb:UpdateItem" && t.answered > Some(taken)).expect("a renewal");
+    let learnt = refused.answered.unwrap() + Duration::from_millis(50); // the client's own reaction time
+    let late: Vec<_> = changes(&slow).into_iter().filter(|t| t.started > learnt).collect();
+    assert!(late.is_empty(), "changes started after the loss: {late:?}");
+    assert!(!timed.iter().any(|t| t.call == "dynamodb:DeleteItem"), "the loser does not release another's lock");
+    assert_eq!(lock_record(&ddb, &stack).await.map(|r| r.0), Some(other.to_string()), "the new holder keeps it");
+    let done = aira(work.dir.path(), &["down", &file, "--yes", "--force-unlock", "--endpoint-url", &endpoint()]).await;
+    done.assert_code(0);
+}
+
+#[tokio::test]
+async fn an_up_whose_lock_is_taken_stops_before_its_next_change() {
+    taken_over("up").await;
+}
+
+#[tokio::test]
+async fn a_down_whose_lock_is_taken_stops_before_its_next_change() {
+    taken_over("down").await;
+}
+
+#[tokio::test]
+async fn an_up_whose_renewals_are_refused_stops_before_the_lock_expires() {
+    let stack = unique_stack("lostrenew");
+    let work = Workdir::new();
+    let file = stack_file(&work, &stack);
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::harness::sdk_config());
+    let refuse = Some(("UpdateItem", "aira-locks", "AccessDeniedException"));
+    let faults = Faults { latency: Duration::from_millis(400), dynamodb_error: refuse, ..Faults::default() };
+    let slow = Proxy::start(&endpoint(), faults).await;
+    let run = aira(work.dir.path(), &["up", &file, "--yes", "--lock-ttl", "6s", "--endpoint-url", &slow.url]).await;
+    run.assert_code(2);
+    assert!(run.stderr.contains("lock lost: it could not be renewed before it expired at"), "{}", run.stderr);
+    assert!(run.stderr.contains("AccessDeniedException"), "names the renewal's error: {}", run.stderr);
+    assert!(slow.faults_injected.load(std::sync::atomic::Ordering::SeqCst) >= 2, "the renewals were tried again");
+    // Not released (it was lost), so the record still holds the expiry the run had to respect.
+    let (_, _, expires) = lock_record(&ddb, &stack).await.expect("the lock's record");
+    let late: Vec<_> = changes(&slow).into_iter().filter(|t| unix(t.started) >= expires).collect();
+    assert!(late.is_empty(), "changes started once the lock had expired: {late:?}");
+    let done = aira(work.dir.path(), &["down", &file, "--yes", "--force-unlock", "--endpoint-url", &endpoint()]).await;
+    done.assert_code(0);
 }
 
 /// The holder renews its lock while it works, and DynamoDB accepts each renewal: the conforming

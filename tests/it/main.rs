@@ -5,12 +5,14 @@
 use aira_testkit::{canonical, proxy};
 
 mod alerts;
+mod bedrock;
 mod compute;
 mod day2;
 mod dlq;
 mod edge;
 mod harness;
 mod image;
+mod inventory;
 mod local_target;
 mod lock;
 mod network;

@@ -355,6 +355,29 @@ async fn down_waits_out_dependency_violations_and_says_so() {
     assert!(inventory(&stack).await.is_empty());
 }
 
+/// A NAT gateway still `deleting` holds its Elastic IP, and AWS refuses to release the address
+/// meanwhile (`InvalidIPAddress.InUse`; moto releases it at once): `down` waits and says so.
+#[tokio::test]
+async fn down_waits_for_a_nat_gateway_to_let_go_of_its_address() {
+    // A region of its own: the NAT gateways hold Elastic IPs.
+    let region = "sa-east-1";
+    let stack = unique_stack("eipheld");
+    let work = Workdir::new();
+    let yaml = format!("stack: {stack}\nregion: {region}\nnetwork:\n  nat: true\n  endpoints: [s3]\n");
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let proxy = Proxy::start(
+        &endpoint(),
+        Faults { ec2_error: Some(("ReleaseAddress", "InvalidIPAddress.InUse", 2)), ..Faults::default() },
+    )
+    .await;
+    let down = aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &proxy.url]).await;
+    down.assert_code(0);
+    assert!(down.stderr.contains("the NAT gateway being deleted to let go of the address"), "{}", down.stderr);
+    crate::harness::assert_nothing_left(&stack, region).await;
+}
+
 #[tokio::test]
 async fn down_lists_what_it_left_behind_and_why() {
     let stack = unique_stack("left");
@@ -402,4 +425,60 @@ async fn elastic_ip_quota_is_a_preflight_error() {
     );
     let vpcs = ec2.describe_vpcs().filters(tag_filter(&stack)).send().await.unwrap();
     assert!(vpcs.vpcs().is_empty(), "nothing is created after a failed pre-flight");
+}
+
+/// The zones of the stack's subnets, read with the EC2 SDK.
+async fn subnet_zones(stack: &str) -> Vec<String> {
+    let filter = Filter::builder().name("tag:aira:stack").values(stack).build();
+    let out = ec2().describe_subnets().filters(filter).send().await.unwrap();
+    let mut zones: Vec<String> = out.subnets().iter().filter_map(|s| s.availability_zone().map(String::from)).collect();
+    zones.sort();
+    zones.dedup();
+    zones
+}
+
+#[tokio::test]
+async fn subnets_avoid_a_zone_without_an_endpoint_service_and_stay_where_they_are() {
+    let stack = unique_stack("zones");
+    let work = Workdir::new();
+    let file = work.write("s.yaml", &format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, s3]\n"));
+    let file = file.to_str().unwrap();
+    // AWS offers the sqs endpoint service in us-east-1b..f only, here.
+    let faults = Faults { endpoint_service_without_zone: Some(("sqs", "us-east-1a")), ..Faults::default() };
+    let proxy = Proxy::start(&endpoint(), faults).await;
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await.assert_code(0);
+    assert_eq!(subnet_zones(&stack).await, ["us-east-1b", "us-east-1c"]);
+    // Later us-east-1b no longer offers it: the subnets stay (a rerun never moves them).
+    let faults = Faults { endpoint_service_without_zone: Some(("sqs", "us-east-1b")), ..Faults::default() };
+    let proxy = Proxy::start(&endpoint(), faults).await;
+    let plan = aira(work.dir.path(), &["plan", file, "--detailed-exitcode", "--endpoint-url", &proxy.url]).await;
+    plan.assert_code(0);
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+}
+
+#[tokio::test]
+async fn too_few_zones_offering_the_endpoints_is_refused_before_any_change() {
+    let stack = unique_stack("zonesno");
+    let work = Workdir::new();
+    // us-east-1 has six zones in moto: all are needed.
+    let yaml = format!("stack: {stack}\nregion: us-east-1\nnetwork:\n  zones: 6\n  endpoints: [sqs, logs, s3]\n");
+    let file = work.write("s.yaml", &yaml);
+    let faults = Faults { endpoint_service_without_zone: Some(("logs", "us-east-1d")), ..Faults::default() };
+    let proxy = Proxy::start(&endpoint(), faults).await;
+    let up = aira(work.dir.path(), &["up", file.to_str().unwrap(), "--yes", "--endpoint-url", &proxy.url]).await;
+    up.assert_code(1);
+    assert!(
+        up.stderr.contains("network.zones: the stack asks for 6 availability zones, but us-east-1 has 5 that offer"),
+        "{}",
+        up.stderr
+    );
+    assert!(
+        up.stderr.contains("us-east-1d lacks the logs endpoint"),
+        "names the zone and what it lacks: {}",
+        up.stderr
+    );
+    let changes: Vec<String> =
+        proxy.take_calls().into_iter().filter(|c| is_mutating(c) && !c.starts_with("dynamodb:")).collect();
+    assert!(changes.is_empty(), "changed: {changes:?}");
+    assert!(inventory(&stack).await.is_empty());
 }

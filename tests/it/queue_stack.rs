@@ -122,6 +122,7 @@ async fn queue_pair_lifecycle() {
     // Down again: nothing to do, still success.
     let again = aira(work.dir.path(), &[&["down", file, "--yes"], &at[..]].concat()).await;
     again.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
     assert!(again.stdout.contains("Nothing to delete"), "{}", again.stdout);
 }
 
@@ -198,6 +199,29 @@ async fn converges_under_throttling() {
     aira(work.dir.path(), &[&["plan", file, "--detailed-exitcode"], &at[..]].concat()).await.assert_code(0);
     assert_eq!(read_queues(&stack).await.len(), 2);
     aira(work.dir.path(), &[&["down", file, "--yes"], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
     assert!(read_queues(&stack).await.is_empty());
     assert!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst) >= 2, "faults were injected");
+}
+
+/// SQS refuses a queue's name for 60 s after a queue of that name was deleted
+/// (`QueueDeletedRecently`, which moto never sends): `up` right after a `down` waits it out.
+#[tokio::test]
+async fn a_name_deleted_recently_is_waited_for() {
+    let stack = unique_stack("recent");
+    let work = Workdir::new();
+    let file = work.write("stack.yaml", &stack_yaml(&stack, "30s"));
+    let file = file.to_str().unwrap();
+    let held = Faults {
+        ec2_error: Some(("CreateQueue", "AWS.SimpleQueueService.QueueDeletedRecently", 2)),
+        ..Faults::default()
+    };
+    let proxy = Proxy::start(&endpoint(), held).await;
+    let up = aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await;
+    up.assert_code(0);
+    assert!(up.stderr.contains("free the name of a queue deleted less than 60 s ago"), "{}", up.stderr);
+    assert_eq!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(read_queues(&stack).await.len(), 2);
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }

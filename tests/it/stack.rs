@@ -20,6 +20,8 @@ pub struct Fixture {
     pub domain: String,
     pub work: Workdir,
     pub file: String,
+    /// What `run` talks to: moto, answering as AWS where they differ (`proxy.rs`).
+    pub proxy: crate::proxy::Proxy,
 }
 
 impl Fixture {
@@ -36,6 +38,7 @@ pub async fn fixture(prefix: &str, api_count: u32) -> Fixture {
         "full" => "us-west-2",
         "twice" => "eu-west-1",
         "surface" => "eu-central-1",
+        "alerts" => "ap-southeast-2",
         _ => "us-east-2",
     };
     let config = sdk_config_in(region);
@@ -54,13 +57,13 @@ pub async fn fixture(prefix: &str, api_count: u32) -> Fixture {
     );
     let work = Workdir::new();
     let file = work.write("stack.yaml", &yaml).to_str().unwrap().to_string();
-    Fixture { name, region, zone_id, domain, work, file }
+    let proxy = crate::proxy::Proxy::start(&endpoint(), Default::default()).await;
+    Fixture { name, region, zone_id, domain, work, file, proxy }
 }
 
 pub async fn run(f: &Fixture, args: &[&str]) -> crate::harness::Run {
-    let ep = endpoint();
     let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--endpoint-url", &ep]);
+    all.extend(["--endpoint-url", &f.proxy.url]);
     aira_env(f.work.dir.path(), &all, &[]).await
 }
 
@@ -210,8 +213,7 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
 
     // Down removes everything, the records included; the zone stays.
     run(&f, &["down", &f.file, "--yes", "--timeout", "2m"]).await.assert_code(0);
-    let inventory = crate::harness::inventory_in(&f.name, f.region).await;
-    assert!(inventory.is_empty(), "left after down (read through the SDK): {inventory:?}");
+    crate::harness::assert_nothing_left(&f.name, f.region).await;
     let left = run(&f, &["plan", &f.file, "--image", IMAGE, "--output", "json"]).await.json();
     assert!(left["steps"].as_array().unwrap().iter().all(|s| s["action"] == "create"), "{left}");
     let r53 = aws_sdk_route53::Client::new(&config);
@@ -273,4 +275,5 @@ async fn second_up_pushes_nothing_and_registers_no_revision() {
     assert_eq!(revisions(format!("{}-api", f.name)).await, 1, "no new revision");
     assert_eq!(revisions(format!("{}-worker", f.name)).await, 1, "no new revision");
     run(&f, &["down", &f.file, "--yes"]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&f.name, f.region).await;
 }

@@ -279,7 +279,7 @@ impl Provider for AwsProvider {
         };
         let quotas = ec2::quotas(&self.ec2, &stack.stack.0, &stack.network);
         let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes) =
-            tokio::try_join!(ec2::zones(&self.ec2), existing, zone, secrets, quotas)?;
+            tokio::try_join!(ec2::zones(&self.ec2, &self.region, stack), existing, zone, secrets, quotas)?;
         notes.extend(quota_notes);
         Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables, hosted_zone, secrets, notes })
     }

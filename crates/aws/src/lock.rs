@@ -3,7 +3,12 @@
 //! One item per stack in the DynamoDB table `aira-locks` (created on first use, on demand
 //! billing, shared by every stack of the account and region): `{stack, holder, acquired_at,
 //! expires_at}`. Taking it is a conditional put: the item is absent, or expired. The holder
-//! renews it while it runs; a holder that died stops renewing, and its lock expires.
+//! renews it while it runs (a conditional update of `expires_at`: still its holder, not yet
+//! expired); a holder that died stops renewing, and its lock expires.
+//!
+//! A holder can lose the lock: another run took it (after `--force-unlock`, or after it
+//! expired), or the renewals failed until it was about to expire. [`Lock::loss`] then holds why,
+//! and the run stops changing anything (`aira_engine::apply::Stop`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -11,6 +16,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Tag,
 };
 use aws_sdk_dynamodb::Client;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use aira_engine::provider::{ProviderError, TAG_MANAGED_BY};
@@ -39,12 +45,43 @@ pub enum LockError {
     Aws(ProviderError),
 }
 
-/// A held lock; renewed in the background until released.
+/// A held lock; renewed in the background until released or lost.
 pub struct Lock {
     ddb: Client,
     stack: String,
     holder: String,
     renew: JoinHandle<()>,
+    loss: Loss,
+}
+
+/// Whether the lock was lost, and why ("held by … since …").
+#[derive(Clone)]
+pub struct Loss(watch::Receiver<Option<String>>);
+
+impl Loss {
+    /// The signal a run watches: it holds a reason once the lock is lost.
+    pub fn signal(&self) -> watch::Receiver<Option<String>> {
+        self.0.clone()
+    }
+
+    /// Why the lock was lost, once the renewal found out everything it could; `None` while held.
+    pub async fn reason(&self) -> Option<String> {
+        let mut rx = self.0.clone();
+        rx.borrow().as_ref()?;
+        // The renewal ends after it read who holds the lock now; its sender goes with it.
+        while rx.changed().await.is_ok() {}
+        let reason = rx.borrow().clone();
+        reason
+    }
+
+    /// Waits until the lock is lost, and says why.
+    pub async fn lost(&self) -> String {
+        let mut rx = self.0.clone();
+        if rx.wait_for(Option::is_some).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        self.reason().await.unwrap_or_default()
+    }
 }
 
 async fn ensure_table(ddb: &Client) -> Result<(), ProviderError> {
@@ -84,39 +121,25 @@ async fn ensure_table(ddb: &Client) -> Result<(), ProviderError> {
     Err(ProviderError::new(format!("the lock table {TABLE} did not become active within a minute")))
 }
 
-async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration, renewal: bool) -> Result<(), LockError> {
+/// Writes the lock's record if it is absent or expired.
+async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration) -> Result<(), LockError> {
     let t = now();
-    let mut req = ddb
+    let req = ddb
         .put_item()
         .table_name(TABLE)
         .item("stack", AttributeValue::S(stack.into()))
         .item("holder", AttributeValue::S(holder.into()))
         .item("acquired_at", AttributeValue::N(t.to_string()))
-        .item("expires_at", AttributeValue::N((t + ttl.as_secs().max(1)).to_string()));
-    // Each condition gets only the values it uses: DynamoDB refuses a request with an unused
-    // expression attribute value (ValidationException), which moto accepts.
-    req = if renewal {
-        req.condition_expression("holder = :me").expression_attribute_values(":me", AttributeValue::S(holder.into()))
-    } else {
-        req.condition_expression("attribute_not_exists(stack) OR expires_at < :now")
-            .expression_attribute_values(":now", AttributeValue::N(t.to_string()))
-    };
+        .item("expires_at", AttributeValue::N((t + ttl_secs(ttl)).to_string()))
+        // Only the values the condition uses: DynamoDB refuses a request with an unused
+        // expression attribute value (ValidationException), which moto accepts.
+        .condition_expression("attribute_not_exists(stack) OR expires_at < :now")
+        .expression_attribute_values(":now", AttributeValue::N(t.to_string()));
     match req.send().await {
         Ok(_) => Ok(()),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-            let item = ddb
-                .get_item()
-                .table_name(TABLE)
-                .key("stack", AttributeValue::S(stack.into()))
-                .consistent_read(true)
-                .send()
-                .await
-                .ok()
-                .and_then(|o| o.item)
-                .unwrap_or_default();
-            let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-            let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-            Err(LockError::Held { holder: s("holder"), since: n("acquired_at"), expires: n("expires_at") })
+            let (holder, since, expires) = read(ddb, stack).await.unwrap_or_default();
+            Err(LockError::Held { holder, since, expires })
         }
         Err(e) => Err(LockError::Aws(crate::sdk::error(format!("take the lock of `{stack}` in {TABLE}"), e))),
     }
@@ -126,22 +149,120 @@ async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration, renewal: bo
 pub async fn acquire(ddb: &Client, stack: &str, ttl: Duration) -> Result<Lock, LockError> {
     ensure_table(ddb).await.map_err(LockError::Aws)?;
     let holder = holder();
-    put(ddb, stack, &holder, ttl, false).await?;
+    let taken = now();
+    put(ddb, stack, &holder, ttl).await?;
+    let (tx, rx) = watch::channel(None);
     let renew = {
         let (ddb, stack, holder) = (ddb.clone(), stack.to_string(), holder.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                let _ = put(&ddb, &stack, &holder, ttl, true).await;
-            }
-        })
+        tokio::spawn(async move { renew(&ddb, &stack, &holder, ttl, taken + ttl_secs(ttl), tx).await })
     };
-    Ok(Lock { ddb: ddb.clone(), stack: stack.into(), holder, renew })
+    Ok(Lock { ddb: ddb.clone(), stack: stack.into(), holder, renew, loss: Loss(rx) })
+}
+
+fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
+}
+
+/// Renews the lock every third of `ttl` until it is lost, then says why on `lost` and ends.
+/// A refused renewal is retried every tenth of `ttl`; the lock counts as lost once the next try
+/// could come after `expires` (the time another run may take it), so the run stops first.
+async fn renew(
+    ddb: &Client,
+    stack: &str,
+    holder: &str,
+    ttl: Duration,
+    mut expires: u64,
+    lost: watch::Sender<Option<String>>,
+) {
+    let retry = ttl / 10;
+    let mut wait = ttl / 3;
+    let mut last_error = String::new();
+    loop {
+        let clock = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let left = Duration::from_secs(expires).saturating_sub(clock);
+        if left <= retry {
+            let why = if last_error.is_empty() { "no renewal was answered in time" } else { &last_error };
+            let _ = lost.send(Some(format!(
+                "it could not be renewed before it expired at {} ({why})",
+                aira_image::oci::rfc3339(expires)
+            )));
+            return;
+        }
+        if !wait.is_zero() {
+            // Never past the point where the run must stop.
+            tokio::time::sleep(wait.min(left - retry)).await;
+            wait = Duration::ZERO;
+            continue;
+        }
+        let t = now();
+        let update = ddb
+            .update_item()
+            .table_name(TABLE)
+            .key("stack", AttributeValue::S(stack.into()))
+            .update_expression("SET expires_at = :exp")
+            .condition_expression("holder = :me AND expires_at >= :now")
+            .expression_attribute_values(":exp", AttributeValue::N((t + ttl_secs(ttl)).to_string()))
+            .expression_attribute_values(":me", AttributeValue::S(holder.into()))
+            .expression_attribute_values(":now", AttributeValue::N(t.to_string()))
+            .send();
+        // An attempt still unanswered when the lock expires is no renewal.
+        match tokio::time::timeout(left - retry, update).await {
+            Ok(Ok(_)) => {
+                expires = t + ttl_secs(ttl);
+                wait = ttl / 3;
+            }
+            Ok(Err(e)) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                // Stop the run at once; then find out who has the lock, for the message.
+                let _ = lost.send(Some("the renewal's condition failed".into()));
+                let reason = match read(ddb, stack).await {
+                    Some((h, since, _)) if h != holder => {
+                        format!("held by {h} since {}", aira_image::oci::rfc3339(since))
+                    }
+                    Some((_, _, exp)) => {
+                        format!("it expired at {} before it was renewed", aira_image::oci::rfc3339(exp))
+                    }
+                    None => "its record was removed (`--force-unlock` by another run?)".into(),
+                };
+                let _ = lost.send(Some(reason));
+                return;
+            }
+            Ok(Err(e)) => {
+                last_error = crate::sdk::error(format!("renew the lock of `{stack}`"), e).message;
+                wait = retry;
+            }
+            Err(_) => last_error = "the last renewal got no answer".into(),
+        }
+    }
+}
+
+/// The lock's record: holder, acquired at, expires at.
+async fn read(ddb: &Client, stack: &str) -> Option<(String, u64, u64)> {
+    let item = ddb
+        .get_item()
+        .table_name(TABLE)
+        .key("stack", AttributeValue::S(stack.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .ok()?
+        .item?;
+    let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Some((s("holder"), n("acquired_at"), n("expires_at")))
 }
 
 impl Lock {
+    pub fn loss(&self) -> Loss {
+        self.loss.clone()
+    }
+
+    /// Stops renewing and removes the record, unless the lock was lost: then the record is
+    /// another run's (or expired, and harmless).
     pub async fn release(self) {
         self.renew.abort();
+        if self.loss.0.borrow().is_some() {
+            return;
+        }
         let _ = self
             .ddb
             .delete_item()

@@ -17,6 +17,14 @@ type Result<T> = std::result::Result<T, ProviderError>;
 /// Error codes saying a queue is gone.
 const GONE: &[&str] = &["NonExistentQueue", "QueueDoesNotExist"];
 
+/// SQS refuses a name for 60 s after the queue of that name was deleted (`down` then `up`, or a
+/// replacement): the create waits that out.
+const NAME_HELD: sdk::Busy = sdk::Busy {
+    codes: &["AWS.SimpleQueueService.QueueDeletedRecently"],
+    waits_for: "SQS to free the name of a queue deleted less than 60 s ago",
+    gone: &[],
+};
+
 pub struct Queue;
 
 /// The stack's queues, oldest first.
@@ -112,7 +120,7 @@ impl KindOps for Queue {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
+        let Cx { aws, scope, progress } = *cx;
         let name = res.props["name"].as_str().unwrap_or_default().to_string();
         let what = format!("create SQS queue `{}` ({name})", res.id);
         let mut attrs = attributes(&res.props);
@@ -123,9 +131,17 @@ impl KindOps for Queue {
             attrs.insert(A::FifoQueue, "true".into());
         }
         // Tags go in the create call itself: no window in which the queue exists untagged.
-        let tags = Some(scope.tags_for(&res.id).into_iter().collect());
-        let out =
-            call!(what, aws.sqs.create_queue().queue_name(&name).set_attributes(Some(attrs)).set_tags(tags).send());
+        let tags: HashMap<String, String> = scope.tags_for(&res.id).into_iter().collect();
+        let out = sdk::retry_busy(scope, progress, &res.id, &what, &NAME_HELD, || {
+            aws.sqs
+                .create_queue()
+                .queue_name(&name)
+                .set_attributes(Some(attrs.clone()))
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await?
+        .ok_or_else(|| ProviderError::new(format!("{what}: no queue URL in the answer")))?;
         reread(&aws.sqs, out.queue_url().unwrap_or_default(), res, &what).await
     }
 

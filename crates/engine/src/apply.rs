@@ -1,6 +1,9 @@
 //! Carries out a plan: a parallel walk of the operations' dependency graph with bounded
 //! concurrency. When an operation fails, nothing that depends on it starts, operations
-//! already running finish, and the report says what was done, failed and skipped.
+//! already running finish, and the report says what was done, failed and skipped. When the
+//! caller says stop (the stack's lock was lost), nothing starts any more and running operations
+//! are cancelled at their next call: the state they leave is the one a killed run leaves, which
+//! the next run observes and converges.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::graph::{resolve, topo_sort, GraphError, Kind, LogicalId, ReplaceOrder};
@@ -32,8 +36,16 @@ pub trait Events: Progress {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Status {
     Done,
-    Failed { error: String },
-    Skipped { because: LogicalId },
+    Failed {
+        error: String,
+    },
+    Skipped {
+        because: LogicalId,
+    },
+    /// Not started: the run was told to stop.
+    Stopped,
+    /// Running when the run was told to stop, and cancelled.
+    Interrupted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +74,26 @@ impl Report {
     }
     pub fn is_success(&self) -> bool {
         self.outcomes.iter().all(|o| o.status == Status::Done)
+    }
+    /// Whether the run was told to stop before every operation ended.
+    pub fn stopped(&self) -> bool {
+        self.outcomes.iter().any(|o| matches!(o.status, Status::Stopped | Status::Interrupted))
+    }
+}
+
+/// Tells a running apply to stop: it holds a reason once the caller may no longer change
+/// anything (the stack's lock was lost).
+pub type Stop = watch::Receiver<Option<String>>;
+
+/// A stop signal that never fires.
+pub fn never() -> Stop {
+    watch::channel(None).1
+}
+
+/// Resolves once `stop` holds a reason; never when its sender is gone without one.
+async fn stopped(stop: &mut Stop) {
+    if stop.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -176,6 +208,12 @@ enum State {
     Done,
     Failed,
     Skipped(LogicalId),
+    Stopped,
+}
+
+fn stopped_outcome(plan: &Plan, ops: &[Op], i: usize, status: Status) -> Outcome {
+    let step = &plan.steps[ops[i].step];
+    Outcome { id: step.id.clone(), kind: step.kind, op: ops[i].kind, status, elapsed_ms: 0 }
 }
 
 /// Applies `plan` through `provider`, at most `concurrency` operations at a time.
@@ -185,6 +223,7 @@ pub async fn apply(
     scope: Arc<Scope>,
     events: Arc<dyn Events>,
     concurrency: usize,
+    mut stop: Stop,
 ) -> Result<Report, GraphError> {
     let started = Instant::now();
     let ops = schedule(plan)?;
@@ -201,6 +240,19 @@ pub async fn apply(
     let mut running = JoinSet::new();
 
     loop {
+        if stop.borrow().is_some() {
+            // Cancelled at their next await: no call of theirs starts from now on.
+            running.abort_all();
+            for (i, s) in state.iter_mut().enumerate() {
+                match s {
+                    State::Pending => outcomes[i] = Some(stopped_outcome(plan, &ops, i, Status::Stopped)),
+                    State::Running => outcomes[i] = Some(stopped_outcome(plan, &ops, i, Status::Interrupted)),
+                    _ => continue,
+                }
+                *s = State::Stopped;
+            }
+            break;
+        }
         // Start what is ready, up to the bound.
         for i in 0..ops.len() {
             if running.len() >= concurrency {
@@ -238,7 +290,12 @@ pub async fn apply(
                 (i, result, elapsed)
             });
         }
-        let Some(joined) = running.join_next().await else { break };
+        let joined = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => continue,
+            joined = running.join_next() => joined,
+        };
+        let Some(joined) = joined else { break };
         let (i, result, elapsed) = match joined {
             Ok(r) => r,
             Err(e) => std::panic::resume_unwind(e.into_panic()),

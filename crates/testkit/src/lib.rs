@@ -2,8 +2,10 @@
 //!
 //! - [`proxy`]: a recording, fault-injecting HTTP proxy in front of the moto server.
 //! - [`aws_rules`]: the proxy's conformance layer: AWS behaviours the moto server lacks.
+//! - [`endpoint_zones`]: the proxy's rewrite of the zones an endpoint service is offered in.
 //! - [`canonical`]: parts of the canonical stack file (`stacks/aira.yaml`).
 
 pub mod aws_rules;
 pub mod canonical;
+pub mod endpoint_zones;
 pub mod proxy;

@@ -247,7 +247,7 @@ impl FakeLlm {
     }
 
     pub fn client(&self, timeout: Duration) -> Arc<dyn Llm> {
-        Arc::new(OpenAi::new(&self.base_url(), "fake-model", Some("sk-test".into()), timeout).unwrap())
+        Arc::new(OpenAi::new(&self.base_url(), "fake-model", Some("sk-test".into()), None, timeout).unwrap())
     }
 
     pub fn calls(&self) -> Vec<Instant> {

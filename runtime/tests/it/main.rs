@@ -5,6 +5,7 @@
 //! - `binary`: the `serve` binary end to end, SIGTERM included.
 //! - `metric_names`: every metric the monitoring templates use exists in `/metrics`.
 //! - `web`: the web page: pages, security headers, CSRF, `/v1/me` (profile, export, deletion).
+//! - `katan`: the OpenAI and Bedrock providers against llm-katan (answers, SigV4, faults).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
 
 mod api;
@@ -12,5 +13,6 @@ mod aws;
 mod binary;
 mod common;
 mod faults;
+mod katan;
 mod metric_names;
 mod web;

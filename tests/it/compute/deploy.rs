@@ -116,21 +116,34 @@ async fn compute_task_definitions_push_the_built_image_once() {
 }
 
 /// `aira up` of a stack with an autoscaled worker (no load balancer: the edge kinds are tested
-/// elsewhere), then `plan --detailed-exitcode` finds nothing to change, then `down` leaves nothing.
+/// elsewhere), then `plan --detailed-exitcode` finds nothing to change, then `down` leaves nothing,
+/// not even the log group ECS made for Container Insights.
 #[tokio::test]
 async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
+    up_plan_down("cmp-cli", false).await;
+}
+
+/// The same with `down --all`, which tears down through the same path.
+#[tokio::test]
+async fn compute_down_all_removes_the_container_insights_log_group() {
+    up_plan_down("cmp-all", true).await;
+}
+
+async fn up_plan_down(prefix: &str, all: bool) {
     use crate::harness::{aira, Workdir};
-    let stack = unique_stack("cmp-cli");
+    let stack = unique_stack(prefix);
     let work = Workdir::new();
     let yaml = format!(
-        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
+        "stack: {stack}\nregion: us-east-1\ntags:\n  case: {stack}\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
          worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 3, backlog_per_task: 5 }} }}\n"
     );
     let file = work.write("stack.yaml", &yaml);
     let file = file.to_str().unwrap();
     // An ECR image: the tasks pull it through the endpoints (the reachability check).
     let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
-    let at = ["--endpoint-url", &endpoint()];
+    // Through the proxy: it deletes a deregistered scalable target's policies, as AWS does.
+    let proxy = crate::proxy::Proxy::start(&endpoint(), Default::default()).await;
+    let at = ["--endpoint-url", proxy.url.as_str()];
     let dir = work.dir.path();
     aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
     let plan = aira(dir, &[&["plan", file, "--detailed-exitcode", "--image", &image][..], &at[..]].concat()).await;
@@ -147,9 +160,23 @@ async fn compute_up_then_plan_has_no_change_then_down_leaves_nothing() {
     assert_eq!(worker.props["count"]["backlog_per_task"], 5);
     assert_eq!(worker.props["count"]["queue"], format!("{stack}-queue"));
 
-    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    // With Container Insights on (the autoscaled worker), ECS creates this group once tasks
+    // report; moto does not, so the test makes it as AWS would: untagged, named after the cluster.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&config().await);
+    let insights = format!("/aws/ecs/containerinsights/{stack}/performance");
+    logs.create_log_group().log_group_name(&insights).send().await.unwrap();
+
+    let selector = format!("case={stack}");
+    let down = match all {
+        true => vec!["down", "--all", "--selector", &selector, "--yes"],
+        false => vec!["down", file, "--yes"],
+    };
+    aira(dir, &[&down[..], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
     let left = p.observe(&scope(&stack, 5)).await.unwrap();
     assert!(left.is_empty(), "left behind: {left:#?}");
+    let groups = logs.describe_log_groups().log_group_name_prefix(&insights).send().await.unwrap();
+    assert!(groups.log_groups().is_empty(), "{insights} is left: {:?}", groups.log_groups());
 }
 
 /// A load-balanced service (target group made with the SDK): created with its load balancer and
@@ -273,6 +300,7 @@ async fn compute_up_with_a_stuck_deployment_exits_2_naming_what_was_pending() {
         up.stderr
     );
     aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
 
 /// What aira sends for a service is what a stack gets (README: circuit breaker with rollback,

@@ -105,7 +105,7 @@ impl KindOps for ElasticIp {
         let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
+        sdk::retry_busy(scope, progress, &current.id, &what, &ADDRESS_HELD, || {
             aws.ec2.release_address().allocation_id(id).send()
         })
         .await?;
@@ -167,6 +167,15 @@ impl KindOps for NatGateway {
         wait_nat(&aws.ec2, scope, &current.id, id, progress, true).await
     }
 }
+
+/// A NAT gateway holds its address until it is deleted, and observe no longer lists one that is
+/// `deleting` (a `down` killed while waiting for it): releasing the address meanwhile is
+/// refused with `InvalidIPAddress.InUse` (ReleaseAddress, nondefault VPC).
+const ADDRESS_HELD: sdk::Busy = sdk::Busy {
+    codes: &["InvalidIPAddress.InUse", "DependencyViolation"],
+    waits_for: "the NAT gateway being deleted to let go of the address",
+    gone: GONE,
+};
 
 /// Waits until the NAT gateway is available (or, `gone`, deleted); a failed one is an error
 /// with AWS's reason.

@@ -1,5 +1,5 @@
 //! The ECS cluster, with Container Insights on or off. Its deletion waits for its services and
-//! tasks to stop.
+//! tasks to stop, then removes the log group Container Insights created for it.
 
 use std::collections::BTreeSet;
 
@@ -110,6 +110,20 @@ impl KindOps for Cluster {
             aws.ecs.delete_cluster().cluster(&current.physical_id).send()
         })
         .await?;
+        // Created by ECS, untagged, whenever Container Insights was on (even once, since turned
+        // off): its name is the cluster's, so it goes with it; after the cluster, which no
+        // longer writes to it.
+        let name = current.props["name"].as_str().unwrap_or_default();
+        let group = insights_log_group(name);
+        let what = format!("{what}: delete its Container Insights log group {group}");
+        let out = aws.logs.delete_log_group().log_group_name(&group).send().await;
+        sdk::found(what, &["ResourceNotFoundException"], out)?;
         Ok(())
     }
+}
+
+/// The log group Container Insights writes a cluster's performance events to (CloudWatch's
+/// "Container Insights performance log events for Amazon ECS").
+fn insights_log_group(cluster: &str) -> String {
+    format!("/aws/ecs/containerinsights/{cluster}/performance")
 }

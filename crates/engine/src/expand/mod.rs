@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::graph::{reference, Desired, Graph, Kind, LogicalId};
 use crate::provider::{Facts, Observed};
-use crate::stack::model::{Count, Endpoint, Role};
+use crate::stack::model::{Count, Endpoint, LlmProvider, Role};
 use crate::stack::Stack;
 
 pub const QUEUE: &str = "queue";
@@ -178,9 +178,24 @@ fn ecr_repository_arn(reference: &str) -> Option<String> {
     if dkr != "dkr" || ecr != "ecr" || !account.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let partition = if region.starts_with("cn-") { "aws-cn" } else { "aws" };
     let name = rest.split(['@', ':']).next()?;
-    Some(format!("arn:{partition}:ecr:{region}:{account}:repository/{name}"))
+    Some(format!("arn:{}:ecr:{region}:{account}:repository/{name}", partition(region)))
+}
+
+/// The ARN partition of a region.
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// A Bedrock foundation model's ARN: no account, the model id as its resource.
+fn foundation_model_arn(region: &str, model: &str) -> String {
+    format!("arn:{}:bedrock:{region}::foundation-model/{model}", partition(region))
 }
 
 #[cfg(test)]
@@ -215,6 +230,79 @@ mod tests {
             assert!(lb.depends_on.contains(&id.into()), "the load balancer does not wait for {id}");
         }
         g.topo_order().unwrap();
+    }
+
+    /// The canonical stack without NAT, its model on Bedrock.
+    fn bedrock() -> Graph {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let text = std::fs::read_to_string(path).unwrap().replace("nat: true", "nat: false");
+        let text = format!(
+            "{}llm: {{ provider: bedrock, model: amazon.nova-lite-v1:0 }}\n",
+            &text[..text.find("llm:").unwrap()]
+        );
+        let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        expand(&stack, &Facts::offline(&stack), &image).unwrap()
+    }
+
+    #[test]
+    fn a_bedrock_model_adds_its_endpoint_a_grant_on_it_for_the_worker_only_and_no_key() {
+        let g = bedrock();
+        let endpoint = g.get(&"endpoint-bedrock-runtime".into()).expect("a bedrock-runtime endpoint");
+        assert_eq!(
+            endpoint.props,
+            json!({
+                "vpc": reference("vpc", "id"),
+                "service": "com.amazonaws.us-east-1.bedrock-runtime",
+                "type": "Interface",
+                "subnets": [reference("private-a", "id"), reference("private-b", "id")],
+                "security_groups": [reference("endpoints-sg", "id")],
+                "private_dns": true,
+            })
+        );
+        let worker = g.get(&service_id("worker").as_str().into()).unwrap();
+        assert!(
+            worker.depends_on.contains(&"endpoint-bedrock-runtime".into()),
+            "the worker starts after its model's path"
+        );
+        let grants = |role: &str| -> Vec<Value> {
+            let statements = g.get(&role.into()).unwrap().props["policy"]["Statement"].as_array().unwrap().clone();
+            statements.into_iter().filter(|s| s.to_string().contains("bedrock")).collect()
+        };
+        assert_eq!(
+            grants("role-worker"),
+            [json!({
+                "Sid": "Model",
+                "Effect": "Allow",
+                "Action": ["bedrock:InvokeModel"],
+                "Resource": ["arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0"],
+            })]
+        );
+        assert_eq!(grants("role-api"), Vec::<Value>::new());
+        for svc in ["api", "worker"] {
+            let container = &g.get(&task_id(svc).as_str().into()).unwrap().props["container"];
+            let env = &container["environment"];
+            assert_eq!(env["AIRA_LLM_PROVIDER"], "bedrock");
+            assert_eq!(env["AIRA_LLM_MODEL"], "amazon.nova-lite-v1:0");
+            assert_eq!(env["AWS_REGION"], "us-east-1");
+            assert!(env.get("AIRA_LLM_BASE_URL").is_none(), "{env}");
+            assert_eq!(container["secrets"], json!({}));
+        }
+        // No key, so the execution role reads no secret.
+        assert!(!g.get(&EXECUTION_ROLE.into()).unwrap().props.to_string().contains("secretsmanager:"));
+    }
+
+    #[test]
+    fn foundation_model_arns_carry_their_partition() {
+        assert_eq!(
+            foundation_model_arn("eu-west-1", "a.b-v1:0"),
+            "arn:aws:bedrock:eu-west-1::foundation-model/a.b-v1:0"
+        );
+        assert_eq!(foundation_model_arn("cn-north-1", "a.b"), "arn:aws-cn:bedrock:cn-north-1::foundation-model/a.b");
+        assert_eq!(
+            foundation_model_arn("us-gov-west-1", "a.b"),
+            "arn:aws-us-gov:bedrock:us-gov-west-1::foundation-model/a.b"
+        );
     }
 
     fn observed(id: &str, kind: Kind, props: Value, outputs: Value) -> Observed {

@@ -176,7 +176,9 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
             "ingress": ports.iter().map(|p| json!({ "protocol": "tcp", "from": p, "to": p, "source": reference("lb-sg", "id") })).collect::<Vec<_>>(),
         }),
     ));
-    let interface: Vec<Endpoint> = net.endpoints.iter().copied().filter(|e| !e.is_gateway()).collect();
+    // `network.endpoints`, and `bedrock-runtime` for a model on Bedrock.
+    let endpoints = stack.endpoints();
+    let interface: Vec<Endpoint> = endpoints.iter().copied().filter(|e| !e.is_gateway()).collect();
     if !interface.is_empty() {
         out.push(Desired::new(
             "endpoints-sg",
@@ -189,7 +191,7 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
             }),
         ));
     }
-    for e in &net.endpoints {
+    for e in &endpoints {
         let service = e.name();
         let id = format!("endpoint-{}", service.replace('.', "-"));
         let props = if e.is_gateway() {

@@ -202,15 +202,19 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             }
         };
         let role = format!("role-{svc_name}");
-        out.push(task_role(
-            &role,
-            name,
-            svc_name,
-            vec![
-                statement("Queue", queue_actions, vec![queue_arn.clone()]),
-                statement("Table", TABLE_ACTIONS, vec![table_arn.clone()]),
-            ],
-        ));
+        let mut statements = vec![
+            statement("Queue", queue_actions, vec![queue_arn.clone()]),
+            statement("Table", TABLE_ACTIONS, vec![table_arn.clone()]),
+        ];
+        if let (Role::Worker, Some(llm)) = (svc.role, stack.bedrock()) {
+            // Converse is authorized as `bedrock:InvokeModel` on the model's ARN.
+            statements.push(statement(
+                "Model",
+                &["bedrock:InvokeModel"],
+                vec![json!(foundation_model_arn(&facts.region, &llm.model))],
+            ));
+        }
+        out.push(task_role(&role, name, svc_name, statements));
 
         let (command, health_port) = match svc.role {
             Role::Api => ("api", svc.port.unwrap_or(8080)),
@@ -230,7 +234,15 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             Role::Worker => env["AIRA_METRICS_LISTEN"] = json!(format!("0.0.0.0:{health_port}")),
         }
         if let Some(llm) = &stack.llm {
-            env["AIRA_LLM_BASE_URL"] = json!(llm.base_url.0);
+            match (llm.provider, &llm.base_url) {
+                (LlmProvider::Bedrock, _) => {
+                    env["AIRA_LLM_PROVIDER"] = json!("bedrock");
+                    // The runtime's Bedrock client takes its region from the SDK's chain.
+                    env["AWS_REGION"] = json!(facts.region);
+                }
+                (LlmProvider::Openai, Some(url)) => env["AIRA_LLM_BASE_URL"] = json!(url.0),
+                (LlmProvider::Openai, None) => {}
+            }
             env["AIRA_LLM_MODEL"] = json!(llm.model);
         }
         let secrets = match &secret_arn {

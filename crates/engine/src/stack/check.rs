@@ -563,6 +563,9 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
             publics.push(name.clone());
         }
     }
+    if let Some(llm) = &stack.llm {
+        check_llm(llm, tree, report);
+    }
     for (service, problem) in super::reach::reachability(stack, None).problems(stack) {
         report.error(tree.pos_of(&["services", &service]), problem, None);
     }
@@ -575,6 +578,68 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
             ),
             None,
         );
+    }
+}
+
+/// The keys each provider takes: `openai` a URL (and perhaps a key), `bedrock` a model id only,
+/// since the worker's task role is what Bedrock authorizes.
+fn check_llm(llm: &model::Llm, tree: &Node, report: &mut Report) {
+    let at = |key: &str| tree.pos_of(&["llm", key]);
+    match llm.provider {
+        model::LlmProvider::Openai => {
+            if llm.base_url.is_none() {
+                report.error(
+                    tree.pos_of(&["llm"]),
+                    "llm: provider `openai` needs `base_url`, the URL of an OpenAI-compatible API such as `https://api.openai.com/v1`",
+                    Some("or `provider: bedrock` for a model on Amazon Bedrock".into()),
+                );
+            }
+        }
+        model::LlmProvider::Bedrock => {
+            if llm.base_url.is_some() {
+                report.error(
+                    at("base_url"),
+                    "llm.base_url: provider `bedrock` takes no `base_url`: the worker calls Bedrock in the stack's region, through a `bedrock-runtime` VPC endpoint",
+                    Some("remove `base_url`; `model` is the Bedrock model id, such as `amazon.nova-lite-v1:0`".into()),
+                );
+            }
+            if llm.api_key.is_some() {
+                report.error(
+                    at("api_key"),
+                    "llm.api_key: provider `bedrock` takes no `api_key`: the worker's task role is granted `bedrock:InvokeModel` on the model",
+                    Some("remove `api_key`".into()),
+                );
+            }
+            if let Err((message, hint)) = check_bedrock_model(&llm.model) {
+                report.error(at("model"), format!("llm.model: {message}"), hint);
+            }
+        }
+    }
+}
+
+/// Prefixes of Bedrock's cross-region (system-defined) inference profiles.
+const INFERENCE_PROFILE_PREFIXES: [&str; 6] = ["us.", "eu.", "apac.", "global.", "us-gov.", "jp."];
+
+/// A Bedrock foundation model id such as `amazon.nova-lite-v1:0`: the worker's grant names it in
+/// a foundation-model ARN of the stack's region.
+fn check_bedrock_model(id: &str) -> Result<(), (String, Option<String>)> {
+    if let Some(prefix) = INFERENCE_PROFILE_PREFIXES.iter().find(|p| id.starts_with(*p)) {
+        // Invoking a profile needs the profile's ARN (in the account) and the foundation model
+        // in every region it routes to: a grant aira does not write.
+        return Err((
+            format!("`{id}` is a cross-region inference profile, which aira does not grant yet: the worker's role may invoke one foundation model in the stack's region"),
+            Some(format!("name the foundation model, `{}`, if the stack's region serves it on demand", &id[prefix.len()..])),
+        ));
+    }
+    let ok = id.split_once('.').is_some_and(|(vendor, name)| !vendor.is_empty() && !name.is_empty())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            format!("`{id}` is not a Bedrock model id"),
+            Some("a model id names its provider and model, such as `amazon.nova-lite-v1:0` or `anthropic.claude-3-haiku-20240307-v1:0`".into()),
+        ))
     }
 }
 

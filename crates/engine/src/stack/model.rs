@@ -37,7 +37,8 @@ pub struct Stack {
     /// ECS Fargate services, by name.
     #[serde(default)]
     pub services: BTreeMap<String, Service>,
-    /// The OpenAI-compatible model the worker calls; the offline echo model when absent.
+    /// The model the worker calls (an OpenAI-compatible API or Amazon Bedrock); the offline echo
+    /// model when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<Llm>,
     /// A prebuilt image reference to deploy (`repo@sha256:…`); built from source when absent.
@@ -85,6 +86,21 @@ impl Stack {
     /// The Secrets Manager secrets the stack references.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.llm.iter().filter_map(|l| l.api_key.as_ref()).map(|k| k.secret.as_str())
+    }
+
+    /// The model, when the worker calls Amazon Bedrock.
+    pub fn bedrock(&self) -> Option<&Llm> {
+        self.llm.as_ref().filter(|l| l.provider == LlmProvider::Bedrock)
+    }
+
+    /// The VPC endpoints the network gets: `network.endpoints`, and `bedrock-runtime` when the
+    /// worker calls Bedrock (the model's only path without a NAT gateway, so it is implied).
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut all = self.network.endpoints.clone();
+        if self.bedrock().is_some() && !all.contains(&Endpoint::BedrockRuntime) {
+            all.push(Endpoint::BedrockRuntime);
+        }
+        all
     }
 }
 
@@ -171,6 +187,8 @@ pub enum Endpoint {
     DynamoDb,
     #[serde(rename = "monitoring")]
     Monitoring,
+    #[serde(rename = "bedrock-runtime")]
+    BedrockRuntime,
 }
 
 impl Endpoint {
@@ -186,6 +204,7 @@ impl Endpoint {
             Endpoint::S3 => "s3",
             Endpoint::DynamoDb => "dynamodb",
             Endpoint::Monitoring => "monitoring",
+            Endpoint::BedrockRuntime => "bedrock-runtime",
         }
     }
 
@@ -385,13 +404,29 @@ impl AutoCount {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Llm {
-    /// Base URL of an OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
-    pub base_url: Url,
-    /// Model name.
+    /// Who serves the model.
+    #[serde(default)]
+    pub provider: LlmProvider,
+    /// Base URL of an OpenAI-compatible API, e.g. `https://api.openai.com/v1` (provider `openai`
+    /// only, where it is required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<Url>,
+    /// Model name; with provider `bedrock`, the Bedrock model id, e.g. `amazon.nova-lite-v1:0`.
     pub model: String,
-    /// The API key's Secrets Manager secret; never a literal.
+    /// The API key's Secrets Manager secret; never a literal (provider `openai` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Any OpenAI-compatible API at `base_url`; a host outside AWS needs `network.nat: true`.
+    #[default]
+    Openai,
+    /// Amazon Bedrock in the stack's region, through a `bedrock-runtime` VPC endpoint; the
+    /// worker's task role may invoke `model` only.
+    Bedrock,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

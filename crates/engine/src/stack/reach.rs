@@ -8,10 +8,14 @@
 //! Prices quoted in the fixes are AWS's on-demand prices in us-east-1 (November 2026): a NAT
 //! gateway $0.045 an hour and $0.045 per GB processed; an interface endpoint $0.01 an hour per
 //! zone and $0.01 per GB.
+//!
+//! The worker's model is a host of its own (an OpenAI-compatible API: NAT unless the host is
+//! in the VPC), or Amazon Bedrock, reached through the `bedrock-runtime` interface endpoint that
+//! expand adds with `llm.provider: bedrock`.
 
 use serde::Serialize;
 
-use super::model::{Endpoint, Role};
+use super::model::{Endpoint, LlmProvider, Role};
 use super::Stack;
 
 /// Hours in AWS's billing month.
@@ -31,6 +35,9 @@ pub struct Route {
     /// The endpoint that could carry it, if AWS offers one.
     #[serde(skip)]
     pub endpoint: Option<Endpoint>,
+    /// The model of an OpenAI-compatible API: a Bedrock model is another fix.
+    #[serde(skip)]
+    pub openai_model: bool,
 }
 
 /// The reachability table of a stack, and whether it could be checked.
@@ -56,23 +63,28 @@ impl Reachability {
             stack.network.zones,
             if stack.network.zones == 1 { "" } else { "s" },
         );
+        let endpoint_cost = format!(
+            "about ${:.2} a month for {} zone{}",
+            ENDPOINT_HOURLY * HOURS_A_MONTH * zones,
+            stack.network.zones,
+            if stack.network.zones == 1 { "" } else { "s" },
+        );
         self.routes
             .iter()
             .filter(|r| r.path.is_none())
             .map(|r| {
-                let endpoint = r.endpoint.map(|e| {
-                    format!(
-                        "add `{}` to `network.endpoints` (about ${:.2} a month for {} zone{})",
-                        e.name(),
-                        ENDPOINT_HOURLY * HOURS_A_MONTH * zones,
-                        stack.network.zones,
-                        if stack.network.zones == 1 { "" } else { "s" },
-                    )
-                });
-                let fixes = match endpoint {
-                    Some(e) => format!("{e}, or {nat}"),
-                    None => nat.clone(),
-                };
+                let mut fixes = Vec::new();
+                if let Some(e) = r.endpoint {
+                    fixes.push(format!("add `{}` to `network.endpoints` ({endpoint_cost})", e.name()));
+                }
+                fixes.push(nat.clone());
+                if r.openai_model {
+                    fixes.push(format!(
+                        "a model on Amazon Bedrock, `llm.provider: bedrock` (its `{}` interface endpoint: {endpoint_cost})",
+                        Endpoint::BedrockRuntime.name()
+                    ));
+                }
+                let fixes = fixes.join(", or ");
                 let message = format!(
                     "services.{}: cannot reach its {} at {}: its private subnets have no route there; fix: {fixes}",
                     r.service, r.dependency, r.host
@@ -153,9 +165,10 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
     let image = image.or(stack.image.as_ref().map(|i| i.0.as_str()));
     let registry_host = image.and_then(|r| r.split_once('/')).map(|(h, _)| h.to_string());
     let ecr = registry_host.as_deref().is_none_or(|h| h.contains(".dkr.ecr."));
+    let endpoints = stack.endpoints();
     let path_of = |endpoint: Option<Endpoint>| -> Option<String> {
         match endpoint {
-            Some(e) if stack.network.endpoints.contains(&e) => Some(if e.is_gateway() {
+            Some(e) if endpoints.contains(&e) => Some(if e.is_gateway() {
                 format!("gateway endpoint `{}` in the private route tables", e.name())
             } else {
                 format!("interface endpoint `{}` (private DNS)", e.name())
@@ -173,6 +186,7 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 host: d.host.replace("{region}", &region),
                 path: path_of(d.endpoint),
                 endpoint: d.endpoint,
+                openai_model: false,
             });
         }
         if let (false, Some(host)) = (ecr, &registry_host) {
@@ -182,26 +196,32 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 host: host.clone(),
                 path: path_of(None),
                 endpoint: None,
+                openai_model: false,
             });
         }
         if let (Role::Worker, Some(llm)) = (svc.role, &stack.llm) {
-            let host = llm
-                .base_url
-                .0
-                .split("://")
-                .nth(1)
-                .unwrap_or(&llm.base_url.0)
-                .split(['/', ':'])
-                .next()
-                .unwrap_or_default();
+            let (host, endpoint) = match (llm.provider, &llm.base_url) {
+                (LlmProvider::Bedrock, _) => {
+                    (format!("bedrock-runtime.{region}.amazonaws.com"), Some(Endpoint::BedrockRuntime))
+                }
+                (LlmProvider::Openai, Some(url)) => (url_host(&url.0).to_string(), None),
+                // No URL: the stack check reports it.
+                (LlmProvider::Openai, None) => continue,
+            };
             routes.push(Route {
                 service: name.clone(),
                 dependency: "model".into(),
-                host: host.into(),
-                path: path_of(None),
-                endpoint: None,
+                host,
+                path: path_of(endpoint),
+                endpoint,
+                openai_model: llm.provider == LlmProvider::Openai,
             });
         }
     }
     Reachability { routes, unchecked: None }
+}
+
+/// The host of an `http(s)://` URL.
+fn url_host(url: &str) -> &str {
+    url.split("://").nth(1).unwrap_or(url).split(['/', ':']).next().unwrap_or_default()
 }

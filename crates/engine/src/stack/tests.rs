@@ -232,8 +232,8 @@ fn enum_value_with_hint() {
     check(
         "stack: aira\nnetwork:\n  endpoints: [sqs, ecr.apii]\n",
         expect![[r#"
-        bad.yaml:3:20: network.endpoints[1]: expected one of `sqs`, `ecr.api`, `ecr.dkr`, `logs`, `secretsmanager`, `s3`, `dynamodb`, `monitoring`, found the string `ecr.apii` (did you mean `ecr.api`?)
-    "#]],
+            bad.yaml:3:20: network.endpoints[1]: expected one of `sqs`, `ecr.api`, `ecr.dkr`, `logs`, `secretsmanager`, `s3`, `dynamodb`, `monitoring`, `bedrock-runtime`, found the string `ecr.apii` (did you mean `ecr.api`?)
+        "#]],
     );
 }
 
@@ -313,7 +313,7 @@ fn a_dependency_without_a_network_path_is_refused_with_its_fixes() {
         expect![[r#"
             bad.yaml:7:8: services.api: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB)
             bad.yaml:8:11: services.worker: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB)
-            bad.yaml:8:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB)
+            bad.yaml:8:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB), or a model on Amazon Bedrock, `llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)
         "#]],
     );
     // With the NAT gateway every dependency has a path; so it has with the endpoints and an
@@ -352,4 +352,95 @@ fn reachability_table_names_each_path() {
         worker -> table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
         worker -> model (api.openai.com): NAT gateway (default route)
     "#]].assert_eq(&text);
+}
+
+/// The canonical stack's text with `network.nat` and `llm` replaced.
+fn canonical_with(nat: bool, llm: &str) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../stacks/aira.yaml")).unwrap();
+    let text = text.replace("nat: true", &format!("nat: {nat}"));
+    format!("{}{llm}", &text[..text.find("llm:").unwrap()])
+}
+
+const BEDROCK: &str = "llm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n";
+
+fn routes_of(source: &str, service: &str) -> String {
+    let loaded = super::parse("aira.yaml", source).unwrap();
+    super::reach::reachability(&loaded.stack, None)
+        .routes
+        .iter()
+        .filter(|r| r.service == service)
+        .map(|r| format!("{} ({}): {}\n", r.dependency, r.host, r.path.as_deref().unwrap_or("NONE")))
+        .collect()
+}
+
+#[test]
+fn without_nat_an_openai_model_outside_aws_is_refused_naming_bedrock_among_the_fixes() {
+    check(
+        &canonical_with(false, "llm:\n  base_url: https://api.openai.com/v1\n  model: gpt-4o-mini\n"),
+        expect![[r#"
+            bad.yaml:21:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones, plus $0.045 per GB), or a model on Amazon Bedrock, `llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)
+        "#]],
+    );
+}
+
+#[test]
+fn a_bedrock_model_is_reached_through_its_endpoint_without_nat() {
+    expect![[r#"
+        image registry (ECR API) (api.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.api` (private DNS)
+        image registry (ECR) (*.dkr.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.dkr` (private DNS)
+        image layers (S3) (s3.us-east-1.amazonaws.com): gateway endpoint `s3` in the private route tables
+        logs (CloudWatch Logs) (logs.us-east-1.amazonaws.com): interface endpoint `logs` (private DNS)
+        queue (SQS) (sqs.us-east-1.amazonaws.com): interface endpoint `sqs` (private DNS)
+        table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
+        model (bedrock-runtime.us-east-1.amazonaws.com): interface endpoint `bedrock-runtime` (private DNS)
+    "#]]
+    .assert_eq(&routes_of(&canonical_with(false, BEDROCK), "worker"));
+    // The api calls no model.
+    assert!(!routes_of(&canonical_with(false, BEDROCK), "api").contains("model"));
+    // With NAT as well, the endpoint carries the model's traffic (it exists either way).
+    assert!(routes_of(&canonical_with(true, BEDROCK), "worker").contains(
+        "model (bedrock-runtime.us-east-1.amazonaws.com): interface endpoint `bedrock-runtime` (private DNS)"
+    ));
+}
+
+#[test]
+fn llm_keys_each_provider_refuses() {
+    let stack = "stack: aira\nregion: us-east-1\nnetwork:\n  nat: true\n";
+    check(
+        &format!("{stack}llm:\n  provider: bedrock\n  base_url: https://api.openai.com/v1\n  model: amazon.nova-lite-v1:0\n  api_key: {{ secret: aira/openai }}\n"),
+        expect![[r#"
+            bad.yaml:7:13: llm.base_url: provider `bedrock` takes no `base_url`: the worker calls Bedrock in the stack's region, through a `bedrock-runtime` VPC endpoint (remove `base_url`; `model` is the Bedrock model id, such as `amazon.nova-lite-v1:0`)
+            bad.yaml:9:12: llm.api_key: provider `bedrock` takes no `api_key`: the worker's task role is granted `bedrock:InvokeModel` on the model (remove `api_key`)
+        "#]],
+    );
+    check(
+        &format!("{stack}llm:\n  model: gpt-4o-mini\n"),
+        expect![[r#"
+        bad.yaml:6:3: llm: provider `openai` needs `base_url`, the URL of an OpenAI-compatible API such as `https://api.openai.com/v1` (or `provider: bedrock` for a model on Amazon Bedrock)
+    "#]],
+    );
+    check(
+        &format!("{stack}llm:\n  provider: bedrok\n  model: m\n"),
+        expect![[r#"
+        bad.yaml:6:13: llm.provider: expected one of `openai`, `bedrock`, found the string `bedrok` (did you mean `bedrock`?)
+    "#]],
+    );
+}
+
+#[test]
+fn bedrock_model_ids_that_are_not_one_foundation_model_are_refused() {
+    let stack = "stack: aira\nregion: us-east-1\nllm:\n  provider: bedrock\n";
+    check(
+        &format!("{stack}  model: us.anthropic.claude-3-5-haiku-20241022-v1:0\n"),
+        expect![[r#"
+        bad.yaml:5:10: llm.model: `us.anthropic.claude-3-5-haiku-20241022-v1:0` is a cross-region inference profile, which aira does not grant yet: the worker's role may invoke one foundation model in the stack's region (name the foundation model, `anthropic.claude-3-5-haiku-20241022-v1:0`, if the stack's region serves it on demand)
+    "#]],
+    );
+    check(
+        &format!("{stack}  model: arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0\n"),
+        expect![[r#"
+        bad.yaml:5:10: llm.model: `arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0` is not a Bedrock model id (a model id names its provider and model, such as `amazon.nova-lite-v1:0` or `anthropic.claude-3-haiku-20240307-v1:0`)
+    "#]],
+    );
+    check(&format!("{stack}  model: anthropic.claude-3-haiku-20240307-v1:0\n"), expect!["valid\n"]);
 }

@@ -1,0 +1,313 @@
+//! Amazon Bedrock's Converse API (`POST /model/{modelId}/converse`), signed with SigV4 for the
+//! service `bedrock` with the credentials of the default AWS chain (on ECS the task role).
+//! A worker in private subnets reaches it through a `bedrock-runtime` interface endpoint.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use tracing::debug;
+
+use super::{classify_status, parse_retry_after, Completion, Llm, LlmError, Turn};
+
+/// The SigV4 signing name of Bedrock's runtime API (its host is `bedrock-runtime.…`).
+const SIGNING_NAME: &str = "bedrock";
+
+/// Credentials are fetched again this long before they expire, so that a request signed with
+/// them still arrives in time (the SDKs refresh 5 minutes early too).
+const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
+
+/// The longest provider error message kept for the logs.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+pub struct Bedrock {
+    http: reqwest::Client,
+    /// `{endpoint}/model/{percent-encoded model id}/converse`.
+    url: String,
+    model: String,
+    region: String,
+    credentials: CachedCredentials,
+    /// `inferenceConfig.maxTokens`; the model's own default when unset.
+    max_tokens: Option<u32>,
+}
+
+/// The public endpoint of the region; a `bedrock-runtime` interface endpoint with private DNS
+/// answers for this same name inside the VPC.
+pub fn default_endpoint(region: &str) -> String {
+    format!("https://bedrock-runtime.{region}.amazonaws.com")
+}
+
+impl Bedrock {
+    /// `timeout` bounds the whole call; `endpoint` is like [`default_endpoint`].
+    pub fn new(
+        endpoint: &str,
+        model: &str,
+        region: &str,
+        credentials: SharedCredentialsProvider,
+        max_tokens: Option<u32>,
+        timeout: Duration,
+    ) -> anyhow::Result<Bedrock> {
+        anyhow::ensure!(!model.is_empty(), "the bedrock provider needs a model id (AIRA_LLM_MODEL)");
+        anyhow::ensure!(!region.is_empty(), "the bedrock provider needs an AWS region (AWS_REGION)");
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(Duration::from_secs(5)).build()?;
+        Ok(Bedrock {
+            http,
+            url: format!("{}/model/{}/converse", endpoint.trim_end_matches('/'), encode_path_segment(model)),
+            model: model.to_string(),
+            region: region.to_string(),
+            credentials: CachedCredentials { provider: credentials, current: Mutex::new(None) },
+            max_tokens,
+        })
+    }
+
+    /// The Converse request: system turns go to `system`, the others to `messages` in order.
+    fn body(&self, turns: &[Turn]) -> Value {
+        let system: Vec<Value> =
+            turns.iter().filter(|t| t.role == "system").map(|t| json!({ "text": t.content })).collect();
+        let messages: Vec<Value> = turns
+            .iter()
+            .filter(|t| t.role != "system")
+            .map(|t| json!({ "role": t.role, "content": [{ "text": t.content }] }))
+            .collect();
+        let mut body = json!({ "messages": messages });
+        if !system.is_empty() {
+            body["system"] = Value::Array(system);
+        }
+        if let Some(n) = self.max_tokens {
+            body["inferenceConfig"] = json!({ "maxTokens": n });
+        }
+        body
+    }
+
+    /// The signature headers (`authorization`, `x-amz-date`, `x-amz-security-token` with
+    /// temporary credentials) for a POST of `body` as JSON to `self.url`.
+    fn sign(&self, credentials: Credentials, body: &[u8]) -> Result<Vec<(String, String)>, LlmError> {
+        let identity = credentials.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name(SIGNING_NAME)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| LlmError::Credentials(e.to_string()))?
+            .into();
+        let headers = [("content-type", "application/json")];
+        let request = SignableRequest::new("POST", &self.url, headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| LlmError::Credentials(e.to_string()))?;
+        let (instructions, _) = sign(request, &params).map_err(|e| LlmError::Credentials(e.to_string()))?.into_parts();
+        Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+}
+
+/// The chain's credentials, fetched once and again shortly before they expire (the chain's
+/// own providers do not cache; the ECS endpoint would be asked on every call).
+struct CachedCredentials {
+    provider: SharedCredentialsProvider,
+    current: Mutex<Option<Credentials>>,
+}
+
+impl CachedCredentials {
+    async fn get(&self) -> Result<Credentials, LlmError> {
+        // One refresh at a time: callers that wait get the refreshed credentials.
+        let mut current = self.current.lock().await;
+        let fresh = |c: &Credentials| c.expiry().is_none_or(|e| e > SystemTime::now() + REFRESH_BEFORE_EXPIRY);
+        if let Some(c) = current.as_ref().filter(|c| fresh(c)) {
+            return Ok(c.clone());
+        }
+        match self.provider.provide_credentials().await {
+            Ok(c) => {
+                *current = Some(c.clone());
+                Ok(c)
+            }
+            // Credentials that are about to expire still work until they do.
+            Err(_) if current.as_ref().is_some_and(|c| c.expiry().is_none_or(|e| e > SystemTime::now())) => {
+                Ok(current.clone().expect("checked above"))
+            }
+            Err(e) => Err(LlmError::Credentials(error_chain(&e))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let _ = write!(s, ": {inner}");
+        source = inner.source();
+    }
+    s
+}
+
+/// Percent-encodes everything but the unreserved characters (a model id holds `:`, an
+/// inference profile ARN `/` too). The signer encodes the path once more for the canonical
+/// request, as AWS expects of every service but S3.
+fn encode_path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct ConverseResponse {
+    output: ConverseOutput,
+    #[serde(rename = "stopReason", default)]
+    stop_reason: Option<String>,
+    #[serde(default)]
+    usage: Option<ConverseUsage>,
+}
+#[derive(Deserialize)]
+struct ConverseOutput {
+    message: OutputMessage,
+}
+#[derive(Deserialize)]
+struct OutputMessage {
+    content: Vec<ContentBlock>,
+}
+#[derive(Deserialize)]
+struct ContentBlock {
+    #[serde(default)]
+    text: Option<String>,
+}
+#[derive(Deserialize, Default)]
+struct ConverseUsage {
+    #[serde(rename = "inputTokens", default)]
+    input_tokens: u64,
+    #[serde(rename = "outputTokens", default)]
+    output_tokens: u64,
+}
+
+/// An error response: the status classified as for every provider, with the error type and
+/// message Bedrock gave. The type comes from the `x-amzn-ErrorType` header or the body's
+/// `__type`/`code` (restJson1), and may carry a namespace (`…#Type`) or a suffix (`Type:…`).
+pub fn error_of(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -> LlmError {
+    let error = classify_status(status, parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)));
+    let json = serde_json::from_str::<Value>(body).ok();
+    let field = |names: &[&str]| {
+        json.as_ref().and_then(|v| names.iter().find_map(|n| v.get(*n).and_then(Value::as_str).map(str::to_string)))
+    };
+    let code = headers
+        .get("x-amzn-errortype")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| field(&["__type", "code"]))
+        .map(|c| {
+            let c = c.split(':').next().unwrap_or_default();
+            c.rsplit('#').next().unwrap_or_default().to_string()
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| format!("HTTP {status}"));
+    let mut message = field(&["message", "Message"]).unwrap_or_else(|| body.to_string());
+    if let Some((i, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(i);
+        message.push('…');
+    }
+    LlmError::Provider { error: Box::new(error), code, message }
+}
+
+#[async_trait]
+impl Llm for Bedrock {
+    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
+        let body = serde_json::to_vec(&self.body(turns)).map_err(|_| LlmError::BadResponse)?;
+        let credentials = self.credentials.get().await?;
+        let mut req = self.http.post(&self.url).header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (k, v) in self.sign(credentials, &body)? {
+            req = req.header(k, v);
+        }
+        let resp = req.body(body).send().await.map_err(|e| {
+            if e.is_timeout() {
+                LlmError::Timeout
+            } else {
+                LlmError::Connection
+            }
+        })?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(error_of(status, &headers, &text));
+        }
+        let bytes =
+            resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        let parsed: ConverseResponse = serde_json::from_slice(&bytes).map_err(|_| LlmError::BadResponse)?;
+        let text: String = parsed.output.message.content.into_iter().filter_map(|b| b.text).collect();
+        if text.is_empty() {
+            return Err(LlmError::BadResponse);
+        }
+        if let Some(reason) = parsed.stop_reason.filter(|r| r != "end_turn") {
+            debug!(stop_reason = reason, "bedrock answer ended early");
+        }
+        let usage = parsed.usage.unwrap_or_default();
+        Ok(Completion { text, prompt_tokens: usage.input_tokens, completion_tokens: usage.output_tokens })
+    }
+    fn name(&self) -> &str {
+        &self.model
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::Disposition;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn classified(status: u16, header: Option<&'static str>, body: &str) -> LlmError {
+        let mut h = HeaderMap::new();
+        if let Some(t) = header {
+            h.insert("x-amzn-errortype", HeaderValue::from_static(t));
+        }
+        error_of(status, &h, body)
+    }
+
+    /// The Converse API reference's errors: which are retried, and the type that is logged.
+    #[test]
+    fn converse_errors() {
+        let retry = Disposition::Retry { after: None };
+        for (status, code, disposition) in [
+            (429, "ThrottlingException", retry),
+            (429, "ModelNotReadyException", retry),
+            (503, "ServiceUnavailableException", retry),
+            (408, "ModelTimeoutException", retry),
+            (500, "InternalServerException", retry),
+            (400, "ValidationException", Disposition::Fail),
+            (403, "AccessDeniedException", Disposition::Fail),
+            (404, "ResourceNotFoundException", Disposition::Fail),
+            (424, "ModelErrorException", Disposition::Fail),
+        ] {
+            let e = classified(status, None, &format!(r#"{{"__type":"{code}","message":"said {code}"}}"#));
+            assert_eq!(e.disposition(), disposition, "{code}");
+            assert_eq!(e.to_string().split(": ").skip(1).collect::<Vec<_>>(), [code, &format!("said {code}")]);
+        }
+        let e = classified(403, Some("AccessDeniedException:http://internal.amazon.com/coral/"), r#"{"Message":"no"}"#);
+        assert!(e.to_string().ends_with(": AccessDeniedException: no"), "{e}");
+        assert_eq!(e.recorded_reason(), "the language model refused the request (AccessDeniedException)");
+        let e = classified(400, None, r#"{"__type":"com.amazon.bedrock#ValidationException","message":"x"}"#);
+        assert!(e.to_string().ends_with(": ValidationException: x"), "{e}");
+        assert!(classified(502, None, "<html>").to_string().ends_with(": HTTP 502: <html>"));
+    }
+
+    #[test]
+    fn model_id_is_one_path_segment() {
+        assert_eq!(
+            encode_path_segment("anthropic.claude-3-haiku-20240307-v1:0"),
+            "anthropic.claude-3-haiku-20240307-v1%3A0"
+        );
+        assert_eq!(
+            encode_path_segment("arn:aws:bedrock:us-east-1:1:inference-profile/us.x"),
+            "arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.x"
+        );
+    }
+}

@@ -1,0 +1,427 @@
+//! The worker against llm-katan (PyPI, pinned by `scripts/llm-katan.sh`), an outside server that
+//! speaks the OpenAI API and Bedrock's Converse API: answers through both providers, the SigV4
+//! signature as llm-katan reads it, and its faults. One llm-katan per test, on a free port.
+//! What llm-katan saw is read from its own log and its `/stats` counters.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aira_runtime::api::Limits;
+use aira_runtime::group_commit::Durability;
+use aira_runtime::llm::bedrock::Bedrock;
+use aira_runtime::llm::{Llm, OpenAi};
+use aira_runtime::metrics::Metrics;
+use aira_runtime::model::Status;
+use aira_runtime::queue::Queue;
+use aira_runtime::worker::WorkerConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+const MODEL_ID: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+const ACCESS_KEY: &str = "AKIAKATANTEST";
+const SECS_20: Duration = Duration::from_secs(20);
+
+struct Katan {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Katan {
+    /// Starts llm-katan with the echo backend and both providers, plus `extra` options. `None`
+    /// (the caller skips) when it is not installed, except under CI=true, where that fails.
+    async fn start(extra: &[&str]) -> Option<Katan> {
+        let exe = std::env::var_os("AIRA_LLM_KATAN").map(PathBuf::from).unwrap_or_else(|| {
+            let cache = std::env::var_os("AIRA_CACHE").map(PathBuf::from).unwrap_or("/var/tmp/aira-cache".into());
+            cache.join("venv/bin/llm-katan")
+        });
+        if !exe.is_file() {
+            let why = format!("llm-katan not found at {} (scripts/llm-katan.sh installs it)", exe.display());
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("llm-katan.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&exe)
+            .args(["--backend", "echo", "--providers", "openai,bedrock", "-m", "katan-echo", "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--stats-file", dir.path().join("stats.json").to_str().unwrap()])
+            .args(extra)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
+        let katan = Katan { child, port, log, _dir: dir };
+        // Python's start-up on a loaded machine takes seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::get(format!("{}/health", katan.base_url())).await.is_err() {
+            assert!(Instant::now() < deadline, "llm-katan did not start:\n{}", katan.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(katan)
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Requests llm-katan answered for `provider` (errors included), by its own count.
+    async fn requests(&self, provider: &str) -> u64 {
+        let stats: Value = reqwest::get(format!("{}/stats", self.base_url())).await.unwrap().json().await.unwrap();
+        stats["providers"][provider].as_u64().unwrap_or(0)
+    }
+
+    /// A Bedrock client signing with static temporary credentials (with a session token).
+    fn bedrock(&self, access_key: &str, region: &str) -> Arc<dyn Llm> {
+        let creds = Credentials::new(access_key, "katan-secret", Some("katan-session-token".into()), None, "test");
+        let creds = SharedCredentialsProvider::new(creds);
+        Arc::new(Bedrock::new(&self.base_url(), MODEL_ID, region, creds, None, SECS_20).unwrap())
+    }
+}
+
+impl Drop for Katan {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user's message posted through the API, then the worker's answer from the store.
+async fn ask(env: &Env, token: &str, conv: &str, prompt: &str, status: Status) -> aira_runtime::model::Message {
+    let id = post_message(&env.app(), token, conv, prompt).await;
+    wait_status(env.store.as_ref(), &id, status, SECS_20).await
+}
+
+#[tokio::test]
+async fn openai_provider_answers_from_llm_katan() {
+    let Some(katan) = Katan::start(&[]).await else { return };
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let llm = Arc::new(
+        OpenAi::new(&format!("{}/v1", katan.base_url()), "katan-echo", Some("sk-katan".into()), None, SECS_20).unwrap(),
+    );
+    let (_w, _stop) = spawn_worker(env.worker(llm, worker_config()));
+    let token = user(&app, "katan-openai@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let m = ask(&env, &token, &conv, "hello over openai", Status::Answered).await;
+    let answer = m.answer.unwrap();
+    assert!(answer.contains("User: hello over openai"), "{answer}");
+    assert_eq!(katan.requests("openai").await, 1);
+}
+
+/// `aira-runtime serve` with the bedrock provider pointed at llm-katan, `env` on top of a
+/// clean AWS configuration (no profile, no files, no instance metadata).
+struct Serve {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    conversation: String,
+    _data: tempfile::TempDir,
+}
+
+impl Serve {
+    async fn start(katan: &Katan, env: &[(&str, &str)]) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aira-runtime"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", dir.path().to_str().unwrap()])
+            .env("AIRA_LOG", "warn")
+            .env("AIRA_LLM_PROVIDER", "bedrock")
+            .env("AIRA_LLM_MODEL", MODEL_ID)
+            .env("AIRA_LLM_BASE_URL", katan.base_url())
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null());
+        for v in ["AIRA_LLM_API_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+            cmd.env_remove(v);
+        }
+        for v in ["AWS_SESSION_TOKEN", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI"] {
+            cmd.env_remove(v);
+        }
+        cmd.envs(env.iter().copied());
+        let child = cmd.spawn().expect("start aira-runtime serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + SECS_20;
+        while http.get(format!("{base}/healthz")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "serve did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let creds = json!({"email": "katan-bedrock@example.com", "password": "bedrock password"});
+        let r = http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 201);
+        let t: Value =
+            http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
+        let token = t["token"].as_str().unwrap().to_string();
+        let c: Value = http
+            .post(format!("{base}/v1/conversations"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let conversation = c["id"].as_str().unwrap().to_string();
+        Serve { child, base, http, token, conversation, _data: dir }
+    }
+
+    /// Posts `prompt` and returns the answer; panics if the message fails.
+    async fn ask(&self, prompt: &str, katan: &Katan) -> String {
+        let url = format!("{}/v1/conversations/{}/messages", self.base, self.conversation);
+        let r = self.http.post(url).bearer_auth(&self.token).json(&json!({ "content": prompt })).send().await.unwrap();
+        let m: Value = r.json().await.unwrap();
+        let url = format!("{}/v1/messages/{}", self.base, m["id"].as_str().unwrap());
+        let deadline = Instant::now() + SECS_20;
+        loop {
+            let m: Value = self.http.get(&url).bearer_auth(&self.token).send().await.unwrap().json().await.unwrap();
+            if m["status"] == "answered" {
+                return m["answer"].as_str().unwrap().to_string();
+            }
+            assert!(m["status"] != "failed" && Instant::now() < deadline, "not answered: {m}\n{}", katan.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `serve` binary configured as ECS configures the worker (AIRA_LLM_PROVIDER=bedrock,
+/// AWS_REGION, credentials from the chain, here temporary ones in the environment): the answer
+/// comes from llm-katan's Converse API, signed for `bedrock` in that region with those
+/// credentials, the conversation history included.
+#[tokio::test]
+async fn bedrock_provider_answers_signed_from_the_credential_chain() {
+    let Some(katan) = Katan::start(&["--validate-keys", "--api-keys", &format!("bedrock={ACCESS_KEY}")]).await else {
+        return;
+    };
+    let env = [
+        ("AWS_REGION", "eu-west-3"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", "katan-secret"),
+        ("AWS_SESSION_TOKEN", "katan-session-token"),
+    ];
+    let serve = Serve::start(&katan, &env).await;
+    let first = serve.ask("first over bedrock", &katan).await;
+    let second = serve.ask("second over bedrock", &katan).await;
+    drop(serve);
+
+    assert!(first.contains("User: first over bedrock"), "{first}");
+    // The second call carries the first exchange: user, assistant, user.
+    assert!(second.contains("messages=3") && second.contains("User: second over bedrock"), "{second}");
+    assert_eq!(katan.requests("bedrock").await, 2);
+    // llm-katan refuses (401) a signature for another service or another access key; it logs
+    // the model of the path, the region of the credential scope, and a missing session token.
+    let log = katan.log();
+    let converse: Vec<&str> =
+        log.lines().filter(|l| l.contains("bedrock converse |") && l.contains("model=")).collect();
+    assert_eq!(converse.len(), 2, "{log}");
+    for line in converse {
+        assert!(line.contains(&format!("model={MODEL_ID} ")) && line.contains("region=eu-west-3"), "{line}");
+    }
+    assert!(!log.contains("x-amz-security-token not present"), "the session token was not sent:\n{log}");
+}
+
+/// The task role as ECS hands it out (`AWS_CONTAINER_CREDENTIALS_FULL_URI`, here a loopback
+/// server): credentials far from their expiry are fetched once for many calls; credentials
+/// within 5 minutes of it are fetched again before the next call.
+#[tokio::test]
+async fn bedrock_credentials_from_the_container_endpoint_are_refreshed_before_they_expire() {
+    let Some(katan) = Katan::start(&["--validate-keys", "--api-keys", &format!("bedrock={ACCESS_KEY}")]).await else {
+        return;
+    };
+    for (valid_for, fetches) in [(Duration::from_secs(3600), 1), (Duration::from_secs(120), 3)] {
+        let endpoint = CredentialsEndpoint::start(valid_for).await;
+        let uri = endpoint.uri();
+        let serve =
+            Serve::start(&katan, &[("AWS_REGION", "us-east-1"), ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)]).await;
+        for i in 0..3 {
+            assert!(serve.ask(&format!("call {i}"), &katan).await.contains(&format!("User: call {i}")));
+        }
+        assert_eq!(endpoint.fetches(), fetches, "credentials valid for {valid_for:?}");
+    }
+    assert!(!katan.log().contains("x-amz-security-token not present"), "{}", katan.log());
+}
+
+/// A loopback stand-in for the ECS credentials endpoint: temporary credentials for ACCESS_KEY
+/// that expire `valid_for` after each fetch; counts the fetches.
+struct CredentialsEndpoint {
+    addr: std::net::SocketAddr,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CredentialsEndpoint {
+    async fn start(valid_for: Duration) -> CredentialsEndpoint {
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let app = axum::Router::new().route(
+            "/creds",
+            axum::routing::get(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::Json(json!({
+                        "AccessKeyId": ACCESS_KEY,
+                        "SecretAccessKey": "katan-secret",
+                        "Token": "katan-session-token",
+                        "Expiration": rfc3339(SystemTime::now() + valid_for),
+                    }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        CredentialsEndpoint { addr, fetches }
+    }
+
+    fn uri(&self) -> String {
+        format!("http://{}/creds", self.addr)
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (the ECS endpoint's `Expiration`), from days since the epoch by the
+/// civil-from-days algorithm.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// 429 after one request (ThrottlingException) and 504 after one (ModelTimeoutException):
+/// the first message is answered; the next is retried on every receive and then ends as any
+/// retryable failure does: failed for the user (with Bedrock's error type) and dead-lettered.
+#[tokio::test]
+async fn bedrock_throttling_and_timeouts_are_retried_until_the_dead_letter_queue() {
+    for (option, code, kind) in [
+        ("--rate-limit-after", "ThrottlingException", "rate_limited"),
+        ("--timeout-after", "ModelTimeoutException", "server"),
+    ] {
+        let Some(katan) = Katan::start(&[option, "1"]).await else { return };
+        let env = Env::new(Limits::default());
+        let app = env.app();
+        let cfg = worker_config();
+        let (_w, stop) = spawn_worker(env.worker(katan.bedrock(ACCESS_KEY, "us-east-1"), cfg.clone()));
+        let token = user(&app, "katan-faults@example.com").await;
+        let conv = conversation(&app, &token).await;
+        ask(&env, &token, &conv, "before the limit", Status::Answered).await;
+        let m = ask(&env, &token, &conv, "after the limit", Status::Failed).await;
+        assert_eq!(m.error.as_deref(), Some(format!("{} ({code})", unavailable_or_rate_limited(kind)).as_str()));
+        let dlq = env.backends.dead_letter.clone();
+        wait_until("the message in the dead-letter queue", SECS_20, || async {
+            dlq.approximate_len().await.unwrap() == 1
+        })
+        .await;
+        assert_eq!(katan.requests("bedrock").await, 1 + u64::from(cfg.max_receives), "{option}");
+        assert_eq!(
+            metric(&env.metrics, &format!("aira_llm_errors_total{{kind=\"{kind}\"}}")),
+            f64::from(cfg.max_receives)
+        );
+        stop.cancel();
+    }
+}
+
+fn unavailable_or_rate_limited(kind: &str) -> &'static str {
+    match kind {
+        "rate_limited" => "the language model is rate limiting us; try again later",
+        _ => "the language model is unavailable; try again later",
+    }
+}
+
+/// Half of llm-katan's answers are 500 (InternalServerException): every message is answered
+/// in the end, after retries.
+#[tokio::test]
+async fn bedrock_internal_errors_are_retried_and_answered() {
+    let Some(katan) = Katan::start(&["--error-rate", "0.5"]).await else { return };
+    // The queue's max receives must be the worker's (its redrive policy).
+    let dir = tempfile::tempdir().unwrap();
+    let backends = aira_runtime::run::open_embedded(dir.path(), 20, Durability::Full).unwrap();
+    let (store, queue) = (backends.store.clone(), backends.queue.clone());
+    let env = Env::with(dir, backends, store, queue, Arc::new(Metrics::new()), Limits::default());
+    let app = env.app();
+    // 12 messages that each fail 20 times in a row: about 1 in 10⁵; none failing at all: 1 in 4096.
+    let cfg = WorkerConfig { max_receives: 20, retry_max: Duration::from_millis(500), ..worker_config() };
+    let (_w, _stop) = spawn_worker(env.worker(katan.bedrock(ACCESS_KEY, "us-east-1"), cfg));
+    let token = user(&app, "katan-flaky@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(post_message(&app, &token, &conv, &format!("flaky {i}")).await);
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let m = wait_status(env.store.as_ref(), id, Status::Answered, Duration::from_secs(60)).await;
+        assert!(m.answer.unwrap().contains(&format!("User: flaky {i}")));
+    }
+    let errors = metric(&env.metrics, "aira_llm_errors_total{kind=\"server\"}");
+    assert!(errors >= 1.0, "no 500 in 12 calls at an error rate of 0.5");
+    assert_eq!(katan.requests("bedrock").await as f64, 12.0 + errors);
+}
+
+/// A signature llm-katan refuses (another access key: 401 UnrecognizedClientException) is not
+/// retried: one call, the message failed with that type, nothing in the dead-letter queue.
+#[tokio::test]
+async fn bedrock_refusal_is_not_retried() {
+    let Some(katan) = Katan::start(&["--validate-keys", "--api-keys", &format!("bedrock={ACCESS_KEY}")]).await else {
+        return;
+    };
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let (_w, _stop) = spawn_worker(env.worker(katan.bedrock("AKIAOTHERKEY", "us-east-1"), worker_config()));
+    let token = user(&app, "katan-refused@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let m = ask(&env, &token, &conv, "let me in", Status::Failed).await;
+    assert_eq!(m.error.as_deref(), Some("the language model refused the request (UnrecognizedClientException)"));
+    wait_until("queue empty", SECS_20, || async { env.queue.approximate_len().await.unwrap() == 0 }).await;
+    assert_eq!(katan.requests("bedrock").await, 1, "no retry");
+    assert_eq!(env.backends.dead_letter.approximate_len().await.unwrap(), 0);
+    assert_eq!(metric(&env.metrics, "aira_llm_errors_total{kind=\"rejected\"}"), 1.0);
+}
+
+/// Bedrock signs with the task role: an API key is refused at start, naming the variable.
+#[test]
+fn bedrock_with_an_api_key_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", dir.path().to_str().unwrap()])
+        .env("AIRA_LLM_PROVIDER", "bedrock")
+        .env("AIRA_LLM_MODEL", MODEL_ID)
+        .env("AIRA_LLM_API_KEY", "sk-not-for-bedrock")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("AIRA_LLM_API_KEY") && stderr.contains("bedrock"), "{stderr}");
+    assert!(!stderr.contains("sk-not-for-bedrock"), "the key is never printed: {stderr}");
+}

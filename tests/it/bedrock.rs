@@ -1,0 +1,157 @@
+//! The worker's model and the network: the canonical stack without NAT cannot reach a model on
+//! the internet (refused before any AWS call); with the model on Amazon Bedrock the same network
+//! reaches it through a `bedrock-runtime` interface endpoint, which `up` creates with a grant on
+//! that one model for the worker. Read back through the EC2, IAM and ECS SDKs.
+
+use aws_sdk_ec2::types::Filter;
+use serde_json::Value;
+
+use crate::harness::{aira, endpoint, inventory, sdk_config, unique_stack, Workdir};
+use crate::proxy::{Faults, Proxy};
+
+const MODEL: &str = "amazon.nova-lite-v1:0";
+const BEDROCK: &str = "llm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n";
+
+/// `stacks/aira.yaml` without NAT gateways: its model is on the internet.
+fn canonical_without_nat() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml")).unwrap();
+    text.replace("nat: true", "nat: false")
+}
+
+/// A stack's text with its `llm` (the last key) replaced.
+fn with_llm(text: &str, llm: &str) -> String {
+    format!("{}{llm}", &text[..text.find("llm:").unwrap()])
+}
+
+#[tokio::test]
+async fn bedrock_without_nat_a_model_on_the_internet_is_refused_before_any_call_and_bedrock_validates() {
+    let work = Workdir::new();
+    let file = work.write("aira.yaml", &canonical_without_nat());
+    let file = file.to_str().unwrap();
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    for command in ["validate", "plan"] {
+        let out = aira(work.dir.path(), &[command, file, "--endpoint-url", &proxy.url]).await;
+        out.assert_code(1);
+        let worker =
+            out.stderr.lines().find(|l| l.contains("services.worker")).unwrap_or_else(|| panic!("{}", out.stderr));
+        assert!(worker.starts_with(&format!("{file}:21:")), "file:line:column of the worker: {worker}");
+        for part in [
+            "cannot reach its model at api.openai.com",
+            "`network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones",
+            "`llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)",
+        ] {
+            assert!(worker.contains(part), "{part}\n{}", out.stderr);
+        }
+        // The api reaches everything it needs through the endpoints.
+        assert!(!out.stderr.contains("services.api"), "{}", out.stderr);
+    }
+    assert_eq!(proxy.take_calls(), Vec::<String>::new(), "no AWS call");
+
+    let bedrock = work.write("bedrock.yaml", &with_llm(&canonical_without_nat(), BEDROCK));
+    aira(work.dir.path(), &["validate", bedrock.to_str().unwrap()]).await.assert_code(0);
+}
+
+/// The canonical network (endpoints, no NAT) with both services and the model on Bedrock: `up`
+/// creates the `bedrock-runtime` endpoint and the worker's grant on that model, the tasks carry
+/// the provider, model and region and no key; a plan right after is empty; `down` removes all.
+#[tokio::test]
+async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() {
+    let stack = unique_stack("bedrock");
+    let work = Workdir::new();
+    let yaml = format!(
+        "{}services:\n  api: {{ role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }}\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512 }}\n{BEDROCK}",
+        crate::canonical::network_and_queues(&stack)
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    // An ECR image: the tasks pull it through the endpoints.
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "cd".repeat(32));
+    let ep = endpoint();
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--endpoint-url", &ep]);
+        let dir = work.dir.path().to_path_buf();
+        let all: Vec<String> = all.iter().map(|a| a.to_string()).collect();
+        async move { aira(&dir, &all.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    run(&["up", file, "--yes", "--image", &image, "--timeout", "2m"]).await.assert_code(0);
+
+    let config = sdk_config();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let tagged = |id: &str| {
+        vec![
+            Filter::builder().name("tag:aira:stack").values(&stack).build(),
+            Filter::builder().name("tag:aira:id").values(id).build(),
+        ]
+    };
+    let endpoints = ec2.describe_vpc_endpoints().set_filters(Some(tagged("endpoint-bedrock-runtime"))).send().await;
+    let endpoints = endpoints.unwrap();
+    let [e] = endpoints.vpc_endpoints() else { panic!("one bedrock-runtime endpoint: {endpoints:#?}") };
+    assert_eq!(e.service_name(), Some("com.amazonaws.us-east-1.bedrock-runtime"));
+    assert_eq!(e.vpc_endpoint_type().map(|t| t.as_str()), Some("Interface"));
+    assert_eq!(e.private_dns_enabled(), Some(true));
+    let mut private_subnets = Vec::new();
+    for id in ["private-a", "private-b"] {
+        let out = ec2.describe_subnets().set_filters(Some(tagged(id))).send().await.unwrap();
+        private_subnets.push(out.subnets()[0].subnet_id().unwrap().to_string());
+    }
+    let mut subnets = e.subnet_ids().to_vec();
+    subnets.sort();
+    private_subnets.sort();
+    assert_eq!(subnets, private_subnets, "in the private subnets");
+    let group = ec2.describe_security_groups().set_filters(Some(tagged("endpoints-sg"))).send().await.unwrap();
+    let groups: Vec<&str> = e.groups().iter().filter_map(|g| g.group_id()).collect();
+    assert_eq!(groups, [group.security_groups()[0].group_id().unwrap()], "the endpoints' group");
+
+    // The worker may invoke that one model; the api nothing on Bedrock.
+    let iam = aws_sdk_iam::Client::new(&config);
+    let statements = |role: String| {
+        let iam = iam.clone();
+        async move {
+            let doc = iam.get_role_policy().role_name(role).policy_name("aira").send().await.unwrap();
+            let text = percent_encoding::percent_decode_str(doc.policy_document()).decode_utf8_lossy().to_string();
+            serde_json::from_str::<Value>(&text).unwrap()["Statement"].as_array().unwrap().clone()
+        }
+    };
+    let on_bedrock = |statements: Vec<Value>| -> Vec<Value> {
+        statements.into_iter().filter(|s| s["Action"].to_string().contains("bedrock:")).collect()
+    };
+    let worker = on_bedrock(statements(format!("{stack}-worker")).await);
+    let [grant] = &worker[..] else { panic!("one Bedrock statement: {worker:#?}") };
+    assert_eq!(grant["Effect"], "Allow");
+    assert_eq!(grant["Action"], serde_json::json!(["bedrock:InvokeModel"]));
+    assert_eq!(grant["Resource"], serde_json::json!([format!("arn:aws:bedrock:us-east-1::foundation-model/{MODEL}")]));
+    assert_eq!(on_bedrock(statements(format!("{stack}-api")).await), Vec::<Value>::new());
+
+    // The worker's task: provider, model and region; no URL and no key.
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let td = ecs.describe_task_definition().task_definition(format!("{stack}-worker")).send().await.unwrap();
+    let container = &td.task_definition().unwrap().container_definitions()[0];
+    let env: std::collections::BTreeMap<&str, &str> =
+        container.environment().iter().filter_map(|kv| Some((kv.name()?, kv.value()?))).collect();
+    assert_eq!(env.get("AIRA_LLM_PROVIDER"), Some(&"bedrock"), "{env:?}");
+    assert_eq!(env.get("AIRA_LLM_MODEL"), Some(&MODEL), "{env:?}");
+    assert_eq!(env.get("AWS_REGION"), Some(&"us-east-1"), "{env:?}");
+    assert!(!env.contains_key("AIRA_LLM_BASE_URL"), "{env:?}");
+    assert!(container.secrets().is_empty(), "no LLM secret: {:?}", container.secrets());
+
+    // Converged, and the reachability table names the path.
+    let plan = run(&["plan", file, "--image", &image, "--output", "json", "--detailed-exitcode"]).await;
+    plan.assert_code(0);
+    let p = plan.json();
+    let routes = p["reachability"]["routes"].as_array().unwrap();
+    let model = routes.iter().find(|r| r["service"] == "worker" && r["dependency"] == "model").unwrap();
+    assert_eq!(model["host"], "bedrock-runtime.us-east-1.amazonaws.com");
+    assert_eq!(model["path"], "interface endpoint `bedrock-runtime` (private DNS)");
+
+    run(&["down", file, "--yes", "--timeout", "2m"]).await.assert_code(0);
+    let left = ec2.describe_vpc_endpoints().set_filters(Some(tagged("endpoint-bedrock-runtime"))).send().await.unwrap();
+    let live: Vec<_> = left
+        .vpc_endpoints()
+        .iter()
+        .filter(|e| e.state().map(|s| s.as_str().to_ascii_lowercase()).as_deref() != Some("deleted"))
+        .collect();
+    assert!(live.is_empty(), "the endpoint is gone: {live:#?}");
+    assert!(inventory(&stack).await.is_empty(), "left after down");
+}
