@@ -177,13 +177,19 @@ async fn the_holder_renews_its_lock_with_requests_dynamodb_accepts() {
     let stack = unique_stack("lockrenew");
     let work = Workdir::new();
     let file = stack_file(&work, &stack);
-    // Slow enough that the run outlasts a third of the TTL (3 s, renewed every second) many times.
-    let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(150), ..Faults::default() }).await;
-    aira(work.dir.path(), &["up", &file, "--lock-ttl", "3s", "--endpoint-url", &slow.url]).await.assert_code(0);
-    let puts: Vec<_> = slow.take_requests().into_iter().filter(|r| r.call == "dynamodb:PutItem").collect();
-    let renewals: Vec<_> = puts.iter().filter(|r| r.json()["ConditionExpression"] == "holder = :me").collect();
-    assert!(!renewals.is_empty(), "no renewal sent: {puts:?}");
-    for r in &puts {
+    // Slow enough that the run outlasts a third of the TTL (6 s, renewed every 2 s; the lock's
+    // times are whole seconds, so a shorter TTL leaves too little margin on a busy machine).
+    let slow = Proxy::start(&endpoint(), Faults { latency: Duration::from_millis(250), ..Faults::default() }).await;
+    aira(work.dir.path(), &["up", &file, "--lock-ttl", "6s", "--endpoint-url", &slow.url]).await.assert_code(0);
+    let writes = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"];
+    let lock: Vec<_> = slow
+        .take_requests()
+        .into_iter()
+        .filter(|r| writes.contains(&r.call.as_str()) && r.json()["TableName"] == "aira-locks")
+        .collect();
+    let renewals: Vec<_> = lock.iter().filter(|r| r.call == "dynamodb:UpdateItem").collect();
+    assert!(!renewals.is_empty(), "no renewal sent: {lock:?}");
+    for r in &lock {
         assert_eq!(r.status, 200, "DynamoDB refuses the lock's request: {r:?}");
     }
     aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
