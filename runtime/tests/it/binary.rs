@@ -24,13 +24,8 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
         assert!(Instant::now() < deadline, "serve did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let creds = json!({"email": "bin@example.com", "password": "binary password"});
-    assert_eq!(http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap().status().as_u16(), 201);
-    let t: Value = http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
-    let token = t["token"].as_str().unwrap();
-    let c: Value =
-        http.post(format!("{base}/v1/conversations")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-    let conv = c["id"].as_str().unwrap();
+    let (token, conv) = crate::common::sign_up_over_http(&http, &base, "bin@example.com").await;
+    let (token, conv) = (token.as_str(), conv.as_str());
     let m: Value = http
         .post(format!("{base}/v1/conversations/{conv}/messages"))
         .bearer_auth(token)

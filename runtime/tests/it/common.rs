@@ -318,3 +318,16 @@ pub fn metric(metrics: &Metrics, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or(0.0)
 }
+
+/// Signs up `email` against a running `serve` at `base` and returns a token and a new
+/// conversation's id (the tests that start the binary share this first step).
+pub async fn sign_up_over_http(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
+    let creds = json!({"email": email, "password": "a test password"});
+    let r = http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let t: Value = http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let token = t["token"].as_str().unwrap().to_string();
+    let c: Value =
+        http.post(format!("{base}/v1/conversations")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    (token, c["id"].as_str().unwrap().to_string())
+}

@@ -161,22 +161,7 @@ impl Serve {
             assert!(Instant::now() < deadline, "serve did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let creds = json!({"email": "katan-bedrock@example.com", "password": "bedrock password"});
-        let r = http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 201);
-        let t: Value =
-            http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();
-        let token = t["token"].as_str().unwrap().to_string();
-        let c: Value = http
-            .post(format!("{base}/v1/conversations"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let conversation = c["id"].as_str().unwrap().to_string();
+        let (token, conversation) = sign_up_over_http(&http, &base, "katan-bedrock@example.com").await;
         Serve { child, base, http, token, conversation, _data: dir }
     }
 
