@@ -230,7 +230,8 @@ async fn renew(
                 last_error = crate::sdk::error(format!("renew the lock of `{stack}`"), e).message;
                 wait = retry;
             }
-            Err(_) => last_error = "the last renewal got no answer".into(),
+            // A try that ran out of time says less than a refusal before it, which is kept.
+            Err(_) => {}
         }
     }
 }

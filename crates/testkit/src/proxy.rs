@@ -170,8 +170,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     // The body is kept for the request log, which tests read to see what aira sent.
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let call = call_of(&parts, &body).0;
-    let Ok(resp) = answer(&state, parts, body.clone()).await;
+    let (call, service, json_protocol) = call_of(&parts, &body);
+    let Ok(resp) = answer(&state, &call, &service, json_protocol, parts, body.clone()).await;
     let sent = Sent { call, body: String::from_utf8_lossy(&body).into_owned(), status: resp.status().as_u16() };
     state.requests.lock().unwrap().push(sent);
     Ok(resp)
@@ -179,11 +179,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
 
 async fn answer(
     state: &Arc<State>,
+    call: &str,
+    service: &str,
+    json_protocol: bool,
     parts: hyper::http::request::Parts,
     body: Bytes,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let state = state.clone();
-    let (call, service, target) = call_of(&parts, &body);
+    let (state, call) = (state.clone(), call.to_string());
     let mutating = is_mutating(&call);
     state.calls.lock().unwrap().push(call.clone());
     let _answered = {
@@ -210,7 +212,7 @@ async fn answer(
             let seen = state.ec2_errors.fetch_add(1, Ordering::SeqCst);
             if times == 0 || seen < times {
                 state.injected.fetch_add(1, Ordering::SeqCst);
-                return Ok(if target.is_some() { json_error(code) } else { ec2_error(code) });
+                return Ok(if json_protocol { json_error(code) } else { ec2_error(code) });
             }
         }
     }
@@ -227,7 +229,7 @@ async fn answer(
         let every = (1.0 / state.faults.throttle).round().max(1.0) as u64;
         if n % every == every - 1 {
             state.injected.fetch_add(1, Ordering::SeqCst);
-            return Ok(throttled(target.is_some(), n));
+            return Ok(throttled(json_protocol, n));
         }
     }
     if call == "application-autoscaling:DeregisterScalableTarget" {
@@ -246,9 +248,9 @@ async fn answer(
     }
 }
 
-/// `service:Action` of a call (`sqs:CreateQueue`, `ec2:DescribeVpcs`), its service, and its
-/// `X-Amz-Target` (JSON protocols only).
-fn call_of(parts: &hyper::http::request::Parts, body: &[u8]) -> (String, String, Option<String>) {
+/// `service:Action` of a call (`sqs:CreateQueue`, `ec2:DescribeVpcs`), its service, and whether
+/// it is of a JSON protocol (it has an `X-Amz-Target`).
+fn call_of(parts: &hyper::http::request::Parts, body: &[u8]) -> (String, String, bool) {
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(String::from);
     let action = match &target {
         // JSON protocols: `AmazonSQS.CreateQueue`.
@@ -258,7 +260,7 @@ fn call_of(parts: &hyper::http::request::Parts, body: &[u8]) -> (String, String,
     };
     // The service, from the signature's credential scope: `Credential=KEY/DATE/REGION/SERVICE/aws4_request`.
     let service = aws_rules::scope_part(&parts.headers, 3).unwrap_or_else(|| "?".into());
-    (format!("{service}:{action}"), service, target)
+    (format!("{service}:{action}"), service, target.is_some())
 }
 
 /// Forwards a call to moto, unless an AWS rule refuses it, and amends moto's answer by the rules.
