@@ -30,6 +30,9 @@ pub struct Faults {
     /// Calls of this action (`DeleteSubnet`) answered with an EC2 error `(code, times)`:
     /// the first `times` calls, or every call when `times` is 0.
     pub ec2_error: Option<(&'static str, &'static str, u64)>,
+    /// Answers rewritten as AWS gives them where moto cannot (failed deployments, certificates
+    /// not issued, roles not yet assumable); the test keeps a clone to switch them on.
+    pub rewrite: crate::rewrite::Rewrites,
 }
 
 pub struct Proxy {
@@ -133,6 +136,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             match never {}
         }
     }
+    if let Some(refused) = state.faults.rewrite.refuse(&call, &body) {
+        state.injected.fetch_add(1, Ordering::SeqCst);
+        return Ok(refused);
+    }
     if !state.faults.latency.is_zero() {
         tokio::time::sleep(state.faults.latency).await;
     }
@@ -154,7 +161,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             return Ok(throttled(target.is_some(), n));
         }
     }
-    Ok(forward(&state, parts, body).await)
+    let answer = forward(&state, parts, body.clone()).await;
+    Ok(state.faults.rewrite.answer(&call, &body, answer).await)
 }
 
 async fn forward(state: &State, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
