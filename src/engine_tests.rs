@@ -12,7 +12,7 @@ use aira_engine::apply::{apply, never, Events, OpKind, Report, Status};
 use aira_engine::graph::{reference, Desired, Graph, Kind, LogicalId};
 use aira_engine::plan::{diff, teardown, Plan};
 use aira_engine::provider::fake::FakeProvider;
-use aira_engine::provider::{Progress, Provider, Scope};
+use aira_engine::provider::{Progress, Provider, Repair, Scope};
 
 struct Quiet;
 impl Progress for Quiet {
@@ -133,6 +133,45 @@ async fn update_in_place() {
     "#]],
     )
     .await;
+}
+
+/// A resource that matches the stack but is broken on AWS (observe's `repair`) is updated or
+/// replaced with the provider's reason, its dependents following a replacement.
+#[tokio::test]
+async fn a_broken_resource_is_repaired_without_a_diff() {
+    let p = Arc::new(FakeProvider::new());
+    let g = graph(vec![queue(30, false), dlq()]);
+    run(&p, &plan(&p, &g).await, 4).await;
+    let mut observed = p.observe(&scope()).await.unwrap();
+    let broken = |observed: &mut Vec<aira_engine::provider::Observed>, id: &str, repair: Option<Repair>| {
+        observed.iter_mut().find(|o| o.id.0 == id).unwrap().repair = repair;
+    };
+    let redeploy = Repair { reason: "last deployment FAILED; redeploying".into(), replace: false };
+    broken(&mut observed, "queue", Some(redeploy));
+    expect![[r#"
+        Plan for stack `demo`:
+
+            ~ sqs.queue queue  (last deployment FAILED; redeploying)
+
+        Plan: 0 to create, 1 to update, 0 to replace, 0 to delete, 1 unchanged.
+    "#]]
+    .assert_eq(&render_plan(&diff(&g, &observed).unwrap(), false));
+    broken(&mut observed, "queue", None);
+    broken(
+        &mut observed,
+        "dlq",
+        Some(Repair { reason: "certificate FAILED: request a new one".into(), replace: true }),
+    );
+    expect![[r#"
+        Plan for stack `demo`:
+
+          -/+ sqs.queue dlq  (certificate FAILED: request a new one)
+            ~ sqs.queue queue
+                redrive.dead_letter_arn: fake:demo:dlq-1 → (known after apply)
+
+        Plan: 0 to create, 1 to update, 1 to replace, 0 to delete, 0 unchanged.
+    "#]]
+    .assert_eq(&render_plan(&diff(&g, &observed).unwrap(), false));
 }
 
 #[tokio::test]

@@ -461,3 +461,93 @@ async fn edge_certificate_delete_keeps_a_shared_validation_record() {
     p.delete(&scope(&format!("{stack}-preview")), &second, &Silent).await.unwrap();
     assert_eq!(cnames().await, 0);
 }
+
+/// A rerun does not adopt a certificate that is not ISSUED (the proxy reports its status as ACM
+/// would; moto issues every certificate on a timer): one left PENDING_VALIDATION by a run that
+/// stopped before writing its validation record has its validation completed; a FAILED one is
+/// replaced, the HTTPS listener moved to the new one, the old one deleted.
+#[tokio::test]
+async fn edge_rerun_completes_a_pending_certificate_and_replaces_a_failed_one() {
+    use crate::proxy::{Faults, Proxy};
+    let stack = unique_stack("edge-rep");
+    let zone_name = format!("{stack}.example.com");
+    let zone = hosted_zone(&zone_name).await;
+    let wd = Workdir::new();
+    wd.write("aira.yaml", &domain_stack(&stack, &zone_name));
+    let rewrite = crate::rewrite::Rewrites::default();
+    let proxy = Proxy::start(&endpoint(), Faults { rewrite: rewrite.clone(), ..Faults::default() }).await;
+    let run = |args: &[&str]| {
+        let args: Vec<String> =
+            [args, &["--endpoint-url", &proxy.url]].concat().iter().map(|a| a.to_string()).collect();
+        let dir = wd.dir.path().to_path_buf();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            aira_env(&dir, &args, &[]).await
+        }
+    };
+    // The HTTPS listener's certificate, read with the ELBv2 SDK.
+    let listener_certificate = || async {
+        let elb = elb();
+        let lbs = elb.describe_load_balancers().names(&stack).send().await.unwrap();
+        let lb = lbs.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+        let ls = elb.describe_listeners().load_balancer_arn(lb).send().await.unwrap();
+        let https = ls.listeners().iter().find(|l| l.port() == Some(443)).expect("an HTTPS listener");
+        https.certificates()[0].certificate_arn().unwrap().to_string()
+    };
+    let cnames = || async {
+        let out = r53().list_resource_record_sets().hosted_zone_id(&zone).send().await.unwrap();
+        out.resource_record_sets().iter().filter(|s| s.r#type() == &RrType::Cname).cloned().collect::<Vec<_>>()
+    };
+    run(&["up", "aira.yaml", "--yes", "--image", IMAGE]).await.assert_code(0);
+    let first = listener_certificate().await;
+
+    // A run stopped during validation: the certificate is PENDING_VALIDATION, its record not written.
+    rewrite.certificate_status(&first, "PENDING_VALIDATION");
+    // moto lists a CNAME with no value, and Route 53 deletes a record only given its value: the
+    // value is ACM's, read from the certificate.
+    let issued = acm().describe_certificate().certificate_arn(&first).send().await.unwrap();
+    let validation = &issued.certificate().unwrap().domain_validation_options()[0];
+    let value = validation.resource_record().unwrap().value().to_string();
+    for mut set in cnames().await {
+        set.resource_records =
+            Some(vec![aws_sdk_route53::types::ResourceRecord::builder().value(&value).build().unwrap()]);
+        let change = aws_sdk_route53::types::Change::builder()
+            .action(aws_sdk_route53::types::ChangeAction::Delete)
+            .resource_record_set(set)
+            .build()
+            .unwrap();
+        let batch = aws_sdk_route53::types::ChangeBatch::builder().changes(change).build().unwrap();
+        r53().change_resource_record_sets().hosted_zone_id(&zone).change_batch(batch).send().await.unwrap();
+    }
+    let plan = run(&["plan", "aira.yaml", "--detailed-exitcode", "--image", IMAGE]).await;
+    plan.assert_code(2);
+    assert!(
+        plan.stdout.contains(
+            "certificate PENDING_VALIDATION: complete validation (write its validation CNAME again, wait until ISSUED)"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let up = run(&["up", "aira.yaml", "--yes", "--image", IMAGE]).await;
+    up.assert_code(0);
+    assert!(up.stderr.contains("updated acm.certificate certificate"), "{}", up.stderr);
+    assert_eq!(cnames().await.len(), 1, "the validation record is written again");
+    assert_eq!(listener_certificate().await, first, "the certificate is kept once issued");
+    run(&["plan", "aira.yaml", "--detailed-exitcode", "--image", IMAGE]).await.assert_code(0);
+
+    // A certificate that failed is replaced: the listener moves to a new one, the old one goes.
+    rewrite.certificate_status(&first, "FAILED");
+    let plan = run(&["plan", "aira.yaml", "--detailed-exitcode", "--image", IMAGE]).await;
+    plan.assert_code(2);
+    assert!(plan.stdout.contains("certificate FAILED: request a new one"), "{}", plan.stdout);
+    run(&["up", "aira.yaml", "--yes", "--image", IMAGE]).await.assert_code(0);
+    let second = listener_certificate().await;
+    assert_ne!(second, first, "the listener is on a new certificate");
+    let issued = acm().describe_certificate().certificate_arn(&second).send().await.unwrap();
+    assert_eq!(issued.certificate().unwrap().status(), Some(&aws_sdk_acm::types::CertificateStatus::Issued));
+    assert!(acm().describe_certificate().certificate_arn(&first).send().await.is_err(), "the failed one is deleted");
+    run(&["plan", "aira.yaml", "--detailed-exitcode", "--image", IMAGE]).await.assert_code(0);
+
+    run(&["down", "aira.yaml", "--yes"]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
+}

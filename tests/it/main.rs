@@ -2,7 +2,7 @@
 //! against the moto server that `scripts/test` starts, and read AWS back through the SDK.
 
 // Shared with the benchmarks: `crate::proxy`, `crate::canonical`.
-use aira_testkit::{canonical, proxy};
+use aira_testkit::{canonical, proxy, rewrite};
 
 mod alerts;
 mod bedrock;

@@ -17,7 +17,7 @@ use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::{route53, AwsProvider, TAG_DNS_ZONE};
 use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{ErrorKind, Observed, ProviderError, Resolved, Scope};
+use aira_engine::provider::{ErrorKind, Observed, ProviderError, Repair, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -45,7 +45,34 @@ fn observed(id: LogicalId, arn: &str, domain: Option<&str>, zone: Option<&str>, 
         props,
         outputs: BTreeMap::from([("arn".to_string(), json!(arn)), ("status".to_string(), json!(status))]),
         depends_on: BTreeSet::new(),
+        repair: repair(status),
     }
+}
+
+/// A certificate that is not ISSUED is not adopted as it is: one still PENDING_VALIDATION (a run
+/// stopped while ACM validated it) has its validation completed; one that can never serve again
+/// (FAILED, VALIDATION_TIMED_OUT, EXPIRED, REVOKED) is replaced. ACM cannot renew or revalidate
+/// such a certificate; only a new request gives a usable one.
+fn repair(status: &str) -> Option<Repair> {
+    let s = |s: CertificateStatus| s.as_str().to_string();
+    if status == s(CertificateStatus::PendingValidation) {
+        return Some(Repair {
+            reason: format!(
+                "certificate {status}: complete validation (write its validation CNAME again, wait until ISSUED)"
+            ),
+            replace: false,
+        });
+    }
+    let dead = [
+        CertificateStatus::Failed,
+        CertificateStatus::ValidationTimedOut,
+        CertificateStatus::Expired,
+        CertificateStatus::Revoked,
+    ];
+    dead.into_iter().any(|d| s(d) == status).then(|| Repair {
+        reason: format!("certificate {status}: request a new one, move the listener to it, delete this one after"),
+        replace: true,
+    })
 }
 
 async fn describe(p: &AwsProvider, arn: &str, what: &str) -> Result<Option<CertificateDetail>> {
@@ -137,7 +164,7 @@ impl KindOps for Certificate {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
+        let Cx { aws, scope, .. } = *cx;
         let d = &res.props;
         let domain = d["domain"].as_str().unwrap_or_default();
         let zone = d["zone_id"].as_str().unwrap_or_default();
@@ -149,58 +176,17 @@ impl KindOps for Certificate {
         if arn.is_empty() {
             return Err(ProviderError::new(format!("{what}: ACM returned no ARN")));
         }
-
-        // The validation record appears a few seconds after the request.
-        let preparing = format!("ACM preparing the DNS validation record of {domain} ({arn})");
-        let first = Scope { wait: scope.wait.min(Duration::from_secs(300)), ..scope.clone() };
-        let records = sdk::poll_until(&first, progress, &res.id, &preparing, Duration::from_secs(2), || async {
-            let records = describe(aws, &arn, &what).await?.as_ref().map(validation_records).unwrap_or_default();
-            Ok(if records.is_empty() { Poll::Pending("no record yet".into()) } else { Poll::Done(records) })
-        })
-        .await?;
-
-        let mut written = Vec::new();
-        for (name, value) in &records {
-            let comment = format!("aira stack {}: validation of {domain}", scope.stack);
-            let change = route53::change(&aws.route53, zone, ChangeAction::Upsert, cname(name, value)?, &comment)
-                .await
-                .map_err(|e| sdk::error(format!("{what}: write validation record {name} in zone {zone}"), e))?;
-            route53::wait_insync(&aws.route53, scope, progress, &res.id, &change, &what).await?;
-            written.push(format!("CNAME {name} → {value}"));
-        }
-        let written = written.join(", ");
-
-        // ACM polls DNS itself: minutes when the zone is delegated, never when it is not.
-        let validating = format!("ACM validating {domain}");
-        sdk::poll_until(scope, progress, &res.id, &validating, Duration::from_secs(3), || async {
-            let cert = describe(aws, &arn, &what)
-                .await?
-                .ok_or_else(|| ProviderError::new(format!("{what}: certificate {arn} disappeared while validating")))?;
-            match cert.status() {
-                Some(CertificateStatus::Issued) => Ok(Poll::Done(())),
-                Some(
-                    s
-                    @ (CertificateStatus::Failed | CertificateStatus::ValidationTimedOut | CertificateStatus::Revoked),
-                ) => {
-                    let reason = cert.failure_reason().map(|r| r.as_str()).unwrap_or("no reason given");
-                    Err(ProviderError::new(format!("{what}: certificate {arn} is {}: {reason}", s.as_str())))
-                }
-                _ => Ok(Poll::Pending(format!("{written} written in zone {zone}"))),
-            }
-        })
-        .await
-        .map_err(|mut e| {
-            if e.kind == ErrorKind::Busy {
-                e.message =
-                    format!("{what}: not issued: {}; is the zone delegated to Route 53's name servers?", e.message);
-            }
-            e
-        })?;
-        Ok(observed(res.id.clone(), &arn, Some(domain), Some(zone), CertificateStatus::Issued.as_str()))
+        validate(cx, res, &arn, &what).await
     }
 
-    /// Domain and zone force a replacement; the validation method is always DNS.
-    async fn update(&self, _: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+    /// Domain and zone force a replacement; the validation method is always DNS. What remains is
+    /// observe's repair of a certificate left PENDING_VALIDATION: its validation is completed.
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let arn = current.physical_id.as_str();
+        let what = format!("complete the validation of {} `{}` ({arn})", res.kind, res.id);
+        if current.repair.as_ref().is_some_and(|r| !r.replace) {
+            return validate(cx, res, arn, &what).await;
+        }
         Err(ProviderError::new(format!(
             "update {} `{}` ({}): a certificate cannot change in place (wanted {}, found {})",
             res.kind, res.id, current.physical_id, res.props, current.props
@@ -234,4 +220,58 @@ impl KindOps for Certificate {
         .await?;
         Ok(())
     }
+}
+
+/// Writes the certificate's validation CNAMEs into the zone and waits until ACM has issued it:
+/// after a request, and again for a certificate a run left PENDING_VALIDATION.
+async fn validate(cx: &Cx<'_>, res: &Resolved, arn: &str, what: &str) -> Result<Observed> {
+    let Cx { aws, scope, progress } = *cx;
+    let d = &res.props;
+    let domain = d["domain"].as_str().unwrap_or_default();
+    let zone = d["zone_id"].as_str().unwrap_or_default();
+    // The validation record appears a few seconds after the request.
+    let preparing = format!("ACM preparing the DNS validation record of {domain} ({arn})");
+    let first = Scope { wait: scope.wait.min(Duration::from_secs(300)), ..scope.clone() };
+    let records = sdk::poll_until(&first, progress, &res.id, &preparing, Duration::from_secs(2), || async {
+        let records = describe(aws, arn, what).await?.as_ref().map(validation_records).unwrap_or_default();
+        Ok(if records.is_empty() { Poll::Pending("no record yet".into()) } else { Poll::Done(records) })
+    })
+    .await?;
+
+    let mut written = Vec::new();
+    for (name, value) in &records {
+        let comment = format!("aira stack {}: validation of {domain}", scope.stack);
+        let change = route53::change(&aws.route53, zone, ChangeAction::Upsert, cname(name, value)?, &comment)
+            .await
+            .map_err(|e| sdk::error(format!("{what}: write validation record {name} in zone {zone}"), e))?;
+        route53::wait_insync(&aws.route53, scope, progress, &res.id, &change, what).await?;
+        written.push(format!("CNAME {name} → {value}"));
+    }
+    let written = written.join(", ");
+
+    // ACM polls DNS itself: minutes when the zone is delegated, never when it is not.
+    let validating = format!("ACM validating {domain}");
+    sdk::poll_until(scope, progress, &res.id, &validating, Duration::from_secs(3), || async {
+        let cert = describe(aws, arn, what)
+            .await?
+            .ok_or_else(|| ProviderError::new(format!("{what}: certificate {arn} disappeared while validating")))?;
+        match cert.status() {
+            Some(CertificateStatus::Issued) => Ok(Poll::Done(())),
+            Some(
+                s @ (CertificateStatus::Failed | CertificateStatus::ValidationTimedOut | CertificateStatus::Revoked),
+            ) => {
+                let reason = cert.failure_reason().map(|r| r.as_str()).unwrap_or("no reason given");
+                Err(ProviderError::new(format!("{what}: certificate {arn} is {}: {reason}", s.as_str())))
+            }
+            _ => Ok(Poll::Pending(format!("{written} written in zone {zone}"))),
+        }
+    })
+    .await
+    .map_err(|mut e| {
+        if e.kind == ErrorKind::Busy {
+            e.message = format!("{what}: not issued: {}; is the zone delegated to Route 53's name servers?", e.message);
+        }
+        e
+    })?;
+    Ok(observed(res.id.clone(), arn, Some(domain), Some(zone), CertificateStatus::Issued.as_str()))
 }

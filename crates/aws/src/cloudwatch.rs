@@ -91,6 +91,7 @@ fn observed(id: LogicalId, a: &MetricAlarm) -> Observed {
             ("name".to_string(), Value::from(a.alarm_name().unwrap_or_default())),
         ]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }
 }
 

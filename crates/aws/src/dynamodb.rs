@@ -87,6 +87,7 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
         }),
         outputs: BTreeMap::from([("arn".to_string(), Value::from(arn)), ("name".to_string(), Value::from(name))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }))
 }
 

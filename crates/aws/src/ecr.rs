@@ -72,6 +72,7 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
             ("name".to_string(), Value::from(name)),
         ]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }))
 }
 

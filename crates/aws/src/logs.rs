@@ -43,6 +43,7 @@ fn observed(id: LogicalId, name: &str, arn: &str, retention: Option<i32>) -> Obs
         props: json!({ "name": name, "retention_days": retention }),
         outputs: BTreeMap::from([("arn".to_string(), Value::from(arn)), ("name".to_string(), Value::from(name))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }
 }
 

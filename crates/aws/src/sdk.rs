@@ -247,6 +247,61 @@ where
     }
 }
 
+/// Runs `op`, which hands AWS a role (ECS a task's roles, Application Auto Scaling its
+/// service-linked role), until AWS stops refusing it as not assumable yet: IAM is eventually
+/// consistent, so a role created seconds ago is refused for a while by the services that
+/// assume it. `not_ready` tells that refusal (by code and message) from other errors. Says each
+/// time which role it waits for; gives up at `scope.wait`.
+#[allow(clippy::too_many_arguments)]
+pub async fn retry_role_not_ready<F, Fut, T, E>(
+    scope: &Scope,
+    progress: &dyn Progress,
+    id: &LogicalId,
+    what: &str,
+    service: &str,
+    not_ready: fn(Option<&str>, &str) -> bool,
+    mut op: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Sdk<E>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let e = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let said = message(&e);
+        if !not_ready(code(&e), &said) || start.elapsed() >= scope.wait {
+            return Err(error(what, e));
+        }
+        progress.waiting(
+            id,
+            &format!(
+                "{what}: {service} cannot assume {} yet ({}: {said}); IAM changes take seconds to reach {service}, \
+                 waiting for the role to become assumable, retrying ({}s of {}s)",
+                role_named(&said).map(|r| format!("role {r}")).unwrap_or_else(|| "its role".into()),
+                code(&e).unwrap_or("error"),
+                start.elapsed().as_secs(),
+                scope.wait.as_secs()
+            ),
+        );
+        tokio::time::sleep(delay.min(scope.wait.saturating_sub(start.elapsed()))).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// The role ARN an AWS message quotes (`… assume the role 'arn:aws:iam::1:role/x' …`).
+fn role_named(message: &str) -> Option<&str> {
+    message
+        .split(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+        .find(|w| w.starts_with("arn:") && w.contains(":role/"))
+        .map(|w| w.trim_end_matches(['.', ',', ';', ')']))
+}
+
 /// What one look at a resource found: done (with a value), or still in progress (with what the
 /// user is shown), or failed for good.
 pub enum Poll<T> {
@@ -311,6 +366,15 @@ mod tests {
         ] {
             assert_eq!(kind_of(code), kind, "{code}");
         }
+    }
+
+    #[test]
+    fn the_role_a_refusal_names_is_found() {
+        let ecs =
+            "ECS was unable to assume the role 'arn:aws:iam::1:role/aira/s/s-task' that was provided for this task.";
+        assert_eq!(role_named(ecs), Some("arn:aws:iam::1:role/aira/s/s-task"));
+        assert_eq!(role_named("Unable to assume IAM role: arn:aws:iam::1:role/x."), Some("arn:aws:iam::1:role/x"));
+        assert_eq!(role_named("Unable to assume the service linked role."), None);
     }
 
     #[test]

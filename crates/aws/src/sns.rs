@@ -43,6 +43,7 @@ async fn read(p: &AwsProvider, arn: &str, id: LogicalId) -> Result<Observed> {
         props: json!({ "name": name, "subscriptions": subs.keys().collect::<Vec<_>>() }),
         outputs: BTreeMap::from([("arn".to_string(), Value::from(arn))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     })
 }
 

@@ -83,6 +83,7 @@ async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed
         props,
         outputs,
         depends_on: BTreeSet::new(),
+        repair: None,
     };
     Ok(Some((o, created)))
 }

@@ -139,7 +139,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
                 let spec = desired.kind.spec();
                 let mut changes = Vec::new();
                 diff_values("", &before, &after, &mut changes);
-                let mut reasons = Vec::new();
+                let mut reasons: Vec<&str> = Vec::new();
                 for c in &mut changes {
                     let top = c.path.split('.').next().unwrap_or("");
                     if let Some((_, why)) = spec.replace_on.iter().find(|(p, _)| *p == top) {
@@ -149,12 +149,18 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
                         }
                     }
                 }
-                let action = if changes.is_empty() {
-                    Action::NoOp
-                } else if reasons.is_empty() {
+                // A broken resource is repaired even when its properties match the stack.
+                if let Some(repair) = &obs.repair {
+                    reasons.insert(0, &repair.reason);
+                }
+                let replace =
+                    changes.iter().any(|c| c.forces_replacement) || obs.repair.as_ref().is_some_and(|r| r.replace);
+                let action = if replace {
+                    Action::Replace
+                } else if !changes.is_empty() || obs.repair.is_some() {
                     Action::Update
                 } else {
-                    Action::Replace
+                    Action::NoOp
                 };
                 Step {
                     id: id.clone(),

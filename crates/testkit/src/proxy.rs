@@ -41,6 +41,9 @@ pub struct Faults {
     /// `(service, zone)`: `DescribeVpcEndpointServices` answers without `zone` among the zones
     /// of the endpoint service `com.amazonaws.REGION.service` (`crate::endpoint_zones`).
     pub endpoint_service_without_zone: Option<(&'static str, &'static str)>,
+    /// Answers rewritten as AWS gives them where moto cannot (failed deployments, certificates
+    /// not issued, roles not yet assumable); the test keeps a clone to switch them on.
+    pub rewrite: crate::rewrite::Rewrites,
     /// Forward as moto answers, without the AWS rules of `crate::aws_rules`.
     pub moto_only: bool,
 }
@@ -204,6 +207,10 @@ async fn answer(
             match never {}
         }
     }
+    if let Some(refused) = state.faults.rewrite.refuse(&call, &body) {
+        state.injected.fetch_add(1, Ordering::SeqCst);
+        return Ok(refused);
+    }
     if !state.faults.latency.is_zero() {
         tokio::time::sleep(state.faults.latency).await;
     }
@@ -235,7 +242,8 @@ async fn answer(
     if call == "application-autoscaling:DeregisterScalableTarget" {
         drop_scaling_policies(&state, &parts, &body).await;
     }
-    let answer = conform(&state, &call, parts, body).await;
+    let answer = conform(&state, &call, parts, body.clone()).await;
+    let answer = state.faults.rewrite.answer(&call, &body, answer).await;
     match state.faults.endpoint_service_without_zone {
         Some((service, zone)) if call == "ec2:DescribeVpcEndpointServices" => {
             let (mut parts, body) = answer.into_parts();

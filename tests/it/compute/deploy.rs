@@ -355,3 +355,92 @@ async fn compute_public_service_is_sent_the_stacks_deployment_settings() {
     assert!(dropped.stdout.contains("service-api") && dropped.stdout.contains("service-worker"), "{}", dropped.stdout);
     aira(dir, &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }
+
+/// A rerun repairs what AWS left broken, with the proxy answering as AWS does where moto cannot:
+/// ECS and Application Auto Scaling refuse a role for seconds after its `CreateRole` (IAM is
+/// eventually consistent), and the circuit breaker FAILS a deployment that left no task running.
+#[tokio::test]
+async fn compute_rerun_waits_for_new_roles_and_redeploys_a_failed_deployment() {
+    use crate::harness::{aira, Workdir};
+    use crate::proxy::{Faults, Proxy};
+    use aws_sdk_applicationautoscaling::types::ServiceNamespace;
+    let stack = unique_stack("cmp-repair");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: {{ min: 1, max: 3, backlog_per_task: 5 }} }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
+    let rewrite = crate::rewrite::Rewrites::default();
+    rewrite.role_not_assumable_for(Duration::from_secs(2));
+    let proxy = Proxy::start(&endpoint(), Faults { rewrite: rewrite.clone(), ..Faults::default() }).await;
+    let at = ["--endpoint-url", &proxy.url];
+    let dir = work.dir.path();
+
+    // Each call handing AWS a role is refused at first, retried, and the wait says why.
+    let up = aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await;
+    up.assert_code(0);
+    let refused = rewrite.refused();
+    for call in [
+        "ecs:CreateService",
+        "application-autoscaling:RegisterScalableTarget",
+        "application-autoscaling:PutScalingPolicy",
+    ] {
+        assert!(refused.iter().any(|c| c == call), "{call} was never refused: {refused:?}");
+    }
+    let role = format!("ECS cannot assume role arn:aws:iam::123456789012:role/aira/{stack}/");
+    assert!(up.stderr.contains(&role), "no wait for the task's role:\n{}", up.stderr);
+    assert!(
+        up.stderr
+            .contains("Application Auto Scaling cannot assume role arn:aws:iam::123456789012:role/aws-service-role/")
+            && up.stderr.contains("waiting for the role to become assumable"),
+        "no wait for the autoscaling role:\n{}",
+        up.stderr
+    );
+    // What AWS holds, read without the proxy: the service and its scaling.
+    let cfg = config().await;
+    let ecs = aws_sdk_ecs::Client::new(&cfg);
+    let s = ecs.describe_services().cluster(&stack).services("worker").send().await.unwrap();
+    assert_eq!(s.services()[0].status(), Some("ACTIVE"));
+    let aas = aws_sdk_applicationautoscaling::Client::new(&cfg);
+    let rid = format!("service/{stack}/worker");
+    let targets = aas
+        .describe_scalable_targets()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_ids(&rid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(targets.scalable_targets().len(), 1, "{targets:?}");
+    let policies = aas
+        .describe_scaling_policies()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(&rid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policies.scaling_policies().len(), 1, "{policies:?}");
+
+    // The circuit breaker failed the worker's deployment: the plan says so, `up` redeploys.
+    rewrite.fail_deployment("worker");
+    let plan = aira(dir, &[&["plan", file, "--detailed-exitcode", "--image", &image][..], &at[..]].concat()).await;
+    plan.assert_code(2);
+    assert!(
+        plan.stdout.contains(
+            "last deployment FAILED (0 of 1 tasks running) — ECS deployment circuit breaker: tasks failed to start; \
+             redeploying"
+        ),
+        "{}",
+        plan.stdout
+    );
+    aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
+    assert_eq!(rewrite.forced_deployments(), vec!["worker".to_string()], "UpdateService with forceNewDeployment");
+    let plan = aira(dir, &[&["plan", file, "--detailed-exitcode", "--image", &image][..], &at[..]].concat()).await;
+    plan.assert_code(0);
+    assert!(plan.stdout.contains("No changes"), "{}", plan.stdout);
+
+    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
+}

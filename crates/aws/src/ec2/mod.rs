@@ -59,6 +59,7 @@ fn blank(id: LogicalId, kind: Kind, physical: &str, props: Value) -> Observed {
         props,
         outputs: BTreeMap::from([("id".to_string(), Value::from(physical))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }
 }
 

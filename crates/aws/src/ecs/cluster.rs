@@ -49,6 +49,7 @@ fn observed(id: LogicalId, c: &aws_sdk_ecs::types::Cluster) -> Observed {
         props: json!({ "name": name, "container_insights": insights }),
         outputs: outputs(&[("arn", json!(arn)), ("name", json!(name))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }
 }
 

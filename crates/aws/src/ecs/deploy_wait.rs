@@ -12,7 +12,7 @@ use aws_sdk_ecs::types::{DeploymentRolloutState, DesiredStatus};
 use super::{Result, POLL};
 use crate::AwsProvider;
 use aira_engine::graph::LogicalId;
-use aira_engine::provider::{Progress, ProviderError, Scope};
+use aira_engine::provider::{Progress, ProviderError, Repair, Scope};
 
 /// Waits until the service's deployment of `task_definition` completes: the PRIMARY
 /// deployment's rollout COMPLETED, or, where no rollout state is reported, one deployment with
@@ -118,6 +118,27 @@ fn judge(deployments: &[aws_sdk_ecs::types::Deployment], task_definition: &str) 
         None if deployments.len() == 1 && primary.running_count() == primary.desired_count() => Verdict::Done,
         None => Verdict::Pending,
     }
+}
+
+/// What observe reports of a service whose last deployment failed: its PRIMARY deployment
+/// FAILED (the circuit breaker stopped it, no new tasks are launched), or a FAILED deployment
+/// beside a PRIMARY the circuit breaker rolled back to. Either way the service may run fewer
+/// tasks than it should, or the previous revision, while its definition matches the stack:
+/// the plan redeploys it. `None` while a deployment is in progress or after one completed.
+pub(crate) fn repair(deployments: &[aws_sdk_ecs::types::Deployment]) -> Option<Repair> {
+    let failed = deployments.iter().find(|d| d.rollout_state() == Some(&DeploymentRolloutState::Failed))?;
+    let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"))?;
+    let reason = failed.rollout_state_reason().unwrap_or("no reason given");
+    let tasks = format!("{} of {} tasks running", primary.running_count(), primary.desired_count());
+    let state = if std::ptr::eq(failed, primary) {
+        format!("last deployment FAILED ({tasks})")
+    } else {
+        format!(
+            "last deployment FAILED and was rolled back to {} ({tasks})",
+            primary.task_definition().unwrap_or("the previous revision")
+        )
+    };
+    Some(Repair { reason: format!("{state} — {}; redeploying", reason.trim_end_matches('.')), replace: false })
 }
 
 fn last_event(events: &[String]) -> String {
@@ -227,5 +248,25 @@ mod tests {
         assert_eq!(judge(&[deployment("PRIMARY", new, None, 2)], new), Verdict::Done);
         assert_eq!(judge(&[deployment("PRIMARY", new, None, 1)], new), Verdict::Pending);
         assert_eq!(judge(&[], new), Verdict::Pending);
+    }
+
+    #[test]
+    fn failed_deployments_are_repaired() {
+        use DeploymentRolloutState::*;
+        let new = "td:2";
+        let failed = repair(&[deployment("PRIMARY", new, Some(Failed), 0)]).expect("a repair");
+        assert_eq!(
+            failed.reason,
+            "last deployment FAILED (0 of 2 tasks running) — ECS deployment circuit breaker: tasks failed to start; \
+             redeploying"
+        );
+        assert!(!failed.replace);
+        let back = [deployment("PRIMARY", "td:1", Some(InProgress), 2), deployment("ACTIVE", new, Some(Failed), 0)];
+        let why = repair(&back).expect("a repair").reason;
+        assert!(why.starts_with("last deployment FAILED and was rolled back to td:1 (2 of 2 tasks running)"), "{why}");
+        // In progress, completed, or no rollout state (moto): nothing to repair.
+        assert_eq!(repair(&[deployment("PRIMARY", new, Some(InProgress), 1)]), None);
+        assert_eq!(repair(&[deployment("PRIMARY", new, Some(Completed), 2)]), None);
+        assert_eq!(repair(&[deployment("PRIMARY", new, None, 2)]), None);
     }
 }

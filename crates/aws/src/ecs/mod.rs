@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use aira_engine::provider::ProviderError;
 
-pub(crate) use deploy_wait::wait_deployed;
+pub(crate) use deploy_wait::{repair, wait_deployed};
 pub(crate) use task_definition::revisions;
 
 type Result<T> = std::result::Result<T, ProviderError>;

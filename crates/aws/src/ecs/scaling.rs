@@ -9,6 +9,7 @@ use aws_sdk_applicationautoscaling::types::{
 use serde_json::{json, Value};
 
 use super::{built, cluster_name, Result};
+use crate::kinds::Cx;
 use crate::{sdk, AwsProvider};
 use aira_engine::provider::Resolved;
 
@@ -63,13 +64,8 @@ pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Res
 
 /// Brings Application Auto Scaling to the desired count: a scalable target and a
 /// target-tracking policy on backlog per task, or none for a fixed count.
-pub(super) async fn set(
-    aws: &AwsProvider,
-    res: &Resolved,
-    cluster: &str,
-    service: &str,
-    current: &Value,
-) -> Result<()> {
+pub(super) async fn set(cx: &Cx<'_>, res: &Resolved, cluster: &str, service: &str, current: &Value) -> Result<()> {
+    let Cx { aws, scope, progress } = *cx;
     let want = &res.props["count"];
     if want == current {
         return Ok(());
@@ -82,17 +78,18 @@ pub(super) async fn set(
         }
         return Ok(());
     }
-    call!(
-        what,
-        aws.autoscaling
-            .register_scalable_target()
-            .service_namespace(ServiceNamespace::Ecs)
-            .resource_id(&rid)
-            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-            .min_capacity(want["min"].as_i64().unwrap_or(1) as i32)
-            .max_capacity(want["max"].as_i64().unwrap_or(1) as i32)
-            .send()
-    );
+    let register = aws
+        .autoscaling
+        .register_scalable_target()
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(&rid)
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .min_capacity(want["min"].as_i64().unwrap_or(1) as i32)
+        .max_capacity(want["max"].as_i64().unwrap_or(1) as i32);
+    // The first registration creates the service-linked role it then assumes.
+    let (id, service_name) = (&res.id, "Application Auto Scaling");
+    sdk::retry_role_not_ready(scope, progress, id, &what, service_name, is_role_not_ready, || register.clone().send())
+        .await?;
     let queue = want["queue"].as_str().unwrap_or_default();
     let metric = |id: &str, namespace: &str, name: &str, dims: &[(&str, &str)], stat: &str| {
         let mut m = TargetTrackingMetric::builder().namespace(namespace).metric_name(name);
@@ -117,19 +114,30 @@ pub(super) async fn set(
         .scale_in_cooldown(120)
         .scale_out_cooldown(60)
         .build();
-    call!(
-        what,
-        aws.autoscaling
-            .put_scaling_policy()
-            .policy_name(SCALING_POLICY)
-            .service_namespace(ServiceNamespace::Ecs)
-            .resource_id(&rid)
-            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-            .policy_type(PolicyType::TargetTrackingScaling)
-            .target_tracking_scaling_policy_configuration(built(&what, config)?)
-            .send()
-    );
+    let put = aws
+        .autoscaling
+        .put_scaling_policy()
+        .policy_name(SCALING_POLICY)
+        .service_namespace(ServiceNamespace::Ecs)
+        .resource_id(&rid)
+        .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+        .policy_type(PolicyType::TargetTrackingScaling)
+        .target_tracking_scaling_policy_configuration(built(&what, config)?);
+    sdk::retry_role_not_ready(scope, progress, id, &what, service_name, is_role_not_ready, || put.clone().send())
+        .await?;
     Ok(())
+}
+
+/// Whether Application Auto Scaling refused a call because IAM has not yet made the role it
+/// assumes usable: `RegisterScalableTarget` answers `ValidationException` "Unable to assume IAM
+/// role"; `PutScalingPolicy` `FailedResourceAccessException` when the role is not yet allowed
+/// to read the policy's CloudWatch alarms ("… is not authorized to perform …").
+fn is_role_not_ready(code: Option<&str>, message: &str) -> bool {
+    match code {
+        Some("ValidationException") => message.contains("Unable to assume IAM role"),
+        Some("FailedResourceAccessException") => message.contains("is not authorized to perform"),
+        _ => false,
+    }
 }
 
 /// Removes the scalable target (and so its policy); none there is fine.

@@ -11,7 +11,7 @@ use aws_sdk_ecs::types::{
 };
 use serde_json::{json, Value};
 
-use super::{built, outputs, scaling, strs, wait_deployed, Result, POLL};
+use super::{built, outputs, repair, scaling, strs, wait_deployed, Result, POLL};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
@@ -75,6 +75,7 @@ async fn observed(aws: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types::Serv
         props,
         outputs: outputs(&[("arn", json!(arn)), ("name", json!(name))]),
         depends_on: BTreeSet::new(),
+        repair: repair(s.deployments()),
     })
 }
 
@@ -119,10 +120,9 @@ fn deployment(want: &Value) -> DeploymentConfiguration {
 }
 
 /// Whether an error is IAM's eventual consistency: a role created seconds ago that ECS cannot
-/// assume yet.
+/// assume yet ("ECS was unable to assume the role …", "Unable to assume role and validate …").
 fn is_role_not_ready(code: Option<&str>, message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    code == Some("InvalidParameterException") && (m.contains("assume") || m.contains("role"))
+    code == Some("InvalidParameterException") && message.to_ascii_lowercase().contains("assume")
 }
 
 /// Whether an error is ELB's association reaching ECS: the target group's listener (ordered
@@ -172,60 +172,48 @@ impl KindOps for Service {
                 .container_port(lb["port"].as_i64().unwrap_or(0) as i32)
                 .build()]
         });
+        let req = aws
+            .ecs
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(task_definition)
+            .desired_count(desired_count(res))
+            .launch_type(LaunchType::Fargate)
+            .network_configuration(network(&what, want)?)
+            .deployment_configuration(deployment(want))
+            .set_load_balancers(load_balancers)
+            .set_health_check_grace_period_seconds(want["health_check_grace"].as_i64().map(|n| n as i32))
+            .set_tags(Some(sdk::tag_list(scope, &res.id, &[])))
+            .propagate_tags(PropagateTags::Service)
+            .enable_ecs_managed_tags(true);
+        // Not `retry_busy`: IAM's and ELB's delays are told from other invalid parameters by the
+        // message.
         let start = Instant::now();
-        let arn = loop {
-            let sent = aws
-                .ecs
-                .create_service()
-                .cluster(cluster)
-                .service_name(name)
-                .task_definition(task_definition)
-                .desired_count(desired_count(res))
-                .launch_type(LaunchType::Fargate)
-                .network_configuration(network(&what, want)?)
-                .deployment_configuration(deployment(want))
-                .set_load_balancers(load_balancers.clone())
-                .set_health_check_grace_period_seconds(want["health_check_grace"].as_i64().map(|n| n as i32))
-                .set_tags(Some(sdk::tag_list(scope, &res.id, &[])))
-                .propagate_tags(PropagateTags::Service)
-                .enable_ecs_managed_tags(true)
-                .send()
-                .await;
-            // Not `retry_busy`: IAM's delay is told from other invalid parameters by the message.
+        let out = loop {
+            let sent = sdk::retry_role_not_ready(scope, progress, &res.id, &what, "ECS", is_role_not_ready, || {
+                req.clone().send()
+            })
+            .await;
             match sent {
-                Ok(out) => break out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string(),
-                Err(e) if is_role_not_ready(sdk::code(&e), &sdk::message(&e)) && start.elapsed() < scope.wait => {
-                    progress.waiting(
-                        &res.id,
-                        &format!(
-                            "ECS cannot use the task's roles yet ({}); IAM changes take a few seconds to reach ECS, \
-                             retrying ({}s of {}s)",
-                            sdk::message(&e),
-                            start.elapsed().as_secs(),
-                            scope.wait.as_secs()
-                        ),
-                    );
-                    tokio::time::sleep(POLL).await;
-                }
-                Err(e)
-                    if is_target_group_not_ready(sdk::code(&e), &sdk::message(&e)) && start.elapsed() < scope.wait =>
-                {
+                Err(e) if is_target_group_not_ready(e.code.as_deref(), &e.message) && start.elapsed() < scope.wait => {
                     progress.waiting(
                         &res.id,
                         &format!(
                             "ECS does not see the target group's load balancer yet ({}); the listener forwarding \
                              to it takes a moment to reach ECS, retrying ({}s of {}s)",
-                            sdk::message(&e),
+                            e.message,
                             start.elapsed().as_secs(),
                             scope.wait.as_secs()
                         ),
                     );
                     tokio::time::sleep(POLL).await;
                 }
-                Err(e) => return Err(sdk::error(what, e)),
+                sent => break sent?,
             }
         };
-        scaling::set(aws, res, cluster, name, &Value::Null).await?;
+        let arn = out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string();
+        scaling::set(cx, res, cluster, name, &Value::Null).await?;
         wait_deployed(aws, scope, &res.id, cluster, name, task_definition, &BTreeSet::new(), progress).await?;
         read(aws, &res.id, cluster, &arn, &what).await
     }
@@ -268,8 +256,14 @@ impl KindOps for Service {
         if have["health_check_grace"] != want["health_check_grace"] {
             req = req.set_health_check_grace_period_seconds(want["health_check_grace"].as_i64().map(|n| n as i32));
         }
-        call!(what, req.send());
-        scaling::set(aws, res, cluster, name, &have["count"]).await?;
+        // The last deployment failed (observe's repair): a new one, even with nothing changed.
+        if current.repair.is_some() {
+            req = req.force_new_deployment(true);
+        }
+        // A task definition's new role may not be assumable by ECS yet.
+        sdk::retry_role_not_ready(scope, progress, &res.id, &what, "ECS", is_role_not_ready, || req.clone().send())
+            .await?;
+        scaling::set(cx, res, cluster, name, &have["count"]).await?;
         wait_deployed(aws, scope, &res.id, cluster, name, task_definition, &seen, progress).await?;
         read(aws, &res.id, cluster, &current.physical_id, &what).await
     }

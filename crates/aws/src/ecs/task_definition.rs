@@ -92,6 +92,7 @@ fn observed(id: LogicalId, td: &aws_sdk_ecs::types::TaskDefinition) -> Observed 
         }),
         outputs: outputs(&[("arn", json!(arn)), ("family", json!(family)), ("revision", json!(td.revision()))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }
 }
 

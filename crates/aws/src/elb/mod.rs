@@ -82,7 +82,7 @@ async fn ours(
 fn observed(id: LogicalId, kind: Kind, arn: &str, props: Value, outputs: &[(&str, Value)]) -> Observed {
     let mut out = BTreeMap::from([("arn".to_string(), Value::from(arn))]);
     out.extend(outputs.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    Observed { id, kind, physical_id: arn.to_string(), props, outputs: out, depends_on: BTreeSet::new() }
+    Observed { id, kind, physical_id: arn.to_string(), props, outputs: out, depends_on: BTreeSet::new(), repair: None }
 }
 
 /// The one resource `arn` as `find` reads it, right after a change.

@@ -50,6 +50,7 @@ fn observed(id: LogicalId, zone: &str, set: &ResourceRecordSet, props: Value) ->
         // The alias target as Route 53 stores it: a DELETE must name it exactly.
         outputs: BTreeMap::from([("name".to_string(), json!(set.name())), ("target".to_string(), json!(target))]),
         depends_on: BTreeSet::new(),
+        repair: None,
     }
 }
 

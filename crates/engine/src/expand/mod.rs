@@ -313,6 +313,7 @@ mod tests {
             props,
             outputs: serde_json::from_value(outputs).unwrap(),
             depends_on: Default::default(),
+            repair: None,
         }
     }
 

@@ -92,6 +92,7 @@ impl FakeProvider {
             physical_id,
             props: res.props.clone(),
             depends_on,
+            repair: None,
         }
     }
 }

@@ -99,6 +99,19 @@ pub struct Observed {
     pub outputs: BTreeMap<String, Value>,
     /// Managed resources this one points at, read from the resource itself.
     pub depends_on: BTreeSet<LogicalId>,
+    /// Set when the resource matches the stack on paper but is broken on AWS (a failed
+    /// deployment, a certificate never issued): the plan repairs it even without a diff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
+}
+
+/// What is wrong with an observed resource, and whether only a new one mends it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Repair {
+    /// Said in the plan: what AWS reports and what the update will do.
+    pub reason: String,
+    /// The resource is replaced (a new one created, dependents moved to it) rather than updated.
+    pub replace: bool,
 }
 
 /// A desired resource with every reference replaced by its value.
