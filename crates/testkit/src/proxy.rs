@@ -41,6 +41,9 @@ pub struct Faults {
     /// `(service, zone)`: `DescribeVpcEndpointServices` answers without `zone` among the zones
     /// of the endpoint service `com.amazonaws.REGION.service` (`crate::endpoint_zones`).
     pub endpoint_service_without_zone: Option<(&'static str, &'static str)>,
+    /// `(action, hold)`: calls of this action (`AttachInternetGateway`) are held this long before
+    /// they are forwarded, as AWS may take longer than moto to finish them.
+    pub slow: Option<(&'static str, Duration)>,
     /// Answers rewritten as AWS gives them where moto cannot (failed deployments, certificates
     /// not issued, roles not yet assumable); the test keeps a clone to switch them on.
     pub rewrite: crate::rewrite::Rewrites,
@@ -213,6 +216,11 @@ async fn answer(
     }
     if !state.faults.latency.is_zero() {
         tokio::time::sleep(state.faults.latency).await;
+    }
+    if let Some((action, hold)) = state.faults.slow {
+        if call.ends_with(&format!(":{action}")) {
+            tokio::time::sleep(hold).await;
+        }
     }
     if let Some((action, code, times)) = state.faults.ec2_error {
         if call.ends_with(&format!(":{action}")) {

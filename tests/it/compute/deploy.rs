@@ -323,12 +323,20 @@ async fn compute_public_service_is_sent_the_stacks_deployment_settings() {
     let file = file.to_str().unwrap();
     let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
     let dir = work.dir.path();
-    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    // The gateway's attachment takes AWS longer than the subnets: a load balancer created before
+    // it ends is refused (the proxy's rule `load_balancer_without_internet_gateway`).
+    let hold = Duration::from_secs(5);
+    let proxy =
+        Proxy::start(&endpoint(), Faults { slow: Some(("AttachInternetGateway", hold)), ..Faults::default() }).await;
     aira(dir, &["up", file, "--yes", "--image", &image, "--endpoint-url", &proxy.url]).await.assert_code(0);
 
     let sent = proxy.take_requests();
     let lbs: Vec<_> = sent.iter().filter(|r| r.call == "elasticloadbalancing:CreateLoadBalancer").collect();
     assert!(!lbs.is_empty() && lbs.iter().all(|r| r.status == 200), "load balancer refused: {lbs:?}");
+    let timed = proxy.timed_calls();
+    let attached = timed.iter().find(|c| c.call == "ec2:AttachInternetGateway").and_then(|c| c.answered).unwrap();
+    let lb = timed.iter().find(|c| c.call == "elasticloadbalancing:CreateLoadBalancer").unwrap().started;
+    assert!(lb >= attached, "the load balancer was created before the gateway was attached");
     let mut services = std::collections::BTreeMap::new();
     for r in sent.iter().filter(|r| r.call == "ecs:CreateService" && r.status == 200) {
         services.insert(r.json()["serviceName"].as_str().unwrap().to_string(), r.json());
