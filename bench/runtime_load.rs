@@ -187,8 +187,9 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
     panic!("{base} did not become healthy");
 }
 
-async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
-    let text = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+/// A series of the operations listener's `/metrics`.
+async fn metric(http: &reqwest::Client, ops: &str, series: &str) -> f64 {
+    let text = http.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
@@ -265,12 +266,15 @@ async fn run() {
     // 2. aira-runtime serve on the embedded backends.
     let data = std::env::temp_dir().join(format!("aira-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let port = free_port();
+    let (port, ops_port) = (free_port(), free_port());
     let serve = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.to_str().unwrap()])
+        .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
         .env("AIRA_LOG", "warn")
         .env("AIRA_RATE_PER_MINUTE", "1000000000")
         .env("AIRA_RATE_BURST", "1000000000")
+        // Every bench user signs up from this one address.
+        .env("AIRA_AUTH_ADDRESS_RATE_BURST", "1000000000")
         .env_remove("AIRA_LLM_BASE_URL")
         .stdout(Stdio::null())
         .spawn()
@@ -278,11 +282,12 @@ async fn run() {
     let serve = Proc(serve);
     let pid = serve.0.id();
     let base = format!("http://127.0.0.1:{port}");
+    let ops = format!("http://127.0.0.1:{ops_port}");
     wait_healthy(&http, &base).await;
     let targets = users(&http, &base, n_users).await;
     let idle_rss = rss_kib(pid, "VmRSS:");
 
-    let answered_before = metric(&http, &base, "aira_worker_messages_total{outcome=\"answered\"}").await;
+    let answered_before = metric(&http, &ops, "aira_worker_messages_total{outcome=\"answered\"}").await;
     let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop = sampler_stop.clone();
     let sampler = tokio::spawn(async move {
@@ -297,8 +302,8 @@ async fn run() {
     let s = load(&http, &base, &targets, clients, warmup, secs).await;
     let load_secs = load_started.elapsed().as_secs_f64();
     let answered_during =
-        metric(&http, &base, "aira_worker_messages_total{outcome=\"answered\"}").await - answered_before;
-    let accepted_total = metric(&http, &base, "aira_messages_accepted_total").await;
+        metric(&http, &ops, "aira_worker_messages_total{outcome=\"answered\"}").await - answered_before;
+    let accepted_total = metric(&http, &ops, "aira_messages_accepted_total").await;
     println!(
         "aira serve: {:.0} accepted/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, errors {}",
         s.rate(),
@@ -313,7 +318,7 @@ async fn run() {
     let backlog = accepted_total - answered_during - answered_before;
     let drain_started = Instant::now();
     loop {
-        let answered = metric(&http, &base, "aira_worker_messages_total{outcome=\"answered\"}").await;
+        let answered = metric(&http, &ops, "aira_worker_messages_total{outcome=\"answered\"}").await;
         if answered >= accepted_total || drain_started.elapsed() > Duration::from_secs(600) {
             break;
         }

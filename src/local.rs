@@ -28,6 +28,10 @@ pub struct LocalState {
     /// Unix seconds.
     pub started_at: u64,
     pub llm: String,
+    /// The operations listener (`/metrics`, `/readyz`), never the app's address. Absent in the
+    /// state of a runtime started by an older aira.
+    #[serde(default)]
+    pub metrics_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -137,8 +141,15 @@ pub async fn up(stack: &Stack, listen: Option<SocketAddr>, note: &dyn Fn(&str)) 
         }
     };
 
+    // The operations listener: the next port when it is free, else any free port.
+    let next = SocketAddr::new(listen.ip(), listen.port().wrapping_add(1));
+    let ops = match TcpListener::bind(next) {
+        Ok(_) if listen.port() != 0 => next,
+        _ => SocketAddr::new(listen.ip(), free_port()?),
+    };
+
     let mut cmd = tokio::process::Command::new(&binary);
-    cmd.args(["serve", "--listen", &listen.to_string(), "--data"]).arg(&data);
+    cmd.args(["serve", "--listen", &listen.to_string(), "--metrics-listen", &ops.to_string(), "--data"]).arg(&data);
     // The stack's queue semantics, so the local target behaves like the deployed one.
     if let Some(dl) = &stack.queue.dead_letter {
         cmd.env("AIRA_MAX_RECEIVES", dl.max_receives.to_string());
@@ -190,6 +201,7 @@ pub async fn up(stack: &Stack, listen: Option<SocketAddr>, note: &dyn Fn(&str)) 
         binary,
         started_at: crate::time::now_secs(),
         llm,
+        metrics_url: Some(format!("http://{ops}/metrics")),
     };
     std::fs::write(state_path(name), serde_json::to_vec_pretty(&state)?)?;
 

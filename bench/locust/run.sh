@@ -21,6 +21,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n 16384 || true
 
 OUT=$(mktemp -d /tmp/aira-locust.XXXX)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Every simulated user signs up from this one address: no per-address sign-up limit here.
+AIRA_AUTH_ADDRESS_RATE_PER_MINUTE=1000000000 AIRA_AUTH_ADDRESS_RATE_BURST=1000000000 \
 AIRA_LOG=warn "$CARGO_TARGET_DIR/release/aira-runtime" serve --listen "127.0.0.1:$PORT" --data "$OUT/data" \
   >"$OUT/serve.log" 2>&1 &
 SERVER=$!

@@ -31,6 +31,9 @@ pub enum Command {
         /// Folder of the SQLite files (created if missing).
         #[arg(long, env = "AIRA_DATA", default_value = ".aira/data")]
         data: PathBuf,
+        /// The operations listener: `/metrics`, `/readyz`, `/healthz`; none when unset.
+        #[arg(long, env = "AIRA_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         common: Common,
     },
@@ -38,6 +41,9 @@ pub enum Command {
     Api {
         #[arg(long, env = "AIRA_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
+        /// The operations listener: `/metrics`, `/readyz`, `/healthz`; none when unset.
+        #[arg(long, env = "AIRA_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         aws: AwsArgs,
         #[command(flatten)]
@@ -45,6 +51,9 @@ pub enum Command {
     },
     /// The worker on SQS + DynamoDB.
     Worker {
+        /// The operations listener: `/metrics`, `/readyz`, `/healthz`; none when unset.
+        #[arg(long, env = "AIRA_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         aws: AwsArgs,
         #[command(flatten)]
@@ -114,6 +123,10 @@ pub struct Common {
     pub llm_max_tokens: Option<u32>,
     #[arg(long, env = "AIRA_LLM_TIMEOUT_SECS", default_value_t = 60)]
     pub llm_timeout_secs: u64,
+    /// How long one delivery waits out a failing model in hand (visibility and lease extended)
+    /// before the failure counts as a receive; 0 counts every failure.
+    #[arg(long, env = "AIRA_LLM_OUTAGE_SECS", default_value_t = 900)]
+    pub llm_outage_secs: u64,
     /// Must equal the queue's redrive policy maxReceiveCount.
     #[arg(long, env = "AIRA_MAX_RECEIVES", default_value_t = 5)]
     pub max_receives: u32,
@@ -139,6 +152,20 @@ pub struct Common {
     pub rate_per_minute: u32,
     #[arg(long, env = "AIRA_RATE_BURST", default_value_t = 20)]
     pub rate_burst: u32,
+    /// Sign-ups, sign-ins, token creations and account deletions per account, per minute.
+    #[arg(long, env = "AIRA_AUTH_RATE_PER_MINUTE", default_value_t = 6)]
+    pub auth_rate_per_minute: u32,
+    #[arg(long, env = "AIRA_AUTH_RATE_BURST", default_value_t = 10)]
+    pub auth_rate_burst: u32,
+    /// The same attempts per client address, per minute.
+    #[arg(long, env = "AIRA_AUTH_ADDRESS_RATE_PER_MINUTE", default_value_t = 30)]
+    pub auth_address_rate_per_minute: u32,
+    #[arg(long, env = "AIRA_AUTH_ADDRESS_RATE_BURST", default_value_t = 60)]
+    pub auth_address_rate_burst: u32,
+    /// The API runs behind a load balancer that appends the client's address to
+    /// `X-Forwarded-For` (the rate limits key on that entry); otherwise on the peer address.
+    #[arg(long, env = "AIRA_BEHIND_LOAD_BALANCER", default_value_t = false)]
+    pub behind_load_balancer: bool,
     /// Outbox rows older than this are relayed (younger ones are the API's own fast path).
     #[arg(long, env = "AIRA_RELAY_MIN_AGE_SECS", default_value_t = 5)]
     pub relay_min_age_secs: u64,
@@ -161,6 +188,7 @@ pub fn resolve_worker(c: &Common) -> WorkerConfig {
         llm_timeout: Duration::from_secs(c.llm_timeout_secs.max(1)),
         history_turns: 20,
         shutdown_grace: Duration::from_secs(c.shutdown_grace_secs),
+        outage_budget: Duration::from_secs(c.llm_outage_secs),
     }
 }
 
@@ -170,6 +198,10 @@ pub fn resolve_limits(c: &Common) -> Limits {
         max_prompt_chars: c.max_prompt_chars,
         messages_per_minute: c.rate_per_minute,
         burst: c.rate_burst,
+        auth_per_minute: c.auth_rate_per_minute,
+        auth_burst: c.auth_rate_burst,
+        auth_address_per_minute: c.auth_address_rate_per_minute,
+        auth_address_burst: c.auth_address_rate_burst,
     }
 }
 

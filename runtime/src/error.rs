@@ -12,6 +12,9 @@ pub enum AppError {
     User { status: StatusCode, code: &'static str, message: String },
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
+    /// The server refuses work it cannot queue (503 + `Retry-After`): a full password queue.
+    #[error("busy")]
+    Busy { retry_after_secs: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -49,6 +52,19 @@ impl IntoResponse for AppError {
                     Json(json!({
                         "error": "rate_limited",
                         "message": format!("too many requests; retry in {retry_after_secs} s"),
+                        "retry_after": retry_after_secs,
+                    })),
+                )
+                    .into_response();
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                r
+            }
+            AppError::Busy { retry_after_secs } => {
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({
+                        "error": "busy",
+                        "message": format!("the server is busy; retry in {retry_after_secs} s"),
                         "retry_after": retry_after_secs,
                     })),
                 )

@@ -31,9 +31,15 @@ async fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, data, common } => run::serve(listen, &data, &common, run::shutdown_on_signal()).await,
-        Command::Api { listen, aws, common } => run::api(listen, &aws, &common, run::shutdown_on_signal()).await,
-        Command::Worker { aws, common } => run::worker(&aws, &common, run::shutdown_on_signal()).await,
+        Command::Serve { listen, metrics_listen, data, common } => {
+            run::serve(listen, metrics_listen, &data, &common, run::shutdown_on_signal()).await
+        }
+        Command::Api { listen, metrics_listen, aws, common } => {
+            run::api(listen, metrics_listen, &aws, &common, run::shutdown_on_signal()).await
+        }
+        Command::Worker { metrics_listen, aws, common } => {
+            run::worker(metrics_listen, &aws, &common, run::shutdown_on_signal()).await
+        }
         Command::Redrive { data, queue_url, dlq_url, limit } => {
             let moved = match (data, queue_url, dlq_url) {
                 (Some(data), _, _) => {

@@ -44,6 +44,19 @@ pub struct User {
     pub password_hash: String,
 }
 
+/// A session or API token of a user, as listed: never its secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// `session` (a sign-in's cookie) or `api` (a bearer token); `unknown` for tokens created
+    /// before the kind was kept.
+    pub kind: String,
+    /// Milliseconds since the epoch; 0 when not kept.
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// What a user chose on the consent screen, and optional profile fields. `consented_at`
 /// is unset until the user has seen and answered the consent screen (shown once).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -101,7 +101,35 @@ pub async fn open_aws(args: &AwsArgs) -> (Arc<dyn Store>, Arc<dyn Queue>) {
 async fn serve_http(listen: SocketAddr, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("bind {listen}"))?;
     info!(listen = %listener.local_addr()?, "api listening");
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await.context("http server")
+    // The peer address reaches the rate limits of the account routes (`auth::ClientAddr`).
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await.context("http server")
+}
+
+/// The operations listener (`/metrics`, `/readyz`, `/healthz`), bound before the caller goes on
+/// so that a taken address fails the start; serves until `shutdown`. The future it returns ends
+/// when the listener has stopped (at once when there is none).
+async fn serve_ops(
+    listen: Option<SocketAddr>,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let task = match listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("bind {listen} (metrics listen)"))?;
+            info!(listen = %listener.local_addr()?, "operations listening");
+            let serve = axum::serve(listener, ops_app(state)).with_graceful_shutdown(shutdown.cancelled_owned());
+            Some(tokio::spawn(async move { serve.await }))
+        }
+        None => None,
+    };
+    Ok(async move {
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    })
 }
 
 fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c: &Common) -> Arc<Relay> {
@@ -115,70 +143,70 @@ fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c:
 }
 
 /// `serve`: api, relay and worker in one process on the embedded backends.
-pub async fn serve(listen: SocketAddr, data: &Path, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    data: &Path,
+    c: &Common,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let e = open_embedded(data, c.max_receives, c.sqlite_synchronous)?;
     let metrics = Arc::new(Metrics::new());
     let notifying = Notifying::new(e.store);
     let updates = notifying.updates();
     let store: Arc<dyn Store> = Arc::new(notifying);
     let queue: Arc<dyn Queue> = e.queue;
-    let worker = Arc::new(Worker {
-        queue: queue.clone(),
-        store: store.clone(),
-        llm: resolve_llm(c).await?,
-        metrics: metrics.clone(),
-        config: resolve_worker(c),
-    });
-    let relay = relay(store.clone(), queue.clone(), metrics.clone(), c);
+    let worker =
+        Arc::new(Worker::new(queue.clone(), store.clone(), resolve_llm(c).await?, metrics.clone(), resolve_worker(c)));
+    let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
+    state.updates = Some(updates);
+    state.trust_forwarded = c.behind_load_balancer;
+    let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
+    let relay = relay(store, queue, metrics, c);
     let w = tokio::spawn(worker.run(shutdown.clone()));
     let r = tokio::spawn(relay.run(shutdown.clone()));
-    let mut state = AppState::new(store, queue, metrics, resolve_limits(c));
-    state.updates = Some(updates);
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = tokio::join!(w, r);
+    let _ = tokio::join!(w, r, ops);
     http
 }
 
 /// `api`: the API and the outbox relay on SQS + DynamoDB.
-pub async fn api(listen: SocketAddr, aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn api(
+    listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
+    aws: &AwsArgs,
+    c: &Common,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (store, queue) = open_aws(aws).await;
     let metrics = Arc::new(Metrics::new());
-    let r = tokio::spawn(relay(store.clone(), queue.clone(), metrics.clone(), c).run(shutdown.clone()));
-    let http = serve_http(listen, AppState::new(store, queue, metrics, resolve_limits(c)), shutdown.clone()).await;
+    let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
+    state.trust_forwarded = c.behind_load_balancer;
+    let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
+    let r = tokio::spawn(relay(store, queue, metrics, c).run(shutdown.clone()));
+    let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = r.await;
+    let _ = tokio::join!(r, ops);
     http
 }
 
-/// `worker`: the worker on SQS + DynamoDB, with `/metrics`, `/healthz` and `/readyz` on AIRA_METRICS_LISTEN if set.
-pub async fn worker(aws: &AwsArgs, c: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `worker`: the worker on SQS + DynamoDB, with the operations listener if `metrics_listen` is set.
+pub async fn worker(
+    metrics_listen: Option<SocketAddr>,
+    aws: &AwsArgs,
+    c: &Common,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let (store, queue) = open_aws(aws).await;
     let metrics = Arc::new(Metrics::new());
-    let worker = Arc::new(Worker {
-        queue: queue.clone(),
-        store: store.clone(),
-        llm: resolve_llm(c).await?,
-        metrics: metrics.clone(),
-        config: resolve_worker(c),
-    });
-    let metrics_server = match std::env::var("AIRA_METRICS_LISTEN").ok().filter(|v| !v.is_empty()) {
-        Some(addr) => {
-            let addr: SocketAddr = addr.parse().context("AIRA_METRICS_LISTEN")?;
-            let state = AppState::new(store, queue, metrics, resolve_limits(c));
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))?;
-            let stop = shutdown.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, ops_app(state)).with_graceful_shutdown(stop.cancelled_owned()).await
-            }))
-        }
-        None => None,
-    };
+    let worker =
+        Arc::new(Worker::new(queue.clone(), store.clone(), resolve_llm(c).await?, metrics.clone(), resolve_worker(c)));
+    let state = AppState::new(store, queue, metrics, resolve_limits(c));
+    let ops = serve_ops(metrics_listen, state, shutdown.clone()).await?;
     worker.run(shutdown.clone()).await;
     shutdown.cancel();
-    if let Some(m) = metrics_server {
-        let _ = m.await;
-    }
+    ops.await;
     Ok(())
 }
 

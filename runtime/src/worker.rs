@@ -4,6 +4,7 @@
 //! the queue message. A message is never answered twice: only the lease holder can store
 //! an answer, and an answered message is never claimed again.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +42,11 @@ pub struct WorkerConfig {
     pub history_turns: usize,
     /// On shutdown, how long in-flight messages may finish before they are handed back.
     pub shutdown_grace: Duration,
+    /// How long one delivery waits out a failing model (429, 5xx, timeouts) in hand, its
+    /// visibility and lease extended, before the failure counts as a receive: an outage this
+    /// long burns no receive and sends nothing to the dead-letter queue. Zero: every failure
+    /// is a receive.
+    pub outage_budget: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +62,7 @@ impl Default for WorkerConfig {
             llm_timeout: Duration::from_secs(60),
             history_turns: 20,
             shutdown_grace: Duration::from_secs(20),
+            outage_budget: Duration::from_secs(900),
         }
     }
 }
@@ -66,7 +73,12 @@ pub struct Worker {
     pub llm: Arc<dyn Llm>,
     pub metrics: Arc<Metrics>,
     pub config: WorkerConfig,
+    /// Retryable model failures in a row, across messages: receiving slows while it grows.
+    failures_in_a_row: AtomicU32,
 }
+
+/// Failures in a row after which the worker slows its receiving.
+const SLOW_AFTER_FAILURES: u32 = 3;
 
 /// Delay before retry number `receive_count` (1-based): base·2^(n-1), capped, ±20 % jitter.
 pub fn backoff(base: Duration, max: Duration, receive_count: u32) -> Duration {
@@ -77,6 +89,25 @@ pub fn backoff(base: Duration, max: Duration, receive_count: u32) -> Duration {
 }
 
 impl Worker {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        store: Arc<dyn Store>,
+        llm: Arc<dyn Llm>,
+        metrics: Arc<Metrics>,
+        config: WorkerConfig,
+    ) -> Worker {
+        Worker { queue, store, llm, metrics, config, failures_in_a_row: AtomicU32::new(0) }
+    }
+
+    /// While the model keeps failing, the pause before each receive: the retry backoff of the
+    /// failures beyond [`SLOW_AFTER_FAILURES`], so new messages wait in the queue (where they
+    /// burn no receive) instead of joining those already waiting in hand.
+    fn receive_pause(&self) -> Option<Duration> {
+        let n = self.failures_in_a_row.load(Ordering::Relaxed);
+        (n >= SLOW_AFTER_FAILURES)
+            .then(|| backoff(self.config.retry_base, self.config.retry_max, n - SLOW_AFTER_FAILURES + 1))
+    }
+
     /// Runs until `shutdown`; then stops polling, lets in-flight messages finish for the
     /// grace period and hands the rest back (visibility 0).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
@@ -89,6 +120,13 @@ impl Worker {
             while let Some(r) = tasks.try_join_next() {
                 if let Err(e) = r {
                     error!(error = %e, "message task panicked");
+                }
+            }
+            if let Some(pause) = self.receive_pause() {
+                debug!(pause_ms = pause.as_millis() as u64, "the model keeps failing; receiving slowly");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
                 }
             }
             let first = tokio::select! {
@@ -199,7 +237,6 @@ impl Worker {
         self.metrics.worker_in_flight.inc();
         let _gauge = scopeguard(self.metrics.worker_in_flight.clone());
         let turns = self.turns(&msg).await;
-        let started = Instant::now();
         let heartbeat = async {
             let period = (cfg.visibility / 3).max(Duration::from_millis(200));
             loop {
@@ -211,24 +248,49 @@ impl Worker {
                 }
             }
         };
-        let call = async {
-            match tokio::time::timeout(cfg.llm_timeout, self.llm.complete(&turns)).await {
-                Ok(r) => r,
-                Err(_) => Err(LlmError::Timeout),
+        tokio::pin!(heartbeat);
+        // Retryable failures are waited out here, in hand, for `outage_budget` from the first.
+        let mut first_failure: Option<Instant> = None;
+        let mut attempt = 0u32;
+        let result = loop {
+            let call = async {
+                match tokio::time::timeout(cfg.llm_timeout, self.llm.complete(&turns)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(LlmError::Timeout),
+                }
+            };
+            let started = Instant::now();
+            let r = tokio::select! {
+                r = call => r,
+                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
+                _ = hand_back.cancelled() => return self.hand_back(&m, &id, &token).await,
+            };
+            self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
+            let after = match (&r, r.as_ref().err().map(LlmError::disposition)) {
+                (Ok(_), _) => {
+                    self.failures_in_a_row.store(0, Ordering::Relaxed);
+                    break r;
+                }
+                (Err(_), Some(Disposition::Retry { after })) => after,
+                (Err(_), _) => break r,
+            };
+            self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
+            attempt += 1;
+            let delay = retry_delay(cfg, after, attempt);
+            let since = *first_failure.get_or_insert_with(Instant::now);
+            if since.elapsed() + delay > cfg.outage_budget {
+                break r;
+            }
+            if let Err(e) = &r {
+                self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
+                info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "llm failed; waiting it out in hand");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
+                _ = hand_back.cancelled() => return self.hand_back(&m, &id, &token).await,
             }
         };
-        let result = tokio::select! {
-            r = call => r,
-            _ = heartbeat => unreachable!("heartbeat never ends"),
-            _ = hand_back.cancelled() => {
-                info!("shutting down: handing the message back");
-                let _ = self.store.release(&id, &token, now_ms()).await;
-                self.set_visibility(&m, Duration::ZERO).await;
-                self.outcome("handed_back");
-                return;
-            }
-        };
-        self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
 
         match result {
             Ok(c) => {
@@ -256,6 +318,14 @@ impl Worker {
         }
     }
 
+    /// Shutting down: the message goes back to the queue at once for another worker.
+    async fn hand_back(&self, m: &Received, id: &str, token: &str) {
+        info!("shutting down: handing the message back");
+        let _ = self.store.release(id, token, now_ms()).await;
+        self.set_visibility(m, Duration::ZERO).await;
+        self.outcome("handed_back");
+    }
+
     async fn on_llm_error(&self, m: &Received, id: &str, token: &str, e: LlmError) {
         let cfg = &self.config;
         match e.disposition() {
@@ -280,9 +350,7 @@ impl Worker {
                 self.set_visibility(m, Duration::ZERO).await;
             }
             Disposition::Retry { after } => {
-                let delay = after
-                    .map(|a| a.min(cfg.retry_max))
-                    .unwrap_or_else(|| backoff(cfg.retry_base, cfg.retry_max, m.receive_count));
+                let delay = retry_delay(cfg, after, m.receive_count);
                 info!(error = %e, delay_ms = delay.as_millis() as u64, "llm failed; retrying later");
                 let _ = self.store.release(id, token, now_ms()).await;
                 self.outcome("retried");
@@ -305,6 +373,13 @@ impl Worker {
         turns.push(Turn { role: "user", content: msg.content.clone() });
         turns
     }
+}
+
+/// The wait before retry number `n`: the backoff, or the server's `Retry-After` when longer
+/// (a `Retry-After: 0` does not make a retry storm), capped at `retry_max`.
+fn retry_delay(cfg: &WorkerConfig, after: Option<Duration>, n: u32) -> Duration {
+    let b = backoff(cfg.retry_base, cfg.retry_max, n);
+    after.map_or(b, |a| a.max(b)).min(cfg.retry_max)
 }
 
 /// Decrements the in-flight gauge however the processing ends (including abort).
@@ -331,5 +406,20 @@ mod tests {
         assert!(b1 >= Duration::from_millis(1600) && b1 <= Duration::from_millis(2400), "{b1:?}");
         assert!(b3 >= Duration::from_millis(6400) && b3 <= Duration::from_millis(9600), "{b3:?}");
         assert!(backoff(base, max, 30) <= max);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_not_a_replacement() {
+        let cfg = WorkerConfig {
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(60),
+            ..Default::default()
+        };
+        // `Retry-After: 0` still waits the backoff.
+        assert!(retry_delay(&cfg, Some(Duration::ZERO), 1) >= Duration::from_millis(1600));
+        // A longer Retry-After wins, up to the cap.
+        assert_eq!(retry_delay(&cfg, Some(Duration::from_secs(30)), 1), Duration::from_secs(30));
+        assert_eq!(retry_delay(&cfg, Some(Duration::from_secs(600)), 1), Duration::from_secs(60));
+        assert!(retry_delay(&cfg, None, 3) >= Duration::from_millis(6400));
     }
 }

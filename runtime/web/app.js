@@ -1,7 +1,7 @@
 // The aira web page: sign-up, sign-in, consent and profile, conversations and chat.
 // Plain ES module, no framework, no build step. Model output is rendered by render.js
 // (DOM nodes and textContent only). Every state-changing call carries the CSRF token
-// from the `aira_csrf` cookie in the X-CSRF-Token header (see runtime/README.md).
+// from the `__Host-aira_csrf` cookie in the X-CSRF-Token header (see runtime/README.md).
 
 import { renderText, statusLabel } from './render.js';
 
@@ -23,6 +23,10 @@ const state = {
   /** message id → polling timer, when the stream could not be used */
   polls: new Map(),
   rateTimer: null,
+  /** The send not yet acknowledged: {conversation, content, key}. Sending the same text to the
+   * same conversation again reuses its Idempotency-Key, so a retry after a lost response is
+   * answered from the first request instead of posting the message twice. */
+  unacknowledged: null,
 };
 
 class ApiError extends Error {
@@ -57,7 +61,7 @@ async function api(method, path, body, extraHeaders = {}) {
     headers['Content-Type'] = 'application/json';
   }
   if (method !== 'GET') {
-    const token = cookie('aira_csrf');
+    const token = cookie('__Host-aira_csrf');
     if (token) {
       headers['X-CSRF-Token'] = token;
     }
@@ -504,7 +508,14 @@ async function send(content) {
     history.replaceState(null, '', `/chat/${c.id}`);
     refreshConversations().catch(() => {});
   }
-  const accepted = await api('POST', `/v1/conversations/${state.conversation}/messages`, { content }, { 'Idempotency-Key': randomKey() });
+  const pending = state.unacknowledged;
+  const key = pending && pending.conversation === state.conversation && pending.content === content ? pending.key : randomKey();
+  state.unacknowledged = { conversation: state.conversation, content, key };
+  const accepted = await api('POST', `/v1/conversations/${state.conversation}/messages`, { content }, { 'Idempotency-Key': key });
+  state.unacknowledged = null;
+  if (state.items.has(accepted.id)) {
+    return; // a replay of a message already shown
+  }
   renderMessage({ id: accepted.id, content, status: accepted.status });
   scrollToEnd();
   follow(accepted.id);

@@ -12,8 +12,9 @@ use crate::output::{Printer, Render};
 
 impl Render for LocalState {
     fn text(&self, p: &Printer) {
+        let metrics = self.metrics_url.as_ref().map(|m| format!("\nMetrics (Prometheus): {m}")).unwrap_or_default();
         p.out(&format!(
-            "Stack `{}` runs locally at {} (pid {}, model: {}).\nData: {}  Log: {}\nStop it with `aira down --local`.",
+            "Stack `{}` runs locally at {} (pid {}, model: {}).\nData: {}  Log: {}{metrics}\nStop it with `aira down --local`.",
             self.stack,
             self.url,
             self.pid,

@@ -55,6 +55,13 @@ async fn local_target_serves_answers_stops_and_keeps_data() {
     // The web page is served.
     let (status, _) = call(&http, "GET", &format!("{base}/"), None, None).await;
     assert_eq!(status, 200);
+    // Metrics and readiness on their own listener, which the state names; 404 on the app's.
+    let metrics = state["metrics_url"].as_str().expect("metrics_url in the state").to_string();
+    assert_ne!(metrics, format!("{base}/metrics"));
+    assert_eq!(call(&http, "GET", &metrics, None, None).await.0, 200);
+    assert_eq!(call(&http, "GET", &metrics.replace("/metrics", "/readyz"), None, None).await.0, 200);
+    assert_eq!(call(&http, "GET", &format!("{base}/metrics"), None, None).await.0, 404);
+    assert_eq!(call(&http, "GET", &format!("{base}/readyz"), None, None).await.0, 404);
     // A chat message is answered (the offline echo model repeats the prompt).
     let creds = json!({ "email": "local@example.com", "password": "a long enough password" });
     assert_eq!(call(&http, "POST", &format!("{base}/v1/auth/signup"), None, Some(creds.clone())).await.0, 201);

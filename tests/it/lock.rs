@@ -112,12 +112,15 @@ async fn taken_over(verb: &str) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         use aws_sdk_dynamodb::types::AttributeValue;
-        let now = unix(std::time::SystemTime::now());
+        // Taken from the moment the write is sent: the time it returns to this (busy) test can
+        // come after the run's next renewal has already been refused.
+        let sent = std::time::SystemTime::now();
+        let now = unix(sent);
         let put = ddb.put_item().table_name("aira-locks").item("stack", AttributeValue::S(stack.clone()));
         let put =
             put.item("holder", AttributeValue::S(other.into())).item("acquired_at", AttributeValue::N(now.to_string()));
         put.item("expires_at", AttributeValue::N((now + 600).to_string())).send().await.unwrap();
-        (std::time::SystemTime::now(), now)
+        (sent, now)
     };
     let (run, (taken, since)) = tokio::join!(aira(work.dir.path(), &args), take);
     run.assert_code(2);

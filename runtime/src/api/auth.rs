@@ -17,15 +17,25 @@ use serde_json::json;
 
 use super::{AppJson, AppState, PasswordCost};
 use crate::error::AppError;
-use crate::model::{new_id, now_ms, sha256_hex, User};
+use crate::model::{new_id, now_ms, sha256_hex, TokenInfo, User};
 use crate::store::StoreError;
 
-pub const SESSION_COOKIE: &str = "aira_session";
+/// `__Host-`: the browser keeps it only if Secure, for `Path=/`, without `Domain`, so a sibling
+/// subdomain cannot plant or overwrite it.
+pub const SESSION_COOKIE: &str = "__Host-aira_session";
 /// Readable by the page's script (not HttpOnly): the CSRF token it echoes in [`CSRF_HEADER`].
-pub const CSRF_COOKIE: &str = "aira_csrf";
+pub const CSRF_COOKIE: &str = "__Host-aira_csrf";
 /// Header that must carry the CSRF token on cookie-authenticated writes.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 const SESSION_TTL_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Longest password, in bytes, on every route that takes one: hashing cost grows with it.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// Largest body of a route that takes a password: an email, a password escaped at worst
+/// (`\u0000`, 6 bytes a byte) and the JSON around them.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// Hash jobs that may wait for the password threads; more are refused with 503 at once, so a
+/// flood of sign-ins cannot queue minutes of work (or its memory) in front of real users.
+const HASH_QUEUE: usize = 32;
 const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
 
 #[derive(Deserialize)]
@@ -100,21 +110,36 @@ fn verify_blocking(password: &str, stored: &str) -> anyhow::Result<bool> {
     Ok(actual == expected)
 }
 
-async fn on_hash_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> anyhow::Result<R> {
+/// Lowers the calling thread's CPU priority (nice 10): hashes yield the CPU to the threads that
+/// answer requests, so a burst of sign-ins slows sign-ins, not `/healthz` or chat.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority take no pointers; on Linux a thread id names one thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
+/// Runs `f` on one of the two password threads; `Busy` when [`HASH_QUEUE`] jobs already wait.
+async fn on_hash_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, AppError> {
     type Job = Box<dyn FnOnce() + Send>;
-    static POOL: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+    static POOL: OnceLock<mpsc::SyncSender<Job>> = OnceLock::new();
     let pool = POOL.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
+        let (tx, rx) = mpsc::sync_channel::<Job>(HASH_QUEUE);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..2 {
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name("aira-password".into())
-                .spawn(move || loop {
-                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
                     }
                 })
                 .expect("spawn password thread");
@@ -122,19 +147,73 @@ async fn on_hash_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stati
         tx
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
-    pool.send(Box::new(move || {
+    let job: Job = Box::new(move || {
         let _ = tx.send(f());
-    }))
-    .map_err(|_| anyhow::anyhow!("password threads gone"))?;
-    rx.await.map_err(|_| anyhow::anyhow!("password thread dropped the job"))
+    });
+    match pool.try_send(job) {
+        Ok(()) => {}
+        Err(mpsc::TrySendError::Full(_)) => return Err(AppError::Busy { retry_after_secs: 1 }),
+        Err(mpsc::TrySendError::Disconnected(_)) => return Err(anyhow::anyhow!("password threads gone").into()),
+    }
+    rx.await.map_err(|_| anyhow::anyhow!("password thread dropped the job").into())
 }
 
-async fn hash_password(cost: PasswordCost, password: String) -> anyhow::Result<String> {
-    on_hash_thread(move || hash_blocking(cost, &password)).await?
+async fn hash_password(cost: PasswordCost, password: String) -> Result<String, AppError> {
+    Ok(on_hash_thread(move || hash_blocking(cost, &password)).await??)
 }
 
-async fn verify_password(password: String, hash: String) -> anyhow::Result<bool> {
-    on_hash_thread(move || verify_blocking(&password, &hash)).await?
+async fn verify_password(password: String, hash: String) -> Result<bool, AppError> {
+    Ok(on_hash_thread(move || verify_blocking(&password, &hash)).await??)
+}
+
+/// Refuses a password too long to hash, before any work (422 `password_too_long`).
+fn bounded(password: &str) -> Result<(), AppError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(AppError::invalid(
+            "password_too_long",
+            format!("a password has at most {MAX_PASSWORD_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Takes one attempt from the client address's bucket and, when known, the account's (its
+/// normalised email): sign-up, sign-in, token creation and account deletion.
+fn limit_attempt(state: &AppState, client: &ClientAddr, account: Option<&str>) -> Result<(), AppError> {
+    let now = std::time::Instant::now();
+    let waits = [
+        state.auth_rate.per_address.check(&client.0, now).err(),
+        account.and_then(|a| state.auth_rate.per_account.check(a, now).err()),
+    ];
+    match waits.into_iter().flatten().max() {
+        None => Ok(()),
+        Some(wait) => {
+            state.metrics.rate_limited.inc();
+            Err(AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
+        }
+    }
+}
+
+/// The client's address, as rate limits key it: behind the load balancer (`trust_forwarded`)
+/// the last `X-Forwarded-For` entry, the one the load balancer appended (earlier ones are the
+/// client's to write); otherwise the peer's address.
+pub struct ClientAddr(pub String);
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<ClientAddr, AppError> {
+        let forwarded = || {
+            let all = parts.headers.get_all("x-forwarded-for");
+            let last = all.iter().filter_map(|v| v.to_str().ok()).next_back()?;
+            let hop = last.rsplit(',').next()?.trim();
+            hop.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+        };
+        let peer =
+            || parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        let addr = if state.trust_forwarded { forwarded().or_else(peer) } else { peer() };
+        Ok(ClientAddr(addr.unwrap_or_else(|| "unknown".into())))
+    }
 }
 
 fn normalise_email(email: &str) -> Result<String, AppError> {
@@ -150,12 +229,14 @@ fn normalise_email(email: &str) -> Result<String, AppError> {
     }
 }
 
-pub async fn signup(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
+pub async fn signup(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    AppJson(c): AppJson<Credentials>,
+) -> Result<Response, AppError> {
     let email = normalise_email(&c.email)?;
-    if c.password.chars().count() < 8 || c.password.len() > 1024 {
-        return Err(AppError::invalid("weak_password", "password must be 8 to 1024 characters"));
-    }
-    let user = User { id: new_id(), email, password_hash: hash_password(state.password_cost, c.password).await? };
+    limit_attempt(&state, &client, Some(&email))?;
+    let user = User { id: new_id(), email, password_hash: new_password_hash(&state, c.password).await? };
     match state.store.create_user(&user).await {
         Ok(()) => Ok((StatusCode::CREATED, Json(json!({"id": user.id}))).into_response()),
         Err(StoreError::Conflict) => {
@@ -165,9 +246,12 @@ pub async fn signup(State(state): State<AppState>, AppJson(c): AppJson<Credentia
     }
 }
 
-async fn check_credentials(state: &AppState, c: Credentials) -> Result<User, AppError> {
+async fn check_credentials(state: &AppState, client: &ClientAddr, c: Credentials) -> Result<User, AppError> {
     let wrong = || AppError::user(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong email or password");
-    let email = normalise_email(&c.email).map_err(|_| wrong())?;
+    let email = normalise_email(&c.email).map_err(|_| wrong());
+    limit_attempt(state, client, email.as_deref().ok())?;
+    let email = email?;
+    bounded(&c.password)?;
     let Some(user) = state.store.user_by_email(&email).await? else {
         // Same work as a real check, so timing does not reveal which emails exist.
         let _ = hash_password(state.password_cost, c.password).await;
@@ -187,6 +271,76 @@ fn new_token() -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// A new token of `kind` (`session`, `api`) for the user, stored as its hash; the secret is
+/// returned once and never kept.
+async fn issue(state: &AppState, user_id: &str, kind: &str, ttl_ms: i64) -> Result<String, AppError> {
+    let token = new_token();
+    let now = now_ms();
+    let info =
+        TokenInfo { hash: sha256_hex(token.as_bytes()), kind: kind.into(), created_at: now, expires_at: now + ttl_ms };
+    state.store.create_token(user_id, &info).await?;
+    Ok(token)
+}
+
+/// A token's id in lists and in `DELETE /v1/auth/tokens/{id}`: the first 16 hex digits of its
+/// hash, which says nothing of the secret.
+fn token_id(hash: &str) -> &str {
+    &hash[..hash.len().min(16)]
+}
+
+/// `GET /v1/auth/tokens`: the user's sessions and API tokens, never their secrets.
+pub async fn list_tokens(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
+    let tokens = state.store.list_tokens(&user.id, now_ms()).await?;
+    let tokens: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "id": token_id(&t.hash),
+                "kind": t.kind,
+                "created_at": t.created_at,
+                "expires_at": t.expires_at,
+                "current": t.hash == user.token_hash,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+/// `DELETE /v1/auth/tokens/{id}`: revokes one of the user's tokens (404 for any other id).
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    user: AuthUser,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, AppError> {
+    let tokens = state.store.list_tokens(&user.id, now_ms()).await?;
+    let Some(t) = tokens.iter().find(|t| token_id(&t.hash) == id) else {
+        return Err(AppError::not_found("token"));
+    };
+    state.store.delete_token(&t.hash).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Revokes every token of the user but `keep` (a password change signs out everywhere else).
+pub async fn revoke_others(state: &AppState, user_id: &str, keep: &str) -> Result<usize, AppError> {
+    let mut revoked = 0;
+    for t in state.store.list_tokens(user_id, now_ms()).await? {
+        if t.hash != keep {
+            state.store.delete_token(&t.hash).await?;
+            revoked += 1;
+        }
+    }
+    Ok(revoked)
+}
+
+/// A new password's rules, as at sign-up: 8 characters to [`MAX_PASSWORD_BYTES`] bytes.
+pub async fn new_password_hash(state: &AppState, password: String) -> Result<String, AppError> {
+    bounded(&password)?;
+    if password.chars().count() < 8 {
+        return Err(AppError::invalid("weak_password", "password must be 8 to 1024 characters"));
+    }
+    hash_password(state.password_cost, password).await
 }
 
 /// The CSRF token of a session: derived from the session token (a "signed double-submit"
@@ -216,11 +370,14 @@ fn check_csrf(headers: &HeaderMap, session_token: &str) -> Result<(), AppError> 
     Ok(())
 }
 
-pub async fn login(State(state): State<AppState>, AppJson(c): AppJson<Credentials>) -> Result<Response, AppError> {
-    let user = check_credentials(&state, c).await?;
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    AppJson(c): AppJson<Credentials>,
+) -> Result<Response, AppError> {
+    let user = check_credentials(&state, &client, c).await?;
     state.store.remember_user(&user).await?;
-    let token = new_token();
-    state.store.create_token(&sha256_hex(token.as_bytes()), &user.id, now_ms() + SESSION_TTL_MS).await?;
+    let token = issue(&state, &user.id, "session", SESSION_TTL_MS).await?;
     let csrf = csrf_token(&token);
     let max_age = SESSION_TTL_MS / 1000;
     let mut r = Json(json!({"user_id": user.id, "csrf_token": csrf})).into_response();
@@ -268,8 +425,16 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result
     Ok(cleared_cookies(StatusCode::NO_CONTENT.into_response()))
 }
 
-/// Checks the password of a signed-in user again (before deleting the account).
-pub async fn confirm_password(user: &User, password: String) -> Result<(), AppError> {
+/// Checks the password of a signed-in user again (before deleting the account), under the
+/// same limits as a sign-in.
+pub async fn confirm_password(
+    state: &AppState,
+    client: &ClientAddr,
+    user: &User,
+    password: String,
+) -> Result<(), AppError> {
+    limit_attempt(state, client, Some(&user.email))?;
+    bounded(&password)?;
     if verify_password(password, user.password_hash.clone()).await? {
         Ok(())
     } else {
@@ -280,24 +445,26 @@ pub async fn confirm_password(user: &User, password: String) -> Result<(), AppEr
 /// Creates an API token for the signed-in user, or for `{email, password}` in the body.
 pub async fn create_token(
     State(state): State<AppState>,
+    client: ClientAddr,
     parts: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
     let user_id = if body.iter().any(|b| !b.is_ascii_whitespace()) {
         let c: Credentials =
             serde_json::from_slice(&body).map_err(|e| AppError::invalid("invalid_json", e.to_string()))?;
-        check_credentials(&state, c).await?.id
+        check_credentials(&state, &client, c).await?.id
     } else {
         authenticate(&state, &parts, &Method::POST).await?.id
     };
-    let token = new_token();
-    state.store.create_token(&sha256_hex(token.as_bytes()), &user_id, now_ms() + TOKEN_TTL_MS).await?;
+    let token = issue(&state, &user_id, "api", TOKEN_TTL_MS).await?;
     Ok((StatusCode::CREATED, Json(json!({"token": token, "expires_in": TOKEN_TTL_MS / 1000}))).into_response())
 }
 
 /// The signed-in user: `Authorization: Bearer TOKEN` or the session cookie.
 pub struct AuthUser {
     pub id: String,
+    /// The hash of the token this request came with.
+    pub token_hash: String,
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -326,8 +493,9 @@ async fn authenticate(state: &AppState, headers: &HeaderMap, method: &Method) ->
             t
         }
     };
-    match state.store.token_user(&sha256_hex(token.as_bytes()), now_ms()).await? {
-        Some(id) => Ok(AuthUser { id }),
+    let token_hash = sha256_hex(token.as_bytes());
+    match state.store.token_user(&token_hash, now_ms()).await? {
+        Some(id) => Ok(AuthUser { id, token_hash }),
         None => Err(AppError::unauthorized()),
     }
 }

@@ -107,11 +107,37 @@ pub struct Confirm {
 pub async fn delete_me(
     State(state): State<AppState>,
     user: AuthUser,
+    client: auth::ClientAddr,
     AppJson(body): AppJson<Confirm>,
 ) -> Result<Response, AppError> {
     let u = current_user(&state, &user).await?;
-    auth::confirm_password(&u, body.password).await?;
+    auth::confirm_password(&state, &client, &u, body.password).await?;
     state.store.delete_user(&u).await?;
     tracing::info!(user_id = %u.id, "account deleted");
     Ok(auth::cleared_cookies(StatusCode::NO_CONTENT.into_response()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// `PUT /v1/me/password {current_password, new_password}`: after checking the current password
+/// (under the sign-in limits), sets the new one and revokes every other session and API token,
+/// so a stolen session or token stops working; the one this request came with stays.
+pub async fn put_password(
+    State(state): State<AppState>,
+    user: AuthUser,
+    client: auth::ClientAddr,
+    AppJson(body): AppJson<PasswordChange>,
+) -> Result<Response, AppError> {
+    let u = current_user(&state, &user).await?;
+    auth::confirm_password(&state, &client, &u, body.current_password).await?;
+    let hash = auth::new_password_hash(&state, body.new_password).await?;
+    state.store.set_password_hash(&u, &hash).await?;
+    let revoked = auth::revoke_others(&state, &u.id, &user.token_hash).await?;
+    tracing::info!(user_id = %u.id, revoked, "password changed");
+    Ok(Json(json!({ "revoked_tokens": revoked })).into_response())
 }

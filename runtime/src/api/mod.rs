@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
@@ -35,12 +36,35 @@ pub struct Limits {
     pub messages_per_minute: u32,
     /// Messages a user may post at once before the per-minute rate applies.
     pub burst: u32,
+    /// Sign-ups, sign-ins, token creations and deletions per account (its email), sustained and
+    /// at once: bounds password guessing against one account.
+    pub auth_per_minute: u32,
+    pub auth_burst: u32,
+    /// The same attempts per client address, whatever the account: bounds scripted sign-ups and
+    /// guessing across accounts.
+    pub auth_address_per_minute: u32,
+    pub auth_address_burst: u32,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_body_bytes: 64 * 1024, max_prompt_chars: 8000, messages_per_minute: 60, burst: 20 }
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_prompt_chars: 8000,
+            messages_per_minute: 60,
+            burst: 20,
+            auth_per_minute: 6,
+            auth_burst: 10,
+            auth_address_per_minute: 30,
+            auth_address_burst: 60,
+        }
     }
+}
+
+/// The token buckets of the account routes (per API process).
+pub struct AuthRate {
+    pub per_account: ratelimit::RateLimiter,
+    pub per_address: ratelimit::RateLimiter,
 }
 
 /// Cost of argon2id password hashing (OWASP defaults: 19 MiB, 2 passes).
@@ -66,6 +90,10 @@ pub struct AppState {
     pub password_cost: PasswordCost,
     /// Per-user token buckets for posting messages (per API process).
     pub rate: Arc<ratelimit::RateLimiter>,
+    /// Per-account and per-address buckets of sign-up, sign-in, token creation, deletion.
+    pub auth_rate: Arc<AuthRate>,
+    /// Behind the load balancer: the client address is the last `X-Forwarded-For` entry.
+    pub trust_forwarded: bool,
     /// Poll period of the SSE stream while a message is pending.
     pub events_poll: Duration,
     /// Changed message ids, when the worker shares this process (see `store::notify`):
@@ -76,6 +104,10 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, limits: Limits) -> AppState {
         let rate = Arc::new(ratelimit::RateLimiter::new(limits.messages_per_minute, limits.burst));
+        let auth_rate = Arc::new(AuthRate {
+            per_account: ratelimit::RateLimiter::new(limits.auth_per_minute, limits.auth_burst),
+            per_address: ratelimit::RateLimiter::new(limits.auth_address_per_minute, limits.auth_address_burst),
+        });
         AppState {
             store,
             queue,
@@ -83,6 +115,8 @@ impl AppState {
             limits,
             password_cost: PasswordCost::default(),
             rate,
+            auth_rate,
+            trust_forwarded: false,
             events_poll: Duration::from_millis(250),
             updates: None,
         }
@@ -91,32 +125,41 @@ impl AppState {
 
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
+        // `/readyz` and `/metrics` are on the operations listener only (`ops_app`): what they
+        // tell and what they cost (store and queue reads) are not for the internet.
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/login", post(auth::login))
+        // Bodies with a password are small: a longer one is refused before it is read whole.
+        .route("/v1/auth/signup", post(auth::signup).layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES)))
+        .route("/v1/auth/login", post(auth::login).layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES)))
         .route("/v1/auth/logout", post(auth::logout))
-        .route("/v1/auth/tokens", post(auth::create_token))
+        .route(
+            "/v1/auth/tokens",
+            post(auth::create_token.layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))).get(auth::list_tokens),
+        )
+        .route("/v1/auth/tokens/{id}", delete(auth::revoke_token))
         .route("/v1/conversations", post(chat::create_conversation).get(chat::list_conversations))
         .route("/v1/conversations/{id}", get(chat::get_conversation))
         .route("/v1/conversations/{id}/messages", post(chat::post_message))
         .route("/v1/messages/{id}", get(chat::get_message))
         .route("/v1/messages/{id}/events", get(chat::events))
-        .route("/v1/me", get(me::get_me).put(me::put_me).delete(me::delete_me))
+        .route(
+            "/v1/me",
+            get(me::get_me).put(me::put_me).delete(me::delete_me.layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))),
+        )
         .route("/v1/me/export", get(me::export))
+        .route("/v1/me/password", put(me::put_password.layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))))
         // The web page: its screens and embedded assets.
         .merge(web::routes());
     api.fallback(|| async { AppError::not_found("route") })
-        .layer(middleware::from_fn(same_origin_writes))
-        .layer(middleware::from_fn(web::security_headers))
+        .layer(middleware::from_fn_with_state(state.clone(), same_origin_writes))
+        .layer(middleware::from_fn_with_state(state.clone(), web::security_headers))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .with_state(state)
 }
 
-/// The worker's own listener: health and metrics only.
+/// The operations listener (`--metrics-listen`) of every command: health, readiness, metrics.
 pub fn ops_app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -130,7 +173,17 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let route =
         req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    // A label from a fixed set: a client must not be able to mint series.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let request_id = req
         .headers()
         .get("x-request-id")
@@ -142,11 +195,11 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
-    state.metrics.http_requests.with_label_values(&[&route, &method, &status.to_string()]).inc();
-    state.metrics.http_duration.with_label_values(&[&route, &method]).observe(elapsed);
+    state.metrics.http_requests.with_label_values(&[&route, method, &status.to_string()]).inc();
+    state.metrics.http_duration.with_label_values(&[&route, method]).observe(elapsed);
     span.in_scope(|| {
         // Probes and scrapes come every few seconds: only at debug.
-        if matches!(route.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        if route == "/healthz" {
             tracing::debug!(status, duration_ms = elapsed * 1000.0, "request");
         } else {
             tracing::info!(status, duration_ms = elapsed * 1000.0, "request");
@@ -158,17 +211,29 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
+/// The scheme the client used: behind the load balancer its `X-Forwarded-Proto`; otherwise
+/// `http`, since the runtime itself serves no TLS.
+pub fn scheme(state: &AppState, headers: &axum::http::HeaderMap) -> &'static str {
+    let forwarded = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+    match forwarded {
+        Some(p) if state.trust_forwarded && p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    }
+}
+
 /// Refuses state-changing requests that a browser marks as coming from another origin
-/// (`Origin` not matching `Host`), whatever their credentials: this also stops login CSRF.
-/// Clients that are not browsers send no `Origin` and are not affected.
-async fn same_origin_writes(req: Request, next: Next) -> Response {
+/// (`Origin` not `scheme://Host`, the scheme included: a page on `http://` cannot write to the
+/// `https://` site), whatever their credentials: this also stops login CSRF. Clients that are
+/// not browsers send no `Origin` and are not affected.
+async fn same_origin_writes(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let safe =
         matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS);
     if !safe {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, h)| h).unwrap_or("");
-            if host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+            let expected = format!("{}://{host}", scheme(&state, req.headers()));
+            let origin = origin.to_str().unwrap_or("");
+            if host.is_empty() || !origin.eq_ignore_ascii_case(&expected) {
                 return AppError::user(StatusCode::FORBIDDEN, "cross_origin", "cross-origin request refused")
                     .into_response();
             }

@@ -2,7 +2,7 @@
 //! icon, all embedded in the binary (nothing is fetched from elsewhere), and the security
 //! headers every response carries. The assets live in `runtime/web/`.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -46,10 +46,15 @@ async fn asset(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
 
-/// Security headers on every response (pages, assets and API alike).
-pub async fn security_headers(req: Request, next: Next) -> Response {
+/// Security headers on every response (pages, assets and API alike); over HTTPS also
+/// `Strict-Transport-Security`, so that a browser never again reaches the site over plain HTTP.
+pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let https = super::scheme(&state, req.headers()) == "https";
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if https {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     let set = [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use crate::model::{Conversation, Message, Profile, Status, User};
+use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 pub mod dynamo;
 pub mod notify;
@@ -74,9 +74,13 @@ pub trait Store: Send + Sync {
     /// idempotency keys; the DynamoDB store leaves outbox rows (the worker finds the message
     /// missing and drops the queue message) and idempotency keys (to their TTL).
     async fn delete_user(&self, user: &User) -> Result<()>;
-    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()>;
+    /// Replaces the password hash (a password change).
+    async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()>;
+    async fn create_token(&self, user_id: &str, token: &TokenInfo) -> Result<()>;
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;
-    /// Revokes a session or API token (sign-out). No error when it does not exist.
+    /// The user's tokens that have not expired, newest first.
+    async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>>;
+    /// Revokes a session or API token (sign-out, revocation). No error when it does not exist.
     async fn delete_token(&self, token_hash: &str) -> Result<()>;
 
     async fn create_conversation(&self, c: &Conversation) -> Result<()>;

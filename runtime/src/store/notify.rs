@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{Claim, IdempotencyKey, Recorded, Result, Store};
-use crate::model::{Conversation, Message, Profile, User};
+use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
 pub struct Notifying {
     inner: Arc<dyn Store>,
@@ -56,11 +56,17 @@ impl Store for Notifying {
     async fn delete_user(&self, user: &User) -> Result<()> {
         self.inner.delete_user(user).await
     }
-    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
-        self.inner.create_token(token_hash, user_id, expires_at_ms).await
+    async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()> {
+        self.inner.set_password_hash(user, password_hash).await
+    }
+    async fn create_token(&self, user_id: &str, token: &TokenInfo) -> Result<()> {
+        self.inner.create_token(user_id, token).await
     }
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
         self.inner.token_user(token_hash, now_ms).await
+    }
+    async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
+        self.inner.list_tokens(user_id, now_ms).await
     }
     async fn delete_token(&self, token_hash: &str) -> Result<()> {
         self.inner.delete_token(token_hash).await

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
 use crate::group_commit::{Db, Durability};
-use crate::model::{Conversation, Message, Profile, Status, User};
+use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS outbox (message_id TEXT PRIMARY KEY, created_at INTEG
 CREATE TABLE IF NOT EXISTS profiles (
     user_id TEXT PRIMARY KEY, display_name TEXT, keep_history INTEGER NOT NULL, consented_at INTEGER);
 CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
+-- A token's kind and creation time, beside `tokens` so that files written before need no change.
+CREATE TABLE IF NOT EXISTS token_meta (
+    token_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_user ON messages(user_id);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL);
@@ -158,6 +161,10 @@ impl Store for SqliteStore {
                 )?;
                 tx.execute("DELETE FROM messages WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM conversations WHERE user_id = ?1", [&id])?;
+                tx.execute(
+                    "DELETE FROM token_meta WHERE token_hash IN (SELECT token_hash FROM tokens WHERE user_id = ?1)",
+                    [&id],
+                )?;
                 tx.execute("DELETE FROM tokens WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM profiles WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM users WHERE id = ?1", [&id])?;
@@ -167,17 +174,47 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
-        let (t, u) = (token_hash.to_string(), user_id.to_string());
+    async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()> {
+        let (id, h) = (user.id.clone(), password_hash.to_string());
+        self.db.call(move |c| c.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, h])).await?;
+        Ok(())
+    }
+
+    async fn create_token(&self, user_id: &str, token: &TokenInfo) -> Result<()> {
+        let (t, u) = (token.clone(), user_id.to_string());
         self.db
             .call(move |c| {
-                c.execute(
+                let tx = c.savepoint()?;
+                tx.execute(
                     "INSERT INTO tokens (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
-                    params![t, u, expires_at_ms],
-                )
+                    params![t.hash, u, t.expires_at],
+                )?;
+                tx.execute(
+                    "INSERT INTO token_meta (token_hash, kind, created_at) VALUES (?1, ?2, ?3)",
+                    params![t.hash, t.kind, t.created_at],
+                )?;
+                tx.commit()
             })
             .await?;
         Ok(())
+    }
+
+    async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
+        let u = user_id.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                let mut st = c.prepare(
+                    "SELECT t.token_hash, COALESCE(m.kind, 'unknown'), COALESCE(m.created_at, 0), t.expires_at
+                     FROM tokens t LEFT JOIN token_meta m ON m.token_hash = t.token_hash
+                     WHERE t.user_id = ?1 AND t.expires_at > ?2 ORDER BY 3 DESC, 1",
+                )?;
+                let rows = st.query_map(params![u, now_ms], |r| {
+                    Ok(TokenInfo { hash: r.get(0)?, kind: r.get(1)?, created_at: r.get(2)?, expires_at: r.get(3)? })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?)
     }
 
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
@@ -197,7 +234,14 @@ impl Store for SqliteStore {
 
     async fn delete_token(&self, token_hash: &str) -> Result<()> {
         let t = token_hash.to_string();
-        self.db.call(move |c| c.execute("DELETE FROM tokens WHERE token_hash = ?1", [t])).await?;
+        self.db
+            .call(move |c| {
+                let tx = c.savepoint()?;
+                tx.execute("DELETE FROM tokens WHERE token_hash = ?1", [&t])?;
+                tx.execute("DELETE FROM token_meta WHERE token_hash = ?1", [&t])?;
+                tx.commit()
+            })
+            .await?;
         Ok(())
     }
 

@@ -49,19 +49,19 @@ async fn signup_login_cookie_and_tokens() {
     assert_eq!(login.status, StatusCode::OK);
     let cookies: Vec<String> =
         login.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string()).collect();
-    let cookie = cookies.iter().find(|c| c.starts_with("aira_session=")).expect("session cookie").clone();
+    let cookie = cookies.iter().find(|c| c.starts_with("__Host-aira_session=")).expect("session cookie").clone();
     for flag in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/"] {
         assert!(cookie.contains(flag), "cookie lacks {flag}: {cookie}");
     }
     let session = cookie.split(';').next().unwrap().to_string();
-    assert!(session.starts_with("aira_session=aira_"));
-    let csrf_cookie = cookies.iter().find(|c| c.starts_with("aira_csrf=")).expect("csrf cookie");
+    assert!(session.starts_with("__Host-aira_session=aira_"));
+    let csrf_cookie = cookies.iter().find(|c| c.starts_with("__Host-aira_csrf=")).expect("csrf cookie");
     for flag in ["Secure", "SameSite=Strict", "Path=/"] {
         assert!(csrf_cookie.contains(flag), "csrf cookie lacks {flag}: {csrf_cookie}");
     }
     assert!(!csrf_cookie.contains("HttpOnly"), "the page must read the csrf cookie");
     let csrf = login.body["csrf_token"].as_str().unwrap().to_string();
-    assert!(csrf_cookie.starts_with(&format!("aira_csrf={csrf};")));
+    assert!(csrf_cookie.starts_with(&format!("__Host-aira_csrf={csrf};")));
     let with_csrf = [("x-csrf-token", csrf.as_str())];
 
     assert_eq!(call(&app, "GET", "/v1/conversations", None, None, &[]).await.status, StatusCode::UNAUTHORIZED);
@@ -295,13 +295,20 @@ async fn size_limits_give_clear_errors() {
 #[tokio::test]
 async fn health_metrics_and_openapi() {
     let env = Env::new(Limits::default());
-    let app = env.app();
+    let (app, ops) = (env.app(), env.ops());
     assert_eq!(call(&app, "GET", "/healthz", None, None, &[]).await.status, StatusCode::OK);
-    assert_eq!(call(&app, "GET", "/readyz", None, None, &[]).await.body["ready"], true);
+    // Readiness and metrics are on the operations listener only.
+    for path in ["/readyz", "/metrics"] {
+        assert_eq!(call(&app, "GET", path, None, None, &[]).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(call(&ops, "GET", "/readyz", None, None, &[]).await.body["ready"], true);
     let token = user(&app, "m@example.com").await;
     let conv = conversation(&app, &token).await;
     post_message(&app, &token, &conv, "count me").await;
-    let r = call(&app, "GET", "/metrics", None, None, &[]).await;
+    // A method outside the fixed set is counted as `other`, whatever the client sent.
+    let odd = call(&app, "BREW", "/v1/conversations", Some(&token), None, &[]).await;
+    assert_eq!(odd.status, StatusCode::METHOD_NOT_ALLOWED);
+    let r = call(&ops, "GET", "/metrics", None, None, &[]).await;
     let text = r.body.as_str().unwrap().to_string();
     assert!(
         text.contains(
@@ -309,6 +316,11 @@ async fn health_metrics_and_openapi() {
         ),
         "{text}"
     );
+    assert!(
+        text.contains(r#"aira_http_requests_total{method="other",route="/v1/conversations",status="405"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains("BREW"), "{text}");
     assert!(text.contains("aira_http_request_duration_seconds_bucket"));
     assert!(text.contains("aira_messages_accepted_total 1"));
     assert!(!text.contains("count me"), "no user content in metrics");
@@ -359,13 +371,13 @@ async fn event_stream_wakes_on_in_process_announcements() {
         .body(axum::body::Body::empty())
         .unwrap();
     let mut body = tower::ServiceExt::oneshot(app.clone(), req).await.unwrap().into_body();
-    let worker = Arc::new(aira_runtime::worker::Worker {
-        queue: env.queue.clone(),
+    let worker = Arc::new(aira_runtime::worker::Worker::new(
+        env.queue.clone(),
         store,
-        llm: Arc::new(Echo),
-        metrics: env.metrics.clone(),
-        config: worker_config(),
-    });
+        Arc::new(Echo),
+        env.metrics.clone(),
+        worker_config(),
+    ));
     let (_w, _stop) = spawn_worker(worker);
     let mut text = String::new();
     let read = async {
@@ -382,4 +394,34 @@ async fn event_stream_wakes_on_in_process_announcements() {
     // (`processing` may be skipped: echo answers before the stream reads the store.)
     assert!(text.contains("event: queued"), "{text}");
     assert!(text.contains("echo: wake me"), "{text}");
+}
+
+/// Behind the load balancer the sign-in limits key on the last `X-Forwarded-For` entry, the one
+/// the load balancer appends: entries a client writes before it change nothing.
+#[tokio::test]
+async fn sign_in_limits_key_on_the_address_the_load_balancer_appends() {
+    let mut env = Env::new(Limits { auth_address_per_minute: 1, auth_address_burst: 2, ..Limits::default() });
+    env.state.trust_forwarded = true;
+    let app = env.app();
+    let creds = json!({"email": "nobody@example.com", "password": "not the password"});
+    let login = |xff: &'static str| {
+        let (app, creds) = (app.clone(), creds.clone());
+        async move { call(&app, "POST", "/v1/auth/login", None, Some(creds), &[("x-forwarded-for", xff)]).await }
+    };
+    assert_eq!(login("203.0.113.1, 198.51.100.7").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(login("203.0.113.2, 198.51.100.7").await.status, StatusCode::UNAUTHORIZED);
+    let limited = login("203.0.113.3, 198.51.100.7").await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS, "a new first entry does not escape the limit");
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(login("203.0.113.3, 198.51.100.8").await.status, StatusCode::UNAUTHORIZED, "another client");
+    // A password longer than any allowed is refused before it is hashed.
+    let long = json!({"email": "nobody@example.com", "password": "p".repeat(1025)});
+    let r = call(&app, "POST", "/v1/auth/login", None, Some(long), &[("x-forwarded-for", "198.51.100.9")]).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("password_too_long")));
+}
+
+#[tokio::test]
+async fn tokens_are_listed_and_revoked_and_a_password_change_signs_out_everywhere_else() {
+    let env = Env::new(Limits::default());
+    tokens_and_password_change(&env.app(), "sessions@example.com").await;
 }

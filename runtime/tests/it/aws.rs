@@ -36,13 +36,7 @@ struct AwsEnv {
 
 impl AwsEnv {
     fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
-        Arc::new(Worker {
-            queue: self.queue.clone(),
-            store: self.store.clone(),
-            llm,
-            metrics: self.metrics.clone(),
-            config,
-        })
+        Arc::new(Worker::new(self.queue.clone(), self.store.clone(), llm, self.metrics.clone(), config))
     }
 }
 
@@ -292,4 +286,10 @@ async fn moto_profile_and_account_deletion() {
         StatusCode::CREATED
     );
     assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds), &[]).await.status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn moto_tokens_are_listed_and_revoked_and_a_password_change_signs_out_everywhere_else() {
+    let env = setup(3).await;
+    tokens_and_password_change(&env.app, "aws-sessions@example.com").await;
 }

@@ -1,5 +1,5 @@
-//! The `aira-runtime serve` binary as the local target runs it: answers with echo, and
-//! exits cleanly on SIGTERM.
+//! The `aira-runtime serve` binary as the local target runs it: answers with echo, serves
+//! readiness and metrics on its operations listener only, and exits cleanly on SIGTERM.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,9 +9,11 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn serve_binary_answers_and_exits_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, ops_port) = (free(), free());
     let mut child = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", dir.path().to_str().unwrap()])
+        .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
         .env("AIRA_LOG", "warn")
         .env_remove("AIRA_LLM_BASE_URL")
         .stdout(Stdio::null())
@@ -47,6 +49,16 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
         assert!(Instant::now() < deadline, "not answered: {m}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Readiness and metrics on the operations listener only; the app port answers them 404.
+    let ops = format!("http://127.0.0.1:{ops_port}");
+    for path in ["/metrics", "/readyz"] {
+        let on_app = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(on_app.status(), 404, "{path} on the app port");
+        let on_ops = http.get(format!("{ops}{path}")).send().await.unwrap();
+        assert_eq!(on_ops.status(), 200, "{path} on --metrics-listen");
+    }
+    let scrape = http.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(scrape.contains("aira_messages_accepted_total 1"), "{scrape}");
     let spec: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
 

@@ -39,6 +39,8 @@ pub fn worker_config() -> WorkerConfig {
         llm_timeout: Duration::from_secs(5),
         history_turns: 20,
         shutdown_grace: Duration::from_millis(300),
+        // Every failure is a receive, as the dead-letter tests need; the outage test sets one.
+        outage_budget: Duration::ZERO,
     }
 }
 
@@ -81,14 +83,13 @@ impl Env {
         app(self.state.clone())
     }
 
+    /// The operations listener's router (`/metrics`, `/readyz`), on the same state.
+    pub fn ops(&self) -> Router {
+        aira_runtime::api::ops_app(self.state.clone())
+    }
+
     pub fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
-        Arc::new(Worker {
-            queue: self.queue.clone(),
-            store: self.store.clone(),
-            llm,
-            metrics: self.metrics.clone(),
-            config,
-        })
+        Arc::new(Worker::new(self.queue.clone(), self.store.clone(), llm, self.metrics.clone(), config))
     }
 }
 
@@ -104,7 +105,7 @@ pub struct Reply {
 }
 
 /// One request through the router. `auth` is a bearer token or a full `Cookie` header value
-/// (starting with `aira_session=`).
+/// (starting with `__Host-aira_session=`).
 pub async fn call(
     app: &Router,
     method: &str,
@@ -115,7 +116,7 @@ pub async fn call(
 ) -> Reply {
     let mut b = Request::builder().method(method).uri(uri);
     match auth {
-        Some(a) if a.starts_with("aira_session=") => b = b.header(header::COOKIE, a),
+        Some(a) if a.starts_with("__Host-aira_session=") => b = b.header(header::COOKIE, a),
         Some(a) => b = b.header(header::AUTHORIZATION, format!("Bearer {a}")),
         None => {}
     }
@@ -330,4 +331,67 @@ pub async fn sign_up_over_http(http: &reqwest::Client, base: &str, email: &str) 
     let c: Value =
         http.post(format!("{base}/v1/conversations")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     (token, c["id"].as_str().unwrap().to_string())
+}
+
+/// Tokens listed and revoked, and a password change that signs out everywhere else: the same
+/// steps on either store (`api.rs` on SQLite, `aws.rs` on DynamoDB).
+pub async fn tokens_and_password_change(app: &Router, email: &str) {
+    let password = "correct horse battery";
+    let bearer = user(app, email).await;
+    // A browser session, and a second API token.
+    let login =
+        call(app, "POST", "/v1/auth/login", None, Some(json!({"email": email, "password": password})), &[]).await;
+    assert_eq!(login.status, StatusCode::OK, "{:?}", login.body);
+    let cookie = login.headers.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_string());
+    let session =
+        cookie.map(|c| c.split(';').next().unwrap().to_string()).find(|c| c.starts_with("__Host-aira_session="));
+    let session = session.expect("a session cookie");
+    let second =
+        call(app, "POST", "/v1/auth/tokens", None, Some(json!({"email": email, "password": password})), &[]).await;
+    let second = second.body["token"].as_str().unwrap().to_string();
+
+    let list = call(app, "GET", "/v1/auth/tokens", Some(&bearer), None, &[]).await;
+    assert_eq!(list.status, StatusCode::OK, "{:?}", list.body);
+    let tokens = list.body["tokens"].as_array().unwrap().clone();
+    let mut kinds: Vec<&str> = tokens.iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["api", "api", "session"], "{tokens:?}");
+    assert_eq!(tokens.iter().filter(|t| t["current"] == true).count(), 1);
+    let text = list.body.to_string();
+    for secret in [&bearer, &second] {
+        assert!(!text.contains(secret.as_str()), "a token's secret is listed");
+    }
+    let second_id = {
+        let list = call(app, "GET", "/v1/auth/tokens", Some(&second), None, &[]).await;
+        let current = list.body["tokens"].as_array().unwrap().iter().find(|t| t["current"] == true).cloned();
+        current.unwrap()["id"].as_str().unwrap().to_string()
+    };
+
+    // Revoking one token: it stops working at once; an id that is not the user's is 404.
+    let r = call(app, "DELETE", &format!("/v1/auth/tokens/{second_id}"), Some(&bearer), None, &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_eq!(call(app, "GET", "/v1/conversations", Some(&second), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    let again = call(app, "DELETE", &format!("/v1/auth/tokens/{second_id}"), Some(&bearer), None, &[]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    let other = user(app, &format!("other-{email}")).await;
+    let theirs = call(app, "GET", "/v1/auth/tokens", Some(&other), None, &[]).await;
+    let their_id = theirs.body["tokens"][0]["id"].as_str().unwrap().to_string();
+    let r = call(app, "DELETE", &format!("/v1/auth/tokens/{their_id}"), Some(&bearer), None, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "another user's token");
+    assert_eq!(call(app, "GET", "/v1/conversations", Some(&other), None, &[]).await.status, StatusCode::OK);
+
+    // A password change: the wrong current password is refused; the right one revokes every
+    // other session and token (the browser session here), keeps this one, and the new password
+    // is the one that signs in.
+    let change = |current: &str| json!({"current_password": current, "new_password": "a brand new password"});
+    let wrong = call(app, "PUT", "/v1/me/password", Some(&bearer), Some(change("not it")), &[]).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let ok = call(app, "PUT", "/v1/me/password", Some(&bearer), Some(change(password)), &[]).await;
+    assert_eq!((ok.status, &ok.body["revoked_tokens"]), (StatusCode::OK, &json!(1)), "{:?}", ok.body);
+    assert_eq!(call(app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(app, "GET", "/v1/conversations", Some(&bearer), None, &[]).await.status, StatusCode::OK);
+    let old = call(app, "POST", "/v1/auth/login", None, Some(json!({"email": email, "password": password})), &[]).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED);
+    let new = json!({"email": email, "password": "a brand new password"});
+    assert_eq!(call(app, "POST", "/v1/auth/login", None, Some(new), &[]).await.status, StatusCode::OK);
 }

@@ -140,11 +140,13 @@ async fn queue_outage_at_post_is_covered_by_the_outbox() {
     let env = Env::new(Limits::default());
     let mut down_state = env.state.clone();
     down_state.queue = Arc::new(Down);
+    let down_app_state = down_state.clone();
     let down_app = aira_runtime::api::app(down_state);
     let token = user(&down_app, "outage@example.com").await;
     let conv = conversation(&down_app, &token).await;
     let id = post_message(&down_app, &token, &conv, "queue was down").await;
-    assert_eq!(call(&down_app, "GET", "/readyz", None, None, &[]).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let down_ops = aira_runtime::api::ops_app(down_app_state);
+    assert_eq!(call(&down_ops, "GET", "/readyz", None, None, &[]).await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
 
     let relay = Relay {
@@ -352,4 +354,49 @@ async fn heartbeat_keeps_a_long_call_from_being_redelivered() {
     assert_eq!(m.answer.as_deref(), Some("fake: take your time"));
     assert_eq!(fake.calls().len(), 1);
     assert_eq!(metric(&env.metrics, "aira_queue_received_total"), 1.0, "never redelivered");
+}
+
+/// The model unreachable (503) for 60 s while 100 messages are posted: the messages in hand wait
+/// the outage out (visibility and lease extended, no receive burnt), the rest wait in the queue
+/// while the worker slows its receiving; once the model is back all 100 are answered, none
+/// reaches the dead-letter queue (3 receives would have taken them there), each is received
+/// once and answered once.
+#[tokio::test]
+async fn a_minute_long_model_outage_loses_nothing_and_answers_each_message_once() {
+    let env = Env::new(Limits { messages_per_minute: 100_000, burst: 1000, ..Limits::default() });
+    let app = env.app();
+    let fake = FakeLlm::start(vec![], Behavior::Status(503)).await;
+    let cfg = aira_runtime::worker::WorkerConfig {
+        max_in_flight: 16,
+        visibility: Duration::from_secs(2),
+        retry_max: Duration::from_secs(5),
+        outage_budget: Duration::from_secs(300),
+        ..worker_config()
+    };
+    let (worker, stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), cfg));
+    let token = user(&app, "outage@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let outage = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(post_message(&app, &token, &conv, &format!("message {i}")).await);
+    }
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(outage.elapsed())).await;
+    let failed_calls = fake.calls().len();
+    assert_eq!(env.backends.dead_letter.approximate_len().await.unwrap(), 0, "dead-lettered during the outage");
+    fake.set_default(Behavior::Answer(Duration::ZERO));
+
+    for id in &ids {
+        let m = wait_status(env.store.as_ref(), id, Status::Answered, Duration::from_secs(60)).await;
+        assert!(m.answer.as_deref().is_some_and(|a| a.starts_with("fake: message ")), "{m:?}");
+    }
+    stop.cancel();
+    worker.await.unwrap();
+    assert_eq!(env.backends.dead_letter.approximate_len().await.unwrap(), 0);
+    assert_eq!(metric(&env.metrics, "aira_worker_dead_lettered_total"), 0.0);
+    assert_eq!(metric(&env.metrics, "aira_worker_messages_total{outcome=\"answered\"}"), 100.0);
+    assert_eq!(metric(&env.metrics, "aira_queue_received_total"), 100.0, "a receive was burnt");
+    // The 16 messages in hand probe the model on their backoff; the other 84 did not call it.
+    assert!(failed_calls < 16 * 30, "{failed_calls} calls during the outage");
+    eprintln!("{failed_calls} model calls during the 60 s outage");
 }

@@ -1,5 +1,6 @@
 //! One integration test binary (the AWS SDK links once).
 //!
+//! - `abuse`: password guessing and sign-in floods against the `serve` binary.
 //! - `api`: the HTTP API on the embedded backends, through `oneshot` and a real socket.
 //! - `faults`: worker and relay under failures, with the fake LLM server.
 //! - `binary`: the `serve` binary end to end, SIGTERM included.
@@ -8,6 +9,7 @@
 //! - `katan`: the OpenAI and Bedrock providers against llm-katan (answers, SigV4, faults).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
 
+mod abuse;
 mod api;
 mod aws;
 mod binary;

@@ -148,7 +148,7 @@ async fn scrape_every_family() -> BTreeMap<String, BTreeSet<String>> {
     stop.cancel();
     worker.await.unwrap();
 
-    let r = call(&app, "GET", "/metrics", None, None, &[]).await;
+    let r = call(&env.ops(), "GET", "/metrics", None, None, &[]).await;
     assert_eq!(r.status, StatusCode::OK);
     let Value::String(text) = r.body else { panic!("/metrics is not text: {:?}", r.body) };
     parse_exposition(&text)

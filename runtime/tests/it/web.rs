@@ -20,7 +20,7 @@ async fn browser_session(app: &axum::Router, email: &str) -> (String, String) {
         .get_all(header::SET_COOKIE)
         .iter()
         .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("aira_session="))
+        .find(|c| c.starts_with("__Host-aira_session="))
         .unwrap();
     (session, login.body["csrf_token"].as_str().unwrap().to_string())
 }
@@ -68,12 +68,19 @@ async fn pages_and_assets_are_served_with_security_headers() {
         assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         assert_eq!(r.headers[header::REFERRER_POLICY], "no-referrer", "{path}");
         assert_eq!(r.headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        // Plain HTTP (the local target): no HSTS, which would break the next visit over http.
+        assert!(!r.headers.contains_key(header::STRICT_TRANSPORT_SECURITY), "{path}");
+        // X-Forwarded-Proto is a client's to write unless a load balancer is in front.
+        let spoofed = call(&app, "GET", path, None, None, &[("x-forwarded-proto", "https")]).await;
+        assert!(!spoofed.headers.contains_key(header::STRICT_TRANSPORT_SECURITY), "{path}");
     }
 }
 
 #[tokio::test]
 async fn cookie_writes_need_the_csrf_token_and_same_origin() {
-    let env = Env::new(Limits::default());
+    // Behind the load balancer, which terminates TLS and says so in X-Forwarded-Proto.
+    let mut env = Env::new(Limits::default());
+    env.state.trust_forwarded = true;
     let app = env.app();
     let (session, csrf) = browser_session(&app, "csrf@example.com").await;
     // Reads need no token.
@@ -98,12 +105,31 @@ async fn cookie_writes_need_the_csrf_token_and_same_origin() {
         &[
             ("x-csrf-token", &csrf),
             ("host", "chat.example.com"),
+            ("x-forwarded-proto", "https"),
             ("origin", "https://chat.example.com"),
             ("sec-fetch-site", "same-origin"),
         ],
     )
     .await;
     assert_eq!(ok.status, StatusCode::CREATED, "{:?}", ok.body);
+    // Over HTTPS every answer tells the browser to stay on HTTPS.
+    assert_eq!(ok.headers["strict-transport-security"], "max-age=31536000");
+    // The same host on plain http is another origin: a page there cannot write to the site.
+    let downgraded = call(
+        &app,
+        "POST",
+        "/v1/conversations",
+        Some(&session),
+        None,
+        &[
+            ("x-csrf-token", &csrf),
+            ("host", "chat.example.com"),
+            ("x-forwarded-proto", "https"),
+            ("origin", "http://chat.example.com"),
+        ],
+    )
+    .await;
+    assert_eq!((downgraded.status, downgraded.body["error"].as_str()), (StatusCode::FORBIDDEN, Some("cross_origin")));
     // Even with the token, a browser marking the request cross-origin is refused.
     let cross = call(
         &app,
@@ -258,8 +284,20 @@ pub async fn check_profile_and_delete(store: &dyn Store) {
     store.put_profile(&u.id, &p2).await.unwrap();
     assert_eq!(store.get_profile(&u.id).await.unwrap(), Some(p2));
 
-    store.create_token("hash-a", &u.id, now_ms() + 60_000).await.unwrap();
-    store.create_token("hash-b", &u.id, now_ms() + 60_000).await.unwrap();
+    let token = aira_runtime::model::TokenInfo {
+        hash: "hash-a".into(),
+        kind: "api".into(),
+        created_at: now_ms(),
+        expires_at: now_ms() + 60_000,
+    };
+    store.create_token(&u.id, &token).await.unwrap();
+    let token = aira_runtime::model::TokenInfo {
+        hash: "hash-b".into(),
+        kind: "api".into(),
+        created_at: now_ms(),
+        expires_at: now_ms() + 60_000,
+    };
+    store.create_token(&u.id, &token).await.unwrap();
     let c = Conversation { id: new_id(), user_id: u.id.clone(), created_at: now_ms() };
     store.create_conversation(&c).await.unwrap();
     let now = now_ms();

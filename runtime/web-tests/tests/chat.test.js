@@ -52,7 +52,7 @@ test('sign up, consent, chat with an answer, history after reload, sign out', as
   await page.waitForURL(`${BASE}/chat`);
   await page.waitForFunction(() => document.querySelector('#who').textContent === 'Ada');
   const signedIn = await browser.context.cookies();
-  assert.ok(signedIn.some((c) => c.name === 'aira_session' && c.httpOnly && c.secure), 'Secure session cookie kept on http://127.0.0.1');
+  assert.ok(signedIn.some((c) => c.name === '__Host-aira_session' && c.httpOnly && c.secure), 'Secure session cookie kept on http://127.0.0.1');
 
   // Send a message; the answer arrives over the event stream, without a reload.
   const item = await sendMessage(page, 'hello from the browser');
@@ -97,7 +97,7 @@ test('sign up, consent, chat with an answer, history after reload, sign out', as
   assert.equal(await page.locator('#view-chat').isVisible(), false);
   // Playwright filters Secure cookies out of cookies(httpUrl): read them all.
   const cookies = await browser.context.cookies();
-  assert.ok(!cookies.some((c) => c.name === 'aira_session'), `session cookie cleared: ${JSON.stringify(cookies)}`);
+  assert.ok(!cookies.some((c) => c.name === '__Host-aira_session'), `session cookie cleared: ${JSON.stringify(cookies)}`);
 
   // Signing in again shows the same history; the consent screen is not shown again.
   await page.fill('#signin-form input[name=email]', email);

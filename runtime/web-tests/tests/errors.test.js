@@ -76,14 +76,14 @@ test('CSRF: a cookie-authenticated write without the token, or from another orig
   assert.equal(cross.status(), 403);
   // The page's own calls carry the token and succeed.
   const ok = await page.evaluate(async () => {
-    const token = document.cookie.split('; ').find((c) => c.startsWith('aira_csrf=')).split('=')[1];
+    const token = document.cookie.split('; ').find((c) => c.startsWith('__Host-aira_csrf=')).split('=')[1];
     const r = await fetch('/v1/conversations', { method: 'POST', headers: { 'X-CSRF-Token': token } });
     return r.status;
   });
   assert.equal(ok, 201);
   // The session cookie itself is out of the script's reach.
   assert.equal(await page.evaluate(() => document.cookie.includes('aira_session')), false);
-  const session = (await browser.context.cookies()).find((c) => c.name === 'aira_session' && c.domain === new URL(BASE).hostname);
+  const session = (await browser.context.cookies()).find((c) => c.name === '__Host-aira_session' && c.domain === new URL(BASE).hostname);
   assert.ok(session.httpOnly && session.secure && session.sameSite === 'Lax', JSON.stringify(session));
   await page.close();
 });
@@ -184,4 +184,33 @@ test('network lost during a stream: the page reconnects and catches up from the 
     await server.stop();
     await llm.close();
   }
+});
+
+test('a send whose answer was lost is sent again with the same key: one message, not two', async () => {
+  const page = await fresh();
+  await signUp(page, BASE, uniqueEmail('lost'));
+  let lost = false;
+  await page.route('**/v1/conversations/*/messages', async (route) => {
+    if (!lost && route.request().method() === 'POST') {
+      lost = true;
+      await route.fetch(); // the server records the message…
+      await route.abort('connectionreset'); // …and its answer never reaches the page
+      return;
+    }
+    await route.continue();
+  });
+  await page.fill('#prompt', 'only once, please');
+  await page.click('#send');
+  await page.getByText('The server cannot be reached').waitFor();
+  assert.equal(await page.inputValue('#prompt'), 'only once, please', 'the text stays for the retry');
+  await page.click('#send');
+  await page.locator('#messages > li').first().waitFor();
+  const stored = await page.evaluate(async () => {
+    const list = await (await fetch('/v1/conversations')).json();
+    const conv = await (await fetch(`/v1/conversations/${list.conversations[0].id}`)).json();
+    return conv.messages.map((m) => m.content);
+  });
+  assert.deepEqual(stored, ['only once, please']);
+  assert.equal(await page.locator('#messages > li').count(), 1);
+  await page.close();
 });

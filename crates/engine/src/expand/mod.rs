@@ -71,8 +71,7 @@ pub mod defaults {
     pub const LOG_RETENTION_DAYS: u64 = 30;
     /// TLS 1.3 and 1.2 only.
     pub const TLS_POLICY: &str = "ELBSecurityPolicy-TLS13-1-2-2021-06";
-    /// The worker's `/metrics` and `/healthz`, for the container health check.
-    pub const WORKER_METRICS_PORT: u16 = 9090;
+    pub use crate::stack::model::OPS_PORT;
     /// Images the stack's ECR repository keeps (older ones expire).
     pub const KEEP_IMAGES: u64 = 20;
     /// The runtime image's non-root user and group (the distroless "nonroot" ids); the image

@@ -218,7 +218,7 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
 
         let (command, health_port) = match svc.role {
             Role::Api => ("api", svc.port.unwrap_or(8080)),
-            Role::Worker => ("worker", defaults::WORKER_METRICS_PORT),
+            Role::Worker => ("worker", defaults::OPS_PORT),
         };
         let mut env = json!({
             "AIRA_QUEUE_URL": reference(QUEUE, "url"),
@@ -229,9 +229,14 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
         if let Some(dl) = &stack.queue.dead_letter {
             env["AIRA_MAX_RECEIVES"] = json!(dl.max_receives.to_string());
         }
-        match svc.role {
-            Role::Api => env["AIRA_LISTEN"] = json!(format!("0.0.0.0:{health_port}")),
-            Role::Worker => env["AIRA_METRICS_LISTEN"] = json!(format!("0.0.0.0:{health_port}")),
+        if svc.role == Role::Api {
+            env["AIRA_LISTEN"] = json!(format!("0.0.0.0:{health_port}"));
+        }
+        env["AIRA_METRICS_LISTEN"] = json!(format!("0.0.0.0:{}", defaults::OPS_PORT));
+        if public.is_some_and(|(p, _)| p == svc_name) {
+            // The load balancer appends the client's address to X-Forwarded-For: the runtime's
+            // sign-in limits key on it instead of the load balancer's own address.
+            env["AIRA_BEHIND_LOAD_BALANCER"] = json!("true");
         }
         if let Some(llm) = &stack.llm {
             match (llm.provider, &llm.base_url) {

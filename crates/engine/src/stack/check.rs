@@ -536,10 +536,20 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
         }
         match svc.role {
             model::Role::Api => {
+                let ops = model::OPS_PORT;
                 if svc.port.is_none() {
                     report.error(
                         tree.pos_of(&["services", name]),
                         format!("services.{name}: an api service needs a `port`"),
+                        None,
+                    );
+                } else if svc.port == Some(ops) {
+                    report.error(
+                        at("port"),
+                        format!(
+                            "services.{name}.port: {ops} is every task's operations listener (`/metrics`, \
+                             `/readyz`), which the load balancer never reaches; choose another port"
+                        ),
                         None,
                     );
                 }

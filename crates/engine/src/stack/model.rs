@@ -289,6 +289,10 @@ pub enum Role {
     Worker,
 }
 
+/// Every task's operations listener (`/metrics`, `/readyz`, `/healthz`), never behind the load
+/// balancer (the worker's container health check asks it): no api service may take this port.
+pub const OPS_PORT: u16 = 9090;
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {

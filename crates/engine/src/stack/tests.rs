@@ -264,6 +264,16 @@ fn semantic_rules_of_services() {
 }
 
 #[test]
+fn an_api_port_cannot_be_the_operations_port() {
+    check(
+        "stack: aira\nservices:\n  api: { role: api, cpu: 256, memory: 512, port: 9090 }\n",
+        expect![[r#"
+            bad.yaml:3:50: services.api.port: 9090 is every task's operations listener (`/metrics`, `/readyz`), which the load balancer never reaches; choose another port
+        "#]],
+    );
+}
+
+#[test]
 fn anchors_and_multiple_documents_are_refused() {
     check(
         "stack: &n aira\n",

@@ -37,7 +37,7 @@ pub use self::item::OUTBOX_SHARDS;
 use self::item::{get_n, get_s, message_from, n, outbox_pk, put, s, Item};
 use self::table::backend;
 use super::{Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
-use crate::model::{Conversation, Message, Profile, Status, User};
+use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 /// The store on the DynamoDB table `table` (created by `aira`).
 pub struct DynamoStore {
@@ -164,20 +164,38 @@ impl Store for DynamoStore {
         }))
     }
 
-    async fn create_token(&self, token_hash: &str, user_id: &str, expires_at_ms: i64) -> Result<()> {
+    async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USER#{}", user.email)))
+            .key("sk", s("USER"))
+            .update_expression("SET password_hash = :h")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":h", s(password_hash))
+            .send()
+            .await
+            .map_err(backend("dynamodb update password"))?;
+        Ok(())
+    }
+
+    async fn create_token(&self, user_id: &str, t: &TokenInfo) -> Result<()> {
         let token: Item = HashMap::from([
-            ("pk".into(), s(format!("TOKEN#{token_hash}"))),
+            ("pk".into(), s(format!("TOKEN#{}", t.hash))),
             ("sk".into(), s("TOKEN")),
             ("user_id".into(), s(user_id)),
-            ("expires_at_ms".into(), n(expires_at_ms)),
-            ("expires_at".into(), n(expires_at_ms / 1000)),
+            ("expires_at_ms".into(), n(t.expires_at)),
+            ("expires_at".into(), n(t.expires_at / 1000)),
         ]);
-        // The user's index of tokens, so deleting the account revokes them all. Sign-out
-        // deletes only the token item; the index item goes with its TTL.
+        // The user's index of tokens: what the token list shows, and what deleting the account
+        // revokes. Revoking a token deletes both items.
         let index: Item = HashMap::from([
             ("pk".into(), s(format!("USERID#{user_id}"))),
-            ("sk".into(), s(format!("TOKEN#{token_hash}"))),
-            ("expires_at".into(), n(expires_at_ms / 1000)),
+            ("sk".into(), s(format!("TOKEN#{}", t.hash))),
+            ("kind".into(), s(&t.kind)),
+            ("created_at".into(), n(t.created_at)),
+            ("expires_at_ms".into(), n(t.expires_at)),
+            ("expires_at".into(), n(t.expires_at / 1000)),
         ]);
         self.client
             .transact_write_items()
@@ -197,16 +215,59 @@ impl Store for DynamoStore {
             .and_then(|i| get_s(&i, "user_id")))
     }
 
+    async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :token)")
+                .consistent_read(true)
+                .expression_attribute_values(":pk", s(format!("USERID#{user_id}")))
+                .expression_attribute_values(":token", s("TOKEN#"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend("dynamodb query tokens"))?;
+            for i in r.items() {
+                let Some(hash) = get_s(i, "sk").and_then(|sk| sk.strip_prefix("TOKEN#").map(str::to_string)) else {
+                    continue;
+                };
+                // Index items written before `expires_at_ms` was kept have the TTL's seconds.
+                let expires_at = match get_n(i, "expires_at_ms") {
+                    0 => get_n(i, "expires_at") * 1000,
+                    ms => ms,
+                };
+                let kind = get_s(i, "kind").unwrap_or_else(|| "unknown".into());
+                out.push(TokenInfo { hash, kind, created_at: get_n(i, "created_at"), expires_at });
+            }
+            start = r.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        // Sign-outs before revocation deleted both items left their index item behind: only
+        // tokens whose own item is there count.
+        let mut live = Vec::new();
+        for t in out.into_iter().filter(|t| t.expires_at > now_ms) {
+            if self.get(format!("TOKEN#{}", t.hash), "TOKEN").await?.is_some() {
+                live.push(t);
+            }
+        }
+        live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.hash.cmp(&b.hash)));
+        Ok(live)
+    }
+
     async fn delete_token(&self, token_hash: &str) -> Result<()> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("TOKEN#{token_hash}")))
-            .key("sk", s("TOKEN"))
-            .send()
-            .await
-            .map_err(backend("dynamodb delete token"))?;
-        Ok(())
+        // Its owner, from the token item, names the index item to delete with it.
+        let owner = self.get(format!("TOKEN#{token_hash}"), "TOKEN").await?.and_then(|i| get_s(&i, "user_id"));
+        let mut keys = vec![(format!("TOKEN#{token_hash}"), "TOKEN".to_string())];
+        if let Some(user_id) = owner {
+            keys.push((format!("USERID#{user_id}"), format!("TOKEN#{token_hash}")));
+        }
+        self.delete_keys(keys).await
     }
 
     async fn create_conversation(&self, c: &Conversation) -> Result<()> {
