@@ -161,6 +161,7 @@ pub async fn serve(
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
     state.updates = Some(updates);
     state.trust_forwarded = c.behind_load_balancer;
+    state.shutdown = shutdown.clone();
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
     let relay = relay(store, queue, metrics, c);
     let w = tokio::spawn(worker.run(shutdown.clone()));
@@ -183,6 +184,7 @@ pub async fn api(
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
     state.trust_forwarded = c.behind_load_balancer;
+    state.shutdown = shutdown.clone();
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
     let r = tokio::spawn(relay(store, queue, metrics, c).run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;

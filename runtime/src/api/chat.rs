@@ -29,7 +29,16 @@ pub async fn list_conversations(State(state): State<AppState>, user: AuthUser) -
     Ok(Json(json!({"conversations": list})).into_response())
 }
 
+/// Whether a path id can be one of ours (a UUID), checked before any store call: an id of
+/// another shape is unknown, never a store error (DynamoDB refuses keys over 2048 bytes).
+fn well_formed(id: &str) -> bool {
+    id.len() == 36 && uuid::Uuid::try_parse(id).is_ok()
+}
+
 async fn owned_conversation(state: &AppState, user: &AuthUser, id: &str) -> Result<Conversation, AppError> {
+    if !well_formed(id) {
+        return Err(AppError::not_found("conversation"));
+    }
     match state.store.get_conversation(id).await? {
         Some(c) if c.user_id == user.id => Ok(c),
         _ => Err(AppError::not_found("conversation")),
@@ -37,6 +46,9 @@ async fn owned_conversation(state: &AppState, user: &AuthUser, id: &str) -> Resu
 }
 
 async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Message, AppError> {
+    if !well_formed(id) {
+        return Err(AppError::not_found("message"));
+    }
     match state.store.get_message(id).await? {
         Some(m) if m.user_id == user.id => Ok(m),
         _ => Err(AppError::not_found("message")),
@@ -78,6 +90,15 @@ fn accepted(id: &str, replayed: bool) -> Response {
     r
 }
 
+/// The answer to a key used before: the first request's, or 422 when it had another body.
+fn replay(key: &IdempotencyKey, message_id: &str, fingerprint: &str) -> Result<Response, AppError> {
+    if key.fingerprint == fingerprint {
+        Ok(accepted(message_id, true))
+    } else {
+        Err(AppError::invalid("idempotency_key_reused", "this Idempotency-Key was used with a different request"))
+    }
+}
+
 /// Records the message with its outbox row (and idempotency key) in one write, then
 /// enqueues it. If the enqueue fails or the process dies, the relay sends it later.
 pub async fn post_message(
@@ -103,6 +124,13 @@ pub async fn post_message(
             })
         }
     };
+    // A retry of a request already accepted is answered from it, before the rate limit: the
+    // client learns its message id even while it is being slowed down.
+    if let Some(k) = &key {
+        if let Some((message_id, fingerprint)) = state.store.idempotency_key(&k.scope).await? {
+            return replay(k, &message_id, &fingerprint);
+        }
+    }
     if let Err(wait) = state.rate.check(&user.id, Instant::now()) {
         state.metrics.rate_limited.inc();
         return Err(AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 });
@@ -132,16 +160,11 @@ pub async fn post_message(
         updated_at: now,
     };
     match state.store.record_message(&m, key.as_ref()).await? {
-        Recorded::Existing { message_id, fingerprint } => {
-            if key.as_ref().is_some_and(|k| k.fingerprint == fingerprint) {
-                Ok(accepted(&message_id, true))
-            } else {
-                Err(AppError::invalid(
-                    "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request",
-                ))
-            }
-        }
+        // Two first uses of one key at once: the other one was written first.
+        Recorded::Existing { message_id, fingerprint } => match &key {
+            Some(k) => replay(k, &message_id, &fingerprint),
+            None => Err(anyhow::anyhow!("the store reported a key for a request without one").into()),
+        },
         Recorded::New => {
             state.metrics.messages_accepted.inc();
             tracing::info!(message_id = %m.id, "message accepted");
@@ -197,12 +220,18 @@ pub async fn events(
     let first = owned_message(&state, &user, &id).await?;
     let poll = state.events_poll;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let token_hash = user.token_hash;
+    // The token is checked again this often: a stream ends soon after a sign-out, revocation or
+    // password change, at one store read per stream per period.
+    let recheck = Duration::from_secs(5).max(poll);
     let s: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(stream::unfold(
         (Some(first), None::<Status>, false, state.updates.as_ref().map(|u| u.subscribe())),
         move |(pending, last, done, mut updates)| {
             let state = state.clone();
             let id = id.clone();
+            let token_hash = token_hash.clone();
             async move {
+                let mut checked = Instant::now();
                 if done {
                     return None;
                 }
@@ -214,7 +243,17 @@ pub async fn events(
                             if Instant::now() > deadline {
                                 return None;
                             }
-                            wait_for_change(&mut updates, &id, poll).await;
+                            tokio::select! {
+                                _ = wait_for_change(&mut updates, &id, poll) => {}
+                                _ = state.shutdown.cancelled() => return None,
+                            }
+                            if checked.elapsed() >= recheck {
+                                checked = Instant::now();
+                                let valid = state.store.token_user(&token_hash, now_ms()).await;
+                                if !matches!(valid, Ok(Some(_))) {
+                                    return None; // signed out or revoked (a store error ends it too)
+                                }
+                            }
                             match state.store.get_message(&id).await {
                                 Ok(Some(m)) => m,
                                 Ok(None) => return None,
@@ -235,4 +274,24 @@ pub async fn events(
         },
     ));
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::well_formed;
+
+    #[test]
+    fn only_uuids_reach_the_store() {
+        assert!(well_formed(&crate::model::new_id()));
+        assert!(well_formed("0190e4c4-0000-7000-8000-000000000000"));
+        for bad in [
+            "",
+            "not-a-uuid",
+            "0190e4c40000700080000000000000000000",
+            &"x".repeat(3000),
+            "0190e4c4-0000-7000-8000-00000000000%",
+        ] {
+            assert!(!well_formed(bad), "{bad:.40}");
+        }
+    }
 }

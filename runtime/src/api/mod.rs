@@ -94,6 +94,9 @@ pub struct AppState {
     pub auth_rate: Arc<AuthRate>,
     /// Behind the load balancer: the client address is the last `X-Forwarded-For` entry.
     pub trust_forwarded: bool,
+    /// Cancelled when the process shuts down: event streams end (clients reconnect elsewhere),
+    /// so the server drains at once instead of waiting for them.
+    pub shutdown: tokio_util::sync::CancellationToken,
     /// Poll period of the SSE stream while a message is pending.
     pub events_poll: Duration,
     /// Changed message ids, when the worker shares this process (see `store::notify`):
@@ -117,6 +120,7 @@ impl AppState {
             rate,
             auth_rate,
             trust_forwarded: false,
+            shutdown: tokio_util::sync::CancellationToken::new(),
             events_poll: Duration::from_millis(250),
             updates: None,
         }

@@ -92,6 +92,8 @@ pub trait Store: Send + Sync {
     /// Up to `limit` answered messages of the conversation older than `before_id`, oldest first.
     async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>>;
 
+    /// What an idempotency key was first used for: `(message_id, fingerprint)`.
+    async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>>;
     /// Writes the message, its outbox row and the idempotency key in one transaction.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
     /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.

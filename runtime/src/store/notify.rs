@@ -89,6 +89,9 @@ impl Store for Notifying {
     async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
         self.inner.history(conversation_id, before_id, limit).await
     }
+    async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>> {
+        self.inner.idempotency_key(scope).await
+    }
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         self.inner.record_message(m, key).await
     }

@@ -330,6 +330,19 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>> {
+        let scope = scope.to_string();
+        Ok(self
+            .db
+            .read(move |c| {
+                c.query_row("SELECT message_id, fingerprint FROM idempotency WHERE scope = ?1", [scope], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+            })
+            .await?)
+    }
+
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         let m = m.clone();
         let key = key.cloned();

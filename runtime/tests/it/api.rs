@@ -263,6 +263,23 @@ async fn rate_limit_gives_429_with_retry_after() {
     let retry_after: u64 = r.headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
     assert!((1..=10).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(r.body["error"], "rate_limited");
+    // A retry of a request already accepted is answered from it, even now; a used key with
+    // another body is still refused as such.
+    let key = [("idempotency-key", "limited-1")];
+    let env2 = Env::new(Limits { messages_per_minute: 1, burst: 1, ..Limits::default() });
+    let app2 = env2.app();
+    let token2 = user(&app2, "replay@example.com").await;
+    let conv2 = conversation(&app2, &token2).await;
+    let uri2 = format!("/v1/conversations/{conv2}/messages");
+    let first = call(&app2, "POST", &uri2, Some(&token2), Some(json!({"content": "once"})), &key).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let limited = call(&app2, "POST", &uri2, Some(&token2), Some(json!({"content": "twice"})), &[]).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let replayed = call(&app2, "POST", &uri2, Some(&token2), Some(json!({"content": "once"})), &key).await;
+    assert_eq!((replayed.status, &replayed.body["id"]), (StatusCode::ACCEPTED, &first.body["id"]));
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+    let reused = call(&app2, "POST", &uri2, Some(&token2), Some(json!({"content": "other"})), &key).await;
+    assert_eq!(reused.body["error"], "idempotency_key_reused");
     // Another user is not limited.
     let other = user(&app, "calm@example.com").await;
     let conv2 = conversation(&app, &other).await;
@@ -424,4 +441,61 @@ async fn sign_in_limits_key_on_the_address_the_load_balancer_appends() {
 async fn tokens_are_listed_and_revoked_and_a_password_change_signs_out_everywhere_else() {
     let env = Env::new(Limits::default());
     tokens_and_password_change(&env.app(), "sessions@example.com").await;
+}
+
+#[tokio::test]
+async fn malformed_ids_are_unknown_before_any_store_call() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let token = user(&app, "ids@example.com").await;
+    malformed_ids_are_not_found(&app, &token).await;
+}
+
+/// An event stream of a message that is never answered ends soon after its token is revoked
+/// (sign-out here), and at once when the server shuts down (the client reconnects elsewhere),
+/// instead of holding the connection for its 10 minutes.
+#[tokio::test]
+async fn event_streams_end_at_sign_out_and_at_shutdown() {
+    use http_body_util::BodyExt;
+
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let open = |token: String, id: String| {
+        let app = app.clone();
+        async move {
+            let req = axum::http::Request::get(format!("/v1/messages/{id}/events"))
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap();
+            tower::ServiceExt::oneshot(app, req).await.unwrap().into_body()
+        }
+    };
+    // Reads frames until the stream ends; the time that took.
+    let until_end = |mut body: axum::body::Body| async move {
+        let started = std::time::Instant::now();
+        let read = async { while body.frame().await.is_some() {} };
+        tokio::time::timeout(Duration::from_secs(20), read).await.expect("the stream never ended");
+        started.elapsed()
+    };
+    let token = user(&app, "streams@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "never answered").await;
+
+    let body = open(token.clone(), id.clone()).await;
+    let ending = tokio::spawn(until_end(body));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ending.is_finished(), "the stream ended before the sign-out");
+    assert_eq!(call(&app, "POST", "/v1/auth/logout", Some(&token), None, &[]).await.status, StatusCode::NO_CONTENT);
+    let took = ending.await.unwrap();
+    assert!(took < Duration::from_secs(8), "ended {took:?} after opening");
+
+    let token = user(&app, "streams2@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "never answered either").await;
+    let ending = tokio::spawn(until_end(open(token, id).await));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!ending.is_finished(), "the stream ended before the shutdown");
+    env.state.shutdown.cancel();
+    let took = ending.await.unwrap();
+    assert!(took < Duration::from_secs(1), "ended {took:?} after opening, not at the shutdown");
 }

@@ -293,3 +293,10 @@ async fn moto_tokens_are_listed_and_revoked_and_a_password_change_signs_out_ever
     let env = setup(3).await;
     tokens_and_password_change(&env.app, "aws-sessions@example.com").await;
 }
+
+#[tokio::test]
+async fn moto_malformed_ids_are_unknown_not_errors() {
+    let env = setup(3).await;
+    let token = user(&env.app, "aws-ids@example.com").await;
+    malformed_ids_are_not_found(&env.app, &token).await;
+}

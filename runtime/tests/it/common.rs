@@ -395,3 +395,28 @@ pub async fn tokens_and_password_change(app: &Router, email: &str) {
     let new = json!({"email": email, "password": "a brand new password"});
     assert_eq!(call(app, "POST", "/v1/auth/login", None, Some(new), &[]).await.status, StatusCode::OK);
 }
+
+/// Ids of another shape than ours are unknown (404) before any store call, on either store:
+/// DynamoDB would refuse a key over 2048 bytes with an error (a 500).
+pub async fn malformed_ids_are_not_found(app: &Router, token: &str) {
+    let long = "x".repeat(3000);
+    for path in [
+        format!("/v1/conversations/{long}"),
+        format!("/v1/messages/{long}"),
+        format!("/v1/messages/{long}/events"),
+        "/v1/conversations/not-a-uuid".to_string(),
+    ] {
+        let r = call(app, "GET", &path, Some(token), None, &[]).await;
+        assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{}", &path[..40]);
+    }
+    let r = call(
+        app,
+        "POST",
+        &format!("/v1/conversations/{long}/messages"),
+        Some(token),
+        Some(json!({"content": "x"})),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

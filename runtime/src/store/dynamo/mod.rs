@@ -400,6 +400,13 @@ impl Store for DynamoStore {
         Ok(self.get(format!("MSG#{id}"), "MSG").await?.as_ref().and_then(message_from))
     }
 
+    async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .get(format!("IDEM#{scope}"), "IDEM")
+            .await?
+            .map(|i| (get_s(&i, "message_id").unwrap_or_default(), get_s(&i, "fingerprint").unwrap_or_default())))
+    }
+
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         let message: Item = HashMap::from([
             ("pk".into(), s(format!("MSG#{}", m.id))),
@@ -444,11 +451,8 @@ impl Store for DynamoStore {
             Err(e) => {
                 let cancelled = e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
                 if let (true, Some(k)) = (cancelled, key) {
-                    if let Some(i) = self.get(format!("IDEM#{}", k.scope), "IDEM").await? {
-                        return Ok(Recorded::Existing {
-                            message_id: get_s(&i, "message_id").unwrap_or_default(),
-                            fingerprint: get_s(&i, "fingerprint").unwrap_or_default(),
-                        });
+                    if let Some((message_id, fingerprint)) = self.idempotency_key(&k.scope).await? {
+                        return Ok(Recorded::Existing { message_id, fingerprint });
                     }
                 }
                 Err(backend("dynamodb record message")(e))
