@@ -46,32 +46,18 @@ impl IntoResponse for AppError {
             AppError::User { status, code, message } => {
                 (status, Json(json!({"error": code, "message": message}))).into_response()
             }
-            AppError::RateLimited { retry_after_secs } => {
-                let mut r = (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Json(json!({
-                        "error": "rate_limited",
-                        "message": format!("too many requests; retry in {retry_after_secs} s"),
-                        "retry_after": retry_after_secs,
-                    })),
-                )
-                    .into_response();
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                r
-            }
-            AppError::Busy { retry_after_secs } => {
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({
-                        "error": "busy",
-                        "message": format!("the server is busy; retry in {retry_after_secs} s"),
-                        "retry_after": retry_after_secs,
-                    })),
-                )
-                    .into_response();
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-                r
-            }
+            AppError::RateLimited { retry_after_secs } => retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {retry_after_secs} s"),
+                retry_after_secs,
+            ),
+            AppError::Busy { retry_after_secs } => retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("the server is busy; retry in {retry_after_secs} s"),
+                retry_after_secs,
+            ),
             AppError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": "internal error"})))
@@ -79,4 +65,12 @@ impl IntoResponse for AppError {
             }
         }
     }
+}
+
+/// A refusal the client may retry: the JSON error with `retry_after`, and `Retry-After`.
+fn retry_later(status: StatusCode, code: &str, message: String, retry_after_secs: u64) -> Response {
+    let body = json!({"error": code, "message": message, "retry_after": retry_after_secs});
+    let mut r = (status, Json(body)).into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    r
 }

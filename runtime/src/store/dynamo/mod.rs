@@ -216,37 +216,32 @@ impl Store for DynamoStore {
     }
 
     async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :token)")
+            .consistent_read(true)
+            .expression_attribute_values(":pk", s(format!("USERID#{user_id}")))
+            .expression_attribute_values(":token", s("TOKEN#"))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(backend("dynamodb query tokens"))?;
         let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :token)")
-                .consistent_read(true)
-                .expression_attribute_values(":pk", s(format!("USERID#{user_id}")))
-                .expression_attribute_values(":token", s("TOKEN#"))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend("dynamodb query tokens"))?;
-            for i in r.items() {
-                let Some(hash) = get_s(i, "sk").and_then(|sk| sk.strip_prefix("TOKEN#").map(str::to_string)) else {
-                    continue;
-                };
-                // Index items written before `expires_at_ms` was kept have the TTL's seconds.
-                let expires_at = match get_n(i, "expires_at_ms") {
-                    0 => get_n(i, "expires_at") * 1000,
-                    ms => ms,
-                };
-                let kind = get_s(i, "kind").unwrap_or_else(|| "unknown".into());
-                out.push(TokenInfo { hash, kind, created_at: get_n(i, "created_at"), expires_at });
-            }
-            start = r.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
+        for i in &items {
+            let Some(hash) = get_s(i, "sk").and_then(|sk| sk.strip_prefix("TOKEN#").map(str::to_string)) else {
+                continue;
+            };
+            // Index items written before `expires_at_ms` was kept have the TTL's seconds.
+            let expires_at = match get_n(i, "expires_at_ms") {
+                0 => get_n(i, "expires_at") * 1000,
+                ms => ms,
+            };
+            let kind = get_s(i, "kind").unwrap_or_else(|| "unknown".into());
+            out.push(TokenInfo { hash, kind, created_at: get_n(i, "created_at"), expires_at });
         }
         // Sign-outs before revocation deleted both items left their index item behind: only
         // tokens whose own item is there count.
@@ -293,30 +288,26 @@ impl Store for DynamoStore {
     }
 
     async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(format!("USERCONVS#{user_id}")))
-                .scan_index_forward(false)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend("dynamodb query conversations"))?;
-            for i in r.items() {
-                if let Some(id) = get_s(i, "sk").and_then(|sk| sk.strip_prefix("CONV#").map(str::to_string)) {
-                    out.push(Conversation { id, user_id: user_id.to_string(), created_at: get_n(i, "created_at") });
-                }
-            }
-            start = r.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("USERCONVS#{user_id}")))
+            .scan_index_forward(false)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(backend("dynamodb query conversations"))?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let id = get_s(i, "sk")?.strip_prefix("CONV#")?.to_string();
+                Some(Conversation { id, user_id: user_id.to_string(), created_at: get_n(i, "created_at") })
+            })
+            .collect())
     }
 
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
@@ -330,27 +321,22 @@ impl Store for DynamoStore {
     }
 
     async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
-        let mut ids = Vec::new();
-        let mut start = None;
-        loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
-                .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
-                .expression_attribute_values(":m", s("MSG#"))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend("dynamodb query messages"))?;
-            ids.extend(r.items().iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string)));
-            start = r.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
+            .expression_attribute_values(":m", s("MSG#"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(backend("dynamodb query messages"))?;
+        let ids: Vec<String> =
+            items.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string)).collect();
         self.messages_by_id(&ids).await
     }
 

@@ -64,27 +64,21 @@ impl DynamoStore {
 
     /// Every item of partition `pk` (all sort keys), as (pk, sk) keys.
     pub(super) async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(&pk))
-                .projection_expression("pk, sk")
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend("dynamodb query partition"))?;
-            out.extend(r.items().iter().filter_map(|i| Some((get_s(i, "pk")?, get_s(i, "sk")?))));
-            start = r.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&pk))
+            .projection_expression("pk, sk")
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(backend("dynamodb query partition"))?;
+        Ok(items.iter().filter_map(|i| Some((get_s(i, "pk")?, get_s(i, "sk")?))).collect())
     }
 
     /// Deletes items by key, 25 at a time in parallel. `DeleteItem` rather than
