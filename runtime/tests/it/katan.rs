@@ -288,21 +288,11 @@ impl CredentialsEndpoint {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (the ECS endpoint's `Expiration`), from days since the epoch by the
-/// civil-from-days algorithm.
+/// `YYYY-MM-DDTHH:MM:SSZ` (the ECS endpoint's `Expiration`), by the SDK's own formatter.
 fn rfc3339(t: SystemTime) -> String {
+    use aws_sdk_dynamodb::primitives::{DateTime, DateTimeFormat};
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    DateTime::from_secs(secs).fmt(DateTimeFormat::DateTime).unwrap()
 }
 
 /// 429 after one request (ThrottlingException) and 504 after one (ModelTimeoutException):
