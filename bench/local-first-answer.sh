@@ -31,7 +31,7 @@ def call(method, path, body=None, token=None):
 t0 = time.perf_counter()
 subprocess.run([aira, "up", "--local", "stack.yaml", "--listen", f"127.0.0.1:{port}"], check=True, capture_output=True)
 t_up = time.perf_counter()
-creds = {"email": "first@example.com", "password": "correct horse battery staple"}
+creds = {"email": "first@example.com", "password": "correct horse battery staple", "keep_history": True}
 call("POST", "/v1/auth/signup", creds)
 token = call("POST", "/v1/auth/tokens", creds)["token"]
 conv = call("POST", "/v1/conversations", {}, token)["id"]

@@ -72,7 +72,7 @@ class ChatUser(FastHttpUser):
     def on_start(self) -> None:
         self.sent = 0
         email = f"locust-{RUN}-{uuid.uuid4().hex[:12]}@example.com"
-        creds = {"email": email, "password": PASSWORD}
+        creds = {"email": email, "password": PASSWORD, "keep_history": True}
         with self.client.post("/v1/auth/signup", json=creds, name="/v1/auth/signup", catch_response=True) as r:
             if r.status_code != 201:
                 r.failure(f"signup: {r.status_code} {r.text}")

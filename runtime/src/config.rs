@@ -162,6 +162,19 @@ pub struct Common {
     pub auth_address_rate_per_minute: u32,
     #[arg(long, env = "AIRA_AUTH_ADDRESS_RATE_BURST", default_value_t = 60)]
     pub auth_address_rate_burst: u32,
+    /// Model tokens (prompt and answer) one user may spend per UTC day; 0: no limit.
+    #[arg(long, env = "AIRA_USER_DAILY_TOKENS", default_value_t = 200_000)]
+    pub user_daily_tokens: u64,
+    /// Model tokens all users together may spend per UTC day; 0: no limit.
+    #[arg(long, env = "AIRA_DAILY_TOKENS", default_value_t = 0)]
+    pub daily_tokens: u64,
+    /// Event streams one user may hold open on one API process.
+    #[arg(long, env = "AIRA_STREAMS_PER_USER", default_value_t = 10)]
+    pub streams_per_user: usize,
+    /// For users who keep no history: how long a message whose answer is never fetched stays
+    /// stored (one fetched is deleted at once).
+    #[arg(long, env = "AIRA_UNKEPT_RETENTION_SECS", default_value_t = 86_400)]
+    pub unkept_retention_secs: u64,
     /// The API runs behind a load balancer that appends the client's address to
     /// `X-Forwarded-For` (the rate limits key on that entry); otherwise on the peer address.
     #[arg(long, env = "AIRA_BEHIND_LOAD_BALANCER", default_value_t = false)]
@@ -202,6 +215,10 @@ pub fn resolve_limits(c: &Common) -> Limits {
         auth_burst: c.auth_rate_burst,
         auth_address_per_minute: c.auth_address_rate_per_minute,
         auth_address_burst: c.auth_address_rate_burst,
+        user_daily_tokens: c.user_daily_tokens,
+        all_daily_tokens: c.daily_tokens,
+        streams_per_user: c.streams_per_user.max(1),
+        unkept_retention: Duration::from_secs(c.unkept_retention_secs.max(60)),
     }
 }
 

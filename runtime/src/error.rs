@@ -15,6 +15,9 @@ pub enum AppError {
     /// The server refuses work it cannot queue (503 + `Retry-After`): a full password queue.
     #[error("busy")]
     Busy { retry_after_secs: u64 },
+    /// A refusal with its own code that lifts at a known time (`Retry-After`): a spent budget.
+    #[error("{message}")]
+    Later { status: StatusCode, code: &'static str, message: String, retry_after_secs: u64 },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -36,7 +39,11 @@ impl AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> AppError {
-        AppError::Internal(anyhow::Error::new(e))
+        match e {
+            // The account was deleted while the request ran.
+            crate::store::StoreError::Gone => AppError::unauthorized(),
+            e => AppError::Internal(anyhow::Error::new(e)),
+        }
     }
 }
 
@@ -58,6 +65,9 @@ impl IntoResponse for AppError {
                 format!("the server is busy; retry in {retry_after_secs} s"),
                 retry_after_secs,
             ),
+            AppError::Later { status, code, message, retry_after_secs } => {
+                retry_later(status, code, message, retry_after_secs)
+            }
             AppError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "internal", "message": "internal error"})))

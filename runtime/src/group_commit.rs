@@ -22,6 +22,13 @@ type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 /// Sends the job's result; `false` when the group's commit failed.
 type Reply = Box<dyn FnOnce(bool) + Send>;
 
+/// What a connection's thread is asked to do: a job of the next group, or a job run alone,
+/// outside any transaction (a checkpoint cannot run inside one).
+enum Work {
+    Group(Job),
+    Alone(Job),
+}
+
 const READERS: usize = 3;
 /// Most jobs in one group commit.
 const MAX_GROUP: usize = 512;
@@ -29,8 +36,8 @@ const MAX_GROUP: usize = 512;
 /// One database file: its writer thread and its reader threads. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
-    writer: mpsc::Sender<Job>,
-    readers: Arc<Vec<mpsc::Sender<Job>>>,
+    writer: mpsc::Sender<Work>,
+    readers: Arc<Vec<mpsc::Sender<Work>>>,
     next_reader: Arc<AtomicUsize>,
 }
 
@@ -55,20 +62,40 @@ fn connect(path: &Path, durability: Durability) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
-fn spawn(name: &str, mut conn: Connection, group: bool) -> anyhow::Result<mpsc::Sender<Job>> {
-    let (tx, rx) = mpsc::channel::<Job>();
+fn spawn(name: &str, mut conn: Connection, group: bool) -> anyhow::Result<mpsc::Sender<Work>> {
+    let (tx, rx) = mpsc::channel::<Work>();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            while let Ok(first) = rx.recv() {
-                if !group {
-                    first(&mut conn)(true);
-                    continue;
-                }
+            // A job run alone that arrived while a group was being gathered: it runs next.
+            let mut held: Option<Work> = None;
+            loop {
+                let work = match held.take() {
+                    Some(w) => w,
+                    None => match rx.recv() {
+                        Ok(w) => w,
+                        Err(_) => return,
+                    },
+                };
+                let first = match work {
+                    Work::Alone(job) => {
+                        job(&mut conn)(true);
+                        continue;
+                    }
+                    Work::Group(job) if !group => {
+                        job(&mut conn)(true);
+                        continue;
+                    }
+                    Work::Group(job) => job,
+                };
                 let mut jobs = vec![first];
                 while jobs.len() < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
+                        Ok(Work::Group(j)) => jobs.push(j),
+                        Ok(alone) => {
+                            held = Some(alone);
+                            break;
+                        }
                         Err(_) => break,
                     }
                 }
@@ -115,6 +142,15 @@ impl Db {
         submit(&self.writer, f, true).await
     }
 
+    /// Runs `f` on the writer between groups, outside any transaction (a checkpoint).
+    pub async fn alone<R, F>(&self, f: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        submit(&self.writer, f, false).await
+    }
+
     /// Runs `f` on a reader connection (read-only: it sees committed data).
     pub async fn read<R, F>(&self, f: F) -> anyhow::Result<R>
     where
@@ -126,14 +162,14 @@ impl Db {
     }
 }
 
-async fn submit<R, F>(thread: &mpsc::Sender<Job>, f: F, savepoint: bool) -> anyhow::Result<R>
+async fn submit<R, F>(thread: &mpsc::Sender<Work>, f: F, in_group: bool) -> anyhow::Result<R>
 where
     R: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<R>>();
     let job: Job = Box::new(move |conn: &mut Connection| {
-        let result = if savepoint {
+        let result = if in_group {
             // A failing job rolls back to its savepoint and leaves the group's other jobs alone.
             conn.execute_batch("SAVEPOINT job").and_then(|()| match f(conn) {
                 Ok(r) => conn.execute_batch("RELEASE job").map(|()| r),
@@ -154,7 +190,8 @@ where
             let _ = tx.send(out);
         })
     });
-    thread.send(job).map_err(|_| anyhow::anyhow!("sqlite thread stopped"))?;
+    let work = if in_group { Work::Group(job) } else { Work::Alone(job) };
+    thread.send(work).map_err(|_| anyhow::anyhow!("sqlite thread stopped"))?;
     rx.await.context("sqlite thread dropped the job")?
 }
 

@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Where a message is in its life. `failed` is not final: a redrive or a retry may answer it.
+/// Where a message is in its life. `failed` is final for the queue: only an explicit redrive
+/// (of a message the worker set aside for the dead-letter queue) or the user's retry answers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -42,6 +43,9 @@ pub struct User {
     pub id: String,
     pub email: String,
     pub password_hash: String,
+    /// A deletion of the account began and has not finished (DynamoDB; SQLite deletes in one
+    /// transaction): sign-ins are refused and finish the deletion instead.
+    pub deleting: bool,
 }
 
 /// A session or API token of a user, as listed: never its secret, only its hash.
@@ -90,6 +94,31 @@ pub struct Message {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Set when the user keeps no history: the message goes to the model alone, is deleted once
+    /// its answer (or failure) was delivered, and at the latest at this time (ms).
+    #[serde(skip)]
+    pub purge_at: Option<i64>,
+    /// The scope of the idempotency key it was posted with (DynamoDB keeps it on the message,
+    /// so deleting the message deletes the key too).
+    #[serde(skip)]
+    pub idem_scope: Option<String>,
+}
+
+impl Message {
+    /// Kept only until delivered (the user keeps no history).
+    pub fn ephemeral(&self) -> bool {
+        self.purge_at.is_some()
+    }
+}
+
+/// The day (UTC, days since the epoch) that spend budgets count in.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+/// Seconds until the next UTC midnight, when daily budgets start again.
+pub fn secs_to_next_day(ms: i64) -> u64 {
+    ((day_of(ms) + 1) * 86_400_000 - ms).div_euclid(1000).max(1) as u64
 }
 
 /// The queue body: ids only, never the prompt.

@@ -1,7 +1,9 @@
 //! The outbox relay: sends outbox rows older than `min_age` to the queue and clears them.
 //! The API sends right after recording (fast path) and clears the row itself; the relay
 //! catches what an API crash, a queue outage or a restart left behind. A row sent twice
-//! (fast path and relay racing) is a duplicate delivery, which the worker absorbs.
+//! (fast path and relay racing) is a duplicate delivery, which the worker absorbs. Once a
+//! minute it also deletes the unfetched messages of users who keep no history, once past
+//! their retention.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,9 @@ use crate::metrics::Metrics;
 use crate::model::{now_ms, QueueBody};
 use crate::queue::Queue;
 use crate::store::Store;
+
+/// How often the relay deletes unkept messages past their retention.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Relay {
     pub store: Arc<dyn Store>,
@@ -50,12 +55,34 @@ impl Relay {
         Ok(sent)
     }
 
+    /// Deletes the messages of users who keep no history that were never fetched, once
+    /// their retention has passed; returns how many.
+    pub async fn purge_once(&self) -> anyhow::Result<u64> {
+        let mut purged = 0;
+        loop {
+            let n = self.store.purge_due(now_ms(), 100).await?;
+            purged += n;
+            if n < 100 {
+                return Ok(purged);
+            }
+        }
+    }
+
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_purge: Option<std::time::Instant> = None;
         loop {
             match self.relay_once().await {
                 Ok(0) => {}
                 Ok(n) => info!(relayed = n, "outbox relayed"),
                 Err(e) => warn!(error = format!("{e:#}"), "outbox relay failed; will retry"),
+            }
+            if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+                last_purge = Some(std::time::Instant::now());
+                match self.purge_once().await {
+                    Ok(0) => {}
+                    Ok(n) => info!(purged = n, "unkept messages past their retention deleted"),
+                    Err(e) => warn!(error = format!("{e:#}"), "purge failed; will retry"),
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::llm::{Disposition, Llm, LlmError, Turn};
 use crate::metrics::Metrics;
-use crate::model::{now_ms, Message, QueueBody};
+use crate::model::{day_of, now_ms, Message, QueueBody};
 use crate::queue::{Queue, Received};
 use crate::store::{Claim, Store};
 
@@ -223,6 +223,14 @@ impl Worker {
                 self.delete(&m).await;
                 return;
             }
+            Ok(Claim::Failed) => {
+                // Only a redrive of what the worker set aside, or the user's retry (which sets
+                // it queued), answers a failed message: this is a duplicate of its delivery.
+                debug!("failed and not set aside for a redrive; duplicate delivery");
+                self.outcome("duplicate");
+                self.delete(&m).await;
+                return;
+            }
             Ok(Claim::Busy { lease_until_ms }) => {
                 // Another worker holds it; look again after its lease, in case it dies.
                 let wait = Duration::from_millis((lease_until_ms - now).max(1000) as u64);
@@ -298,6 +306,10 @@ impl Worker {
                 self.metrics.llm_tokens.with_label_values(&["completion"]).inc_by(c.completion_tokens);
                 match self.store.complete(&id, &token, &c.text, now_ms()).await {
                     Ok(true) => {
+                        let spent = c.prompt_tokens + c.completion_tokens;
+                        if let Err(e) = self.store.add_spend(&msg.user_id, day_of(now_ms()), spent).await {
+                            warn!(error = format!("{e:#}"), "counting the spend failed");
+                        }
                         self.outcome("answered");
                         self.metrics.end_to_end.observe(((now_ms() - msg.created_at).max(0) as f64) / 1000.0);
                         info!("answered");
@@ -331,7 +343,7 @@ impl Worker {
         match e.disposition() {
             Disposition::Fail => {
                 warn!(error = %e, "llm refused; failing the message");
-                match self.store.fail(id, token, &e.recorded_reason(), now_ms()).await {
+                match self.store.fail(id, token, &e.recorded_reason(), now_ms(), false).await {
                     Ok(true) => {
                         self.outcome("failed");
                         self.delete(m).await;
@@ -343,7 +355,8 @@ impl Worker {
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");
-                let _ = self.store.fail(id, token, &e.recorded_reason(), now_ms()).await;
+                // Marked for the redrive: the message's final event now, an answer if redriven.
+                let _ = self.store.fail(id, token, &e.recorded_reason(), now_ms(), true).await;
                 self.metrics.dead_lettered.inc();
                 self.outcome("dead_lettered");
                 // Visible now, so the queue moves it to the dead-letter queue on next receive.
@@ -359,8 +372,13 @@ impl Worker {
         }
     }
 
+    /// The prompt with the conversation's earlier answered turns; alone when the user keeps
+    /// no history.
     async fn turns(&self, msg: &Message) -> Vec<Turn> {
         let mut turns = Vec::new();
+        if msg.ephemeral() {
+            return vec![Turn { role: "user", content: msg.content.clone() }];
+        }
         match self.store.history(&msg.conversation_id, &msg.id, self.config.history_turns).await {
             Ok(history) => {
                 for h in history {

@@ -246,10 +246,6 @@ $('#profile-form').addEventListener('submit', async (ev) => {
   const form = ev.currentTarget;
   const error = $('#profile-error');
   const keep = form.elements.namedItem('keep_history').checked;
-  if (!keep) {
-    showError(error, 'The chat keeps your conversations; tick the box to continue, or delete your account in Settings.');
-    return;
-  }
   try {
     state.me = await api('PUT', '/v1/me', {
       keep_history: keep,
@@ -429,6 +425,9 @@ async function catchUp(id) {
     if (e.status === 401) {
       stopAll();
       navigate('/signin', true);
+    } else if (e.status === 404) {
+      // Gone: delivered and deleted (history not kept), or the account was deleted.
+      stop(id);
     }
     return null;
   }
@@ -577,12 +576,13 @@ $('#prompt').addEventListener('keydown', (ev) => {
   }
 });
 
-/** Sends a failed message's text again, as a new message in the same conversation. */
+/** Asks again for a failed message: the same message goes back to the queue (answered once). */
 async function retryMessage(li, button) {
   button.disabled = true;
   try {
-    await send(li.dataset.content);
-    li.querySelector('.failure').replaceChildren(element('p', 'muted', 'Sent again below.'));
+    const accepted = await api('POST', `/v1/messages/${li.dataset.id}/retry`);
+    renderMessage({ id: accepted.id, status: accepted.status });
+    follow(accepted.id);
   } catch (e) {
     button.disabled = false;
     sendFailed(e);

@@ -63,7 +63,7 @@ async fn local_target_serves_answers_stops_and_keeps_data() {
     assert_eq!(call(&http, "GET", &format!("{base}/metrics"), None, None).await.0, 404);
     assert_eq!(call(&http, "GET", &format!("{base}/readyz"), None, None).await.0, 404);
     // A chat message is answered (the offline echo model repeats the prompt).
-    let creds = json!({ "email": "local@example.com", "password": "a long enough password" });
+    let creds = json!({ "email": "local@example.com", "password": "a long enough password", "keep_history": true });
     assert_eq!(call(&http, "POST", &format!("{base}/v1/auth/signup"), None, Some(creds.clone())).await.0, 201);
     let (_, login) = call(&http, "POST", &format!("{base}/v1/auth/login"), None, Some(creds.clone())).await;
     let _ = login;

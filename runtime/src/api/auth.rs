@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::{AppJson, AppState, PasswordCost};
 use crate::error::AppError;
-use crate::model::{new_id, now_ms, sha256_hex, TokenInfo, User};
+use crate::model::{new_id, now_ms, sha256_hex, Profile, TokenInfo, User};
 use crate::store::StoreError;
 
 /// `__Host-`: the browser keeps it only if Secure, for `Path=/`, without `Domain`, so a sibling
@@ -42,6 +42,15 @@ const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
 pub struct Credentials {
     pub email: String,
     pub password: String,
+}
+
+/// A sign-up: credentials, and optionally the consent answer (an API client answers it here;
+/// the page shows the consent screen after the first sign-in instead).
+#[derive(Deserialize)]
+pub struct SignUp {
+    pub email: String,
+    pub password: String,
+    pub keep_history: Option<bool>,
 }
 
 thread_local! {
@@ -232,13 +241,20 @@ fn normalise_email(email: &str) -> Result<String, AppError> {
 pub async fn signup(
     State(state): State<AppState>,
     client: ClientAddr,
-    AppJson(c): AppJson<Credentials>,
+    AppJson(c): AppJson<SignUp>,
 ) -> Result<Response, AppError> {
     let email = normalise_email(&c.email)?;
     limit_attempt(&state, &client, Some(&email))?;
-    let user = User { id: new_id(), email, password_hash: new_password_hash(&state, c.password).await? };
+    let user =
+        User { id: new_id(), email, password_hash: new_password_hash(&state, c.password).await?, deleting: false };
     match state.store.create_user(&user).await {
-        Ok(()) => Ok((StatusCode::CREATED, Json(json!({"id": user.id}))).into_response()),
+        Ok(()) => {
+            if let Some(keep_history) = c.keep_history {
+                let p = Profile { display_name: None, keep_history, consented_at: Some(now_ms()) };
+                state.store.put_profile(&user.id, &p).await?;
+            }
+            Ok((StatusCode::CREATED, Json(json!({"id": user.id}))).into_response())
+        }
         Err(StoreError::Conflict) => {
             Err(AppError::user(StatusCode::CONFLICT, "email_taken", "an account with this email exists"))
         }
@@ -257,11 +273,16 @@ async fn check_credentials(state: &AppState, client: &ClientAddr, c: Credentials
         let _ = hash_password(state.password_cost, c.password).await;
         return Err(wrong());
     };
-    if verify_password(c.password, user.password_hash.clone()).await? {
-        Ok(user)
-    } else {
-        Err(wrong())
+    if !verify_password(c.password, user.password_hash.clone()).await? {
+        return Err(wrong());
     }
+    if user.deleting {
+        // A deletion that was interrupted: the account is gone for its owner; finish it.
+        tracing::info!(user_id = %user.id, "sign-in to an account being deleted; finishing the deletion");
+        super::me::delete_account(state, user).await?;
+        return Err(wrong());
+    }
+    Ok(user)
 }
 
 fn new_token() -> String {
@@ -449,15 +470,25 @@ pub async fn create_token(
     parts: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, AppError> {
-    let user_id = if body.iter().any(|b| !b.is_ascii_whitespace()) {
+    let (user_id, ttl_ms) = if body.iter().any(|b| !b.is_ascii_whitespace()) {
         let c: Credentials =
             serde_json::from_slice(&body).map_err(|e| AppError::invalid("invalid_json", e.to_string()))?;
-        check_credentials(&state, &client, c).await?.id
+        (check_credentials(&state, &client, c).await?.id, TOKEN_TTL_MS)
     } else {
-        authenticate(&state, &parts, &Method::POST).await?.id
+        // Without the password, a token lives no longer than the session or token it is made
+        // from: a stolen session cannot mint itself a 90-day token.
+        let user = authenticate(&state, &parts, &Method::POST).await?;
+        let now = now_ms();
+        let parent = state.store.list_tokens(&user.id, now).await?;
+        let expires = parent.iter().find(|t| t.hash == user.token_hash).map_or(now, |t| t.expires_at);
+        (user.id, (expires - now).clamp(0, TOKEN_TTL_MS))
     };
-    let token = issue(&state, &user_id, "api", TOKEN_TTL_MS).await?;
-    Ok((StatusCode::CREATED, Json(json!({"token": token, "expires_in": TOKEN_TTL_MS / 1000}))).into_response())
+    if ttl_ms == 0 {
+        return Err(AppError::unauthorized());
+    }
+    limit_attempt(&state, &client, None)?;
+    let token = issue(&state, &user_id, "api", ttl_ms).await?;
+    Ok((StatusCode::CREATED, Json(json!({"token": token, "expires_in": ttl_ms / 1000}))).into_response())
 }
 
 /// The signed-in user: `Authorization: Bearer TOKEN` or the session cookie.

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -13,20 +13,73 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::AuthUser;
-use super::{AppJson, AppState};
+use super::{AppJson, AppState, Limits};
 use crate::error::AppError;
-use crate::model::{new_id, now_ms, sha256_hex, Conversation, Message, QueueBody, Status};
-use crate::store::{IdempotencyKey, Recorded};
+use crate::model::{
+    day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
+};
+use crate::store::{IdempotencyKey, PostContext, Recorded, MAX_PAGE};
+
+/// `409 consent_required` until the user has answered the consent screen (`PUT /v1/me`, or
+/// `keep_history` at sign-up): nothing is stored for them before they chose.
+fn consented(profile: Option<&Profile>) -> Result<&Profile, AppError> {
+    profile.filter(|p| p.consented_at.is_some()).ok_or_else(|| {
+        AppError::user(
+            StatusCode::CONFLICT,
+            "consent_required",
+            "answer the consent screen first: PUT /v1/me with keep_history true or false",
+        )
+    })
+}
 
 pub async fn create_conversation(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
+    consented(state.store.get_profile(&user.id).await?.as_ref())?;
     let c = Conversation { id: new_id(), user_id: user.id, created_at: now_ms() };
     state.store.create_conversation(&c).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": c.id, "created_at": c.created_at}))).into_response())
 }
 
-pub async fn list_conversations(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
-    let list = state.store.list_conversations(&user.id).await?;
-    Ok(Json(json!({"conversations": list})).into_response())
+/// `?limit=N&before=ID`: a page of a list, newest first; `before` is the `next_before` of the
+/// page before.
+#[derive(Deserialize)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub before: Option<String>,
+}
+
+impl Page {
+    /// The page size (default `default`, at most [`MAX_PAGE`]) and the cursor, checked.
+    fn parse(&self, default: usize) -> Result<(usize, Option<&str>), AppError> {
+        let limit = self.limit.unwrap_or(default);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(AppError::invalid("invalid_limit", format!("limit is 1 to {MAX_PAGE}")));
+        }
+        match self.before.as_deref() {
+            Some(b) if !well_formed(b) => Err(AppError::invalid("invalid_cursor", "before is an id of this list")),
+            before => Ok((limit, before)),
+        }
+    }
+}
+
+pub async fn list_conversations(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(page): Query<Page>,
+) -> Result<Response, AppError> {
+    let (limit, before) = page.parse(50)?;
+    let list = state.store.list_conversations(&user.id, before, limit).await?;
+    let next = (list.len() == limit).then(|| list.last().map(|c| c.id.clone())).flatten();
+    Ok(Json(json!({"conversations": list, "next_before": next})).into_response())
+}
+
+/// Deletes what was just delivered of a user who keeps no history: a message in its final
+/// state. A failure leaves it to the purge (`Limits::unkept_retention`).
+async fn forget_delivered(state: &AppState, messages: &[Message]) {
+    for m in messages.iter().filter(|m| m.ephemeral() && m.status.is_terminal()) {
+        if let Err(e) = state.store.delete_message(m).await {
+            tracing::warn!(message_id = %m.id, error = %e, "deleting a delivered message failed; the purge will");
+        }
+    }
 }
 
 /// Whether a path id can be one of ours (a UUID), checked before any store call: an id of
@@ -55,14 +108,21 @@ async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Me
     }
 }
 
+/// The conversation with a page of its messages: the newest `limit` (default 100) older than
+/// `before`, oldest first; `next_before` pages back.
 pub async fn get_conversation(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
+    Query(page): Query<Page>,
 ) -> Result<Response, AppError> {
+    let (limit, before) = page.parse(100)?;
     let c = owned_conversation(&state, &user, &id).await?;
-    let messages = state.store.list_messages(&c.id).await?;
-    Ok(Json(json!({"id": c.id, "created_at": c.created_at, "messages": messages})).into_response())
+    let messages = state.store.list_messages(&c.id, before, limit).await?;
+    let next = (messages.len() == limit).then(|| messages.first().map(|m| m.id.clone())).flatten();
+    let body = Json(json!({"id": c.id, "created_at": c.created_at, "messages": messages, "next_before": next}));
+    forget_delivered(&state, &messages).await;
+    Ok(body.into_response())
 }
 
 pub async fn get_message(
@@ -70,7 +130,78 @@ pub async fn get_message(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    Ok(Json(owned_message(&state, &user, &id).await?).into_response())
+    let m = owned_message(&state, &user, &id).await?;
+    forget_delivered(&state, std::slice::from_ref(&m)).await;
+    Ok(Json(m).into_response())
+}
+
+/// `POST /v1/messages/{id}/retry`: the user asks again for a failed message. The same
+/// message goes back to the queue (one write with its outbox row), so it is answered once,
+/// whatever else delivers it (a redrive of its dead-letter copy finds it queued or answered).
+pub async fn retry_message(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let m = owned_message(&state, &user, &id).await?;
+    if m.status != Status::Failed {
+        return Err(AppError::user(
+            StatusCode::CONFLICT,
+            "not_failed",
+            format!("the message is {}", m.status.as_str()),
+        ));
+    }
+    if let Err(wait) = state.rate.check(&user.id, Instant::now()) {
+        state.metrics.rate_limited.inc();
+        return Err(AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 });
+    }
+    if !state.store.retry_message(&m.id, now_ms()).await? {
+        return Err(AppError::user(StatusCode::CONFLICT, "not_failed", "the message is no longer failed"));
+    }
+    enqueue(&state, &m.id).await;
+    Ok(accepted(&m.id, false))
+}
+
+/// Sends an accepted message to the queue and clears its outbox row; on failure the relay
+/// sends it later.
+async fn enqueue(state: &AppState, id: &str) {
+    match state.queue.send(&QueueBody::encode(id)).await {
+        Ok(()) => {
+            state.metrics.queue_sent.inc();
+            if let Err(e) = state.store.outbox_remove(id).await {
+                tracing::warn!(message_id = %id, error = %e, "outbox clear failed; relay will resend");
+            }
+        }
+        Err(e) => {
+            state.metrics.queue_send_errors.inc();
+            tracing::warn!(message_id = %id, error = format!("{e:#}"), "enqueue failed; left to the outbox relay");
+        }
+    }
+}
+
+/// Refuses a post when the user's or everyone's model tokens of the day are spent.
+fn within_budget(limits: &Limits, ctx: &PostContext, now: i64) -> Result<(), AppError> {
+    let retry_after_secs = secs_to_next_day(now);
+    if limits.user_daily_tokens > 0 && ctx.user_tokens_today >= limits.user_daily_tokens {
+        return Err(AppError::Later {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "daily_budget_spent",
+            message: format!(
+                "your {} model tokens of today are spent; they renew at 00:00 UTC",
+                limits.user_daily_tokens
+            ),
+            retry_after_secs,
+        });
+    }
+    if limits.all_daily_tokens > 0 && ctx.all_tokens_today >= limits.all_daily_tokens {
+        return Err(AppError::Later {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "service_budget_spent",
+            message: "the service's model budget of today is spent; it renews at 00:00 UTC".into(),
+            retry_after_secs,
+        });
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -146,8 +277,17 @@ pub async fn post_message(
             format!("content has {chars} characters; the limit is {}", state.limits.max_prompt_chars),
         ));
     }
-    owned_conversation(&state, &user, &conversation_id).await?;
+    if !well_formed(&conversation_id) {
+        return Err(AppError::not_found("conversation"));
+    }
     let now = now_ms();
+    // The conversation, the consent, and the day's spend, in one read.
+    let ctx = state.store.post_context(&user.id, &conversation_id, day_of(now)).await?;
+    if ctx.conversation.as_ref().is_none_or(|c| c.user_id != user.id) {
+        return Err(AppError::not_found("conversation"));
+    }
+    let keep_history = consented(ctx.profile.as_ref())?.keep_history;
+    within_budget(&state.limits, &ctx, now)?;
     let m = Message {
         id: new_id(),
         conversation_id,
@@ -158,6 +298,8 @@ pub async fn post_message(
         error: None,
         created_at: now,
         updated_at: now,
+        purge_at: (!keep_history).then(|| now + state.limits.unkept_retention.as_millis() as i64),
+        idem_scope: key.as_ref().map(|k| k.scope.clone()),
     };
     match state.store.record_message(&m, key.as_ref()).await? {
         // Two first uses of one key at once: the other one was written first.
@@ -168,19 +310,45 @@ pub async fn post_message(
         Recorded::New => {
             state.metrics.messages_accepted.inc();
             tracing::info!(message_id = %m.id, "message accepted");
-            match state.queue.send(&QueueBody::encode(&m.id)).await {
-                Ok(()) => {
-                    state.metrics.queue_sent.inc();
-                    if let Err(e) = state.store.outbox_remove(&m.id).await {
-                        tracing::warn!(message_id = %m.id, error = %e, "outbox clear failed; relay will resend");
-                    }
-                }
-                Err(e) => {
-                    state.metrics.queue_send_errors.inc();
-                    tracing::warn!(message_id = %m.id, error = format!("{e:#}"), "enqueue failed; left to the outbox relay");
-                }
-            }
+            enqueue(&state, &m.id).await;
             Ok(accepted(&m.id, false))
+        }
+    }
+}
+
+/// One of the user's open event streams, counted against `Limits::streams_per_user` until
+/// the stream is dropped (ended, or its client gone).
+struct StreamSlot {
+    streams: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    user_id: String,
+}
+
+impl StreamSlot {
+    fn take(state: &AppState, user_id: &str) -> Result<StreamSlot, AppError> {
+        let mut open = state.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(user_id.to_string()).or_insert(0);
+        if *n >= state.limits.streams_per_user {
+            state.metrics.rate_limited.inc();
+            return Err(AppError::Later {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code: "too_many_streams",
+                message: format!("at most {} event streams at once; close one", state.limits.streams_per_user),
+                retry_after_secs: 1,
+            });
+        }
+        *n += 1;
+        Ok(StreamSlot { streams: state.streams.clone(), user_id: user_id.to_string() })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user_id);
+            }
         }
     }
 }
@@ -218,6 +386,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let first = owned_message(&state, &user, &id).await?;
+    let open = StreamSlot::take(&state, &user.id)?;
     let poll = state.events_poll;
     let deadline = Instant::now() + Duration::from_secs(600);
     let token_hash = user.token_hash;
@@ -225,8 +394,8 @@ pub async fn events(
     // password change, at one store read per stream per period.
     let recheck = Duration::from_secs(5).max(poll);
     let s: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(stream::unfold(
-        (Some(first), None::<Status>, false, state.updates.as_ref().map(|u| u.subscribe())),
-        move |(pending, last, done, mut updates)| {
+        (Some(first), None::<Status>, false, state.updates.as_ref().map(|u| u.subscribe()), open),
+        move |(pending, last, done, mut updates, open)| {
             let state = state.clone();
             let id = id.clone();
             let token_hash = token_hash.clone();
@@ -267,7 +436,8 @@ pub async fn events(
                     if Some(m.status) != last {
                         let data = json!({"id": m.id, "status": m.status, "answer": m.answer, "error": m.error});
                         let ev = Event::default().event(m.status.as_str()).data(data.to_string());
-                        return Some((Ok(ev), (None, Some(m.status), m.status.is_terminal(), updates)));
+                        forget_delivered(&state, std::slice::from_ref(&m)).await;
+                        return Some((Ok(ev), (None, Some(m.status), m.status.is_terminal(), updates, open)));
                     }
                 }
             }

@@ -12,6 +12,7 @@ use super::auth::{self, AuthUser};
 use super::{AppJson, AppState};
 use crate::error::AppError;
 use crate::model::{now_ms, Profile, User};
+use crate::store::MAX_PAGE;
 
 const MAX_DISPLAY_NAME_CHARS: usize = 80;
 
@@ -72,29 +73,89 @@ pub async fn put_me(
     Ok(Json(me_json(&u, Some(&p))).into_response())
 }
 
-/// `GET /v1/me/export`: everything stored for the user, as a JSON download.
+/// `GET /v1/me/export`: everything stored for the user, as a JSON download, streamed a page
+/// at a time (memory stays bounded however much there is). Conversations newest first, each
+/// with its messages newest first. A store error mid-way ends the download unfinished (the
+/// client sees a truncated body, never a complete-looking wrong one).
 pub async fn export(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
     let u = current_user(&state, &user).await?;
     let profile = state.store.get_profile(&u.id).await?;
-    let mut conversations = Vec::new();
-    for c in state.store.list_conversations(&u.id).await? {
-        let messages = state.store.list_messages(&c.id).await?;
-        conversations.push(json!({"id": c.id, "created_at": c.created_at, "messages": messages}));
-    }
-    let body = json!({
-        "exported_at": now_ms(),
-        "user": {"id": u.id, "email": u.email},
-        "profile": profile,
-        "conversations": conversations,
+    let head = json!({"exported_at": now_ms(), "user": {"id": u.id, "email": u.email}, "profile": profile});
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut head = head.to_string();
+        head.pop(); // the closing brace: the conversations follow
+        if tx.send(Ok(format!("{head},\"conversations\":[").into_bytes())).await.is_err() {
+            return;
+        }
+        if let Err(e) = export_conversations(&state, &u.id, &tx).await {
+            tracing::warn!(user_id = %u.id, error = %e, "export failed mid-way");
+            let _ = tx.send(Err(std::io::Error::other("export failed"))).await;
+            return;
+        }
+        let _ = tx.send(Ok(b"]}".to_vec())).await;
     });
+    let body = axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }));
     Ok((
         [
+            (header::CONTENT_TYPE, "application/json"),
             (header::CONTENT_DISPOSITION, "attachment; filename=\"aira-export.json\""),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        Json(body),
+        body,
     )
         .into_response())
+}
+
+/// The conversations of an export, a page of conversations and a page of messages at a time.
+async fn export_conversations(
+    state: &AppState,
+    user_id: &str,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) -> Result<(), crate::store::StoreError> {
+    let send = |bytes: Vec<u8>| async move { tx.send(Ok(bytes)).await.is_ok() };
+    let mut first_conversation = true;
+    let mut before: Option<String> = None;
+    loop {
+        let page = state.store.list_conversations(user_id, before.as_deref(), MAX_PAGE).await?;
+        for c in &page {
+            let open = json!({"id": c.id, "created_at": c.created_at}).to_string();
+            let sep = if first_conversation { "" } else { "," };
+            first_conversation = false;
+            if !send(format!("{sep}{},\"messages\":[", &open[..open.len() - 1]).into_bytes()).await {
+                return Ok(()); // the client went away
+            }
+            let mut first_message = true;
+            let mut before_message: Option<String> = None;
+            loop {
+                let messages = state.store.list_messages(&c.id, before_message.as_deref(), MAX_PAGE).await?;
+                let mut chunk = Vec::new();
+                for m in messages.iter().rev() {
+                    if !first_message {
+                        chunk.push(b',');
+                    }
+                    first_message = false;
+                    serde_json::to_writer(&mut chunk, m).map_err(|e| crate::store::StoreError::Backend(e.into()))?;
+                }
+                if !send(chunk).await {
+                    return Ok(());
+                }
+                if messages.len() < MAX_PAGE {
+                    break;
+                }
+                before_message = messages.first().map(|m| m.id.clone());
+            }
+            if !send(b"]}".to_vec()).await {
+                return Ok(());
+            }
+        }
+        if page.len() < MAX_PAGE {
+            return Ok(());
+        }
+        before = page.last().map(|c| c.id.clone());
+    }
 }
 
 #[derive(Deserialize)]
@@ -112,8 +173,7 @@ pub async fn delete_me(
 ) -> Result<Response, AppError> {
     let u = current_user(&state, &user).await?;
     auth::confirm_password(&state, &client, &u, body.password).await?;
-    state.store.delete_user(&u).await?;
-    tracing::info!(user_id = %u.id, "account deleted");
+    delete_account(&state, u).await?;
     Ok(auth::cleared_cookies(StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -140,4 +200,17 @@ pub async fn put_password(
     let revoked = auth::revoke_others(&state, &u.id, &user.token_hash).await?;
     tracing::info!(user_id = %u.id, revoked, "password changed");
     Ok(Json(json!({ "revoked_tokens": revoked })).into_response())
+}
+
+/// Deletes the account on a task of its own: a client that goes away does not stop a deletion
+/// half-way (its handler would be dropped). The store marks the account first, so an
+/// interrupted deletion refuses sign-ins, and the next sign-in attempt finishes it.
+pub async fn delete_account(state: &AppState, u: User) -> Result<(), AppError> {
+    let store = state.store.clone();
+    let id = u.id.clone();
+    tokio::spawn(async move { store.delete_user(&u).await })
+        .await
+        .map_err(|e| anyhow::anyhow!("account deletion task: {e}"))??;
+    tracing::info!(user_id = %id, "account deleted");
+    Ok(())
 }

@@ -44,6 +44,15 @@ pub struct Limits {
     /// guessing across accounts.
     pub auth_address_per_minute: u32,
     pub auth_address_burst: u32,
+    /// Model tokens (prompt and answer) a user may spend per UTC day; 0: no limit.
+    pub user_daily_tokens: u64,
+    /// Model tokens all users together may spend per UTC day; 0: no limit.
+    pub all_daily_tokens: u64,
+    /// Event streams one user may hold open on one API process.
+    pub streams_per_user: usize,
+    /// How long a message of a user who keeps no history may stay stored when its answer is
+    /// never fetched (it is deleted as soon as it is).
+    pub unkept_retention: Duration,
 }
 
 impl Default for Limits {
@@ -57,6 +66,10 @@ impl Default for Limits {
             auth_burst: 10,
             auth_address_per_minute: 30,
             auth_address_burst: 60,
+            user_daily_tokens: 200_000,
+            all_daily_tokens: 0,
+            streams_per_user: 10,
+            unkept_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -99,6 +112,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Poll period of the SSE stream while a message is pending.
     pub events_poll: Duration,
+    /// Open event streams per user (this process), against `limits.streams_per_user`.
+    pub streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Changed message ids, when the worker shares this process (see `store::notify`):
     /// wakes event streams before their next poll.
     pub updates: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
@@ -123,6 +138,7 @@ impl AppState {
             shutdown: tokio_util::sync::CancellationToken::new(),
             events_poll: Duration::from_millis(250),
             updates: None,
+            streams: Arc::default(),
         }
     }
 }
@@ -147,6 +163,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations/{id}/messages", post(chat::post_message))
         .route("/v1/messages/{id}", get(chat::get_message))
         .route("/v1/messages/{id}/events", get(chat::events))
+        .route("/v1/messages/{id}/retry", post(chat::retry_message))
         .route(
             "/v1/me",
             get(me::get_me).put(me::put_me).delete(me::delete_me.layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))),

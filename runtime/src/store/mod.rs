@@ -8,6 +8,9 @@ use async_trait::async_trait;
 
 use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
+/// Most items one page of a list returns.
+pub const MAX_PAGE: usize = 200;
+
 pub mod dynamo;
 pub mod notify;
 pub mod sqlite;
@@ -16,6 +19,9 @@ pub mod sqlite;
 pub enum StoreError {
     #[error("already exists")]
     Conflict,
+    /// The account is deleted or being deleted: nothing more is written for it.
+    #[error("account deleted")]
+    Gone,
     #[error("store backend: {0:#}")]
     Backend(anyhow::Error),
 }
@@ -53,6 +59,18 @@ pub enum Claim {
     Busy { lease_until_ms: i64 },
     /// No such message.
     Missing,
+    /// Failed, and not set aside for a redrive: the delivery is a duplicate.
+    Failed,
+}
+
+/// What posting a message needs to know, read in one round trip: the conversation, the
+/// profile (consent, history), and today's model tokens of the user and of everyone.
+#[derive(Debug, Clone, Default)]
+pub struct PostContext {
+    pub conversation: Option<Conversation>,
+    pub profile: Option<Profile>,
+    pub user_tokens_today: u64,
+    pub all_tokens_today: u64,
 }
 
 #[async_trait]
@@ -70,46 +88,75 @@ pub trait Store: Send + Sync {
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>>;
     async fn put_profile(&self, user_id: &str, profile: &Profile) -> Result<()>;
     /// Deletes the account and everything stored for it: profile, tokens, conversations,
-    /// messages. Idempotent. The SQLite store also deletes the messages' outbox rows and
-    /// idempotency keys; the DynamoDB store leaves outbox rows (the worker finds the message
-    /// missing and drops the queue message) and idempotency keys (to their TTL).
+    /// messages, their outbox rows and idempotency keys, spend counters. Idempotent, and safe
+    /// against requests in flight: the account is marked first, and every write for it
+    /// (token, conversation, message) is conditional on the mark's absence (`Gone`).
     async fn delete_user(&self, user: &User) -> Result<()>;
     /// Replaces the password hash (a password change).
     async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()>;
+    /// `Gone` when the account is deleted or being deleted.
     async fn create_token(&self, user_id: &str, token: &TokenInfo) -> Result<()>;
+    /// The user of an unexpired token, `None` for an unknown one. A token never outlives its
+    /// account: tokens are written only while the account exists, and deleted with it.
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;
     /// The user's tokens that have not expired, newest first.
     async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>>;
     /// Revokes a session or API token (sign-out, revocation). No error when it does not exist.
     async fn delete_token(&self, token_hash: &str) -> Result<()>;
 
+    /// `Gone` when the account is deleted or being deleted.
     async fn create_conversation(&self, c: &Conversation) -> Result<()>;
-    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>>;
+    /// Up to `limit` of the user's conversations older than `before` (an id), newest first.
+    async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>>;
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>>;
 
-    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>>;
+    /// The newest `limit` messages of the conversation older than `before` (an id), oldest first.
+    async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>>;
     async fn get_message(&self, id: &str) -> Result<Option<Message>>;
     /// Up to `limit` answered messages of the conversation older than `before_id`, oldest first.
     async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>>;
 
     /// What an idempotency key was first used for: `(message_id, fingerprint)`.
     async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>>;
-    /// Writes the message, its outbox row and the idempotency key in one transaction.
+    /// Writes the message, its outbox row and the idempotency key in one transaction; `Gone`
+    /// when the account or the conversation was deleted meanwhile.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
+    /// The user's retry of a failed message: back to queued with a new outbox row, in one
+    /// conditional write. False when the message is not failed.
+    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
+    /// Deletes a message and every item that names it (outbox row, idempotency key).
+    async fn delete_message(&self, m: &Message) -> Result<()>;
+    /// Deletes up to `limit` messages kept without history whose `purge_at` has passed;
+    /// returns how many.
+    async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64>;
+    /// Reads what posting into `conversation_id` needs (see [`PostContext`]), for `day`.
+    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext>;
+    /// Counts model tokens spent for the user on `day` (and in the all-users total).
+    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()>;
     /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>>;
     async fn outbox_remove(&self, message_id: &str) -> Result<()>;
     async fn outbox_len(&self) -> Result<u64>;
 
-    /// Conditional: succeeds when the message is queued or failed, or processing with an
-    /// expired lease.
+    /// Conditional: succeeds when the message is queued, failed and set aside for the
+    /// dead-letter queue (a redrive; claiming clears the mark), or processing with an expired
+    /// lease. A failed message without the mark is `Claim::Failed`.
     async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim>;
     /// Conditional on holding the lease.
     async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool>;
     /// Conditional on holding the lease: stores the answer. False when the lease was lost.
     async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool>;
-    /// Conditional on holding the lease: marks failed with a reason shown to the user.
-    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool>;
+    /// Conditional on holding the lease: marks failed with a reason shown to the user;
+    /// `dead_lettered` when the delivery goes to the dead-letter queue, so that its redrive
+    /// (and only that) may claim it again.
+    async fn fail(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        reason: &str,
+        now_ms: i64,
+        dead_lettered: bool,
+    ) -> Result<bool>;
     /// Conditional on holding the lease: back to queued (a retry will come).
     async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool>;
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Claim, IdempotencyKey, Recorded, Result, Store};
+use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, Store};
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
 pub struct Notifying {
@@ -74,14 +74,14 @@ impl Store for Notifying {
     async fn create_conversation(&self, c: &Conversation) -> Result<()> {
         self.inner.create_conversation(c).await
     }
-    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
-        self.inner.list_conversations(user_id).await
+    async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
+        self.inner.list_conversations(user_id, before, limit).await
     }
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
         self.inner.get_conversation(id).await
     }
-    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
-        self.inner.list_messages(conversation_id).await
+    async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {
+        self.inner.list_messages(conversation_id, before, limit).await
     }
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {
         self.inner.get_message(id).await
@@ -94,6 +94,22 @@ impl Store for Notifying {
     }
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         self.inner.record_message(m, key).await
+    }
+    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.retry_message(message_id, now_ms).await?;
+        Ok(self.announce(ok, message_id))
+    }
+    async fn delete_message(&self, m: &Message) -> Result<()> {
+        self.inner.delete_message(m).await
+    }
+    async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        self.inner.purge_due(now_ms, limit).await
+    }
+    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext> {
+        self.inner.post_context(user_id, conversation_id, day).await
+    }
+    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
+        self.inner.add_spend(user_id, day, tokens).await
     }
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
         self.inner.outbox_pending(created_before_ms, limit).await
@@ -116,8 +132,15 @@ impl Store for Notifying {
         let ok = self.inner.complete(message_id, claim_token, answer, now_ms).await?;
         Ok(self.announce(ok, message_id))
     }
-    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool> {
-        let ok = self.inner.fail(message_id, claim_token, reason, now_ms).await?;
+    async fn fail(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        reason: &str,
+        now_ms: i64,
+        dead_lettered: bool,
+    ) -> Result<bool> {
+        let ok = self.inner.fail(message_id, claim_token, reason, now_ms, dead_lettered).await?;
         Ok(self.announce(ok, message_id))
     }
     async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {

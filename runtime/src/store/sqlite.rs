@@ -5,11 +5,14 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{status_of, Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
+use super::{status_of, Claim, IdempotencyKey, PostContext, Recorded, Result, Store, StoreError};
 use crate::group_commit::{Db, Durability};
 use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 const SCHEMA: &str = "
+-- Deleted rows are overwritten with zeros, in the file and in the log: a deleted account's
+-- email and messages are not left in free pages (see `delete_user`).
+PRAGMA secure_delete = ON;
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -17,6 +20,7 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id, created_at);
+CREATE INDEX IF NOT EXISTS conversations_user_id ON conversations(user_id, id);
 CREATE TABLE IF NOT EXISTS messages (
     id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, user_id TEXT NOT NULL,
     content TEXT NOT NULL, status TEXT NOT NULL, answer TEXT, error TEXT,
@@ -34,7 +38,17 @@ CREATE TABLE IF NOT EXISTS token_meta (
 CREATE INDEX IF NOT EXISTS messages_user ON messages(user_id);
 CREATE TABLE IF NOT EXISTS idempotency (
     scope TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, message_id TEXT NOT NULL);
+-- Model tokens per day (UTC days since the epoch) and user; user_id '' is everyone's total.
+CREATE TABLE IF NOT EXISTS spend (
+    day INTEGER NOT NULL, user_id TEXT NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (day, user_id));
 ";
+
+/// Columns added to `messages` after its first release, added to older files at open:
+/// `purge_at` (ms; 0 = kept) and `dead_lettered` (1 = a redrive may claim it).
+const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("purge_at", "ALTER TABLE messages ADD COLUMN purge_at INTEGER NOT NULL DEFAULT 0"),
+    ("dead_lettered", "ALTER TABLE messages ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0"),
+];
 
 pub struct SqliteStore {
     db: Db,
@@ -42,14 +56,32 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
+        migrate(path)?;
         Ok(SqliteStore { db: Db::open(path, SCHEMA, durability)? })
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at";
+fn migrate(path: &Path) -> anyhow::Result<()> {
+    let c = rusqlite::Connection::open(path)?;
+    c.execute_batch(SCHEMA)?;
+    for (column, ddl) in ADDED_COLUMNS {
+        let n: i64 =
+            c.query_row("SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = ?1", [column], |r| r.get(0))?;
+        if n == 0 {
+            c.execute_batch(ddl)?;
+        }
+    }
+    c.execute_batch("CREATE INDEX IF NOT EXISTS messages_purge ON messages(purge_at) WHERE purge_at > 0;")?;
+    Ok(())
+}
+
+/// The columns [`message_row`] reads, in its order.
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at, purge_at";
 
 fn message_row(r: &Row) -> rusqlite::Result<Message> {
     let status: String = r.get(4)?;
+    let purge_at: i64 = r.get(9)?;
     Ok(Message {
         id: r.get(0)?,
         conversation_id: r.get(1)?,
@@ -60,7 +92,23 @@ fn message_row(r: &Row) -> rusqlite::Result<Message> {
         error: r.get(6)?,
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        purge_at: (purge_at > 0).then_some(purge_at),
+        idem_scope: None,
     })
+}
+
+/// Deletes messages by id and every row that names them (in the caller's transaction).
+fn delete_messages(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<()> {
+    for id in ids {
+        c.execute("DELETE FROM idempotency WHERE message_id = ?1", [id])?;
+        c.execute("DELETE FROM outbox WHERE message_id = ?1", [id])?;
+        c.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+    }
+    Ok(())
+}
+
+fn user_row(r: &Row) -> rusqlite::Result<User> {
+    Ok(User { id: r.get(0)?, email: r.get(1)?, password_hash: r.get(2)?, deleting: false })
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -96,10 +144,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT id, email, password_hash FROM users WHERE email = ?1", [email], |r| {
-                    Ok(User { id: r.get(0)?, email: r.get(1)?, password_hash: r.get(2)? })
-                })
-                .optional()
+                c.query_row("SELECT id, email, password_hash FROM users WHERE email = ?1", [email], user_row).optional()
             })
             .await?)
     }
@@ -109,10 +154,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], |r| {
-                    Ok(User { id: r.get(0)?, email: r.get(1)?, password_hash: r.get(2)? })
-                })
-                .optional()
+                c.query_row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], user_row).optional()
             })
             .await?)
     }
@@ -147,19 +189,17 @@ impl Store for SqliteStore {
     }
 
     async fn delete_user(&self, user: &User) -> Result<()> {
+        // One transaction: a request in flight finds the account whole or gone, and every
+        // write for it checks that it still exists.
         let id = user.id.clone();
         self.db
             .call(move |c| {
                 let tx = c.savepoint()?;
-                tx.execute(
-                    "DELETE FROM idempotency WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)",
-                    [&id],
-                )?;
-                tx.execute(
-                    "DELETE FROM outbox WHERE message_id IN (SELECT id FROM messages WHERE user_id = ?1)",
-                    [&id],
-                )?;
-                tx.execute("DELETE FROM messages WHERE user_id = ?1", [&id])?;
+                let ids: Vec<String> = tx
+                    .prepare("SELECT id FROM messages WHERE user_id = ?1")?
+                    .query_map([&id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                delete_messages(&tx, &ids)?;
                 tx.execute("DELETE FROM conversations WHERE user_id = ?1", [&id])?;
                 tx.execute(
                     "DELETE FROM token_meta WHERE token_hash IN (SELECT token_hash FROM tokens WHERE user_id = ?1)",
@@ -167,10 +207,27 @@ impl Store for SqliteStore {
                 )?;
                 tx.execute("DELETE FROM tokens WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM profiles WHERE user_id = ?1", [&id])?;
+                tx.execute("DELETE FROM spend WHERE user_id = ?1", [&id])?;
                 tx.execute("DELETE FROM users WHERE id = ?1", [&id])?;
                 tx.commit()
             })
             .await?;
+        // secure_delete zeroed the rows in the pages written; the log still holds the pages as
+        // they were until a checkpoint copies the new ones back and truncates it.
+        self.db
+            .alone(|c| {
+                for _ in 0..200 {
+                    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+                    if busy == 0 {
+                        return Ok(true);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Ok(false)
+            })
+            .await
+            .and_then(|done| if done { Ok(()) } else { Err(anyhow::anyhow!("the log stayed busy")) })
+            .map_err(|e| StoreError::Backend(e.context("checkpoint after deleting an account")))?;
         Ok(())
     }
 
@@ -185,18 +242,24 @@ impl Store for SqliteStore {
         self.db
             .call(move |c| {
                 let tx = c.savepoint()?;
-                tx.execute(
-                    "INSERT INTO tokens (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)",
+                let n = tx.execute(
+                    "INSERT INTO tokens (token_hash, user_id, expires_at)
+                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)",
                     params![t.hash, u, t.expires_at],
                 )?;
+                if n == 0 {
+                    return Ok(false);
+                }
                 tx.execute(
                     "INSERT INTO token_meta (token_hash, kind, created_at) VALUES (?1, ?2, ?3)",
                     params![t.hash, t.kind, t.created_at],
                 )?;
-                tx.commit()
+                tx.commit()?;
+                Ok(true)
             })
-            .await?;
-        Ok(())
+            .await?
+            .then_some(())
+            .ok_or(StoreError::Gone)
     }
 
     async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
@@ -223,7 +286,8 @@ impl Store for SqliteStore {
             .db
             .read(move |c| {
                 c.query_row(
-                    "SELECT user_id FROM tokens WHERE token_hash = ?1 AND expires_at > ?2",
+                    "SELECT t.user_id FROM tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = ?1 AND t.expires_at > ?2",
                     params![t, now_ms],
                     |r| r.get(0),
                 )
@@ -250,23 +314,27 @@ impl Store for SqliteStore {
         self.db
             .call(move |c| {
                 c.execute(
-                    "INSERT INTO conversations (id, user_id, created_at) VALUES (?1, ?2, ?3)",
+                    "INSERT INTO conversations (id, user_id, created_at)
+                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)",
                     params![conv.id, conv.user_id, conv.created_at],
                 )
             })
-            .await?;
-        Ok(())
+            .await?
+            .eq(&1)
+            .then_some(())
+            .ok_or(StoreError::Gone)
     }
 
-    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
-        let u = user_id.to_string();
+    async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
+        let (u, before) = (user_id.to_string(), before.map(str::to_string));
         Ok(self
             .db
             .read(move |c| {
                 let mut st = c.prepare_cached(
-                    "SELECT id, user_id, created_at FROM conversations WHERE user_id = ?1 ORDER BY created_at DESC, id DESC",
+                    "SELECT id, user_id, created_at FROM conversations WHERE user_id = ?1 AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3",
                 )?;
-                let rows = st.query_map([u], |r| {
+                let rows = st.query_map(params![u, before, limit as i64], |r| {
                     Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
                 })?;
                 rows.collect()
@@ -287,18 +355,21 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
-        let id = conversation_id.to_string();
-        Ok(self
+    async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {
+        let (id, before) = (conversation_id.to_string(), before.map(str::to_string));
+        let mut out: Vec<Message> = self
             .db
             .read(move |c| {
                 let mut st = c.prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY created_at, id"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3"
                 ))?;
-                let rows = st.query_map([id], message_row)?;
+                let rows = st.query_map(params![id, before, limit as i64], message_row)?;
                 rows.collect()
             })
-            .await?)
+            .await?;
+        out.reverse();
+        Ok(out)
     }
 
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {
@@ -319,7 +390,7 @@ impl Store for SqliteStore {
             .db
             .read(move |c| {
                 let mut st = c.prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND id < ?2 AND status = 'answered'
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND id < ?2 AND status = 'answered' AND purge_at = 0
                      ORDER BY id DESC LIMIT ?3"
                 ))?;
                 let rows = st.query_map(params![c_id, b_id, limit as i64], message_row)?;
@@ -346,8 +417,7 @@ impl Store for SqliteStore {
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         let m = m.clone();
         let key = key.cloned();
-        Ok(self
-            .db
+        self.db
             .call(move |c| {
                 let tx = c.savepoint()?;
                 if let Some(k) = &key {
@@ -359,24 +429,131 @@ impl Store for SqliteStore {
                         )
                         .optional()?;
                     if let Some((message_id, fingerprint)) = prior {
-                        return Ok(Recorded::Existing { message_id, fingerprint });
+                        return Ok(Some(Recorded::Existing { message_id, fingerprint }));
                     }
                     tx.execute(
                         "INSERT INTO idempotency (scope, fingerprint, message_id) VALUES (?1, ?2, ?3)",
                         params![k.scope, k.fingerprint, m.id],
                     )?;
                 }
-                tx.execute(
+                // The conversation is still there and the user's: an account deleted since the
+                // request was authenticated gets nothing written.
+                let n = tx.execute(
                     &format!(
-                        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6)"
+                        "INSERT INTO messages ({MESSAGE_COLUMNS})
+                         SELECT ?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6, ?7
+                         WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?2 AND user_id = ?3)"
                     ),
-                    params![m.id, m.conversation_id, m.user_id, m.content, m.status.as_str(), m.created_at],
+                    params![
+                        m.id,
+                        m.conversation_id,
+                        m.user_id,
+                        m.content,
+                        m.status.as_str(),
+                        m.created_at,
+                        m.purge_at.unwrap_or(0)
+                    ],
                 )?;
+                if n == 0 {
+                    return Ok(None);
+                }
                 tx.execute("INSERT INTO outbox (message_id, created_at) VALUES (?1, ?2)", params![m.id, m.created_at])?;
                 tx.commit()?;
-                Ok(Recorded::New)
+                Ok(Some(Recorded::New))
+            })
+            .await?
+            .ok_or(StoreError::Gone)
+    }
+
+    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        let id = message_id.to_string();
+        Ok(self
+            .db
+            .call(move |c| {
+                let tx = c.savepoint()?;
+                let n = tx.execute(
+                    "UPDATE messages SET status = 'queued', error = NULL, claim_token = NULL, lease_until = 0,
+                     dead_lettered = 0, updated_at = ?2 WHERE id = ?1 AND status = 'failed'",
+                    params![id, now_ms],
+                )?;
+                if n == 1 {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO outbox (message_id, created_at) VALUES (?1, ?2)",
+                        params![id, now_ms],
+                    )?;
+                }
+                tx.commit()?;
+                Ok(n == 1)
             })
             .await?)
+    }
+
+    async fn delete_message(&self, m: &Message) -> Result<()> {
+        let ids = vec![m.id.clone()];
+        self.db.call(move |c| delete_messages(c, &ids)).await?;
+        Ok(())
+    }
+
+    async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        Ok(self
+            .db
+            .call(move |c| {
+                let ids: Vec<String> = c
+                    .prepare_cached("SELECT id FROM messages WHERE purge_at > 0 AND purge_at <= ?1 LIMIT ?2")?
+                    .query_map(params![now_ms, limit as i64], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                delete_messages(c, &ids)?;
+                Ok(ids.len() as u64)
+            })
+            .await?)
+    }
+
+    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext> {
+        let (u, conv) = (user_id.to_string(), conversation_id.to_string());
+        Ok(self
+            .db
+            .read(move |c| {
+                let conversation = c
+                    .prepare_cached("SELECT id, user_id, created_at FROM conversations WHERE id = ?1")?
+                    .query_row([&conv], |r| {
+                        Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
+                    })
+                    .optional()?;
+                let profile = c
+                    .prepare_cached("SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1")?
+                    .query_row([&u], |r| {
+                        Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? })
+                    })
+                    .optional()?;
+                let mut spent = c.prepare_cached("SELECT tokens FROM spend WHERE day = ?1 AND user_id = ?2")?;
+                let user_tokens: Option<i64> = spent.query_row(params![day, u], |r| r.get(0)).optional()?;
+                let all_tokens: Option<i64> = spent.query_row(params![day, ""], |r| r.get(0)).optional()?;
+                Ok(PostContext {
+                    conversation,
+                    profile,
+                    user_tokens_today: user_tokens.unwrap_or(0).max(0) as u64,
+                    all_tokens_today: all_tokens.unwrap_or(0).max(0) as u64,
+                })
+            })
+            .await?)
+    }
+
+    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
+        let u = user_id.to_string();
+        self.db
+            .call(move |c| {
+                for who in [u.as_str(), ""] {
+                    c.execute(
+                        "INSERT INTO spend (day, user_id, tokens) SELECT ?1, ?2, ?3
+                         WHERE ?2 = '' OR EXISTS (SELECT 1 FROM users WHERE id = ?2)
+                         ON CONFLICT(day, user_id) DO UPDATE SET tokens = tokens + excluded.tokens",
+                        params![day, who, tokens as i64],
+                    )?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
     }
 
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
@@ -409,15 +586,17 @@ impl Store for SqliteStore {
             .call(move |c| {
                 let tx = c.savepoint()?;
                 let n = tx.execute(
-                    "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4
-                     WHERE id = ?1 AND (status IN ('queued', 'failed') OR (status = 'processing' AND lease_until < ?4))",
+                    "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4,
+                     dead_lettered = 0
+                     WHERE id = ?1 AND (status = 'queued' OR (status = 'failed' AND dead_lettered = 1)
+                                        OR (status = 'processing' AND lease_until < ?4))",
                     params![id, tok, lease_until_ms, now_ms],
                 )?;
                 let row: Option<(Message, i64)> = tx
                     .query_row(
                         &format!("SELECT {MESSAGE_COLUMNS}, lease_until FROM messages WHERE id = ?1"),
                         [&id],
-                        |r| Ok((message_row(r)?, r.get(9)?)),
+                        |r| Ok((message_row(r)?, r.get(10)?)),
                     )
                     .optional()?;
                 tx.commit()?;
@@ -425,6 +604,7 @@ impl Store for SqliteStore {
                     None => Claim::Missing,
                     Some((m, _)) if n == 1 => Claim::Claimed(m),
                     Some((m, _)) if m.status == Status::Answered => Claim::Answered,
+                    Some((m, _)) if m.status == Status::Failed => Claim::Failed,
                     Some((_, lease)) => Claim::Busy { lease_until_ms: lease },
                 })
             })
@@ -460,15 +640,22 @@ impl Store for SqliteStore {
             == 1)
     }
 
-    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool> {
+    async fn fail(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        reason: &str,
+        now_ms: i64,
+        dead_lettered: bool,
+    ) -> Result<bool> {
         let (id, tok, e) = (message_id.to_string(), claim_token.to_string(), reason.to_string());
         Ok(self
             .db
             .call(move |c| {
                 c.execute(
-                    "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4
-                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
-                    params![id, tok, e, now_ms],
+                    "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4,
+                     dead_lettered = ?5 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
+                    params![id, tok, e, now_ms, dead_lettered],
                 )
             })
             .await?

@@ -32,6 +32,8 @@ struct AwsEnv {
     dead_letter: Arc<dyn Queue>,
     metrics: Arc<Metrics>,
     app: Router,
+    ddb: aws_sdk_dynamodb::Client,
+    table: String,
 }
 
 impl AwsEnv {
@@ -51,6 +53,10 @@ fn endpoint() -> String {
 
 /// Queue with a dead-letter queue after `max_receives`, and the table, as `aira` creates them.
 async fn setup(max_receives: u32) -> AwsEnv {
+    setup_with(max_receives, Limits::default()).await
+}
+
+async fn setup_with(max_receives: u32, limits: Limits) -> AwsEnv {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint())
         .region(aws_config::Region::new("us-east-1"))
@@ -108,14 +114,14 @@ async fn setup(max_receives: u32) -> AwsEnv {
         .await
         .expect("create table");
 
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb, &table));
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb.clone(), &table));
     let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs.clone(), queue_url));
     let dead_letter: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs, dlq_url));
     let metrics = Arc::new(Metrics::new());
-    let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), Limits::default());
+    let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), limits);
     state.password_cost = cheap_password();
     state.events_poll = Duration::from_millis(100);
-    AwsEnv { app: app(state), store, queue, dead_letter, metrics }
+    AwsEnv { app: app(state), store, queue, dead_letter, metrics, ddb, table }
 }
 
 fn aws_worker_config(max_receives: u32) -> WorkerConfig {
@@ -202,6 +208,8 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
         error: None,
         created_at: now,
         updated_at: now,
+        purge_at: None,
+        idem_scope: None,
     };
     assert_eq!(env.store.record_message(&m, None).await.unwrap(), Recorded::New);
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
@@ -299,4 +307,96 @@ async fn moto_malformed_ids_are_unknown_not_errors() {
     let env = setup(3).await;
     let token = user(&env.app, "aws-ids@example.com").await;
     malformed_ids_are_not_found(&env.app, &token).await;
+}
+
+#[tokio::test]
+async fn moto_unkept_history_goes_to_the_model_alone_and_is_deleted_once_delivered() {
+    let env = setup_with(3, Limits { unkept_retention: Duration::from_secs(1), ..Limits::default() }).await;
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), aws_worker_config(3)));
+    crate::privacy::unkept_history(&env.app, env.store.as_ref(), &fake, "aws-unkept@example.com").await;
+}
+
+/// Every item of the table, read with a Scan (apart from the store's own reads).
+async fn scan_all(env: &AwsEnv) -> Vec<String> {
+    let items: Vec<_> =
+        env.ddb.scan().table_name(&env.table).into_paginator().items().send().try_collect().await.expect("scan");
+    items.iter().map(|i| format!("{i:?}")).collect()
+}
+
+/// Items that mention any of `needles`.
+fn mentioning<'a>(items: &'a [String], needles: &[&str]) -> Vec<&'a String> {
+    items.iter().filter(|i| needles.iter().any(|n| i.contains(n))).collect()
+}
+
+#[tokio::test]
+async fn moto_a_deleted_account_leaves_no_item_behind() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), aws_worker_config(3)));
+    let email = "aws-erase-5b2d@example.com";
+    let token = user(&env.app, email).await;
+    let me = call(&env.app, "GET", "/v1/me", Some(&token), None, &[]).await;
+    let user_id = me.body["id"].as_str().unwrap().to_string();
+    let conv = conversation(&env.app, &token).await;
+    let uri = format!("/v1/conversations/{conv}/messages");
+    let mut ids = Vec::new();
+    for (i, text) in ["aws-secret-one", "aws-secret-two"].iter().enumerate() {
+        let key = format!("k{i}");
+        let r =
+            call(&env.app, "POST", &uri, Some(&token), Some(json!({"content": text})), &[("idempotency-key", &key)])
+                .await;
+        let id = r.body["id"].as_str().unwrap().to_string();
+        wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+        ids.push(id);
+    }
+    let other = user(&env.app, "aws-keep@example.com").await;
+    let other_conv = conversation(&env.app, &other).await;
+    post_message(&env.app, &other, &other_conv, "aws-not-mine").await;
+    // The user's items are found by what they hold (id, email, message ids and texts) or by
+    // the idempotency items' message id; spend items by the user id in their key.
+    let needles = [user_id.as_str(), email, ids[0].as_str(), ids[1].as_str(), "aws-secret", conv.as_str()];
+    let before = scan_all(&env).await;
+    assert!(mentioning(&before, &needles).len() >= 12, "{:#?}", mentioning(&before, &needles));
+
+    let del =
+        call(&env.app, "DELETE", "/v1/me", Some(&token), Some(json!({"password": "correct horse battery"})), &[]).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{:?}", del.body);
+    let after = scan_all(&env).await;
+    assert_eq!(mentioning(&after, &needles), Vec::<&String>::new());
+    assert!(!mentioning(&after, &["aws-keep@example.com", "aws-not-mine"]).is_empty(), "the other account stays");
+    // What stays: a tombstone named by a hash of the id, which no write for the id passes.
+    let gone = after.iter().filter(|i| i.contains("GONE#")).count();
+    assert_eq!(gone, 1, "{after:#?}");
+    assert_eq!(
+        call(&env.app, "POST", "/v1/conversations", Some(&token), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn moto_an_interrupted_deletion_refuses_sign_in_and_is_finished_by_it() {
+    let env = setup(3).await;
+    let email = "aws-half-deleted@example.com";
+    let token = user(&env.app, email).await;
+    let conv = conversation(&env.app, &token).await;
+    post_message(&env.app, &token, &conv, "aws-half-secret").await;
+    // What a deletion killed right after its first step leaves: the login item marked.
+    env.ddb
+        .update_item()
+        .table_name(&env.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("USER#{email}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("USER".into()))
+        .update_expression("SET deleting = :now")
+        .expression_attribute_values(":now", aws_sdk_dynamodb::types::AttributeValue::N("1".into()))
+        .send()
+        .await
+        .unwrap();
+    let creds = json!({"email": email, "password": "correct horse battery"});
+    let login = call(&env.app, "POST", "/v1/auth/login", None, Some(creds.clone()), &[]).await;
+    assert_eq!(login.status, StatusCode::UNAUTHORIZED, "{:?}", login.body);
+    let after = scan_all(&env).await;
+    assert_eq!(mentioning(&after, &[email, "aws-half-secret", conv.as_str()]), Vec::<&String>::new());
+    // The email is free for a new account.
+    assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds), &[]).await.status, StatusCode::CREATED);
 }

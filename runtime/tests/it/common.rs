@@ -140,7 +140,8 @@ pub async fn reply(resp: Response) -> Reply {
 
 /// Signs up and returns an API token.
 pub async fn user(app: &Router, email: &str) -> String {
-    let creds = json!({"email": email, "password": "correct horse battery"});
+    // Consents at sign-up, keeping history: what the chat routes need first.
+    let creds = json!({"email": email, "password": "correct horse battery", "keep_history": true});
     let r = call(app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let r = call(app, "POST", "/v1/auth/tokens", None, Some(creds), &[]).await;
@@ -323,7 +324,7 @@ pub fn metric(metrics: &Metrics, series: &str) -> f64 {
 /// Signs up `email` against a running `serve` at `base` and returns a token and a new
 /// conversation's id (the tests that start the binary share this first step).
 pub async fn sign_up_over_http(http: &reqwest::Client, base: &str, email: &str) -> (String, String) {
-    let creds = json!({"email": email, "password": "a test password"});
+    let creds = json!({"email": email, "password": "a test password", "keep_history": true});
     let r = http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 201);
     let t: Value = http.post(format!("{base}/v1/auth/tokens")).json(&creds).send().await.unwrap().json().await.unwrap();

@@ -86,6 +86,8 @@ async fn api_crash_between_record_and_enqueue_loses_nothing() {
         error: None,
         created_at: now,
         updated_at: now,
+        purge_at: None,
+        idem_scope: None,
     };
     // What post_message does before its enqueue; then the "crash": no send.
     assert_eq!(env.store.record_message(&m, None).await.unwrap(), Recorded::New);
@@ -285,7 +287,7 @@ async fn concurrent_retries_with_one_idempotency_key_make_one_message() {
         ids.insert(r.body["id"].as_str().unwrap().to_string());
     }
     assert_eq!(ids.len(), 1);
-    assert_eq!(env.store.list_messages(&conv).await.unwrap().len(), 1);
+    assert_eq!(env.store.list_messages(&conv, None, 200).await.unwrap().len(), 1);
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
     wait_status(env.store.as_ref(), ids.iter().next().unwrap(), Status::Answered, SECS_10).await;
 }

@@ -5,6 +5,7 @@
 //! - `faults`: worker and relay under failures, with the fake LLM server.
 //! - `binary`: the `serve` binary end to end, SIGTERM included.
 //! - `metric_names`: every metric the monitoring templates use exists in `/metrics`.
+//! - `privacy`: consent, unkept history, deletion to the last byte, budgets, retries, pages, caps.
 //! - `web`: the web page: pages, security headers, CSRF, `/v1/me` (profile, export, deletion).
 //! - `katan`: the OpenAI and Bedrock providers against llm-katan (answers, SigV4, faults).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
@@ -17,4 +18,5 @@ mod common;
 mod faults;
 mod katan;
 mod metric_names;
+mod privacy;
 mod web;

@@ -83,6 +83,10 @@ async fn cookie_writes_need_the_csrf_token_and_same_origin() {
     env.state.trust_forwarded = true;
     let app = env.app();
     let (session, csrf) = browser_session(&app, "csrf@example.com").await;
+    let consent =
+        call(&app, "PUT", "/v1/me", Some(&session), Some(json!({"keep_history": true})), &[("x-csrf-token", &csrf)])
+            .await;
+    assert_eq!(consent.status, StatusCode::OK, "{:?}", consent.body);
     // Reads need no token.
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(&session), None, &[]).await.status, StatusCode::OK);
     // A form post from another site carries the cookie but not the token.
@@ -228,7 +232,7 @@ async fn consent_profile_export_and_delete() {
         "every token revoked"
     );
     assert!(env.store.get_conversation(&conv).await.unwrap().is_none());
-    assert!(env.store.list_messages(&conv).await.unwrap().is_empty());
+    assert!(env.store.list_messages(&conv, None, 200).await.unwrap().is_empty());
     let login = call(
         &app,
         "POST",
@@ -250,7 +254,7 @@ async fn consent_profile_export_and_delete() {
     )
     .await;
     assert_eq!(signup.status, StatusCode::CREATED);
-    assert_eq!(env.store.list_messages(&other_conv).await.unwrap().len(), 1);
+    assert_eq!(env.store.list_messages(&other_conv, None, 200).await.unwrap().len(), 1);
 }
 
 /// An API token for an existing user (password "correct horse battery").
@@ -270,7 +274,12 @@ async fn session_token(app: &axum::Router, email: &str) -> String {
 
 /// The new store methods, on any backend (the moto tests call it on DynamoDB).
 pub async fn check_profile_and_delete(store: &dyn Store) {
-    let u = User { id: new_id(), email: format!("{}@example.com", new_id()), password_hash: "$argon2id$x".into() };
+    let u = User {
+        id: new_id(),
+        email: format!("{}@example.com", new_id()),
+        password_hash: "$argon2id$x".into(),
+        deleting: false,
+    };
     store.create_user(&u).await.unwrap();
     assert_eq!(store.user_by_id(&u.id).await.unwrap().map(|x| x.email), Some(u.email.clone()));
     assert!(store.user_by_id("missing").await.unwrap().is_none());
@@ -311,6 +320,8 @@ pub async fn check_profile_and_delete(store: &dyn Store) {
         error: None,
         created_at: now,
         updated_at: now,
+        purge_at: None,
+        idem_scope: None,
     };
     store.record_message(&m, None).await.unwrap();
 
@@ -320,10 +331,10 @@ pub async fn check_profile_and_delete(store: &dyn Store) {
     assert!(store.get_profile(&u.id).await.unwrap().is_none());
     assert!(store.token_user("hash-a", now_ms()).await.unwrap().is_none());
     assert!(store.token_user("hash-b", now_ms()).await.unwrap().is_none());
-    assert!(store.list_conversations(&u.id).await.unwrap().is_empty());
+    assert!(store.list_conversations(&u.id, None, 200).await.unwrap().is_empty());
     assert!(store.get_conversation(&c.id).await.unwrap().is_none());
     assert!(store.get_message(&m.id).await.unwrap().is_none());
-    assert!(store.list_messages(&c.id).await.unwrap().is_empty());
+    assert!(store.list_messages(&c.id, None, 200).await.unwrap().is_empty());
     // Idempotent: deleting again is fine.
     store.delete_user(&u).await.unwrap();
 }

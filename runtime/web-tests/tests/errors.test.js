@@ -121,6 +121,21 @@ test('export my data as JSON, then delete the account', async () => {
   await page.close();
 });
 
+test('history not kept: the answer is shown once, and a reload finds the conversation empty', async () => {
+  const page = await fresh();
+  try {
+    await signUp(page, BASE, uniqueEmail('unkept'), '', false);
+    const item = await sendMessage(page, 'forget me');
+    await item.locator('.answer').getByText('echo: forget me').waitFor();
+    await page.reload();
+    await page.locator('#view-chat').waitFor({ state: 'visible' });
+    await page.locator('#empty-chat').waitFor({ state: 'visible' });
+    assert.equal(await page.locator('#messages > li').count(), 0, 'deleted once delivered');
+  } finally {
+    await page.close();
+  }
+});
+
 test('rate limited: the wait time from Retry-After is shown', async () => {
   const server = await startServer({ env: { AIRA_RATE_BURST: '1', AIRA_RATE_PER_MINUTE: '1' } });
   const page = await fresh();
@@ -142,7 +157,7 @@ test('rate limited: the wait time from Retry-After is shown', async () => {
   }
 });
 
-test('the LLM down: the message fails and "Retry" sends it again', async () => {
+test('the LLM down: the message fails and "Retry" asks again for the same message', async () => {
   // The first call is refused (401: fails at once, no retries); later calls answer.
   const llm = await startFakeLlm((n) => (n === 0 ? 401 : 200));
   const server = await startServer({ env: { AIRA_LLM_BASE_URL: llm.baseUrl, AIRA_LLM_API_KEY: 'sk-test' } });
@@ -153,9 +168,10 @@ test('the LLM down: the message fails and "Retry" sends it again', async () => {
     await item.locator('.failure .error').waitFor();
     assert.equal(await item.getAttribute('data-status'), 'failed');
     await item.getByRole('button', { name: 'Retry' }).click();
-    const again = page.locator('#messages > li').nth(1);
-    await again.locator('.answer').getByText('fake: are you there?').waitFor();
-    await item.getByText('Sent again below.').waitFor();
+    await item.locator('.answer').getByText('fake: are you there?').waitFor();
+    assert.equal(await item.getAttribute('data-status'), 'answered');
+    assert.equal(await page.locator('#messages > li').count(), 1, 'answered in place, not sent again as a new message');
+    assert.equal(llm.calls(), 2);
   } finally {
     await page.close();
     await server.stop();

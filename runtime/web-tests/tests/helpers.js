@@ -50,14 +50,17 @@ export function uniqueEmail(tag) {
   return `${tag}-${Date.now()}-${Math.floor(Math.random() * 1e6)}@example.com`;
 }
 
-/** Signs up through the page and answers the consent screen; ends on the chat screen. */
-export async function signUp(page, base, email, displayName = '') {
+/** Signs up through the page and answers the consent screen (keeping history unless
+ * `keepHistory` is false); ends on the chat screen. */
+export async function signUp(page, base, email, displayName = '', keepHistory = true) {
   await page.goto(`${base}/signup`);
   await page.fill('#signup-form input[name=email]', email);
   await page.fill('#signup-form input[name=password]', PASSWORD);
   await page.click('#signup-form button[type=submit]');
   await page.waitForURL(`${base}/welcome`);
-  await page.check('#profile-form input[name=keep_history]');
+  if (keepHistory) {
+    await page.check('#profile-form input[name=keep_history]');
+  }
   if (displayName) {
     await page.fill('#profile-form input[name=display_name]', displayName);
   }

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use anyhow::anyhow;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 
-use crate::model::Message;
+use crate::model::{sha256_hex, Message};
 use crate::store::{status_of, StoreError};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -17,6 +17,18 @@ pub const OUTBOX_SHARDS: u32 = 8;
 pub(super) fn outbox_pk(message_id: &str) -> String {
     let h = message_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
     format!("OUTBOX#{}", h % OUTBOX_SHARDS)
+}
+
+/// The tombstone of a deleted (or being deleted) account: named by a hash of the id, holding
+/// nothing else; every write for the account checks it is absent. Kept a day (TTL).
+pub(super) fn gone_pk(user_id: &str) -> String {
+    format!("GONE#{}", sha256_hex(user_id.as_bytes()))
+}
+
+/// The row that deletes a message kept without history at its `purge_at` (ms):
+/// `PURGE#{shard}` / `{purge_at, 13 digits}#{id}`, so a shard's due rows are a key range.
+pub(super) fn purge_key(message_id: &str, purge_at: i64) -> (String, String) {
+    (outbox_pk(message_id).replacen("OUTBOX", "PURGE", 1), format!("{purge_at:013}#{message_id}"))
 }
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
@@ -43,6 +55,8 @@ pub(super) fn message_from(item: &Item) -> Option<Message> {
         error: get_s(item, "error"),
         created_at: get_n(item, "created_at"),
         updated_at: get_n(item, "updated_at"),
+        purge_at: item.get("purge_at").map(|_| get_n(item, "purge_at")),
+        idem_scope: get_s(item, "idem"),
     })
 }
 
@@ -58,4 +72,41 @@ pub(super) fn put(
         .build()
         .map_err(|e| StoreError::Backend(anyhow!("build put: {e}")))?;
     Ok(TransactWriteItem::builder().put(p).build())
+}
+
+/// A transaction item that holds only if the account has no tombstone.
+pub(super) fn not_gone(table: &str, user_id: &str) -> std::result::Result<TransactWriteItem, StoreError> {
+    let c = ConditionCheck::builder()
+        .table_name(table)
+        .key("pk", s(gone_pk(user_id)))
+        .key("sk", s("GONE"))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(|e| StoreError::Backend(anyhow!("build condition check: {e}")))?;
+    Ok(TransactWriteItem::builder().condition_check(c).build())
+}
+
+/// A transactional update of one item.
+pub(super) fn update(
+    table: &str,
+    key: (String, String),
+    expression: &str,
+    condition: Option<&str>,
+    names: &[(&str, &str)],
+    values: Vec<(&str, AttributeValue)>,
+) -> std::result::Result<TransactWriteItem, StoreError> {
+    let mut u = Update::builder()
+        .table_name(table)
+        .key("pk", s(key.0))
+        .key("sk", s(key.1))
+        .update_expression(expression)
+        .set_condition_expression(condition.map(str::to_string));
+    for (k, v) in names {
+        u = u.expression_attribute_names(*k, *v);
+    }
+    for (k, v) in values {
+        u = u.expression_attribute_values(k, v);
+    }
+    let u = u.build().map_err(|e| StoreError::Backend(anyhow!("build update: {e}")))?;
+    Ok(TransactWriteItem::builder().update(u).build())
 }

@@ -14,6 +14,10 @@
 //! | conv.'s msg.  | `CONV#{conversation_id}`| `MSG#{id}`  |
 //! | outbox row    | `OUTBOX#{0..7}`         | `{message_id}` |
 //! | idempotency   | `IDEM#{sha256}`         | `IDEM`      |
+//! | purge row     | `PURGE#{0..7}`          | `{purge_at}#{message_id}` |
+//! | user's spend  | `USERID#{id}`           | `SPEND#{day}` |
+//! | all spend     | `SPEND#{day}`           | `ALL`       |
+//! | tombstone     | `GONE#{sha256(id)}`     | `GONE`      |
 //!
 //! Ids are UUIDv7, so sort keys built from them sort by creation time. The outbox is spread
 //! over [`OUTBOX_SHARDS`] partitions so its writes never make one hot partition.
@@ -34,9 +38,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, Select};
 use aws_sdk_dynamodb::Client;
 
 pub use self::item::OUTBOX_SHARDS;
-use self::item::{get_n, get_s, message_from, n, outbox_pk, put, s, Item};
+use self::item::{get_n, get_s, gone_pk, message_from, n, not_gone, outbox_pk, purge_key, put, s, update, Item};
 use self::table::backend;
-use super::{Claim, IdempotencyKey, Recorded, Result, Store, StoreError};
+use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, Store, StoreError};
 use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 /// The store on the DynamoDB table `table` (created by `aira`).
@@ -104,11 +108,7 @@ impl Store for DynamoStore {
     }
 
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
-        Ok(self.get(format!("USERID#{user_id}"), "PROFILE").await?.map(|i| Profile {
-            display_name: get_s(&i, "display_name"),
-            keep_history: i.get("keep_history").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
-            consented_at: i.get("consented_at").map(|_| get_n(&i, "consented_at")),
-        }))
+        Ok(self.get(format!("USERID#{user_id}"), "PROFILE").await?.as_ref().map(profile_from))
     }
 
     async fn put_profile(&self, user_id: &str, p: &Profile) -> Result<()> {
@@ -134,18 +134,81 @@ impl Store for DynamoStore {
     }
 
     async fn delete_user(&self, user: &User) -> Result<()> {
-        // Conversations and their messages first, the login item last, so an interrupted
-        // deletion can be finished by signing in and deleting again.
-        for c in self.list_conversations(&user.id).await? {
-            let mut keys = Vec::new();
-            for (pk, sk) in self.partition_keys(format!("CONV#{}", c.id)).await? {
-                if let Some(mid) = sk.strip_prefix("MSG#") {
-                    keys.push((format!("MSG#{mid}"), "MSG".to_string()));
-                }
-                keys.push((pk, sk));
+        // The mark first: a tombstone every write for the account checks (tokens,
+        // conversations, spend) and `deleting` on the login item, which sign-ins check.
+        let now = crate::model::now_ms();
+        let tombstone: Item = HashMap::from([
+            ("pk".into(), s(gone_pk(&user.id))),
+            ("sk".into(), s("GONE")),
+            ("expires_at".into(), n(now / 1000 + 24 * 3600)),
+        ]);
+        let mark = update(
+            &self.table,
+            (format!("USER#{}", user.email), "USER".into()),
+            "SET deleting = :now",
+            Some("attribute_exists(pk)"),
+            &[],
+            vec![(":now", n(now))],
+        )?;
+        let r = self
+            .client
+            .transact_write_items()
+            .transact_items(put(&self.table, tombstone, None)?)
+            .transact_items(mark)
+            .send()
+            .await;
+        match r {
+            Ok(_) => {}
+            // The login item is gone: a deletion that ended after its last step; the rest is
+            // swept again below (idempotent), under a tombstone alone.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
+                let tombstone: Item = HashMap::from([
+                    ("pk".into(), s(gone_pk(&user.id))),
+                    ("sk".into(), s("GONE")),
+                    ("expires_at".into(), n(now / 1000 + 24 * 3600)),
+                ]);
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(tombstone))
+                    .send()
+                    .await
+                    .map_err(backend("dynamodb put tombstone"))?;
             }
+            Err(e) => return Err(backend("dynamodb mark account deleted")(e)),
+        }
+        // No write for the account succeeds any more, so what the reads below find is all.
+        let convs = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("USERCONVS#{}", user.id)))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(backend("dynamodb query conversations"))?;
+        for c in convs.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("CONV#").map(str::to_string)) {
+            // The conversation item first: a message can no longer be written into it (its
+            // write checks the item), so the partition read after it lists every message.
+            self.delete_keys(vec![(format!("CONV#{c}"), "CONV".to_string())]).await?;
+            let ids: Vec<String> = self
+                .partition_keys(format!("CONV#{c}"))
+                .await?
+                .into_iter()
+                .filter_map(|(_, sk)| sk.strip_prefix("MSG#").map(str::to_string))
+                .collect();
+            let mut keys = Vec::new();
+            for m in self.messages_by_id(&ids).await? {
+                keys.extend(message_keys(&m));
+            }
+            // Pointers of messages whose item is gone already.
+            keys.extend(ids.iter().map(|id| (format!("CONV#{c}"), format!("MSG#{id}"))));
             self.delete_keys(keys).await?;
-            self.delete_keys(vec![(format!("USERCONVS#{}", user.id), format!("CONV#{}", c.id))]).await?;
+            self.delete_keys(vec![(format!("USERCONVS#{}", user.id), format!("CONV#{c}"))]).await?;
         }
         let mut keys = Vec::new();
         for (pk, sk) in self.partition_keys(format!("USERID#{}", user.id)).await? {
@@ -160,7 +223,12 @@ impl Store for DynamoStore {
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         Ok(self.get(format!("USER#{email}"), "USER").await?.and_then(|i| {
-            Some(User { id: get_s(&i, "id")?, email: get_s(&i, "email")?, password_hash: get_s(&i, "password_hash")? })
+            Some(User {
+                id: get_s(&i, "id")?,
+                email: get_s(&i, "email")?,
+                password_hash: get_s(&i, "password_hash")?,
+                deleting: i.contains_key("deleting"),
+            })
         }))
     }
 
@@ -199,12 +267,13 @@ impl Store for DynamoStore {
         ]);
         self.client
             .transact_write_items()
+            .transact_items(not_gone(&self.table, user_id)?)
             .transact_items(put(&self.table, token, None)?)
             .transact_items(put(&self.table, index, None)?)
             .send()
             .await
-            .map_err(backend("dynamodb put token"))?;
-        Ok(())
+            .map_err(gone_or(backend("dynamodb put token")))
+            .map(|_| ())
     }
 
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
@@ -279,34 +348,38 @@ impl Store for DynamoStore {
         ]);
         self.client
             .transact_write_items()
+            .transact_items(not_gone(&self.table, &c.user_id)?)
             .transact_items(put(&self.table, main, Some("attribute_not_exists(pk)"))?)
             .transact_items(put(&self.table, index, None)?)
             .send()
             .await
-            .map_err(backend("dynamodb write conversation"))?;
-        Ok(())
+            .map_err(gone_or(backend("dynamodb write conversation")))
+            .map(|_| ())
     }
 
-    async fn list_conversations(&self, user_id: &str) -> Result<Vec<Conversation>> {
-        let items = self
+    async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
+        let hi = before.map_or_else(|| "CONV#~".to_string(), |b| format!("CONV#{b}"));
+        let r = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
             .expression_attribute_values(":pk", s(format!("USERCONVS#{user_id}")))
+            .expression_attribute_values(":lo", s("CONV#"))
+            .expression_attribute_values(":hi", s(hi))
             .scan_index_forward(false)
-            .into_paginator()
-            .items()
+            .limit(limit.saturating_add(1).min(1000) as i32)
             .send()
-            .try_collect()
             .await
             .map_err(backend("dynamodb query conversations"))?;
-        Ok(items
+        Ok(r.items()
             .iter()
             .filter_map(|i| {
                 let id = get_s(i, "sk")?.strip_prefix("CONV#")?.to_string();
                 Some(Conversation { id, user_id: user_id.to_string(), created_at: get_n(i, "created_at") })
             })
+            .filter(|c| before.is_none_or(|b| c.id.as_str() < b))
+            .take(limit)
             .collect())
     }
 
@@ -320,23 +393,29 @@ impl Store for DynamoStore {
         }))
     }
 
-    async fn list_messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
-        let items = self
+    async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {
+        let hi = before.map_or_else(|| "MSG#~".to_string(), |b| format!("MSG#{b}"));
+        let r = self
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :m)")
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
             .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
-            .expression_attribute_values(":m", s("MSG#"))
+            .expression_attribute_values(":lo", s("MSG#"))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(false)
+            .limit(limit.saturating_add(1).min(1000) as i32)
             .consistent_read(true)
-            .into_paginator()
-            .items()
             .send()
-            .try_collect()
             .await
             .map_err(backend("dynamodb query messages"))?;
-        let ids: Vec<String> =
-            items.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string)).collect();
+        let ids: Vec<String> = r
+            .items()
+            .iter()
+            .filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string))
+            .filter(|id| before.is_none_or(|b| id.as_str() < b))
+            .take(limit)
+            .collect();
         self.messages_by_id(&ids).await
     }
 
@@ -369,7 +448,7 @@ impl Store for DynamoStore {
                 .filter(|id| id.as_str() < before_id)
                 .collect();
             let mut page = self.messages_by_id(&ids).await?;
-            page.retain(|m| m.status == Status::Answered);
+            page.retain(|m| m.status == Status::Answered && !m.ephemeral());
             page.reverse();
             out.extend(page);
             start = r.last_evaluated_key;
@@ -394,7 +473,7 @@ impl Store for DynamoStore {
     }
 
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
-        let message: Item = HashMap::from([
+        let mut message: Item = HashMap::from([
             ("pk".into(), s(format!("MSG#{}", m.id))),
             ("sk".into(), s("MSG")),
             ("id".into(), s(&m.id)),
@@ -415,8 +494,21 @@ impl Store for DynamoStore {
             ("sk".into(), s(&m.id)),
             ("created_at".into(), n(m.created_at)),
         ]);
-        let mut tx = self.client.transact_write_items();
+        // The conversation is still there and the user's: deleting an account deletes each
+        // conversation item before listing its messages, so no message lands after that list.
+        let conversation = aws_sdk_dynamodb::types::ConditionCheck::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("CONV#{}", m.conversation_id)))
+            .key("sk", s("CONV"))
+            .condition_expression("attribute_exists(pk) AND user_id = :u")
+            .expression_attribute_values(":u", s(&m.user_id))
+            .build()
+            .map_err(|e| StoreError::Backend(anyhow!("build condition check: {e}")))?;
+        let mut tx = self.client.transact_write_items().transact_items(
+            aws_sdk_dynamodb::types::TransactWriteItem::builder().condition_check(conversation).build(),
+        );
         if let Some(k) = key {
+            message.insert("idem".into(), s(&k.scope));
             let idem: Item = HashMap::from([
                 ("pk".into(), s(format!("IDEM#{}", k.scope))),
                 ("sk".into(), s("IDEM")),
@@ -425,6 +517,14 @@ impl Store for DynamoStore {
                 ("expires_at".into(), n(m.created_at / 1000 + 7 * 24 * 3600)),
             ]);
             tx = tx.transact_items(put(&self.table, idem, Some("attribute_not_exists(pk)"))?);
+        }
+        if let Some(at) = m.purge_at {
+            message.insert("purge_at".into(), n(at));
+            // DynamoDB's own TTL as a second net, should no api task run the purge.
+            message.insert("expires_at".into(), n(at / 1000 + 3600));
+            let (pk, sk) = purge_key(&m.id, at);
+            let row: Item = HashMap::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
+            tx = tx.transact_items(put(&self.table, row, None)?);
         }
         let r = tx
             .transact_items(put(&self.table, message, Some("attribute_not_exists(pk)"))?)
@@ -441,9 +541,133 @@ impl Store for DynamoStore {
                         return Ok(Recorded::Existing { message_id, fingerprint });
                     }
                 }
+                if cancelled && self.get(format!("CONV#{}", m.conversation_id), "CONV").await?.is_none() {
+                    return Err(StoreError::Gone);
+                }
                 Err(backend("dynamodb record message")(e))
             }
         }
+    }
+
+    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        let requeue = update(
+            &self.table,
+            (format!("MSG#{message_id}"), "MSG".into()),
+            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE #e, claim_token, dead_lettered",
+            Some("#s = :f"),
+            &[("#s", "status"), ("#e", "error")],
+            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms)), (":f", s("failed"))],
+        )?;
+        let outbox: Item = HashMap::from([
+            ("pk".into(), s(outbox_pk(message_id))),
+            ("sk".into(), s(message_id)),
+            ("created_at".into(), n(now_ms)),
+        ]);
+        let r = self
+            .client
+            .transact_write_items()
+            .transact_items(requeue)
+            .transact_items(put(&self.table, outbox, None)?)
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => Ok(false),
+            Err(e) => Err(backend("dynamodb retry message")(e)),
+        }
+    }
+
+    async fn delete_message(&self, m: &Message) -> Result<()> {
+        self.delete_keys(message_keys(m)).await
+    }
+
+    async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64> {
+        let mut purged = 0u64;
+        for shard in 0..OUTBOX_SHARDS {
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND sk < :due")
+                .expression_attribute_values(":pk", s(format!("PURGE#{shard}")))
+                .expression_attribute_values(":due", s(format!("{now_ms:013}~")))
+                .limit(limit.min(100) as i32)
+                .send()
+                .await
+                .map_err(backend("dynamodb query purge rows"))?;
+            let rows: Vec<(String, String)> =
+                r.items().iter().filter_map(|i| Some((get_s(i, "pk")?, get_s(i, "sk")?))).collect();
+            let ids: Vec<String> =
+                rows.iter().filter_map(|(_, sk)| sk.split_once('#').map(|(_, id)| id.to_string())).collect();
+            let mut keys = rows.clone();
+            for m in self.messages_by_id(&ids).await? {
+                keys.extend(message_keys(&m));
+            }
+            self.delete_keys(keys).await?;
+            purged += ids.len() as u64;
+        }
+        Ok(purged)
+    }
+
+    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext> {
+        let key = |pk: String, sk: String| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))]);
+        let conv_key = (format!("CONV#{conversation_id}"), "CONV".to_string());
+        let profile_key = (format!("USERID#{user_id}"), "PROFILE".to_string());
+        let user_spend = (format!("USERID#{user_id}"), format!("SPEND#{day}"));
+        let all_spend = (format!("SPEND#{day}"), "ALL".to_string());
+        let keys = [&conv_key, &profile_key, &user_spend, &all_spend].map(|(pk, sk)| key(pk.clone(), sk.clone()));
+        let items = self.batch_get(keys.to_vec()).await?;
+        let find = |k: &(String, String)| {
+            items.iter().find(|i| {
+                get_s(i, "pk").as_deref() == Some(k.0.as_str()) && get_s(i, "sk").as_deref() == Some(k.1.as_str())
+            })
+        };
+        Ok(PostContext {
+            conversation: find(&conv_key).and_then(|i| {
+                Some(Conversation {
+                    id: conversation_id.to_string(),
+                    user_id: get_s(i, "user_id")?,
+                    created_at: get_n(i, "created_at"),
+                })
+            }),
+            profile: find(&profile_key).map(profile_from),
+            user_tokens_today: find(&user_spend).map_or(0, |i| get_n(i, "tokens").max(0) as u64),
+            all_tokens_today: find(&all_spend).map_or(0, |i| get_n(i, "tokens").max(0) as u64),
+        })
+    }
+
+    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
+        // Kept two days past their day, then DynamoDB's TTL removes them.
+        let expires = (day + 3) * 86_400;
+        let add = "ADD tokens :t SET expires_at = :x";
+        let values = || vec![(":t", n(tokens as i64)), (":x", n(expires))];
+        let user =
+            update(&self.table, (format!("USERID#{user_id}"), format!("SPEND#{day}")), add, None, &[], values())?;
+        let r = self
+            .client
+            .transact_write_items()
+            .transact_items(not_gone(&self.table, user_id)?)
+            .transact_items(user)
+            .send()
+            .await;
+        match r {
+            Ok(_) => {}
+            // The account was deleted meanwhile: nothing to count for it.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {}
+            Err(e) => return Err(backend("dynamodb add user spend")(e)),
+        }
+        let mut all = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SPEND#{day}")))
+            .key("sk", s("ALL"))
+            .update_expression(add);
+        for (k, v) in values() {
+            all = all.expression_attribute_values(k, v);
+        }
+        all.send().await.map_err(backend("dynamodb add spend"))?;
+        Ok(())
     }
 
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
@@ -519,8 +743,13 @@ impl Store for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(format!("MSG#{message_id}")))
             .key("sk", s("MSG"))
-            .update_expression("SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now")
-            .condition_expression("attribute_exists(pk) AND (#s = :q OR #s = :f OR (#s = :p AND lease_until < :now))")
+            .update_expression(
+                "SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now REMOVE dead_lettered",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND (#s = :q OR (#s = :f AND attribute_exists(dead_lettered)) \
+                 OR (#s = :p AND lease_until < :now))",
+            )
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":p", s("processing"))
             .expression_attribute_values(":q", s("queued"))
@@ -540,6 +769,7 @@ impl Store for DynamoStore {
                 match self.get(format!("MSG#{message_id}"), "MSG").await? {
                     None => Ok(Claim::Missing),
                     Some(i) if get_s(&i, "status").as_deref() == Some(Status::Answered.as_str()) => Ok(Claim::Answered),
+                    Some(i) if get_s(&i, "status").as_deref() == Some(Status::Failed.as_str()) => Ok(Claim::Failed),
                     Some(i) => Ok(Claim::Busy { lease_until_ms: get_n(&i, "lease_until") }),
                 }
             }
@@ -573,10 +803,22 @@ impl Store for DynamoStore {
         .await
     }
 
-    async fn fail(&self, message_id: &str, claim_token: &str, reason: &str, now_ms: i64) -> Result<bool> {
+    async fn fail(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        reason: &str,
+        now_ms: i64,
+        dead_lettered: bool,
+    ) -> Result<bool> {
+        let set = if dead_lettered {
+            "SET #s = :fl, #e = :err, updated_at = :now, dead_lettered = :now REMOVE claim_token"
+        } else {
+            "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token"
+        };
         self.update_message(
             message_id,
-            "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token",
+            set,
             "#s = :p AND claim_token = :t",
             vec![
                 (":fl", s("failed")),
@@ -603,5 +845,48 @@ impl Store for DynamoStore {
             ],
         )
         .await
+    }
+}
+
+fn profile_from(i: &Item) -> Profile {
+    Profile {
+        display_name: get_s(i, "display_name"),
+        keep_history: i.get("keep_history").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        consented_at: i.get("consented_at").map(|_| get_n(i, "consented_at")),
+    }
+}
+
+/// Every item that names a message: the message, its conversation's pointer, its outbox row,
+/// its idempotency key and its purge row.
+fn message_keys(m: &Message) -> Vec<(String, String)> {
+    let mut keys = vec![
+        (format!("MSG#{}", m.id), "MSG".to_string()),
+        (format!("CONV#{}", m.conversation_id), format!("MSG#{}", m.id)),
+        (outbox_pk(&m.id), m.id.clone()),
+    ];
+    if let Some(scope) = &m.idem_scope {
+        keys.push((format!("IDEM#{scope}"), "IDEM".to_string()));
+    }
+    if let Some(at) = m.purge_at {
+        keys.push(purge_key(&m.id, at));
+    }
+    keys
+}
+
+/// A transaction refused by its tombstone check is the account's deletion; any other error
+/// is the backend's.
+fn gone_or<E>(
+    other: impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> StoreError,
+) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static + aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    move |e| {
+        let cancelled = e.as_service_error().is_some_and(|s| s.code() == Some("TransactionCanceledException"));
+        if cancelled {
+            StoreError::Gone
+        } else {
+            other(e)
+        }
     }
 }

@@ -29,17 +29,14 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// Messages by id (BatchGetItem, 100 at a time), sorted by creation.
-    pub(super) async fn messages_by_id(&self, ids: &[String]) -> Result<Vec<Message>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(100) {
-            let keys: Vec<Item> = chunk
-                .iter()
-                .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
-                .collect();
+    /// Items by key (BatchGetItem, 100 keys a request, consistent), in no particular order;
+    /// keys without an item are left out.
+    pub(super) async fn batch_get(&self, keys: Vec<Item>) -> Result<Vec<Item>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(100) {
             let mut pending = Some(
                 KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
+                    .set_keys(Some(chunk.to_vec()))
                     .consistent_read(true)
                     .build()
                     .map_err(|e| StoreError::Backend(anyhow!("build batch get: {e}")))?,
@@ -51,13 +48,23 @@ impl DynamoStore {
                     .request_items(&self.table, req)
                     .send()
                     .await
-                    .map_err(backend("dynamodb batch get messages"))?;
-                if let Some(items) = r.responses.as_ref().and_then(|m| m.get(&self.table)) {
-                    out.extend(items.iter().filter_map(message_from));
+                    .map_err(backend("dynamodb batch get"))?;
+                if let Some(items) = r.responses.and_then(|mut m| m.remove(&self.table)) {
+                    out.extend(items);
                 }
                 pending = r.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).filter(|k| !k.keys.is_empty());
             }
         }
+        Ok(out)
+    }
+
+    /// Messages by id, sorted by creation.
+    pub(super) async fn messages_by_id(&self, ids: &[String]) -> Result<Vec<Message>> {
+        let keys = ids
+            .iter()
+            .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
+            .collect();
+        let mut out: Vec<Message> = self.batch_get(keys).await?.iter().filter_map(message_from).collect();
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
