@@ -197,7 +197,8 @@ async fn metric(http: &reqwest::Client, ops: &str, series: &str) -> f64 {
 async fn users(http: &reqwest::Client, base: &str, n: usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for i in 0..n {
-        let creds = json!({"email": format!("bench{i}@example.com"), "password": "bench password", "keep_history": true});
+        let creds =
+            json!({"email": format!("bench{i}@example.com"), "password": "bench password", "keep_history": true});
         let r = http.post(format!("{base}/v1/auth/signup")).json(&creds).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 201);
         let t: Value =

@@ -38,6 +38,11 @@ pub struct Faults {
     /// Every DynamoDB call of this action (`UpdateItem`) on this table answered with this
     /// error code (`AccessDeniedException`), as DynamoDB's JSON protocol writes it.
     pub dynamodb_error: Option<(&'static str, &'static str, &'static str)>,
+    /// This many DynamoDB `TransactWriteItems` calls, every other one from the first, are
+    /// cancelled as AWS cancels a transaction that meets another one on an item
+    /// (`TransactionConflict`), which moto never does: so each transaction in a row meets one
+    /// conflict, and its retry passes.
+    pub transaction_conflicts: u64,
     /// `(service, zone)`: `DescribeVpcEndpointServices` answers without `zone` among the zones
     /// of the endpoint service `com.amazonaws.REGION.service` (`crate::endpoint_zones`).
     pub endpoint_service_without_zone: Option<(&'static str, &'static str)>,
@@ -110,6 +115,7 @@ impl Proxy {
             hung: hung.clone(),
             mutations: AtomicU64::new(0),
             ec2_errors: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
@@ -169,6 +175,7 @@ struct State {
     counter: AtomicU64,
     mutations: AtomicU64,
     ec2_errors: AtomicU64,
+    conflicts: AtomicU64,
     hung: Arc<Notify>,
 }
 
@@ -230,6 +237,11 @@ async fn answer(
                 return Ok(if json_protocol { json_error(code) } else { ec2_error(code) });
             }
         }
+    }
+    let conflicting = |n: u64| n % 2 == 0 && n / 2 < state.faults.transaction_conflicts;
+    if call == "dynamodb:TransactWriteItems" && conflicting(state.conflicts.fetch_add(1, Ordering::SeqCst)) {
+        state.injected.fetch_add(1, Ordering::SeqCst);
+        return Ok(transaction_conflict(&body));
     }
     if let Some((action, table, code)) = state.faults.dynamodb_error {
         let names_table = std::str::from_utf8(&body).is_ok_and(|b| b.contains(&format!("\"TableName\":\"{table}\"")));
@@ -351,6 +363,30 @@ fn dynamodb_error(code: &str) -> Response<Full<Bytes>> {
         .status(400)
         .header("content-type", "application/x-amz-json-1.0")
         .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+/// DynamoDB's cancellation of a transaction that met another one: one reason per item of the
+/// request, the first `TransactionConflict`, the others `None`.
+fn transaction_conflict(request: &[u8]) -> Response<Full<Bytes>> {
+    let items = serde_json::from_slice::<serde_json::Value>(request)
+        .ok()
+        .and_then(|v| v["TransactItems"].as_array().map(Vec::len))
+        .unwrap_or(1)
+        .max(1);
+    let mut reasons =
+        vec![serde_json::json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})];
+    reasons.resize(items, serde_json::json!({"Code": "None"}));
+    let codes: Vec<&str> = reasons.iter().map(|r| r["Code"].as_str().unwrap_or("None")).collect();
+    let body = serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": format!("Transaction cancelled, please refer cancellation reasons for specific reasons [{}]", codes.join(", ")),
+        "CancellationReasons": reasons,
+    });
+    Response::builder()
+        .status(400)
+        .header("content-type", "application/x-amz-json-1.0")
+        .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
 }
 

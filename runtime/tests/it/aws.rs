@@ -57,12 +57,21 @@ async fn setup(max_receives: u32) -> AwsEnv {
 }
 
 async fn setup_with(max_receives: u32, limits: Limits) -> AwsEnv {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
+    setup_at(&endpoint(), max_receives, limits).await
+}
+
+/// The same, with the runtime's SDK clients going to `url` (a proxy in front of moto).
+async fn setup_at(url: &str, max_receives: u32, limits: Limits) -> AwsEnv {
+    let conf_at = |url: String| {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(url)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+    };
+    // The test's own clients (set-up and read-back) go to moto; the runtime's to `url`.
+    let conf = conf_at(endpoint()).await;
+    let runtime_conf = conf_at(url.to_string()).await;
     let sqs = aws_sdk_sqs::Client::new(&conf);
     let ddb = aws_sdk_dynamodb::Client::new(&conf);
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -114,8 +123,8 @@ async fn setup_with(max_receives: u32, limits: Limits) -> AwsEnv {
         .await
         .expect("create table");
 
-    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(ddb.clone(), &table));
-    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs.clone(), queue_url));
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&runtime_conf), &table));
+    let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&runtime_conf), queue_url));
     let dead_letter: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs, dlq_url));
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), limits);
@@ -399,4 +408,42 @@ async fn moto_an_interrupted_deletion_refuses_sign_in_and_is_finished_by_it() {
     assert_eq!(mentioning(&after, &[email, "aws-half-secret", conv.as_str()]), Vec::<&String>::new());
     // The email is free for a new account.
     assert_eq!(call(&env.app, "POST", "/v1/auth/signup", None, Some(creds), &[]).await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn moto_transactions_that_meet_another_are_tried_again() {
+    // DynamoDB cancels a transaction that meets another one on an item (two posts checking one
+    // conversation, two answers adding to one spend item); moto never does: the proxy does.
+    let faults = aira_testkit::proxy::Faults { transaction_conflicts: 5, ..Default::default() };
+    let proxy = aira_testkit::proxy::Proxy::start(&endpoint(), faults).await;
+    let env = setup_at(&proxy.url, 3, Limits::default()).await;
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), aws_worker_config(3)));
+    let token = user(&env.app, "aws-conflicts@example.com").await;
+    let me = call(&env.app, "GET", "/v1/me", Some(&token), None, &[]).await;
+    let user_id = me.body["id"].as_str().unwrap().to_string();
+    let conv = conversation(&env.app, &token).await;
+    let id = post_message(&env.app, &token, &conv, "through conflicts").await;
+    wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    assert_eq!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst), 5);
+    // Read back apart from the store: the answer and the day's spend (7 tokens) are there.
+    let get = |pk: String, sk: String| {
+        env.ddb
+            .get_item()
+            .table_name(&env.table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+            .consistent_read(true)
+            .send()
+    };
+    let message = get(format!("MSG#{id}"), "MSG".into()).await.unwrap().item.unwrap();
+    assert_eq!(message["answer"].as_s().unwrap(), "fake: through conflicts");
+    let day = aira_runtime::model::day_of(aira_runtime::model::now_ms());
+    let spend = get(format!("USERID#{user_id}"), format!("SPEND#{day}")).await.unwrap().item.expect("spend counted");
+    assert_eq!(spend["tokens"].as_n().unwrap(), "7");
+    let sent = proxy.take_requests();
+    let transactions = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems").count();
+    let cancelled = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems" && r.status == 400).count();
+    assert_eq!(cancelled, 5, "each conflict answered as DynamoDB does");
+    assert_eq!(transactions, 10, "sign-up, token, conversation, message, spend: each tried again once");
 }

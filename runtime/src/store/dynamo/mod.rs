@@ -70,21 +70,12 @@ impl Store for DynamoStore {
             ("sk".into(), s("USER")),
             ("email".into(), s(&user.email)),
         ]);
-        let r = self
-            .client
-            .transact_write_items()
-            .transact_items(put(&self.table, main, Some("attribute_not_exists(pk)"))?)
-            .transact_items(put(&self.table, by_id, Some("attribute_not_exists(pk)"))?)
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            // The id is fresh, so only the email can collide.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
-                Err(StoreError::Conflict)
-            }
-            Err(e) => Err(backend("dynamodb put user")(e)),
-        }
+        let items = vec![
+            put(&self.table, main, Some("attribute_not_exists(pk)"))?,
+            put(&self.table, by_id, Some("attribute_not_exists(pk)"))?,
+        ];
+        // The id is fresh, so only the email can collide.
+        self.transact("dynamodb put user", items).await?.then_some(()).ok_or(StoreError::Conflict)
     }
 
     async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
@@ -150,32 +141,17 @@ impl Store for DynamoStore {
             &[],
             vec![(":now", n(now))],
         )?;
-        let r = self
-            .client
-            .transact_write_items()
-            .transact_items(put(&self.table, tombstone, None)?)
-            .transact_items(mark)
-            .send()
-            .await;
-        match r {
-            Ok(_) => {}
+        let items = vec![put(&self.table, tombstone.clone(), None)?, mark];
+        if !self.transact("dynamodb mark account deleted", items).await? {
             // The login item is gone: a deletion that ended after its last step; the rest is
             // swept again below (idempotent), under a tombstone alone.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {
-                let tombstone: Item = HashMap::from([
-                    ("pk".into(), s(gone_pk(&user.id))),
-                    ("sk".into(), s("GONE")),
-                    ("expires_at".into(), n(now / 1000 + 24 * 3600)),
-                ]);
-                self.client
-                    .put_item()
-                    .table_name(&self.table)
-                    .set_item(Some(tombstone))
-                    .send()
-                    .await
-                    .map_err(backend("dynamodb put tombstone"))?;
-            }
-            Err(e) => return Err(backend("dynamodb mark account deleted")(e)),
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(tombstone))
+                .send()
+                .await
+                .map_err(backend("dynamodb put tombstone"))?;
         }
         // No write for the account succeeds any more, so what the reads below find is all.
         let convs = self
@@ -265,15 +241,9 @@ impl Store for DynamoStore {
             ("expires_at_ms".into(), n(t.expires_at)),
             ("expires_at".into(), n(t.expires_at / 1000)),
         ]);
-        self.client
-            .transact_write_items()
-            .transact_items(not_gone(&self.table, user_id)?)
-            .transact_items(put(&self.table, token, None)?)
-            .transact_items(put(&self.table, index, None)?)
-            .send()
-            .await
-            .map_err(gone_or(backend("dynamodb put token")))
-            .map(|_| ())
+        let items =
+            vec![not_gone(&self.table, user_id)?, put(&self.table, token, None)?, put(&self.table, index, None)?];
+        self.transact("dynamodb put token", items).await?.then_some(()).ok_or(StoreError::Gone)
     }
 
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
@@ -346,15 +316,13 @@ impl Store for DynamoStore {
             ("sk".into(), s(format!("CONV#{}", c.id))),
             ("created_at".into(), n(c.created_at)),
         ]);
-        self.client
-            .transact_write_items()
-            .transact_items(not_gone(&self.table, &c.user_id)?)
-            .transact_items(put(&self.table, main, Some("attribute_not_exists(pk)"))?)
-            .transact_items(put(&self.table, index, None)?)
-            .send()
-            .await
-            .map_err(gone_or(backend("dynamodb write conversation")))
-            .map(|_| ())
+        // The id is fresh: only the tombstone's check can fail.
+        let items = vec![
+            not_gone(&self.table, &c.user_id)?,
+            put(&self.table, main, Some("attribute_not_exists(pk)"))?,
+            put(&self.table, index, None)?,
+        ];
+        self.transact("dynamodb write conversation", items).await?.then_some(()).ok_or(StoreError::Gone)
     }
 
     async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
@@ -504,9 +472,8 @@ impl Store for DynamoStore {
             .expression_attribute_values(":u", s(&m.user_id))
             .build()
             .map_err(|e| StoreError::Backend(anyhow!("build condition check: {e}")))?;
-        let mut tx = self.client.transact_write_items().transact_items(
-            aws_sdk_dynamodb::types::TransactWriteItem::builder().condition_check(conversation).build(),
-        );
+        let mut items =
+            vec![aws_sdk_dynamodb::types::TransactWriteItem::builder().condition_check(conversation).build()];
         if let Some(k) = key {
             message.insert("idem".into(), s(&k.scope));
             let idem: Item = HashMap::from([
@@ -516,7 +483,7 @@ impl Store for DynamoStore {
                 ("message_id".into(), s(&m.id)),
                 ("expires_at".into(), n(m.created_at / 1000 + 7 * 24 * 3600)),
             ]);
-            tx = tx.transact_items(put(&self.table, idem, Some("attribute_not_exists(pk)"))?);
+            items.push(put(&self.table, idem, Some("attribute_not_exists(pk)"))?);
         }
         if let Some(at) = m.purge_at {
             message.insert("purge_at".into(), n(at));
@@ -524,29 +491,22 @@ impl Store for DynamoStore {
             message.insert("expires_at".into(), n(at / 1000 + 3600));
             let (pk, sk) = purge_key(&m.id, at);
             let row: Item = HashMap::from([("pk".into(), s(pk)), ("sk".into(), s(sk))]);
-            tx = tx.transact_items(put(&self.table, row, None)?);
+            items.push(put(&self.table, row, None)?);
         }
-        let r = tx
-            .transact_items(put(&self.table, message, Some("attribute_not_exists(pk)"))?)
-            .transact_items(put(&self.table, pointer, None)?)
-            .transact_items(put(&self.table, outbox, None)?)
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(Recorded::New),
-            Err(e) => {
-                let cancelled = e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception());
-                if let (true, Some(k)) = (cancelled, key) {
-                    if let Some((message_id, fingerprint)) = self.idempotency_key(&k.scope).await? {
-                        return Ok(Recorded::Existing { message_id, fingerprint });
-                    }
-                }
-                if cancelled && self.get(format!("CONV#{}", m.conversation_id), "CONV").await?.is_none() {
-                    return Err(StoreError::Gone);
-                }
-                Err(backend("dynamodb record message")(e))
+        items.push(put(&self.table, message, Some("attribute_not_exists(pk)"))?);
+        items.push(put(&self.table, pointer, None)?);
+        items.push(put(&self.table, outbox, None)?);
+        if self.transact("dynamodb record message", items).await? {
+            return Ok(Recorded::New);
+        }
+        // A condition failed: the key was used first, or the conversation is gone (the
+        // message id is fresh).
+        if let Some(k) = key {
+            if let Some((message_id, fingerprint)) = self.idempotency_key(&k.scope).await? {
+                return Ok(Recorded::Existing { message_id, fingerprint });
             }
         }
+        Err(StoreError::Gone)
     }
 
     async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
@@ -563,18 +523,7 @@ impl Store for DynamoStore {
             ("sk".into(), s(message_id)),
             ("created_at".into(), n(now_ms)),
         ]);
-        let r = self
-            .client
-            .transact_write_items()
-            .transact_items(requeue)
-            .transact_items(put(&self.table, outbox, None)?)
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => Ok(false),
-            Err(e) => Err(backend("dynamodb retry message")(e)),
-        }
+        self.transact("dynamodb retry message", vec![requeue, put(&self.table, outbox, None)?]).await
     }
 
     async fn delete_message(&self, m: &Message) -> Result<()> {
@@ -643,19 +592,8 @@ impl Store for DynamoStore {
         let values = || vec![(":t", n(tokens as i64)), (":x", n(expires))];
         let user =
             update(&self.table, (format!("USERID#{user_id}"), format!("SPEND#{day}")), add, None, &[], values())?;
-        let r = self
-            .client
-            .transact_write_items()
-            .transact_items(not_gone(&self.table, user_id)?)
-            .transact_items(user)
-            .send()
-            .await;
-        match r {
-            Ok(_) => {}
-            // The account was deleted meanwhile: nothing to count for it.
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception()) => {}
-            Err(e) => return Err(backend("dynamodb add user spend")(e)),
-        }
+        // False when the account was deleted meanwhile: nothing to count for it.
+        self.transact("dynamodb add user spend", vec![not_gone(&self.table, user_id)?, user]).await?;
         let mut all = self
             .client
             .update_item()
@@ -871,22 +809,4 @@ fn message_keys(m: &Message) -> Vec<(String, String)> {
         keys.push(purge_key(&m.id, at));
     }
     keys
-}
-
-/// A transaction refused by its tombstone check is the account's deletion; any other error
-/// is the backend's.
-fn gone_or<E>(
-    other: impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> StoreError,
-) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E>) -> StoreError
-where
-    E: std::error::Error + Send + Sync + 'static + aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    move |e| {
-        let cancelled = e.as_service_error().is_some_and(|s| s.code() == Some("TransactionCanceledException"));
-        if cancelled {
-            StoreError::Gone
-        } else {
-            other(e)
-        }
-    }
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem};
 
 use super::item::{get_s, message_from, s, Item};
 use super::DynamoStore;
@@ -98,6 +99,37 @@ impl DynamoStore {
             futures_util::future::try_join_all(deletes).await.map_err(backend("dynamodb delete item"))?;
         }
         Ok(())
+    }
+
+    /// Writes `items` in one transaction: true when written, false when one of its conditions
+    /// failed. A cancellation for a conflict with another transaction on one of the items (two
+    /// posts checking one conversation, two answers adding to one spend item) is tried again,
+    /// up to 5 times with growing pauses, since the other one ends in milliseconds.
+    pub(super) async fn transact(&self, what: &'static str, items: Vec<TransactWriteItem>) -> Result<bool> {
+        let mut attempt = 0u32;
+        loop {
+            let r = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let e = match r {
+                Ok(_) => return Ok(true),
+                Err(e) => e,
+            };
+            let reasons: Vec<String> = match e.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    c.cancellation_reasons().iter().filter_map(|r| r.code().map(str::to_string)).collect()
+                }
+                _ => return Err(backend(what)(e)),
+            };
+            if reasons.iter().any(|c| c == "ConditionalCheckFailed") {
+                return Ok(false);
+            }
+            if attempt < 5 && reasons.iter().any(|c| c == "TransactionConflict") {
+                attempt += 1;
+                let pause = 20u64 << attempt;
+                tokio::time::sleep(std::time::Duration::from_millis(rand::random_range(pause / 2..=pause))).await;
+                continue;
+            }
+            return Err(backend(what)(e));
+        }
     }
 
     /// Conditional update of a message; false when the condition failed.
