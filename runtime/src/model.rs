@@ -111,6 +111,20 @@ impl Message {
     }
 }
 
+/// What a message left on its last delivery, its lease expired, shows: the queue sends it to
+/// the dead-letter queue at its next receive, so it is failed (and a redrive may claim it).
+pub const SET_ASIDE: &str = "not answered after repeated attempts; set aside for the operator to retry";
+
+/// The status a stored message shows: `processing` on its last delivery with an expired lease
+/// (the worker died) is already `failed`, for the queue will not deliver it again.
+pub fn shown_status(stored: Status, last_delivery: bool, lease_until_ms: i64, now_ms: i64) -> Status {
+    if stored == Status::Processing && last_delivery && lease_until_ms < now_ms {
+        Status::Failed
+    } else {
+        stored
+    }
+}
+
 /// The day (UTC, days since the epoch) that spend budgets count in.
 pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(86_400_000)

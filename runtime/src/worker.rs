@@ -15,7 +15,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::llm::{Disposition, Llm, LlmError, Turn};
 use crate::metrics::Metrics;
-use crate::model::{day_of, now_ms, Message, QueueBody};
+use crate::model::{day_of, now_ms, Message, QueueBody, SET_ASIDE};
 use crate::queue::{Queue, Received};
 use crate::store::{Claim, Store};
 
@@ -205,7 +205,8 @@ impl Worker {
         let token = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
         let lease_ms = cfg.visibility.as_millis() as i64;
-        let msg = match self.store.claim(&id, &token, now, now + lease_ms).await {
+        let last = m.receive_count >= cfg.max_receives;
+        let msg = match self.store.claim(&id, &token, now, now + lease_ms, last).await {
             Err(e) => {
                 // Leave the delivery alone: it becomes visible again after its timeout.
                 warn!(error = format!("{e:#}"), "claim failed");
@@ -330,10 +331,16 @@ impl Worker {
         }
     }
 
-    /// Shutting down: the message goes back to the queue at once for another worker.
+    /// Shutting down: the message goes back to the queue at once for another worker; on its
+    /// last delivery the queue sends it to the dead-letter queue instead, so it is failed and
+    /// marked for a redrive.
     async fn hand_back(&self, m: &Received, id: &str, token: &str) {
         info!("shutting down: handing the message back");
-        let _ = self.store.release(id, token, now_ms()).await;
+        if m.receive_count >= self.config.max_receives {
+            let _ = self.store.fail(id, token, SET_ASIDE, now_ms(), true).await;
+        } else {
+            let _ = self.store.release(id, token, now_ms()).await;
+        }
         self.set_visibility(m, Duration::ZERO).await;
         self.outcome("handed_back");
     }

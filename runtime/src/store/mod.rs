@@ -140,8 +140,17 @@ pub trait Store: Send + Sync {
 
     /// Conditional: succeeds when the message is queued, failed and set aside for the
     /// dead-letter queue (a redrive; claiming clears the mark), or processing with an expired
-    /// lease. A failed message without the mark is `Claim::Failed`.
-    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim>;
+    /// lease. A failed message without the mark is `Claim::Failed`. `last_delivery`: the queue
+    /// will not deliver it again, so should this worker die, the message reads as failed
+    /// once the lease expires (`model::shown_status`).
+    async fn claim(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        last_delivery: bool,
+    ) -> Result<Claim>;
     /// Conditional on holding the lease.
     async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool>;
     /// Conditional on holding the lease: stores the answer. False when the lease was lost.

@@ -120,8 +120,15 @@ impl Store for Notifying {
     async fn outbox_len(&self) -> Result<u64> {
         self.inner.outbox_len().await
     }
-    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {
-        let c = self.inner.claim(message_id, claim_token, now_ms, lease_until_ms).await?;
+    async fn claim(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        last_delivery: bool,
+    ) -> Result<Claim> {
+        let c = self.inner.claim(message_id, claim_token, now_ms, lease_until_ms, last_delivery).await?;
         self.announce(matches!(c, Claim::Claimed(_)), message_id);
         Ok(c)
     }

@@ -7,7 +7,7 @@ use rusqlite::{params, OptionalExtension, Row};
 
 use super::{status_of, Claim, IdempotencyKey, PostContext, Recorded, Result, Store, StoreError};
 use crate::group_commit::{Db, Durability};
-use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
+use crate::model::{now_ms, shown_status, Conversation, Message, Profile, Status, TokenInfo, User, SET_ASIDE};
 
 const SCHEMA: &str = "
 -- Deleted rows are overwritten with zeros, in the file and in the log: a deleted account's
@@ -45,9 +45,11 @@ CREATE TABLE IF NOT EXISTS spend (
 
 /// Columns added to `messages` after its first release, added to older files at open:
 /// `purge_at` (ms; 0 = kept) and `dead_lettered` (1 = a redrive may claim it).
-const ADDED_COLUMNS: [(&str, &str); 2] = [
+/// `last_delivery` (1 = claimed on the queue's last delivery).
+const ADDED_COLUMNS: [(&str, &str); 3] = [
     ("purge_at", "ALTER TABLE messages ADD COLUMN purge_at INTEGER NOT NULL DEFAULT 0"),
     ("dead_lettered", "ALTER TABLE messages ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0"),
+    ("last_delivery", "ALTER TABLE messages ADD COLUMN last_delivery INTEGER NOT NULL DEFAULT 0"),
 ];
 
 pub struct SqliteStore {
@@ -76,20 +78,24 @@ fn migrate(path: &Path) -> anyhow::Result<()> {
 }
 
 /// The columns [`message_row`] reads, in its order.
-const MESSAGE_COLUMNS: &str =
+const MESSAGE_COLUMNS: &str = "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at, \
+                               purge_at, lease_until, last_delivery";
+/// The columns a new message is written with (the rest take their defaults).
+const INSERT_COLUMNS: &str =
     "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at, purge_at";
 
 fn message_row(r: &Row) -> rusqlite::Result<Message> {
-    let status: String = r.get(4)?;
+    let stored = status_of(&r.get::<_, String>(4)?);
     let purge_at: i64 = r.get(9)?;
+    let status = shown_status(stored, r.get(11)?, r.get(10)?, now_ms());
     Ok(Message {
         id: r.get(0)?,
         conversation_id: r.get(1)?,
         user_id: r.get(2)?,
         content: r.get(3)?,
-        status: status_of(&status),
+        status,
         answer: r.get(5)?,
-        error: r.get(6)?,
+        error: if status == stored { r.get(6)? } else { Some(SET_ASIDE.to_string()) },
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
         purge_at: (purge_at > 0).then_some(purge_at),
@@ -440,7 +446,7 @@ impl Store for SqliteStore {
                 // request was authenticated gets nothing written.
                 let n = tx.execute(
                     &format!(
-                        "INSERT INTO messages ({MESSAGE_COLUMNS})
+                        "INSERT INTO messages ({INSERT_COLUMNS})
                          SELECT ?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6, ?7
                          WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?2 AND user_id = ?3)"
                     ),
@@ -473,7 +479,9 @@ impl Store for SqliteStore {
                 let tx = c.savepoint()?;
                 let n = tx.execute(
                     "UPDATE messages SET status = 'queued', error = NULL, claim_token = NULL, lease_until = 0,
-                     dead_lettered = 0, updated_at = ?2 WHERE id = ?1 AND status = 'failed'",
+                     dead_lettered = 0, last_delivery = 0, updated_at = ?2
+                     WHERE id = ?1 AND (status = 'failed'
+                                        OR (status = 'processing' AND last_delivery = 1 AND lease_until < ?2))",
                     params![id, now_ms],
                 )?;
                 if n == 1 {
@@ -579,7 +587,14 @@ impl Store for SqliteStore {
         Ok(self.db.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))).await? as u64)
     }
 
-    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {
+    async fn claim(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        last_delivery: bool,
+    ) -> Result<Claim> {
         let (id, tok) = (message_id.to_string(), claim_token.to_string());
         Ok(self
             .db
@@ -587,17 +602,15 @@ impl Store for SqliteStore {
                 let tx = c.savepoint()?;
                 let n = tx.execute(
                     "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4,
-                     dead_lettered = 0
+                     dead_lettered = 0, last_delivery = ?5
                      WHERE id = ?1 AND (status = 'queued' OR (status = 'failed' AND dead_lettered = 1)
                                         OR (status = 'processing' AND lease_until < ?4))",
-                    params![id, tok, lease_until_ms, now_ms],
+                    params![id, tok, lease_until_ms, now_ms, last_delivery],
                 )?;
                 let row: Option<(Message, i64)> = tx
-                    .query_row(
-                        &format!("SELECT {MESSAGE_COLUMNS}, lease_until FROM messages WHERE id = ?1"),
-                        [&id],
-                        |r| Ok((message_row(r)?, r.get(10)?)),
-                    )
+                    .query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"), [&id], |r| {
+                        Ok((message_row(r)?, r.get(10)?))
+                    })
                     .optional()?;
                 tx.commit()?;
                 Ok(match row {

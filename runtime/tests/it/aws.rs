@@ -447,3 +447,9 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     assert_eq!(cancelled, 5, "each conflict answered as DynamoDB does");
     assert_eq!(transactions, 10, "sign-up, token, conversation, message, spend: each tried again once");
 }
+
+#[tokio::test]
+async fn moto_a_message_left_on_its_last_delivery_ends_failed_and_can_be_retried() {
+    let env = setup(3).await;
+    crate::privacy::set_aside_on_its_last_delivery(&env.app, env.store.as_ref(), "aws-last@example.com").await;
+}

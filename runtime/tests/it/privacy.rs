@@ -311,3 +311,33 @@ async fn a_token_made_from_a_session_expires_with_it() {
     let with_password = call(&app, "POST", "/v1/auth/tokens", None, Some(creds), &[]).await;
     assert_eq!(with_password.body["expires_in"], 90 * 24 * 3600);
 }
+
+/// A worker that dies on a message's last delivery: the queue will not deliver it again (the
+/// next receive moves it to the dead-letter queue), so once the lease expires the message
+/// reads `failed` and its event stream ends with that final event; the user's retry answers it.
+pub async fn set_aside_on_its_last_delivery(app: &Router, store: &dyn Store, email: &str) {
+    let token = user(app, email).await;
+    let conv = conversation(app, &token).await;
+    let id = post_message(app, &token, &conv, "last chance").await;
+    let now = now_ms();
+    let claim = store.claim(&id, "dead-worker", now, now + 300, true).await.unwrap();
+    assert!(matches!(claim, aira_runtime::store::Claim::Claimed(_)), "{claim:?}");
+    let r = call(app, "GET", &format!("/v1/messages/{id}"), Some(&token), None, &[]).await;
+    assert_eq!(r.body["status"], "processing", "the lease still runs");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = call(app, "GET", &format!("/v1/messages/{id}"), Some(&token), None, &[]).await;
+    assert_eq!(r.body["status"], "failed");
+    assert_eq!(r.body["error"], aira_runtime::model::SET_ASIDE);
+    let events = call(app, "GET", &format!("/v1/messages/{id}/events"), Some(&token), None, &[]).await;
+    let text = events.body.as_str().unwrap().to_string();
+    assert!(text.starts_with("event: failed"), "one final event: {text}");
+    let retry = call(app, "POST", &format!("/v1/messages/{id}/retry"), Some(&token), None, &[]).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED, "{:?}", retry.body);
+    assert_eq!(store.get_message(&id).await.unwrap().unwrap().status, Status::Queued);
+}
+
+#[tokio::test]
+async fn a_message_left_on_its_last_delivery_ends_failed_and_can_be_retried() {
+    let env = Env::new(Limits::default());
+    set_aside_on_its_last_delivery(&env.app(), env.store.as_ref(), "last@example.com").await;
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use anyhow::anyhow;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 
-use crate::model::{sha256_hex, Message};
+use crate::model::{now_ms, sha256_hex, shown_status, Message, SET_ASIDE};
 use crate::store::{status_of, StoreError};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -45,14 +45,17 @@ pub(super) fn get_n(item: &Item, k: &str) -> i64 {
 }
 
 pub(super) fn message_from(item: &Item) -> Option<Message> {
+    let stored = status_of(&get_s(item, "status")?);
+    let last_delivery = item.get("last_delivery").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+    let status = shown_status(stored, last_delivery, get_n(item, "lease_until"), now_ms());
     Some(Message {
         id: get_s(item, "id")?,
         conversation_id: get_s(item, "conversation_id")?,
         user_id: get_s(item, "user_id")?,
         content: get_s(item, "content").unwrap_or_default(),
-        status: status_of(&get_s(item, "status")?),
+        status,
         answer: get_s(item, "answer"),
-        error: get_s(item, "error"),
+        error: if status == stored { get_s(item, "error") } else { Some(SET_ASIDE.to_string()) },
         created_at: get_n(item, "created_at"),
         updated_at: get_n(item, "updated_at"),
         purge_at: item.get("purge_at").map(|_| get_n(item, "purge_at")),

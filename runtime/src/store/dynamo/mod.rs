@@ -513,10 +513,18 @@ impl Store for DynamoStore {
         let requeue = update(
             &self.table,
             (format!("MSG#{message_id}"), "MSG".into()),
-            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE #e, claim_token, dead_lettered",
-            Some("#s = :f"),
+            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE #e, claim_token, dead_lettered, last_delivery",
+            // Failed, or left on its last delivery by a worker that died (`model::shown_status`).
+            Some("#s = :f OR (#s = :p AND last_delivery = :yes AND lease_until < :now)"),
             &[("#s", "status"), ("#e", "error")],
-            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms)), (":f", s("failed"))],
+            vec![
+                (":q", s("queued")),
+                (":zero", n(0)),
+                (":now", n(now_ms)),
+                (":f", s("failed")),
+                (":p", s("processing")),
+                (":yes", AttributeValue::Bool(true)),
+            ],
         )?;
         let outbox: Item = HashMap::from([
             ("pk".into(), s(outbox_pk(message_id))),
@@ -674,7 +682,14 @@ impl Store for DynamoStore {
         Ok(total)
     }
 
-    async fn claim(&self, message_id: &str, claim_token: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim> {
+    async fn claim(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        last_delivery: bool,
+    ) -> Result<Claim> {
         let r = self
             .client
             .update_item()
@@ -682,7 +697,8 @@ impl Store for DynamoStore {
             .key("pk", s(format!("MSG#{message_id}")))
             .key("sk", s("MSG"))
             .update_expression(
-                "SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now REMOVE dead_lettered",
+                "SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now, last_delivery = :last \
+                 REMOVE dead_lettered",
             )
             .condition_expression(
                 "attribute_exists(pk) AND (#s = :q OR (#s = :f AND attribute_exists(dead_lettered)) \
@@ -695,6 +711,7 @@ impl Store for DynamoStore {
             .expression_attribute_values(":t", s(claim_token))
             .expression_attribute_values(":l", n(lease_until_ms))
             .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":last", AttributeValue::Bool(last_delivery))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
