@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::auth::AuthUser;
-use super::{AppJson, AppState, Limits};
+use super::{ratelimit, AppJson, AppState, Limits};
 use crate::error::AppError;
 use crate::model::{
     day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
@@ -32,7 +32,17 @@ fn consented(profile: Option<&Profile>) -> Result<&Profile, AppError> {
     })
 }
 
+/// Takes one from one of the user's buckets (`AppState::rate` for messages and retries,
+/// `conversation_rate` for new conversations: the same rate, counted apart).
+fn limit(state: &AppState, bucket: &ratelimit::RateLimiter, user: &AuthUser) -> Result<(), AppError> {
+    bucket.check(&user.id, Instant::now()).map_err(|wait| {
+        state.metrics.rate_limited.inc();
+        AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+    })
+}
+
 pub async fn create_conversation(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
+    limit(&state, &state.conversation_rate, &user)?;
     consented(state.store.get_profile(&user.id).await?.as_ref())?;
     let c = Conversation { id: new_id(), user_id: user.id, created_at: now_ms() };
     state.store.create_conversation(&c).await?;
@@ -151,10 +161,7 @@ pub async fn retry_message(
             format!("the message is {}", m.status.as_str()),
         ));
     }
-    if let Err(wait) = state.rate.check(&user.id, Instant::now()) {
-        state.metrics.rate_limited.inc();
-        return Err(AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 });
-    }
+    limit(&state, &state.rate, &user)?;
     if !state.store.retry_message(&m.id, now_ms()).await? {
         return Err(AppError::user(StatusCode::CONFLICT, "not_failed", "the message is no longer failed"));
     }
@@ -262,10 +269,7 @@ pub async fn post_message(
             return replay(k, &message_id, &fingerprint);
         }
     }
-    if let Err(wait) = state.rate.check(&user.id, Instant::now()) {
-        state.metrics.rate_limited.inc();
-        return Err(AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 });
-    }
+    limit(&state, &state.rate, &user)?;
     let content = body.content;
     if content.trim().is_empty() {
         return Err(AppError::invalid("empty_prompt", "content must not be empty"));

@@ -103,6 +103,8 @@ pub struct AppState {
     pub password_cost: PasswordCost,
     /// Per-user token buckets for posting messages (per API process).
     pub rate: Arc<ratelimit::RateLimiter>,
+    /// Per-user token buckets for creating conversations, at the same rate (per API process).
+    pub conversation_rate: Arc<ratelimit::RateLimiter>,
     /// Per-account and per-address buckets of sign-up, sign-in, token creation, deletion.
     pub auth_rate: Arc<AuthRate>,
     /// Behind the load balancer: the client address is the last `X-Forwarded-For` entry.
@@ -122,6 +124,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, limits: Limits) -> AppState {
         let rate = Arc::new(ratelimit::RateLimiter::new(limits.messages_per_minute, limits.burst));
+        let conversation_rate = Arc::new(ratelimit::RateLimiter::new(limits.messages_per_minute, limits.burst));
         let auth_rate = Arc::new(AuthRate {
             per_account: ratelimit::RateLimiter::new(limits.auth_per_minute, limits.auth_burst),
             per_address: ratelimit::RateLimiter::new(limits.auth_address_per_minute, limits.auth_address_burst),
@@ -133,6 +136,7 @@ impl AppState {
             limits,
             password_cost: PasswordCost::default(),
             rate,
+            conversation_rate,
             auth_rate,
             trust_forwarded: false,
             shutdown: tokio_util::sync::CancellationToken::new(),

@@ -341,3 +341,17 @@ async fn a_message_left_on_its_last_delivery_ends_failed_and_can_be_retried() {
     let env = Env::new(Limits::default());
     set_aside_on_its_last_delivery(&env.app(), env.store.as_ref(), "last@example.com").await;
 }
+
+#[tokio::test]
+async fn conversations_are_created_no_faster_than_messages_are_posted() {
+    let env = Env::new(Limits { messages_per_minute: 6, burst: 2, ..Limits::default() });
+    let app = env.app();
+    let token = user(&app, "many-conversations@example.com").await;
+    let first = conversation(&app, &token).await;
+    conversation(&app, &token).await;
+    let r = call(&app, "POST", "/v1/conversations", Some(&token), None, &[]).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    // Posting has its own bucket.
+    post_message(&app, &token, &first, "still allowed").await;
+}
