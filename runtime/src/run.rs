@@ -133,13 +133,13 @@ async fn serve_ops(
 }
 
 fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c: &Common) -> Arc<Relay> {
-    Arc::new(Relay {
+    Arc::new(Relay::new(
         store,
         queue,
         metrics,
-        interval: Duration::from_secs(c.relay_interval_secs.max(1)),
-        min_age: Duration::from_secs(c.relay_min_age_secs),
-    })
+        Duration::from_secs(c.relay_interval_secs.max(1)),
+        Duration::from_secs(c.relay_min_age_secs),
+    ))
 }
 
 /// `serve`: api, relay and worker in one process on the embedded backends.
@@ -162,8 +162,9 @@ pub async fn serve(
     state.updates = Some(updates);
     state.trust_forwarded = c.behind_load_balancer;
     state.shutdown = shutdown.clone();
-    let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
     let relay = relay(store, queue, metrics, c);
+    state.relay_wake = relay.wake.clone();
+    let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
     let w = tokio::spawn(worker.run(shutdown.clone()));
     let r = tokio::spawn(relay.run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
@@ -185,8 +186,10 @@ pub async fn api(
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
     state.trust_forwarded = c.behind_load_balancer;
     state.shutdown = shutdown.clone();
+    let relay = relay(store, queue, metrics, c);
+    state.relay_wake = relay.wake.clone();
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
-    let r = tokio::spawn(relay(store, queue, metrics, c).run(shutdown.clone()));
+    let r = tokio::spawn(relay.run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(r, ops);

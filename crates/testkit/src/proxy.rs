@@ -116,6 +116,7 @@ impl Proxy {
             mutations: AtomicU64::new(0),
             ec2_errors: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
+            transactions: tokio::sync::Mutex::new(()),
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
@@ -176,6 +177,8 @@ struct State {
     mutations: AtomicU64,
     ec2_errors: AtomicU64,
     conflicts: AtomicU64,
+    /// Held while a DynamoDB transaction is forwarded (see `answer`).
+    transactions: tokio::sync::Mutex<()>,
     hung: Arc<Notify>,
 }
 
@@ -262,6 +265,13 @@ async fn answer(
     if call == "application-autoscaling:DeregisterScalableTarget" {
         drop_scaling_policies(&state, &parts, &body).await;
     }
+    // moto runs requests on threads, and its DynamoDB transactions are not atomic against each
+    // other: two at once can fail with an HTML 500. DynamoDB runs them atomically (cancelling a
+    // conflicting one, which `Faults::transaction_conflicts` shows); here they go one at a time.
+    let _one_at_a_time = match call.as_str() {
+        "dynamodb:TransactWriteItems" => Some(state.transactions.lock().await),
+        _ => None,
+    };
     let answer = conform(&state, &call, parts, body.clone()).await;
     let answer = state.faults.rewrite.answer(&call, &body, answer).await;
     match state.faults.endpoint_service_without_zone {

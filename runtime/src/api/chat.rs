@@ -182,6 +182,7 @@ async fn enqueue(state: &AppState, id: &str) {
         Err(e) => {
             state.metrics.queue_send_errors.inc();
             tracing::warn!(message_id = %id, error = format!("{e:#}"), "enqueue failed; left to the outbox relay");
+            state.relay_wake.notify_one();
         }
     }
 }
@@ -381,6 +382,20 @@ async fn wait_for_change(
     let _ = tokio::time::timeout(poll, announced).await;
 }
 
+/// How long a stream waits before it reads its message again: `poll` (250 ms) for the first
+/// 2 s after the stream opened or the status changed, when the next change is likely soon
+/// (queued → processing), then 4 × `poll` while the model works. Where the worker runs in
+/// another process this bounds a stream's reads at 4 a second for 2 s after a change and 1 a
+/// second after that, plus the token's check every 5 s; in `serve` the worker's announcements
+/// wake the stream at once.
+fn poll_after(poll: Duration, changed: Instant) -> Duration {
+    if changed.elapsed() < Duration::from_secs(2) {
+        poll
+    } else {
+        poll * 4
+    }
+}
+
 /// SSE: one event per status change (`queued`, `processing`, `answered`, `failed`), each
 /// with the message as data; ends after `answered` or `failed`. A reconnecting client gets
 /// the current status first, so it catches up from the store.
@@ -404,7 +419,9 @@ pub async fn events(
             let id = id.clone();
             let token_hash = token_hash.clone();
             async move {
-                let mut checked = Instant::now();
+                // The stream opened or the status changed just now.
+                let changed = Instant::now();
+                let mut checked = changed;
                 if done {
                     return None;
                 }
@@ -417,7 +434,7 @@ pub async fn events(
                                 return None;
                             }
                             tokio::select! {
-                                _ = wait_for_change(&mut updates, &id, poll) => {}
+                                _ = wait_for_change(&mut updates, &id, poll_after(poll, changed)) => {}
                                 _ = state.shutdown.cancelled() => return None,
                             }
                             if checked.elapsed() >= recheck {

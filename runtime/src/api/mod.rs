@@ -114,6 +114,8 @@ pub struct AppState {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Poll period of the SSE stream while a message is pending.
     pub events_poll: Duration,
+    /// Wakes this process's outbox relay when an enqueue failed (see `relay`).
+    pub relay_wake: Arc<tokio::sync::Notify>,
     /// Open event streams per user (this process), against `limits.streams_per_user`.
     pub streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// Changed message ids, when the worker shares this process (see `store::notify`):
@@ -143,6 +145,7 @@ impl AppState {
             events_poll: Duration::from_millis(250),
             updates: None,
             streams: Arc::default(),
+            relay_wake: Arc::default(),
         }
     }
 }

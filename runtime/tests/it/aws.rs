@@ -222,13 +222,8 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
     };
     assert_eq!(env.store.record_message(&m, None).await.unwrap(), Recorded::New);
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
-    let relay = Relay {
-        store: env.store.clone(),
-        queue: env.queue.clone(),
-        metrics: env.metrics.clone(),
-        interval: Duration::from_secs(1),
-        min_age: Duration::ZERO,
-    };
+    let relay =
+        Relay::new(env.store.clone(), env.queue.clone(), env.metrics.clone(), Duration::from_secs(1), Duration::ZERO);
     assert_eq!(relay.relay_once().await.unwrap(), 1);
     assert_eq!(env.store.outbox_len().await.unwrap(), 0);
 

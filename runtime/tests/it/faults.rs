@@ -95,13 +95,13 @@ async fn api_crash_between_record_and_enqueue_loses_nothing() {
     assert_eq!(env.store.outbox_len().await.unwrap(), 1);
 
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
-    let relay = Relay {
-        store: env.store.clone(),
-        queue: env.queue.clone(),
-        metrics: env.metrics.clone(),
-        interval: Duration::from_millis(100),
-        min_age: Duration::ZERO,
-    };
+    let relay = Relay::new(
+        env.store.clone(),
+        env.queue.clone(),
+        env.metrics.clone(),
+        Duration::from_millis(100),
+        Duration::ZERO,
+    );
     let stop_relay = tokio_util::sync::CancellationToken::new();
     tokio::spawn(Arc::new(relay).run(stop_relay.clone()));
     let done = wait_status(env.store.as_ref(), &m.id, Status::Answered, SECS_10).await;
@@ -112,7 +112,9 @@ async fn api_crash_between_record_and_enqueue_loses_nothing() {
 }
 
 /// The queue is down when the API enqueues: the POST still answers 202 (the message is
-/// recorded), the row stays in the outbox, and the relay sends it once the queue is back.
+/// recorded), the row stays in the outbox, and the relay, woken by the failure although it
+/// was pausing long between scans of an empty outbox, sends it at once (here, through the
+/// working queue).
 #[tokio::test]
 async fn queue_outage_at_post_is_covered_by_the_outbox() {
     struct Down;
@@ -140,25 +142,35 @@ async fn queue_outage_at_post_is_covered_by_the_outbox() {
         }
     }
     let env = Env::new(Limits::default());
+    // The relay has scanned an empty outbox for a while: it pauses 3 s and more between scans.
+    let relay = Arc::new(Relay::new(
+        env.store.clone(),
+        env.queue.clone(),
+        env.metrics.clone(),
+        Duration::from_millis(100),
+        Duration::ZERO,
+    ));
+    let stop_relay = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(relay.clone().run(stop_relay.clone()));
     let mut down_state = env.state.clone();
     down_state.queue = Arc::new(Down);
+    down_state.relay_wake = relay.wake.clone();
     let down_app_state = down_state.clone();
     let down_app = aira_runtime::api::app(down_state);
     let token = user(&down_app, "outage@example.com").await;
     let conv = conversation(&down_app, &token).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let posted = std::time::Instant::now();
     let id = post_message(&down_app, &token, &conv, "queue was down").await;
     let down_ops = aira_runtime::api::ops_app(down_app_state);
     assert_eq!(call(&down_ops, "GET", "/readyz", None, None, &[]).await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(env.store.outbox_len().await.unwrap(), 1);
-
-    let relay = Relay {
-        store: env.store.clone(),
-        queue: env.queue.clone(),
-        metrics: env.metrics.clone(),
-        interval: Duration::from_millis(100),
-        min_age: Duration::ZERO,
-    };
-    assert_eq!(relay.relay_once().await.unwrap(), 1);
+    // The failed enqueue woke the relay: the row is sent at once, not at the next idle scan.
+    wait_until("the relay sends the row", Duration::from_secs(1), || async {
+        env.store.outbox_len().await.unwrap() == 0
+    })
+    .await;
+    assert!(posted.elapsed() < Duration::from_secs(1));
+    assert_eq!(metric(&env.metrics, "aira_outbox_relayed_total"), 1.0);
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
     wait_status(env.store.as_ref(), &id, Status::Answered, SECS_10).await;
 }
