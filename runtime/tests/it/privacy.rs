@@ -289,17 +289,8 @@ async fn a_user_holds_a_bounded_number_of_event_streams() {
 async fn a_token_made_from_a_session_expires_with_it() {
     let env = Env::new(Limits::default());
     let app = env.app();
-    let creds = json!({"email": "session@example.com", "password": "correct horse battery", "keep_history": true});
-    call(&app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await;
-    let login = call(&app, "POST", "/v1/auth/login", None, Some(creds.clone()), &[]).await;
-    let cookie = login
-        .headers
-        .get_all(header::SET_COOKIE)
-        .iter()
-        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
-        .find(|c| c.starts_with("__Host-aira_session="))
-        .unwrap();
-    let csrf = login.body["csrf_token"].as_str().unwrap();
+    let (cookie, csrf) = crate::web::browser_session(&app, "session@example.com").await;
+    let csrf = csrf.as_str();
     let from_session = call(&app, "POST", "/v1/auth/tokens", Some(&cookie), None, &[("x-csrf-token", csrf)]).await;
     assert_eq!(from_session.status, StatusCode::CREATED, "{:?}", from_session.body);
     let secs = from_session.body["expires_in"].as_i64().unwrap();
@@ -308,6 +299,7 @@ async fn a_token_made_from_a_session_expires_with_it() {
     let child = from_session.body["token"].as_str().unwrap();
     let grandchild = call(&app, "POST", "/v1/auth/tokens", Some(child), None, &[]).await;
     assert!(grandchild.body["expires_in"].as_i64().unwrap() <= secs);
+    let creds = json!({"email": "session@example.com", "password": "correct horse battery"});
     let with_password = call(&app, "POST", "/v1/auth/tokens", None, Some(creds), &[]).await;
     assert_eq!(with_password.body["expires_in"], 90 * 24 * 3600);
 }

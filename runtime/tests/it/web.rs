@@ -9,8 +9,9 @@ use serde_json::json;
 
 use crate::common::*;
 
-/// Signs up and signs in through the cookie flow: (Cookie header value, CSRF token).
-async fn browser_session(app: &axum::Router, email: &str) -> (String, String) {
+/// Signs up (without answering the consent screen) and signs in through the cookie flow:
+/// (Cookie header value, CSRF token).
+pub async fn browser_session(app: &axum::Router, email: &str) -> (String, String) {
     let creds = json!({"email": email, "password": "correct horse battery"});
     assert_eq!(call(app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await.status, StatusCode::CREATED);
     let login = call(app, "POST", "/v1/auth/login", None, Some(creds), &[]).await;

@@ -154,20 +154,8 @@ impl Store for DynamoStore {
                 .map_err(backend("dynamodb put tombstone"))?;
         }
         // No write for the account succeeds any more, so what the reads below find is all.
-        let convs = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(format!("USERCONVS#{}", user.id)))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(backend("dynamodb query conversations"))?;
-        for c in convs.iter().filter_map(|i| get_s(i, "sk")?.strip_prefix("CONV#").map(str::to_string)) {
+        let convs = self.partition_keys(format!("USERCONVS#{}", user.id)).await?;
+        for c in convs.iter().filter_map(|(_, sk)| sk.strip_prefix("CONV#")) {
             // The conversation item first: a message can no longer be written into it (its
             // write checks the item), so the partition read after it lists every message.
             self.delete_keys(vec![(format!("CONV#{c}"), "CONV".to_string())]).await?;
