@@ -478,6 +478,9 @@ pub async fn create_token(
         // Without the password, a token lives no longer than the session or token it is made
         // from: a stolen session cannot mint itself a 90-day token.
         let user = authenticate(&state, &parts, &Method::POST).await?;
+        // The address's bucket, as for a token made with a password (that one is taken in
+        // `check_credentials`).
+        limit_attempt(&state, &client, None)?;
         let now = now_ms();
         let parent = state.store.list_tokens(&user.id, now).await?;
         let expires = parent.iter().find(|t| t.hash == user.token_hash).map_or(now, |t| t.expires_at);
@@ -486,7 +489,6 @@ pub async fn create_token(
     if ttl_ms == 0 {
         return Err(AppError::unauthorized());
     }
-    limit_attempt(&state, &client, None)?;
     let token = issue(&state, &user_id, "api", ttl_ms).await?;
     Ok((StatusCode::CREATED, Json(json!({"token": token, "expires_in": ttl_ms / 1000}))).into_response())
 }
