@@ -448,3 +448,9 @@ async fn moto_a_message_left_on_its_last_delivery_ends_failed_and_can_be_retried
     let env = setup(3).await;
     crate::privacy::set_aside_on_its_last_delivery(&env.app, env.store.as_ref(), "aws-last@example.com").await;
 }
+
+#[tokio::test]
+async fn moto_lists_come_in_pages() {
+    let env = setup(3).await;
+    crate::privacy::pages(&env.app, "aws-pages@example.com").await;
+}

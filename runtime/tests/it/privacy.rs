@@ -221,8 +221,14 @@ async fn a_failed_message_is_answered_again_only_when_the_user_retries_it() {
 #[tokio::test]
 async fn lists_come_in_pages() {
     let env = Env::new(Limits::default());
-    let app = env.app();
-    let token = user(&app, "pages@example.com").await;
+    pages(&env.app(), "pages@example.com").await;
+}
+
+/// Conversations and messages in pages, newest first, cursors checked. Shared by the SQLite and
+/// DynamoDB stores.
+pub async fn pages(app: &Router, email: &str) {
+    let app = app.clone();
+    let token = user(&app, email).await;
     let mut convs = Vec::new();
     for _ in 0..3 {
         convs.push(conversation(&app, &token).await);

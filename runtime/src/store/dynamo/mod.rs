@@ -314,28 +314,10 @@ impl Store for DynamoStore {
     }
 
     async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
-        let hi = before.map_or_else(|| "CONV#~".to_string(), |b| format!("CONV#{b}"));
-        let r = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(format!("USERCONVS#{user_id}")))
-            .expression_attribute_values(":lo", s("CONV#"))
-            .expression_attribute_values(":hi", s(hi))
-            .scan_index_forward(false)
-            .limit(limit.saturating_add(1).min(1000) as i32)
-            .send()
-            .await
-            .map_err(backend("dynamodb query conversations"))?;
-        Ok(r.items()
-            .iter()
-            .filter_map(|i| {
-                let id = get_s(i, "sk")?.strip_prefix("CONV#")?.to_string();
-                Some(Conversation { id, user_id: user_id.to_string(), created_at: get_n(i, "created_at") })
-            })
-            .filter(|c| before.is_none_or(|b| c.id.as_str() < b))
-            .take(limit)
+        let page = self.newest(format!("USERCONVS#{user_id}"), "CONV#", before, limit, false).await?;
+        Ok(page
+            .into_iter()
+            .map(|(id, i)| Conversation { id, user_id: user_id.to_string(), created_at: get_n(&i, "created_at") })
             .collect())
     }
 
@@ -350,28 +332,8 @@ impl Store for DynamoStore {
     }
 
     async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {
-        let hi = before.map_or_else(|| "MSG#~".to_string(), |b| format!("MSG#{b}"));
-        let r = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(format!("CONV#{conversation_id}")))
-            .expression_attribute_values(":lo", s("MSG#"))
-            .expression_attribute_values(":hi", s(hi))
-            .scan_index_forward(false)
-            .limit(limit.saturating_add(1).min(1000) as i32)
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(backend("dynamodb query messages"))?;
-        let ids: Vec<String> = r
-            .items()
-            .iter()
-            .filter_map(|i| get_s(i, "sk")?.strip_prefix("MSG#").map(str::to_string))
-            .filter(|id| before.is_none_or(|b| id.as_str() < b))
-            .take(limit)
-            .collect();
+        let page = self.newest(format!("CONV#{conversation_id}"), "MSG#", before, limit, true).await?;
+        let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
         self.messages_by_id(&ids).await
     }
 

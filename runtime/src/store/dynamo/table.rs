@@ -70,6 +70,41 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// A page of partition `pk`: the newest `limit` items whose sort key is `prefix` + an id
+    /// below `before` (ids are UUIDv7, so they sort by time), newest first, as (id, item).
+    pub(super) async fn newest(
+        &self,
+        pk: String,
+        prefix: &str,
+        before: Option<&str>,
+        limit: usize,
+        consistent: bool,
+    ) -> Result<Vec<(String, Item)>> {
+        // BETWEEN is inclusive: one more is read, in case `before` itself is there.
+        let hi = format!("{prefix}{}", before.unwrap_or("~"));
+        let r = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":lo", s(prefix))
+            .expression_attribute_values(":hi", s(hi))
+            .scan_index_forward(false)
+            .limit(limit.saturating_add(1).min(1000) as i32)
+            .consistent_read(consistent)
+            .send()
+            .await
+            .map_err(backend("dynamodb query a page"))?;
+        Ok(r.items
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| Some((get_s(&i, "sk")?.strip_prefix(prefix)?.to_string(), i)))
+            .filter(|(id, _)| before.is_none_or(|b| id.as_str() < b))
+            .take(limit)
+            .collect())
+    }
+
     /// Every item of partition `pk` (all sort keys), as (pk, sk) keys.
     pub(super) async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>> {
         let items = self
