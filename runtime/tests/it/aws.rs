@@ -433,8 +433,14 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     };
     let message = get(format!("MSG#{id}"), "MSG".into()).await.unwrap().item.unwrap();
     assert_eq!(message["answer"].as_s().unwrap(), "fake: through conflicts");
-    let day = aira_runtime::model::day_of(aira_runtime::model::now_ms());
-    let spend = get(format!("USERID#{user_id}"), format!("SPEND#{day}")).await.unwrap().item.expect("spend counted");
+    // The worker counts the spend after it stores the answer, and its transaction may be the one
+    // the proxy cancels: wait for it.
+    let spend_key = || format!("SPEND#{}", aira_runtime::model::day_of(now_ms()));
+    wait_until("the spend counted", SECS_20, || async {
+        get(format!("USERID#{user_id}"), spend_key()).await.unwrap().item.is_some()
+    })
+    .await;
+    let spend = get(format!("USERID#{user_id}"), spend_key()).await.unwrap().item.unwrap();
     assert_eq!(spend["tokens"].as_n().unwrap(), "7");
     let sent = proxy.take_requests();
     let transactions = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems").count();

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use aira_runtime::api::Limits;
-use aira_runtime::model::{now_ms, QueueBody, Status};
-use aira_runtime::store::Store;
+use aira_runtime::model::{day_of, now_ms, QueueBody, Status};
+use aira_runtime::store::{PostContext, Store};
 use axum::http::{header, StatusCode};
 use axum::Router;
 use serde_json::json;
@@ -155,10 +155,13 @@ async fn daily_budgets_refuse_with_their_own_errors_until_midnight() {
     let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), worker_config()));
     let token = user(&app, "spender@example.com").await;
     let conv = conversation(&app, &token).await;
+    let me = call(&app, "GET", "/v1/me", Some(&token), None, &[]).await;
+    let user_id = me.body["id"].as_str().unwrap().to_string();
     for text in ["one", "two"] {
         let id = post_message(&app, &token, &conv, text).await;
         wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
     }
+    wait_spent(env.store.as_ref(), &user_id, |c| c.user_tokens_today >= 14).await;
     let uri = format!("/v1/conversations/{conv}/messages");
     let r = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "three"})), &[]).await;
     assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("daily_budget_spent")));
@@ -179,6 +182,7 @@ async fn daily_budgets_refuse_with_their_own_errors_until_midnight() {
         let id = post_message(&app, &t, &c, "spend").await;
         wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
     }
+    wait_spent(env.store.as_ref(), &user_id, |c| c.all_tokens_today >= 14).await;
     let t = user(&app, "c@example.com").await;
     let c = conversation(&app, &t).await;
     let r =
@@ -186,6 +190,14 @@ async fn daily_budgets_refuse_with_their_own_errors_until_midnight() {
             .await;
     assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("service_budget_spent")));
     assert!(r.headers.contains_key(header::RETRY_AFTER));
+}
+
+/// The worker counts the spend just after it stores the answer: wait for the count.
+async fn wait_spent(store: &dyn Store, user_id: &str, done: impl Fn(&PostContext) -> bool) {
+    wait_until("the spend counted", SECS_20, || async {
+        done(&store.post_context(user_id, "none", day_of(now_ms())).await.unwrap())
+    })
+    .await;
 }
 
 #[tokio::test]
