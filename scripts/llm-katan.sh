@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test after scripts/moto.sh: installs the pinned llm-katan (an LLM server for
 # tests that speaks the OpenAI API and Bedrock's Converse API) into the same venv under
 # $AIRA_CACHE and exports AIRA_LLM_KATAN, its executable. The runtime's tests start one per test.

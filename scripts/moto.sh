@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/test and bench/*.sh: installs the pinned moto server in a venv under
 # $AIRA_CACHE and starts it on a free loopback port; exports AIRA_TEST_ENDPOINT and test
 # credentials; stops it on exit.

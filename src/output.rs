@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::failure::{Failure, Outcome};
 use aira_engine::apply::{Events, OpKind, Report, Status};
+use aira_engine::cost::Estimate;
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::plan::{Action, Plan};
 use aira_engine::provider::Progress;
@@ -171,6 +172,9 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
             if plan.summary.no_op == 1 { "" } else { "s" },
             plan.stack
         ));
+        if let Some(cost) = &plan.cost {
+            out.push_str(&render_cost(cost, false));
+        }
         return out;
     }
     out.push_str(&format!("Plan for stack `{}`:\n\n", plan.stack));
@@ -202,6 +206,39 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
         "\nPlan: {} to create, {} to update, {} to replace, {} to delete, {} unchanged.\n",
         s.create, s.update, s.replace, s.delete, s.no_op
     ));
+    if let Some(cost) = &plan.cost {
+        out.push_str(&render_cost(cost, true));
+    }
+    out
+}
+
+/// The monthly cost: one line per priced resource when `by_resource`, then the totals and what
+/// they leave out.
+pub fn render_cost(cost: &Estimate, by_resource: bool) -> String {
+    let (Some(after), Some(max), Some(now), Some(change)) =
+        (cost.monthly, cost.monthly_at_max, cost.current_monthly, cost.change)
+    else {
+        return format!("\nCost: {}.\n", cost.notes.join("; "));
+    };
+    let mut out = format!(
+        "\nEstimated monthly cost ({}, on-demand prices read {}, {}):\n",
+        cost.region, cost.prices_checked, cost.currency
+    );
+    if by_resource {
+        for l in &cost.lines {
+            let max = l.monthly_at_max.map(|m| format!(" (up to ${m:.2})")).unwrap_or_default();
+            out.push_str(&format!("  {:>10}  {} {}: {}{max}\n", format!("${:.2}", l.monthly), l.kind, l.id, l.what));
+        }
+    }
+    let sign = if change < 0.0 { "-" } else { "+" };
+    out.push_str(&format!("  {:>10}  a month", format!("${after:.2}")));
+    if max > after {
+        out.push_str(&format!(" (${max:.2} with every service at its maximum count)"));
+    }
+    out.push_str(&format!("; now ${now:.2}: {sign}${:.2} a month\n", change.abs()));
+    for note in &cost.notes {
+        out.push_str(&format!("  {note}\n"));
+    }
     out
 }
 

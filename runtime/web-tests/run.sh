@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Browser tests of the aira-runtime web page, in headless Debian chromium driven by
 # playwright-core. Works on a fresh machine as root with CI=true and no stdin:
-#   1. installs Debian's chromium if /usr/bin/chromium is missing (apt-get);
+#   1. installs Debian's chromium if /usr/bin/chromium is missing (scripts/apt.sh: sudo when not root);
 #   2. installs playwright-core (npm ci from package-lock.json) into runtime/web-tests/node_modules;
 #   3. builds aira-runtime (cargo, honouring CARGO_TARGET_DIR);
 #   4. starts `aira-runtime serve` on a free loopback port with a temporary data folder;
@@ -14,9 +14,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 export DEBIAN_FRONTEND=noninteractive
 
 if [[ ! -x /usr/bin/chromium ]]; then
-  echo "web-tests: installing Debian chromium" >&2
-  apt-get update -qq </dev/null
-  apt-get install -y -qq chromium </dev/null
+  # shellcheck source=scripts/apt.sh
+  source "$ROOT/scripts/apt.sh"
+  apt_install chromium
 fi
 
 cd "$HERE"

@@ -157,6 +157,19 @@ pub enum Command {
     },
     /// Print the JSON Schema of the stack file format.
     Schema,
+    /// Write a commented stack file that validates; asks on a terminal, takes flags in CI.
+    Init(InitArgs),
+    /// Print a shell completion script: `aira completions bash > /etc/bash_completion.d/aira`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a folder.
+    Man {
+        /// Write aira.1 and aira-COMMAND.1 into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Build the runtime's container image and push it to a registry (no Docker needed).
     #[command(subcommand)]
     Image(ImageCommand),
@@ -236,6 +249,28 @@ pub enum ImageCommand {
         #[arg(long, default_value = aira_image::DEFAULT_DIR)]
         from: PathBuf,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The file to write.
+    #[arg(long, value_name = "FILE", default_value = "aira.yaml")]
+    pub out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The stack's name (default: aira).
+    #[arg(long)]
+    pub stack: Option<String>,
+    /// The site's name, served over HTTPS (default: none; the load balancer's own name over HTTP).
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// The Route 53 hosted zone the domain lives in (default: the domain without its first label).
+    #[arg(long, requires = "domain")]
+    pub zone: Option<String>,
+    /// Where the model is (default: openai).
+    #[arg(long, value_enum)]
+    pub model: Option<super::init::Model>,
 }
 
 #[derive(Debug, Args)]

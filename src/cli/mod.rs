@@ -4,14 +4,17 @@
 //! - `session.rs`: what commands share (the stack file, AWS, observe + plan, confirm, apply, the lock).
 //! - `plan.rs` (`validate`, `plan`), `up.rs` (`up`; the result of an apply), `down.rs` (`down`,
 //!   `down --all`: one teardown), `status.rs`, `logs.rs`, `rollback.rs`, `dlq.rs`, `secret.rs`,
-//!   `image.rs` (`image build|push`; the image `up` deploys), `local.rs` (`--local`).
+//!   `image.rs` (`image build|push`; the image `up` deploys), `local.rs` (`--local`), `init.rs`,
+//!   `manual.rs` (`completions`, `man`).
 
 pub mod args;
 mod dlq;
 mod down;
 mod image;
+mod init;
 mod local;
 mod logs;
+mod manual;
 mod plan;
 mod rollback;
 mod secret;
@@ -42,6 +45,9 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
             printer.json(&aira_engine::stack::schema());
             Ok(Outcome::Done)
         }
+        Command::Init(args) => show(p, init::init(args, g.region.as_ref(), p)),
+        Command::Completions { shell } => manual::completions(*shell),
+        Command::Man { out } => manual::man(out.as_deref()),
         Command::Validate(arg) => show(p, plan::validate(arg, p)),
         Command::Plan { stack, image, .. } => show(p, plan::plan(g, stack, image, p).await),
         Command::Up { stack, local: true, listen, .. } => show(p, local::up(stack, *listen, p).await),

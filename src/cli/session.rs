@@ -89,7 +89,9 @@ impl Session {
             }
         };
         let graph = expand(stack, &facts, image).map_err(Failure::User)?;
-        plan::diff(&graph, &observed).map_err(unordered)
+        let mut plan = plan::diff(&graph, &observed).map_err(unordered)?;
+        plan.cost = Some(Box::new(plan.estimate_cost(&facts.region)));
+        Ok(plan)
     }
 
     /// How the services reach what they need with the image they will run; a dependency without

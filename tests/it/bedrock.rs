@@ -37,7 +37,7 @@ async fn bedrock_without_nat_a_model_on_the_internet_is_refused_before_any_call_
         assert!(worker.starts_with(&format!("{file}:21:")), "file:line:column of the worker: {worker}");
         for part in [
             "cannot reach its model at api.openai.com",
-            "`network.nat: true` (a NAT gateway per zone: about $66 a month for 2 zones",
+            "`network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones",
             "`llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)",
         ] {
             assert!(worker.contains(part), "{part}\n{}", out.stderr);
@@ -144,6 +144,39 @@ async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() 
     let model = routes.iter().find(|r| r["service"] == "worker" && r["dependency"] == "model").unwrap();
     assert_eq!(model["host"], "bedrock-runtime.us-east-1.amazonaws.com");
     assert_eq!(model["path"], "interface endpoint `bedrock-runtime` (private DNS)");
+
+    // The cost: what exists, observed in moto, prices as the file does.
+    let cost = &p["cost"];
+    assert_eq!((cost["region"].as_str(), cost["change"].as_f64()), (Some("us-east-1"), Some(0.0)), "{cost:#}");
+    assert_eq!(cost["monthly"], cost["current_monthly"], "{cost:#}");
+    let lines = cost["lines"].as_array().unwrap();
+    let priced = |kind: &str| lines.iter().filter(|l| l["kind"] == kind).count();
+    // 6 interface endpoints (sqs, ecr.api, ecr.dkr, logs, secretsmanager, bedrock-runtime); s3
+    // and dynamodb are free gateway endpoints.
+    assert_eq!(priced("ec2.vpc-endpoint"), 6, "{cost:#}");
+    for kind in ["elbv2.load-balancer", "ecs.service", "logs.log-group", "cloudwatch.alarm"] {
+        assert!(priced(kind) > 0, "{kind} priced: {cost:#}");
+    }
+    let sum: f64 = lines.iter().map(|l| l["monthly"].as_f64().unwrap()).sum();
+    assert!((sum - cost["monthly"].as_f64().unwrap()).abs() < 0.005, "the total is the sum of the lines: {cost:#}");
+    // NAT on: two gateways and their addresses, 2 × ($0.045 + $0.005) an hour × 730 hours.
+    let nat = work.write("nat.yaml", &yaml.replace("network:\n", "network:\n  nat: true\n"));
+    let plan = run(&["plan", nat.to_str().unwrap(), "--image", &image, "--output", "json"]).await;
+    plan.assert_code(0);
+    let p = plan.json();
+    assert_eq!(p["cost"]["change"].as_f64(), Some(73.0), "{:#}", p["cost"]);
+    // The action's job summary (action.yml) renders it.
+    let json = work.write("plan.json", &plan.stdout);
+    let summary = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.github/action/summary.sh"))
+        .args([json.to_str().unwrap(), "plan"])
+        .output()
+        .unwrap();
+    let summary = String::from_utf8(summary.stdout).unwrap();
+    assert!(summary.contains("change +$73.00."), "{summary}");
+    assert!(
+        summary.contains("| `nat-a` | ec2.nat-gateway | NAT gateway (and $0.045/GB it processes) | $32.85 |"),
+        "{summary}"
+    );
 
     run(&["down", file, "--yes", "--timeout", "2m"]).await.assert_code(0);
     let left = ec2.describe_vpc_endpoints().set_filters(Some(tagged("endpoint-bedrock-runtime"))).send().await.unwrap();

@@ -215,7 +215,19 @@ async fn image_pushed_to_a_registry_is_pulled_back_and_runs_in_an_empty_root() {
     assert_eq!(top, ["etc", "tmp", "usr"]);
     let listen = format!("127.0.0.1:{}", free_port());
     let log = std::fs::File::create(root.path().join("tmp/runtime.log")).unwrap();
-    let mut child = tokio::process::Command::new("/usr/sbin/chroot")
+    // chroot needs root: through password-less sudo otherwise (GitHub's runners), which passes
+    // the SIGTERM below on to the runtime.
+    // (/proc/self belongs to the process's effective user.)
+    let root_user = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0;
+    let mut chroot = match root_user {
+        true => tokio::process::Command::new("/usr/sbin/chroot"),
+        false => {
+            let mut sudo = tokio::process::Command::new("/usr/bin/sudo");
+            sudo.args(["-n", "/usr/sbin/chroot"]);
+            sudo
+        }
+    };
+    let mut child = chroot
         .arg("--userspec=65532:65532")
         .arg(root.path())
         .args(["/usr/local/bin/aira-runtime", "serve", "--listen", &listen, "--data", "/tmp/data"])
@@ -235,7 +247,10 @@ async fn image_pushed_to_a_registry_is_pulled_back_and_runs_in_an_empty_root() {
     }
     // It wrote its data as the non-root user, inside the image's /tmp.
     assert!(root.path().join("tmp/data").is_dir());
-    child.kill().await.unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), child.wait()).await;
+    assert!(ended.is_ok_and(|s| s.is_ok()), "the runtime did not stop on SIGTERM");
 
     // The same image again: every blob is already there, none is sent.
     let second = push(&registry, "aira/runtime:v1", layout, &[]).ok_json();

@@ -12,6 +12,7 @@ mod dlq;
 mod edge;
 mod harness;
 mod image;
+mod init;
 mod inventory;
 mod local_target;
 mod lock;

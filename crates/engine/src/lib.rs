@@ -11,13 +11,16 @@
 //! - [`provider`]: the [`provider::Provider`] trait the engine drives, its error vocabulary, and
 //!   `provider::fake` (in memory, for engine tests).
 //! - [`plan`]: desired × observed → [`plan::Plan`]. Pure data, no IO.
+//! - [`cost`]: the stack's monthly cost by resource, from [`prices`], the price table in the repository.
 //! - [`apply`]: runs a plan through a provider: parallel, bounded, dependency-ordered.
 
 pub mod apply;
+pub mod cost;
 pub mod expand;
 pub mod graph;
 pub mod kind;
 pub mod plan;
+pub mod prices;
 pub mod provider;
 pub mod stack;
 

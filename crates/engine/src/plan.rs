@@ -78,6 +78,9 @@ pub struct Plan {
     /// How each service reaches what it needs (set by the caller, which knows the stack file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reachability: Option<crate::stack::reach::Reachability>,
+    /// The stack's monthly cost after the plan and now (set by the caller, which knows the region).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Box<crate::cost::Estimate>>,
 }
 
 impl Plan {
@@ -88,6 +91,16 @@ impl Plan {
     /// Deletes or replaces something that exists.
     pub fn is_destructive(&self) -> bool {
         self.steps.iter().any(|s| matches!(s.action, Action::Delete | Action::Replace))
+    }
+
+    /// Prices the stack after this plan and what exists now, in `region`.
+    pub fn estimate_cost(&self, region: &str) -> crate::cost::Estimate {
+        use crate::cost::Priced;
+        let after = self.steps.iter().filter_map(|s| s.desired.as_ref());
+        let after: Vec<Priced> = after.map(|d| Priced { id: &d.id, kind: d.kind, props: &d.props }).collect();
+        let now = self.steps.iter().filter_map(|s| s.current.as_ref());
+        let now: Vec<Priced> = now.map(|o| Priced { id: &o.id, kind: o.kind, props: &o.props }).collect();
+        crate::cost::estimate(region, &after, &now)
     }
 }
 
@@ -204,7 +217,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
             Action::Delete => &mut summary.delete,
         } += 1;
     }
-    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary, reachability: None })
+    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary, reachability: None, cost: None })
 }
 
 /// A plan that deletes everything observed (for `aira down`), dependents first.

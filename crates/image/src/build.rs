@@ -41,17 +41,23 @@ fn source_tree() -> Option<&'static Path> {
     dir.join("runtime/Cargo.toml").exists().then_some(dir)
 }
 
+/// `aira-runtime` in the folder of the running `aira`, as a release installs it.
+fn beside_this_program() -> Option<PathBuf> {
+    let runtime = std::env::current_exe().ok()?.with_file_name("aira-runtime");
+    runtime.is_file().then_some(runtime)
+}
+
 pub fn build(opts: &Options, note: &dyn Fn(&str)) -> Result<Built, Error> {
     let binary = match &opts.binary {
         Some(p) => p.clone(),
-        None => {
-            let Some(source) = source_tree() else {
-                return Err(Error::Usage(
-                    "this aira was not run from its source tree, so it cannot build the runtime: pass --binary PATH (or set AIRA_RUNTIME_STATIC_BIN) to a static aira-runtime".into(),
-                ));
-            };
-            cargo_build(source, note)?
-        }
+        None => match (source_tree(), beside_this_program()) {
+            (Some(source), _) => cargo_build(source, note)?,
+            // An installed release: its static runtime sits beside `aira`.
+            (None, Some(runtime)) => runtime,
+            (None, None) => return Err(Error::Usage(
+                "this aira was not run from its source tree and has no aira-runtime beside it, so it cannot build the runtime: pass --binary PATH (or set AIRA_RUNTIME_STATIC_BIN) to a static aira-runtime, or install a release (both programs)".into(),
+            )),
+        },
     };
     let program = std::fs::read(&binary)
         .map_err(|e| Error::Usage(format!("cannot read the runtime binary {}: {e}", binary.display())))?;

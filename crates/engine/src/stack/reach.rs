@@ -5,9 +5,8 @@
 //! dependency with no path is a stack error: tasks would start and then time out on every call
 //! (the first sign on AWS would be messages piling up in the dead-letter queue).
 //!
-//! Prices quoted in the fixes are AWS's on-demand prices in us-east-1 (November 2026): a NAT
-//! gateway $0.045 an hour and $0.045 per GB processed; an interface endpoint $0.01 an hour per
-//! zone and $0.01 per GB.
+//! Prices quoted in the fixes come from the price table (`crate::prices`): the stack's region,
+//! or us-east-1 where the table lacks it. A NAT gateway is quoted with its public address.
 //!
 //! The worker's model is a host of its own (an OpenAI-compatible API: NAT unless the host is
 //! in the VPC), or Amazon Bedrock, reached through the `bedrock-runtime` interface endpoint that
@@ -17,11 +16,6 @@ use serde::Serialize;
 
 use super::model::{Endpoint, LlmProvider, Role};
 use super::Stack;
-
-/// Hours in AWS's billing month.
-const HOURS_A_MONTH: f64 = 730.0;
-const NAT_HOURLY: f64 = 0.045;
-const ENDPOINT_HOURLY: f64 = 0.01;
 
 /// One thing one service reaches, and how.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -57,15 +51,17 @@ impl Reachability {
             return Vec::new();
         }
         let zones = stack.network.zones as f64;
+        let (p, hours) = (crate::prices::near(stack.region.as_deref()), crate::prices::table().hours_per_month);
         let nat = format!(
-            "`network.nat: true` (a NAT gateway per zone: about ${:.0} a month for {} zone{}, plus $0.045 per GB)",
-            NAT_HOURLY * HOURS_A_MONTH * zones,
+            "`network.nat: true` (a NAT gateway per zone: about ${:.0} a month for {} zone{}, plus ${} per GB)",
+            (p.nat_gateway_hour + p.public_ipv4_hour) * hours * zones,
             stack.network.zones,
             if stack.network.zones == 1 { "" } else { "s" },
+            p.nat_gateway_gb,
         );
         let endpoint_cost = format!(
             "about ${:.2} a month for {} zone{}",
-            ENDPOINT_HOURLY * HOURS_A_MONTH * zones,
+            p.interface_endpoint_zone_hour * hours * zones,
             stack.network.zones,
             if stack.network.zones == 1 { "" } else { "s" },
         );

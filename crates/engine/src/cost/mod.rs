@@ -1,0 +1,286 @@
+//! What a stack costs a month, by resource, from the price table ([`crate::prices`]: its date,
+//! source and the regions it covers are in the file). Priced: what AWS bills by the hour or the month
+//! whatever the traffic, plus a stated usage (`usage`: load balancer capacity units, log volume).
+//! Not priced: requests and data (DynamoDB, SQS, bytes through NAT gateways and endpoints), which
+//! docs/performance.md prices per answered message. A region the table lacks gets no figures and
+//! a note saying so, never a guess.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::expand::task_id;
+use crate::graph::LogicalId;
+use crate::kind::Kind;
+use crate::prices::{cents, table, Prices};
+
+/// One resource to price: desired or observed, both in the same normal form.
+#[derive(Debug, Clone, Copy)]
+pub struct Priced<'a> {
+    pub id: &'a LogicalId,
+    pub kind: Kind,
+    pub props: &'a Value,
+}
+
+/// The stack's monthly cost after the plan, and what exists costs now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Estimate {
+    pub region: String,
+    pub currency: String,
+    /// The date the table's prices were read, and where from.
+    pub prices_checked: String,
+    pub source: String,
+    /// After the plan, auto-scaled services at their minimum count; `None` when the table has no
+    /// prices for the region.
+    pub monthly: Option<f64>,
+    /// After the plan, every auto-scaled service at its maximum count.
+    pub monthly_at_max: Option<f64>,
+    /// What exists now, by the same table.
+    pub current_monthly: Option<f64>,
+    /// `monthly - current_monthly`: what the plan changes.
+    pub change: Option<f64>,
+    /// One per priced resource of the stack after the plan.
+    pub lines: Vec<Line>,
+    /// What the figures assume and leave out.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Line {
+    pub id: String,
+    pub kind: String,
+    pub what: String,
+    pub monthly: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_at_max: Option<f64>,
+}
+
+/// Prices `desired` (the stack after the plan) and `current` (what exists) in `region`.
+pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimate {
+    let t = table();
+    let mut estimate = Estimate {
+        region: region.to_string(),
+        currency: t.currency.clone(),
+        prices_checked: t.checked.clone(),
+        source: t.source.clone(),
+        monthly: None,
+        monthly_at_max: None,
+        current_monthly: None,
+        change: None,
+        lines: Vec::new(),
+        notes: Vec::new(),
+    };
+    let Some(prices) = t.regions.get(region) else {
+        let covered: Vec<&str> = t.regions.keys().map(String::as_str).collect();
+        estimate.notes.push(format!(
+            "the price table has no prices for {region} (it covers {}): no estimate rather than a guess",
+            covered.join(", ")
+        ));
+        return estimate;
+    };
+    estimate.lines = lines(prices, desired);
+    let total = |lines: &[Line]| cents(lines.iter().map(|l| l.monthly).sum());
+    let (after, now) = (total(&estimate.lines), total(&lines(prices, current)));
+    estimate.monthly = Some(after);
+    estimate.monthly_at_max = Some(cents(estimate.lines.iter().map(|l| l.monthly_at_max.unwrap_or(l.monthly)).sum()));
+    estimate.current_monthly = Some(now);
+    estimate.change = Some(cents(after - now));
+    estimate.notes = vec![
+        format!(
+            "usage assumed: {} load balancer capacity unit, {} GB of logs per log group a month",
+            t.usage.load_balancer_lcu, t.usage.log_gb_per_group_month
+        ),
+        format!(
+            "not included: requests (DynamoDB on demand, SQS: about $12 per million answered messages, docs/performance.md), \
+             data through NAT gateways (${}/GB) and endpoints, data out to the internet, the model",
+            prices.nat_gateway_gb
+        ),
+    ];
+    estimate
+}
+
+fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
+    let t = table();
+    let month = |per_hour: f64| cents(per_hour * t.hours_per_month);
+    let mut out = Vec::new();
+    let (mut zones, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+    for r in resources {
+        let props = r.props;
+        let mut at_max = None;
+        let (what, monthly) = match r.kind {
+            Kind::LoadBalancer => {
+                if let Some(zone) = props["dns_zone"].as_str() {
+                    zones.insert(zone.to_string());
+                }
+                let (lcu, ips) = (t.usage.load_balancer_lcu, len(&props["subnets"]));
+                (
+                    format!("load balancer, {lcu} capacity unit, {ips} public IPv4 addresses (one a zone)"),
+                    month(p.load_balancer_hour + lcu * p.lcu_hour + ips as f64 * p.public_ipv4_hour),
+                )
+            }
+            Kind::VpcEndpoint if props["type"] == "Interface" => {
+                let service = props["service"].as_str().unwrap_or_default();
+                let service = service.rsplit_once(".amazonaws.").map(|(_, s)| s).unwrap_or(service);
+                let zones = len(&props["subnets"]);
+                let service = service.split_once('.').map(|(_, s)| s).unwrap_or(service);
+                (
+                    format!("interface endpoint ({service}) in {zones} zone{}", plural(zones)),
+                    month(zones as f64 * p.interface_endpoint_zone_hour),
+                )
+            }
+            Kind::NatGateway => {
+                (format!("NAT gateway (and ${}/GB it processes)", p.nat_gateway_gb), month(p.nat_gateway_hour))
+            }
+            Kind::ElasticIp => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
+            Kind::Service => {
+                let name = props["name"].as_str().unwrap_or_default();
+                let task = resources.iter().find(|t| t.kind == Kind::TaskDefinition && t.id.0 == task_id(name));
+                let Some(task) = task else { continue };
+                let vcpu = task.props["cpu"].as_f64().unwrap_or(0.0) / 1024.0;
+                let gb = task.props["memory"].as_f64().unwrap_or(0.0) / 1024.0;
+                let per_task = p.fargate_vcpu_hour * vcpu + p.fargate_gb_hour * gb;
+                let count = &props["count"];
+                let (low, high) = match count.as_u64() {
+                    Some(n) => (n, None),
+                    None => (count["min"].as_u64().unwrap_or(0), count["max"].as_u64()),
+                };
+                let tasks = match high {
+                    Some(high) => {
+                        at_max = Some(month(per_task * high as f64));
+                        format!("{low} to {high} tasks")
+                    }
+                    None => format!("{low} task{}", plural(low as usize)),
+                };
+                (format!("Fargate: {tasks} of {vcpu} vCPU and {gb} GB"), month(per_task * low as f64))
+            }
+            Kind::Alarm => {
+                let metrics = props["metrics"].as_object().map_or(1, |m| m.len());
+                (format!("alarm on {metrics} metric{}", plural(metrics)), cents(metrics as f64 * p.alarm_metric_month))
+            }
+            Kind::LogGroup => {
+                let gb = t.usage.log_gb_per_group_month;
+                let kept_months = props["retention_days"].as_f64().unwrap_or(30.0) / 30.0;
+                (
+                    format!("logs: {gb} GB a month, kept {} days", props["retention_days"]),
+                    cents(gb * p.log_ingest_gb + gb * kept_months * p.log_storage_gb_month),
+                )
+            }
+            Kind::TaskDefinition => {
+                let named = props["container"]["secrets"].as_object().into_iter().flat_map(|s| s.values());
+                secrets.extend(named.filter_map(|arn| arn.as_str()).map(str::to_string));
+                continue;
+            }
+            _ => continue,
+        };
+        out.push(Line { id: r.id.0.clone(), kind: r.kind.to_string(), what, monthly, monthly_at_max: at_max });
+    }
+    // Outside the stack but billed for it: the hosted zone its records live in, its secrets.
+    out.extend(zones.into_iter().map(|zone| Line {
+        id: zone,
+        kind: "route53.hosted-zone".into(),
+        what: "hosted zone (yours, not created by aira; alias queries are free)".into(),
+        monthly: p.hosted_zone_month,
+        monthly_at_max: None,
+    }));
+    out.extend(secrets.into_iter().map(|arn| Line {
+        id: secret_name(&arn),
+        kind: "secretsmanager.secret".into(),
+        what: "secret (yours, not created by aira)".into(),
+        monthly: p.secret_month,
+        monthly_at_max: None,
+    }));
+    out
+}
+
+fn len(v: &Value) -> usize {
+    v.as_array().map_or(0, Vec::len)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-SUFFIX` → `NAME-SUFFIX`.
+fn secret_name(arn: &str) -> String {
+    arn.split_once(":secret:").map_or(arn, |(_, name)| name).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expand::{expand, Image};
+    use crate::provider::Facts;
+
+    fn graph(file: &str, edit: impl Fn(String) -> String) -> crate::graph::Graph {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(file);
+        let text = edit(std::fs::read_to_string(path).unwrap());
+        let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        expand(&stack, &Facts::offline(&stack), &image).unwrap()
+    }
+
+    fn priced(g: &crate::graph::Graph) -> Vec<Priced<'_>> {
+        g.resources.iter().map(|d| Priced { id: &d.id, kind: d.kind, props: &d.props }).collect()
+    }
+
+    #[test]
+    fn the_table_covers_its_regions_with_every_price() {
+        let t = table();
+        assert!(!t.regions.is_empty());
+        assert_eq!(t.hours_per_month, 730.0, "AWS prices a month as 730 hours");
+        assert_eq!(t.checked.len(), 10, "a date: YYYY-MM-DD");
+    }
+
+    #[test]
+    fn the_canonical_stack_by_resource() {
+        let g = graph("stacks/aira.yaml", |t| t);
+        let e = estimate("us-east-1", &priced(&g), &[]);
+        let text: String =
+            e.lines.iter().map(|l| format!("${:.2} {} {}: {}\n", l.monthly, l.kind, l.id, l.what)).collect();
+        expect_test::expect![[r#"
+            $3.65 ec2.elastic-ip nat-ip-a: public IPv4 address
+            $32.85 ec2.nat-gateway nat-a: NAT gateway (and $0.045/GB it processes)
+            $3.65 ec2.elastic-ip nat-ip-b: public IPv4 address
+            $32.85 ec2.nat-gateway nat-b: NAT gateway (and $0.045/GB it processes)
+            $14.60 ec2.vpc-endpoint endpoint-sqs: interface endpoint (sqs) in 2 zones
+            $14.60 ec2.vpc-endpoint endpoint-ecr-api: interface endpoint (ecr.api) in 2 zones
+            $14.60 ec2.vpc-endpoint endpoint-ecr-dkr: interface endpoint (ecr.dkr) in 2 zones
+            $14.60 ec2.vpc-endpoint endpoint-logs: interface endpoint (logs) in 2 zones
+            $14.60 ec2.vpc-endpoint endpoint-secretsmanager: interface endpoint (secretsmanager) in 2 zones
+            $29.57 elbv2.load-balancer lb: load balancer, 1 capacity unit, 2 public IPv4 addresses (one a zone)
+            $0.53 logs.log-group logs-api: logs: 1 GB a month, kept 30 days
+            $18.02 ecs.service service-api: Fargate: 2 tasks of 0.25 vCPU and 0.5 GB
+            $0.53 logs.log-group logs-worker: logs: 1 GB a month, kept 30 days
+            $9.01 ecs.service service-worker: Fargate: 1 to 10 tasks of 0.25 vCPU and 0.5 GB
+            $0.10 cloudwatch.alarm alarm-dead-letters: alarm on 1 metric
+            $0.10 cloudwatch.alarm alarm-queue-age: alarm on 1 metric
+            $0.30 cloudwatch.alarm alarm-5xx: alarm on 3 metrics
+            $0.10 cloudwatch.alarm alarm-unhealthy: alarm on 1 metric
+            $0.50 route53.hosted-zone ZOFFLINE: hosted zone (yours, not created by aira; alias queries are free)
+            $0.40 secretsmanager.secret aira/openai: secret (yours, not created by aira)
+        "#]]
+        .assert_eq(&text);
+        assert_eq!(e.change, e.monthly, "nothing exists yet");
+        let sum: f64 = e.lines.iter().map(|l| l.monthly).sum();
+        assert_eq!(e.monthly, Some(cents(sum)));
+        // The worker at 10 tasks instead of 1: 9 more of 9.01.
+        assert_eq!(e.monthly_at_max, Some(cents(sum + 9.0 * 9.01)));
+    }
+
+    #[test]
+    fn nat_gateways_cost_what_the_table_says_and_an_unknown_region_gets_no_guess() {
+        let without = graph("examples/bedrock.yaml", |t| t);
+        let with = graph("examples/bedrock.yaml", |t| t.replace("nat: false", "nat: true"));
+        let e = estimate("us-east-1", &priced(&with), &priced(&without));
+        // Two zones, each a NAT gateway ($0.045 an hour) and its address ($0.005 an hour), 730 hours.
+        assert_eq!(e.change, Some(2.0 * (32.85 + 3.65)));
+        let far = estimate("ap-southeast-7", &priced(&with), &[]);
+        assert_eq!((far.monthly, far.lines.len()), (None, 0));
+        assert!(far.notes[0].contains("no prices for ap-southeast-7"), "{:?}", far.notes);
+    }
+}

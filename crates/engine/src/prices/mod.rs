@@ -1,0 +1,60 @@
+//! The price table (`prices.json`): AWS on-demand prices of what a stack bills by the hour or
+//! the month, for the regions it covers, with the date they were read and where from. Used by
+//! the cost module (the plan's estimate) and by the reachability check's fixes.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct Table {
+    pub checked: String,
+    pub source: String,
+    pub currency: String,
+    pub hours_per_month: f64,
+    pub usage: Usage,
+    pub regions: BTreeMap<String, Prices>,
+}
+
+/// What the estimate assumes of usage-billed resources.
+#[derive(Deserialize)]
+pub struct Usage {
+    pub load_balancer_lcu: f64,
+    pub log_gb_per_group_month: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prices {
+    pub load_balancer_hour: f64,
+    pub lcu_hour: f64,
+    pub public_ipv4_hour: f64,
+    pub interface_endpoint_zone_hour: f64,
+    pub nat_gateway_hour: f64,
+    pub nat_gateway_gb: f64,
+    pub fargate_vcpu_hour: f64,
+    pub fargate_gb_hour: f64,
+    pub alarm_metric_month: f64,
+    pub log_ingest_gb: f64,
+    pub log_storage_gb_month: f64,
+    pub hosted_zone_month: f64,
+    pub secret_month: f64,
+}
+
+pub fn table() -> &'static Table {
+    static TABLE: OnceLock<Table> = OnceLock::new();
+    TABLE.get_or_init(|| serde_json::from_str(include_str!("prices.json")).expect("prices.json is a price table"))
+}
+
+/// The region's prices, or us-east-1's where the table lacks the region (for quoting a fix's
+/// order of magnitude only; the plan's estimate refuses to guess).
+pub fn near(region: Option<&str>) -> &'static Prices {
+    let t = table();
+    region.and_then(|r| t.regions.get(r)).unwrap_or_else(|| &t.regions["us-east-1"])
+}
+
+/// Rounded to the cent (and never -0: an empty sum of f64 is -0.0).
+pub fn cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0 + 0.0
+}
