@@ -87,6 +87,16 @@ pub(crate) struct Registry {
 impl Registry {
     /// `auth`: require basic auth (the registry provisions user `docker` with a random password).
     pub(crate) fn start(auth: bool) -> Registry {
+        Registry::start_with(|root| match auth {
+            true => {
+                format!("auth:\n  htpasswd:\n    realm: aira-test\n    path: {}\n", root.join("htpasswd").display())
+            }
+            false => String::new(),
+        })
+    }
+
+    /// With the `auth:` section `auth(folder)` writes (the folder is the registry's own).
+    fn start_with(auth: impl FnOnce(&Path) -> String) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let root = dir.path();
@@ -94,12 +104,7 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n  secret: aira-test\n",
             root.join("storage").display()
         );
-        if auth {
-            cfg.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: aira-test\n    path: {}\n",
-                root.join("htpasswd").display()
-            ));
-        }
+        cfg.push_str(&auth(root));
         std::fs::write(root.join("cfg.yml"), cfg).unwrap();
         let log = std::fs::File::create(root.join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
@@ -349,4 +354,94 @@ async fn image_push_failures_name_what_failed_and_the_registry_error() {
     let pushed = push(&registry, "aira/runtime:v1", layout, &env).ok_json();
     assert_eq!(pushed["digest"], built["digest"]);
     assert_eq!(pushed["uploaded"], 2);
+}
+
+/// A JWT for user `docker` to push and pull `aira/runtime`, as a token server issues it
+/// (RS256, its certificate in `x5c`), signed with openssl; the certificate goes to `cert.pem`.
+fn signed_token(dir: &Path) -> String {
+    let script = r#"set -euo pipefail
+cd "$1"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 1 -subj /CN=aira-test-token 2>/dev/null
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+x5c=$(openssl x509 -in cert.pem -outform DER | openssl base64 -A)
+now=$(date +%s)
+header=$(printf '{"typ":"JWT","alg":"RS256","x5c":["%s"]}' "$x5c" | b64url)
+claims=$(printf '{"iss":"aira-test-issuer","sub":"docker","aud":"aira-test","exp":%d,"nbf":%d,"iat":%d,"jti":"aira-test","access":[{"type":"repository","name":"aira/runtime","actions":["pull","push"]}]}' $((now + 3600)) $((now - 60)) "$now" | b64url)
+sig=$(printf '%s.%s' "$header" "$claims" | openssl dgst -sha256 -sign key.pem | b64url)
+printf '%s.%s.%s' "$header" "$claims" "$sig""#;
+    let out = Command::new("bash").args(["-c", script, "bash"]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A registry with token authentication, as GitHub's and Docker Hub's: `docker-registry`
+/// checks every call's Bearer token against the certificate it trusts; the token server here
+/// hands the signed token to `docker`/`secret` and records what it was asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_push_to_a_token_registry_asks_its_realm_for_a_scoped_token() {
+    use http_body_util::Full;
+    use hyper::{Response, StatusCode};
+
+    let built = built();
+    let layout = built["out"].as_str().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let token = signed_token(keys.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let asked: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let (seen, body) = (asked.clone(), format!("{{\"token\": \"{token}\"}}"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (seen, body) = (seen.clone(), body.clone());
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let auth = req.headers().get("authorization").and_then(|h| h.to_str().ok()).unwrap_or("");
+                // base64("docker:secret")
+                let ok = auth == "Basic ZG9ja2VyOnNlY3JldA==";
+                seen.lock().unwrap().push(format!("{} {ok}", req.uri()));
+                let (status, body) =
+                    if ok { (StatusCode::OK, body.clone()) } else { (StatusCode::UNAUTHORIZED, "{}".into()) };
+                let resp = Response::builder().status(status).body(Full::new(bytes::Bytes::from(body))).unwrap();
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+        }
+    });
+    let cert = keys.path().join("cert.pem");
+    let registry = Registry::start_with(|_| {
+        format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: aira-test\n    issuer: aira-test-issuer\n    rootcertbundle: {}\n",
+            cert.display()
+        )
+    });
+
+    let env = [("AIRA_REGISTRY_USER", "docker"), ("AIRA_REGISTRY_PASSWORD", "secret")];
+    let pushed = push(&registry, "aira/runtime:v1", layout, &env).ok_json();
+    assert_eq!((pushed["digest"].clone(), pushed["uploaded"].as_u64()), (built["digest"].clone(), Some(2)));
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(
+        asked,
+        ["/token?scope=repository%3Aaira%2Fruntime%3Apull%2Cpush&service=aira-test true"],
+        "one token, for this repository, with the credentials"
+    );
+    // The registry holds the manifest: read back with the same token.
+    let http = reqwest::Client::new();
+    let manifest = http
+        .get(registry.url("/v2/aira/runtime/manifests/v1"))
+        .bearer_auth(&token)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(manifest.status(), 200, "{}", registry.log());
+
+    // Wrong credentials: the realm refuses, and the error says where the token was asked for.
+    let env = [("AIRA_REGISTRY_USER", "docker"), ("AIRA_REGISTRY_PASSWORD", "wrong")];
+    let denied = push(&registry, "aira/runtime:v2", layout, &env);
+    assert_eq!(denied.code, 2, "{}", denied.stderr);
+    assert!(
+        denied.stderr.contains(&format!("getting a push token for aira/runtime from {realm}: HTTP 401")),
+        "{}",
+        denied.stderr
+    );
 }

@@ -4,9 +4,13 @@
 //! `POST /v2/<repo>/blobs/uploads/` then a monolithic `PUT <location>?digest=<digest>`. Then
 //! `PUT /v2/<repo>/manifests/<tag or digest>`. Blobs the registry already holds are not sent.
 //!
-//! Authentication: HTTP basic with the pair the caller passes: `aira image push` reads it from
-//! `AIRA_REGISTRY_USER` / `AIRA_REGISTRY_PASSWORD` ([`env_auth`]); `aira up` gets it from ECR's
-//! `GetAuthorizationToken`. Bearer-token registries (`WWW-Authenticate: Bearer`) are not supported yet.
+//! Authentication: the pair the caller passes (`aira image push` reads it from
+//! `AIRA_REGISTRY_USER` / `AIRA_REGISTRY_PASSWORD`, [`env_auth`]; `aira up` gets it from ECR's
+//! `GetAuthorizationToken`). First `GET /v2/`: a registry that answers `401` with
+//! `WWW-Authenticate: Bearer realm=…,service=…` (GitHub's, Docker Hub) gets the distribution
+//! token flow: the pair goes to the realm once, as basic auth, for a token scoped to
+//! `repository:<repo>:pull,push`, and every call carries that token. Others (ECR, a registry
+//! with htpasswd) get HTTP basic on every call.
 
 use std::fmt;
 use std::time::Duration;
@@ -108,7 +112,35 @@ struct Registry {
     http: reqwest::Client,
     base: String,
     repository: String,
-    auth: Option<(String, String)>,
+    auth: Auth,
+}
+
+enum Auth {
+    None,
+    Basic(String, String),
+    Bearer(String),
+}
+
+/// The parameters of a `WWW-Authenticate: Bearer k="v",…` challenge; `None` for another scheme.
+fn bearer_challenge(header: &str) -> Option<Vec<(String, String)>> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params = Vec::new();
+    let mut rest = rest.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                (&quoted[..end], &quoted[end + 1..])
+            }
+            None => after.split_once(',').map_or((after, ""), |(v, n)| (v, n)),
+        };
+        params.push((key.trim().to_ascii_lowercase(), value.to_string()));
+        rest = next.trim_start_matches([',', ' ']);
+    }
+    Some(params)
 }
 
 /// The reason a registry call failed: its status and the registry's `errors[]`.
@@ -139,9 +171,38 @@ impl Registry {
     fn request(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
         let req = self.http.request(method, url);
         match &self.auth {
-            Some((user, password)) => req.basic_auth(user, Some(password)),
-            None => req,
+            Auth::Basic(user, password) => req.basic_auth(user, Some(password)),
+            Auth::Bearer(token) => req.bearer_auth(token),
+            Auth::None => req,
         }
+    }
+
+    /// `GET /v2/`: a Bearer challenge is answered with a token from its realm (module doc).
+    async fn authenticate(&mut self) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let resp = self.request(Method::GET, &url).send().await.with_context(|| format!("no answer from {url}"))?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return Ok(());
+        }
+        let challenge = resp.headers().get("www-authenticate").and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let Some(params) = bearer_challenge(challenge) else { return Ok(()) };
+        let param = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let realm =
+            param("realm").ok_or_else(|| anyhow!("the registry's Bearer challenge names no realm: {challenge}"))?;
+        let scope = format!("repository:{}:pull,push", self.repository);
+        let mut query = vec![("scope", scope.as_str())];
+        query.extend(param("service").map(|s| ("service", s)));
+        let what = format!("getting a push token for {} from {realm}", self.repository);
+        let mut req = self.http.get(realm).query(&query);
+        if let Auth::Basic(user, password) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        let resp = self.send(&what, req).await?;
+        let body: serde_json::Value = resp.json().await.with_context(|| format!("{what}: the answer is not JSON"))?;
+        let token = body["token"].as_str().or(body["access_token"].as_str());
+        let token = token.ok_or_else(|| anyhow!("{what}: the answer holds no token"))?;
+        self.auth = Auth::Bearer(token.to_string());
+        Ok(())
     }
 
     async fn send(&self, what: &str, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
@@ -247,8 +308,13 @@ pub async fn push(
         .build()
         .context("create the HTTP client")?;
     let scheme = if insecure { "http" } else { "https" };
-    let registry =
+    let auth = match auth {
+        Some((user, password)) => Auth::Basic(user, password),
+        None => Auth::None,
+    };
+    let mut registry =
         Registry { http, base: format!("{scheme}://{}", to.registry), repository: to.repository.clone(), auth };
+    registry.authenticate().await?;
 
     let (mut uploaded, mut skipped, mut uploaded_bytes) = (0, 0, 0u64);
     for blob in image.layers.iter().chain([&image.config]) {
@@ -284,6 +350,19 @@ fn short(digest: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_challenges() {
+        let c =
+            bearer_challenge(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull""#);
+        let c = c.unwrap();
+        assert_eq!(c[0], ("realm".into(), "https://ghcr.io/token".into()));
+        assert_eq!(c[1], ("service".into(), "ghcr.io".into()));
+        assert_eq!(c[2], ("scope".into(), "repository:a/b:pull".into()));
+        assert_eq!(bearer_challenge(r#"Basic realm="x""#), None);
+        let unquoted = bearer_challenge("bearer realm=http://127.0.0.1:1/token, service=test").unwrap();
+        assert_eq!(unquoted[1], ("service".into(), "test".into()));
+    }
 
     #[test]
     fn references() {
