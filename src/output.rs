@@ -1,10 +1,16 @@
 //! The one printer: results on stdout (text or JSON), progress on stderr. A command's result
 //! implements [`Render`] (its text) and `Serialize` (its JSON); [`Printer::show`] is the one
 //! place that picks between them.
+//!
+//! Progress on a terminal is a live view: one line per operation in flight with its timer and
+//! what it waits for, the finished ones printed above it. Elsewhere (a pipe, a CI log, or
+//! `AIRA_PROGRESS=plain`) it is timestamped lines, every wait included.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -32,6 +38,14 @@ pub struct Printer {
     start: Instant,
     /// Serialises progress lines from concurrent operations.
     lock: Mutex<()>,
+    /// The live view of operations in flight (a terminal only).
+    live: Option<Live>,
+}
+
+struct Live {
+    view: MultiProgress,
+    /// In start order; an id may run twice at once (a duplicate deleted while the kept one changes).
+    ops: Mutex<Vec<(LogicalId, OpKind, ProgressBar)>>,
 }
 
 const RESET: &str = "\x1b[0m";
@@ -52,6 +66,10 @@ impl Printer {
             err_color: force || (!no_color && std::io::stderr().is_terminal()),
             start: Instant::now(),
             lock: Mutex::new(()),
+            live: live_view().then(|| Live {
+                view: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5)),
+                ops: Mutex::new(Vec::new()),
+            }),
         }
     }
 
@@ -90,11 +108,20 @@ impl Printer {
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     }
 
-    /// A progress or status line on stderr, with the time since the command started.
+    /// A progress or status line on stderr, with the time since the command started (above the
+    /// live view, when there is one).
     pub fn note(&self, text: &str) {
         let _guard = self.lock.lock();
         let t = format!("[{:>5.1}s]", self.start.elapsed().as_secs_f64());
-        let _ = writeln!(std::io::stderr().lock(), "{} {text}", self.paint(self.err_color, DIM, &t));
+        let line = format!("{} {text}", self.paint(self.err_color, DIM, &t));
+        match &self.live {
+            Some(live) => {
+                let _ = live.view.println(line);
+            }
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            }
+        }
     }
 
     pub fn diagnostics(&self, diags: &[Diagnostic]) {
@@ -292,9 +319,23 @@ fn verb(op: OpKind) -> &'static str {
     }
 }
 
+/// The live view is for a person at a terminal: stderr is one, `TERM` is not `dumb`, and
+/// `AIRA_PROGRESS` is not `plain`.
+fn live_view() -> bool {
+    std::io::stderr().is_terminal()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && std::env::var("AIRA_PROGRESS").map_or(true, |p| p != "plain")
+}
+
 impl Progress for Printer {
     fn waiting(&self, id: &LogicalId, what: &str) {
-        self.note(&format!("… {id}: {what}"));
+        let op = self.live.as_ref().and_then(|l| {
+            l.ops.lock().unwrap().iter().rev().find(|(running, ..)| running == id).map(|(.., bar)| bar.clone())
+        });
+        match op {
+            Some(op) => op.set_message(what.to_string()),
+            None => self.note(&format!("… {id}: {what}")),
+        }
     }
 }
 
@@ -305,10 +346,27 @@ impl Events for Printer {
             OpKind::Update => "updating",
             OpKind::Delete => "deleting",
         };
-        self.note(&format!("{ing} {kind} {id}"));
+        let Some(live) = &self.live else {
+            self.note(&format!("{ing} {kind} {id}"));
+            return;
+        };
+        let style = ProgressStyle::with_template("{spinner:.dim} {elapsed:>4.dim} {prefix} {wide_msg:.dim}")
+            .expect("a valid template")
+            .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
+        let bar = live.view.add(ProgressBar::new_spinner().with_style(style).with_prefix(format!("{ing} {kind} {id}")));
+        bar.enable_steady_tick(Duration::from_millis(200));
+        live.ops.lock().unwrap().push((id.clone(), op, bar));
     }
 
     fn finished(&self, id: &LogicalId, kind: Kind, op: OpKind, elapsed: Duration, error: Option<&str>) {
+        if let Some(live) = &self.live {
+            let mut ops = live.ops.lock().unwrap();
+            if let Some(at) = ops.iter().position(|(running, o, _)| running == id && *o == op) {
+                let (.., bar) = ops.remove(at);
+                bar.finish_and_clear();
+                live.view.remove(&bar);
+            }
+        }
         let secs = crate::time::seconds(elapsed);
         match error {
             None => {

@@ -1,8 +1,12 @@
-//! Terminal habits, as a CI job meets them (no terminal on stdin): `aira init` from flags writes
-//! a stack `aira validate` accepts and never overwrites one; `aira completions` prints scripts
-//! their shells parse; `aira man` renders a page per command.
+//! Terminal habits. As a CI job meets them (no terminal): `aira init` from flags writes a stack
+//! `aira validate` accepts and never overwrites one; `aira completions` prints scripts their
+//! shells parse; `aira man` renders a page per command. On a terminal (a pseudo-terminal from
+//! util-linux `script`): the live view of the operations in flight.
 
-use crate::harness::{aira, Workdir};
+use std::time::Duration;
+
+use crate::harness::{aira, endpoint, inventory, small_stack, unique_stack, Workdir, NO_DNS};
+use crate::proxy::{Faults, Proxy};
 
 #[tokio::test]
 async fn init_from_flags_writes_a_stack_that_validates_and_keeps_an_existing_one() {
@@ -65,4 +69,47 @@ async fn completions_parse_in_their_shell_and_man_pages_render() {
         let text = std::fs::read_to_string(dir.join("pages").join(name)).unwrap();
         assert!(text.contains(".TH"), "{name}");
     }
+}
+
+/// Runs `aira ARGS` on a pseudo-terminal (`script`), with `env` (`K=V …`); its transcript.
+async fn on_a_terminal(dir: &std::path::Path, env: &str, args: &str) -> String {
+    let command = format!("env {env} {} {args}", env!("CARGO_BIN_EXE_aira"));
+    let out = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(dir)
+        .env("AIRA_DNS_RESOLVER", NO_DNS)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "aira {args}:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[tokio::test]
+async fn on_a_terminal_the_operations_in_flight_are_shown_live_with_their_timers() {
+    // CreateVpc held 2.5 s: the VPC's line is on screen long enough for its timer to reach 2 s.
+    let faults = Faults { slow: Some(("CreateVpc", Duration::from_millis(2500))), ..Default::default() };
+    let proxy = Proxy::start(&endpoint(), faults).await;
+    let work = Workdir::new();
+    let stack = unique_stack("live");
+    work.write("aira.yaml", &small_stack(&stack));
+    let live = on_a_terminal(work.dir.path(), "", &format!("up --yes --endpoint-url {}", proxy.url)).await;
+    // The view redraws in place (line clears, cursor up) a line per operation, with its timer.
+    assert!(live.contains("\x1b[2K") && live.contains("\x1b[1A"), "no live redraw:\n{live}");
+    assert!(live.contains("  2s\x1b[0m creating ec2.vpc vpc"), "no 2 s timer on the VPC's line:\n{live}");
+    // What finished stays above it, as lines.
+    assert!(live.contains("created ec2.vpc vpc in 2."), "{live}");
+    assert!(live.contains("Applied: "), "{live}");
+
+    // AIRA_PROGRESS=plain: the lines of a log, even on a terminal.
+    let plain =
+        on_a_terminal(work.dir.path(), "AIRA_PROGRESS=plain", &format!("down --yes --endpoint-url {}", proxy.url))
+            .await;
+    assert!(!plain.contains("\x1b[2K") && !plain.contains("\x1b[1A"), "redrawn:\n{plain}");
+    assert!(plain.contains("s]\x1b[0m deleting ec2.vpc vpc"), "{plain}");
+    assert!(inventory(&stack).await.is_empty(), "left after down");
 }
