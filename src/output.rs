@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::failure::{Failure, Outcome};
 use aira_engine::apply::{Events, OpKind, Report, Status};
-use aira_engine::cost::Estimate;
+use aira_engine::cost::{Estimate, Totals};
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::plan::{Action, Plan};
 use aira_engine::provider::Progress;
@@ -242,9 +242,7 @@ pub fn render_plan(plan: &Plan, color: bool) -> String {
 /// The monthly cost: one line per priced resource when `by_resource`, then the totals and what
 /// they leave out.
 pub fn render_cost(cost: &Estimate, by_resource: bool) -> String {
-    let (Some(after), Some(max), Some(now), Some(change)) =
-        (cost.monthly, cost.monthly_at_max, cost.current_monthly, cost.change)
-    else {
+    let Some(Totals { monthly: after, monthly_at_max: max, current_monthly: now, change }) = cost.totals else {
         return format!("\nCost: {}.\n", cost.notes.join("; "));
     };
     let mut out = format!(

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The job summary of action.yml: the plan (what changes, and the monthly cost), and for up/down
-# the result, in Markdown, from the JSON that `aira COMMAND --output json` printed.
+# the result, in Markdown, from the JSON that `aira COMMAND --output json` printed. With
+# GITHUB_OUTPUT set, also the action's outputs: changes, monthly-cost, url.
 # Usage: summary.sh RESULT.json COMMAND
 set -euo pipefail
 result=$1 command=$2
@@ -43,12 +44,19 @@ elif jq -e "$plan"' | .cost != null' "$result" > /dev/null; then
   jq -r "$plan"' | .cost.notes[] | "Cost: \(.)"' "$result"
   echo
 fi
+url=$(jq -r '[.. | objects | .url? | strings] | first // empty' "$result")
 if [ "$command" != plan ]; then
   jq -r 'if .report == null then "Nothing was applied." else
     "Applied: \([.report.outcomes[] | select(.status == "done")] | length) done, \([.report.outcomes[] | select(.status != "done")] | length) not done." end' "$result"
-  url=$(jq -r '[.. | objects | .url? | strings] | first // empty' "$result")
   [ -n "$url" ] && echo && echo "URL: $url"
   echo
+fi
+if [ -n "${GITHUB_OUTPUT:-}" ]; then
+  {
+    echo "changes=$(jq -r "$plan"' | [.steps[] | select(.action != "no-op")] | length' "$result")"
+    echo "monthly-cost=$(jq -r "$plan"' | .cost.monthly // empty' "$result")"
+    echo "url=$url"
+  } >> "$GITHUB_OUTPUT"
 fi
 echo "<details><summary>$command result (JSON)</summary>"
 echo

@@ -167,11 +167,20 @@ async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() 
     assert_eq!(p["cost"]["change"].as_f64(), Some(73.0), "{:#}", p["cost"]);
     // The action's job summary (action.yml) renders it.
     let json = work.write("plan.json", &plan.stdout);
+    let outputs = work.write("outputs.txt", "");
     let summary = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.github/action/summary.sh"))
         .args([json.to_str().unwrap(), "plan"])
+        .env("GITHUB_OUTPUT", &outputs)
         .output()
         .unwrap();
     let summary = String::from_utf8(summary.stdout).unwrap();
+    let changes = p["steps"].as_array().unwrap().iter().filter(|s| s["action"] != "no-op").count();
+    let monthly = p["cost"]["monthly"].as_f64().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&outputs).unwrap(),
+        format!("changes={changes}\nmonthly-cost={monthly}\nurl=\n"),
+        "the action's outputs"
+    );
     assert!(summary.contains("change +$73.00."), "{summary}");
     assert!(
         summary.contains("| `nat-a` | ec2.nat-gateway | NAT gateway (and $0.045/GB it processes) | $32.85 |"),

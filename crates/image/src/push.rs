@@ -135,7 +135,7 @@ fn bearer_challenge(header: &str) -> Option<Vec<(String, String)>> {
                 let end = quoted.find('"')?;
                 (&quoted[..end], &quoted[end + 1..])
             }
-            None => after.split_once(',').map_or((after, ""), |(v, n)| (v, n)),
+            None => after.split_once(',').unwrap_or((after, "")),
         };
         params.push((key.trim().to_ascii_lowercase(), value.to_string()));
         rest = next.trim_start_matches([',', ' ']);

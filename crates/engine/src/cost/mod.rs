@@ -31,19 +31,25 @@ pub struct Estimate {
     /// The date the table's prices were read, and where from.
     pub prices_checked: String,
     pub source: String,
-    /// After the plan, auto-scaled services at their minimum count; `None` when the table has no
-    /// prices for the region.
-    pub monthly: Option<f64>,
-    /// After the plan, every auto-scaled service at its maximum count.
-    pub monthly_at_max: Option<f64>,
-    /// What exists now, by the same table.
-    pub current_monthly: Option<f64>,
-    /// `monthly - current_monthly`: what the plan changes.
-    pub change: Option<f64>,
+    /// The figures; absent when the table has no prices for the region.
+    #[serde(flatten)]
+    pub totals: Option<Totals>,
     /// One per priced resource of the stack after the plan.
     pub lines: Vec<Line>,
     /// What the figures assume and leave out.
     pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Totals {
+    /// After the plan, auto-scaled services at their minimum count.
+    pub monthly: f64,
+    /// After the plan, every auto-scaled service at its maximum count.
+    pub monthly_at_max: f64,
+    /// What exists now, by the same table.
+    pub current_monthly: f64,
+    /// `monthly - current_monthly`: what the plan changes.
+    pub change: f64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -64,10 +70,7 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
         currency: t.currency.clone(),
         prices_checked: t.checked.clone(),
         source: t.source.clone(),
-        monthly: None,
-        monthly_at_max: None,
-        current_monthly: None,
-        change: None,
+        totals: None,
         lines: Vec::new(),
         notes: Vec::new(),
     };
@@ -82,10 +85,12 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
     estimate.lines = lines(prices, desired);
     let total = |lines: &[Line]| cents(lines.iter().map(|l| l.monthly).sum());
     let (after, now) = (total(&estimate.lines), total(&lines(prices, current)));
-    estimate.monthly = Some(after);
-    estimate.monthly_at_max = Some(cents(estimate.lines.iter().map(|l| l.monthly_at_max.unwrap_or(l.monthly)).sum()));
-    estimate.current_monthly = Some(now);
-    estimate.change = Some(cents(after - now));
+    estimate.totals = Some(Totals {
+        monthly: after,
+        monthly_at_max: cents(estimate.lines.iter().map(|l| l.monthly_at_max.unwrap_or(l.monthly)).sum()),
+        current_monthly: now,
+        change: cents(after - now),
+    });
     estimate.notes = vec![
         format!(
             "usage assumed: {} load balancer capacity unit, {} GB of logs per log group a month",
@@ -265,11 +270,12 @@ mod tests {
             $0.40 secretsmanager.secret aira/openai: secret (yours, not created by aira)
         "#]]
         .assert_eq(&text);
-        assert_eq!(e.change, e.monthly, "nothing exists yet");
+        let t = e.totals.unwrap();
+        assert_eq!(t.change, t.monthly, "nothing exists yet");
         let sum: f64 = e.lines.iter().map(|l| l.monthly).sum();
-        assert_eq!(e.monthly, Some(cents(sum)));
+        assert_eq!(t.monthly, cents(sum));
         // The worker at 10 tasks instead of 1: 9 more of 9.01.
-        assert_eq!(e.monthly_at_max, Some(cents(sum + 9.0 * 9.01)));
+        assert_eq!(t.monthly_at_max, cents(sum + 9.0 * 9.01));
     }
 
     #[test]
@@ -278,9 +284,9 @@ mod tests {
         let with = graph("examples/bedrock.yaml", |t| t.replace("nat: false", "nat: true"));
         let e = estimate("us-east-1", &priced(&with), &priced(&without));
         // Two zones, each a NAT gateway ($0.045 an hour) and its address ($0.005 an hour), 730 hours.
-        assert_eq!(e.change, Some(2.0 * (32.85 + 3.65)));
+        assert_eq!(e.totals.map(|t| t.change), Some(2.0 * (32.85 + 3.65)));
         let far = estimate("ap-southeast-7", &priced(&with), &[]);
-        assert_eq!((far.monthly, far.lines.len()), (None, 0));
+        assert_eq!((far.totals, far.lines.len()), (None, 0));
         assert!(far.notes[0].contains("no prices for ap-southeast-7"), "{:?}", far.notes);
     }
 }
