@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::api::Limits;
 use crate::llm::bedrock::{self, Bedrock};
 use crate::llm::{Echo, Llm, OpenAi};
+use crate::remote_write::{RemoteWriteConfig, Service};
 use crate::worker::WorkerConfig;
 
 #[derive(Debug, Parser)]
@@ -187,6 +188,28 @@ pub struct Common {
     /// Embedded backends: `full` syncs every (group) commit to disk; `normal` only at checkpoints.
     #[arg(long, env = "AIRA_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
     pub sqlite_synchronous: crate::group_commit::Durability,
+    #[command(flatten)]
+    pub remote_write: RemoteWriteArgs,
+}
+
+/// Pushing the metrics with the Prometheus remote-write protocol (`remote_write`).
+#[derive(Debug, Args, Clone)]
+pub struct RemoteWriteArgs {
+    /// Push the metrics to this remote-write URL (e.g. an Amazon Managed Service for Prometheus
+    /// workspace's `.../api/v1/remote_write`, signed with the AWS credentials); off when unset.
+    #[arg(long, env = "AIRA_REMOTE_WRITE_URL")]
+    pub remote_write_url: Option<String>,
+    /// Seconds between two pushes (at least 1).
+    #[arg(long, env = "AIRA_REMOTE_WRITE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub remote_write_interval_secs: u64,
+    /// The `task` and `instance` labels of pushed series off ECS (on ECS: the task id); the host
+    /// name when unset.
+    #[arg(long, env = "AIRA_TASK_ID")]
+    pub task_id: Option<String>,
+    /// The `stack` label of pushed series; none when unset.
+    #[arg(long, env = "AIRA_STACK")]
+    pub stack: Option<String>,
 }
 
 pub fn resolve_worker(c: &Common) -> WorkerConfig {
@@ -203,6 +226,25 @@ pub fn resolve_worker(c: &Common) -> WorkerConfig {
         shutdown_grace: Duration::from_secs(c.shutdown_grace_secs),
         outage_budget: Duration::from_secs(c.llm_outage_secs),
     }
+}
+
+/// The remote-write settings, or `None` when `AIRA_REMOTE_WRITE_URL` is unset or empty.
+pub fn resolve_remote_write(c: &Common, service: Service) -> anyhow::Result<Option<RemoteWriteConfig>> {
+    let r = &c.remote_write;
+    let Some(url) = r.remote_write_url.as_deref().filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let url = reqwest::Url::parse(url).map_err(|e| anyhow!("AIRA_REMOTE_WRITE_URL {url:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("AIRA_REMOTE_WRITE_URL must be an http or https URL with a host, e.g. https://aps-workspaces.REGION.amazonaws.com/workspaces/ID/api/v1/remote_write");
+    }
+    Ok(Some(RemoteWriteConfig {
+        url,
+        interval: Duration::from_secs(r.remote_write_interval_secs.max(1)),
+        service,
+        task_id: r.task_id.clone().filter(|t| !t.is_empty()),
+        stack: r.stack.clone().filter(|s| !s.is_empty()),
+    }))
 }
 
 pub fn resolve_limits(c: &Common) -> Limits {

@@ -19,6 +19,10 @@
 //! - [`worker`]: consumes the queue, claims, calls the LLM, stores the answer.
 //! - [`dlq`]: redrive of dead-letter messages back to the source queue (`aira-runtime redrive`).
 //! - [`metrics`]: the Prometheus registry and every metric name.
+//! - [`remote_write`]: pushes the registry to a Prometheus remote-write URL, on a task of its
+//!   own that no request waits for.
+//! - [`sigv4`]: SigV4 signing with the AWS credential chain's cached credentials (Bedrock,
+//!   remote write).
 //! - [`model`]: the plain data types (user, profile, conversation, message, queue body) and ids.
 //! - [`error`]: [`error::AppError`], the API's one error type.
 //! - [`run`]: wiring of the `serve`, `api` and `worker` commands and the one shutdown path.
@@ -37,6 +41,8 @@ pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod relay;
+pub mod remote_write;
 pub mod run;
+pub mod sigv4;
 pub mod store;
 pub mod worker;

@@ -1,6 +1,7 @@
 //! Every metric the runtime exports, in one registry per process (one per test).
 //! Labels carry route templates, methods, statuses and error kinds only: never user content.
 
+use prometheus::proto::MetricFamily;
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
@@ -43,6 +44,11 @@ pub struct Metrics {
     pub llm_tokens: IntCounterVec,
     /// `aira_message_end_to_end_seconds`: from accepted to answered.
     pub end_to_end: Histogram,
+    /// `aira_remote_write_requests_total{outcome}`: pushes of these metrics (`AIRA_REMOTE_WRITE_URL`),
+    /// ok (2xx) or error (no answer in time, refused, not signed).
+    pub remote_write_requests: IntCounterVec,
+    /// `aira_remote_write_samples_total`: samples in the pushes that were answered 2xx.
+    pub remote_write_samples: IntCounter,
 }
 
 impl Metrics {
@@ -81,6 +87,12 @@ impl Metrics {
         )
         .expect("metric");
         registry.register(Box::new(end_to_end.clone())).expect("register");
+        let remote_write_requests =
+            counter_vec("aira_remote_write_requests_total", "remote-write pushes by outcome", &["outcome"]);
+        // Both outcomes from the start, so that an error rate has its zero before the first push.
+        for outcome in ["ok", "error"] {
+            remote_write_requests.with_label_values(&[outcome]);
+        }
         Metrics {
             http_requests: counter_vec("aira_http_requests_total", "HTTP requests", &["route", "method", "status"]),
             http_duration,
@@ -99,14 +111,21 @@ impl Metrics {
             llm_errors: counter_vec("aira_llm_errors_total", "LLM errors", &["kind"]),
             llm_tokens: counter_vec("aira_llm_tokens_total", "LLM tokens", &["kind"]),
             end_to_end,
+            remote_write_requests,
+            remote_write_samples: counter("aira_remote_write_samples_total", "samples pushed and accepted"),
             registry,
         }
+    }
+
+    /// Every family's current values: what `/metrics` shows and remote write pushes.
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
     }
 
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encode metrics");
+        TextEncoder::new().encode(&self.gather(), &mut buf).expect("encode metrics");
         String::from_utf8(buf).unwrap_or_default()
     }
 }

@@ -1,6 +1,7 @@
 //! Wiring of the commands, and the one shutdown path: SIGTERM or ctrl-c cancels one
 //! token; the HTTP server stops accepting and drains, the relay stops, the worker stops
-//! polling and finishes or hands back its in-flight messages; then the process exits.
+//! polling and finishes or hands back its in-flight messages; the remote-write pusher makes
+//! its last (bounded) push; then the process exits.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api::{app, ops_app, AppState};
-use crate::config::{resolve_limits, resolve_llm, resolve_worker, AwsArgs, Common};
+use crate::config::{resolve_limits, resolve_llm, resolve_remote_write, resolve_worker, AwsArgs, Common};
 use crate::group_commit::Durability;
 use crate::metrics::Metrics;
 use crate::queue::sqlite::{RedrivePolicy, SqliteQueue};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
 use crate::relay::Relay;
+use crate::remote_write::{self, Pushing, RemoteWriteConfig, Service};
 use crate::store::dynamo::DynamoStore;
 use crate::store::notify::Notifying;
 use crate::store::sqlite::SqliteStore;
@@ -132,6 +134,15 @@ async fn serve_ops(
     })
 }
 
+/// The remote-write pusher when `AIRA_REMOTE_WRITE_URL` is set. The caller stops it after
+/// everything else, so that its last push carries the final values.
+fn push_metrics(config: Option<RemoteWriteConfig>, metrics: Arc<Metrics>) -> anyhow::Result<Pushing> {
+    match config {
+        Some(config) => remote_write::spawn(config, metrics),
+        None => Ok(Pushing::none()),
+    }
+}
+
 fn relay(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, c: &Common) -> Arc<Relay> {
     Arc::new(Relay::new(
         store,
@@ -150,6 +161,7 @@ pub async fn serve(
     c: &Common,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let remote = resolve_remote_write(c, Service::Serve)?;
     let e = open_embedded(data, c.max_receives, c.sqlite_synchronous)?;
     let metrics = Arc::new(Metrics::new());
     let notifying = Notifying::new(e.store);
@@ -162,14 +174,16 @@ pub async fn serve(
     state.updates = Some(updates);
     state.trust_forwarded = c.behind_load_balancer;
     state.shutdown = shutdown.clone();
-    let relay = relay(store, queue, metrics, c);
+    let relay = relay(store, queue, metrics.clone(), c);
     state.relay_wake = relay.wake.clone();
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
+    let push = push_metrics(remote, metrics)?;
     let w = tokio::spawn(worker.run(shutdown.clone()));
     let r = tokio::spawn(relay.run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(w, r, ops);
+    push.stop().await;
     http
 }
 
@@ -181,18 +195,21 @@ pub async fn api(
     c: &Common,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let remote = resolve_remote_write(c, Service::Api)?;
     let (store, queue) = open_aws(aws).await;
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
     state.trust_forwarded = c.behind_load_balancer;
     state.shutdown = shutdown.clone();
-    let relay = relay(store, queue, metrics, c);
+    let relay = relay(store, queue, metrics.clone(), c);
     state.relay_wake = relay.wake.clone();
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
+    let push = push_metrics(remote, metrics)?;
     let r = tokio::spawn(relay.run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(r, ops);
+    push.stop().await;
     http
 }
 
@@ -203,15 +220,18 @@ pub async fn worker(
     c: &Common,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let remote = resolve_remote_write(c, Service::Worker)?;
     let (store, queue) = open_aws(aws).await;
     let metrics = Arc::new(Metrics::new());
     let worker =
         Arc::new(Worker::new(queue.clone(), store.clone(), resolve_llm(c).await?, metrics.clone(), resolve_worker(c)));
-    let state = AppState::new(store, queue, metrics, resolve_limits(c));
+    let state = AppState::new(store, queue, metrics.clone(), resolve_limits(c));
     let ops = serve_ops(metrics_listen, state, shutdown.clone()).await?;
+    let push = push_metrics(remote, metrics)?;
     worker.run(shutdown.clone()).await;
     shutdown.cancel();
     ops.await;
+    push.stop().await;
     Ok(())
 }
 

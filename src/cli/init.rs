@@ -222,7 +222,10 @@ pub fn render(a: &Answers) -> String {
            # The HTTP API behind the load balancer; 256 CPU units are a quarter of a vCPU.\n  \
            api: { role: api, cpu: 256, memory: 512, count: 2, port: 8080, health: /healthz, public: true }\n  \
            # The worker answers queued messages; it scales on the queue's backlog.\n  \
-           worker: { role: worker, cpu: 256, memory: 512, count: { min: 1, max: 4, backlog_per_task: 50 } }\n",
+           worker: { role: worker, cpu: 256, memory: 512, count: { min: 1, max: 4, backlog_per_task: 50 } }\n\
+         # Prometheus: the tasks push their metrics to a managed workspace that evaluates the rules\n\
+         # and routes the alerts of templates/monitoring (to the alert topic). `false` leaves it out.\n\
+         monitoring: true\n",
     );
     match a.model {
         Model::Openai => s.push_str(

@@ -28,7 +28,21 @@ pub struct StackStatus {
     pub targets: Vec<Targets>,
     pub certificate: Option<Certificate>,
     pub queues: Option<Queues>,
+    /// Where the tasks' metrics go and how to look at them (`monitoring`).
+    pub metrics: Option<Metrics>,
     pub lock: Option<LockHolder>,
+}
+
+/// The stack's Prometheus workspace.
+#[derive(Debug, Serialize)]
+pub struct Metrics {
+    pub workspace: String,
+    /// The Prometheus API of the workspace: a Grafana data source with SigV4 (service `aps`).
+    pub query_url: String,
+    pub remote_write_url: String,
+    /// The committed dashboard, and how to import it.
+    pub dashboard: &'static str,
+    pub guide: &'static str,
 }
 
 /// The targets of one target group.
@@ -119,6 +133,13 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
         Some(l) => Some(serde_json::from_value(l).map_err(anyhow::Error::from)?),
         None => None,
     };
+    let metrics = output(Kind::PrometheusWorkspace, "id").map(|workspace| Metrics {
+        workspace,
+        query_url: output(Kind::PrometheusWorkspace, "endpoint").unwrap_or_default(),
+        remote_write_url: output(Kind::PrometheusWorkspace, "remote_write_url").unwrap_or_default(),
+        dashboard: "templates/monitoring/grafana/dashboards/aira.json",
+        guide: "templates/monitoring/README.md, \"Against a deployed stack\"",
+    });
     let pending_changes = plan.steps.iter().filter(|s| s.action != Action::NoOp).count();
     Ok(StackStatus {
         stack,
@@ -130,6 +151,7 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
         targets,
         certificate,
         queues,
+        metrics,
         lock,
     })
 }
@@ -166,6 +188,12 @@ impl Render for StackStatus {
                 q.in_flight,
                 q.delayed,
                 q.dead_letters
+            ));
+        }
+        if let Some(m) = &self.metrics {
+            p.out(&format!(
+                "Metrics: Prometheus workspace {} (query {} with SigV4, service `aps`); dashboard {}, imported as {} says.",
+                m.workspace, m.query_url, m.dashboard, m.guide
             ));
         }
         match &self.lock {

@@ -32,6 +32,7 @@ fn alerting(stack: &aira::engine::stack::Stack, topic_arn: Option<&str>) -> Vec<
             ("lb", "arn_suffix") => json!(format!("app/{name}/0123456789abcdef")),
             ("tg-api", "arn_suffix") => json!(format!("targetgroup/{name}-api/0123456789abcdef")),
             ("alerts", "arn") => json!(topic_arn?),
+            ("prometheus", "arn") => json!(format!("arn:aws:aps:us-east-1:123456789012:workspace/ws-{name}")),
             _ => return None,
         })
     };

@@ -151,9 +151,9 @@ async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() 
     assert_eq!(cost["monthly"], cost["current_monthly"], "{cost:#}");
     let lines = cost["lines"].as_array().unwrap();
     let priced = |kind: &str| lines.iter().filter(|l| l["kind"] == kind).count();
-    // 6 interface endpoints (sqs, ecr.api, ecr.dkr, logs, secretsmanager, bedrock-runtime); s3
-    // and dynamodb are free gateway endpoints.
-    assert_eq!(priced("ec2.vpc-endpoint"), 6, "{cost:#}");
+    // 7 interface endpoints (sqs, ecr.api, ecr.dkr, logs, secretsmanager, bedrock-runtime,
+    // aps-workspaces); s3 and dynamodb are free gateway endpoints.
+    assert_eq!(priced("ec2.vpc-endpoint"), 7, "{cost:#}");
     for kind in ["elbv2.load-balancer", "ecs.service", "logs.log-group", "cloudwatch.alarm"] {
         assert!(priced(kind) > 0, "{kind} priced: {cost:#}");
     }

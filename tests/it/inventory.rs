@@ -53,6 +53,7 @@ pub async fn inventory_in(stack: &str, region: &str) -> Inventory {
         acm(&config, stack, f),
         ecs(&config, stack, f),
         scaling(&config, stack, f),
+        prometheus(region, stack, f),
     );
     route53(&config, stack, &lb_dns, f).await;
     found.0.into_inner().unwrap()
@@ -433,6 +434,34 @@ async fn route53(config: &aws_config::SdkConfig, stack: &str, lb_dns: &[String],
     }
 }
 
+/// Prometheus workspaces, their rule groups namespaces (both tagged) and alert manager
+/// definitions (untagged: found in the stack's workspaces). Read through the conforming proxy,
+/// which keeps the definitions moto lacks (tests/it/README.md).
+async fn prometheus(region: &str, stack: &str, found: &Found) {
+    let config = sdk_config_in(region);
+    let amp = aws_sdk_amp::Client::from_conf(
+        aws_sdk_amp::config::Builder::from(&config).endpoint_url(crate::harness::conforming()).build(),
+    );
+    let mut pages = amp.list_workspaces().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for w in page.unwrap().workspaces() {
+            let id = ours(stack, w.tags().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str())));
+            if id.is_none() {
+                continue;
+            }
+            found.add("prometheus-workspace", id);
+            let ws = w.workspace_id();
+            let namespaces = amp.list_rule_groups_namespaces().workspace_id(ws).send().await.unwrap();
+            for ns in namespaces.rule_groups_namespaces() {
+                found.add("rule-groups", Some(ns.name().to_string()));
+            }
+            if amp.describe_alert_manager_definition().workspace_id(ws).send().await.is_ok() {
+                found.add("alert-manager", Some(w.alias().unwrap_or("?").to_string()));
+            }
+        }
+    }
+}
+
 /// The inventory can fail: one resource of each kind an SDK call can make alone, tagged with a
 /// stack, is named by it; once they are deleted, nothing is.
 #[tokio::test]
@@ -562,6 +591,30 @@ async fn inventory_names_what_is_left_of_a_stack() {
     let cert = cert.validation_method(aws_sdk_acm::types::ValidationMethod::Dns).send().await.unwrap();
     let cert = cert.certificate_arn().unwrap().to_string();
 
+    // A Prometheus workspace (through the conforming proxy, which keeps alert manager
+    // definitions), its rule groups and its alert manager.
+    let amp = aws_sdk_amp::Client::from_conf(
+        aws_sdk_amp::config::Builder::from(&config).endpoint_url(crate::harness::conforming()).build(),
+    );
+    let amp_tags: std::collections::HashMap<String, String> =
+        id("prometheus").into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let ws = amp.create_workspace().alias(&stack).set_tags(Some(amp_tags.clone())).send().await.unwrap();
+    let ws = ws.workspace_id().to_string();
+    // Writes wait for the workspace to leave CREATING, as on AWS.
+    tokio::time::sleep(aira_testkit::aws_rules::WORKSPACE_SETTLING).await;
+    let rules = aws_sdk_amp::primitives::Blob::new("groups: []\n");
+    let ns_tags = id("prometheus-rules").into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    amp.create_rule_groups_namespace()
+        .workspace_id(&ws)
+        .name("aira")
+        .data(rules)
+        .set_tags(Some(ns_tags))
+        .send()
+        .await
+        .unwrap();
+    let routes = aws_sdk_amp::primitives::Blob::new("alertmanager_config: |\n  route:\n    receiver: x\n");
+    amp.create_alert_manager_definition().workspace_id(&ws).data(routes).send().await.unwrap();
+
     // Records (no tags): a validation CNAME under the stack's zone, an alias to its load balancer.
     let r53 = aws_sdk_route53::Client::new(&config);
     let zone = r53.create_hosted_zone().name(format!("{stack}.example.com")).caller_reference(&stack).send().await;
@@ -635,16 +688,19 @@ async fn inventory_names_what_is_left_of_a_stack() {
     let alias = format!("{domain}. A");
     let want: Vec<(&str, &str)> = vec![
         ("alarm", "alarm-x"),
+        ("alert-manager", stack.as_str()),
         ("certificate", "certificate"),
         ("cluster", "cluster"),
         ("lock", stack.as_str()),
         ("log-group", "logs-api"),
+        ("prometheus-workspace", "prometheus"),
         ("queue", "queue"),
         ("record", &cname),
         ("record", &alias),
         ("repository", "repository"),
         ("role", "role-api"),
         ("role-policy", &role_policy),
+        ("rule-groups", "aira"),
         ("scalable-target", &resource),
         ("service", "service-worker"),
         ("subscription", &subscription),
@@ -664,6 +720,7 @@ async fn inventory_names_what_is_left_of_a_stack() {
         .send()
         .await
         .unwrap();
+    amp.delete_workspace().workspace_id(&ws).send().await.unwrap();
     sqs.delete_queue().queue_url(queue).send().await.unwrap();
     logs.delete_log_group().log_group_name(&group).send().await.unwrap();
     sns.delete_topic().topic_arn(&topic).send().await.unwrap();

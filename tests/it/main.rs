@@ -15,6 +15,7 @@ mod image;
 mod inventory;
 mod local_target;
 mod lock;
+mod monitoring;
 mod network;
 mod queue_stack;
 mod secret;

@@ -187,6 +187,10 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
         .table_arn()
         .unwrap()
         .to_string();
+    let amp = aws_sdk_amp::Client::new(&config);
+    let workspaces = amp.list_workspaces().alias(&f.name).send().await.unwrap();
+    let [workspace] = workspaces.workspaces() else { panic!("one Prometheus workspace: {workspaces:#?}") };
+    let workspace_arn = workspace.arn().to_string();
     let iam = aws_sdk_iam::Client::new(&config);
     for role in ["api", "worker"] {
         let doc =
@@ -199,7 +203,7 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
             .iter()
             .flat_map(|s| s["Resource"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()))
             .collect();
-        assert_eq!(resources, [queue_arn.as_str(), table_arn.as_str()], "task role {role}");
+        assert_eq!(resources, [queue_arn.as_str(), table_arn.as_str(), workspace_arn.as_str()], "task role {role}");
     }
 
     // The URL: status reports it and the deployment state.

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use crate::{acm, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, AwsProvider};
+use crate::{acm, aps, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, AwsProvider};
 use aira_engine::graph::Kind;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, Silent};
 
@@ -54,6 +54,9 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
         Kind::Service => &ecs::service::Service,
         Kind::Topic => &sns::Topic,
         Kind::Alarm => &cloudwatch::Alarm,
+        Kind::PrometheusWorkspace => &aps::Workspace,
+        Kind::PrometheusRules => &aps::Rules,
+        Kind::AlertManager => &aps::AlertManager,
     }
 }
 
@@ -65,6 +68,8 @@ pub(crate) struct Observing {
     load_balancers: OnceCell<Vec<Observed>>,
     /// The stack's ECS clusters (services are listed by cluster).
     clusters: OnceCell<Vec<Observed>>,
+    /// The stack's Prometheus workspaces (rule groups and alert routes live in them).
+    workspaces: OnceCell<Vec<Observed>>,
 }
 
 impl Observing {
@@ -75,6 +80,10 @@ impl Observing {
 
     pub async fn clusters(&self, aws: &AwsProvider, scope: &Scope) -> Result<&[Observed], ProviderError> {
         Ok(self.clusters.get_or_try_init(|| ecs::cluster::find(aws, scope)).await?)
+    }
+
+    pub async fn workspaces(&self, aws: &AwsProvider, scope: &Scope) -> Result<&[Observed], ProviderError> {
+        Ok(self.workspaces.get_or_try_init(|| aps::find(aws, scope)).await?)
     }
 }
 

@@ -8,7 +8,8 @@
 //! - `sdk.rs`: the SDK helpers every module uses: errors keeping AWS's code and kind, `found`,
 //!   `is_gone`, the adoption rule, tag lists, `retry_busy`, `poll_until`, `try_join_all`.
 //! - `sqs.rs`, `dynamodb.rs`, `logs.rs`, `iam.rs`, `ecr.rs` (also pushes the image `up` built),
-//!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each.
+//!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each; `aps.rs`: the Prometheus workspace, its
+//!   rule groups and its alert manager definition.
 //! - `ec2/`: the network, a module a kind (`vpc`, `subnet`, `gateway`: internet gateway, Elastic
 //!   IP, NAT; `route_table`, `security_group`, `endpoint`), `preflight` (zones, existing VPC, quotas).
 //! - `elb/`: `load_balancer`, `target_group`, `listener`.
@@ -28,6 +29,7 @@ macro_rules! call {
 }
 
 mod acm;
+mod aps;
 mod cloudwatch;
 pub mod day2;
 pub mod dlq;
@@ -109,6 +111,9 @@ pub struct AwsProvider {
     autoscaling: aws_sdk_applicationautoscaling::Client,
     cloudwatch: aws_sdk_cloudwatch::Client,
     sns: aws_sdk_sns::Client,
+    aps: aws_sdk_amp::Client,
+    /// The account's id, for the pre-flight.
+    sts: aws_sdk_sts::Client,
     /// The image `up` built, pushed by the first task definition that needs it.
     image: tokio::sync::Mutex<Option<ecr::LocalImage>>,
     /// `repository@digest` pushed in this run (both task definitions name the same image).
@@ -133,6 +138,8 @@ impl AwsProvider {
             autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
+            aps: aws_sdk_amp::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
             image: tokio::sync::Mutex::new(None),
             pushed: tokio::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
@@ -278,10 +285,15 @@ impl Provider for AwsProvider {
             Ok(arns)
         };
         let quotas = ec2::quotas(&self.ec2, &stack.stack.0, &stack.network);
-        let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes) =
-            tokio::try_join!(ec2::zones(&self.ec2, &self.region, stack), existing, zone, secrets, quotas)?;
+        let account = async {
+            let out = call!("read the account's id (STS GetCallerIdentity)", self.sts.get_caller_identity().send());
+            Ok(out.account().unwrap_or_default().to_string())
+        };
+        let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes, account) =
+            tokio::try_join!(ec2::zones(&self.ec2, &self.region, stack), existing, zone, secrets, quotas, account)?;
         notes.extend(quota_notes);
-        Ok(Facts { region: self.region.clone(), zones, existing_private_route_tables, hosted_zone, secrets, notes })
+        let region = self.region.clone();
+        Ok(Facts { region, account, zones, existing_private_route_tables, hosted_zone, secrets, notes })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {

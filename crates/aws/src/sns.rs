@@ -1,4 +1,6 @@
-//! The stack's alert topic and its subscriptions (`protocol:endpoint`, e.g. `email:ops@example.com`).
+//! The stack's alert topic and its subscriptions (`protocol:endpoint`, e.g. `email:ops@example.com`),
+//! and who else may publish to it: the stack's Prometheus workspace (`publisher`), through the
+//! topic's access policy (the managed alert manager publishes as `aps.amazonaws.com`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,14 +35,68 @@ async fn subscriptions(p: &AwsProvider, arn: &str) -> Result<BTreeMap<String, St
     Ok(subs)
 }
 
+/// The policy statement that lets the workspace's alert manager publish.
+const PROMETHEUS_SID: &str = "PrometheusAlerts";
+
+/// The workspace ARN the topic's policy lets publish, if any.
+async fn publisher(p: &AwsProvider, arn: &str) -> Result<Value> {
+    let out = call!(format!("read the policy of SNS topic {arn}"), p.sns.get_topic_attributes().topic_arn(arn).send());
+    let policy: Value = out
+        .attributes()
+        .and_then(|a| a.get("Policy"))
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or(Value::Null);
+    let statements = policy["Statement"].as_array().cloned().unwrap_or_default();
+    let ours = statements.iter().find(|s| s["Sid"] == PROMETHEUS_SID);
+    Ok(ours.map(|s| s["Condition"]["ArnEquals"]["aws:SourceArn"].clone()).unwrap_or(Value::Null))
+}
+
+/// The topic's policy: AWS's default statement (the account's own principals, which CloudWatch
+/// alarms publish as), and the workspace's alert manager when there is one (AMP user guide,
+/// "Giving Amazon Managed Service for Prometheus permission to send messages to your SNS topic").
+fn policy(arn: &str, workspace: Option<&str>) -> String {
+    let account = arn.split(':').nth(4).unwrap_or_default();
+    let mut statements = vec![json!({
+        "Sid": "__default_statement_ID",
+        "Effect": "Allow",
+        "Principal": { "AWS": "*" },
+        "Action": [
+            "SNS:GetTopicAttributes", "SNS:SetTopicAttributes", "SNS:AddPermission", "SNS:RemovePermission",
+            "SNS:DeleteTopic", "SNS:Subscribe", "SNS:ListSubscriptionsByTopic", "SNS:Publish",
+        ],
+        "Resource": arn,
+        "Condition": { "StringEquals": { "AWS:SourceOwner": account } },
+    })];
+    if let Some(ws) = workspace {
+        statements.push(json!({
+            "Sid": PROMETHEUS_SID,
+            "Effect": "Allow",
+            "Principal": { "Service": "aps.amazonaws.com" },
+            "Action": ["sns:Publish", "sns:GetTopicAttributes"],
+            "Resource": arn,
+            "Condition": { "ArnEquals": { "aws:SourceArn": ws }, "StringEquals": { "AWS:SourceAccount": account } },
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Id": "aira", "Statement": statements }).to_string()
+}
+
+async fn set_publisher(p: &AwsProvider, arn: &str, what: &str, res: &Resolved) -> Result<()> {
+    let policy = policy(arn, res.props["publisher"].as_str());
+    call!(
+        format!("{what}: set its access policy"),
+        p.sns.set_topic_attributes().topic_arn(arn).attribute_name("Policy").attribute_value(policy).send()
+    );
+    Ok(())
+}
+
 async fn read(p: &AwsProvider, arn: &str, id: LogicalId) -> Result<Observed> {
-    let subs = subscriptions(p, arn).await?;
+    let (subs, publisher) = tokio::try_join!(subscriptions(p, arn), publisher(p, arn))?;
     let name = arn.rsplit(':').next().unwrap_or(arn).to_string();
     Ok(Observed {
         id,
         kind: Kind::Topic,
         physical_id: arn.to_string(),
-        props: json!({ "name": name, "subscriptions": subs.keys().collect::<Vec<_>>() }),
+        props: json!({ "name": name, "subscriptions": subs.keys().collect::<Vec<_>>(), "publisher": publisher }),
         outputs: BTreeMap::from([("arn".to_string(), Value::from(arn))]),
         depends_on: BTreeSet::new(),
         repair: None,
@@ -88,6 +144,9 @@ impl KindOps for Topic {
         let out =
             call!(what, aws.sns.create_topic().name(name).set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
         let arn = out.topic_arn().unwrap_or_default().to_string();
+        if !res.props["publisher"].is_null() {
+            set_publisher(aws, &arn, &what, res).await?;
+        }
         for sub in wanted(res) {
             subscribe(aws, &arn, &what, &sub).await?;
         }
@@ -98,6 +157,9 @@ impl KindOps for Topic {
         let Cx { aws, .. } = *cx;
         let arn = &current.physical_id;
         let what = format!("update SNS topic `{}` ({arn})", res.id);
+        if res.props["publisher"] != current.props["publisher"] {
+            set_publisher(aws, arn, &what, res).await?;
+        }
         let have = subscriptions(aws, arn).await?;
         let want = wanted(res);
         for sub in want.iter().filter(|s| !have.contains_key(*s)) {

@@ -149,6 +149,16 @@ kinds! {
     Alarm = "cloudwatch.alarm", DeleteBeforeCreate, sets ["actions"], replace_on [
         ("name", "an alarm's name is its identity"),
     ];
+    // The alias is a label; AWS names the workspace (`ws-…`).
+    PrometheusWorkspace = "aps.workspace", CreateBeforeDelete, sets [], replace_on [];
+    PrometheusRules = "aps.rule-groups", DeleteBeforeCreate, sets [], replace_on [
+        ("workspace", "a rule groups namespace belongs to its workspace"),
+        ("name", "a namespace's name is its identity"),
+    ];
+    // One definition per workspace.
+    AlertManager = "aps.alert-manager", DeleteBeforeCreate, sets [], replace_on [
+        ("workspace", "an alert manager definition belongs to its workspace"),
+    ];
 }
 
 impl Kind {

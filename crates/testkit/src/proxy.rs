@@ -162,7 +162,8 @@ impl Proxy {
 /// Whether a call (`service:Action`) changes anything.
 pub fn is_mutating(call: &str) -> bool {
     let action = call.rsplit(':').next().unwrap_or(call);
-    !["List", "Get", "Describe", "Head"].iter().any(|p| action.starts_with(p))
+    // REST protocols: `aps:GET /workspaces`.
+    !["List", "Get", "Describe", "Head", "GET ", "HEAD "].iter().any(|p| action.starts_with(p))
 }
 
 struct State {
@@ -303,12 +304,15 @@ fn call_of(parts: &hyper::http::request::Parts, body: &[u8]) -> (String, String,
 
 /// Forwards a call to moto, unless an AWS rule refuses it, and amends moto's answer by the rules.
 async fn conform(state: &State, call: &str, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
-    if state.faults.moto_only {
-        return forward(state, call, parts, body).await;
-    }
     let headers = parts.headers.clone();
     let seen = aws_rules::Call { call, headers: &headers, body: &body };
     let moto = aws_rules::Moto { upstream: &state.upstream, client: &state.client };
+    if let Some(answer) = aws_rules::emulate(&moto, &seen).await {
+        return answer;
+    }
+    if state.faults.moto_only {
+        return forward(state, call, parts, body).await;
+    }
     if let Some(refused) = aws_rules::refuse(&moto, &seen).await {
         return refused;
     }

@@ -3,26 +3,19 @@
 //! A worker in private subnets reaches it through a `bedrock-runtime` interface endpoint.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
-use aws_sigv4::sign::v4;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::Mutex;
 use tracing::debug;
 
 use super::{classify_status, parse_retry_after, Completion, Llm, LlmError, Turn};
+use crate::sigv4::{sign_headers, CachedCredentials};
 
 /// The SigV4 signing name of Bedrock's runtime API (its host is `bedrock-runtime.…`).
 const SIGNING_NAME: &str = "bedrock";
-
-/// Credentials are fetched again this long before they expire, so that a request signed with
-/// them still arrives in time (the SDKs refresh 5 minutes early too).
-const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(300);
 
 /// The longest provider error message kept for the logs.
 const MAX_MESSAGE_CHARS: usize = 500;
@@ -62,7 +55,7 @@ impl Bedrock {
             url: format!("{}/model/{}/converse", endpoint.trim_end_matches('/'), encode_path_segment(model)),
             model: model.to_string(),
             region: region.to_string(),
-            credentials: CachedCredentials { provider: credentials, current: Mutex::new(None) },
+            credentials: CachedCredentials::new(credentials),
             max_tokens,
         })
     }
@@ -85,65 +78,6 @@ impl Bedrock {
         }
         body
     }
-
-    /// The signature headers (`authorization`, `x-amz-date`, `x-amz-security-token` with
-    /// temporary credentials) for a POST of `body` as JSON to `self.url`.
-    fn sign(&self, credentials: Credentials, body: &[u8]) -> Result<Vec<(String, String)>, LlmError> {
-        let identity = credentials.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name(SIGNING_NAME)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| LlmError::Credentials(e.to_string()))?
-            .into();
-        let headers = [("content-type", "application/json")];
-        let request = SignableRequest::new("POST", &self.url, headers.into_iter(), SignableBody::Bytes(body))
-            .map_err(|e| LlmError::Credentials(e.to_string()))?;
-        let (instructions, _) = sign(request, &params).map_err(|e| LlmError::Credentials(e.to_string()))?.into_parts();
-        Ok(instructions.headers().map(|(k, v)| (k.to_string(), v.to_string())).collect())
-    }
-}
-
-/// The chain's credentials, fetched once and again shortly before they expire (the chain's
-/// own providers do not cache; the ECS endpoint would be asked on every call).
-struct CachedCredentials {
-    provider: SharedCredentialsProvider,
-    current: Mutex<Option<Credentials>>,
-}
-
-impl CachedCredentials {
-    async fn get(&self) -> Result<Credentials, LlmError> {
-        // One refresh at a time: callers that wait get the refreshed credentials.
-        let mut current = self.current.lock().await;
-        let fresh = |c: &Credentials| c.expiry().is_none_or(|e| e > SystemTime::now() + REFRESH_BEFORE_EXPIRY);
-        if let Some(c) = current.as_ref().filter(|c| fresh(c)) {
-            return Ok(c.clone());
-        }
-        match self.provider.provide_credentials().await {
-            Ok(c) => {
-                *current = Some(c.clone());
-                Ok(c)
-            }
-            // Credentials that are about to expire still work until they do.
-            Err(_) if current.as_ref().is_some_and(|c| c.expiry().is_none_or(|e| e > SystemTime::now())) => {
-                Ok(current.clone().expect("checked above"))
-            }
-            Err(e) => Err(LlmError::Credentials(error_chain(&e))),
-        }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let _ = write!(s, ": {inner}");
-        source = inner.source();
-    }
-    s
 }
 
 /// Percent-encodes everything but the unreserved characters (a model id holds `:`, an
@@ -222,9 +156,12 @@ pub fn error_of(status: u16, headers: &reqwest::header::HeaderMap, body: &str) -
 impl Llm for Bedrock {
     async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
         let body = serde_json::to_vec(&self.body(turns)).map_err(|_| LlmError::BadResponse)?;
-        let credentials = self.credentials.get().await?;
+        let credentials = self.credentials.get().await.map_err(LlmError::Credentials)?;
         let mut req = self.http.post(&self.url).header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (k, v) in self.sign(credentials, &body)? {
+        let headers = [("content-type", "application/json")];
+        let signature = sign_headers(credentials, &self.region, SIGNING_NAME, "POST", &self.url, &headers, &body)
+            .map_err(LlmError::Credentials)?;
+        for (k, v) in signature {
             req = req.header(k, v);
         }
         let resp = req.body(body).send().await.map_err(|e| {

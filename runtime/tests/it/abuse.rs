@@ -1,44 +1,11 @@
 //! Attacks on the account routes of a running `aira-runtime serve`, over HTTP: password guessing
 //! against one account, and floods of sign-ins that would queue hashing work.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// `serve` on free loopback ports with `env`, killed on drop.
-struct Serve {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn serve(env: &[(&str, &str)]) -> Serve {
-    let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.path().to_str().unwrap()])
-        .env("AIRA_LOG", "warn")
-        .env_remove("AIRA_LLM_BASE_URL")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start aira-runtime serve");
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while reqwest::get(format!("{base}/healthz")).await.is_err() {
-        assert!(Instant::now() < deadline, "serve did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Serve { child, base, _data: data }
-}
+use crate::common::Serve;
 
 fn retry_after(r: &reqwest::Response) -> Option<u64> {
     r.headers().get("retry-after")?.to_str().ok()?.parse().ok()
@@ -54,7 +21,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test]
 async fn guessing_one_accounts_password_is_limited_and_the_owner_gets_in_after_the_wait() {
     // The defaults: a burst of 10, then 6 a minute.
-    let s = serve(&[]).await;
+    let s = Serve::start(&[]).await;
     let http = reqwest::Client::new();
     let email = "victim@example.com";
     let right = json!({"email": email, "password": "the right password"});
@@ -94,7 +61,7 @@ async fn guessing_one_accounts_password_is_limited_and_the_owner_gets_in_after_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_sign_ins_are_refused_cheaply_and_health_stays_fast() {
     // The per-address limit is lifted, so that each flood reaches the password checks.
-    let s = serve(&[("AIRA_AUTH_ADDRESS_RATE_BURST", "100000"), ("AIRA_AUTH_RATE_BURST", "100000")]).await;
+    let s = Serve::start(&[("AIRA_AUTH_ADDRESS_RATE_BURST", "100000"), ("AIRA_AUTH_RATE_BURST", "100000")]).await;
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let owner = json!({"email": "flooded@example.com", "password": "the right password"});
     assert_eq!(http.post(format!("{}/v1/auth/signup", s.base)).json(&owner).send().await.unwrap().status(), 201);

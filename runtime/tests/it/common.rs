@@ -1,7 +1,10 @@
-//! Test helpers: embedded environment, requests through `oneshot`, the fake LLM server.
+//! Test helpers: embedded environment, requests through `oneshot`, the fake LLM server, the
+//! `serve` binary over HTTP.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -332,6 +335,127 @@ pub async fn sign_up_over_http(http: &reqwest::Client, base: &str, email: &str) 
     let c: Value =
         http.post(format!("{base}/v1/conversations")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     (token, c["id"].as_str().unwrap().to_string())
+}
+
+/// Posts `prompt` to a running `serve` and returns the message once answered (panics after 20 s
+/// or if it fails).
+pub async fn answered_over_http(http: &reqwest::Client, base: &str, token: &str, conv: &str, prompt: &str) -> Value {
+    let m: Value = http
+        .post(format!("{base}/v1/conversations/{conv}/messages"))
+        .bearer_auth(token)
+        .json(&json!({ "content": prompt }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{base}/v1/messages/{}", m["id"].as_str().expect("a message id"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m: Value = http.get(&url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        if m["status"] == "answered" {
+            return m;
+        }
+        assert!(m["status"] != "failed" && Instant::now() < deadline, "not answered: {m}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `aira-runtime serve` on free loopback ports (the app and the operations listener) with the
+/// echo model and `env`, on an offline AWS configuration: no credentials, config files or
+/// instance metadata unless `env` brings them, so nothing is asked of an address off this
+/// machine. Its log (JSON lines) goes to a file; killed on drop.
+pub struct Serve {
+    pub child: Child,
+    pub base: String,
+    /// The operations listener (`/metrics`).
+    pub ops: String,
+    log: PathBuf,
+    _data: tempfile::TempDir,
+}
+
+impl Serve {
+    pub async fn start(env: &[(&str, &str)]) -> Serve {
+        let data = tempfile::tempdir().unwrap();
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (port, ops_port) = (free(), free());
+        let log = data.path().join("serve.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aira-runtime"));
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.path().to_str().unwrap()])
+            .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
+            .env("AIRA_LOG", "warn")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(std::fs::File::create(&log).unwrap());
+        for v in [
+            "AIRA_LLM_BASE_URL",
+            "AIRA_REMOTE_WRITE_URL",
+            "AIRA_TASK_ID",
+            "AIRA_STACK",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "ECS_CONTAINER_METADATA_URI_V4",
+        ] {
+            cmd.env_remove(v);
+        }
+        let child = cmd.envs(env.iter().copied()).spawn().expect("start aira-runtime serve");
+        let s = Serve {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            ops: format!("http://127.0.0.1:{ops_port}"),
+            log,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::get(format!("{}/healthz", s.base)).await.is_err() {
+            assert!(Instant::now() < deadline, "serve did not start:\n{}", s.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        s
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A series' value on the operations listener's `/metrics`, e.g.
+    /// `aira_remote_write_requests_total{outcome="error"}` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.ops)).await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
+    /// SIGTERM, then the time the process took to exit (panics after `within`).
+    pub async fn terminate(&mut self, within: Duration) -> Duration {
+        let start = Instant::now();
+        // SAFETY: sends a signal to our own child process; no memory is shared.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) }, 0);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}:\n{}", self.log());
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < within, "serve did not exit within {within:?} of SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Tokens listed and revoked, and a password change that signs out everywhere else: the same

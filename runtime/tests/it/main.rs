@@ -7,6 +7,8 @@
 //! - `metric_names`: every metric the monitoring templates use exists in `/metrics`.
 //! - `privacy`: consent, unkept history, deletion to the last byte, budgets, retries, pages, caps.
 //! - `web`: the web page: pages, security headers, CSRF, `/v1/me` (profile, export, deletion).
+//! - `remote_write`: metrics pushed with Prometheus remote write: into a real Prometheus, to
+//!   receivers that are down (requests unaffected), SigV4-signed to a capture server.
 //! - `katan`: the OpenAI and Bedrock providers against llm-katan (answers, SigV4, faults).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
 
@@ -19,4 +21,5 @@ mod faults;
 mod katan;
 mod metric_names;
 mod privacy;
+mod remote_write;
 mod web;

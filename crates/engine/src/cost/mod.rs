@@ -93,8 +93,12 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
     });
     estimate.notes = vec![
         format!(
-            "usage assumed: {} load balancer capacity unit, {} GB of logs per log group a month",
-            t.usage.load_balancer_lcu, t.usage.log_gb_per_group_month
+            "usage assumed: {} load balancer capacity unit, {} GB of logs per log group a month, \
+             {} Prometheus series a task pushed every {} s (storage and queries of the workspace not included)",
+            t.usage.load_balancer_lcu,
+            t.usage.log_gb_per_group_month,
+            t.usage.prometheus_series_per_task,
+            t.usage.remote_write_interval_secs
         ),
         format!(
             "not included: requests (DynamoDB on demand, SQS: about $12 per million answered messages, docs/performance.md), \
@@ -145,11 +149,7 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 let vcpu = task.props["cpu"].as_f64().unwrap_or(0.0) / 1024.0;
                 let gb = task.props["memory"].as_f64().unwrap_or(0.0) / 1024.0;
                 let per_task = p.fargate_vcpu_hour * vcpu + p.fargate_gb_hour * gb;
-                let count = &props["count"];
-                let (low, high) = match count.as_u64() {
-                    Some(n) => (n, None),
-                    None => (count["min"].as_u64().unwrap_or(0), count["max"].as_u64()),
-                };
+                let (low, high) = task_counts(props);
                 let tasks = match high {
                     Some(high) => {
                         at_max = Some(month(per_task * high as f64));
@@ -169,6 +169,22 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 (
                     format!("logs: {gb} GB a month, kept {} days", props["retention_days"]),
                     cents(gb * p.log_ingest_gb + gb * kept_months * p.log_storage_gb_month),
+                )
+            }
+            Kind::PrometheusWorkspace => {
+                let services = resources.iter().filter(|s| s.kind == Kind::Service).map(|s| task_counts(s.props));
+                let (low, high) = services.fold((0, 0), |(l, h), (low, high)| (l + low, h + high.unwrap_or(low)));
+                let (series, every) = (t.usage.prometheus_series_per_task, t.usage.remote_write_interval_secs);
+                let per_task = series * t.hours_per_month * 3600.0 / every / 1e7 * p.prometheus_samples_10m;
+                if high > low {
+                    at_max = Some(cents(per_task * high as f64));
+                }
+                (
+                    format!(
+                        "Prometheus: {series} series a task every {every} s from {low} task{}",
+                        plural(low as usize)
+                    ),
+                    cents(per_task * low as f64),
                 )
             }
             Kind::TaskDefinition => {
@@ -196,6 +212,15 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
         monthly_at_max: None,
     }));
     out
+}
+
+/// A service's task count, and its maximum when it scales.
+fn task_counts(service: &Value) -> (u64, Option<u64>) {
+    let count = &service["count"];
+    match count.as_u64() {
+        Some(n) => (n, None),
+        None => (count["min"].as_u64().unwrap_or(0), count["max"].as_u64()),
+    }
 }
 
 fn len(v: &Value) -> usize {
@@ -257,6 +282,7 @@ mod tests {
             $14.60 ec2.vpc-endpoint endpoint-ecr-dkr: interface endpoint (ecr.dkr) in 2 zones
             $14.60 ec2.vpc-endpoint endpoint-logs: interface endpoint (logs) in 2 zones
             $14.60 ec2.vpc-endpoint endpoint-secretsmanager: interface endpoint (secretsmanager) in 2 zones
+            $14.60 ec2.vpc-endpoint endpoint-aps-workspaces: interface endpoint (aps-workspaces) in 2 zones
             $29.57 elbv2.load-balancer lb: load balancer, 1 capacity unit, 2 public IPv4 addresses (one a zone)
             $0.53 logs.log-group logs-api: logs: 1 GB a month, kept 30 days
             $18.02 ecs.service service-api: Fargate: 2 tasks of 0.25 vCPU and 0.5 GB
@@ -266,6 +292,7 @@ mod tests {
             $0.10 cloudwatch.alarm alarm-queue-age: alarm on 1 metric
             $0.30 cloudwatch.alarm alarm-5xx: alarm on 3 metrics
             $0.10 cloudwatch.alarm alarm-unhealthy: alarm on 1 metric
+            $7.10 aps.workspace prometheus: Prometheus: 300 series a task every 30 s from 3 tasks
             $0.50 route53.hosted-zone ZOFFLINE: hosted zone (yours, not created by aira; alias queries are free)
             $0.40 secretsmanager.secret aira/openai: secret (yours, not created by aira)
         "#]]
@@ -274,8 +301,11 @@ mod tests {
         assert_eq!(t.change, t.monthly, "nothing exists yet");
         let sum: f64 = e.lines.iter().map(|l| l.monthly).sum();
         assert_eq!(t.monthly, cents(sum));
-        // The worker at 10 tasks instead of 1: 9 more of 9.01.
-        assert_eq!(t.monthly_at_max, cents(sum + 9.0 * 9.01));
+        // The worker at 10 tasks instead of 1: 9 more of 9.01, and the workspace takes the
+        // samples of 12 tasks (300 series every 30 s: 26.28 million samples a task-month, $0.90
+        // per 10 million) instead of 3.
+        let samples = 300.0 * 730.0 * 3600.0 / 30.0 / 1e7 * 0.90;
+        assert_eq!(t.monthly_at_max, cents(sum + 9.0 * 9.01 + cents(12.0 * samples) - cents(3.0 * samples)));
     }
 
     #[test]

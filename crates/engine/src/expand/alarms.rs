@@ -4,6 +4,10 @@ use super::*;
 
 pub const TOPIC: &str = "alerts";
 
+pub fn topic_name(stack: &str) -> String {
+    format!("{stack}-alerts")
+}
+
 /// A CloudWatch metric in an alarm: namespace, name, dimensions, statistic.
 fn metric(namespace: &str, name: &str, dimensions: Value, statistic: &str) -> Value {
     json!({ "namespace": namespace, "metric": name, "dimensions": dimensions, "statistic": statistic })
@@ -36,8 +40,10 @@ pub(super) fn alarms(stack: &Stack, public: Option<&str>) -> Vec<Desired> {
         TOPIC,
         Kind::Topic,
         json!({
-            "name": format!("{name}-alerts"),
+            "name": topic_name(name),
             "subscriptions": alerts.email.iter().map(|e| format!("email:{e}")).collect::<Vec<_>>(),
+            // The Prometheus workspace whose alert manager may publish (the topic's policy).
+            "publisher": if stack.prometheus() { reference(super::monitoring::WORKSPACE, "arn") } else { Value::Null },
         }),
     )];
     let queue = json!({ "QueueName": reference(QUEUE, "name") });

@@ -4,11 +4,13 @@
 //! - `services.rs`: table, repository, roles, cluster, the edge (load balancer, certificate,
 //!   listeners, alias records), log groups, task definitions and services.
 //! - `alarms.rs`: the alert topic and the alarms.
+//! - `monitoring.rs`: the Prometheus workspace, its rules and alert routes.
 //!
 //! The property shapes written here are the normal form the provider's observe reports, so that
 //! a plan right after `up` is empty.
 
 mod alarms;
+pub mod monitoring;
 mod network;
 mod services;
 
@@ -30,6 +32,9 @@ pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, Stri
     resources.extend(network);
     if !stack.services.is_empty() {
         resources.extend(services::services(stack, facts, image, &placement)?);
+    }
+    if stack.prometheus() {
+        resources.extend(monitoring::monitoring(stack, facts)?);
     }
     Ok(Graph { stack: stack.stack.0.clone(), tags: stack.tags.clone(), resources })
 }
@@ -217,7 +222,7 @@ mod tests {
         };
         let endpoints = ids(Kind::VpcEndpoint, "");
         let private_routes = ids(Kind::RouteTable, "private-routes");
-        assert_eq!(endpoints.len(), 7, "{endpoints:?}");
+        assert_eq!(endpoints.len(), 8, "{endpoints:?}");
         assert_eq!(private_routes.len(), 2, "a route table per zone, through its NAT gateway");
         for service in g.resources.iter().filter(|r| r.kind == Kind::Service) {
             for id in endpoints.iter().chain(&private_routes) {

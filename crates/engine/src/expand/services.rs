@@ -206,6 +206,9 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             statement("Queue", queue_actions, vec![queue_arn.clone()]),
             statement("Table", TABLE_ACTIONS, vec![table_arn.clone()]),
         ];
+        if stack.prometheus() {
+            statements.push(statement("Metrics", &["aps:RemoteWrite"], vec![reference(monitoring::WORKSPACE, "arn")]));
+        }
         if let (Role::Worker, Some(llm)) = (svc.role, stack.bedrock()) {
             // Converse is authorized as `bedrock:InvokeModel` on the model's ARN.
             statements.push(statement(
@@ -233,6 +236,11 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             env["AIRA_LISTEN"] = json!(format!("0.0.0.0:{health_port}"));
         }
         env["AIRA_METRICS_LISTEN"] = json!(format!("0.0.0.0:{}", defaults::OPS_PORT));
+        if stack.prometheus() {
+            // The runtime pushes its metrics there, labelled with the stack (runtime/README.md).
+            env["AIRA_REMOTE_WRITE_URL"] = reference(monitoring::WORKSPACE, "remote_write_url");
+            env["AIRA_STACK"] = json!(name);
+        }
         if public.is_some_and(|(p, _)| p == svc_name) {
             // The load balancer appends the client's address to X-Forwarded-For: the runtime's
             // sign-in limits key on it instead of the load balancer's own address.

@@ -22,6 +22,11 @@ pub struct Table {
 pub struct Usage {
     pub load_balancer_lcu: f64,
     pub log_gb_per_group_month: f64,
+    /// Series a runtime task pushes to the Prometheus workspace (123 after one message; every
+    /// route and status of a day's traffic brings it near this).
+    pub prometheus_series_per_task: f64,
+    /// How often a task pushes them (the runtime's default).
+    pub remote_write_interval_secs: f64,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +45,8 @@ pub struct Prices {
     pub log_storage_gb_month: f64,
     pub hosted_zone_month: f64,
     pub secret_month: f64,
+    /// Managed Prometheus: ingestion per 10 million samples (the first tier: 2 billion a month).
+    pub prometheus_samples_10m: f64,
 }
 
 pub fn table() -> &'static Table {

@@ -32,6 +32,8 @@ pub struct Scope {
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub region: String,
+    /// The account's id (ARNs of resources not created yet, such as the alert topic's).
+    pub account: String,
     /// Availability zones that are available, in name order.
     pub zones: Vec<String>,
     /// For a stack in an existing VPC: the route tables of its private subnets.
@@ -50,6 +52,7 @@ impl Facts {
     pub fn offline(stack: &crate::stack::Stack) -> Facts {
         let region = stack.region.clone().unwrap_or_else(|| "region".into());
         Facts {
+            account: "000000000000".into(),
             zones: (0..6).map(|i| format!("{region}{}", (b'a' + i) as char)).collect(),
             existing_private_route_tables: stack
                 .network

@@ -50,6 +50,11 @@ pub struct Stack {
     /// CloudWatch alarms on the queue, the dead-letter queue and the load balancer, sent to an SNS topic.
     #[serde(default)]
     pub alerts: Alerts,
+    /// Prometheus for the services: an Amazon Managed Service for Prometheus workspace that the
+    /// tasks push their metrics to, with the rules and alert routes of `templates/monitoring`
+    /// (alerts go to the stack's alert topic). `false` leaves it out.
+    #[serde(default = "Stack::default_monitoring")]
+    pub monitoring: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -83,6 +88,15 @@ impl Default for Alerts {
 }
 
 impl Stack {
+    fn default_monitoring() -> bool {
+        true
+    }
+
+    /// Whether the stack gets its Prometheus workspace: `monitoring` on, and services to monitor.
+    pub fn prometheus(&self) -> bool {
+        self.monitoring && !self.services.is_empty()
+    }
+
     /// The Secrets Manager secrets the stack references.
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.llm.iter().filter_map(|l| l.api_key.as_ref()).map(|k| k.secret.as_str())
@@ -93,12 +107,17 @@ impl Stack {
         self.llm.as_ref().filter(|l| l.provider == LlmProvider::Bedrock)
     }
 
-    /// The VPC endpoints the network gets: `network.endpoints`, and `bedrock-runtime` when the
-    /// worker calls Bedrock (the model's only path without a NAT gateway, so it is implied).
+    /// The VPC endpoints the network gets: `network.endpoints`, `bedrock-runtime` when the
+    /// worker calls Bedrock, and `aps-workspaces` for the tasks' metrics (the only paths
+    /// without a NAT gateway, so they are implied).
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let mut all = self.network.endpoints.clone();
-        if self.bedrock().is_some() && !all.contains(&Endpoint::BedrockRuntime) {
-            all.push(Endpoint::BedrockRuntime);
+        let implied =
+            [(self.bedrock().is_some(), Endpoint::BedrockRuntime), (self.prometheus(), Endpoint::ApsWorkspaces)];
+        for (wanted, e) in implied {
+            if wanted && !all.contains(&e) {
+                all.push(e);
+            }
         }
         all
     }
@@ -189,6 +208,9 @@ pub enum Endpoint {
     Monitoring,
     #[serde(rename = "bedrock-runtime")]
     BedrockRuntime,
+    // Amazon Managed Service for Prometheus: remote write and queries.
+    #[serde(rename = "aps-workspaces")]
+    ApsWorkspaces,
 }
 
 impl Endpoint {
@@ -205,6 +227,7 @@ impl Endpoint {
             Endpoint::DynamoDb => "dynamodb",
             Endpoint::Monitoring => "monitoring",
             Endpoint::BedrockRuntime => "bedrock-runtime",
+            Endpoint::ApsWorkspaces => "aps-workspaces",
         }
     }
 

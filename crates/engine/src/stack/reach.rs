@@ -101,7 +101,7 @@ struct Dependency {
 }
 
 /// Every service pulls its image and ships its logs; the secret is read at task start; the
-/// runtime itself calls the queue and the table; the worker calls the model.
+/// runtime itself calls the queue and the table, and pushes its metrics; the worker calls the model.
 const DEPENDENCIES: &[Dependency] = &[
     Dependency {
         what: "image registry (ECR API)",
@@ -144,6 +144,12 @@ const DEPENDENCIES: &[Dependency] = &[
         host: "dynamodb.{region}.amazonaws.com",
         endpoint: Some(Endpoint::DynamoDb),
         needed_by: |_, _, _| true,
+    },
+    Dependency {
+        what: "metrics (Managed Prometheus)",
+        host: "aps-workspaces.{region}.amazonaws.com",
+        endpoint: Some(Endpoint::ApsWorkspaces),
+        needed_by: |_, s, _| s.prometheus(),
     },
 ];
 

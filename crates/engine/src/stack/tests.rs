@@ -232,7 +232,7 @@ fn enum_value_with_hint() {
     check(
         "stack: aira\nnetwork:\n  endpoints: [sqs, ecr.apii]\n",
         expect![[r#"
-            bad.yaml:3:20: network.endpoints[1]: expected one of `sqs`, `ecr.api`, `ecr.dkr`, `logs`, `secretsmanager`, `s3`, `dynamodb`, `monitoring`, `bedrock-runtime`, found the string `ecr.apii` (did you mean `ecr.api`?)
+            bad.yaml:3:20: network.endpoints[1]: expected one of `sqs`, `ecr.api`, `ecr.dkr`, `logs`, `secretsmanager`, `s3`, `dynamodb`, `monitoring`, `bedrock-runtime`, `aps-workspaces`, found the string `ecr.apii` (did you mean `ecr.api`?)
         "#]],
     );
 }
@@ -353,6 +353,7 @@ fn reachability_table_names_each_path() {
         api -> secret (Secrets Manager) (secretsmanager.us-east-1.amazonaws.com): interface endpoint `secretsmanager` (private DNS)
         api -> queue (SQS) (sqs.us-east-1.amazonaws.com): interface endpoint `sqs` (private DNS)
         api -> table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
+        api -> metrics (Managed Prometheus) (aps-workspaces.us-east-1.amazonaws.com): interface endpoint `aps-workspaces` (private DNS)
         worker -> image registry (ECR API) (api.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.api` (private DNS)
         worker -> image registry (ECR) (*.dkr.ecr.us-east-1.amazonaws.com): interface endpoint `ecr.dkr` (private DNS)
         worker -> image layers (S3) (s3.us-east-1.amazonaws.com): gateway endpoint `s3` in the private route tables
@@ -360,6 +361,7 @@ fn reachability_table_names_each_path() {
         worker -> secret (Secrets Manager) (secretsmanager.us-east-1.amazonaws.com): interface endpoint `secretsmanager` (private DNS)
         worker -> queue (SQS) (sqs.us-east-1.amazonaws.com): interface endpoint `sqs` (private DNS)
         worker -> table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
+        worker -> metrics (Managed Prometheus) (aps-workspaces.us-east-1.amazonaws.com): interface endpoint `aps-workspaces` (private DNS)
         worker -> model (api.openai.com): NAT gateway (default route)
     "#]].assert_eq(&text);
 }
@@ -402,6 +404,7 @@ fn a_bedrock_model_is_reached_through_its_endpoint_without_nat() {
         logs (CloudWatch Logs) (logs.us-east-1.amazonaws.com): interface endpoint `logs` (private DNS)
         queue (SQS) (sqs.us-east-1.amazonaws.com): interface endpoint `sqs` (private DNS)
         table (DynamoDB) (dynamodb.us-east-1.amazonaws.com): gateway endpoint `dynamodb` in the private route tables
+        metrics (Managed Prometheus) (aps-workspaces.us-east-1.amazonaws.com): interface endpoint `aps-workspaces` (private DNS)
         model (bedrock-runtime.us-east-1.amazonaws.com): interface endpoint `bedrock-runtime` (private DNS)
     "#]]
     .assert_eq(&routes_of(&canonical_with(false, BEDROCK), "worker"));

@@ -1,0 +1,349 @@
+//! Amazon Managed Service for Prometheus: the stack's workspace, its rule groups namespace and
+//! its alert manager definition. All three are created asynchronously (`CREATING` → `ACTIVE`);
+//! a namespace or definition cannot be created while its workspace is still being created
+//! (`ConflictException`), and a rule or route AWS rejects shows only as `CREATION_FAILED` /
+//! `UPDATE_FAILED` with a reason, so every write waits for the state AWS settles in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_amp::primitives::Blob;
+use serde_json::{json, Value};
+
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Busy, Poll};
+use crate::AwsProvider;
+use aira_engine::expand::monitoring::ALERT_MANAGER;
+use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::provider::{Observed, ProviderError, Repair, Resolved, Scope};
+
+type Result<T> = std::result::Result<T, ProviderError>;
+
+const GONE: &[&str] = &["ResourceNotFound"];
+const POLL: Duration = Duration::from_secs(2);
+/// Writes to a workspace that is not `ACTIVE` yet, or to a namespace or definition still
+/// settling, are refused with a conflict until it is.
+const SETTLING: Busy = Busy { codes: &["ConflictException"], waits_for: "the workspace to become ACTIVE", gone: &[] };
+
+pub struct Workspace;
+pub struct Rules;
+pub struct AlertManager;
+
+/// The stack's workspaces, tagged with it (duplicates left by a crash included).
+pub(crate) async fn find(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
+    let mut found = Vec::new();
+    let mut pages = p.aps.list_workspaces().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| sdk::error("list Prometheus workspaces", e))?;
+        for w in page.workspaces() {
+            let Some(id) = sdk::adopt_map(scope, w.tags().into_iter().flatten()) else { continue };
+            if let Some(o) = read_workspace(p, w.workspace_id(), id).await? {
+                found.push(o);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// A workspace as observed; `None` once it is gone or going.
+async fn read_workspace(p: &AwsProvider, ws: &str, id: LogicalId) -> Result<Option<Observed>> {
+    let out = p.aps.describe_workspace().workspace_id(ws).send().await;
+    let Some(out) = sdk::found(format!("read Prometheus workspace {ws}"), GONE, out)? else { return Ok(None) };
+    let Some(w) = out.workspace() else { return Ok(None) };
+    let status = w.status().map(|s| s.status_code().as_str()).unwrap_or_default();
+    if status == "DELETING" {
+        return Ok(None);
+    }
+    let endpoint = w.prometheus_endpoint().unwrap_or_default();
+    let repair = (status == "CREATION_FAILED")
+        .then(|| Repair { reason: format!("the workspace is {status}: a new one replaces it"), replace: true });
+    Ok(Some(Observed {
+        id,
+        kind: Kind::PrometheusWorkspace,
+        physical_id: ws.to_string(),
+        props: json!({ "alias": w.alias() }),
+        outputs: BTreeMap::from([
+            ("id".to_string(), Value::from(ws)),
+            ("arn".to_string(), Value::from(w.arn())),
+            ("endpoint".to_string(), Value::from(endpoint)),
+            ("remote_write_url".to_string(), Value::from(format!("{endpoint}api/v1/remote_write"))),
+        ]),
+        depends_on: BTreeSet::new(),
+        repair,
+    }))
+}
+
+/// Waits for a workspace to leave `CREATING`/`UPDATING`, and reads it.
+async fn settled_workspace(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) -> Result<Observed> {
+    let Cx { aws, scope, progress } = *cx;
+    sdk::poll_until(scope, progress, id, what, POLL, || async {
+        let out = call!(what, aws.aps.describe_workspace().workspace_id(ws).send());
+        let status = out.workspace().and_then(|w| w.status()).map(|s| s.status_code().as_str().to_string());
+        match status.as_deref() {
+            Some("ACTIVE") => Ok(Poll::Done(())),
+            Some("CREATION_FAILED") => Err(ProviderError::new(format!("{what}: AWS reports CREATION_FAILED"))),
+            s => Ok(Poll::Pending(format!("workspace {}", s.unwrap_or("not visible yet")))),
+        }
+    })
+    .await?;
+    read_workspace(aws, ws, id.clone())
+        .await?
+        .ok_or_else(|| ProviderError::new(format!("{what}: the workspace disappeared right after the call")))
+}
+
+#[async_trait]
+impl KindOps for Workspace {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        Ok(seen.workspaces(cx.aws, cx.scope).await?.to_vec())
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, .. } = *cx;
+        let alias = res.props["alias"].as_str().unwrap_or_default();
+        let what = format!("create Prometheus workspace `{}` ({alias})", res.id);
+        // Tagged in the create call itself: a crash right after it leaves a workspace the next
+        // run adopts (the SDK's client token makes its own retries of the call idempotent).
+        let tags = Some(scope.tags_for(&res.id).into_iter().collect());
+        let out = call!(what, aws.aps.create_workspace().alias(alias).set_tags(tags).send());
+        settled_workspace(cx, out.workspace_id(), &res.id, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, .. } = *cx;
+        let ws = &current.physical_id;
+        let what = format!("update Prometheus workspace `{}` ({ws})", res.id);
+        let alias = res.props["alias"].as_str().unwrap_or_default();
+        call!(what, aws.aps.update_workspace_alias().workspace_id(ws).alias(alias).send());
+        settled_workspace(cx, ws, &res.id, &what).await
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let ws = &current.physical_id;
+        let what = format!("delete Prometheus workspace `{}` ({ws})", current.id);
+        let busy =
+            Busy { codes: &["ConflictException"], waits_for: "its rules and alert manager to settle", gone: GONE };
+        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
+            aws.aps.delete_workspace().workspace_id(ws).send()
+        })
+        .await?;
+        // Deletion is asynchronous: `down` reports it done when the workspace is gone.
+        sdk::poll_until(scope, progress, &current.id, &what, POLL, || async {
+            let out = aws.aps.describe_workspace().workspace_id(ws).send().await;
+            match sdk::found(&what, GONE, out)? {
+                None => Ok(Poll::Done(())),
+                Some(o) => Ok(Poll::Pending(format!(
+                    "workspace {}",
+                    o.workspace().and_then(|w| w.status()).map(|s| s.status_code().as_str()).unwrap_or("DELETING")
+                ))),
+            }
+        })
+        .await
+    }
+}
+
+/// A namespace's or definition's status: settled (`Ok(None)`), still settling, or failed with
+/// AWS's reason.
+fn settling(code: &str, reason: Option<&str>) -> std::result::Result<Option<String>, String> {
+    match code {
+        "ACTIVE" => Ok(None),
+        "CREATION_FAILED" | "UPDATE_FAILED" => Err(format!("{code}: {}", reason.unwrap_or("AWS gave no reason"))),
+        other => Ok(Some(other.to_string())),
+    }
+}
+
+fn text(data: &Blob) -> String {
+    String::from_utf8_lossy(data.as_ref()).into_owned()
+}
+
+/// The workspace a namespace or definition is written to.
+fn workspace_of(res: &Resolved) -> &str {
+    res.props["workspace"].as_str().unwrap_or_default()
+}
+
+async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Result<Option<(Observed, String)>> {
+    let out = p.aps.describe_rule_groups_namespace().workspace_id(ws).name(name).send().await;
+    let Some(out) = sdk::found(format!("read rule groups `{name}` of workspace {ws}"), GONE, out)? else {
+        return Ok(None);
+    };
+    let Some(ns) = out.rule_groups_namespace() else { return Ok(None) };
+    let status = ns.status().map(|s| (s.status_code().as_str().to_string(), s.status_reason().map(String::from)));
+    let (code, reason) = status.unwrap_or_default();
+    let repair = settling(&code, reason.as_deref()).err().map(|why| Repair {
+        reason: format!("AWS did not take the rules ({why}): they are written again"),
+        replace: false,
+    });
+    let observed = Observed {
+        id,
+        kind: Kind::PrometheusRules,
+        physical_id: ns.arn().to_string(),
+        props: json!({ "workspace": ws, "name": ns.name(), "data": text(ns.data()) }),
+        outputs: BTreeMap::from([("arn".to_string(), Value::from(ns.arn()))]),
+        depends_on: BTreeSet::new(),
+        repair,
+    };
+    Ok(Some((observed, code)))
+}
+
+/// Waits for a namespace to settle after a write; a rejected rule fails with AWS's reason.
+async fn settled_rules(cx: &Cx<'_>, ws: &str, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
+    let Cx { aws, scope, progress } = *cx;
+    sdk::poll_until(scope, progress, id, what, POLL, || async {
+        let Some((o, code)) = read_rules(aws, ws, name, id.clone()).await? else {
+            return Ok(Poll::Pending("not visible yet".into()));
+        };
+        let reason = o.repair.as_ref().map(|r| r.reason.clone());
+        match (settling(&code, None), reason) {
+            (Err(_), Some(why)) => Err(ProviderError::user(format!("{what}: {why}"))),
+            (Ok(Some(state)), _) => Ok(Poll::Pending(format!("rule groups {state}"))),
+            _ => Ok(Poll::Done(o)),
+        }
+    })
+    .await
+}
+
+#[async_trait]
+impl KindOps for Rules {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let Cx { aws, scope, .. } = *cx;
+        let mut found = Vec::new();
+        for w in seen.workspaces(aws, scope).await? {
+            let ws = &w.physical_id;
+            let out = aws.aps.list_rule_groups_namespaces().workspace_id(ws).send().await;
+            let Some(out) = sdk::found(format!("list rule groups of workspace {ws}"), GONE, out)? else { continue };
+            for ns in out.rule_groups_namespaces() {
+                let Some(id) = sdk::adopt_map(scope, ns.tags().into_iter().flatten()) else { continue };
+                if let Some((o, _)) = read_rules(aws, ws, ns.name(), id).await? {
+                    found.push(o);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ws, name) = (workspace_of(res), res.props["name"].as_str().unwrap_or_default());
+        let what = format!("create rule groups `{}` ({name} in {ws})", res.id);
+        let data = Blob::new(res.props["data"].as_str().unwrap_or_default());
+        let tags: std::collections::HashMap<String, String> = scope.tags_for(&res.id).into_iter().collect();
+        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
+            let call = aws.aps.create_rule_groups_namespace().workspace_id(ws).name(name);
+            call.data(data.clone()).set_tags(Some(tags.clone())).send()
+        })
+        .await?;
+        settled_rules(cx, ws, name, &res.id, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ws, name) = (workspace_of(res), res.props["name"].as_str().unwrap_or_default());
+        let what = format!("update rule groups `{}` ({})", res.id, current.physical_id);
+        let data = Blob::new(res.props["data"].as_str().unwrap_or_default());
+        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
+            aws.aps.put_rule_groups_namespace().workspace_id(ws).name(name).data(data.clone()).send()
+        })
+        .await?;
+        settled_rules(cx, ws, name, &res.id, &what).await
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let (ws, name) = (current.props["workspace"].as_str().unwrap_or_default(), current.props["name"].as_str());
+        let what = format!("delete rule groups `{}` ({})", current.id, current.physical_id);
+        let busy = Busy { gone: GONE, ..SETTLING };
+        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
+            aws.aps.delete_rule_groups_namespace().workspace_id(ws).set_name(name.map(String::from)).send()
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// The workspace's alert manager definition and its status code. It has no tags: it is the
+/// stack's because its workspace is.
+async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, String)>> {
+    let out = p.aps.describe_alert_manager_definition().workspace_id(ws).send().await;
+    let Some(out) = sdk::found(format!("read the alert manager of workspace {ws}"), GONE, out)? else {
+        return Ok(None);
+    };
+    let Some(d) = out.alert_manager_definition() else { return Ok(None) };
+    let (code, reason) = d.status().map(|s| (s.status_code().as_str(), s.status_reason())).unwrap_or_default();
+    let repair = settling(code, reason).err().map(|why| Repair {
+        reason: format!("AWS did not take the alert routes ({why}): they are written again"),
+        replace: false,
+    });
+    let observed = Observed {
+        id: ALERT_MANAGER.into(),
+        kind: Kind::AlertManager,
+        physical_id: ws.to_string(),
+        props: json!({ "workspace": ws, "definition": text(d.data()) }),
+        outputs: BTreeMap::new(),
+        depends_on: BTreeSet::new(),
+        repair,
+    };
+    Ok(Some((observed, code.to_string())))
+}
+
+async fn settled_alerts(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) -> Result<Observed> {
+    let Cx { aws, scope, progress } = *cx;
+    sdk::poll_until(scope, progress, id, what, POLL, || async {
+        let Some((o, code)) = read_alerts(aws, ws).await? else {
+            return Ok(Poll::Pending("not visible yet".into()));
+        };
+        match (settling(&code, None), &o.repair) {
+            (Err(_), Some(r)) => Err(ProviderError::user(format!("{what}: {}", r.reason))),
+            (Ok(Some(state)), _) => Ok(Poll::Pending(format!("alert manager {state}"))),
+            _ => Ok(Poll::Done(o)),
+        }
+    })
+    .await
+}
+
+#[async_trait]
+impl KindOps for AlertManager {
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+        let mut found = Vec::new();
+        for w in seen.workspaces(cx.aws, cx.scope).await? {
+            found.extend(read_alerts(cx.aws, &w.physical_id).await?.map(|(o, _)| o));
+        }
+        Ok(found)
+    }
+
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let ws = workspace_of(res);
+        let what = format!("create the alert manager `{}` of workspace {ws}", res.id);
+        let data = Blob::new(res.props["definition"].as_str().unwrap_or_default());
+        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
+            aws.aps.create_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
+        })
+        .await?;
+        settled_alerts(cx, ws, &res.id, &what).await
+    }
+
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
+        let Cx { aws, scope, progress } = *cx;
+        let ws = workspace_of(res);
+        let what = format!("update the alert manager `{}` of workspace {ws}", res.id);
+        let data = Blob::new(res.props["definition"].as_str().unwrap_or_default());
+        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
+            aws.aps.put_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
+        })
+        .await?;
+        settled_alerts(cx, ws, &res.id, &what).await
+    }
+
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
+        let Cx { aws, scope, progress } = *cx;
+        let ws = &current.physical_id;
+        let what = format!("delete the alert manager `{}` of workspace {ws}", current.id);
+        let busy = Busy { gone: GONE, ..SETTLING };
+        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
+            aws.aps.delete_alert_manager_definition().workspace_id(ws).send()
+        })
+        .await?;
+        Ok(())
+    }
+}
