@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[tokio::test]
 async fn serve_binary_answers_and_exits_on_sigterm() {
@@ -27,28 +27,8 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (token, conv) = crate::common::sign_up_over_http(&http, &base, "bin@example.com").await;
-    let (token, conv) = (token.as_str(), conv.as_str());
-    let m: Value = http
-        .post(format!("{base}/v1/conversations/{conv}/messages"))
-        .bearer_auth(token)
-        .json(&json!({"content": "from the binary"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = m["id"].as_str().unwrap();
-    loop {
-        let m: Value =
-            http.get(format!("{base}/v1/messages/{id}")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
-        if m["status"] == "answered" {
-            assert!(m["answer"].as_str().unwrap().contains("from the binary"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "not answered: {m}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let m = crate::common::answered_over_http(&http, &base, &token, &conv, "from the binary").await;
+    assert!(m["answer"].as_str().unwrap().contains("from the binary"), "{m}");
     // Readiness and metrics on the operations listener only; the app port answers them 404.
     let ops = format!("http://127.0.0.1:{ops_port}");
     for path in ["/metrics", "/readyz"] {
