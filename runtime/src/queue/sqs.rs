@@ -1,23 +1,87 @@
 //! The SQS queue. Its dead-letter behaviour comes from the queue's redrive policy, which
 //! `aira` sets when it creates the queue.
+//!
+//! Deletes are batched the way group commit batches writes: one delete call is in flight at a
+//! time, and the deletes asked for meanwhile go together in the next `DeleteMessageBatch` (up to
+//! 10, SQS's limit). A lone delete waits for nothing; under load, answers that finish together
+//! cost one request instead of one each. Each caller still gets its own entry's result.
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use async_trait::async_trait;
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Queue, Received};
+
+/// SQS takes at most 10 entries in a batch.
+const MAX_BATCH: usize = 10;
+
+type Delete = (String, oneshot::Sender<Result<(), String>>);
 
 #[derive(Clone)]
 pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     url: String,
+    deletes: mpsc::UnboundedSender<Delete>,
 }
 
 impl SqsQueue {
+    /// Starts the queue's delete batcher on the current tokio runtime; it ends with the last clone.
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> SqsQueue {
-        SqsQueue { client, url: url.into() }
+        let url = url.into();
+        let (deletes, rx) = mpsc::unbounded_channel();
+        tokio::spawn(delete_in_batches(client.clone(), url.clone(), rx));
+        SqsQueue { client, url, deletes }
+    }
+}
+
+/// Takes the deletes asked for while the previous call was in flight (at least one), and makes
+/// one call for them.
+async fn delete_in_batches(client: aws_sdk_sqs::Client, url: String, mut rx: mpsc::UnboundedReceiver<Delete>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        if let [(receipt, _)] = &batch[..] {
+            let out = client.delete_message().queue_url(&url).receipt_handle(receipt).send().await;
+            let result = out.map(drop).map_err(|e| format!("{:#}", anyhow!(e).context("sqs delete message")));
+            let (_, reply) = batch.pop().expect("one");
+            let _ = reply.send(result);
+            continue;
+        }
+        let entries = batch.iter().enumerate().map(|(i, (receipt, _))| {
+            DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(receipt).build()
+        });
+        let entries: Result<Vec<_>, _> = entries.collect();
+        let out = match entries {
+            Ok(entries) => client
+                .delete_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| format!("{:#}", anyhow!(e).context("sqs delete message batch"))),
+            Err(e) => Err(format!("sqs delete message batch: {e}")),
+        };
+        for (i, (_, reply)) in batch.into_iter().enumerate() {
+            let id = i.to_string();
+            let result = match &out {
+                // An entry SQS did not delete fails with its own code; one it did not mention, too.
+                Ok(o) => match o.failed().iter().find(|f| f.id() == id) {
+                    Some(f) => Err(format!("sqs delete message batch: {}: {}", f.code(), f.message().unwrap_or(""))),
+                    None if o.successful().iter().any(|s| s.id() == id) => Ok(()),
+                    None => Err("sqs delete message batch: the entry is missing from the answer".to_string()),
+                },
+                Err(e) => Err(e.clone()),
+            };
+            let _ = reply.send(result);
+        }
     }
 }
 
@@ -63,14 +127,9 @@ impl Queue for SqsQueue {
     }
 
     async fn delete(&self, receipt: &str) -> anyhow::Result<()> {
-        self.client
-            .delete_message()
-            .queue_url(&self.url)
-            .receipt_handle(receipt)
-            .send()
-            .await
-            .context("sqs delete message")?;
-        Ok(())
+        let (reply, result) = oneshot::channel();
+        self.deletes.send((receipt.to_string(), reply)).map_err(|_| anyhow!("sqs delete: the batcher has stopped"))?;
+        result.await.map_err(|_| anyhow!("sqs delete: the batcher has stopped"))?.map_err(|e| anyhow!(e))
     }
 
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> anyhow::Result<()> {

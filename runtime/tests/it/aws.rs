@@ -460,3 +460,62 @@ async fn moto_lists_come_in_pages() {
     let env = setup(3).await;
     crate::privacy::pages(&env.app, "aws-pages@example.com").await;
 }
+
+#[tokio::test]
+async fn moto_answers_that_finish_together_are_deleted_in_one_batch() {
+    // The first delete is held 300 ms at the proxy: the answers that finish meanwhile must go in
+    // the next call, one DeleteMessageBatch, each entry deleted (read back from SQS).
+    let faults =
+        aira_testkit::proxy::Faults { slow: Some(("DeleteMessage", Duration::from_millis(300))), ..Default::default() };
+    let proxy = aira_testkit::proxy::Proxy::start(&endpoint(), faults).await;
+    let env = setup_at(&proxy.url, 3, Limits::default()).await;
+    let token = user(&env.app, "aws-batch@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(post_message(&env.app, &token, &conv, &format!("batch {i}")).await);
+    }
+    // Visibility well above the hold: a batch, not a redelivery, is what the test must see.
+    let config = WorkerConfig { visibility: Duration::from_secs(10), ..aws_worker_config(3) };
+    let (_w, _stop) = spawn_worker(env.worker(Arc::new(Echo), config));
+    for id in &ids {
+        wait_status(env.store.as_ref(), id, Status::Answered, SECS_20).await;
+    }
+    let deleted = || env.metrics.queue_deleted.get();
+    wait_until("every delivery deleted", SECS_20, || async { deleted() >= 12 }).await;
+
+    let sent = proxy.take_requests();
+    let deletes: Vec<_> = sent.iter().filter(|r| r.call.starts_with("sqs:DeleteMessage")).collect();
+    let entries: Vec<usize> = deletes
+        .iter()
+        .map(|r| if r.call == "sqs:DeleteMessageBatch" { r.json()["Entries"].as_array().unwrap().len() } else { 1 })
+        .collect();
+    assert!(deletes.iter().all(|r| r.status == 200), "{:?}", deletes.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(entries.iter().sum::<usize>(), 12, "one entry a delivery: {entries:?}");
+    assert!(entries.iter().any(|n| *n > 1) && deletes.len() < 12, "batched: {entries:?}");
+    assert!(entries.iter().all(|n| *n <= 10), "SQS takes 10 at most: {entries:?}");
+    // Nothing left on the queue, visible or in flight (read with the SQS SDK, apart from the runtime).
+    let sqs = aws_sdk_sqs::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+            .await,
+    );
+    let url = sent.iter().find(|r| r.call == "sqs:DeleteMessageBatch").unwrap().json()["QueueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap();
+    let attributes = attributes.attributes.unwrap();
+    assert_eq!(attributes[&QueueAttributeName::ApproximateNumberOfMessages], "0");
+    assert_eq!(attributes[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible], "0");
+}
