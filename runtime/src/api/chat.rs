@@ -18,7 +18,7 @@ use crate::error::AppError;
 use crate::model::{
     day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
 };
-use crate::store::{IdempotencyKey, PostContext, Recorded, MAX_PAGE};
+use crate::store::{IdempotencyKey, PostContext, Recorded, SpendReads, MAX_PAGE};
 
 /// `409 consent_required` until the user has answered the consent screen (`PUT /v1/me`, or
 /// `keep_history` at sign-up): nothing is stored for them before they chose.
@@ -287,7 +287,9 @@ pub async fn post_message(
     }
     let now = now_ms();
     // The conversation, the consent, and the day's spend, in one read.
-    let ctx = state.store.post_context(&user.id, &conversation_id, day_of(now)).await?;
+    let limits = &state.limits;
+    let spend = SpendReads { day: day_of(now), user: limits.user_daily_tokens > 0, all: limits.all_daily_tokens > 0 };
+    let ctx = state.store.post_context(&user.id, &conversation_id, spend).await?;
     if ctx.conversation.as_ref().is_none_or(|c| c.user_id != user.id) {
         return Err(AppError::not_found("conversation"));
     }

@@ -69,8 +69,18 @@ pub enum Claim {
 pub struct PostContext {
     pub conversation: Option<Conversation>,
     pub profile: Option<Profile>,
+    /// 0 when not read (its budget is off).
     pub user_tokens_today: u64,
     pub all_tokens_today: u64,
+}
+
+/// The spend counters of `day` that [`Store::post_context`] reads: only those a budget is on
+/// for (each read costs a read unit on DynamoDB).
+#[derive(Debug, Clone, Copy)]
+pub struct SpendReads {
+    pub day: i64,
+    pub user: bool,
+    pub all: bool,
 }
 
 #[async_trait]
@@ -129,8 +139,8 @@ pub trait Store: Send + Sync {
     /// Deletes up to `limit` messages kept without history whose `purge_at` has passed;
     /// returns how many.
     async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64>;
-    /// Reads what posting into `conversation_id` needs (see [`PostContext`]), for `day`.
-    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext>;
+    /// Reads what posting into `conversation_id` needs (see [`PostContext`]).
+    async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext>;
     /// Counts model tokens spent for the user on `day` (and in the all-users total).
     async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()>;
     /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.

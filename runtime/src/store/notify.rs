@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, Store};
+use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store};
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
 pub struct Notifying {
@@ -105,8 +105,8 @@ impl Store for Notifying {
     async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64> {
         self.inner.purge_due(now_ms, limit).await
     }
-    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext> {
-        self.inner.post_context(user_id, conversation_id, day).await
+    async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext> {
+        self.inner.post_context(user_id, conversation_id, spend).await
     }
     async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
         self.inner.add_spend(user_id, day, tokens).await

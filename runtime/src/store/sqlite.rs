@@ -5,7 +5,7 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{status_of, Claim, IdempotencyKey, PostContext, Recorded, Result, Store, StoreError};
+use super::{status_of, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
 use crate::group_commit::{Db, Durability};
 use crate::model::{now_ms, shown_status, Conversation, Message, Profile, Status, TokenInfo, User, SET_ASIDE};
 
@@ -516,7 +516,7 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext> {
+    async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext> {
         let (u, conv) = (user_id.to_string(), conversation_id.to_string());
         Ok(self
             .db
@@ -534,8 +534,14 @@ impl Store for SqliteStore {
                     })
                     .optional()?;
                 let mut spent = c.prepare_cached("SELECT tokens FROM spend WHERE day = ?1 AND user_id = ?2")?;
-                let user_tokens: Option<i64> = spent.query_row(params![day, u], |r| r.get(0)).optional()?;
-                let all_tokens: Option<i64> = spent.query_row(params![day, ""], |r| r.get(0)).optional()?;
+                let mut read = |wanted: bool, user: &str| -> rusqlite::Result<Option<i64>> {
+                    if !wanted {
+                        return Ok(None);
+                    }
+                    spent.query_row(params![spend.day, user], |r| r.get(0)).optional()
+                };
+                let user_tokens = read(spend.user, &u)?;
+                let all_tokens = read(spend.all, "")?;
                 Ok(PostContext {
                     conversation,
                     profile,

@@ -519,3 +519,25 @@ async fn moto_answers_that_finish_together_are_deleted_in_one_batch() {
     assert_eq!(attributes[&QueueAttributeName::ApproximateNumberOfMessages], "0");
     assert_eq!(attributes[&QueueAttributeName::ApproximateNumberOfMessagesNotVisible], "0");
 }
+
+#[tokio::test]
+async fn moto_posting_reads_only_the_spend_counters_a_budget_is_on_for() {
+    // Each item of the post's BatchGetItem is a read unit: a counter whose budget is off is not read.
+    for (user_budget, all_budget, keys) in [(200_000, 0, 3), (200_000, 1_000_000, 4), (0, 0, 2)] {
+        let proxy = aira_testkit::proxy::Proxy::start(&endpoint(), Default::default()).await;
+        let limits = Limits { user_daily_tokens: user_budget, all_daily_tokens: all_budget, ..Limits::default() };
+        let env = setup_at(&proxy.url, 3, limits).await;
+        let token = user(&env.app, &format!("aws-reads-{keys}@example.com")).await;
+        let conv = conversation(&env.app, &token).await;
+        proxy.take_requests();
+        post_message(&env.app, &token, &conv, "what does this read").await;
+        let sent = proxy.take_requests();
+        let read =
+            sent.iter().find(|r| r.call == "dynamodb:BatchGetItem" && r.body.contains("CONV#")).expect("one read");
+        let items = read.json()["RequestItems"][&env.table]["Keys"].as_array().unwrap().clone();
+        let sks: Vec<&str> = items.iter().map(|k| k["sk"]["S"].as_str().unwrap()).collect();
+        assert_eq!(items.len(), keys, "budgets {user_budget}/{all_budget}: {sks:?}");
+        assert_eq!(sks.contains(&"ALL"), all_budget > 0, "{sks:?}");
+        assert_eq!(sks.iter().any(|s| s.starts_with("SPEND#")), user_budget > 0, "{sks:?}");
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aira_runtime::api::Limits;
 use aira_runtime::model::{day_of, now_ms, QueueBody, Status};
-use aira_runtime::store::{PostContext, Store};
+use aira_runtime::store::{PostContext, SpendReads, Store};
 use axum::http::{header, StatusCode};
 use axum::Router;
 use serde_json::json;
@@ -195,7 +195,8 @@ async fn daily_budgets_refuse_with_their_own_errors_until_midnight() {
 /// The worker counts the spend just after it stores the answer: wait for the count.
 async fn wait_spent(store: &dyn Store, user_id: &str, done: impl Fn(&PostContext) -> bool) {
     wait_until("the spend counted", SECS_20, || async {
-        done(&store.post_context(user_id, "none", day_of(now_ms())).await.unwrap())
+        let both = SpendReads { day: day_of(now_ms()), user: true, all: true };
+        done(&store.post_context(user_id, "none", both).await.unwrap())
     })
     .await;
 }

@@ -40,7 +40,7 @@ use aws_sdk_dynamodb::Client;
 pub use self::item::OUTBOX_SHARDS;
 use self::item::{get_n, get_s, gone_pk, message_from, n, not_gone, outbox_pk, purge_key, put, s, update, Item};
 use self::table::backend;
-use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, Store, StoreError};
+use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
 use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 /// The store on the DynamoDB table `table` (created by `aira`).
@@ -516,14 +516,16 @@ impl Store for DynamoStore {
         Ok(purged)
     }
 
-    async fn post_context(&self, user_id: &str, conversation_id: &str, day: i64) -> Result<PostContext> {
+    async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext> {
         let key = |pk: String, sk: String| HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))]);
+        let day = spend.day;
         let conv_key = (format!("CONV#{conversation_id}"), "CONV".to_string());
         let profile_key = (format!("USERID#{user_id}"), "PROFILE".to_string());
         let user_spend = (format!("USERID#{user_id}"), format!("SPEND#{day}"));
         let all_spend = (format!("SPEND#{day}"), "ALL".to_string());
-        let keys = [&conv_key, &profile_key, &user_spend, &all_spend].map(|(pk, sk)| key(pk.clone(), sk.clone()));
-        let items = self.batch_get(keys.to_vec()).await?;
+        let wanted = [(&conv_key, true), (&profile_key, true), (&user_spend, spend.user), (&all_spend, spend.all)];
+        let keys = wanted.iter().filter(|(_, w)| *w).map(|((pk, sk), _)| key(pk.clone(), sk.clone()));
+        let items = self.batch_get(keys.collect()).await?;
         let find = |k: &(String, String)| {
             items.iter().find(|i| {
                 get_s(i, "pk").as_deref() == Some(k.0.as_str()) && get_s(i, "sk").as_deref() == Some(k.1.as_str())
