@@ -7,7 +7,13 @@
 //! `MAX_GROUP`), runs them in one transaction (each job in its own savepoint, so a failing
 //! job undoes only itself), commits once, and only then tells each caller its result. A caller
 //! is never told "done" before its write is committed; under load, one commit carries many writes.
+//!
+//! Jobs sent with [`Db::call_first`] go ahead of the waiting ones into the next group: the
+//! worker's writes, which drain the backlog, are not queued behind a flood of the API's, which
+//! add to it. So under a flood the backlog drains at the worker's pace and the API's latency
+//! grows instead (backpressure). Their number is bounded by the worker's messages in flight.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -26,6 +32,8 @@ type Reply = Box<dyn FnOnce(bool) + Send>;
 /// outside any transaction (a checkpoint cannot run inside one).
 enum Work {
     Group(Job),
+    /// A group job that goes ahead of the waiting group jobs.
+    First(Job),
     Alone(Job),
 }
 
@@ -67,51 +75,65 @@ fn spawn(name: &str, mut conn: Connection, group: bool) -> anyhow::Result<mpsc::
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            // A job run alone that arrived while a group was being gathered: it runs next.
-            let mut held: Option<Work> = None;
+            // Group jobs received and not yet run, the `First` ones ahead; a job run alone that
+            // arrived while they were gathered runs after the next group.
+            let (mut first, mut waiting) = (VecDeque::<Job>::new(), VecDeque::<Job>::new());
+            let mut held: Option<Job> = None;
             loop {
-                let work = match held.take() {
-                    Some(w) => w,
-                    None => match rx.recv() {
-                        Ok(w) => w,
+                if first.is_empty() && waiting.is_empty() {
+                    if let Some(job) = held.take() {
+                        job(&mut conn)(true);
+                        continue;
+                    }
+                    match rx.recv() {
+                        Ok(w) => sort(w, &mut first, &mut waiting, &mut held),
                         Err(_) => return,
-                    },
-                };
-                let first = match work {
-                    Work::Alone(job) => {
-                        job(&mut conn)(true);
-                        continue;
                     }
-                    Work::Group(job) if !group => {
-                        job(&mut conn)(true);
-                        continue;
-                    }
-                    Work::Group(job) => job,
-                };
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_GROUP {
+                }
+                while held.is_none() {
                     match rx.try_recv() {
-                        Ok(Work::Group(j)) => jobs.push(j),
-                        Ok(alone) => {
-                            held = Some(alone);
-                            break;
-                        }
+                        Ok(w) => sort(w, &mut first, &mut waiting, &mut held),
                         Err(_) => break,
                     }
                 }
-                let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-                let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut conn)).collect();
-                let committed = began && conn.execute_batch("COMMIT").is_ok();
-                if began && !committed {
-                    let _ = conn.execute_batch("ROLLBACK");
+                if !group {
+                    for job in first.drain(..).chain(waiting.drain(..)).chain(held.take()) {
+                        job(&mut conn)(true);
+                    }
+                    continue;
                 }
-                for reply in replies {
-                    reply(committed || !began);
+                let take_first = first.len().min(MAX_GROUP);
+                let mut jobs: Vec<Job> = first.drain(..take_first).collect();
+                let take_waiting = waiting.len().min(MAX_GROUP - jobs.len());
+                jobs.extend(waiting.drain(..take_waiting));
+                if !jobs.is_empty() {
+                    let began = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+                    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut conn)).collect();
+                    let committed = began && conn.execute_batch("COMMIT").is_ok();
+                    if began && !committed {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    for reply in replies {
+                        reply(committed || !began);
+                    }
+                }
+                // Between groups, even while more wait (a checkpoint must not starve).
+                if let Some(job) = held.take() {
+                    job(&mut conn)(true);
                 }
             }
         })
         .context("spawn sqlite thread")?;
     Ok(tx)
+}
+
+/// Files a received job: into the next groups (ahead or in turn), or held to run alone.
+fn sort(w: Work, first: &mut VecDeque<Job>, waiting: &mut VecDeque<Job>, held: &mut Option<Job>) {
+    match w {
+        Work::First(job) => first.push_back(job),
+        Work::Group(job) => waiting.push_back(job),
+        Work::Alone(job) => *held = Some(job),
+    }
 }
 
 impl Db {
@@ -139,7 +161,16 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        submit(&self.writer, f, true).await
+        submit(&self.writer, f, Lane::Group).await
+    }
+
+    /// Like [`Db::call`], ahead of the group jobs waiting: for the writes that drain the backlog.
+    pub async fn call_first<R, F>(&self, f: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
+        submit(&self.writer, f, Lane::First).await
     }
 
     /// Runs `f` on the writer between groups, outside any transaction (a checkpoint).
@@ -148,7 +179,7 @@ impl Db {
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
-        submit(&self.writer, f, false).await
+        submit(&self.writer, f, Lane::Alone).await
     }
 
     /// Runs `f` on a reader connection (read-only: it sees committed data).
@@ -158,16 +189,25 @@ impl Db {
         F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
-        submit(&self.readers[i], f, false).await
+        submit(&self.readers[i], f, Lane::Alone).await
     }
 }
 
-async fn submit<R, F>(thread: &mpsc::Sender<Work>, f: F, in_group: bool) -> anyhow::Result<R>
+/// How a job is run: in a group (in turn or ahead), or alone.
+#[derive(Clone, Copy, PartialEq)]
+enum Lane {
+    Group,
+    First,
+    Alone,
+}
+
+async fn submit<R, F>(thread: &mpsc::Sender<Work>, f: F, lane: Lane) -> anyhow::Result<R>
 where
     R: Send + 'static,
     F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<R>>();
+    let in_group = lane != Lane::Alone;
     let job: Job = Box::new(move |conn: &mut Connection| {
         let result = if in_group {
             // A failing job rolls back to its savepoint and leaves the group's other jobs alone.
@@ -190,7 +230,11 @@ where
             let _ = tx.send(out);
         })
     });
-    let work = if in_group { Work::Group(job) } else { Work::Alone(job) };
+    let work = match lane {
+        Lane::Group => Work::Group(job),
+        Lane::First => Work::First(job),
+        Lane::Alone => Work::Alone(job),
+    };
     thread.send(work).map_err(|_| anyhow::anyhow!("sqlite thread stopped"))?;
     rx.await.context("sqlite thread dropped the job")?
 }
@@ -217,5 +261,54 @@ mod tests {
         let rows: Vec<i64> =
             db.read(|c| c.prepare("SELECT x FROM t ORDER BY x")?.query_map([], |r| r.get(0))?.collect()).await.unwrap();
         assert_eq!(rows, vec![1, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_first_job_goes_ahead_of_the_waiting_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("t.sqlite"), "CREATE TABLE t (x INTEGER PRIMARY KEY);", Durability::Full)
+            .unwrap();
+        // The writer is held by a job while 600 jobs wait (more than a group) and one comes first.
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let d = db.clone();
+        let held = tokio::spawn(async move {
+            d.call(move |_| {
+                let _ = release.recv();
+                Ok(())
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut waiting = Vec::new();
+        for i in 0..600 {
+            let (order, d) = (order.clone(), db.clone());
+            waiting.push(tokio::spawn(async move {
+                d.call(move |_| {
+                    order.lock().unwrap().push(i);
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        let (o, d) = (order.clone(), db.clone());
+        let first = tokio::spawn(async move {
+            d.call_first(move |_| {
+                o.lock().unwrap().push(-1);
+                Ok(())
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        hold.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        first.await.unwrap().unwrap();
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+        let order = order.lock().unwrap();
+        assert_eq!(order.len(), 601);
+        assert_eq!(order[0], -1, "ahead of the 600 sent before it");
+        assert!(order[1..].windows(2).all(|w| w[0] < w[1]), "the others in turn");
     }
 }

@@ -57,7 +57,8 @@ impl SqliteQueue {
         let db = self.db.clone();
         let vis_ms = visibility.as_millis() as i64;
         async move {
-            db.call(move |c| {
+            // The worker's: ahead of the sends (group_commit's module doc).
+            db.call_first(move |c| {
                 let now = now_ms();
                 let tx = c.savepoint()?;
                 let mut out = Vec::new();
@@ -130,7 +131,7 @@ impl Queue for SqliteQueue {
 
     async fn delete(&self, receipt: &str) -> anyhow::Result<()> {
         let r = receipt.to_string();
-        self.db.call(move |c| c.execute("DELETE FROM queue_messages WHERE receipt = ?1", [r])).await?;
+        self.db.call_first(move |c| c.execute("DELETE FROM queue_messages WHERE receipt = ?1", [r])).await?;
         Ok(())
     }
 
@@ -138,7 +139,9 @@ impl Queue for SqliteQueue {
         let r = receipt.to_string();
         let at = now_ms() + timeout.as_millis() as i64;
         self.db
-            .call(move |c| c.execute("UPDATE queue_messages SET visible_at = ?2 WHERE receipt = ?1", params![r, at]))
+            .call_first(move |c| {
+                c.execute("UPDATE queue_messages SET visible_at = ?2 WHERE receipt = ?1", params![r, at])
+            })
             .await?;
         if timeout.is_zero() {
             self.notify.notify_waiters();

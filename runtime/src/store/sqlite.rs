@@ -1,4 +1,6 @@
-//! The embedded store on SQLite (the `serve` command and the local target).
+//! The embedded store on SQLite (the `serve` command and the local target). The worker's
+//! writes (claim, lease, answer, failure, release, spend) go ahead of the API's in the writer's
+//! next group (`Db::call_first`), so a flood of posts cannot starve the backlog's drain.
 
 use std::path::Path;
 
@@ -555,7 +557,7 @@ impl Store for SqliteStore {
     async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
         let u = user_id.to_string();
         self.db
-            .call(move |c| {
+            .call_first(move |c| {
                 for who in [u.as_str(), ""] {
                     c.execute(
                         "INSERT INTO spend (day, user_id, tokens) SELECT ?1, ?2, ?3
@@ -604,7 +606,7 @@ impl Store for SqliteStore {
         let (id, tok) = (message_id.to_string(), claim_token.to_string());
         Ok(self
             .db
-            .call(move |c| {
+            .call_first(move |c| {
                 let tx = c.savepoint()?;
                 let n = tx.execute(
                     "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4,
@@ -634,7 +636,7 @@ impl Store for SqliteStore {
         let (id, tok) = (message_id.to_string(), claim_token.to_string());
         Ok(self
             .db
-            .call(move |c| {
+            .call_first(move |c| {
                 c.execute(
                     "UPDATE messages SET lease_until = ?3 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
                     params![id, tok, lease_until_ms],
@@ -648,7 +650,7 @@ impl Store for SqliteStore {
         let (id, tok, a) = (message_id.to_string(), claim_token.to_string(), answer.to_string());
         Ok(self
             .db
-            .call(move |c| {
+            .call_first(move |c| {
                 c.execute(
                     "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4
                      WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
@@ -670,7 +672,7 @@ impl Store for SqliteStore {
         let (id, tok, e) = (message_id.to_string(), claim_token.to_string(), reason.to_string());
         Ok(self
             .db
-            .call(move |c| {
+            .call_first(move |c| {
                 c.execute(
                     "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4,
                      dead_lettered = ?5 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
@@ -685,7 +687,7 @@ impl Store for SqliteStore {
         let (id, tok) = (message_id.to_string(), claim_token.to_string());
         Ok(self
             .db
-            .call(move |c| {
+            .call_first(move |c| {
                 c.execute(
                     "UPDATE messages SET status = 'queued', claim_token = NULL, lease_until = 0, updated_at = ?3
                      WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
