@@ -143,14 +143,41 @@ impl KindOps for Workspace {
     }
 }
 
-/// A namespace's or definition's status: settled (`Ok(None)`), still settling, or failed with
-/// AWS's reason.
-fn settling(code: &str, reason: Option<&str>) -> std::result::Result<Option<String>, String> {
+/// A namespace's or definition's status: settled (`Ok(None)`), still settling (the state), or
+/// failed with AWS's reason.
+type Settling = std::result::Result<Option<String>, String>;
+
+fn settling(code: &str, reason: Option<&str>) -> Settling {
     match code {
         "ACTIVE" => Ok(None),
         "CREATION_FAILED" | "UPDATE_FAILED" => Err(format!("{code}: {}", reason.unwrap_or("AWS gave no reason"))),
         other => Ok(Some(other.to_string())),
     }
+}
+
+/// A failed one is written again by the next run.
+fn repair(what: &str, state: &Settling) -> Option<Repair> {
+    let why = state.as_ref().err()?;
+    Some(Repair { reason: format!("AWS did not take the {what} ({why}): they are written again"), replace: false })
+}
+
+/// Polls `read` after a write until AWS settles it: done when `ACTIVE`, a user error with AWS's
+/// reason when it failed.
+async fn settled<F, Fut>(cx: &Cx<'_>, id: &LogicalId, what: &str, read: F) -> Result<Observed>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<(Observed, Settling)>>>,
+{
+    let Cx { scope, progress, .. } = *cx;
+    sdk::poll_until(scope, progress, id, what, POLL, || async {
+        match read().await? {
+            None => Ok(Poll::Pending("not visible yet".into())),
+            Some((_, Err(why))) => Err(ProviderError::user(format!("{what}: AWS did not take it ({why})"))),
+            Some((_, Ok(Some(state)))) => Ok(Poll::Pending(state)),
+            Some((o, Ok(None))) => Ok(Poll::Done(o)),
+        }
+    })
+    .await
 }
 
 fn text(data: &Blob) -> String {
@@ -162,7 +189,7 @@ fn workspace_of(res: &Resolved) -> &str {
     res.props["workspace"].as_str().unwrap_or_default()
 }
 
-async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Result<Option<(Observed, String)>> {
+async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Result<Option<(Observed, Settling)>> {
     let out = p.aps.describe_rule_groups_namespace().workspace_id(ws).name(name).send().await;
     let Some(out) = sdk::found(format!("read rule groups `{name}` of workspace {ws}"), GONE, out)? else {
         return Ok(None);
@@ -170,10 +197,7 @@ async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Res
     let Some(ns) = out.rule_groups_namespace() else { return Ok(None) };
     let status = ns.status().map(|s| (s.status_code().as_str().to_string(), s.status_reason().map(String::from)));
     let (code, reason) = status.unwrap_or_default();
-    let repair = settling(&code, reason.as_deref()).err().map(|why| Repair {
-        reason: format!("AWS did not take the rules ({why}): they are written again"),
-        replace: false,
-    });
+    let state = settling(&code, reason.as_deref());
     let observed = Observed {
         id,
         kind: Kind::PrometheusRules,
@@ -181,26 +205,9 @@ async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Res
         props: json!({ "workspace": ws, "name": ns.name(), "data": text(ns.data()) }),
         outputs: BTreeMap::from([("arn".to_string(), Value::from(ns.arn()))]),
         depends_on: BTreeSet::new(),
-        repair,
+        repair: repair("rules", &state),
     };
-    Ok(Some((observed, code)))
-}
-
-/// Waits for a namespace to settle after a write; a rejected rule fails with AWS's reason.
-async fn settled_rules(cx: &Cx<'_>, ws: &str, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    let Cx { aws, scope, progress } = *cx;
-    sdk::poll_until(scope, progress, id, what, POLL, || async {
-        let Some((o, code)) = read_rules(aws, ws, name, id.clone()).await? else {
-            return Ok(Poll::Pending("not visible yet".into()));
-        };
-        let reason = o.repair.as_ref().map(|r| r.reason.clone());
-        match (settling(&code, None), reason) {
-            (Err(_), Some(why)) => Err(ProviderError::user(format!("{what}: {why}"))),
-            (Ok(Some(state)), _) => Ok(Poll::Pending(format!("rule groups {state}"))),
-            _ => Ok(Poll::Done(o)),
-        }
-    })
-    .await
+    Ok(Some((observed, state)))
 }
 
 #[async_trait]
@@ -233,7 +240,7 @@ impl KindOps for Rules {
             call.data(data.clone()).set_tags(Some(tags.clone())).send()
         })
         .await?;
-        settled_rules(cx, ws, name, &res.id, &what).await
+        settled(cx, &res.id, &what, || read_rules(aws, ws, name, res.id.clone())).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
@@ -245,7 +252,7 @@ impl KindOps for Rules {
             aws.aps.put_rule_groups_namespace().workspace_id(ws).name(name).data(data.clone()).send()
         })
         .await?;
-        settled_rules(cx, ws, name, &res.id, &what).await
+        settled(cx, &res.id, &what, || read_rules(aws, ws, name, res.id.clone())).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
@@ -263,17 +270,14 @@ impl KindOps for Rules {
 
 /// The workspace's alert manager definition and its status code. It has no tags: it is the
 /// stack's because its workspace is.
-async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, String)>> {
+async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Settling)>> {
     let out = p.aps.describe_alert_manager_definition().workspace_id(ws).send().await;
     let Some(out) = sdk::found(format!("read the alert manager of workspace {ws}"), GONE, out)? else {
         return Ok(None);
     };
     let Some(d) = out.alert_manager_definition() else { return Ok(None) };
     let (code, reason) = d.status().map(|s| (s.status_code().as_str(), s.status_reason())).unwrap_or_default();
-    let repair = settling(code, reason).err().map(|why| Repair {
-        reason: format!("AWS did not take the alert routes ({why}): they are written again"),
-        replace: false,
-    });
+    let state = settling(code, reason);
     let observed = Observed {
         id: ALERT_MANAGER.into(),
         kind: Kind::AlertManager,
@@ -281,24 +285,9 @@ async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Stri
         props: json!({ "workspace": ws, "definition": text(d.data()) }),
         outputs: BTreeMap::new(),
         depends_on: BTreeSet::new(),
-        repair,
+        repair: repair("alert routes", &state),
     };
-    Ok(Some((observed, code.to_string())))
-}
-
-async fn settled_alerts(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    let Cx { aws, scope, progress } = *cx;
-    sdk::poll_until(scope, progress, id, what, POLL, || async {
-        let Some((o, code)) = read_alerts(aws, ws).await? else {
-            return Ok(Poll::Pending("not visible yet".into()));
-        };
-        match (settling(&code, None), &o.repair) {
-            (Err(_), Some(r)) => Err(ProviderError::user(format!("{what}: {}", r.reason))),
-            (Ok(Some(state)), _) => Ok(Poll::Pending(format!("alert manager {state}"))),
-            _ => Ok(Poll::Done(o)),
-        }
-    })
-    .await
+    Ok(Some((observed, state)))
 }
 
 #[async_trait]
@@ -320,7 +309,7 @@ impl KindOps for AlertManager {
             aws.aps.create_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
         })
         .await?;
-        settled_alerts(cx, ws, &res.id, &what).await
+        settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
@@ -332,7 +321,7 @@ impl KindOps for AlertManager {
             aws.aps.put_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
         })
         .await?;
-        settled_alerts(cx, ws, &res.id, &what).await
+        settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
