@@ -116,7 +116,7 @@ impl Proxy {
             mutations: AtomicU64::new(0),
             ec2_errors: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
-            transactions: tokio::sync::Mutex::new(()),
+            dynamodb: tokio::sync::RwLock::new(()),
             upstream: upstream.trim_end_matches('/').to_string(),
             client: Client::builder(TokioExecutor::new()).build_http(),
             calls: calls.clone(),
@@ -178,8 +178,8 @@ struct State {
     mutations: AtomicU64,
     ec2_errors: AtomicU64,
     conflicts: AtomicU64,
-    /// Held while a DynamoDB transaction is forwarded (see `answer`).
-    transactions: tokio::sync::Mutex<()>,
+    /// DynamoDB writes hold it alone, reads together (see `answer`).
+    dynamodb: tokio::sync::RwLock<()>,
     hung: Arc<Notify>,
 }
 
@@ -266,12 +266,15 @@ async fn answer(
     if call == "application-autoscaling:DeregisterScalableTarget" {
         drop_scaling_policies(&state, &parts, &body).await;
     }
-    // moto runs requests on threads, and its DynamoDB transactions are not atomic against each
-    // other: two at once can fail with an HTML 500. DynamoDB runs them atomically (cancelling a
-    // conflicting one, which `Faults::transaction_conflicts` shows); here they go one at a time.
-    let _one_at_a_time = match call.as_str() {
-        "dynamodb:TransactWriteItems" => Some(state.transactions.lock().await),
-        _ => None,
+    // moto runs requests on threads and changes an item in place, one attribute after another:
+    // a read during `UpdateItem` can see half of it (a status without its answer), and two
+    // transactions at once can fail with an HTML 500. DynamoDB applies each write atomically
+    // (cancelling a conflicting transaction, which `Faults::transaction_conflicts` shows); here
+    // a write goes alone and reads go between writes.
+    let _atomic = match dynamodb_access(&call) {
+        Some(Access::Write) => Some(Guard::Write(state.dynamodb.write().await)),
+        Some(Access::Read) => Some(Guard::Read(state.dynamodb.read().await)),
+        None => None,
     };
     let answer = conform(&state, &call, parts, body.clone()).await;
     let answer = state.faults.rewrite.answer(&call, &body, answer).await;
@@ -284,6 +287,26 @@ async fn answer(
             Ok(Response::from_parts(parts, Full::new(Bytes::from(text))))
         }
         _ => Ok(answer),
+    }
+}
+
+enum Access {
+    Read,
+    Write,
+}
+
+#[allow(dead_code)] // held for its drop
+enum Guard<'a> {
+    Read(tokio::sync::RwLockReadGuard<'a, ()>),
+    Write(tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+/// Whether a call reads or writes DynamoDB items (table calls are neither).
+fn dynamodb_access(call: &str) -> Option<Access> {
+    match call.strip_prefix("dynamodb:")? {
+        "GetItem" | "BatchGetItem" | "Query" | "Scan" | "TransactGetItems" => Some(Access::Read),
+        "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems" => Some(Access::Write),
+        _ => None,
     }
 }
 

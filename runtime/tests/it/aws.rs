@@ -56,8 +56,11 @@ async fn setup(max_receives: u32) -> AwsEnv {
     setup_with(max_receives, Limits::default()).await
 }
 
+/// The runtime's clients go through the harness proxy, which makes moto's item writes atomic
+/// against reads as DynamoDB's are (moto alone can show a status without its answer).
 async fn setup_with(max_receives: u32, limits: Limits) -> AwsEnv {
-    setup_at(&endpoint(), max_receives, limits).await
+    let proxy = aira_testkit::proxy::Proxy::start(&endpoint(), Default::default()).await;
+    setup_at(&proxy.url, max_receives, limits).await
 }
 
 /// The same, with the runtime's SDK clients going to `url` (a proxy in front of moto).
