@@ -27,8 +27,10 @@ MOTO_LOG="$CACHE/moto-$MOTO_PORT.log"
 # ACM issues a certificate 6 s after its request (so that the wait is seen even on a loaded machine); every ECS service
 # reports 1 running task (moto runs none): a service of count 1 completes its deployment, a
 # larger one never does (the failed-deployment test).
+# scripts/moto_server.py is moto's server with the resources IAM authorizes named as AWS names
+# them (for the IAM-enforced run of scripts/deployed).
 MOTO_ACM_VALIDATION_WAIT=$MOTO_ACM_VALIDATION_WAIT MOTO_ECS_SERVICE_RUNNING=1 \
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
+  "$VENV/bin/python" "$(dirname "${BASH_SOURCE[0]}")/moto_server.py" -H 127.0.0.1 -p "$MOTO_PORT" >"$MOTO_LOG" 2>&1 &
 MOTO_PID=$!
 stop_moto() { kill "$MOTO_PID" 2>/dev/null || true; wait "$MOTO_PID" 2>/dev/null || true; rm -f "$MOTO_LOG"; }
 trap stop_moto EXIT

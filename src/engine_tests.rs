@@ -135,6 +135,43 @@ async fn update_in_place() {
     .await;
 }
 
+/// A task definition's update is a new revision with a new ARN: the service that names it is
+/// updated in the same run (a new image rolls out with one `up`, not two).
+#[tokio::test]
+async fn an_update_that_changes_an_output_updates_what_reads_it() {
+    let p = Arc::new(FakeProvider::new());
+    let stack = |image: &str| {
+        graph(vec![
+            Desired::new("task", Kind::TaskDefinition, json!({"family": "demo-api", "container": {"image": image}})),
+            Desired::new("svc", Kind::Service, json!({"name": "api", "task_definition": reference("task", "arn")})),
+        ])
+    };
+    run(&p, &plan(&p, &stack("v1")).await, 4).await;
+    p.take_calls();
+    check(
+        &p,
+        &stack("v2"),
+        expect![[r#"
+            Plan for stack `demo`:
+
+                ~ ecs.task-definition task
+                    container.image: v1 → v2
+                ~ ecs.service svc
+                    task_definition: fake:demo:task-1 → (known after apply)
+
+            Plan: 0 to create, 2 to update, 0 to replace, 0 to delete, 0 unchanged.
+            Applied: 2 done, 0 failed, 0 skipped.
+            calls: update svc, update task
+        "#]],
+    )
+    .await;
+    let observed = p.observe(&scope()).await.unwrap();
+    let task = observed.iter().find(|o| o.id.0 == "task").unwrap();
+    let svc = observed.iter().find(|o| o.id.0 == "svc").unwrap();
+    assert_eq!(svc.props["task_definition"], task.outputs["arn"], "the service names the new revision");
+    assert_eq!(plan(&p, &stack("v2")).await.summary.no_op, 2);
+}
+
 /// A resource that matches the stack but is broken on AWS (observe's `repair`) is updated or
 /// replaced with the provider's reason, its dependents following a replacement.
 #[tokio::test]

@@ -8,6 +8,7 @@ mod alerts;
 mod bedrock;
 mod compute;
 mod day2;
+mod deployed;
 mod dlq;
 mod edge;
 mod harness;

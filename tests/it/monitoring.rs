@@ -183,7 +183,8 @@ async fn monitoring_up_creates_the_workspace_rules_and_routes_then_down_removes_
     for id in ["prometheus", "prometheus-rules", "prometheus-alerts", "endpoint-aps-workspaces"] {
         assert_eq!(action(id).as_deref(), Some("delete"), "{id}: {:#}", p["steps"]);
     }
-    for id in ["task-api", "task-worker", "role-api", "role-worker", "alerts"] {
+    // The new task definition revisions reach their services in the same run.
+    for id in ["task-api", "task-worker", "service-api", "service-worker", "role-api", "role-worker", "alerts"] {
         assert_eq!(action(id).as_deref(), Some("update"), "{id}: {:#}", p["steps"]);
     }
 

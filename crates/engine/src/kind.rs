@@ -165,6 +165,15 @@ impl Kind {
     pub fn name(self) -> &'static str {
         self.spec().name
     }
+
+    /// The outputs an update changes, so that what reads them is updated in the same run: a
+    /// task definition's update registers a new revision, with an ARN of its own.
+    pub fn outputs_changed_by_update(self) -> &'static [&'static str] {
+        match self {
+            Kind::TaskDefinition => &["arn", "revision"],
+            _ => &[],
+        }
+    }
 }
 
 impl fmt::Display for Kind {

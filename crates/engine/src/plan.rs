@@ -140,8 +140,11 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
             },
             Some(obs) => {
                 let outputs = |dep: &LogicalId, out: &str| -> Option<Value> {
+                    let changed_by_update =
+                        || graph.get(dep).is_some_and(|d| d.kind.outputs_changed_by_update().contains(&out));
                     match decided.get(dep) {
                         Some(Action::Create | Action::Replace) => None,
+                        Some(Action::Update) if changed_by_update() => None,
                         _ => current.get(dep).and_then(|o| o.outputs.get(out).cloned()),
                     }
                 };

@@ -66,6 +66,10 @@ fn world() -> std::sync::MutexGuard<'static, World> {
     WORLD.get_or_init(Mutex::default).lock().unwrap()
 }
 
+/// Marks the proxy's own reads: `scripts/moto_server.py` lets them past IAM when it enforces it
+/// (they are the harness's, not aira's), reads only.
+const HARNESS_READ: &str = "x-aira-harness-read";
+
 /// Plain requests to the moto server, to read the state a rule decides on.
 pub struct Moto<'a> {
     pub upstream: &'a str,
@@ -81,6 +85,7 @@ impl Moto<'_> {
         );
         let req = Request::get(format!("{}{path}", self.upstream))
             .header("authorization", auth)
+            .header(HARNESS_READ, "1")
             .body(Full::new(Bytes::new()))
             .unwrap();
         match self.client.request(req).await {
@@ -102,6 +107,7 @@ impl Moto<'_> {
         );
         let req = Request::post(format!("{}/", self.upstream))
             .header("authorization", auth)
+            .header(HARNESS_READ, "1")
             .header("content-type", "application/x-www-form-urlencoded")
             .body(Full::new(Bytes::from(form.to_string())))
             .unwrap();

@@ -350,6 +350,7 @@ async fn conform(state: &State, call: &str, parts: hyper::http::request::Parts, 
 
 async fn forward(state: &State, call: &str, parts: hyper::http::request::Parts, body: Bytes) -> Response<Full<Bytes>> {
     let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let json_protocol = parts.headers.contains_key("x-amz-target");
     let mut forward = Request::builder().method(parts.method).uri(uri);
     for (k, v) in &parts.headers {
         forward = forward.header(k, v);
@@ -359,6 +360,11 @@ async fn forward(state: &State, call: &str, parts: hyper::http::request::Parts, 
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            if parts.status == StatusCode::FORBIDDEN && json_protocol {
+                if let Some(denied) = access_denied_as_json(call, &body) {
+                    return denied;
+                }
+            }
             let aws = as_aws(call, body.clone());
             if aws.len() != body.len() {
                 parts.headers.remove(hyper::header::CONTENT_LENGTH);
@@ -493,6 +499,25 @@ async fn drop_scaling_policies(state: &State, parts: &hyper::http::request::Part
 }
 
 /// moto's answer to `call` as AWS gives it, where they differ.
+/// moto refuses a call IAM does not allow (when it enforces IAM) with the query protocol's XML
+/// `AccessDenied`, whatever the service's protocol; the JSON protocols (DynamoDB, SQS, ECS…)
+/// answer `AccessDeniedException` in JSON, and SQS also names the query code in a header.
+fn access_denied_as_json(call: &str, body: &[u8]) -> Option<Response<Full<Bytes>>> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.trim_start().starts_with('<') || !text.contains("<Code>AccessDenied</Code>") {
+        return None;
+    }
+    let message = text.split("<Message>").nth(1)?.split("</Message>").next()?;
+    let message = message.trim_start_matches("<![CDATA[").trim_end_matches("]]>");
+    let json = serde_json::json!({"__type": "com.amazon.coral.service#AccessDeniedException", "message": message});
+    let mut resp =
+        Response::builder().status(StatusCode::FORBIDDEN).header("content-type", "application/x-amz-json-1.0");
+    if call.starts_with("sqs:") {
+        resp = resp.header("x-amzn-query-error", "AccessDenied;Sender");
+    }
+    Some(resp.body(Full::new(Bytes::from(json.to_string()))).unwrap())
+}
+
 fn as_aws(call: &str, body: Bytes) -> Bytes {
     match call {
         "sns:ListSubscriptionsByTopic" | "sns:ListSubscriptions" => pending_confirmation(body),

@@ -34,6 +34,9 @@ struct Inner {
     /// Action → when it was first refused since the last `CreateRole`.
     refusing: BTreeMap<&'static str, Instant>,
     refused: Vec<String>,
+    /// Set when the harness runs the tasks (`scripts/deployed`): service name → what
+    /// `DescribeServices` reports of it (`deployments`, `runningCount`, `pendingCount`).
+    services: Option<BTreeMap<String, Value>>,
 }
 
 /// The calls that hand AWS a role to assume, with the error AWS gives while IAM has not yet
@@ -103,6 +106,18 @@ impl Rewrites {
         self.0.lock().unwrap().refused.clone()
     }
 
+    /// From now on the harness runs the services' tasks: `DescribeServices` reports what
+    /// [`Rewrites::service_state`] last set for each service, and a service not set yet a PRIMARY
+    /// deployment IN_PROGRESS with no task running (moto runs none, and reports a fixed count).
+    pub fn run_tasks(&self) {
+        self.0.lock().unwrap().services.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// What `DescribeServices` reports of `service` from now on (fields replaced as given).
+    pub fn service_state(&self, service: &str, state: Value) {
+        self.0.lock().unwrap().services.get_or_insert_with(BTreeMap::new).insert(service.to_string(), state);
+    }
+
     /// An error answer instead of forwarding the call, or `None`.
     pub(crate) fn refuse(&self, call: &str, request: &[u8]) -> Option<Response<Full<Bytes>>> {
         let mut inner = self.0.lock().unwrap();
@@ -157,6 +172,38 @@ impl Rewrites {
                 }
                 forward(answer)
             }
+            "ecs:DescribeServices" if inner.services.is_some() => rewrite_json(answer, |v| {
+                let states = inner.services.as_ref().unwrap();
+                for s in v["services"].as_array_mut().into_iter().flatten() {
+                    let mut state = states
+                        .get(s["serviceName"].as_str().unwrap_or_default())
+                        .cloned()
+                        .unwrap_or_else(|| json!({ "deployments": [], "runningCount": 0, "pendingCount": 0 }));
+                    // ECS makes a deployment of a new task definition PRIMARY as `CreateService` or
+                    // `UpdateService` returns, before any task of it runs.
+                    let deployments = state["deployments"].as_array_mut().unwrap();
+                    if deployments.first().is_none_or(|d| d["taskDefinition"] != s["taskDefinition"]) {
+                        for d in deployments.iter_mut() {
+                            d["status"] = json!("ACTIVE");
+                        }
+                        deployments.insert(
+                            0,
+                            json!({
+                                "id": format!("ecs-svc/{}", deployments.len() + 1),
+                                "status": "PRIMARY",
+                                "taskDefinition": s["taskDefinition"],
+                                "desiredCount": s["desiredCount"],
+                                "runningCount": 0,
+                                "pendingCount": 0,
+                                "rolloutState": "IN_PROGRESS",
+                            }),
+                        );
+                    }
+                    for (k, value) in state.as_object().into_iter().flatten() {
+                        s[k] = value.clone();
+                    }
+                }
+            }),
             "ecs:DescribeServices" if !inner.failed_deployments.is_empty() => rewrite_json(answer, |v| {
                 for s in v["services"].as_array_mut().into_iter().flatten() {
                     if inner.failed_deployments.contains(s["serviceName"].as_str().unwrap_or_default()) {

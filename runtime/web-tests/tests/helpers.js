@@ -22,13 +22,13 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** Headless Debian chromium with a fresh profile folder. `close()` removes it. */
-export async function launch() {
+/** Headless Debian chromium with a fresh profile folder, and `extraArgs`. `close()` removes it. */
+export async function launch(extraArgs = []) {
   const dir = await mkdtemp(join(tmpdir(), 'aira-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
     viewport: { width: 1280, height: 800 },
   });
   context.setDefaultTimeout(15000);

@@ -145,6 +145,12 @@ impl Provider for FakeProvider {
         let mut inner = self.inner.lock().unwrap();
         let mut o = Self::observed(&mut inner, scope, res, current.physical_id.clone());
         o.outputs = current.outputs.clone();
+        // As a task definition's revision: the update gives it a new ARN.
+        if res.kind.outputs_changed_by_update().contains(&"arn") {
+            inner.serial += 1;
+            o.outputs
+                .insert("arn".into(), Value::from(format!("fake:{}:{}:{}", scope.stack, o.physical_id, inner.serial)));
+        }
         let slot = inner
             .resources
             .iter_mut()

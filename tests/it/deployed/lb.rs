@@ -1,0 +1,241 @@
+//! The Application Load Balancer's part, built from the listeners and target group read from
+//! moto: the HTTP listener's redirect, the HTTPS listener (TLS ends here, with a certificate from a
+//! local CA) forwarding to the targets that pass the target group's health check, round robin,
+//! with `X-Forwarded-For`/`-Proto`/`-Port` appended; deregistered targets drain (no new requests)
+//! until ECS stops them. As ALB does, when no target is healthy it sends to all of them (fails open).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A target group's health check, as `DescribeTargetGroups` gives it.
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy: u32,
+    pub unhealthy: u32,
+    pub matcher: u16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum State {
+    Initial,
+    Healthy,
+    Unhealthy,
+    Draining,
+}
+
+struct Target {
+    id: String,
+    socket: PathBuf,
+    state: State,
+}
+
+pub struct TargetGroup {
+    pub check: HealthCheck,
+    pub deregistration_delay: Duration,
+    targets: Mutex<Vec<Target>>,
+    next: AtomicUsize,
+}
+
+impl TargetGroup {
+    pub fn new(check: HealthCheck, deregistration_delay: Duration) -> Arc<TargetGroup> {
+        Arc::new(TargetGroup {
+            check,
+            deregistration_delay,
+            targets: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Registers a task's port (its socket) and starts checking it.
+    pub fn register(self: &Arc<Self>, id: &str, socket: PathBuf) {
+        self.targets.lock().unwrap().push(Target { id: id.into(), socket: socket.clone(), state: State::Initial });
+        let group = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0, 0);
+            loop {
+                tokio::time::sleep(group.check.interval).await;
+                let passed = probe(&socket, &group.check).await;
+                let mut targets = group.targets.lock().unwrap();
+                let Some(t) = targets.iter_mut().find(|t| t.id == id) else { return };
+                if t.state == State::Draining {
+                    return;
+                }
+                (ok, failed) = if passed { (ok + 1, 0) } else { (0, failed + 1) };
+                if ok >= group.check.healthy {
+                    t.state = State::Healthy;
+                } else if failed >= group.check.unhealthy {
+                    t.state = State::Unhealthy;
+                }
+            }
+        });
+    }
+
+    /// Stops sending new requests to the target; requests in flight finish.
+    pub fn deregister(&self, id: &str) {
+        if let Some(t) = self.targets.lock().unwrap().iter_mut().find(|t| t.id == id) {
+            t.state = State::Draining;
+        }
+    }
+
+    /// Forgets the target (ECS stopped it after the deregistration delay).
+    pub fn remove(&self, id: &str) {
+        self.targets.lock().unwrap().retain(|t| t.id != id);
+    }
+
+    pub fn state(&self, id: &str) -> Option<State> {
+        self.targets.lock().unwrap().iter().find(|t| t.id == id).map(|t| t.state)
+    }
+
+    /// The next target for a request: a healthy one, else (failing open) any registered one.
+    fn pick(&self) -> Option<PathBuf> {
+        let targets = self.targets.lock().unwrap();
+        let healthy: Vec<&Target> = targets.iter().filter(|t| t.state == State::Healthy).collect();
+        let pool =
+            if healthy.is_empty() { targets.iter().filter(|t| t.state != State::Draining).collect() } else { healthy };
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (!pool.is_empty()).then(|| pool[n % pool.len()].socket.clone())
+    }
+}
+
+/// One health check request.
+async fn probe(socket: &PathBuf, check: &HealthCheck) -> bool {
+    let req =
+        Request::get(&check.path).header("host", "target").body(Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
+    let answered = tokio::time::timeout(check.timeout, send(socket, req.unwrap())).await;
+    matches!(answered, Ok(Ok(r)) if r.status().as_u16() == check.matcher)
+}
+
+/// Sends one request to a target over a connection of its own.
+async fn send(socket: &PathBuf, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender.send_request(req).await.map_err(|e| e.to_string())
+}
+
+/// The listeners: the HTTPS one forwarding to `group`, the HTTP one answering its redirect.
+pub struct Listeners {
+    pub https: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// The HTTP listener's redirect action: `(protocol, port, status code)`.
+pub struct Redirect {
+    pub protocol: String,
+    pub port: String,
+    pub status: u16,
+}
+
+impl Listeners {
+    pub async fn start(
+        group: Arc<TargetGroup>,
+        redirect: Redirect,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Listeners {
+        use rustls::pki_types::pem::PemObject;
+        let certs: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let https_addr = https.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, peer)) = https.accept().await {
+                let (acceptor, group) = (acceptor.clone(), group.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service =
+                        hyper::service::service_fn(move |req| forward(group.clone(), peer, https_addr.port(), req));
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+                });
+            }
+        });
+
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_addr = http.local_addr().unwrap();
+        let redirect = Arc::new(redirect);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = http.accept().await {
+                let redirect = redirect.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let r = redirect.clone();
+                        async move {
+                            // ALB's defaults: #{host} and #{path}?#{query} kept, protocol and port replaced.
+                            let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("");
+                            let host = host.split(':').next().unwrap_or(host);
+                            let location = format!(
+                                "{}://{host}:{}{}",
+                                r.protocol.to_lowercase(),
+                                r.port,
+                                req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                            );
+                            Ok::<_, std::convert::Infallible>(
+                                Response::builder()
+                                    .status(r.status)
+                                    .header("location", location)
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        Listeners { https: https_addr, http: http_addr }
+    }
+}
+
+/// A request on the HTTPS listener, to a target; 503 with no target, 502 when it cannot be reached.
+async fn forward(
+    group: Arc<TargetGroup>,
+    peer: SocketAddr,
+    port: u16,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    let status = |code: u16| {
+        Ok(Response::builder().status(code).body(Full::new(Bytes::new()).map_err(|n| match n {}).boxed()).unwrap())
+    };
+    let Some(target) = group.pick() else { return status(503) };
+    let (mut parts, body) = req.into_parts();
+    let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(before) => format!("{before}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    parts.headers.insert("x-forwarded-for", forwarded.parse().unwrap());
+    parts.headers.insert("x-forwarded-proto", "https".parse().unwrap());
+    parts.headers.insert("x-forwarded-port", port.to_string().parse().unwrap());
+    match send(&target, Request::from_parts(parts, body.boxed())).await {
+        Ok(resp) => Ok(resp.map(|b| b.boxed())),
+        Err(_) => status(502),
+    }
+}

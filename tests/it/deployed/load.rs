@@ -1,0 +1,249 @@
+//! Users chatting through the load balancer, as the web page does: sign up, open a conversation,
+//! then post a message, follow its event stream to `answered` (reconnecting when a stream ends
+//! early, as the page does), think, and post again. Everything a user saw is counted.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// What the users saw.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// Requests answered with an error status or not answered at all.
+    pub failed_requests: u64,
+    pub requests: u64,
+    /// Message id → its content, for every 202.
+    pub accepted: BTreeMap<String, String>,
+    /// Message id → the answers its streams delivered.
+    pub answers: BTreeMap<String, Vec<String>>,
+    /// Streams that ended without a final event and were opened again.
+    pub resumed_streams: u64,
+    /// Streams that ended without a final event and could not be resumed to one.
+    pub unfinished_streams: u64,
+    pub failures: Vec<String>,
+    /// Durations of the requests that are not event streams, in milliseconds.
+    pub latencies_ms: Vec<u64>,
+    /// Users that have had a first answer.
+    pub chatting: usize,
+}
+
+impl Seen {
+    /// The `q` quantile of the request latencies (0 without any).
+    pub fn latency_ms(&self, q: f64) -> u64 {
+        let mut l = self.latencies_ms.clone();
+        l.sort_unstable();
+        l.get(((l.len() as f64 * q) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0)
+    }
+}
+
+pub struct Load {
+    pub seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    users: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A client for the site at `domain`, resolved to the HTTPS listener, trusting the local CA,
+/// sending from `source` (a loopback address of its own, so that the load balancer's
+/// `X-Forwarded-For` differs between users as it does between people).
+pub fn client(domain: &str, https: SocketAddr, ca: &[u8], source: Option<IpAddr>) -> reqwest::Client {
+    reqwest::Client::builder()
+        .resolve(domain, https)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap())
+        .local_address(source)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+impl Load {
+    /// What the users saw so far.
+    pub fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap()
+    }
+
+    /// `users` users numbered from `first`, starting spread over `ramp`, each thinking `think`
+    /// between messages.
+    pub fn start(
+        base: String,
+        clients: Vec<reqwest::Client>,
+        first: usize,
+        users: usize,
+        ramp: Duration,
+        think: Duration,
+    ) -> Load {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let users = (0..users)
+            .map(|i| {
+                let user = User {
+                    http: clients[i % clients.len()].clone(),
+                    base: base.clone(),
+                    seen: seen.clone(),
+                    token: String::new(),
+                };
+                let stop = stop.clone();
+                let start = ramp.mul_f64(i as f64 / users as f64);
+                // Think times differ a little between users, so that they do not move in step.
+                let think = think.mul_f64(0.75 + 0.5 * ((i * 7919) % 100) as f64 / 100.0);
+                tokio::spawn(async move {
+                    tokio::time::sleep(start).await;
+                    user.chat(first + i, think, stop).await;
+                })
+            })
+            .collect();
+        Load { seen, stop, users }
+    }
+
+    /// Lets every user finish the message in hand (to its final event), then stops them.
+    pub async fn stop(self) -> Seen {
+        self.stop.store(true, Ordering::SeqCst);
+        for u in self.users {
+            let _ = u.await;
+        }
+        let seen = Arc::try_unwrap(self.seen).unwrap_or_else(|_| panic!("every user has stopped"));
+        seen.into_inner().unwrap()
+    }
+}
+
+/// Loopback source addresses for the users' clients (Linux answers all of 127/8).
+pub fn sources(n: u8) -> Vec<IpAddr> {
+    (1..=n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 2, i))).collect()
+}
+
+struct User {
+    http: reqwest::Client,
+    base: String,
+    seen: Arc<Mutex<Seen>>,
+    token: String,
+}
+
+impl User {
+    fn failed(&self, what: String) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.failed_requests += 1;
+        if seen.failures.len() < 20 {
+            seen.failures.push(what);
+        }
+    }
+
+    /// One request; the JSON answer when its status is the expected one, else counted failed.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>, expect: u16) -> Option<Value> {
+        self.seen.lock().unwrap().requests += 1;
+        let mut req = self.http.request(method.clone(), format!("{}{path}", self.base));
+        if !self.token.is_empty() {
+            req = req.bearer_auth(&self.token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let started = Instant::now();
+        let sent = req.send().await;
+        self.seen.lock().unwrap().latencies_ms.push(started.elapsed().as_millis() as u64);
+        match sent {
+            Ok(r) if r.status().as_u16() == expect => r.json().await.ok().or(Some(Value::Null)),
+            Ok(r) => {
+                let status = r.status();
+                self.failed(format!("{method} {path}: {status} {}", r.text().await.unwrap_or_default()));
+                None
+            }
+            Err(e) => {
+                self.failed(format!("{method} {path}: {e}"));
+                None
+            }
+        }
+    }
+
+    async fn chat(mut self, i: usize, think: Duration, stop: Arc<AtomicBool>) {
+        let email = format!("user{i}-{}@example.com", std::process::id());
+        let creds = json!({"email": email, "password": "correct horse battery", "keep_history": true});
+        if self.call(reqwest::Method::POST, "/v1/auth/signup", Some(creds.clone()), 201).await.is_none() {
+            return;
+        }
+        let Some(t) = self.call(reqwest::Method::POST, "/v1/auth/tokens", Some(creds), 201).await else { return };
+        self.token = t["token"].as_str().unwrap_or_default().to_string();
+        let Some(c) = self.call(reqwest::Method::POST, "/v1/conversations", None, 201).await else { return };
+        let conversation = c["id"].as_str().unwrap_or_default().to_string();
+        let mut n = 0;
+        while !stop.load(Ordering::SeqCst) {
+            n += 1;
+            let content = format!("user {i} message {n}");
+            let path = format!("/v1/conversations/{conversation}/messages");
+            if let Some(m) = self.call(reqwest::Method::POST, &path, Some(json!({"content": content})), 202).await {
+                let id = m["id"].as_str().unwrap_or_default().to_string();
+                self.seen.lock().unwrap().accepted.insert(id.clone(), content);
+                if self.follow(&id).await && n == 1 {
+                    self.seen.lock().unwrap().chatting += 1;
+                }
+            }
+            let until = Instant::now() + think;
+            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    /// Follows a message's event stream to its final event, reconnecting when it ends early;
+    /// whether it got there.
+    async fn follow(&self, id: &str) -> bool {
+        for attempt in 0..10 {
+            if attempt > 0 {
+                self.seen.lock().unwrap().resumed_streams += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            self.seen.lock().unwrap().requests += 1;
+            let req = self
+                .http
+                .get(format!("{}/v1/messages/{id}/events", self.base))
+                .bearer_auth(&self.token)
+                .header("accept", "text/event-stream");
+            let mut resp = match req.send().await {
+                Ok(r) if r.status() == 200 => r,
+                Ok(r) => {
+                    self.failed(format!("GET events {id}: {}", r.status()));
+                    continue;
+                }
+                Err(e) => {
+                    self.failed(format!("GET events {id}: {e}"));
+                    continue;
+                }
+            };
+            let mut buffer = String::new();
+            loop {
+                match resp.chunk().await {
+                    Ok(Some(bytes)) => buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                    // Ended (the task stopped, or the stream's time ran out) or broke: reconnect.
+                    Ok(None) | Err(_) => break,
+                }
+                while let Some(end) = buffer.find("\n\n") {
+                    let event: String = buffer.drain(..end + 2).collect();
+                    let name = field(&event, "event");
+                    if name == "answered" || name == "failed" {
+                        let data: Value = serde_json::from_str(&field(&event, "data")).unwrap_or_default();
+                        let answer = data["answer"]
+                            .as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| format!("failed: {}", data["error"]));
+                        self.seen.lock().unwrap().answers.entry(id.to_string()).or_default().push(answer);
+                        return true;
+                    }
+                }
+            }
+        }
+        self.seen.lock().unwrap().unfinished_streams += 1;
+        false
+    }
+}
+
+/// The value of an SSE field in one event.
+fn field(event: &str, name: &str) -> String {
+    event
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.strip_prefix(' ').unwrap_or(v))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

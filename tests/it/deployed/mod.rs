@@ -1,0 +1,465 @@
+//! `scripts/deployed`: what `aira up` deploys, run. moto registers task definitions and services
+//! but runs no task, enforces no IAM unless asked and serves no listener; here, against a moto
+//! server of its own with IAM enforced, `aira up` (as an IAM user with an administrator policy)
+//! deploys the canonical stack's shape, and the harness plays ECS and the load balancer:
+//! - ECS (`ecs.rs`, `task.rs`): each service's tasks from the image its task definition names by
+//!   digest, pulled from the loopback registry; each container in a network of its own, read-only,
+//!   as the definition's user, with exactly its environment, its secrets read with the execution
+//!   role and its task role's credentials (STS `AssumeRole` as `ecs-tasks.amazonaws.com`) served
+//!   at `AWS_CONTAINER_CREDENTIALS_FULL_URI`; health checks run; rolling deployments as configured.
+//!   `aira up` waits for these tasks: `DescribeServices` reports them.
+//! - the load balancer (`lb.rs`): the HTTP listener's redirect, the HTTPS listener with a local
+//!   CA's certificate, the target group's health check and deregistration delay.
+//!
+//! Then a browser chats through it, 200 users chat while the image changes and `aira up` rolls
+//! it out, and a permission taken from the worker's role shows as AccessDenied in its log.
+//! What this reproduces of ECS, the load balancer and IAM, and what not: `tests/it/README.md`.
+
+mod ecs;
+mod lb;
+mod load;
+mod task;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aira_testkit::proxy::{Faults, Proxy};
+use aira_testkit::rewrite::Rewrites;
+use serde_json::{json, Value};
+
+use crate::harness::{aira_env, endpoint, unique_stack, Workdir};
+
+const DOMAIN: &str = "chat.example.com";
+const USERS: usize = 200;
+
+/// Access keys of an IAM user.
+struct Keys {
+    id: String,
+    secret: String,
+}
+
+impl Keys {
+    fn config(&self, url: &str) -> aws_config::SdkConfig {
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(url)
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::new(&self.id, &self.secret, None, None, "deployed"),
+            ))
+            .build()
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        vec![("AWS_ACCESS_KEY_ID", self.id.as_str()), ("AWS_SECRET_ACCESS_KEY", self.secret.as_str())]
+    }
+}
+
+/// An IAM user with one inline statement and an access key, made before IAM is enforced.
+async fn identity(iam: &aws_sdk_iam::Client, name: &str, statement: Value) -> Keys {
+    iam.create_user().user_name(name).send().await.unwrap();
+    let policy = json!({"Version": "2012-10-17", "Statement": [statement]});
+    iam.put_user_policy()
+        .user_name(name)
+        .policy_name("harness")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap();
+    let key = iam.create_access_key().user_name(name).send().await.unwrap().access_key.unwrap();
+    Keys { id: key.access_key_id, secret: key.secret_access_key }
+}
+
+/// llm-katan with its echo model (the same as the runtime's tests start).
+struct Katan {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Katan {
+    async fn start(dir: &Path) -> Katan {
+        let exe = std::env::var_os("AIRA_LLM_KATAN").map(PathBuf::from).expect("AIRA_LLM_KATAN (scripts/llm-katan.sh)");
+        let port = crate::image::free_port();
+        let log = std::fs::File::create(dir.join("llm-katan.log")).unwrap();
+        let child = Command::new(exe)
+            .args(["--backend", "echo", "--providers", "openai", "-m", "katan-echo", "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--stats-file", dir.join("katan-stats.json").to_str().unwrap()])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::get(format!("http://127.0.0.1:{port}/health")).await.is_err() {
+            assert!(Instant::now() < deadline, "llm-katan did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Katan { child, port }
+    }
+
+    /// The model calls it answered, by its own count.
+    async fn calls(&self) -> u64 {
+        let stats: Value =
+            reqwest::get(format!("http://127.0.0.1:{}/stats", self.port)).await.unwrap().json().await.unwrap();
+        stats["providers"]["openai"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Katan {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local CA and a certificate for `DOMAIN` signed by it (openssl): `(ca.pem, cert.pem, key.pem)`.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aira deployed harness CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "site.key",
+        "-out",
+        "site.csr",
+        "-subj",
+        &format!("/CN={DOMAIN}"),
+    ]);
+    std::fs::write(dir.join("site.ext"), format!("subjectAltName=DNS:{DOMAIN}\nextendedKeyUsage=serverAuth\n"))
+        .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "site.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "site.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "site.ext",
+    ]);
+    (dir.join("ca.pem"), dir.join("site.pem"), dir.join("site.key"))
+}
+
+/// The base64 SHA-256 of the certificate's public key, which Chromium is told to trust.
+fn spki(cert: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+            cert.display()
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The stack: the canonical one's shape, its model llm-katan on loopback.
+fn stack_file(name: &str, model_port: u16) -> String {
+    format!(
+        "stack: {name}
+region: us-east-1
+network:
+  cidr: 10.40.0.0/16
+  zones: 2
+  endpoints: [sqs, ecr.api, ecr.dkr, logs, secretsmanager, s3, dynamodb]
+  nat: true
+domain:
+  zone: example.com
+  name: {DOMAIN}
+queue:
+  visibility_timeout: 120s
+  retention: 4d
+  dead_letter: {{ max_receives: 5, retention: 14d }}
+services:
+  api: {{ role: api, cpu: 256, memory: 512, count: 2, port: 8080, health: /healthz, public: true }}
+  worker: {{ role: worker, cpu: 256, memory: 512, count: 2 }}
+llm:
+  base_url: http://127.0.0.1:{model_port}/v1
+  model: katan-echo
+  api_key: {{ secret: {name}/model }}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "run by scripts/deployed: a moto server of its own with IAM enforced, root or sudo, socat, Chromium"]
+async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
+    let moto = endpoint();
+    let work = Workdir::new();
+    let dir = work.dir.path();
+    let name = unique_stack("deployed");
+
+    // Identities, then IAM enforced: from here on, a call is allowed only by a policy.
+    let iam = aws_sdk_iam::Client::new(&crate::harness::sdk_config());
+    let admin = identity(&iam, "aira-admin", json!({"Effect": "Allow", "Action": "*", "Resource": "*"})).await;
+    let ecs_principal = identity(
+        &iam,
+        "ecs-tasks.amazonaws.com",
+        json!({"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}),
+    )
+    .await;
+    let route53 = aws_sdk_route53::Client::new(&crate::harness::sdk_config());
+    route53.create_hosted_zone().name("example.com").caller_reference(&name).send().await.unwrap();
+    let enforced = reqwest::Client::new()
+        .post(format!("{moto}/moto-api/reset-auth"))
+        .header("content-type", "text/plain")
+        .body("0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enforced.status(), 200);
+    let unknown = aws_sdk_sqs::Client::new(&crate::harness::sdk_config()).list_queues().send().await;
+    assert!(unknown.is_err(), "moto enforces IAM: the default test keys are refused now");
+    let admin_conf = admin.config(&moto);
+
+    let katan = Katan::start(dir).await;
+    let registry = crate::image::Registry::start(false);
+    aws_sdk_secretsmanager::Client::new(&admin_conf)
+        .create_secret()
+        .name(format!("{name}/model"))
+        .secret_string("sk-katan")
+        .send()
+        .await
+        .unwrap();
+    // aira's calls and the tasks' go through the conforming proxy, which reports the harness's
+    // tasks in `DescribeServices` and keeps DynamoDB's item writes atomic.
+    let rewrites = Rewrites::default();
+    let proxy = Proxy::start(&moto, Faults { rewrite: rewrites.clone(), ..Default::default() }).await;
+    let proxy_port: u16 = proxy.url.rsplit(':').next().unwrap().parse().unwrap();
+    let host = task::Host::start(
+        dir.join("ecs"),
+        proxy_port,
+        katan.port,
+        registry.addr.clone(),
+        aws_sdk_ecs::Client::new(&admin_conf),
+        aws_sdk_sts::Client::new(&ecs_principal.config(&moto)),
+    )
+    .await;
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&admin_conf);
+    let agent = ecs::Agent::start(host.clone(), rewrites.clone(), elb.clone());
+
+    let file = dir.join("aira.yaml");
+    std::fs::write(&file, stack_file(&name, katan.port)).unwrap();
+    let file = file.to_str().unwrap();
+    let runtime = crate::image::static_runtime();
+    let repository = format!("{}/aira/runtime", registry.addr);
+    let up = |binary: PathBuf| {
+        let (proxy, repository, admin) = (proxy.url.clone(), repository.clone(), admin.env());
+        async move {
+            let args = [
+                "up",
+                file,
+                "--yes",
+                "--timeout",
+                "10m",
+                "--endpoint-url",
+                &proxy,
+                "--registry",
+                &repository,
+                "--insecure-registry",
+                "--runtime-binary",
+                binary.to_str().unwrap(),
+            ];
+            let started = Instant::now();
+            let run = aira_env(dir, &args, &admin).await;
+            (run, started.elapsed())
+        }
+    };
+    let (first, took) = up(runtime.clone()).await;
+    first.assert_code(0);
+    eprintln!("first aira up: {:.1} s", took.as_secs_f64());
+    // `up` waited for the harness's tasks: all four run the definitions moto holds, healthy.
+    let running = agent.running();
+    assert_eq!(running.iter().filter(|(s, _)| s == "api").count(), 2, "{:?}", agent.events());
+    assert_eq!(running.iter().filter(|(s, _)| s == "worker").count(), 2, "{:?}", agent.events());
+
+    // The load balancer, from moto's listeners.
+    let lbs = elb.describe_load_balancers().send().await.unwrap();
+    let lb_arn = lbs.load_balancers()[0].load_balancer_arn().unwrap().to_string();
+    let listeners = elb.describe_listeners().load_balancer_arn(&lb_arn).send().await.unwrap();
+    let by_port = |p: i32| {
+        listeners.listeners().iter().find(|l| l.port() == Some(p)).unwrap_or_else(|| panic!("no listener on {p}"))
+    };
+    let redirect = by_port(80).default_actions()[0].redirect_config().expect("the HTTP listener redirects");
+    let redirect = lb::Redirect {
+        protocol: redirect.protocol().unwrap_or("#{protocol}").to_string(),
+        port: redirect.port().unwrap_or("#{port}").to_string(),
+        status: if redirect.status_code().map(|s| s.as_str()) == Some("HTTP_301") { 301 } else { 302 },
+    };
+    let https = by_port(443);
+    assert_eq!(https.ssl_policy().map(|p| p.starts_with("ELBSecurityPolicy")), Some(true));
+    let tg_arn = https.default_actions()[0].target_group_arn().expect("the HTTPS listener forwards").to_string();
+    let group = agent.group(&tg_arn).await;
+    let (ca, cert, key) = certificate(dir);
+    let listeners = lb::Listeners::start(group, redirect, &cert, &key).await;
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let base = format!("https://{DOMAIN}:{}", listeners.https.port());
+
+    // HTTP answers with the listener's redirect to HTTPS.
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = plain.get(format!("http://{}/chat?x=1", listeners.http)).header("host", DOMAIN).send().await.unwrap();
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], format!("https://{DOMAIN}:443/chat?x=1").as_str());
+
+    // A browser signs up, consents, chats and sees the answer, through the HTTPS listener.
+    let browser = Command::new("node")
+        .arg("deployed.mjs")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("runtime/web-tests"))
+        .env("AIRA_DEPLOYED_URL", &base)
+        .env("AIRA_DEPLOYED_RESOLVE", format!("MAP {DOMAIN} 127.0.0.1"))
+        .env("AIRA_DEPLOYED_SPKI", spki(&cert))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&browser.stdout).into_owned() + &String::from_utf8_lossy(&browser.stderr);
+    assert!(browser.status.success(), "the browser's chat through the load balancer:\n{said}");
+    assert!(said.contains("answered: "), "{said}");
+    eprintln!("{said}");
+
+    // 200 users chat; the image changes and `up` rolls it out under them.
+    let clients: Vec<reqwest::Client> =
+        load::sources(20).into_iter().map(|ip| load::client(DOMAIN, listeners.https, &ca_pem, Some(ip))).collect();
+    let calls_before = katan.calls().await;
+    // Sign-ups spread over two minutes; a message every minute or so (reading, typing): the rate a
+    // 2-core machine running moto, the model and four tasks answers in well under a second.
+    let users =
+        load::Load::start(base.clone(), clients.clone(), 0, USERS, Duration::from_secs(120), Duration::from_secs(60));
+    let started = Instant::now();
+    while users.seen().chatting < USERS {
+        let (chatting, accepted, p50, p99) = {
+            let seen = users.seen();
+            (seen.chatting, seen.accepted.len(), seen.latency_ms(0.5), seen.latency_ms(0.99))
+        };
+        eprintln!(
+            "load {:3.0} s: {chatting} users chatting, {accepted} messages, p50 {p50} ms, p99 {p99} ms",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(started.elapsed() < Duration::from_secs(300), "not every user chats: {:?}", users.seen().failures);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let steady = users.seen().latency_ms(0.99);
+    let changed = dir.join("aira-runtime-v2");
+    let mut bytes = std::fs::read(&runtime).unwrap();
+    bytes.extend_from_slice(b"\0aira deployed harness: a second image\0");
+    std::fs::write(&changed, bytes).unwrap();
+    std::fs::set_permissions(&changed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before: Vec<String> = agent.running().iter().map(|(_, t)| t.definition.arn.clone()).collect();
+    let (second, rollout) = up(changed).await;
+    second.assert_code(0);
+    eprintln!("second aira up ({:.1} s):\n{}", rollout.as_secs_f64(), second.stderr);
+    let after = agent.running();
+    assert_eq!(after.len(), 4, "{:?}", agent.events());
+    assert!(
+        after.iter().all(|(_, t)| !before.contains(&t.definition.arn)),
+        "every task runs the new definitions: {:#?}",
+        agent.events()
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let seen = users.stop().await;
+    let calls = katan.calls().await - calls_before;
+    let answered: usize = seen.answers.values().filter(|a| a.iter().any(|x| !x.starts_with("failed: "))).count();
+    let lost = seen
+        .accepted
+        .keys()
+        .filter(|id| !seen.answers.get(*id).is_some_and(|a| a.iter().any(|x| !x.starts_with("failed: "))))
+        .count();
+    let double =
+        seen.answers.values().filter(|a| a.len() > 1).count() as u64 + calls.saturating_sub(seen.accepted.len() as u64);
+    let report = json!({
+        "failed_requests": seen.failed_requests,
+        "lost_messages": lost,
+        "double_answers": double,
+        "unfinished_streams": seen.unfinished_streams,
+        "rollout_s": (rollout.as_secs_f64() * 10.0).round() / 10.0,
+        "users": USERS,
+        "requests": seen.requests,
+        "messages": seen.accepted.len(),
+        "answered": answered,
+        "model_calls": calls,
+        "resumed_streams": seen.resumed_streams,
+        "p50_ms": seen.latency_ms(0.5),
+        "p99_ms": seen.latency_ms(0.99),
+        "p99_before_rollout_ms": steady,
+    });
+    eprintln!("report: {report}\nfailures seen: {:?}", seen.failures);
+    eprintln!("ECS: {:#?}", agent.events());
+    assert!(seen.accepted.len() > USERS, "every user chatted: {report}");
+
+    // One action taken from the worker's role: the worker's calls are refused, and it says so.
+    let iam = aws_sdk_iam::Client::new(&admin_conf);
+    let role = format!("{name}-worker");
+    let policy_name = iam.list_role_policies().role_name(&role).send().await.unwrap().policy_names()[0].clone();
+    let original =
+        iam.get_role_policy().role_name(&role).policy_name(&policy_name).send().await.unwrap().policy_document;
+    let original = percent_encoding::percent_decode_str(&original).decode_utf8().unwrap().to_string();
+    let mut document: Value = serde_json::from_str(&original).unwrap();
+    for s in document["Statement"].as_array_mut().unwrap() {
+        if let Some(actions) = s["Action"].as_array_mut() {
+            actions.retain(|a| a != "sqs:DeleteMessage");
+        }
+    }
+    iam.put_role_policy()
+        .role_name(&role)
+        .policy_name(&policy_name)
+        .policy_document(document.to_string())
+        .send()
+        .await
+        .unwrap();
+    let probe =
+        load::Load::start(base.clone(), clients[..1].to_vec(), USERS, 1, Duration::ZERO, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let denied = loop {
+        let workers: Vec<String> =
+            agent.running().iter().filter(|(s, _)| s == "worker").map(|(_, t)| t.log()).collect();
+        if let Some(line) = workers.iter().flat_map(|l| l.lines()).find(|l| l.contains("AccessDenied")) {
+            break line.to_string();
+        }
+        assert!(Instant::now() < deadline, "no AccessDenied in the workers' logs:\n{}", workers.join("\n---\n"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(denied.contains("DeleteMessage") || denied.contains("delete"), "{denied}");
+    eprintln!("the worker without sqs:DeleteMessage logged: {denied}");
+    iam.put_role_policy().role_name(&role).policy_name(&policy_name).policy_document(original).send().await.unwrap();
+    probe.stop().await;
+
+    // `down` removes the services; ECS stops their tasks.
+    aira_env(dir, &["down", file, "--yes", "--endpoint-url", &proxy.url], &admin.env()).await.assert_code(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !agent.running().is_empty() {
+        assert!(Instant::now() < deadline, "tasks still running after down: {:?}", agent.events());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    agent.stop_all().await;
+
+    // The last line scripts/deployed prints.
+    println!("{report}");
+    for key in ["failed_requests", "lost_messages", "double_answers", "unfinished_streams"] {
+        assert_eq!(report[key], 0, "{key}: {report}");
+    }
+}
