@@ -498,7 +498,6 @@ async fn drop_scaling_policies(state: &State, parts: &hyper::http::request::Part
     }
 }
 
-/// moto's answer to `call` as AWS gives it, where they differ.
 /// moto refuses a call IAM does not allow (when it enforces IAM) with the query protocol's XML
 /// `AccessDenied`, whatever the service's protocol; the JSON protocols (DynamoDB, SQS, ECS…)
 /// answer `AccessDeniedException` in JSON, and SQS also names the query code in a header.
@@ -518,6 +517,7 @@ fn access_denied_as_json(call: &str, body: &[u8]) -> Option<Response<Full<Bytes>
     Some(resp.body(Full::new(Bytes::from(json.to_string()))).unwrap())
 }
 
+/// moto's answer to `call` as AWS gives it, where they differ.
 fn as_aws(call: &str, body: Bytes) -> Bytes {
     match call {
         "sns:ListSubscriptionsByTopic" | "sns:ListSubscriptions" => pending_confirmation(body),

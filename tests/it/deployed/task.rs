@@ -388,8 +388,9 @@ impl Task {
 impl Drop for Task {
     fn drop(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
-            let mut kill = as_root_sync();
-            kill.args(["/bin/kill", "-s", "KILL", pid.trim()]).stderr(Stdio::null());
+            let p = root_prefix();
+            let mut kill = std::process::Command::new(p[0]);
+            kill.args(&p[1..]).args(["/bin/kill", "-s", "KILL", pid.trim()]).stderr(Stdio::null());
             let _ = kill.status();
         }
     }
@@ -410,25 +411,20 @@ fn is_root() -> bool {
     std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
 }
 
-/// A command run as root: directly when the tests are, else through password-less sudo.
-fn as_root() -> tokio::process::Command {
+/// How a command runs as root: directly when the tests are, else through password-less sudo.
+fn root_prefix() -> &'static [&'static str] {
     if is_root() {
-        tokio::process::Command::new("/usr/bin/env")
+        &["/usr/bin/env"]
     } else {
-        let mut c = tokio::process::Command::new("/usr/bin/sudo");
-        c.args(["-n", "/usr/bin/env"]);
-        c
+        &["/usr/bin/sudo", "-n", "/usr/bin/env"]
     }
 }
 
-fn as_root_sync() -> std::process::Command {
-    if is_root() {
-        std::process::Command::new("/usr/bin/env")
-    } else {
-        let mut c = std::process::Command::new("/usr/bin/sudo");
-        c.args(["-n", "/usr/bin/env"]);
-        c
-    }
+fn as_root() -> tokio::process::Command {
+    let p = root_prefix();
+    let mut c = tokio::process::Command::new(p[0]);
+    c.args(&p[1..]);
+    c
 }
 
 /// `uid` alone gets the group the image's `/etc/passwd` gives it, else 0 (as Docker does).
