@@ -366,7 +366,7 @@ impl Task {
     /// Sends the container `signal` (`TERM`, `KILL`), as ECS's agent does.
     pub async fn signal(&self, signal: &str) {
         let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) else { return };
-        let _ = as_root().args(["/bin/kill", "-s", signal, pid.trim()]).status().await;
+        let _ = as_root().args(["/bin/bash", "-c", &format!("kill -s {signal} {}", pid.trim())]).status().await;
     }
 
     /// SIGTERM, then SIGKILL after the definition's `stopTimeout`; the time it took to exit.
@@ -390,7 +390,7 @@ impl Drop for Task {
         if let Ok(pid) = std::fs::read_to_string(self.dir.join("pid")) {
             let p = root_prefix();
             let mut kill = std::process::Command::new(p[0]);
-            kill.args(&p[1..]).args(["/bin/kill", "-s", "KILL", pid.trim()]).stderr(Stdio::null());
+            kill.args(&p[1..]).args(["/bin/bash", "-c", &format!("kill -s KILL {}", pid.trim())]).stderr(Stdio::null());
             let _ = kill.status();
         }
     }
