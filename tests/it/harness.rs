@@ -152,13 +152,17 @@ pub fn sdk_config() -> aws_config::SdkConfig {
 /// An SDK configuration for moto in another region (tests whose NAT gateways hold Elastic IPs
 /// take a region of their own: moto allows 5 per region, as AWS does by default).
 pub fn sdk_config_in(region: &str) -> aws_config::SdkConfig {
+    let testing = aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+    sdk_config_as(&endpoint(), region, testing)
+}
+
+/// An SDK configuration for `url` in `region`, signing with `credentials`.
+pub fn sdk_config_as(url: &str, region: &str, credentials: aws_credential_types::Credentials) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .behavior_version(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))
-        .endpoint_url(endpoint())
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-            aws_credential_types::Credentials::new("testing", "testing", None, None, "tests"),
-        ))
+        .endpoint_url(url)
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
         .build()
 }
 

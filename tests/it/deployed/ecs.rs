@@ -49,6 +49,26 @@ struct Service {
     target: Option<(String, u16)>,
 }
 
+impl From<&aws_sdk_ecs::types::Service> for Service {
+    fn from(s: &aws_sdk_ecs::types::Service) -> Service {
+        let desired = s.desired_count().max(0) as usize;
+        let config = s.deployment_configuration();
+        let min = config.and_then(|c| c.minimum_healthy_percent()).unwrap_or(100) as usize;
+        let max = config.and_then(|c| c.maximum_percent()).unwrap_or(200) as usize;
+        Service {
+            name: s.service_name().unwrap_or_default().to_string(),
+            primary: s.task_definition().unwrap_or_default().to_string(),
+            desired,
+            min_healthy: (desired * min).div_ceil(100),
+            max_total: (desired * max / 100).max(desired),
+            grace: Duration::from_secs(s.health_check_grace_period_seconds().unwrap_or(0) as u64),
+            target: s.load_balancers().first().map(|lb| {
+                (lb.target_group_arn().unwrap_or_default().to_string(), lb.container_port().unwrap_or(0) as u16)
+            }),
+        }
+    }
+}
+
 pub struct Agent {
     host: Arc<Host>,
     rewrites: Rewrites,
@@ -115,49 +135,39 @@ impl Agent {
         g
     }
 
-    /// The services of the cluster as moto holds them.
-    async fn services(&self) -> Vec<Service> {
+    /// The services of the cluster as moto holds them; `None` when moto could not say (the
+    /// tick then changes nothing: a failed read is not a deleted service).
+    async fn services(&self) -> Option<Vec<Service>> {
         let ecs = &self.host.ecs;
         if self.host.cluster.get().is_none() {
-            let Ok(clusters) = ecs.list_clusters().send().await else { return Vec::new() };
-            let Some(arn) = clusters.cluster_arns().first() else { return Vec::new() };
+            let clusters = ecs.list_clusters().send().await.ok()?;
+            let Some(arn) = clusters.cluster_arns().first() else { return Some(Vec::new()) };
             let _ = self.host.cluster.set(arn.rsplit('/').next().unwrap_or(arn).to_string());
         }
         let cluster = self.host.cluster.get().unwrap();
-        let Ok(list) = ecs.list_services().cluster(cluster).send().await else { return Vec::new() };
-        if list.service_arns().is_empty() {
-            return Vec::new();
-        }
-        let Ok(out) =
-            ecs.describe_services().cluster(cluster).set_services(Some(list.service_arns().to_vec())).send().await
-        else {
-            return Vec::new();
+        let list = match ecs.list_services().cluster(cluster).send().await {
+            Ok(list) => list,
+            // `down` deleted the cluster: its services are gone.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_cluster_not_found_exception()) => {
+                return Some(Vec::new())
+            }
+            Err(_) => return None,
         };
-        out.services()
-            .iter()
-            .filter(|s| s.status() == Some("ACTIVE"))
-            .map(|s| {
-                let desired = s.desired_count().max(0) as usize;
-                let config = s.deployment_configuration();
-                let min = config.and_then(|c| c.minimum_healthy_percent()).unwrap_or(100) as usize;
-                let max = config.and_then(|c| c.maximum_percent()).unwrap_or(200) as usize;
-                Service {
-                    name: s.service_name().unwrap_or_default().to_string(),
-                    primary: s.task_definition().unwrap_or_default().to_string(),
-                    desired,
-                    min_healthy: (desired * min).div_ceil(100),
-                    max_total: (desired * max / 100).max(desired),
-                    grace: Duration::from_secs(s.health_check_grace_period_seconds().unwrap_or(0) as u64),
-                    target: s.load_balancers().first().map(|lb| {
-                        (lb.target_group_arn().unwrap_or_default().to_string(), lb.container_port().unwrap_or(0) as u16)
-                    }),
-                }
-            })
-            .collect()
+        if list.service_arns().is_empty() {
+            return Some(Vec::new());
+        }
+        let out = ecs
+            .describe_services()
+            .cluster(cluster)
+            .set_services(Some(list.service_arns().to_vec()))
+            .send()
+            .await
+            .ok()?;
+        Some(out.services().iter().filter(|s| s.status() == Some("ACTIVE")).map(Service::from).collect())
     }
 
     async fn tick(self: &Arc<Self>) {
-        let services = self.services().await;
+        let Some(services) = self.services().await else { return };
         // Tasks of services that are gone (deleted, or scaled to nothing below) stop.
         let gone: Vec<Arc<Task>> = {
             let tasks = self.tasks.lock().unwrap();
@@ -281,7 +291,8 @@ impl Agent {
             tokio::spawn(async move {
                 let mut failures = 0;
                 loop {
-                    tokio::time::sleep(h.interval.min(Duration::from_secs(5))).await;
+                    // As Docker runs it: the first check one interval after the start.
+                    tokio::time::sleep(h.interval).await;
                     if t.exited() {
                         return;
                     }

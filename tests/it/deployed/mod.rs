@@ -41,14 +41,8 @@ struct Keys {
 
 impl Keys {
     fn config(&self, url: &str) -> aws_config::SdkConfig {
-        aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(url)
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(&self.id, &self.secret, None, None, "deployed"),
-            ))
-            .build()
+        let credentials = aws_credential_types::Credentials::new(&self.id, &self.secret, None, None, "deployed");
+        crate::harness::sdk_config_as(url, "us-east-1", credentials)
     }
 
     fn env(&self) -> Vec<(&str, &str)> {

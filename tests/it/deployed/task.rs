@@ -211,19 +211,14 @@ impl Host {
     /// An SDK configuration with `role`'s credentials, assumed as ECS assumes it.
     async fn assumed(&self, role: &str, session: &str) -> aws_config::SdkConfig {
         let c = self.credentials(role, session).await;
-        let creds = aws_credential_types::Credentials::new(
+        let credentials = aws_credential_types::Credentials::new(
             c["AccessKeyId"].as_str().unwrap(),
             c["SecretAccessKey"].as_str().unwrap(),
             c["Token"].as_str().map(String::from),
             None,
             "ecs",
         );
-        aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(format!("http://127.0.0.1:{}", self.aws_port))
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
-            .build()
+        crate::harness::sdk_config_as(&format!("http://127.0.0.1:{}", self.aws_port), REGION, credentials)
     }
 
     /// `AssumeRole` as `ecs-tasks.amazonaws.com`, in the JSON the container credentials endpoint serves.
