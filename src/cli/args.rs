@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::failure::{ExitMode, Failure};
-use crate::output::Format;
+use crate::output::{Format, Printer};
 use crate::time::parse_duration;
+#[cfg(feature = "aws")]
 use aira_aws::Connection;
 use aira_engine::stack::model::Duration;
+use aira_engine::stack::{self, Loaded};
 
 #[derive(Debug, Parser)]
 #[command(name = "aira", version, about = "Converge AWS to a stack file, and ship the aira chat runtime into it")]
@@ -311,6 +313,7 @@ impl Cli {
 
 impl Global {
     /// The AWS connection from the flags, then the stack's region.
+    #[cfg(feature = "aws")]
     pub fn connection(&self, stack_region: Option<&String>) -> Connection {
         Connection {
             region: self.region.clone().or_else(|| stack_region.cloned()),
@@ -334,6 +337,21 @@ impl StackArg {
         ["aira.yaml", "stacks/aira.yaml"].iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
             Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into())
         })
+    }
+
+    /// The stack file, checked (its diagnostics printed), with `--name-suffix` applied.
+    pub fn load(&self, printer: &Printer) -> Result<Loaded, Failure> {
+        let path = self.path()?;
+        let mut loaded = stack::load(&path).map_err(|diags| {
+            printer.diagnostics(&diags);
+            Failure::Reported(crate::failure::EXIT_USER)
+        })?;
+        if let Some(suffix) = &self.name_suffix {
+            let name = format!("{}-{suffix}", loaded.stack.stack.0);
+            stack::check_format("stack-name", &name).map_err(|e| Failure::User(format!("--name-suffix: {e}")))?;
+            loaded.stack.stack.0 = name;
+        }
+        Ok(loaded)
     }
 }
 

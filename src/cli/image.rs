@@ -6,12 +6,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::args::{ImageArgs, ImageCommand};
+#[cfg(feature = "aws")]
+use super::args::ImageArgs;
+use super::args::ImageCommand;
+#[cfg(feature = "aws")]
 use super::session::Session;
 use crate::failure::Failure;
 use crate::output::{Printer, Render};
 use crate::time::seconds;
+#[cfg(feature = "aws")]
 use aira_aws::LocalImage;
+#[cfg(feature = "aws")]
 use aira_engine::expand::Image;
 use aira_image::{build, oci, push};
 
@@ -110,6 +115,7 @@ pub async fn image(command: &ImageCommand, printer: &Printer) -> Result<ImageRes
 /// The image the stack's services run: `--image`, else the stack's `image`, else the runtime
 /// built here (reproducibly: an unchanged source gives the same digest, hence no new task
 /// definition), handed to the provider to push when a task definition first needs it.
+#[cfg(feature = "aws")]
 pub async fn prepare(session: &Session, args: &ImageArgs, printer: &Printer) -> Result<Image, Failure> {
     let stack = &session.loaded.stack;
     if stack.services.is_empty() {

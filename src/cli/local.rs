@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use super::args::StackArg;
-use super::session::load;
 use crate::failure::Failure;
 use crate::local::{self, LocalState, LocalStatus};
 use crate::output::{Printer, Render};
@@ -67,12 +66,12 @@ impl Render for LocalStatus {
 }
 
 pub async fn up(arg: &StackArg, listen: Option<SocketAddr>, printer: &Printer) -> Result<LocalState, Failure> {
-    let loaded = load(arg, printer)?;
+    let loaded = arg.load(printer)?;
     Ok(local::up(&loaded.stack, listen, &|m: &str| printer.note(m)).await?)
 }
 
 pub async fn down(arg: &StackArg, purge: bool, printer: &Printer) -> Result<Stopped, Failure> {
-    let loaded = load(arg, printer)?;
+    let loaded = arg.load(printer)?;
     let stack = loaded.stack.stack.0;
     let grace = std::time::Duration::from_secs(30);
     let stopped_pid = local::down(&stack, purge, grace, &|m: &str| printer.note(m)).await?;
@@ -80,6 +79,6 @@ pub async fn down(arg: &StackArg, purge: bool, printer: &Printer) -> Result<Stop
 }
 
 pub async fn status(arg: &StackArg, printer: &Printer) -> Result<LocalStatus, Failure> {
-    let loaded = load(arg, printer)?;
+    let loaded = arg.load(printer)?;
     Ok(local::status(&loaded.stack.stack.0).await)
 }

@@ -8,18 +8,26 @@
 //!   `manual.rs` (`completions`, `man`).
 
 pub mod args;
+#[cfg(feature = "aws")]
 mod dlq;
+#[cfg(feature = "aws")]
 mod down;
 mod image;
 mod init;
 mod local;
+#[cfg(feature = "aws")]
 mod logs;
 mod manual;
 mod plan;
+#[cfg(feature = "aws")]
 mod rollback;
+#[cfg(feature = "aws")]
 mod secret;
+#[cfg(feature = "aws")]
 mod session;
+#[cfg(feature = "aws")]
 mod status;
+#[cfg(feature = "aws")]
 mod up;
 
 use std::sync::Arc;
@@ -49,25 +57,42 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Completions { shell } => manual::completions(*shell),
         Command::Man { out } => manual::man(out.as_deref()),
         Command::Validate(arg) => show(p, plan::validate(arg, p)),
-        Command::Plan { stack, image, .. } => show(p, plan::plan(g, stack, image, p).await),
         Command::Up { stack, local: true, listen, .. } => show(p, local::up(stack, *listen, p).await),
-        Command::Up { stack, image, ttl, .. } => show(p, up::up(g, stack, image, *ttl, p).await),
         Command::Down { stack, local: true, purge, .. } => show(p, local::down(stack, *purge, p).await),
+        Command::Status { stack, local: true } => show(p, local::status(stack, p).await),
+        Command::Image(command) => show(p, image::image(command, p).await),
+        #[cfg(feature = "aws")]
+        Command::Plan { stack, image, .. } => show(p, plan::plan(g, stack, image, p).await),
+        #[cfg(feature = "aws")]
+        Command::Up { stack, image, ttl, .. } => show(p, up::up(g, stack, image, *ttl, p).await),
+        #[cfg(feature = "aws")]
         Command::Down { all: true, selector, older_than, expired, .. } => {
             let filter = down::Filter { selector, older_than: *older_than, expired: *expired };
             show(p, down::sweep(g, filter, p).await)
         }
+        #[cfg(feature = "aws")]
         Command::Down { stack, .. } => show(p, down::down(g, stack, p).await),
-        Command::Status { stack, local: true } => show(p, local::status(stack, p).await),
+        #[cfg(feature = "aws")]
         Command::Status { stack, .. } => show(p, status::status(g, stack, p).await),
+        #[cfg(feature = "aws")]
         Command::Logs { stack, service, follow, since } => {
             logs::logs(g, stack, service.as_deref(), *follow, *since, p).await
         }
+        #[cfg(feature = "aws")]
         Command::Rollback { stack, service, to } => {
             show(p, rollback::rollback(g, stack, service.as_deref(), *to, p).await)
         }
+        #[cfg(feature = "aws")]
         Command::Dlq { action } => show(p, dlq::dlq(g, action, p).await),
+        #[cfg(feature = "aws")]
         Command::Secret { action } => show(p, secret::secret(g, action, p).await),
-        Command::Image(command) => show(p, image::image(command, p).await),
+        // Built with `--no-default-features`: the local target only, no AWS SDK service crate
+        // compiled (a new user's first build, docs/performance.md).
+        #[cfg(not(feature = "aws"))]
+        _ => Err(Failure::User(
+            "this aira was built without the AWS provider (cargo feature `aws`): it runs the local target \
+             (`--local`), `validate`, `init` and `image`; build it with the default features for AWS"
+                .into(),
+        )),
     }
 }

@@ -2,11 +2,15 @@
 
 use serde::Serialize;
 
-use super::args::{Global, ImageArgs, StackArg};
-use super::session::{load, Session};
+use super::args::StackArg;
+#[cfg(feature = "aws")]
+use super::args::{Global, ImageArgs};
+#[cfg(feature = "aws")]
+use super::session::Session;
 use crate::failure::Failure;
 use crate::output::{Printer, Render};
 use aira_engine::expand::{expand, Image};
+#[cfg(feature = "aws")]
 use aira_engine::plan::Plan;
 use aira_engine::provider::Facts;
 
@@ -26,7 +30,7 @@ impl Render for Valid {
 }
 
 pub fn validate(arg: &StackArg, printer: &Printer) -> Result<Valid, Failure> {
-    let loaded = load(arg, printer)?;
+    let loaded = arg.load(printer)?;
     // No AWS call: placeholders are enough to count the resources.
     let image = Image::Reference("registry.invalid/aira@sha256:0".into());
     let graph = expand(&loaded.stack, &Facts::offline(&loaded.stack), &image).map_err(Failure::User)?;
@@ -34,6 +38,7 @@ pub fn validate(arg: &StackArg, printer: &Printer) -> Result<Valid, Failure> {
 }
 
 /// `aira plan`: what `up` would change, with the image `up` would deploy.
+#[cfg(feature = "aws")]
 pub async fn plan(global: &Global, arg: &StackArg, image: &ImageArgs, printer: &Printer) -> Result<Plan, Failure> {
     let mut session = Session::connect(global, arg, printer).await?;
     session.image = super::image::prepare(&session, image, printer).await?;

@@ -1,4 +1,4 @@
-//! What several commands share: the stack file, the connection to AWS, observe + plan, the
+//! What the commands that reach AWS share: the connection, observe + plan, the
 //! confirmation rule, the apply, and the stack's lock.
 
 use std::future::Future;
@@ -16,21 +16,6 @@ use aira_engine::plan::{self, Plan};
 use aira_engine::provider::{Provider, Scope};
 use aira_engine::stack::reach::{reachability, Reachability};
 use aira_engine::stack::{self, Loaded};
-
-/// The stack file, checked (its diagnostics printed), with `--name-suffix` applied.
-pub fn load(arg: &StackArg, printer: &Printer) -> Result<Loaded, Failure> {
-    let path = arg.path()?;
-    let mut loaded = stack::load(&path).map_err(|diags| {
-        printer.diagnostics(&diags);
-        Failure::Reported(crate::failure::EXIT_USER)
-    })?;
-    if let Some(suffix) = &arg.name_suffix {
-        let name = format!("{}-{suffix}", loaded.stack.stack.0);
-        stack::check_format("stack-name", &name).map_err(|e| Failure::User(format!("--name-suffix: {e}")))?;
-        loaded.stack.stack.0 = name;
-    }
-    Ok(loaded)
-}
 
 /// The AWS provider from the flags (then `stack_region`, then the SDK's chain); a region is required.
 pub async fn connect_aws(global: &Global, stack_region: Option<&String>) -> Result<Arc<AwsProvider>, Failure> {
@@ -54,7 +39,7 @@ pub struct Session {
 
 impl Session {
     pub async fn connect(global: &Global, arg: &StackArg, printer: &Printer) -> Result<Session, Failure> {
-        let loaded = load(arg, printer)?;
+        let loaded = arg.load(printer)?;
         let aws = connect_aws(global, loaded.stack.region.as_ref()).await?;
         let wait = global.timeout.unwrap_or(loaded.stack.deploy.timeout);
         let scope = Arc::new(Scope {
