@@ -167,6 +167,7 @@ async fn create(endpoint: &str) -> Stack {
 
 async fn conf_at(url: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(aira_unify::https_client())
         .endpoint_url(url)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "bench"))

@@ -10,7 +10,7 @@
 //! 3. end-to-end latency (POST to answered, polling `GET /v1/messages/{id}`) at light load.
 //!
 //! Environment: BENCH_CLIENTS (2000), BENCH_SECS (15), BENCH_WARMUP_SECS (3), BENCH_USERS (50),
-//! BENCH_E2E_CLIENTS (20).
+//! BENCH_E2E_CLIENTS (20), BENCH_RUNTIME_BIN (the runtime to serve; default: this build's).
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -268,7 +268,10 @@ async fn run() {
     let data = std::env::temp_dir().join(format!("aira-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     let (port, ops_port) = (free_port(), free_port());
-    let serve = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
+    // BENCH_RUNTIME_BIN: another build of the runtime (e.g. the image's, `--profile image`).
+    let runtime = std::env::var("BENCH_RUNTIME_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aira-runtime").into());
+    println!("runtime: {runtime}");
+    let serve = Command::new(&runtime)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.to_str().unwrap()])
         .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
         .env("AIRA_LOG", "warn")

@@ -90,7 +90,7 @@ pub fn open_embedded(data: &Path, max_receives: u32, durability: Durability) -> 
 
 /// The SDK's standard configuration chain; `AWS_ENDPOINT_URL` points it at moto or LocalStack.
 pub async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(aira_unify::https_client()).load().await
 }
 
 pub async fn open_aws(args: &AwsArgs) -> (Arc<dyn Store>, Arc<dyn Queue>) {

@@ -141,6 +141,7 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
         .region(aws_sdk_sqs::config::Region::new("us-east-1"))
         .endpoint_url(endpoint())
         .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .http_client(aira_unify::https_client())
         .build();
     aws_sdk_sqs::Client::from_conf(config)
 }
@@ -163,6 +164,7 @@ pub fn sdk_config_as(url: &str, region: &str, credentials: aws_credential_types:
         .region(aws_config::Region::new(region.to_string()))
         .endpoint_url(url)
         .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(credentials))
+        .http_client(aira_unify::https_client())
         .build()
 }
 

@@ -270,6 +270,41 @@ async fn image_pushed_to_a_registry_is_pulled_back_and_runs_in_an_empty_root() {
 }
 
 /// Every file of a folder, relative path → bytes.
+/// The ELF section names of `elf` (64-bit little-endian), read from its section header table.
+fn section_names(elf: &[u8]) -> Vec<String> {
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap()) as usize;
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap()) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) = (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let names = u64_at(shoff + shstrndx * shentsize + 0x18);
+    (0..shnum)
+        .map(|i| {
+            let start = names + u32_at(shoff + i * shentsize);
+            let end = start + elf[start..].iter().position(|b| *b == 0).unwrap();
+            String::from_utf8_lossy(&elf[start..end]).into_owned()
+        })
+        .collect()
+}
+
+/// The runtime the image ships is built to be small (`[profile.image]`): no symbol table, no
+/// debug info, and one crypto library (ring, under rustls and the AWS SDK's client) rather
+/// than ring and aws-lc.
+#[test]
+fn the_image_runtime_has_no_symbols_and_one_crypto_library() {
+    let elf = std::fs::read(static_runtime()).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    let sections = section_names(&elf);
+    assert!(sections.iter().any(|s| s == ".text"), "{sections:?}");
+    for absent in [".symtab", ".strtab", ".debug_info", ".debug_line"] {
+        assert!(!sections.iter().any(|s| s == absent), "{absent} in {sections:?}");
+    }
+    let has = |needle: &[u8]| elf.windows(needle.len()).any(|w| w == needle);
+    // aws-lc's messages name it ("infallible AWS-LC function"; a build linking it has dozens).
+    assert!(!has(b"AWS-LC"), "aws-lc is linked into the image's runtime");
+    let layer = built()["layers"][0]["size"].as_u64().unwrap();
+    eprintln!("the image's runtime: {} bytes, layer {layer} bytes compressed", elf.len());
+}
+
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];

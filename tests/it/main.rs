@@ -24,3 +24,4 @@ mod stack;
 mod surface;
 mod sweep;
 mod terminal;
+mod tls;

@@ -81,7 +81,8 @@ pub async fn sdk_config(conn: &Connection) -> SdkConfig {
         .with_max_attempts(10)
         .with_initial_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(10));
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).retry_config(retry);
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(retry).http_client(aira_unify::https_client());
     if let Some(region) = &conn.region {
         loader = loader.region(Region::new(region.clone()));
     }

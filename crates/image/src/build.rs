@@ -116,16 +116,13 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
     (out.status.success() && !s.is_empty()).then_some(s)
 }
 
-/// The image's runtime has no symbol table: a third of the binary, and of the layer, that a
-/// server does not need (a panic's message and location stay; its backtrace shows addresses).
-const STRIP: &str = "profile.release.strip=\"symbols\"";
-
-/// `cargo build --release` of the static runtime in the source tree; the path cargo reports.
+/// `cargo build --profile image` of the static runtime in the source tree (the workspace's
+/// `[profile.image]`: optimised for size, fat LTO, no symbol table); the path cargo reports.
 fn cargo_build(source: &Path, note: &dyn Fn(&str)) -> Result<PathBuf> {
     note(&format!(
-        "building aira-runtime (release, static, {TARGET}) with cargo; the first build takes several minutes"
+        "building aira-runtime (profile image, static, {TARGET}) with cargo; the first build takes several minutes"
     ));
-    build_runtime(source, &["--release", "--target", TARGET, "--config", STRIP], Some(RUSTFLAGS))
+    build_runtime(source, &["--profile", "image", "--target", TARGET], Some(RUSTFLAGS))
         .context("building the static aira-runtime failed (cargo's messages are above)")
 }
 

@@ -67,6 +67,7 @@ async fn setup_with(max_receives: u32, limits: Limits) -> AwsEnv {
 async fn setup_at(url: &str, max_receives: u32, limits: Limits) -> AwsEnv {
     let conf_at = |url: String| {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(aira_unify::https_client())
             .endpoint_url(url)
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))
@@ -500,6 +501,7 @@ async fn moto_answers_that_finish_together_are_deleted_in_one_batch() {
     // Nothing left on the queue, visible or in flight (read with the SQS SDK, apart from the runtime).
     let sqs = aws_sdk_sqs::Client::new(
         &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(aira_unify::https_client())
             .endpoint_url(endpoint())
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "test"))

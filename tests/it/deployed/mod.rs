@@ -106,8 +106,8 @@ impl Drop for Katan {
     }
 }
 
-/// A local CA and a certificate for `DOMAIN` signed by it (openssl): `(ca.pem, cert.pem, key.pem)`.
-fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+/// A local CA and a certificate for `name` signed by it (openssl): `(ca.pem, cert.pem, key.pem)`.
+pub(crate) fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -137,10 +137,9 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "-out",
         "site.csr",
         "-subj",
-        &format!("/CN={DOMAIN}"),
+        &format!("/CN={name}"),
     ]);
-    std::fs::write(dir.join("site.ext"), format!("subjectAltName=DNS:{DOMAIN}\nextendedKeyUsage=serverAuth\n"))
-        .unwrap();
+    std::fs::write(dir.join("site.ext"), format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n")).unwrap();
     run(&[
         "x509",
         "-req",
@@ -311,7 +310,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     assert_eq!(https.ssl_policy().map(|p| p.starts_with("ELBSecurityPolicy")), Some(true));
     let tg_arn = https.default_actions()[0].target_group_arn().expect("the HTTPS listener forwards").to_string();
     let group = agent.group(&tg_arn).await;
-    let (ca, cert, key) = certificate(dir);
+    let (ca, cert, key) = certificate(dir, DOMAIN);
     let listeners = lb::Listeners::start(group, redirect, &cert, &key).await;
     let ca_pem = std::fs::read(&ca).unwrap();
     let base = format!("https://{DOMAIN}:{}", listeners.https.port());
