@@ -1,7 +1,8 @@
 //! The command line: [`args`] (what the user typed) and one module per command, each returning
 //! a typed result that the printer shows as text or JSON. [`run`] only dispatches.
 //!
-//! - `session.rs`: what commands share (the stack file, AWS, observe + plan, confirm, apply, the lock).
+//! - `session.rs`: what the commands that reach AWS share (the connection, observe + plan,
+//!   confirm, apply, the lock). They, and their modules, exist with the feature `aws` only.
 //! - `plan.rs` (`validate`, `plan`), `up.rs` (`up`; the result of an apply), `down.rs` (`down`,
 //!   `down --all`: one teardown), `status.rs`, `logs.rs`, `rollback.rs`, `dlq.rs`, `secret.rs`,
 //!   `image.rs` (`image build|push`; the image `up` deploys), `local.rs` (`--local`), `init.rs`,
