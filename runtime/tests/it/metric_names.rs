@@ -6,7 +6,8 @@
 //! of them with a small tokenizer, and checks each against a real `/metrics` scrape of the router
 //! after traffic that makes every family appear (labelled families only appear once used).
 //! Names with a colon are recording rules and must be recorded by a rule file instead. Label names
-//! in a selector must exist on that metric (plus `job` and `instance`, which Prometheus adds).
+//! in a selector must exist on that metric (plus `job` and `instance`, which Prometheus adds, and
+//! `service`, `task` and `stack`, which remote write adds).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ use crate::common::*;
 /// Series Prometheus itself makes (not the runtime).
 const PROMETHEUS_SERIES: &[&str] =
     &["up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE"];
-/// Labels the scrape adds to every series.
-const TARGET_LABELS: &[&str] = &["job", "instance", "__name__"];
+/// Labels the scrape adds to every series, and those remote write adds on a deployed stack
+/// (`added_labels` in `runtime/src/remote_write.rs`).
+const TARGET_LABELS: &[&str] = &["job", "instance", "__name__", "service", "task", "stack"];
 
 #[tokio::test]
 async fn monitoring_templates_name_only_exported_metrics() {
