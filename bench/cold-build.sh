@@ -17,6 +17,8 @@ if [ ${#revs[@]} -eq 0 ]; then revs=(HEAD); fi
 work=$(mktemp -d /var/tmp/aira-cold.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 secs() { echo "$2 - $1" | bc; }
+# The aws-* crates (name and version) a build log shows compiled.
+aws_crates() { grep -oE '^ *Compiling aws-[^ ]+ v[^ ]+' "$1" | awk '{print $2, $3}' | sort -u; }
 # shellcheck disable=SC2016 # Markdown's backticks, not shell
 printf '| revision | run command (s) | aws-* crates it compiles | then `cargo test --workspace --no-run` (s) | aws-* crates compiled again | incremental after touching src/output.rs (s) |\n|---|---|---|---|---|---|\n'
 for rev in "${revs[@]}"; do
@@ -34,7 +36,6 @@ for rev in "${revs[@]}"; do
   "$CARGO_TARGET_DIR/debug/aira" down --local --purge >/dev/null 2>&1 || true
   cargo test --workspace --locked --no-run >"$work/test-$sha.log" 2>&1
   t2=$(date +%s.%N)
-  aws_crates() { grep -oE '^ *Compiling aws-[^ ]+ v[^ ]+' "$1" | awk '{print $2, $3}' | sort -u; }
   built=$(aws_crates "$work/up-$sha.log" | wc -l)
   again=$(comm -12 <(aws_crates "$work/up-$sha.log") <(aws_crates "$work/test-$sha.log") | wc -l)
   touch src/output.rs

@@ -12,17 +12,7 @@ use crate::harness::{aira_env, conforming, small_stack, unique_stack, Workdir};
 /// A TLS front on a free loopback port for `upstream` (`http://HOST:PORT`): ends TLS with
 /// `cert`/`key` and forwards the bytes. Counts the handshakes that completed.
 async fn tls_front(upstream: &str, cert: &std::path::Path, key: &std::path::Path) -> (u16, Arc<AtomicUsize>) {
-    use rustls::pki_types::pem::PemObject;
-    let certs: Vec<_> =
-        rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(crate::deployed::tls_server(cert, key)));
     let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

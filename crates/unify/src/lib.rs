@@ -13,6 +13,8 @@ use aws_smithy_runtime_api::client::http::SharedHttpClient;
 /// layer is smaller, and so is every cold build (docs/performance.md). An SDK configuration
 /// without this client fails its first call ("no HTTP client"), so no call escapes it.
 pub fn https_client() -> SharedHttpClient {
+    // The builder the SDK's own default client uses (aws-smithy-runtime's `default_https_client`);
+    // the public `build_https` would not read the proxy environment.
     Builder::new().build_with_connector_fn(|settings, components| {
         let mut connector = ConnectorBuilder::default().tls_provider(Provider::Rustls(CryptoMode::Ring));
         connector.set_connector_settings(settings.cloned());

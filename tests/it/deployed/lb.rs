@@ -149,17 +149,7 @@ impl Listeners {
         cert: &std::path::Path,
         key: &std::path::Path,
     ) -> Listeners {
-        use rustls::pki_types::pem::PemObject;
-        let certs: Vec<_> =
-            rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+        let mut tls = super::tls_server(cert, key);
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
 

@@ -160,6 +160,20 @@ pub(crate) fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf)
     (dir.join("ca.pem"), dir.join("site.pem"), dir.join("site.key"))
 }
 
+/// A TLS server configuration (rustls on ring) presenting `cert` with its `key` (PEM files).
+pub(crate) fn tls_server(cert: &Path, key: &Path) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Vec<_> =
+        rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap()
+}
+
 /// The base64 SHA-256 of the certificate's public key, which Chromium is told to trust.
 fn spki(cert: &Path) -> String {
     let out = Command::new("sh")
