@@ -16,7 +16,7 @@ use crate::api::{app, ops_app, AppState};
 use crate::config::{resolve_limits, resolve_llm, resolve_remote_write, resolve_worker, AwsArgs, Common};
 use crate::group_commit::Durability;
 use crate::metrics::Metrics;
-use crate::queue::sqlite::{RedrivePolicy, SqliteQueue};
+use crate::queue::sqlite::{move_queue_file, RedrivePolicy, SqliteQueue};
 use crate::queue::sqs::SqsQueue;
 use crate::queue::Queue;
 use crate::relay::Relay;
@@ -78,14 +78,19 @@ pub struct Embedded {
 
 pub fn open_embedded(data: &Path, max_receives: u32, durability: Durability) -> anyhow::Result<Embedded> {
     std::fs::create_dir_all(data).with_context(|| format!("create {}", data.display()))?;
-    let store = SqliteStore::open(&data.join("store.sqlite"), durability)?;
-    let qdb = SqliteQueue::open_db(&data.join("queue.sqlite"), durability)?;
+    let path = data.join("store.sqlite");
+    // Data folders written before the queue moved into the store's file have its own file.
+    let moved = move_queue_file(&data.join("queue.sqlite"), &path)?;
+    if moved > 0 {
+        info!(messages = moved, "moved the queue into store.sqlite");
+    }
+    let store = SqliteStore::open(&path, durability)?;
     let policy = RedrivePolicy { dead_letter_queue: EMBEDDED_DLQ.into(), max_receives };
-    Ok(Embedded {
-        store: Arc::new(store),
-        queue: Arc::new(SqliteQueue::new(qdb.clone(), EMBEDDED_QUEUE, Some(policy))),
-        dead_letter: Arc::new(SqliteQueue::new(qdb, EMBEDDED_DLQ, None)),
-    })
+    let queue = SqliteQueue::new(store.db(), EMBEDDED_QUEUE, Some(policy));
+    let dead_letter = SqliteQueue::new(store.db(), EMBEDDED_DLQ, None);
+    // One file and one writer: an accepted message is queued in its own transaction.
+    let store = store.with_queue(queue.link());
+    Ok(Embedded { store: Arc::new(store), queue: Arc::new(queue), dead_letter: Arc::new(dead_letter) })
 }
 
 /// The SDK's standard configuration chain; `AWS_ENDPOINT_URL` points it at moto or LocalStack.

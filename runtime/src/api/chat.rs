@@ -170,8 +170,12 @@ pub async fn retry_message(
 }
 
 /// Sends an accepted message to the queue and clears its outbox row; on failure the relay
-/// sends it later.
+/// sends it later. The embedded store has already queued it, in the message's own write.
 async fn enqueue(state: &AppState, id: &str) {
+    if state.store.enqueues_on_record() {
+        state.metrics.queue_sent.inc();
+        return;
+    }
     match state.queue.send(&QueueBody::encode(id)).await {
         Ok(()) => {
             state.metrics.queue_sent.inc();

@@ -6,15 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use async_trait::async_trait;
 use rusqlite::params;
 use tokio::sync::Notify;
 
 use super::{Queue, Received};
-use crate::group_commit::{Db, Durability};
+use crate::group_commit::{Cached, Db, Durability};
 use crate::model::now_ms;
 
-const SCHEMA: &str = "
+pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue_messages (
     id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body TEXT NOT NULL,
     visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
@@ -27,6 +28,52 @@ CREATE UNIQUE INDEX IF NOT EXISTS queue_receipt ON queue_messages(receipt);
 pub struct RedrivePolicy {
     pub dead_letter_queue: String,
     pub max_receives: u32,
+}
+
+/// A queue that a store in the same database file writes to directly: the row to insert
+/// ([`QueueLink::SEND`]) and the receivers to wake once it is committed.
+#[derive(Clone)]
+pub struct QueueLink {
+    pub name: String,
+    pub notify: Arc<Notify>,
+}
+
+impl QueueLink {
+    /// Inserts one message for `name` (?1), body ?2, visible at ?3 (ms).
+    pub const SEND: &'static str = "INSERT INTO queue_messages (queue, body, visible_at) VALUES (?1, ?2, ?3)";
+}
+
+/// Moves the messages of a queue file written before the queue lived in the store's file
+/// (`old`) into `new` (a database with [`SCHEMA`]), then removes `old`. A crash between the
+/// two leaves `old` to be moved again at the next start: its messages are then delivered
+/// twice, which the store's conditional claim makes harmless; none is lost.
+pub fn move_queue_file(old: &Path, new: &Path) -> anyhow::Result<u64> {
+    if !old.exists() {
+        return Ok(0);
+    }
+    let c = rusqlite::Connection::open(new)?;
+    c.execute_batch(SCHEMA)?;
+    c.execute("ATTACH DATABASE ?1 AS old", [old.to_string_lossy()])?;
+    let old_has_table: i64 =
+        c.query_row("SELECT COUNT(*) FROM old.sqlite_master WHERE name = 'queue_messages'", [], |r| r.get(0))?;
+    let moved = if old_has_table == 1 {
+        c.execute(
+            "INSERT INTO main.queue_messages (queue, body, visible_at, receive_count)
+             SELECT queue, body, visible_at, receive_count FROM old.queue_messages ORDER BY id",
+            [],
+        )? as u64
+    } else {
+        0
+    };
+    c.execute_batch("DETACH DATABASE old")?;
+    drop(c);
+    for suffix in ["", "-wal", "-shm"] {
+        let f = std::path::PathBuf::from(format!("{}{suffix}", old.display()));
+        if f.exists() {
+            std::fs::remove_file(&f).with_context(|| format!("remove {}", f.display()))?;
+        }
+    }
+    Ok(moved)
 }
 
 #[derive(Clone)]
@@ -47,6 +94,12 @@ impl SqliteQueue {
         SqliteQueue { db, name: name.to_string(), redrive, notify: Arc::new(Notify::new()) }
     }
 
+    /// What a store in the same database needs to send to this queue inside its own
+    /// transactions (`SqliteStore::with_queue`).
+    pub fn link(&self) -> QueueLink {
+        QueueLink { name: self.name.clone(), notify: self.notify.clone() }
+    }
+
     fn try_receive(
         &self,
         max: usize,
@@ -60,10 +113,10 @@ impl SqliteQueue {
             // The worker's: ahead of the sends (group_commit's module doc).
             db.call_first(move |c| {
                 let now = now_ms();
-                let tx = c.savepoint()?;
+                // The job is its own savepoint (group_commit): an error undoes it whole.
                 let mut out = Vec::new();
                 {
-                    let mut st = tx.prepare_cached(
+                    let mut st = c.prepare_cached(
                         "SELECT id, body, receive_count FROM queue_messages
                          WHERE queue = ?1 AND visible_at <= ?2 ORDER BY visible_at, id LIMIT ?3",
                     )?;
@@ -76,7 +129,7 @@ impl SqliteQueue {
                         }
                         if let Some(p) = &redrive {
                             if count >= p.max_receives {
-                                tx.execute(
+                                c.exec(
                                     "UPDATE queue_messages SET queue = ?2, receive_count = 0, visible_at = ?3, receipt = NULL WHERE id = ?1",
                                     params![id, p.dead_letter_queue, now],
                                 )?;
@@ -84,14 +137,13 @@ impl SqliteQueue {
                             }
                         }
                         let receipt = uuid::Uuid::new_v4().to_string();
-                        tx.execute(
+                        c.exec(
                             "UPDATE queue_messages SET receive_count = receive_count + 1, visible_at = ?2, receipt = ?3 WHERE id = ?1",
                             params![id, now + vis_ms, receipt],
                         )?;
                         out.push(Received { body, receipt, receive_count: count + 1 });
                     }
                 }
-                tx.commit()?;
                 Ok(out)
             })
             .await
@@ -103,14 +155,7 @@ impl SqliteQueue {
 impl Queue for SqliteQueue {
     async fn send(&self, body: &str) -> anyhow::Result<()> {
         let (name, body) = (self.name.clone(), body.to_string());
-        self.db
-            .call(move |c| {
-                c.execute(
-                    "INSERT INTO queue_messages (queue, body, visible_at) VALUES (?1, ?2, ?3)",
-                    params![name, body, now_ms()],
-                )
-            })
-            .await?;
+        self.db.call(move |c| c.exec(QueueLink::SEND, params![name, body, now_ms()])).await?;
         self.notify.notify_waiters();
         Ok(())
     }
@@ -131,7 +176,7 @@ impl Queue for SqliteQueue {
 
     async fn delete(&self, receipt: &str) -> anyhow::Result<()> {
         let r = receipt.to_string();
-        self.db.call_first(move |c| c.execute("DELETE FROM queue_messages WHERE receipt = ?1", [r])).await?;
+        self.db.call_first(move |c| c.exec("DELETE FROM queue_messages WHERE receipt = ?1", [r])).await?;
         Ok(())
     }
 
@@ -140,7 +185,7 @@ impl Queue for SqliteQueue {
         let at = now_ms() + timeout.as_millis() as i64;
         self.db
             .call_first(move |c| {
-                c.execute("UPDATE queue_messages SET visible_at = ?2 WHERE receipt = ?1", params![r, at])
+                c.exec("UPDATE queue_messages SET visible_at = ?2 WHERE receipt = ?1", params![r, at])
             })
             .await?;
         if timeout.is_zero() {
@@ -154,7 +199,7 @@ impl Queue for SqliteQueue {
         Ok(self
             .db
             .call(move |c| {
-                c.query_row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", [name], |r| r.get::<_, i64>(0))
+                c.row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", [name], |r| r.get::<_, i64>(0))
             })
             .await? as u64)
     }

@@ -43,7 +43,7 @@ pub struct IdempotencyKey {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// The message and its outbox row were written.
+    /// The message and its outbox row (or queue entry) were written.
     New,
     /// The idempotency key was used before: nothing was written.
     Existing { message_id: String, fingerprint: String },
@@ -128,12 +128,19 @@ pub trait Store: Send + Sync {
 
     /// What an idempotency key was first used for: `(message_id, fingerprint)`.
     async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>>;
-    /// Writes the message, its outbox row and the idempotency key in one transaction; `Gone`
-    /// when the account or the conversation was deleted meanwhile.
+    /// Writes the message, its outbox row (or its queue entry: [`Store::enqueues_on_record`])
+    /// and the idempotency key in one transaction; `Gone` when the account or the
+    /// conversation was deleted meanwhile.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
     /// The user's retry of a failed message: back to queued with a new outbox row, in one
     /// conditional write. False when the message is not failed.
     async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
+    /// True when `record_message` and `retry_message` write the queue's entry themselves, in
+    /// the message's transaction (a store and a queue in one database): nothing is left to
+    /// send. Otherwise they write an outbox row, and the caller sends, then clears the row.
+    fn enqueues_on_record(&self) -> bool {
+        false
+    }
     /// Deletes a message and every item that names it (outbox row, idempotency key).
     async fn delete_message(&self, m: &Message) -> Result<()>;
     /// Deletes up to `limit` messages kept without history whose `purge_at` has passed;

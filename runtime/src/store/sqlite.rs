@@ -8,8 +8,11 @@ use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
 use super::{status_of, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
-use crate::group_commit::{Db, Durability};
-use crate::model::{now_ms, shown_status, Conversation, Message, Profile, Status, TokenInfo, User, SET_ASIDE};
+use crate::group_commit::{Cached, Db, Durability};
+use crate::model::{
+    now_ms, shown_status, Conversation, Message, Profile, QueueBody, Status, TokenInfo, User, SET_ASIDE,
+};
+use crate::queue::sqlite::{QueueLink, SCHEMA as QUEUE_SCHEMA};
 
 const SCHEMA: &str = "
 -- Deleted rows are overwritten with zeros, in the file and in the log: a deleted account's
@@ -56,12 +59,46 @@ const ADDED_COLUMNS: [(&str, &str); 3] = [
 
 pub struct SqliteStore {
     db: Db,
+    /// The queue in this same file, when there is one (`with_queue`): a recorded message is
+    /// then sent in its own transaction, with no outbox row and no send after.
+    queue: Option<QueueLink>,
 }
 
 impl SqliteStore {
+    /// Opens the store's file; it also holds the queue's table (`queue::sqlite::SCHEMA`), for
+    /// a queue on [`SqliteStore::db`].
     pub fn open(path: &Path, durability: Durability) -> anyhow::Result<SqliteStore> {
         migrate(path)?;
-        Ok(SqliteStore { db: Db::open(path, SCHEMA, durability)? })
+        Ok(SqliteStore { db: Db::open(path, &format!("{SCHEMA}{QUEUE_SCHEMA}"), durability)?, queue: None })
+    }
+
+    /// The database, for a queue in the same file.
+    pub fn db(&self) -> Db {
+        self.db.clone()
+    }
+
+    /// Writes each recorded (or retried) message's queue entry in the same transaction as the
+    /// message, in place of an outbox row: one write per accepted message instead of three
+    /// (message and outbox row; the queue's send; the outbox row's removal), and no window in
+    /// which a message is recorded but not queued. `queue` must be on this store's [`Db`].
+    pub fn with_queue(self, queue: QueueLink) -> SqliteStore {
+        SqliteStore { queue: Some(queue), ..self }
+    }
+
+    /// The message's queue entry, or its outbox row when there is no queue in this file.
+    fn send_or_outbox(&self) -> impl Fn(&rusqlite::Connection, &str, i64) -> rusqlite::Result<usize> + Send + 'static {
+        let queue = self.queue.as_ref().map(|q| q.name.clone());
+        move |c, id, now| match &queue {
+            Some(name) => c.exec(QueueLink::SEND, params![name, QueueBody::encode(id), now]),
+            None => c.exec("INSERT OR REPLACE INTO outbox (message_id, created_at) VALUES (?1, ?2)", params![id, now]),
+        }
+    }
+
+    /// Wakes the queue's receivers once a message sent by [`Self::send_or_outbox`] is committed.
+    fn sent(&self) {
+        if let Some(q) = &self.queue {
+            q.notify.notify_waiters();
+        }
     }
 }
 
@@ -70,7 +107,7 @@ fn migrate(path: &Path) -> anyhow::Result<()> {
     c.execute_batch(SCHEMA)?;
     for (column, ddl) in ADDED_COLUMNS {
         let n: i64 =
-            c.query_row("SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = ?1", [column], |r| r.get(0))?;
+            c.row("SELECT COUNT(*) FROM pragma_table_info('messages') WHERE name = ?1", [column], |r| r.get(0))?;
         if n == 0 {
             c.execute_batch(ddl)?;
         }
@@ -108,9 +145,9 @@ fn message_row(r: &Row) -> rusqlite::Result<Message> {
 /// Deletes messages by id and every row that names them (in the caller's transaction).
 fn delete_messages(c: &rusqlite::Connection, ids: &[String]) -> rusqlite::Result<()> {
     for id in ids {
-        c.execute("DELETE FROM idempotency WHERE message_id = ?1", [id])?;
-        c.execute("DELETE FROM outbox WHERE message_id = ?1", [id])?;
-        c.execute("DELETE FROM messages WHERE id = ?1", [id])?;
+        c.exec("DELETE FROM idempotency WHERE message_id = ?1", [id])?;
+        c.exec("DELETE FROM outbox WHERE message_id = ?1", [id])?;
+        c.exec("DELETE FROM messages WHERE id = ?1", [id])?;
     }
     Ok(())
 }
@@ -130,7 +167,7 @@ impl Store for SqliteStore {
         let r = self
             .db
             .call(move |c| {
-                match c.execute(
+                match c.exec(
                     "INSERT INTO users (id, email, password_hash) VALUES (?1, ?2, ?3)",
                     params![u.id, u.email, u.password_hash],
                 ) {
@@ -152,7 +189,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT id, email, password_hash FROM users WHERE email = ?1", [email], user_row).optional()
+                c.row("SELECT id, email, password_hash FROM users WHERE email = ?1", [email], user_row).optional()
             })
             .await?)
     }
@@ -162,7 +199,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], user_row).optional()
+                c.row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], user_row).optional()
             })
             .await?)
     }
@@ -172,7 +209,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row(
+                c.row(
                     "SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1",
                     [id],
                     |r| Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? }),
@@ -186,7 +223,7 @@ impl Store for SqliteStore {
         let (id, p) = (user_id.to_string(), p.clone());
         self.db
             .call(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO profiles (user_id, display_name, keep_history, consented_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT(user_id) DO UPDATE SET display_name = ?2, keep_history = ?3, consented_at = ?4",
                     params![id, p.display_name, p.keep_history, p.consented_at],
@@ -208,15 +245,15 @@ impl Store for SqliteStore {
                     .query_map([&id], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 delete_messages(&tx, &ids)?;
-                tx.execute("DELETE FROM conversations WHERE user_id = ?1", [&id])?;
-                tx.execute(
+                tx.exec("DELETE FROM conversations WHERE user_id = ?1", [&id])?;
+                tx.exec(
                     "DELETE FROM token_meta WHERE token_hash IN (SELECT token_hash FROM tokens WHERE user_id = ?1)",
                     [&id],
                 )?;
-                tx.execute("DELETE FROM tokens WHERE user_id = ?1", [&id])?;
-                tx.execute("DELETE FROM profiles WHERE user_id = ?1", [&id])?;
-                tx.execute("DELETE FROM spend WHERE user_id = ?1", [&id])?;
-                tx.execute("DELETE FROM users WHERE id = ?1", [&id])?;
+                tx.exec("DELETE FROM tokens WHERE user_id = ?1", [&id])?;
+                tx.exec("DELETE FROM profiles WHERE user_id = ?1", [&id])?;
+                tx.exec("DELETE FROM spend WHERE user_id = ?1", [&id])?;
+                tx.exec("DELETE FROM users WHERE id = ?1", [&id])?;
                 tx.commit()
             })
             .await?;
@@ -225,7 +262,7 @@ impl Store for SqliteStore {
         self.db
             .alone(|c| {
                 for _ in 0..200 {
-                    let busy: i64 = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+                    let busy: i64 = c.row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
                     if busy == 0 {
                         return Ok(true);
                     }
@@ -241,7 +278,7 @@ impl Store for SqliteStore {
 
     async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()> {
         let (id, h) = (user.id.clone(), password_hash.to_string());
-        self.db.call(move |c| c.execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, h])).await?;
+        self.db.call(move |c| c.exec("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![id, h])).await?;
         Ok(())
     }
 
@@ -250,7 +287,7 @@ impl Store for SqliteStore {
         self.db
             .call(move |c| {
                 let tx = c.savepoint()?;
-                let n = tx.execute(
+                let n = tx.exec(
                     "INSERT INTO tokens (token_hash, user_id, expires_at)
                      SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)",
                     params![t.hash, u, t.expires_at],
@@ -258,7 +295,7 @@ impl Store for SqliteStore {
                 if n == 0 {
                     return Ok(false);
                 }
-                tx.execute(
+                tx.exec(
                     "INSERT INTO token_meta (token_hash, kind, created_at) VALUES (?1, ?2, ?3)",
                     params![t.hash, t.kind, t.created_at],
                 )?;
@@ -293,7 +330,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row(
+                c.row(
                     "SELECT t.user_id FROM tokens t JOIN users u ON u.id = t.user_id
                      WHERE t.token_hash = ?1 AND t.expires_at > ?2",
                     params![t, now_ms],
@@ -309,8 +346,8 @@ impl Store for SqliteStore {
         self.db
             .call(move |c| {
                 let tx = c.savepoint()?;
-                tx.execute("DELETE FROM tokens WHERE token_hash = ?1", [&t])?;
-                tx.execute("DELETE FROM token_meta WHERE token_hash = ?1", [&t])?;
+                tx.exec("DELETE FROM tokens WHERE token_hash = ?1", [&t])?;
+                tx.exec("DELETE FROM token_meta WHERE token_hash = ?1", [&t])?;
                 tx.commit()
             })
             .await?;
@@ -321,7 +358,7 @@ impl Store for SqliteStore {
         let conv = conv.clone();
         self.db
             .call(move |c| {
-                c.execute(
+                c.exec(
                     "INSERT INTO conversations (id, user_id, created_at)
                      SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2)",
                     params![conv.id, conv.user_id, conv.created_at],
@@ -355,7 +392,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT id, user_id, created_at FROM conversations WHERE id = ?1", [id], |r| {
+                c.row("SELECT id, user_id, created_at FROM conversations WHERE id = ?1", [id], |r| {
                     Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
                 })
                 .optional()
@@ -414,7 +451,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.query_row("SELECT message_id, fingerprint FROM idempotency WHERE scope = ?1", [scope], |r| {
+                c.row("SELECT message_id, fingerprint FROM idempotency WHERE scope = ?1", [scope], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()
@@ -425,28 +462,25 @@ impl Store for SqliteStore {
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         let m = m.clone();
         let key = key.cloned();
-        self.db
+        let send = self.send_or_outbox();
+        let recorded = self
+            .db
             .call(move |c| {
-                let tx = c.savepoint()?;
+                // The job is its own savepoint (group_commit); nothing is written before the
+                // last early return, so no savepoint of its own is needed.
                 if let Some(k) = &key {
-                    let prior: Option<(String, String)> = tx
-                        .query_row(
-                            "SELECT message_id, fingerprint FROM idempotency WHERE scope = ?1",
-                            [&k.scope],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
+                    let prior: Option<(String, String)> = c
+                        .row("SELECT message_id, fingerprint FROM idempotency WHERE scope = ?1", [&k.scope], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
                         .optional()?;
                     if let Some((message_id, fingerprint)) = prior {
                         return Ok(Some(Recorded::Existing { message_id, fingerprint }));
                     }
-                    tx.execute(
-                        "INSERT INTO idempotency (scope, fingerprint, message_id) VALUES (?1, ?2, ?3)",
-                        params![k.scope, k.fingerprint, m.id],
-                    )?;
                 }
                 // The conversation is still there and the user's: an account deleted since the
                 // request was authenticated gets nothing written.
-                let n = tx.execute(
+                let n = c.exec(
                     &format!(
                         "INSERT INTO messages ({INSERT_COLUMNS})
                          SELECT ?1, ?2, ?3, ?4, ?5, NULL, NULL, ?6, ?6, ?7
@@ -465,21 +499,30 @@ impl Store for SqliteStore {
                 if n == 0 {
                     return Ok(None);
                 }
-                tx.execute("INSERT INTO outbox (message_id, created_at) VALUES (?1, ?2)", params![m.id, m.created_at])?;
-                tx.commit()?;
+                if let Some(k) = &key {
+                    c.exec(
+                        "INSERT INTO idempotency (scope, fingerprint, message_id) VALUES (?1, ?2, ?3)",
+                        params![k.scope, k.fingerprint, m.id],
+                    )?;
+                }
+                send(c, &m.id, m.created_at)?;
                 Ok(Some(Recorded::New))
             })
             .await?
-            .ok_or(StoreError::Gone)
+            .ok_or(StoreError::Gone)?;
+        if recorded == Recorded::New {
+            self.sent();
+        }
+        Ok(recorded)
     }
 
     async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
         let id = message_id.to_string();
-        Ok(self
+        let send = self.send_or_outbox();
+        let retried = self
             .db
             .call(move |c| {
-                let tx = c.savepoint()?;
-                let n = tx.execute(
+                let n = c.exec(
                     "UPDATE messages SET status = 'queued', error = NULL, claim_token = NULL, lease_until = 0,
                      dead_lettered = 0, last_delivery = 0, updated_at = ?2
                      WHERE id = ?1 AND (status = 'failed'
@@ -487,15 +530,19 @@ impl Store for SqliteStore {
                     params![id, now_ms],
                 )?;
                 if n == 1 {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO outbox (message_id, created_at) VALUES (?1, ?2)",
-                        params![id, now_ms],
-                    )?;
+                    send(c, &id, now_ms)?;
                 }
-                tx.commit()?;
                 Ok(n == 1)
             })
-            .await?)
+            .await?;
+        if retried {
+            self.sent();
+        }
+        Ok(retried)
+    }
+
+    fn enqueues_on_record(&self) -> bool {
+        self.queue.is_some()
     }
 
     async fn delete_message(&self, m: &Message) -> Result<()> {
@@ -559,7 +606,7 @@ impl Store for SqliteStore {
         self.db
             .call_first(move |c| {
                 for who in [u.as_str(), ""] {
-                    c.execute(
+                    c.exec(
                         "INSERT INTO spend (day, user_id, tokens) SELECT ?1, ?2, ?3
                          WHERE ?2 = '' OR EXISTS (SELECT 1 FROM users WHERE id = ?2)
                          ON CONFLICT(day, user_id) DO UPDATE SET tokens = tokens + excluded.tokens",
@@ -587,12 +634,12 @@ impl Store for SqliteStore {
 
     async fn outbox_remove(&self, message_id: &str) -> Result<()> {
         let id = message_id.to_string();
-        self.db.call(move |c| c.execute("DELETE FROM outbox WHERE message_id = ?1", [id])).await?;
+        self.db.call(move |c| c.exec("DELETE FROM outbox WHERE message_id = ?1", [id])).await?;
         Ok(())
     }
 
     async fn outbox_len(&self) -> Result<u64> {
-        Ok(self.db.read(|c| c.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))).await? as u64)
+        Ok(self.db.read(|c| c.row("SELECT COUNT(*) FROM outbox", [], |r| r.get::<_, i64>(0))).await? as u64)
     }
 
     async fn claim(
@@ -607,20 +654,18 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call_first(move |c| {
-                let tx = c.savepoint()?;
-                let n = tx.execute(
+                let n = c.exec(
                     "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4,
                      dead_lettered = 0, last_delivery = ?5
                      WHERE id = ?1 AND (status = 'queued' OR (status = 'failed' AND dead_lettered = 1)
                                         OR (status = 'processing' AND lease_until < ?4))",
                     params![id, tok, lease_until_ms, now_ms, last_delivery],
                 )?;
-                let row: Option<(Message, i64)> = tx
-                    .query_row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"), [&id], |r| {
+                let row: Option<(Message, i64)> = c
+                    .row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"), [&id], |r| {
                         Ok((message_row(r)?, r.get(10)?))
                     })
                     .optional()?;
-                tx.commit()?;
                 Ok(match row {
                     None => Claim::Missing,
                     Some((m, _)) if n == 1 => Claim::Claimed(m),
@@ -637,7 +682,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call_first(move |c| {
-                c.execute(
+                c.exec(
                     "UPDATE messages SET lease_until = ?3 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
                     params![id, tok, lease_until_ms],
                 )
@@ -651,7 +696,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call_first(move |c| {
-                c.execute(
+                c.exec(
                     "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4
                      WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
                     params![id, tok, a, now_ms],
@@ -673,7 +718,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call_first(move |c| {
-                c.execute(
+                c.exec(
                     "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4,
                      dead_lettered = ?5 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
                     params![id, tok, e, now_ms, dead_lettered],
@@ -688,7 +733,7 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .call_first(move |c| {
-                c.execute(
+                c.exec(
                     "UPDATE messages SET status = 'queued', claim_token = NULL, lease_until = 0, updated_at = ?3
                      WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
                     params![id, tok, now_ms],

@@ -68,6 +68,26 @@ impl Env {
         Env::with(dir, backends, store, queue, metrics, limits)
     }
 
+    /// The store and the queue in two files, as on AWS (a table and a queue): a recorded
+    /// message gets an outbox row, and the API sends it, then clears the row.
+    pub fn apart(limits: Limits) -> Env {
+        use aira_runtime::group_commit::Durability;
+        use aira_runtime::queue::sqlite::{RedrivePolicy, SqliteQueue};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = aira_runtime::store::sqlite::SqliteStore::open(&dir.path().join("store.sqlite"), Durability::Full)
+            .expect("open store");
+        let qdb = SqliteQueue::open_db(&dir.path().join("queue.sqlite"), Durability::Full).expect("open queue");
+        let policy = RedrivePolicy { dead_letter_queue: aira_runtime::run::EMBEDDED_DLQ.into(), max_receives: 3 };
+        let backends = Embedded {
+            store: Arc::new(store),
+            queue: Arc::new(SqliteQueue::new(qdb.clone(), aira_runtime::run::EMBEDDED_QUEUE, Some(policy))),
+            dead_letter: Arc::new(SqliteQueue::new(qdb, aira_runtime::run::EMBEDDED_DLQ, None)),
+        };
+        let store: Arc<dyn Store> = backends.store.clone();
+        let queue: Arc<dyn Queue> = backends.queue.clone();
+        Env::with(dir, backends, store, queue, Arc::new(Metrics::new()), limits)
+    }
+
     pub fn with(
         dir: tempfile::TempDir,
         backends: Embedded,

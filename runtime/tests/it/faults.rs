@@ -66,11 +66,78 @@ async fn same_message_delivered_twice_is_answered_once() {
     assert_eq!(metric(&env.metrics, "aira_worker_messages_total{outcome=\"duplicate\"}"), 1.0);
 }
 
-/// The API recorded the message (with its outbox row) and died before enqueueing: a relay
-/// started later sends it, and it is answered.
+/// The embedded backends (one file): by the time a POST answers 202, its message is in the
+/// queue on disk, written in the message's own transaction. Read with a connection of the
+/// test's own, apart from the runtime's: no outbox row, no second file.
+#[tokio::test]
+async fn an_embedded_post_is_queued_in_its_own_write() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let token = user(&app, "one-write@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "queued with its message").await;
+    let file = rusqlite::Connection::open(env._dir.path().join("store.sqlite")).unwrap();
+    let bodies: Vec<String> = file
+        .prepare("SELECT body FROM queue_messages WHERE queue = 'aira'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(bodies.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(body["message_id"], id.as_str());
+    let outbox: i64 = file.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).unwrap();
+    assert_eq!(outbox, 0);
+    assert!(!env._dir.path().join("queue.sqlite").exists());
+    assert_eq!(metric(&env.metrics, "aira_queue_sent_total"), 1.0);
+    // And the worker, woken by the write, answers it.
+    let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
+    wait_status(env.store.as_ref(), &id, Status::Answered, SECS_10).await;
+}
+
+/// A data folder from before the queue moved into the store's file: its queue's messages
+/// (one waiting, one received and hidden) are moved into `store.sqlite`, the old file is
+/// removed, and both are delivered.
+#[tokio::test]
+async fn a_queue_file_from_before_is_moved_into_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = rusqlite::Connection::open(dir.path().join("queue.sqlite")).unwrap();
+    old.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE queue_messages (
+             id INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, body TEXT NOT NULL,
+             visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);",
+    )
+    .unwrap();
+    let now = now_ms();
+    old.execute(
+        "INSERT INTO queue_messages (queue, body, visible_at, receive_count, receipt) VALUES
+         ('aira', ?1, ?3, 0, NULL), ('aira', ?2, ?4, 1, 'r-1')",
+        rusqlite::params![QueueBody::encode("m-waiting"), QueueBody::encode("m-hidden"), now, now + 1_000],
+    )
+    .unwrap();
+    drop(old);
+    let e = aira_runtime::run::open_embedded(dir.path(), 3, aira_runtime::group_commit::Durability::Full).unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        assert!(!dir.path().join(format!("queue.sqlite{suffix}")).exists(), "queue.sqlite{suffix} left");
+    }
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + SECS_10;
+    while got.len() < 2 && std::time::Instant::now() < deadline {
+        for r in e.queue.receive(10, Duration::from_millis(200), Duration::from_secs(30)).await.unwrap() {
+            got.push((QueueBody::decode(&r.body).unwrap().message_id, r.receive_count));
+        }
+    }
+    got.sort();
+    assert_eq!(got, vec![("m-hidden".to_string(), 2), ("m-waiting".to_string(), 1)]);
+}
+
+/// Store and queue apart (as on AWS): the API recorded the message with its outbox row and
+/// died before enqueueing; a relay started later sends it, and it is answered.
 #[tokio::test]
 async fn api_crash_between_record_and_enqueue_loses_nothing() {
-    let env = Env::new(Limits::default());
+    let env = Env::apart(Limits::default());
     let app = env.app();
     let token = user(&app, "crash@example.com").await;
     let conv = conversation(&app, &token).await;
@@ -111,7 +178,7 @@ async fn api_crash_between_record_and_enqueue_loses_nothing() {
     stop_relay.cancel();
 }
 
-/// The queue is down when the API enqueues: the POST still answers 202 (the message is
+/// Store and queue apart (as on AWS). The queue is down when the API enqueues: the POST still answers 202 (the message is
 /// recorded), the row stays in the outbox, and the relay, woken by the failure although it
 /// was pausing long between scans of an empty outbox, sends it at once (here, through the
 /// working queue).
@@ -141,7 +208,7 @@ async fn queue_outage_at_post_is_covered_by_the_outbox() {
             anyhow::bail!("queue unreachable")
         }
     }
-    let env = Env::new(Limits::default());
+    let env = Env::apart(Limits::default());
     // The relay has scanned an empty outbox for a while: it pauses 3 s and more between scans.
     let relay = Arc::new(Relay::new(
         env.store.clone(),
