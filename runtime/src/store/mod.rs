@@ -138,9 +138,8 @@ pub trait Store: Send + Sync {
     /// True when `record_message` and `retry_message` write the queue's entry themselves, in
     /// the message's transaction (a store and a queue in one database): nothing is left to
     /// send. Otherwise they write an outbox row, and the caller sends, then clears the row.
-    fn enqueues_on_record(&self) -> bool {
-        false
-    }
+    /// No default: a wrapper that forgot to forward it would have every message sent twice.
+    fn enqueues_on_record(&self) -> bool;
     /// Deletes a message and every item that names it (outbox row, idempotency key).
     async fn delete_message(&self, m: &Message) -> Result<()>;
     /// Deletes up to `limit` messages kept without history whose `purge_at` has passed;

@@ -114,6 +114,9 @@ impl Store for Notifying {
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
         self.inner.outbox_pending(created_before_ms, limit).await
     }
+    fn enqueues_on_record(&self) -> bool {
+        self.inner.enqueues_on_record()
+    }
     async fn outbox_remove(&self, message_id: &str) -> Result<()> {
         self.inner.outbox_remove(message_id).await
     }

@@ -11,7 +11,7 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (port, ops_port) = (free(), free());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
+    let child = Command::new(env!("CARGO_BIN_EXE_aira-runtime"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", dir.path().to_str().unwrap()])
         .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
         .env("AIRA_LOG", "warn")
@@ -19,6 +19,15 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
         .stdout(Stdio::null())
         .spawn()
         .expect("start aira-runtime serve");
+    // A failed assertion leaves no server running.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -39,6 +48,19 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
     }
     let scrape = http.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(scrape.contains("aira_messages_accepted_total 1"), "{scrape}");
+    // Queued once, in the message's own write (one file): read apart from the runtime, the
+    // queue empties and was never given the message twice.
+    let file = rusqlite::Connection::open(dir.path().join("store.sqlite")).unwrap();
+    let waiting = || file.query_row("SELECT COUNT(*) FROM queue_messages", [], |r| r.get::<_, i64>(0)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while waiting() > 0 {
+        assert!(Instant::now() < deadline, "the queue did not empty");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!dir.path().join("queue.sqlite").exists());
+    let scrape = http.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(scrape.contains("aira_queue_sent_total 1"), "{scrape}");
+    assert!(!scrape.contains("outcome=\"duplicate\""), "a message was queued twice: {scrape}");
     let spec: Value = http.get(format!("{base}/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert_eq!(spec["openapi"], "3.1.0");
 
@@ -62,10 +84,10 @@ async fn serve_binary_answers_and_exits_on_sigterm() {
     }
     const SIGTERM: i32 = 15;
     // SAFETY: sends a signal to our own child process; no memory is shared.
-    assert_eq!(unsafe { kill(child.id() as i32, SIGTERM) }, 0);
+    assert_eq!(unsafe { kill(child.0.id() as i32, SIGTERM) }, 0);
     let stop_deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < stop_deadline, "serve did not exit after SIGTERM");

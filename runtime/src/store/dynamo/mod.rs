@@ -596,6 +596,11 @@ impl Store for DynamoStore {
         Ok(out.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
+    /// A DynamoDB transaction cannot send to SQS: the outbox row covers the send.
+    fn enqueues_on_record(&self) -> bool {
+        false
+    }
+
     async fn outbox_remove(&self, message_id: &str) -> Result<()> {
         self.client
             .delete_item()
