@@ -93,9 +93,27 @@ impl Default for PasswordCost {
     }
 }
 
-/// Everything a handler needs. Cheap to clone: all shared.
+/// Everything a handler needs: one [`Shared`]. A clone is one reference count (each
+/// request clones it several times: middleware, extractors), and a field set on a clone
+/// (`state.queue = …`, in tests) copies the state for that clone alone.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+#[derive(Clone)]
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
@@ -131,7 +149,7 @@ impl AppState {
             per_account: ratelimit::RateLimiter::new(limits.auth_per_minute, limits.auth_burst),
             per_address: ratelimit::RateLimiter::new(limits.auth_address_per_minute, limits.auth_address_burst),
         });
-        AppState {
+        AppState(Arc::new(Shared {
             store,
             queue,
             metrics,
@@ -146,7 +164,7 @@ impl AppState {
             updates: None,
             streams: Arc::default(),
             relay_wake: Arc::default(),
-        }
+        }))
     }
 }
 
