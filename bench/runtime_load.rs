@@ -3,11 +3,13 @@
 //!
 //! Measures, with the same client in the same run:
 //! 1. a bare axum handler (parse JSON, answer 202) in a child process: the ceiling;
-//! 2. `aira-runtime serve` (embedded SQLite backends, echo model) in a child process:
+//! 2. `aira-runtime serve` (embedded SQLite backends, echo model, no backlog bound) in a child process:
 //!    accepted messages/s and p50/p99 of `POST /v1/conversations/{id}/messages` at
 //!    `BENCH_CLIENTS` concurrent clients (default 2000), its resident memory, and worker
 //!    throughput (answered/s during the load and while draining the backlog);
-//! 3. end-to-end latency (POST to answered, polling `GET /v1/messages/{id}`) at light load.
+//! 3. end-to-end latency (POST to answered, polling `GET /v1/messages/{id}`) at light load;
+//! 4. the same flood against `serve` with its default backlog bound: accepted, refused (503
+//!    `busy`) and answered per second, and the backlog's peak.
 //!
 //! Environment: BENCH_CLIENTS (2000), BENCH_SECS (15), BENCH_WARMUP_SECS (3), BENCH_USERS (50),
 //! BENCH_E2E_CLIENTS (20), BENCH_RUNTIME_BIN (the runtime to serve; default: this build's).
@@ -78,6 +80,8 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 
 struct Stats {
     accepted: u64,
+    /// 503 `busy`: refused at the backlog's bound.
+    refused: u64,
     errors: u64,
     secs: f64,
     p50_ms: f64,
@@ -118,7 +122,7 @@ async fn load(
         let url = format!("{base}/v1/conversations/{conv}/messages");
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            let (mut ok, mut err) = (0u64, 0u64);
+            let (mut ok, mut busy, mut err) = (0u64, 0u64, 0u64);
             let mut n = 0u64;
             loop {
                 let t0 = Instant::now();
@@ -132,41 +136,47 @@ async fn load(
                     .json(&json!({"content": format!("bench {i}-{n}")}))
                     .send()
                     .await;
-                let good = match r {
+                let status = match r {
                     Ok(resp) => {
                         let s = resp.status().as_u16();
                         let _ = resp.bytes().await;
-                        s == 202
+                        s
                     }
-                    Err(_) => false,
+                    Err(_) => 0,
                 };
+                let good = status == 202;
                 let done = Instant::now();
                 if t0 >= measure_from && done <= until {
                     if good {
                         ok += 1;
                         lat.push(done.duration_since(t0).as_micros() as u32);
+                    } else if status == 503 {
+                        busy += 1;
                     } else {
                         err += 1;
                     }
                 }
+                // A flood: a refused client comes back after 10 ms, not after its Retry-After.
                 if !good {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
-            (lat, ok, err)
+            (lat, ok, busy, err)
         }));
     }
     let mut all = Vec::new();
-    let (mut ok, mut err) = (0, 0);
+    let (mut ok, mut refused, mut err) = (0, 0, 0);
     for t in tasks {
-        let (l, o, e) = t.await.unwrap();
+        let (l, o, b, e) = t.await.unwrap();
         all.extend(l);
         ok += o;
+        refused += b;
         err += e;
     }
     all.sort_unstable();
     Stats {
         accepted: ok,
+        refused,
         errors: err,
         secs: measure.as_secs_f64(),
         p50_ms: percentile(&all, 0.50),
@@ -191,6 +201,24 @@ async fn wait_healthy(http: &reqwest::Client, base: &str) {
 async fn metric(http: &reqwest::Client, ops: &str, series: &str) -> f64 {
     let text = http.get(format!("{ops}/metrics")).send().await.unwrap().text().await.unwrap();
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// `aira-runtime serve` on `data` with the bench's settings and `env`.
+fn start_serve(runtime: &str, data: &std::path::Path, port: u16, ops_port: u16, env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(runtime);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.to_str().unwrap()])
+        .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
+        .env("AIRA_LOG", "warn")
+        .env("AIRA_RATE_PER_MINUTE", "1000000000")
+        .env("AIRA_RATE_BURST", "1000000000")
+        // Every bench user signs up from this one address.
+        .env("AIRA_AUTH_ADDRESS_RATE_BURST", "1000000000")
+        .env_remove("AIRA_LLM_BASE_URL")
+        .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
 }
 
 /// Users with a token and a conversation each.
@@ -271,19 +299,8 @@ async fn run() {
     // BENCH_RUNTIME_BIN: another build of the runtime (e.g. the image's, `--profile image`).
     let runtime = std::env::var("BENCH_RUNTIME_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aira-runtime").into());
     println!("runtime: {runtime}");
-    let serve = Command::new(&runtime)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.to_str().unwrap()])
-        .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
-        .env("AIRA_LOG", "warn")
-        .env("AIRA_RATE_PER_MINUTE", "1000000000")
-        .env("AIRA_RATE_BURST", "1000000000")
-        // Every bench user signs up from this one address.
-        .env("AIRA_AUTH_ADDRESS_RATE_BURST", "1000000000")
-        .env_remove("AIRA_LLM_BASE_URL")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let serve = Proc(serve);
+    // The accept path's capacity: no backlog bound (with one, the API accepts at the worker's pace).
+    let serve = start_serve(&runtime, &data, port, ops_port, &[("AIRA_MAX_BACKLOG", "0")]);
     let pid = serve.0.id();
     let base = format!("http://127.0.0.1:{port}");
     let ops = format!("http://127.0.0.1:{ops_port}");
@@ -392,6 +409,40 @@ async fn run() {
         all.len(),
         percentile(&all, 0.5),
         percentile(&all, 0.99)
+    );
+    drop(serve);
+    let _ = std::fs::remove_dir_all(&data);
+
+    // 4. The same flood against `serve` as shipped (its backlog bound, AIRA_MAX_BACKLOG 10,000):
+    // the worker's share, and the backlog's peak (the gauge, sampled every 200 ms).
+    let (port, ops_port) = (free_port(), free_port());
+    let serve = start_serve(&runtime, &data, port, ops_port, &[]);
+    let (base, ops) = (format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{ops_port}"));
+    wait_healthy(&http, &base).await;
+    let targets = users(&http, &base, n_users).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (h, o, st) = (http.clone(), ops.clone(), stop.clone());
+    let peak_backlog = tokio::spawn(async move {
+        let mut peak = 0f64;
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(metric(&h, &o, "aira_queue_backlog").await);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        peak
+    });
+    let answered_before = metric(&http, &ops, "aira_worker_messages_total{outcome=\"answered\"}").await;
+    let started = Instant::now();
+    let f = load(&http, &base, &targets, clients, warmup, secs).await;
+    let flood_secs = started.elapsed().as_secs_f64();
+    let answered = metric(&http, &ops, "aira_worker_messages_total{outcome=\"answered\"}").await - answered_before;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "flood at the default backlog bound: {:.0} accepted/s, {:.0} refused/s (503 busy), errors {}; worker {:.0} answered/s during the flood ({answered} in {flood_secs:.1} s); backlog peak {:.0}",
+        f.rate(),
+        f.refused as f64 / f.secs,
+        f.errors,
+        answered / flood_secs,
+        peak_backlog.await.unwrap()
     );
     drop(serve);
     let _ = std::fs::remove_dir_all(&data);

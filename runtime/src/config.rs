@@ -176,6 +176,11 @@ pub struct Common {
     /// stored (one fetched is deleted at once).
     #[arg(long, env = "AIRA_UNKEPT_RETENTION_SECS", default_value_t = 86_400)]
     pub unkept_retention_secs: u64,
+    /// `serve`: messages waiting to be answered above which a post is refused with 503 `busy`
+    /// and `Retry-After` (the queue is counted every second); 0: no bound. Under a flood the
+    /// backlog stays near this many instead of growing at the rate the API accepts.
+    #[arg(long, env = "AIRA_MAX_BACKLOG", default_value_t = 10_000)]
+    pub max_backlog: u64,
     /// The API runs behind a load balancer that appends the client's address to
     /// `X-Forwarded-For` (the rate limits key on that entry); otherwise on the peer address.
     #[arg(long, env = "AIRA_BEHIND_LOAD_BALANCER", default_value_t = false)]
@@ -261,6 +266,7 @@ pub fn resolve_limits(c: &Common) -> Limits {
         all_daily_tokens: c.daily_tokens,
         streams_per_user: c.streams_per_user.max(1),
         unkept_retention: Duration::from_secs(c.unkept_retention_secs.max(60)),
+        max_backlog: c.max_backlog,
     }
 }
 

@@ -15,6 +15,8 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// `aira_messages_accepted_total`: messages recorded and answered 202.
     pub messages_accepted: IntCounter,
+    /// `aira_messages_shed_total`: posts refused with 503 `busy` while the backlog was at its bound.
+    pub messages_shed: IntCounter,
     /// `aira_rate_limited_total`
     pub rate_limited: IntCounter,
     /// `aira_queue_sent_total`
@@ -29,6 +31,8 @@ pub struct Metrics {
     pub outbox_backlog: IntGauge,
     /// `aira_outbox_relayed_total`: messages sent by the relay (not the API's fast path).
     pub outbox_relayed: IntCounter,
+    /// `aira_queue_backlog`: the queue's messages as last counted (`serve`, every second).
+    pub queue_backlog: IntGauge,
     /// `aira_worker_in_flight`
     pub worker_in_flight: IntGauge,
     /// `aira_worker_messages_total{outcome}`: answered, failed, retried, dead_lettered, duplicate,
@@ -97,6 +101,7 @@ impl Metrics {
             http_requests: counter_vec("aira_http_requests_total", "HTTP requests", &["route", "method", "status"]),
             http_duration,
             messages_accepted: counter("aira_messages_accepted_total", "messages accepted (202)"),
+            messages_shed: counter("aira_messages_shed_total", "posts refused (503 busy) at the backlog bound"),
             rate_limited: counter("aira_rate_limited_total", "requests refused by the rate limit"),
             queue_sent: counter("aira_queue_sent_total", "queue messages sent"),
             queue_received: counter("aira_queue_received_total", "queue messages received"),
@@ -104,6 +109,7 @@ impl Metrics {
             queue_send_errors: counter("aira_queue_send_errors_total", "failed queue sends (left in the outbox)"),
             outbox_backlog: gauge("aira_outbox_backlog", "outbox rows not yet relayed"),
             outbox_relayed: counter("aira_outbox_relayed_total", "messages sent by the outbox relay"),
+            queue_backlog: gauge("aira_queue_backlog", "messages in the queue, counted every second (serve)"),
             worker_in_flight: gauge("aira_worker_in_flight", "messages being processed"),
             worker_messages: counter_vec("aira_worker_messages_total", "worker outcomes", &["outcome"]),
             dead_lettered: counter("aira_worker_dead_lettered_total", "messages given up to the dead-letter queue"),

@@ -179,17 +179,57 @@ pub async fn serve(
     state.updates = Some(updates);
     state.trust_forwarded = c.behind_load_balancer;
     state.shutdown = shutdown.clone();
+    let queue_for_count = queue.clone();
     let relay = relay(store, queue, metrics.clone(), c);
     state.relay_wake = relay.wake.clone();
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
     let push = push_metrics(remote, metrics)?;
-    let w = tokio::spawn(worker.run(shutdown.clone()));
+    let w = on_own_thread("aira-worker", worker.run(shutdown.clone()))?;
     let r = tokio::spawn(relay.run(shutdown.clone()));
+    let b = tokio::spawn(count_backlog(queue_for_count, state.clone(), shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = tokio::join!(w, r, ops);
+    let _ = tokio::join!(w, r, ops, b);
     push.stop().await;
     http
+}
+
+/// Counts the queue every second into `backlog` (`Limits::max_backlog`); the API adds each
+/// post it accepts in between. `serve` only: there the count is one local read, where on SQS it
+/// would be a request, and the worker is in the same process, so a flood starves it.
+pub async fn count_backlog(queue: Arc<dyn Queue>, state: AppState, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match queue.approximate_len().await {
+            Ok(n) => {
+                state.backlog.store(n, std::sync::atomic::Ordering::Relaxed);
+                state.metrics.queue_backlog.set(n as i64);
+            }
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "counting the queue failed"),
+        }
+    }
+}
+
+/// Runs `task` on a runtime of its own, on one thread of its own; resolves when it ends. The
+/// worker in `serve`: on the shared runtime, under a flood of requests, each of its awaits
+/// waited for a turn behind thousands of connection tasks, and it answered about 100 messages
+/// a second; on its own thread the OS gives it its share of the cores (docs/performance.md).
+fn on_own_thread(
+    name: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done, ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        rt.block_on(task);
+        let _ = done.send(());
+    })?;
+    Ok(ended)
 }
 
 /// `api`: the API and the outbox relay on SQS + DynamoDB.

@@ -162,6 +162,7 @@ pub async fn retry_message(
         ));
     }
     limit(&state, &state.rate, &user)?;
+    admit(&state)?;
     if !state.store.retry_message(&m.id, now_ms()).await? {
         return Err(AppError::user(StatusCode::CONFLICT, "not_failed", "the message is no longer failed"));
     }
@@ -189,6 +190,23 @@ async fn enqueue(state: &AppState, id: &str) {
             state.relay_wake.notify_one();
         }
     }
+}
+
+/// Refuses a post while the backlog is at its bound ([`Limits::max_backlog`]): under a flood
+/// the API then accepts at the rate the worker answers, and a refused post costs no write.
+fn admit(state: &AppState) -> Result<(), AppError> {
+    let bound = state.limits.max_backlog;
+    let waiting = state.backlog.load(std::sync::atomic::Ordering::Relaxed);
+    if bound == 0 || waiting < bound {
+        return Ok(());
+    }
+    state.metrics.messages_shed.inc();
+    Err(AppError::Later {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "busy",
+        message: format!("{waiting} messages are waiting to be answered; try again shortly"),
+        retry_after_secs: 2,
+    })
 }
 
 /// Refuses a post when the user's or everyone's model tokens of the day are spent.
@@ -275,6 +293,7 @@ pub async fn post_message(
         }
     }
     limit(&state, &state.rate, &user)?;
+    admit(&state)?;
     let content = body.content;
     if content.trim().is_empty() {
         return Err(AppError::invalid("empty_prompt", "content must not be empty"));
@@ -320,6 +339,7 @@ pub async fn post_message(
         },
         Recorded::New => {
             state.metrics.messages_accepted.inc();
+            state.backlog.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(message_id = %m.id, "message accepted");
             enqueue(&state, &m.id).await;
             Ok(accepted(&m.id, false))

@@ -53,6 +53,9 @@ pub struct Limits {
     /// How long a message of a user who keeps no history may stay stored when its answer is
     /// never fetched (it is deleted as soon as it is).
     pub unkept_retention: Duration,
+    /// Messages waiting in the queue (or being answered) above which a post is refused with
+    /// 503 `busy`; 0: no bound. Known where the queue is counted ([`Shared::backlog`]).
+    pub max_backlog: u64,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             all_daily_tokens: 0,
             streams_per_user: 10,
             unkept_retention: Duration::from_secs(24 * 3600),
+            max_backlog: 0,
         }
     }
 }
@@ -136,6 +140,9 @@ pub struct Shared {
     pub relay_wake: Arc<tokio::sync::Notify>,
     /// Open event streams per user (this process), against `limits.streams_per_user`.
     pub streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// The queue's messages as last counted (`run::count_backlog`), plus the posts accepted
+    /// since: what [`Limits::max_backlog`] is checked against. Stays 0 where nothing counts.
+    pub backlog: Arc<std::sync::atomic::AtomicU64>,
     /// Changed message ids, when the worker shares this process (see `store::notify`):
     /// wakes event streams before their next poll.
     pub updates: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
@@ -164,6 +171,7 @@ impl AppState {
             updates: None,
             streams: Arc::default(),
             relay_wake: Arc::default(),
+            backlog: Arc::default(),
         }))
     }
 }

@@ -184,9 +184,7 @@ impl Queue for SqliteQueue {
         let r = receipt.to_string();
         let at = now_ms() + timeout.as_millis() as i64;
         self.db
-            .call_first(move |c| {
-                c.exec("UPDATE queue_messages SET visible_at = ?2 WHERE receipt = ?1", params![r, at])
-            })
+            .call_first(move |c| c.exec("UPDATE queue_messages SET visible_at = ?2 WHERE receipt = ?1", params![r, at]))
             .await?;
         if timeout.is_zero() {
             self.notify.notify_waiters();
@@ -198,7 +196,7 @@ impl Queue for SqliteQueue {
         let name = self.name.clone();
         Ok(self
             .db
-            .call(move |c| {
+            .read(move |c| {
                 c.row("SELECT COUNT(*) FROM queue_messages WHERE queue = ?1", [name], |r| r.get::<_, i64>(0))
             })
             .await? as u64)

@@ -198,9 +198,7 @@ impl Store for SqliteStore {
         let id = id.to_string();
         Ok(self
             .db
-            .read(move |c| {
-                c.row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], user_row).optional()
-            })
+            .read(move |c| c.row("SELECT id, email, password_hash FROM users WHERE id = ?1", [id], user_row).optional())
             .await?)
     }
 
@@ -209,11 +207,9 @@ impl Store for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                c.row(
-                    "SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1",
-                    [id],
-                    |r| Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? }),
-                )
+                c.row("SELECT display_name, keep_history, consented_at FROM profiles WHERE user_id = ?1", [id], |r| {
+                    Ok(Profile { display_name: r.get(0)?, keep_history: r.get(1)?, consented_at: r.get(2)? })
+                })
                 .optional()
             })
             .await?)

@@ -96,6 +96,47 @@ async fn an_embedded_post_is_queued_in_its_own_write() {
     wait_status(env.store.as_ref(), &id, Status::Answered, SECS_10).await;
 }
 
+/// A flood meets the backlog's bound: with 3 messages waiting and no worker, the next post is
+/// refused with 503 `busy` and a Retry-After, and nothing of it is written; once a worker
+/// answers them and the queue is counted again, posts are accepted again.
+#[tokio::test]
+async fn posts_beyond_the_backlog_bound_are_refused_until_the_worker_catches_up() {
+    let env = Env::new(Limits { max_backlog: 3, ..Limits::default() });
+    let stop_count = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(aira_runtime::run::count_backlog(env.queue.clone(), env.state.clone(), stop_count.clone()));
+    let app = env.app();
+    let token = user(&app, "flood@example.com").await;
+    let conv = conversation(&app, &token).await;
+    for i in 0..3 {
+        post_message(&app, &token, &conv, &format!("waiting {i}")).await;
+    }
+    let uri = format!("/v1/conversations/{conv}/messages");
+    let post = |content: &'static str| call(&app, "POST", &uri, Some(&token), Some(json!({"content": content})), &[]);
+    let refused = post("one too many").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    assert_eq!(refused.body["error"], "busy");
+    assert_eq!(refused.headers.get("retry-after").unwrap(), "2");
+    assert_eq!(metric(&env.metrics, "aira_messages_shed_total"), 1.0);
+    // Read apart from the runtime: three messages and three queue entries, nothing of the fourth.
+    let file = rusqlite::Connection::open(env._dir.path().join("store.sqlite")).unwrap();
+    let count = |sql: &str| file.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT COUNT(*) FROM messages"), 3);
+    assert_eq!(count("SELECT COUNT(*) FROM queue_messages"), 3);
+
+    let (_w, _stop) = spawn_worker(env.worker(Arc::new(aira_runtime::llm::Echo), worker_config()));
+    let deadline = std::time::Instant::now() + SECS_10;
+    loop {
+        let r = post("after the catch-up").await;
+        if r.status == StatusCode::ACCEPTED {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert!(std::time::Instant::now() < deadline, "still refused after the worker caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_count.cancel();
+}
+
 /// A data folder from before the queue moved into the store's file: its queue's messages
 /// (one waiting, one received and hidden) are moved into `store.sqlite`, the old file is
 /// removed, and both are delivered.
