@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Locust against the local target (`aira-runtime serve`, as `aira up --local` runs it):
 #   bench/locust/run.sh USERS [RUN_TIME] [PROCESSES]
+# SIGNUP_SECS (default 40): the users arrive over this many seconds (sign-ups hash with argon2id).
+# A ramp (40 s) measures the sign-up burst; spread over the run (e.g. 180 of 240 s), the chat path.
 # Builds the release runtime, starts it on a fresh data folder, runs the scenario headless, and
 # prints one JSON line: users, requests/s, p50/p95/p99 per endpoint, failures, message counts,
 # peak resident memory (VmHWM) of the server. Exit 1 when a message was lost or failed.
@@ -29,7 +31,8 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true; wait $SERVER 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 
-SPAWN=$(( USERS / 40 > 20 ? USERS / 40 : 20 ))  # the ramp takes ~40 s: sign-ups hash with argon2id
+SIGNUP_SECS=${SIGNUP_SECS:-40}
+SPAWN=$(python3 -c "print(max($USERS / $SIGNUP_SECS, 1))")
 set +e
 AIRA_SUMMARY="$OUT/messages.json" "$VENV/bin/locust" -f "$ROOT/bench/locust/locustfile.py" \
   --host "http://127.0.0.1:$PORT" --headless --users "$USERS" --spawn-rate "$SPAWN" --run-time "$RUN_TIME" \
