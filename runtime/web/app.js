@@ -520,7 +520,8 @@ async function send(content) {
   follow(accepted.id);
 }
 
-function rateLimited(seconds) {
+// Waits out a refusal with Retry-After: `why` and a countdown, the send button disabled.
+function rateLimited(seconds, why) {
   const error = $('#compose-error');
   const button = $('#send');
   clearInterval(state.rateTimer);
@@ -532,7 +533,7 @@ function rateLimited(seconds) {
       showError(error, '');
       return;
     }
-    showError(error, `You are sending messages too fast. Try again in ${left} s.`);
+    showError(error, `${why} Try again in ${left} s.`);
     left -= 1;
   };
   button.disabled = true;
@@ -542,7 +543,9 @@ function rateLimited(seconds) {
 
 function sendFailed(e) {
   if (e.status === 429) {
-    rateLimited(e.retryAfter || 1);
+    rateLimited(e.retryAfter || 1, 'You are sending messages too fast.');
+  } else if (e.status === 503 && e.code === 'busy') {
+    rateLimited(e.retryAfter || 2, 'Many messages are waiting to be answered.');
   } else if (e.status === 401) {
     navigate('/signin', true);
   } else {

@@ -157,6 +157,30 @@ test('rate limited: the wait time from Retry-After is shown', async () => {
   }
 });
 
+test('backlog at its bound: the page says so and counts down, keeping the text', async () => {
+  // The model takes a minute: the first message stays in the queue, at the bound of 1.
+  const llm = await startFakeLlm(() => 200, 60_000);
+  const env = { AIRA_LLM_BASE_URL: llm.baseUrl, AIRA_LLM_API_KEY: 'sk-test', AIRA_MAX_BACKLOG: '1' };
+  const server = await startServer({ env });
+  const page = await fresh();
+  try {
+    await signUp(page, server.url, uniqueEmail('busy'));
+    await sendMessage(page, 'first');
+    await page.fill('#prompt', 'second, while the first waits');
+    await page.click('#send');
+    const error = page.locator('#compose-error');
+    await error.getByText(/Many messages are waiting to be answered\. Try again in \d+ s/).waitFor();
+    assert.equal(await page.locator('#send').isDisabled(), true, 'send is disabled while waiting');
+    assert.equal(await page.inputValue('#prompt'), 'second, while the first waits', 'the text is kept');
+    await page.waitForFunction(() => !document.querySelector('#send').disabled, null, { timeout: 5000 });
+    assert.equal(await page.locator('#messages > li').count(), 1, 'the refused message was not added');
+  } finally {
+    await page.close();
+    await server.stop();
+    await llm.close();
+  }
+});
+
 test('the LLM down: the message fails and "Retry" asks again for the same message', async () => {
   // The first call is refused (401: fails at once, no retries); later calls answer.
   const llm = await startFakeLlm((n) => (n === 0 ? 401 : 200));
