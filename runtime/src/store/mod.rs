@@ -132,8 +132,8 @@ pub trait Store: Send + Sync {
     /// and the idempotency key in one transaction; `Gone` when the account or the
     /// conversation was deleted meanwhile.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
-    /// The user's retry of a failed message: back to queued with a new outbox row, in one
-    /// conditional write. False when the message is not failed.
+    /// The user's retry of a failed message: back to queued with a new outbox row (or queue
+    /// entry), in one conditional write. False when the message is not failed.
     async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
     /// True when `record_message` and `retry_message` write the queue's entry themselves, in
     /// the message's transaction (a store and a queue in one database): nothing is left to

@@ -392,7 +392,7 @@ pub struct Serve {
     /// The operations listener (`/metrics`).
     pub ops: String,
     log: PathBuf,
-    _data: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Serve {
@@ -434,7 +434,7 @@ impl Serve {
             base: format!("http://127.0.0.1:{port}"),
             ops: format!("http://127.0.0.1:{ops_port}"),
             log,
-            _data: data,
+            dir: data,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while reqwest::get(format!("{}/healthz", s.base)).await.is_err() {
@@ -446,6 +446,11 @@ impl Serve {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The data folder `serve` runs on (`store.sqlite`).
+    pub fn data(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// A series' value on the operations listener's `/metrics`, e.g.
