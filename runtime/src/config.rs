@@ -118,10 +118,19 @@ pub struct Common {
     /// takes none: it signs with the AWS credentials (the task role).
     #[arg(long, env = "AIRA_LLM_API_KEY", hide_env_values = true)]
     pub llm_api_key: Option<String>,
-    /// Most tokens of one answer (bedrock: inferenceConfig.maxTokens; openai: max_tokens);
-    /// the model's default when unset.
-    #[arg(long, env = "AIRA_LLM_MAX_TOKENS")]
-    pub llm_max_tokens: Option<u32>,
+    /// Most tokens of one answer (bedrock: inferenceConfig.maxTokens; openai: max_tokens); also
+    /// what a message is charged before its answer is known.
+    #[arg(long, env = "AIRA_LLM_MAX_TOKENS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub llm_max_tokens: u32,
+    /// Longest answer stored, in bytes (UTF-8); a longer one is cut there and marked: a
+    /// DynamoDB item holds 400 KB, prompt included.
+    #[arg(long, env = "AIRA_MAX_ANSWER_BYTES", default_value_t = 65_536)]
+    pub max_answer_bytes: usize,
+    /// Most characters of earlier turns sent with a prompt (the newest that fit): a long
+    /// conversation does not outgrow the model's context.
+    #[arg(long, env = "AIRA_HISTORY_CHARS", default_value_t = 24_000)]
+    pub history_chars: usize,
     #[arg(long, env = "AIRA_LLM_TIMEOUT_SECS", default_value_t = 60)]
     pub llm_timeout_secs: u64,
     /// How long one delivery waits out a failing model in hand (visibility and lease extended)
@@ -167,11 +176,20 @@ pub struct Common {
     #[arg(long, env = "AIRA_USER_DAILY_TOKENS", default_value_t = 200_000)]
     pub user_daily_tokens: u64,
     /// Model tokens all users together may spend per UTC day; 0: no limit.
-    #[arg(long, env = "AIRA_DAILY_TOKENS", default_value_t = 0)]
+    #[arg(long, env = "AIRA_DAILY_TOKENS", default_value_t = 2_000_000)]
     pub daily_tokens: u64,
+    /// A user's messages waiting or being answered at once; 0: no limit.
+    #[arg(long, env = "AIRA_USER_IN_FLIGHT", default_value_t = 4)]
+    pub user_in_flight: u32,
     /// Event streams one user may hold open on one API process.
     #[arg(long, env = "AIRA_STREAMS_PER_USER", default_value_t = 10)]
     pub streams_per_user: usize,
+    /// Event streams open on one API process, all users together.
+    #[arg(long, env = "AIRA_MAX_STREAMS", default_value_t = 2000)]
+    pub max_streams: usize,
+    /// Exports (`GET /v1/me/export`) running at once on one API process.
+    #[arg(long, env = "AIRA_MAX_EXPORTS", default_value_t = 4)]
+    pub max_exports: usize,
     /// For users who keep no history: how long a message whose answer is never fetched stays
     /// stored (one fetched is deleted at once).
     #[arg(long, env = "AIRA_UNKEPT_RETENTION_SECS", default_value_t = 86_400)]
@@ -181,6 +199,10 @@ pub struct Common {
     /// backlog stays near this many instead of growing at the rate the API accepts.
     #[arg(long, env = "AIRA_MAX_BACKLOG", default_value_t = 10_000)]
     pub max_backlog: u64,
+    /// `api`: seconds between two counts of the queue for the backlog bound (`serve` counts
+    /// every second).
+    #[arg(long, env = "AIRA_BACKLOG_COUNT_SECS", default_value_t = 10)]
+    pub backlog_count_secs: u64,
     /// The API runs behind a load balancer that appends the client's address to
     /// `X-Forwarded-For` (the rate limits key on that entry); otherwise on the peer address.
     #[arg(long, env = "AIRA_BEHIND_LOAD_BALANCER", default_value_t = false)]
@@ -228,6 +250,11 @@ pub fn resolve_worker(c: &Common) -> WorkerConfig {
         retry_max: Duration::from_secs(c.retry_max_secs.min(43_200)),
         llm_timeout: Duration::from_secs(c.llm_timeout_secs.max(1)),
         history_turns: 20,
+        history_chars: c.history_chars,
+        max_answer_bytes: c.max_answer_bytes.max(1024),
+        max_tokens: c.llm_max_tokens,
+        user_daily_tokens: c.user_daily_tokens,
+        all_daily_tokens: c.daily_tokens,
         shutdown_grace: Duration::from_secs(c.shutdown_grace_secs),
         outage_budget: Duration::from_secs(c.llm_outage_secs),
     }
@@ -267,6 +294,9 @@ pub fn resolve_limits(c: &Common) -> Limits {
         streams_per_user: c.streams_per_user.max(1),
         unkept_retention: Duration::from_secs(c.unkept_retention_secs.max(60)),
         max_backlog: c.max_backlog,
+        user_in_flight: c.user_in_flight,
+        max_streams: c.max_streams.max(1),
+        max_exports: c.max_exports.max(1),
     }
 }
 
@@ -280,7 +310,7 @@ pub async fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
     Ok(match c.llm_provider {
         LlmProvider::Openai => match base_url {
             Some(url) => {
-                Arc::new(OpenAi::new(url, model.unwrap_or("gpt-4o-mini"), api_key, c.llm_max_tokens, timeout)?)
+                Arc::new(OpenAi::new(url, model.unwrap_or("gpt-4o-mini"), api_key, Some(c.llm_max_tokens), timeout)?)
             }
             None => Arc::new(Echo),
         },
@@ -303,7 +333,7 @@ pub async fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
                 .credentials_provider()
                 .ok_or_else(|| anyhow!("the bedrock provider found no AWS credential provider"))?;
             let endpoint = base_url.map(str::to_string).unwrap_or_else(|| bedrock::default_endpoint(&region));
-            Arc::new(Bedrock::new(&endpoint, model, &region, credentials, c.llm_max_tokens, timeout)?)
+            Arc::new(Bedrock::new(&endpoint, model, &region, credentials, Some(c.llm_max_tokens), timeout)?)
         }
     })
 }

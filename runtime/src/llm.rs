@@ -39,6 +39,12 @@ pub enum LlmError {
     Rejected { status: u16 },
     #[error("unreadable response")]
     BadResponse,
+    /// The model answered nothing (no text): this message's failure, retried once.
+    #[error("empty answer")]
+    Empty,
+    /// The provider's content filter withheld the answer: this message's failure.
+    #[error("answer withheld by the content filter")]
+    Filtered,
     /// The AWS credential chain gave no credentials (e.g. the task role's endpoint failed).
     #[error("no AWS credentials: {0}")]
     Credentials(String),
@@ -48,11 +54,15 @@ pub enum LlmError {
     Provider { error: Box<LlmError>, code: String, message: String },
 }
 
-/// What to do after an error.
+/// What to do after an error. Errors of the service (it is down, overloaded, unreachable)
+/// are waited out; errors of one message (its call timed out, it got no answer, it was
+/// refused) cost that message at most one more call and never slow anyone else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
-    /// Try again later; `after` when the server said when.
+    /// The service is failing: try again later; `after` when the server said when.
     Retry { after: Option<Duration> },
+    /// This message's call went wrong: one more call, then give up.
+    Once,
     /// Give up now: retrying cannot help.
     Fail,
 }
@@ -61,13 +71,22 @@ impl LlmError {
     pub fn disposition(&self) -> Disposition {
         match self {
             LlmError::RateLimited { retry_after } => Disposition::Retry { after: *retry_after },
-            LlmError::Server { .. }
-            | LlmError::Timeout
-            | LlmError::Connection
-            | LlmError::BadResponse
-            | LlmError::Credentials(_) => Disposition::Retry { after: None },
-            LlmError::Quota | LlmError::Rejected { .. } => Disposition::Fail,
+            LlmError::Server { .. } | LlmError::Connection | LlmError::BadResponse | LlmError::Credentials(_) => {
+                Disposition::Retry { after: None }
+            }
+            // A call that outlasts the timeout is most often a long prompt or answer; when
+            // several users' calls time out, the worker takes it for an outage instead.
+            LlmError::Timeout | LlmError::Empty => Disposition::Once,
+            LlmError::Quota | LlmError::Rejected { .. } | LlmError::Filtered => Disposition::Fail,
             LlmError::Provider { error, .. } => error.disposition(),
+        }
+    }
+
+    /// The classification under a provider's named error.
+    pub fn root(&self) -> &LlmError {
+        match self {
+            LlmError::Provider { error, .. } => error.root(),
+            e => e,
         }
     }
 
@@ -81,6 +100,8 @@ impl LlmError {
             LlmError::Quota => "quota",
             LlmError::Rejected { .. } => "rejected",
             LlmError::BadResponse => "bad_response",
+            LlmError::Empty => "empty",
+            LlmError::Filtered => "filtered",
             LlmError::Credentials(_) => "credentials",
             LlmError::Provider { error, .. } => error.kind(),
         }
@@ -90,11 +111,12 @@ impl LlmError {
     pub fn user_reason(&self) -> &'static str {
         match self {
             LlmError::RateLimited { .. } => "the language model is rate limiting us; try again later",
-            LlmError::Server { .. }
-            | LlmError::Timeout
-            | LlmError::Connection
-            | LlmError::BadResponse
-            | LlmError::Credentials(_) => "the language model is unavailable; try again later",
+            LlmError::Timeout => "the language model took too long to answer; try a shorter question",
+            LlmError::Empty => "the language model gave no answer; try again or rephrase",
+            LlmError::Filtered => "the language model's content filter withheld the answer",
+            LlmError::Server { .. } | LlmError::Connection | LlmError::BadResponse | LlmError::Credentials(_) => {
+                "the language model is unavailable; try again later"
+            }
             LlmError::Quota => "the language model quota is exhausted",
             LlmError::Rejected { .. } => "the language model refused the request",
             LlmError::Provider { error, .. } => error.user_reason(),
@@ -174,6 +196,8 @@ struct ChatResponse {
 #[derive(Deserialize)]
 struct Choice {
     message: ChoiceMessage,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 #[derive(Deserialize)]
 struct ChoiceMessage {
@@ -247,7 +271,11 @@ impl Llm for OpenAi {
         let bytes =
             resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
         let parsed: ChatResponse = serde_json::from_slice(&bytes).map_err(|_| LlmError::BadResponse)?;
-        let text = parsed.choices.into_iter().next().and_then(|c| c.message.content).ok_or(LlmError::BadResponse)?;
+        let choice = parsed.choices.into_iter().next().ok_or(LlmError::Empty)?;
+        if choice.finish_reason.as_deref() == Some("content_filter") {
+            return Err(LlmError::Filtered);
+        }
+        let text = choice.message.content.filter(|t| !t.trim().is_empty()).ok_or(LlmError::Empty)?;
         let usage = parsed.usage.unwrap_or_default();
         Ok(Completion { text, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens })
     }
@@ -269,7 +297,10 @@ mod tests {
         assert_eq!(classify(503, None, "").disposition(), Disposition::Retry { after: None });
         assert_eq!(classify(400, None, "{}").disposition(), Disposition::Fail);
         assert_eq!(classify(401, None, "{}").disposition(), Disposition::Fail);
-        assert_eq!(LlmError::Timeout.disposition(), Disposition::Retry { after: None });
+        assert_eq!(LlmError::Timeout.disposition(), Disposition::Once);
+        assert_eq!(LlmError::Empty.disposition(), Disposition::Once);
+        assert_eq!(LlmError::Filtered.disposition(), Disposition::Fail);
+        assert_eq!(classify(400, None, r#"{"error":{"code":"context_length_exceeded"}}"#).disposition(), Disposition::Fail);
         assert_eq!(LlmError::Connection.disposition(), Disposition::Retry { after: None });
     }
 

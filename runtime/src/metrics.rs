@@ -3,7 +3,7 @@
 
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
@@ -46,6 +46,16 @@ pub struct Metrics {
     pub llm_errors: IntCounterVec,
     /// `aira_llm_tokens_total{kind}`: prompt, completion.
     pub llm_tokens: IntCounterVec,
+    /// `aira_llm_daily_tokens_limit`: the model tokens all users together may spend per UTC day
+    /// (`AIRA_DAILY_TOKENS`); 0 when there is no bound.
+    pub daily_tokens_limit: IntGauge,
+    /// `aira_llm_tokens_today`: the model tokens all users together were charged today (UTC), as
+    /// this process last read the shared counter (the worker, at each charge).
+    pub tokens_today: IntGauge,
+    /// `aira_rate_limiter_entries{limiter}`: keys held by each in-process limiter (bounded).
+    pub limiter_entries: IntGaugeVec,
+    /// `aira_event_streams_open`: event streams open on this process.
+    pub streams_open: IntGauge,
     /// `aira_message_end_to_end_seconds`: from accepted to answered.
     pub end_to_end: Histogram,
     /// `aira_remote_write_requests_total{outcome}`: pushes of these metrics (`AIRA_REMOTE_WRITE_URL`),
@@ -97,6 +107,12 @@ impl Metrics {
         for outcome in ["ok", "error"] {
             remote_write_requests.with_label_values(&[outcome]);
         }
+        let limiter_entries = IntGaugeVec::new(
+            Opts::new("aira_rate_limiter_entries", "keys held by an in-process rate limiter"),
+            &["limiter"],
+        )
+        .expect("metric");
+        registry.register(Box::new(limiter_entries.clone())).expect("register");
         Metrics {
             http_requests: counter_vec("aira_http_requests_total", "HTTP requests", &["route", "method", "status"]),
             http_duration,
@@ -116,6 +132,10 @@ impl Metrics {
             llm_duration,
             llm_errors: counter_vec("aira_llm_errors_total", "LLM errors", &["kind"]),
             llm_tokens: counter_vec("aira_llm_tokens_total", "LLM tokens", &["kind"]),
+            daily_tokens_limit: gauge("aira_llm_daily_tokens_limit", "model tokens all users may spend per UTC day (0: no bound)"),
+            tokens_today: gauge("aira_llm_tokens_today", "model tokens charged today (UTC) for all users, as last read"),
+            limiter_entries,
+            streams_open: gauge("aira_event_streams_open", "event streams open on this process"),
             end_to_end,
             remote_write_requests,
             remote_write_samples: counter("aira_remote_write_samples_total", "samples pushed and accepted"),

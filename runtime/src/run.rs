@@ -186,7 +186,7 @@ pub async fn serve(
     let push = push_metrics(remote, metrics)?;
     let w = on_own_thread("aira-worker", worker.run(shutdown.clone()))?;
     let r = tokio::spawn(relay.run(shutdown.clone()));
-    let b = tokio::spawn(count_backlog(queue_for_count, state.clone(), shutdown.clone()));
+    let b = tokio::spawn(count_backlog(queue_for_count, state.clone(), Duration::from_secs(1), shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
     let _ = tokio::join!(w, r, ops, b);
@@ -194,11 +194,14 @@ pub async fn serve(
     http
 }
 
-/// Counts the queue every second into `backlog` (`Limits::max_backlog`); the API adds each
-/// post it accepts in between. `serve` only: there the count is one local read, where on SQS it
-/// would be a request, and the worker is in the same process, so a flood starves it.
-pub async fn count_backlog(queue: Arc<dyn Queue>, state: AppState, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+/// Counts the queue every `every` into `backlog` (`Limits::max_backlog`); the API adds each
+/// post it accepts in between. Every API process counts: without a count the bound would see
+/// only the posts it accepted, which never go down. A count is valid for three periods, so a
+/// few failed counts in a row make the bound refuse nothing rather than hold a stale figure.
+/// In `serve` the count is one local read every second; on SQS one `GetQueueAttributes` every
+/// 10 s (its figures are approximate and lag by up to a minute: the bound is a soft one).
+pub async fn count_backlog(queue: Arc<dyn Queue>, state: AppState, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -207,11 +210,12 @@ pub async fn count_backlog(queue: Arc<dyn Queue>, state: AppState, stop: Cancell
         }
         match queue.approximate_len().await {
             Ok(n) => {
-                state.backlog.store(n, std::sync::atomic::Ordering::Relaxed);
+                state.backlog.counted(n, crate::model::now_ms(), every * 3);
                 state.metrics.queue_backlog.set(n as i64);
             }
             Err(e) => tracing::warn!(error = format!("{e:#}"), "counting the queue failed"),
         }
+        state.report_limiters();
     }
 }
 
@@ -246,14 +250,16 @@ pub async fn api(
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
     state.trust_forwarded = c.behind_load_balancer;
     state.shutdown = shutdown.clone();
-    let relay = relay(store, queue, metrics.clone(), c);
+    let relay = relay(store, queue.clone(), metrics.clone(), c);
     state.relay_wake = relay.wake.clone();
+    let count = Duration::from_secs(c.backlog_count_secs.max(1));
+    let b = tokio::spawn(count_backlog(queue, state.clone(), count, shutdown.clone()));
     let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
     let push = push_metrics(remote, metrics)?;
     let r = tokio::spawn(relay.run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
     shutdown.cancel();
-    let _ = tokio::join!(r, ops);
+    let _ = tokio::join!(r, ops, b);
     push.stop().await;
     http
 }

@@ -4,7 +4,8 @@
 //! the queue message. A message is never answered twice: only the lease holder can store
 //! an answer, and an answered message is never claimed again.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use crate::llm::{Disposition, Llm, LlmError, Turn};
 use crate::metrics::Metrics;
 use crate::model::{day_of, now_ms, Message, QueueBody, SET_ASIDE};
 use crate::queue::{Queue, Received};
-use crate::store::{Claim, Store};
+use crate::store::{Charge, Claim, Store};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -40,6 +41,17 @@ pub struct WorkerConfig {
     /// Most earlier answered messages of the conversation sent with the prompt (each as a
     /// user and an assistant turn).
     pub history_turns: usize,
+    /// Most characters of those earlier turns: the newest that fit are sent, so a long
+    /// conversation never outgrows the model's context.
+    pub history_chars: usize,
+    /// Longest answer stored, in bytes; a longer one is cut at a character boundary and marked.
+    pub max_answer_bytes: usize,
+    /// The most tokens of one answer (`AIRA_LLM_MAX_TOKENS`): what a message is charged for its
+    /// answer before the model says what it spent.
+    pub max_tokens: u32,
+    /// Daily token budgets (0: none): a message that would pass one is failed at its claim.
+    pub user_daily_tokens: u64,
+    pub all_daily_tokens: u64,
     /// On shutdown, how long in-flight messages may finish before they are handed back.
     pub shutdown_grace: Duration,
     /// How long one delivery waits out a failing model (429, 5xx, timeouts) in hand, its
@@ -61,6 +73,11 @@ impl Default for WorkerConfig {
             retry_max: Duration::from_secs(300),
             llm_timeout: Duration::from_secs(60),
             history_turns: 20,
+            history_chars: 24_000,
+            max_answer_bytes: 65_536,
+            max_tokens: 1024,
+            user_daily_tokens: 0,
+            all_daily_tokens: 0,
             shutdown_grace: Duration::from_secs(20),
             outage_budget: Duration::from_secs(900),
         }
@@ -73,12 +90,86 @@ pub struct Worker {
     pub llm: Arc<dyn Llm>,
     pub metrics: Arc<Metrics>,
     pub config: WorkerConfig,
-    /// Retryable model failures in a row, across messages: receiving slows while it grows.
-    failures_in_a_row: AtomicU32,
+    health: Health,
 }
 
-/// Failures in a row after which the worker slows its receiving.
+/// Distinct messages failing with service errors, since the last answer, after which the
+/// worker slows its receiving.
 const SLOW_AFTER_FAILURES: u32 = 3;
+/// Distinct users whose calls timed out since the last answer, from which timeouts are taken
+/// for an outage of the model rather than each message's own.
+const TIMEOUT_OUTAGE_USERS: usize = 3;
+/// The most ids each set of [`Health`] holds: enough to tell, bounded whatever happens.
+const HEALTH_IDS: usize = 64;
+
+/// What the worker knows of the model's health, across messages. One message failing again
+/// and again is that message's failure; several messages (of several users) failing with no
+/// answer in between is an outage.
+#[derive(Default)]
+struct Health {
+    /// Calls answered since the start: a failing message that sees this grow knows the model
+    /// answers others, so its failure is its own.
+    answered: AtomicU64,
+    /// Messages whose calls failed with service errors since the last answer.
+    failing: std::sync::Mutex<HashSet<String>>,
+    /// Users whose calls timed out since the last answer.
+    timed_out: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Health {
+    fn answered(&self) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.timed_out.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    fn failing(&self) -> u32 {
+        self.failing.lock().unwrap_or_else(|p| p.into_inner()).len() as u32
+    }
+
+    /// What to do after `e` for `message_id` of `user_id`: its disposition, except that a
+    /// timeout counts as a service error once several users' calls timed out in a row.
+    fn disposition(&self, e: &LlmError, message_id: &str, user_id: &str) -> Disposition {
+        let mut d = e.disposition();
+        if matches!(e.root(), LlmError::Timeout) {
+            let mut users = self.timed_out.lock().unwrap_or_else(|p| p.into_inner());
+            if users.len() < HEALTH_IDS {
+                users.insert(user_id.to_string());
+            }
+            if users.len() >= TIMEOUT_OUTAGE_USERS {
+                d = Disposition::Retry { after: None };
+            }
+        }
+        if matches!(d, Disposition::Retry { .. }) {
+            let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+            if failing.len() < HEALTH_IDS {
+                failing.insert(message_id.to_string());
+            }
+        }
+        d
+    }
+}
+
+/// What a message is charged before its call: its turns' characters as tokens (about four
+/// characters a token; three, to err high) and the longest answer. Settled when the model says
+/// what it spent.
+fn estimate_tokens(turns: &[Turn], max_tokens: u32) -> u64 {
+    let chars: usize = turns.iter().map(|t| t.content.chars().count()).sum();
+    (chars as u64).div_ceil(3) + u64::from(max_tokens)
+}
+
+/// The answer as stored: at most `max_bytes`, cut at a character boundary and marked.
+fn bounded_answer(text: String, max_bytes: usize) -> String {
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mark = "\n\n[answer cut: too long to keep]";
+    let mut end = max_bytes.saturating_sub(mark.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{mark}", &text[..end])
+}
 
 /// Delay before retry number `receive_count` (1-based): base·2^(n-1), capped, ±20 % jitter.
 pub fn backoff(base: Duration, max: Duration, receive_count: u32) -> Duration {
@@ -96,14 +187,15 @@ impl Worker {
         metrics: Arc<Metrics>,
         config: WorkerConfig,
     ) -> Worker {
-        Worker { queue, store, llm, metrics, config, failures_in_a_row: AtomicU32::new(0) }
+        metrics.daily_tokens_limit.set(config.all_daily_tokens.min(i64::MAX as u64) as i64);
+        Worker { queue, store, llm, metrics, config, health: Health::default() }
     }
 
     /// While the model keeps failing, the pause before each receive: the retry backoff of the
     /// failures beyond [`SLOW_AFTER_FAILURES`], so new messages wait in the queue (where they
     /// burn no receive) instead of joining those already waiting in hand.
     fn receive_pause(&self) -> Option<Duration> {
-        let n = self.failures_in_a_row.load(Ordering::Relaxed);
+        let n = self.health.failing();
         (n >= SLOW_AFTER_FAILURES)
             .then(|| backoff(self.config.retry_base, self.config.retry_max, n - SLOW_AFTER_FAILURES + 1))
     }
@@ -116,7 +208,13 @@ impl Worker {
         let hand_back = CancellationToken::new();
         let mut tasks = JoinSet::new();
         info!(max_in_flight = cfg.max_in_flight, llm = self.llm.name(), "worker started");
+        let mut day = day_of(now_ms());
         loop {
+            // A new UTC day: the day's count starts again (the next charge reads it back).
+            if day_of(now_ms()) != day {
+                day = day_of(now_ms());
+                self.metrics.tokens_today.set(0);
+            }
             while let Some(r) = tasks.try_join_next() {
                 if let Err(e) = r {
                     error!(error = %e, "message task panicked");
@@ -246,6 +344,27 @@ impl Worker {
         self.metrics.worker_in_flight.inc();
         let _gauge = scopeguard(self.metrics.worker_in_flight.clone());
         let turns = self.turns(&msg).await;
+        // Charged before the call, against the day's budgets; settled after.
+        let day = day_of(now);
+        let estimate = estimate_tokens(&turns, cfg.max_tokens);
+        match self.store.charge_spend(&msg.user_id, day, estimate, cfg.user_daily_tokens, cfg.all_daily_tokens).await {
+            Ok(Charge::Charged { all_today }) => self.metrics.tokens_today.set(all_today.min(i64::MAX as u64) as i64),
+            Ok(over) => {
+                let reason = match over {
+                    Charge::OverUser => "your model tokens of today are spent; they renew at 00:00 UTC",
+                    _ => "the service's model budget of today is spent; it renews at 00:00 UTC",
+                };
+                info!(estimate, "over a daily budget; failing the message");
+                return self.give_up(&m, &id, &token, reason, "budget_spent").await;
+            }
+            Err(e) => {
+                warn!(error = format!("{e:#}"), "charging the spend failed; retrying later");
+                let _ = self.store.release(&id, &token, now_ms()).await;
+                self.outcome("retried");
+                let delay = retry_delay(cfg, None, m.receive_count);
+                return self.set_visibility(&m, delay).await;
+            }
+        }
         let heartbeat = async {
             let period = (cfg.visibility / 3).max(Duration::from_millis(200));
             loop {
@@ -258,10 +377,13 @@ impl Worker {
             }
         };
         tokio::pin!(heartbeat);
-        // Retryable failures are waited out here, in hand, for `outage_budget` from the first.
-        let mut first_failure: Option<Instant> = None;
+        // Service errors are waited out here, in hand, for `outage_budget` from the first,
+        // while no other message gets an answer either; this message's own errors get one
+        // more call.
+        let mut first_failure: Option<(Instant, u64)> = None;
         let mut attempt = 0u32;
-        let result = loop {
+        let mut once_used = false;
+        let (result, disposition) = loop {
             let call = async {
                 match tokio::time::timeout(cfg.llm_timeout, self.llm.complete(&turns)).await {
                     Ok(r) => r,
@@ -275,25 +397,35 @@ impl Worker {
                 _ = hand_back.cancelled() => return self.hand_back(&m, &id, &token).await,
             };
             self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
-            let after = match (&r, r.as_ref().err().map(LlmError::disposition)) {
-                (Ok(_), _) => {
-                    self.failures_in_a_row.store(0, Ordering::Relaxed);
-                    break r;
+            let e = match &r {
+                Ok(_) => {
+                    self.health.answered();
+                    break (r, None);
                 }
-                (Err(_), Some(Disposition::Retry { after })) => after,
-                (Err(_), _) => break r,
+                Err(e) => e,
             };
-            self.failures_in_a_row.fetch_add(1, Ordering::Relaxed);
-            attempt += 1;
-            let delay = retry_delay(cfg, after, attempt);
-            let since = *first_failure.get_or_insert_with(Instant::now);
-            if since.elapsed() + delay > cfg.outage_budget {
-                break r;
-            }
-            if let Err(e) = &r {
-                self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
-                info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "llm failed; waiting it out in hand");
-            }
+            let d = self.health.disposition(e, &id, &msg.user_id);
+            let delay = match d {
+                Disposition::Fail => break (r, Some(d)),
+                Disposition::Once if once_used => break (r, Some(d)),
+                Disposition::Once => {
+                    once_used = true;
+                    Duration::ZERO
+                }
+                Disposition::Retry { after } => {
+                    attempt += 1;
+                    let answered = self.health.answered.load(Ordering::Relaxed);
+                    let (since, answered_then) = *first_failure.get_or_insert((Instant::now(), answered));
+                    let delay = retry_delay(cfg, after, attempt);
+                    // Others got answers meanwhile: not an outage, this message's own failure.
+                    if answered > answered_then || since.elapsed() + delay > cfg.outage_budget {
+                        break (r, Some(d));
+                    }
+                    delay
+                }
+            };
+            self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
+            info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "llm failed; calling again");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = &mut heartbeat => unreachable!("heartbeat never ends"),
@@ -305,12 +437,11 @@ impl Worker {
             Ok(c) => {
                 self.metrics.llm_tokens.with_label_values(&["prompt"]).inc_by(c.prompt_tokens);
                 self.metrics.llm_tokens.with_label_values(&["completion"]).inc_by(c.completion_tokens);
-                match self.store.complete(&id, &token, &c.text, now_ms()).await {
+                let spent = c.prompt_tokens + c.completion_tokens;
+                self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
+                let answer = bounded_answer(c.text, cfg.max_answer_bytes);
+                match self.store.complete(&id, &token, &answer, now_ms()).await {
                     Ok(true) => {
-                        let spent = c.prompt_tokens + c.completion_tokens;
-                        if let Err(e) = self.store.add_spend(&msg.user_id, day_of(now_ms()), spent).await {
-                            warn!(error = format!("{e:#}"), "counting the spend failed");
-                        }
                         self.outcome("answered");
                         self.metrics.end_to_end.observe(((now_ms() - msg.created_at).max(0) as f64) / 1000.0);
                         info!("answered");
@@ -326,8 +457,37 @@ impl Worker {
             }
             Err(e) => {
                 self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
-                self.on_llm_error(&m, &id, &token, e).await;
+                // Refused or unreachable: the provider bills nothing. A call that timed out or
+                // came back unusable may have been billed: its charge stays.
+                if !matches!(e.root(), LlmError::Timeout | LlmError::BadResponse | LlmError::Empty) {
+                    self.settle(&msg.user_id, day, -(estimate as i64)).await;
+                }
+                let d = disposition.unwrap_or(Disposition::Fail);
+                self.on_llm_error(&m, &id, &token, e, d).await;
             }
+        }
+    }
+
+    /// Corrects a message's charge by `delta` tokens once its cost is known.
+    async fn settle(&self, user_id: &str, day: i64, delta: i64) {
+        if delta != 0 {
+            if let Err(e) = self.store.add_spend(user_id, day, delta).await {
+                warn!(error = format!("{e:#}"), "settling the spend failed");
+            }
+        }
+    }
+
+    /// Marks the message failed for `reason` and deletes its delivery: nothing will answer it
+    /// but the user's retry.
+    async fn give_up(&self, m: &Received, id: &str, token: &str, reason: &str, outcome: &str) {
+        match self.store.fail(id, token, reason, now_ms(), false).await {
+            Ok(true) => {
+                self.outcome(outcome);
+                self.delete(m).await;
+            }
+            // Another worker holds the message now; its delivery decides.
+            Ok(false) => self.outcome("lease_lost"),
+            Err(err) => warn!(error = format!("{err:#}"), "marking failed did not work; will retry"),
         }
     }
 
@@ -345,20 +505,12 @@ impl Worker {
         self.outcome("handed_back");
     }
 
-    async fn on_llm_error(&self, m: &Received, id: &str, token: &str, e: LlmError) {
+    async fn on_llm_error(&self, m: &Received, id: &str, token: &str, e: LlmError, d: Disposition) {
         let cfg = &self.config;
-        match e.disposition() {
-            Disposition::Fail => {
-                warn!(error = %e, "llm refused; failing the message");
-                match self.store.fail(id, token, &e.recorded_reason(), now_ms(), false).await {
-                    Ok(true) => {
-                        self.outcome("failed");
-                        self.delete(m).await;
-                    }
-                    // Another worker holds the message now; its delivery decides.
-                    Ok(false) => self.outcome("lease_lost"),
-                    Err(err) => warn!(error = format!("{err:#}"), "marking failed did not work; will retry"),
-                }
+        match d {
+            Disposition::Fail | Disposition::Once => {
+                warn!(error = %e, "llm failed for this message; failing it");
+                self.give_up(m, id, token, &e.recorded_reason(), "failed").await;
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");
@@ -379,8 +531,8 @@ impl Worker {
         }
     }
 
-    /// The prompt with the conversation's earlier answered turns; alone when the user keeps
-    /// no history.
+    /// The prompt with the conversation's earlier answered turns, the newest that fit in
+    /// `history_chars`; alone when the user keeps no history.
     async fn turns(&self, msg: &Message) -> Vec<Turn> {
         let mut turns = Vec::new();
         if msg.ephemeral() {
@@ -388,9 +540,21 @@ impl Worker {
         }
         match self.store.history(&msg.conversation_id, &msg.id, self.config.history_turns).await {
             Ok(history) => {
-                for h in history {
-                    turns.push(Turn { role: "user", content: h.content });
-                    turns.push(Turn { role: "assistant", content: h.answer.unwrap_or_default() });
+                // The newest turns that fit in `history_chars`, oldest first.
+                let mut budget = self.config.history_chars;
+                let mut kept = Vec::new();
+                for h in history.into_iter().rev() {
+                    let answer = h.answer.unwrap_or_default();
+                    let size = h.content.chars().count() + answer.chars().count();
+                    if size > budget {
+                        break;
+                    }
+                    budget -= size;
+                    kept.push((h.content, answer));
+                }
+                for (content, answer) in kept.into_iter().rev() {
+                    turns.push(Turn { role: "user", content });
+                    turns.push(Turn { role: "assistant", content: answer });
                 }
             }
             Err(e) => warn!(error = format!("{e:#}"), "history unavailable; sending the prompt alone"),
@@ -431,6 +595,34 @@ mod tests {
         assert!(b1 >= Duration::from_millis(1600) && b1 <= Duration::from_millis(2400), "{b1:?}");
         assert!(b3 >= Duration::from_millis(6400) && b3 <= Duration::from_millis(9600), "{b3:?}");
         assert!(backoff(base, max, 30) <= max);
+    }
+
+    #[test]
+    fn answers_are_bounded_at_a_character_boundary() {
+        assert_eq!(bounded_answer("short".into(), 100), "short");
+        let long = "é".repeat(100_000); // two bytes a character
+        let cut = bounded_answer(long, 1001);
+        assert!(cut.len() <= 1001, "{}", cut.len());
+        assert!(cut.ends_with("[answer cut: too long to keep]"));
+        assert!(cut.starts_with("éé"));
+    }
+
+    #[test]
+    fn timeouts_of_one_user_are_that_users_but_of_several_an_outage() {
+        let h = Health::default();
+        let t = LlmError::Timeout;
+        assert_eq!(h.disposition(&t, "m1", "mallory"), Disposition::Once);
+        assert_eq!(h.disposition(&t, "m2", "mallory"), Disposition::Once);
+        assert_eq!(h.failing(), 0, "one user's timeouts slow no one");
+        assert_eq!(h.disposition(&t, "m3", "alice"), Disposition::Once);
+        assert_eq!(h.disposition(&t, "m4", "bob"), Disposition::Retry { after: None });
+        h.answered();
+        assert_eq!(h.disposition(&t, "m5", "carol"), Disposition::Once, "an answer ends the outage");
+        let server = LlmError::Server { status: 503 };
+        for i in 0..1000 {
+            h.disposition(&server, &format!("m{i}"), "u");
+        }
+        assert_eq!(h.failing(), HEALTH_IDS as u32, "bounded");
     }
 
     #[test]

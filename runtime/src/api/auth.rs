@@ -186,27 +186,48 @@ fn bounded(password: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Takes one attempt from the client address's bucket and, when known, the account's (its
-/// normalised email): sign-up, sign-in, token creation and account deletion.
-fn limit_attempt(state: &AppState, client: &ClientAddr, account: Option<&str>) -> Result<(), AppError> {
+/// Takes one attempt from the client address's bucket, then, when the address may go on and
+/// the account is known, from the bucket of this account *from this address* (its normalised
+/// email and the address): sign-up, sign-in, token creation and account deletion. A refused
+/// address touches no account bucket, so a flood of random emails adds no keys; and guesses
+/// against an account from one address spend that address's share only, so no one can keep
+/// the owner out by guessing wrong from elsewhere. The account's bucket is also kept in the
+/// store where it is shared by every API task ([`crate::store::Store::take_rate`]).
+async fn limit_attempt(state: &AppState, client: &ClientAddr, account: Option<&str>) -> Result<(), AppError> {
     let now = std::time::Instant::now();
-    let waits = [
-        state.auth_rate.per_address.check(&client.0, now).err(),
-        account.and_then(|a| state.auth_rate.per_account.check(a, now).err()),
-    ];
-    match waits.into_iter().flatten().max() {
-        None => Ok(()),
-        Some(wait) => {
-            state.metrics.rate_limited.inc();
-            Err(AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 })
-        }
-    }
+    let refused = |wait: std::time::Duration| {
+        state.metrics.rate_limited.inc();
+        AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
+    };
+    state.auth_rate.per_address.check(&client.0, now).map_err(refused)?;
+    let Some(account) = account else { return Ok(()) };
+    let key = format!("{account}\n{}", client.0);
+    state.auth_rate.per_account.check(&key, now).map_err(refused)?;
+    let l = &state.limits;
+    super::shared_limit(state, "auth", &key, l.auth_per_minute, l.auth_burst).await
 }
 
 /// The client's address, as rate limits key it: behind the load balancer (`trust_forwarded`)
 /// the last `X-Forwarded-For` entry, the one the load balancer appended (earlier ones are the
-/// client's to write); otherwise the peer's address.
+/// client's to write); otherwise the peer's address. An IPv6 address counts as its /64, the
+/// smallest block a provider gives one subscriber (RFC 6177): one client can pick any of its
+/// 2^64 addresses, so limits per /128 would not limit it.
 pub struct ClientAddr(pub String);
+
+/// The limits' key of an address: IPv4 as is (an IPv4-mapped IPv6 address too), IPv6 as its /64.
+pub fn address_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
 
 impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = AppError;
@@ -216,12 +237,11 @@ impl FromRequestParts<AppState> for ClientAddr {
             let all = parts.headers.get_all("x-forwarded-for");
             let last = all.iter().filter_map(|v| v.to_str().ok()).next_back()?;
             let hop = last.rsplit(',').next()?.trim();
-            hop.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+            hop.parse::<std::net::IpAddr>().ok()
         };
-        let peer =
-            || parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+        let peer = || parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
         let addr = if state.trust_forwarded { forwarded().or_else(peer) } else { peer() };
-        Ok(ClientAddr(addr.unwrap_or_else(|| "unknown".into())))
+        Ok(ClientAddr(addr.map_or_else(|| "unknown".into(), address_key)))
     }
 }
 
@@ -244,7 +264,7 @@ pub async fn signup(
     AppJson(c): AppJson<SignUp>,
 ) -> Result<Response, AppError> {
     let email = normalise_email(&c.email)?;
-    limit_attempt(&state, &client, Some(&email))?;
+    limit_attempt(&state, &client, Some(&email)).await?;
     let user =
         User { id: new_id(), email, password_hash: new_password_hash(&state, c.password).await?, deleting: false };
     match state.store.create_user(&user).await {
@@ -265,7 +285,7 @@ pub async fn signup(
 async fn check_credentials(state: &AppState, client: &ClientAddr, c: Credentials) -> Result<User, AppError> {
     let wrong = || AppError::user(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong email or password");
     let email = normalise_email(&c.email).map_err(|_| wrong());
-    limit_attempt(state, client, email.as_deref().ok())?;
+    limit_attempt(state, client, email.as_deref().ok()).await?;
     let email = email?;
     bounded(&c.password)?;
     let Some(user) = state.store.user_by_email(&email).await? else {
@@ -454,7 +474,7 @@ pub async fn confirm_password(
     user: &User,
     password: String,
 ) -> Result<(), AppError> {
-    limit_attempt(state, client, Some(&user.email))?;
+    limit_attempt(state, client, Some(&user.email)).await?;
     bounded(&password)?;
     if verify_password(password, user.password_hash.clone()).await? {
         Ok(())
@@ -480,7 +500,7 @@ pub async fn create_token(
         let user = authenticate(&state, &parts, &Method::POST).await?;
         // The address's bucket, as for a token made with a password (that one is taken in
         // `check_credentials`).
-        limit_attempt(&state, &client, None)?;
+        limit_attempt(&state, &client, None).await?;
         let now = now_ms();
         let parent = state.store.list_tokens(&user.id, now).await?;
         let expires = parent.iter().find(|t| t.hash == user.token_hash).map_or(now, |t| t.expires_at);
@@ -556,5 +576,15 @@ mod tests {
         use argon2::PasswordVerifier;
         let parsed = PasswordHash::new(&h).unwrap();
         assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok());
+    }
+
+    #[test]
+    fn addresses_are_keyed_by_what_one_client_holds() {
+        let key = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), key("2001:db8:1:2::9"));
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
     }
 }

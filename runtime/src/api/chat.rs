@@ -33,16 +33,19 @@ fn consented(profile: Option<&Profile>) -> Result<&Profile, AppError> {
 }
 
 /// Takes one from one of the user's buckets (`AppState::rate` for messages and retries,
-/// `conversation_rate` for new conversations: the same rate, counted apart).
-fn limit(state: &AppState, bucket: &ratelimit::RateLimiter, user: &AuthUser) -> Result<(), AppError> {
+/// `conversation_rate` for new conversations: the same rate, counted apart): first this
+/// process's bucket, then the count kept in the store that every API task shares.
+async fn limit(state: &AppState, bucket: &ratelimit::RateLimiter, user: &AuthUser) -> Result<(), AppError> {
     bucket.check(&user.id, Instant::now()).map_err(|wait| {
         state.metrics.rate_limited.inc();
         AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
-    })
+    })?;
+    let kind = if std::ptr::eq(bucket, &*state.rate) { "messages" } else { "conversations" };
+    super::shared_limit(state, kind, &user.id, state.limits.messages_per_minute, state.limits.burst).await
 }
 
 pub async fn create_conversation(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
-    limit(&state, &state.conversation_rate, &user)?;
+    limit(&state, &state.conversation_rate, &user).await?;
     consented(state.store.get_profile(&user.id).await?.as_ref())?;
     let c = Conversation { id: new_id(), user_id: user.id, created_at: now_ms() };
     state.store.create_conversation(&c).await?;
@@ -161,9 +164,14 @@ pub async fn retry_message(
             format!("the message is {}", m.status.as_str()),
         ));
     }
-    limit(&state, &state.rate, &user)?;
+    limit(&state, &state.rate, &user).await?;
     admit(&state)?;
-    if !state.store.retry_message(&m.id, now_ms()).await? {
+    // Checked as a post is: the consent (it may have been withdrawn) and the day's budgets.
+    let now = now_ms();
+    let ctx = state.store.post_context(&user.id, &m.conversation_id, spend_reads(&state.limits, now)).await?;
+    consented(ctx.profile.as_ref())?;
+    within_budget(&state.limits, &ctx, now)?;
+    if !state.store.retry_message(&m.id, now).await? {
         return Err(AppError::user(StatusCode::CONFLICT, "not_failed", "the message is no longer failed"));
     }
     enqueue(&state, &m.id).await;
@@ -194,12 +202,13 @@ async fn enqueue(state: &AppState, id: &str) {
 
 /// Refuses a post while the backlog is at its bound ([`Limits::max_backlog`]): under a flood
 /// the API then accepts at the rate the worker answers, and a refused post costs no write.
+/// Without a valid count (none yet, or counting fails) nothing is refused.
 fn admit(state: &AppState) -> Result<(), AppError> {
     let bound = state.limits.max_backlog;
-    let waiting = state.backlog.load(std::sync::atomic::Ordering::Relaxed);
-    if bound == 0 || waiting < bound {
-        return Ok(());
-    }
+    let waiting = match state.backlog.waiting(now_ms()) {
+        Some(w) if bound > 0 && w >= bound => w,
+        _ => return Ok(()),
+    };
     state.metrics.messages_shed.inc();
     Err(AppError::Later {
         status: StatusCode::SERVICE_UNAVAILABLE,
@@ -207,6 +216,11 @@ fn admit(state: &AppState) -> Result<(), AppError> {
         message: format!("{waiting} messages are waiting to be answered; try again shortly"),
         retry_after_secs: 2,
     })
+}
+
+/// The day's spend counters a post reads: those a budget is on for.
+fn spend_reads(limits: &Limits, now: i64) -> SpendReads {
+    SpendReads { day: day_of(now), user: limits.user_daily_tokens > 0, all: limits.all_daily_tokens > 0 }
 }
 
 /// Refuses a post when the user's or everyone's model tokens of the day are spent.
@@ -292,7 +306,7 @@ pub async fn post_message(
             return replay(k, &message_id, &fingerprint);
         }
     }
-    limit(&state, &state.rate, &user)?;
+    limit(&state, &state.rate, &user).await?;
     admit(&state)?;
     let content = body.content;
     if content.trim().is_empty() {
@@ -310,9 +324,7 @@ pub async fn post_message(
     }
     let now = now_ms();
     // The conversation, the consent, and the day's spend, in one read.
-    let limits = &state.limits;
-    let spend = SpendReads { day: day_of(now), user: limits.user_daily_tokens > 0, all: limits.all_daily_tokens > 0 };
-    let ctx = state.store.post_context(&user.id, &conversation_id, spend).await?;
+    let ctx = state.store.post_context(&user.id, &conversation_id, spend_reads(&state.limits, now)).await?;
     if ctx.conversation.as_ref().is_none_or(|c| c.user_id != user.id) {
         return Err(AppError::not_found("conversation"));
     }
@@ -339,7 +351,7 @@ pub async fn post_message(
         },
         Recorded::New => {
             state.metrics.messages_accepted.inc();
-            state.backlog.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            state.backlog.accepted();
             tracing::info!(message_id = %m.id, "message accepted");
             enqueue(&state, &m.id).await;
             Ok(accepted(&m.id, false))
@@ -351,12 +363,18 @@ pub async fn post_message(
 /// the stream is dropped (ended, or its client gone).
 struct StreamSlot {
     streams: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    gauge: prometheus::IntGauge,
     user_id: String,
 }
 
 impl StreamSlot {
     fn take(state: &AppState, user_id: &str) -> Result<StreamSlot, AppError> {
         let mut open = state.streams.lock().unwrap_or_else(|p| p.into_inner());
+        // All users' streams together: each holds a connection, a task and a poll of the store.
+        let total: usize = open.values().sum();
+        if total >= state.limits.max_streams {
+            return Err(AppError::Busy { retry_after_secs: 5 });
+        }
         let n = open.entry(user_id.to_string()).or_insert(0);
         if *n >= state.limits.streams_per_user {
             state.metrics.rate_limited.inc();
@@ -368,7 +386,8 @@ impl StreamSlot {
             });
         }
         *n += 1;
-        Ok(StreamSlot { streams: state.streams.clone(), user_id: user_id.to_string() })
+        state.metrics.streams_open.set((total + 1) as i64);
+        Ok(StreamSlot { streams: state.streams.clone(), gauge: state.metrics.streams_open.clone(), user_id: user_id.to_string() })
     }
 }
 
@@ -381,6 +400,7 @@ impl Drop for StreamSlot {
                 open.remove(&self.user_id);
             }
         }
+        self.gauge.dec();
     }
 }
 

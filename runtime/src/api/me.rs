@@ -78,11 +78,14 @@ pub async fn put_me(
 /// with its messages newest first. A store error mid-way ends the download unfinished (the
 /// client sees a truncated body, never a complete-looking wrong one).
 pub async fn export(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
+    // Each export holds a page of messages while it streams: a few at once per process.
+    let running = state.exports.clone().try_acquire_owned().map_err(|_| AppError::Busy { retry_after_secs: 5 })?;
     let u = current_user(&state, &user).await?;
     let profile = state.store.get_profile(&u.id).await?;
     let head = json!({"exported_at": now_ms(), "user": {"id": u.id, "email": u.email}, "profile": profile});
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     tokio::spawn(async move {
+        let _running = running;
         let mut head = head.to_string();
         head.pop(); // the closing brace: the conversations follow
         if tx.send(Ok(format!("{head},\"conversations\":[").into_bytes())).await.is_err() {

@@ -54,8 +54,16 @@ pub struct Limits {
     /// never fetched (it is deleted as soon as it is).
     pub unkept_retention: Duration,
     /// Messages waiting in the queue (or being answered) above which a post is refused with
-    /// 503 `busy`; 0: no bound. Known where the queue is counted ([`Shared::backlog`]).
+    /// 503 `busy`; 0: no bound. Checked against [`Shared::backlog`] while its count is fresh.
     pub max_backlog: u64,
+    /// A user's messages waiting or being answered at once, above which a post is refused
+    /// with 429 `too_many_in_flight`: one user cannot fill the worker's slots; 0: no bound.
+    pub user_in_flight: u32,
+    /// Event streams open on one API process, all users together (503 `busy` above).
+    pub max_streams: usize,
+    /// Exports running at once on one API process (503 `busy` above): each holds a page of
+    /// messages in memory while it streams.
+    pub max_exports: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +82,9 @@ impl Default for Limits {
             streams_per_user: 10,
             unkept_retention: Duration::from_secs(24 * 3600),
             max_backlog: 0,
+            user_in_flight: 0,
+            max_streams: 2000,
+            max_exports: 4,
         }
     }
 }
@@ -141,8 +152,10 @@ pub struct Shared {
     /// Open event streams per user (this process), against `limits.streams_per_user`.
     pub streams: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     /// The queue's messages as last counted (`run::count_backlog`), plus the posts accepted
-    /// since: what [`Limits::max_backlog`] is checked against. Stays 0 where nothing counts.
-    pub backlog: Arc<std::sync::atomic::AtomicU64>,
+    /// since: what [`Limits::max_backlog`] is checked against.
+    pub backlog: Arc<Backlog>,
+    /// Exports running now, against [`Limits::max_exports`].
+    pub exports: Arc<tokio::sync::Semaphore>,
     /// Changed message ids, when the worker shares this process (see `store::notify`):
     /// wakes event streams before their next poll.
     pub updates: Option<tokio::sync::broadcast::Sender<Arc<str>>>,
@@ -150,6 +163,7 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, queue: Arc<dyn Queue>, metrics: Arc<Metrics>, limits: Limits) -> AppState {
+        let limits_exports = limits.max_exports.max(1);
         let rate = Arc::new(ratelimit::RateLimiter::new(limits.messages_per_minute, limits.burst));
         let conversation_rate = Arc::new(ratelimit::RateLimiter::new(limits.messages_per_minute, limits.burst));
         let auth_rate = Arc::new(AuthRate {
@@ -172,7 +186,79 @@ impl AppState {
             streams: Arc::default(),
             relay_wake: Arc::default(),
             backlog: Arc::default(),
+            exports: Arc::new(tokio::sync::Semaphore::new(limits_exports)),
         }))
+    }
+}
+
+impl AppState {
+    /// Sets `aira_rate_limiter_entries` from each in-process limiter (each bounded by
+    /// [`ratelimit::MAX_KEYS`]).
+    pub fn report_limiters(&self) {
+        let g = &self.metrics.limiter_entries;
+        for (name, l) in [
+            ("messages", &*self.rate),
+            ("conversations", &*self.conversation_rate),
+            ("auth_account", &self.auth_rate.per_account),
+            ("auth_address", &self.auth_rate.per_address),
+        ] {
+            g.with_label_values(&[name]).set(l.entries() as i64);
+        }
+    }
+}
+
+/// The backlog the bound is checked against: the queue as last counted, plus the posts this
+/// process accepted since. A count is valid for a while only: when counting fails, it goes
+/// stale and refuses nothing, so a task whose count stopped never turns every post away.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    counted: std::sync::atomic::AtomicU64,
+    since: std::sync::atomic::AtomicU64,
+    /// Until when the count holds (ms since the epoch); 0: never counted.
+    valid_until: std::sync::atomic::AtomicI64,
+}
+
+impl Backlog {
+    /// A count of the queue taken at `now_ms` (the posts accepted before it are in it), valid
+    /// for `valid_for`.
+    pub fn counted(&self, n: u64, now_ms: i64, valid_for: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.counted.store(n, Relaxed);
+        self.since.store(0, Relaxed);
+        self.valid_until.store(now_ms + valid_for.as_millis() as i64, Relaxed);
+    }
+
+    pub fn accepted(&self) {
+        self.since.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The messages waiting, while a count is valid.
+    pub fn waiting(&self, now_ms: i64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        (now_ms <= self.valid_until.load(Relaxed)).then(|| self.counted.load(Relaxed) + self.since.load(Relaxed))
+    }
+}
+
+/// A per-account limit that holds across API tasks: `per_minute` sustained, `burst` at once,
+/// kept in the store as a count per window of `burst / per_minute` minutes (DynamoDB: one
+/// conditional update; the embedded store, one process, keeps none and its in-process buckets
+/// hold). The key is hashed: no email is written for it.
+pub async fn shared_limit(
+    state: &AppState,
+    kind: &str,
+    key: &str,
+    per_minute: u32,
+    burst: u32,
+) -> Result<(), AppError> {
+    let (per_minute, burst) = (per_minute.max(1), burst.max(1));
+    let window_ms = i64::from(burst) * 60_000 / i64::from(per_minute);
+    let key = format!("{kind}#{}", &crate::model::sha256_hex(format!("{kind}\n{key}").as_bytes())[..32]);
+    match state.store.take_rate(&key, burst, window_ms.max(1000), crate::model::now_ms()).await? {
+        None => Ok(()),
+        Some(wait_ms) => {
+            state.metrics.rate_limited.inc();
+            Err(AppError::RateLimited { retry_after_secs: (wait_ms.max(1) as u64).div_ceil(1000) })
+        }
     }
 }
 

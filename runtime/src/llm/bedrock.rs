@@ -181,8 +181,12 @@ impl Llm for Bedrock {
             resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
         let parsed: ConverseResponse = serde_json::from_slice(&bytes).map_err(|_| LlmError::BadResponse)?;
         let text: String = parsed.output.message.content.into_iter().filter_map(|b| b.text).collect();
-        if text.is_empty() {
-            return Err(LlmError::BadResponse);
+        let filtered = matches!(parsed.stop_reason.as_deref(), Some("content_filtered" | "guardrail_intervened"));
+        if filtered {
+            return Err(LlmError::Filtered);
+        }
+        if text.trim().is_empty() {
+            return Err(LlmError::Empty);
         }
         if let Some(reason) = parsed.stop_reason.filter(|r| r != "end_turn") {
             debug!(stop_reason = reason, "bedrock answer ended early");
@@ -217,7 +221,7 @@ mod tests {
             (429, "ThrottlingException", retry),
             (429, "ModelNotReadyException", retry),
             (503, "ServiceUnavailableException", retry),
-            (408, "ModelTimeoutException", retry),
+            (408, "ModelTimeoutException", Disposition::Once),
             (500, "InternalServerException", retry),
             (400, "ValidationException", Disposition::Fail),
             (403, "AccessDeniedException", Disposition::Fail),

@@ -74,6 +74,17 @@ pub struct PostContext {
     pub all_tokens_today: u64,
 }
 
+/// What [`Store::charge_spend`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Charged; everyone's count of the day after it.
+    Charged { all_today: u64 },
+    /// Not charged: the user's cap would be passed.
+    OverUser,
+    /// Not charged: everyone's cap would be passed.
+    OverAll,
+}
+
 /// The spend counters of `day` that [`Store::post_context`] reads: only those a budget is on
 /// for (each read costs a read unit on DynamoDB).
 #[derive(Debug, Clone, Copy)]
@@ -147,8 +158,18 @@ pub trait Store: Send + Sync {
     async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64>;
     /// Reads what posting into `conversation_id` needs (see [`PostContext`]).
     async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext>;
-    /// Counts model tokens spent for the user on `day` (and in the all-users total).
-    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()>;
+    /// Charges `tokens` to the user and to everyone for `day`, unless that would take the
+    /// user's count past `user_cap` or everyone's past `all_cap` (0: no cap); then nothing is
+    /// charged. Atomic against other tasks charging at once.
+    async fn charge_spend(&self, user_id: &str, day: i64, tokens: u64, user_cap: u64, all_cap: u64) -> Result<Charge>;
+    /// Corrects the user's and everyone's count for `day` by `delta` (negative: a refund), once
+    /// a call's cost is known. No cap: the tokens are spent.
+    async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()>;
+    /// A limit shared by every process on this store: takes one of the `limit` uses of `key`
+    /// in the current window of `window_ms` (windows start at multiples of it). `None`: taken;
+    /// `Some(ms)`: refused, the window ends in `ms`. The embedded store (one process) keeps
+    /// none and takes every use: its callers' in-process limits hold there.
+    async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>>;
     /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>>;
     async fn outbox_remove(&self, message_id: &str) -> Result<()>;

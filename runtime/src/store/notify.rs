@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store};
+use super::{Charge, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store};
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
 pub struct Notifying {
@@ -108,8 +108,14 @@ impl Store for Notifying {
     async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext> {
         self.inner.post_context(user_id, conversation_id, spend).await
     }
-    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
-        self.inner.add_spend(user_id, day, tokens).await
+    async fn charge_spend(&self, user_id: &str, day: i64, tokens: u64, user_cap: u64, all_cap: u64) -> Result<Charge> {
+        self.inner.charge_spend(user_id, day, tokens, user_cap, all_cap).await
+    }
+    async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
+        self.inner.add_spend(user_id, day, delta).await
+    }
+    async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>> {
+        self.inner.take_rate(key, limit, window_ms, now_ms).await
     }
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
         self.inner.outbox_pending(created_before_ms, limit).await

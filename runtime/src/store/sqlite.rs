@@ -7,12 +7,25 @@ use std::path::Path;
 use async_trait::async_trait;
 use rusqlite::{params, OptionalExtension, Row};
 
-use super::{status_of, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
+use super::{status_of, Charge, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
 use crate::group_commit::{Cached, Db, Durability};
 use crate::model::{
     now_ms, shown_status, Conversation, Message, Profile, QueueBody, Status, TokenInfo, User, SET_ASIDE,
 };
 use crate::queue::sqlite::{QueueLink, SCHEMA as QUEUE_SCHEMA};
+
+/// Adds `delta` to the user's count of `day` (while the account exists) and to everyone's.
+fn add_spend_rows(c: &rusqlite::Connection, day: i64, user_id: &str, delta: i64) -> rusqlite::Result<()> {
+    for who in [user_id, ""] {
+        c.exec(
+            "INSERT INTO spend (day, user_id, tokens) SELECT ?1, ?2, ?3
+             WHERE ?2 = '' OR EXISTS (SELECT 1 FROM users WHERE id = ?2)
+             ON CONFLICT(day, user_id) DO UPDATE SET tokens = tokens + excluded.tokens",
+            params![day, who, delta],
+        )?;
+    }
+    Ok(())
+}
 
 const SCHEMA: &str = "
 -- Deleted rows are overwritten with zeros, in the file and in the log: a deleted account's
@@ -597,22 +610,43 @@ impl Store for SqliteStore {
             .await?)
     }
 
-    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
+    async fn charge_spend(&self, user_id: &str, day: i64, tokens: u64, user_cap: u64, all_cap: u64) -> Result<Charge> {
         let u = user_id.to_string();
-        self.db
+        Ok(self
+            .db
             .call_first(move |c| {
-                for who in [u.as_str(), ""] {
-                    c.exec(
-                        "INSERT INTO spend (day, user_id, tokens) SELECT ?1, ?2, ?3
-                         WHERE ?2 = '' OR EXISTS (SELECT 1 FROM users WHERE id = ?2)
-                         ON CONFLICT(day, user_id) DO UPDATE SET tokens = tokens + excluded.tokens",
-                        params![day, who, tokens as i64],
-                    )?;
+                let read = |who: &str| -> rusqlite::Result<Option<i64>> {
+                    c.prepare_cached("SELECT tokens FROM spend WHERE day = ?1 AND user_id = ?2")?
+                        .query_row(params![day, who], |r| r.get(0))
+                        .optional()
+                };
+                let (user, all) = (read(&u)?, read("")?);
+                let over = |count: Option<i64>, cap: u64| cap > 0 && count.unwrap_or(0).max(0) as u64 + tokens > cap;
+                if over(user, user_cap) {
+                    return Ok(Charge::OverUser);
                 }
-                Ok(())
+                if over(all, all_cap) {
+                    return Ok(Charge::OverAll);
+                }
+                if all.is_none() {
+                    // The day's first charge: the counts of days gone are dropped (a budget reads today's).
+                    c.exec("DELETE FROM spend WHERE day < ?1", [day - 2])?;
+                }
+                add_spend_rows(c, day, &u, tokens as i64)?;
+                Ok(Charge::Charged { all_today: all.unwrap_or(0).max(0) as u64 + tokens })
             })
-            .await?;
+            .await?)
+    }
+
+    async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
+        let u = user_id.to_string();
+        self.db.call_first(move |c| add_spend_rows(c, day, &u, delta)).await?;
         Ok(())
+    }
+
+    async fn take_rate(&self, _key: &str, _limit: u32, _window_ms: i64, _now_ms: i64) -> Result<Option<i64>> {
+        // One process: the API's in-process limits hold.
+        Ok(None)
     }
 
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {

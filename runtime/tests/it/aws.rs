@@ -26,7 +26,10 @@ use crate::common::*;
 
 const SECS_20: Duration = Duration::from_secs(20);
 
-struct AwsEnv {
+pub struct AwsEnv {
+    /// The environment of an `aira-runtime api` or `worker` process on this queue and table,
+    /// through the same proxy as the runtime's clients here.
+    pub process_env: Vec<(String, String)>,
     store: Arc<dyn Store>,
     queue: Arc<dyn Queue>,
     dead_letter: Arc<dyn Queue>,
@@ -37,6 +40,13 @@ struct AwsEnv {
 }
 
 impl AwsEnv {
+    /// `aira-runtime COMMAND` on this queue and table, with `extra` settings.
+    pub async fn process(&self, command: &str, extra: &[(&str, &str)]) -> Serve {
+        let mut env: Vec<(&str, &str)> = self.process_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
+        Serve::command(command, &env).await
+    }
+
     fn worker(&self, llm: Arc<dyn Llm>, config: WorkerConfig) -> Arc<Worker> {
         Arc::new(Worker::new(self.queue.clone(), self.store.clone(), llm, self.metrics.clone(), config))
     }
@@ -52,7 +62,7 @@ fn endpoint() -> String {
 }
 
 /// Queue with a dead-letter queue after `max_receives`, and the table, as `aira` creates them.
-async fn setup(max_receives: u32) -> AwsEnv {
+pub async fn setup(max_receives: u32) -> AwsEnv {
     setup_with(max_receives, Limits::default()).await
 }
 
@@ -127,6 +137,15 @@ async fn setup_at(url: &str, max_receives: u32, limits: Limits) -> AwsEnv {
         .await
         .expect("create table");
 
+    let process_env = [
+        ("AWS_ENDPOINT_URL", url),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AIRA_QUEUE_URL", queue_url.as_str()),
+        ("AIRA_TABLE", table.as_str()),
+    ];
+    let process_env = process_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let store: Arc<dyn Store> = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&runtime_conf), &table));
     let queue: Arc<dyn Queue> = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(&runtime_conf), queue_url));
     let dead_letter: Arc<dyn Queue> = Arc::new(SqsQueue::new(sqs, dlq_url));
@@ -134,7 +153,7 @@ async fn setup_at(url: &str, max_receives: u32, limits: Limits) -> AwsEnv {
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), limits);
     state.password_cost = cheap_password();
     state.events_poll = Duration::from_millis(100);
-    AwsEnv { app: app(state), store, queue, dead_letter, metrics, ddb, table }
+    AwsEnv { process_env, app: app(state), store, queue, dead_letter, metrics, ddb, table }
 }
 
 fn aws_worker_config(max_receives: u32) -> WorkerConfig {
@@ -437,8 +456,8 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     };
     let message = get(format!("MSG#{id}"), "MSG".into()).await.unwrap().item.unwrap();
     assert_eq!(message["answer"].as_s().unwrap(), "fake: through conflicts");
-    // The worker counts the spend after it stores the answer, and its transaction may be the one
-    // the proxy cancels: wait for it.
+    // The worker charges an estimate before the call and settles it to what the model reported
+    // (7 tokens) before it stores the answer; a transaction the proxy cancels is tried again.
     let spend_key = || format!("SPEND#{}", aira_runtime::model::day_of(now_ms()));
     wait_until("the spend counted", SECS_20, || async {
         get(format!("USERID#{user_id}"), spend_key()).await.unwrap().item.is_some()
@@ -450,7 +469,9 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     let transactions = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems").count();
     let cancelled = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems" && r.status == 400).count();
     assert_eq!(cancelled, 5, "each conflict answered as DynamoDB does");
-    assert_eq!(transactions, 10, "sign-up, token, conversation, message, spend: each tried again once");
+    // Six transactions (sign-up, token, conversation, message, the spend's charge before the
+    // call and its settlement after), five of them tried again once.
+    assert_eq!(transactions, 11, "each conflict tried again once");
 }
 
 #[tokio::test]

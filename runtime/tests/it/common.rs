@@ -44,6 +44,7 @@ pub fn worker_config() -> WorkerConfig {
         shutdown_grace: Duration::from_millis(300),
         // Every failure is a receive, as the dead-letter tests need; the outage test sets one.
         outage_budget: Duration::ZERO,
+        ..WorkerConfig::default()
     }
 }
 
@@ -236,6 +237,10 @@ pub enum Behavior {
     Hang,
     /// Starts a 200 response and drops the connection mid-body.
     Drop,
+    /// 200 with an empty answer.
+    Empty,
+    /// 200 with an answer of this many bytes.
+    Huge(usize),
 }
 
 #[derive(Clone)]
@@ -244,6 +249,8 @@ struct FakeState {
     default: Arc<Mutex<Behavior>>,
     calls: Arc<Mutex<Vec<Instant>>>,
     bodies: Arc<Mutex<Vec<Value>>>,
+    /// Behaviours for prompts that contain a tag, before the script.
+    rules: Arc<Mutex<Vec<(String, Behavior)>>>,
 }
 
 /// A fake OpenAI-compatible server on 127.0.0.1:0: scripted behaviours, then a default.
@@ -259,6 +266,7 @@ impl FakeLlm {
             default: Arc::new(Mutex::new(default)),
             calls: Arc::new(Mutex::new(Vec::new())),
             bodies: Arc::new(Mutex::new(Vec::new())),
+            rules: Arc::default(),
         };
         let app = Router::new().route("/v1/chat/completions", post(fake_completion)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,6 +292,11 @@ impl FakeLlm {
         self.state.bodies.lock().unwrap().clone()
     }
 
+    /// Answers every prompt that contains `tag` with `b`.
+    pub fn set_rule(&self, tag: &str, b: Behavior) {
+        self.state.rules.lock().unwrap().push((tag.to_string(), b));
+    }
+
     pub fn set_default(&self, b: Behavior) {
         *self.state.default.lock().unwrap() = b;
     }
@@ -292,9 +305,12 @@ impl FakeLlm {
 async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState>, Json(req): Json<Value>) -> Response {
     s.calls.lock().unwrap().push(Instant::now());
     s.bodies.lock().unwrap().push(req.clone());
-    let behavior = s.script.lock().unwrap().pop_front().unwrap_or_else(|| s.default.lock().unwrap().clone());
     let prompt =
         req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
+    let ruled = s.rules.lock().unwrap().iter().find(|(tag, _)| prompt.contains(tag.as_str())).map(|(_, b)| b.clone());
+    let behavior = ruled
+        .or_else(|| s.script.lock().unwrap().pop_front())
+        .unwrap_or_else(|| s.default.lock().unwrap().clone());
     match behavior {
         Behavior::Answer(delay) => {
             tokio::time::sleep(delay).await;
@@ -323,6 +339,17 @@ async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState
         Behavior::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
+        }
+        Behavior::Empty | Behavior::Huge(_) => {
+            let text = match behavior {
+                Behavior::Huge(n) => "h".repeat(n),
+                _ => String::new(),
+            };
+            Json(json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+            }))
+            .into_response()
         }
         Behavior::Drop => {
             let chunks: Vec<Result<&'static str, std::io::Error>> =
@@ -370,7 +397,7 @@ pub async fn answered_over_http(http: &reqwest::Client, base: &str, token: &str,
         .json()
         .await
         .unwrap();
-    let url = format!("{base}/v1/messages/{}", m["id"].as_str().expect("a message id"));
+    let url = format!("{base}/v1/messages/{}", m["id"].as_str().unwrap_or_else(|| panic!("not accepted: {m}")));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let m: Value = http.get(&url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
@@ -397,13 +424,25 @@ pub struct Serve {
 
 impl Serve {
     pub async fn start(env: &[(&str, &str)]) -> Serve {
+        Serve::command("serve", env).await
+    }
+
+    /// `aira-runtime COMMAND` (`serve`, `api` or `worker`) the same way; `api` and `worker` need
+    /// their queue, table and AWS endpoint in `env`. A worker has no app port: it is up when its
+    /// operations listener answers.
+    pub async fn command(command: &str, env: &[(&str, &str)]) -> Serve {
         let data = tempfile::tempdir().unwrap();
         let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (port, ops_port) = (free(), free());
         let log = data.path().join("serve.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_aira-runtime"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data", data.path().to_str().unwrap()])
-            .args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
+        cmd.arg(command);
+        match command {
+            "serve" => cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--data", data.path().to_str().unwrap()]),
+            "api" => cmd.args(["--listen", &format!("127.0.0.1:{port}")]),
+            _ => &mut cmd,
+        };
+        cmd.args(["--metrics-listen", &format!("127.0.0.1:{ops_port}")])
             .env("AIRA_LOG", "warn")
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
@@ -428,7 +467,7 @@ impl Serve {
         ] {
             cmd.env_remove(v);
         }
-        let child = cmd.envs(env.iter().copied()).spawn().expect("start aira-runtime serve");
+        let child = cmd.envs(env.iter().copied()).spawn().expect("start aira-runtime");
         let s = Serve {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -437,8 +476,9 @@ impl Serve {
             dir: data,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while reqwest::get(format!("{}/healthz", s.base)).await.is_err() {
-            assert!(Instant::now() < deadline, "serve did not start:\n{}", s.log());
+        let probe = if command == "worker" { &s.ops } else { &s.base };
+        while reqwest::get(format!("{probe}/healthz")).await.is_err() {
+            assert!(Instant::now() < deadline, "aira-runtime {command} did not start:\n{}", s.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         s

@@ -11,6 +11,8 @@
 //!   receivers that are down (requests unaffected), SigV4-signed to a capture server.
 //! - `katan`: the OpenAI and Bedrock providers against llm-katan (answers, SigV4, faults).
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
+//! - `life`: what only shows over a deployment's life: bounds that hold past their counts,
+//!   limits that hold across api tasks, one message's failure that stays its own.
 
 mod abuse;
 mod api;
@@ -19,6 +21,7 @@ mod binary;
 mod common;
 mod faults;
 mod katan;
+mod life;
 mod metric_names;
 mod privacy;
 mod remote_write;

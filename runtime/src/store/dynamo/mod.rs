@@ -40,7 +40,7 @@ use aws_sdk_dynamodb::Client;
 pub use self::item::OUTBOX_SHARDS;
 use self::item::{get_n, get_s, gone_pk, message_from, n, not_gone, outbox_pk, purge_key, put, s, update, Item};
 use self::table::backend;
-use super::{Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
+use super::{Charge, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store, StoreError};
 use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 /// The store on the DynamoDB table `table` (created by `aira`).
@@ -53,6 +53,21 @@ impl DynamoStore {
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
         DynamoStore { client, table: table.into() }
     }
+
+    /// Adds `delta` to the user's count of `day`, unless the account is deleted.
+    async fn add_user_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
+        let values = vec![(":t", n(delta)), (":x", n(spend_expiry(day)))];
+        let key = (format!("USERID#{user_id}"), format!("SPEND#{day}"));
+        let user = update(&self.table, key, "ADD tokens :t SET expires_at = :x", None, &[], values)?;
+        // False when the account was deleted meanwhile: nothing to count for it.
+        self.transact("dynamodb add user spend", vec![not_gone(&self.table, user_id)?, user]).await?;
+        Ok(())
+    }
+}
+
+/// Spend counts are kept two days past their day, then DynamoDB's TTL removes them.
+fn spend_expiry(day: i64) -> i64 {
+    (day + 3) * 86_400
 }
 
 #[async_trait]
@@ -545,27 +560,104 @@ impl Store for DynamoStore {
         })
     }
 
-    async fn add_spend(&self, user_id: &str, day: i64, tokens: u64) -> Result<()> {
-        // Kept two days past their day, then DynamoDB's TTL removes them.
-        let expires = (day + 3) * 86_400;
-        let add = "ADD tokens :t SET expires_at = :x";
-        let values = || vec![(":t", n(tokens as i64)), (":x", n(expires))];
-        let user =
-            update(&self.table, (format!("USERID#{user_id}"), format!("SPEND#{day}")), add, None, &[], values())?;
-        // False when the account was deleted meanwhile: nothing to count for it.
-        self.transact("dynamodb add user spend", vec![not_gone(&self.table, user_id)?, user]).await?;
+    async fn charge_spend(&self, user_id: &str, day: i64, tokens: u64, user_cap: u64, all_cap: u64) -> Result<Charge> {
+        if user_cap > 0 && tokens > user_cap {
+            return Ok(Charge::OverUser);
+        }
+        if all_cap > 0 && tokens > all_cap {
+            return Ok(Charge::OverAll);
+        }
+        // The user's count in a transaction with the account's tombstone check (nothing is
+        // counted for a deleted account); conditional on the room left under the cap.
+        let t = tokens as i64;
+        let (expr, expires) = ("ADD tokens :t SET expires_at = :x", spend_expiry(day));
+        let room = "attribute_not_exists(tokens) OR tokens <= :room";
+        let mut values = vec![(":t", n(t)), (":x", n(expires))];
+        if user_cap > 0 {
+            values.push((":room", n(user_cap as i64 - t)));
+        }
+        let key = (format!("USERID#{user_id}"), format!("SPEND#{day}"));
+        let user = update(&self.table, key, expr, (user_cap > 0).then_some(room), &[], values)?;
+        let items = vec![not_gone(&self.table, user_id)?, user];
+        match self.transact_which("dynamodb charge user spend", items).await? {
+            None => {}
+            Some(1) => return Ok(Charge::OverUser),
+            // The account is deleted: its message goes with it; nothing to spend on it.
+            Some(_) => return Ok(Charge::OverUser),
+        }
+        // Everyone's count apart, not in the transaction: one item every charge writes, where
+        // transactions would conflict with each other; a plain update waits its turn instead.
         let mut all = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s(format!("SPEND#{day}")))
             .key("sk", s("ALL"))
-            .update_expression(add);
-        for (k, v) in values() {
-            all = all.expression_attribute_values(k, v);
+            .update_expression(expr)
+            .expression_attribute_values(":t", n(t))
+            .expression_attribute_values(":x", n(expires))
+            .return_values(ReturnValue::UpdatedNew);
+        if all_cap > 0 {
+            all = all.condition_expression(room).expression_attribute_values(":room", n(all_cap as i64 - t));
         }
-        all.send().await.map_err(backend("dynamodb add spend"))?;
+        match all.send().await {
+            Ok(out) => {
+                let today = out.attributes.as_ref().map_or(0, |a| get_n(a, "tokens").max(0) as u64);
+                Ok(Charge::Charged { all_today: today })
+            }
+            Err(e) => {
+                let over = e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception());
+                // Undo the user's part: the message is not sent (or not now).
+                self.add_user_spend(user_id, day, -t).await?;
+                if over {
+                    Ok(Charge::OverAll)
+                } else {
+                    Err(backend("dynamodb charge spend")(e))
+                }
+            }
+        }
+    }
+
+    async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
+        self.add_user_spend(user_id, day, delta).await?;
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("SPEND#{day}")))
+            .key("sk", s("ALL"))
+            .update_expression("ADD tokens :t SET expires_at = :x")
+            .expression_attribute_values(":t", n(delta))
+            .expression_attribute_values(":x", n(spend_expiry(day)))
+            .send()
+            .await
+            .map_err(backend("dynamodb add spend"))?;
         Ok(())
+    }
+
+    async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>> {
+        let window = now_ms.div_euclid(window_ms);
+        let ends = (window + 1) * window_ms;
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("RATE#{key}")))
+            .key("sk", s(window.to_string()))
+            .update_expression("ADD uses :one SET expires_at = :x")
+            .condition_expression("attribute_not_exists(uses) OR uses < :limit")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":limit", n(i64::from(limit)))
+            // Gone with DynamoDB's TTL a day after the window.
+            .expression_attribute_values(":x", n(ends / 1000 + 86_400))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(None),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Ok(Some((ends - now_ms).max(1)))
+            }
+            Err(e) => Err(backend("dynamodb take rate")(e)),
+        }
     }
 
     async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {

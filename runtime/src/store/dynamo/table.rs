@@ -141,11 +141,21 @@ impl DynamoStore {
     /// posts checking one conversation, two answers adding to one spend item) is tried again,
     /// up to 5 times with growing pauses, since the other one ends in milliseconds.
     pub(super) async fn transact(&self, what: &'static str, items: Vec<TransactWriteItem>) -> Result<bool> {
+        Ok(self.transact_which(what, items).await?.is_none())
+    }
+
+    /// Like [`Self::transact`]; on a failed condition, the index of the first item whose
+    /// condition failed.
+    pub(super) async fn transact_which(
+        &self,
+        what: &'static str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<usize>> {
         let mut attempt = 0u32;
         loop {
             let r = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
             let e = match r {
-                Ok(_) => return Ok(true),
+                Ok(_) => return Ok(None),
                 Err(e) => e,
             };
             let reasons: Vec<String> = match e.as_service_error() {
@@ -154,8 +164,8 @@ impl DynamoStore {
                 }
                 _ => return Err(backend(what)(e)),
             };
-            if reasons.iter().any(|c| c == "ConditionalCheckFailed") {
-                return Ok(false);
+            if let Some(i) = reasons.iter().position(|c| c == "ConditionalCheckFailed") {
+                return Ok(Some(i));
             }
             if attempt < 5 && reasons.iter().any(|c| c == "TransactionConflict") {
                 attempt += 1;
