@@ -155,6 +155,8 @@ pub async fn up(stack: &Stack, listen: Option<SocketAddr>, note: &dyn Fn(&str)) 
         cmd.env("AIRA_MAX_RECEIVES", dl.max_receives.to_string());
     }
     cmd.env("AIRA_VISIBILITY_TIMEOUT_SECS", stack.queue.visibility_timeout.secs().to_string());
+    // The stack's bounds on model spend, as on AWS (whichever model answers: echo counts too).
+    cmd.envs(aira_engine::expand::spend_env(stack));
     // The model: the stack's, when a key is at hand; the offline echo model otherwise.
     let key = std::env::var("AIRA_LLM_API_KEY").ok().filter(|k| !k.is_empty());
     // A model on Bedrock is AWS, which the local target never touches.

@@ -10,6 +10,7 @@ use super::args::InitArgs;
 use crate::failure::Failure;
 use crate::output::{Format, Printer, Render};
 use aira_engine::stack;
+use aira_engine::stack::model::Spend;
 
 /// Where the worker's model is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -245,6 +246,15 @@ pub fn render(a: &Answers) -> String {
         Model::Echo => {
             s.push_str("# No `llm`: the offline echo model answers. Add an `llm` section for a real model.\n")
         }
+    }
+    if a.model != Model::Echo {
+        let Spend { daily_tokens: all, user_daily_tokens: user, .. } = Spend::default();
+        s.push_str(&format!(
+            "  # At most {all} model tokens a day for all users together, {user} for one: past them\n  \
+             # posts are refused until 00:00 UTC. `daily_tokens: 0` removes the bound.\n  \
+             # daily_tokens: {all}\n  \
+             # user_daily_tokens: {user}\n",
+        ));
     }
     s
 }

@@ -128,3 +128,44 @@ async fn local_target_serves_answers_stops_and_keeps_data() {
     assert!(!pid_alive(up2.json()["pid"].as_u64().unwrap()));
     assert!(!cwd.join(".aira/localtest").exists());
 }
+
+/// The stack's bounds on model spend reach `aira-runtime serve` as its environment, and the
+/// runtime reports the daily bound it enforces (whatever the model: here Bedrock, which the local
+/// target replaces by the echo model, which counts tokens too).
+#[tokio::test]
+async fn local_target_runs_with_the_spend_bounds_of_the_stack_file() {
+    let work = Workdir::new();
+    let file = work.write(
+        "stack.yaml",
+        "stack: localspend\nservices:\n  api: { role: api, cpu: 256, memory: 512, port: 8080, health: /healthz, public: true }\n\
+         llm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n  max_tokens: 512\n  daily_tokens: 123456\n  \
+         user_daily_tokens: 1000\n  user_in_flight: 2\n",
+    );
+    let file = file.to_str().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cwd = work.dir.path();
+
+    let up = aira(cwd, &["up", "--local", file, "--listen", &listen, "--output", "json"]).await;
+    up.assert_code(0);
+    let state = up.json();
+    let pid = state["pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let env: Vec<String> = environ
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .filter(|v| v.starts_with("AIRA_"))
+        .collect();
+    for expected in
+        ["AIRA_LLM_MAX_TOKENS=512", "AIRA_DAILY_TOKENS=123456", "AIRA_USER_DAILY_TOKENS=1000", "AIRA_USER_IN_FLIGHT=2"]
+    {
+        assert!(env.iter().any(|v| v == expected), "{expected} not in the runtime's environment: {env:?}");
+    }
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let metrics = state["metrics_url"].as_str().unwrap();
+    let resp = http.request(Request::get(metrics).body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.lines().any(|l| l == "aira_llm_daily_tokens_limit 123456"), "the bound in /metrics:\n{text}");
+
+    aira(cwd, &["down", "--local", "--purge", file]).await.assert_code(0);
+    assert!(!pid_alive(pid));
+}

@@ -74,12 +74,14 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
         lines: Vec::new(),
         notes: Vec::new(),
     };
+    let model = model_note(desired, t.hours_per_month);
     let Some(prices) = t.regions.get(region) else {
         let covered: Vec<&str> = t.regions.keys().map(String::as_str).collect();
         estimate.notes.push(format!(
             "the price table has no prices for {region} (it covers {}): no estimate rather than a guess",
             covered.join(", ")
         ));
+        estimate.notes.extend(model);
         return estimate;
     };
     estimate.lines = lines(prices, desired);
@@ -106,7 +108,27 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
             prices.nat_gateway_gb
         ),
     ];
+    estimate.notes.extend(model);
     estimate
+}
+
+/// The model is priced by its provider, not by the table: what bounds its cost is the tokens
+/// the runtime lets all users spend a day, read from the tasks' environment (`expand::spend_env`).
+fn model_note(desired: &[Priced], hours_per_month: f64) -> Option<String> {
+    let task = desired.iter().find(|r| r.kind == Kind::TaskDefinition)?;
+    let env = &task.props["container"]["environment"];
+    // The offline echo model (no `llm`) costs nothing.
+    let model = env["AIRA_LLM_MODEL"].as_str()?;
+    let daily: u64 = env["AIRA_DAILY_TOKENS"].as_str()?.parse().ok()?;
+    Some(if daily == 0 {
+        format!("the model ({model}): no daily token bound (`llm.daily_tokens: 0`); its price is not in the table")
+    } else {
+        let monthly = daily as f64 * hours_per_month / 24.0 / 1e6;
+        format!(
+            "the model ({model}): at most {daily} tokens a day for all users together (`llm.daily_tokens`), \
+             {monthly:.1} million a month; its price is not in the table"
+        )
+    })
 }
 
 fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
@@ -306,6 +328,31 @@ mod tests {
         // per 10 million) instead of 3.
         let samples = 300.0 * 730.0 * 3600.0 / 30.0 / 1e7 * 0.90;
         assert_eq!(t.monthly_at_max, cents(sum + 9.0 * 9.01 + cents(12.0 * samples) - cents(3.0 * samples)));
+    }
+
+    #[test]
+    fn the_model_is_not_priced_but_its_daily_token_bound_is_shown() {
+        let model_notes = |edit: &dyn Fn(String) -> String, region: &str| -> Vec<String> {
+            let g = graph("stacks/aira.yaml", edit);
+            estimate(region, &priced(&g), &[]).notes.into_iter().filter(|n| n.starts_with("the model")).collect()
+        };
+        expect_test::expect![[r#"
+            [
+                "the model (gpt-4o-mini): at most 2000000 tokens a day for all users together (`llm.daily_tokens`), 60.8 million a month; its price is not in the table",
+            ]
+        "#]]
+        .assert_debug_eq(&model_notes(&|t| t, "us-east-1"));
+        let unbounded = |t: String| t + "  daily_tokens: 0\n  user_daily_tokens: 0\n";
+        expect_test::expect![[r#"
+            [
+                "the model (gpt-4o-mini): no daily token bound (`llm.daily_tokens: 0`); its price is not in the table",
+            ]
+        "#]]
+        .assert_debug_eq(&model_notes(&unbounded, "us-east-1"));
+        // A region without prices still shows the bound; the offline echo model costs nothing.
+        assert_eq!(model_notes(&|t| t, "ap-southeast-7").len(), 1);
+        let echo = |t: String| t[..t.find("llm:").unwrap()].to_string();
+        assert_eq!(model_notes(&echo, "us-east-1"), Vec::<String>::new());
     }
 
     #[test]

@@ -88,6 +88,19 @@ pub mod defaults {
     pub const HEALTH_CHECK_GRACE: i32 = 30;
 }
 
+/// The runtime's bounds on model spend (`Stack::spend`), as the environment it reads them from:
+/// every task's (the api refuses a post past a budget, the worker charges what the model
+/// answered) and `aira-runtime serve`'s on the local target.
+pub fn spend_env(stack: &Stack) -> [(&'static str, String); 4] {
+    let spend = stack.spend();
+    [
+        ("AIRA_LLM_MAX_TOKENS", spend.max_tokens.to_string()),
+        ("AIRA_DAILY_TOKENS", spend.daily_tokens.to_string()),
+        ("AIRA_USER_DAILY_TOKENS", spend.user_daily_tokens.to_string()),
+        ("AIRA_USER_IN_FLIGHT", spend.user_in_flight.to_string()),
+    ]
+}
+
 /// The table the runtime stores users, conversations and messages in.
 pub const TABLE: &str = "table";
 pub const CLUSTER: &str = "cluster";
@@ -294,6 +307,48 @@ mod tests {
         }
         // No key, so the execution role reads no secret.
         assert!(!g.get(&EXECUTION_ROLE.into()).unwrap().props.to_string().contains("secretsmanager:"));
+    }
+
+    #[test]
+    fn both_services_get_the_spend_bounds_of_the_stack_file_or_their_defaults() {
+        let env_of = |g: &Graph, svc: &str| -> Vec<(String, String)> {
+            let env = g.get(&task_id(svc).as_str().into()).unwrap().props["container"]["environment"].clone();
+            let env: serde_json::Map<String, Value> = serde_json::from_value(env).unwrap();
+            env.into_iter()
+                .filter(|(k, _)| k.contains("TOKENS") || k.contains("IN_FLIGHT"))
+                .map(|(k, v)| (k, v.as_str().unwrap().to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect()
+        };
+        let expected = |max: &str, all: &str, user: &str, in_flight: &str| -> Vec<(String, String)> {
+            let mut e: Vec<(String, String)> = [
+                ("AIRA_LLM_MAX_TOKENS", max),
+                ("AIRA_DAILY_TOKENS", all),
+                ("AIRA_USER_DAILY_TOKENS", user),
+                ("AIRA_USER_IN_FLIGHT", in_flight),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            e.sort();
+            e
+        };
+        // The canonical stack writes none of them: the defaults, in the api (which refuses a post
+        // past a budget) and the worker (which charges what the model answered) alike.
+        let g = canonical();
+        for svc in ["api", "worker"] {
+            assert_eq!(env_of(&g, svc), expected("1024", "2000000", "200000", "4"), "{svc}");
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let text = std::fs::read_to_string(path).unwrap()
+            + "  max_tokens: 512\n  daily_tokens: 0\n  user_daily_tokens: 50000\n  user_in_flight: 2\n";
+        let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        let g = expand(&stack, &Facts::offline(&stack), &image).unwrap();
+        for svc in ["api", "worker"] {
+            assert_eq!(env_of(&g, svc), expected("512", "0", "50000", "2"), "{svc}");
+        }
     }
 
     #[test]

@@ -258,6 +258,9 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
             }
             env["AIRA_LLM_MODEL"] = json!(llm.model);
         }
+        for (key, value) in spend_env(stack) {
+            env[key] = json!(value);
+        }
         let secrets = match &secret_arn {
             Some(arn) => json!({ "AIRA_LLM_API_KEY": arn }),
             None => json!({}),

@@ -625,6 +625,37 @@ fn check_llm(llm: &model::Llm, tree: &Node, report: &mut Report) {
             }
         }
     }
+    check_spend(llm, tree, report);
+}
+
+/// One user's daily bound within the bound of all users: otherwise one user could spend the
+/// whole day's tokens and everyone else would be refused until midnight UTC.
+fn check_spend(llm: &model::Llm, tree: &Node, report: &mut Report) {
+    let (all, user) = (llm.daily_tokens, llm.user_daily_tokens);
+    if all == 0 || (user != 0 && user <= all) {
+        return;
+    }
+    let written = |key: &str| tree.get("llm").and_then(|l| l.get(key)).is_some();
+    // At the key the user wrote: the user's bound, or the overall one that undercuts its default.
+    let (pos, what) = match (written("user_daily_tokens"), user) {
+        (true, 0) => (
+            tree.pos_of(&["llm", "user_daily_tokens"]),
+            format!("llm.user_daily_tokens: 0 (no bound for a user) with llm.daily_tokens {all}"),
+        ),
+        (true, _) => (
+            tree.pos_of(&["llm", "user_daily_tokens"]),
+            format!("llm.user_daily_tokens: {user} is more than llm.daily_tokens ({all})"),
+        ),
+        (false, _) => (
+            tree.pos_of(&["llm", "daily_tokens"]),
+            format!("llm.daily_tokens: {all} is less than llm.user_daily_tokens ({user}, its default)"),
+        ),
+    };
+    report.error(
+        pos,
+        format!("{what}: one user could spend all users' tokens of the day"),
+        Some(format!("give one user at most {all} tokens a day, or `daily_tokens: 0` for no overall bound")),
+    );
 }
 
 /// Prefixes of Bedrock's cross-region (system-defined) inference profiles.

@@ -102,6 +102,16 @@ impl Stack {
         self.llm.iter().filter_map(|l| l.api_key.as_ref()).map(|k| k.secret.as_str())
     }
 
+    /// The bounds on model spend the runtime enforces.
+    pub fn spend(&self) -> Spend {
+        self.llm.as_ref().map_or_else(Spend::default, |l| Spend {
+            max_tokens: l.max_tokens,
+            daily_tokens: l.daily_tokens,
+            user_daily_tokens: l.user_daily_tokens,
+            user_in_flight: l.user_in_flight,
+        })
+    }
+
     /// The model, when the worker calls Amazon Bedrock.
     pub fn bedrock(&self) -> Option<&Llm> {
         self.llm.as_ref().filter(|l| l.provider == LlmProvider::Bedrock)
@@ -443,6 +453,59 @@ pub struct Llm {
     /// The API key's Secrets Manager secret; never a literal (provider `openai` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key: Option<SecretRef>,
+    /// Most tokens of one answer (the model's `max_tokens`); also what a message is charged
+    /// before its answer is known.
+    #[serde(default = "Llm::default_max_tokens")]
+    #[schemars(range(min = 1, max = 200000))]
+    pub max_tokens: u32,
+    /// Model tokens (prompt and answer) all users together may spend per UTC day; past it the
+    /// API refuses new messages until 00:00 UTC. `0` removes the bound, and only when written:
+    /// without the key the bound is 2000000.
+    #[serde(default = "Llm::default_daily_tokens")]
+    pub daily_tokens: u64,
+    /// Model tokens one user may spend per UTC day; `0`: no bound for a user. At most
+    /// `daily_tokens` when that is bounded.
+    #[serde(default = "Llm::default_user_daily_tokens")]
+    pub user_daily_tokens: u64,
+    /// Messages of one user waiting or being answered at once.
+    #[serde(default = "Llm::default_user_in_flight")]
+    #[schemars(range(min = 1, max = 100))]
+    pub user_in_flight: u32,
+}
+
+impl Llm {
+    fn default_max_tokens() -> u32 {
+        Spend::default().max_tokens
+    }
+    fn default_daily_tokens() -> u64 {
+        Spend::default().daily_tokens
+    }
+    fn default_user_daily_tokens() -> u64 {
+        Spend::default().user_daily_tokens
+    }
+    fn default_user_in_flight() -> u32 {
+        Spend::default().user_in_flight
+    }
+}
+
+/// The runtime's bounds on what the model costs: `llm`'s keys, or their defaults without `llm`
+/// (the offline echo model counts tokens too, so the bounds hold whatever the model).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spend {
+    /// `llm.max_tokens`.
+    pub max_tokens: u32,
+    /// `llm.daily_tokens`; 0: no bound.
+    pub daily_tokens: u64,
+    /// `llm.user_daily_tokens`; 0: no bound.
+    pub user_daily_tokens: u64,
+    /// `llm.user_in_flight`.
+    pub user_in_flight: u32,
+}
+
+impl Default for Spend {
+    fn default() -> Self {
+        Spend { max_tokens: 1024, daily_tokens: 2_000_000, user_daily_tokens: 200_000, user_in_flight: 4 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -457,3 +457,66 @@ fn bedrock_model_ids_that_are_not_one_foundation_model_are_refused() {
     );
     check(&format!("{stack}  model: anthropic.claude-3-haiku-20240307-v1:0\n"), expect!["valid\n"]);
 }
+
+#[test]
+fn model_spend_bounds_are_checked_where_they_are_written() {
+    let stack = "stack: aira\nregion: us-east-1\nllm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n";
+    check(
+        &format!("{stack}  max_tokens: 0\n  user_in_flight: 101\n  daly_tokens: 1000\n  daily_tokens: -1\n"),
+        expect![[r#"
+            bad.yaml:6:15: llm.max_tokens: must be at least 1, found 0
+            bad.yaml:7:19: llm.user_in_flight: must be at most 100, found 101
+            bad.yaml:8:3: unknown key `daly_tokens` in `llm` (did you mean `daily_tokens`?)
+            bad.yaml:9:17: llm.daily_tokens: must be at least 0, found -1
+        "#]],
+    );
+    check(
+        &format!("{stack}  max_tokens: 200001\n  user_in_flight: 0\n  user_daily_tokens: \"5000\"\n"),
+        expect![[r#"
+            bad.yaml:6:15: llm.max_tokens: must be at most 200000, found 200001
+            bad.yaml:7:19: llm.user_in_flight: must be at least 1, found 0
+            bad.yaml:8:22: llm.user_daily_tokens: expected an integer, found the string `5000` (remove the quotes)
+        "#]],
+    );
+    // No bound is written as 0: null is not one.
+    check(
+        &format!("{stack}  daily_tokens: null\n"),
+        expect![[r#"
+            bad.yaml:6:17: llm.daily_tokens: expected an integer, found nothing
+        "#]],
+    );
+}
+
+#[test]
+fn one_user_cannot_be_allowed_the_whole_day_of_all_users() {
+    let stack = "stack: aira\nregion: us-east-1\nllm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n";
+    check(
+        &format!("{stack}  daily_tokens: 100000\n  user_daily_tokens: 100001\n"),
+        expect![[r#"
+            bad.yaml:7:22: llm.user_daily_tokens: 100001 is more than llm.daily_tokens (100000): one user could spend all users' tokens of the day (give one user at most 100000 tokens a day, or `daily_tokens: 0` for no overall bound)
+        "#]],
+    );
+    check(
+        &format!("{stack}  user_daily_tokens: 0\n"),
+        expect![[r#"
+            bad.yaml:6:22: llm.user_daily_tokens: 0 (no bound for a user) with llm.daily_tokens 2000000: one user could spend all users' tokens of the day (give one user at most 2000000 tokens a day, or `daily_tokens: 0` for no overall bound)
+        "#]],
+    );
+    // The user's default (200000) against a smaller overall bound: at the key that was written.
+    check(
+        &format!("{stack}  daily_tokens: 150000\n"),
+        expect![[r#"
+            bad.yaml:6:17: llm.daily_tokens: 150000 is less than llm.user_daily_tokens (200000, its default): one user could spend all users' tokens of the day (give one user at most 150000 tokens a day, or `daily_tokens: 0` for no overall bound)
+        "#]],
+    );
+    // Equal bounds, no overall bound, or both unbounded are accepted.
+    check(&format!("{stack}  daily_tokens: 100000\n  user_daily_tokens: 100000\n"), expect!["valid\n"]);
+    check(&format!("{stack}  daily_tokens: 0\n  user_daily_tokens: 5000000\n"), expect!["valid\n"]);
+    check(&format!("{stack}  daily_tokens: 0\n  user_daily_tokens: 0\n"), expect!["valid\n"]);
+    let spend = super::parse("aira.yaml", stack).unwrap().stack.spend();
+    assert_eq!(spend, super::model::Spend::default(), "the defaults when nothing is written");
+    assert_eq!(
+        (spend.max_tokens, spend.daily_tokens, spend.user_daily_tokens, spend.user_in_flight),
+        (1024, 2_000_000, 200_000, 4)
+    );
+}
