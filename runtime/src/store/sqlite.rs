@@ -230,15 +230,22 @@ impl Store for SqliteStore {
 
     async fn put_profile(&self, user_id: &str, p: &Profile) -> Result<()> {
         let (id, p) = (user_id.to_string(), p.clone());
-        self.db
+        // Only while the account exists: a `PUT /v1/me` that passed its checks just before the
+        // account's deletion writes nothing after it.
+        let written = self
+            .db
             .call(move |c| {
                 c.exec(
-                    "INSERT INTO profiles (user_id, display_name, keep_history, consented_at) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO profiles (user_id, display_name, keep_history, consented_at)
+                     SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?1)
                      ON CONFLICT(user_id) DO UPDATE SET display_name = ?2, keep_history = ?3, consented_at = ?4",
                     params![id, p.display_name, p.keep_history, p.consented_at],
                 )
             })
             .await?;
+        if written == 0 {
+            return Err(StoreError::Gone);
+        }
         Ok(())
     }
 

@@ -469,9 +469,9 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     let transactions = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems").count();
     let cancelled = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems" && r.status == 400).count();
     assert_eq!(cancelled, 5, "each conflict answered as DynamoDB does");
-    // Six transactions (sign-up, token, conversation, message, the spend's charge before the
-    // call and its settlement after), five of them tried again once.
-    assert_eq!(transactions, 11, "each conflict tried again once");
+    // Seven transactions (sign-up, the consent's profile, token, conversation, message, the
+    // spend's charge before the call and its settlement after), five of them tried again once.
+    assert_eq!(transactions, 12, "each conflict tried again once");
 }
 
 #[tokio::test]
@@ -566,4 +566,24 @@ async fn moto_posting_reads_only_the_spend_counters_a_budget_is_on_for() {
         assert_eq!(sks.contains(&"ALL"), all_budget > 0, "{sks:?}");
         assert_eq!(sks.iter().any(|s| s.starts_with("SPEND#")), user_budget > 0, "{sks:?}");
     }
+}
+
+/// A sign-in or `PUT /v1/me` that passed its checks just before the account's deletion writes
+/// nothing after it: the writes of the user-by-id item (with the email) and of the profile
+/// check the tombstone, as every other write for an account does. Before, both were plain puts
+/// and brought the email and the profile back after the deletion swept.
+#[tokio::test]
+async fn moto_writes_racing_an_account_deletion_write_nothing_after_it() {
+    let env = setup(3).await;
+    let email = "aws-race@example.com";
+    let token = user(&env.app, email).await;
+    let late = env.store.user_by_email(email).await.unwrap().expect("the account");
+    let r = call(&env.app, "DELETE", "/v1/me", Some(&token), Some(json!({"password": "correct horse battery"})), &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    // What the requests in flight would write now, late.
+    let profile = aira_runtime::model::Profile { display_name: Some("late".into()), keep_history: true, consented_at: Some(1) };
+    assert!(matches!(env.store.put_profile(&late.id, &profile).await, Err(aira_runtime::store::StoreError::Gone)));
+    assert!(matches!(env.store.remember_user(&late).await, Err(aira_runtime::store::StoreError::Gone)));
+    let after = scan_all(&env).await;
+    assert_eq!(mentioning(&after, &[email, late.id.as_str(), "late"]), Vec::<&String>::new());
 }

@@ -208,3 +208,20 @@ async fn a_refused_address_adds_no_account_keys() {
     assert_eq!(refused, 295);
     assert_eq!(env.state.auth_rate.per_account.entries(), 5, "one key per attempt the address was allowed");
 }
+
+/// The embedded store's side of the deletion race: a profile written after the account's
+/// deletion is refused (`Gone`), and nothing of it is in the file.
+#[tokio::test]
+async fn a_profile_written_after_the_deletion_writes_nothing() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let token = user(&app, "sqlite-race@example.com").await;
+    let late = env.store.user_by_email("sqlite-race@example.com").await.unwrap().expect("the account");
+    let r = call(&app, "DELETE", "/v1/me", Some(&token), Some(json!({"password": "correct horse battery"})), &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let profile = aira_runtime::model::Profile { display_name: Some("late".into()), keep_history: true, consented_at: Some(1) };
+    assert!(matches!(env.store.put_profile(&late.id, &profile).await, Err(aira_runtime::store::StoreError::Gone)));
+    let file = rusqlite::Connection::open(env._dir.path().join("store.sqlite")).unwrap();
+    let n: i64 = file.query_row("SELECT COUNT(*) FROM profiles", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0);
+}

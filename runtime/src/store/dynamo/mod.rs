@@ -101,16 +101,15 @@ impl Store for DynamoStore {
     }
 
     async fn remember_user(&self, user: &User) -> Result<()> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", s(format!("USERID#{}", user.id)))
-            .item("sk", s("USER"))
-            .item("email", s(&user.email))
-            .send()
-            .await
-            .map_err(backend("dynamodb put user id"))?;
-        Ok(())
+        let by_id: Item = HashMap::from([
+            ("pk".into(), s(format!("USERID#{}", user.id))),
+            ("sk".into(), s("USER")),
+            ("email".into(), s(&user.email)),
+        ]);
+        // With the tombstone's check: a sign-in that passed its checks just before the
+        // account's deletion does not write the email back after it.
+        let items = vec![not_gone(&self.table, &user.id)?, put(&self.table, by_id, None)?];
+        self.transact("dynamodb put user id", items).await?.then_some(()).ok_or(StoreError::Gone)
     }
 
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
@@ -129,14 +128,10 @@ impl Store for DynamoStore {
         if let Some(at) = p.consented_at {
             item.insert("consented_at".into(), n(at));
         }
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(backend("dynamodb put profile"))?;
-        Ok(())
+        // Only while the account has no tombstone: a `PUT /v1/me` racing the deletion writes
+        // nothing after it.
+        let items = vec![not_gone(&self.table, user_id)?, put(&self.table, item, None)?];
+        self.transact("dynamodb put profile", items).await?.then_some(()).ok_or(StoreError::Gone)
     }
 
     async fn delete_user(&self, user: &User) -> Result<()> {
