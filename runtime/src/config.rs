@@ -253,6 +253,7 @@ pub fn resolve_worker(c: &Common) -> WorkerConfig {
         history_chars: c.history_chars,
         max_answer_bytes: c.max_answer_bytes.max(1024),
         max_tokens: c.llm_max_tokens,
+        user_in_flight: c.user_in_flight,
         user_daily_tokens: c.user_daily_tokens,
         all_daily_tokens: c.daily_tokens,
         shutdown_grace: Duration::from_secs(c.shutdown_grace_secs),

@@ -300,7 +300,10 @@ mod tests {
         assert_eq!(LlmError::Timeout.disposition(), Disposition::Once);
         assert_eq!(LlmError::Empty.disposition(), Disposition::Once);
         assert_eq!(LlmError::Filtered.disposition(), Disposition::Fail);
-        assert_eq!(classify(400, None, r#"{"error":{"code":"context_length_exceeded"}}"#).disposition(), Disposition::Fail);
+        assert_eq!(
+            classify(400, None, r#"{"error":{"code":"context_length_exceeded"}}"#).disposition(),
+            Disposition::Fail
+        );
         assert_eq!(LlmError::Connection.disposition(), Disposition::Retry { after: None });
     }
 

@@ -3,8 +3,8 @@
 
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -132,8 +132,14 @@ impl Metrics {
             llm_duration,
             llm_errors: counter_vec("aira_llm_errors_total", "LLM errors", &["kind"]),
             llm_tokens: counter_vec("aira_llm_tokens_total", "LLM tokens", &["kind"]),
-            daily_tokens_limit: gauge("aira_llm_daily_tokens_limit", "model tokens all users may spend per UTC day (0: no bound)"),
-            tokens_today: gauge("aira_llm_tokens_today", "model tokens charged today (UTC) for all users, as last read"),
+            daily_tokens_limit: gauge(
+                "aira_llm_daily_tokens_limit",
+                "model tokens all users may spend per UTC day (0: no bound)",
+            ),
+            tokens_today: gauge(
+                "aira_llm_tokens_today",
+                "model tokens charged today (UTC) for all users, as last read",
+            ),
             limiter_entries,
             streams_open: gauge("aira_event_streams_open", "event streams open on this process"),
             end_to_end,

@@ -49,6 +49,9 @@ pub struct WorkerConfig {
     /// The most tokens of one answer (`AIRA_LLM_MAX_TOKENS`): what a message is charged for its
     /// answer before the model says what it spent.
     pub max_tokens: u32,
+    /// The API's cap of a user's messages waiting or being answered (`AIRA_USER_IN_FLIGHT`;
+    /// 0: none): the worker gives a slot back when a message is answered or failed.
+    pub user_in_flight: u32,
     /// Daily token budgets (0: none): a message that would pass one is failed at its claim.
     pub user_daily_tokens: u64,
     pub all_daily_tokens: u64,
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             history_chars: 24_000,
             max_answer_bytes: 65_536,
             max_tokens: 1024,
+            user_in_flight: 0,
             user_daily_tokens: 0,
             all_daily_tokens: 0,
             shutdown_grace: Duration::from_secs(20),
@@ -355,7 +359,7 @@ impl Worker {
                     _ => "the service's model budget of today is spent; it renews at 00:00 UTC",
                 };
                 info!(estimate, "over a daily budget; failing the message");
-                return self.give_up(&m, &id, &token, reason, "budget_spent").await;
+                return self.give_up(&m, &msg, &token, reason, "budget_spent").await;
             }
             Err(e) => {
                 warn!(error = format!("{e:#}"), "charging the spend failed; retrying later");
@@ -442,6 +446,7 @@ impl Worker {
                 let answer = bounded_answer(c.text, cfg.max_answer_bytes);
                 match self.store.complete(&id, &token, &answer, now_ms()).await {
                     Ok(true) => {
+                        self.free_slot(&msg.user_id).await;
                         self.outcome("answered");
                         self.metrics.end_to_end.observe(((now_ms() - msg.created_at).max(0) as f64) / 1000.0);
                         info!("answered");
@@ -463,7 +468,7 @@ impl Worker {
                     self.settle(&msg.user_id, day, -(estimate as i64)).await;
                 }
                 let d = disposition.unwrap_or(Disposition::Fail);
-                self.on_llm_error(&m, &id, &token, e, d).await;
+                self.on_llm_error(&m, &msg, &token, e, d).await;
             }
         }
     }
@@ -477,11 +482,21 @@ impl Worker {
         }
     }
 
+    /// Gives the user's in-flight slot back: the message is answered or failed.
+    async fn free_slot(&self, user_id: &str) {
+        if self.config.user_in_flight > 0 {
+            if let Err(e) = self.store.free_slot(user_id, now_ms()).await {
+                warn!(error = format!("{e:#}"), "giving back an in-flight slot failed; it heals in minutes");
+            }
+        }
+    }
+
     /// Marks the message failed for `reason` and deletes its delivery: nothing will answer it
     /// but the user's retry.
-    async fn give_up(&self, m: &Received, id: &str, token: &str, reason: &str, outcome: &str) {
-        match self.store.fail(id, token, reason, now_ms(), false).await {
+    async fn give_up(&self, m: &Received, msg: &Message, token: &str, reason: &str, outcome: &str) {
+        match self.store.fail(&msg.id, token, reason, now_ms(), false).await {
             Ok(true) => {
+                self.free_slot(&msg.user_id).await;
                 self.outcome(outcome);
                 self.delete(m).await;
             }
@@ -505,17 +520,19 @@ impl Worker {
         self.outcome("handed_back");
     }
 
-    async fn on_llm_error(&self, m: &Received, id: &str, token: &str, e: LlmError, d: Disposition) {
-        let cfg = &self.config;
+    async fn on_llm_error(&self, m: &Received, msg: &Message, token: &str, e: LlmError, d: Disposition) {
+        let (cfg, id) = (&self.config, msg.id.as_str());
         match d {
             Disposition::Fail | Disposition::Once => {
                 warn!(error = %e, "llm failed for this message; failing it");
-                self.give_up(m, id, token, &e.recorded_reason(), "failed").await;
+                self.give_up(m, msg, token, &e.recorded_reason(), "failed").await;
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");
                 // Marked for the redrive: the message's final event now, an answer if redriven.
-                let _ = self.store.fail(id, token, &e.recorded_reason(), now_ms(), true).await;
+                if let Ok(true) = self.store.fail(id, token, &e.recorded_reason(), now_ms(), true).await {
+                    self.free_slot(&msg.user_id).await;
+                }
                 self.metrics.dead_lettered.inc();
                 self.outcome("dead_lettered");
                 // Visible now, so the queue moves it to the dead-letter queue on next receive.

@@ -171,7 +171,12 @@ pub async fn retry_message(
     let ctx = state.store.post_context(&user.id, &m.conversation_id, spend_reads(&state.limits, now)).await?;
     consented(ctx.profile.as_ref())?;
     within_budget(&state.limits, &ctx, now)?;
-    if !state.store.retry_message(&m.id, now).await? {
+    let slot = take_slot(&state, &user.id).await?;
+    let retried = state.store.retry_message(&m.id, now).await;
+    if !matches!(retried, Ok(true)) {
+        give_back(&state, &user.id, slot).await;
+    }
+    if !retried? {
         return Err(AppError::user(StatusCode::CONFLICT, "not_failed", "the message is no longer failed"));
     }
     enqueue(&state, &m.id).await;
@@ -216,6 +221,35 @@ fn admit(state: &AppState) -> Result<(), AppError> {
         message: format!("{waiting} messages are waiting to be answered; try again shortly"),
         retry_after_secs: 2,
     })
+}
+
+/// Takes one of the user's in-flight slots ([`Limits::user_in_flight`]): true when one was
+/// taken (and must be given back should the message not be recorded), false when there is no
+/// cap; 429 `too_many_in_flight` when all are taken.
+async fn take_slot(state: &AppState, user_id: &str) -> Result<bool, AppError> {
+    let cap = state.limits.user_in_flight;
+    if cap == 0 {
+        return Ok(false);
+    }
+    if state.store.take_slot(user_id, cap, now_ms()).await? {
+        return Ok(true);
+    }
+    state.metrics.rate_limited.inc();
+    Err(AppError::Later {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        code: "too_many_in_flight",
+        message: format!("{cap} of your messages are waiting to be answered; post again when one is"),
+        retry_after_secs: 2,
+    })
+}
+
+/// Gives back a slot taken for a message that was not recorded.
+async fn give_back(state: &AppState, user_id: &str, taken: bool) {
+    if taken {
+        if let Err(e) = state.store.free_slot(user_id, now_ms()).await {
+            tracing::warn!(error = %e, "giving back an in-flight slot failed; it heals in minutes");
+        }
+    }
 }
 
 /// The day's spend counters a post reads: those a budget is on for.
@@ -343,7 +377,12 @@ pub async fn post_message(
         purge_at: (!keep_history).then(|| now + state.limits.unkept_retention.as_millis() as i64),
         idem_scope: key.as_ref().map(|k| k.scope.clone()),
     };
-    match state.store.record_message(&m, key.as_ref()).await? {
+    let slot = take_slot(&state, &m.user_id).await?;
+    let recorded = state.store.record_message(&m, key.as_ref()).await;
+    if !matches!(recorded, Ok(Recorded::New)) {
+        give_back(&state, &m.user_id, slot).await;
+    }
+    match recorded? {
         // Two first uses of one key at once: the other one was written first.
         Recorded::Existing { message_id, fingerprint } => match &key {
             Some(k) => replay(k, &message_id, &fingerprint),
@@ -387,7 +426,11 @@ impl StreamSlot {
         }
         *n += 1;
         state.metrics.streams_open.set((total + 1) as i64);
-        Ok(StreamSlot { streams: state.streams.clone(), gauge: state.metrics.streams_open.clone(), user_id: user_id.to_string() })
+        Ok(StreamSlot {
+            streams: state.streams.clone(),
+            gauge: state.metrics.streams_open.clone(),
+            user_id: user_id.to_string(),
+        })
     }
 }
 

@@ -165,6 +165,14 @@ pub trait Store: Send + Sync {
     /// Corrects the user's and everyone's count for `day` by `delta` (negative: a refund), once
     /// a call's cost is known. No cap: the tokens are spent.
     async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()>;
+    /// Takes one of the user's `cap` slots of messages waiting or being answered (a post or a
+    /// retry). False when all are taken. DynamoDB keeps a count per user, taken and given back
+    /// by conditional updates; a count that leaked (a worker died between the answer and the
+    /// give-back) is reset once the user's slots went 10 minutes untouched. SQLite counts the
+    /// user's open messages.
+    async fn take_slot(&self, user_id: &str, cap: u32, now_ms: i64) -> Result<bool>;
+    /// Gives back a slot: the message was answered or failed, or its post was not recorded.
+    async fn free_slot(&self, user_id: &str, now_ms: i64) -> Result<()>;
     /// A limit shared by every process on this store: takes one of the `limit` uses of `key`
     /// in the current window of `window_ms` (windows start at multiples of it). `None`: taken;
     /// `Some(ms)`: refused, the window ends in `ms`. The embedded store (one process) keeps

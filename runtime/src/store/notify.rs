@@ -114,6 +114,12 @@ impl Store for Notifying {
     async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
         self.inner.add_spend(user_id, day, delta).await
     }
+    async fn take_slot(&self, user_id: &str, cap: u32, now_ms: i64) -> Result<bool> {
+        self.inner.take_slot(user_id, cap, now_ms).await
+    }
+    async fn free_slot(&self, user_id: &str, now_ms: i64) -> Result<()> {
+        self.inner.free_slot(user_id, now_ms).await
+    }
     async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>> {
         self.inner.take_rate(key, limit, window_ms, now_ms).await
     }

@@ -125,7 +125,10 @@ fn migrate(path: &Path) -> anyhow::Result<()> {
             c.execute_batch(ddl)?;
         }
     }
-    c.execute_batch("CREATE INDEX IF NOT EXISTS messages_purge ON messages(purge_at) WHERE purge_at > 0;")?;
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS messages_purge ON messages(purge_at) WHERE purge_at > 0;
+         CREATE INDEX IF NOT EXISTS messages_user_open ON messages(user_id) WHERE status IN ('queued', 'processing');",
+    )?;
     Ok(())
 }
 
@@ -648,6 +651,27 @@ impl Store for SqliteStore {
     async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
         let u = user_id.to_string();
         self.db.call_first(move |c| add_spend_rows(c, day, &u, delta)).await?;
+        Ok(())
+    }
+
+    async fn take_slot(&self, user_id: &str, cap: u32, _now_ms: i64) -> Result<bool> {
+        // The user's open messages, counted (one writer: a post between the count and its own
+        // write is rare, and would let one more in).
+        let u = user_id.to_string();
+        let open: i64 = self
+            .db
+            .read(move |c| {
+                c.row(
+                    "SELECT COUNT(*) FROM messages WHERE user_id = ?1 AND status IN ('queued', 'processing')",
+                    [&u],
+                    |r| r.get(0),
+                )
+            })
+            .await?;
+        Ok(open < i64::from(cap))
+    }
+
+    async fn free_slot(&self, _user_id: &str, _now_ms: i64) -> Result<()> {
         Ok(())
     }
 

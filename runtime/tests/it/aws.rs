@@ -578,12 +578,66 @@ async fn moto_writes_racing_an_account_deletion_write_nothing_after_it() {
     let email = "aws-race@example.com";
     let token = user(&env.app, email).await;
     let late = env.store.user_by_email(email).await.unwrap().expect("the account");
-    let r = call(&env.app, "DELETE", "/v1/me", Some(&token), Some(json!({"password": "correct horse battery"})), &[]).await;
+    let r =
+        call(&env.app, "DELETE", "/v1/me", Some(&token), Some(json!({"password": "correct horse battery"})), &[]).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
     // What the requests in flight would write now, late.
-    let profile = aira_runtime::model::Profile { display_name: Some("late".into()), keep_history: true, consented_at: Some(1) };
+    let profile =
+        aira_runtime::model::Profile { display_name: Some("late".into()), keep_history: true, consented_at: Some(1) };
     assert!(matches!(env.store.put_profile(&late.id, &profile).await, Err(aira_runtime::store::StoreError::Gone)));
     assert!(matches!(env.store.remember_user(&late).await, Err(aira_runtime::store::StoreError::Gone)));
     let after = scan_all(&env).await;
     assert_eq!(mentioning(&after, &[email, late.id.as_str(), "late"]), Vec::<&String>::new());
+}
+
+/// The in-flight cap on DynamoDB: a count per user taken at the post and given back by the
+/// worker (read back apart: 0 once every message is answered); a count that leaked (no slot
+/// given back for 10 minutes) is reset at the next post instead of keeping the user out.
+#[tokio::test]
+async fn moto_in_flight_slots_are_taken_given_back_and_heal() {
+    let env = setup_with(3, Limits { user_in_flight: 2, ..Limits::default() }).await;
+    let token = user(&env.app, "aws-inflight@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let uri = format!("/v1/conversations/{conv}/messages");
+    let post = |c: &'static str| call(&env.app, "POST", &uri, Some(&token), Some(json!({"content": c})), &[]);
+    let ids = [post_message(&env.app, &token, &conv, "one").await, post_message(&env.app, &token, &conv, "two").await];
+    assert_eq!(post("three").await.body["error"], "too_many_in_flight");
+    let user_id =
+        call(&env.app, "GET", "/v1/me", Some(&token), None, &[]).await.body["id"].as_str().unwrap().to_string();
+    let slots = || async {
+        let item = env
+            .ddb
+            .get_item()
+            .table_name(&env.table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("USERID#{user_id}")))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("INFLIGHT".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap();
+        item["n"].as_n().unwrap().parse::<i64>().unwrap()
+    };
+    assert_eq!(slots().await, 2);
+    let config = WorkerConfig { user_in_flight: 2, ..aws_worker_config(3) };
+    let (_w, stop) = spawn_worker(env.worker(Arc::new(Echo), config));
+    for id in &ids {
+        wait_status(env.store.as_ref(), id, Status::Answered, SECS_20).await;
+    }
+    wait_until("both slots given back", SECS_20, || async { slots().await == 0 }).await;
+    stop.cancel();
+    // A leak: the count says 2, untouched for 11 minutes. The next post resets it.
+    env.ddb
+        .put_item()
+        .table_name(&env.table)
+        .item("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("USERID#{user_id}")))
+        .item("sk", aws_sdk_dynamodb::types::AttributeValue::S("INFLIGHT".into()))
+        .item("n", aws_sdk_dynamodb::types::AttributeValue::N("2".into()))
+        .item("touched", aws_sdk_dynamodb::types::AttributeValue::N((now_ms() - 11 * 60_000).to_string()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post("after a leak").await.status, StatusCode::ACCEPTED);
+    assert_eq!(slots().await, 1);
 }

@@ -308,9 +308,8 @@ async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState
     let prompt =
         req["messages"].as_array().and_then(|m| m.last()).and_then(|m| m["content"].as_str()).unwrap_or("").to_string();
     let ruled = s.rules.lock().unwrap().iter().find(|(tag, _)| prompt.contains(tag.as_str())).map(|(_, b)| b.clone());
-    let behavior = ruled
-        .or_else(|| s.script.lock().unwrap().pop_front())
-        .unwrap_or_else(|| s.default.lock().unwrap().clone());
+    let behavior =
+        ruled.or_else(|| s.script.lock().unwrap().pop_front()).unwrap_or_else(|| s.default.lock().unwrap().clone());
     match behavior {
         Behavior::Answer(delay) => {
             tokio::time::sleep(delay).await;

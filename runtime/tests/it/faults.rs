@@ -103,7 +103,12 @@ async fn an_embedded_post_is_queued_in_its_own_write() {
 async fn posts_beyond_the_backlog_bound_are_refused_until_the_worker_catches_up() {
     let env = Env::new(Limits { max_backlog: 3, ..Limits::default() });
     let stop_count = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(aira_runtime::run::count_backlog(env.queue.clone(), env.state.clone(), Duration::from_secs(1), stop_count.clone()));
+    tokio::spawn(aira_runtime::run::count_backlog(
+        env.queue.clone(),
+        env.state.clone(),
+        Duration::from_secs(1),
+        stop_count.clone(),
+    ));
     let app = env.app();
     let token = user(&app, "flood@example.com").await;
     let conv = conversation(&app, &token).await;

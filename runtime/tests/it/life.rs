@@ -23,7 +23,15 @@ const SECS_20: Duration = Duration::from_secs(20);
 async fn moto_an_api_task_accepts_far_past_its_backlog_bound() {
     let env = setup(3).await;
     let api = env
-        .process("api", &[("AIRA_MAX_BACKLOG", "20"), ("AIRA_BACKLOG_COUNT_SECS", "1"), ("AIRA_RATE_BURST", "1000")])
+        .process(
+            "api",
+            &[
+                ("AIRA_MAX_BACKLOG", "20"),
+                ("AIRA_BACKLOG_COUNT_SECS", "1"),
+                ("AIRA_RATE_BURST", "1000"),
+                ("AIRA_USER_IN_FLIGHT", "0"),
+            ],
+        )
         .await;
     let worker = env.process("worker", &[("AIRA_RECEIVE_WAIT_SECS", "1")]).await;
     let http = reqwest::Client::new();
@@ -99,7 +107,8 @@ async fn moto_two_api_tasks_give_an_attacker_the_limits_of_one() {
         for i in 0..10 {
             let base = if i % 2 == 0 { &a.base } else { &b.base };
             let wrong = json!({"email": "two-tasks@example.com", "password": "not the password"});
-            guesses.push(http.post(format!("{base}/v1/auth/login")).json(&wrong).send().await.unwrap().status().as_u16());
+            guesses
+                .push(http.post(format!("{base}/v1/auth/login")).json(&wrong).send().await.unwrap().status().as_u16());
         }
         if window(started) == window(aira_runtime::model::now_ms()) {
             last = Some((accepted, statuses, guesses));
@@ -219,9 +228,35 @@ async fn a_profile_written_after_the_deletion_writes_nothing() {
     let late = env.store.user_by_email("sqlite-race@example.com").await.unwrap().expect("the account");
     let r = call(&app, "DELETE", "/v1/me", Some(&token), Some(json!({"password": "correct horse battery"})), &[]).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
-    let profile = aira_runtime::model::Profile { display_name: Some("late".into()), keep_history: true, consented_at: Some(1) };
+    let profile =
+        aira_runtime::model::Profile { display_name: Some("late".into()), keep_history: true, consented_at: Some(1) };
     assert!(matches!(env.store.put_profile(&late.id, &profile).await, Err(aira_runtime::store::StoreError::Gone)));
     let file = rusqlite::Connection::open(env._dir.path().join("store.sqlite")).unwrap();
     let n: i64 = file.query_row("SELECT COUNT(*) FROM profiles", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
+}
+
+/// One user cannot fill the worker's slots: past `user_in_flight` messages waiting or being
+/// answered, a post is refused with 429 `too_many_in_flight`, and accepted again once the
+/// worker answered one. Another user is not affected.
+#[tokio::test]
+async fn a_user_holds_at_most_their_in_flight_cap() {
+    let env = Env::new(Limits { user_in_flight: 2, ..Limits::default() });
+    let app = env.app();
+    let (hog, other) = (user(&app, "hog@example.com").await, user(&app, "other@example.com").await);
+    let (hc, oc) = (conversation(&app, &hog).await, conversation(&app, &other).await);
+    let uri = format!("/v1/conversations/{hc}/messages");
+    post_message(&app, &hog, &hc, "one").await;
+    post_message(&app, &hog, &hc, "two").await;
+    let r = call(&app, "POST", &uri, Some(&hog), Some(json!({"content": "three"})), &[]).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("too_many_in_flight")));
+    assert_eq!(r.headers.get("retry-after").unwrap(), "2");
+    post_message(&app, &other, &oc, "unaffected").await;
+    let config = aira_runtime::worker::WorkerConfig { user_in_flight: 2, ..worker_config() };
+    let (_w, _stop) = spawn_worker(env.worker(std::sync::Arc::new(aira_runtime::llm::Echo), config));
+    wait_until("a slot free again", SECS_20, || async {
+        call(&app, "POST", &uri, Some(&hog), Some(json!({"content": "three"})), &[]).await.status
+            == StatusCode::ACCEPTED
+    })
+    .await;
 }

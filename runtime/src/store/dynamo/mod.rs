@@ -17,6 +17,8 @@
 //! | purge row     | `PURGE#{0..7}`          | `{purge_at}#{message_id}` |
 //! | user's spend  | `USERID#{id}`           | `SPEND#{day}` |
 //! | all spend     | `SPEND#{day}`           | `ALL`       |
+//! | in flight     | `USERID#{id}`           | `INFLIGHT`  |
+//! | shared rate   | `RATE#{kind}#{hash}`    | `{window}`  |
 //! | tombstone     | `GONE#{sha256(id)}`     | `GONE`      |
 //!
 //! Ids are UUIDv7, so sort keys built from them sort by creation time. The outbox is spread
@@ -64,6 +66,9 @@ impl DynamoStore {
         Ok(())
     }
 }
+
+/// A user's in-flight count untouched this long has leaked: it is reset at the next post.
+const SLOT_LEAK_MS: i64 = 10 * 60 * 1000;
 
 /// Spend counts are kept two days past their day, then DynamoDB's TTL removes them.
 fn spend_expiry(day: i64) -> i64 {
@@ -627,6 +632,78 @@ impl Store for DynamoStore {
             .await
             .map_err(backend("dynamodb add spend"))?;
         Ok(())
+    }
+
+    async fn take_slot(&self, user_id: &str, cap: u32, now_ms: i64) -> Result<bool> {
+        let take = || {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("USERID#{user_id}")))
+                .key("sk", s("INFLIGHT"))
+                .update_expression("ADD n :one SET touched = :now")
+                .condition_expression("attribute_not_exists(n) OR n < :cap")
+                .expression_attribute_values(":one", n(1))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":cap", n(i64::from(cap)))
+                .send()
+        };
+        let refused = |e: &aws_sdk_dynamodb::error::SdkError<_, _>| {
+            e.as_service_error().is_some_and(|e: &aws_sdk_dynamodb::operation::update_item::UpdateItemError| {
+                e.is_conditional_check_failed_exception()
+            })
+        };
+        match take().await {
+            Ok(_) => return Ok(true),
+            Err(e) if refused(&e) => {}
+            Err(e) => return Err(backend("dynamodb take in-flight slot")(e)),
+        }
+        // All taken. Untouched for 10 minutes, the count has leaked (no answer or failure gave a
+        // slot back in that time): it starts again at this message.
+        let Some(item) = self.get(format!("USERID#{user_id}"), "INFLIGHT").await? else { return Ok(false) };
+        let touched = get_n(&item, "touched");
+        if now_ms - touched < SLOT_LEAK_MS {
+            return Ok(false);
+        }
+        let reset = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USERID#{user_id}")))
+            .key("sk", s("INFLIGHT"))
+            .update_expression("SET n = :one, touched = :now")
+            .condition_expression("touched = :then")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":then", n(touched))
+            .send()
+            .await;
+        match reset {
+            Ok(_) => Ok(true),
+            Err(e) if refused(&e) => Ok(false),
+            Err(e) => Err(backend("dynamodb reset in-flight slots")(e)),
+        }
+    }
+
+    async fn free_slot(&self, user_id: &str, now_ms: i64) -> Result<()> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(format!("USERID#{user_id}")))
+            .key("sk", s("INFLIGHT"))
+            .update_expression("ADD n :minus SET touched = :now")
+            .condition_expression("n > :zero")
+            .expression_attribute_values(":minus", n(-1))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match r {
+            // Already at 0 (a reset, or a redriven message given back twice): nothing to give.
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            r => r.map(|_| ()).map_err(backend("dynamodb free in-flight slot")),
+        }
     }
 
     async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>> {
