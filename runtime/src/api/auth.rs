@@ -2,7 +2,6 @@
 //! extractor. Passwords are hashed with argon2id; tokens are stored as SHA-256 hashes.
 
 use std::cell::RefCell;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use argon2::password_hash::{self, Output, ParamsString, PasswordHash, SaltString};
@@ -33,9 +32,6 @@ pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Largest body of a route that takes a password: an email, a password escaped at worst
 /// (`\u0000`, 6 bytes a byte) and the JSON around them.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
-/// Hash jobs that may wait for the password threads; more are refused with 503 at once, so a
-/// flood of sign-ins cannot queue minutes of work (or its memory) in front of real users.
-const HASH_QUEUE: usize = 32;
 const TOKEN_TTL_MS: i64 = 90 * 24 * 3600 * 1000;
 
 #[derive(Deserialize)]
@@ -130,49 +126,112 @@ fn lower_priority() {
     }
 }
 
-/// Runs `f` on one of the two password threads; `Busy` when [`HASH_QUEUE`] jobs already wait.
-async fn on_hash_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, AppError> {
-    type Job = Box<dyn FnOnce() + Send>;
-    static POOL: OnceLock<mpsc::SyncSender<Job>> = OnceLock::new();
-    let pool = POOL.get_or_init(|| {
-        let (tx, rx) = mpsc::sync_channel::<Job>(HASH_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
+/// Password jobs waiting, per client address and in all: a job is refused with 503 at once
+/// past either, so a flood cannot queue minutes of work (or its memory) in front of real users.
+const HASH_QUEUE_PER_ADDRESS: usize = 2;
+const HASH_QUEUE: usize = 512;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The password threads' queue: one queue per client address, served in turn, so an address
+/// waits behind one job of each other waiting address, not behind everything a flood queued.
+#[derive(Default)]
+struct HashQueues {
+    by_address: std::collections::HashMap<String, std::collections::VecDeque<Job>>,
+    /// Addresses with jobs, in the order they are served.
+    turns: std::collections::VecDeque<String>,
+    waiting: usize,
+}
+
+struct HashPool {
+    queues: Mutex<HashQueues>,
+    ready: std::sync::Condvar,
+}
+
+impl HashPool {
+    fn start() -> Arc<HashPool> {
+        let pool = Arc::new(HashPool { queues: Mutex::default(), ready: std::sync::Condvar::new() });
         for _ in 0..2 {
-            let rx = rx.clone();
+            let pool = pool.clone();
             std::thread::Builder::new()
                 .name("aira-password".into())
                 .spawn(move || {
                     lower_priority();
                     loop {
-                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return,
-                        }
+                        let job = pool.next();
+                        job();
                     }
                 })
                 .expect("spawn password thread");
         }
-        tx
-    });
+        pool
+    }
+
+    /// Queues `job` for `address`; false when its queue or the whole queue is full.
+    fn submit(&self, address: &str, job: Job) -> bool {
+        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if q.waiting >= HASH_QUEUE {
+            return false;
+        }
+        let mine = q.by_address.entry(address.to_string()).or_default();
+        if mine.len() >= HASH_QUEUE_PER_ADDRESS {
+            return false;
+        }
+        mine.push_back(job);
+        if mine.len() == 1 {
+            q.turns.push_back(address.to_string());
+        }
+        q.waiting += 1;
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next job: the first of the address whose turn it is; that address goes to the back
+    /// of the turns if it has more.
+    fn next(&self) -> Job {
+        let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(address) = q.turns.pop_front() {
+                let mine = q.by_address.get_mut(&address).expect("an address in turn has jobs");
+                let job = mine.pop_front().expect("an address in turn has jobs");
+                if mine.is_empty() {
+                    q.by_address.remove(&address);
+                } else {
+                    q.turns.push_back(address);
+                }
+                q.waiting -= 1;
+                return job;
+            }
+            q = self.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Runs `f` on one of the two password threads in `client`'s turn; `Busy` when its queue or
+/// the whole queue is full.
+async fn on_hash_thread<R: Send + 'static>(
+    client: &ClientAddr,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, AppError> {
+    static POOL: OnceLock<Arc<HashPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(HashPool::start);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = tx.send(f());
     });
-    match pool.try_send(job) {
-        Ok(()) => {}
-        Err(mpsc::TrySendError::Full(_)) => return Err(AppError::Busy { retry_after_secs: 1 }),
-        Err(mpsc::TrySendError::Disconnected(_)) => return Err(anyhow::anyhow!("password threads gone").into()),
+    if !pool.submit(&client.0, job) {
+        return Err(AppError::Busy { retry_after_secs: 1 });
     }
     rx.await.map_err(|_| anyhow::anyhow!("password thread dropped the job").into())
 }
 
-async fn hash_password(cost: PasswordCost, password: String) -> Result<String, AppError> {
-    Ok(on_hash_thread(move || hash_blocking(cost, &password)).await??)
+async fn hash_password(client: &ClientAddr, cost: PasswordCost, password: String) -> Result<String, AppError> {
+    Ok(on_hash_thread(client, move || hash_blocking(cost, &password)).await??)
 }
 
-async fn verify_password(password: String, hash: String) -> Result<bool, AppError> {
-    Ok(on_hash_thread(move || verify_blocking(&password, &hash)).await??)
+async fn verify_password(client: &ClientAddr, password: String, hash: String) -> Result<bool, AppError> {
+    Ok(on_hash_thread(client, move || verify_blocking(&password, &hash)).await??)
 }
 
 /// Refuses a password too long to hash, before any work (422 `password_too_long`).
@@ -265,8 +324,12 @@ pub async fn signup(
 ) -> Result<Response, AppError> {
     let email = normalise_email(&c.email)?;
     limit_attempt(&state, &client, Some(&email)).await?;
-    let user =
-        User { id: new_id(), email, password_hash: new_password_hash(&state, c.password).await?, deleting: false };
+    let user = User {
+        id: new_id(),
+        email,
+        password_hash: new_password_hash(&state, &client, c.password).await?,
+        deleting: false,
+    };
     match state.store.create_user(&user).await {
         Ok(()) => {
             if let Some(keep_history) = c.keep_history {
@@ -290,10 +353,10 @@ async fn check_credentials(state: &AppState, client: &ClientAddr, c: Credentials
     bounded(&c.password)?;
     let Some(user) = state.store.user_by_email(&email).await? else {
         // Same work as a real check, so timing does not reveal which emails exist.
-        let _ = hash_password(state.password_cost, c.password).await;
+        let _ = hash_password(client, state.password_cost, c.password).await;
         return Err(wrong());
     };
-    if !verify_password(c.password, user.password_hash.clone()).await? {
+    if !verify_password(client, c.password, user.password_hash.clone()).await? {
         return Err(wrong());
     }
     if user.deleting {
@@ -322,6 +385,12 @@ async fn issue(state: &AppState, user_id: &str, kind: &str, ttl_ms: i64) -> Resu
     let info =
         TokenInfo { hash: sha256_hex(token.as_bytes()), kind: kind.into(), created_at: now, expires_at: now + ttl_ms };
     state.store.create_token(user_id, &info).await?;
+    // A user holds at most `MAX_TOKENS`: the oldest go (a sign-in a day for months, or a
+    // script signing in in a loop, keeps the list and its revocations bounded).
+    let live = state.store.list_tokens(user_id, now).await?;
+    for old in live.iter().skip(crate::store::MAX_TOKENS) {
+        state.store.delete_token(&old.hash).await?;
+    }
     Ok(token)
 }
 
@@ -376,12 +445,12 @@ pub async fn revoke_others(state: &AppState, user_id: &str, keep: &str) -> Resul
 }
 
 /// A new password's rules, as at sign-up: 8 characters to [`MAX_PASSWORD_BYTES`] bytes.
-pub async fn new_password_hash(state: &AppState, password: String) -> Result<String, AppError> {
+pub async fn new_password_hash(state: &AppState, client: &ClientAddr, password: String) -> Result<String, AppError> {
     bounded(&password)?;
     if password.chars().count() < 8 {
         return Err(AppError::invalid("weak_password", "password must be 8 to 1024 characters"));
     }
-    hash_password(state.password_cost, password).await
+    hash_password(client, state.password_cost, password).await
 }
 
 /// The CSRF token of a session: derived from the session token (a "signed double-submit"
@@ -476,7 +545,7 @@ pub async fn confirm_password(
 ) -> Result<(), AppError> {
     limit_attempt(state, client, Some(&user.email)).await?;
     bounded(&password)?;
-    if verify_password(password, user.password_hash.clone()).await? {
+    if verify_password(client, password, user.password_hash.clone()).await? {
         Ok(())
     } else {
         Err(AppError::user(StatusCode::UNAUTHORIZED, "wrong_credentials", "wrong password"))
@@ -576,6 +645,38 @@ mod tests {
         use argon2::PasswordVerifier;
         let parsed = PasswordHash::new(&h).unwrap();
         assert!(Argon2::default().verify_password(b"correct horse", &parsed).is_ok());
+    }
+
+    /// Forty addresses each queue their most (two jobs), then one more address one job: it is
+    /// served within the first round (41 jobs), not after the 80 queued before it; a third job
+    /// of one address is refused, and so is anything past the whole queue's bound.
+    #[test]
+    fn the_password_queue_serves_addresses_in_turn() {
+        let pool = HashPool { queues: Mutex::default(), ready: std::sync::Condvar::new() };
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let job = |name: String| -> Job {
+            let ran = ran.clone();
+            Box::new(move || ran.lock().unwrap().push(name))
+        };
+        for a in 0..40 {
+            for _ in 0..HASH_QUEUE_PER_ADDRESS {
+                assert!(pool.submit(&format!("flood-{a}"), job(format!("flood-{a}"))));
+            }
+            assert!(!pool.submit(&format!("flood-{a}"), job("refused".into())), "a third job of one address");
+        }
+        assert!(pool.submit("real-user", job("real-user".into())));
+        for _ in 0..81 {
+            pool.next()();
+        }
+        let ran = ran.lock().unwrap();
+        let at = ran.iter().position(|n| n == "real-user").unwrap();
+        assert!(at <= 40, "served as job {at}");
+        assert_eq!(ran.len(), 81);
+        let full = HashPool { queues: Mutex::default(), ready: std::sync::Condvar::new() };
+        for a in 0..HASH_QUEUE {
+            assert!(full.submit(&a.to_string(), Box::new(|| ())));
+        }
+        assert!(!full.submit("one more", Box::new(|| ())), "the whole queue's bound");
     }
 
     #[test]

@@ -121,8 +121,20 @@ async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Me
     }
 }
 
+/// Most bytes of messages one page of a conversation holds (their text, JSON aside): a page of
+/// 200 long messages would otherwise hold tens of megabytes, several times over, per request.
+const PAGE_BYTES: usize = 1 << 20;
+/// Messages read from the store at a time for a page: what one read holds at most.
+const PAGE_READ: usize = 50;
+
+/// A message's share of [`PAGE_BYTES`].
+fn size_of(m: &Message) -> usize {
+    m.content.len() + m.answer.as_ref().map_or(0, String::len) + m.error.as_ref().map_or(0, String::len) + 200
+}
+
 /// The conversation with a page of its messages: the newest `limit` (default 100) older than
-/// `before`, oldest first; `next_before` pages back.
+/// `before`, oldest first, as many as fit in [`PAGE_BYTES`] (at least one); `next_before` pages
+/// back. Read [`PAGE_READ`] at a time, newest first, so memory stays bounded whatever `limit`.
 pub async fn get_conversation(
     State(state): State<AppState>,
     user: AuthUser,
@@ -131,11 +143,40 @@ pub async fn get_conversation(
 ) -> Result<Response, AppError> {
     let (limit, before) = page.parse(100)?;
     let c = owned_conversation(&state, &user, &id).await?;
-    let messages = state.store.list_messages(&c.id, before, limit).await?;
-    let next = (messages.len() == limit).then(|| messages.first().map(|m| m.id.clone())).flatten();
-    let body = Json(json!({"id": c.id, "created_at": c.created_at, "messages": messages, "next_before": next}));
+    let mut newest_first: Vec<Message> = Vec::new();
+    let (mut bytes, mut cursor, mut more) = (0, before.map(str::to_string), true);
+    'read: while newest_first.len() < limit {
+        let want = (limit - newest_first.len()).min(PAGE_READ);
+        let chunk = state.store.list_messages(&c.id, cursor.as_deref(), want).await?;
+        more = chunk.len() == want;
+        for m in chunk.into_iter().rev() {
+            if !newest_first.is_empty() && bytes + size_of(&m) > PAGE_BYTES {
+                more = true;
+                break 'read;
+            }
+            bytes += size_of(&m);
+            cursor = Some(m.id.clone());
+            newest_first.push(m);
+        }
+        if !more {
+            break;
+        }
+    }
+    newest_first.reverse();
+    let messages = newest_first;
+    let next = more.then(|| messages.first().map(|m| m.id.clone())).flatten();
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        id: &'a str,
+        created_at: i64,
+        messages: &'a [Message],
+        next_before: Option<String>,
+    }
+    // Serialised straight from the messages: no second copy as a JSON value.
+    let body =
+        Json(Body { id: &c.id, created_at: c.created_at, messages: &messages, next_before: next }).into_response();
     forget_delivered(&state, &messages).await;
-    Ok(body.into_response())
+    Ok(body)
 }
 
 pub async fn get_message(

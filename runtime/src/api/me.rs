@@ -198,7 +198,7 @@ pub async fn put_password(
 ) -> Result<Response, AppError> {
     let u = current_user(&state, &user).await?;
     auth::confirm_password(&state, &client, &u, body.current_password).await?;
-    let hash = auth::new_password_hash(&state, body.new_password).await?;
+    let hash = auth::new_password_hash(&state, &client, body.new_password).await?;
     state.store.set_password_hash(&u, &hash).await?;
     let revoked = auth::revoke_others(&state, &u.id, &user.token_hash).await?;
     tracing::info!(user_id = %u.id, revoked, "password changed");

@@ -10,6 +10,11 @@ use crate::model::{Conversation, Message, Profile, Status, TokenInfo, User};
 
 /// Most items one page of a list returns.
 pub const MAX_PAGE: usize = 200;
+/// Live tokens (sessions and API tokens) one user holds: issuing another revokes the oldest,
+/// so the token list and a password change's revocations stay bounded.
+pub const MAX_TOKENS: usize = 100;
+/// Most token index entries a listing reads (live ones, and expired ones not yet removed).
+pub const TOKENS_READ: usize = 500;
 
 pub mod dynamo;
 pub mod notify;
@@ -120,7 +125,8 @@ pub trait Store: Send + Sync {
     /// The user of an unexpired token, `None` for an unknown one. A token never outlives its
     /// account: tokens are written only while the account exists, and deleted with it.
     async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>>;
-    /// The user's tokens that have not expired, newest first.
+    /// The user's tokens that have not expired, newest first; at most [`TOKENS_READ`] entries
+    /// are read.
     async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>>;
     /// Revokes a session or API token (sign-out, revocation). No error when it does not exist.
     async fn delete_token(&self, token_hash: &str) -> Result<()>;

@@ -334,9 +334,9 @@ impl Store for SqliteStore {
                 let mut st = c.prepare(
                     "SELECT t.token_hash, COALESCE(m.kind, 'unknown'), COALESCE(m.created_at, 0), t.expires_at
                      FROM tokens t LEFT JOIN token_meta m ON m.token_hash = t.token_hash
-                     WHERE t.user_id = ?1 AND t.expires_at > ?2 ORDER BY 3 DESC, 1",
+                     WHERE t.user_id = ?1 AND t.expires_at > ?2 ORDER BY 3 DESC, 1 LIMIT ?3",
                 )?;
-                let rows = st.query_map(params![u, now_ms], |r| {
+                let rows = st.query_map(params![u, now_ms, super::TOKENS_READ as i64], |r| {
                     Ok(TokenInfo { hash: r.get(0)?, kind: r.get(1)?, created_at: r.get(2)?, expires_at: r.get(3)? })
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()

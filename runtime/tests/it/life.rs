@@ -260,3 +260,64 @@ async fn a_user_holds_at_most_their_in_flight_cap() {
     })
     .await;
 }
+
+/// A page of long messages is bounded in bytes, not only in count: `limit=200` over 130
+/// messages of 8,000 characters gives the newest that fit in 1 MiB and a cursor to the rest,
+/// and paging through gives every message once.
+#[tokio::test]
+async fn pages_of_long_messages_are_bounded_in_bytes() {
+    let env = Env::new(Limits { messages_per_minute: 100_000, burst: 1000, ..Limits::default() });
+    let app = env.app();
+    let token = user(&app, "long-pages@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let mut posted = Vec::new();
+    for i in 0..130 {
+        posted.push(post_message(&app, &token, &conv, &format!("{i:04}{}", "x".repeat(7996))).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/v1/conversations/{conv}?limit=200&before={c}"),
+            None => format!("/v1/conversations/{conv}?limit=200"),
+        };
+        let r = call(&app, "GET", &uri, Some(&token), None, &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body.to_string().len() < (1 << 20) + 64 * 1024, "a page of {} bytes", r.body.to_string().len());
+        let ids: Vec<String> =
+            r.body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+        seen.splice(0..0, ids);
+        pages += 1;
+        match r.body["next_before"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    assert_eq!(pages, 2, "130 messages of 8 KB: two pages");
+    assert_eq!(seen, posted, "every message once, oldest first");
+}
+
+/// A user holds at most `MAX_TOKENS` tokens: signing in again and again revokes the oldest, so
+/// the token list (and what a password change revokes) stays bounded. The first token stops
+/// working; the newest works.
+#[tokio::test]
+async fn a_user_holds_a_bounded_number_of_tokens() {
+    let env = Env::new(Limits { auth_burst: 1000, auth_address_burst: 1000, ..Limits::default() });
+    let app = env.app();
+    let first = user(&app, "many-sign-ins@example.com").await;
+    let creds = json!({"email": "many-sign-ins@example.com", "password": "correct horse battery"});
+    let mut last = String::new();
+    for _ in 0..aira_runtime::store::MAX_TOKENS + 5 {
+        // A millisecond apart: tokens are ordered by their creation time.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let r = call(&app, "POST", "/v1/auth/tokens", None, Some(creds.clone()), &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        last = r.body["token"].as_str().unwrap().to_string();
+    }
+    let list = call(&app, "GET", "/v1/auth/tokens", Some(&last), None, &[]).await;
+    assert_eq!(list.body["tokens"].as_array().unwrap().len(), aira_runtime::store::MAX_TOKENS);
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&first), None, &[]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, "GET", "/v1/conversations", Some(&last), None, &[]).await.status, StatusCode::OK);
+}

@@ -258,7 +258,7 @@ impl Store for DynamoStore {
     }
 
     async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
-        let items = self
+        let mut pages = self
             .client
             .query()
             .table_name(&self.table)
@@ -268,10 +268,14 @@ impl Store for DynamoStore {
             .expression_attribute_values(":token", s("TOKEN#"))
             .into_paginator()
             .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(backend("dynamodb query tokens"))?;
+            .send();
+        let mut items: Vec<Item> = Vec::new();
+        while items.len() < super::TOKENS_READ {
+            match pages.next().await {
+                Some(item) => items.push(item.map_err(backend("dynamodb query tokens"))?),
+                None => break,
+            }
+        }
         let mut out = Vec::new();
         for i in &items {
             let Some(hash) = get_s(i, "sk").and_then(|sk| sk.strip_prefix("TOKEN#").map(str::to_string)) else {
@@ -286,13 +290,18 @@ impl Store for DynamoStore {
             out.push(TokenInfo { hash, kind, created_at: get_n(i, "created_at"), expires_at });
         }
         // Sign-outs before revocation deleted both items left their index item behind: only
-        // tokens whose own item is there count.
-        let mut live = Vec::new();
-        for t in out.into_iter().filter(|t| t.expires_at > now_ms) {
-            if self.get(format!("TOKEN#{}", t.hash), "TOKEN").await?.is_some() {
-                live.push(t);
-            }
-        }
+        // tokens whose own item is there count (read together, 100 a request).
+        out.retain(|t| t.expires_at > now_ms);
+        let keys = out.iter().map(|t| {
+            HashMap::from([("pk".to_string(), s(format!("TOKEN#{}", t.hash))), ("sk".to_string(), s("TOKEN"))])
+        });
+        let found: std::collections::HashSet<String> = self
+            .batch_get(keys.collect())
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, "pk")?.strip_prefix("TOKEN#").map(str::to_string))
+            .collect();
+        let mut live: Vec<TokenInfo> = out.into_iter().filter(|t| found.contains(&t.hash)).collect();
         live.sort_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.hash.cmp(&b.hash)));
         Ok(live)
     }
