@@ -321,3 +321,93 @@ async fn a_user_holds_a_bounded_number_of_tokens() {
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(&first), None, &[]).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, "GET", "/v1/conversations", Some(&last), None, &[]).await.status, StatusCode::OK);
 }
+
+/// Guesses from one address cannot keep the owner out: once the attacker's address has spent
+/// the account's attempts, the owner signs in from their own address at once.
+#[tokio::test]
+async fn wrong_passwords_from_elsewhere_do_not_lock_the_owner_out() {
+    let mut env = Env::new(Limits { auth_per_minute: 1, auth_burst: 3, ..Limits::default() });
+    env.state.trust_forwarded = true;
+    let app = env.app();
+    let owner = json!({"email": "victim@example.com", "password": "correct horse battery"});
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    let r = call(&app, "POST", "/v1/auth/signup", None, Some(owner.clone()), &from("192.0.2.1")).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let wrong = json!({"email": "victim@example.com", "password": "a wrong guess"});
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses
+            .push(call(&app, "POST", "/v1/auth/login", None, Some(wrong.clone()), &from("203.0.113.66")).await.status);
+    }
+    assert_eq!(statuses[3..], [StatusCode::TOO_MANY_REQUESTS; 3], "{statuses:?}");
+    let r = call(&app, "POST", "/v1/auth/login", None, Some(owner), &from("192.0.2.1")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+/// The history sent with a prompt is cut by size, newest first: a conversation of long
+/// answered turns sends only those that fit in `history_chars`, so it never outgrows the
+/// model's context and keeps being answered.
+#[tokio::test]
+async fn history_is_cut_by_size() {
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;
+    let env = Env::new(Limits { messages_per_minute: 1000, burst: 1000, ..Limits::default() });
+    let config = aira_runtime::worker::WorkerConfig { history_chars: 20_000, ..worker_config() };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), config));
+    let app = env.app();
+    let token = user(&app, "deep@example.com").await;
+    let conv = conversation(&app, &token).await;
+    for i in 0..8 {
+        // About 4,000 characters a prompt and as many in its answer ("fake: " and the prompt).
+        let id = post_message(&app, &token, &conv, &format!("{i} {}", "y".repeat(4000))).await;
+        wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    }
+    let last = fake.bodies().pop().unwrap();
+    let turns = last["messages"].as_array().unwrap();
+    let chars: usize = turns[..turns.len() - 1].iter().map(|t| t["content"].as_str().unwrap().chars().count()).sum();
+    assert!(chars <= 20_000, "{chars} characters of history");
+    // Two turns a message of about 8,000 characters: the newest two fit, not more.
+    assert_eq!(turns.len(), 2 * 2 + 1, "the newest two earlier messages and the prompt");
+    assert!(turns[turns.len() - 3]["content"].as_str().unwrap().starts_with("6 "), "the newest first");
+}
+
+/// Exports and event streams are bounded per process, whatever the users: past the bound a
+/// request is refused with 503 `busy` and `Retry-After`, and accepted again once one ends.
+#[tokio::test]
+async fn exports_and_streams_are_bounded_per_process() {
+    let env = Env::new(Limits { max_exports: 1, max_streams: 2, ..Limits::default() });
+    let app = env.app();
+    let (a, b) = (user(&app, "export-a@example.com").await, user(&app, "export-b@example.com").await);
+    // An export held open (its body not read): the second is refused.
+    let req = |t: &str| {
+        axum::http::Request::get("/v1/me/export")
+            .header("authorization", format!("Bearer {t}"))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    use tower::ServiceExt;
+    let held = app.clone().oneshot(req(&a)).await.unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    let r = reply(app.clone().oneshot(req(&b)).await.unwrap()).await;
+    assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")));
+    assert!(r.headers.get("retry-after").is_some());
+    let _ = axum::body::to_bytes(held.into_body(), usize::MAX).await.unwrap();
+    wait_until("the export's slot free", SECS_20, || async {
+        app.clone().oneshot(req(&b)).await.unwrap().status() == StatusCode::OK
+    })
+    .await;
+    // Two streams of two users: a third user's is refused.
+    let c = user(&app, "stream-c@example.com").await;
+    let mut open = Vec::new();
+    for t in [&a, &b, &c] {
+        let conv = conversation(&app, t).await;
+        let id = post_message(&app, t, &conv, "pending").await;
+        let req = axum::http::Request::get(format!("/v1/messages/{id}/events"))
+            .header("authorization", format!("Bearer {t}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        open.push(app.clone().oneshot(req).await.unwrap());
+    }
+    let statuses: Vec<StatusCode> = open.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE]);
+    assert_eq!(metric(&env.metrics, "aira_event_streams_open"), 2.0);
+}
