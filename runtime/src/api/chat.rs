@@ -32,20 +32,30 @@ fn consented(profile: Option<&Profile>) -> Result<&Profile, AppError> {
     })
 }
 
-/// Takes one from one of the user's buckets (`AppState::rate` for messages and retries,
-/// `conversation_rate` for new conversations: the same rate, counted apart): first this
-/// process's bucket, then the count kept in the store that every API task shares.
-async fn limit(state: &AppState, bucket: &ratelimit::RateLimiter, user: &AuthUser) -> Result<(), AppError> {
+/// What a user's limit counts: messages (and retries), or new conversations; the same rate,
+/// counted apart.
+#[derive(Clone, Copy)]
+enum Counted {
+    Messages,
+    Conversations,
+}
+
+/// Takes one from the user's limit of `what`: first this process's bucket, then the count
+/// kept in the store that every API task shares.
+async fn limit(state: &AppState, what: Counted, user: &AuthUser) -> Result<(), AppError> {
+    let (bucket, kind): (&ratelimit::RateLimiter, _) = match what {
+        Counted::Messages => (&state.rate, "messages"),
+        Counted::Conversations => (&state.conversation_rate, "conversations"),
+    };
     bucket.check(&user.id, Instant::now()).map_err(|wait| {
         state.metrics.rate_limited.inc();
         AppError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 }
     })?;
-    let kind = if std::ptr::eq(bucket, &*state.rate) { "messages" } else { "conversations" };
     super::shared_limit(state, kind, &user.id, state.limits.messages_per_minute, state.limits.burst).await
 }
 
 pub async fn create_conversation(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
-    limit(&state, &state.conversation_rate, &user).await?;
+    limit(&state, Counted::Conversations, &user).await?;
     consented(state.store.get_profile(&user.id).await?.as_ref())?;
     let c = Conversation { id: new_id(), user_id: user.id, created_at: now_ms() };
     state.store.create_conversation(&c).await?;
@@ -205,7 +215,7 @@ pub async fn retry_message(
             format!("the message is {}", m.status.as_str()),
         ));
     }
-    limit(&state, &state.rate, &user).await?;
+    limit(&state, Counted::Messages, &user).await?;
     admit(&state)?;
     // Checked as a post is: the consent (it may have been withdrawn) and the day's budgets.
     let now = now_ms();
@@ -381,7 +391,7 @@ pub async fn post_message(
             return replay(k, &message_id, &fingerprint);
         }
     }
-    limit(&state, &state.rate, &user).await?;
+    limit(&state, Counted::Messages, &user).await?;
     admit(&state)?;
     let content = body.content;
     if content.trim().is_empty() {
