@@ -193,13 +193,16 @@ async fn backends(proxy: &str, stack: &Stack) -> Backends {
 async fn start_api(b: &Backends, stop: CancellationToken) -> String {
     let (store, queue) = (b.store.clone(), b.queue.clone());
     let metrics = Arc::new(Metrics::new());
-    // Limits out of the way: every user signs up from this one address.
+    // Rate limits out of the way (every user signs up from this one address); the budgets and
+    // the in-flight cap at their production defaults, since each costs requests.
     let limits = Limits {
         messages_per_minute: 6000,
         burst: 1000,
         auth_address_per_minute: 100_000,
         auth_address_burst: 100_000,
-        user_daily_tokens: 0,
+        user_daily_tokens: 200_000,
+        all_daily_tokens: 2_000_000,
+        user_in_flight: 4,
         ..Limits::default()
     };
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), limits);
@@ -223,8 +226,13 @@ fn start_worker(
     let notifying = Notifying::new(b.store.clone());
     let updates = notifying.updates();
     let echo = Arc::new(aira_runtime::llm::Echo);
-    let worker =
-        Worker::new(b.queue.clone(), Arc::new(notifying), echo, Arc::new(Metrics::new()), WorkerConfig::default());
+    let config = WorkerConfig {
+        user_in_flight: 4,
+        user_daily_tokens: 200_000,
+        all_daily_tokens: 2_000_000,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(b.queue.clone(), Arc::new(notifying), echo, Arc::new(Metrics::new()), config);
     (tokio::spawn(Arc::new(worker).run(stop)), updates)
 }
 
