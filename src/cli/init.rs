@@ -10,7 +10,7 @@ use super::args::InitArgs;
 use crate::failure::Failure;
 use crate::output::{Format, Printer, Render};
 use aira_engine::stack;
-use aira_engine::stack::model::Spend;
+use aira_engine::stack::model::{Spend, WafLimits};
 
 /// Where the worker's model is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -228,6 +228,16 @@ pub fn render(a: &Answers) -> String {
          # and routes the alerts of templates/monitoring (to the alert topic). `false` leaves it out.\n\
          monitoring: true\n",
     );
+    let WafLimits { requests, auth_requests, window } = WafLimits::default();
+    let p = aira_engine::prices::near(Some(&a.region));
+    s.push_str(&format!(
+        "# AWS WAF on the load balancer: each client address may send `requests` per `window` (and\n\
+         # `auth_requests` to sign-up, sign-in and tokens), however many api tasks run; past that it\n\
+         # gets 429. About ${:.0} a month and ${} per million requests. `false` leaves it out.\n\
+         waf: {{ requests: {requests}, auth_requests: {auth_requests}, window: {window} }}\n",
+        p.waf_web_acl_month + 2.0 * p.waf_rule_month,
+        p.waf_requests_million,
+    ));
     match a.model {
         Model::Openai => s.push_str(
             "llm:\n  \
@@ -273,6 +283,7 @@ mod tests {
                     .unwrap_or_else(|d| panic!("{model:?} {domain:?}: {:?}\n{text}", d[0].message));
                 assert_eq!(loaded.stack.stack.0, "demo");
                 assert_eq!(loaded.stack.domain.is_some(), domain.is_some(), "{text}");
+                assert_eq!(loaded.stack.waf(), Some(WafLimits::default()), "{text}");
             }
         }
     }

@@ -54,6 +54,7 @@ pub async fn inventory_in(stack: &str, region: &str) -> Inventory {
         ecs(&config, stack, f),
         scaling(&config, stack, f),
         prometheus(region, stack, f),
+        web_acls(&config, stack, f),
     );
     route53(&config, stack, &lb_dns, f).await;
     found.0.into_inner().unwrap()
@@ -247,6 +248,26 @@ async fn acm(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
             let Some(arn) = c.certificate_arn() else { continue };
             let Ok(tags) = acm.list_tags_for_certificate().certificate_arn(arn).send().await else { continue };
             found.add("certificate", ours(stack, tags.tags().iter().map(|t| (t.key(), t.value().unwrap_or("")))));
+        }
+    }
+}
+
+/// AWS WAF web ACLs (REGIONAL) by tag: ListWebACLs has no tag filter, so every one is asked.
+async fn web_acls(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
+    let waf = aws_sdk_wafv2::Client::new(config);
+    let mut marker = None;
+    loop {
+        let req = waf.list_web_acls().scope(aws_sdk_wafv2::types::Scope::Regional).limit(100);
+        let page = req.set_next_marker(marker).send().await.unwrap();
+        for acl in page.web_acls() {
+            let Some(arn) = acl.arn() else { continue };
+            let Ok(tags) = waf.list_tags_for_resource().resource_arn(arn).send().await else { continue };
+            let tags = tags.tag_info_for_resource().map(|t| t.tag_list()).unwrap_or_default();
+            found.add("web-acl", ours(stack, tags.iter().map(|t| (t.key(), t.value()))));
+        }
+        marker = page.next_marker().map(String::from);
+        if marker.is_none() || page.web_acls().is_empty() {
+            break;
         }
     }
 }
@@ -591,6 +612,23 @@ async fn inventory_names_what_is_left_of_a_stack() {
     let cert = cert.validation_method(aws_sdk_acm::types::ValidationMethod::Dns).send().await.unwrap();
     let cert = cert.certificate_arn().unwrap().to_string();
 
+    let waf = aws_sdk_wafv2::Client::new(&config);
+    let acl = {
+        use aws_sdk_wafv2::types::*;
+        let tags = id("waf").map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap());
+        let metrics = VisibilityConfig::builder().sampled_requests_enabled(false).cloud_watch_metrics_enabled(false);
+        waf.create_web_acl()
+            .name(format!("{stack}-waf"))
+            .scope(Scope::Regional)
+            .default_action(DefaultAction::builder().allow(AllowAction::builder().build()).build())
+            .visibility_config(metrics.metric_name(format!("{stack}-waf")).build().unwrap())
+            .set_tags(Some(tags.to_vec()))
+            .send()
+            .await
+            .unwrap()
+    };
+    let acl = acl.summary().unwrap().clone();
+
     // A Prometheus workspace (through the conforming proxy, which keeps alert manager
     // definitions), its rule groups and its alert manager.
     let amp = aws_sdk_amp::Client::from_conf(
@@ -707,6 +745,7 @@ async fn inventory_names_what_is_left_of_a_stack() {
         ("table", "table"),
         ("task-definition", &family),
         ("topic", "alerts"),
+        ("web-acl", "waf"),
     ];
     assert_eq!(kinds, want);
 
@@ -721,6 +760,14 @@ async fn inventory_names_what_is_left_of_a_stack() {
         .await
         .unwrap();
     amp.delete_workspace().workspace_id(&ws).send().await.unwrap();
+    waf.delete_web_acl()
+        .name(acl.name().unwrap())
+        .scope(aws_sdk_wafv2::types::Scope::Regional)
+        .id(acl.id().unwrap())
+        .lock_token(acl.lock_token().unwrap())
+        .send()
+        .await
+        .unwrap();
     sqs.delete_queue().queue_url(queue).send().await.unwrap();
     logs.delete_log_group().log_group_name(&group).send().await.unwrap();
     sns.delete_topic().topic_arn(&topic).send().await.unwrap();

@@ -25,3 +25,4 @@ mod surface;
 mod sweep;
 mod terminal;
 mod tls;
+mod waf;

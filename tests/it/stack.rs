@@ -106,6 +106,7 @@ async fn whole_stack_up_is_complete_secure_converged_and_goes_down() {
         ("sns.topic", 1),
         ("cloudwatch.alarm", 4),
         ("sqs.queue", 2),
+        ("wafv2.web-acl", 1),
     ] {
         assert_eq!(k.get(kind), Some(&n), "{kind}: {k:?}");
     }

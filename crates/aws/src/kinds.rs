@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use crate::{acm, aps, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, AwsProvider};
+use crate::{acm, aps, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, waf, AwsProvider};
 use aira_engine::graph::Kind;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, Silent};
 
@@ -57,6 +57,7 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
         Kind::PrometheusWorkspace => &aps::Workspace,
         Kind::PrometheusRules => &aps::Rules,
         Kind::AlertManager => &aps::AlertManager,
+        Kind::WebAcl => &waf::WebAcl,
     }
 }
 
@@ -64,7 +65,8 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
 /// them from here, so each of those describes is made once per observe.
 #[derive(Default)]
 pub(crate) struct Observing {
-    /// The stack's load balancers (listeners and alias records hang off them).
+    /// The stack's load balancers (listeners, alias records and the web ACL's association hang
+    /// off them).
     load_balancers: OnceCell<Vec<Observed>>,
     /// The stack's ECS clusters (services are listed by cluster).
     clusters: OnceCell<Vec<Observed>>,

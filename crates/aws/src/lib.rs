@@ -9,7 +9,8 @@
 //!   `is_gone`, the adoption rule, tag lists, `retry_busy`, `poll_until`, `try_join_all`.
 //! - `sqs.rs`, `dynamodb.rs`, `logs.rs`, `iam.rs`, `ecr.rs` (also pushes the image `up` built),
 //!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each; `aps.rs`: the Prometheus workspace, its
-//!   rule groups and its alert manager definition.
+//!   rule groups and its alert manager definition; `waf.rs`: the AWS WAF web ACL, with the load
+//!   balancer it protects as a property.
 //! - `ec2/`: the network, a module a kind (`vpc`, `subnet`, `gateway`: internet gateway, Elastic
 //!   IP, NAT; `route_table`, `security_group`, `endpoint`), `preflight` (zones, existing VPC, quotas).
 //! - `elb/`: `load_balancer`, `target_group`, `listener`.
@@ -48,6 +49,7 @@ mod route53;
 pub mod secrets;
 mod sns;
 mod sqs;
+mod waf;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -113,6 +115,8 @@ pub struct AwsProvider {
     cloudwatch: aws_sdk_cloudwatch::Client,
     sns: aws_sdk_sns::Client,
     aps: aws_sdk_amp::Client,
+    /// The web ACL of the per-address rate limits (scope REGIONAL).
+    waf: aws_sdk_wafv2::Client,
     /// The account's id, for the pre-flight.
     sts: aws_sdk_sts::Client,
     /// The image `up` built, pushed by the first task definition that needs it.
@@ -140,6 +144,7 @@ impl AwsProvider {
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sns: aws_sdk_sns::Client::new(config),
             aps: aws_sdk_amp::Client::new(config),
+            waf: aws_sdk_wafv2::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
             image: tokio::sync::Mutex::new(None),
             pushed: tokio::sync::Mutex::new(std::collections::BTreeSet::new()),

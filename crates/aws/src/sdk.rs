@@ -53,7 +53,11 @@ pub fn kind_of(code: &str) -> ErrorKind {
         ErrorKind::AccessDenied
     } else if c.contains("throttl") || c.contains("requestlimitexceeded") || c.contains("toomanyrequests") {
         ErrorKind::Throttled
-    } else if c.contains("limitexceeded") || c.contains("quotaexceeded") || c.contains("toomany") {
+    } else if c.contains("limitexceeded")
+        || c.contains("limitsexceeded")
+        || c.contains("quotaexceeded")
+        || c.contains("toomany")
+    {
         ErrorKind::Quota
     } else if c.contains("notfound") || c.contains("nosuch") || c.contains("nonexistent") || c.contains("doesnotexist")
     {
@@ -131,6 +135,7 @@ sdk_tag! {
     aws_sdk_iam::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
     aws_sdk_ecr::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
     aws_sdk_sns::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
+    aws_sdk_wafv2::types::Tag => |t| Some((t.key(), t.value())), |k, v| Self::builder().key(k).value(v).build().expect(BUILT);
 }
 
 /// The tags a created resource carries ([`Scope::tags_for`]) plus `extra`, as the SDK's list.
@@ -197,10 +202,50 @@ pub struct Busy {
     pub gone: &'static [&'static str],
 }
 
+/// The failure of a retried operation: one SDK call (its `SdkError`), or several calls made as
+/// one (a read and the write that needs what it read, each error already a [`ProviderError`]
+/// keeping AWS's code).
+pub trait Failed {
+    /// AWS's error code.
+    fn aws_code(&self) -> Option<&str>;
+    /// What AWS said, for the progress line.
+    fn aws_said(&self) -> String;
+    /// The error reported when the retries end: `what: Code: message`.
+    fn report(self, what: &str) -> ProviderError;
+}
+
+impl<E, R> Failed for SdkError<E, R>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    fn aws_code(&self) -> Option<&str> {
+        code(self)
+    }
+    fn aws_said(&self) -> String {
+        message(self)
+    }
+    fn report(self, what: &str) -> ProviderError {
+        error(what, self)
+    }
+}
+
+impl Failed for ProviderError {
+    fn aws_code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+    fn aws_said(&self) -> String {
+        self.message.clone()
+    }
+    fn report(self, what: &str) -> ProviderError {
+        self.context(what)
+    }
+}
+
 /// Runs `op` until it stops failing with one of `busy.codes` (something AWS finishes
 /// asynchronously), saying each time what it waits for; gives up at `scope.wait`. An error
 /// whose code contains one of `busy.gone` (the resource is already gone) is `Ok(None)`.
-pub async fn retry_busy<F, Fut, T, E>(
+pub async fn retry_busy<F, Fut, T, X>(
     scope: &Scope,
     progress: &dyn Progress,
     id: &LogicalId,
@@ -210,8 +255,8 @@ pub async fn retry_busy<F, Fut, T, E>(
 ) -> Result<Option<T>, ProviderError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, Sdk<E>>>,
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, X>>,
+    X: Failed,
 {
     let Busy { codes: busy, waits_for, gone } = busy;
     let start = Instant::now();
@@ -221,14 +266,14 @@ where
             Ok(v) => return Ok(Some(v)),
             Err(e) => e,
         };
-        let code = code(&e).unwrap_or_default();
+        let code = e.aws_code().unwrap_or_default();
         let is_busy = busy.iter().any(|b| code.starts_with(b));
         if is_busy && start.elapsed() < scope.wait {
             progress.waiting(
                 id,
                 &format!(
                     "{what}: {}; waiting for {waits_for}, retrying ({}s of {}s)",
-                    message(&e),
+                    e.aws_said(),
                     start.elapsed().as_secs(),
                     scope.wait.as_secs()
                 ),
@@ -238,7 +283,7 @@ where
         } else if !is_busy && gone.iter().any(|g| code.contains(g)) {
             return Ok(None);
         } else {
-            let mut err = error(what, e);
+            let mut err = e.report(what);
             if is_busy {
                 err.kind = ErrorKind::Busy;
             }
@@ -357,6 +402,8 @@ mod tests {
             ("AddressLimitExceeded", ErrorKind::Quota),
             ("ServiceQuotaExceededException", ErrorKind::Quota),
             ("TooManyLoadBalancers", ErrorKind::Quota),
+            ("WAFLimitsExceededException", ErrorKind::Quota),
+            ("WAFNonexistentItemException", ErrorKind::NotFound),
             ("InvalidVpcID.NotFound", ErrorKind::NotFound),
             ("NoSuchEntity", ErrorKind::NotFound),
             ("AWS.SimpleQueueService.NonExistentQueue", ErrorKind::NotFound),

@@ -159,6 +159,14 @@ kinds! {
     AlertManager = "aps.alert-manager", DeleteBeforeCreate, sets [], replace_on [
         ("workspace", "an alert manager definition belongs to its workspace"),
     ];
+    // AWS WAF (scope REGIONAL): the stack's rate-based rules. Its name is its identity in the
+    // region. The load balancer it protects is its property `load_balancer`, changed in place
+    // (AssociateWebACL, DisassociateWebACL) rather than a kind of its own: an association has no
+    // tags nor id, and the web ACL must let go of it before it can be deleted
+    // (crates/aws/src/waf.rs says why in full).
+    WebAcl = "wafv2.web-acl", DeleteBeforeCreate, sets [], replace_on [
+        ("name", "a web ACL's name cannot change"),
+    ];
 }
 
 impl Kind {

@@ -1,7 +1,8 @@
 //! What a stack costs a month, by resource, from the price table ([`crate::prices`]: its date,
 //! source and the regions it covers are in the file). Priced: what AWS bills by the hour or the month
 //! whatever the traffic, plus a stated usage (`usage`: load balancer capacity units, log volume).
-//! Not priced: requests and data (DynamoDB, SQS, bytes through NAT gateways and endpoints), which
+//! Not priced: requests and data (DynamoDB, SQS, AWS WAF's inspections, bytes through NAT gateways
+//! and endpoints), which
 //! docs/performance.md prices per answered message. A region the table lacks gets no figures and
 //! a note saying so, never a guess.
 
@@ -209,6 +210,17 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     cents(per_task * low as f64),
                 )
             }
+            Kind::WebAcl => {
+                let rules = props["rules"].as_object().map_or(0, |r| r.len());
+                (
+                    format!(
+                        "AWS WAF web ACL and {rules} rule{} (and ${}/million requests it inspects)",
+                        plural(rules),
+                        p.waf_requests_million
+                    ),
+                    cents(p.waf_web_acl_month + rules as f64 * p.waf_rule_month),
+                )
+            }
             Kind::TaskDefinition => {
                 let named = props["container"]["secrets"].as_object().into_iter().flat_map(|s| s.values());
                 secrets.extend(named.filter_map(|arn| arn.as_str()).map(str::to_string));
@@ -315,6 +327,7 @@ mod tests {
             $0.30 cloudwatch.alarm alarm-5xx: alarm on 3 metrics
             $0.10 cloudwatch.alarm alarm-unhealthy: alarm on 1 metric
             $7.10 aps.workspace prometheus: Prometheus: 300 series a task every 30 s from 3 tasks
+            $7.00 wafv2.web-acl waf: AWS WAF web ACL and 2 rules (and $0.6/million requests it inspects)
             $0.50 route53.hosted-zone ZOFFLINE: hosted zone (yours, not created by aira; alias queries are free)
             $0.40 secretsmanager.secret aira/openai: secret (yours, not created by aira)
         "#]]

@@ -5,6 +5,7 @@
 //!   listeners, alias records), log groups, task definitions and services.
 //! - `alarms.rs`: the alert topic and the alarms.
 //! - `monitoring.rs`: the Prometheus workspace, its rules and alert routes.
+//! - `waf.rs`: the AWS WAF web ACL with the per-address rate limits, on the load balancer.
 //!
 //! The property shapes written here are the normal form the provider's observe reports, so that
 //! a plan right after `up` is empty.
@@ -13,6 +14,7 @@ mod alarms;
 pub mod monitoring;
 mod network;
 mod services;
+pub mod waf;
 
 use serde_json::{json, Value};
 
@@ -35,6 +37,9 @@ pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, Stri
     }
     if stack.prometheus() {
         resources.extend(monitoring::monitoring(stack, facts)?);
+    }
+    if let Some(limits) = stack.waf() {
+        resources.push(waf::web_acl(stack, limits));
     }
     Ok(Graph { stack: stack.stack.0.clone(), tags: stack.tags.clone(), resources })
 }

@@ -47,6 +47,10 @@ pub struct Prices {
     pub secret_month: f64,
     /// Managed Prometheus: ingestion per 10 million samples (the first tier: 2 billion a month).
     pub prometheus_samples_10m: f64,
+    /// AWS WAF: a web ACL a month, each of its rules a month, and a million requests it inspects.
+    pub waf_web_acl_month: f64,
+    pub waf_rule_month: f64,
+    pub waf_requests_million: f64,
 }
 
 pub fn table() -> &'static Table {

@@ -576,6 +576,9 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     if let Some(llm) = &stack.llm {
         check_llm(llm, tree, report);
     }
+    if let model::Waf::Limits(limits) = &stack.waf {
+        check_waf(limits, tree, report);
+    }
     for (service, problem) in super::reach::reachability(stack, None).problems(stack) {
         report.error(tree.pos_of(&["services", &service]), problem, None);
     }
@@ -656,6 +659,40 @@ fn check_spend(llm: &model::Llm, tree: &Node, report: &mut Report) {
         format!("{what}: one user could spend all users' tokens of the day"),
         Some(format!("give one user at most {all} tokens a day, or `daily_tokens: 0` for no overall bound")),
     );
+}
+
+/// AWS WAF's evaluation windows, and the account routes' limit within the limit of all requests:
+/// the rule of all requests comes first, so a higher limit on the account routes never applies.
+fn check_waf(limits: &model::WafLimits, tree: &Node, report: &mut Report) {
+    let window = limits.window.secs();
+    if !model::WAF_WINDOWS.contains(&window) {
+        report.error(
+            tree.pos_of(&["waf", "window"]),
+            format!("waf.window: AWS WAF counts requests over 1m, 2m, 5m or 10m, found {}", limits.window),
+            None,
+        );
+    }
+    let (all, auth) = (limits.requests, limits.auth_requests);
+    if auth > all {
+        // At the key the user wrote: the account routes' limit, or the overall one that undercuts its default.
+        let written = tree.get("waf").and_then(|w| w.get("auth_requests")).is_some();
+        let (pos, what) = if written {
+            (
+                tree.pos_of(&["waf", "auth_requests"]),
+                format!("waf.auth_requests: {auth} is more than waf.requests ({all})"),
+            )
+        } else {
+            (
+                tree.pos_of(&["waf", "requests"]),
+                format!("waf.requests: {all} is less than waf.auth_requests ({auth}, its default)"),
+            )
+        };
+        report.error(
+            pos,
+            format!("{what}: the limit of all requests stops an address first, so the account routes' limit would never apply"),
+            Some(format!("give the account routes (`/v1/auth/`) at most {all} requests a window")),
+        );
+    }
 }
 
 /// Prefixes of Bedrock's cross-region (system-defined) inference profiles.

@@ -55,6 +55,84 @@ pub struct Stack {
     /// (alerts go to the stack's alert topic). `false` leaves it out.
     #[serde(default = "Stack::default_monitoring")]
     pub monitoring: bool,
+    /// Per-address rate limits at the load balancer, held across every api task: an AWS WAF web
+    /// ACL with rate-based rules on the public service's load balancer, which answers 429 past a
+    /// limit. On (with the defaults) for a stack with a public service; `false` leaves it out.
+    #[serde(default)]
+    pub waf: Waf,
+}
+
+/// `waf`: on or off, or the limits themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Waf {
+    /// `true`: the default limits; `false`: no web ACL.
+    Switch(bool),
+    /// The limits (each key has its default).
+    Limits(WafLimits),
+}
+
+impl Default for Waf {
+    fn default() -> Self {
+        Waf::Switch(true)
+    }
+}
+
+impl Waf {
+    /// The limits, `None` when turned off.
+    pub fn limits(self) -> Option<WafLimits> {
+        match self {
+            Waf::Switch(true) => Some(WafLimits::default()),
+            Waf::Switch(false) => None,
+            Waf::Limits(l) => Some(l),
+        }
+    }
+}
+
+/// The smallest rate limit AWS WAF accepts in a rate-based rule (AWS WAF Developer Guide,
+/// "Rate-based rule high-level settings": "The lowest limit setting allowed is 10").
+pub const WAF_MIN_LIMIT: u32 = 10;
+/// The evaluation windows AWS WAF offers, in seconds (60, 120, 300 and 600; 300 by default).
+pub const WAF_WINDOWS: [u64; 4] = [60, 120, 300, 600];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WafLimits {
+    /// Requests one client address may send in `window`, to any path; past it AWS WAF answers
+    /// 429 until the address's rate falls below.
+    #[serde(default = "WafLimits::default_requests")]
+    #[schemars(range(min = 10, max = 2000000000))]
+    pub requests: u32,
+    /// Requests one client address may send in `window` to the account routes (`/v1/auth/`:
+    /// sign-up, sign-in, tokens); at most `requests`.
+    #[serde(default = "WafLimits::default_auth_requests")]
+    #[schemars(range(min = 10, max = 2000000000))]
+    pub auth_requests: u32,
+    /// How far back AWS WAF counts: `1m`, `2m`, `5m` or `10m`.
+    #[serde(default = "WafLimits::default_window")]
+    pub window: Duration,
+}
+
+impl WafLimits {
+    fn default_requests() -> u32 {
+        2000
+    }
+    fn default_auth_requests() -> u32 {
+        100
+    }
+    fn default_window() -> Duration {
+        Duration(300)
+    }
+}
+
+impl Default for WafLimits {
+    fn default() -> Self {
+        WafLimits {
+            requests: Self::default_requests(),
+            auth_requests: Self::default_auth_requests(),
+            window: Self::default_window(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -95,6 +173,12 @@ impl Stack {
     /// Whether the stack gets its Prometheus workspace: `monitoring` on, and services to monitor.
     pub fn prometheus(&self) -> bool {
         self.monitoring && !self.services.is_empty()
+    }
+
+    /// The limits of the stack's web ACL: `waf` on, and a public service behind the load
+    /// balancer it protects.
+    pub fn waf(&self) -> Option<WafLimits> {
+        self.services.values().any(|s| s.public).then(|| self.waf.limits()).flatten()
     }
 
     /// The Secrets Manager secrets the stack references.

@@ -520,3 +520,53 @@ fn one_user_cannot_be_allowed_the_whole_day_of_all_users() {
         (1024, 2_000_000, 200_000, 4)
     );
 }
+
+#[test]
+fn waf_limits_within_what_aws_waf_accepts() {
+    // A rate-based rule's limit is at least 10 (the schema's range); the window one of AWS WAF's four.
+    check(
+        &format!("stack: aira\n{SERVICES}waf:\n  requests: 5\n  auth_requests: 9\n"),
+        expect![[r#"
+            bad.yaml:5:13: waf.requests: must be at least 10, found 5
+            bad.yaml:6:18: waf.auth_requests: must be at least 10, found 9
+        "#]],
+    );
+    check(
+        &format!("stack: aira\n{SERVICES}waf: {{ window: 3m }}\n"),
+        expect![[r#"
+            bad.yaml:4:16: waf.window: AWS WAF counts requests over 1m, 2m, 5m or 10m, found 3m
+        "#]],
+    );
+    check(
+        &format!("stack: aira\n{SERVICES}waf: {{ request: 500 }}\n"),
+        expect![[r#"
+            bad.yaml:4:8: unknown key `request` in `waf` (did you mean `requests`?)
+        "#]],
+    );
+    check(
+        &format!("stack: aira\n{SERVICES}waf: off\n"),
+        expect![[r#"
+            bad.yaml:4:6: waf: expected true or false or a mapping, found the string `off`
+        "#]],
+    );
+    for ok in ["waf: false\n", "waf: true\n", "waf: { requests: 10, auth_requests: 10, window: 1m }\n"] {
+        check(&format!("stack: aira\n{SERVICES}{ok}"), expect!["valid\n"]);
+    }
+}
+
+#[test]
+fn waf_account_routes_limit_within_the_limit_of_all_requests() {
+    check(
+        &format!("stack: aira\n{SERVICES}waf: {{ requests: 500, auth_requests: 600 }}\n"),
+        expect![[r#"
+            bad.yaml:4:38: waf.auth_requests: 600 is more than waf.requests (500): the limit of all requests stops an address first, so the account routes' limit would never apply (give the account routes (`/v1/auth/`) at most 500 requests a window)
+        "#]],
+    );
+    // Undercutting the account routes' default names the key that was written.
+    check(
+        &format!("stack: aira\n{SERVICES}waf: {{ requests: 50 }}\n"),
+        expect![[r#"
+            bad.yaml:4:18: waf.requests: 50 is less than waf.auth_requests (100, its default): the limit of all requests stops an address first, so the account routes' limit would never apply (give the account routes (`/v1/auth/`) at most 50 requests a window)
+        "#]],
+    );
+}
