@@ -32,11 +32,13 @@ use aira_runtime::store::notify::Notifying;
 use aira_runtime::store::Store;
 use aira_runtime::worker::{Worker, WorkerConfig};
 use aira_testkit::proxy::{Faults, Proxy, Sent};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
-use aws_sdk_sqs::types::QueueAttributeName;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
+
+#[path = "moto_stack.rs"]
+mod moto_stack;
+use moto_stack::{conf_at, Stack};
 
 /// us-east-1 on-demand prices, dollars per million: DynamoDB read and write request units, SQS
 /// standard requests.
@@ -110,69 +112,6 @@ impl Tally {
             self.dollars_per_million(per)
         );
     }
-}
-
-struct Stack {
-    table: String,
-    queue_url: String,
-}
-
-/// The table and the queues, as aira creates them, made through moto directly (not counted).
-async fn create(endpoint: &str) -> Stack {
-    let conf = conf_at(endpoint).await;
-    let sqs = aws_sdk_sqs::Client::new(&conf);
-    let ddb = aws_sdk_dynamodb::Client::new(&conf);
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let dlq = sqs.create_queue().queue_name(format!("cost-dlq-{suffix}")).send().await.unwrap().queue_url.unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("cost-{suffix}"))
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
-        )
-        .attributes(QueueAttributeName::VisibilityTimeout, "60")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let table = format!("cost-{suffix}");
-    let attr = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    let key = |n: &str, k| KeySchemaElement::builder().attribute_name(n).key_type(k).build().unwrap();
-    ddb.create_table()
-        .table_name(&table)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    Stack { table, queue_url }
-}
-
-async fn conf_at(url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(aira_unify::https_client())
-        .endpoint_url(url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "bench"))
-        .load()
-        .await
 }
 
 /// The backends, through the proxy.
@@ -311,7 +250,7 @@ async fn run() {
     let streams = env_or("COST_STREAMS", 50) as usize;
     let stream_secs = env_or("COST_STREAM_SECS", 60);
     let proxy = Proxy::start(&endpoint, Faults { moto_only: true, ..Default::default() }).await;
-    let stack = create(&endpoint).await;
+    let stack = moto_stack::create(&conf_at(&endpoint).await, "cost").await;
     let http = reqwest::Client::new();
 
     // 1. Idle: both tasks, no traffic.

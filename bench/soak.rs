@@ -54,7 +54,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aira_testkit::proxy::{Faults, Proxy};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
 use aws_sdk_sqs::types::QueueAttributeName;
 use axum::response::IntoResponse;
 use futures_util::StreamExt;
@@ -63,6 +62,10 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+#[path = "moto_stack.rs"]
+mod moto_stack;
+use moto_stack::conf_at;
 
 /// The password of every account the soak makes.
 const PASSWORD: &str = "soak bench password";
@@ -263,67 +266,6 @@ async fn start_fake_model(calls: Arc<ModelCalls>) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // The stack and the children.
-
-struct Stack {
-    table: String,
-    queue_url: String,
-}
-
-async fn conf_at(url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(aira_unify::https_client())
-        .endpoint_url(url)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new("testing", "testing", None, None, "soak"))
-        .load()
-        .await
-}
-
-/// The table and the queues as aira creates them (redrive after 5 receives, visibility 60 s),
-/// made through moto directly.
-async fn create_stack(sqs: &aws_sdk_sqs::Client, ddb: &aws_sdk_dynamodb::Client) -> Stack {
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let dlq = sqs.create_queue().queue_name(format!("soak-dlq-{suffix}")).send().await.unwrap().queue_url.unwrap();
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes
-        .unwrap()[&QueueAttributeName::QueueArn]
-        .clone();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(format!("soak-{suffix}"))
-        .attributes(
-            QueueAttributeName::RedrivePolicy,
-            json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}).to_string(),
-        )
-        .attributes(QueueAttributeName::VisibilityTimeout, "60")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let table = format!("soak-{suffix}");
-    let attr = |n: &str| {
-        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    let key = |n: &str, k| KeySchemaElement::builder().attribute_name(n).key_type(k).build().unwrap();
-    ddb.create_table()
-        .table_name(&table)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    Stack { table, queue_url }
-}
 
 /// A child process, killed when dropped (a panic of the driver included).
 struct Proc {
@@ -1325,7 +1267,7 @@ async fn run() {
     // moto directly: the stack, and the queue's true depth.
     let direct = conf_at(&endpoint).await;
     let sqs = aws_sdk_sqs::Client::new(&direct);
-    let stack = create_stack(&sqs, &aws_sdk_dynamodb::Client::new(&direct)).await;
+    let stack = moto_stack::create(&direct, "soak").await;
     let proxy = Arc::new(Proxy::start(&endpoint, Faults::default()).await);
     let calls = Arc::new(ModelCalls::default());
     let model_url = start_fake_model(calls.clone()).await;
