@@ -398,7 +398,7 @@ impl Worker {
             let r = tokio::select! {
                 r = call => r,
                 _ = &mut heartbeat => unreachable!("heartbeat never ends"),
-                _ = hand_back.cancelled() => return self.hand_back(&m, &id, &token).await,
+                _ = hand_back.cancelled() => return self.hand_back(&m, &msg, &token).await,
             };
             self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
             let e = match &r {
@@ -433,7 +433,7 @@ impl Worker {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = &mut heartbeat => unreachable!("heartbeat never ends"),
-                _ = hand_back.cancelled() => return self.hand_back(&m, &id, &token).await,
+                _ = hand_back.cancelled() => return self.hand_back(&m, &msg, &token).await,
             }
         };
 
@@ -509,12 +509,15 @@ impl Worker {
     /// Shutting down: the message goes back to the queue at once for another worker; on its
     /// last delivery the queue sends it to the dead-letter queue instead, so it is failed and
     /// marked for a redrive.
-    async fn hand_back(&self, m: &Received, id: &str, token: &str) {
+    async fn hand_back(&self, m: &Received, msg: &Message, token: &str) {
         info!("shutting down: handing the message back");
         if m.receive_count >= self.config.max_receives {
-            let _ = self.store.fail(id, token, SET_ASIDE, now_ms(), true).await;
+            // Failed now (set aside for a redrive): its user's slot is free again.
+            if let Ok(true) = self.store.fail(&msg.id, token, SET_ASIDE, now_ms(), true).await {
+                self.free_slot(&msg.user_id).await;
+            }
         } else {
-            let _ = self.store.release(id, token, now_ms()).await;
+            let _ = self.store.release(&msg.id, token, now_ms()).await;
         }
         self.set_visibility(m, Duration::ZERO).await;
         self.outcome("handed_back");
