@@ -429,6 +429,19 @@ impl Shared {
 
     /// Notes a hostile request's outcome (`202`, `429 rate_limited`, `error`) and reads its
     /// body; the body of a success.
+    /// A hostile post of `content` into `conv`, noted under `kind`; its answer when accepted.
+    async fn post(&self, conv: &str, token: &str, xff: &str, content: &str, kind: &'static str) -> Option<Value> {
+        let r = self
+            .api
+            .at(Method::POST, &format!("/v1/conversations/{conv}/messages"), xff)
+            .bearer_auth(token)
+            .json(&json!({"content": content}))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await;
+        self.noted(kind, r).await
+    }
+
     async fn noted(&self, kind: &'static str, r: Result<reqwest::Response, reqwest::Error>) -> Option<Value> {
         let Ok(r) = r else {
             self.note(kind, "error");
@@ -812,15 +825,7 @@ async fn marked_prompts(sh: Arc<Shared>, u: User, kind: &'static str, marker: &'
             _ = tick.tick() => {}
         }
         let content = format!("{marker} #H{} a hostile prompt", sh.tag());
-        let r = sh
-            .api
-            .at(Method::POST, &format!("/v1/conversations/{}/messages", u.conv), &u.xff)
-            .bearer_auth(&u.token)
-            .json(&json!({"content": content}))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await;
-        let posted = sh.noted(kind, r).await;
+        let posted = sh.post(&u.conv, &u.token, &u.xff, &content, kind).await;
         let Some(id) = posted.and_then(|v| v["id"].as_str().map(str::to_string)) else { continue };
         if marker != "[slow]" {
             continue;
@@ -842,15 +847,7 @@ async fn deep_conversation(sh: Arc<Shared>, u: User) {
             _ = tick.tick() => {}
         }
         let content = format!("deep #H{} turn {turn} of a long conversation", sh.tag());
-        let r = sh
-            .api
-            .at(Method::POST, &format!("/v1/conversations/{}/messages", u.conv), &u.xff)
-            .bearer_auth(&u.token)
-            .json(&json!({"content": content}))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await;
-        sh.noted("deep_post", r).await;
+        sh.post(&u.conv, &u.token, &u.xff, &content, "deep_post").await;
     }
 }
 
@@ -932,15 +929,7 @@ async fn hoard(sh: Arc<Shared>, hoarders: Vec<User>) {
                 continue;
             }
             let content = format!("hoard #H{} a message to watch", sh.tag());
-            let r = sh
-                .api
-                .at(Method::POST, &format!("/v1/conversations/{}/messages", u.conv), &u.xff)
-                .bearer_auth(&u.token)
-                .json(&json!({"content": content}))
-                .timeout(REQUEST_TIMEOUT)
-                .send()
-                .await;
-            let posted = sh.noted("hoard_post", r).await;
+            let posted = sh.post(&u.conv, &u.token, &u.xff, &content, "hoard_post").await;
             let Some(id) = posted.and_then(|v| v["id"].as_str().map(str::to_string)) else { continue };
             for _ in 0..want {
                 let s = sh
@@ -983,15 +972,7 @@ async fn deletions(sh: Arc<Shared>) {
             continue;
         };
         let content = format!("gone #H{} soon deleted", sh.tag());
-        let r = sh
-            .api
-            .at(Method::POST, &format!("/v1/conversations/{}/messages", u.conv), &xff)
-            .bearer_auth(&u.token)
-            .json(&json!({"content": content}))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await;
-        sh.noted("delete_setup_post", r).await;
+        sh.post(&u.conv, &u.token, &xff, &content, "delete_setup_post").await;
         let creds = json!({"email": email, "password": PASSWORD});
         let delete = sh
             .api

@@ -83,13 +83,19 @@ pub struct Moto<'a> {
     pub client: &'a Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
+/// The authorization of a harness read: moto's parser wants a credential scope (the region and
+/// service of the call being judged); the read is let past IAM by `HARNESS_READ`.
+fn harness_auth(call: &Call<'_>, service: &str) -> String {
+    let region = scope_part(call.headers, 2).unwrap_or_else(|| "us-east-1".into());
+    format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
 impl Moto<'_> {
     /// A GET of a REST-protocol `path` of `service`: whether it answered 200, and its body.
     async fn rest_get(&self, call: &Call<'_>, service: &str, path: &str) -> (bool, String) {
-        let region = scope_part(call.headers, 2).unwrap_or_else(|| "us-east-1".into());
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
+        let auth = harness_auth(call, service);
         let req = Request::get(format!("{}{path}", self.upstream))
             .header("authorization", auth)
             .header(HARNESS_READ, "1")
@@ -108,10 +114,7 @@ impl Moto<'_> {
     /// A JSON 1.1 protocol call (`AWSWAF_20190729.GetWebACLForResource`) to `service`, in the
     /// region of the call being judged: its status and answer.
     async fn json(&self, call: &Call<'_>, service: &str, target: &str, body: &Value) -> (u16, Value) {
-        let region = scope_part(call.headers, 2).unwrap_or_else(|| "us-east-1".into());
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
+        let auth = harness_auth(call, service);
         let req = Request::post(format!("{}/", self.upstream))
             .header("authorization", auth)
             .header(HARNESS_READ, "1")
@@ -138,10 +141,7 @@ impl Moto<'_> {
     /// A query-protocol call to `service`, in the region of the call being judged.
     async fn query(&self, call: &Call<'_>, service: &str, form: &str) -> String {
         // moto picks the service and region from the credential scope and checks no signature.
-        let region = scope_part(call.headers, 2).unwrap_or_else(|| "us-east-1".into());
-        let auth = format!(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        );
+        let auth = harness_auth(call, service);
         let req = Request::post(format!("{}/", self.upstream))
             .header("authorization", auth)
             .header(HARNESS_READ, "1")
