@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-pub use crate::kind::{Kind, KindSpec, ReplaceOrder};
+pub use crate::kind::{Kind, KindSpec, Props, ReplaceOrder};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -43,11 +43,23 @@ impl Desired {
         collect_refs(&props, &mut depends_on);
         Desired { id: id.into(), kind, props, depends_on }
     }
+
+    /// A resource of the kind of `props`.
+    pub fn of<P: Props>(id: &str, props: &P) -> Self {
+        Desired::new(id, P::KIND, props.to_value())
+    }
 }
 
 /// `{"$ref": "id.output"}`.
 pub fn reference(id: &str, output: &str) -> Value {
     serde_json::json!({ "$ref": format!("{id}.{output}") })
+}
+
+/// Whether `v` still holds a reference anywhere.
+pub fn has_refs(v: &Value) -> bool {
+    let mut found = BTreeSet::new();
+    collect_refs(v, &mut found);
+    !found.is_empty()
 }
 
 fn as_ref(v: &Value) -> Option<(&str, &str)> {

@@ -96,11 +96,14 @@ impl Plan {
     /// Prices the stack after this plan and what exists now, in `region`.
     pub fn estimate_cost(&self, region: &str) -> crate::cost::Estimate {
         use crate::cost::Priced;
-        let after = self.steps.iter().filter_map(|s| s.desired.as_ref());
-        let after: Vec<Priced> = after.map(|d| Priced { id: &d.id, kind: d.kind, props: &d.props }).collect();
-        let now = self.steps.iter().filter_map(|s| s.current.as_ref());
-        let now: Vec<Priced> = now.map(|o| Priced { id: &o.id, kind: o.kind, props: &o.props }).collect();
-        crate::cost::estimate(region, &after, &now)
+        let mut notes = Vec::new();
+        let after = self.steps.iter().filter_map(|s| s.desired.as_ref()).map(|d| (&d.id, d.kind, &d.props));
+        let after = Priced::all(after, &mut notes);
+        let now = self.steps.iter().filter_map(|s| s.current.as_ref()).map(|o| (&o.id, o.kind, &o.props));
+        let now = Priced::all(now, &mut notes);
+        let mut estimate = crate::cost::estimate(region, &after, &now);
+        estimate.notes.extend(notes);
+        estimate
     }
 }
 

@@ -11,7 +11,8 @@ use serde_json::json;
 use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 pub struct VpcEndpoint;
@@ -39,7 +40,7 @@ impl KindOps for VpcEndpoint {
                         "private_dns": e.private_dns_enabled().unwrap_or(false),
                     })
                 };
-                observed(scope, e.tags(), Kind::VpcEndpoint, e.vpc_endpoint_id(), props)
+                observed(scope, e.tags(), e.vpc_endpoint_id(), &kind::VpcEndpoint(props))
             });
         Ok(sorted(found.collect()))
     }
@@ -63,7 +64,8 @@ impl KindOps for VpcEndpoint {
                 .private_dns_enabled(p["private_dns"].as_bool().unwrap_or(true))
         };
         let out = call!(what, req.send());
-        let o = created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), p.clone())?;
+        let o =
+            created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), &kind::VpcEndpoint(p.clone()))?;
         wait_endpoint(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
         Ok(o)
     }

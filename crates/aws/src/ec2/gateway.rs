@@ -2,16 +2,15 @@
 
 use std::time::Duration;
 
+use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Poll};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, Val};
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{DomainType, NatGatewayState as S, ResourceType};
 use aws_sdk_ec2::Client;
-use serde_json::json;
-
-use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
-use crate::sdk::{self, Poll};
-use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 pub struct InternetGateway;
 
@@ -23,7 +22,8 @@ impl KindOps for InternetGateway {
         let out = call!("describe internet gateways", req.send());
         let found = out.internet_gateways().iter().filter_map(|g| {
             let vpc = g.attachments().first().and_then(|a| a.vpc_id());
-            observed(scope, g.tags(), Kind::InternetGateway, g.internet_gateway_id(), json!({ "vpc": vpc }))
+            let vpc = vpc.map(Val::from);
+            observed(scope, g.tags(), g.internet_gateway_id(), &kind::InternetGateway { vpc })
         });
         Ok(sorted(found.collect()))
     }
@@ -36,22 +36,25 @@ impl KindOps for InternetGateway {
         let out = call!(what, req.send());
         let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
         // Created detached: the attachment is the update's.
-        let blank = created(res, &what, id, json!({ "vpc": null }))?;
+        let blank = created(res, &what, id, &kind::InternetGateway { vpc: None })?;
         self.update(cx, res, &blank).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (want, have): (kind::InternetGateway, kind::InternetGateway) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
-        if want["vpc"] != have["vpc"] {
-            if let Some(old) = have["vpc"].as_str() {
+        if want.vpc != have.vpc {
+            if let Some(old) = &have.vpc {
                 sdk::retry_busy(scope, progress, &res.id, &what, &RELEASE, || {
-                    ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(old).send()
+                    ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(old.as_str()).send()
                 })
                 .await?;
             }
-            call!(what, ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(s(want, "vpc")).send());
+            if let Some(vpc) = &want.vpc {
+                call!(what, ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(vpc.as_str()).send());
+            }
         }
         Ok(updated(res, current, current.outputs.clone()))
     }
@@ -60,9 +63,9 @@ impl KindOps for InternetGateway {
         let Cx { aws, scope, progress } = *cx;
         let (ec2, id, rid) = (&aws.ec2, current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{rid}` ({id})", current.kind);
-        if let Some(vpc) = current.props["vpc"].as_str() {
+        if let Some(vpc) = current.props::<kind::InternetGateway>()?.vpc {
             sdk::retry_busy(scope, progress, rid, &what, &RELEASE, || {
-                ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc).send()
+                ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc.as_str()).send()
             })
             .await?;
         }
@@ -81,10 +84,8 @@ impl KindOps for ElasticIp {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let out = call!("describe Elastic IPs", aws.ec2.describe_addresses().filters(stack_filter(scope)).send());
-        let found = out
-            .addresses()
-            .iter()
-            .filter_map(|a| observed(scope, a.tags(), Kind::ElasticIp, a.allocation_id(), json!({})));
+        let found =
+            out.addresses().iter().filter_map(|a| observed(scope, a.tags(), a.allocation_id(), &kind::ElasticIp {}));
         Ok(sorted(found.collect()))
     }
 
@@ -93,7 +94,7 @@ impl KindOps for ElasticIp {
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = aws.ec2.allocate_address().domain(DomainType::Vpc);
         let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::ElasticIp)).send());
-        created(res, &what, out.allocation_id(), res.props.clone())
+        created(res, &what, out.allocation_id(), &res.props::<kind::ElasticIp>()?)
     }
 
     /// Nothing of an address changes in place.
@@ -128,26 +129,26 @@ impl KindOps for NatGateway {
             .filter(|n| !matches!(n.state(), Some(S::Deleted | S::Deleting | S::Failed)))
             .filter_map(|n| {
                 let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id());
-                let props = json!({ "subnet": n.subnet_id(), "allocation": allocation });
-                observed(scope, n.tags(), Kind::NatGateway, n.nat_gateway_id(), props)
+                let props = kind::NatGateway { subnet: n.subnet_id()?.into(), allocation: allocation.map(Val::from) };
+                observed(scope, n.tags(), n.nat_gateway_id(), &props)
             });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let p = &res.props;
+        let p: kind::NatGateway = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
             what,
             aws.ec2
                 .create_nat_gateway()
-                .subnet_id(s(p, "subnet"))
-                .allocation_id(s(p, "allocation"))
+                .subnet_id(p.subnet.as_str())
+                .set_allocation_id(p.allocation.as_ref().map(|a| a.get().clone()))
                 .tag_specifications(tags(scope, &res.id, ResourceType::Natgateway))
                 .send()
         );
-        let o = created(res, &what, out.nat_gateway().and_then(|n| n.nat_gateway_id()), p.clone())?;
+        let o = created(res, &what, out.nat_gateway().and_then(|n| n.nat_gateway_id()), &p)?;
         wait_nat(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
         Ok(o)
     }

@@ -14,13 +14,13 @@ pub mod security_group;
 pub mod subnet;
 pub mod vpc;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::Value;
 
 use crate::sdk;
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::{LogicalId, Props};
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_STACK};
 
 pub use preflight::{existing, quotas, zones};
@@ -47,20 +47,12 @@ fn tags(scope: &Scope, id: &LogicalId, rt: ResourceType) -> TagSpecification {
 
 /// The observed resource, if its tags say it is this stack's (checked on the answer too: an
 /// endpoint that ignores a filter must not make aira adopt, and then delete, another stack's).
-fn observed(scope: &Scope, tags: &[Tag], kind: Kind, physical: Option<&str>, props: Value) -> Option<Observed> {
-    Some(blank(sdk::adopt_tags(scope, tags)?, kind, physical?, props))
+fn observed<P: Props>(scope: &Scope, tags: &[Tag], physical: Option<&str>, props: &P) -> Option<Observed> {
+    Some(blank(sdk::adopt_tags(scope, tags)?, physical?, props))
 }
 
-fn blank(id: LogicalId, kind: Kind, physical: &str, props: Value) -> Observed {
-    Observed {
-        id,
-        kind,
-        physical_id: physical.to_string(),
-        props,
-        outputs: BTreeMap::from([("id".to_string(), Value::from(physical))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }
+fn blank<P: Props>(id: LogicalId, physical: &str, props: &P) -> Observed {
+    Observed::of(id, physical, props).output("id", physical)
 }
 
 /// One kind's resources, in the order the plan expects (by logical id, then id).
@@ -71,18 +63,16 @@ fn sorted(mut found: Vec<Observed>) -> Vec<Observed> {
 
 /// The resource right after its create call, before any follow-up call: what an update then
 /// brings to the desired properties.
-fn created(res: &Resolved, what: &str, physical: Option<&str>, props: Value) -> Result<Observed> {
+fn created<P: Props>(res: &Resolved, what: &str, physical: Option<&str>, props: &P) -> Result<Observed> {
     match physical.filter(|p| !p.is_empty()) {
-        Some(p) => Ok(blank(res.id.clone(), res.kind, p, props)),
+        Some(p) => Ok(blank(res.id.clone(), p, props)),
         None => Err(ProviderError::new(format!("{what}: AWS returned no id"))),
     }
 }
 
 /// The same resource with the desired properties and the given outputs.
 fn updated(res: &Resolved, current: &Observed, outputs: BTreeMap<String, Value>) -> Observed {
-    let mut o = blank(res.id.clone(), res.kind, &current.physical_id, res.props.clone());
-    o.outputs = outputs;
-    o
+    Observed { props: res.props.clone(), outputs, ..current.clone() }
 }
 
 fn strs(v: &Value, key: &str) -> Vec<String> {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::Kind;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved};
 
 pub struct RouteTable;
@@ -40,7 +40,7 @@ impl KindOps for RouteTable {
                 .filter_map(|a| Some((a.subnet_id()?.to_string(), Value::from(a.route_table_association_id()?))))
                 .collect();
             let props = json!({ "vpc": t.vpc_id(), "routes": routes, "subnets": assoc.keys().collect::<Vec<_>>() });
-            let mut o = observed(scope, t.tags(), Kind::RouteTable, t.route_table_id(), props)?;
+            let mut o = observed(scope, t.tags(), t.route_table_id(), &kind::RouteTable(props))?;
             o.outputs.insert("associations".into(), Value::Object(assoc.into_iter().collect()));
             Some(o)
         });
@@ -54,7 +54,12 @@ impl KindOps for RouteTable {
         let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::RouteTable)).send());
         let id = out.route_table().and_then(|t| t.route_table_id());
         // Created empty: routes and subnets are the update's.
-        let blank = created(res, &what, id, json!({ "vpc": res.props["vpc"], "routes": [], "subnets": [] }))?;
+        let blank = created(
+            res,
+            &what,
+            id,
+            &kind::RouteTable(json!({ "vpc": res.props["vpc"], "routes": [], "subnets": [] })),
+        )?;
         self.update(cx, res, &blank).await
     }
 

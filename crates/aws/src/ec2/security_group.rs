@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::Kind;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved};
 
 pub struct SecurityGroup;
@@ -25,7 +25,7 @@ impl KindOps for SecurityGroup {
                 "description": g.description(),
                 "ingress": rules_of(g.ip_permissions()),
             });
-            observed(scope, g.tags(), Kind::SecurityGroup, g.group_id(), props)
+            observed(scope, g.tags(), g.group_id(), &kind::SecurityGroup(props))
         });
         Ok(sorted(found.collect()))
     }
@@ -46,7 +46,7 @@ impl KindOps for SecurityGroup {
         );
         // Created without rules: they are the update's.
         let blank = json!({ "vpc": p["vpc"], "name": p["name"], "description": p["description"], "ingress": [] });
-        let blank = created(res, &what, out.group_id(), blank)?;
+        let blank = created(res, &what, out.group_id(), &kind::SecurityGroup(blank))?;
         self.update(cx, res, &blank).await
     }
 

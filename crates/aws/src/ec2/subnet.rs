@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 pub struct Subnet;
@@ -28,7 +29,7 @@ impl KindOps for Subnet {
             if let Some(net) = v6.and_then(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok()) {
                 props["ipv6_index"] = json!(ipv6_index(&net));
             }
-            let mut o = observed(scope, sn.tags(), Kind::Subnet, sn.subnet_id(), props)?;
+            let mut o = observed(scope, sn.tags(), sn.subnet_id(), &kind::Subnet(props))?;
             if let Some(a) = v6.and_then(|a| a.association_id()) {
                 o.outputs.insert("ipv6_association".into(), json!(a));
             }
@@ -55,7 +56,7 @@ impl KindOps for Subnet {
                 .tag_specifications(tags(scope, &res.id, ResourceType::Subnet))
                 .send()
         );
-        let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), p.clone())?;
+        let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), &kind::Subnet(p.clone()))?;
         self.update(cx, res, &blank).await
     }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use super::{created, s, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::Kind;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved};
 
 pub struct Vpc;
@@ -37,7 +37,7 @@ impl KindOps for Vpc {
                 "dns_hostnames": on(hostnames.enable_dns_hostnames()),
                 "ipv6": v6.is_some(),
             });
-            let mut o = super::blank(id, Kind::Vpc, vpc_id, props);
+            let mut o = super::blank(id, vpc_id, &kind::Vpc(props));
             if let Some(a) = v6 {
                 o.outputs.insert("ipv6_cidr".into(), json!(a.ipv6_cidr_block()));
                 o.outputs.insert("ipv6_association".into(), json!(a.association_id()));
@@ -62,7 +62,7 @@ impl KindOps for Vpc {
         );
         // What AWS makes: DNS support on, hostnames off; the rest is the same as an update.
         let blank = json!({ "cidr": p["cidr"], "dns_support": true, "dns_hostnames": false, "ipv6": p["ipv6"] });
-        let blank = created(res, &what, out.vpc().and_then(|v| v.vpc_id()), blank)?;
+        let blank = created(res, &what, out.vpc().and_then(|v| v.vpc_id()), &kind::Vpc(blank))?;
         self.update(cx, res, &blank).await
     }
 

@@ -13,15 +13,31 @@ use serde_json::Value;
 
 use crate::expand::task_id;
 use crate::graph::LogicalId;
-use crate::kind::Kind;
+use crate::kind::{AnyProps, Kind};
 use crate::prices::{cents, table, Prices};
 
 /// One resource to price: desired or observed, both in the same normal form.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Priced<'a> {
     pub id: &'a LogicalId,
-    pub kind: Kind,
-    pub props: &'a Value,
+    pub props: AnyProps,
+}
+
+impl<'a> Priced<'a> {
+    /// Every resource read as its kind's struct; one that does not fit is a note, never a $0 line.
+    pub fn all(
+        resources: impl Iterator<Item = (&'a LogicalId, Kind, &'a Value)>,
+        notes: &mut Vec<String>,
+    ) -> Vec<Self> {
+        let mut out = Vec::new();
+        for (id, kind, props) in resources {
+            match AnyProps::parse(kind, props) {
+                Ok(props) => out.push(Priced { id, props }),
+                Err(e) => notes.push(format!("`{id}` ({kind}) is not priced: its properties do not fit: {e}")),
+            }
+        }
+        out
+    }
 }
 
 /// The stack's monthly cost after the plan, and what exists costs now.
@@ -116,8 +132,11 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
 /// The model is priced by its provider, not by the table: what bounds its cost is the tokens
 /// the runtime lets all users spend a day, read from the tasks' environment (`expand::spend_env`).
 fn model_note(desired: &[Priced], hours_per_month: f64) -> Option<String> {
-    let task = desired.iter().find(|r| r.kind == Kind::TaskDefinition)?;
-    let env = &task.props["container"]["environment"];
+    let task = desired.iter().find_map(|r| match &r.props {
+        AnyProps::TaskDefinition(task) => Some(&task.0),
+        _ => None,
+    })?;
+    let env = &task["container"]["environment"];
     // The offline echo model (no `llm`) costs nothing.
     let model = env["AIRA_LLM_MODEL"].as_str()?;
     let daily: u64 = env["AIRA_DAILY_TOKENS"].as_str()?.parse().ok()?;
@@ -138,10 +157,11 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
     let mut out = Vec::new();
     let (mut zones, mut secrets) = (BTreeSet::new(), BTreeSet::new());
     for r in resources {
-        let props = r.props;
         let mut at_max = None;
-        let (what, monthly) = match r.kind {
-            Kind::LoadBalancer => {
+        // Every kind is named: a new kind does not compile until it is priced or said to be free.
+        let (what, monthly) = match &r.props {
+            AnyProps::LoadBalancer(lb) => {
+                let props = &lb.0;
                 if let Some(zone) = props["dns_zone"].as_str() {
                     zones.insert(zone.to_string());
                 }
@@ -151,7 +171,12 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     month(p.load_balancer_hour + lcu * p.lcu_hour + ips as f64 * p.public_ipv4_hour),
                 )
             }
-            Kind::VpcEndpoint if props["type"] == "Interface" => {
+            AnyProps::VpcEndpoint(e) => {
+                let props = &e.0;
+                // Gateway endpoints (S3, DynamoDB) are free.
+                if props["type"] != "Interface" {
+                    continue;
+                }
                 let service = props["service"].as_str().unwrap_or_default();
                 let service = service.rsplit_once(".amazonaws.").map(|(_, s)| s).unwrap_or(service);
                 let zones = len(&props["subnets"]);
@@ -161,16 +186,20 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     month(zones as f64 * p.interface_endpoint_zone_hour),
                 )
             }
-            Kind::NatGateway => {
+            AnyProps::NatGateway(_) => {
                 (format!("NAT gateway (and ${}/GB it processes)", p.nat_gateway_gb), month(p.nat_gateway_hour))
             }
-            Kind::ElasticIp => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
-            Kind::Service => {
+            AnyProps::ElasticIp(_) => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
+            AnyProps::Service(svc) => {
+                let props = &svc.0;
                 let name = props["name"].as_str().unwrap_or_default();
-                let task = resources.iter().find(|t| t.kind == Kind::TaskDefinition && t.id.0 == task_id(name));
+                let task = resources.iter().find_map(|t| match &t.props {
+                    AnyProps::TaskDefinition(task) if t.id.0 == task_id(name) => Some(&task.0),
+                    _ => None,
+                });
                 let Some(task) = task else { continue };
-                let vcpu = task.props["cpu"].as_f64().unwrap_or(0.0) / 1024.0;
-                let gb = task.props["memory"].as_f64().unwrap_or(0.0) / 1024.0;
+                let vcpu = task["cpu"].as_f64().unwrap_or(0.0) / 1024.0;
+                let gb = task["memory"].as_f64().unwrap_or(0.0) / 1024.0;
                 let per_task = p.fargate_vcpu_hour * vcpu + p.fargate_gb_hour * gb;
                 let (low, high) = task_counts(props);
                 let tasks = match high {
@@ -182,11 +211,12 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 };
                 (format!("Fargate: {tasks} of {vcpu} vCPU and {gb} GB"), month(per_task * low as f64))
             }
-            Kind::Alarm => {
-                let metrics = props["metrics"].as_object().map_or(1, |m| m.len());
+            AnyProps::Alarm(alarm) => {
+                let metrics = alarm.0["metrics"].as_object().map_or(1, |m| m.len());
                 (format!("alarm on {metrics} metric{}", plural(metrics)), cents(metrics as f64 * p.alarm_metric_month))
             }
-            Kind::LogGroup => {
+            AnyProps::LogGroup(group) => {
+                let props = &group.0;
                 let gb = t.usage.log_gb_per_group_month;
                 let kept_months = props["retention_days"].as_f64().unwrap_or(30.0) / 30.0;
                 (
@@ -194,8 +224,11 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     cents(gb * p.log_ingest_gb + gb * kept_months * p.log_storage_gb_month),
                 )
             }
-            Kind::PrometheusWorkspace => {
-                let services = resources.iter().filter(|s| s.kind == Kind::Service).map(|s| task_counts(s.props));
+            AnyProps::PrometheusWorkspace(_) => {
+                let services = resources.iter().filter_map(|s| match &s.props {
+                    AnyProps::Service(svc) => Some(task_counts(&svc.0)),
+                    _ => None,
+                });
                 let (low, high) = services.fold((0, 0), |(l, h), (low, high)| (l + low, h + high.unwrap_or(low)));
                 let (series, every) = (t.usage.prometheus_series_per_task, t.usage.remote_write_interval_secs);
                 let per_task = series * t.hours_per_month * 3600.0 / every / 1e7 * p.prometheus_samples_10m;
@@ -210,8 +243,8 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     cents(per_task * low as f64),
                 )
             }
-            Kind::WebAcl => {
-                let rules = props["rules"].as_object().map_or(0, |r| r.len());
+            AnyProps::WebAcl(acl) => {
+                let rules = acl.0["rules"].as_object().map_or(0, |r| r.len());
                 (
                     format!(
                         "AWS WAF web ACL and {rules} rule{} (and ${}/million requests it inspects)",
@@ -221,14 +254,32 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     cents(p.waf_web_acl_month + rules as f64 * p.waf_rule_month),
                 )
             }
-            Kind::TaskDefinition => {
-                let named = props["container"]["secrets"].as_object().into_iter().flat_map(|s| s.values());
+            AnyProps::TaskDefinition(task) => {
+                let named = task.0["container"]["secrets"].as_object().into_iter().flat_map(|s| s.values());
                 secrets.extend(named.filter_map(|arn| arn.as_str()).map(str::to_string));
                 continue;
             }
-            _ => continue,
+            // Billed by use only (requests, storage, data), which the table does not price, or free.
+            AnyProps::SqsQueue(_)
+            | AnyProps::Vpc(_)
+            | AnyProps::Subnet(_)
+            | AnyProps::InternetGateway(_)
+            | AnyProps::RouteTable(_)
+            | AnyProps::SecurityGroup(_)
+            | AnyProps::Table(_)
+            | AnyProps::Role(_)
+            | AnyProps::Certificate(_)
+            | AnyProps::DnsRecord(_)
+            | AnyProps::TargetGroup(_)
+            | AnyProps::Listener(_)
+            | AnyProps::Repository(_)
+            | AnyProps::Cluster(_)
+            | AnyProps::Topic(_)
+            | AnyProps::PrometheusRules(_)
+            | AnyProps::AlertManager(_) => continue,
         };
-        out.push(Line { id: r.id.0.clone(), kind: r.kind.to_string(), what, monthly, monthly_at_max: at_max });
+        let kind = r.props.kind().to_string();
+        out.push(Line { id: r.id.0.clone(), kind, what, monthly, monthly_at_max: at_max });
     }
     // Outside the stack but billed for it: the hosted zone its records live in, its secrets.
     out.extend(zones.into_iter().map(|zone| Line {
@@ -289,7 +340,10 @@ mod tests {
     }
 
     fn priced(g: &crate::graph::Graph) -> Vec<Priced<'_>> {
-        g.resources.iter().map(|d| Priced { id: &d.id, kind: d.kind, props: &d.props }).collect()
+        let mut notes = Vec::new();
+        let priced = Priced::all(g.resources.iter().map(|d| (&d.id, d.kind, &d.props)), &mut notes);
+        assert_eq!(notes, Vec::<String>::new());
+        priced
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Stack → desired resource graph.
 //!
 //! - `network.rs`: the queues, the VPC, subnets, gateways, route tables, endpoints, groups.
-//! - `services.rs`: table, repository, roles, cluster, the edge (load balancer, certificate,
-//!   listeners, alias records), log groups, task definitions and services.
+//! - `services.rs`: table, repository, roles, cluster, log groups, task definitions and services,
+//!   each from its own constructor.
+//! - `edge.rs`: the public service's target group, the load balancer, the certificate, the
+//!   listeners and the alias records.
 //! - `alarms.rs`: the alert topic and the alarms.
 //! - `monitoring.rs`: the Prometheus workspace, its rules and alert routes.
 //! - `waf.rs`: the AWS WAF web ACL with the per-address rate limits, on the load balancer.
@@ -11,6 +13,7 @@
 //! a plan right after `up` is empty.
 
 mod alarms;
+mod edge;
 pub mod monitoring;
 mod network;
 mod services;
@@ -19,8 +22,9 @@ pub mod waf;
 use serde_json::{json, Value};
 
 use crate::graph::{reference, Desired, Graph, Kind, LogicalId};
+use crate::kind::{self, Val};
 use crate::provider::{Facts, Observed};
-use crate::stack::model::{Count, Endpoint, LlmProvider, Role};
+use crate::stack::model::{Count, Endpoint, LlmProvider, Role, Service};
 use crate::stack::Stack;
 
 pub const QUEUE: &str = "queue";

@@ -68,7 +68,7 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
                     Kind::Vpc,
                     json!({ "cidr": net.cidr.to_string(), "dns_support": true, "dns_hostnames": true, "ipv6": net.ipv6 }),
                 ));
-                out.push(Desired::new("igw", Kind::InternetGateway, json!({ "vpc": reference("vpc", "id") })));
+                out.push(Desired::of("igw", &kind::InternetGateway { vpc: Some(Val::to("vpc", "id")) }));
                 // Public subnets first, then private, each an equal slice of the VPC block.
                 let bits = (2 * zones).next_power_of_two().trailing_zeros() as u8;
                 let blocks: Vec<ipnet::Ipv4Net> = net
@@ -108,12 +108,10 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
                     // A NAT gateway per zone, so that one zone's failure leaves the others online.
                     for (i, private) in privates.iter().enumerate() {
                         let z = letter(i);
-                        out.push(Desired::new(&format!("nat-ip-{z}"), Kind::ElasticIp, json!({})));
-                        out.push(Desired::new(
-                        &format!("nat-{z}"),
-                        Kind::NatGateway,
-                        json!({ "subnet": reference(&format!("public-{z}"), "id"), "allocation": reference(&format!("nat-ip-{z}"), "id") }),
-                    ));
+                        out.push(Desired::of(&format!("nat-ip-{z}"), &kind::ElasticIp {}));
+                        let subnet = Val::to(&format!("public-{z}"), "id");
+                        let allocation = Some(Val::to(&format!("nat-ip-{z}"), "id"));
+                        out.push(Desired::of(&format!("nat-{z}"), &kind::NatGateway { subnet, allocation }));
                         out.push(Desired::new(
                         &format!("private-routes-{z}"),
                         Kind::RouteTable,

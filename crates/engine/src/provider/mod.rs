@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::graph::{Kind, LogicalId};
+use crate::graph::{Kind, LogicalId, Props};
 
 /// Tag keys every managed resource carries, set in the create call itself.
 pub const TAG_STACK: &str = "aira:stack";
@@ -189,6 +189,50 @@ impl ProviderError {
         self.message = format!("{context}: {}", self.message);
         self
     }
+}
+
+impl Observed {
+    /// A resource found or just made, of the kind of `props`, with no outputs yet.
+    pub fn of<P: Props>(id: LogicalId, physical_id: impl Into<String>, props: &P) -> Self {
+        Observed {
+            id,
+            kind: P::KIND,
+            physical_id: physical_id.into(),
+            props: props.to_value(),
+            outputs: BTreeMap::new(),
+            depends_on: BTreeSet::new(),
+            repair: None,
+        }
+    }
+
+    /// The same, with an output other resources may reference.
+    pub fn output(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.outputs.insert(name.to_string(), value.into());
+        self
+    }
+
+    /// Its properties as its kind's struct.
+    pub fn props<P: Props>(&self) -> Result<P, ProviderError> {
+        typed(&self.id, self.kind, &self.props)
+    }
+}
+
+impl Resolved {
+    /// Its properties as its kind's struct. Refuses properties that still hold a reference, so
+    /// that [`crate::kind::Val::get`] on them always finds a value.
+    pub fn props<P: Props>(&self) -> Result<P, ProviderError> {
+        if crate::graph::has_refs(&self.props) {
+            return Err(ProviderError::new(format!("`{}`: a reference was not resolved", self.id)));
+        }
+        typed(&self.id, self.kind, &self.props)
+    }
+}
+
+fn typed<P: Props>(id: &LogicalId, kind: Kind, props: &Value) -> Result<P, ProviderError> {
+    if kind != P::KIND {
+        return Err(ProviderError::new(format!("`{id}` is a {kind}, read as a {}", P::KIND)));
+    }
+    P::from_value(props).map_err(|e| ProviderError::new(format!("`{id}` ({kind}): its properties do not fit: {e}")))
 }
 
 /// Reports what a long operation is waiting for; the printer shows it.

@@ -1,0 +1,7 @@
+//! The kinds of logs.
+
+use super::loose;
+
+loose!(LogGroup = "logs.log-group", DeleteBeforeCreate, sets [], replace_on [
+    ("name", "a log group's name cannot change"),
+]);
