@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use aira_engine::graph::LogicalId;
 use aira_engine::provider::{ErrorKind, Progress, ProviderError, Scope, TAG_ID, TAG_STACK};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_async::future::pagination_stream::PaginationStream;
 
 /// Any SDK error of any service.
 pub type Sdk<E> = SdkError<E, aws_sdk_sqs::config::http::HttpResponse>;
@@ -78,6 +79,23 @@ where
     let code = code(&e).map(str::to_string);
     let kind = code.as_deref().map(kind_of).unwrap_or(ErrorKind::Other);
     ProviderError::coded(kind, code, format!("{what}: {}", describe(&e)))
+}
+
+/// Every page of a paginated call (the SDK's `into_paginator().send()`), in order; the first
+/// failed page is the error, saying what was being listed.
+pub async fn pages<P, E, R>(
+    what: impl std::fmt::Display,
+    mut pages: PaginationStream<Result<P, SdkError<E, R>>>,
+) -> Result<Vec<P>, ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        out.push(page.map_err(|e| error(&what, e))?);
+    }
+    Ok(out)
 }
 
 /// Whether the error says the resource is already gone: its code contains one of `codes`.

@@ -17,12 +17,8 @@ pub struct Cluster;
 
 /// The stack's ACTIVE clusters.
 pub(crate) async fn find(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
-    let mut arns = Vec::new();
-    let mut pages = aws.ecs.list_clusters().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error("list ECS clusters", e))?;
-        arns.extend(page.cluster_arns().iter().cloned());
-    }
+    let pages = sdk::pages("list ECS clusters", aws.ecs.list_clusters().into_paginator().send()).await?;
+    let arns: Vec<String> = pages.iter().flat_map(|p| p.cluster_arns()).cloned().collect();
     let mut found = Vec::new();
     for chunk in arns.chunks(100) {
         let req = aws.ecs.describe_clusters().set_clusters(Some(chunk.to_vec()));
