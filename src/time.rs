@@ -14,7 +14,7 @@ pub fn now_millis() -> i64 {
 
 /// Unix seconds as RFC 3339 (UTC).
 pub fn rfc3339(secs: u64) -> String {
-    aira_image::oci::rfc3339(secs)
+    aira_engine::time::rfc3339(secs)
 }
 
 /// Unix seconds as RFC 3339 (before 1970 as 1970), or `-` when unknown.

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
 use crate::failure::{ExitMode, Failure};
 use crate::output::{Format, Printer};
@@ -272,7 +273,7 @@ pub struct InitArgs {
     pub zone: Option<String>,
     /// Where the model is (default: openai).
     #[arg(long, value_enum)]
-    pub model: Option<super::init::Model>,
+    pub model: Option<Model>,
 }
 
 #[derive(Debug, Args)]
@@ -372,4 +373,16 @@ impl ImageArgs {
         }
         Ok(())
     }
+}
+
+/// Where the worker's model is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// Any OpenAI-compatible API on the internet (an API key in Secrets Manager; NAT gateways).
+    Openai,
+    /// Amazon Bedrock through a VPC endpoint (no key, no NAT gateway).
+    Bedrock,
+    /// The offline echo model: tries the stack out without any model account.
+    Echo,
 }

@@ -7,7 +7,7 @@ use super::session::{ask, Session};
 use crate::failure::Failure;
 use crate::output::{Printer, Render};
 use crate::time::millis_rfc3339;
-use aira_aws::dlq::{self as ops, DeadLetter, Redrive};
+use aira_aws::dlq::{DeadLetter, Redrive};
 
 /// The result of each action.
 #[derive(Debug, Serialize)]
@@ -64,15 +64,15 @@ pub async fn dlq(global: &Global, action: &DlqAction, printer: &Printer) -> Resu
     };
     let session = Session::connect(global, arg, printer).await?;
     let pair = session.aws.queue_pair(&session.scope).await?;
-    let sqs = session.aws.sqs();
+    let aws = &session.aws;
     Ok(match action {
         DlqAction::List { limit, .. } => {
-            let messages = ops::list(sqs, &pair, *limit).await?;
-            let approximate_count = ops::depth(sqs, &pair.dlq_url).await?;
+            let messages = aws.dead_letters(&pair, *limit).await?;
+            let approximate_count = aws.queue_messages(&pair.dlq_url).await?;
             Dlq::List { dead_letter_queue: pair.dlq_url, approximate_count, messages }
         }
         DlqAction::Show { id, .. } => {
-            let letters = ops::list(sqs, &pair, 1000).await?;
+            let letters = aws.dead_letters(&pair, 1000).await?;
             let Some(l) = letters.into_iter().find(|l| &l.id == id) else {
                 return Err(Failure::User(format!("no dead letter with id {id} in {}", pair.dlq_url)));
             };
@@ -80,7 +80,7 @@ pub async fn dlq(global: &Global, action: &DlqAction, printer: &Printer) -> Resu
         }
         DlqAction::Redrive { limit, client_side, .. } => {
             printer.note(&format!("moving dead letters from {} back to {}", pair.dlq_url, pair.queue_url));
-            let r = ops::redrive(sqs, &pair, *limit, *client_side).await?;
+            let r = aws.redrive(&pair, *limit, *client_side).await?;
             if let Some(why) = &r.fallback_reason {
                 printer
                     .note(&format!("SQS could not move them itself ({why}); moved them from here: send, then delete"));
@@ -88,13 +88,13 @@ pub async fn dlq(global: &Global, action: &DlqAction, printer: &Printer) -> Resu
             Dlq::Redrive(r)
         }
         DlqAction::Purge { .. } => {
-            let approximate_count = ops::depth(sqs, &pair.dlq_url).await?;
+            let approximate_count = aws.queue_messages(&pair.dlq_url).await?;
             ask(
                 global,
                 &format!("delete about {approximate_count} dead letter(s) from {} for good?", pair.dlq_url),
                 "purging deletes dead letters for good",
             )?;
-            ops::purge(sqs, &pair).await?;
+            aws.purge_dead_letters(&pair).await?;
             Dlq::Purge { purged: pair.dlq_url, approximate_count }
         }
     })

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::applied::{Applied, LeftBehind};
 use super::args::{Global, StackArg};
 use super::session::{ask, confirm, connect_aws, locked, run_apply, unordered, Session};
-use super::up::{Applied, LeftBehind};
 use crate::failure::{Failure, Outcome};
 use crate::output::{Printer, Render};
 use aira_aws::{lock, StackSummary};
@@ -75,13 +75,13 @@ pub async fn down(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Re
     let session = Session::connect(global, arg, printer).await?;
     let work = |loss| async {
         printer.note(&format!("reading resources tagged aira:stack={}", session.stack()));
-        let plan = plan_teardown(&*session.provider, &session.scope).await?;
+        let plan = plan_teardown(&*session.aws, &session.scope).await?;
         if !plan.has_changes() {
             return Ok(Down::Nothing { plan, report: None });
         }
         printer.preview(&plan);
         confirm(&plan, global, "delete")?;
-        let (provider, scope) = (session.provider.clone(), session.scope.clone());
+        let (provider, scope): (Arc<dyn Provider>, _) = (session.aws.clone(), session.scope.clone());
         let applied = teardown(plan, provider, scope, printer.clone(), global.concurrency as usize, loss).await?;
         applied.note_timing(printer);
         Ok(Down::Applied(applied))

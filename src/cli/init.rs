@@ -6,23 +6,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use clap::ValueEnum;
 use serde::Serialize;
 
-use super::args::InitArgs;
+use super::args::{InitArgs, Model};
 use crate::failure::Failure;
 use crate::output::{Format, Printer, Render};
 use aira_engine::stack;
 use aira_engine::stack::model::{Spend, WafLimits};
-
-/// Where the worker's model is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Model {
-    /// Any OpenAI-compatible API on the internet (an API key in Secrets Manager; NAT gateways).
-    Openai,
-    /// Amazon Bedrock through a VPC endpoint (no key, no NAT gateway).
-    Bedrock,
-    /// The offline echo model: tries the stack out without any model account.
-    Echo,
-}
 
 /// The answers `init` writes a stack from.
 #[derive(Debug, Clone, PartialEq, Serialize)]

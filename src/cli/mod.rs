@@ -3,11 +3,14 @@
 //!
 //! - `session.rs`: what the commands that reach AWS share (the connection, observe + plan,
 //!   confirm, apply, the lock). They, and their modules, exist with the feature `aws` only.
-//! - `plan.rs` (`validate`, `plan`), `up.rs` (`up`; the result of an apply), `down.rs` (`down`,
+//! - `applied.rs`: what an apply results in (`up`, `down`, `rollback`).
+//! - `plan.rs` (`validate`, `plan`), `up.rs` (`up`), `down.rs` (`down`,
 //!   `down --all`: one teardown), `status.rs`, `logs.rs`, `rollback.rs`, `dlq.rs`, `secret.rs`,
 //!   `image.rs` (`image build|push`; the image `up` deploys), `local.rs` (`--local`), `init.rs`,
 //!   `manual.rs` (`completions`, `man`).
 
+#[cfg(feature = "aws")]
+mod applied;
 pub mod args;
 #[cfg(feature = "aws")]
 mod dlq;

@@ -9,7 +9,7 @@ use super::args::{Global, SecretAction};
 use super::session::{connect_aws, Session};
 use crate::failure::Failure;
 use crate::output::{Printer, Render};
-use aira_aws::secrets::{self, SecretInfo};
+use aira_aws::secrets::SecretInfo;
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -48,7 +48,7 @@ pub async fn secret(global: &Global, action: &SecretAction, printer: &Printer) -
                 ));
             }
             let aws = connect_aws(global, None).await?;
-            let created = secrets::set(aws.secrets(), name, &value).await?;
+            let created = aws.set_secret(name, &value).await?;
             Ok(Secret::Set { name: name.clone(), created })
         }
         SecretAction::List { stack } => {
@@ -59,7 +59,7 @@ pub async fn secret(global: &Global, action: &SecretAction, printer: &Printer) -
             }
             let mut infos = Vec::new();
             for (name, used_for) in &refs {
-                infos.push(secrets::describe(session.aws.secrets(), name, used_for).await?);
+                infos.push(session.aws.secret_info(name, used_for).await?);
             }
             Ok(Secret::List { stack: session.stack().to_string(), secrets: infos })
         }

@@ -32,8 +32,8 @@ pub struct Session {
     /// What the services run (`image::prepare`); unused by teardowns.
     pub image: Image,
     pub scope: Arc<Scope>,
-    pub provider: Arc<dyn Provider>,
-    /// The same provider, for AWS-only operations (day 2, the dead-letter queue, the lock).
+    /// The provider: the engine's operations through [`Provider`], and AWS's day-2 operations
+    /// (status reads, the dead-letter queue, secrets, the lock) as its own methods.
     pub aws: Arc<AwsProvider>,
 }
 
@@ -47,7 +47,7 @@ impl Session {
             tags: loaded.stack.tags.clone(),
             wait: std::time::Duration::from_secs(wait.secs()),
         });
-        Ok(Session { loaded, image: Image::Reference(String::new()), scope, provider: aws.clone(), aws })
+        Ok(Session { loaded, image: Image::Reference(String::new()), scope, aws })
     }
 
     pub fn stack(&self) -> &str {
@@ -59,8 +59,8 @@ impl Session {
     pub async fn plan(&self, printer: &Printer, image: Option<&Image>) -> Result<Plan, Failure> {
         printer.note(&format!("reading resources tagged aira:stack={}", self.stack()));
         let stack = &self.loaded.stack;
-        let facts = async { Ok::<_, Failure>(self.provider.facts(stack).await?) };
-        let observed = async { Ok::<_, Failure>(self.provider.observe(&self.scope).await?) };
+        let facts = async { Ok::<_, Failure>(self.aws.facts(stack).await?) };
+        let observed = async { Ok::<_, Failure>(self.aws.observe(&self.scope).await?) };
         let (facts, observed) = tokio::try_join!(facts, observed)?;
         for note in &facts.notes {
             printer.note(note);
@@ -104,7 +104,7 @@ impl Session {
         printer: &Arc<Printer>,
         stop: Stop,
     ) -> Result<Report, Failure> {
-        let (provider, scope) = (self.provider.clone(), self.scope.clone());
+        let (provider, scope): (Arc<dyn Provider>, _) = (self.aws.clone(), self.scope.clone());
         run_apply(plan, provider, scope, printer.clone(), global.concurrency as usize, stop).await
     }
 
@@ -159,12 +159,11 @@ pub async fn locked<T, Fut: Future<Output = T>>(
     printer: &Printer,
     work: impl FnOnce(lock::Loss) -> Fut,
 ) -> Result<T, lock::LockError> {
-    let ddb = aws.dynamodb();
     if force_unlock {
-        lock::force_unlock(ddb, stack).await.map_err(lock::LockError::Aws)?;
+        aws.force_unlock(stack).await.map_err(lock::LockError::Aws)?;
         printer.note(&format!("removed the lock of `{stack}`"));
     }
-    let held = lock::acquire(ddb, stack, ttl).await?;
+    let held = aws.lock(stack, ttl).await?;
     let result = work(held.loss()).await;
     held.release().await;
     Ok(result)

@@ -11,7 +11,7 @@ use crate::failure::Failure;
 use crate::output::{Printer, Render};
 use crate::time::{rfc3339, rfc3339_or_dash};
 use aira_aws::day2::ServiceStatus;
-use aira_aws::{dlq, lock};
+use aira_aws::dlq;
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::plan::{Action, Summary};
 use aira_engine::provider::Observed;
@@ -77,7 +77,7 @@ pub struct Queues {
     pub dead_letters: u64,
 }
 
-/// As `lock::holder_of` reports it.
+/// As `AwsProvider::lock_holder` reports it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LockHolder {
     pub holder: Option<String>,
@@ -101,9 +101,8 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
     // The queues were just observed for the plan: no second lookup.
     let queues = match dlq::QueuePair::find(observed.iter().copied()) {
         Some(pair) => {
-            let sqs = session.aws.sqs();
-            let (visible, in_flight, delayed) = dlq::queue_depth(sqs, &pair.queue_url).await?;
-            let dead_letters = dlq::depth(sqs, &pair.dlq_url).await?;
+            let (visible, in_flight, delayed) = session.aws.queue_depth(&pair.queue_url).await?;
+            let dead_letters = session.aws.queue_messages(&pair.dlq_url).await?;
             let name = pair.queue_url.rsplit('/').next().unwrap_or_default();
             let oldest_age_secs = session.aws.oldest_message_age(name).await?;
             Some(Queues { queue: pair.queue_url, visible, in_flight, delayed, oldest_age_secs, dead_letters })
@@ -129,7 +128,7 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
         (_, Some(dns)) => Some(format!("http://{dns}/")),
         _ => None,
     };
-    let lock = match lock::holder_of(session.aws.dynamodb(), &stack).await {
+    let lock = match session.aws.lock_holder(&stack).await {
         Some(l) => Some(serde_json::from_value(l).map_err(anyhow::Error::from)?),
         None => None,
     };

@@ -124,7 +124,7 @@ async fn taken_over(verb: &str) {
     };
     let (run, (taken, since)) = tokio::join!(aira(work.dir.path(), &args), take);
     run.assert_code(2);
-    let since = aira_image::oci::rfc3339(since);
+    let since = aira_engine::time::rfc3339(since);
     assert!(run.stderr.contains(&format!("lock lost: held by {other} since {since}")), "{}", run.stderr);
     assert!(run.stdout.contains("not run:"), "says what did not run: {}", run.stdout);
     // The first renewal answered after the takeover is where the run learnt of it.

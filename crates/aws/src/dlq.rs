@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use serde_json::Value;
 
+use crate::AwsProvider;
 use aira_engine::graph::Kind;
 use aira_engine::provider::{Observed, ProviderError};
 
@@ -74,9 +75,37 @@ pub struct Redrive {
     pub fallback_reason: Option<String>,
 }
 
+/// The day-2 operations on the stack's queue pair, as the CLI's `dlq` and `status` use them.
+impl AwsProvider {
+    /// Up to `limit` dead letters, without consuming them (see [`list`]).
+    pub async fn dead_letters(&self, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLetter>> {
+        list(&self.sqs, pair, limit).await
+    }
+
+    /// Approximate number of messages in a queue, visible or in flight.
+    pub async fn queue_messages(&self, url: &str) -> Result<u64> {
+        depth(&self.sqs, url).await
+    }
+
+    /// Messages waiting, in flight (received, not yet deleted) and delayed.
+    pub async fn queue_depth(&self, url: &str) -> Result<(u64, u64, u64)> {
+        queue_depth(&self.sqs, url).await
+    }
+
+    /// Moves dead letters back to the source queue. `client_side` skips the server-side attempt.
+    pub async fn redrive(&self, pair: &QueuePair, limit: Option<u64>, client_side: bool) -> Result<Redrive> {
+        redrive(&self.sqs, pair, limit, client_side).await
+    }
+
+    /// Deletes every dead letter for good.
+    pub async fn purge_dead_letters(&self, pair: &QueuePair) -> Result<()> {
+        purge(&self.sqs, pair).await
+    }
+}
+
 /// Up to `limit` dead letters, without consuming them: they are hidden while read, then made
 /// visible again at once.
-pub async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLetter>> {
+async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLetter>> {
     let mut found: Vec<DeadLetter> = Vec::new();
     let mut handles = Vec::new();
     while found.len() < limit {
@@ -138,13 +167,13 @@ pub async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<De
 }
 
 /// Approximate number of messages in a queue, visible or in flight.
-pub async fn depth(sqs: &Client, url: &str) -> Result<u64> {
+async fn depth(sqs: &Client, url: &str) -> Result<u64> {
     let (visible, in_flight, _) = queue_depth(sqs, url).await?;
     Ok(visible + in_flight)
 }
 
 /// Messages waiting, in flight (received, not yet deleted) and delayed.
-pub async fn queue_depth(sqs: &Client, url: &str) -> Result<(u64, u64, u64)> {
+async fn queue_depth(sqs: &Client, url: &str) -> Result<(u64, u64, u64)> {
     let out = sqs
         .get_queue_attributes()
         .queue_url(url)
@@ -164,7 +193,7 @@ pub async fn queue_depth(sqs: &Client, url: &str) -> Result<(u64, u64, u64)> {
 }
 
 /// Moves dead letters back to the source queue. `client_side` skips the server-side attempt.
-pub async fn redrive(sqs: &Client, pair: &QueuePair, limit: Option<u64>, client_side: bool) -> Result<Redrive> {
+async fn redrive(sqs: &Client, pair: &QueuePair, limit: Option<u64>, client_side: bool) -> Result<Redrive> {
     let mut fallback_reason = None;
     if !client_side && limit.is_none() {
         match server_side(sqs, pair).await {
@@ -289,7 +318,7 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
     Ok(moved)
 }
 
-pub async fn purge(sqs: &Client, pair: &QueuePair) -> Result<()> {
+async fn purge(sqs: &Client, pair: &QueuePair) -> Result<()> {
     sqs.purge_queue()
         .queue_url(&pair.dlq_url)
         .send()

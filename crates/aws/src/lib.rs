@@ -219,18 +219,6 @@ impl AwsProvider {
         }
         Ok(found.into_values().collect())
     }
-
-    pub fn sqs(&self) -> &aws_sdk_sqs::Client {
-        &self.sqs
-    }
-
-    pub fn secrets(&self) -> &aws_sdk_secretsmanager::Client {
-        &self.secrets
-    }
-
-    pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
-        &self.dynamodb
-    }
 }
 
 /// A stack found in the account by its resources' tags.

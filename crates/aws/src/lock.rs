@@ -145,8 +145,26 @@ async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration) -> Result<(
     }
 }
 
+/// The stack's lock, as `up`, `down`, `rollback` and `status` take and read it.
+impl crate::AwsProvider {
+    /// Takes the stack's lock for `ttl`, renewed every third of it while held.
+    pub async fn lock(&self, stack: &str, ttl: Duration) -> Result<Lock, LockError> {
+        acquire(&self.dynamodb, stack, ttl).await
+    }
+
+    /// The current holder of a stack's lock, if it is held and not expired.
+    pub async fn lock_holder(&self, stack: &str) -> Option<serde_json::Value> {
+        holder_of(&self.dynamodb, stack).await
+    }
+
+    /// Removes the stack's lock whoever holds it.
+    pub async fn force_unlock(&self, stack: &str) -> Result<(), ProviderError> {
+        force_unlock(&self.dynamodb, stack).await
+    }
+}
+
 /// Takes the stack's lock for `ttl`, renewed every third of it while held.
-pub async fn acquire(ddb: &Client, stack: &str, ttl: Duration) -> Result<Lock, LockError> {
+async fn acquire(ddb: &Client, stack: &str, ttl: Duration) -> Result<Lock, LockError> {
     ensure_table(ddb).await.map_err(LockError::Aws)?;
     let holder = holder();
     let taken = now();
@@ -184,7 +202,7 @@ async fn renew(
             let why = if last_error.is_empty() { "no renewal was answered in time" } else { &last_error };
             let _ = lost.send(Some(format!(
                 "it could not be renewed before it expired at {} ({why})",
-                aira_image::oci::rfc3339(expires)
+                aira_engine::time::rfc3339(expires)
             )));
             return;
         }
@@ -216,10 +234,10 @@ async fn renew(
                 let _ = lost.send(Some("the renewal's condition failed".into()));
                 let reason = match read(ddb, stack).await {
                     Some((h, since, _)) if h != holder => {
-                        format!("held by {h} since {}", aira_image::oci::rfc3339(since))
+                        format!("held by {h} since {}", aira_engine::time::rfc3339(since))
                     }
                     Some((_, _, exp)) => {
-                        format!("it expired at {} before it was renewed", aira_image::oci::rfc3339(exp))
+                        format!("it expired at {} before it was renewed", aira_engine::time::rfc3339(exp))
                     }
                     None => "its record was removed (`--force-unlock` by another run?)".into(),
                 };
@@ -277,7 +295,7 @@ impl Lock {
 }
 
 /// The current holder of a stack's lock, if it is held and not expired.
-pub async fn holder_of(ddb: &Client, stack: &str) -> Option<serde_json::Value> {
+async fn holder_of(ddb: &Client, stack: &str) -> Option<serde_json::Value> {
     let item = ddb.get_item().table_name(TABLE).key("stack", AttributeValue::S(stack.into())).send().await.ok()?.item?;
     let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
     let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -287,7 +305,7 @@ pub async fn holder_of(ddb: &Client, stack: &str) -> Option<serde_json::Value> {
 }
 
 /// Removes the stack's lock whoever holds it.
-pub async fn force_unlock(ddb: &Client, stack: &str) -> Result<(), ProviderError> {
+async fn force_unlock(ddb: &Client, stack: &str) -> Result<(), ProviderError> {
     ensure_table(ddb).await?;
     ddb.delete_item()
         .table_name(TABLE)

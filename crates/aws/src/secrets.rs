@@ -4,6 +4,7 @@
 use aws_sdk_secretsmanager::Client;
 use serde::Serialize;
 
+use crate::AwsProvider;
 use aira_engine::provider::{ProviderError, TAG_MANAGED_BY};
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +20,20 @@ pub struct SecretInfo {
     pub last_changed: Option<i64>,
 }
 
-pub async fn describe(sm: &Client, name: &str, used_for: &str) -> Result<SecretInfo, ProviderError> {
+/// The secrets a stack names, as `aira secret` reads and sets them.
+impl AwsProvider {
+    /// Whether the secret exists, never its value.
+    pub async fn secret_info(&self, name: &str, used_for: &str) -> Result<SecretInfo, ProviderError> {
+        describe(&self.secrets, name, used_for).await
+    }
+
+    /// Creates the secret, or adds a new version of it. Returns whether it was created.
+    pub async fn set_secret(&self, name: &str, value: &str) -> Result<bool, ProviderError> {
+        set(&self.secrets, name, value).await
+    }
+}
+
+async fn describe(sm: &Client, name: &str, used_for: &str) -> Result<SecretInfo, ProviderError> {
     match sm.describe_secret().secret_id(name).send().await {
         Ok(out) => Ok(SecretInfo {
             name: name.into(),
@@ -40,7 +54,7 @@ pub async fn describe(sm: &Client, name: &str, used_for: &str) -> Result<SecretI
 }
 
 /// Creates the secret, or adds a new version of it. Returns whether it was created.
-pub async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderError> {
+async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderError> {
     match sm.put_secret_value().secret_id(name).secret_string(value).send().await {
         Ok(_) => return Ok(false),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {}

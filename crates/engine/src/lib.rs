@@ -13,6 +13,7 @@
 //! - [`plan`]: desired × observed → [`plan::Plan`]. Pure data, no IO.
 //! - [`cost`]: the stack's monthly cost by resource, from [`prices`], the price table in the repository.
 //! - [`apply`]: runs a plan through a provider: parallel, bounded, dependency-ordered.
+//! - [`time`]: Unix seconds as RFC 3339 dates, for every crate.
 
 pub mod apply;
 pub mod cost;
@@ -23,6 +24,7 @@ pub mod plan;
 pub mod prices;
 pub mod provider;
 pub mod stack;
+pub mod time;
 
 /// The engine's modules depend downwards only, in the order ARCHITECTURE.md's code map lists
 /// them (`apply` first, `stack` last): a module may use those listed after it, never one before.

@@ -93,7 +93,7 @@ pub fn tree(program: Vec<u8>, certs: Vec<u8>) -> Tree {
 }
 
 pub fn spec(epoch: u64, source: &str, revision: &str) -> ConfigSpec {
-    let created = oci::rfc3339(epoch);
+    let created = aira_engine::time::rfc3339(epoch);
     ConfigSpec {
         epoch,
         user: format!("{UID}:{UID}"),

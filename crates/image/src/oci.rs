@@ -155,7 +155,7 @@ pub fn image(tree: &Tree, spec: &ConfigSpec) -> Result<Image> {
     let tar = tar(tree, spec.epoch)?;
     let diff_id = digest(&tar);
     let layer = Blob::new(LAYER_TYPE, gzip(&tar)?);
-    let created = rfc3339(spec.epoch);
+    let created = aira_engine::time::rfc3339(spec.epoch);
     let ports: serde_json::Map<String, Value> = spec.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
     let labels: serde_json::Map<String, Value> =
         spec.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
@@ -273,23 +273,6 @@ pub fn read_layout(dir: &Path) -> Result<Image> {
     Ok(Image { layers, diff_ids, config, manifest })
 }
 
-/// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,12 +365,5 @@ mod tests {
         write_layout(dir.path(), &image(&sample(), &spec(1)).unwrap()).unwrap();
         assert_eq!(std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap().count(), 3);
         read_layout(dir.path()).unwrap();
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }
