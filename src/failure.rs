@@ -36,7 +36,7 @@ pub enum ExitMode {
 #[derive(Debug)]
 pub enum Failure {
     /// Bad input, or a refusal: exit 1.
-    User(String),
+    User(UserError),
     /// Already told to the user (the stack file's diagnostics): exit with this code, print nothing.
     Reported(u8),
     /// A provider operation failed: exit 1 when it is the user's to fix (`is_user`), else 2.
@@ -44,6 +44,66 @@ pub enum Failure {
     Provider(ProviderError),
     /// Anything else, unexpected: exit 2.
     Internal(anyhow::Error),
+}
+
+/// What the user is to fix, with what it takes to say so: each refusal of the CLI is one variant,
+/// rendered here and nowhere else.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists")]
+    NoStackFile,
+    #[error("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION")]
+    NoRegion,
+    /// A flag's value is not one the command takes.
+    #[error("{flag}: {problem}")]
+    Flag { flag: String, problem: String },
+    #[error("--to names a revision of one service's task definition: add --service NAME")]
+    RollbackNeedsService,
+    #[error("stack `{stack}` has no service `{service}`{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NoService { stack: String, service: String, hint: Option<String> },
+    #[error("{} exists; pass --force to replace it", .0.display())]
+    FileExists(std::path::PathBuf),
+    #[error("cannot write {path}: {error}")]
+    CannotWrite { path: String, error: std::io::Error },
+    #[error("--zone needs --domain")]
+    ZoneNeedsDomain,
+    #[error("reading the answer: {0}")]
+    Answer(std::io::Error),
+    #[error("no answer (end of input)")]
+    NoAnswer,
+    #[error("empty secret value: pipe it on standard input, e.g. `aira secret set NAME < key.txt`")]
+    EmptySecret,
+    #[error("no dead letter with id {id} in {queue}")]
+    NoDeadLetter { id: String, queue: String },
+    /// The stack's services cannot reach what they need (each problem with its fixes).
+    #[error("{}", .0.join("\n"))]
+    Unreachable(Vec<String>),
+    /// The region or the account cannot hold the stack as written.
+    #[error("{0}")]
+    Expand(String),
+    #[error(
+        "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
+        crate::time::rfc3339(*since), now.saturating_sub(*since), expires.saturating_sub(*now)
+    )]
+    Locked { stack: String, holder: String, since: u64, expires: u64, now: u64 },
+    #[error("refusing: {0} and there is no terminal to confirm; pass --yes")]
+    NotConfirmed(String),
+    #[error("cancelled; nothing was changed")]
+    Cancelled,
+    #[error(
+        "this aira was built without the AWS provider (cargo feature `aws`): it runs the local target \
+         (`--local`), `validate`, `init` and `image`; build it with the default features for AWS"
+    )]
+    NeedsAws,
+    /// The image command's input (a layout, a reference, a registry) is not usable.
+    #[error("{0}")]
+    Image(String),
+}
+
+impl From<UserError> for Failure {
+    fn from(e: UserError) -> Self {
+        Failure::User(e)
+    }
 }
 
 impl Failure {
@@ -74,7 +134,7 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::User(message) => f.write_str(message),
+            Failure::User(e) => write!(f, "{e}"),
             Failure::Reported(code) => write!(f, "(reported; exit {code})"),
             // The whole sentence, as the provider wrote it; not its source chain.
             Failure::Provider(e) => f.write_str(&e.message),
@@ -106,7 +166,7 @@ impl From<std::io::Error> for Failure {
 impl From<aira_image::Error> for Failure {
     fn from(e: aira_image::Error) -> Self {
         match e {
-            aira_image::Error::Usage(m) => Failure::User(m),
+            aira_image::Error::Usage(m) => Failure::User(UserError::Image(m)),
             aira_image::Error::Failed(e) => Failure::Internal(e),
         }
     }
@@ -139,7 +199,7 @@ mod tests {
         for (mode, failure, changes) in [(ExitMode::Plain, 2, 0), (ExitMode::Detailed, 3, 2)] {
             assert_eq!(exit_code(Ok(Outcome::Done), mode), 0);
             assert_eq!(exit_code(Ok(Outcome::ChangesPending), mode), changes);
-            assert_eq!(exit_code(Err(Failure::User("bad".into())), mode), 1);
+            assert_eq!(exit_code(Err(UserError::NoStackFile.into()), mode), 1);
             assert_eq!(exit_code(Err(user()), mode), 1);
             assert_eq!(exit_code(Err(Failure::Reported(1)), mode), 1);
             assert_eq!(exit_code(Err(aws()), mode), failure);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use crate::failure::{ExitMode, Failure};
+use crate::failure::{ExitMode, Failure, UserError};
 use crate::output::{Format, Printer};
 use crate::time::parse_duration;
 #[cfg(feature = "aws")]
@@ -335,9 +335,11 @@ impl StackArg {
         if let Some(p) = &self.stack {
             return Ok(p.clone());
         }
-        ["aira.yaml", "stacks/aira.yaml"].iter().map(PathBuf::from).find(|p| p.exists()).ok_or_else(|| {
-            Failure::User("no stack file given, and neither ./aira.yaml nor ./stacks/aira.yaml exists".into())
-        })
+        ["aira.yaml", "stacks/aira.yaml"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| Failure::User(UserError::NoStackFile))
     }
 
     /// The stack file, checked (its diagnostics printed), with `--name-suffix` applied.
@@ -349,7 +351,8 @@ impl StackArg {
         })?;
         if let Some(suffix) = &self.name_suffix {
             let name = format!("{}-{suffix}", loaded.stack.stack.0);
-            stack::check_format("stack-name", &name).map_err(|e| Failure::User(format!("--name-suffix: {e}")))?;
+            stack::check_format("stack-name", &name)
+                .map_err(|e| UserError::Flag { flag: "--name-suffix".into(), problem: e.to_string() })?;
             loaded.stack.stack.0 = name;
         }
         Ok(loaded)
@@ -361,15 +364,21 @@ impl ImageArgs {
     pub fn check(&self) -> Result<(), Failure> {
         let Some(r) = &self.registry else { return Ok(()) };
         if self.insecure_registry && !r.is_loopback() {
-            return Err(Failure::User(format!(
-                "--insecure-registry: `{}` is not on loopback; plain HTTP is allowed for a loopback registry only",
-                r.registry
-            )));
+            return Err(UserError::Flag {
+                flag: "--insecure-registry".into(),
+                problem: format!(
+                    "`{}` is not on loopback; plain HTTP is allowed for a loopback registry only",
+                    r.registry
+                ),
+            }
+            .into());
         }
         if r.tag.is_some() {
-            return Err(Failure::User(format!(
-                "--registry {r}: name a repository without a tag (images are deployed by digest)"
-            )));
+            return Err(UserError::Flag {
+                flag: format!("--registry {r}"),
+                problem: "name a repository without a tag (images are deployed by digest)".into(),
+            }
+            .into());
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::args::{DlqAction, Global};
 use super::session::{ask, Session};
-use crate::failure::Failure;
+use crate::failure::{Failure, UserError};
 use crate::output::{Printer, Render};
 use crate::time::millis_rfc3339;
 use aira_aws::dlq::{DeadLetter, Redrive};
@@ -74,7 +74,7 @@ pub async fn dlq(global: &Global, action: &DlqAction, printer: &Printer) -> Resu
         DlqAction::Show { id, .. } => {
             let letters = aws.dead_letters(&pair, 1000).await?;
             let Some(l) = letters.into_iter().find(|l| &l.id == id) else {
-                return Err(Failure::User(format!("no dead letter with id {id} in {}", pair.dlq_url)));
+                return Err(UserError::NoDeadLetter { id: id.clone(), queue: pair.dlq_url }.into());
             };
             Dlq::Show(l)
         }

@@ -11,7 +11,7 @@ use super::args::ImageArgs;
 use super::args::ImageCommand;
 #[cfg(feature = "aws")]
 use super::session::Session;
-use crate::failure::Failure;
+use crate::failure::{Failure, UserError};
 use crate::output::{Printer, Render};
 use crate::time::seconds;
 #[cfg(feature = "aws")]
@@ -96,8 +96,8 @@ pub async fn image(command: &ImageCommand, printer: &Printer) -> Result<ImageRes
             }))
         }
         ImageCommand::Push { to, insecure_registry, from } => {
-            let image =
-                oci::read_layout(from).map_err(|e| Failure::User(format!("{e:#} (run `aira image build` first)")))?;
+            let image = oci::read_layout(from)
+                .map_err(|e| UserError::Image(format!("{e:#} (run `aira image build` first)")))?;
             let auth = push::env_auth()?;
             let pushed = push::push(&image, to, *insecure_registry, auth, &note).await?;
             note(&format!(

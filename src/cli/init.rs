@@ -7,7 +7,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use super::args::{InitArgs, Model};
-use crate::failure::Failure;
+use crate::failure::{Failure, UserError};
 use crate::output::{Format, Printer, Render};
 use aira_engine::stack;
 use aira_engine::stack::model::{Spend, WafLimits};
@@ -50,7 +50,7 @@ impl Render for Initialized {
 pub fn init(args: &InitArgs, region: Option<&String>, printer: &Printer) -> Result<Initialized, Failure> {
     let out = args.out.clone();
     if out.exists() && !args.force {
-        return Err(Failure::User(format!("{} exists; pass --force to replace it", out.display())));
+        return Err(UserError::FileExists(out).into());
     }
     let asking = std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && printer.format == Format::Text;
     let answers = if asking { ask(args, region)? } else { from_flags(args, region)? };
@@ -61,7 +61,7 @@ pub fn init(args: &InitArgs, region: Option<&String>, printer: &Printer) -> Resu
         let first = diags.first().map(|d| d.message.clone()).unwrap_or_default();
         Failure::internal(format!("aira init wrote a stack that does not validate: {first}"))
     })?;
-    std::fs::write(&out, &text).map_err(|e| Failure::User(format!("cannot write {file}: {e}")))?;
+    std::fs::write(&out, &text).map_err(|error| UserError::CannotWrite { path: file.clone(), error })?;
     let mut next = Vec::new();
     if answers.model == Model::Openai {
         next.push("aira secret set aira/openai   # the model's API key, read from standard input".to_string());
@@ -76,8 +76,7 @@ pub fn init(args: &InitArgs, region: Option<&String>, printer: &Printer) -> Resu
 fn from_flags(args: &InitArgs, region: Option<&String>) -> Result<Answers, Failure> {
     let stack = args.stack.clone().unwrap_or_else(|| "aira".into());
     let region = region.cloned().unwrap_or_else(|| "us-east-1".into());
-    answers(stack, region, args.domain.clone(), args.zone.clone(), args.model.unwrap_or(Model::Openai))
-        .map_err(Failure::User)
+    Ok(answers(stack, region, args.domain.clone(), args.zone.clone(), args.model.unwrap_or(Model::Openai))?)
 }
 
 fn answers(
@@ -86,20 +85,21 @@ fn answers(
     domain: Option<String>,
     zone: Option<String>,
     model: Model,
-) -> Result<Answers, String> {
-    stack::check_format("stack-name", &stack).map_err(|e| format!("--stack: {e}"))?;
+) -> Result<Answers, UserError> {
+    let flag = |flag: &str, problem: String| UserError::Flag { flag: flag.into(), problem };
+    stack::check_format("stack-name", &stack).map_err(|e| flag("--stack", e.to_string()))?;
     let region_ok = region.split('-').count() >= 3
         && region.ends_with(|c: char| c.is_ascii_digit())
         && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !region_ok {
-        return Err(format!("--region: `{region}` is not an AWS region such as us-east-1"));
+        return Err(flag("--region", format!("`{region}` is not an AWS region such as us-east-1")));
     }
     let domain = match domain.filter(|d| !d.is_empty()) {
-        None if zone.is_some() => return Err("--zone needs --domain".into()),
+        None if zone.is_some() => return Err(UserError::ZoneNeedsDomain),
         None => None,
         Some(name) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
-            stack::check_format("hostname", &name).map_err(|e| format!("--domain: {e}"))?;
+            stack::check_format("hostname", &name).map_err(|e| flag("--domain", e.to_string()))?;
             // chat.example.com lives in example.com; an apex name is its own zone.
             let zone = zone.unwrap_or_else(|| match name.split_once('.') {
                 Some((_, parent)) if parent.contains('.') => parent.to_string(),
@@ -107,7 +107,7 @@ fn answers(
             });
             let zone = zone.trim_end_matches('.').to_ascii_lowercase();
             if name != zone && !name.ends_with(&format!(".{zone}")) {
-                return Err(format!("--domain: `{name}` is not inside the zone `{zone}`"));
+                return Err(flag("--domain", format!("`{name}` is not inside the zone `{zone}`")));
             }
             Some(Domain { name, zone })
         }
@@ -122,8 +122,8 @@ fn ask(args: &InitArgs, region: Option<&String>) -> Result<Answers, Failure> {
     let mut prompt = |question: &str, default: &str| -> Result<String, Failure> {
         eprint!("{question} [{default}]: ");
         std::io::stderr().flush().ok();
-        let line = lines.next().transpose().map_err(|e| Failure::User(format!("reading the answer: {e}")))?;
-        let line = line.ok_or_else(|| Failure::User("no answer (end of input)".into()))?;
+        let line = lines.next().transpose().map_err(UserError::Answer)?;
+        let line = line.ok_or(UserError::NoAnswer)?;
         Ok(match line.trim() {
             "" => default.to_string(),
             answer => answer.to_string(),
@@ -279,7 +279,9 @@ mod tests {
     #[test]
     fn bad_answers_name_the_flag() {
         let bad = |stack: &str, region: &str, domain: Option<&str>, zone: Option<&str>| {
-            answers(stack.into(), region.into(), domain.map(Into::into), zone.map(Into::into), Model::Echo).unwrap_err()
+            answers(stack.into(), region.into(), domain.map(Into::into), zone.map(Into::into), Model::Echo)
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad("Demo", "us-east-1", None, None).starts_with("--stack:"));
         assert!(bad("demo", "east", None, None).starts_with("--region:"));

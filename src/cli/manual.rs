@@ -7,7 +7,7 @@ use std::path::Path;
 use clap::CommandFactory;
 
 use super::args::Cli;
-use crate::failure::{Failure, Outcome};
+use crate::failure::{Failure, Outcome, UserError};
 
 pub fn completions(shell: clap_complete::Shell) -> Result<Outcome, Failure> {
     let mut script = Vec::new();
@@ -25,7 +25,7 @@ pub fn man(out: Option<&Path>) -> Result<Outcome, Failure> {
             print(&page)
         }
         Some(dir) => {
-            let fail = |e: std::io::Error| Failure::User(format!("cannot write the pages into {}: {e}", dir.display()));
+            let fail = |error| UserError::CannotWrite { path: format!("the pages into {}", dir.display()), error };
             std::fs::create_dir_all(dir).map_err(fail)?;
             clap_mangen::generate_to(cmd, dir).map_err(fail)?;
             Ok(Outcome::Done)

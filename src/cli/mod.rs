@@ -93,10 +93,6 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
         // Built with `--no-default-features`: the local target only, no AWS SDK service crate
         // compiled (a new user's first build, docs/performance.md).
         #[cfg(not(feature = "aws"))]
-        _ => Err(Failure::User(
-            "this aira was built without the AWS provider (cargo feature `aws`): it runs the local target \
-             (`--local`), `validate`, `init` and `image`; build it with the default features for AWS"
-                .into(),
-        )),
+        _ => Err(crate::failure::UserError::NeedsAws.into()),
     }
 }

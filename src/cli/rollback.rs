@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::args::{Global, StackArg};
 use super::session::Session;
-use crate::failure::Failure;
+use crate::failure::{Failure, UserError};
 use crate::output::{Printer, Render};
 use aira_aws::lock;
 
@@ -41,7 +41,7 @@ pub async fn rollback(
 ) -> Result<RolledBack, Failure> {
     let session = Session::connect(global, arg, printer).await?;
     if service.is_none() && to.is_some() && session.loaded.stack.services.len() > 1 {
-        return Err(Failure::User("--to names a revision of one service's task definition: add --service NAME".into()));
+        return Err(UserError::RollbackNeedsService.into());
     }
     let names = session.service_names(service)?;
     let work = async {

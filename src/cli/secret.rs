@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::args::{Global, SecretAction};
 use super::session::{connect_aws, Session};
-use crate::failure::Failure;
+use crate::failure::{Failure, UserError};
 use crate::output::{Printer, Render};
 use aira_aws::secrets::SecretInfo;
 
@@ -43,9 +43,7 @@ pub async fn secret(global: &Global, action: &SecretAction, printer: &Printer) -
         SecretAction::Set { name } => {
             let value = read_value(name)?;
             if value.is_empty() {
-                return Err(Failure::User(
-                    "empty secret value: pipe it on standard input, e.g. `aira secret set NAME < key.txt`".into(),
-                ));
+                return Err(UserError::EmptySecret.into());
             }
             let aws = connect_aws(global, None).await?;
             let created = aws.set_secret(name, &value).await?;

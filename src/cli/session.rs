@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use super::args::{Global, StackArg};
-use crate::failure::Failure;
+use crate::failure::{Failure, UserError};
 use crate::output::Printer;
 use aira_aws::{lock, sdk_config, AwsProvider};
 use aira_engine::apply::{self, Report, Stop};
@@ -21,7 +21,7 @@ use aira_engine::stack::{self, Loaded};
 pub async fn connect_aws(global: &Global, stack_region: Option<&String>) -> Result<Arc<AwsProvider>, Failure> {
     let config = sdk_config(&global.connection(stack_region)).await;
     if config.region().is_none() {
-        return Err(Failure::User("no AWS region: set `region` in the stack, pass --region, or set AWS_REGION".into()));
+        return Err(UserError::NoRegion.into());
     }
     Ok(Arc::new(AwsProvider::new(&config)))
 }
@@ -73,7 +73,7 @@ impl Session {
                 &in_use
             }
         };
-        let graph = expand(stack, &facts, image).map_err(Failure::User)?;
+        let graph = expand(stack, &facts, image).map_err(UserError::Expand)?;
         let mut plan = plan::diff(&graph, &observed).map_err(unordered)?;
         plan.cost = Some(Box::new(plan.estimate_cost(&facts.region)));
         Ok(plan)
@@ -92,7 +92,7 @@ impl Session {
         let problems: Vec<String> = table.problems(stack).into_iter().map(|(_, p)| p).collect();
         match problems.is_empty() {
             true => Ok(table),
-            false => Err(Failure::User(problems.join("\n"))),
+            false => Err(UserError::Unreachable(problems).into()),
         }
     }
 
@@ -122,12 +122,7 @@ impl Session {
             Err(lock::LockError::Aws(e)) => Err(e.into()),
             Err(lock::LockError::Held { holder, since, expires }) => {
                 let now = crate::time::now_secs();
-                Err(Failure::User(format!(
-                    "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
-                    crate::time::rfc3339(since),
-                    now.saturating_sub(since),
-                    expires.saturating_sub(now)
-                )))
+                Err(UserError::Locked { stack: stack.to_string(), holder, since, expires, now }.into())
             }
         }
     }
@@ -138,10 +133,8 @@ impl Session {
         match service {
             Some(s) if services.contains_key(s) => Ok(vec![s.to_string()]),
             Some(s) => {
-                let hint = stack::did_you_mean(s, services.keys().map(String::as_str))
-                    .map(|h| format!(" ({h})"))
-                    .unwrap_or_default();
-                Err(Failure::User(format!("stack `{}` has no service `{s}`{hint}", self.stack())))
+                let hint = stack::did_you_mean(s, services.keys().map(String::as_str));
+                Err(UserError::NoService { stack: self.stack().into(), service: s.into(), hint }.into())
             }
             None => Ok(services.keys().cloned().collect()),
         }
@@ -204,7 +197,7 @@ pub fn ask(global: &Global, question: &str, why: &str) -> Result<(), Failure> {
         return Ok(());
     }
     if !interactive() {
-        return Err(Failure::User(format!("refusing: {why} and there is no terminal to confirm; pass --yes")));
+        return Err(UserError::NotConfirmed(why.to_string()).into());
     }
     eprint!("{question} [y/N] ");
     let _ = std::io::stderr().flush();
@@ -213,6 +206,6 @@ pub fn ask(global: &Global, question: &str, why: &str) -> Result<(), Failure> {
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
-        Err(Failure::User("cancelled; nothing was changed".into()))
+        Err(UserError::Cancelled.into())
     }
 }
