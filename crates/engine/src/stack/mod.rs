@@ -4,6 +4,8 @@
 pub(crate) mod check;
 pub mod model;
 pub mod reach;
+mod rules;
+mod values;
 pub mod yaml;
 
 use std::path::Path;
@@ -75,7 +77,7 @@ pub fn parse(file: &str, source: &str) -> Result<Loaded, Vec<Diagnostic>> {
             return Err(report.diagnostics);
         }
     };
-    check::check_semantics(&stack, &tree, &mut report);
+    rules::check_semantics(&stack, &tree, &mut report);
     if !report.diagnostics.is_empty() {
         return Err(sorted(report.diagnostics));
     }
