@@ -6,7 +6,7 @@
 //! (UpdateWebACL with the lock token of a fresh read, after one stale token); `waf: false`
 //! removes it, disassociated first; `down` leaves nothing.
 //!
-//! Through a proxy that answers as AWS WAF documents where moto does not (`aws_rules::waf_rules`):
+//! Through a proxy that answers as AWS WAF documents where moto does not (`aws_rules::waf`):
 //! the association right after the creation is refused as unavailable, and deleting a web ACL
 //! still associated is refused.
 

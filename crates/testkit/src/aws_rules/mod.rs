@@ -17,6 +17,11 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
+mod aps;
+mod waf;
+
+pub use aps::{APS_SETTLING, WORKSPACE_SETTLING};
+
 /// How long an Amazon-provided IPv6 block stays `associating` after `CreateVpc`.
 pub const IPV6_ASSOCIATING: Duration = Duration::from_secs(3);
 /// How long ECS takes to see a target group's new load balancer.
@@ -175,10 +180,10 @@ pub async fn refuse(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<By
         return service_with_unattached_target_group(moto, call).await;
     }
     if call.call.starts_with("aps:") {
-        return aps_rules(call);
+        return aps::aps_rules(call);
     }
     if call.call.starts_with("wafv2:") {
-        return waf_rules(moto, call).await;
+        return waf::waf_rules(moto, call).await;
     }
     None
 }
@@ -194,8 +199,8 @@ pub fn amend(call: &Call<'_>, status: u16, body: Bytes) -> Bytes {
         "wafv2:CreateWebACL"
         | "wafv2:AssociateWebACL"
         | "wafv2:DisassociateWebACL"
-        | "elasticloadbalancing:CreateLoadBalancer" => waf_remember(call, body),
-        c if c.starts_with("aps:") => aps_amend(call, body),
+        | "elasticloadbalancing:CreateLoadBalancer" => waf::waf_remember(call, body),
+        c if c.starts_with("aps:") => aps::aps_amend(call, body),
         _ => body,
     }
 }
@@ -368,165 +373,6 @@ fn service_keeps_deployment(call: &Call<'_>, body: Bytes) -> Bytes {
     Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
 }
 
-/// What the AWS WAF rules need to know of the calls they saw: when a web ACL or a load balancer
-/// was created, and which resources were associated.
-fn waf_remember(call: &Call<'_>, body: Bytes) -> Bytes {
-    let mut w = world();
-    let now = Instant::now();
-    match call.call {
-        "wafv2:CreateWebACL" => {
-            let answer = serde_json::from_slice::<Value>(&body).unwrap_or_default();
-            if let Some(arn) = answer["Summary"]["ARN"].as_str() {
-                w.waf_new.insert(arn.to_string(), now);
-            }
-        }
-        "elasticloadbalancing:CreateLoadBalancer" => {
-            if let Some(arn) = between(&String::from_utf8_lossy(&body), "<LoadBalancerArn>", "</LoadBalancerArn>") {
-                w.waf_new.insert(arn, now);
-            }
-        }
-        "wafv2:AssociateWebACL" => {
-            if let Some(lb) = call.json().and_then(|b| b["ResourceArn"].as_str().map(String::from)) {
-                w.waf_associated.insert(lb);
-            }
-        }
-        "wafv2:DisassociateWebACL" => {
-            if let Some(lb) = call.json().and_then(|b| b["ResourceArn"].as_str().map(String::from)) {
-                w.waf_associated.remove(&lb);
-            }
-        }
-        _ => {}
-    }
-    body
-}
-
-/// An AWS WAF (JSON 1.1 protocol) error answer.
-fn waf_error(kind: &str, message: &str) -> Response<Full<Bytes>> {
-    json_error("application/x-amz-json-1.1", kind, message)
-}
-
-/// AWS WAF's refusals moto lacks (AWS WAF API Reference, the actions' Errors; AWS WAF Developer
-/// Guide, "Rate-based rule high-level settings" and "Supported status codes for custom
-/// responses"):
-/// - `CreateWebACL` of a name the scope already has: `WAFDuplicateItemException` (moto answers
-///   `WafV2DuplicateItem`);
-/// - a rate-based rule's `Limit` outside 10 to 2,000,000,000, an `EvaluationWindowSec` other
-///   than 60, 120, 300 or 600, or a custom response's status AWS WAF does not send:
-///   `WAFInvalidParameterException`;
-/// - `AssociateWebACL` with a load balancer that does not exist: `WAFNonexistentItemException`;
-///   with a web ACL or load balancer created less than [`WAF_PROPAGATION`] ago:
-///   `WAFUnavailableEntityException` ("After you create a web ACL, if you try to associate it
-///   with a resource, you might get an exception indicating that the web ACL is unavailable");
-/// - `DeleteWebACL` of a web ACL still associated with a load balancer that exists:
-///   `WAFAssociatedItemException` (moto deletes it).
-async fn waf_rules(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
-    let body = call.json()?;
-    match call.call {
-        "wafv2:CreateWebACL" => {
-            if let Some(refused) = waf_rate_rules(&body) {
-                return Some(refused);
-            }
-            waf_duplicate_name(moto, call, &body).await
-        }
-        "wafv2:UpdateWebACL" => waf_rate_rules(&body),
-        "wafv2:AssociateWebACL" => {
-            let (acl, resource) = (body["WebACLArn"].as_str()?, body["ResourceArn"].as_str()?);
-            if resource.contains(":loadbalancer/") && !moto.load_balancer_exists(call, resource).await {
-                return Some(waf_error(
-                    "WAFNonexistentItemException",
-                    "AWS WAF couldn’t perform the operation because your resource doesn’t exist.",
-                ));
-            }
-            let w = world();
-            let fresh =
-                [acl, resource].into_iter().find(|a| w.waf_new.get(*a).is_some_and(|t| t.elapsed() < WAF_PROPAGATION));
-            fresh.map(|_| {
-                waf_error(
-                    "WAFUnavailableEntityException",
-                    "AWS WAF couldn’t retrieve a resource that you specified for this operation. If you've just \
-                     created a resource that you're using in this operation, you might just need to wait a few \
-                     minutes. It can take from a few seconds to a number of minutes for changes to propagate.",
-                )
-            })
-        }
-        "wafv2:DeleteWebACL" => {
-            let id = body["Id"].as_str()?;
-            let associated: Vec<String> = world().waf_associated.iter().cloned().collect();
-            for resource in associated {
-                let (_, answer) = moto
-                    .json(call, "wafv2", "AWSWAF_20190729.GetWebACLForResource", &json!({ "ResourceArn": resource }))
-                    .await;
-                // moto keeps the association of a deleted load balancer; AWS drops it.
-                if answer["WebACL"]["Id"].as_str() == Some(id) && moto.load_balancer_exists(call, &resource).await {
-                    return Some(waf_error(
-                        "WAFAssociatedItemException",
-                        "AWS WAF couldn’t perform the operation because your resource is being used by another resource or it’s associated with another resource.",
-                    ));
-                }
-            }
-            None
-        }
-        _ => None,
-    }
-}
-
-/// The status codes AWS WAF sends in a custom response (Developer Guide, "Supported status codes
-/// for custom responses").
-const WAF_RESPONSE_CODES: [i64; 33] = [
-    200, 201, 202, 204, 206, 300, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409, 411, 412, 413, 414,
-    415, 416, 421, 429, 500, 501, 502, 503, 504, 505,
-];
-
-/// A rate-based rule AWS WAF refuses, in `CreateWebACL` or `UpdateWebACL`.
-fn waf_rate_rules(body: &Value) -> Option<Response<Full<Bytes>>> {
-    let invalid = |field: &str, value: &Value| {
-        Some(waf_error(
-            "WAFInvalidParameterException",
-            &format!(
-                "Error reason: The parameter contains a value that is not valid., field: {field}, parameter: {value}"
-            ),
-        ))
-    };
-    for rule in body["Rules"].as_array().into_iter().flatten() {
-        if let Some(rate) = rule["Statement"].get("RateBasedStatement") {
-            let limit = &rate["Limit"];
-            if !limit.as_i64().is_some_and(|l| (10..=2_000_000_000).contains(&l)) {
-                return invalid("RATE_BASED_STATEMENT_LIMIT", limit);
-            }
-            let window = &rate["EvaluationWindowSec"];
-            if !window.is_null() && !window.as_i64().is_some_and(|w| [60, 120, 300, 600].contains(&w)) {
-                return invalid("RATE_BASED_STATEMENT_EVALUATION_WINDOW_SEC", window);
-            }
-        }
-        let code = &rule["Action"]["Block"]["CustomResponse"]["ResponseCode"];
-        if !code.is_null() && !code.as_i64().is_some_and(|c| WAF_RESPONSE_CODES.contains(&c)) {
-            return invalid("CUSTOM_RESPONSE_CODE", code);
-        }
-    }
-    None
-}
-
-/// `CreateWebACL` of a name the scope already holds (moto refuses it under another code).
-async fn waf_duplicate_name(moto: &Moto<'_>, call: &Call<'_>, body: &Value) -> Option<Response<Full<Bytes>>> {
-    let name = body["Name"].as_str()?;
-    let mut marker = Value::Null;
-    loop {
-        let req = json!({ "Scope": body["Scope"], "Limit": 100, "NextMarker": marker });
-        let (_, page) = moto.json(call, "wafv2", "AWSWAF_20190729.ListWebACLs", &req).await;
-        let acls = page["WebACLs"].as_array().cloned().unwrap_or_default();
-        if acls.iter().any(|a| a["Name"].as_str() == Some(name)) {
-            return Some(waf_error(
-                "WAFDuplicateItemException",
-                "AWS WAF couldn’t perform the operation because some resource in your request is a duplicate of an existing one.",
-            ));
-        }
-        marker = page["NextMarker"].clone();
-        if acls.is_empty() || !marker.is_string() {
-            return None;
-        }
-    }
-}
-
 fn json_error(content_type: &str, kind: &str, message: &str) -> Response<Full<Bytes>> {
     let body = json!({ "__type": kind, "message": message });
     Response::builder()
@@ -616,215 +462,8 @@ mod tests {
     }
 }
 
-/// How long a new workspace stays `CREATING`, and a deleted one `DELETING` (moto: neither).
-pub const WORKSPACE_SETTLING: Duration = Duration::from_secs(2);
-/// How long a rule groups namespace or alert manager definition stays `CREATING`/`UPDATING`.
-pub const APS_SETTLING: Duration = Duration::from_secs(1);
-
-/// An alert manager definition the proxy keeps for a workspace (moto 5.1 has none).
-struct Definition {
-    /// Base64, as AMP's JSON carries it.
-    data: String,
-    /// `CREATING` or `UPDATING` until `since + APS_SETTLING`, then `ACTIVE`.
-    writing: &'static str,
-    since: Instant,
-}
-
-/// What the AMP rules remember.
-#[derive(Default)]
-struct Aps {
-    /// Workspace id → when `CreateWorkspace` answered.
-    created: HashMap<String, Instant>,
-    /// Workspace id → its description as `DELETING`, and when `DeleteWorkspace` answered.
-    deleted: HashMap<String, (Value, Option<Instant>)>,
-    /// `workspace/name` → (`CREATING` or `UPDATING`, when written).
-    namespaces: HashMap<String, (&'static str, Instant)>,
-    definitions: HashMap<String, Definition>,
-}
-
-fn aps() -> std::sync::MutexGuard<'static, Aps> {
-    static APS: OnceLock<Mutex<Aps>> = OnceLock::new();
-    APS.get_or_init(Mutex::default).lock().unwrap()
-}
-
-/// `aps:METHOD /path` → (method, path segments).
-fn rest(call: &Call<'_>) -> Option<(String, Vec<String>)> {
-    let (method, path) = call.call.strip_prefix("aps:")?.split_once(' ')?;
-    let path = path.split('?').next().unwrap_or(path);
-    Some((method.to_string(), path.trim_matches('/').split('/').map(String::from).collect()))
-}
-
-fn aps_error(status: u16, kind: &str, message: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("x-amzn-errortype", kind)
-        .body(Full::new(Bytes::from(json!({ "message": message }).to_string())))
-        .unwrap()
-}
-
-fn aps_json(status: u16, body: Value) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-/// AMP calls answered or refused before moto sees them:
-/// - a rule groups namespace or alert manager definition written to a workspace still
-///   `CREATING` is refused with `ConflictException` (AMP API reference: "The request would cause
-///   an inconsistent state"; the workspace must be `ACTIVE`);
-/// - `DescribeWorkspace` of a workspace deleted moments ago answers `DELETING`, as AWS deletes
-///   asynchronously.
-fn aps_rules(call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
-    let (method, path) = rest(call)?;
-    let ws = path.get(1)?.clone();
-    if path.first().map(String::as_str) != Some("workspaces") {
-        return None;
-    }
-    let writes_into = path.len() >= 3 && method != "GET" && method != "DELETE";
-    if writes_into && aps().created.get(&ws).is_some_and(|t| t.elapsed() < WORKSPACE_SETTLING) {
-        return Some(aps_error(409, "ConflictException", &format!("Workspace {ws} is in CREATING state")));
-    }
-    if path.len() == 2 && method == "GET" {
-        let deleting = aps()
-            .deleted
-            .get(&ws)
-            .filter(|(_, t)| t.is_some_and(|t| t.elapsed() < WORKSPACE_SETTLING))
-            .map(|(v, _)| v.clone());
-        return deleting.map(|w| aps_json(200, json!({ "workspace": w })));
-    }
-    None
-}
-
 /// Calls of APIs moto lacks, answered by the proxy itself (also for a `moto_only` proxy: there
 /// is no moto answer to keep). `None` for every other call.
 pub async fn emulate(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
-    aps_alert_manager(moto, call).await
-}
-
-/// AMP's alert manager definitions (moto 5.1 has none): `CreateAlertManagerDefinition` (409 when
-/// one exists), `Describe…`, `Put…`, `Delete…`, each refusing a workspace moto does not have; a
-/// definition with `api_url` or `http_config` in its SNS receivers is refused as the user guide
-/// says ("Configure alert manager to send messages to your Amazon SNS topic": not allowed), and
-/// so is one without `alertmanager_config`. A new or rewritten one is `CREATING`/`UPDATING` for
-/// [`APS_SETTLING`].
-async fn aps_alert_manager(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
-    let (method, path) = rest(call)?;
-    if path.first().map(String::as_str) != Some("workspaces") || path.get(2).map(String::as_str) != Some("alertmanager")
-    {
-        return None;
-    }
-    let ws = path.get(1)?.clone();
-    if !moto.rest_get(call, "aps", &format!("/workspaces/{ws}")).await.0 {
-        return Some(aps_error(404, "ResourceNotFoundException", &format!("Workspace {ws} not found")));
-    }
-    let mut state = aps();
-    let defs = &mut state.definitions;
-    let now = Instant::now();
-    match method.as_str() {
-        "POST" | "PUT" => {
-            let data = call.json().and_then(|b| b["data"].as_str().map(String::from)).unwrap_or_default();
-            let text = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &data)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
-            if !text.contains("alertmanager_config:") {
-                return Some(aps_error(400, "ValidationException", "the definition has no alertmanager_config"));
-            }
-            if let Some(bad) = ["api_url:", "http_config:"].into_iter().find(|k| text.contains(k)) {
-                return Some(aps_error(
-                    400,
-                    "ValidationException",
-                    &format!("{bad} is not allowed in an SNS receiver"),
-                ));
-            }
-            let writing = if method == "POST" {
-                if defs.contains_key(&ws) {
-                    return Some(aps_error(409, "ConflictException", "an alert manager definition exists"));
-                }
-                "CREATING"
-            } else {
-                if !defs.contains_key(&ws) {
-                    return Some(aps_error(404, "ResourceNotFoundException", "no alert manager definition"));
-                }
-                "UPDATING"
-            };
-            defs.insert(ws, Definition { data, writing, since: now });
-            Some(aps_json(202, json!({ "status": { "statusCode": writing } })))
-        }
-        "GET" => Some(match defs.get(&ws) {
-            Some(d) => {
-                let code = if d.since.elapsed() < APS_SETTLING { d.writing } else { "ACTIVE" };
-                aps_json(
-                    200,
-                    json!({ "alertManagerDefinition": {
-                        "createdAt": 0, "modifiedAt": 0, "data": d.data, "status": { "statusCode": code },
-                    } }),
-                )
-            }
-            None => aps_error(404, "ResourceNotFoundException", "no alert manager definition"),
-        }),
-        "DELETE" => Some(match defs.remove(&ws) {
-            Some(_) => aps_json(202, json!({})),
-            None => aps_error(404, "ResourceNotFoundException", "no alert manager definition"),
-        }),
-        _ => None,
-    }
-}
-
-/// moto's AMP answers amended: a new workspace is `CREATING` for a while, and so is a new or
-/// rewritten rule groups namespace (`UPDATING`); a deleted workspace's last description is
-/// kept to answer `DELETING`; its alert manager definition goes with it.
-fn aps_amend(call: &Call<'_>, body: Bytes) -> Bytes {
-    let Some((method, path)) = rest(call) else { return body };
-    // DeleteWorkspace answers with no body.
-    let mut answer = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
-    let now = Instant::now();
-    let mut state = aps();
-    let segments: Vec<&str> = path.iter().map(String::as_str).collect();
-    match (method.as_str(), segments.as_slice()) {
-        ("POST", ["workspaces"]) => {
-            if let Some(ws) = answer["workspaceId"].as_str() {
-                state.created.insert(ws.to_string(), now);
-                answer["status"] = json!({ "statusCode": "CREATING" });
-            }
-        }
-        ("GET", ["workspaces", ws]) => {
-            let creating = state.created.get(*ws).is_some_and(|t| t.elapsed() < WORKSPACE_SETTLING);
-            if creating {
-                answer["workspace"]["status"] = json!({ "statusCode": "CREATING" });
-            }
-            // Kept for the `DELETING` answers after it is deleted.
-            let mut deleting = answer["workspace"].clone();
-            deleting["status"] = json!({ "statusCode": "DELETING" });
-            state.deleted.insert(ws.to_string(), (deleting, None));
-        }
-        ("DELETE", ["workspaces", ws]) => {
-            if let Some((_, at)) = state.deleted.get_mut(*ws) {
-                *at = Some(now);
-            }
-            state.definitions.remove(*ws);
-            return body;
-        }
-        ("POST", ["workspaces", ws, "rulegroupsnamespaces"]) => {
-            if let Some(name) = answer["name"].as_str() {
-                state.namespaces.insert(format!("{ws}/{name}"), ("CREATING", now));
-                answer["status"] = json!({ "statusCode": "CREATING" });
-            }
-        }
-        ("PUT", ["workspaces", ws, "rulegroupsnamespaces", name]) => {
-            state.namespaces.insert(format!("{ws}/{name}"), ("UPDATING", now));
-            answer["status"] = json!({ "statusCode": "UPDATING" });
-        }
-        ("GET", ["workspaces", ws, "rulegroupsnamespaces", name]) => {
-            if let Some((code, at)) = state.namespaces.get(&format!("{ws}/{name}")) {
-                if at.elapsed() < APS_SETTLING {
-                    answer["ruleGroupsNamespace"]["status"] = json!({ "statusCode": code });
-                }
-            }
-        }
-        _ => return body,
-    }
-    Bytes::from(answer.to_string())
+    aps::aps_alert_manager(moto, call).await
 }
