@@ -5,7 +5,9 @@
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{KeysAndAttributes, TransactWriteItem};
 
@@ -28,6 +30,21 @@ impl DynamoStore {
             .await
             .map_err(backend("dynamodb get item"))?;
         Ok(out.item)
+    }
+
+    /// The `UpdateItem` request of the item (`pk`, `sk`), for the caller to complete and send.
+    pub(super) fn update_request(&self, pk: String, sk: impl Into<String>) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk))
+    }
+
+    /// A `Query` of partition `pk` with `key_condition` (`:pk` bound to `pk`), for the caller to
+    /// complete and send.
+    pub(super) fn query_request(&self, key_condition: &str, pk: String) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition)
+            .expression_attribute_values(":pk", s(pk))
     }
 
     /// Items by key (BatchGetItem, 100 keys a request, consistent), in no particular order;
@@ -80,11 +97,7 @@ impl DynamoStore {
         // BETWEEN is inclusive: one more is read, in case `before` itself is there.
         let hi = format!("{prefix}{}", before.unwrap_or("~"));
         let r = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(pk))
+            .query_request("pk = :pk AND sk BETWEEN :lo AND :hi", pk)
             .expression_attribute_values(":lo", s(prefix))
             .expression_attribute_values(":hi", s(hi))
             .scan_index_forward(false)
@@ -105,11 +118,7 @@ impl DynamoStore {
     /// Every item of partition `pk` (all sort keys), as (pk, sk) keys.
     pub(super) async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>> {
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(&pk))
+            .query_request("pk = :pk", pk)
             .projection_expression("pk, sk")
             .consistent_read(true)
             .into_paginator()

@@ -19,13 +19,11 @@ mod schema;
 
 use std::path::Path;
 
-use async_trait::async_trait;
 use rusqlite::params;
 
 use self::schema::{migrate, SCHEMA};
-use super::{Charge, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store};
 use crate::group_commit::{Cached, Db, Durability};
-use crate::model::{Conversation, Message, Profile, QueueBody, TokenInfo, User};
+use crate::model::QueueBody;
 use crate::queue::sqlite::{QueueLink, SCHEMA as QUEUE_SCHEMA};
 
 pub struct SqliteStore {
@@ -70,136 +68,5 @@ impl SqliteStore {
         if let Some(q) = &self.queue {
             q.notify.notify_waiters();
         }
-    }
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn create_user(&self, user: &User) -> Result<()> {
-        accounts::create_user(self, user).await
-    }
-    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
-        accounts::user_by_email(self, email).await
-    }
-    async fn user_by_id(&self, id: &str) -> Result<Option<User>> {
-        accounts::user_by_id(self, id).await
-    }
-    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>> {
-        accounts::get_profile(self, user_id).await
-    }
-    async fn put_profile(&self, user_id: &str, p: &Profile) -> Result<()> {
-        accounts::put_profile(self, user_id, p).await
-    }
-    async fn delete_user(&self, user: &User) -> Result<()> {
-        accounts::delete_user(self, user).await
-    }
-    async fn set_password_hash(&self, user: &User, password_hash: &str) -> Result<()> {
-        accounts::set_password_hash(self, user, password_hash).await
-    }
-    async fn create_token(&self, user_id: &str, token: &TokenInfo) -> Result<()> {
-        accounts::create_token(self, user_id, token).await
-    }
-    async fn token_user(&self, token_hash: &str, now_ms: i64) -> Result<Option<String>> {
-        accounts::token_user(self, token_hash, now_ms).await
-    }
-    async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>> {
-        accounts::list_tokens(self, user_id, now_ms).await
-    }
-    async fn delete_token(&self, token_hash: &str) -> Result<()> {
-        accounts::delete_token(self, token_hash).await
-    }
-    async fn create_conversation(&self, conv: &Conversation) -> Result<()> {
-        messages::create_conversation(self, conv).await
-    }
-    async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>> {
-        messages::list_conversations(self, user_id, before, limit).await
-    }
-    async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
-        messages::get_conversation(self, id).await
-    }
-    async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {
-        messages::list_messages(self, conversation_id, before, limit).await
-    }
-    async fn get_message(&self, id: &str) -> Result<Option<Message>> {
-        messages::get_message(self, id).await
-    }
-    async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
-        messages::history(self, conversation_id, before_id, limit).await
-    }
-    async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>> {
-        messages::idempotency_key(self, scope).await
-    }
-    async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
-        messages::record_message(self, m, key).await
-    }
-    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        messages::retry_message(self, message_id, now_ms).await
-    }
-    fn enqueues_on_record(&self) -> bool {
-        self.queue.is_some()
-    }
-    async fn delete_message(&self, m: &Message) -> Result<()> {
-        messages::delete_message(self, m).await
-    }
-    async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64> {
-        messages::purge_due(self, now_ms, limit).await
-    }
-    async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext> {
-        limits::post_context(self, user_id, conversation_id, spend).await
-    }
-    async fn charge_spend(&self, user_id: &str, day: i64, tokens: u64, user_cap: u64, all_cap: u64) -> Result<Charge> {
-        limits::charge_spend(self, user_id, day, tokens, user_cap, all_cap).await
-    }
-    async fn add_spend(&self, user_id: &str, day: i64, delta: i64) -> Result<()> {
-        limits::add_spend(self, user_id, day, delta).await
-    }
-    async fn take_slot(&self, user_id: &str, cap: u32, _now_ms: i64) -> Result<bool> {
-        limits::take_slot(self, user_id, cap, _now_ms).await
-    }
-    /// Nothing to give back: `take_slot` counts the open messages.
-    async fn free_slot(&self, _user_id: &str, _now_ms: i64) -> Result<()> {
-        Ok(())
-    }
-    async fn take_rate(&self, _key: &str, _limit: u32, _window_ms: i64, _now_ms: i64) -> Result<Option<i64>> {
-        // One process: the API's in-process limits hold.
-        Ok(None)
-    }
-    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
-        messages::outbox_pending(self, created_before_ms, limit).await
-    }
-    async fn outbox_remove(&self, message_id: &str) -> Result<()> {
-        messages::outbox_remove(self, message_id).await
-    }
-    async fn outbox_len(&self) -> Result<u64> {
-        messages::outbox_len(self).await
-    }
-    async fn claim(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
-        last_delivery: bool,
-    ) -> Result<Claim> {
-        lease::claim(self, message_id, claim_token, now_ms, lease_until_ms, last_delivery).await
-    }
-    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
-        lease::extend_lease(self, message_id, claim_token, lease_until_ms).await
-    }
-    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
-        lease::complete(self, message_id, claim_token, answer, now_ms).await
-    }
-    async fn fail(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        reason: &str,
-        now_ms: i64,
-        dead_lettered: bool,
-    ) -> Result<bool> {
-        lease::fail(self, message_id, claim_token, reason, now_ms, dead_lettered).await
-    }
-    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
-        lease::release(self, message_id, claim_token, now_ms).await
     }
 }
