@@ -1,4 +1,6 @@
-//! The store: users, profiles, tokens, conversations, messages, idempotency keys and the outbox.
+//! The store: users, profiles, tokens, conversations, messages, idempotency keys and the outbox;
+//! [`Store`] is its four parts, [`AccountStore`], [`MessageStore`], [`LimitStore`] and
+//! [`LeaseStore`].
 //!
 //! Every state change of a message is a conditional write, so that at-least-once delivery
 //! never answers a message twice: `claim` takes a lease, `complete`/`fail`/`release` only
@@ -99,9 +101,10 @@ pub struct SpendReads {
     pub all: bool,
 }
 
-/// The store: every operation, in the four parts each backend implements in a file of its own
-/// (`accounts.rs`, `messages.rs`, `limits.rs`, `lease.rs`). Callers hold an `Arc<dyn Store>`
-/// and call any part's methods on it.
+/// The store: every operation, in four parts that each backend implements in a file of its
+/// own (`accounts.rs`, `messages.rs`, `limits.rs`, `lease.rs`); whatever implements the four
+/// is a `Store`. An `Arc<dyn Store>` answers every part's methods with only `Store` imported;
+/// a caller of a concrete store imports the part it calls.
 pub trait Store: AccountStore + MessageStore + LimitStore + LeaseStore {}
 
 impl<T: AccountStore + MessageStore + LimitStore + LeaseStore> Store for T {}

@@ -24,19 +24,27 @@
 //! Ids are UUIDv7, so sort keys built from them sort by creation time. The outbox is spread
 //! over [`OUTBOX_SHARDS`] partitions so its writes never make one hot partition.
 //!
-//! This file is the [`Store`] implementation: each operation is a function of the file of its
-//! concern, which the implementation below names.
+//! This file holds the store itself; each part of [`Store`] is implemented in the file of its
+//! concern, beside the layout and the requests they share:
 //! - `item`: the layout in code: attribute helpers, keys (the outbox's and purge rows' shards,
 //!   the tombstone), items decoded (message, user, profile, conversation), the items several
 //!   writes share, the transaction items (put, update, tombstone check).
-//! - `table`: the requests several operations share (consistent get, batch get, a page of a
-//!   partition, keys of a partition, deletes by key, transactions retried on conflict).
-//! - `accounts`: users, profiles, tokens, the account's deletion.
-//! - `messages`: conversations, messages, idempotency keys, the outbox, the purge.
-//! - `limits`: what a post is checked against: its context, the daily spend, in-flight slots,
-//!   shared rate limits.
-//! - `lease`: the worker's writes, each conditional: the claim, then the lease holder's
-//!   extension, answer, failure and release.
+//! - `table`: the requests several operations share (an item's update and a partition's query
+//!   to complete, consistent get, batch get, a page of a partition, keys of a partition,
+//!   deletes by key, transactions retried on conflict).
+//! - `accounts` ([`AccountStore`]): users, profiles, tokens, the account's deletion.
+//! - `messages` ([`MessageStore`]): conversations, messages, idempotency keys, the outbox, the
+//!   purge.
+//! - `limits` ([`LimitStore`]): what a post is checked against: its context, the daily spend,
+//!   in-flight slots, shared rate limits.
+//! - `lease` ([`LeaseStore`]): the worker's writes, each conditional: the claim, then the
+//!   lease holder's extension, answer, failure and release.
+//!
+//! [`Store`]: crate::store::Store
+//! [`AccountStore`]: crate::store::AccountStore
+//! [`MessageStore`]: crate::store::MessageStore
+//! [`LimitStore`]: crate::store::LimitStore
+//! [`LeaseStore`]: crate::store::LeaseStore
 
 mod accounts;
 mod item;

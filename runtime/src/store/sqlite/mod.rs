@@ -2,14 +2,22 @@
 //! writes (claim, lease, answer, failure, release, spend) go ahead of the API's in the writer's
 //! next group (`Db::call_first`), so a flood of posts cannot starve the backlog's drain.
 //!
-//! This file is the [`Store`] implementation: each operation is a function of the file of its
-//! concern, which the implementation below names.
+//! This file holds the store itself; each part of [`Store`] is implemented in the file of its
+//! concern:
 //! - `schema`: the tables, the columns added since (migrated at open), rows read back.
-//! - `accounts`: users, profiles, tokens, the account's deletion.
-//! - `messages`: conversations, messages, idempotency keys, the outbox, the purge.
-//! - `limits`: what a post is checked against: its context, the daily spend, open messages.
-//! - `lease`: the worker's writes, each conditional: the claim, then the lease holder's
-//!   extension, answer, failure and release.
+//! - `accounts` ([`AccountStore`]): users, profiles, tokens, the account's deletion.
+//! - `messages` ([`MessageStore`]): conversations, messages, idempotency keys, the outbox, the
+//!   purge.
+//! - `limits` ([`LimitStore`]): what a post is checked against: its context, the daily spend,
+//!   open messages.
+//! - `lease` ([`LeaseStore`]): the worker's writes, each conditional: the claim, then the
+//!   lease holder's extension, answer, failure and release.
+//!
+//! [`Store`]: crate::store::Store
+//! [`AccountStore`]: crate::store::AccountStore
+//! [`MessageStore`]: crate::store::MessageStore
+//! [`LimitStore`]: crate::store::LimitStore
+//! [`LeaseStore`]: crate::store::LeaseStore
 
 mod accounts;
 mod lease;
