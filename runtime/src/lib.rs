@@ -6,8 +6,8 @@
 //!   functions into the worker's configuration, the API's limits and the LLM.
 //! - [`api`]: the HTTP API (`fn app(state) -> Router`), auth, rate limit, idempotency, SSE,
 //!   the web page.
-//! - [`store`]: the [`store::Store`] trait (users, profiles, tokens, conversations, messages,
-//!   idempotency keys, outbox) with an embedded SQLite and a DynamoDB implementation.
+//! - [`store`]: the [`store::Store`] trait, in four parts (accounts, messages, limits, the
+//!   worker's lease writes), with an embedded SQLite and a DynamoDB implementation.
 //! - [`queue`]: the [`queue::Queue`] trait (send, receive with visibility timeout and receive
 //!   count, delete, change visibility) with an embedded SQLite and an SQS implementation.
 //! - [`group_commit`]: the SQLite executor under both embedded backends: one writer thread

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::llm::{Disposition, Llm, LlmError, Turn};
+use crate::llm::{Completion, Disposition, Llm, LlmError, Turn};
 use crate::metrics::Metrics;
 use crate::model::{day_of, now_ms, Message, QueueBody, SET_ASIDE};
 use crate::queue::{Queue, Received};
@@ -306,44 +306,7 @@ impl Worker {
         let cfg = &self.config;
         let token = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let lease_ms = cfg.visibility.as_millis() as i64;
-        let last = m.receive_count >= cfg.max_receives;
-        let msg = match self.store.claim(&id, &token, now, now + lease_ms, last).await {
-            Err(e) => {
-                // Leave the delivery alone: it becomes visible again after its timeout.
-                warn!(error = format!("{e:#}"), "claim failed");
-                return;
-            }
-            Ok(Claim::Missing) => {
-                warn!("message not in the store; deleting the queue message");
-                self.outcome("missing");
-                self.delete(&m).await;
-                return;
-            }
-            Ok(Claim::Answered) => {
-                debug!("already answered; duplicate delivery");
-                self.outcome("duplicate");
-                self.delete(&m).await;
-                return;
-            }
-            Ok(Claim::Failed) => {
-                // Only a redrive of what the worker set aside, or the user's retry (which sets
-                // it queued), answers a failed message: this is a duplicate of its delivery.
-                debug!("failed and not set aside for a redrive; duplicate delivery");
-                self.outcome("duplicate");
-                self.delete(&m).await;
-                return;
-            }
-            Ok(Claim::Busy { lease_until_ms }) => {
-                // Another worker holds it; look again after its lease, in case it dies.
-                let wait = Duration::from_millis((lease_until_ms - now).max(1000) as u64);
-                debug!("claimed by another worker; deferring");
-                self.outcome("busy");
-                self.set_visibility(&m, wait).await;
-                return;
-            }
-            Ok(Claim::Claimed(msg)) => msg,
-        };
+        let Some(msg) = self.claim(&m, &id, &token, now).await else { return };
 
         self.metrics.worker_in_flight.inc();
         let _gauge = scopeguard(self.metrics.worker_in_flight.clone());
@@ -369,73 +332,7 @@ impl Worker {
                 return self.set_visibility(&m, delay).await;
             }
         }
-        let heartbeat = async {
-            let period = (cfg.visibility / 3).max(Duration::from_millis(200));
-            loop {
-                tokio::time::sleep(period).await;
-                self.set_visibility(&m, cfg.visibility).await;
-                let until = now_ms() + lease_ms;
-                if let Err(e) = self.store.extend_lease(&id, &token, until).await {
-                    warn!(error = format!("{e:#}"), "lease extension failed");
-                }
-            }
-        };
-        tokio::pin!(heartbeat);
-        // Service errors are waited out here, in hand, for `outage_budget` from the first,
-        // while no other message gets an answer either; this message's own errors get one
-        // more call.
-        let mut first_failure: Option<(Instant, u64)> = None;
-        let mut attempt = 0u32;
-        let mut once_used = false;
-        let (result, disposition) = loop {
-            let call = async {
-                match tokio::time::timeout(cfg.llm_timeout, self.llm.complete(&turns)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(LlmError::Timeout),
-                }
-            };
-            let started = Instant::now();
-            let r = tokio::select! {
-                r = call => r,
-                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
-                _ = hand_back.cancelled() => return self.hand_back(&m, &msg, &token).await,
-            };
-            self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
-            let e = match &r {
-                Ok(_) => {
-                    self.health.answered();
-                    break (r, None);
-                }
-                Err(e) => e,
-            };
-            let d = self.health.disposition(e, &id, &msg.user_id);
-            let delay = match d {
-                Disposition::Fail => break (r, Some(d)),
-                Disposition::Once if once_used => break (r, Some(d)),
-                Disposition::Once => {
-                    once_used = true;
-                    Duration::ZERO
-                }
-                Disposition::Retry { after } => {
-                    attempt += 1;
-                    let answered = self.health.answered.load(Ordering::Relaxed);
-                    let (since, answered_then) = *first_failure.get_or_insert((Instant::now(), answered));
-                    let delay = retry_delay(cfg, after, attempt);
-                    // Others got answers meanwhile: not an outage, this message's own failure.
-                    if answered > answered_then || since.elapsed() + delay > cfg.outage_budget {
-                        break (r, Some(d));
-                    }
-                    delay
-                }
-            };
-            self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
-            info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "llm failed; calling again");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
-                _ = hand_back.cancelled() => return self.hand_back(&m, &msg, &token).await,
-            }
-        };
+        let Some((result, disposition)) = self.call(&m, &msg, &token, &turns, &hand_back).await else { return };
 
         match result {
             Ok(c) => {
@@ -469,6 +366,138 @@ impl Worker {
                 }
                 let d = disposition.unwrap_or(Disposition::Fail);
                 self.on_llm_error(&m, &msg, &token, e, d).await;
+            }
+        }
+    }
+
+    /// Claims the message for this delivery: the message, or `None` when there is nothing to
+    /// answer (the delivery deleted or deferred as the claim's outcome tells).
+    async fn claim(&self, m: &Received, id: &str, token: &str, now: i64) -> Option<Message> {
+        let cfg = &self.config;
+        let lease_ms = cfg.visibility.as_millis() as i64;
+        let last = m.receive_count >= cfg.max_receives;
+        match self.store.claim(id, token, now, now + lease_ms, last).await {
+            Err(e) => {
+                // Leave the delivery alone: it becomes visible again after its timeout.
+                warn!(error = format!("{e:#}"), "claim failed");
+                None
+            }
+            Ok(Claim::Missing) => {
+                warn!("message not in the store; deleting the queue message");
+                self.outcome("missing");
+                self.delete(m).await;
+                None
+            }
+            Ok(Claim::Answered) => {
+                debug!("already answered; duplicate delivery");
+                self.outcome("duplicate");
+                self.delete(m).await;
+                None
+            }
+            Ok(Claim::Failed) => {
+                // Only a redrive of what the worker set aside, or the user's retry (which sets
+                // it queued), answers a failed message: this is a duplicate of its delivery.
+                debug!("failed and not set aside for a redrive; duplicate delivery");
+                self.outcome("duplicate");
+                self.delete(m).await;
+                None
+            }
+            Ok(Claim::Busy { lease_until_ms }) => {
+                // Another worker holds it; look again after its lease, in case it dies.
+                let wait = Duration::from_millis((lease_until_ms - now).max(1000) as u64);
+                debug!("claimed by another worker; deferring");
+                self.outcome("busy");
+                self.set_visibility(m, wait).await;
+                None
+            }
+            Ok(Claim::Claimed(msg)) => Some(msg),
+        }
+    }
+
+    /// Calls the model under a heartbeat that extends the delivery's visibility and the lease:
+    /// the last call's result, and how to treat its error; `None` when the message was handed
+    /// back for a shutdown meanwhile.
+    async fn call(
+        &self,
+        m: &Received,
+        msg: &Message,
+        token: &str,
+        turns: &[Turn],
+        hand_back: &CancellationToken,
+    ) -> Option<(Result<Completion, LlmError>, Option<Disposition>)> {
+        let cfg = &self.config;
+        let lease_ms = cfg.visibility.as_millis() as i64;
+        let heartbeat = async {
+            let period = (cfg.visibility / 3).max(Duration::from_millis(200));
+            loop {
+                tokio::time::sleep(period).await;
+                self.set_visibility(m, cfg.visibility).await;
+                let until = now_ms() + lease_ms;
+                if let Err(e) = self.store.extend_lease(&msg.id, token, until).await {
+                    warn!(error = format!("{e:#}"), "lease extension failed");
+                }
+            }
+        };
+        tokio::pin!(heartbeat);
+        // Service errors are waited out here, in hand, for `outage_budget` from the first,
+        // while no other message gets an answer either; this message's own errors get one
+        // more call.
+        let mut first_failure: Option<(Instant, u64)> = None;
+        let mut attempt = 0u32;
+        let mut once_used = false;
+        loop {
+            let call = async {
+                match tokio::time::timeout(cfg.llm_timeout, self.llm.complete(turns)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(LlmError::Timeout),
+                }
+            };
+            let started = Instant::now();
+            let r = tokio::select! {
+                r = call => r,
+                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
+                _ = hand_back.cancelled() => {
+                    self.hand_back(m, msg, token).await;
+                    return None;
+                }
+            };
+            self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
+            let e = match &r {
+                Ok(_) => {
+                    self.health.answered();
+                    return Some((r, None));
+                }
+                Err(e) => e,
+            };
+            let d = self.health.disposition(e, &msg.id, &msg.user_id);
+            let delay = match d {
+                Disposition::Fail => return Some((r, Some(d))),
+                Disposition::Once if once_used => return Some((r, Some(d))),
+                Disposition::Once => {
+                    once_used = true;
+                    Duration::ZERO
+                }
+                Disposition::Retry { after } => {
+                    attempt += 1;
+                    let answered = self.health.answered.load(Ordering::Relaxed);
+                    let (since, answered_then) = *first_failure.get_or_insert((Instant::now(), answered));
+                    let delay = retry_delay(cfg, after, attempt);
+                    // Others got answers meanwhile: not an outage, this message's own failure.
+                    if answered > answered_then || since.elapsed() + delay > cfg.outage_budget {
+                        return Some((r, Some(d)));
+                    }
+                    delay
+                }
+            };
+            self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
+            info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "llm failed; calling again");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
+                _ = hand_back.cancelled() => {
+                    self.hand_back(m, msg, token).await;
+                    return None;
+                }
             }
         }
     }

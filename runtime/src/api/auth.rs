@@ -251,7 +251,7 @@ fn bounded(password: &str) -> Result<(), AppError> {
 /// address touches no account bucket, so a flood of random emails adds no keys; and guesses
 /// against an account from one address spend that address's share only, so no one can keep
 /// the owner out by guessing wrong from elsewhere. The account's bucket is also kept in the
-/// store where it is shared by every API task ([`crate::store::Store::take_rate`]).
+/// store where it is shared by every API task ([`crate::store::LimitStore::take_rate`]).
 async fn limit_attempt(state: &AppState, client: &ClientAddr, account: Option<&str>) -> Result<(), AppError> {
     let now = std::time::Instant::now();
     let refused = |wait: std::time::Duration| {

@@ -6,7 +6,7 @@
 //! dropped whole. A key untouched for a generation is forgotten, which gives it a full bucket
 //! again: exactly what it would have had after a pause. A flood of new keys forgets others
 //! sooner, so an in-process limiter is a first line only: per-account limits that must hold
-//! across tasks are kept in the store ([`crate::store::Store::take_rate`]), per-address ones at
+//! across tasks are kept in the store ([`crate::store::LimitStore::take_rate`]), per-address ones at
 //! the edge. Every operation is O(1) under one shard's lock: no sweep ever runs.
 
 use std::collections::hash_map::RandomState;

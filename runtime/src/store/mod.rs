@@ -1,4 +1,6 @@
-//! The store: users, profiles, tokens, conversations, messages, idempotency keys and the outbox.
+//! The store: users, profiles, tokens, conversations, messages, idempotency keys and the outbox;
+//! [`Store`] is its four parts, [`AccountStore`], [`MessageStore`], [`LimitStore`] and
+//! [`LeaseStore`].
 //!
 //! Every state change of a message is a conditional write, so that at-least-once delivery
 //! never answers a message twice: `claim` takes a lease, `complete`/`fail`/`release` only
@@ -79,7 +81,7 @@ pub struct PostContext {
     pub all_tokens_today: u64,
 }
 
-/// What [`Store::charge_spend`] did.
+/// What [`LimitStore::charge_spend`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charge {
     /// Charged; everyone's count of the day after it.
@@ -90,7 +92,7 @@ pub enum Charge {
     OverAll,
 }
 
-/// The spend counters of `day` that [`Store::post_context`] reads: only those a budget is on
+/// The spend counters of `day` that [`LimitStore::post_context`] reads: only those a budget is on
 /// for (each read costs a read unit on DynamoDB).
 #[derive(Debug, Clone, Copy)]
 pub struct SpendReads {
@@ -99,8 +101,17 @@ pub struct SpendReads {
     pub all: bool,
 }
 
+/// The store: every operation, in four parts that each backend implements in a file of its
+/// own (`accounts.rs`, `messages.rs`, `limits.rs`, `lease.rs`); whatever implements the four
+/// is a `Store`. An `Arc<dyn Store>` answers every part's methods with only `Store` imported;
+/// a caller of a concrete store imports the part it calls.
+pub trait Store: AccountStore + MessageStore + LimitStore + LeaseStore {}
+
+impl<T: AccountStore + MessageStore + LimitStore + LeaseStore> Store for T {}
+
+/// Users, profiles and tokens, and the deletion of an account with everything it owns.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait AccountStore: Send + Sync {
     /// Fails with `Conflict` when the email is taken.
     async fn create_user(&self, user: &User) -> Result<()>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
@@ -130,7 +141,12 @@ pub trait Store: Send + Sync {
     async fn list_tokens(&self, user_id: &str, now_ms: i64) -> Result<Vec<TokenInfo>>;
     /// Revokes a session or API token (sign-out, revocation). No error when it does not exist.
     async fn delete_token(&self, token_hash: &str) -> Result<()>;
+}
 
+/// Conversations and messages: written, read back, retried, deleted and purged; and the
+/// outbox the relay reads.
+#[async_trait]
+pub trait MessageStore: Send + Sync {
     /// `Gone` when the account is deleted or being deleted.
     async fn create_conversation(&self, c: &Conversation) -> Result<()>;
     /// Up to `limit` of the user's conversations older than `before` (an id), newest first.
@@ -145,7 +161,7 @@ pub trait Store: Send + Sync {
 
     /// What an idempotency key was first used for: `(message_id, fingerprint)`.
     async fn idempotency_key(&self, scope: &str) -> Result<Option<(String, String)>>;
-    /// Writes the message, its outbox row (or its queue entry: [`Store::enqueues_on_record`])
+    /// Writes the message, its outbox row (or its queue entry: [`MessageStore::enqueues_on_record`])
     /// and the idempotency key in one transaction; `Gone` when the account or the
     /// conversation was deleted meanwhile.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
@@ -162,6 +178,16 @@ pub trait Store: Send + Sync {
     /// Deletes up to `limit` messages kept without history whose `purge_at` has passed;
     /// returns how many.
     async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64>;
+    /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.
+    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>>;
+    async fn outbox_remove(&self, message_id: &str) -> Result<()>;
+    async fn outbox_len(&self) -> Result<u64>;
+}
+
+/// What a post is checked against: its context, the daily spend, a user's in-flight slots, the
+/// limits every process shares.
+#[async_trait]
+pub trait LimitStore: Send + Sync {
     /// Reads what posting into `conversation_id` needs (see [`PostContext`]).
     async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext>;
     /// Charges `tokens` to the user and to everyone for `day`, unless that would take the
@@ -184,11 +210,11 @@ pub trait Store: Send + Sync {
     /// `Some(ms)`: refused, the window ends in `ms`. The embedded store (one process) keeps
     /// none and takes every use: its callers' in-process limits hold there.
     async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>>;
-    /// Message ids in the outbox recorded at or before `created_before_ms`, oldest first.
-    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>>;
-    async fn outbox_remove(&self, message_id: &str) -> Result<()>;
-    async fn outbox_len(&self) -> Result<u64>;
+}
 
+/// The worker's writes to a message, each conditional on its `status` and `claim_token`.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Conditional: succeeds when the message is queued, failed and set aside for the
     /// dead-letter queue (a redrive; claiming clears the mark), or processing with an expired
     /// lease. A failed message without the mark is `Claim::Failed`. `last_delivery`: the queue

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::broadcast;
 
-use super::{Charge, Claim, IdempotencyKey, PostContext, Recorded, Result, SpendReads, Store};
+use super::{
+    AccountStore, Charge, Claim, IdempotencyKey, LeaseStore, LimitStore, MessageStore, PostContext, Recorded, Result,
+    SpendReads, Store,
+};
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
 pub struct Notifying {
@@ -34,7 +37,7 @@ impl Notifying {
 }
 
 #[async_trait]
-impl Store for Notifying {
+impl AccountStore for Notifying {
     async fn create_user(&self, user: &User) -> Result<()> {
         self.inner.create_user(user).await
     }
@@ -71,6 +74,10 @@ impl Store for Notifying {
     async fn delete_token(&self, token_hash: &str) -> Result<()> {
         self.inner.delete_token(token_hash).await
     }
+}
+
+#[async_trait]
+impl MessageStore for Notifying {
     async fn create_conversation(&self, c: &Conversation) -> Result<()> {
         self.inner.create_conversation(c).await
     }
@@ -105,6 +112,22 @@ impl Store for Notifying {
     async fn purge_due(&self, now_ms: i64, limit: usize) -> Result<u64> {
         self.inner.purge_due(now_ms, limit).await
     }
+    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        self.inner.outbox_pending(created_before_ms, limit).await
+    }
+    fn enqueues_on_record(&self) -> bool {
+        self.inner.enqueues_on_record()
+    }
+    async fn outbox_remove(&self, message_id: &str) -> Result<()> {
+        self.inner.outbox_remove(message_id).await
+    }
+    async fn outbox_len(&self) -> Result<u64> {
+        self.inner.outbox_len().await
+    }
+}
+
+#[async_trait]
+impl LimitStore for Notifying {
     async fn post_context(&self, user_id: &str, conversation_id: &str, spend: SpendReads) -> Result<PostContext> {
         self.inner.post_context(user_id, conversation_id, spend).await
     }
@@ -123,18 +146,10 @@ impl Store for Notifying {
     async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>> {
         self.inner.take_rate(key, limit, window_ms, now_ms).await
     }
-    async fn outbox_pending(&self, created_before_ms: i64, limit: usize) -> Result<Vec<String>> {
-        self.inner.outbox_pending(created_before_ms, limit).await
-    }
-    fn enqueues_on_record(&self) -> bool {
-        self.inner.enqueues_on_record()
-    }
-    async fn outbox_remove(&self, message_id: &str) -> Result<()> {
-        self.inner.outbox_remove(message_id).await
-    }
-    async fn outbox_len(&self) -> Result<u64> {
-        self.inner.outbox_len().await
-    }
+}
+
+#[async_trait]
+impl LeaseStore for Notifying {
     async fn claim(
         &self,
         message_id: &str,

@@ -1,12 +1,14 @@
-//! Items of the table: attribute values, the outbox's shard key, a message read back from its
-//! item, and the transactional put every multi-item write uses.
+//! Items of the table (the layout in `mod.rs`) in code: attribute values, keys (the outbox's
+//! and purge rows' shards, the tombstone), items read back (message, user, profile,
+//! conversation), the items more than one write makes, and the transaction items (put, update,
+//! tombstone check) every multi-item write uses.
 
 use std::collections::HashMap;
 
 use anyhow::anyhow;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 
-use crate::model::{now_ms, sha256_hex, shown_status, Message, SET_ASIDE};
+use crate::model::{now_ms, sha256_hex, shown_status, Conversation, Message, Profile, User, SET_ASIDE};
 use crate::store::{status_of, StoreError};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
@@ -29,6 +31,28 @@ pub(super) fn gone_pk(user_id: &str) -> String {
 /// `PURGE#{shard}` / `{purge_at, 13 digits}#{id}`, so a shard's due rows are a key range.
 pub(super) fn purge_key(message_id: &str, purge_at: i64) -> (String, String) {
     (outbox_pk(message_id).replacen("OUTBOX", "PURGE", 1), format!("{purge_at:013}#{message_id}"))
+}
+
+/// An item's key, as a request names it.
+pub(super) fn key_item(pk: String, sk: impl Into<String>) -> Item {
+    HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+}
+
+/// Every item that names a message: the message, its conversation's pointer, its outbox row,
+/// its idempotency key and its purge row.
+pub(super) fn message_keys(m: &Message) -> Vec<(String, String)> {
+    let mut keys = vec![
+        (format!("MSG#{}", m.id), "MSG".to_string()),
+        (format!("CONV#{}", m.conversation_id), format!("MSG#{}", m.id)),
+        (outbox_pk(&m.id), m.id.clone()),
+    ];
+    if let Some(scope) = &m.idem_scope {
+        keys.push((format!("IDEM#{scope}"), "IDEM".to_string()));
+    }
+    if let Some(at) = m.purge_at {
+        keys.push(purge_key(&m.id, at));
+    }
+    keys
 }
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
@@ -61,6 +85,46 @@ pub(super) fn message_from(item: &Item) -> Option<Message> {
         purge_at: item.get("purge_at").map(|_| get_n(item, "purge_at")),
         idem_scope: get_s(item, "idem"),
     })
+}
+
+pub(super) fn user_from(i: &Item) -> Option<User> {
+    Some(User {
+        id: get_s(i, "id")?,
+        email: get_s(i, "email")?,
+        password_hash: get_s(i, "password_hash")?,
+        deleting: i.contains_key("deleting"),
+    })
+}
+
+pub(super) fn profile_from(i: &Item) -> Profile {
+    Profile {
+        display_name: get_s(i, "display_name"),
+        keep_history: i.get("keep_history").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        consented_at: i.get("consented_at").map(|_| get_n(i, "consented_at")),
+    }
+}
+
+/// The conversation `id` from its item.
+pub(super) fn conversation_from(id: &str, i: &Item) -> Option<Conversation> {
+    Some(Conversation { id: id.to_string(), user_id: get_s(i, "user_id")?, created_at: get_n(i, "created_at") })
+}
+
+/// The user-by-id item: the email, which names the user's item.
+pub(super) fn user_id_item(user: &User) -> Item {
+    HashMap::from([
+        ("pk".into(), s(format!("USERID#{}", user.id))),
+        ("sk".into(), s("USER")),
+        ("email".into(), s(&user.email)),
+    ])
+}
+
+/// A message's outbox row, recorded at `created_at` (ms).
+pub(super) fn outbox_item(message_id: &str, created_at: i64) -> Item {
+    HashMap::from([
+        ("pk".into(), s(outbox_pk(message_id))),
+        ("sk".into(), s(message_id)),
+        ("created_at".into(), n(created_at)),
+    ])
 }
 
 pub(super) fn put(

@@ -1,15 +1,17 @@
-//! The requests several `Store` methods share: a consistent read of one item, a batch read
-//! of messages, the keys of a partition, deletes by key, and the conditional update of a
-//! message. Errors become `StoreError::Backend` with the request named.
-
-use std::collections::HashMap;
+//! The requests several operations share: a consistent read of one item, a batch read (of
+//! messages), a page of a partition, the keys of a partition, deletes by key, and transactions
+//! tried again on a conflict. Errors become `StoreError::Backend` with the request named
+//! ([`backend`]); [`condition_failed`] tells an update refused for its condition.
 
 use anyhow::anyhow;
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, TransactWriteItem};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{KeysAndAttributes, TransactWriteItem};
 
-use super::item::{get_s, message_from, s, Item};
+use super::item::{get_s, key_item, message_from, s, Item};
 use super::DynamoStore;
 use crate::model::Message;
 use crate::store::{Result, StoreError};
@@ -28,6 +30,21 @@ impl DynamoStore {
             .await
             .map_err(backend("dynamodb get item"))?;
         Ok(out.item)
+    }
+
+    /// The `UpdateItem` request of the item (`pk`, `sk`), for the caller to complete and send.
+    pub(super) fn update_request(&self, pk: String, sk: impl Into<String>) -> UpdateItemFluentBuilder {
+        self.client.update_item().table_name(&self.table).key("pk", s(pk)).key("sk", s(sk))
+    }
+
+    /// A `Query` of partition `pk` with `key_condition` (`:pk` bound to `pk`), for the caller to
+    /// complete and send.
+    pub(super) fn query_request(&self, key_condition: &str, pk: String) -> QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(key_condition)
+            .expression_attribute_values(":pk", s(pk))
     }
 
     /// Items by key (BatchGetItem, 100 keys a request, consistent), in no particular order;
@@ -61,10 +78,7 @@ impl DynamoStore {
 
     /// Messages by id, sorted by creation.
     pub(super) async fn messages_by_id(&self, ids: &[String]) -> Result<Vec<Message>> {
-        let keys = ids
-            .iter()
-            .map(|id| HashMap::from([("pk".to_string(), s(format!("MSG#{id}"))), ("sk".to_string(), s("MSG"))]))
-            .collect();
+        let keys = ids.iter().map(|id| key_item(format!("MSG#{id}"), "MSG")).collect();
         let mut out: Vec<Message> = self.batch_get(keys).await?.iter().filter_map(message_from).collect();
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
@@ -83,11 +97,7 @@ impl DynamoStore {
         // BETWEEN is inclusive: one more is read, in case `before` itself is there.
         let hi = format!("{prefix}{}", before.unwrap_or("~"));
         let r = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .expression_attribute_values(":pk", s(pk))
+            .query_request("pk = :pk AND sk BETWEEN :lo AND :hi", pk)
             .expression_attribute_values(":lo", s(prefix))
             .expression_attribute_values(":hi", s(hi))
             .scan_index_forward(false)
@@ -108,11 +118,7 @@ impl DynamoStore {
     /// Every item of partition `pk` (all sort keys), as (pk, sk) keys.
     pub(super) async fn partition_keys(&self, pk: String) -> Result<Vec<(String, String)>> {
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(&pk))
+            .query_request("pk = :pk", pk)
             .projection_expression("pk, sk")
             .consistent_read(true)
             .into_paginator()
@@ -176,41 +182,15 @@ impl DynamoStore {
             return Err(backend(what)(e));
         }
     }
-
-    /// Conditional update of a message; false when the condition failed.
-    pub(super) async fn update_message(
-        &self,
-        id: &str,
-        update: &str,
-        condition: &str,
-        values: Vec<(&str, AttributeValue)>,
-    ) -> Result<bool> {
-        let uses_error = update.contains("#e");
-        let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(format!("MSG#{id}")))
-            .key("sk", s("MSG"))
-            .update_expression(update)
-            .condition_expression(condition)
-            .expression_attribute_names("#s", "status");
-        if uses_error {
-            req = req.expression_attribute_names("#e", "error");
-        }
-        for (k, v) in values {
-            req = req.expression_attribute_values(k, v);
-        }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(StoreError::Backend(anyhow!("dynamodb update item: {}", DisplayErrorContext(e)))),
-        }
-    }
 }
 
 pub(super) fn backend<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Backend(anyhow!("{what}: {}", DisplayErrorContext(e)))
+}
+
+/// True when an update was refused because its condition failed.
+pub(super) fn condition_failed<R>(e: &SdkError<UpdateItemError, R>) -> bool {
+    e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception())
 }

@@ -1,0 +1,138 @@
+//! The worker's writes to a message, each conditional on its `status` and `claim_token`: the
+//! claim takes the lease (or says why not), and only the lease holder extends it, stores the
+//! answer, marks the message failed or releases it.
+
+use anyhow::anyhow;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+
+use super::item::{get_n, get_s, message_from, n, s};
+use super::table::{backend, condition_failed};
+use super::DynamoStore;
+use crate::model::Status;
+use crate::store::{Claim, LeaseStore, Result, StoreError};
+
+/// Updates the message with `update` if `claim_token` holds its lease (`processing`, the
+/// token its own); false when it does not. `values` are the update's; `#s` names `status`,
+/// `#e` `error`.
+async fn update_held(
+    store: &DynamoStore,
+    message_id: &str,
+    claim_token: &str,
+    update: &str,
+    mut values: Vec<(&str, AttributeValue)>,
+) -> Result<bool> {
+    values.extend([(":p", s("processing")), (":t", s(claim_token))]);
+    let mut req = store
+        .update_request(format!("MSG#{message_id}"), "MSG")
+        .update_expression(update)
+        .condition_expression("#s = :p AND claim_token = :t")
+        .expression_attribute_names("#s", "status");
+    if update.contains("#e") {
+        req = req.expression_attribute_names("#e", "error");
+    }
+    for (k, v) in values {
+        req = req.expression_attribute_values(k, v);
+    }
+    match req.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(backend("dynamodb update item")(e)),
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DynamoStore {
+    async fn claim(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        last_delivery: bool,
+    ) -> Result<Claim> {
+        let r = self
+            .update_request(format!("MSG#{message_id}"), "MSG")
+            .update_expression(
+                "SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now, last_delivery = :last \
+                 REMOVE dead_lettered",
+            )
+            .condition_expression(
+                "attribute_exists(pk) AND (#s = :q OR (#s = :f AND attribute_exists(dead_lettered)) \
+                 OR (#s = :p AND lease_until < :now))",
+            )
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", s("processing"))
+            .expression_attribute_values(":q", s("queued"))
+            .expression_attribute_values(":f", s("failed"))
+            .expression_attribute_values(":t", s(claim_token))
+            .expression_attribute_values(":l", n(lease_until_ms))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":last", AttributeValue::Bool(last_delivery))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match r {
+            Ok(out) => match out.attributes.as_ref().and_then(message_from) {
+                Some(m) => Ok(Claim::Claimed(m)),
+                None => Err(StoreError::Backend(anyhow!("dynamodb claim returned no message"))),
+            },
+            Err(e) if condition_failed(&e) => match self.get(format!("MSG#{message_id}"), "MSG").await? {
+                None => Ok(Claim::Missing),
+                Some(i) if get_s(&i, "status").as_deref() == Some(Status::Answered.as_str()) => Ok(Claim::Answered),
+                Some(i) if get_s(&i, "status").as_deref() == Some(Status::Failed.as_str()) => Ok(Claim::Failed),
+                Some(i) => Ok(Claim::Busy { lease_until_ms: get_n(&i, "lease_until") }),
+            },
+            Err(e) => Err(backend("dynamodb claim")(e)),
+        }
+    }
+
+    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
+        update_held(self, message_id, claim_token, "SET lease_until = :l", vec![(":l", n(lease_until_ms))]).await
+    }
+
+    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+        update_held(
+            self,
+            message_id,
+            claim_token,
+            "SET #s = :a, answer = :ans, updated_at = :now REMOVE #e",
+            vec![(":a", s("answered")), (":ans", s(answer)), (":now", n(now_ms))],
+        )
+        .await
+    }
+
+    async fn fail(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        reason: &str,
+        now_ms: i64,
+        dead_lettered: bool,
+    ) -> Result<bool> {
+        let set = if dead_lettered {
+            "SET #s = :fl, #e = :err, updated_at = :now, dead_lettered = :now REMOVE claim_token"
+        } else {
+            "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token"
+        };
+        update_held(
+            self,
+            message_id,
+            claim_token,
+            set,
+            vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))],
+        )
+        .await
+    }
+
+    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+        update_held(
+            self,
+            message_id,
+            claim_token,
+            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE claim_token",
+            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms))],
+        )
+        .await
+    }
+}

@@ -1,0 +1,92 @@
+//! The worker's writes to a message, each conditional on its `status` and `claim_token`, and
+//! each ahead of the API's in the writer's next group (`Db::call_first`): the claim takes the
+//! lease (or says why not), and only the lease holder extends it, stores the answer, marks the
+//! message failed or releases it.
+
+use async_trait::async_trait;
+use rusqlite::{params, OptionalExtension, Params};
+
+use super::schema::{message_row, MESSAGE_COLUMNS};
+use super::SqliteStore;
+use crate::group_commit::Cached;
+use crate::model::{Message, Status};
+use crate::store::{Claim, LeaseStore, Result};
+
+/// Runs `sql`, an update of one message conditional on holding its lease, ahead of the API's
+/// writes; true when it changed the message.
+async fn update_held<P: Params + Send + 'static>(store: &SqliteStore, sql: &'static str, params: P) -> Result<bool> {
+    Ok(store.db.call_first(move |c| c.exec(sql, params)).await? == 1)
+}
+
+#[async_trait]
+impl LeaseStore for SqliteStore {
+    async fn claim(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        last_delivery: bool,
+    ) -> Result<Claim> {
+        let (id, tok) = (message_id.to_string(), claim_token.to_string());
+        Ok(self
+            .db
+            .call_first(move |c| {
+                let n = c.exec(
+                    "UPDATE messages SET status = 'processing', claim_token = ?2, lease_until = ?3, updated_at = ?4,
+                     dead_lettered = 0, last_delivery = ?5
+                     WHERE id = ?1 AND (status = 'queued' OR (status = 'failed' AND dead_lettered = 1)
+                                        OR (status = 'processing' AND lease_until < ?4))",
+                    params![id, tok, lease_until_ms, now_ms, last_delivery],
+                )?;
+                let row: Option<(Message, i64)> = c
+                    .row(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"), [&id], |r| {
+                        Ok((message_row(r)?, r.get(10)?))
+                    })
+                    .optional()?;
+                Ok(match row {
+                    None => Claim::Missing,
+                    Some((m, _)) if n == 1 => Claim::Claimed(m),
+                    Some((m, _)) if m.status == Status::Answered => Claim::Answered,
+                    Some((m, _)) if m.status == Status::Failed => Claim::Failed,
+                    Some((_, lease)) => Claim::Busy { lease_until_ms: lease },
+                })
+            })
+            .await?)
+    }
+
+    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
+        let sql = "UPDATE messages SET lease_until = ?3 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
+        update_held(self, sql, (message_id.to_string(), claim_token.to_string(), lease_until_ms)).await
+    }
+
+    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+        let sql = "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4
+                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
+        update_held(self, sql, (message_id.to_string(), claim_token.to_string(), answer.to_string(), now_ms)).await
+    }
+
+    async fn fail(
+        &self,
+        message_id: &str,
+        claim_token: &str,
+        reason: &str,
+        now_ms: i64,
+        dead_lettered: bool,
+    ) -> Result<bool> {
+        let sql = "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4,
+                     dead_lettered = ?5 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
+        update_held(
+            self,
+            sql,
+            (message_id.to_string(), claim_token.to_string(), reason.to_string(), now_ms, dead_lettered),
+        )
+        .await
+    }
+
+    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+        let sql = "UPDATE messages SET status = 'queued', claim_token = NULL, lease_until = 0, updated_at = ?3
+                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
+        update_held(self, sql, (message_id.to_string(), claim_token.to_string(), now_ms)).await
+    }
+}
