@@ -50,6 +50,7 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
     Ok(found)
 }
 
+/// Observed ids in a stable order (the plan compares these sets sorted anyway).
 fn sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<Val<String>> {
     let mut ids: Vec<&str> = ids.collect();
     ids.sort_unstable();
