@@ -5,18 +5,17 @@
 //! rather than requested twice) and then its tags. The hosted zone of its validation record is
 //! kept in the tag `aira:dns-zone`, so that `down` removes that record without the stack file.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, ValidationMethod};
+use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, CertificateSummary, ValidationMethod};
 use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
-use serde_json::json;
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::{route53, AwsProvider, TAG_DNS_ZONE};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{ErrorKind, Observed, ProviderError, Repair, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -32,21 +31,10 @@ fn every_status() -> Vec<CertificateStatus> {
     vec![S::PendingValidation, S::Issued, S::Inactive, S::Expired, S::ValidationTimedOut, S::Revoked, S::Failed]
 }
 
-fn observed(id: LogicalId, arn: &str, domain: Option<&str>, zone: Option<&str>, status: &str) -> Observed {
-    // aira requests DNS validation only.
-    let mut props = json!({ "domain": domain, "validation": "DNS" });
-    if let Some(zone) = zone {
-        props["zone_id"] = json!(zone);
-    }
-    Observed {
-        id,
-        kind: Kind::Certificate,
-        physical_id: arn.to_string(),
-        props,
-        outputs: BTreeMap::from([("arn".to_string(), json!(arn)), ("status".to_string(), json!(status))]),
-        depends_on: BTreeSet::new(),
-        repair: repair(status),
-    }
+fn observed(id: LogicalId, arn: &str, props: &kind::Certificate, status: &str) -> Observed {
+    let mut o = Observed::of(id, arn, props).output("arn", arn).output("status", status);
+    o.repair = repair(status);
+    o
 }
 
 /// A certificate that is not ISSUED is not adopted as it is: one still PENDING_VALIDATION (a run
@@ -104,18 +92,19 @@ fn cname(name: &str, value: &str) -> Result<ResourceRecordSet> {
         .map_err(|e| ProviderError::new(e.to_string()))
 }
 
+/// Every certificate of the account and region, whatever its status.
+async fn every_certificate(p: &AwsProvider) -> Result<Vec<CertificateSummary>> {
+    let req = p.acm.list_certificates().set_certificate_statuses(Some(every_status()));
+    let pages = sdk::pages("list ACM certificates", req.into_paginator().send()).await?;
+    Ok(pages.iter().flat_map(|p| p.certificate_summary_list().iter().cloned()).collect())
+}
+
 /// Whether a certificate other than `arn` exists for `domain`.
 async fn other_certificates_of(p: &AwsProvider, domain: &str, arn: &str) -> Result<bool> {
-    let mut pages = p.acm.list_certificates().set_certificate_statuses(Some(every_status())).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error("list ACM certificates", e))?;
-        if page.certificate_summary_list().iter().any(|c| {
-            c.certificate_arn() != Some(arn) && c.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(domain))
-        }) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+    Ok(every_certificate(p)
+        .await?
+        .iter()
+        .any(|c| c.certificate_arn() != Some(arn) && c.domain_name().is_some_and(|d| d.eq_ignore_ascii_case(domain))))
 }
 
 /// Deletes a validation CNAME as the zone holds it (a DELETE must match the TTL and value);
@@ -142,13 +131,7 @@ async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what
 impl KindOps for Certificate {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
-        let mut summaries = Vec::new();
-        let mut pages =
-            aws.acm.list_certificates().set_certificate_statuses(Some(every_status())).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk::error("list ACM certificates", e))?;
-            summaries.extend(page.certificate_summary_list().iter().cloned());
-        }
+        let mut summaries = every_certificate(aws).await?;
         summaries.sort_by_key(|c| c.created_at().map(|t| (t.secs(), t.subsec_nanos())));
         let mut found = Vec::new();
         for c in &summaries {
@@ -156,21 +139,25 @@ impl KindOps for Certificate {
             let out = aws.acm.list_tags_for_certificate().certificate_arn(arn).send().await;
             let Some(out) = sdk::found(format!("read tags of certificate {arn}"), GONE, out)? else { continue };
             let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            let zone = out.tags().iter().find(|t| t.key() == TAG_DNS_ZONE).and_then(|t| t.value());
+            let zone_id = out.tags().iter().find(|t| t.key() == TAG_DNS_ZONE).and_then(|t| t.value());
+            let props = kind::Certificate {
+                domain: c.domain_name().unwrap_or_default().to_string(),
+                validation: kind::Validation::Dns,
+                zone_id: zone_id.map(String::from),
+            };
             let status = c.status().map(|s| s.as_str()).unwrap_or_default();
-            found.push(observed(id, arn, c.domain_name(), zone, status));
+            found.push(observed(id, arn, &props, status));
         }
         Ok(found)
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let d = &res.props;
-        let domain = d["domain"].as_str().unwrap_or_default();
-        let zone = d["zone_id"].as_str().unwrap_or_default();
-        let what = format!("create {} `{}` ({domain})", res.kind, res.id);
-        let tags = sdk::tag_list(scope, &res.id, &[(TAG_DNS_ZONE, zone)]);
-        let req = aws.acm.request_certificate().domain_name(domain).validation_method(ValidationMethod::Dns);
+        let p: kind::Certificate = res.props()?;
+        let what = format!("create {} `{}` ({})", res.kind, res.id, p.domain);
+        let zone = p.zone_id.as_deref().map(|z| (TAG_DNS_ZONE, z));
+        let tags = sdk::tag_list(scope, &res.id, zone.as_slice());
+        let req = aws.acm.request_certificate().domain_name(&p.domain).validation_method(ValidationMethod::Dns);
         let out = call!(what, req.set_tags(Some(tags)).send());
         let arn = out.certificate_arn().unwrap_or_default().to_string();
         if arn.is_empty() {
@@ -204,9 +191,9 @@ impl KindOps for Certificate {
             Some(domain) => other_certificates_of(aws, domain, arn).await?,
             None => false,
         };
-        if let (Some(zone), false) = (current.props["zone_id"].as_str(), shared) {
+        if let (Some(zone), false) = (current.props::<kind::Certificate>()?.zone_id, shared) {
             for (name, value) in validation_records(&cert) {
-                delete_cname(aws, zone, &name, &value, &what).await?;
+                delete_cname(aws, &zone, &name, &value, &what).await?;
             }
         }
         let busy = sdk::Busy {
@@ -226,9 +213,8 @@ impl KindOps for Certificate {
 /// after a request, and again for a certificate a run left PENDING_VALIDATION.
 async fn validate(cx: &Cx<'_>, res: &Resolved, arn: &str, what: &str) -> Result<Observed> {
     let Cx { aws, scope, progress } = *cx;
-    let d = &res.props;
-    let domain = d["domain"].as_str().unwrap_or_default();
-    let zone = d["zone_id"].as_str().unwrap_or_default();
+    let p: kind::Certificate = res.props()?;
+    let (domain, zone) = (p.domain.as_str(), p.zone_id.as_deref().unwrap_or_default());
     // The validation record appears a few seconds after the request.
     let preparing = format!("ACM preparing the DNS validation record of {domain} ({arn})");
     let first = Scope { wait: scope.wait.min(Duration::from_secs(300)), ..scope.clone() };
@@ -273,5 +259,5 @@ async fn validate(cx: &Cx<'_>, res: &Resolved, arn: &str, what: &str) -> Result<
         }
         e
     })?;
-    Ok(observed(res.id.clone(), arn, Some(domain), Some(zone), CertificateStatus::Issued.as_str()))
+    Ok(observed(res.id.clone(), arn, &p, CertificateStatus::Issued.as_str()))
 }

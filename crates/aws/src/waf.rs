@@ -42,7 +42,7 @@
 //! resource outside the stack is not let go of (aira does not touch what is not the stack's), so
 //! its delete fails at `--timeout` with AWS's error, naming the web ACL.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_wafv2::error::BuildError;
@@ -54,11 +54,12 @@ use aws_sdk_wafv2::types::{
     VisibilityConfig, WebAcl as Acl,
 };
 use aws_sdk_wafv2::Client;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, Val, Verdict};
 use aira_engine::provider::{ErrorKind, Observed, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -88,10 +89,6 @@ const DELETING: sdk::Busy = sdk::Busy {
     waits_for: "AWS WAF to see the web ACL let go of the load balancer, with a fresh lock token",
     gone: GONE,
 };
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_default()
-}
 
 fn output<'a>(o: &'a Observed, key: &str) -> &'a str {
     o.outputs.get(key).and_then(Value::as_str).unwrap_or_default()
@@ -185,16 +182,13 @@ async fn disassociate(waf: &Client, lb: &str, what: &str) -> Result<()> {
 }
 
 /// A metric name with metrics and sampled requests on (what aira writes), or every setting.
-fn visibility_props(v: Option<&VisibilityConfig>) -> Value {
-    match v {
-        Some(v) if v.sampled_requests_enabled() && v.cloud_watch_metrics_enabled() => json!(v.metric_name()),
-        Some(v) => json!({
-            "name": v.metric_name(),
-            "cloudwatch_metrics": v.cloud_watch_metrics_enabled(),
-            "sampled_requests": v.sampled_requests_enabled(),
-        }),
-        None => Value::Null,
-    }
+fn metric_props(v: Option<&VisibilityConfig>) -> Option<kind::Metric> {
+    v.map(|v| match (v.sampled_requests_enabled(), v.cloud_watch_metrics_enabled()) {
+        (true, true) => kind::Metric::Name(v.metric_name().to_string()),
+        (sampled_requests, cloudwatch_metrics) => {
+            kind::Metric::Settings { name: v.metric_name().to_string(), cloudwatch_metrics, sampled_requests }
+        }
+    })
 }
 
 /// The URI path prefix of a scope-down statement written as aira writes it (a byte match,
@@ -207,76 +201,68 @@ fn path_prefix(statement: &Statement) -> Option<String> {
     (on_path && plain && starts).then(|| String::from_utf8_lossy(m.search_string().as_ref()).into_owned())
 }
 
-fn response_props(c: &CustomResponse) -> Value {
-    let headers: Map<String, Value> =
-        c.response_headers().iter().map(|h| (h.name().to_string(), Value::from(h.value()))).collect();
-    json!({ "status": c.response_code(), "body": c.custom_response_body_key(), "headers": headers })
+fn response_props(c: &CustomResponse) -> kind::Response {
+    kind::Response {
+        status: c.response_code(),
+        body: c.custom_response_body_key().map(String::from),
+        headers: c.response_headers().iter().map(|h| (h.name(), h.value().to_string())).collect(),
+    }
 }
 
 /// A rule in the normal form of `expand/waf.rs`; what aira does not write shows as a difference.
-fn rule_props(r: &Rule) -> Value {
-    let mut v = json!({ "priority": r.priority(), "metric": visibility_props(r.visibility_config()) });
-    match r.statement().and_then(|s| s.rate_based_statement()) {
-        Some(rate) => {
-            v["limit"] = json!(rate.limit());
-            v["window"] = json!(rate.evaluation_window_sec());
-            v["key"] = json!(rate.aggregate_key_type().as_str());
-            if let Some(down) = rate.scope_down_statement() {
-                v["path_prefix"] = json!(path_prefix(down).unwrap_or_else(|| "(another statement)".into()));
-            }
-        }
-        None => v["statement"] = json!("(not a rate-based statement)"),
-    }
+fn rule_props(r: &Rule) -> kind::Rule {
     let action = r.action();
-    v["action"] = json!(match action {
-        Some(a) if a.block().is_some() => "block",
-        Some(a) if a.allow().is_some() => "allow",
-        Some(a) if a.count().is_some() => "count",
-        Some(a) if a.captcha().is_some() => "captcha",
-        Some(a) if a.challenge().is_some() => "challenge",
-        _ => "(none)",
-    });
-    v["response"] =
-        action.and_then(|a| a.block()).and_then(|b| b.custom_response()).map(response_props).unwrap_or(Value::Null);
-    v
+    let rate = r.statement().and_then(|s| s.rate_based_statement());
+    let down = rate.and_then(|rate| rate.scope_down_statement());
+    kind::Rule {
+        priority: r.priority(),
+        limit: rate.map(|rate| rate.limit()),
+        window: rate.map(|rate| rate.evaluation_window_sec()),
+        key: rate.map(|rate| rate.aggregate_key_type().as_str().to_string()),
+        metric: metric_props(r.visibility_config()),
+        action: match action {
+            Some(a) if a.block().is_some() => Verdict::Block,
+            Some(a) if a.allow().is_some() => Verdict::Allow,
+            Some(a) if a.count().is_some() => Verdict::Count,
+            Some(a) if a.captcha().is_some() => Verdict::Captcha,
+            Some(a) if a.challenge().is_some() => Verdict::Challenge,
+            _ => Verdict::Unset,
+        },
+        response: action.and_then(|a| a.block()).and_then(|b| b.custom_response()).map(response_props),
+        path_prefix: down.map(|down| path_prefix(down).unwrap_or_else(|| "(another statement)".into())),
+        statement: rate.is_none().then(|| "(not a rate-based statement)".into()),
+    }
 }
 
 /// The web ACL in the normal form of `expand/waf.rs`.
 fn observed(id: LogicalId, acl: &Acl, load_balancer: Option<&str>) -> Observed {
-    let rules: Map<String, Value> = acl.rules().iter().map(|r| (r.name().to_string(), rule_props(r))).collect();
-    let responses: Map<String, Value> = acl
-        .custom_response_bodies()
-        .into_iter()
-        .flatten()
-        .map(|(key, b)| (key.clone(), json!({ "content_type": b.content_type().as_str(), "content": b.content() })))
-        .collect();
-    let default_action = match acl.default_action() {
-        Some(d) if d.allow().is_some() => json!("allow"),
-        Some(d) if d.block().is_some() => json!("block"),
-        _ => Value::Null,
+    // Sorted: AWS answers the bodies as a map, in no order.
+    let mut responses: Vec<(&String, &CustomResponseBody)> =
+        acl.custom_response_bodies().into_iter().flatten().collect();
+    responses.sort_by_key(|(key, _)| *key);
+    let props = kind::WebAcl {
+        name: acl.name().to_string(),
+        description: acl.description().unwrap_or_default().to_string(),
+        load_balancer: load_balancer.map(Val::from),
+        default_action: match acl.default_action() {
+            Some(d) if d.allow().is_some() => Some(Verdict::Allow),
+            Some(d) if d.block().is_some() => Some(Verdict::Block),
+            _ => None,
+        },
+        metric: metric_props(acl.visibility_config()),
+        rules: acl.rules().iter().map(|r| (r.name(), rule_props(r))).collect(),
+        responses: responses
+            .into_iter()
+            .map(|(key, b)| {
+                let body = kind::ResponseBody {
+                    content_type: b.content_type().as_str().to_string(),
+                    content: b.content().to_string(),
+                };
+                (key.as_str(), body)
+            })
+            .collect(),
     };
-    let props = json!({
-        "name": acl.name(),
-        "description": acl.description().unwrap_or_default(),
-        "load_balancer": load_balancer,
-        "default_action": default_action,
-        "metric": visibility_props(acl.visibility_config()),
-        "rules": rules,
-        "responses": responses,
-    });
-    Observed {
-        id,
-        kind: Kind::WebAcl,
-        physical_id: acl.arn().to_string(),
-        props,
-        outputs: BTreeMap::from([
-            ("arn".to_string(), Value::from(acl.arn())),
-            ("id".to_string(), Value::from(acl.id())),
-            ("name".to_string(), Value::from(acl.name())),
-        ]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }
+    Observed::of(id, acl.arn(), &props).output("arn", acl.arn()).output("id", acl.id()).output("name", acl.name())
 }
 
 /// What CreateWebACL and UpdateWebACL both send: every setting but the name.
@@ -288,22 +274,29 @@ struct Settings {
     bodies: HashMap<String, CustomResponseBody>,
 }
 
-fn visibility(metric: &Value) -> std::result::Result<VisibilityConfig, BuildError> {
+fn visibility(metric: Option<&kind::Metric>) -> std::result::Result<VisibilityConfig, BuildError> {
+    let (name, cloudwatch, sampled) = match metric {
+        Some(kind::Metric::Name(name)) => (name.as_str(), true, true),
+        Some(kind::Metric::Settings { name, cloudwatch_metrics, sampled_requests }) => {
+            (name.as_str(), *cloudwatch_metrics, *sampled_requests)
+        }
+        None => ("", true, true),
+    };
     VisibilityConfig::builder()
-        .sampled_requests_enabled(true)
-        .cloud_watch_metrics_enabled(true)
-        .metric_name(metric.as_str().unwrap_or_default())
+        .sampled_requests_enabled(sampled)
+        .cloud_watch_metrics_enabled(cloudwatch)
+        .metric_name(name)
         .build()
 }
 
 /// A rate-based rule that blocks with the custom response: over every request, or (with
 /// `path_prefix`) over those whose URI path starts with it.
-fn rule(name: &str, v: &Value) -> std::result::Result<Rule, BuildError> {
+fn rule(name: &str, r: &kind::Rule) -> std::result::Result<Rule, BuildError> {
     let mut rate = RateBasedStatement::builder()
-        .limit(v["limit"].as_i64().unwrap_or_default())
-        .evaluation_window_sec(v["window"].as_i64().unwrap_or(300))
-        .aggregate_key_type(RateBasedStatementAggregateKeyType::from(s(v, "key")));
-    if let Some(prefix) = v["path_prefix"].as_str() {
+        .limit(r.limit.unwrap_or_default())
+        .evaluation_window_sec(r.window.unwrap_or(300))
+        .aggregate_key_type(RateBasedStatementAggregateKeyType::from(r.key.as_deref().unwrap_or_default()));
+    if let Some(prefix) = &r.path_prefix {
         let on_path = ByteMatchStatement::builder()
             .search_string(Blob::new(prefix.as_bytes()))
             .field_to_match(FieldToMatch::builder().uri_path(UriPath::builder().build()).build())
@@ -314,48 +307,42 @@ fn rule(name: &str, v: &Value) -> std::result::Result<Rule, BuildError> {
             .build()?;
         rate = rate.scope_down_statement(Statement::builder().byte_match_statement(on_path).build());
     }
-    let r = &v["response"];
-    let mut response = CustomResponse::builder()
-        .response_code(r["status"].as_i64().unwrap_or(429) as i32)
-        .set_custom_response_body_key(r["body"].as_str().map(String::from));
-    for (header, value) in r["headers"].as_object().into_iter().flatten() {
-        let value = value.as_str().unwrap_or_default();
-        response = response.response_headers(CustomHttpHeader::builder().name(header).value(value).build()?);
+    let mut response = CustomResponse::builder().response_code(429);
+    if let Some(r) = &r.response {
+        response = response.response_code(r.status).set_custom_response_body_key(r.body.clone());
+        for (header, value) in r.headers.iter() {
+            response = response.response_headers(CustomHttpHeader::builder().name(header).value(value).build()?);
+        }
     }
     Rule::builder()
         .name(name)
-        .priority(v["priority"].as_i64().unwrap_or_default() as i32)
+        .priority(r.priority)
         .statement(Statement::builder().rate_based_statement(rate.build()?).build())
         .action(RuleAction::builder().block(BlockAction::builder().custom_response(response.build()?).build()).build())
-        .visibility_config(visibility(&v["metric"])?)
+        .visibility_config(visibility(r.metric.as_ref())?)
         .build()
 }
 
 impl Settings {
-    fn of(v: &Value) -> std::result::Result<Settings, BuildError> {
-        let default_action = match s(v, "default_action") {
-            "block" => DefaultAction::builder().block(BlockAction::builder().build()).build(),
+    fn of(p: &kind::WebAcl) -> std::result::Result<Settings, BuildError> {
+        let default_action = match p.default_action {
+            Some(Verdict::Block) => DefaultAction::builder().block(BlockAction::builder().build()).build(),
             _ => DefaultAction::builder().allow(AllowAction::builder().build()).build(),
         };
-        let rules: Vec<Rule> = v["rules"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(name, r)| rule(name, r))
-            .collect::<std::result::Result<_, _>>()?;
+        let rules: Vec<Rule> = p.rules.iter().map(|(name, r)| rule(name, r)).collect::<std::result::Result<_, _>>()?;
         let mut bodies = HashMap::new();
-        for (key, b) in v["responses"].as_object().into_iter().flatten() {
+        for (key, b) in p.responses.iter() {
             let body = CustomResponseBody::builder()
-                .content_type(ResponseContentType::from(s(b, "content_type")))
-                .content(s(b, "content"))
+                .content_type(ResponseContentType::from(b.content_type.as_str()))
+                .content(&b.content)
                 .build()?;
-            bodies.insert(key.clone(), body);
+            bodies.insert(key.to_string(), body);
         }
         Ok(Settings {
-            description: Some(s(v, "description").to_string()).filter(|d| !d.is_empty()),
+            description: Some(p.description.clone()).filter(|d| !d.is_empty()),
             default_action,
             rules,
-            visibility: visibility(&v["metric"])?,
+            visibility: visibility(p.metric.as_ref())?,
             bodies,
         })
     }
@@ -366,12 +353,8 @@ fn built(what: &str, e: BuildError) -> ProviderError {
 }
 
 /// Every property but the association: what UpdateWebACL changes.
-fn settings_of(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("load_balancer");
-    }
-    v
+fn settings_of(p: &kind::WebAcl) -> kind::WebAcl {
+    kind::WebAcl { load_balancer: None, ..p.clone() }
 }
 
 #[async_trait]
@@ -395,10 +378,10 @@ impl KindOps for WebAcl {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let (waf, d) = (&aws.waf, &res.props);
-        let name = s(d, "name");
+        let (waf, p) = (&aws.waf, res.props::<kind::WebAcl>()?);
+        let name = p.name.as_str();
         let what = format!("create {} `{}` ({name})", res.kind, res.id);
-        let set = Settings::of(d).map_err(|e| built(&what, e))?;
+        let set = Settings::of(&p).map_err(|e| built(&what, e))?;
         let answer = call!(
             what,
             waf.create_web_acl()
@@ -416,7 +399,7 @@ impl KindOps for WebAcl {
         let (Some(arn), Some(aws_id)) = (summary.and_then(|s| s.arn()), summary.and_then(|s| s.id())) else {
             return Err(ProviderError::new(format!("{what}: AWS returned no web ACL")));
         };
-        let lb = d["load_balancer"].as_str();
+        let lb = p.load_balancer.as_ref().map(Val::as_str);
         if let Some(lb) = lb {
             associate(cx, &res.id, arn, lb, &what).await?;
         }
@@ -425,11 +408,12 @@ impl KindOps for WebAcl {
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (waf, want, have) = (&aws.waf, &res.props, &current.props);
+        let waf = &aws.waf;
+        let (want, have): (kind::WebAcl, kind::WebAcl) = (res.props()?, current.props()?);
         let (name, aws_id, arn) = (output(current, "name"), output(current, "id"), current.physical_id.as_str());
         let what = format!("update {} `{}` ({name})", res.kind, res.id);
-        if settings_of(want) != settings_of(have) {
-            let set = &Settings::of(want).map_err(|e| built(&what, e))?;
+        if settings_of(&want) != settings_of(&have) {
+            let set = &Settings::of(&want).map_err(|e| built(&what, e))?;
             let write = || async move {
                 let Some((_, token)) = get(waf, name, aws_id).await? else {
                     return Err(ProviderError::coded(ErrorKind::NotFound, None, format!("web ACL {name} is gone")));
@@ -450,7 +434,7 @@ impl KindOps for WebAcl {
             };
             sdk::retry_busy(scope, progress, &res.id, &what, &STALE, write).await?;
         }
-        let (to, from) = (want["load_balancer"].as_str(), have["load_balancer"].as_str());
+        let (to, from) = (want.load_balancer.as_ref().map(Val::as_str), have.load_balancer.as_ref().map(Val::as_str));
         if to != from {
             if let Some(from) = from {
                 disassociate(waf, from, &what).await?;
@@ -468,8 +452,8 @@ impl KindOps for WebAcl {
         let (name, aws_id) = (output(current, "name"), output(current, "id"));
         let what = format!("delete {} `{}` ({name})", current.kind, current.id);
         // Deleting a web ACL still associated is refused (WAFAssociatedItemException).
-        if let Some(lb) = current.props["load_balancer"].as_str() {
-            disassociate(waf, lb, &what).await?;
+        if let Some(lb) = current.props::<kind::WebAcl>()?.load_balancer {
+            disassociate(waf, lb.as_str(), &what).await?;
         }
         let delete = || async move {
             let Some((_, token)) = get(waf, name, aws_id).await? else { return Ok(None) };
@@ -483,29 +467,32 @@ impl KindOps for WebAcl {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use aira_engine::expand::{expand, Image};
-    use aira_engine::graph::resolve;
+    use aira_engine::graph::{resolve, Kind, Props};
     use aira_engine::provider::Facts;
 
     const LB: &str = "arn:aws:elasticloadbalancing:us-east-1:000000000000:loadbalancer/app/shop/0123456789abcdef";
 
     /// The web ACL `expand` makes of a stack, its load balancer's ARN filled in.
-    fn desired(waf: &str) -> Value {
+    fn desired(waf: &str) -> kind::WebAcl {
         let text = format!(
             "stack: shop\nregion: us-east-1\nservices:\n  api: {{ role: api, cpu: 256, memory: 512, port: 8080, public: true }}\n{waf}"
         );
         let stack = aira_engine::stack::parse("shop.yaml", &text).unwrap().stack;
         let graph = expand(&stack, &Facts::offline(&stack), &Image::Reference("r@sha256:00".into())).unwrap();
         let acl = graph.resources.iter().find(|r| r.kind == Kind::WebAcl).unwrap();
-        resolve(&acl.props, &|id, out| (id.0 == "lb" && out == "arn").then(|| json!(LB))).unwrap()
+        let props = resolve(&acl.props, &|id, out| (id.0 == "lb" && out == "arn").then(|| Value::from(LB))).unwrap();
+        kind::WebAcl::from_value(&props).unwrap()
     }
 
     /// What GetWebACL would answer for a web ACL created from `props`.
-    fn as_created(props: &Value) -> Acl {
+    fn as_created(props: &kind::WebAcl) -> Acl {
         let set = Settings::of(props).unwrap();
         Acl::builder()
-            .name(s(props, "name"))
+            .name(&props.name)
             .id("0c0ffee0-0000-4000-8000-000000000000")
             .arn("arn:aws:wafv2:us-east-1:000000000000:regional/webacl/shop-waf/0c0ffee0-0000-4000-8000-000000000000")
             .set_description(set.description)
@@ -522,7 +509,8 @@ mod tests {
         for waf in ["", "waf: { requests: 1500, auth_requests: 40, window: 10m }\n"] {
             let props = desired(waf);
             let got = observed("waf".into(), &as_created(&props), Some(LB));
-            assert_eq!(got.props, props, "{waf:?}");
+            // The same JSON, its keys in the same order.
+            assert_eq!(got.props.to_string(), props.to_value().to_string(), "{waf:?}");
             assert_eq!(got.outputs["name"], "shop-waf");
         }
     }
@@ -549,14 +537,19 @@ mod tests {
     fn a_rule_aira_did_not_write_shows_as_a_difference() {
         let props = desired("");
         let mut acl = as_created(&props);
-        // Someone switched the account routes' rule to count only.
+        // Someone switched the account routes' rule to count only, and made the other one match
+        // something else than a rate.
         let rules = acl.rules.as_mut().unwrap();
         let auth = rules.iter_mut().find(|r| r.name == "auth-per-address").unwrap();
         auth.action = Some(RuleAction::builder().count(aws_sdk_wafv2::types::CountAction::builder().build()).build());
-        let got = observed("waf".into(), &acl, None);
-        assert_eq!(got.props["rules"]["auth-per-address"]["action"], "count");
-        assert_eq!(got.props["rules"]["auth-per-address"]["response"], Value::Null);
-        assert_eq!(got.props["load_balancer"], Value::Null);
-        assert_ne!(settings_of(&got.props), settings_of(&props));
+        let all = rules.iter_mut().find(|r| r.name == "requests-per-address").unwrap();
+        let geo = aws_sdk_wafv2::types::GeoMatchStatement::builder().build();
+        all.statement = Some(Statement::builder().geo_match_statement(geo).build());
+        let got: kind::WebAcl = observed("waf".into(), &acl, None).props().unwrap();
+        let (auth, all) = (got.rules.get("auth-per-address").unwrap(), got.rules.get("requests-per-address").unwrap());
+        assert_eq!((auth.action, &auth.response), (Verdict::Count, &None));
+        assert_eq!((all.statement.as_deref(), all.limit), (Some("(not a rate-based statement)"), None));
+        assert_eq!(got.load_balancer, None);
+        assert_ne!(settings_of(&got), settings_of(&props));
     }
 }

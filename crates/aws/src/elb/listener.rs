@@ -6,13 +6,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, Certificate, ProtocolEnum, RedirectActionConfig, RedirectActionStatusCodeEnum,
 };
 use aws_sdk_elasticloadbalancingv2::Client;
-use serde_json::{json, Value};
 
-use super::{created, int, observed, ours, reread, s, Result, GONE};
+use super::{created, observed, ours, reread, Result, GONE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Resolved, Scope};
+use aira_engine::kind::{self, Val};
+use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
 
 /// A certificate just issued can take a moment to be usable by the load balancer.
 const CERTIFICATE: sdk::Busy =
@@ -21,19 +20,14 @@ const CERTIFICATE: sdk::Busy =
 /// Port, protocol, action, TLS policy and certificate, on either request (the two builders have
 /// the same fields but are different types).
 macro_rules! settings {
-    ($req:expr, $d:expr) => {{
-        let d = $d;
-        let mut req = $req
-            .port(int(d, "port"))
-            .protocol(ProtocolEnum::from(s(d, "protocol")))
-            .default_actions(action(&d["default_action"]));
-        if let Some(policy) = d["ssl_policy"].as_str() {
-            req = req.ssl_policy(policy);
-        }
-        if let Some(cert) = d["certificate"].as_str() {
-            req = req.certificates(Certificate::builder().certificate_arn(cert).build());
-        }
-        req
+    ($req:expr, $p:expr) => {{
+        let p: &kind::Listener = $p;
+        let cert = p.certificate.as_ref().map(|c| Certificate::builder().certificate_arn(c.as_str()).build());
+        $req.port(p.port)
+            .protocol(ProtocolEnum::from(p.protocol.as_str()))
+            .default_actions(action(&p.default_action))
+            .set_ssl_policy(p.ssl_policy.clone())
+            .set_certificates(cert.map(|c| vec![c]))
     }};
 }
 
@@ -41,77 +35,80 @@ pub struct Listener;
 
 /// The stack's listeners of one load balancer (or the one listener `arn`).
 async fn find(elb: &Client, scope: &Scope, lb: &str, arn: Option<&str>) -> Result<Vec<Observed>> {
-    let mut listeners = Vec::new();
     let req = match arn {
         Some(a) => elb.describe_listeners().listener_arns(a),
         None => elb.describe_listeners().load_balancer_arn(lb),
     };
-    let mut pages = req.into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let Some(page) = sdk::found(format!("describe listeners of {lb}"), GONE, page)? else { break };
-        listeners.extend(page.listeners().iter().cloned());
-    }
+    let listeners: Vec<_> = match sdk::pages(format!("describe listeners of {lb}"), req.into_paginator().send()).await {
+        // The load balancer, or the one listener asked for, is gone.
+        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
+        pages => pages?.iter().flat_map(|p| p.listeners().iter().cloned()).collect(),
+    };
     let arns: Vec<String> = listeners.iter().filter_map(|l| l.listener_arn().map(String::from)).collect();
     let tags = ours(elb, scope, &arns).await?;
     let mut found = Vec::new();
     for l in &listeners {
         let Some((arn, (id, _))) = l.listener_arn().and_then(|a| Some((a, tags.get(a)?))) else { continue };
-        let mut props = json!({
-            "load_balancer": l.load_balancer_arn(),
-            "port": l.port(),
-            "protocol": l.protocol().map(|p| p.as_str()),
-        });
         // TLS settings mean something on a TLS listener only (some endpoints report a default
         // policy on plain HTTP ones too).
-        if matches!(l.protocol(), Some(ProtocolEnum::Https | ProtocolEnum::Tls)) {
-            if let Some(policy) = l.ssl_policy() {
-                props["ssl_policy"] = json!(policy);
-            }
-            if let Some(cert) = l.certificates().iter().find_map(|c| c.certificate_arn()) {
-                props["certificate"] = json!(cert);
-            }
-        }
-        props["default_action"] = l.default_actions().first().map(action_props).unwrap_or(Value::Null);
-        found.push(observed(id.clone(), Kind::Listener, arn, props, &[]));
+        let tls = matches!(l.protocol(), Some(ProtocolEnum::Https | ProtocolEnum::Tls));
+        let props = kind::Listener {
+            load_balancer: l.load_balancer_arn().unwrap_or_default().into(),
+            port: l.port().unwrap_or_default(),
+            protocol: l.protocol().map(|p| p.as_str()).unwrap_or_default().to_string(),
+            ssl_policy: l.ssl_policy().filter(|_| tls).map(String::from),
+            certificate: l.certificates().iter().find_map(|c| c.certificate_arn()).filter(|_| tls).map(Val::from),
+            default_action: l
+                .default_actions()
+                .first()
+                .map(action_props)
+                .unwrap_or_else(|| kind::Action::Other { kind: "(none)".into() }),
+        };
+        found.push(observed(id.clone(), arn, &props, &[]));
     }
     found.sort_by(|a, b| a.physical_id.cmp(&b.physical_id));
     Ok(found)
 }
 
-fn action_props(a: &Action) -> Value {
+fn action_props(a: &Action) -> kind::Action {
+    let text = |v: Option<&str>| v.unwrap_or_default().to_string();
     match a.r#type() {
         Some(ActionTypeEnum::Redirect) => {
             let r = a.redirect_config();
-            json!({
-                "type": "redirect",
-                "protocol": r.and_then(|r| r.protocol()),
-                "port": r.and_then(|r| r.port()),
-                "status": r.and_then(|r| r.status_code()).map(|c| c.as_str()),
-            })
+            kind::Action::Redirect {
+                protocol: text(r.and_then(|r| r.protocol())),
+                port: text(r.and_then(|r| r.port())),
+                status: text(r.and_then(|r| r.status_code()).map(|c| c.as_str())),
+            }
         }
         Some(ActionTypeEnum::Forward) => {
             let tg = a.target_group_arn().or_else(|| {
                 a.forward_config().and_then(|f| f.target_groups().first()).and_then(|t| t.target_group_arn())
             });
-            json!({ "type": "forward", "target_group": tg })
+            kind::Action::Forward { target_group: text(tg).into() }
         }
-        other => json!({ "type": other.map(|t| t.as_str().to_string()) }),
+        other => kind::Action::Other { kind: text(other.map(|t| t.as_str())) },
     }
 }
 
-fn action(v: &Value) -> Action {
-    match s(v, "type") {
-        "redirect" => Action::builder()
+fn action(a: &kind::Action) -> Action {
+    match a {
+        kind::Action::Redirect { protocol, port, status } => Action::builder()
             .r#type(ActionTypeEnum::Redirect)
             .redirect_config(
                 RedirectActionConfig::builder()
-                    .protocol(s(v, "protocol"))
-                    .port(s(v, "port"))
-                    .status_code(RedirectActionStatusCodeEnum::from(s(v, "status")))
+                    .protocol(protocol)
+                    .port(port)
+                    .status_code(RedirectActionStatusCodeEnum::from(status.as_str()))
                     .build(),
             )
             .build(),
-        _ => Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(s(v, "target_group")).build(),
+        kind::Action::Forward { target_group } => {
+            Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(target_group.as_str()).build()
+        }
+        // Observed only (expand writes none): its type alone, which AWS refuses without the
+        // settings aira does not know.
+        kind::Action::Other { kind } => Action::builder().r#type(ActionTypeEnum::from(kind.as_str())).build(),
     }
 }
 
@@ -128,26 +125,26 @@ impl KindOps for Listener {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (elb, d) = (&aws.elb, &res.props);
+        let (elb, p) = (&aws.elb, &res.props::<kind::Listener>()?);
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = sdk::retry_busy(scope, progress, &res.id, &what, &CERTIFICATE, || {
-            let req = elb.create_listener().load_balancer_arn(s(d, "load_balancer"));
-            settings!(req, d).set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send()
+            let req = elb.create_listener().load_balancer_arn(p.load_balancer.as_str());
+            settings!(req, p).set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send()
         })
         .await?;
         let arn = created(out.as_ref().and_then(|o| o.listeners().first()).and_then(|l| l.listener_arn()), &what)?;
-        reread(find(elb, scope, s(d, "load_balancer"), Some(&arn)).await?, &arn, &what)
+        reread(find(elb, scope, p.load_balancer.as_str(), Some(&arn)).await?, &arn, &what)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (elb, d, arn) = (&aws.elb, &res.props, current.physical_id.as_str());
+        let (elb, p, arn) = (&aws.elb, &res.props::<kind::Listener>()?, current.physical_id.as_str());
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
         sdk::retry_busy(scope, progress, &res.id, &what, &CERTIFICATE, || {
-            settings!(elb.modify_listener().listener_arn(arn), d).send()
+            settings!(elb.modify_listener().listener_arn(arn), p).send()
         })
         .await?;
-        reread(find(elb, scope, s(d, "load_balancer"), Some(arn)).await?, arn, &what)
+        reread(find(elb, scope, p.load_balancer.as_str(), Some(arn)).await?, arn, &what)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {

@@ -6,55 +6,62 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{IpAddressType, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, Tag};
 use aws_sdk_elasticloadbalancingv2::Client;
-use serde_json::json;
+use serde_json::Value;
 
-use super::{arn_resource, created, observed, ours, reread, s, strs, Result, GONE};
+use super::{arn_resource, created, observed, ours, reread, Result, GONE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::TAG_DNS_ZONE;
-use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Resolved, Scope};
+use aira_engine::kind::{self, Val};
+use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
 
 pub struct LoadBalancer;
 
 /// The stack's load balancers (or the one `arn`), oldest first.
 pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Result<Vec<Observed>> {
-    let mut lbs = Vec::new();
-    let mut pages =
-        elb.describe_load_balancers().set_load_balancer_arns(arn.map(|a| vec![a.to_string()])).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let Some(page) = sdk::found("describe load balancers", GONE, page)? else { break };
-        lbs.extend(page.load_balancers().iter().cloned());
-    }
+    let req = elb.describe_load_balancers().set_load_balancer_arns(arn.map(|a| vec![a.to_string()]));
+    let mut lbs: Vec<_> = match sdk::pages("describe load balancers", req.into_paginator().send()).await {
+        // The one asked for is gone.
+        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
+        pages => pages?.iter().flat_map(|p| p.load_balancers().iter().cloned()).collect(),
+    };
     lbs.sort_by_key(|lb| lb.created_time().map(|t| (t.secs(), t.subsec_nanos())));
     let arns: Vec<String> = lbs.iter().filter_map(|lb| lb.load_balancer_arn().map(String::from)).collect();
     let tags = ours(elb, scope, &arns).await?;
     let mut found = Vec::new();
     for lb in &lbs {
         let Some((arn, (id, tags))) = lb.load_balancer_arn().and_then(|a| Some((a, tags.get(a)?))) else { continue };
-        let mut subnets: Vec<&str> = lb.availability_zones().iter().filter_map(|z| z.subnet_id()).collect();
-        subnets.sort();
-        let mut groups: Vec<&str> = lb.security_groups().iter().map(String::as_str).collect();
-        groups.sort();
-        let mut props = json!({
-            "name": lb.load_balancer_name(),
-            "scheme": lb.scheme().map(|s| s.as_str()),
-            "ip_address_type": lb.ip_address_type().map(|t| t.as_str()),
-            "subnets": subnets,
-            "security_groups": groups,
-        });
-        if let Some(zone) = tags.get(TAG_DNS_ZONE) {
-            props["dns_zone"] = json!(zone);
-        }
+        let props = kind::LoadBalancer {
+            name: lb.load_balancer_name().unwrap_or_default().to_string(),
+            scheme: lb.scheme().map(|s| s.as_str()).unwrap_or_default().to_string(),
+            ip_address_type: lb.ip_address_type().map(|t| t.as_str()).unwrap_or_default().to_string(),
+            subnets: sorted(lb.availability_zones().iter().filter_map(|z| z.subnet_id())),
+            security_groups: sorted(lb.security_groups().iter().map(String::as_str)),
+            dns_zone: tags.get(TAG_DNS_ZONE).cloned(),
+        };
         let suffix = arn_resource(arn).trim_start_matches("loadbalancer/");
         let outputs = [
-            ("dns_name", json!(lb.dns_name())),
-            ("zone_id", json!(lb.canonical_hosted_zone_id())),
-            ("arn_suffix", json!(suffix)),
+            ("dns_name", Value::from(lb.dns_name())),
+            ("zone_id", Value::from(lb.canonical_hosted_zone_id())),
+            ("arn_suffix", Value::from(suffix)),
         ];
-        found.push(observed(id.clone(), Kind::LoadBalancer, arn, props, &outputs));
+        found.push(observed(id.clone(), arn, &props, &outputs));
     }
     Ok(found)
+}
+
+/// Observed ids in a stable order (the plan compares these sets sorted anyway).
+fn sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<Val<String>> {
+    let mut ids: Vec<&str> = ids.collect();
+    ids.sort_unstable();
+    ids.into_iter().map(Val::from).collect()
+}
+
+/// Resolved ids, sorted: the sets as AWS compares them.
+fn ids(v: &[Val<String>]) -> Vec<String> {
+    let mut ids: Vec<String> = v.iter().map(|i| i.get().clone()).collect();
+    ids.sort_unstable();
+    ids
 }
 
 #[async_trait]
@@ -66,19 +73,19 @@ impl KindOps for LoadBalancer {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let d = &res.props;
+        let p: kind::LoadBalancer = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let zone = d["dns_zone"].as_str().map(|z| (TAG_DNS_ZONE, z));
+        let zone = p.dns_zone.as_deref().map(|z| (TAG_DNS_ZONE, z));
         let out = call!(
             what,
             aws.elb
                 .create_load_balancer()
-                .name(s(d, "name"))
+                .name(&p.name)
                 .r#type(LoadBalancerTypeEnum::Application)
-                .scheme(LoadBalancerSchemeEnum::from(s(d, "scheme")))
-                .ip_address_type(IpAddressType::from(d["ip_address_type"].as_str().unwrap_or("ipv4")))
-                .set_subnets(Some(strs(d, "subnets")))
-                .set_security_groups(Some(strs(d, "security_groups")))
+                .scheme(LoadBalancerSchemeEnum::from(p.scheme.as_str()))
+                .ip_address_type(IpAddressType::from(p.ip_address_type.as_str()))
+                .set_subnets(Some(ids(&p.subnets)))
+                .set_security_groups(Some(ids(&p.security_groups)))
                 .set_tags(Some(sdk::tag_list(scope, &res.id, zone.as_slice())))
                 .send()
         );
@@ -88,22 +95,23 @@ impl KindOps for LoadBalancer {
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let (elb, want, have, arn) = (&aws.elb, &res.props, &current.props, current.physical_id.as_str());
+        let (elb, arn) = (&aws.elb, current.physical_id.as_str());
+        let (want, have): (kind::LoadBalancer, kind::LoadBalancer) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
-        if strs(want, "subnets") != strs(have, "subnets") {
-            call!(what, elb.set_subnets().load_balancer_arn(arn).set_subnets(Some(strs(want, "subnets"))).send());
+        if ids(&want.subnets) != ids(&have.subnets) {
+            call!(what, elb.set_subnets().load_balancer_arn(arn).set_subnets(Some(ids(&want.subnets))).send());
         }
         // Subnets first: dualstack needs subnets with IPv6 ranges.
-        if want["ip_address_type"] != have["ip_address_type"] {
-            let t = IpAddressType::from(s(want, "ip_address_type"));
+        if want.ip_address_type != have.ip_address_type {
+            let t = IpAddressType::from(want.ip_address_type.as_str());
             call!(what, elb.set_ip_address_type().load_balancer_arn(arn).ip_address_type(t).send());
         }
-        if strs(want, "security_groups") != strs(have, "security_groups") {
-            let groups = Some(strs(want, "security_groups"));
+        if ids(&want.security_groups) != ids(&have.security_groups) {
+            let groups = Some(ids(&want.security_groups));
             call!(what, elb.set_security_groups().load_balancer_arn(arn).set_security_groups(groups).send());
         }
-        match (want["dns_zone"].as_str(), have["dns_zone"].as_str()) {
-            (Some(w), h) if Some(w) != h => {
+        match (&want.dns_zone, &have.dns_zone) {
+            (Some(w), h) if Some(w) != h.as_ref() => {
                 let tag = Tag::builder().key(TAG_DNS_ZONE).value(w).build();
                 call!(what, elb.add_tags().resource_arns(arn).tags(tag).send());
             }

@@ -10,34 +10,19 @@ pub mod listener;
 pub mod load_balancer;
 pub mod target_group;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use crate::sdk;
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::{LogicalId, Props};
 use aira_engine::provider::{Observed, ProviderError, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
 /// Error codes saying a resource is gone (`LoadBalancerNotFound`, `TargetGroupNotFoundException`, …).
 const GONE: &[&str] = &["NotFound"];
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_default()
-}
-
-fn int(v: &Value, key: &str) -> i32 {
-    v[key].as_i64().unwrap_or_default() as i32
-}
-
-fn strs(v: &Value, key: &str) -> Vec<String> {
-    let mut out: Vec<String> =
-        v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
-    out.sort();
-    out
-}
 
 /// The part of an ARN after `…:ACCOUNT:`: `loadbalancer/app/NAME/ID`, `targetgroup/NAME/ID`.
 fn arn_resource(arn: &str) -> &str {
@@ -79,10 +64,10 @@ async fn ours(
     Ok(tags.into_iter().filter_map(|(arn, t)| Some((arn, (sdk::adopt_map(scope, &t)?, t)))).collect())
 }
 
-fn observed(id: LogicalId, kind: Kind, arn: &str, props: Value, outputs: &[(&str, Value)]) -> Observed {
-    let mut out = BTreeMap::from([("arn".to_string(), Value::from(arn))]);
-    out.extend(outputs.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    Observed { id, kind, physical_id: arn.to_string(), props, outputs: out, depends_on: BTreeSet::new(), repair: None }
+/// A resource found or just made, with its ARN as the output `arn` and the given others.
+fn observed<P: Props>(id: LogicalId, arn: &str, props: &P, outputs: &[(&str, Value)]) -> Observed {
+    let o = Observed::of(id, arn, props).output("arn", arn);
+    outputs.iter().fold(o, |o, (k, v)| o.output(k, v.clone()))
 }
 
 /// The one resource `arn` as `find` reads it, right after a change.

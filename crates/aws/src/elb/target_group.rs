@@ -3,13 +3,13 @@
 use async_trait::async_trait;
 use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroupAttribute, TargetTypeEnum};
 use aws_sdk_elasticloadbalancingv2::Client;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{arn_resource, created, int, observed, ours, reread, s, Result, GONE};
+use super::{arn_resource, created, observed, ours, reread, Result, GONE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Resolved, Scope};
+use aira_engine::kind;
+use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
 
 const DEREGISTRATION: &str = "deregistration_delay.timeout_seconds";
 
@@ -17,15 +17,15 @@ const DEREGISTRATION: &str = "deregistration_delay.timeout_seconds";
 /// different types).
 macro_rules! health_check {
     ($req:expr, $hc:expr) => {{
-        let hc = $hc;
+        let hc: &kind::HealthCheck = $hc;
         $req.health_check_enabled(true)
             .health_check_protocol(ProtocolEnum::Http)
-            .health_check_path(s(hc, "path"))
-            .health_check_interval_seconds(int(hc, "interval"))
-            .health_check_timeout_seconds(int(hc, "timeout"))
-            .healthy_threshold_count(int(hc, "healthy"))
-            .unhealthy_threshold_count(int(hc, "unhealthy"))
-            .matcher(Matcher::builder().http_code(s(hc, "matcher")).build())
+            .health_check_path(&hc.path)
+            .health_check_interval_seconds(hc.interval)
+            .health_check_timeout_seconds(hc.timeout)
+            .healthy_threshold_count(hc.healthy)
+            .unhealthy_threshold_count(hc.unhealthy)
+            .matcher(Matcher::builder().http_code(&hc.matcher).build())
     }};
 }
 
@@ -33,13 +33,12 @@ pub struct TargetGroup;
 
 /// The stack's target groups (or the one `arn`), with their deregistration delay.
 async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Result<Vec<Observed>> {
-    let mut tgs = Vec::new();
-    let mut pages =
-        elb.describe_target_groups().set_target_group_arns(arn.map(|a| vec![a.to_string()])).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let Some(page) = sdk::found("describe target groups", GONE, page)? else { break };
-        tgs.extend(page.target_groups().iter().cloned());
-    }
+    let req = elb.describe_target_groups().set_target_group_arns(arn.map(|a| vec![a.to_string()]));
+    let tgs: Vec<_> = match sdk::pages("describe target groups", req.into_paginator().send()).await {
+        // The one asked for is gone.
+        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
+        pages => pages?.iter().flat_map(|p| p.target_groups().iter().cloned()).collect(),
+    };
     let arns: Vec<String> = tgs.iter().filter_map(|t| t.target_group_arn().map(String::from)).collect();
     let tags = ours(elb, scope, &arns).await?;
     let mut found = Vec::new();
@@ -56,32 +55,31 @@ async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Result<Vec<Obse
             .and_then(|a| a.value())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(300);
-        let props = json!({
-            "name": tg.target_group_name(),
-            "protocol": tg.protocol().map(|p| p.as_str()),
-            "port": tg.port(),
-            "target_type": tg.target_type().map(|t| t.as_str()),
-            "vpc": tg.vpc_id(),
-            "health_check": {
-                "path": tg.health_check_path(),
-                "interval": tg.health_check_interval_seconds(),
-                "timeout": tg.health_check_timeout_seconds(),
-                "healthy": tg.healthy_threshold_count(),
-                "unhealthy": tg.unhealthy_threshold_count(),
-                "matcher": tg.matcher().and_then(|m| m.http_code()),
+        let text = |v: Option<&str>| v.unwrap_or_default().to_string();
+        let props = kind::TargetGroup {
+            name: text(tg.target_group_name()),
+            protocol: text(tg.protocol().map(|p| p.as_str())),
+            port: tg.port().unwrap_or_default(),
+            target_type: text(tg.target_type().map(|t| t.as_str())),
+            vpc: text(tg.vpc_id()).into(),
+            health_check: kind::HealthCheck {
+                path: text(tg.health_check_path()),
+                interval: tg.health_check_interval_seconds().unwrap_or_default(),
+                timeout: tg.health_check_timeout_seconds().unwrap_or_default(),
+                healthy: tg.healthy_threshold_count().unwrap_or_default(),
+                unhealthy: tg.unhealthy_threshold_count().unwrap_or_default(),
+                matcher: text(tg.matcher().and_then(|m| m.http_code())),
             },
-            "deregistration_delay": delay,
-        });
-        let outputs = [("arn_suffix", json!(arn_resource(arn)))];
-        found.push(observed(id.clone(), Kind::TargetGroup, arn, props, &outputs));
+            deregistration_delay: delay,
+        };
+        found.push(observed(id.clone(), arn, &props, &[("arn_suffix", Value::from(arn_resource(arn)))]));
     }
     found.sort_by(|a, b| a.physical_id.cmp(&b.physical_id));
     Ok(found)
 }
 
-async fn set_deregistration_delay(elb: &Client, arn: &str, d: &Value, what: &str) -> Result<()> {
-    let delay = d["deregistration_delay"].as_u64().unwrap_or(300).to_string();
-    let attr = TargetGroupAttribute::builder().key(DEREGISTRATION).value(delay).build();
+async fn set_deregistration_delay(elb: &Client, arn: &str, delay: u64, what: &str) -> Result<()> {
+    let attr = TargetGroupAttribute::builder().key(DEREGISTRATION).value(delay.to_string()).build();
     call!(what, elb.modify_target_group_attributes().target_group_arn(arn).attributes(attr).send());
     Ok(())
 }
@@ -95,31 +93,32 @@ impl KindOps for TargetGroup {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let (elb, d) = (&aws.elb, &res.props);
+        let (elb, p) = (&aws.elb, res.props::<kind::TargetGroup>()?);
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = elb
             .create_target_group()
-            .name(s(d, "name"))
-            .protocol(ProtocolEnum::from(s(d, "protocol")))
-            .port(int(d, "port"))
-            .vpc_id(s(d, "vpc"))
-            .target_type(TargetTypeEnum::from(s(d, "target_type")));
-        let req = health_check!(req, &d["health_check"]).set_tags(Some(sdk::tag_list(scope, &res.id, &[])));
+            .name(&p.name)
+            .protocol(ProtocolEnum::from(p.protocol.as_str()))
+            .port(p.port)
+            .vpc_id(p.vpc.as_str())
+            .target_type(TargetTypeEnum::from(p.target_type.as_str()));
+        let req = health_check!(req, &p.health_check).set_tags(Some(sdk::tag_list(scope, &res.id, &[])));
         let out = call!(what, req.send());
         let arn = created(out.target_groups().first().and_then(|t| t.target_group_arn()), &what)?;
-        set_deregistration_delay(elb, &arn, d, &what).await?;
+        set_deregistration_delay(elb, &arn, p.deregistration_delay, &what).await?;
         reread(find(elb, scope, Some(&arn)).await?, &arn, &what)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let (elb, want, have, arn) = (&aws.elb, &res.props, &current.props, current.physical_id.as_str());
+        let (elb, arn) = (&aws.elb, current.physical_id.as_str());
+        let (want, have): (kind::TargetGroup, kind::TargetGroup) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
-        if want["health_check"] != have["health_check"] {
-            call!(what, health_check!(elb.modify_target_group().target_group_arn(arn), &want["health_check"]).send());
+        if want.health_check != have.health_check {
+            call!(what, health_check!(elb.modify_target_group().target_group_arn(arn), &want.health_check).send());
         }
-        if want["deregistration_delay"] != have["deregistration_delay"] {
-            set_deregistration_delay(elb, arn, want, &what).await?;
+        if want.deregistration_delay != have.deregistration_delay {
+            set_deregistration_delay(elb, arn, want.deregistration_delay, &what).await?;
         }
         reread(find(elb, scope, Some(arn)).await?, arn, &what)
     }

@@ -2,16 +2,17 @@
 //! from the load balancers, whose tag `aira:dns-zone` names the zone, as the aliases that point
 //! at them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_route53::types::{AliasTarget, ChangeAction, ResourceRecordSet, RrType};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{change, is_absent, norm, record_set, record_sets, wait_insync, Result};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 pub struct AliasRecord;
@@ -24,34 +25,26 @@ fn norm_alias(name: &str) -> String {
 }
 
 /// The record set of a record in normal form.
-fn alias_set(props: &Value) -> Result<ResourceRecordSet> {
-    let alias = &props["alias"];
+fn alias_set(p: &kind::DnsRecord) -> Result<ResourceRecordSet> {
     let target = AliasTarget::builder()
-        .dns_name(alias["dns_name"].as_str().unwrap_or_default())
-        .hosted_zone_id(alias["zone_id"].as_str().unwrap_or_default())
+        .dns_name(p.alias.dns_name.as_str())
+        .hosted_zone_id(p.alias.zone_id.as_str())
         .evaluate_target_health(false)
         .build()
         .map_err(|e| ProviderError::new(format!("alias target: {e}")))?;
     ResourceRecordSet::builder()
-        .name(props["name"].as_str().unwrap_or_default())
-        .r#type(RrType::from(props["type"].as_str().unwrap_or_default()))
+        .name(&p.name)
+        .r#type(RrType::from(p.r#type.as_str()))
         .alias_target(target)
         .build()
         .map_err(|e| ProviderError::new(format!("record set: {e}")))
 }
 
-fn observed(id: LogicalId, zone: &str, set: &ResourceRecordSet, props: Value) -> Observed {
+fn observed(id: LogicalId, set: &ResourceRecordSet, props: &kind::DnsRecord) -> Observed {
+    let physical = format!("{}/{}/{}", props.zone_id, set.name(), set.r#type().as_str());
     let target = set.alias_target().map(|a| a.dns_name());
-    Observed {
-        id,
-        kind: Kind::DnsRecord,
-        physical_id: format!("{zone}/{}/{}", set.name(), set.r#type().as_str()),
-        props,
-        // The alias target as Route 53 stores it: a DELETE must name it exactly.
-        outputs: BTreeMap::from([("name".to_string(), json!(set.name())), ("target".to_string(), json!(target))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }
+    // The alias target as Route 53 stores it: a DELETE must name it exactly.
+    Observed::of(id, physical, props).output("name", set.name()).output("target", target)
 }
 
 #[async_trait]
@@ -61,15 +54,14 @@ impl KindOps for AliasRecord {
         let mut found = Vec::new();
         let mut listed: BTreeMap<String, Vec<ResourceRecordSet>> = BTreeMap::new();
         for lb in seen.load_balancers(aws, scope).await? {
-            let (Some(zone), Some(dns_name)) =
-                (lb.props["dns_zone"].as_str(), lb.outputs.get("dns_name").and_then(Value::as_str))
-            else {
+            let dns_name = lb.outputs.get("dns_name").and_then(Value::as_str);
+            let (Some(zone), Some(dns_name)) = (lb.props::<kind::LoadBalancer>()?.dns_zone, dns_name) else {
                 continue;
             };
-            if !listed.contains_key(zone) {
-                listed.insert(zone.to_string(), record_sets(&aws.route53, zone).await?);
+            if !listed.contains_key(&zone) {
+                listed.insert(zone.clone(), record_sets(&aws.route53, &zone).await?);
             }
-            for set in &listed[zone] {
+            for set in &listed[&zone] {
                 let ty = set.r#type().as_str();
                 let id = match ty {
                     "A" => "dns-a",
@@ -80,13 +72,13 @@ impl KindOps for AliasRecord {
                 if norm_alias(alias.dns_name()) != norm_alias(dns_name) {
                     continue;
                 }
-                let props = json!({
-                    "zone_id": zone,
-                    "name": set.name(),
-                    "type": ty,
-                    "alias": { "dns_name": dns_name, "zone_id": alias.hosted_zone_id() },
-                });
-                let mut o = observed(LogicalId::from(id), zone, set, props);
+                let props = kind::DnsRecord {
+                    zone_id: zone.clone(),
+                    name: set.name().to_string(),
+                    r#type: ty.to_string(),
+                    alias: kind::Alias { dns_name: dns_name.into(), zone_id: alias.hosted_zone_id().into() },
+                };
+                let mut o = observed(LogicalId::from(id), set, &props);
                 // The record points at the load balancer by its DNS name, which `link` does not know.
                 o.depends_on.insert(lb.id.clone());
                 found.push(o);
@@ -107,13 +99,12 @@ impl KindOps for AliasRecord {
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, .. } = *cx;
-        let mut d = current.props.clone();
-        if let Some(target) = current.outputs.get("target").filter(|t| t.is_string()) {
-            d["alias"]["dns_name"] = target.clone();
+        let mut p: kind::DnsRecord = current.props()?;
+        if let Some(target) = current.outputs.get("target").and_then(Value::as_str) {
+            p.alias.dns_name = target.into();
         }
-        let zone = d["zone_id"].as_str().unwrap_or_default();
         let what = format!("delete {} `{}` ({})", current.kind, current.id, current.physical_id);
-        match change(&aws.route53, zone, ChangeAction::Delete, alias_set(&d)?, "aira: delete").await {
+        match change(&aws.route53, &p.zone_id, ChangeAction::Delete, alias_set(&p)?, "aira: delete").await {
             Ok(_) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(sdk::error(what, e)),
@@ -129,11 +120,10 @@ async fn upsert(
     progress: &dyn Progress,
     what: &str,
 ) -> Result<Observed> {
-    let d = &res.props;
-    let zone = d["zone_id"].as_str().unwrap_or_default();
-    let (name, ty) = (d["name"].as_str().unwrap_or_default(), d["type"].as_str().unwrap_or_default());
+    let mut p: kind::DnsRecord = res.props()?;
+    let (zone, name, ty) = (p.zone_id.as_str(), p.name.as_str(), p.r#type.as_str());
     let comment = format!("aira stack {}: {}", scope.stack, res.id);
-    let change_id = change(&aws.route53, zone, ChangeAction::Upsert, alias_set(d)?, &comment)
+    let change_id = change(&aws.route53, zone, ChangeAction::Upsert, alias_set(&p)?, &comment)
         .await
         .map_err(|e| sdk::error(format!("{what} ({name} {ty} in {zone})"), e))?;
     wait_insync(&aws.route53, scope, progress, &res.id, &change_id, what).await?;
@@ -141,14 +131,12 @@ async fn upsert(
         || ProviderError::new(format!("{what}: {name} {ty} is not in zone {zone} right after the change")),
     )?;
     let alias = set.alias_target();
-    let want = norm_alias(d["alias"]["dns_name"].as_str().unwrap_or_default());
-    if alias.map(|a| norm_alias(a.dns_name())) != Some(want) {
+    if alias.map(|a| norm_alias(a.dns_name())) != Some(norm_alias(p.alias.dns_name.as_str())) {
         return Err(ProviderError::new(format!(
             "{what}: {name} {ty} in zone {zone} does not hold the alias just written"
         )));
     }
-    let mut props = d.clone();
-    props["name"] = json!(set.name());
-    props["alias"]["zone_id"] = json!(alias.map(|a| a.hosted_zone_id()));
-    Ok(observed(res.id.clone(), zone, &set, props))
+    p.name = set.name().to_string();
+    p.alias.zone_id = alias.map(|a| a.hosted_zone_id()).unwrap_or_default().into();
+    Ok(observed(res.id.clone(), &set, &p))
 }

@@ -161,11 +161,10 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
         // Every kind is named: a new kind does not compile until it is priced or said to be free.
         let (what, monthly) = match &r.props {
             AnyProps::LoadBalancer(lb) => {
-                let props = &lb.0;
-                if let Some(zone) = props["dns_zone"].as_str() {
-                    zones.insert(zone.to_string());
+                if let Some(zone) = &lb.dns_zone {
+                    zones.insert(zone.clone());
                 }
-                let (lcu, ips) = (t.usage.load_balancer_lcu, len(&props["subnets"]));
+                let (lcu, ips) = (t.usage.load_balancer_lcu, lb.subnets.len());
                 (
                     format!("load balancer, {lcu} capacity unit, {ips} public IPv4 addresses (one a zone)"),
                     month(p.load_balancer_hour + lcu * p.lcu_hour + ips as f64 * p.public_ipv4_hour),
@@ -244,7 +243,7 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 )
             }
             AnyProps::WebAcl(acl) => {
-                let rules = acl.0["rules"].as_object().map_or(0, |r| r.len());
+                let rules = acl.rules.len();
                 (
                     format!(
                         "AWS WAF web ACL and {rules} rule{} (and ${}/million requests it inspects)",

@@ -24,97 +24,86 @@ pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Ed
     };
     if let Some((svc_name, svc)) = public {
         let tg = format!("tg-{svc_name}");
-        let port = svc.port.unwrap_or(8080);
-        out.push(Desired::new(
+        // Placement is typed by the network change
+        let vpc: Val<String> =
+            serde_json::from_value(place.vpc.clone()).map_err(|e| format!("placement: {e} (an internal error)"))?;
+        // Placement is typed by the network change
+        let subnets: Vec<Val<String>> = serde_json::from_value(Value::from(place.public_subnets.clone()))
+            .map_err(|e| format!("placement: {e} (an internal error)"))?;
+        out.push(Desired::of(
             &tg,
-            Kind::TargetGroup,
-            json!({
-                "name": bounded_name(&format!("{name}-{svc_name}"), 32),
-                "protocol": "HTTP",
-                "port": port,
-                "target_type": "ip",
-                "vpc": place.vpc,
-                "health_check": {
-                    "path": svc.health.as_ref().map(|h| h.0.as_str()).unwrap_or("/healthz"),
-                    "interval": defaults::HEALTH_INTERVAL,
-                    "timeout": defaults::HEALTH_TIMEOUT,
-                    "healthy": 2,
-                    "unhealthy": 3,
-                    "matcher": "200",
+            &kind::TargetGroup {
+                name: bounded_name(&format!("{name}-{svc_name}"), 32),
+                protocol: "HTTP".into(),
+                port: i32::from(svc.port.unwrap_or(8080)),
+                target_type: "ip".into(),
+                vpc,
+                health_check: kind::HealthCheck {
+                    path: svc.health.as_ref().map(|h| h.0.as_str()).unwrap_or("/healthz").into(),
+                    interval: defaults::HEALTH_INTERVAL as i32,
+                    timeout: defaults::HEALTH_TIMEOUT as i32,
+                    healthy: 2,
+                    unhealthy: 3,
+                    matcher: "200".into(),
                 },
-                "deregistration_delay": defaults::DEREGISTRATION_DELAY,
-            }),
+                deregistration_delay: defaults::DEREGISTRATION_DELAY,
+            },
         ));
-        let mut lb = json!({
-            "name": bounded_name(name, 32),
-            "scheme": "internet-facing",
-            "ip_address_type": if dualstack(stack) { "dualstack" } else { "ipv4" },
-            "subnets": place.public_subnets,
-            "security_groups": [reference("lb-sg", "id")],
-        });
-        if let Some(z) = zone {
+        let lb = kind::LoadBalancer {
+            name: bounded_name(name, 32),
+            scheme: "internet-facing".into(),
+            ip_address_type: if dualstack(stack) { "dualstack" } else { "ipv4" }.into(),
+            subnets,
+            security_groups: vec![Val::to("lb-sg", "id")],
             // Where its alias records live: lets `down` find them without the stack file.
-            lb["dns_zone"] = json!(z.id);
-        }
-        let mut lb = Desired::new(LOAD_BALANCER, Kind::LoadBalancer, lb);
+            dns_zone: zone.map(|z| z.id.clone()),
+        };
+        let mut lb = Desired::of(LOAD_BALANCER, &lb);
         // An internet-facing load balancer needs the gateway attached and routed.
         lb.depends_on.extend(place.lb_paths.iter().cloned());
         out.push(lb);
-        let forward = json!({ "type": "forward", "target_group": reference(&tg, "arn") });
+        let listener = |port: i32, protocol: &str, default_action: kind::Action| kind::Listener {
+            load_balancer: Val::to(LOAD_BALANCER, "arn"),
+            port,
+            protocol: protocol.into(),
+            ssl_policy: None,
+            certificate: None,
+            default_action,
+        };
+        let forward = kind::Action::Forward { target_group: Val::to(&tg, "arn") };
         match (&stack.domain, zone) {
             (Some(domain), Some(z)) => {
-                out.push(Desired::new(
-                    CERTIFICATE,
-                    Kind::Certificate,
-                    json!({ "domain": domain.name.0, "validation": "DNS", "zone_id": z.id }),
-                ));
-                out.push(Desired::new(
-                    "listener-http",
-                    Kind::Listener,
-                    json!({
-                        "load_balancer": reference(LOAD_BALANCER, "arn"),
-                        "port": 80,
-                        "protocol": "HTTP",
-                        "default_action": { "type": "redirect", "protocol": "HTTPS", "port": "443", "status": "HTTP_301" },
-                    }),
-                ));
-                out.push(Desired::new(
-                    "listener-https",
-                    Kind::Listener,
-                    json!({
-                        "load_balancer": reference(LOAD_BALANCER, "arn"),
-                        "port": 443,
-                        "protocol": "HTTPS",
-                        "ssl_policy": defaults::TLS_POLICY,
-                        "certificate": reference(CERTIFICATE, "arn"),
-                        "default_action": forward,
-                    }),
-                ));
+                let certificate = kind::Certificate {
+                    domain: domain.name.0.clone(),
+                    validation: kind::Validation::Dns,
+                    zone_id: Some(z.id.clone()),
+                };
+                out.push(Desired::of(CERTIFICATE, &certificate));
+                let redirect =
+                    kind::Action::Redirect { protocol: "HTTPS".into(), port: "443".into(), status: "HTTP_301".into() };
+                out.push(Desired::of("listener-http", &listener(80, "HTTP", redirect)));
+                let https = kind::Listener {
+                    ssl_policy: Some(defaults::TLS_POLICY.into()),
+                    certificate: Some(Val::to(CERTIFICATE, "arn")),
+                    ..listener(443, "HTTPS", forward)
+                };
+                out.push(Desired::of("listener-https", &https));
                 let types: &[(&str, &str)] =
                     if dualstack(stack) { &[("dns-a", "A"), ("dns-aaaa", "AAAA")] } else { &[("dns-a", "A")] };
                 for (id, ty) in types.iter().copied() {
-                    out.push(Desired::new(
-                        id,
-                        Kind::DnsRecord,
-                        json!({
-                            "zone_id": z.id,
-                            "name": format!("{}.", domain.name.0.trim_end_matches('.')),
-                            "type": ty,
-                            "alias": { "dns_name": reference(LOAD_BALANCER, "dns_name"), "zone_id": reference(LOAD_BALANCER, "zone_id") },
-                        }),
-                    ));
+                    let record = kind::DnsRecord {
+                        zone_id: z.id.clone(),
+                        name: format!("{}.", domain.name.0.trim_end_matches('.')),
+                        r#type: ty.into(),
+                        alias: kind::Alias {
+                            dns_name: Val::to(LOAD_BALANCER, "dns_name"),
+                            zone_id: Val::to(LOAD_BALANCER, "zone_id"),
+                        },
+                    };
+                    out.push(Desired::of(id, &record));
                 }
             }
-            _ => out.push(Desired::new(
-                "listener-http",
-                Kind::Listener,
-                json!({
-                    "load_balancer": reference(LOAD_BALANCER, "arn"),
-                    "port": 80,
-                    "protocol": "HTTP",
-                    "default_action": forward,
-                }),
-            )),
+            _ => out.push(Desired::of("listener-http", &listener(80, "HTTP", forward))),
         }
     }
 

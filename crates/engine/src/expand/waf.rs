@@ -46,34 +46,35 @@ fn blocked_body(window: u64) -> String {
 pub(super) fn web_acl(stack: &Stack, limits: WafLimits) -> Desired {
     let name = web_acl_name(&stack.stack.0);
     let window = limits.window.secs();
-    let rule = |priority: u32, limit: u32, metric: &str| {
-        json!({
-            "priority": priority,
-            "limit": limit,
-            "window": window,
-            "key": "IP",
-            "metric": format!("{name}-{metric}"),
-            "action": "block",
-            "response": { "status": 429, "body": RESPONSE, "headers": { "Retry-After": window.to_string() } },
-        })
+    let rule = |priority: i32, limit: u32, metric: &str| kind::Rule {
+        priority,
+        limit: Some(i64::from(limit)),
+        window: Some(window as i64),
+        key: Some("IP".into()),
+        metric: Some(kind::Metric::Name(format!("{name}-{metric}"))),
+        action: kind::Verdict::Block,
+        response: Some(kind::Response {
+            status: 429,
+            body: Some(RESPONSE.into()),
+            headers: [("Retry-After", window.to_string())].into_iter().collect(),
+        }),
+        path_prefix: None,
+        statement: None,
     };
     // Every request first: an address past it is blocked on every path, the account routes
     // included; below it, the account routes have their own, lower limit.
-    let mut auth = rule(1, limits.auth_requests, "auth");
-    auth["path_prefix"] = json!(AUTH_PREFIX);
-    Desired::new(
-        WEB_ACL,
-        Kind::WebAcl,
-        json!({
-            "name": name,
-            "description": format!("Per-address rate limits of the aira stack {}", stack.stack.0),
-            "load_balancer": reference(LOAD_BALANCER, "arn"),
-            "default_action": "allow",
-            "metric": name,
-            "rules": { RULE_REQUESTS: rule(0, limits.requests, "requests"), RULE_AUTH: auth },
-            "responses": { RESPONSE: { "content_type": "APPLICATION_JSON", "content": blocked_body(window) } },
-        }),
-    )
+    let auth = kind::Rule { path_prefix: Some(AUTH_PREFIX.into()), ..rule(1, limits.auth_requests, "auth") };
+    let body = kind::ResponseBody { content_type: "APPLICATION_JSON".into(), content: blocked_body(window) };
+    let acl = kind::WebAcl {
+        name: name.clone(),
+        description: format!("Per-address rate limits of the aira stack {}", stack.stack.0),
+        load_balancer: Some(Val::to(LOAD_BALANCER, "arn")),
+        default_action: Some(kind::Verdict::Allow),
+        metric: Some(kind::Metric::Name(name.clone())),
+        rules: [(RULE_REQUESTS, rule(0, limits.requests, "requests")), (RULE_AUTH, auth)].into_iter().collect(),
+        responses: [(RESPONSE, body)].into_iter().collect(),
+    };
+    Desired::of(WEB_ACL, &acl)
 }
 
 #[cfg(test)]
