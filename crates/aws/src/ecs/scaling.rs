@@ -1,16 +1,17 @@
 //! A service's Application Auto Scaling: a scalable target and a target-tracking policy on
 //! backlog per task (visible messages ÷ running tasks), or none for a fixed count.
 
-use super::{built, cluster_name, Result};
-use crate::kinds::Cx;
-use crate::{sdk, AwsProvider};
-use aira_engine::graph::LogicalId;
-use aira_engine::kind::{AutoScaling, TaskCount, Val};
 use aws_sdk_applicationautoscaling::types::{
     CustomizedMetricSpecification, PolicyType, ScalableDimension, ServiceNamespace, TargetTrackingMetric,
     TargetTrackingMetricDataQuery, TargetTrackingMetricDimension, TargetTrackingMetricStat,
     TargetTrackingScalingPolicyConfiguration,
 };
+
+use super::{built, cluster_name, Result};
+use crate::kinds::Cx;
+use crate::{sdk, AwsProvider};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{AutoScaling, TaskCount, Val};
 
 /// The target-tracking policy aira puts on an autoscaled service.
 const SCALING_POLICY: &str = "aira-backlog-per-task";
