@@ -4,18 +4,17 @@
 //! (`ConflictException`), and a rule or route AWS rejects shows only as `CREATION_FAILED` /
 //! `UPDATE_FAILED` with a reason, so every write waits for the state AWS settles in.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_amp::primitives::Blob;
-use serde_json::{json, Value};
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Busy, Poll};
 use crate::AwsProvider;
 use aira_engine::expand::monitoring::ALERT_MANAGER;
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Repair, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -32,15 +31,12 @@ pub struct AlertManager;
 
 /// The stack's workspaces, tagged with it (duplicates left by a crash included).
 pub(crate) async fn find(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
+    let pages = sdk::pages("list Prometheus workspaces", p.aps.list_workspaces().into_paginator().send()).await?;
     let mut found = Vec::new();
-    let mut pages = p.aps.list_workspaces().into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error("list Prometheus workspaces", e))?;
-        for w in page.workspaces() {
-            let Some(id) = sdk::adopt_map(scope, w.tags().into_iter().flatten()) else { continue };
-            if let Some(o) = read_workspace(p, w.workspace_id(), id).await? {
-                found.push(o);
-            }
+    for w in pages.iter().flat_map(|p| p.workspaces()) {
+        let Some(id) = sdk::adopt_map(scope, w.tags().into_iter().flatten()) else { continue };
+        if let Some(o) = read_workspace(p, w.workspace_id(), id).await? {
+            found.push(o);
         }
     }
     Ok(found)
@@ -58,20 +54,13 @@ async fn read_workspace(p: &AwsProvider, ws: &str, id: LogicalId) -> Result<Opti
     let endpoint = w.prometheus_endpoint().unwrap_or_default();
     let repair = (status == "CREATION_FAILED")
         .then(|| Repair { reason: format!("the workspace is {status}: a new one replaces it"), replace: true });
-    Ok(Some(Observed {
-        id,
-        kind: Kind::PrometheusWorkspace,
-        physical_id: ws.to_string(),
-        props: json!({ "alias": w.alias() }),
-        outputs: BTreeMap::from([
-            ("id".to_string(), Value::from(ws)),
-            ("arn".to_string(), Value::from(w.arn())),
-            ("endpoint".to_string(), Value::from(endpoint)),
-            ("remote_write_url".to_string(), Value::from(format!("{endpoint}api/v1/remote_write"))),
-        ]),
-        depends_on: BTreeSet::new(),
-        repair,
-    }))
+    let props = kind::PrometheusWorkspace { alias: w.alias().unwrap_or_default().to_string() };
+    let observed = Observed::of(id, ws, &props)
+        .output("id", ws)
+        .output("arn", w.arn())
+        .output("endpoint", endpoint)
+        .output("remote_write_url", format!("{endpoint}api/v1/remote_write"));
+    Ok(Some(Observed { repair, ..observed }))
 }
 
 /// Waits for a workspace to leave `CREATING`/`UPDATING`, and reads it.
@@ -100,7 +89,7 @@ impl KindOps for Workspace {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let alias = res.props["alias"].as_str().unwrap_or_default();
+        let alias = res.props::<kind::PrometheusWorkspace>()?.alias;
         let what = format!("create Prometheus workspace `{}` ({alias})", res.id);
         // Tagged in the create call itself: a crash right after it leaves a workspace the next
         // run adopts (the SDK's client token makes its own retries of the call idempotent).
@@ -113,7 +102,7 @@ impl KindOps for Workspace {
         let Cx { aws, .. } = *cx;
         let ws = &current.physical_id;
         let what = format!("update Prometheus workspace `{}` ({ws})", res.id);
-        let alias = res.props["alias"].as_str().unwrap_or_default();
+        let alias = res.props::<kind::PrometheusWorkspace>()?.alias;
         call!(what, aws.aps.update_workspace_alias().workspace_id(ws).alias(alias).send());
         settled_workspace(cx, ws, &res.id, &what).await
     }
@@ -184,11 +173,6 @@ fn text(data: &Blob) -> String {
     String::from_utf8_lossy(data.as_ref()).into_owned()
 }
 
-/// The workspace a namespace or definition is written to.
-fn workspace_of(res: &Resolved) -> &str {
-    res.props["workspace"].as_str().unwrap_or_default()
-}
-
 async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Result<Option<(Observed, Settling)>> {
     let out = p.aps.describe_rule_groups_namespace().workspace_id(ws).name(name).send().await;
     let Some(out) = sdk::found(format!("read rule groups `{name}` of workspace {ws}"), GONE, out)? else {
@@ -198,15 +182,9 @@ async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Res
     let status = ns.status().map(|s| (s.status_code().as_str().to_string(), s.status_reason().map(String::from)));
     let (code, reason) = status.unwrap_or_default();
     let state = settling(&code, reason.as_deref());
-    let observed = Observed {
-        id,
-        kind: Kind::PrometheusRules,
-        physical_id: ns.arn().to_string(),
-        props: json!({ "workspace": ws, "name": ns.name(), "data": text(ns.data()) }),
-        outputs: BTreeMap::from([("arn".to_string(), Value::from(ns.arn()))]),
-        depends_on: BTreeSet::new(),
-        repair: repair("rules", &state),
-    };
+    let props = kind::PrometheusRules { workspace: ws.into(), name: ns.name().to_string(), data: text(ns.data()) };
+    let observed = Observed::of(id, ns.arn(), &props).output("arn", ns.arn());
+    let observed = Observed { repair: repair("rules", &state), ..observed };
     Ok(Some((observed, state)))
 }
 
@@ -231,9 +209,10 @@ impl KindOps for Rules {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (ws, name) = (workspace_of(res), res.props["name"].as_str().unwrap_or_default());
+        let want: kind::PrometheusRules = res.props()?;
+        let (ws, name) = (want.workspace.as_str(), want.name.as_str());
         let what = format!("create rule groups `{}` ({name} in {ws})", res.id);
-        let data = Blob::new(res.props["data"].as_str().unwrap_or_default());
+        let data = Blob::new(want.data.as_str());
         let tags: std::collections::HashMap<String, String> = scope.tags_for(&res.id).into_iter().collect();
         sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
             let call = aws.aps.create_rule_groups_namespace().workspace_id(ws).name(name);
@@ -245,9 +224,10 @@ impl KindOps for Rules {
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (ws, name) = (workspace_of(res), res.props["name"].as_str().unwrap_or_default());
+        let want: kind::PrometheusRules = res.props()?;
+        let (ws, name) = (want.workspace.as_str(), want.name.as_str());
         let what = format!("update rule groups `{}` ({})", res.id, current.physical_id);
-        let data = Blob::new(res.props["data"].as_str().unwrap_or_default());
+        let data = Blob::new(want.data.as_str());
         sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
             aws.aps.put_rule_groups_namespace().workspace_id(ws).name(name).data(data.clone()).send()
         })
@@ -257,11 +237,12 @@ impl KindOps for Rules {
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, scope, progress } = *cx;
-        let (ws, name) = (current.props["workspace"].as_str().unwrap_or_default(), current.props["name"].as_str());
+        let have: kind::PrometheusRules = current.props()?;
+        let (ws, name) = (have.workspace.as_str(), have.name.as_str());
         let what = format!("delete rule groups `{}` ({})", current.id, current.physical_id);
         let busy = Busy { gone: GONE, ..SETTLING };
         sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
-            aws.aps.delete_rule_groups_namespace().workspace_id(ws).set_name(name.map(String::from)).send()
+            aws.aps.delete_rule_groups_namespace().workspace_id(ws).name(name).send()
         })
         .await?;
         Ok(())
@@ -278,15 +259,9 @@ async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Sett
     let Some(d) = out.alert_manager_definition() else { return Ok(None) };
     let (code, reason) = d.status().map(|s| (s.status_code().as_str(), s.status_reason())).unwrap_or_default();
     let state = settling(code, reason);
-    let observed = Observed {
-        id: ALERT_MANAGER.into(),
-        kind: Kind::AlertManager,
-        physical_id: ws.to_string(),
-        props: json!({ "workspace": ws, "definition": text(d.data()) }),
-        outputs: BTreeMap::new(),
-        depends_on: BTreeSet::new(),
-        repair: repair("alert routes", &state),
-    };
+    let props = kind::AlertManager { workspace: ws.into(), definition: text(d.data()) };
+    let observed = Observed::of(ALERT_MANAGER.into(), ws, &props);
+    let observed = Observed { repair: repair("alert routes", &state), ..observed };
     Ok(Some((observed, state)))
 }
 
@@ -302,9 +277,10 @@ impl KindOps for AlertManager {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let ws = workspace_of(res);
+        let want: kind::AlertManager = res.props()?;
+        let ws = want.workspace.as_str();
         let what = format!("create the alert manager `{}` of workspace {ws}", res.id);
-        let data = Blob::new(res.props["definition"].as_str().unwrap_or_default());
+        let data = Blob::new(want.definition.as_str());
         sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
             aws.aps.create_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
         })
@@ -314,9 +290,10 @@ impl KindOps for AlertManager {
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let ws = workspace_of(res);
+        let want: kind::AlertManager = res.props()?;
+        let ws = want.workspace.as_str();
         let what = format!("update the alert manager `{}` of workspace {ws}", res.id);
-        let data = Blob::new(res.props["definition"].as_str().unwrap_or_default());
+        let data = Blob::new(want.definition.as_str());
         sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
             aws.aps.put_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
         })

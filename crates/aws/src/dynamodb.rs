@@ -1,21 +1,20 @@
 //! The runtime's DynamoDB table. Found by name prefix `<stack>-` (list_tables), then by tags.
 //! The lock table `aira-locks` is not a stack resource (see `lock.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::kinds::{Cx, KindOps, Observing};
+use crate::sdk::{self, Poll};
+use crate::AwsProvider;
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification,
     PointInTimeRecoveryStatus, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
-use serde_json::{json, Value};
-
-use crate::kinds::{Cx, KindOps, Observing};
-use crate::sdk::{self, Poll};
-use crate::AwsProvider;
-use aira_engine::graph::{Kind, LogicalId};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -49,10 +48,10 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
     }
     let types: BTreeMap<&str, &str> =
         table.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type().as_str())).collect();
-    let mut keys = serde_json::Map::new();
-    for kind in [KeyType::Hash, KeyType::Range] {
-        for k in table.key_schema().iter().filter(|k| k.key_type() == &kind) {
-            keys.insert(k.attribute_name().to_string(), json!(types.get(k.attribute_name()).copied().unwrap_or("?")));
+    let mut keys = kind::Named::default();
+    for key_type in [KeyType::Hash, KeyType::Range] {
+        for k in table.key_schema().iter().filter(|k| k.key_type() == &key_type) {
+            keys.set(k.attribute_name(), types.get(k.attribute_name()).copied().unwrap_or("?"));
         }
     }
     let billing = table
@@ -71,24 +70,10 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
         .time_to_live_description()
         .filter(|d| matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)))
         .and_then(|d| d.attribute_name())
-        .map(Value::from)
-        .unwrap_or(Value::Null);
-    let arn = table.table_arn().unwrap_or_default().to_string();
-    Ok(Some(Observed {
-        id,
-        kind: Kind::Table,
-        physical_id: name.to_string(),
-        props: json!({
-            "name": name,
-            "keys": keys,
-            "billing": billing,
-            "point_in_time_recovery": pitr,
-            "ttl_attribute": ttl_attribute,
-        }),
-        outputs: BTreeMap::from([("arn".to_string(), Value::from(arn)), ("name".to_string(), Value::from(name))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }))
+        .map(String::from);
+    let props = kind::Table { name: name.to_string(), keys, billing, point_in_time_recovery: pitr, ttl_attribute };
+    let arn = table.table_arn().unwrap_or_default();
+    Ok(Some(Observed::of(id, name, &props).output("arn", arn).output("name", name)))
 }
 
 /// Waits until the table is ACTIVE: point-in-time recovery and TTL need it.
@@ -117,30 +102,30 @@ async fn wait_active(
 async fn reconcile(
     p: &AwsProvider,
     scope: &Scope,
-    res: &Resolved,
+    id: &LogicalId,
     name: &str,
-    current: Option<&Value>,
+    want: &kind::Table,
+    current: Option<&kind::Table>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let what = format!("configure DynamoDB table `{}` ({name})", res.id);
-    let want = &res.props;
-    let pitr = want["point_in_time_recovery"].as_bool().unwrap_or(false);
-    if current.is_none_or(|c| c["point_in_time_recovery"] != want["point_in_time_recovery"]) {
+    let what = format!("configure DynamoDB table `{id}` ({name})");
+    let pitr = want.point_in_time_recovery;
+    if current.is_none_or(|c| c.point_in_time_recovery != pitr) {
         let spec = PointInTimeRecoverySpecification::builder()
             .point_in_time_recovery_enabled(pitr)
             .build()
             .map_err(|e| ProviderError::new(format!("{what}: {e}")))?;
-        sdk::retry_busy(scope, progress, &res.id, &what, &BACKUPS, || {
+        sdk::retry_busy(scope, progress, id, &what, &BACKUPS, || {
             let req = p.dynamodb.update_continuous_backups().table_name(name);
             req.point_in_time_recovery_specification(spec.clone()).send()
         })
         .await?;
     }
-    let have = current.map(|c| c["ttl_attribute"].clone()).unwrap_or(Value::Null);
-    if have != want["ttl_attribute"] {
+    let have = current.and_then(|c| c.ttl_attribute.as_deref());
+    if have != want.ttl_attribute.as_deref() {
         // One attribute at a time: the old one is switched off first.
-        for (attr, enabled) in [(&have, false), (&want["ttl_attribute"], true)] {
-            let Some(attr) = attr.as_str() else { continue };
+        for (attr, enabled) in [(have, false), (want.ttl_attribute.as_deref(), true)] {
+            let Some(attr) = attr else { continue };
             let spec = TimeToLiveSpecification::builder()
                 .attribute_name(attr)
                 .enabled(enabled)
@@ -152,8 +137,8 @@ async fn reconcile(
     Ok(())
 }
 
-async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Result<Observed> {
-    read(p, name, res.id.clone())
+async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
+    read(p, name, id.clone())
         .await?
         .ok_or_else(|| ProviderError::new(format!("{what}: the table disappeared right after the call")))
 }
@@ -163,59 +148,52 @@ impl KindOps for Table {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
-        let mut names = Vec::new();
-        let mut start: Option<String> = None;
-        loop {
-            let req = aws.dynamodb.list_tables().set_exclusive_start_table_name(start.take()).limit(100);
-            let out = call!("list DynamoDB tables", req.send());
-            names.extend(out.table_names().iter().filter(|n| n.starts_with(&prefix)).cloned());
-            match out.last_evaluated_table_name() {
-                Some(last) => start = Some(last.to_string()),
-                None => break,
-            }
-        }
+        let pages = aws.dynamodb.list_tables().limit(100).into_paginator().send();
+        let pages = sdk::pages("list DynamoDB tables", pages).await?;
+        let names = pages.iter().flat_map(|p| p.table_names()).filter(|n| n.starts_with(&prefix));
         let mut found = Vec::new();
         for name in names {
-            let Some(arn) = table_arn(aws, &name).await? else { continue };
+            let Some(arn) = table_arn(aws, name).await? else { continue };
             let out = aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send().await;
             let Some(out) = sdk::found(format!("read tags of DynamoDB table {name}"), GONE, out)? else { continue };
             let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.extend(read(aws, &name, id).await?);
+            found.extend(read(aws, name, id).await?);
         }
         Ok(found)
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let want: kind::Table = res.props()?;
+        let name = want.name.as_str();
         let what = format!("create DynamoDB table `{}` ({name})", res.id);
-        let mut req = aws.dynamodb.create_table().table_name(&name);
-        let keys = res.props["keys"].as_object().cloned().unwrap_or_default();
-        for (i, (attr, ty)) in keys.iter().enumerate() {
+        let mut req = aws.dynamodb.create_table().table_name(name);
+        for (i, (attr, ty)) in want.keys.iter().enumerate() {
             let key_type = if i == 0 { KeyType::Hash } else { KeyType::Range };
-            let ty = ScalarAttributeType::from(ty.as_str().unwrap_or("S"));
+            let ty = ScalarAttributeType::from(ty.as_str());
             let def = AttributeDefinition::builder().attribute_name(attr).attribute_type(ty).build();
             let key = KeySchemaElement::builder().attribute_name(attr).key_type(key_type).build();
             let built = |e| ProviderError::new(format!("{what}: {e}"));
             req = req.attribute_definitions(def.map_err(built)?).key_schema(key.map_err(built)?);
         }
-        req = req.billing_mode(BillingMode::from(res.props["billing"].as_str().unwrap_or("PAY_PER_REQUEST")));
+        req = req.billing_mode(BillingMode::from(want.billing.as_str()));
         call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
-        wait_active(aws, scope, &res.id, &name, progress).await?;
-        reconcile(aws, scope, res, &name, None, progress).await?;
-        reread(aws, &name, res, &what).await
+        wait_active(aws, scope, &res.id, name, progress).await?;
+        reconcile(aws, scope, &res.id, name, &want, None, progress).await?;
+        reread(aws, name, &res.id, &what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let name = current.physical_id.clone();
+        let name = current.physical_id.as_str();
         let what = format!("update DynamoDB table `{}` ({name})", res.id);
-        if current.props["billing"] != res.props["billing"] {
-            let mode = BillingMode::from(res.props["billing"].as_str().unwrap_or("PAY_PER_REQUEST"));
-            call!(what, aws.dynamodb.update_table().table_name(&name).billing_mode(mode).send());
+        let (want, have): (kind::Table, kind::Table) = (res.props()?, current.props()?);
+        if have.billing != want.billing {
+            let mode = BillingMode::from(want.billing.as_str());
+            call!(what, aws.dynamodb.update_table().table_name(name).billing_mode(mode).send());
         }
-        reconcile(aws, scope, res, &name, Some(&current.props), progress).await?;
-        reread(aws, &name, res, &what).await
+        reconcile(aws, scope, &res.id, name, &want, Some(&have), progress).await?;
+        reread(aws, name, &res.id, &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {

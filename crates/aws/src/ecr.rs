@@ -1,15 +1,14 @@
 //! The stack's ECR repository `aira/<stack>`, and the push of the image `up` built to the
 //! repository a task definition names, before the task definition is registered.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use async_trait::async_trait;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use serde_json::{json, Value};
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, ContainerImage, PinnedImage};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved};
 use aira_image::push;
 
@@ -45,42 +44,38 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
     let what = format!("read ECR repository `{id}` ({name})");
     let out = sdk::found(&what, GONE, p.ecr.describe_repositories().repository_names(name).send().await)?;
     let Some(repo) = out.and_then(|out| out.repositories().first().cloned()) else { return Ok(None) };
-    let keep = match p.ecr.get_lifecycle_policy().repository_name(name).send().await {
+    let keep_images = match p.ecr.get_lifecycle_policy().repository_name(name).send().await {
+        // The lifecycle policy is AWS's document, read for the one rule aira writes.
         Ok(out) => {
             let policy: Value =
                 out.lifecycle_policy_text().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
             match policy["rules"].as_array().map(Vec::as_slice) {
                 Some([rule]) if rule["selection"]["countType"] == "imageCountMoreThan" => {
-                    rule["selection"]["countNumber"].clone()
+                    rule["selection"]["countNumber"].as_u64()
                 }
-                _ => Value::Null,
+                _ => None,
             }
         }
-        Err(e) if sdk::is_gone(&e, NO_POLICY) => Value::Null,
+        Err(e) if sdk::is_gone(&e, NO_POLICY) => None,
         Err(e) if sdk::is_gone(&e, GONE) => return Ok(None),
         Err(e) => return Err(sdk::error(what, e)),
     };
-    let scan = repo.image_scanning_configuration().is_some_and(|c| c.scan_on_push());
-    Ok(Some(Observed {
-        id,
-        kind: Kind::Repository,
-        physical_id: name.to_string(),
-        props: json!({ "name": name, "scan_on_push": scan, "keep_images": keep }),
-        outputs: BTreeMap::from([
-            ("arn".to_string(), Value::from(repo.repository_arn().unwrap_or_default())),
-            ("uri".to_string(), Value::from(repo.repository_uri().unwrap_or_default())),
-            ("name".to_string(), Value::from(name)),
-        ]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }))
+    let scan_on_push = repo.image_scanning_configuration().is_some_and(|c| c.scan_on_push());
+    let props = kind::Repository { name: name.to_string(), scan_on_push, keep_images };
+    Ok(Some(
+        Observed::of(id, name, &props)
+            .output("arn", repo.repository_arn().unwrap_or_default())
+            .output("uri", repo.repository_uri().unwrap_or_default())
+            .output("name", name),
+    ))
 }
 
-async fn lifecycle(p: &AwsProvider, name: &str, res: &Resolved, current: &Value, what: &str) -> Result<()> {
-    if *current == res.props["keep_images"] {
+/// The lifecycle policy to `want`'s, from `current` (`None`: no policy).
+async fn lifecycle(p: &AwsProvider, name: &str, want: Option<u64>, current: Option<u64>, what: &str) -> Result<()> {
+    if current == want {
         return Ok(());
     }
-    match res.props["keep_images"].as_u64() {
+    match want {
         Some(keep) => {
             call!(
                 what,
@@ -94,14 +89,14 @@ async fn lifecycle(p: &AwsProvider, name: &str, res: &Resolved, current: &Value,
     Ok(())
 }
 
-async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Result<Observed> {
-    read(p, name, res.id.clone())
+async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
+    read(p, name, id.clone())
         .await?
         .ok_or_else(|| ProviderError::new(format!("{what}: the repository disappeared right after the call")))
 }
 
-fn scanning(res: &Resolved) -> ImageScanningConfiguration {
-    ImageScanningConfiguration::builder().scan_on_push(res.props["scan_on_push"].as_bool().unwrap_or(false)).build()
+fn scanning(want: &kind::Repository) -> ImageScanningConfiguration {
+    ImageScanningConfiguration::builder().scan_on_push(want.scan_on_push).build()
 }
 
 #[async_trait]
@@ -109,14 +104,12 @@ impl KindOps for Repository {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let prefix = format!("aira/{}", scope.stack);
-        let mut repos = Vec::new();
-        let mut pages = aws.ecr.describe_repositories().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk::error("list ECR repositories", e))?;
-            let ours =
-                page.repositories().iter().filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&prefix)));
-            repos.extend(ours.cloned());
-        }
+        let pages =
+            sdk::pages("list ECR repositories", aws.ecr.describe_repositories().into_paginator().send()).await?;
+        let repos = pages
+            .iter()
+            .flat_map(|p| p.repositories())
+            .filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&prefix)));
         let mut found = Vec::new();
         for repo in repos {
             let (Some(name), Some(arn)) = (repo.repository_name(), repo.repository_arn()) else { continue };
@@ -130,24 +123,26 @@ impl KindOps for Repository {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let want: kind::Repository = res.props()?;
+        let name = want.name.as_str();
         let what = format!("create ECR repository `{}` ({name})", res.id);
-        let req = aws.ecr.create_repository().repository_name(&name).image_scanning_configuration(scanning(res));
+        let req = aws.ecr.create_repository().repository_name(name).image_scanning_configuration(scanning(&want));
         call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
-        lifecycle(aws, &name, res, &Value::Null, &what).await?;
-        reread(aws, &name, res, &what).await
+        lifecycle(aws, name, want.keep_images, None, &what).await?;
+        reread(aws, name, &res.id, &what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, .. } = *cx;
-        let name = current.physical_id.clone();
+        let name = current.physical_id.as_str();
         let what = format!("update ECR repository `{}` ({name})", res.id);
-        if current.props["scan_on_push"] != res.props["scan_on_push"] {
-            let req = aws.ecr.put_image_scanning_configuration().repository_name(&name);
-            call!(what, req.image_scanning_configuration(scanning(res)).send());
+        let (want, have): (kind::Repository, kind::Repository) = (res.props()?, current.props()?);
+        if have.scan_on_push != want.scan_on_push {
+            let req = aws.ecr.put_image_scanning_configuration().repository_name(name);
+            call!(what, req.image_scanning_configuration(scanning(&want)).send());
         }
-        lifecycle(aws, &name, res, &current.props["keep_images"], &what).await?;
-        reread(aws, &name, res, &what).await
+        lifecycle(aws, name, want.keep_images, have.keep_images, &what).await?;
+        reread(aws, name, &res.id, &what).await
     }
 
     /// With its images: they are the stack's builds, reproducible from the source.
@@ -219,10 +214,9 @@ async fn ecr_auth(p: &AwsProvider) -> Result<(String, String)> {
 /// Before a task definition naming `image` (`{repository, digest}`) is registered: pushes the
 /// image `up` built to that repository, once per repository and digest in a run. Nothing to do
 /// for an image given by reference (no local image).
-pub async fn push_for(p: &AwsProvider, id: &LogicalId, image: &Value, progress: &dyn Progress) -> Result<()> {
-    let (Some(repository), Some(digest)) = (image["repository"].as_str(), image["digest"].as_str()) else {
-        return Ok(());
-    };
+pub async fn push_for(p: &AwsProvider, id: &LogicalId, image: &ContainerImage, progress: &dyn Progress) -> Result<()> {
+    let ContainerImage::Pinned(PinnedImage { repository, digest }) = image else { return Ok(()) };
+    let (repository, digest) = (repository.as_str(), digest.as_str());
     // Held for the whole push: a second task definition waits, then finds it pushed.
     let local = p.image.lock().await;
     let Some(local) = local.as_ref() else { return Ok(()) };

@@ -1,14 +1,15 @@
 //! The tasks' IAM roles, under the path `/aira/<stack>/`: found by path, then tags. A role's
 //! permissions are one inline policy named `aira` plus attached managed policies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, Policy};
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -41,66 +42,71 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
     let role = sdk::found(&what, GONE, p.iam.get_role().role_name(name).send().await)?.and_then(|out| out.role);
     let Some(role) = role else { return Ok(None) };
     let trust = role.assume_role_policy_document().map(document).unwrap_or(Value::Null);
-    let trust_service = trust["Statement"][0]["Principal"]["Service"].clone();
+    // The trust policy aira writes has one statement naming one service; any other is shown as
+    // it is, so that the plan rewrites it.
+    let trust_service = match &trust["Statement"][0]["Principal"]["Service"] {
+        Value::String(service) => service.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
     let policy = p.iam.get_role_policy().role_name(name).policy_name(POLICY_NAME).send().await;
-    let policy = sdk::found(&what, GONE, policy)?.map(|out| document(out.policy_document())).unwrap_or(Value::Null);
-    let mut managed = Vec::new();
-    let mut pages = p.iam.list_attached_role_policies().role_name(name).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error(&what, e))?;
-        managed.extend(page.attached_policies().iter().filter_map(|a| a.policy_arn()).map(String::from));
-    }
+    let policy = sdk::found(&what, GONE, policy)?.map(|out| document(out.policy_document()));
+    let policy = policy.map(|doc| serde_json::from_value(doc.clone()).unwrap_or(Policy::Other(doc)));
+    let pages = sdk::pages(&what, p.iam.list_attached_role_policies().role_name(name).into_paginator().send()).await?;
+    let mut managed: Vec<String> =
+        pages.iter().flat_map(|p| p.attached_policies()).filter_map(|a| a.policy_arn()).map(String::from).collect();
     managed.sort();
-    Ok(Some(Observed {
-        id,
-        kind: Kind::Role,
-        physical_id: name.to_string(),
-        props: json!({
-            "name": name,
-            "path": role.path(),
-            "trust_service": trust_service,
-            "managed_policies": managed,
-            "policy": policy,
-        }),
-        outputs: BTreeMap::from([
-            ("arn".to_string(), Value::from(role.arn())),
-            ("name".to_string(), Value::from(name)),
-        ]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }))
+    let props = kind::Role {
+        name: name.to_string(),
+        path: role.path().to_string(),
+        trust_service,
+        managed_policies: managed,
+        policy,
+    };
+    Ok(Some(Observed::of(id, name, &props).output("arn", role.arn()).output("name", name)))
 }
 
-fn strs(v: &Value) -> BTreeSet<String> {
-    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
-}
-
-async fn reconcile(p: &AwsProvider, res: &Resolved, name: &str, current: &Value, what: &str) -> Result<()> {
-    let want = &res.props;
-    if !current.is_null() && current["trust_service"] != want["trust_service"] {
-        let doc = trust_document(want["trust_service"].as_str().unwrap_or_default());
+/// The role's trust, inline policy and managed policies to `want`'s, from `current` (`None`:
+/// a role just created).
+async fn reconcile(
+    p: &AwsProvider,
+    name: &str,
+    want: &kind::Role,
+    current: Option<&kind::Role>,
+    what: &str,
+) -> Result<()> {
+    if current.is_some_and(|c| c.trust_service != want.trust_service) {
+        let doc = trust_document(&want.trust_service);
         call!(what, p.iam.update_assume_role_policy().role_name(name).policy_document(doc).send());
     }
-    if current.is_null() || current["policy"] != want["policy"] {
-        if want["policy"].is_null() {
-            sdk::found(what, GONE, p.iam.delete_role_policy().role_name(name).policy_name(POLICY_NAME).send().await)?;
-        } else {
-            let doc = want["policy"].to_string();
-            call!(what, p.iam.put_role_policy().role_name(name).policy_name(POLICY_NAME).policy_document(doc).send());
+    if current.is_none_or(|c| c.policy != want.policy) {
+        match &want.policy {
+            None => {
+                let sent = p.iam.delete_role_policy().role_name(name).policy_name(POLICY_NAME).send().await;
+                sdk::found(what, GONE, sent)?;
+            }
+            Some(policy) => {
+                let doc = serde_json::to_string(policy)
+                    .map_err(|e| ProviderError::new(format!("{what}: the policy does not serialize: {e}")))?;
+                let req = p.iam.put_role_policy().role_name(name).policy_name(POLICY_NAME).policy_document(doc);
+                call!(what, req.send());
+            }
         }
     }
-    let (have, want) = (strs(&current["managed_policies"]), strs(&want["managed_policies"]));
+    let have: BTreeSet<&str> =
+        current.map(|c| c.managed_policies.iter().map(String::as_str).collect()).unwrap_or_default();
+    let want: BTreeSet<&str> = want.managed_policies.iter().map(String::as_str).collect();
     for arn in want.difference(&have) {
-        call!(what, p.iam.attach_role_policy().role_name(name).policy_arn(arn).send());
+        call!(what, p.iam.attach_role_policy().role_name(name).policy_arn(*arn).send());
     }
     for arn in have.difference(&want) {
-        sdk::found(what, GONE, p.iam.detach_role_policy().role_name(name).policy_arn(arn).send().await)?;
+        sdk::found(what, GONE, p.iam.detach_role_policy().role_name(name).policy_arn(*arn).send().await)?;
     }
     Ok(())
 }
 
-async fn reread(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Result<Observed> {
-    read(p, name, res.id.clone())
+async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
+    read(p, name, id.clone())
         .await?
         .ok_or_else(|| ProviderError::new(format!("{what}: the role disappeared right after the call")))
 }
@@ -110,44 +116,42 @@ impl KindOps for Role {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let path = format!("/aira/{}/", scope.stack);
-        let mut names = Vec::new();
-        let mut pages = aws.iam.list_roles().path_prefix(&path).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk::error(format!("list IAM roles under {path}"), e))?;
-            names.extend(page.roles().iter().filter(|r| r.path() == path).map(|r| r.role_name().to_string()));
-        }
+        let pages = aws.iam.list_roles().path_prefix(&path).into_paginator().send();
+        let pages = sdk::pages(format!("list IAM roles under {path}"), pages).await?;
+        let names = pages.iter().flat_map(|p| p.roles()).filter(|r| r.path() == path).map(|r| r.role_name());
         let mut found = Vec::new();
         for name in names {
-            let out = aws.iam.list_role_tags().role_name(&name).send().await;
+            let out = aws.iam.list_role_tags().role_name(name).send().await;
             let Some(out) = sdk::found(format!("read tags of IAM role {name}"), GONE, out)? else { continue };
             let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.extend(read(aws, &name, id).await?);
+            found.extend(read(aws, name, id).await?);
         }
         Ok(found)
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let want: kind::Role = res.props()?;
+        let name = want.name.as_str();
         let what = format!("create IAM role `{}` ({name})", res.id);
         let req = aws
             .iam
             .create_role()
-            .role_name(&name)
-            .path(res.props["path"].as_str().unwrap_or("/"))
-            .assume_role_policy_document(trust_document(res.props["trust_service"].as_str().unwrap_or_default()));
+            .role_name(name)
+            .path(&want.path)
+            .assume_role_policy_document(trust_document(&want.trust_service));
         call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
         // The permissions are set the way an update sets them: a run killed here is finished next time.
-        reconcile(aws, res, &name, &Value::Null, &what).await?;
-        reread(aws, &name, res, &what).await
+        reconcile(aws, name, &want, None, &what).await?;
+        reread(aws, name, &res.id, &what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, .. } = *cx;
-        let name = current.physical_id.clone();
+        let name = current.physical_id.as_str();
         let what = format!("update IAM role `{}` ({name})", res.id);
-        reconcile(aws, res, &name, &current.props, &what).await?;
-        reread(aws, &name, res, &what).await
+        reconcile(aws, name, &res.props()?, Some(&current.props()?), &what).await?;
+        reread(aws, name, &res.id, &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
@@ -155,14 +159,14 @@ impl KindOps for Role {
         let (iam, name) = (&aws.iam, &current.physical_id);
         let what = format!("delete IAM role `{}` ({name})", current.id);
         // What is attached now, not only what was observed.
-        let mut pages = iam.list_attached_role_policies().role_name(name).into_paginator().send();
-        let mut attached = Vec::new();
-        while let Some(page) = pages.next().await {
-            let Some(page) = sdk::found(&what, GONE, page)? else { return Ok(()) };
-            attached.extend(page.attached_policies().iter().filter_map(|a| a.policy_arn()).map(String::from));
-        }
+        let pages = sdk::pages(&what, iam.list_attached_role_policies().role_name(name).into_paginator().send()).await;
+        let pages = match pages {
+            Err(e) if e.code.as_deref().is_some_and(|c| GONE.iter().any(|g| c.contains(g))) => return Ok(()),
+            pages => pages?,
+        };
+        let attached = pages.iter().flat_map(|p| p.attached_policies()).filter_map(|a| a.policy_arn());
         for arn in attached {
-            let sent = iam.detach_role_policy().role_name(name).policy_arn(&arn).send().await;
+            let sent = iam.detach_role_policy().role_name(name).policy_arn(arn).send().await;
             sdk::found(format!("{what}: detach {arn}"), GONE, sent)?;
         }
         let inline = call!(what, iam.list_role_policies().role_name(name).send());

@@ -1,13 +1,11 @@
 //! The services' CloudWatch log groups `/aira/<stack>/<service>`: found by name prefix, then tags.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use async_trait::async_trait;
-use serde_json::{json, Value};
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -23,28 +21,18 @@ fn bare_arn(arn: &str) -> &str {
 
 /// `(name, arn, retention days)` of the groups whose name starts with `prefix`.
 async fn groups(p: &AwsProvider, prefix: &str) -> Result<Vec<(String, String, Option<i32>)>> {
-    let mut out = Vec::new();
-    let mut pages = p.logs.describe_log_groups().log_group_name_prefix(prefix).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error(format!("list log groups `{prefix}*`"), e))?;
-        for g in page.log_groups() {
-            let (Some(name), Some(arn)) = (g.log_group_name(), g.arn()) else { continue };
-            out.push((name.to_string(), arn.to_string(), g.retention_in_days()));
-        }
-    }
-    Ok(out)
+    let pages = p.logs.describe_log_groups().log_group_name_prefix(prefix).into_paginator().send();
+    let pages = sdk::pages(format!("list log groups `{prefix}*`"), pages).await?;
+    let groups = pages.iter().flat_map(|p| p.log_groups());
+    let named =
+        groups.filter_map(|g| Some((g.log_group_name()?.to_string(), g.arn()?.to_string(), g.retention_in_days())));
+    Ok(named.collect())
 }
 
 fn observed(id: LogicalId, name: &str, arn: &str, retention: Option<i32>) -> Observed {
-    Observed {
-        id,
-        kind: Kind::LogGroup,
-        physical_id: name.to_string(),
-        props: json!({ "name": name, "retention_days": retention }),
-        outputs: BTreeMap::from([("arn".to_string(), Value::from(arn)), ("name".to_string(), Value::from(name))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }
+    let props =
+        kind::LogGroup { name: name.to_string(), retention_days: retention.and_then(|d| u64::try_from(d).ok()) };
+    Observed::of(id, name, &props).output("arn", arn).output("name", name)
 }
 
 async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
@@ -58,9 +46,10 @@ async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Resu
 
 async fn retention(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Result<()> {
     let what = format!("{what}: set the retention");
-    match res.props["retention_days"].as_i64() {
+    match res.props::<kind::LogGroup>()?.retention_days {
         Some(days) => {
-            call!(what, p.logs.put_retention_policy().log_group_name(name).retention_in_days(days as i32).send());
+            let days = i32::try_from(days).unwrap_or(i32::MAX);
+            call!(what, p.logs.put_retention_policy().log_group_name(name).retention_in_days(days).send());
         }
         None => {
             call!(what, p.logs.delete_retention_policy().log_group_name(name).send());
@@ -86,7 +75,7 @@ impl KindOps for LogGroup {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let name = res.props::<kind::LogGroup>()?.name;
         let what = format!("create log group `{}` ({name})", res.id);
         let tags = Some(scope.tags_for(&res.id).into_iter().collect());
         call!(what, aws.logs.create_log_group().log_group_name(&name).set_tags(tags).send());

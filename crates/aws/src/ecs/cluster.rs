@@ -1,16 +1,14 @@
 //! The ECS cluster, with Container Insights on or off. Its deletion waits for its services and
 //! tasks to stop, then removes the log group Container Insights created for it.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
-use serde_json::json;
 
-use super::{outputs, Result};
+use super::Result;
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
 pub struct Cluster;
@@ -38,19 +36,12 @@ fn observed(id: LogicalId, c: &aws_sdk_ecs::types::Cluster) -> Observed {
         .iter()
         .any(|s| s.name() == Some(&ClusterSettingName::ContainerInsights) && s.value() != Some("disabled"));
     let (arn, name) = (c.cluster_arn().unwrap_or_default(), c.cluster_name().unwrap_or_default());
-    Observed {
-        id,
-        kind: Kind::Cluster,
-        physical_id: arn.to_string(),
-        props: json!({ "name": name, "container_insights": insights }),
-        outputs: outputs(&[("arn", json!(arn)), ("name", json!(name))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    }
+    let props = kind::Cluster { name: name.to_string(), container_insights: insights };
+    Observed::of(id, arn, &props).output("arn", arn).output("name", name)
 }
 
-fn insights(res: &Resolved) -> ClusterSetting {
-    let on = res.props["container_insights"].as_bool().unwrap_or(false);
+fn insights(want: &kind::Cluster) -> ClusterSetting {
+    let on = want.container_insights;
     ClusterSetting::builder()
         .name(ClusterSettingName::ContainerInsights)
         .value(if on { "enabled" } else { "disabled" })
@@ -75,12 +66,13 @@ impl KindOps for Cluster {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default();
+        let want: kind::Cluster = res.props()?;
+        let name = want.name.as_str();
         let what = format!("create ECS cluster `{}` ({name})", res.id);
         let tags = sdk::tag_list(scope, &res.id, &[]);
         let out = call!(
             what,
-            aws.ecs.create_cluster().cluster_name(name).settings(insights(res)).set_tags(Some(tags)).send()
+            aws.ecs.create_cluster().cluster_name(name).settings(insights(&want)).set_tags(Some(tags)).send()
         );
         let arn = out.cluster().and_then(|c| c.cluster_arn()).unwrap_or(name).to_string();
         read(aws, &res.id, &arn, &what).await
@@ -89,7 +81,7 @@ impl KindOps for Cluster {
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, .. } = *cx;
         let what = format!("update ECS cluster `{}`", res.id);
-        let req = aws.ecs.update_cluster_settings().cluster(&current.physical_id).settings(insights(res));
+        let req = aws.ecs.update_cluster_settings().cluster(&current.physical_id).settings(insights(&res.props()?));
         let out = call!(what, req.send());
         let c = out.cluster().ok_or_else(|| ProviderError::new(format!("{what}: no cluster in the answer")))?;
         read(aws, &res.id, c.cluster_arn().unwrap_or(&current.physical_id), &what).await
@@ -110,8 +102,7 @@ impl KindOps for Cluster {
         // Created by ECS, untagged, whenever Container Insights was on (even once, since turned
         // off): its name is the cluster's, so it goes with it; after the cluster, which no
         // longer writes to it.
-        let name = current.props["name"].as_str().unwrap_or_default();
-        let group = insights_log_group(name);
+        let group = insights_log_group(&current.props::<kind::Cluster>()?.name);
         let what = format!("{what}: delete its Container Insights log group {group}");
         let out = aws.logs.delete_log_group().log_group_name(&group).send().await;
         sdk::found(what, &["ResourceNotFoundException"], out)?;

@@ -10,10 +10,7 @@ mod scaling;
 pub mod service;
 pub mod task_definition;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-use serde_json::Value;
 
 use aira_engine::provider::ProviderError;
 
@@ -28,14 +25,6 @@ const POLL: Duration = Duration::from_secs(3);
 /// A request part that failed to build: what was being done, and why.
 fn built<T, E: std::fmt::Display>(what: &str, r: std::result::Result<T, E>) -> Result<T> {
     r.map_err(|e| ProviderError::new(format!("{what}: {e}")))
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
-}
-
-fn outputs(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
 }
 
 /// `arn:…:cluster/NAME` → `NAME`.

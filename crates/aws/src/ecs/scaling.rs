@@ -6,12 +6,12 @@ use aws_sdk_applicationautoscaling::types::{
     TargetTrackingMetricDataQuery, TargetTrackingMetricDimension, TargetTrackingMetricStat,
     TargetTrackingScalingPolicyConfiguration,
 };
-use serde_json::{json, Value};
 
 use super::{built, cluster_name, Result};
 use crate::kinds::Cx;
 use crate::{sdk, AwsProvider};
-use aira_engine::provider::Resolved;
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{AutoScaling, TaskCount, Val};
 
 /// The target-tracking policy aira puts on an autoscaled service.
 const SCALING_POLICY: &str = "aira-backlog-per-task";
@@ -22,7 +22,7 @@ pub(super) fn resource(cluster: &str, service: &str) -> String {
 
 /// `{min, max, backlog_per_task, queue}` from Application Auto Scaling, or `None` when the
 /// service has no scalable target.
-pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Result<Option<Value>> {
+pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Result<Option<AutoScaling>> {
     let rid = resource(cluster, service);
     let what = format!("read the autoscaling of service {service}");
     let targets = call!(
@@ -44,7 +44,7 @@ pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Res
         .iter()
         .find(|sp| sp.policy_name() == SCALING_POLICY)
         .and_then(|sp| sp.target_tracking_scaling_policy_configuration());
-    let backlog = config.map(|c| json!(c.target_value() as u64)).unwrap_or(Value::Null);
+    let backlog_per_task = config.map(|c| c.target_value() as u32);
     let queue = config
         .and_then(|c| c.customized_metric_specification())
         .map(|m| m.metrics())
@@ -52,45 +52,55 @@ pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Res
         .iter()
         .filter_map(|q| q.metric_stat()?.metric())
         .find(|m| m.namespace() == Some("AWS/SQS"))
-        .and_then(|m| m.dimensions().iter().find(|d| d.name() == "QueueName").map(|d| json!(d.value())))
-        .unwrap_or(Value::Null);
-    Ok(Some(json!({
-        "min": target.min_capacity(),
-        "max": target.max_capacity(),
-        "backlog_per_task": backlog,
-        "queue": queue,
-    })))
+        .and_then(|m| m.dimensions().iter().find(|d| d.name() == "QueueName").map(|d| Val::from(d.value())));
+    let capacity = |n: i32| u32::try_from(n).unwrap_or(0);
+    Ok(Some(AutoScaling {
+        min: capacity(target.min_capacity()),
+        max: capacity(target.max_capacity()),
+        backlog_per_task,
+        queue,
+    }))
 }
 
-/// Brings Application Auto Scaling to the desired count: a scalable target and a
-/// target-tracking policy on backlog per task, or none for a fixed count.
-pub(super) async fn set(cx: &Cx<'_>, res: &Resolved, cluster: &str, service: &str, current: &Value) -> Result<()> {
+/// Brings Application Auto Scaling from `current` (`None`: a new service) to the desired count:
+/// a scalable target and a target-tracking policy on backlog per task, or none for a fixed count.
+pub(super) async fn set(
+    cx: &Cx<'_>,
+    id: &LogicalId,
+    cluster: &str,
+    service: &str,
+    want: &TaskCount,
+    current: Option<&TaskCount>,
+) -> Result<()> {
     let Cx { aws, scope, progress } = *cx;
-    let want = &res.props["count"];
-    if want == current {
+    if Some(want) == current {
         return Ok(());
     }
     let rid = resource(cluster, service);
-    let what = format!("set the autoscaling of service `{}` ({service})", res.id);
-    if want.is_number() {
-        if current.is_object() {
-            deregister(aws, &rid, &what).await?;
+    let what = format!("set the autoscaling of service `{id}` ({service})");
+    let want = match want {
+        TaskCount::Auto(auto) => auto,
+        TaskCount::Fixed(_) => {
+            if let Some(TaskCount::Auto(_)) = current {
+                deregister(aws, &rid, &what).await?;
+            }
+            return Ok(());
         }
-        return Ok(());
-    }
+    };
+    let capacity = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     let register = aws
         .autoscaling
         .register_scalable_target()
         .service_namespace(ServiceNamespace::Ecs)
         .resource_id(&rid)
         .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
-        .min_capacity(want["min"].as_i64().unwrap_or(1) as i32)
-        .max_capacity(want["max"].as_i64().unwrap_or(1) as i32);
+        .min_capacity(capacity(want.min))
+        .max_capacity(capacity(want.max));
     // The first registration creates the service-linked role it then assumes.
-    let (id, service_name) = (&res.id, "Application Auto Scaling");
+    let service_name = "Application Auto Scaling";
     sdk::retry_role_not_ready(scope, progress, id, &what, service_name, is_role_not_ready, || register.clone().send())
         .await?;
-    let queue = want["queue"].as_str().unwrap_or_default();
+    let queue = want.queue.as_ref().map(Val::as_str).unwrap_or_default();
     let metric = |id: &str, namespace: &str, name: &str, dims: &[(&str, &str)], stat: &str| {
         let mut m = TargetTrackingMetric::builder().namespace(namespace).metric_name(name);
         for (k, v) in dims {
@@ -109,7 +119,7 @@ pub(super) async fn set(cx: &Cx<'_>, res: &Resolved, cluster: &str, service: &st
         .metrics(built(&what, per_task.return_data(true).build())?)
         .build();
     let config = TargetTrackingScalingPolicyConfiguration::builder()
-        .target_value(want["backlog_per_task"].as_f64().unwrap_or(10.0))
+        .target_value(want.backlog_per_task.map_or(10.0, f64::from))
         .customized_metric_specification(spec)
         .scale_in_cooldown(120)
         .scale_out_cooldown(60)

@@ -2,20 +2,19 @@
 //! scaling to 0 and waiting until INACTIVE.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, DeploymentCircuitBreaker, DeploymentConfiguration, LaunchType, LoadBalancer,
     NetworkConfiguration, PropagateTags, ServiceField,
 };
-use serde_json::{json, Value};
 
-use super::{built, outputs, repair, scaling, strs, wait_deployed, Result, POLL};
+use super::{built, repair, scaling, wait_deployed, Result, POLL};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, TaskCount, Val};
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 /// Error codes saying the service (or its cluster) is gone.
@@ -27,56 +26,44 @@ async fn observed(aws: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types::Serv
     let cluster = s.cluster_arn().unwrap_or_default();
     let name = s.service_name().unwrap_or_default();
     let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
-    let mut subnets: Vec<String> = vpc.map(|v| v.subnets().to_vec()).unwrap_or_default();
-    subnets.sort();
-    let mut groups: Vec<String> = vpc.map(|v| v.security_groups().to_vec()).unwrap_or_default();
-    groups.sort();
-    let public_ip = vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled);
+    let sorted = |ids: &[String]| {
+        let mut ids = ids.to_vec();
+        ids.sort();
+        ids.into_iter().map(Val::from).collect()
+    };
     let dc = s.deployment_configuration();
     let breaker = dc.and_then(|d| d.deployment_circuit_breaker());
-    let load_balancer = match s.load_balancers().first() {
-        Some(lb) => json!({
-            "target_group": lb.target_group_arn(),
-            "container": lb.container_name(),
-            "port": lb.container_port(),
-        }),
-        None => Value::Null,
-    };
+    let load_balancer = s.load_balancers().first().map(|lb| kind::ServiceLoadBalancer {
+        target_group: lb.target_group_arn().unwrap_or_default().into(),
+        container: lb.container_name().unwrap_or_default().to_string(),
+        port: lb.container_port().and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+    });
     let count = match scaling::read(aws, cluster, name).await? {
-        Some(auto) => auto,
-        None => json!(s.desired_count()),
+        Some(auto) => TaskCount::Auto(auto),
+        None => TaskCount::Fixed(u32::try_from(s.desired_count()).unwrap_or(0)),
     };
-    let mut props = json!({
-        "name": name,
-        "cluster": cluster,
-        "task_definition": s.task_definition(),
-        "count": count,
-        "subnets": subnets,
-        "security_groups": groups,
-        "public_ip": public_ip,
+    let props = kind::Service {
+        name: name.to_string(),
+        cluster: cluster.into(),
+        task_definition: s.task_definition().unwrap_or_default().into(),
+        count,
+        subnets: vpc.map(|v| sorted(v.subnets())).unwrap_or_default(),
+        security_groups: vpc.map(|v| sorted(v.security_groups())).unwrap_or_default(),
+        public_ip: vpc.and_then(|v| v.assign_public_ip()) == Some(&AssignPublicIp::Enabled),
         // What AWS reports, never aira's own values: a missing configuration is observed as
         // missing, so the plan shows the update that sets it.
-        "deployment": dc.map(|dc| json!({
-            "circuit_breaker": breaker.is_some_and(|b| b.enable()),
-            "rollback": breaker.is_some_and(|b| b.rollback()),
-            "min_healthy_percent": dc.minimum_healthy_percent(),
-            "max_percent": dc.maximum_percent(),
-        })),
-        "load_balancer": load_balancer,
-    });
-    if !props["load_balancer"].is_null() {
-        props["health_check_grace"] = json!(s.health_check_grace_period_seconds());
-    }
+        deployment: dc.map(|dc| kind::Deployment {
+            circuit_breaker: breaker.is_some_and(|b| b.enable()),
+            rollback: breaker.is_some_and(|b| b.rollback()),
+            min_healthy_percent: dc.minimum_healthy_percent().unwrap_or_default(),
+            max_percent: dc.maximum_percent().unwrap_or_default(),
+        }),
+        health_check_grace: load_balancer.as_ref().and(s.health_check_grace_period_seconds()),
+        load_balancer,
+    };
     let arn = s.service_arn().unwrap_or_default();
-    Ok(Observed {
-        id,
-        kind: Kind::Service,
-        physical_id: arn.to_string(),
-        props,
-        outputs: outputs(&[("arn", json!(arn)), ("name", json!(name))]),
-        depends_on: BTreeSet::new(),
-        repair: repair(s.deployments()),
-    })
+    let observed = Observed::of(id, arn, &props).output("arn", arn).output("name", name);
+    Ok(Observed { repair: repair(s.deployments()), ..observed })
 }
 
 async fn read(aws: &AwsProvider, id: &LogicalId, cluster: &str, arn: &str, what: &str) -> Result<Observed> {
@@ -89,33 +76,46 @@ async fn read(aws: &AwsProvider, id: &LogicalId, cluster: &str, arn: &str, what:
 }
 
 /// Tasks the service should run now: the fixed count, or the autoscaling minimum.
-fn desired_count(res: &Resolved) -> i32 {
-    match &res.props["count"] {
-        Value::Number(n) => n.as_i64().unwrap_or(1) as i32,
-        auto => auto["min"].as_i64().unwrap_or(1) as i32,
-    }
+fn desired_count(want: &kind::Service) -> i32 {
+    let n = match &want.count {
+        TaskCount::Fixed(n) => *n,
+        TaskCount::Auto(auto) => auto.min,
+    };
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-fn network(what: &str, want: &Value) -> Result<NetworkConfiguration> {
-    let ip = if want["public_ip"].as_bool() == Some(true) { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled };
+fn ids(v: &[Val<String>]) -> Vec<String> {
+    v.iter().map(|id| id.get().clone()).collect()
+}
+
+fn network(what: &str, want: &kind::Service) -> Result<NetworkConfiguration> {
+    let ip = if want.public_ip { AssignPublicIp::Enabled } else { AssignPublicIp::Disabled };
     let vpc = AwsVpcConfiguration::builder()
-        .set_subnets(Some(strs(&want["subnets"])))
-        .set_security_groups(Some(strs(&want["security_groups"])))
+        .set_subnets(Some(ids(&want.subnets)))
+        .set_security_groups(Some(ids(&want.security_groups)))
         .assign_public_ip(ip)
         .build();
     Ok(NetworkConfiguration::builder().awsvpc_configuration(built(what, vpc)?).build())
 }
 
-fn deployment(want: &Value) -> DeploymentConfiguration {
-    let d = &want["deployment"];
+/// Whether the network differs: subnets and security groups compared as sets.
+fn network_changed(have: &kind::Service, want: &kind::Service) -> bool {
+    let set = |v: &[Val<String>]| v.iter().map(|id| id.get().clone()).collect::<BTreeSet<_>>();
+    set(&have.subnets) != set(&want.subnets)
+        || set(&have.security_groups) != set(&want.security_groups)
+        || have.public_ip != want.public_ip
+}
+
+fn deployment(want: &kind::Service) -> DeploymentConfiguration {
+    let d = want.deployment.as_ref();
     let breaker = DeploymentCircuitBreaker::builder()
-        .enable(d["circuit_breaker"].as_bool().unwrap_or(false))
-        .rollback(d["rollback"].as_bool().unwrap_or(false))
+        .enable(d.is_some_and(|d| d.circuit_breaker))
+        .rollback(d.is_some_and(|d| d.rollback))
         .build();
     DeploymentConfiguration::builder()
         .deployment_circuit_breaker(breaker)
-        .set_minimum_healthy_percent(d["min_healthy_percent"].as_i64().map(|n| n as i32))
-        .set_maximum_percent(d["max_percent"].as_i64().map(|n| n as i32))
+        .set_minimum_healthy_percent(d.map(|d| d.min_healthy_percent))
+        .set_maximum_percent(d.map(|d| d.max_percent))
         .build()
 }
 
@@ -138,12 +138,9 @@ impl KindOps for Service {
         let mut found = Vec::new();
         for cluster in seen.clusters(aws, scope).await?.iter().map(|c| c.physical_id.as_str()) {
             let of_cluster = format!("services of cluster {}", super::cluster_name(cluster));
-            let mut arns = Vec::new();
-            let mut pages = aws.ecs.list_services().cluster(cluster).into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| sdk::error(format!("list {of_cluster}"), e))?;
-                arns.extend(page.service_arns().iter().cloned());
-            }
+            let pages = aws.ecs.list_services().cluster(cluster).into_paginator().send();
+            let pages = sdk::pages(format!("list {of_cluster}"), pages).await?;
+            let arns: Vec<String> = pages.iter().flat_map(|p| p.service_arns()).cloned().collect();
             for chunk in arns.chunks(10) {
                 let req = aws.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec()));
                 let out = call!(format!("describe {of_cluster}"), req.include(ServiceField::Tags).send());
@@ -159,17 +156,15 @@ impl KindOps for Service {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let want = &res.props;
-        let name = want["name"].as_str().unwrap_or_default();
-        let cluster = want["cluster"].as_str().unwrap_or_default();
-        let task_definition = want["task_definition"].as_str().unwrap_or_default();
+        let want: kind::Service = res.props()?;
+        let (name, cluster) = (want.name.as_str(), want.cluster.as_str());
+        let task_definition = want.task_definition.as_str();
         let what = format!("create ECS service `{}` ({name})", res.id);
-        let lb = &want["load_balancer"];
-        let load_balancers = (!lb.is_null()).then(|| {
+        let load_balancers = want.load_balancer.as_ref().map(|lb| {
             vec![LoadBalancer::builder()
-                .target_group_arn(lb["target_group"].as_str().unwrap_or_default())
-                .container_name(lb["container"].as_str().unwrap_or_default())
-                .container_port(lb["port"].as_i64().unwrap_or(0) as i32)
+                .target_group_arn(lb.target_group.as_str())
+                .container_name(&lb.container)
+                .container_port(lb.port.into())
                 .build()]
         });
         let req = aws
@@ -178,52 +173,46 @@ impl KindOps for Service {
             .cluster(cluster)
             .service_name(name)
             .task_definition(task_definition)
-            .desired_count(desired_count(res))
+            .desired_count(desired_count(&want))
             .launch_type(LaunchType::Fargate)
-            .network_configuration(network(&what, want)?)
-            .deployment_configuration(deployment(want))
+            .network_configuration(network(&what, &want)?)
+            .deployment_configuration(deployment(&want))
             .set_load_balancers(load_balancers)
-            .set_health_check_grace_period_seconds(want["health_check_grace"].as_i64().map(|n| n as i32))
+            .set_health_check_grace_period_seconds(want.health_check_grace)
             .set_tags(Some(sdk::tag_list(scope, &res.id, &[])))
             .propagate_tags(PropagateTags::Service)
             .enable_ecs_managed_tags(true);
         // Not `retry_busy`: IAM's and ELB's delays are told from other invalid parameters by the
-        // message.
-        let start = Instant::now();
-        let out = loop {
-            let sent = sdk::retry_role_not_ready(scope, progress, &res.id, &what, "ECS", is_role_not_ready, || {
+        // message. The role's wait is its own; the load balancer's is polled here.
+        let (req, what) = (&req, what.as_str());
+        let out = sdk::poll_until(scope, progress, &res.id, what, POLL, || async move {
+            let sent = sdk::retry_role_not_ready(scope, progress, &res.id, what, "ECS", is_role_not_ready, || {
                 req.clone().send()
             })
             .await;
             match sent {
-                Err(e) if is_target_group_not_ready(e.code.as_deref(), &e.message) && start.elapsed() < scope.wait => {
-                    progress.waiting(
-                        &res.id,
-                        &format!(
-                            "ECS does not see the target group's load balancer yet ({}); the listener forwarding \
-                             to it takes a moment to reach ECS, retrying ({}s of {}s)",
-                            e.message,
-                            start.elapsed().as_secs(),
-                            scope.wait.as_secs()
-                        ),
-                    );
-                    tokio::time::sleep(POLL).await;
+                Err(e) if is_target_group_not_ready(e.code.as_deref(), &e.message) => {
+                    let said = e.message.strip_prefix(what).map_or(e.message.as_str(), |m| m.trim_start_matches(": "));
+                    Ok(Poll::Pending(format!(
+                        "ECS does not see the target group's load balancer yet ({said}); the listener forwarding \
+                         to it takes a moment to reach ECS, retrying"
+                    )))
                 }
-                sent => break sent?,
+                sent => sent.map(Poll::Done),
             }
-        };
+        })
+        .await?;
         let arn = out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string();
-        scaling::set(cx, res, cluster, name, &Value::Null).await?;
+        scaling::set(cx, &res.id, cluster, name, &want.count, None).await?;
         wait_deployed(aws, scope, &res.id, cluster, name, task_definition, &BTreeSet::new(), progress).await?;
-        read(aws, &res.id, cluster, &arn, &what).await
+        read(aws, &res.id, cluster, &arn, what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (want, have) = (&res.props, &current.props);
-        let name = want["name"].as_str().unwrap_or_default();
-        let cluster = want["cluster"].as_str().unwrap_or_default();
-        let task_definition = want["task_definition"].as_str().unwrap_or_default();
+        let (want, have): (kind::Service, kind::Service) = (res.props()?, current.props()?);
+        let (name, cluster) = (want.name.as_str(), want.cluster.as_str());
+        let task_definition = want.task_definition.as_str();
         let what = format!("update ECS service `{}` ({name})", res.id);
         // Events already there are not this deployment's.
         let before = call!(what, aws.ecs.describe_services().cluster(cluster).services(&current.physical_id).send());
@@ -233,28 +222,22 @@ impl KindOps for Service {
             .map(|s| s.events().iter().filter_map(|e| e.id().map(String::from)).collect())
             .unwrap_or_default();
         let mut req = aws.ecs.update_service().cluster(cluster).service(&current.physical_id);
-        if have["task_definition"] != want["task_definition"] {
+        if have.task_definition != want.task_definition {
             req = req.task_definition(task_definition);
         }
         // An autoscaled service's count belongs to the autoscaler (within min and max).
-        let fixed = want["count"].is_number();
-        if (fixed && have["count"] != want["count"]) || (!fixed && have["count"].is_number()) {
-            req = req.desired_count(desired_count(res));
+        let fixed = |c: &TaskCount| matches!(c, TaskCount::Fixed(_));
+        if (fixed(&want.count) && have.count != want.count) || (!fixed(&want.count) && fixed(&have.count)) {
+            req = req.desired_count(desired_count(&want));
         }
-        let net = ["subnets", "security_groups", "public_ip"];
-        if net.iter().any(|k| {
-            let (mut a, mut b) = (have[k].clone(), want[k].clone());
-            aira_engine::graph::normalize(Kind::Service, &mut a);
-            aira_engine::graph::normalize(Kind::Service, &mut b);
-            a != b
-        }) {
-            req = req.network_configuration(network(&what, want)?);
+        if network_changed(&have, &want) {
+            req = req.network_configuration(network(&what, &want)?);
         }
-        if have["deployment"] != want["deployment"] {
-            req = req.deployment_configuration(deployment(want));
+        if have.deployment != want.deployment {
+            req = req.deployment_configuration(deployment(&want));
         }
-        if have["health_check_grace"] != want["health_check_grace"] {
-            req = req.set_health_check_grace_period_seconds(want["health_check_grace"].as_i64().map(|n| n as i32));
+        if have.health_check_grace != want.health_check_grace {
+            req = req.set_health_check_grace_period_seconds(want.health_check_grace);
         }
         // The last deployment failed (observe's repair): a new one, even with nothing changed.
         if current.repair.is_some() {
@@ -263,15 +246,15 @@ impl KindOps for Service {
         // A task definition's new role may not be assumable by ECS yet.
         sdk::retry_role_not_ready(scope, progress, &res.id, &what, "ECS", is_role_not_ready, || req.clone().send())
             .await?;
-        scaling::set(cx, res, cluster, name, &have["count"]).await?;
+        scaling::set(cx, &res.id, cluster, name, &want.count, Some(&have.count)).await?;
         wait_deployed(aws, scope, &res.id, cluster, name, task_definition, &seen, progress).await?;
         read(aws, &res.id, cluster, &current.physical_id, &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, scope, progress } = *cx;
-        let cluster = current.props["cluster"].as_str().unwrap_or_default();
-        let name = current.props["name"].as_str().unwrap_or_default();
+        let have: kind::Service = current.props()?;
+        let (cluster, name) = (have.cluster.as_str(), have.name.as_str());
         let arn = &current.physical_id;
         let what = format!("delete ECS service `{}` ({name})", current.id);
         scaling::deregister(aws, &scaling::resource(cluster, name), &what).await?;

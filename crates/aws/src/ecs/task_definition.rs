@@ -1,33 +1,28 @@
 //! Task definitions: a family's latest ACTIVE revision, mapped back to the normal form. A change
 //! registers a new revision (never a replacement); registering an unchanged one returns it.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
     Compatibility, ContainerDefinition, CpuArchitecture, HealthCheck, KeyValuePair, LogConfiguration, LogDriver,
     NetworkMode, OsFamily, PortMapping, RuntimePlatform, Secret, TaskDefinitionFamilyStatus, TaskDefinitionField,
     TaskDefinitionStatus, TransportProtocol,
 };
-use serde_json::{json, Value};
 
-use super::{built, outputs, strs, Result};
+use super::{built, Result};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{ecr, sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::expand::container_image;
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, ContainerImage, PinnedImage, Val};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 pub struct TaskDefinition;
 
 /// ACTIVE revisions of a task definition family, oldest first.
 pub(crate) async fn revisions(aws: &AwsProvider, family: &str) -> Result<Vec<String>> {
-    let mut arns = Vec::new();
     let req = aws.ecs.list_task_definitions().family_prefix(family).status(TaskDefinitionStatus::Active);
-    let mut pages = req.into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error(format!("list revisions of task definition {family}"), e))?;
-        arns.extend(page.task_definition_arns().iter().cloned());
-    }
+    let pages = sdk::pages(format!("list revisions of task definition {family}"), req.into_paginator().send()).await?;
+    let mut arns: Vec<String> = pages.iter().flat_map(|p| p.task_definition_arns()).cloned().collect();
     let revision = |arn: &String| arn.rsplit(':').next().and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
     // `family_prefix` is a prefix for some endpoints: keep this family's own revisions.
     arns.retain(|a| a.rsplit_once(':').is_some_and(|(head, _)| head.ends_with(&format!("/{family}"))));
@@ -46,96 +41,83 @@ async fn latest(aws: &AwsProvider, scope: &Scope, family: &str) -> Result<Option
     Ok(Some(observed(id, td)))
 }
 
-fn observed(id: LogicalId, td: &aws_sdk_ecs::types::TaskDefinition) -> Observed {
-    let num = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok()).map(Value::from).unwrap_or(Value::Null);
-    let container = match td.container_definitions().first() {
-        Some(c) => {
-            let env: serde_json::Map<String, Value> = c
-                .environment()
-                .iter()
-                .filter_map(|kv| Some((kv.name()?.to_string(), json!(kv.value().unwrap_or_default()))))
-                .collect();
-            let secrets: serde_json::Map<String, Value> =
-                c.secrets().iter().map(|s| (s.name().to_string(), json!(s.value_from()))).collect();
-            let mut health: Vec<String> = c.health_check().map(|h| h.command().to_vec()).unwrap_or_default();
-            if health.first().is_some_and(|c| c == "CMD") {
-                health.remove(0);
-            }
-            json!({
-                "name": c.name(),
-                "image": c.image().map(aira_engine::expand::image_json).unwrap_or(Value::Null),
-                "command": c.command(),
-                "port": c.port_mappings().first().and_then(|m| m.container_port()),
-                "environment": env,
-                "secrets": secrets,
-                "log_group": c.log_configuration().and_then(|l| l.options()).and_then(|o| o.get("awslogs-group")),
-                "health_check": health,
-                "user": c.user(),
-                "read_only_root": c.readonly_root_filesystem().unwrap_or(false),
-            })
-        }
-        None => Value::Null,
-    };
-    let arn = td.task_definition_arn().unwrap_or_default();
-    let family = td.family().unwrap_or_default();
-    Observed {
-        id,
-        kind: Kind::TaskDefinition,
-        physical_id: arn.to_string(),
-        props: json!({
-            "family": family,
-            "cpu": num(td.cpu()),
-            "memory": num(td.memory()),
-            "execution_role": td.execution_role_arn(),
-            "task_role": td.task_role_arn(),
-            "container": container,
-        }),
-        outputs: outputs(&[("arn", json!(arn)), ("family", json!(family)), ("revision", json!(td.revision()))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
+/// ECS's container definition in normal form.
+fn observed_container(c: &ContainerDefinition) -> kind::Container {
+    let environment =
+        c.environment().iter().filter_map(|kv| Some((kv.name()?, Val::from(kv.value().unwrap_or_default())))).collect();
+    let secrets = c.secrets().iter().map(|s| (s.name(), s.value_from().to_string())).collect();
+    let mut health: Vec<String> = c.health_check().map(|h| h.command().to_vec()).unwrap_or_default();
+    if health.first().is_some_and(|c| c == "CMD") {
+        health.remove(0);
+    }
+    kind::Container {
+        name: c.name().unwrap_or_default().to_string(),
+        image: container_image(c.image().unwrap_or_default()),
+        command: c.command().to_vec(),
+        port: c.port_mappings().first().and_then(|m| m.container_port()).and_then(|p| u16::try_from(p).ok()),
+        environment,
+        secrets,
+        log_group: c
+            .log_configuration()
+            .and_then(|l| l.options())
+            .and_then(|o| o.get("awslogs-group"))
+            .map(|g| g.as_str().into()),
+        health_check: health,
+        user: c.user().map(String::from),
+        read_only_root: c.readonly_root_filesystem().unwrap_or(false),
     }
 }
 
-/// The container of a task definition in normal form, as ECS takes it.
-fn container(aws: &AwsProvider, c: &Value, what: &str) -> Result<ContainerDefinition> {
-    let image = match (&c["image"]["repository"], &c["image"]["digest"]) {
-        (Value::String(r), Value::String(d)) => format!("{r}@{d}"),
-        _ => c["image"].as_str().unwrap_or_default().to_string(),
+fn observed(id: LogicalId, td: &aws_sdk_ecs::types::TaskDefinition) -> Observed {
+    let num = |s: Option<&str>| s.and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let arn = td.task_definition_arn().unwrap_or_default();
+    let family = td.family().unwrap_or_default();
+    let props = kind::TaskDefinition {
+        family: family.to_string(),
+        cpu: num(td.cpu()),
+        memory: num(td.memory()),
+        execution_role: td.execution_role_arn().map(Val::from),
+        task_role: td.task_role_arn().map(Val::from),
+        container: td.container_definitions().first().map(observed_container),
     };
-    let name = c["name"].as_str().unwrap_or_default();
+    Observed::of(id, arn, &props).output("arn", arn).output("family", family).output("revision", td.revision())
+}
+
+/// The container of a task definition in normal form, as ECS takes it.
+fn container(aws: &AwsProvider, c: &kind::Container, what: &str) -> Result<ContainerDefinition> {
+    let image = match &c.image {
+        ContainerImage::Pinned(PinnedImage { repository, digest }) => format!("{}@{digest}", repository.as_str()),
+        ContainerImage::Reference(r) => r.clone(),
+    };
+    let name = c.name.as_str();
     let mut container = ContainerDefinition::builder()
         .name(name)
         .image(image)
         .essential(true)
-        .set_command(Some(strs(&c["command"])))
-        .readonly_root_filesystem(c["read_only_root"].as_bool().unwrap_or(false));
-    if let Some(user) = c["user"].as_str() {
-        container = container.user(user);
-    }
-    if let Some(port) = c["port"].as_i64() {
+        .set_command(Some(c.command.clone()))
+        .readonly_root_filesystem(c.read_only_root)
+        .set_user(c.user.clone());
+    if let Some(port) = c.port {
         container = container
-            .port_mappings(PortMapping::builder().container_port(port as i32).protocol(TransportProtocol::Tcp).build());
+            .port_mappings(PortMapping::builder().container_port(port.into()).protocol(TransportProtocol::Tcp).build());
     }
-    for (k, v) in c["environment"].as_object().into_iter().flatten() {
-        container =
-            container.environment(KeyValuePair::builder().name(k).value(v.as_str().unwrap_or_default()).build());
+    for (k, v) in c.environment.iter() {
+        container = container.environment(KeyValuePair::builder().name(k).value(v.as_str()).build());
     }
-    for (k, v) in c["secrets"].as_object().into_iter().flatten() {
-        let secret = Secret::builder().name(k).value_from(v.as_str().unwrap_or_default()).build();
-        container = container.secrets(built(what, secret)?);
+    for (k, arn) in c.secrets.iter() {
+        container = container.secrets(built(what, Secret::builder().name(k).value_from(arn).build())?);
     }
-    if let Some(group) = c["log_group"].as_str() {
+    if let Some(group) = &c.log_group {
         let logs = LogConfiguration::builder()
             .log_driver(LogDriver::Awslogs)
-            .options("awslogs-group", group)
+            .options("awslogs-group", group.as_str())
             .options("awslogs-region", &aws.region)
             .options("awslogs-stream-prefix", name)
             .build();
         container = container.log_configuration(built(what, logs)?);
     }
-    let health = strs(&c["health_check"]);
-    if !health.is_empty() {
-        let command = [vec!["CMD".to_string()], health].concat();
+    if !c.health_check.is_empty() {
+        let command = [vec!["CMD".to_string()], c.health_check.clone()].concat();
         let check =
             HealthCheck::builder().set_command(Some(command)).interval(10).timeout(5).retries(3).start_period(10);
         container = container.health_check(built(what, check.build())?);
@@ -147,18 +129,21 @@ fn container(aws: &AwsProvider, c: &Value, what: &str) -> Result<ContainerDefini
 /// (an unchanged stack and image never make a new revision). Pushes the image first if `up`
 /// built it for this task definition's repository.
 async fn register(aws: &AwsProvider, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed> {
-    let want = &res.props;
-    let family = want["family"].as_str().unwrap_or_default();
+    let want: kind::TaskDefinition = res.props()?;
+    let family = want.family.as_str();
     let what = format!("register task definition `{}` ({family})", res.id);
     if let Some(o) = latest(aws, scope, family).await? {
-        if o.id == res.id && o.props == *want {
+        if o.id == res.id && o.props::<kind::TaskDefinition>()? == want {
             return Ok(o);
         }
     }
-    ecr::push_for(aws, &res.id, &want["container"]["image"], progress).await?;
-    let num = |k: &str| want[k].as_u64().map(|n| n.to_string());
+    let Some(c) = &want.container else {
+        return Err(ProviderError::new(format!("{what}: no container to run")));
+    };
+    ecr::push_for(aws, &res.id, &c.image, progress).await?;
     let platform =
         RuntimePlatform::builder().operating_system_family(OsFamily::Linux).cpu_architecture(CpuArchitecture::X8664);
+    let role = |r: &Option<Val<String>>| r.as_ref().map(|r| r.get().clone());
     let out = call!(
         what,
         aws.ecs
@@ -166,12 +151,12 @@ async fn register(aws: &AwsProvider, scope: &Scope, res: &Resolved, progress: &d
             .family(family)
             .requires_compatibilities(Compatibility::Fargate)
             .network_mode(NetworkMode::Awsvpc)
-            .set_cpu(num("cpu"))
-            .set_memory(num("memory"))
+            .cpu(want.cpu.to_string())
+            .memory(want.memory.to_string())
             .runtime_platform(platform.build())
-            .set_execution_role_arn(want["execution_role"].as_str().map(String::from))
-            .set_task_role_arn(want["task_role"].as_str().map(String::from))
-            .container_definitions(container(aws, &want["container"], &what)?)
+            .set_execution_role_arn(role(&want.execution_role))
+            .set_task_role_arn(role(&want.task_role))
+            .container_definitions(container(aws, c, &what)?)
             .set_tags(Some(sdk::tag_list(scope, &res.id, &[])))
             .send()
     );
@@ -184,16 +169,13 @@ impl KindOps for TaskDefinition {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
-        let mut families = Vec::new();
         let req = aws.ecs.list_task_definition_families().family_prefix(&prefix);
-        let mut pages = req.status(TaskDefinitionFamilyStatus::Active).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk::error("list task definition families", e))?;
-            families.extend(page.families().iter().filter(|f| f.starts_with(&prefix)).cloned());
-        }
+        let req = req.status(TaskDefinitionFamilyStatus::Active);
+        let pages = sdk::pages("list task definition families", req.into_paginator().send()).await?;
+        let families = pages.iter().flat_map(|p| p.families()).filter(|f| f.starts_with(&prefix));
         let mut found = Vec::new();
         for family in families {
-            found.extend(latest(aws, scope, &family).await?);
+            found.extend(latest(aws, scope, family).await?);
         }
         Ok(found)
     }
@@ -211,9 +193,9 @@ impl KindOps for TaskDefinition {
     /// Every ACTIVE revision of the family.
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, .. } = *cx;
-        let family = current.props["family"].as_str().unwrap_or_default();
+        let family = current.props::<kind::TaskDefinition>()?.family;
         let what = format!("deregister task definition `{}` ({family})", current.id);
-        for arn in revisions(aws, family).await? {
+        for arn in revisions(aws, &family).await? {
             match aws.ecs.deregister_task_definition().task_definition(&arn).send().await {
                 Ok(_) => {}
                 Err(e) if sdk::code(&e) == Some("ClientException") && sdk::message(&e).contains("not") => {}

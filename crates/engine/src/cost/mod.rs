@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::expand::task_id;
 use crate::graph::LogicalId;
-use crate::kind::{AnyProps, Kind};
+use crate::kind::{self, AnyProps, Kind};
 use crate::prices::{cents, table, Prices};
 
 /// One resource to price: desired or observed, both in the same normal form.
@@ -133,13 +133,13 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
 /// the runtime lets all users spend a day, read from the tasks' environment (`expand::spend_env`).
 fn model_note(desired: &[Priced], hours_per_month: f64) -> Option<String> {
     let task = desired.iter().find_map(|r| match &r.props {
-        AnyProps::TaskDefinition(task) => Some(&task.0),
+        AnyProps::TaskDefinition(task) => Some(task),
         _ => None,
     })?;
-    let env = &task["container"]["environment"];
+    let env = &task.container.as_ref()?.environment;
     // The offline echo model (no `llm`) costs nothing.
-    let model = env["AIRA_LLM_MODEL"].as_str()?;
-    let daily: u64 = env["AIRA_DAILY_TOKENS"].as_str()?.parse().ok()?;
+    let model = env.get("AIRA_LLM_MODEL")?.known()?;
+    let daily: u64 = env.get("AIRA_DAILY_TOKENS")?.known()?.parse().ok()?;
     Some(if daily == 0 {
         format!("the model ({model}): no daily token bound (`llm.daily_tokens: 0`); its price is not in the table")
     } else {
@@ -190,17 +190,15 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
             }
             AnyProps::ElasticIp(_) => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
             AnyProps::Service(svc) => {
-                let props = &svc.0;
-                let name = props["name"].as_str().unwrap_or_default();
                 let task = resources.iter().find_map(|t| match &t.props {
-                    AnyProps::TaskDefinition(task) if t.id.0 == task_id(name) => Some(&task.0),
+                    AnyProps::TaskDefinition(task) if t.id.0 == task_id(&svc.name) => Some(task),
                     _ => None,
                 });
                 let Some(task) = task else { continue };
-                let vcpu = task["cpu"].as_f64().unwrap_or(0.0) / 1024.0;
-                let gb = task["memory"].as_f64().unwrap_or(0.0) / 1024.0;
+                let vcpu = task.cpu as f64 / 1024.0;
+                let gb = task.memory as f64 / 1024.0;
                 let per_task = p.fargate_vcpu_hour * vcpu + p.fargate_gb_hour * gb;
-                let (low, high) = task_counts(props);
+                let (low, high) = task_counts(svc);
                 let tasks = match high {
                     Some(high) => {
                         at_max = Some(month(per_task * high as f64));
@@ -215,17 +213,17 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 (format!("alarm on {metrics} metric{}", plural(metrics)), cents(metrics as f64 * p.alarm_metric_month))
             }
             AnyProps::LogGroup(group) => {
-                let props = &group.0;
                 let gb = t.usage.log_gb_per_group_month;
-                let kept_months = props["retention_days"].as_f64().unwrap_or(30.0) / 30.0;
+                let days = group.retention_days;
+                let kept_months = days.map_or(30.0, |d| d as f64) / 30.0;
                 (
-                    format!("logs: {gb} GB a month, kept {} days", props["retention_days"]),
+                    format!("logs: {gb} GB a month, kept {} days", days.map_or("null".into(), |d| d.to_string())),
                     cents(gb * p.log_ingest_gb + gb * kept_months * p.log_storage_gb_month),
                 )
             }
             AnyProps::PrometheusWorkspace(_) => {
                 let services = resources.iter().filter_map(|s| match &s.props {
-                    AnyProps::Service(svc) => Some(task_counts(&svc.0)),
+                    AnyProps::Service(svc) => Some(task_counts(svc)),
                     _ => None,
                 });
                 let (low, high) = services.fold((0, 0), |(l, h), (low, high)| (l + low, h + high.unwrap_or(low)));
@@ -254,8 +252,8 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 )
             }
             AnyProps::TaskDefinition(task) => {
-                let named = task.0["container"]["secrets"].as_object().into_iter().flat_map(|s| s.values());
-                secrets.extend(named.filter_map(|arn| arn.as_str()).map(str::to_string));
+                let named = task.container.iter().flat_map(|c| c.secrets.iter().map(|(_, arn)| arn.clone()));
+                secrets.extend(named);
                 continue;
             }
             // Billed by use only (requests, storage, data), which the table does not price, or free.
@@ -299,11 +297,10 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
 }
 
 /// A service's task count, and its maximum when it scales.
-fn task_counts(service: &Value) -> (u64, Option<u64>) {
-    let count = &service["count"];
-    match count.as_u64() {
-        Some(n) => (n, None),
-        None => (count["min"].as_u64().unwrap_or(0), count["max"].as_u64()),
+fn task_counts(service: &kind::Service) -> (u64, Option<u64>) {
+    match &service.count {
+        kind::TaskCount::Fixed(n) => ((*n).into(), None),
+        kind::TaskCount::Auto(a) => (a.min.into(), Some(a.max.into())),
     }
 }
 

@@ -145,16 +145,6 @@ fn hex8(bytes: &[u8]) -> String {
     bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
-fn statement(sid: &str, actions: &[&str], resources: Vec<Value>) -> Value {
-    let mut actions: Vec<&str> = actions.to_vec();
-    actions.sort_unstable();
-    json!({ "Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources })
-}
-
-fn policy(statements: Vec<Value>) -> Value {
-    json!({ "Version": "2012-10-17", "Statement": statements })
-}
-
 /// DynamoDB actions the runtime makes (see runtime/src/store/dynamo/).
 const TABLE_ACTIONS: &[&str] = &[
     "dynamodb:BatchGetItem",
@@ -168,31 +158,34 @@ const TABLE_ACTIONS: &[&str] = &[
 ];
 
 /// `repo@sha256:…` as `{repository, digest}` (the form observed task definitions report);
-/// any other reference as a string.
-pub fn image_json(reference: &str) -> Value {
+/// any other reference as it is.
+pub fn container_image(reference: &str) -> kind::ContainerImage {
     match reference.split_once("@sha256:") {
-        Some((repo, hex)) => json!({ "repository": repo, "digest": format!("sha256:{hex}") }),
-        None => json!(reference),
+        Some((repo, hex)) => {
+            kind::ContainerImage::Pinned(kind::PinnedImage { repository: repo.into(), digest: format!("sha256:{hex}") })
+        }
+        None => kind::ContainerImage::Reference(reference.to_string()),
     }
 }
 
 /// The image the stack's task definitions run now, in the form [`expand`] was given it: the
 /// inverse of how `services.rs` writes a task definition's `container.image` (with
-/// [`image_json`]). `{repository, digest}` in the stack's own ECR repository is an image aira
-/// built and pushed there; in another repository, one pushed to a named registry; a plain string
-/// is a reference. Without a task definition, an empty reference. `status` plans with it, so
-/// that a drift check does not build anything.
+/// [`container_image`]). `{repository, digest}` in the stack's own ECR repository is an image
+/// aira built and pushed there; in another repository, one pushed to a named registry; a plain
+/// string is a reference. Without a task definition, an empty reference. `status` plans with
+/// it, so that a drift check does not build anything.
 pub fn image_of(observed: &[Observed]) -> Image {
-    let Some(image) = observed.iter().find(|o| o.kind == Kind::TaskDefinition).map(|t| &t.props["container"]["image"])
-    else {
-        return Image::Reference(String::new());
-    };
-    let (Some(repo), Some(digest)) = (image["repository"].as_str(), image["digest"].as_str()) else {
-        return Image::Reference(image.as_str().unwrap_or_default().to_string());
+    let task = observed.iter().find(|o| o.kind == Kind::TaskDefinition);
+    let image = task.and_then(|t| t.props::<kind::TaskDefinition>().ok()?.container).map(|c| c.image);
+    let (repo, digest) = match image {
+        Some(kind::ContainerImage::Pinned(kind::PinnedImage { repository: Val::Is(repo), digest })) => (repo, digest),
+        Some(kind::ContainerImage::Reference(r)) => return Image::Reference(r),
+        // Observed properties hold no references.
+        Some(kind::ContainerImage::Pinned(_)) | None => return Image::Reference(String::new()),
     };
     let ecr = observed.iter().find(|o| o.kind == Kind::Repository).and_then(|r| r.outputs.get("uri")?.as_str());
-    let repository = (ecr != Some(repo)).then(|| repo.to_string());
-    Image::Built { digest: digest.to_string(), repository }
+    let repository = (ecr != Some(repo.as_str())).then_some(repo.clone());
+    Image::Built { digest, repository }
 }
 
 /// The ARN of an ECR repository named by an image reference
@@ -385,8 +378,28 @@ mod tests {
         }
     }
 
-    fn task(image: Value) -> Observed {
-        observed(&task_id("api"), Kind::TaskDefinition, json!({ "container": { "image": image } }), json!({}))
+    fn task(image: kind::ContainerImage) -> Observed {
+        let container = kind::Container {
+            name: "api".into(),
+            image,
+            command: Vec::new(),
+            port: None,
+            environment: Default::default(),
+            secrets: Default::default(),
+            log_group: None,
+            health_check: Vec::new(),
+            user: None,
+            read_only_root: false,
+        };
+        let props = kind::TaskDefinition {
+            family: "s-api".into(),
+            cpu: 256,
+            memory: 512,
+            execution_role: None,
+            task_role: None,
+            container: Some(container),
+        };
+        Observed::of(task_id("api").as_str().into(), "arn:task", &props)
     }
 
     #[test]
@@ -395,16 +408,16 @@ mod tests {
         let repo = observed(REPOSITORY, Kind::Repository, json!({}), json!({ "uri": uri }));
         let digest = format!("sha256:{}", "1".repeat(64));
         // Built and pushed to the stack's own repository.
-        let own = task(json!({ "repository": uri, "digest": digest }));
+        let own = task(container_image(&format!("{uri}@{digest}")));
         assert_eq!(image_of(&[repo.clone(), own]), Image::Built { digest: digest.clone(), repository: None });
         // Built and pushed to another registry (`--registry`).
-        let other = task(image_json(&format!("127.0.0.1:5000/aira/runtime@{digest}")));
+        let other = task(container_image(&format!("127.0.0.1:5000/aira/runtime@{digest}")));
         assert_eq!(
             image_of(&[repo.clone(), other]),
             Image::Built { digest: digest.clone(), repository: Some("127.0.0.1:5000/aira/runtime".into()) }
         );
         // A reference by tag stays a reference.
-        let tagged = task(image_json("public.ecr.aws/x/y:1"));
+        let tagged = task(container_image("public.ecr.aws/x/y:1"));
         assert_eq!(image_of(&[tagged]), Image::Reference("public.ecr.aws/x/y:1".into()));
         // No task definition yet.
         assert_eq!(image_of(&[repo]), Image::Reference(String::new()));

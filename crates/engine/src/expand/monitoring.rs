@@ -25,19 +25,19 @@ pub(super) fn monitoring(stack: &Stack, facts: &Facts) -> Result<Vec<Desired>, S
     let topic_arn =
         format!("arn:{}:sns:{}:{}:{}", partition(&facts.region), facts.region, facts.account, alarms::topic_name(name));
     let definition = alert_manager_definition(&topic_arn, &facts.region)?;
-    let mut alerts = Desired::new(
-        ALERT_MANAGER,
-        Kind::AlertManager,
-        json!({ "workspace": reference(WORKSPACE, "id"), "definition": definition }),
-    );
+    let mut alerts =
+        Desired::of(ALERT_MANAGER, &kind::AlertManager { workspace: Val::to(WORKSPACE, "id"), definition });
     // The topic lets the workspace publish before the first alert can fire.
     alerts.depends_on.insert(alarms::TOPIC.into());
     Ok(vec![
-        Desired::new(WORKSPACE, Kind::PrometheusWorkspace, json!({ "alias": name })),
-        Desired::new(
+        Desired::of(WORKSPACE, &kind::PrometheusWorkspace { alias: name.clone() }),
+        Desired::of(
             RULES,
-            Kind::PrometheusRules,
-            json!({ "workspace": reference(WORKSPACE, "id"), "name": RULES_NAMESPACE, "data": RULES_FILE }),
+            &kind::PrometheusRules {
+                workspace: Val::to(WORKSPACE, "id"),
+                name: RULES_NAMESPACE.into(),
+                data: RULES_FILE.into(),
+            },
         ),
         alerts,
     ])

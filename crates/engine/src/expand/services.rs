@@ -1,6 +1,8 @@
 //! The compute: the table, the repository, the roles, the cluster, and per service its log
 //! group, task role, task definition and service. The edge is `edge.rs`.
 
+use serde::Deserialize;
+
 use super::*;
 
 pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> Result<Vec<Desired>, String> {
@@ -25,37 +27,38 @@ pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Plac
 }
 
 fn table(name: &str) -> Desired {
-    Desired::new(
+    Desired::of(
         TABLE,
-        Kind::Table,
-        json!({
-            "name": format!("{name}-data"),
-            "keys": { "pk": "S", "sk": "S" },
-            "billing": "PAY_PER_REQUEST",
-            "point_in_time_recovery": true,
-            "ttl_attribute": "expires_at",
-        }),
+        &kind::Table {
+            name: format!("{name}-data"),
+            keys: [("pk", "S".to_string()), ("sk", "S".to_string())].into_iter().collect(),
+            billing: "PAY_PER_REQUEST".into(),
+            point_in_time_recovery: true,
+            ttl_attribute: Some("expires_at".into()),
+        },
     )
 }
 
 /// What the task definitions run: built and pushed to the stack's repository (which then joins
 /// `out`), or a reference.
-fn image_value(name: &str, image: &Image, out: &mut Vec<Desired>) -> Value {
+fn image_value(name: &str, image: &Image, out: &mut Vec<Desired>) -> kind::ContainerImage {
+    let pinned = |repository: Val<String>, digest: &str| {
+        kind::ContainerImage::Pinned(kind::PinnedImage { repository, digest: digest.to_string() })
+    };
     match image {
         Image::Built { digest, repository: None } => {
-            out.push(Desired::new(
+            out.push(Desired::of(
                 REPOSITORY,
-                Kind::Repository,
-                json!({
-                    "name": format!("aira/{name}"),
-                    "scan_on_push": true,
-                    "keep_images": defaults::KEEP_IMAGES,
-                }),
+                &kind::Repository {
+                    name: format!("aira/{name}"),
+                    scan_on_push: true,
+                    keep_images: Some(defaults::KEEP_IMAGES),
+                },
             ));
-            json!({ "repository": reference(REPOSITORY, "uri"), "digest": digest })
+            pinned(Val::to(REPOSITORY, "uri"), digest)
         }
-        Image::Built { digest, repository: Some(repo) } => json!({ "repository": repo, "digest": digest }),
-        Image::Reference(r) => image_json(r),
+        Image::Built { digest, repository: Some(repo) } => pinned(repo.as_str().into(), digest),
+        Image::Reference(r) => container_image(r),
     }
 }
 
@@ -72,14 +75,14 @@ fn secret_arn(stack: &Stack, facts: &Facts) -> Result<Option<String>, String> {
 /// What ECS itself needs to start the tasks (image, logs, the key).
 fn execution_role(stack: &Stack, image: &Image, secret_arn: Option<&str>) -> Desired {
     let mut exec = Vec::new();
-    let ecr_repository: Option<Value> = match image {
-        Image::Built { repository: None, .. } => Some(reference(REPOSITORY, "arn")),
-        Image::Reference(r) => ecr_repository_arn(r).map(Value::from),
+    let ecr_repository: Option<Val<String>> = match image {
+        Image::Built { repository: None, .. } => Some(Val::to(REPOSITORY, "arn")),
+        Image::Reference(r) => ecr_repository_arn(r).map(Val::from),
         Image::Built { repository: Some(_), .. } => None,
     };
     if let Some(repo) = ecr_repository {
         // GetAuthorizationToken has no resource: AWS accepts only "*" for it.
-        exec.push(statement("EcrToken", &["ecr:GetAuthorizationToken"], vec![json!("*")]));
+        exec.push(statement("EcrToken", &["ecr:GetAuthorizationToken"], vec!["*".into()]));
         exec.push(statement(
             "PullImage",
             &["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
@@ -89,31 +92,29 @@ fn execution_role(stack: &Stack, image: &Image, secret_arn: Option<&str>) -> Des
     exec.push(statement(
         "WriteLogs",
         &["logs:CreateLogStream", "logs:PutLogEvents"],
-        stack.services.keys().map(|s| reference(&format!("logs-{s}"), "arn")).collect(),
+        stack.services.keys().map(|s| Val::to(&format!("logs-{s}"), "arn")).collect(),
     ));
     if let Some(arn) = secret_arn {
-        exec.push(statement("ReadLlmKey", &["secretsmanager:GetSecretValue"], vec![json!(arn)]));
+        exec.push(statement("ReadLlmKey", &["secretsmanager:GetSecretValue"], vec![arn.into()]));
     }
     task_role(EXECUTION_ROLE, &stack.stack.0, "execution", exec)
 }
 
 fn cluster(stack: &Stack) -> Desired {
-    Desired::new(
+    Desired::of(
         CLUSTER,
-        Kind::Cluster,
-        json!({
-            "name": stack.stack.0,
+        &kind::Cluster {
+            name: stack.stack.0.clone(),
             // Autoscaling on backlog per task divides by ContainerInsights' RunningTaskCount.
-            "container_insights": stack.services.values().any(|s| matches!(s.count, Count::Auto(_))),
-        }),
+            container_insights: stack.services.values().any(|s| matches!(s.count, Count::Auto(_))),
+        },
     )
 }
 
 fn log_group(name: &str, svc_name: &str) -> Desired {
-    Desired::new(
+    Desired::of(
         &format!("logs-{svc_name}"),
-        Kind::LogGroup,
-        json!({ "name": log_group_name(name, svc_name), "retention_days": defaults::LOG_RETENTION_DAYS }),
+        &kind::LogGroup { name: log_group_name(name, svc_name), retention_days: Some(defaults::LOG_RETENTION_DAYS) },
     )
 }
 
@@ -126,18 +127,18 @@ fn task_role_of(stack: &Stack, facts: &Facts, svc_name: &str, svc: &Service) -> 
         }
     };
     let mut statements = vec![
-        statement("Queue", queue_actions, vec![reference(QUEUE, "arn")]),
-        statement("Table", TABLE_ACTIONS, vec![reference(TABLE, "arn")]),
+        statement("Queue", queue_actions, vec![Val::to(QUEUE, "arn")]),
+        statement("Table", TABLE_ACTIONS, vec![Val::to(TABLE, "arn")]),
     ];
     if stack.prometheus() {
-        statements.push(statement("Metrics", &["aps:RemoteWrite"], vec![reference(monitoring::WORKSPACE, "arn")]));
+        statements.push(statement("Metrics", &["aps:RemoteWrite"], vec![Val::to(monitoring::WORKSPACE, "arn")]));
     }
     if let (Role::Worker, Some(llm)) = (svc.role, stack.bedrock()) {
         // Converse is authorized as `bedrock:InvokeModel` on the model's ARN.
         statements.push(statement(
             "Model",
             &["bedrock:InvokeModel"],
-            vec![json!(foundation_model_arn(&facts.region, &llm.model))],
+            vec![foundation_model_arn(&facts.region, &llm.model).into()],
         ));
     }
     task_role(&format!("role-{svc_name}"), &stack.stack.0, svc_name, statements)
@@ -152,46 +153,48 @@ fn command_and_health_port(svc: &Service) -> (&'static str, u16) {
 }
 
 /// The runtime's configuration (runtime/README.md).
-fn environment(stack: &Stack, facts: &Facts, svc: &Service, is_public: bool) -> Value {
+fn environment(stack: &Stack, facts: &Facts, svc: &Service, is_public: bool) -> kind::Named<Val<String>> {
     let name = &stack.stack.0;
     let (_, health_port) = command_and_health_port(svc);
-    let mut env = json!({
-        "AIRA_QUEUE_URL": reference(QUEUE, "url"),
-        "AIRA_TABLE": reference(TABLE, "name"),
-        "AIRA_VISIBILITY_TIMEOUT_SECS": stack.queue.visibility_timeout.secs().to_string(),
-        "AIRA_RECEIVE_WAIT_SECS": stack.queue.receive_wait.secs().to_string(),
-    });
+    let mut env: kind::Named<Val<String>> = [
+        ("AIRA_QUEUE_URL", Val::to(QUEUE, "url")),
+        ("AIRA_TABLE", Val::to(TABLE, "name")),
+        ("AIRA_VISIBILITY_TIMEOUT_SECS", stack.queue.visibility_timeout.secs().to_string().into()),
+        ("AIRA_RECEIVE_WAIT_SECS", stack.queue.receive_wait.secs().to_string().into()),
+    ]
+    .into_iter()
+    .collect();
     if let Some(dl) = &stack.queue.dead_letter {
-        env["AIRA_MAX_RECEIVES"] = json!(dl.max_receives.to_string());
+        env.set("AIRA_MAX_RECEIVES", dl.max_receives.to_string());
     }
     if svc.role == Role::Api {
-        env["AIRA_LISTEN"] = json!(format!("0.0.0.0:{health_port}"));
+        env.set("AIRA_LISTEN", format!("0.0.0.0:{health_port}"));
     }
-    env["AIRA_METRICS_LISTEN"] = json!(format!("0.0.0.0:{}", defaults::OPS_PORT));
+    env.set("AIRA_METRICS_LISTEN", format!("0.0.0.0:{}", defaults::OPS_PORT));
     if stack.prometheus() {
         // The runtime pushes its metrics there, labelled with the stack (runtime/README.md).
-        env["AIRA_REMOTE_WRITE_URL"] = reference(monitoring::WORKSPACE, "remote_write_url");
-        env["AIRA_STACK"] = json!(name);
+        env.set("AIRA_REMOTE_WRITE_URL", Val::to(monitoring::WORKSPACE, "remote_write_url"));
+        env.set("AIRA_STACK", name.clone());
     }
     if is_public {
         // The load balancer appends the client's address to X-Forwarded-For: the runtime's
         // sign-in limits key on it instead of the load balancer's own address.
-        env["AIRA_BEHIND_LOAD_BALANCER"] = json!("true");
+        env.set("AIRA_BEHIND_LOAD_BALANCER", "true");
     }
     if let Some(llm) = &stack.llm {
         match (llm.provider, &llm.base_url) {
             (LlmProvider::Bedrock, _) => {
-                env["AIRA_LLM_PROVIDER"] = json!("bedrock");
+                env.set("AIRA_LLM_PROVIDER", "bedrock");
                 // The runtime's Bedrock client takes its region from the SDK's chain.
-                env["AWS_REGION"] = json!(facts.region);
+                env.set("AWS_REGION", facts.region.clone());
             }
-            (LlmProvider::Openai, Some(url)) => env["AIRA_LLM_BASE_URL"] = json!(url.0),
+            (LlmProvider::Openai, Some(url)) => env.set("AIRA_LLM_BASE_URL", url.0.clone()),
             (LlmProvider::Openai, None) => {}
         }
-        env["AIRA_LLM_MODEL"] = json!(llm.model);
+        env.set("AIRA_LLM_MODEL", llm.model.clone());
     }
     for (key, value) in spend_env(stack) {
-        env[key] = json!(value);
+        env.set(key, value);
     }
     env
 }
@@ -201,76 +204,78 @@ fn task_definition(
     facts: &Facts,
     svc_name: &str,
     svc: &Service,
-    image_value: &Value,
+    image_value: &kind::ContainerImage,
     secret_arn: Option<&str>,
     is_public: bool,
 ) -> Desired {
     let (command, health_port) = command_and_health_port(svc);
-    let secrets = match secret_arn {
-        Some(arn) => json!({ "AIRA_LLM_API_KEY": arn }),
-        None => json!({}),
-    };
-    Desired::new(
+    let secrets = secret_arn.map(|arn| ("AIRA_LLM_API_KEY", arn.to_string())).into_iter().collect();
+    Desired::of(
         &task_id(svc_name),
-        Kind::TaskDefinition,
-        json!({
-            "family": format!("{}-{svc_name}", stack.stack.0),
-            "cpu": svc.cpu.0,
-            "memory": svc.memory,
-            "execution_role": reference(EXECUTION_ROLE, "arn"),
-            "task_role": reference(&format!("role-{svc_name}"), "arn"),
-            "container": {
-                "name": svc_name,
-                "image": image_value,
-                "command": [command],
-                "port": (svc.role == Role::Api).then_some(health_port),
-                "environment": environment(stack, facts, svc, is_public),
-                "secrets": secrets,
-                "log_group": reference(&format!("logs-{svc_name}"), "name"),
-                "health_check": [defaults::RUNTIME_BINARY, "health", format!("http://127.0.0.1:{health_port}/healthz")],
-                "user": defaults::RUNTIME_UID.to_string(),
+        &kind::TaskDefinition {
+            family: format!("{}-{svc_name}", stack.stack.0),
+            cpu: svc.cpu.0.into(),
+            memory: svc.memory.into(),
+            execution_role: Some(Val::to(EXECUTION_ROLE, "arn")),
+            task_role: Some(Val::to(&format!("role-{svc_name}"), "arn")),
+            container: Some(kind::Container {
+                name: svc_name.to_string(),
+                image: image_value.clone(),
+                command: vec![command.to_string()],
+                port: (svc.role == Role::Api).then_some(health_port),
+                environment: environment(stack, facts, svc, is_public),
+                secrets,
+                log_group: Some(Val::to(&format!("logs-{svc_name}"), "name")),
+                health_check: vec![
+                    defaults::RUNTIME_BINARY.to_string(),
+                    "health".to_string(),
+                    format!("http://127.0.0.1:{health_port}/healthz"),
+                ],
+                user: Some(defaults::RUNTIME_UID.to_string()),
                 // The runtime writes nothing to disk on AWS (DynamoDB and SQS backends).
-                "read_only_root": true,
-            },
-        }),
+                read_only_root: true,
+            }),
+        },
     )
 }
 
 fn service(svc_name: &str, svc: &Service, place: &Placement, is_public: bool, https: bool) -> Desired {
     let (_, health_port) = command_and_health_port(svc);
     let count = match &svc.count {
-        Count::Fixed(n) => json!(n),
-        Count::Auto(a) => json!({
-            "min": a.min,
-            "max": a.max,
-            "backlog_per_task": a.backlog_per_task,
-            "queue": reference(QUEUE, "name"),
+        Count::Fixed(n) => kind::TaskCount::Fixed(*n),
+        Count::Auto(a) => kind::TaskCount::Auto(kind::AutoScaling {
+            min: a.min,
+            max: a.max,
+            backlog_per_task: Some(a.backlog_per_task),
+            queue: Some(Val::to(QUEUE, "name")),
         }),
     };
-    let load_balancer = if is_public {
-        json!({
-            "target_group": reference(&format!("tg-{svc_name}"), "arn"),
-            "container": svc_name,
-            "port": health_port,
-        })
-    } else {
-        Value::Null
-    };
-    let mut props = json!({
-        "name": svc_name,
-        "cluster": reference(CLUSTER, "arn"),
-        "task_definition": reference(&task_id(svc_name), "arn"),
-        "count": count,
-        "subnets": place.private_subnets,
-        "security_groups": [reference("services-sg", "id")],
-        "public_ip": false,
-        "deployment": { "circuit_breaker": true, "rollback": true, "min_healthy_percent": 100, "max_percent": 200 },
-        "load_balancer": load_balancer,
+    let load_balancer = is_public.then(|| kind::ServiceLoadBalancer {
+        target_group: Val::to(&format!("tg-{svc_name}"), "arn"),
+        container: svc_name.to_string(),
+        port: health_port,
     });
-    if is_public {
-        props["health_check_grace"] = json!(defaults::HEALTH_CHECK_GRACE);
-    }
-    let mut service = Desired::new(&service_id(svc_name), Kind::Service, props);
+    // Placement is typed by the network change.
+    let subnets =
+        place.private_subnets.iter().map(|s| Val::deserialize(s).expect("a subnet is an id or a reference")).collect();
+    let props = kind::Service {
+        name: svc_name.to_string(),
+        cluster: Val::to(CLUSTER, "arn"),
+        task_definition: Val::to(&task_id(svc_name), "arn"),
+        count,
+        subnets,
+        security_groups: vec![Val::to("services-sg", "id")],
+        public_ip: false,
+        deployment: Some(kind::Deployment {
+            circuit_breaker: true,
+            rollback: true,
+            min_healthy_percent: 100,
+            max_percent: 200,
+        }),
+        load_balancer,
+        health_check_grace: is_public.then_some(defaults::HEALTH_CHECK_GRACE),
+    };
+    let mut service = Desired::of(&service_id(svc_name), &props);
     service.depends_on.extend(place.task_paths.iter().cloned());
     if is_public {
         // Listeners first: ECS refuses a target group that no listener uses.
@@ -283,16 +288,25 @@ fn service(svc_name: &str, svc: &Service, place: &Placement, is_public: bool, ht
 }
 
 /// A role ECS tasks assume (`<stack>-<suffix>` under the stack's path), with one inline policy.
-fn task_role(id: &str, stack: &str, suffix: &str, statements: Vec<Value>) -> Desired {
-    Desired::new(
+fn task_role(id: &str, stack: &str, suffix: &str, statements: Vec<kind::Statement>) -> Desired {
+    Desired::of(
         id,
-        Kind::Role,
-        json!({
-            "name": format!("{stack}-{suffix}"),
-            "path": format!("/aira/{stack}/"),
-            "trust_service": "ecs-tasks.amazonaws.com",
-            "managed_policies": [],
-            "policy": policy(statements),
-        }),
+        &kind::Role {
+            name: format!("{stack}-{suffix}"),
+            path: format!("/aira/{stack}/"),
+            trust_service: "ecs-tasks.amazonaws.com".into(),
+            managed_policies: Vec::new(),
+            policy: Some(kind::Policy::Document(kind::PolicyDocument {
+                version: "2012-10-17".into(),
+                statement: statements,
+            })),
+        },
     )
+}
+
+/// Allows `actions` (sorted) on `resources`.
+fn statement(sid: &str, actions: &[&str], resources: Vec<Val<String>>) -> kind::Statement {
+    let mut action: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+    action.sort_unstable();
+    kind::Statement { sid: sid.into(), effect: "Allow".into(), action, resource: resources }
 }

@@ -1,7 +1,23 @@
 //! The kinds of logs.
 
-use super::loose;
+use serde::{Deserialize, Serialize};
 
-loose!(LogGroup = "logs.log-group", DeleteBeforeCreate, sets [], replace_on [
-    ("name", "a log group's name cannot change"),
-]);
+use super::{field, Kind, KindSpec, Props, ReplaceOrder::*};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogGroup {
+    pub name: String,
+    /// `null`: events never expire.
+    pub retention_days: Option<u64>,
+}
+
+impl Props for LogGroup {
+    const KIND: Kind = Kind::LogGroup;
+    const SPEC: KindSpec = KindSpec {
+        name: "logs.log-group",
+        replace_on: &[(field!(name), "a log group's name cannot change")],
+        replace_order: DeleteBeforeCreate,
+        sets: &[],
+    };
+}
