@@ -1,13 +1,8 @@
 //! The kinds of wafv2.
 
-use std::fmt;
-use std::marker::PhantomData;
+use serde::{Deserialize, Serialize};
 
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-use super::{field, Kind, KindSpec, Props, ReplaceOrder::*, Val};
+use super::{field, Kind, KindSpec, Named, Props, ReplaceOrder::*, Val};
 
 /// The stack's rate-based rules, on its load balancer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,90 +107,4 @@ impl Props for WebAcl {
         replace_order: DeleteBeforeCreate,
         sets: &[],
     };
-}
-
-/// A JSON object of named entries, its keys in the order written (a map would sort them, and
-/// the plan's JSON keeps the order expand writes). Equal when it holds the same entries in any
-/// order, as JSON objects are.
-#[derive(Debug, Clone)]
-pub struct Named<T>(pub Vec<(String, T)>);
-
-impl<T> Named<T> {
-    pub fn get(&self, name: &str) -> Option<&T> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v))
-    }
-}
-
-impl<T, K: Into<String>> FromIterator<(K, T)> for Named<T> {
-    fn from_iter<I: IntoIterator<Item = (K, T)>>(iter: I) -> Self {
-        Named(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
-    }
-}
-
-impl<T: PartialEq> PartialEq for Named<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().all(|(n, v)| other.get(n) == Some(v))
-    }
-}
-
-impl<T: Serialize> Serialize for Named<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(self.0.len()))?;
-        for (name, value) in &self.0 {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Entries<T>(PhantomData<T>);
-
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
-            type Value = Named<T>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Named<T>, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
-                }
-                Ok(Named(out))
-            }
-        }
-
-        d.deserialize_map(Entries(PhantomData))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn named_entries_keep_their_order_and_compare_as_an_object() {
-        let v = json!({ "b": "1", "a": "2" });
-        let named: Named<String> = serde_json::from_value(v.clone()).unwrap();
-        assert_eq!(serde_json::to_string(&named).unwrap(), r#"{"b":"1","a":"2"}"#);
-        let reordered: Named<String> = [("a", "2".to_string()), ("b", "1".to_string())].into_iter().collect();
-        assert_eq!(named, reordered);
-        assert_ne!(named, [("a", "2".to_string())].into_iter().collect());
-    }
 }
