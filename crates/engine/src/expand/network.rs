@@ -67,8 +67,8 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
     Ok((out, Placement { vpc, public_subnets, private_subnets, task_paths, lb_paths }))
 }
 
-/// The VPC aira creates, its subnets, gateways and route tables; the VPC, its public and
-/// private subnets and its private route tables.
+/// The VPC aira creates, its subnets, gateways and route tables. Returns where the rest goes:
+/// the VPC, the public and the private subnets, the private route tables.
 fn new_network(stack: &Stack, facts: &Facts, out: &mut Vec<Desired>) -> Result<(Val<String>, Ids, Ids, Ids), String> {
     let net = &stack.network;
     let zones = net.zones as usize;
