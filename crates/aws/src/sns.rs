@@ -2,14 +2,15 @@
 //! and who else may publish to it: the stack's Prometheus workspace (`publisher`), through the
 //! topic's access policy (the managed alert manager publishes as `aps.amazonaws.com`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Resolved};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -21,25 +22,20 @@ pub struct Topic;
 
 /// `protocol:endpoint` → subscription ARN (`PendingConfirmation` until the address confirms).
 async fn subscriptions(p: &AwsProvider, arn: &str) -> Result<BTreeMap<String, String>> {
-    let mut subs = BTreeMap::new();
-    let mut pages = p.sns.list_subscriptions_by_topic().topic_arn(arn).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error(format!("list subscriptions of SNS topic {arn}"), e))?;
-        for s in page.subscriptions() {
-            subs.insert(
-                format!("{}:{}", s.protocol().unwrap_or_default(), s.endpoint().unwrap_or_default()),
-                s.subscription_arn().unwrap_or_default().to_string(),
-            );
-        }
-    }
-    Ok(subs)
+    let pages = p.sns.list_subscriptions_by_topic().topic_arn(arn).into_paginator().send();
+    let pages = sdk::pages(format!("list subscriptions of SNS topic {arn}"), pages).await?;
+    let subs = pages.iter().flat_map(|page| page.subscriptions()).map(|s| {
+        let key = format!("{}:{}", s.protocol().unwrap_or_default(), s.endpoint().unwrap_or_default());
+        (key, s.subscription_arn().unwrap_or_default().to_string())
+    });
+    Ok(subs.collect())
 }
 
 /// The policy statement that lets the workspace's alert manager publish.
 const PROMETHEUS_SID: &str = "PrometheusAlerts";
 
 /// The workspace ARN the topic's policy lets publish, if any.
-async fn publisher(p: &AwsProvider, arn: &str) -> Result<Value> {
+async fn publisher(p: &AwsProvider, arn: &str) -> Result<Option<String>> {
     let out = call!(format!("read the policy of SNS topic {arn}"), p.sns.get_topic_attributes().topic_arn(arn).send());
     let policy: Value = out
         .attributes()
@@ -48,7 +44,7 @@ async fn publisher(p: &AwsProvider, arn: &str) -> Result<Value> {
         .unwrap_or(Value::Null);
     let statements = policy["Statement"].as_array().cloned().unwrap_or_default();
     let ours = statements.iter().find(|s| s["Sid"] == PROMETHEUS_SID);
-    Ok(ours.map(|s| s["Condition"]["ArnEquals"]["aws:SourceArn"].clone()).unwrap_or(Value::Null))
+    Ok(ours.and_then(|s| s["Condition"]["ArnEquals"]["aws:SourceArn"].as_str()).map(String::from))
 }
 
 /// The topic's policy: AWS's default statement (the account's own principals, which CloudWatch
@@ -80,8 +76,8 @@ fn policy(arn: &str, workspace: Option<&str>) -> String {
     json!({ "Version": "2012-10-17", "Id": "aira", "Statement": statements }).to_string()
 }
 
-async fn set_publisher(p: &AwsProvider, arn: &str, what: &str, res: &Resolved) -> Result<()> {
-    let policy = policy(arn, res.props["publisher"].as_str());
+async fn set_publisher(p: &AwsProvider, arn: &str, what: &str, want: &kind::Topic) -> Result<()> {
+    let policy = policy(arn, want.publisher.as_ref().map(|w| w.as_str()));
     call!(
         format!("{what}: set its access policy"),
         p.sns.set_topic_attributes().topic_arn(arn).attribute_name("Policy").attribute_value(policy).send()
@@ -92,19 +88,8 @@ async fn set_publisher(p: &AwsProvider, arn: &str, what: &str, res: &Resolved) -
 async fn read(p: &AwsProvider, arn: &str, id: LogicalId) -> Result<Observed> {
     let (subs, publisher) = tokio::try_join!(subscriptions(p, arn), publisher(p, arn))?;
     let name = arn.rsplit(':').next().unwrap_or(arn).to_string();
-    Ok(Observed {
-        id,
-        kind: Kind::Topic,
-        physical_id: arn.to_string(),
-        props: json!({ "name": name, "subscriptions": subs.keys().collect::<Vec<_>>(), "publisher": publisher }),
-        outputs: BTreeMap::from([("arn".to_string(), Value::from(arn))]),
-        depends_on: BTreeSet::new(),
-        repair: None,
-    })
-}
-
-fn wanted(res: &Resolved) -> BTreeSet<String> {
-    res.props["subscriptions"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(String::from)).collect()
+    let props = kind::Topic { name, subscriptions: subs.into_keys().collect(), publisher: publisher.map(Into::into) };
+    Ok(Observed::of(id, arn, &props).output("arn", arn))
 }
 
 async fn subscribe(p: &AwsProvider, arn: &str, what: &str, sub: &str) -> Result<()> {
@@ -121,12 +106,8 @@ impl KindOps for Topic {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
-        let mut arns = Vec::new();
-        let mut pages = aws.sns.list_topics().into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| sdk::error("list SNS topics", e))?;
-            arns.extend(page.topics().iter().filter_map(|t| t.topic_arn().map(String::from)));
-        }
+        let pages = sdk::pages("list SNS topics", aws.sns.list_topics().into_paginator().send()).await?;
+        let arns = pages.iter().flat_map(|page| page.topics()).filter_map(|t| t.topic_arn().map(String::from));
         let mut found = Vec::new();
         for arn in arns.into_iter().filter(|a| a.rsplit(':').next().is_some_and(|n| n.starts_with(&prefix))) {
             let out = aws.sns.list_tags_for_resource().resource_arn(&arn).send().await;
@@ -139,16 +120,17 @@ impl KindOps for Topic {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, .. } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default();
+        let want: kind::Topic = res.props()?;
+        let name = &want.name;
         let what = format!("create SNS topic `{}` ({name})", res.id);
         let out =
             call!(what, aws.sns.create_topic().name(name).set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
         let arn = out.topic_arn().unwrap_or_default().to_string();
-        if !res.props["publisher"].is_null() {
-            set_publisher(aws, &arn, &what, res).await?;
+        if want.publisher.is_some() {
+            set_publisher(aws, &arn, &what, &want).await?;
         }
-        for sub in wanted(res) {
-            subscribe(aws, &arn, &what, &sub).await?;
+        for sub in &want.subscriptions {
+            subscribe(aws, &arn, &what, sub).await?;
         }
         read(aws, &arn, res.id.clone()).await
     }
@@ -157,15 +139,15 @@ impl KindOps for Topic {
         let Cx { aws, .. } = *cx;
         let arn = &current.physical_id;
         let what = format!("update SNS topic `{}` ({arn})", res.id);
-        if res.props["publisher"] != current.props["publisher"] {
-            set_publisher(aws, arn, &what, res).await?;
+        let want: kind::Topic = res.props()?;
+        if want.publisher != current.props::<kind::Topic>()?.publisher {
+            set_publisher(aws, arn, &what, &want).await?;
         }
         let have = subscriptions(aws, arn).await?;
-        let want = wanted(res);
-        for sub in want.iter().filter(|s| !have.contains_key(*s)) {
+        for sub in want.subscriptions.iter().filter(|s| !have.contains_key(*s)) {
             subscribe(aws, arn, &what, sub).await?;
         }
-        for (sub, sub_arn) in have.iter().filter(|(s, _)| !want.contains(*s)) {
+        for (sub, sub_arn) in have.iter().filter(|(s, _)| !want.subscriptions.contains(*s)) {
             if !sub_arn.starts_with("arn:") {
                 // SNS keeps an unconfirmed subscription until it expires (3 days); it cannot be removed.
                 continue;

@@ -1,6 +1,6 @@
 //! SQS queues. Found by name prefix `<stack>-` and then by tags (SQS has no tag filter).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::QueueAttributeName as A;
@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::graph::{Kind, LogicalId};
+use aira_engine::graph::LogicalId;
+use aira_engine::kind::{self, QueueRedrive};
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -30,12 +31,9 @@ pub struct Queue;
 /// The stack's queues, oldest first.
 pub async fn observe(sqs: &Client, scope: &Scope) -> Result<Vec<Observed>> {
     let prefix = format!("{}-", scope.stack);
-    let mut urls = Vec::new();
-    let mut pages = sqs.list_queues().queue_name_prefix(&prefix).max_results(1000).into_paginator().send();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| sdk::error(format!("list SQS queues `{prefix}*`"), e))?;
-        urls.extend(page.queue_urls.unwrap_or_default());
-    }
+    let pages = sqs.list_queues().queue_name_prefix(&prefix).max_results(1000).into_paginator().send();
+    let urls = sdk::pages(format!("list SQS queues `{prefix}*`"), pages).await?.into_iter();
+    let urls: Vec<String> = urls.flat_map(|page| page.queue_urls.unwrap_or_default()).collect();
     let mut found = Vec::new();
     for url in urls {
         let out = sqs.list_queue_tags().queue_url(&url).send().await;
@@ -54,53 +52,40 @@ async fn read(sqs: &Client, url: &str, id: LogicalId) -> Result<Option<(Observed
     let attrs = out.attributes.unwrap_or_default();
     let num = |name: A| attrs.get(&name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     let name = url.rsplit('/').next().unwrap_or(url).to_string();
-    let mut props = json!({
-        "name": name,
-        "fifo": attrs.get(&A::FifoQueue).is_some_and(|v| v == "true"),
-        "visibility_timeout": num(A::VisibilityTimeout),
-        "retention": num(A::MessageRetentionPeriod),
-        "receive_wait": num(A::ReceiveMessageWaitTimeSeconds),
-    });
-    if let Some(policy) = attrs.get(&A::RedrivePolicy).filter(|p| !p.is_empty()) {
+    let redrive = attrs.get(&A::RedrivePolicy).filter(|p| !p.is_empty()).map(|policy| {
         let policy: Value = serde_json::from_str(policy).unwrap_or(Value::Null);
         let max = match &policy["maxReceiveCount"] {
-            Value::String(s) => s.parse::<u64>().unwrap_or(0),
-            v => v.as_u64().unwrap_or(0),
+            Value::String(s) => s.parse().unwrap_or(0),
+            v => v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
         };
-        props["redrive"] = json!({ "dead_letter_arn": policy["deadLetterTargetArn"], "max_receives": max });
-    }
+        let arn = policy["deadLetterTargetArn"].as_str().unwrap_or_default();
+        QueueRedrive { dead_letter_arn: arn.into(), max_receives: max }
+    });
+    let props = kind::SqsQueue {
+        name: name.clone(),
+        fifo: attrs.get(&A::FifoQueue).is_some_and(|v| v == "true"),
+        visibility_timeout: num(A::VisibilityTimeout),
+        retention: num(A::MessageRetentionPeriod),
+        receive_wait: num(A::ReceiveMessageWaitTimeSeconds),
+        redrive,
+    };
     let arn = attrs.get(&A::QueueArn).cloned().unwrap_or_default();
     let created = attrs.get(&A::CreatedTimestamp).and_then(|v| v.parse().ok()).unwrap_or(0);
-    let outputs = BTreeMap::from([
-        ("arn".to_string(), Value::from(arn)),
-        ("url".to_string(), Value::from(url)),
-        ("name".to_string(), Value::from(name)),
-    ]);
-    let o = Observed {
-        id,
-        kind: Kind::SqsQueue,
-        physical_id: url.to_string(),
-        props,
-        outputs,
-        depends_on: BTreeSet::new(),
-        repair: None,
-    };
+    let o = Observed::of(id, url, &props).output("arn", arn).output("url", url).output("name", name);
     Ok(Some((o, created)))
 }
 
 /// The settable attributes of a queue in normal form.
-fn attributes(props: &Value) -> HashMap<A, String> {
+fn attributes(p: &kind::SqsQueue) -> HashMap<A, String> {
     let mut attrs = HashMap::new();
-    let num = |key: &str| props[key].as_u64().unwrap_or(0).to_string();
-    attrs.insert(A::VisibilityTimeout, num("visibility_timeout"));
-    attrs.insert(A::MessageRetentionPeriod, num("retention"));
-    attrs.insert(A::ReceiveMessageWaitTimeSeconds, num("receive_wait"));
-    let redrive = &props["redrive"];
-    let policy = if redrive.is_object() {
-        json!({ "deadLetterTargetArn": redrive["dead_letter_arn"], "maxReceiveCount": redrive["max_receives"] })
-            .to_string()
-    } else {
-        String::new() // an empty policy removes the dead-letter queue
+    attrs.insert(A::VisibilityTimeout, p.visibility_timeout.to_string());
+    attrs.insert(A::MessageRetentionPeriod, p.retention.to_string());
+    attrs.insert(A::ReceiveMessageWaitTimeSeconds, p.receive_wait.to_string());
+    let policy = match &p.redrive {
+        Some(r) => {
+            json!({ "deadLetterTargetArn": r.dead_letter_arn.as_str(), "maxReceiveCount": r.max_receives }).to_string()
+        }
+        None => String::new(), // an empty policy removes the dead-letter queue
     };
     attrs.insert(A::RedrivePolicy, policy);
     attrs
@@ -122,13 +107,14 @@ impl KindOps for Queue {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let name = res.props["name"].as_str().unwrap_or_default().to_string();
+        let p: kind::SqsQueue = res.props()?;
+        let name = &p.name;
         let what = format!("create SQS queue `{}` ({name})", res.id);
-        let mut attrs = attributes(&res.props);
-        if attrs.get(&A::RedrivePolicy).is_some_and(String::is_empty) {
+        let mut attrs = attributes(&p);
+        if p.redrive.is_none() {
             attrs.remove(&A::RedrivePolicy);
         }
-        if res.props["fifo"].as_bool() == Some(true) {
+        if p.fifo {
             attrs.insert(A::FifoQueue, "true".into());
         }
         // Tags go in the create call itself: no window in which the queue exists untagged.
@@ -136,7 +122,7 @@ impl KindOps for Queue {
         let out = sdk::retry_busy(scope, progress, &res.id, &what, &NAME_HELD, || {
             aws.sqs
                 .create_queue()
-                .queue_name(&name)
+                .queue_name(name)
                 .set_attributes(Some(attrs.clone()))
                 .set_tags(Some(tags.clone()))
                 .send()
@@ -150,7 +136,8 @@ impl KindOps for Queue {
         let Cx { aws, .. } = *cx;
         let url = &current.physical_id;
         let what = format!("update SQS queue `{}` ({url})", res.id);
-        call!(what, aws.sqs.set_queue_attributes().queue_url(url).set_attributes(Some(attributes(&res.props))).send());
+        let attrs = attributes(&res.props()?);
+        call!(what, aws.sqs.set_queue_attributes().queue_url(url).set_attributes(Some(attrs)).send());
         reread(&aws.sqs, url, res, &what).await
     }
 

@@ -3,17 +3,15 @@
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{ResourceType, State, VpcEndpointType};
-use aws_sdk_ec2::Client;
-use serde_json::json;
-
-use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE};
+use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
-use aira_engine::kind;
+use aira_engine::kind::{self, Val, VpcEndpointType as Type};
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{ResourceType, State, VpcEndpointType};
+use aws_sdk_ec2::Client;
 
 pub struct VpcEndpoint;
 
@@ -27,63 +25,64 @@ impl KindOps for VpcEndpoint {
             .iter()
             .filter(|e| !matches!(endpoint_state(e.state()).as_str(), "deleted" | "deleting"))
             .filter_map(|e| {
-                let props = if e.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway) {
-                    json!({
-                        "vpc": e.vpc_id(), "service": e.service_name(), "type": "Gateway",
-                        "route_tables": e.route_table_ids(),
-                    })
-                } else {
-                    json!({
-                        "vpc": e.vpc_id(), "service": e.service_name(), "type": "Interface",
-                        "subnets": e.subnet_ids(),
-                        "security_groups": e.groups().iter().filter_map(|g| g.group_id()).collect::<Vec<_>>(),
-                        "private_dns": e.private_dns_enabled().unwrap_or(false),
-                    })
+                let ids = |ids: &[String]| ids.iter().map(|id| Val::from(id.as_str())).collect::<Vec<_>>();
+                let gateway = e.vpc_endpoint_type() == Some(&VpcEndpointType::Gateway);
+                let groups: Vec<String> = e.groups().iter().filter_map(|g| g.group_id().map(String::from)).collect();
+                let props = kind::VpcEndpoint {
+                    vpc: e.vpc_id().unwrap_or_default().into(),
+                    service: e.service_name().unwrap_or_default().to_string(),
+                    r#type: if gateway { Type::Gateway } else { Type::Interface },
+                    route_tables: gateway.then(|| ids(e.route_table_ids())),
+                    subnets: (!gateway).then(|| ids(e.subnet_ids())),
+                    security_groups: (!gateway).then(|| ids(&groups)),
+                    private_dns: (!gateway).then(|| e.private_dns_enabled().unwrap_or(false)),
                 };
-                observed(scope, e.tags(), e.vpc_endpoint_id(), &kind::VpcEndpoint(props))
+                observed(scope, e.tags(), e.vpc_endpoint_id(), &props)
             });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let p = &res.props;
+        let p: kind::VpcEndpoint = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = aws
             .ec2
             .create_vpc_endpoint()
-            .vpc_id(s(p, "vpc"))
-            .service_name(s(p, "service"))
+            .vpc_id(p.vpc.as_str())
+            .service_name(&p.service)
             .tag_specifications(tags(scope, &res.id, ResourceType::VpcEndpoint));
-        let req = if s(p, "type") == "Gateway" {
-            req.vpc_endpoint_type(VpcEndpointType::Gateway).set_route_table_ids(Some(strs(p, "route_tables")))
-        } else {
-            req.vpc_endpoint_type(VpcEndpointType::Interface)
-                .set_subnet_ids(Some(strs(p, "subnets")))
-                .set_security_group_ids(Some(strs(p, "security_groups")))
-                .private_dns_enabled(p["private_dns"].as_bool().unwrap_or(true))
+        let req = match p.r#type {
+            Type::Gateway => {
+                req.vpc_endpoint_type(VpcEndpointType::Gateway).set_route_table_ids(Some(ids(&p.route_tables)))
+            }
+            Type::Interface => req
+                .vpc_endpoint_type(VpcEndpointType::Interface)
+                .set_subnet_ids(Some(ids(&p.subnets)))
+                .set_security_group_ids(Some(ids(&p.security_groups)))
+                .private_dns_enabled(p.private_dns.unwrap_or(true)),
         };
         let out = call!(what, req.send());
-        let o =
-            created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), &kind::VpcEndpoint(p.clone()))?;
+        let o = created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), &p)?;
         wait_endpoint(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
         Ok(o)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, .. } = *cx;
-        let (want, have, id) = (&res.props, &current.props, current.physical_id.as_str());
+        let id = current.physical_id.as_str();
+        let (want, have): (kind::VpcEndpoint, kind::VpcEndpoint) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
-        let diff = |key: &str| {
-            let (w, h) = (strs(want, key), strs(have, key));
+        let diff = |w: &Option<Vec<Val<String>>>, h: &Option<Vec<Val<String>>>| {
+            let (w, h) = (ids(w), ids(h));
             let add: Vec<String> = w.iter().filter(|x| !h.contains(x)).cloned().collect();
             let remove: Vec<String> = h.iter().filter(|x| !w.contains(x)).cloned().collect();
             (add, remove)
         };
-        let (add_sn, rm_sn) = diff("subnets");
-        let (add_sg, rm_sg) = diff("security_groups");
-        let (add_rt, rm_rt) = diff("route_tables");
-        let dns_changed = want.get("private_dns").is_some() && want["private_dns"] != have["private_dns"];
+        let (add_sn, rm_sn) = diff(&want.subnets, &have.subnets);
+        let (add_sg, rm_sg) = diff(&want.security_groups, &have.security_groups);
+        let (add_rt, rm_rt) = diff(&want.route_tables, &have.route_tables);
+        let dns_changed = want.private_dns.is_some() && want.private_dns != have.private_dns;
         let nothing = [&add_sn, &rm_sn, &add_sg, &rm_sg, &add_rt, &rm_rt].iter().all(|v| v.is_empty());
         if !nothing || dns_changed {
             let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
@@ -98,7 +97,7 @@ impl KindOps for VpcEndpoint {
                 .set_add_route_table_ids(nonempty(add_rt))
                 .set_remove_route_table_ids(nonempty(rm_rt));
             if dns_changed {
-                req = req.private_dns_enabled(want["private_dns"].as_bool().unwrap_or(true));
+                req = req.private_dns_enabled(want.private_dns.unwrap_or(true));
             }
             call!(what, req.send());
         }
@@ -121,6 +120,11 @@ impl KindOps for VpcEndpoint {
         }
         wait_endpoint(&aws.ec2, scope, &current.id, id, progress, true).await
     }
+}
+
+/// The ids of a list of the endpoint's, none when it has none (resolved: no references left).
+fn ids(list: &Option<Vec<Val<String>>>) -> Vec<String> {
+    list.iter().flatten().map(|v| v.get().clone()).collect()
 }
 
 /// The endpoint state in lower case: AWS answers `available` where its model says `Available`.

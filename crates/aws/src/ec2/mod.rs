@@ -75,14 +75,6 @@ fn updated(res: &Resolved, current: &Observed, outputs: BTreeMap<String, Value>)
     Observed { props: res.props.clone(), outputs, ..current.clone() }
 }
 
-fn strs(v: &Value, key: &str) -> Vec<String> {
-    v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_default()
-}
-
 /// Deletions and detachments wait out `DependencyViolation`: network interfaces that AWS removes
 /// asynchronously, a NAT gateway still deleting.
 const RELEASE: sdk::Busy = sdk::Busy {

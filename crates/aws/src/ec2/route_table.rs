@@ -7,10 +7,10 @@ use aws_sdk_ec2::types::{Filter, ResourceType};
 use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
-use super::{created, observed, s, sorted, stack_filter, strs, tags, updated, Result, GONE, RELEASE};
+use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::kind;
+use aira_engine::kind::{self, Val, VpcRoute};
 use aira_engine::provider::{Observed, Resolved};
 
 pub struct RouteTable;
@@ -21,16 +21,17 @@ impl KindOps for RouteTable {
         let Cx { aws, scope, .. } = *cx;
         let out = call!("describe route tables", aws.ec2.describe_route_tables().filters(stack_filter(scope)).send());
         let found = out.route_tables().iter().filter_map(|t| {
-            let routes: Vec<Value> = t
+            let routes: Vec<VpcRoute> = t
                 .routes()
                 .iter()
                 .filter_map(|r| {
-                    let dest = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?;
-                    match (r.gateway_id(), r.nat_gateway_id()) {
-                        (Some(g), _) if g.starts_with("igw-") => Some(json!({ "destination": dest, "gateway": g })),
-                        (_, Some(n)) => Some(json!({ "destination": dest, "nat_gateway": n })),
-                        _ => None, // the `local` route and endpoint routes are AWS's
-                    }
+                    let destination = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?.to_string();
+                    let (gateway, nat_gateway) = match (r.gateway_id(), r.nat_gateway_id()) {
+                        (Some(g), _) if g.starts_with("igw-") => (Some(g.into()), None),
+                        (_, Some(n)) => (None, Some(n.into())),
+                        _ => return None, // the `local` route and endpoint routes are AWS's
+                    };
+                    Some(VpcRoute { destination, gateway, nat_gateway })
                 })
                 .collect();
             let assoc: BTreeMap<String, Value> = t
@@ -39,40 +40,35 @@ impl KindOps for RouteTable {
                 .filter(|a| a.main() != Some(true))
                 .filter_map(|a| Some((a.subnet_id()?.to_string(), Value::from(a.route_table_association_id()?))))
                 .collect();
-            let props = json!({ "vpc": t.vpc_id(), "routes": routes, "subnets": assoc.keys().collect::<Vec<_>>() });
-            let mut o = observed(scope, t.tags(), t.route_table_id(), &kind::RouteTable(props))?;
-            o.outputs.insert("associations".into(), Value::Object(assoc.into_iter().collect()));
-            Some(o)
+            let subnets = assoc.keys().map(|s| Val::from(s.as_str())).collect();
+            let props = kind::RouteTable { vpc: t.vpc_id().unwrap_or_default().into(), routes, subnets };
+            let o = observed(scope, t.tags(), t.route_table_id(), &props)?;
+            Some(o.output("associations", Value::Object(assoc.into_iter().collect())))
         });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress: _ } = *cx;
+        let p: kind::RouteTable = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let req = aws.ec2.create_route_table().vpc_id(s(&res.props, "vpc"));
+        let req = aws.ec2.create_route_table().vpc_id(p.vpc.as_str());
         let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::RouteTable)).send());
         let id = out.route_table().and_then(|t| t.route_table_id());
         // Created empty: routes and subnets are the update's.
-        let blank = created(
-            res,
-            &what,
-            id,
-            &kind::RouteTable(json!({ "vpc": res.props["vpc"], "routes": [], "subnets": [] })),
-        )?;
+        let blank = created(res, &what, id, &kind::RouteTable { routes: Vec::new(), subnets: Vec::new(), ..p })?;
         self.update(cx, res, &blank).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, .. } = *cx;
-        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (want, have): (kind::RouteTable, kind::RouteTable) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let mut outputs = current.outputs.clone();
-        let have_routes: Vec<&Value> = have["routes"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        let want_routes: Vec<&Value> = want["routes"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
-        for r in have_routes.iter().filter(|r| !want_routes.contains(r)) {
-            let dest = s(r, "destination");
-            if !want_routes.iter().any(|w| s(w, "destination") == dest) {
+        for r in have.routes.iter().filter(|r| !want.routes.contains(r)) {
+            let dest = r.destination.as_str();
+            if !want.routes.iter().any(|w| w.destination == dest) {
                 let req = ec2.delete_route().route_table_id(id);
                 let req = if dest.contains(':') {
                     req.destination_ipv6_cidr_block(dest)
@@ -82,8 +78,8 @@ impl KindOps for RouteTable {
                 call!(what, req.send());
             }
         }
-        for r in want_routes.iter().filter(|r| !have_routes.contains(r)) {
-            let dest = s(r, "destination");
+        for r in want.routes.iter().filter(|r| !have.routes.contains(r)) {
+            let dest = r.destination.as_str();
             // The two requests have the same fields but different builder types.
             macro_rules! route {
                 ($req:expr) => {{
@@ -93,20 +89,21 @@ impl KindOps for RouteTable {
                     } else {
                         req.destination_cidr_block(dest)
                     };
-                    let req = match r["gateway"].as_str() {
-                        Some(g) => req.gateway_id(g),
-                        None => req.nat_gateway_id(s(r, "nat_gateway")),
+                    let req = match (&r.gateway, &r.nat_gateway) {
+                        (Some(g), _) => req.gateway_id(g.as_str()),
+                        (None, n) => req.set_nat_gateway_id(n.as_ref().map(|n| n.get().clone())),
                     };
                     call!(what, req.send());
                 }};
             }
-            if have_routes.iter().any(|h| s(h, "destination") == dest) {
+            if have.routes.iter().any(|h| h.destination == dest) {
                 route!(ec2.replace_route());
             } else {
                 route!(ec2.create_route());
             }
         }
-        let (want_sn, have_sn) = (strs(want, "subnets"), strs(have, "subnets"));
+        let ids = |v: &[Val<String>]| v.iter().map(|s| s.get().clone()).collect::<Vec<String>>();
+        let (want_sn, have_sn) = (ids(&want.subnets), ids(&have.subnets));
         let assoc = outputs.get("associations").cloned().unwrap_or_else(|| json!({}));
         for sn in have_sn.iter().filter(|s| !want_sn.contains(s)) {
             if let Some(a) = assoc[sn].as_str() {

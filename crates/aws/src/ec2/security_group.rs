@@ -1,14 +1,12 @@
 //! Security groups and their ingress rules (from CIDR blocks or other groups).
 
-use async_trait::async_trait;
-use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdGroupPair};
-use serde_json::{json, Value};
-
-use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
+use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
-use aira_engine::kind;
+use aira_engine::kind::{self, IngressRule};
 use aira_engine::provider::{Observed, Resolved};
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, ResourceType, UserIdGroupPair};
 
 pub struct SecurityGroup;
 
@@ -19,34 +17,33 @@ impl KindOps for SecurityGroup {
         let req = aws.ec2.describe_security_groups().filters(stack_filter(scope));
         let out = call!("describe security groups", req.send());
         let found = out.security_groups().iter().filter_map(|g| {
-            let props = json!({
-                "vpc": g.vpc_id(),
-                "name": g.group_name(),
-                "description": g.description(),
-                "ingress": rules_of(g.ip_permissions()),
-            });
-            observed(scope, g.tags(), g.group_id(), &kind::SecurityGroup(props))
+            let props = kind::SecurityGroup {
+                vpc: g.vpc_id().unwrap_or_default().into(),
+                name: g.group_name().unwrap_or_default().to_string(),
+                description: g.description().unwrap_or_default().to_string(),
+                ingress: rules_of(g.ip_permissions()),
+            };
+            observed(scope, g.tags(), g.group_id(), &props)
         });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress: _ } = *cx;
-        let p = &res.props;
+        let p: kind::SecurityGroup = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
             what,
             aws.ec2
                 .create_security_group()
-                .vpc_id(s(p, "vpc"))
-                .group_name(s(p, "name"))
-                .description(s(p, "description"))
+                .vpc_id(p.vpc.as_str())
+                .group_name(&p.name)
+                .description(&p.description)
                 .tag_specifications(tags(scope, &res.id, ResourceType::SecurityGroup))
                 .send()
         );
         // Created without rules: they are the update's.
-        let blank = json!({ "vpc": p["vpc"], "name": p["name"], "description": p["description"], "ingress": [] });
-        let blank = created(res, &what, out.group_id(), &kind::SecurityGroup(blank))?;
+        let blank = created(res, &what, out.group_id(), &kind::SecurityGroup { ingress: Vec::new(), ..p })?;
         self.update(cx, res, &blank).await
     }
 
@@ -54,8 +51,8 @@ impl KindOps for SecurityGroup {
         let Cx { aws, .. } = *cx;
         let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
-        let have_rules: Vec<Value> = current.props["ingress"].as_array().cloned().unwrap_or_default();
-        let want_rules: Vec<Value> = res.props["ingress"].as_array().cloned().unwrap_or_default();
+        let (want, have): (kind::SecurityGroup, kind::SecurityGroup) = (res.props()?, current.props()?);
+        let (want_rules, have_rules) = (want.ingress, have.ingress);
         let gone: Vec<IpPermission> = have_rules.iter().filter(|r| !want_rules.contains(r)).map(permission).collect();
         let new: Vec<IpPermission> = want_rules.iter().filter(|r| !have_rules.contains(r)).map(permission).collect();
         if !gone.is_empty() {
@@ -84,35 +81,41 @@ impl KindOps for SecurityGroup {
     }
 }
 
-fn rules_of(perms: &[IpPermission]) -> Vec<Value> {
+fn rules_of(perms: &[IpPermission]) -> Vec<IngressRule> {
     let mut rules = Vec::new();
     for p in perms {
-        let (proto, from, to) = (p.ip_protocol().unwrap_or("-1"), p.from_port(), p.to_port());
+        let rule = |cidr: Option<&str>, source: Option<&str>| IngressRule {
+            protocol: p.ip_protocol().unwrap_or("-1").to_string(),
+            from: p.from_port(),
+            to: p.to_port(),
+            cidr: cidr.map(String::from),
+            source: source.map(Into::into),
+        };
         for r in p.ip_ranges() {
-            rules.push(json!({ "protocol": proto, "from": from, "to": to, "cidr": r.cidr_ip() }));
+            rules.push(rule(r.cidr_ip(), None));
         }
         for r in p.ipv6_ranges() {
-            rules.push(json!({ "protocol": proto, "from": from, "to": to, "cidr": r.cidr_ipv6() }));
+            rules.push(rule(r.cidr_ipv6(), None));
         }
         for g in p.user_id_group_pairs() {
-            rules.push(json!({ "protocol": proto, "from": from, "to": to, "source": g.group_id() }));
+            rules.push(rule(None, g.group_id()));
         }
     }
     rules
 }
 
-fn permission(rule: &Value) -> IpPermission {
+fn permission(rule: &IngressRule) -> IpPermission {
     let mut p = IpPermission::builder()
-        .ip_protocol(s(rule, "protocol"))
-        .from_port(rule["from"].as_i64().unwrap_or(0) as i32)
-        .to_port(rule["to"].as_i64().unwrap_or(0) as i32);
-    match rule["cidr"].as_str() {
+        .ip_protocol(&rule.protocol)
+        .from_port(rule.from.unwrap_or(0))
+        .to_port(rule.to.unwrap_or(0));
+    match rule.cidr.as_deref() {
         Some(cidr) if cidr.contains(':') => p = p.ipv6_ranges(Ipv6Range::builder().cidr_ipv6(cidr).build()),
         Some(cidr) => p = p.ip_ranges(IpRange::builder().cidr_ip(cidr).build()),
         None => {}
     }
-    if let Some(group) = rule["source"].as_str() {
-        p = p.user_id_group_pairs(UserIdGroupPair::builder().group_id(group).build());
+    if let Some(group) = &rule.source {
+        p = p.user_id_group_pairs(UserIdGroupPair::builder().group_id(group.as_str()).build());
     }
     p.build()
 }

@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::ResourceType;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{created, observed, s, sorted, stack_filter, tags, updated, Result, RELEASE};
+use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
@@ -21,60 +21,66 @@ impl KindOps for Subnet {
         let Cx { aws, scope, .. } = *cx;
         let out = call!("describe subnets", aws.ec2.describe_subnets().filters(stack_filter(scope)).send());
         let found = out.subnets().iter().filter_map(|sn| {
-            let mut props = json!({ "vpc": sn.vpc_id(), "cidr": sn.cidr_block(), "zone": sn.availability_zone() });
             let v6 = sn
                 .ipv6_cidr_block_association_set()
                 .iter()
                 .find(|a| live(a.ipv6_cidr_block_state().and_then(|s| s.state()).map(|s| s.as_str())));
-            if let Some(net) = v6.and_then(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok()) {
-                props["ipv6_index"] = json!(ipv6_index(&net));
-            }
-            let mut o = observed(scope, sn.tags(), sn.subnet_id(), &kind::Subnet(props))?;
-            if let Some(a) = v6.and_then(|a| a.association_id()) {
-                o.outputs.insert("ipv6_association".into(), json!(a));
-            }
-            Some(o)
+            let props = kind::Subnet {
+                vpc: sn.vpc_id().unwrap_or_default().into(),
+                cidr: sn.cidr_block().unwrap_or_default().to_string(),
+                zone: sn.availability_zone().unwrap_or_default().to_string(),
+                ipv6_index: v6
+                    .and_then(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok())
+                    .map(|n| ipv6_index(&n)),
+            };
+            let o = observed(scope, sn.tags(), sn.subnet_id(), &props)?;
+            Some(match v6.and_then(|a| a.association_id()) {
+                Some(a) => o.output("ipv6_association", a),
+                None => o,
+            })
         });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress: _ } = *cx;
-        let (ec2, p) = (&aws.ec2, &res.props);
+        let p: kind::Subnet = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let v6 = match p["ipv6_index"].as_u64() {
-            Some(i) => Some(subnet_ipv6(cx, &res.id, s(p, "vpc"), i, &what).await?),
+        let v6 = match p.ipv6_index {
+            Some(i) => Some(subnet_ipv6(cx, &res.id, p.vpc.as_str(), i, &what).await?),
             None => None,
         };
         let out = call!(
             what,
-            ec2.create_subnet()
-                .vpc_id(s(p, "vpc"))
-                .cidr_block(s(p, "cidr"))
+            aws.ec2
+                .create_subnet()
+                .vpc_id(p.vpc.as_str())
+                .cidr_block(&p.cidr)
                 .set_ipv6_cidr_block(v6)
-                .availability_zone(s(p, "zone"))
+                .availability_zone(&p.zone)
                 .tag_specifications(tags(scope, &res.id, ResourceType::Subnet))
                 .send()
         );
-        let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), &kind::Subnet(p.clone()))?;
+        let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), &p)?;
         self.update(cx, res, &blank).await
     }
 
     /// Everything else of a subnet forces a replacement, planned as such.
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, .. } = *cx;
-        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (want, have): (kind::Subnet, kind::Subnet) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let mut outputs = current.outputs.clone();
-        if want["ipv6_index"] != have["ipv6_index"] {
+        if want.ipv6_index != have.ipv6_index {
             if let Some(a) = outputs.remove("ipv6_association").as_ref().and_then(Value::as_str) {
                 call!(what, ec2.disassociate_subnet_cidr_block().association_id(a).send());
             }
-            if let Some(i) = want["ipv6_index"].as_u64() {
-                let block = subnet_ipv6(cx, &res.id, s(want, "vpc"), i, &what).await?;
+            if let Some(i) = want.ipv6_index {
+                let block = subnet_ipv6(cx, &res.id, want.vpc.as_str(), i, &what).await?;
                 let out = call!(what, ec2.associate_subnet_cidr_block().subnet_id(id).ipv6_cidr_block(block).send());
                 let a = out.ipv6_cidr_block_association().and_then(|a| a.association_id());
-                outputs.insert("ipv6_association".into(), json!(a));
+                outputs.insert("ipv6_association".into(), a.into());
             }
         }
         Ok(updated(res, current, outputs))

@@ -2,9 +2,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::{created, s, sorted, stack_filter, tags, updated, Result, RELEASE};
+use super::{created, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::kinds::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind;
@@ -31,16 +31,15 @@ impl KindOps for Vpc {
                 let state = a.ipv6_cidr_block_state().and_then(|s| s.state());
                 state.is_some_and(|s| matches!(s.as_str(), "associated" | "associating"))
             });
-            let props = json!({
-                "cidr": vpc.cidr_block(),
-                "dns_support": on(support.enable_dns_support()),
-                "dns_hostnames": on(hostnames.enable_dns_hostnames()),
-                "ipv6": v6.is_some(),
-            });
-            let mut o = super::blank(id, vpc_id, &kind::Vpc(props));
+            let props = kind::Vpc {
+                cidr: vpc.cidr_block().unwrap_or_default().to_string(),
+                dns_support: on(support.enable_dns_support()),
+                dns_hostnames: on(hostnames.enable_dns_hostnames()),
+                ipv6: v6.is_some(),
+            };
+            let mut o = super::blank(id, vpc_id, &props);
             if let Some(a) = v6 {
-                o.outputs.insert("ipv6_cidr".into(), json!(a.ipv6_cidr_block()));
-                o.outputs.insert("ipv6_association".into(), json!(a.association_id()));
+                o = o.output("ipv6_cidr", a.ipv6_cidr_block()).output("ipv6_association", a.association_id());
             }
             found.push(o);
         }
@@ -49,37 +48,38 @@ impl KindOps for Vpc {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let Cx { aws, scope, progress: _ } = *cx;
-        let p = &res.props;
+        let p: kind::Vpc = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
             what,
             aws.ec2
                 .create_vpc()
-                .cidr_block(s(p, "cidr"))
-                .amazon_provided_ipv6_cidr_block(p["ipv6"].as_bool().unwrap_or(false))
+                .cidr_block(&p.cidr)
+                .amazon_provided_ipv6_cidr_block(p.ipv6)
                 .tag_specifications(tags(scope, &res.id, ResourceType::Vpc))
                 .send()
         );
         // What AWS makes: DNS support on, hostnames off; the rest is the same as an update.
-        let blank = json!({ "cidr": p["cidr"], "dns_support": true, "dns_hostnames": false, "ipv6": p["ipv6"] });
-        let blank = created(res, &what, out.vpc().and_then(|v| v.vpc_id()), &kind::Vpc(blank))?;
+        let blank = kind::Vpc { dns_support: true, dns_hostnames: false, ..p };
+        let blank = created(res, &what, out.vpc().and_then(|v| v.vpc_id()), &blank)?;
         self.update(cx, res, &blank).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
         let Cx { aws, scope, progress } = *cx;
-        let (ec2, want, have, id) = (&aws.ec2, &res.props, &current.props, current.physical_id.as_str());
+        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (want, have): (kind::Vpc, kind::Vpc) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         // EC2 takes one attribute per call; DNS support first, hostnames need it.
-        if want["dns_support"] != have["dns_support"] {
-            let v = AttributeBooleanValue::builder().value(want["dns_support"].as_bool().unwrap_or(true)).build();
+        if want.dns_support != have.dns_support {
+            let v = AttributeBooleanValue::builder().value(want.dns_support).build();
             call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_support(v).send());
         }
-        if want["dns_hostnames"] != have["dns_hostnames"] {
-            let v = AttributeBooleanValue::builder().value(want["dns_hostnames"].as_bool().unwrap_or(true)).build();
+        if want.dns_hostnames != have.dns_hostnames {
+            let v = AttributeBooleanValue::builder().value(want.dns_hostnames).build();
             call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_hostnames(v).send());
         }
-        match (want["ipv6"].as_bool().unwrap_or(false), have["ipv6"].as_bool().unwrap_or(false)) {
+        match (want.ipv6, have.ipv6) {
             (true, false) => {
                 call!(what, ec2.associate_vpc_cidr_block().vpc_id(id).amazon_provided_ipv6_cidr_block(true).send());
             }

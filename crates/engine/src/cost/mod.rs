@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::expand::task_id;
 use crate::graph::LogicalId;
-use crate::kind::{self, AnyProps, Kind};
+use crate::kind::{self, AnyProps, Kind, VpcEndpointType};
 use crate::prices::{cents, table, Prices};
 
 /// One resource to price: desired or observed, both in the same normal form.
@@ -171,14 +171,13 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 )
             }
             AnyProps::VpcEndpoint(e) => {
-                let props = &e.0;
                 // Gateway endpoints (S3, DynamoDB) are free.
-                if props["type"] != "Interface" {
+                if e.r#type != VpcEndpointType::Interface {
                     continue;
                 }
-                let service = props["service"].as_str().unwrap_or_default();
+                let service = e.service.as_str();
                 let service = service.rsplit_once(".amazonaws.").map(|(_, s)| s).unwrap_or(service);
-                let zones = len(&props["subnets"]);
+                let zones = e.subnets.as_ref().map_or(0, Vec::len);
                 let service = service.split_once('.').map(|(_, s)| s).unwrap_or(service);
                 (
                     format!("interface endpoint ({service}) in {zones} zone{}", plural(zones)),
@@ -209,7 +208,7 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 (format!("Fargate: {tasks} of {vcpu} vCPU and {gb} GB"), month(per_task * low as f64))
             }
             AnyProps::Alarm(alarm) => {
-                let metrics = alarm.0["metrics"].as_object().map_or(1, |m| m.len());
+                let metrics = alarm.metrics.as_ref().map_or(1, |m| m.0.len());
                 (format!("alarm on {metrics} metric{}", plural(metrics)), cents(metrics as f64 * p.alarm_metric_month))
             }
             AnyProps::LogGroup(group) => {
@@ -302,10 +301,6 @@ fn task_counts(service: &kind::Service) -> (u64, Option<u64>) {
         kind::TaskCount::Fixed(n) => ((*n).into(), None),
         kind::TaskCount::Auto(a) => (a.min.into(), Some(a.max.into())),
     }
-}
-
-fn len(v: &Value) -> usize {
-    v.as_array().map_or(0, Vec::len)
 }
 
 fn plural(n: usize) -> &'static str {

@@ -24,12 +24,7 @@ pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Ed
     };
     if let Some((svc_name, svc)) = public {
         let tg = format!("tg-{svc_name}");
-        // Placement is typed by the network change
-        let vpc: Val<String> =
-            serde_json::from_value(place.vpc.clone()).map_err(|e| format!("placement: {e} (an internal error)"))?;
-        // Placement is typed by the network change
-        let subnets: Vec<Val<String>> = serde_json::from_value(Value::from(place.public_subnets.clone()))
-            .map_err(|e| format!("placement: {e} (an internal error)"))?;
+        let (vpc, subnets) = (place.vpc.clone(), place.public_subnets.clone());
         out.push(Desired::of(
             &tg,
             &kind::TargetGroup {

@@ -19,12 +19,12 @@ mod network;
 mod services;
 pub mod waf;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::graph::{reference, Desired, Graph, Kind, LogicalId};
+use crate::graph::{Desired, Graph, Kind, LogicalId};
 use crate::kind::{self, Val};
 use crate::provider::{Facts, Observed};
-use crate::stack::model::{Count, Endpoint, LlmProvider, Role, Service};
+use crate::stack::model::{Count, LlmProvider, Role, Service};
 use crate::stack::Stack;
 
 pub const QUEUE: &str = "queue";
@@ -60,9 +60,9 @@ pub enum Image {
 
 /// Where the load balancer and the tasks go: values or references.
 struct Placement {
-    vpc: Value,
-    public_subnets: Vec<Value>,
-    private_subnets: Vec<Value>,
+    vpc: Val<String>,
+    public_subnets: Vec<Val<String>>,
+    private_subnets: Vec<Val<String>>,
     /// The endpoints and private route tables (through their NAT gateways) a task reaches AWS
     /// and the model by: every service starts after them.
     task_paths: Vec<LogicalId>,
@@ -220,6 +220,8 @@ fn foundation_model_arn(region: &str, model: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::reference;
+    use serde_json::{json, Value};
 
     /// The canonical stack, expanded with offline facts.
     fn canonical() -> Graph {

@@ -1,8 +1,6 @@
 //! The compute: the table, the repository, the roles, the cluster, and per service its log
 //! group, task role, task definition and service. The edge is `edge.rs`.
 
-use serde::Deserialize;
-
 use super::*;
 
 pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> Result<Vec<Desired>, String> {
@@ -255,9 +253,7 @@ fn service(svc_name: &str, svc: &Service, place: &Placement, is_public: bool, ht
         container: svc_name.to_string(),
         port: health_port,
     });
-    // Placement is typed by the network change.
-    let subnets =
-        place.private_subnets.iter().map(|s| Val::deserialize(s).expect("a subnet is an id or a reference")).collect();
+    let subnets = place.private_subnets.clone();
     let props = kind::Service {
         name: svc_name.to_string(),
         cluster: Val::to(CLUSTER, "arn"),

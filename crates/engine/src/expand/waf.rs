@@ -80,6 +80,8 @@ pub(super) fn web_acl(stack: &Stack, limits: WafLimits) -> Desired {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::reference;
+    use serde_json::{json, Value};
 
     fn graph(waf: &str, public: bool) -> Graph {
         let text = format!(

@@ -268,27 +268,6 @@ impl Serialize for Kind {
     }
 }
 
-/// A kind not yet given a struct of its fields: its JSON as it is. (Transitional: each kind
-/// moves to a struct of its own.)
-macro_rules! loose {
-    ($kind:ident = $name:literal, $order:ident, sets [$($set:literal),*], replace_on [$($rep:expr),* $(,)?]) => {
-        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-        #[serde(transparent)]
-        pub struct $kind(pub serde_json::Value);
-
-        impl $crate::kind::Props for $kind {
-            const KIND: $crate::kind::Kind = $crate::kind::Kind::$kind;
-            const SPEC: $crate::kind::KindSpec = $crate::kind::KindSpec {
-                name: $name,
-                replace_on: &[$($rep,)*],
-                replace_order: $crate::kind::ReplaceOrder::$order,
-                sets: &[$($set,)*],
-            };
-        }
-    };
-}
-use loose;
-
 #[cfg(test)]
 mod tests {
     use super::*;
