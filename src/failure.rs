@@ -78,9 +78,9 @@ pub enum UserError {
     /// The stack's services cannot reach what they need (each problem with its fixes).
     #[error("{}", .0.join("\n"))]
     Unreachable(Vec<String>),
-    /// The region or the account cannot hold the stack as written.
+    /// The region cannot hold the stack as written.
     #[error("{0}")]
-    Expand(String),
+    Expand(aira_engine::expand::ExpandError),
     #[error(
         "stack `{stack}` is locked by {holder} since {} ({}s ago); it expires in {}s unless renewed. If that run died, wait or pass --force-unlock",
         crate::time::rfc3339(*since), now.saturating_sub(*since), expires.saturating_sub(*now)
@@ -98,6 +98,16 @@ pub enum UserError {
     /// The image command's input (a layout, a reference, a registry) is not usable.
     #[error("{0}")]
     Image(String),
+}
+
+/// The user's to fix when the region cannot hold the stack; aira's fault otherwise.
+impl From<aira_engine::expand::ExpandError> for Failure {
+    fn from(e: aira_engine::expand::ExpandError) -> Self {
+        match e.is_user() {
+            true => Failure::User(UserError::Expand(e)),
+            false => Failure::Internal(e.into()),
+        }
+    }
 }
 
 impl From<UserError> for Failure {

@@ -7,7 +7,7 @@ use super::args::StackArg;
 use super::args::{Global, ImageArgs};
 #[cfg(feature = "aws")]
 use super::session::Session;
-use crate::failure::{Failure, UserError};
+use crate::failure::Failure;
 use crate::output::{Printer, Render};
 use aira_engine::expand::{expand, Image};
 #[cfg(feature = "aws")]
@@ -33,7 +33,7 @@ pub fn validate(arg: &StackArg, printer: &Printer) -> Result<Valid, Failure> {
     let loaded = arg.load(printer)?;
     // No AWS call: placeholders are enough to count the resources.
     let image = Image::Reference("registry.invalid/aira@sha256:0".into());
-    let graph = expand(&loaded.stack, &Facts::offline(&loaded.stack), &image).map_err(UserError::Expand)?;
+    let graph = expand(&loaded.stack, &Facts::offline(&loaded.stack), &image)?;
     Ok(Valid { valid: true, file: loaded.file, stack: loaded.stack.stack.0, resources: graph.resources.len() })
 }
 

@@ -73,7 +73,7 @@ impl Session {
                 &in_use
             }
         };
-        let graph = expand(stack, &facts, image).map_err(UserError::Expand)?;
+        let graph = expand(stack, &facts, image)?;
         let mut plan = plan::diff(&graph, &observed).map_err(unordered)?;
         plan.cost = Some(Box::new(plan.estimate_cost(&facts.region)));
         Ok(plan)

@@ -132,21 +132,28 @@ impl KindOps for Workspace {
     }
 }
 
-/// A namespace's or definition's status: settled (`Ok(None)`), still settling (the state), or
-/// failed with AWS's reason.
-type Settling = std::result::Result<Option<String>, String>;
+/// A namespace's or definition's status.
+enum Settling {
+    Active,
+    /// Still being written: the state AWS reports.
+    Pending(String),
+    /// AWS did not take it: its state and reason.
+    Failed(String),
+}
 
 fn settling(code: &str, reason: Option<&str>) -> Settling {
     match code {
-        "ACTIVE" => Ok(None),
-        "CREATION_FAILED" | "UPDATE_FAILED" => Err(format!("{code}: {}", reason.unwrap_or("AWS gave no reason"))),
-        other => Ok(Some(other.to_string())),
+        "ACTIVE" => Settling::Active,
+        "CREATION_FAILED" | "UPDATE_FAILED" => {
+            Settling::Failed(format!("{code}: {}", reason.unwrap_or("AWS gave no reason")))
+        }
+        other => Settling::Pending(other.to_string()),
     }
 }
 
 /// A failed one is written again by the next run.
 fn repair(what: &str, state: &Settling) -> Option<Repair> {
-    let why = state.as_ref().err()?;
+    let Settling::Failed(why) = state else { return None };
     Some(Repair { reason: format!("AWS did not take the {what} ({why}): they are written again"), replace: false })
 }
 
@@ -161,9 +168,11 @@ where
     sdk::poll_until(scope, progress, id, what, POLL, || async {
         match read().await? {
             None => Ok(Poll::Pending("not visible yet".into())),
-            Some((_, Err(why))) => Err(ProviderError::user(format!("{what}: AWS did not take it ({why})"))),
-            Some((_, Ok(Some(state)))) => Ok(Poll::Pending(state)),
-            Some((o, Ok(None))) => Ok(Poll::Done(o)),
+            Some((_, Settling::Failed(why))) => {
+                Err(ProviderError::user(format!("{what}: AWS did not take it ({why})")))
+            }
+            Some((_, Settling::Pending(state))) => Ok(Poll::Pending(state)),
+            Some((o, Settling::Active)) => Ok(Poll::Done(o)),
         }
     })
     .await

@@ -172,7 +172,7 @@ pub fn build_runtime(source: &Path, args: &[&str], rustflags: Option<&str>) -> R
 
 /// An x86-64 ELF executable with no program interpreter (so no dynamic loader and no shared
 /// libraries): what runs in an image that holds nothing else.
-pub fn check_static(elf: &[u8]) -> Result<(), String> {
+fn check_static(elf: &[u8]) -> Result<(), String> {
     const PT_INTERP: u32 = 3;
     const EM_X86_64: u16 = 62;
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));

@@ -11,14 +11,14 @@ pub(super) struct Edge {
     pub https: bool,
 }
 
-pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Edge, String> {
+pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Edge, ExpandError> {
     let name = &stack.stack.0;
     let mut out = Vec::new();
     let public = stack.services.iter().find(|(_, s)| s.public);
     let zone = match (&stack.domain, &facts.hosted_zone) {
         (Some(_), Some(z)) => Some(z),
         (Some(d), None) => {
-            return Err(format!("domain.zone: the hosted zone `{}` was not looked up (an internal error)", d.zone))
+            return Err(ExpandError::NotLookedUp { key: "domain.zone", what: format!("the hosted zone `{}`", d.zone) })
         }
         _ => None,
     };

@@ -30,9 +30,37 @@ use crate::stack::Stack;
 pub const QUEUE: &str = "queue";
 pub const DEAD_LETTER_QUEUE: &str = "dlq";
 
-/// The graph of a stack in the account and region that `facts` describe. Fails (a user error)
-/// when the region cannot hold the stack.
-pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, String> {
+/// Why a stack cannot be expanded in the account and region its facts describe.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExpandError {
+    /// The region has fewer available zones than the stack asks for: the user's to fix.
+    #[error(
+        "network.zones: the stack asks for {asked} availability zones, but {region} has {} available ({})",
+        available.len(),
+        available.join(", ")
+    )]
+    TooFewZones { asked: usize, region: String, available: Vec<String> },
+    /// The VPC block cannot hold the subnets: the user's to fix.
+    #[error("network.cidr: cannot split {cidr} into subnets: {reason}")]
+    CidrTooSmall { cidr: String, reason: String },
+    /// Something the pre-flight looks up was not: aira's fault, not the user's.
+    #[error("{key}: {what} was not looked up (an internal error)")]
+    NotLookedUp { key: &'static str, what: String },
+    /// The alert manager template embedded in aira does not read: aira's fault.
+    #[error("alertmanager.yml: {0}")]
+    AlertManagerTemplate(String),
+}
+
+impl ExpandError {
+    /// The user's to fix (a region or a VPC block that cannot hold the stack).
+    pub fn is_user(&self) -> bool {
+        matches!(self, ExpandError::TooFewZones { .. } | ExpandError::CidrTooSmall { .. })
+    }
+}
+
+/// The graph of a stack in the account and region that `facts` describe. Fails when the region
+/// cannot hold the stack ([`ExpandError::is_user`]).
+pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, ExpandError> {
     let mut resources = network::queues(stack);
     let (network, placement) = network::network(stack, facts)?;
     resources.extend(network);
@@ -251,6 +279,46 @@ mod tests {
             assert!(lb.depends_on.contains(&id.into()), "the load balancer does not wait for {id}");
         }
         g.topo_order().unwrap();
+    }
+
+    /// Each resource's JSON reads back into its kind's struct (the cost model and the provider
+    /// read it so) and writes back the same, and every field the plan names (replacements, sets)
+    /// is a key of it. Over the canonical stack with alerts and the examples, which hold every kind.
+    #[test]
+    fn every_resource_is_its_kinds_struct_and_the_plan_names_its_fields() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![
+            std::fs::read_to_string(root.join("stacks/aira.yaml")).unwrap() + "alerts:\n  email: ops@example.com\n",
+        ];
+        for e in std::fs::read_dir(root.join("examples")).unwrap() {
+            files.push(std::fs::read_to_string(e.unwrap().path()).unwrap());
+        }
+        let mut keys: std::collections::BTreeMap<Kind, std::collections::BTreeSet<String>> = Default::default();
+        for text in files {
+            let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+            let image = Image::Built { digest: "sha256:00".into(), repository: None };
+            for r in expand(&stack, &Facts::offline(&stack), &image).unwrap().resources {
+                let typed = kind::AnyProps::parse(r.kind, &r.props).unwrap_or_else(|e| panic!("{}: {e}", r.id));
+                assert_eq!(typed.to_value().to_string(), r.props.to_string(), "{} ({})", r.id, r.kind);
+                keys.entry(r.kind).or_default().extend(r.props.as_object().unwrap().keys().cloned());
+            }
+        }
+        for k in Kind::ALL {
+            let found = keys.get(k).unwrap_or_else(|| panic!("no stack here expands to a {k}"));
+            let spec = k.spec();
+            for field in spec.replace_on.iter().map(|(f, _)| *f).chain(spec.sets.iter().copied()) {
+                assert!(found.contains(field), "{k}: the plan names `{field}`, which its JSON never holds");
+            }
+        }
+    }
+
+    /// The canonical stack's resources as expand writes them, in the plan's JSON form: a change
+    /// of a kind's struct (a field, its order, its JSON) shows here before it shows in a plan.
+    #[test]
+    fn the_canonical_stacks_resources_are_unchanged() {
+        let g = canonical();
+        let text = serde_json::to_string_pretty(&g.resources).unwrap();
+        expect_test::expect_file!["canonical.json"].assert_eq(&text);
     }
 
     /// The canonical stack without NAT, its model on Bedrock.

@@ -20,7 +20,7 @@ pub const ALERTMANAGER_FILE: &str = include_str!("../../../../templates/monitori
 /// The rule groups namespace's name.
 pub const RULES_NAMESPACE: &str = "aira";
 
-pub(super) fn monitoring(stack: &Stack, facts: &Facts) -> Result<Vec<Desired>, String> {
+pub(super) fn monitoring(stack: &Stack, facts: &Facts) -> Result<Vec<Desired>, ExpandError> {
     let name = &stack.stack.0;
     let topic_arn =
         format!("arn:{}:sns:{}:{}:{}", partition(&facts.region), facts.region, facts.account, alarms::topic_name(name));
@@ -47,20 +47,21 @@ pub(super) fn monitoring(stack: &Stack, facts: &Facts) -> Result<Vec<Desired>, S
 /// takes it): the routes, timings and inhibitions of the template, every receiver an SNS
 /// receiver of `topic_arn`. The managed service refuses `api_url` and `http_config`, and needs the
 /// SigV4 region.
-pub fn alert_manager_definition(topic_arn: &str, region: &str) -> Result<String, String> {
-    let docs = YamlLoader::load_from_str(ALERTMANAGER_FILE).map_err(|e| format!("alertmanager.yml: {e}"))?;
+pub fn alert_manager_definition(topic_arn: &str, region: &str) -> Result<String, ExpandError> {
+    let docs =
+        YamlLoader::load_from_str(ALERTMANAGER_FILE).map_err(|e| ExpandError::AlertManagerTemplate(e.to_string()))?;
     let Some(Yaml::Hash(mut config)) = docs.into_iter().next() else {
-        return Err("alertmanager.yml: not a mapping".into());
+        return Err(ExpandError::AlertManagerTemplate("not a mapping".into()));
     };
     let key = |k: &str| Yaml::String(k.into());
     let receivers = match config.get(&key("receivers")) {
         Some(Yaml::Array(list)) => list.clone(),
-        _ => return Err("alertmanager.yml: no receivers".into()),
+        _ => return Err(ExpandError::AlertManagerTemplate("no receivers".into())),
     };
     let mut sns = Vec::new();
     for r in receivers {
         let Some(receiver) = r["name"].as_str() else {
-            return Err("alertmanager.yml: a receiver without a name".into());
+            return Err(ExpandError::AlertManagerTemplate("a receiver without a name".into()));
         };
         let mut sigv4 = Hash::new();
         sigv4.insert(key("region"), key(region));
@@ -80,7 +81,9 @@ pub fn alert_manager_definition(topic_arn: &str, region: &str) -> Result<String,
     }
     config.insert(key("receivers"), Yaml::Array(sns));
     let mut text = String::new();
-    YamlEmitter::new(&mut text).dump(&Yaml::Hash(config)).map_err(|e| format!("alertmanager.yml: {e}"))?;
+    YamlEmitter::new(&mut text)
+        .dump(&Yaml::Hash(config))
+        .map_err(|e| ExpandError::AlertManagerTemplate(e.to_string()))?;
     let body = text.strip_prefix("---\n").unwrap_or(&text);
     let indented: String = body.lines().map(|l| format!("  {l}\n")).collect();
     Ok(format!(

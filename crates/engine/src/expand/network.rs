@@ -41,7 +41,7 @@ pub(super) fn letter(i: usize) -> char {
 /// Ids of the network: given by an existing VPC, or references to what aira creates.
 type Ids = Vec<Val<String>>;
 
-pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), String> {
+pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Placement), ExpandError> {
     let mut out = Vec::new();
     // Where the groups and endpoints go: ids aira creates (references) or ids of an existing VPC.
     let (vpc, public_subnets, private_subnets, private_route_tables) = match &stack.network.existing {
@@ -69,16 +69,19 @@ pub(super) fn network(stack: &Stack, facts: &Facts) -> Result<(Vec<Desired>, Pla
 
 /// The VPC aira creates, its subnets, gateways and route tables. Returns where the rest goes:
 /// the VPC, the public and the private subnets, the private route tables.
-fn new_network(stack: &Stack, facts: &Facts, out: &mut Vec<Desired>) -> Result<(Val<String>, Ids, Ids, Ids), String> {
+fn new_network(
+    stack: &Stack,
+    facts: &Facts,
+    out: &mut Vec<Desired>,
+) -> Result<(Val<String>, Ids, Ids, Ids), ExpandError> {
     let net = &stack.network;
     let zones = net.zones as usize;
     if facts.zones.len() < zones {
-        return Err(format!(
-            "network.zones: the stack asks for {zones} availability zones, but {} has {} available ({})",
-            facts.region,
-            facts.zones.len(),
-            facts.zones.join(", ")
-        ));
+        return Err(ExpandError::TooFewZones {
+            asked: zones,
+            region: facts.region.clone(),
+            available: facts.zones.clone(),
+        });
     }
     let vpc = || Val::to("vpc", "id");
     let cidr = net.cidr.to_string();
@@ -90,7 +93,7 @@ fn new_network(stack: &Stack, facts: &Facts, out: &mut Vec<Desired>) -> Result<(
         .cidr
         .0
         .subnets(net.cidr.0.prefix_len() + bits)
-        .map_err(|e| format!("network.cidr: cannot split {} into subnets: {e}", net.cidr))?
+        .map_err(|e| ExpandError::CidrTooSmall { cidr: net.cidr.to_string(), reason: e.to_string() })?
         .collect();
     let mut privates = Vec::new();
     let mut publics = Vec::new();

@@ -3,7 +3,12 @@
 
 use super::*;
 
-pub(super) fn services(stack: &Stack, facts: &Facts, image: &Image, place: &Placement) -> Result<Vec<Desired>, String> {
+pub(super) fn services(
+    stack: &Stack,
+    facts: &Facts,
+    image: &Image,
+    place: &Placement,
+) -> Result<Vec<Desired>, ExpandError> {
     let name = &stack.stack.0;
     let mut out = vec![table(name)];
     let image_value = image_value(name, image, &mut out);
@@ -61,10 +66,11 @@ fn image_value(name: &str, image: &Image, out: &mut Vec<Desired>) -> kind::Conta
 }
 
 /// The LLM key's secret, resolved to its ARN by the pre-flight.
-fn secret_arn(stack: &Stack, facts: &Facts) -> Result<Option<String>, String> {
+fn secret_arn(stack: &Stack, facts: &Facts) -> Result<Option<String>, ExpandError> {
     match stack.llm.as_ref().and_then(|l| l.api_key.as_ref()) {
-        Some(key) => Ok(Some(facts.secrets.get(&key.secret).cloned().ok_or_else(|| {
-            format!("llm.api_key.secret: the secret `{}` was not looked up (an internal error)", key.secret)
+        Some(key) => Ok(Some(facts.secrets.get(&key.secret).cloned().ok_or_else(|| ExpandError::NotLookedUp {
+            key: "llm.api_key.secret",
+            what: format!("the secret `{}`", key.secret),
         })?)),
         None => Ok(None),
     }

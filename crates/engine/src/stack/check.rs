@@ -316,8 +316,17 @@ pub fn did_you_mean<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Opt
         .map(|(_, k)| format!("did you mean `{k}`?"))
 }
 
+/// Why a string does not match a `format` of the stack schema, said for the user.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct FormatError(pub String);
+
 /// Checks a string against a `format` of the stack schema.
-pub fn check_format(format: &str, s: &str) -> Result<(), String> {
+pub fn check_format(format: &str, s: &str) -> Result<(), FormatError> {
+    formatted(format, s).map_err(FormatError)
+}
+
+fn formatted(format: &str, s: &str) -> Result<(), String> {
     match format {
         "duration" => s.parse::<model::Duration>().map(drop),
         "cidr" => s.parse::<model::Cidr>().map(drop),

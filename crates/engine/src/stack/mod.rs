@@ -10,7 +10,7 @@ pub mod yaml;
 
 use std::path::Path;
 
-pub use check::{check_format, did_you_mean, Diagnostic};
+pub use check::{check_format, did_you_mean, Diagnostic, FormatError};
 pub use model::Stack;
 
 use check::{Report, SchemaWalker};
