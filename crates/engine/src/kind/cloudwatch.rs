@@ -2,33 +2,39 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{field, Kind, KindSpec, Named, Props, ReplaceOrder::*, Val};
+use super::{kind, Named, Val};
 
-/// An alarm on one metric (`metric`) or on an expression (`expression`) over several metrics by
-/// id (`metrics`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Alarm {
-    pub name: String,
-    pub description: String,
-    /// Seconds each datapoint covers.
-    pub period: i32,
-    /// Datapoints over the threshold before the alarm fires.
-    pub evaluation_periods: i32,
-    pub threshold: f64,
-    /// `GreaterThanThreshold`, …
-    pub comparison: String,
-    /// `notBreaching`, …
-    pub treat_missing_data: String,
-    /// Notified when it fires and when it recovers.
-    pub actions: Vec<Val<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metric: Option<AlarmMetric>,
-    /// Over the ids of `metrics`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expression: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Named<AlarmMetric>>,
+kind! {
+    /// An alarm on one metric (`metric`) or on an expression (`expression`) over several metrics by
+    /// id (`metrics`).
+    Alarm = "cloudwatch.alarm", DeleteBeforeCreate,
+    // PutMetricAlarm replaces every setting: any change is an update.
+    replace_on [
+        name: "an alarm's name is its identity",
+    ],
+    sets [actions],
+    {
+        pub name: String,
+        pub description: String,
+        /// Seconds each datapoint covers.
+        pub period: i32,
+        /// Datapoints over the threshold before the alarm fires.
+        pub evaluation_periods: i32,
+        pub threshold: f64,
+        /// `GreaterThanThreshold`, …
+        pub comparison: String,
+        /// `notBreaching`, …
+        pub treat_missing_data: String,
+        /// Notified when it fires and when it recovers.
+        pub actions: Vec<Val<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub metric: Option<AlarmMetric>,
+        /// Over the ids of `metrics`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub expression: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub metrics: Option<Named<AlarmMetric>>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,15 +46,4 @@ pub struct AlarmMetric {
     pub dimensions: Named<Val<String>>,
     /// `Maximum`, `Sum`, …
     pub statistic: String,
-}
-
-impl Props for Alarm {
-    const KIND: Kind = Kind::Alarm;
-    // PutMetricAlarm replaces every setting: any change is an update.
-    const SPEC: KindSpec = KindSpec {
-        name: "cloudwatch.alarm",
-        replace_on: &[(field!(name), "an alarm's name is its identity")],
-        replace_order: DeleteBeforeCreate,
-        sets: &[field!(actions)],
-    };
 }

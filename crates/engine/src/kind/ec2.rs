@@ -2,113 +2,95 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{field, Kind, KindSpec, Props, ReplaceOrder::*, Val};
+use super::{kind, Val};
 
 const IN_VPC: &str = "it cannot move to another VPC";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Vpc {
-    /// The primary IPv4 block.
-    pub cidr: String,
-    pub dns_support: bool,
-    pub dns_hostnames: bool,
-    /// An Amazon-provided IPv6 block (a /56).
-    pub ipv6: bool,
+kind! {
+    Vpc = "ec2.vpc", CreateBeforeDelete,
+    replace_on [
+        cidr: "a VPC's primary CIDR block cannot change",
+    ],
+    sets [],
+    {
+        /// The primary IPv4 block.
+        pub cidr: String,
+        pub dns_support: bool,
+        pub dns_hostnames: bool,
+        /// An Amazon-provided IPv6 block (a /56).
+        pub ipv6: bool,
+    }
 }
 
-impl Props for Vpc {
-    const KIND: Kind = Kind::Vpc;
-    const SPEC: KindSpec = KindSpec {
-        name: "ec2.vpc",
-        replace_on: &[(field!(cidr), "a VPC's primary CIDR block cannot change")],
-        replace_order: CreateBeforeDelete,
-        sets: &[],
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Subnet {
-    pub vpc: Val<String>,
-    pub cidr: String,
-    /// The availability zone's name.
-    pub zone: String,
-    /// Which /64 of the VPC's IPv6 block is the subnet's; absent without IPv6.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6_index: Option<u64>,
-}
-
-impl Props for Subnet {
-    const KIND: Kind = Kind::Subnet;
+kind! {
+    Subnet = "ec2.subnet", DeleteBeforeCreate,
     // Its CIDR block cannot be held twice in one VPC.
-    const SPEC: KindSpec = KindSpec {
-        name: "ec2.subnet",
-        replace_on: &[
-            (field!(vpc), IN_VPC),
-            (field!(cidr), "a subnet's CIDR block cannot change"),
-            (field!(zone), "a subnet cannot move to another availability zone"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
+    replace_on [
+        vpc: IN_VPC,
+        cidr: "a subnet's CIDR block cannot change",
+        zone: "a subnet cannot move to another availability zone",
+    ],
+    sets [],
+    {
+        pub vpc: Val<String>,
+        pub cidr: String,
+        /// The availability zone's name.
+        pub zone: String,
+        /// Which /64 of the VPC's IPv6 block is the subnet's; absent without IPv6.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ipv6_index: Option<u64>,
+    }
 }
 
-/// Attached to its VPC by an update (it is created detached).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InternetGateway {
-    /// `null` while detached.
-    pub vpc: Option<Val<String>>,
+kind! {
+    /// Attached to its VPC by an update (it is created detached).
+    InternetGateway = "ec2.internet-gateway", CreateBeforeDelete,
+    replace_on [],
+    sets [],
+    {
+        /// `null` while detached.
+        pub vpc: Option<Val<String>>,
+    }
 }
 
-impl Props for InternetGateway {
-    const KIND: Kind = Kind::InternetGateway;
-    const SPEC: KindSpec =
-        KindSpec { name: "ec2.internet-gateway", replace_on: &[], replace_order: CreateBeforeDelete, sets: &[] };
+kind! {
+    ElasticIp = "ec2.elastic-ip", CreateBeforeDelete,
+    replace_on [],
+    sets [],
+    {
+
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElasticIp {}
-
-impl Props for ElasticIp {
-    const KIND: Kind = Kind::ElasticIp;
-    const SPEC: KindSpec =
-        KindSpec { name: "ec2.elastic-ip", replace_on: &[], replace_order: CreateBeforeDelete, sets: &[] };
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatGateway {
-    /// The public subnet it sits in.
-    pub subnet: Val<String>,
-    /// The Elastic IP's allocation id (`null` when AWS reports none).
-    pub allocation: Option<Val<String>>,
-}
-
-impl Props for NatGateway {
-    const KIND: Kind = Kind::NatGateway;
+kind! {
+    NatGateway = "ec2.nat-gateway", DeleteBeforeCreate,
     // Its Elastic IP can be held by one NAT gateway at a time.
-    const SPEC: KindSpec = KindSpec {
-        name: "ec2.nat-gateway",
-        replace_on: &[
-            (field!(subnet), "a NAT gateway cannot move to another subnet"),
-            (field!(allocation), "a NAT gateway's public address cannot change"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
+    replace_on [
+        subnet: "a NAT gateway cannot move to another subnet",
+        allocation: "a NAT gateway's public address cannot change",
+    ],
+    sets [],
+    {
+        /// The public subnet it sits in.
+        pub subnet: Val<String>,
+        /// The Elastic IP's allocation id (`null` when AWS reports none).
+        pub allocation: Option<Val<String>>,
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteTable {
-    pub vpc: Val<String>,
-    /// Aira's routes only: the `local` route and the gateway endpoints' routes are AWS's.
-    pub routes: Vec<VpcRoute>,
-    /// The subnets associated with it.
-    pub subnets: Vec<Val<String>>,
+kind! {
+    RouteTable = "ec2.route-table", CreateBeforeDelete,
+    replace_on [
+        vpc: IN_VPC,
+    ],
+    sets [routes, subnets],
+    {
+        pub vpc: Val<String>,
+        /// Aira's routes only: the `local` route and the gateway endpoints' routes are AWS's.
+        pub routes: Vec<VpcRoute>,
+        /// The subnets associated with it.
+        pub subnets: Vec<Val<String>>,
+    }
 }
 
 /// A route to an internet gateway (`gateway`) or a NAT gateway (`nat_gateway`).
@@ -123,23 +105,20 @@ pub struct VpcRoute {
     pub nat_gateway: Option<Val<String>>,
 }
 
-impl Props for RouteTable {
-    const KIND: Kind = Kind::RouteTable;
-    const SPEC: KindSpec = KindSpec {
-        name: "ec2.route-table",
-        replace_on: &[(field!(vpc), IN_VPC)],
-        replace_order: CreateBeforeDelete,
-        sets: &[field!(routes), field!(subnets)],
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SecurityGroup {
-    pub vpc: Val<String>,
-    pub name: String,
-    pub description: String,
-    pub ingress: Vec<IngressRule>,
+kind! {
+    SecurityGroup = "ec2.security-group", DeleteBeforeCreate,
+    replace_on [
+        vpc: IN_VPC,
+        name: "a security group's name cannot change",
+        description: "a security group's description cannot change",
+    ],
+    sets [ingress],
+    {
+        pub vpc: Val<String>,
+        pub name: String,
+        pub description: String,
+        pub ingress: Vec<IngressRule>,
+    }
 }
 
 /// Traffic let in from a CIDR block (`cidr`) or from another group (`source`).
@@ -159,56 +138,35 @@ pub struct IngressRule {
     pub source: Option<Val<String>>,
 }
 
-impl Props for SecurityGroup {
-    const KIND: Kind = Kind::SecurityGroup;
-    const SPEC: KindSpec = KindSpec {
-        name: "ec2.security-group",
-        replace_on: &[
-            (field!(vpc), IN_VPC),
-            (field!(name), "a security group's name cannot change"),
-            (field!(description), "a security group's description cannot change"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[field!(ingress)],
-    };
-}
-
-/// A gateway endpoint (S3, DynamoDB: `route_tables`) or an interface endpoint (`subnets`,
-/// `security_groups`, `private_dns`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VpcEndpoint {
-    pub vpc: Val<String>,
-    /// `com.amazonaws.<region>.<service>`.
-    pub service: String,
-    pub r#type: VpcEndpointType,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route_tables: Option<Vec<Val<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subnets: Option<Vec<Val<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_groups: Option<Vec<Val<String>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_dns: Option<bool>,
+kind! {
+    /// A gateway endpoint (S3, DynamoDB: `route_tables`) or an interface endpoint (`subnets`,
+    /// `security_groups`, `private_dns`).
+    VpcEndpoint = "ec2.vpc-endpoint", DeleteBeforeCreate,
+    // One private DNS name per service and VPC.
+    replace_on [
+        vpc: IN_VPC,
+        service: "an endpoint's service cannot change",
+        r#type => "type": "an endpoint's type cannot change",
+    ],
+    sets [subnets, security_groups, route_tables],
+    {
+        pub vpc: Val<String>,
+        /// `com.amazonaws.<region>.<service>`.
+        pub service: String,
+        pub r#type: VpcEndpointType,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub route_tables: Option<Vec<Val<String>>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub subnets: Option<Vec<Val<String>>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub security_groups: Option<Vec<Val<String>>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub private_dns: Option<bool>,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VpcEndpointType {
     Gateway,
     Interface,
-}
-
-impl Props for VpcEndpoint {
-    const KIND: Kind = Kind::VpcEndpoint;
-    // One private DNS name per service and VPC.
-    const SPEC: KindSpec = KindSpec {
-        name: "ec2.vpc-endpoint",
-        replace_on: &[
-            (field!(vpc), IN_VPC),
-            (field!(service), "an endpoint's service cannot change"),
-            (field!(r#type => "type"), "an endpoint's type cannot change"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[field!(subnets), field!(security_groups), field!(route_tables)],
-    };
 }

@@ -2,48 +2,40 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{field, Kind, KindSpec, Named, Props, ReplaceOrder::*, Val};
+use super::{kind, Named, Val};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Cluster {
-    pub name: String,
-    /// Container Insights on (it reports the running task count autoscaling divides by).
-    pub container_insights: bool,
+kind! {
+    Cluster = "ecs.cluster", DeleteBeforeCreate,
+    replace_on [
+        name: "a cluster's name cannot change",
+    ],
+    sets [],
+    {
+        pub name: String,
+        /// Container Insights on (it reports the running task count autoscaling divides by).
+        pub container_insights: bool,
+    }
 }
 
-impl Props for Cluster {
-    const KIND: Kind = Kind::Cluster;
-    const SPEC: KindSpec = KindSpec {
-        name: "ecs.cluster",
-        replace_on: &[(field!(name), "a cluster's name cannot change")],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
-}
-
-/// A family's latest revision, with its one container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskDefinition {
-    pub family: String,
-    /// Fargate CPU units (1024 a vCPU).
-    pub cpu: u64,
-    /// MiB.
-    pub memory: u64,
-    /// The role ECS starts the task with (pulls the image, writes the logs, reads the secrets).
-    pub execution_role: Option<Val<String>>,
-    /// The role the task's own calls are made with.
-    pub task_role: Option<Val<String>>,
-    /// `null` when ECS reports no container.
-    pub container: Option<Container>,
-}
-
-impl Props for TaskDefinition {
-    const KIND: Kind = Kind::TaskDefinition;
+kind! {
+    /// A family's latest revision, with its one container.
+    TaskDefinition = "ecs.task-definition", CreateBeforeDelete,
     // Every change registers a new revision of the family: an update, never a replacement.
-    const SPEC: KindSpec =
-        KindSpec { name: "ecs.task-definition", replace_on: &[], replace_order: CreateBeforeDelete, sets: &[] };
+    replace_on [],
+    sets [],
+    {
+        pub family: String,
+        /// Fargate CPU units (1024 a vCPU).
+        pub cpu: u64,
+        /// MiB.
+        pub memory: u64,
+        /// The role ECS starts the task with (pulls the image, writes the logs, reads the secrets).
+        pub execution_role: Option<Val<String>>,
+        /// The role the task's own calls are made with.
+        pub task_role: Option<Val<String>>,
+        /// `null` when ECS reports no container.
+        pub container: Option<Container>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,38 +76,31 @@ pub struct PinnedImage {
     pub digest: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Service {
-    pub name: String,
-    pub cluster: Val<String>,
-    /// The task definition revision's ARN.
-    pub task_definition: Val<String>,
-    pub count: TaskCount,
-    pub subnets: Vec<Val<String>>,
-    pub security_groups: Vec<Val<String>>,
-    pub public_ip: bool,
-    /// `null` when AWS reports none (observe reports AWS's values, never aira's own).
-    pub deployment: Option<Deployment>,
-    /// The target group the service registers its tasks in (the public service).
-    pub load_balancer: Option<ServiceLoadBalancer>,
-    /// Seconds ECS ignores a new task's failed load balancer health checks (load-balanced only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_check_grace: Option<i32>,
-}
-
-impl Props for Service {
-    const KIND: Kind = Kind::Service;
-    const SPEC: KindSpec = KindSpec {
-        name: "ecs.service",
-        replace_on: &[
-            (field!(name), "a service's name cannot change"),
-            (field!(cluster), "a service cannot move to another cluster"),
-            (field!(load_balancer), "a service's load balancer is fixed when it is created"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[field!(subnets), field!(security_groups)],
-    };
+kind! {
+    Service = "ecs.service", DeleteBeforeCreate,
+    replace_on [
+        name: "a service's name cannot change",
+        cluster: "a service cannot move to another cluster",
+        load_balancer: "a service's load balancer is fixed when it is created",
+    ],
+    sets [subnets, security_groups],
+    {
+        pub name: String,
+        pub cluster: Val<String>,
+        /// The task definition revision's ARN.
+        pub task_definition: Val<String>,
+        pub count: TaskCount,
+        pub subnets: Vec<Val<String>>,
+        pub security_groups: Vec<Val<String>>,
+        pub public_ip: bool,
+        /// `null` when AWS reports none (observe reports AWS's values, never aira's own).
+        pub deployment: Option<Deployment>,
+        /// The target group the service registers its tasks in (the public service).
+        pub load_balancer: Option<ServiceLoadBalancer>,
+        /// Seconds ECS ignores a new task's failed load balancer health checks (load-balanced only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub health_check_grace: Option<i32>,
+    }
 }
 
 /// A fixed number of tasks, or autoscaling bounds on the queue's backlog.

@@ -2,54 +2,56 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{field, Kind, KindSpec, Props, ReplaceOrder::*, Val};
+use super::{kind, Val};
 
 const IN_VPC: &str = "it cannot move to another VPC";
 
-/// The application load balancer of the public service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoadBalancer {
-    pub name: String,
-    /// `internet-facing` or `internal`.
-    pub scheme: String,
-    /// `ipv4` or `dualstack`.
-    pub ip_address_type: String,
-    /// One public subnet a zone.
-    pub subnets: Vec<Val<String>>,
-    pub security_groups: Vec<Val<String>>,
-    /// The hosted zone of its alias records, kept in its tag `aira:dns-zone` so that `down`
-    /// finds those records without the stack file; absent without a domain.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns_zone: Option<String>,
+kind! {
+    /// The application load balancer of the public service.
+    LoadBalancer = "elbv2.load-balancer", DeleteBeforeCreate,
+    replace_on [
+        name: "a load balancer's name cannot change",
+        scheme: "a load balancer's scheme (internet-facing or internal) cannot change",
+    ],
+    sets [subnets, security_groups],
+    {
+        pub name: String,
+        /// `internet-facing` or `internal`.
+        pub scheme: String,
+        /// `ipv4` or `dualstack`.
+        pub ip_address_type: String,
+        /// One public subnet a zone.
+        pub subnets: Vec<Val<String>>,
+        pub security_groups: Vec<Val<String>>,
+        /// The hosted zone of its alias records, kept in its tag `aira:dns-zone` so that `down`
+        /// finds those records without the stack file; absent without a domain.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dns_zone: Option<String>,
+    }
 }
 
-impl Props for LoadBalancer {
-    const KIND: Kind = Kind::LoadBalancer;
-    const SPEC: KindSpec = KindSpec {
-        name: "elbv2.load-balancer",
-        replace_on: &[
-            (field!(name), "a load balancer's name cannot change"),
-            (field!(scheme), "a load balancer's scheme (internet-facing or internal) cannot change"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[field!(subnets), field!(security_groups)],
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetGroup {
-    pub name: String,
-    /// `HTTP`.
-    pub protocol: String,
-    pub port: i32,
-    /// `ip`: Fargate tasks register by address.
-    pub target_type: String,
-    pub vpc: Val<String>,
-    pub health_check: HealthCheck,
-    /// Seconds a deregistered target keeps its in-flight requests.
-    pub deregistration_delay: u64,
+kind! {
+    TargetGroup = "elbv2.target-group", DeleteBeforeCreate,
+    replace_on [
+        name: "a target group's name cannot change",
+        protocol: "a target group's protocol cannot change",
+        port: "a target group's port cannot change",
+        target_type: "a target group's target type cannot change",
+        vpc: IN_VPC,
+    ],
+    sets [],
+    {
+        pub name: String,
+        /// `HTTP`.
+        pub protocol: String,
+        pub port: i32,
+        /// `ip`: Fargate tasks register by address.
+        pub target_type: String,
+        pub vpc: Val<String>,
+        pub health_check: HealthCheck,
+        /// Seconds a deregistered target keeps its in-flight requests.
+        pub deregistration_delay: u64,
+    }
 }
 
 /// An HTTP health check of the targets.
@@ -68,36 +70,26 @@ pub struct HealthCheck {
     pub matcher: String,
 }
 
-impl Props for TargetGroup {
-    const KIND: Kind = Kind::TargetGroup;
-    const SPEC: KindSpec = KindSpec {
-        name: "elbv2.target-group",
-        replace_on: &[
-            (field!(name), "a target group's name cannot change"),
-            (field!(protocol), "a target group's protocol cannot change"),
-            (field!(port), "a target group's port cannot change"),
-            (field!(target_type), "a target group's target type cannot change"),
-            (field!(vpc), IN_VPC),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listener {
-    pub load_balancer: Val<String>,
-    pub port: i32,
-    /// `HTTP` or `HTTPS`.
-    pub protocol: String,
-    /// The TLS policy, on a TLS listener only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssl_policy: Option<String>,
-    /// The certificate's ARN, on a TLS listener only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificate: Option<Val<String>>,
-    pub default_action: Action,
+kind! {
+    Listener = "elbv2.listener", DeleteBeforeCreate,
+    // One listener per port and load balancer.
+    replace_on [
+        load_balancer: "a listener cannot move to another load balancer",
+    ],
+    sets [],
+    {
+        pub load_balancer: Val<String>,
+        pub port: i32,
+        /// `HTTP` or `HTTPS`.
+        pub protocol: String,
+        /// The TLS policy, on a TLS listener only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ssl_policy: Option<String>,
+        /// The certificate's ARN, on a TLS listener only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub certificate: Option<Val<String>>,
+        pub default_action: Action,
+    }
 }
 
 /// What a listener does with a request.
@@ -119,17 +111,6 @@ pub enum Action {
         #[serde(rename = "type")]
         kind: String,
     },
-}
-
-impl Props for Listener {
-    const KIND: Kind = Kind::Listener;
-    // One listener per port and load balancer.
-    const SPEC: KindSpec = KindSpec {
-        name: "elbv2.listener",
-        replace_on: &[(field!(load_balancer), "a listener cannot move to another load balancer")],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
 }
 
 #[cfg(test)]

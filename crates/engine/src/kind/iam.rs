@@ -3,30 +3,26 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{field, Kind, KindSpec, Props, ReplaceOrder::*, Val};
+use super::{kind, Val};
 
-/// A role a service assumes, with one inline policy (named `aira` on AWS).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Role {
-    pub name: String,
-    pub path: String,
-    /// The service its trust policy lets assume it (`ecs-tasks.amazonaws.com`).
-    pub trust_service: String,
-    /// ARNs of the attached managed policies.
-    pub managed_policies: Vec<String>,
-    /// The inline policy (`null`: none).
-    pub policy: Option<Policy>,
-}
-
-impl Props for Role {
-    const KIND: Kind = Kind::Role;
-    const SPEC: KindSpec = KindSpec {
-        name: "iam.role",
-        replace_on: &[(field!(name), "a role's name cannot change"), (field!(path), "a role's path cannot change")],
-        replace_order: DeleteBeforeCreate,
-        sets: &[field!(managed_policies)],
-    };
+kind! {
+    /// A role a service assumes, with one inline policy (named `aira` on AWS).
+    Role = "iam.role", DeleteBeforeCreate,
+    replace_on [
+        name: "a role's name cannot change",
+        path: "a role's path cannot change",
+    ],
+    sets [managed_policies],
+    {
+        pub name: String,
+        pub path: String,
+        /// The service its trust policy lets assume it (`ecs-tasks.amazonaws.com`).
+        pub trust_service: String,
+        /// ARNs of the attached managed policies.
+        pub managed_policies: Vec<String>,
+        /// The inline policy (`null`: none).
+        pub policy: Option<Policy>,
+    }
 }
 
 /// An inline policy: aira's statements, or, observed, any other document IAM holds (edited

@@ -99,6 +99,45 @@ macro_rules! field {
 }
 pub use field;
 
+/// Declares a kind in one place: its struct of properties (serde-derived, unknown fields refused,
+/// fields in the order the plan's JSON shows them) and the facts the plan needs, the fields named
+/// as fields so that a rename does not compile:
+///
+/// ```ignore
+/// kind! {
+///     /// What it is.
+///     NatGateway = "ec2.nat-gateway", DeleteBeforeCreate,
+///     replace_on [subnet: "a NAT gateway cannot move to another subnet"],
+///     sets [],
+///     { pub subnet: Val<String> }
+/// }
+/// ```
+macro_rules! kind {
+    (
+        $(#[$doc:meta])*
+        $kind:ident = $name:literal, $order:ident,
+        replace_on [$($field:ident $(=> $json:literal)?: $why:expr),* $(,)?],
+        sets [$($set:ident),* $(,)?],
+        { $($body:tt)* }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $kind { $($body)* }
+
+        impl $crate::kind::Props for $kind {
+            const KIND: $crate::kind::Kind = $crate::kind::Kind::$kind;
+            const SPEC: $crate::kind::KindSpec = $crate::kind::KindSpec {
+                name: $name,
+                replace_on: &[$(($crate::kind::field!($field $(=> $json)?), $why),)*],
+                replace_order: $crate::kind::ReplaceOrder::$order,
+                sets: &[$($crate::kind::field!($set),)*],
+            };
+        }
+    };
+}
+pub(crate) use kind;
+
 /// A property that may be another resource's output, resolved at apply:
 /// `{"$ref": "id.output"}` until then.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,19 +2,27 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{field, Kind, KindSpec, Props, ReplaceOrder::*, Val};
+use super::{kind, Val};
 
-/// An alias record (A or AAAA) of the public name, pointing at the load balancer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DnsRecord {
-    /// The hosted zone's id (`Z…`).
-    pub zone_id: String,
-    /// Fully qualified, with its trailing dot.
-    pub name: String,
-    /// `A` or `AAAA`.
-    pub r#type: String,
-    pub alias: Alias,
+kind! {
+    /// An alias record (A or AAAA) of the public name, pointing at the load balancer.
+    DnsRecord = "route53.record", DeleteBeforeCreate,
+    // Name and type identify the record: two cannot exist at once.
+    replace_on [
+        zone_id: "a record cannot move to another hosted zone",
+        name: "a record's name is its identity",
+        r#type => "type": "a record's type is its identity",
+    ],
+    sets [],
+    {
+        /// The hosted zone's id (`Z…`).
+        pub zone_id: String,
+        /// Fully qualified, with its trailing dot.
+        pub name: String,
+        /// `A` or `AAAA`.
+        pub r#type: String,
+        pub alias: Alias,
+    }
 }
 
 /// What an alias record points at: the load balancer's DNS name and hosted zone.
@@ -23,19 +31,4 @@ pub struct DnsRecord {
 pub struct Alias {
     pub dns_name: Val<String>,
     pub zone_id: Val<String>,
-}
-
-impl Props for DnsRecord {
-    const KIND: Kind = Kind::DnsRecord;
-    // Name and type identify the record: two cannot exist at once.
-    const SPEC: KindSpec = KindSpec {
-        name: "route53.record",
-        replace_on: &[
-            (field!(zone_id), "a record cannot move to another hosted zone"),
-            (field!(name), "a record's name is its identity"),
-            (field!(r#type => "type"), "a record's type is its identity"),
-        ],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
 }

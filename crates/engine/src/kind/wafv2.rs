@@ -2,25 +2,35 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{field, Kind, KindSpec, Named, Props, ReplaceOrder::*, Val};
+use super::{kind, Named, Val};
 
-/// The stack's rate-based rules, on its load balancer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebAcl {
-    /// `STACK-waf`: its identity in the region.
-    pub name: String,
-    pub description: String,
-    /// The load balancer's ARN it protects (`null`: none). Changed in place.
-    pub load_balancer: Option<Val<String>>,
-    /// What a request no rule blocks gets (`null` when AWS reports neither allow nor block).
-    pub default_action: Option<Verdict>,
-    /// Its CloudWatch metric (`null` when AWS reports none).
-    pub metric: Option<Metric>,
-    /// By rule name.
-    pub rules: Named<Rule>,
-    /// The custom response bodies, by the key a rule's response names.
-    pub responses: Named<ResponseBody>,
+kind! {
+    /// The stack's rate-based rules, on its load balancer.
+    WebAcl = "wafv2.web-acl", DeleteBeforeCreate,
+    // AWS WAF (scope REGIONAL): the stack's rate-based rules. Its name is its identity in the
+    // region. The load balancer it protects is its property `load_balancer`, changed in place
+    // (AssociateWebACL, DisassociateWebACL) rather than a kind of its own: an association has no
+    // tags nor id, and the web ACL must let go of it before it can be deleted
+    // (crates/aws/src/waf.rs says why in full).
+    replace_on [
+        name: "a web ACL's name cannot change",
+    ],
+    sets [],
+    {
+        /// `STACK-waf`: its identity in the region.
+        pub name: String,
+        pub description: String,
+        /// The load balancer's ARN it protects (`null`: none). Changed in place.
+        pub load_balancer: Option<Val<String>>,
+        /// What a request no rule blocks gets (`null` when AWS reports neither allow nor block).
+        pub default_action: Option<Verdict>,
+        /// Its CloudWatch metric (`null` when AWS reports none).
+        pub metric: Option<Metric>,
+        /// By rule name.
+        pub rules: Named<Rule>,
+        /// The custom response bodies, by the key a rule's response names.
+        pub responses: Named<ResponseBody>,
+    }
 }
 
 /// A rule in the form aira writes (a rate-based statement that blocks); what aira does not
@@ -92,19 +102,4 @@ pub struct ResponseBody {
     /// `APPLICATION_JSON`, `TEXT_PLAIN` or `TEXT_HTML`.
     pub content_type: String,
     pub content: String,
-}
-
-impl Props for WebAcl {
-    const KIND: Kind = Kind::WebAcl;
-    // AWS WAF (scope REGIONAL): the stack's rate-based rules. Its name is its identity in the
-    // region. The load balancer it protects is its property `load_balancer`, changed in place
-    // (AssociateWebACL, DisassociateWebACL) rather than a kind of its own: an association has no
-    // tags nor id, and the web ACL must let go of it before it can be deleted
-    // (crates/aws/src/waf.rs says why in full).
-    const SPEC: KindSpec = KindSpec {
-        name: "wafv2.web-acl",
-        replace_on: &[(field!(name), "a web ACL's name cannot change")],
-        replace_order: DeleteBeforeCreate,
-        sets: &[],
-    };
 }
