@@ -6,13 +6,12 @@ use serde::{Deserialize, Serialize};
 
 kind! {
     /// The public name's certificate, validated through a record in the stack's hosted zone.
-    Certificate = "acm.certificate", CreateBeforeDelete,
+    Certificate = "acm.certificate", CreateBeforeDelete, sets [],
     // The listener moves to the new certificate before the old one goes.
     replace_on [
         domain: "a certificate's domain name cannot change",
         zone_id: "its validation records live in the hosted zone",
     ],
-    sets [],
     {
         pub domain: String,
         pub validation: Validation,

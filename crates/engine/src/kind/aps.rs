@@ -3,10 +3,9 @@
 use super::{kind, Val};
 
 kind! {
-    PrometheusWorkspace = "aps.workspace", CreateBeforeDelete,
+    PrometheusWorkspace = "aps.workspace", CreateBeforeDelete, sets [],
     // The alias is a label; AWS names the workspace (`ws-…`).
     replace_on [],
-    sets [],
     {
         pub alias: String,
     }
@@ -14,12 +13,11 @@ kind! {
 
 kind! {
     /// A rule groups namespace of a workspace.
-    PrometheusRules = "aps.rule-groups", DeleteBeforeCreate,
+    PrometheusRules = "aps.rule-groups", DeleteBeforeCreate, sets [],
     replace_on [
         workspace: "a rule groups namespace belongs to its workspace",
         name: "a namespace's name is its identity",
     ],
-    sets [],
     {
         /// The workspace's id.
         pub workspace: Val<String>,
@@ -31,12 +29,9 @@ kind! {
 
 kind! {
     /// A workspace's alert manager definition.
-    AlertManager = "aps.alert-manager", DeleteBeforeCreate,
+    AlertManager = "aps.alert-manager", DeleteBeforeCreate, sets [],
     // One definition per workspace.
-    replace_on [
-        workspace: "an alert manager definition belongs to its workspace",
-    ],
-    sets [],
+    replace_on [workspace: "an alert manager definition belongs to its workspace"],
     {
         /// The workspace's id.
         pub workspace: Val<String>,

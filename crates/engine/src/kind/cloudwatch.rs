@@ -7,12 +7,9 @@ use super::{kind, Named, Val};
 kind! {
     /// An alarm on one metric (`metric`) or on an expression (`expression`) over several metrics by
     /// id (`metrics`).
-    Alarm = "cloudwatch.alarm", DeleteBeforeCreate,
+    Alarm = "cloudwatch.alarm", DeleteBeforeCreate, sets [actions],
     // PutMetricAlarm replaces every setting: any change is an update.
-    replace_on [
-        name: "an alarm's name is its identity",
-    ],
-    sets [actions],
+    replace_on [name: "an alarm's name is its identity"],
     {
         pub name: String,
         pub description: String,

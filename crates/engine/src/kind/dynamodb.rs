@@ -3,12 +3,11 @@
 use super::{kind, Named};
 
 kind! {
-    Table = "dynamodb.table", DeleteBeforeCreate,
+    Table = "dynamodb.table", DeleteBeforeCreate, sets [],
     replace_on [
         name: "a table's name cannot change",
         keys: "a table's key schema cannot change",
     ],
-    sets [],
     {
         pub name: String,
         /// Attribute → its type (`S`, `N`, `B`): the partition key, then the sort key.

@@ -7,11 +7,8 @@ use super::{kind, Val};
 const IN_VPC: &str = "it cannot move to another VPC";
 
 kind! {
-    Vpc = "ec2.vpc", CreateBeforeDelete,
-    replace_on [
-        cidr: "a VPC's primary CIDR block cannot change",
-    ],
-    sets [],
+    Vpc = "ec2.vpc", CreateBeforeDelete, sets [],
+    replace_on [cidr: "a VPC's primary CIDR block cannot change"],
     {
         /// The primary IPv4 block.
         pub cidr: String,
@@ -23,14 +20,13 @@ kind! {
 }
 
 kind! {
-    Subnet = "ec2.subnet", DeleteBeforeCreate,
+    Subnet = "ec2.subnet", DeleteBeforeCreate, sets [],
     // Its CIDR block cannot be held twice in one VPC.
     replace_on [
         vpc: IN_VPC,
         cidr: "a subnet's CIDR block cannot change",
         zone: "a subnet cannot move to another availability zone",
     ],
-    sets [],
     {
         pub vpc: Val<String>,
         pub cidr: String,
@@ -44,9 +40,8 @@ kind! {
 
 kind! {
     /// Attached to its VPC by an update (it is created detached).
-    InternetGateway = "ec2.internet-gateway", CreateBeforeDelete,
+    InternetGateway = "ec2.internet-gateway", CreateBeforeDelete, sets [],
     replace_on [],
-    sets [],
     {
         /// `null` while detached.
         pub vpc: Option<Val<String>>,
@@ -54,22 +49,20 @@ kind! {
 }
 
 kind! {
-    ElasticIp = "ec2.elastic-ip", CreateBeforeDelete,
+    ElasticIp = "ec2.elastic-ip", CreateBeforeDelete, sets [],
     replace_on [],
-    sets [],
     {
 
     }
 }
 
 kind! {
-    NatGateway = "ec2.nat-gateway", DeleteBeforeCreate,
+    NatGateway = "ec2.nat-gateway", DeleteBeforeCreate, sets [],
     // Its Elastic IP can be held by one NAT gateway at a time.
     replace_on [
         subnet: "a NAT gateway cannot move to another subnet",
         allocation: "a NAT gateway's public address cannot change",
     ],
-    sets [],
     {
         /// The public subnet it sits in.
         pub subnet: Val<String>,
@@ -79,11 +72,8 @@ kind! {
 }
 
 kind! {
-    RouteTable = "ec2.route-table", CreateBeforeDelete,
-    replace_on [
-        vpc: IN_VPC,
-    ],
-    sets [routes, subnets],
+    RouteTable = "ec2.route-table", CreateBeforeDelete, sets [routes, subnets],
+    replace_on [vpc: IN_VPC],
     {
         pub vpc: Val<String>,
         /// Aira's routes only: the `local` route and the gateway endpoints' routes are AWS's.
@@ -106,13 +96,12 @@ pub struct VpcRoute {
 }
 
 kind! {
-    SecurityGroup = "ec2.security-group", DeleteBeforeCreate,
+    SecurityGroup = "ec2.security-group", DeleteBeforeCreate, sets [ingress],
     replace_on [
         vpc: IN_VPC,
         name: "a security group's name cannot change",
         description: "a security group's description cannot change",
     ],
-    sets [ingress],
     {
         pub vpc: Val<String>,
         pub name: String,
@@ -141,14 +130,13 @@ pub struct IngressRule {
 kind! {
     /// A gateway endpoint (S3, DynamoDB: `route_tables`) or an interface endpoint (`subnets`,
     /// `security_groups`, `private_dns`).
-    VpcEndpoint = "ec2.vpc-endpoint", DeleteBeforeCreate,
+    VpcEndpoint = "ec2.vpc-endpoint", DeleteBeforeCreate, sets [subnets, security_groups, route_tables],
     // One private DNS name per service and VPC.
     replace_on [
         vpc: IN_VPC,
         service: "an endpoint's service cannot change",
         r#type => "type": "an endpoint's type cannot change",
     ],
-    sets [subnets, security_groups, route_tables],
     {
         pub vpc: Val<String>,
         /// `com.amazonaws.<region>.<service>`.

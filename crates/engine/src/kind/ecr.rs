@@ -3,11 +3,8 @@
 use super::kind;
 
 kind! {
-    Repository = "ecr.repository", DeleteBeforeCreate,
-    replace_on [
-        name: "a repository's name cannot change",
-    ],
-    sets [],
+    Repository = "ecr.repository", DeleteBeforeCreate, sets [],
+    replace_on [name: "a repository's name cannot change"],
     {
         pub name: String,
         pub scan_on_push: bool,

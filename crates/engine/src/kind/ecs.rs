@@ -5,11 +5,8 @@ use serde::{Deserialize, Serialize};
 use super::{kind, Named, Val};
 
 kind! {
-    Cluster = "ecs.cluster", DeleteBeforeCreate,
-    replace_on [
-        name: "a cluster's name cannot change",
-    ],
-    sets [],
+    Cluster = "ecs.cluster", DeleteBeforeCreate, sets [],
+    replace_on [name: "a cluster's name cannot change"],
     {
         pub name: String,
         /// Container Insights on (it reports the running task count autoscaling divides by).
@@ -19,10 +16,9 @@ kind! {
 
 kind! {
     /// A family's latest revision, with its one container.
-    TaskDefinition = "ecs.task-definition", CreateBeforeDelete,
+    TaskDefinition = "ecs.task-definition", CreateBeforeDelete, sets [],
     // Every change registers a new revision of the family: an update, never a replacement.
     replace_on [],
-    sets [],
     {
         pub family: String,
         /// Fargate CPU units (1024 a vCPU).
@@ -77,13 +73,12 @@ pub struct PinnedImage {
 }
 
 kind! {
-    Service = "ecs.service", DeleteBeforeCreate,
+    Service = "ecs.service", DeleteBeforeCreate, sets [subnets, security_groups],
     replace_on [
         name: "a service's name cannot change",
         cluster: "a service cannot move to another cluster",
         load_balancer: "a service's load balancer is fixed when it is created",
     ],
-    sets [subnets, security_groups],
     {
         pub name: String,
         pub cluster: Val<String>,

@@ -8,12 +8,11 @@ const IN_VPC: &str = "it cannot move to another VPC";
 
 kind! {
     /// The application load balancer of the public service.
-    LoadBalancer = "elbv2.load-balancer", DeleteBeforeCreate,
+    LoadBalancer = "elbv2.load-balancer", DeleteBeforeCreate, sets [subnets, security_groups],
     replace_on [
         name: "a load balancer's name cannot change",
         scheme: "a load balancer's scheme (internet-facing or internal) cannot change",
     ],
-    sets [subnets, security_groups],
     {
         pub name: String,
         /// `internet-facing` or `internal`.
@@ -31,7 +30,7 @@ kind! {
 }
 
 kind! {
-    TargetGroup = "elbv2.target-group", DeleteBeforeCreate,
+    TargetGroup = "elbv2.target-group", DeleteBeforeCreate, sets [],
     replace_on [
         name: "a target group's name cannot change",
         protocol: "a target group's protocol cannot change",
@@ -39,7 +38,6 @@ kind! {
         target_type: "a target group's target type cannot change",
         vpc: IN_VPC,
     ],
-    sets [],
     {
         pub name: String,
         /// `HTTP`.
@@ -71,12 +69,9 @@ pub struct HealthCheck {
 }
 
 kind! {
-    Listener = "elbv2.listener", DeleteBeforeCreate,
+    Listener = "elbv2.listener", DeleteBeforeCreate, sets [],
     // One listener per port and load balancer.
-    replace_on [
-        load_balancer: "a listener cannot move to another load balancer",
-    ],
-    sets [],
+    replace_on [load_balancer: "a listener cannot move to another load balancer"],
     {
         pub load_balancer: Val<String>,
         pub port: i32,

@@ -7,12 +7,11 @@ use super::{kind, Val};
 
 kind! {
     /// A role a service assumes, with one inline policy (named `aira` on AWS).
-    Role = "iam.role", DeleteBeforeCreate,
+    Role = "iam.role", DeleteBeforeCreate, sets [managed_policies],
     replace_on [
         name: "a role's name cannot change",
         path: "a role's path cannot change",
     ],
-    sets [managed_policies],
     {
         pub name: String,
         pub path: String,

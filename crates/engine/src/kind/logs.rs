@@ -3,11 +3,8 @@
 use super::kind;
 
 kind! {
-    LogGroup = "logs.log-group", DeleteBeforeCreate,
-    replace_on [
-        name: "a log group's name cannot change",
-    ],
-    sets [],
+    LogGroup = "logs.log-group", DeleteBeforeCreate, sets [],
+    replace_on [name: "a log group's name cannot change"],
     {
         pub name: String,
         /// `null`: events never expire.

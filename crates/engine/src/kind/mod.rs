@@ -106,18 +106,16 @@ pub use field;
 /// ```ignore
 /// kind! {
 ///     /// What it is.
-///     NatGateway = "ec2.nat-gateway", DeleteBeforeCreate,
+///     NatGateway = "ec2.nat-gateway", DeleteBeforeCreate, sets [],
 ///     replace_on [subnet: "a NAT gateway cannot move to another subnet"],
-///     sets [],
 ///     { pub subnet: Val<String> }
 /// }
 /// ```
 macro_rules! kind {
     (
         $(#[$doc:meta])*
-        $kind:ident = $name:literal, $order:ident,
+        $kind:ident = $name:literal, $order:ident, sets [$($set:ident),* $(,)?],
         replace_on [$($field:ident $(=> $json:literal)?: $why:expr),* $(,)?],
-        sets [$($set:ident),* $(,)?],
         { $($body:tt)* }
     ) => {
         $(#[$doc])*

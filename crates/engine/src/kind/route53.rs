@@ -6,14 +6,13 @@ use super::{kind, Val};
 
 kind! {
     /// An alias record (A or AAAA) of the public name, pointing at the load balancer.
-    DnsRecord = "route53.record", DeleteBeforeCreate,
+    DnsRecord = "route53.record", DeleteBeforeCreate, sets [],
     // Name and type identify the record: two cannot exist at once.
     replace_on [
         zone_id: "a record cannot move to another hosted zone",
         name: "a record's name is its identity",
         r#type => "type": "a record's type is its identity",
     ],
-    sets [],
     {
         /// The hosted zone's id (`Z…`).
         pub zone_id: String,

@@ -3,11 +3,8 @@
 use super::{kind, Val};
 
 kind! {
-    Topic = "sns.topic", DeleteBeforeCreate,
-    replace_on [
-        name: "a topic's name cannot change",
-    ],
-    sets [subscriptions],
+    Topic = "sns.topic", DeleteBeforeCreate, sets [subscriptions],
+    replace_on [name: "a topic's name cannot change"],
     {
         pub name: String,
         /// `protocol:endpoint`, e.g. `email:ops@example.com`.

@@ -6,12 +6,11 @@ use super::{kind, Val};
 
 kind! {
     /// Durations are in seconds.
-    SqsQueue = "sqs.queue", DeleteBeforeCreate,
+    SqsQueue = "sqs.queue", DeleteBeforeCreate, sets [],
     replace_on [
         name: "a queue's name cannot change",
         fifo: "a queue cannot change between standard and FIFO",
     ],
-    sets [],
     {
         /// With the `.fifo` suffix for a FIFO queue.
         pub name: String,

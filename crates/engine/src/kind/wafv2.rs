@@ -6,16 +6,13 @@ use super::{kind, Named, Val};
 
 kind! {
     /// The stack's rate-based rules, on its load balancer.
-    WebAcl = "wafv2.web-acl", DeleteBeforeCreate,
+    WebAcl = "wafv2.web-acl", DeleteBeforeCreate, sets [],
     // AWS WAF (scope REGIONAL): the stack's rate-based rules. Its name is its identity in the
     // region. The load balancer it protects is its property `load_balancer`, changed in place
     // (AssociateWebACL, DisassociateWebACL) rather than a kind of its own: an association has no
     // tags nor id, and the web ACL must let go of it before it can be deleted
     // (crates/aws/src/waf.rs says why in full).
-    replace_on [
-        name: "a web ACL's name cannot change",
-    ],
-    sets [],
+    replace_on [name: "a web ACL's name cannot change"],
     {
         /// `STACK-waf`: its identity in the region.
         pub name: String,

@@ -280,22 +280,15 @@ fn check_spend(llm: &model::Llm, tree: &Node, report: &mut Report) {
     if all == 0 || (user != 0 && user <= all) {
         return;
     }
-    let written = |key: &str| tree.get("llm").and_then(|l| l.get(key)).is_some();
-    // At the key the user wrote: the user's bound, or the overall one that undercuts its default.
-    let (pos, what) = match (written("user_daily_tokens"), user) {
-        (true, 0) => (
-            tree.pos_of(&["llm", "user_daily_tokens"]),
-            format!("llm.user_daily_tokens: 0 (no bound for a user) with llm.daily_tokens {all}"),
-        ),
-        (true, _) => (
-            tree.pos_of(&["llm", "user_daily_tokens"]),
-            format!("llm.user_daily_tokens: {user} is more than llm.daily_tokens ({all})"),
-        ),
-        (false, _) => (
-            tree.pos_of(&["llm", "daily_tokens"]),
-            format!("llm.daily_tokens: {all} is less than llm.user_daily_tokens ({user}, its default)"),
-        ),
-    };
+    let (pos, what) = at_written_key(
+        tree,
+        ("llm", "user_daily_tokens", "daily_tokens"),
+        match user {
+            0 => format!("llm.user_daily_tokens: 0 (no bound for a user) with llm.daily_tokens {all}"),
+            _ => format!("llm.user_daily_tokens: {user} is more than llm.daily_tokens ({all})"),
+        },
+        format!("llm.daily_tokens: {all} is less than llm.user_daily_tokens ({user}, its default)"),
+    );
     report.error(
         pos,
         format!("{what}: one user could spend all users' tokens of the day"),
@@ -316,24 +309,31 @@ fn check_waf(limits: &model::WafLimits, tree: &Node, report: &mut Report) {
     }
     let (all, auth) = (limits.requests, limits.auth_requests);
     if auth > all {
-        // At the key the user wrote: the account routes' limit, or the overall one that undercuts its default.
-        let written = tree.get("waf").and_then(|w| w.get("auth_requests")).is_some();
-        let (pos, what) = if written {
-            (
-                tree.pos_of(&["waf", "auth_requests"]),
-                format!("waf.auth_requests: {auth} is more than waf.requests ({all})"),
-            )
-        } else {
-            (
-                tree.pos_of(&["waf", "requests"]),
-                format!("waf.requests: {all} is less than waf.auth_requests ({auth}, its default)"),
-            )
-        };
+        let (pos, what) = at_written_key(
+            tree,
+            ("waf", "auth_requests", "requests"),
+            format!("waf.auth_requests: {auth} is more than waf.requests ({all})"),
+            format!("waf.requests: {all} is less than waf.auth_requests ({auth}, its default)"),
+        );
         report.error(
             pos,
             format!("{what}: the limit of all requests stops an address first, so the account routes' limit would never apply"),
             Some(format!("give the account routes (`/v1/auth/`) at most {all} requests a window")),
         );
+    }
+}
+
+/// Where a bound that exceeds the bound above it is reported: at the key the user wrote (the
+/// inner bound), or else at the outer one that undercuts the inner one's default.
+fn at_written_key(
+    tree: &Node,
+    (section, inner, outer): (&str, &str, &str),
+    inner_says: String,
+    outer_says: String,
+) -> (Pos, String) {
+    match tree.get(section).and_then(|s| s.get(inner)).is_some() {
+        true => (tree.pos_of(&[section, inner]), inner_says),
+        false => (tree.pos_of(&[section, outer]), outer_says),
     }
 }
 
