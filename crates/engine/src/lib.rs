@@ -73,4 +73,66 @@ mod layers {
         }
         assert!(checked > 10, "the check saw only {checked} uses");
     }
+
+    /// ARCHITECTURE.md's size rules, over the sources of the workspace (`src`, `crates`,
+    /// `runtime/src`): no file over 700 lines, no function over 150 lines outside tests.
+    #[test]
+    fn no_file_over_700_lines_and_no_function_over_150() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files: Vec<std::path::PathBuf> =
+            ["src", "crates", "runtime/src"].iter().map(|d| root.join(d)).collect();
+        let (mut checked, mut over) = (0, Vec::new());
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            checked += 1;
+            if lines.len() > 700 {
+                over.push(format!("{}: {} lines", path.display(), lines.len()));
+            }
+            // Functions up to the file's tests: from a `fn` line to the line closing its body.
+            let end = lines.iter().position(|l| l.trim() == "#[cfg(test)]").unwrap_or(lines.len());
+            let mut i = 0;
+            while i < end {
+                let l = lines[i].trim_start();
+                let is_fn = [
+                    "fn ",
+                    "pub fn ",
+                    "async fn ",
+                    "pub async fn ",
+                    "pub(crate) fn ",
+                    "pub(crate) async fn ",
+                    "pub(super) fn ",
+                    "pub(super) async fn ",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p));
+                if !is_fn || l.ends_with(';') {
+                    i += 1;
+                    continue;
+                }
+                let (mut depth, mut opened, mut j) = (0i32, false, i);
+                while j < lines.len() {
+                    depth += lines[j].matches('{').count() as i32 - lines[j].matches('}').count() as i32;
+                    opened |= lines[j].contains('{');
+                    if opened && depth <= 0 {
+                        break;
+                    }
+                    j += 1;
+                }
+                if j - i + 1 > 150 {
+                    over.push(format!("{}:{}: a function of {} lines", path.display(), i + 1, j - i + 1));
+                }
+                i = j + 1;
+            }
+        }
+        assert!(checked > 100, "only {checked} files read");
+        assert!(over.is_empty(), "{}", over.join("\n"));
+    }
 }
