@@ -6,7 +6,8 @@
 //!
 //! - [`stack`]: the stack file: spanned YAML, schema validation, typed [`stack::Stack`].
 //! - [`expand`]: stack → desired [`graph::Graph`] (logical ids, kinds, properties, dependencies).
-//! - [`kind`]: the resource kinds: names, replacement rules, unordered list properties.
+//! - [`kind`]: the resource kinds: one struct of properties each, with its name, replacement rules
+//!   and unordered list fields (`kind!`).
 //! - [`graph`]: the desired graph: resources, references between them, their order.
 //! - [`provider`]: the [`provider::Provider`] trait the engine drives, its error vocabulary, and
 //!   `provider::fake` (in memory, for engine tests).
