@@ -42,23 +42,13 @@ pub enum Command {
     Api {
         #[arg(long, env = "AIRA_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
-        /// The operations listener: `/metrics`, `/readyz`, `/healthz`; none when unset.
-        #[arg(long, env = "AIRA_METRICS_LISTEN")]
-        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
-        aws: AwsArgs,
-        #[command(flatten)]
-        common: Common,
+        service: AwsService,
     },
     /// The worker on SQS + DynamoDB.
     Worker {
-        /// The operations listener: `/metrics`, `/readyz`, `/healthz`; none when unset.
-        #[arg(long, env = "AIRA_METRICS_LISTEN")]
-        metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
-        aws: AwsArgs,
-        #[command(flatten)]
-        common: Common,
+        service: AwsService,
     },
     /// Move dead-letter messages back to the source queue (embedded with --data, else SQS).
     Redrive {
@@ -81,6 +71,18 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+}
+
+// The flags `api` and `worker` share (no doc comment: clap would take it for theirs).
+#[derive(Debug, Args, Clone)]
+pub struct AwsService {
+    /// The operations listener: `/metrics`, `/readyz`, `/healthz`; none when unset.
+    #[arg(long, env = "AIRA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(flatten)]
+    pub common: Common,
 }
 
 #[derive(Debug, Args, Clone)]

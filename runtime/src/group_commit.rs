@@ -28,6 +28,11 @@ type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 /// Sends the job's result; `false` when the group's commit failed.
 type Reply = Box<dyn FnOnce(bool) + Send>;
 
+/// What a caller asks a connection's thread to run (`Db::call` and its kin): its result goes
+/// back to the caller.
+pub trait ConnFn<R>: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static {}
+impl<R, F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static> ConnFn<R> for F {}
+
 /// What a connection's thread is asked to do: a job of the next group, or a job run alone,
 /// outside any transaction (a checkpoint cannot run inside one).
 enum Work {
@@ -164,38 +169,22 @@ impl Db {
     }
 
     /// Runs `f` on the writer, inside a group transaction; resolves after the commit.
-    pub async fn call<R, F>(&self, f: F) -> anyhow::Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
+    pub async fn call<R: Send + 'static>(&self, f: impl ConnFn<R>) -> anyhow::Result<R> {
         submit(&self.writer, f, Lane::Group).await
     }
 
     /// Like [`Db::call`], ahead of the group jobs waiting: for the writes that drain the backlog.
-    pub async fn call_first<R, F>(&self, f: F) -> anyhow::Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
+    pub async fn call_first<R: Send + 'static>(&self, f: impl ConnFn<R>) -> anyhow::Result<R> {
         submit(&self.writer, f, Lane::First).await
     }
 
     /// Runs `f` on the writer between groups, outside any transaction (a checkpoint).
-    pub async fn alone<R, F>(&self, f: F) -> anyhow::Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
+    pub async fn alone<R: Send + 'static>(&self, f: impl ConnFn<R>) -> anyhow::Result<R> {
         submit(&self.writer, f, Lane::Alone).await
     }
 
     /// Runs `f` on a reader connection (read-only: it sees committed data).
-    pub async fn read<R, F>(&self, f: F) -> anyhow::Result<R>
-    where
-        R: Send + 'static,
-        F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-    {
+    pub async fn read<R: Send + 'static>(&self, f: impl ConnFn<R>) -> anyhow::Result<R> {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         submit(&self.readers[i], f, Lane::Alone).await
     }
@@ -242,11 +231,7 @@ enum Lane {
     Alone,
 }
 
-async fn submit<R, F>(thread: &mpsc::Sender<Work>, f: F, lane: Lane) -> anyhow::Result<R>
-where
-    R: Send + 'static,
-    F: FnOnce(&mut Connection) -> rusqlite::Result<R> + Send + 'static,
-{
+async fn submit<R: Send + 'static>(thread: &mpsc::Sender<Work>, f: impl ConnFn<R>, lane: Lane) -> anyhow::Result<R> {
     let (tx, rx) = tokio::sync::oneshot::channel::<anyhow::Result<R>>();
     let in_group = lane != Lane::Alone;
     let job: Job = Box::new(move |conn: &mut Connection| {

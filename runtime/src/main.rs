@@ -34,12 +34,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { listen, metrics_listen, data, common } => {
             run::serve(listen, metrics_listen, &data, &common, run::shutdown_on_signal()).await
         }
-        Command::Api { listen, metrics_listen, aws, common } => {
-            run::api(listen, metrics_listen, &aws, &common, run::shutdown_on_signal()).await
-        }
-        Command::Worker { metrics_listen, aws, common } => {
-            run::worker(metrics_listen, &aws, &common, run::shutdown_on_signal()).await
-        }
+        Command::Api { listen, service } => run::api(listen, &service, run::shutdown_on_signal()).await,
+        Command::Worker { service } => run::worker(&service, run::shutdown_on_signal()).await,
         Command::Redrive { data, queue_url, dlq_url, limit } => {
             let moved = match (data, queue_url, dlq_url) {
                 (Some(data), _, _) => {

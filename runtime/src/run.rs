@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::api::{app, ops_app, AppState};
-use crate::config::{resolve_limits, resolve_llm, resolve_remote_write, resolve_worker, AwsArgs, Common};
+use crate::config::{resolve_limits, resolve_llm, resolve_remote_write, resolve_worker, AwsArgs, AwsService, Common};
 use crate::group_commit::Durability;
 use crate::metrics::Metrics;
 use crate::queue::sqlite::{move_queue_file, RedrivePolicy, SqliteQueue};
@@ -237,15 +237,10 @@ fn on_own_thread(
 }
 
 /// `api`: the API and the outbox relay on SQS + DynamoDB.
-pub async fn api(
-    listen: SocketAddr,
-    metrics_listen: Option<SocketAddr>,
-    aws: &AwsArgs,
-    c: &Common,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn api(listen: SocketAddr, service: &AwsService, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let c = &service.common;
     let remote = resolve_remote_write(c, Service::Api)?;
-    let (store, queue) = open_aws(aws).await;
+    let (store, queue) = open_aws(&service.aws).await;
     let metrics = Arc::new(Metrics::new());
     let mut state = AppState::new(store.clone(), queue.clone(), metrics.clone(), resolve_limits(c));
     state.trust_forwarded = c.behind_load_balancer;
@@ -254,7 +249,7 @@ pub async fn api(
     state.relay_wake = relay.wake.clone();
     let count = Duration::from_secs(c.backlog_count_secs.max(1));
     let b = tokio::spawn(count_backlog(queue, state.clone(), count, shutdown.clone()));
-    let ops = serve_ops(metrics_listen, state.clone(), shutdown.clone()).await?;
+    let ops = serve_ops(service.metrics_listen, state.clone(), shutdown.clone()).await?;
     let push = push_metrics(remote, metrics)?;
     let r = tokio::spawn(relay.run(shutdown.clone()));
     let http = serve_http(listen, state, shutdown.clone()).await;
@@ -265,19 +260,15 @@ pub async fn api(
 }
 
 /// `worker`: the worker on SQS + DynamoDB, with the operations listener if `metrics_listen` is set.
-pub async fn worker(
-    metrics_listen: Option<SocketAddr>,
-    aws: &AwsArgs,
-    c: &Common,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn worker(service: &AwsService, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let c = &service.common;
     let remote = resolve_remote_write(c, Service::Worker)?;
-    let (store, queue) = open_aws(aws).await;
+    let (store, queue) = open_aws(&service.aws).await;
     let metrics = Arc::new(Metrics::new());
     let worker =
         Arc::new(Worker::new(queue.clone(), store.clone(), resolve_llm(c).await?, metrics.clone(), resolve_worker(c)));
     let state = AppState::new(store, queue, metrics.clone(), resolve_limits(c));
-    let ops = serve_ops(metrics_listen, state, shutdown.clone()).await?;
+    let ops = serve_ops(service.metrics_listen, state, shutdown.clone()).await?;
     let push = push_metrics(remote, metrics)?;
     worker.run(shutdown.clone()).await;
     shutdown.cancel();

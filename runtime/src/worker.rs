@@ -18,7 +18,7 @@ use crate::llm::{Completion, Disposition, Llm, LlmError, Turn};
 use crate::metrics::Metrics;
 use crate::model::{day_of, now_ms, Message, QueueBody, SET_ASIDE};
 use crate::queue::{Queue, Received};
-use crate::store::{Charge, Claim, Store};
+use crate::store::{Charge, Claim, ClaimTerms, Lease, Store};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -304,9 +304,9 @@ impl Worker {
 
     async fn process_message(&self, m: Received, id: String, hand_back: CancellationToken) {
         let cfg = &self.config;
-        let token = uuid::Uuid::new_v4().to_string();
+        let lease = Lease { message_id: id, claim_token: uuid::Uuid::new_v4().to_string() };
         let now = now_ms();
-        let Some(msg) = self.claim(&m, &id, &token, now).await else { return };
+        let Some(msg) = self.claim(&m, &lease, now).await else { return };
 
         self.metrics.worker_in_flight.inc();
         let _gauge = scopeguard(self.metrics.worker_in_flight.clone());
@@ -322,17 +322,17 @@ impl Worker {
                     _ => "the service's model budget of today is spent; it renews at 00:00 UTC",
                 };
                 info!(estimate, "over a daily budget; failing the message");
-                return self.give_up(&m, &msg, &token, reason, "budget_spent").await;
+                return self.give_up(&m, &msg, &lease, reason, "budget_spent").await;
             }
             Err(e) => {
                 warn!(error = format!("{e:#}"), "charging the spend failed; retrying later");
-                let _ = self.store.release(&id, &token, now_ms()).await;
+                let _ = self.store.release(&lease, now_ms()).await;
                 self.outcome("retried");
                 let delay = retry_delay(cfg, None, m.receive_count);
                 return self.set_visibility(&m, delay).await;
             }
         }
-        let Some((result, disposition)) = self.call(&m, &msg, &token, &turns, &hand_back).await else { return };
+        let Some((result, disposition)) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
 
         match result {
             Ok(c) => {
@@ -341,7 +341,7 @@ impl Worker {
                 let spent = c.prompt_tokens + c.completion_tokens;
                 self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
                 let answer = bounded_answer(c.text, cfg.max_answer_bytes);
-                match self.store.complete(&id, &token, &answer, now_ms()).await {
+                match self.store.complete(&lease, &answer, now_ms()).await {
                     Ok(true) => {
                         self.free_slot(&msg.user_id).await;
                         self.outcome("answered");
@@ -365,42 +365,27 @@ impl Worker {
                     self.settle(&msg.user_id, day, -(estimate as i64)).await;
                 }
                 let d = disposition.unwrap_or(Disposition::Fail);
-                self.on_llm_error(&m, &msg, &token, e, d).await;
+                self.on_llm_error(&m, &msg, &lease, e, d).await;
             }
         }
     }
 
     /// Claims the message for this delivery: the message, or `None` when there is nothing to
     /// answer (the delivery deleted or deferred as the claim's outcome tells).
-    async fn claim(&self, m: &Received, id: &str, token: &str, now: i64) -> Option<Message> {
+    async fn claim(&self, m: &Received, lease: &Lease, now: i64) -> Option<Message> {
         let cfg = &self.config;
         let lease_ms = cfg.visibility.as_millis() as i64;
-        let last = m.receive_count >= cfg.max_receives;
-        match self.store.claim(id, token, now, now + lease_ms, last).await {
+        let terms = ClaimTerms {
+            now_ms: now,
+            lease_until_ms: now + lease_ms,
+            last_delivery: m.receive_count >= cfg.max_receives,
+        };
+        let outcome = match self.store.claim(lease, terms).await {
+            Ok(Claim::Claimed(msg)) => return Some(msg),
             Err(e) => {
                 // Leave the delivery alone: it becomes visible again after its timeout.
                 warn!(error = format!("{e:#}"), "claim failed");
-                None
-            }
-            Ok(Claim::Missing) => {
-                warn!("message not in the store; deleting the queue message");
-                self.outcome("missing");
-                self.delete(m).await;
-                None
-            }
-            Ok(Claim::Answered) => {
-                debug!("already answered; duplicate delivery");
-                self.outcome("duplicate");
-                self.delete(m).await;
-                None
-            }
-            Ok(Claim::Failed) => {
-                // Only a redrive of what the worker set aside, or the user's retry (which sets
-                // it queued), answers a failed message: this is a duplicate of its delivery.
-                debug!("failed and not set aside for a redrive; duplicate delivery");
-                self.outcome("duplicate");
-                self.delete(m).await;
-                None
+                return None;
             }
             Ok(Claim::Busy { lease_until_ms }) => {
                 // Another worker holds it; look again after its lease, in case it dies.
@@ -408,10 +393,27 @@ impl Worker {
                 debug!("claimed by another worker; deferring");
                 self.outcome("busy");
                 self.set_visibility(m, wait).await;
-                None
+                return None;
             }
-            Ok(Claim::Claimed(msg)) => Some(msg),
-        }
+            Ok(Claim::Missing) => {
+                warn!("message not in the store; deleting the queue message");
+                "missing"
+            }
+            Ok(Claim::Answered) => {
+                debug!("already answered; duplicate delivery");
+                "duplicate"
+            }
+            Ok(Claim::Failed) => {
+                // Only a redrive of what the worker set aside, or the user's retry (which sets
+                // it queued), answers a failed message: this is a duplicate of its delivery.
+                debug!("failed and not set aside for a redrive; duplicate delivery");
+                "duplicate"
+            }
+        };
+        // Nothing left to answer: the delivery goes.
+        self.outcome(outcome);
+        self.delete(m).await;
+        None
     }
 
     /// Calls the model under a heartbeat that extends the delivery's visibility and the lease:
@@ -421,7 +423,7 @@ impl Worker {
         &self,
         m: &Received,
         msg: &Message,
-        token: &str,
+        lease: &Lease,
         turns: &[Turn],
         hand_back: &CancellationToken,
     ) -> Option<(Result<Completion, LlmError>, Option<Disposition>)> {
@@ -433,7 +435,7 @@ impl Worker {
                 tokio::time::sleep(period).await;
                 self.set_visibility(m, cfg.visibility).await;
                 let until = now_ms() + lease_ms;
-                if let Err(e) = self.store.extend_lease(&msg.id, token, until).await {
+                if let Err(e) = self.store.extend_lease(lease, until).await {
                     warn!(error = format!("{e:#}"), "lease extension failed");
                 }
             }
@@ -457,7 +459,7 @@ impl Worker {
                 r = call => r,
                 _ = &mut heartbeat => unreachable!("heartbeat never ends"),
                 _ = hand_back.cancelled() => {
-                    self.hand_back(m, msg, token).await;
+                    self.hand_back(m, msg, lease).await;
                     return None;
                 }
             };
@@ -495,7 +497,7 @@ impl Worker {
                 _ = tokio::time::sleep(delay) => {}
                 _ = &mut heartbeat => unreachable!("heartbeat never ends"),
                 _ = hand_back.cancelled() => {
-                    self.hand_back(m, msg, token).await;
+                    self.hand_back(m, msg, lease).await;
                     return None;
                 }
             }
@@ -522,8 +524,8 @@ impl Worker {
 
     /// Marks the message failed for `reason` and deletes its delivery: nothing will answer it
     /// but the user's retry.
-    async fn give_up(&self, m: &Received, msg: &Message, token: &str, reason: &str, outcome: &str) {
-        match self.store.fail(&msg.id, token, reason, now_ms(), false).await {
+    async fn give_up(&self, m: &Received, msg: &Message, lease: &Lease, reason: &str, outcome: &str) {
+        match self.store.fail(lease, reason, now_ms(), false).await {
             Ok(true) => {
                 self.free_slot(&msg.user_id).await;
                 self.outcome(outcome);
@@ -538,31 +540,31 @@ impl Worker {
     /// Shutting down: the message goes back to the queue at once for another worker; on its
     /// last delivery the queue sends it to the dead-letter queue instead, so it is failed and
     /// marked for a redrive.
-    async fn hand_back(&self, m: &Received, msg: &Message, token: &str) {
+    async fn hand_back(&self, m: &Received, msg: &Message, lease: &Lease) {
         info!("shutting down: handing the message back");
         if m.receive_count >= self.config.max_receives {
             // Failed now (set aside for a redrive): its user's slot is free again.
-            if let Ok(true) = self.store.fail(&msg.id, token, SET_ASIDE, now_ms(), true).await {
+            if let Ok(true) = self.store.fail(lease, SET_ASIDE, now_ms(), true).await {
                 self.free_slot(&msg.user_id).await;
             }
         } else {
-            let _ = self.store.release(&msg.id, token, now_ms()).await;
+            let _ = self.store.release(lease, now_ms()).await;
         }
         self.set_visibility(m, Duration::ZERO).await;
         self.outcome("handed_back");
     }
 
-    async fn on_llm_error(&self, m: &Received, msg: &Message, token: &str, e: LlmError, d: Disposition) {
-        let (cfg, id) = (&self.config, msg.id.as_str());
+    async fn on_llm_error(&self, m: &Received, msg: &Message, lease: &Lease, e: LlmError, d: Disposition) {
+        let cfg = &self.config;
         match d {
             Disposition::Fail | Disposition::Once => {
                 warn!(error = %e, "llm failed for this message; failing it");
-                self.give_up(m, msg, token, &e.recorded_reason(), "failed").await;
+                self.give_up(m, msg, lease, &e.recorded_reason(), "failed").await;
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");
                 // Marked for the redrive: the message's final event now, an answer if redriven.
-                if let Ok(true) = self.store.fail(id, token, &e.recorded_reason(), now_ms(), true).await {
+                if let Ok(true) = self.store.fail(lease, &e.recorded_reason(), now_ms(), true).await {
                     self.free_slot(&msg.user_id).await;
                 }
                 self.metrics.dead_lettered.inc();
@@ -573,7 +575,7 @@ impl Worker {
             Disposition::Retry { after } => {
                 let delay = retry_delay(cfg, after, m.receive_count);
                 info!(error = %e, delay_ms = delay.as_millis() as u64, "llm failed; retrying later");
-                let _ = self.store.release(id, token, now_ms()).await;
+                let _ = self.store.release(lease, now_ms()).await;
                 self.outcome("retried");
                 self.set_visibility(m, delay).await;
             }

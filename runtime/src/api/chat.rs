@@ -111,24 +111,16 @@ fn well_formed(id: &str) -> bool {
     id.len() == 36 && uuid::Uuid::try_parse(id).is_ok()
 }
 
+/// The user's conversation `id`; not found when it is another user's, as when there is none.
 async fn owned_conversation(state: &AppState, user: &AuthUser, id: &str) -> Result<Conversation, AppError> {
-    if !well_formed(id) {
-        return Err(AppError::not_found("conversation"));
-    }
-    match state.store.get_conversation(id).await? {
-        Some(c) if c.user_id == user.id => Ok(c),
-        _ => Err(AppError::not_found("conversation")),
-    }
+    let found = if well_formed(id) { state.store.get_conversation(id).await? } else { None };
+    found.filter(|c| c.user_id == user.id).ok_or_else(|| AppError::not_found("conversation"))
 }
 
+/// The user's message `id`; not found when it is another user's, as when there is none.
 async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Message, AppError> {
-    if !well_formed(id) {
-        return Err(AppError::not_found("message"));
-    }
-    match state.store.get_message(id).await? {
-        Some(m) if m.user_id == user.id => Ok(m),
-        _ => Err(AppError::not_found("message")),
-    }
+    let found = if well_formed(id) { state.store.get_message(id).await? } else { None };
+    found.filter(|m| m.user_id == user.id).ok_or_else(|| AppError::not_found("message"))
 }
 
 /// Most bytes of messages one page of a conversation holds (their text, JSON aside): a page of

@@ -212,39 +212,43 @@ pub trait LimitStore: Send + Sync {
     async fn take_rate(&self, key: &str, limit: u32, window_ms: i64, now_ms: i64) -> Result<Option<i64>>;
 }
 
+/// A worker's hold on a message: the message, and the token its claim writes. Every write
+/// after the claim is conditional on it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub message_id: String,
+    pub claim_token: String,
+}
+
+/// A claim's timing: when it is made, when its lease ends, and whether the queue will deliver
+/// the message again.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimTerms {
+    pub now_ms: i64,
+    pub lease_until_ms: i64,
+    /// The queue will not deliver the message again (see [`LeaseStore::claim`]).
+    pub last_delivery: bool,
+}
+
 /// The worker's writes to a message, each conditional on its `status` and `claim_token`.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
     /// Conditional: succeeds when the message is queued, failed and set aside for the
     /// dead-letter queue (a redrive; claiming clears the mark), or processing with an expired
-    /// lease. A failed message without the mark is `Claim::Failed`. `last_delivery`: the queue
+    /// lease. A failed message without the mark is `Claim::Failed`. `terms.last_delivery`: the queue
     /// will not deliver it again, so should this worker die, the message reads as failed
     /// once the lease expires (`model::shown_status`).
-    async fn claim(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
-        last_delivery: bool,
-    ) -> Result<Claim>;
+    async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim>;
     /// Conditional on holding the lease.
-    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool>;
+    async fn extend_lease(&self, lease: &Lease, lease_until_ms: i64) -> Result<bool>;
     /// Conditional on holding the lease: stores the answer. False when the lease was lost.
-    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool>;
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool>;
     /// Conditional on holding the lease: marks failed with a reason shown to the user;
     /// `dead_lettered` when the delivery goes to the dead-letter queue, so that its redrive
     /// (and only that) may claim it again.
-    async fn fail(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        reason: &str,
-        now_ms: i64,
-        dead_lettered: bool,
-    ) -> Result<bool>;
+    async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool>;
     /// Conditional on holding the lease: back to queued (a retry will come).
-    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool>;
+    async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool>;
 }
 
 pub fn status_of(s: &str) -> Status {

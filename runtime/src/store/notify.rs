@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    AccountStore, Charge, Claim, IdempotencyKey, LeaseStore, LimitStore, MessageStore, PostContext, Recorded, Result,
-    SpendReads, Store,
+    AccountStore, Charge, Claim, ClaimTerms, IdempotencyKey, Lease, LeaseStore, LimitStore, MessageStore, PostContext,
+    Recorded, Result, SpendReads, Store,
 };
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
@@ -150,38 +150,24 @@ impl LimitStore for Notifying {
 
 #[async_trait]
 impl LeaseStore for Notifying {
-    async fn claim(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
-        last_delivery: bool,
-    ) -> Result<Claim> {
-        let c = self.inner.claim(message_id, claim_token, now_ms, lease_until_ms, last_delivery).await?;
-        self.announce(matches!(c, Claim::Claimed(_)), message_id);
+    async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim> {
+        let c = self.inner.claim(lease, terms).await?;
+        self.announce(matches!(c, Claim::Claimed(_)), &lease.message_id);
         Ok(c)
     }
-    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
-        self.inner.extend_lease(message_id, claim_token, lease_until_ms).await
+    async fn extend_lease(&self, lease: &Lease, lease_until_ms: i64) -> Result<bool> {
+        self.inner.extend_lease(lease, lease_until_ms).await
     }
-    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
-        let ok = self.inner.complete(message_id, claim_token, answer, now_ms).await?;
-        Ok(self.announce(ok, message_id))
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.complete(lease, answer, now_ms).await?;
+        Ok(self.announce(ok, &lease.message_id))
     }
-    async fn fail(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        reason: &str,
-        now_ms: i64,
-        dead_lettered: bool,
-    ) -> Result<bool> {
-        let ok = self.inner.fail(message_id, claim_token, reason, now_ms, dead_lettered).await?;
-        Ok(self.announce(ok, message_id))
+    async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
+        let ok = self.inner.fail(lease, reason, now_ms, dead_lettered).await?;
+        Ok(self.announce(ok, &lease.message_id))
     }
-    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
-        let ok = self.inner.release(message_id, claim_token, now_ms).await?;
-        Ok(self.announce(ok, message_id))
+    async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.release(lease, now_ms).await?;
+        Ok(self.announce(ok, &lease.message_id))
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use aira_runtime::api::Limits;
 use aira_runtime::model::{day_of, now_ms, QueueBody, Status};
-use aira_runtime::store::{PostContext, SpendReads, Store};
+use aira_runtime::store::{Claim, ClaimTerms, Lease, PostContext, SpendReads, Store};
 use axum::http::{header, StatusCode};
 use axum::Router;
 use serde_json::json;
@@ -331,8 +331,10 @@ pub async fn set_aside_on_its_last_delivery(app: &Router, store: &dyn Store, ema
     let conv = conversation(app, &token).await;
     let id = post_message(app, &token, &conv, "last chance").await;
     let now = now_ms();
-    let claim = store.claim(&id, "dead-worker", now, now + 300, true).await.unwrap();
-    assert!(matches!(claim, aira_runtime::store::Claim::Claimed(_)), "{claim:?}");
+    let lease = Lease { message_id: id.clone(), claim_token: "dead-worker".into() };
+    let terms = ClaimTerms { now_ms: now, lease_until_ms: now + 300, last_delivery: true };
+    let claim = store.claim(&lease, terms).await.unwrap();
+    assert!(matches!(claim, Claim::Claimed(_)), "{claim:?}");
     let r = call(app, "GET", &format!("/v1/messages/{id}"), Some(&token), None, &[]).await;
     assert_eq!(r.body["status"], "processing", "the lease still runs");
     tokio::time::sleep(Duration::from_millis(400)).await;

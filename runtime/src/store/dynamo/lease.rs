@@ -10,21 +10,20 @@ use super::item::{get_n, get_s, message_from, n, s};
 use super::table::{backend, condition_failed};
 use super::DynamoStore;
 use crate::model::Status;
-use crate::store::{Claim, LeaseStore, Result, StoreError};
+use crate::store::{Claim, ClaimTerms, Lease, LeaseStore, Result, StoreError};
 
-/// Updates the message with `update` if `claim_token` holds its lease (`processing`, the
-/// token its own); false when it does not. `values` are the update's; `#s` names `status`,
+/// Updates the message with `update` if `lease` holds it (`processing`, the claim token its
+/// own); false when it does not. `values` are the update's; `#s` names `status`,
 /// `#e` `error`.
 async fn update_held(
     store: &DynamoStore,
-    message_id: &str,
-    claim_token: &str,
+    lease: &Lease,
     update: &str,
     mut values: Vec<(&str, AttributeValue)>,
 ) -> Result<bool> {
-    values.extend([(":p", s("processing")), (":t", s(claim_token))]);
+    values.extend([(":p", s("processing")), (":t", s(&lease.claim_token))]);
     let mut req = store
-        .update_request(format!("MSG#{message_id}"), "MSG")
+        .update_request(format!("MSG#{}", lease.message_id), "MSG")
         .update_expression(update)
         .condition_expression("#s = :p AND claim_token = :t")
         .expression_attribute_names("#s", "status");
@@ -43,16 +42,10 @@ async fn update_held(
 
 #[async_trait]
 impl LeaseStore for DynamoStore {
-    async fn claim(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
-        last_delivery: bool,
-    ) -> Result<Claim> {
+    async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim> {
+        let key = format!("MSG#{}", lease.message_id);
         let r = self
-            .update_request(format!("MSG#{message_id}"), "MSG")
+            .update_request(key.clone(), "MSG")
             .update_expression(
                 "SET #s = :p, claim_token = :t, lease_until = :l, updated_at = :now, last_delivery = :last \
                  REMOVE dead_lettered",
@@ -65,10 +58,10 @@ impl LeaseStore for DynamoStore {
             .expression_attribute_values(":p", s("processing"))
             .expression_attribute_values(":q", s("queued"))
             .expression_attribute_values(":f", s("failed"))
-            .expression_attribute_values(":t", s(claim_token))
-            .expression_attribute_values(":l", n(lease_until_ms))
-            .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":last", AttributeValue::Bool(last_delivery))
+            .expression_attribute_values(":t", s(&lease.claim_token))
+            .expression_attribute_values(":l", n(terms.lease_until_ms))
+            .expression_attribute_values(":now", n(terms.now_ms))
+            .expression_attribute_values(":last", AttributeValue::Bool(terms.last_delivery))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -77,7 +70,7 @@ impl LeaseStore for DynamoStore {
                 Some(m) => Ok(Claim::Claimed(m)),
                 None => Err(StoreError::Backend(anyhow!("dynamodb claim returned no message"))),
             },
-            Err(e) if condition_failed(&e) => match self.get(format!("MSG#{message_id}"), "MSG").await? {
+            Err(e) if condition_failed(&e) => match self.get(key, "MSG").await? {
                 None => Ok(Claim::Missing),
                 Some(i) if get_s(&i, "status").as_deref() == Some(Status::Answered.as_str()) => Ok(Claim::Answered),
                 Some(i) if get_s(&i, "status").as_deref() == Some(Status::Failed.as_str()) => Ok(Claim::Failed),
@@ -87,49 +80,33 @@ impl LeaseStore for DynamoStore {
         }
     }
 
-    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
-        update_held(self, message_id, claim_token, "SET lease_until = :l", vec![(":l", n(lease_until_ms))]).await
+    async fn extend_lease(&self, lease: &Lease, lease_until_ms: i64) -> Result<bool> {
+        update_held(self, lease, "SET lease_until = :l", vec![(":l", n(lease_until_ms))]).await
     }
 
-    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool> {
         update_held(
             self,
-            message_id,
-            claim_token,
+            lease,
             "SET #s = :a, answer = :ans, updated_at = :now REMOVE #e",
             vec![(":a", s("answered")), (":ans", s(answer)), (":now", n(now_ms))],
         )
         .await
     }
 
-    async fn fail(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        reason: &str,
-        now_ms: i64,
-        dead_lettered: bool,
-    ) -> Result<bool> {
+    async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
         let set = if dead_lettered {
             "SET #s = :fl, #e = :err, updated_at = :now, dead_lettered = :now REMOVE claim_token"
         } else {
             "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token"
         };
-        update_held(
-            self,
-            message_id,
-            claim_token,
-            set,
-            vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))],
-        )
-        .await
+        update_held(self, lease, set, vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))]).await
     }
 
-    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+    async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool> {
         update_held(
             self,
-            message_id,
-            claim_token,
+            lease,
             "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE claim_token",
             vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms))],
         )

@@ -10,7 +10,7 @@ use super::schema::{message_row, MESSAGE_COLUMNS};
 use super::SqliteStore;
 use crate::group_commit::Cached;
 use crate::model::{Message, Status};
-use crate::store::{Claim, LeaseStore, Result};
+use crate::store::{Claim, ClaimTerms, Lease, LeaseStore, Result};
 
 /// Runs `sql`, an update of one message conditional on holding its lease, ahead of the API's
 /// writes; true when it changed the message.
@@ -20,15 +20,9 @@ async fn update_held<P: Params + Send + 'static>(store: &SqliteStore, sql: &'sta
 
 #[async_trait]
 impl LeaseStore for SqliteStore {
-    async fn claim(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        now_ms: i64,
-        lease_until_ms: i64,
-        last_delivery: bool,
-    ) -> Result<Claim> {
-        let (id, tok) = (message_id.to_string(), claim_token.to_string());
+    async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim> {
+        let (id, tok) = (lease.message_id.clone(), lease.claim_token.clone());
+        let ClaimTerms { now_ms, lease_until_ms, last_delivery } = terms;
         Ok(self
             .db
             .call_first(move |c| {
@@ -55,38 +49,31 @@ impl LeaseStore for SqliteStore {
             .await?)
     }
 
-    async fn extend_lease(&self, message_id: &str, claim_token: &str, lease_until_ms: i64) -> Result<bool> {
+    async fn extend_lease(&self, lease: &Lease, lease_until_ms: i64) -> Result<bool> {
         let sql = "UPDATE messages SET lease_until = ?3 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
-        update_held(self, sql, (message_id.to_string(), claim_token.to_string(), lease_until_ms)).await
+        update_held(self, sql, (lease.message_id.clone(), lease.claim_token.clone(), lease_until_ms)).await
     }
 
-    async fn complete(&self, message_id: &str, claim_token: &str, answer: &str, now_ms: i64) -> Result<bool> {
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool> {
         let sql = "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4
                      WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
-        update_held(self, sql, (message_id.to_string(), claim_token.to_string(), answer.to_string(), now_ms)).await
+        update_held(self, sql, (lease.message_id.clone(), lease.claim_token.clone(), answer.to_string(), now_ms)).await
     }
 
-    async fn fail(
-        &self,
-        message_id: &str,
-        claim_token: &str,
-        reason: &str,
-        now_ms: i64,
-        dead_lettered: bool,
-    ) -> Result<bool> {
+    async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
         let sql = "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4,
                      dead_lettered = ?5 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
         update_held(
             self,
             sql,
-            (message_id.to_string(), claim_token.to_string(), reason.to_string(), now_ms, dead_lettered),
+            (lease.message_id.clone(), lease.claim_token.clone(), reason.to_string(), now_ms, dead_lettered),
         )
         .await
     }
 
-    async fn release(&self, message_id: &str, claim_token: &str, now_ms: i64) -> Result<bool> {
+    async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool> {
         let sql = "UPDATE messages SET status = 'queued', claim_token = NULL, lease_until = 0, updated_at = ?3
                      WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
-        update_held(self, sql, (message_id.to_string(), claim_token.to_string(), now_ms)).await
+        update_held(self, sql, (lease.message_id.clone(), lease.claim_token.clone(), now_ms)).await
     }
 }
