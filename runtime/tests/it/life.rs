@@ -377,7 +377,11 @@ async fn exports_and_streams_are_bounded_per_process() {
     let env = Env::new(Limits { max_exports: 1, max_streams: 2, ..Limits::default() });
     let app = env.app();
     let (a, b) = (user(&app, "export-a@example.com").await, user(&app, "export-b@example.com").await);
-    // An export held open (its body not read): the second is refused.
+    // An export held open (its body not read): the second is refused. Its user has more
+    // conversations than the export's buffer holds chunks (4), so it cannot finish unread.
+    for _ in 0..5 {
+        conversation(&app, &a).await;
+    }
     let req = |t: &str| {
         axum::http::Request::get("/v1/me/export")
             .header("authorization", format!("Bearer {t}"))
