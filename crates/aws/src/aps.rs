@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_amp::primitives::Blob;
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Busy, Poll};
 use crate::AwsProvider;
 use aira_engine::expand::monitoring::ALERT_MANAGER;
@@ -40,6 +40,11 @@ pub(crate) async fn find(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>
         }
     }
     Ok(found)
+}
+
+/// The stack's workspaces, found once per observe (rule groups and alert routes live in them).
+async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
+    seen.workspaces(|| find(cx.aws, cx.scope)).await
 }
 
 /// A workspace as observed; `None` once it is gone or going.
@@ -84,7 +89,7 @@ async fn settled_workspace(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) ->
 #[async_trait]
 impl KindOps for Workspace {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        Ok(seen.workspaces(cx.aws, cx.scope).await?.to_vec())
+        Ok(shared(cx, seen).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -202,7 +207,7 @@ impl KindOps for Rules {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let mut found = Vec::new();
-        for w in seen.workspaces(aws, scope).await? {
+        for w in shared(cx, seen).await? {
             let ws = &w.physical_id;
             let out = aws.aps.list_rule_groups_namespaces().workspace_id(ws).send().await;
             let Some(out) = sdk::found(format!("list rule groups of workspace {ws}"), GONE, out)? else { continue };
@@ -278,7 +283,7 @@ async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Sett
 impl KindOps for AlertManager {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let mut found = Vec::new();
-        for w in seen.workspaces(cx.aws, cx.scope).await? {
+        for w in shared(cx, seen).await? {
             found.extend(read_alerts(cx.aws, &w.physical_id).await?.map(|(o, _)| o));
         }
         Ok(found)

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use serde_json::{json, Value};
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, ContainerImage, PinnedImage};

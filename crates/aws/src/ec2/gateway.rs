@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val};

@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind::{self, Val, VpcRoute};
 use aira_engine::provider::{Observed, Resolved};

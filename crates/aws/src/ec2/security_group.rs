@@ -1,7 +1,7 @@
 //! Security groups and their ingress rules (from CIDR blocks or other groups).
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind::{self, IngressRule};
 use aira_engine::provider::{Observed, Resolved};

@@ -8,7 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{created, observed, ours, reread, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind::{self, Val};
 use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
@@ -117,7 +117,7 @@ impl KindOps for Listener {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let mut listeners = Vec::new();
-        for lb in seen.load_balancers(aws, scope).await? {
+        for lb in super::load_balancer::shared(cx, seen).await? {
             listeners.extend(find(&aws.elb, scope, &lb.physical_id, None).await?);
         }
         Ok(listeners)

@@ -9,7 +9,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use super::{arn_resource, created, observed, ours, reread, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::TAG_DNS_ZONE;
 use aira_engine::kind::{self, Val};
@@ -50,6 +50,12 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
     Ok(found)
 }
 
+/// The stack's load balancers, found once per observe (listeners, alias records and the web
+/// ACL read them too).
+pub(crate) async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
+    seen.load_balancers(|| find(&cx.aws.elb, cx.scope, None)).await
+}
+
 /// Observed ids in a stable order (the plan compares these sets sorted anyway).
 fn sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<Val<String>> {
     let mut ids: Vec<&str> = ids.collect();
@@ -67,8 +73,7 @@ fn ids(v: &[Val<String>]) -> Vec<String> {
 #[async_trait]
 impl KindOps for LoadBalancer {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        Ok(seen.load_balancers(aws, scope).await?.to_vec())
+        Ok(shared(cx, seen).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {

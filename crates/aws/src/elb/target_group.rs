@@ -6,7 +6,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use super::{arn_resource, created, observed, ours, reread, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind;
 use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
