@@ -121,7 +121,7 @@ impl KindOps for RouteTable {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
+        let Cx { aws, .. } = *cx;
         let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         if let Some(assoc) = current.outputs.get("associations").and_then(Value::as_object) {
@@ -129,11 +129,7 @@ impl KindOps for RouteTable {
                 sdk::found(&what, GONE, ec2.disassociate_route_table().association_id(a).send().await)?;
             }
         }
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
-            ec2.delete_route_table().route_table_id(id).send()
-        })
-        .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || ec2.delete_route_table().route_table_id(id).send()).await
     }
 }
 

@@ -87,12 +87,8 @@ impl KindOps for Subnet {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
-        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_subnet().subnet_id(id).send())
-            .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || cx.aws.ec2.delete_subnet().subnet_id(id).send()).await
     }
 }
 
