@@ -279,6 +279,27 @@ async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Sett
     Ok(Some((observed, state)))
 }
 
+/// Writes the definition with `write` (given the workspace and the data) once the workspace
+/// takes it, and waits until AWS settles it.
+async fn write_alerts<Fut, T, X>(
+    cx: &Cx<'_>,
+    res: &Resolved,
+    verb: &str,
+    write: impl Fn(String, Blob) -> Fut,
+) -> Result<Observed>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, X>>,
+    X: sdk::Failed,
+{
+    let Cx { aws, scope, progress } = *cx;
+    let want: kind::AlertManager = res.props()?;
+    let ws = want.workspace.as_str();
+    let what = format!("{verb} the alert manager `{}` of workspace {ws}", res.id);
+    let data = Blob::new(want.definition.as_str());
+    sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || write(ws.to_string(), data.clone())).await?;
+    settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+}
+
 #[async_trait]
 impl KindOps for AlertManager {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
@@ -290,29 +311,19 @@ impl KindOps for AlertManager {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let want: kind::AlertManager = res.props()?;
-        let ws = want.workspace.as_str();
-        let what = format!("create the alert manager `{}` of workspace {ws}", res.id);
-        let data = Blob::new(want.definition.as_str());
-        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
-            aws.aps.create_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
+        let aps = &cx.aws.aps;
+        write_alerts(cx, res, "create", |ws, data| {
+            aps.create_alert_manager_definition().workspace_id(ws).data(data).send()
         })
-        .await?;
-        settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+        .await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let want: kind::AlertManager = res.props()?;
-        let ws = want.workspace.as_str();
-        let what = format!("update the alert manager `{}` of workspace {ws}", res.id);
-        let data = Blob::new(want.definition.as_str());
-        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
-            aws.aps.put_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
+        let aps = &cx.aws.aps;
+        write_alerts(cx, res, "update", |ws, data| {
+            aps.put_alert_manager_definition().workspace_id(ws).data(data).send()
         })
-        .await?;
-        settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+        .await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
