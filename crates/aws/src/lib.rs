@@ -9,7 +9,9 @@
 //!   what the observes of one run share (`Observing`: a memo of load balancers, clusters and
 //!   workspaces, filled by the find the first kind that asks passes).
 //! - `sdk.rs`: the SDK helpers every module uses: errors keeping AWS's code and kind, `found`,
-//!   `is_gone`, the adoption rule, tag lists, `retry_busy`, `poll_until`, `try_join_all`.
+//!   `is_gone`, `delete` (already gone is done), `read_back`, the adoption rule, tag lists, the
+//!   adoption of resources listed by name (`adopt_each`, `adopted`), `retry_busy`, `poll_until`,
+//!   `try_join_all`.
 //! - `sqs.rs`, `dynamodb.rs`, `logs.rs`, `iam.rs`, `ecr.rs` (also pushes the image `up` built),
 //!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each; `aps.rs`: the Prometheus workspace, its
 //!   rule groups and its alert manager definition; `waf.rs`: the AWS WAF web ACL, with the load
