@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, CertificateSummary, ValidationMethod};
 use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::{route53, AwsProvider, TAG_DNS_ZONE};
 use aira_engine::graph::LogicalId;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_amp::primitives::Blob;
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Busy, Poll};
 use crate::AwsProvider;
 use aira_engine::expand::monitoring::ALERT_MANAGER;
@@ -40,6 +40,11 @@ pub(crate) async fn find(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>
         }
     }
     Ok(found)
+}
+
+/// The stack's workspaces, found once per observe (rule groups and alert routes live in them).
+async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
+    seen.workspaces(|| find(cx.aws, cx.scope)).await
 }
 
 /// A workspace as observed; `None` once it is gone or going.
@@ -84,7 +89,7 @@ async fn settled_workspace(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) ->
 #[async_trait]
 impl KindOps for Workspace {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        Ok(seen.workspaces(cx.aws, cx.scope).await?.to_vec())
+        Ok(shared(cx, seen).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -202,7 +207,7 @@ impl KindOps for Rules {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let mut found = Vec::new();
-        for w in seen.workspaces(aws, scope).await? {
+        for w in shared(cx, seen).await? {
             let ws = &w.physical_id;
             let out = aws.aps.list_rule_groups_namespaces().workspace_id(ws).send().await;
             let Some(out) = sdk::found(format!("list rule groups of workspace {ws}"), GONE, out)? else { continue };
@@ -274,40 +279,51 @@ async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Sett
     Ok(Some((observed, state)))
 }
 
+/// Writes the definition with `write` (given the workspace and the data) once the workspace
+/// takes it, and waits until AWS settles it.
+async fn write_alerts<Fut, T, X>(
+    cx: &Cx<'_>,
+    res: &Resolved,
+    verb: &str,
+    write: impl Fn(String, Blob) -> Fut,
+) -> Result<Observed>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, X>>,
+    X: sdk::Failed,
+{
+    let Cx { aws, scope, progress } = *cx;
+    let want: kind::AlertManager = res.props()?;
+    let ws = want.workspace.as_str();
+    let what = format!("{verb} the alert manager `{}` of workspace {ws}", res.id);
+    let data = Blob::new(want.definition.as_str());
+    sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || write(ws.to_string(), data.clone())).await?;
+    settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+}
+
 #[async_trait]
 impl KindOps for AlertManager {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let mut found = Vec::new();
-        for w in seen.workspaces(cx.aws, cx.scope).await? {
+        for w in shared(cx, seen).await? {
             found.extend(read_alerts(cx.aws, &w.physical_id).await?.map(|(o, _)| o));
         }
         Ok(found)
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let want: kind::AlertManager = res.props()?;
-        let ws = want.workspace.as_str();
-        let what = format!("create the alert manager `{}` of workspace {ws}", res.id);
-        let data = Blob::new(want.definition.as_str());
-        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
-            aws.aps.create_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
+        let aps = &cx.aws.aps;
+        write_alerts(cx, res, "create", |ws, data| {
+            aps.create_alert_manager_definition().workspace_id(ws).data(data).send()
         })
-        .await?;
-        settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+        .await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let want: kind::AlertManager = res.props()?;
-        let ws = want.workspace.as_str();
-        let what = format!("update the alert manager `{}` of workspace {ws}", res.id);
-        let data = Blob::new(want.definition.as_str());
-        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
-            aws.aps.put_alert_manager_definition().workspace_id(ws).data(data.clone()).send()
+        let aps = &cx.aws.aps;
+        write_alerts(cx, res, "update", |ws, data| {
+            aps.put_alert_manager_definition().workspace_id(ws).data(data).send()
         })
-        .await?;
-        settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+        .await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {

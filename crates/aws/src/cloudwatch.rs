@@ -8,7 +8,7 @@ use aws_sdk_cloudwatch::types::{
     ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat, Statistic,
 };
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, AlarmMetric, Named, Val};
@@ -127,17 +127,13 @@ impl KindOps for Alarm {
         let prefix = format!("{}-", scope.stack);
         let pages = aws.cloudwatch.describe_alarms().alarm_name_prefix(&prefix).into_paginator().send();
         let pages = sdk::pages(format!("list alarms `{prefix}*`"), pages).await?;
-        let mut found = Vec::new();
-        for a in pages.iter().flat_map(|page| page.metric_alarms()) {
+        let tags = |a: &MetricAlarm| {
             let arn = a.alarm_arn().unwrap_or_default();
-            let out = aws.cloudwatch.list_tags_for_resource().resource_arn(arn).send().await;
-            let Some(out) = sdk::found(format!("read tags of alarm {arn}"), &["ResourceNotFound"], out)? else {
-                continue;
-            };
-            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.push(observed(id, a));
-        }
-        Ok(found)
+            let call = aws.cloudwatch.list_tags_for_resource().resource_arn(arn).send();
+            sdk::adopted(scope, format!("read tags of alarm {arn}"), &["ResourceNotFound"], call)
+        };
+        let alarms: Vec<&MetricAlarm> = pages.iter().flat_map(|page| page.metric_alarms()).collect();
+        sdk::adopt_each(alarms, tags, |a, id| std::future::ready(Ok(Some(observed(id, a))))).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {

@@ -65,14 +65,10 @@ impl AwsProvider {
         }
         let mut out = Vec::new();
         for chunk in arns.chunks(10) {
-            let desc = self
-                .ecs
-                .describe_services()
-                .cluster(stack)
-                .set_services(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| crate::sdk::error(format!("describe the services of `{stack}`"), e))?;
+            let desc = call!(
+                format!("describe the services of `{stack}`"),
+                self.ecs.describe_services().cluster(stack).set_services(Some(chunk.to_vec())).send()
+            );
             for s in desc.services() {
                 if s.status() == Some("INACTIVE") {
                     continue;
@@ -114,13 +110,10 @@ impl AwsProvider {
         if task_definition.is_empty() {
             return Ok(None);
         }
-        let out = self
-            .ecs
-            .describe_task_definition()
-            .task_definition(task_definition)
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("describe task definition {task_definition}"), e))?;
+        let out = call!(
+            format!("describe task definition {task_definition}"),
+            self.ecs.describe_task_definition().task_definition(task_definition).send()
+        );
         Ok(out
             .task_definition()
             .and_then(|t| t.container_definitions().first())
@@ -130,13 +123,10 @@ impl AwsProvider {
 
     /// Health of the targets of a target group: state → count, and the reasons of unhealthy ones.
     pub async fn target_health(&self, target_group_arn: &str) -> Result<serde_json::Value, ProviderError> {
-        let out = self
-            .elb
-            .describe_target_health()
-            .target_group_arn(target_group_arn)
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("read the target health of {target_group_arn}"), e))?;
+        let out = call!(
+            format!("read the target health of {target_group_arn}"),
+            self.elb.describe_target_health().target_group_arn(target_group_arn).send()
+        );
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         let mut reasons = Vec::new();
         for t in out.target_health_descriptions() {
@@ -154,13 +144,8 @@ impl AwsProvider {
 
     /// Certificate status and expiry (Unix seconds).
     pub async fn certificate_status(&self, arn: &str) -> Result<(String, Option<i64>), ProviderError> {
-        let out = self
-            .acm
-            .describe_certificate()
-            .certificate_arn(arn)
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("describe certificate {arn}"), e))?;
+        let out =
+            call!(format!("describe certificate {arn}"), self.acm.describe_certificate().certificate_arn(arn).send());
         let c = out.certificate();
         Ok((
             c.and_then(|c| c.status()).map(|s| s.as_str().to_string()).unwrap_or_default(),
@@ -212,14 +197,10 @@ impl AwsProvider {
         if revision_of(&target) == current_revision {
             return Err(ProviderError::user(format!("service `{service}` already runs {current}")));
         }
-        self.ecs
-            .update_service()
-            .cluster(stack)
-            .service(service)
-            .task_definition(&target)
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("roll back service `{service}` to {target}"), e))?;
+        call!(
+            format!("roll back service `{service}` to {target}"),
+            self.ecs.update_service().cluster(stack).service(service).task_definition(&target).send()
+        );
         Ok((current, family_revision(&target), target))
     }
 
@@ -302,19 +283,19 @@ impl AwsProvider {
         use aws_sdk_cloudwatch::primitives::DateTime;
         use aws_sdk_cloudwatch::types::{Dimension, Statistic};
         let now = std::time::SystemTime::now();
-        let out = self
-            .cloudwatch
-            .get_metric_statistics()
-            .namespace("AWS/SQS")
-            .metric_name("ApproximateAgeOfOldestMessage")
-            .dimensions(Dimension::builder().name("QueueName").value(queue_name).build())
-            .start_time(DateTime::from(now - Duration::from_secs(600)))
-            .end_time(DateTime::from(now))
-            .period(300)
-            .statistics(Statistic::Maximum)
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("read the age of the oldest message of {queue_name}"), e))?;
+        let out = call!(
+            format!("read the age of the oldest message of {queue_name}"),
+            self.cloudwatch
+                .get_metric_statistics()
+                .namespace("AWS/SQS")
+                .metric_name("ApproximateAgeOfOldestMessage")
+                .dimensions(Dimension::builder().name("QueueName").value(queue_name).build())
+                .start_time(DateTime::from(now - Duration::from_secs(600)))
+                .end_time(DateTime::from(now))
+                .period(300)
+                .statistics(Statistic::Maximum)
+                .send()
+        );
         let latest = out.datapoints().iter().max_by_key(|d| d.timestamp().map(|t| t.secs()));
         Ok(latest.and_then(|d| d.maximum()).map(|m| m as u64))
     }

@@ -109,17 +109,17 @@ async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLe
     let mut found: Vec<DeadLetter> = Vec::new();
     let mut handles = Vec::new();
     while found.len() < limit {
-        let out = sqs
-            .receive_message()
-            .queue_url(&pair.dlq_url)
-            .max_number_of_messages((limit - found.len()).min(10) as i32)
-            .visibility_timeout(30)
-            .wait_time_seconds(0)
-            .message_system_attribute_names(M::All)
-            .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("read dead letters of {}", pair.dlq_url), e))?;
+        let out = call!(
+            format!("read dead letters of {}", pair.dlq_url),
+            sqs.receive_message()
+                .queue_url(&pair.dlq_url)
+                .max_number_of_messages((limit - found.len()).min(10) as i32)
+                .visibility_timeout(30)
+                .wait_time_seconds(0)
+                .message_system_attribute_names(M::All)
+                .message_attribute_names("All")
+                .send()
+        );
         let batch = out.messages.unwrap_or_default();
         if batch.is_empty() {
             break;
@@ -156,12 +156,10 @@ async fn list(sqs: &Client, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLe
                     .expect("id and receipt handle are set")
             })
             .collect();
-        sqs.change_message_visibility_batch()
-            .queue_url(&pair.dlq_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error("make the dead letters visible again", e))?;
+        call!(
+            "make the dead letters visible again",
+            sqs.change_message_visibility_batch().queue_url(&pair.dlq_url).set_entries(Some(entries)).send()
+        );
     }
     Ok(found)
 }
@@ -174,15 +172,15 @@ async fn depth(sqs: &Client, url: &str) -> Result<u64> {
 
 /// Messages waiting, in flight (received, not yet deleted) and delayed.
 async fn queue_depth(sqs: &Client, url: &str) -> Result<(u64, u64, u64)> {
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .map_err(|e| crate::sdk::error(format!("read the depth of {url}"), e))?;
+    let out = call!(
+        format!("read the depth of {url}"),
+        sqs.get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+    );
     let attrs = out.attributes.unwrap_or_default();
     let n = |k: A| attrs.get(&k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     Ok((
@@ -279,13 +277,10 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
                     .expect("id and body are set")
             })
             .collect();
-        let sent = sqs
-            .send_message_batch()
-            .queue_url(&pair.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| crate::sdk::error(format!("send to {}", pair.queue_url), e))?;
+        let sent = call!(
+            format!("send to {}", pair.queue_url),
+            sqs.send_message_batch().queue_url(&pair.queue_url).set_entries(Some(entries)).send()
+        );
         // 2. Delete only what SQS accepted; the rest stays and reappears after its visibility timeout.
         let ok: Vec<usize> = sent.successful.iter().filter_map(|s| s.id.strip_prefix('m')?.parse().ok()).collect();
         let deletes: Vec<DeleteMessageBatchRequestEntry> = ok
@@ -296,12 +291,10 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
             })
             .collect();
         if !deletes.is_empty() {
-            sqs.delete_message_batch()
-                .queue_url(&pair.dlq_url)
-                .set_entries(Some(deletes))
-                .send()
-                .await
-                .map_err(|e| crate::sdk::error(format!("delete redriven messages from {}", pair.dlq_url), e))?;
+            call!(
+                format!("delete redriven messages from {}", pair.dlq_url),
+                sqs.delete_message_batch().queue_url(&pair.dlq_url).set_entries(Some(deletes)).send()
+            );
         }
         moved += ok.len() as u64;
         if let Some(f) = sent.failed.first() {
@@ -319,10 +312,6 @@ async fn client_side_move(sqs: &Client, pair: &QueuePair, limit: Option<u64>) ->
 }
 
 async fn purge(sqs: &Client, pair: &QueuePair) -> Result<()> {
-    sqs.purge_queue()
-        .queue_url(&pair.dlq_url)
-        .send()
-        .await
-        .map_err(|e| crate::sdk::error(format!("purge {}", pair.dlq_url), e))?;
+    call!(format!("purge {}", pair.dlq_url), sqs.purge_queue().queue_url(&pair.dlq_url).send());
     Ok(())
 }

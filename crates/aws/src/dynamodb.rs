@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
 use aira_engine::graph::LogicalId;
@@ -137,12 +137,6 @@ async fn reconcile(
     Ok(())
 }
 
-async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    read(p, name, id.clone())
-        .await?
-        .ok_or_else(|| ProviderError::new(format!("{what}: the table disappeared right after the call")))
-}
-
 #[async_trait]
 impl KindOps for Table {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
@@ -150,16 +144,15 @@ impl KindOps for Table {
         let prefix = format!("{}-", scope.stack);
         let pages = aws.dynamodb.list_tables().limit(100).into_paginator().send();
         let pages = sdk::pages("list DynamoDB tables", pages).await?;
-        let names = pages.iter().flat_map(|p| p.table_names()).filter(|n| n.starts_with(&prefix));
-        let mut found = Vec::new();
-        for name in names {
-            let Some(arn) = table_arn(aws, name).await? else { continue };
-            let out = aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send().await;
-            let Some(out) = sdk::found(format!("read tags of DynamoDB table {name}"), GONE, out)? else { continue };
-            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.extend(read(aws, name, id).await?);
-        }
-        Ok(found)
+        let names: Vec<&str> =
+            pages.iter().flat_map(|p| p.table_names()).filter(|n| n.starts_with(&prefix)).map(String::as_str).collect();
+        // Tags are read by ARN, which the listing does not give.
+        let tags = |name| async move {
+            let Some(arn) = table_arn(aws, name).await? else { return Ok(None) };
+            let call = aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send();
+            sdk::adopted(scope, format!("read tags of DynamoDB table {name}"), GONE, call).await
+        };
+        sdk::adopt_each(names, tags, |name, id| read(aws, name, id)).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -180,7 +173,7 @@ impl KindOps for Table {
         call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
         wait_active(aws, scope, &res.id, name, progress).await?;
         reconcile(aws, scope, &res.id, name, &want, None, progress).await?;
-        reread(aws, name, &res.id, &what).await
+        sdk::read_back(&what, "table", read(aws, name, res.id.clone()).await?)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
@@ -193,7 +186,7 @@ impl KindOps for Table {
             call!(what, aws.dynamodb.update_table().table_name(name).billing_mode(mode).send());
         }
         reconcile(aws, scope, &res.id, name, &want, Some(&have), progress).await?;
-        reread(aws, name, &res.id, &what).await
+        sdk::read_back(&what, "table", read(aws, name, res.id.clone()).await?)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use serde_json::{json, Value};
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, ContainerImage, PinnedImage};
@@ -89,12 +89,6 @@ async fn lifecycle(p: &AwsProvider, name: &str, want: Option<u64>, current: Opti
     Ok(())
 }
 
-async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    read(p, name, id.clone())
-        .await?
-        .ok_or_else(|| ProviderError::new(format!("{what}: the repository disappeared right after the call")))
-}
-
 fn scanning(want: &kind::Repository) -> ImageScanningConfiguration {
     ImageScanningConfiguration::builder().scan_on_push(want.scan_on_push).build()
 }
@@ -106,19 +100,14 @@ impl KindOps for Repository {
         let prefix = format!("aira/{}", scope.stack);
         let pages =
             sdk::pages("list ECR repositories", aws.ecr.describe_repositories().into_paginator().send()).await?;
-        let repos = pages
-            .iter()
-            .flat_map(|p| p.repositories())
-            .filter(|r| r.repository_name().is_some_and(|n| n.starts_with(&prefix)));
-        let mut found = Vec::new();
-        for repo in repos {
-            let (Some(name), Some(arn)) = (repo.repository_name(), repo.repository_arn()) else { continue };
-            let out = aws.ecr.list_tags_for_resource().resource_arn(arn).send().await;
-            let Some(out) = sdk::found(format!("read tags of ECR repository {name}"), GONE, out)? else { continue };
-            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.extend(read(aws, name, id).await?);
-        }
-        Ok(found)
+        let repos = pages.iter().flat_map(|p| p.repositories());
+        let named = repos.filter_map(|r| Some((r.repository_name()?, r.repository_arn()?)));
+        let ours: Vec<(&str, &str)> = named.filter(|(name, _)| name.starts_with(&prefix)).collect();
+        let tags = |(name, arn)| {
+            let call = aws.ecr.list_tags_for_resource().resource_arn(arn).send();
+            sdk::adopted(scope, format!("read tags of ECR repository {name}"), GONE, call)
+        };
+        sdk::adopt_each(ours, tags, |(name, _), id| read(aws, name, id)).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -129,7 +118,7 @@ impl KindOps for Repository {
         let req = aws.ecr.create_repository().repository_name(name).image_scanning_configuration(scanning(&want));
         call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
         lifecycle(aws, name, want.keep_images, None, &what).await?;
-        reread(aws, name, &res.id, &what).await
+        sdk::read_back(&what, "repository", read(aws, name, res.id.clone()).await?)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
@@ -142,19 +131,15 @@ impl KindOps for Repository {
             call!(what, req.image_scanning_configuration(scanning(&want)).send());
         }
         lifecycle(aws, name, want.keep_images, have.keep_images, &what).await?;
-        reread(aws, name, &res.id, &what).await
+        sdk::read_back(&what, "repository", read(aws, name, res.id.clone()).await?)
     }
 
     /// With its images: they are the stack's builds, reproducible from the source.
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, .. } = *cx;
         let what = format!("delete ECR repository `{}` ({})", current.id, current.physical_id);
-        sdk::found(
-            what,
-            GONE,
-            aws.ecr.delete_repository().repository_name(&current.physical_id).force(true).send().await,
-        )?;
-        Ok(())
+        sdk::delete(what, GONE, aws.ecr.delete_repository().repository_name(&current.physical_id).force(true).send())
+            .await
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Policy};
@@ -105,12 +105,6 @@ async fn reconcile(
     Ok(())
 }
 
-async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    read(p, name, id.clone())
-        .await?
-        .ok_or_else(|| ProviderError::new(format!("{what}: the role disappeared right after the call")))
-}
-
 #[async_trait]
 impl KindOps for Role {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
@@ -118,15 +112,13 @@ impl KindOps for Role {
         let path = format!("/aira/{}/", scope.stack);
         let pages = aws.iam.list_roles().path_prefix(&path).into_paginator().send();
         let pages = sdk::pages(format!("list IAM roles under {path}"), pages).await?;
-        let names = pages.iter().flat_map(|p| p.roles()).filter(|r| r.path() == path).map(|r| r.role_name());
-        let mut found = Vec::new();
-        for name in names {
-            let out = aws.iam.list_role_tags().role_name(name).send().await;
-            let Some(out) = sdk::found(format!("read tags of IAM role {name}"), GONE, out)? else { continue };
-            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.extend(read(aws, name, id).await?);
-        }
-        Ok(found)
+        let names: Vec<&str> =
+            pages.iter().flat_map(|p| p.roles()).filter(|r| r.path() == path).map(|r| r.role_name()).collect();
+        let tags = |name| {
+            let call = aws.iam.list_role_tags().role_name(name).send();
+            sdk::adopted(scope, format!("read tags of IAM role {name}"), GONE, call)
+        };
+        sdk::adopt_each(names, tags, |name, id| read(aws, name, id)).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -143,7 +135,7 @@ impl KindOps for Role {
         call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
         // The permissions are set the way an update sets them: a run killed here is finished next time.
         reconcile(aws, name, &want, None, &what).await?;
-        reread(aws, name, &res.id, &what).await
+        sdk::read_back(&what, "role", read(aws, name, res.id.clone()).await?)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
@@ -151,7 +143,7 @@ impl KindOps for Role {
         let name = current.physical_id.as_str();
         let what = format!("update IAM role `{}` ({name})", res.id);
         reconcile(aws, name, &res.props()?, Some(&current.props()?), &what).await?;
-        reread(aws, name, &res.id, &what).await
+        sdk::read_back(&what, "role", read(aws, name, res.id.clone()).await?)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {

@@ -2,31 +2,10 @@
 //! AWS. [`ops`] matches every kind, so a kind added to the engine without its operations here
 //! does not compile; [`observe`] runs every kind's observe at once.
 
-use async_trait::async_trait;
-use tokio::sync::OnceCell;
-
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{acm, aps, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, waf, AwsProvider};
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope, Silent};
-
-/// What every operation of a kind works with: the provider, the stack, where progress goes.
-#[derive(Clone, Copy)]
-pub(crate) struct Cx<'a> {
-    pub aws: &'a AwsProvider,
-    pub scope: &'a Scope,
-    pub progress: &'a dyn Progress,
-}
-
-/// What one kind does on AWS.
-#[async_trait]
-pub(crate) trait KindOps: Sync {
-    /// Every resource of this kind tagged with the stack, duplicates included, oldest first.
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>, ProviderError>;
-    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed, ProviderError>;
-    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed, ProviderError>;
-    /// Deleting something already gone succeeds.
-    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<(), ProviderError>;
-}
+use aira_engine::provider::{Observed, ProviderError, Scope, Silent};
 
 /// The operations of a kind.
 pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
@@ -58,34 +37,6 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
         Kind::PrometheusRules => &aps::Rules,
         Kind::AlertManager => &aps::AlertManager,
         Kind::WebAcl => &waf::WebAcl,
-    }
-}
-
-/// What the observes of one run share: kinds found through another kind's resources read
-/// them from here, so each of those describes is made once per observe.
-#[derive(Default)]
-pub(crate) struct Observing {
-    /// The stack's load balancers (listeners, alias records and the web ACL's association hang
-    /// off them).
-    load_balancers: OnceCell<Vec<Observed>>,
-    /// The stack's ECS clusters (services are listed by cluster).
-    clusters: OnceCell<Vec<Observed>>,
-    /// The stack's Prometheus workspaces (rule groups and alert routes live in them).
-    workspaces: OnceCell<Vec<Observed>>,
-}
-
-impl Observing {
-    pub async fn load_balancers(&self, aws: &AwsProvider, scope: &Scope) -> Result<&[Observed], ProviderError> {
-        let found = self.load_balancers.get_or_try_init(|| elb::load_balancer::find(&aws.elb, scope, None)).await?;
-        Ok(found)
-    }
-
-    pub async fn clusters(&self, aws: &AwsProvider, scope: &Scope) -> Result<&[Observed], ProviderError> {
-        Ok(self.clusters.get_or_try_init(|| ecs::cluster::find(aws, scope)).await?)
-    }
-
-    pub async fn workspaces(&self, aws: &AwsProvider, scope: &Scope) -> Result<&[Observed], ProviderError> {
-        Ok(self.workspaces.get_or_try_init(|| aps::find(aws, scope)).await?)
     }
 }
 

@@ -3,10 +3,15 @@
 //! Code map:
 //! - `lib.rs`: configuration (`sdk_config`), [`AwsProvider`] and its [`Provider`] impl (dispatch
 //!   through `kinds`), `link` (dependencies read from observed properties), the stacks of an account.
-//! - `kinds.rs`: the one registry of kinds (`KindOps`, `ops(kind)`, exhaustive), the observe of
-//!   every kind at once and what those observes share (`Observing`: load balancers, clusters).
+//! - `kinds.rs`: the one registry of kinds (`ops(kind)`, exhaustive) and the observe of every kind
+//!   at once; the only module that names the kind modules, and named by `lib.rs` alone.
+//! - `ops.rs`: what a kind module implements and works with, naming no kind: `Cx`, `KindOps`, and
+//!   what the observes of one run share (`Observing`: a memo of load balancers, clusters and
+//!   workspaces, filled by the find the first kind that asks passes).
 //! - `sdk.rs`: the SDK helpers every module uses: errors keeping AWS's code and kind, `found`,
-//!   `is_gone`, the adoption rule, tag lists, `retry_busy`, `poll_until`, `try_join_all`.
+//!   `is_gone`, `delete` (already gone is done), `read_back`, the adoption rule, tag lists, the
+//!   adoption of resources listed by name (`adopt_each`, `adopted`), `retry_busy`, `poll_until`,
+//!   `try_join_all`.
 //! - `sqs.rs`, `dynamodb.rs`, `logs.rs`, `iam.rs`, `ecr.rs` (also pushes the image `up` built),
 //!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each; `aps.rs`: the Prometheus workspace, its
 //!   rule groups and its alert manager definition; `waf.rs`: the AWS WAF web ACL, with the load
@@ -45,6 +50,7 @@ mod iam;
 mod kinds;
 pub mod lock;
 mod logs;
+mod ops;
 mod route53;
 pub mod secrets;
 mod sns;
@@ -297,7 +303,7 @@ impl Provider for AwsProvider {
     }
 
     async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
-        kinds::ops(res.kind).create(&kinds::Cx { aws: self, scope, progress }, res).await
+        kinds::ops(res.kind).create(&ops::Cx { aws: self, scope, progress }, res).await
     }
 
     async fn update(
@@ -307,10 +313,10 @@ impl Provider for AwsProvider {
         current: &Observed,
         progress: &dyn Progress,
     ) -> Result<Observed, ProviderError> {
-        kinds::ops(res.kind).update(&kinds::Cx { aws: self, scope, progress }, res, current).await
+        kinds::ops(res.kind).update(&ops::Cx { aws: self, scope, progress }, res, current).await
     }
 
     async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
-        kinds::ops(current.kind).delete(&kinds::Cx { aws: self, scope, progress }, current).await
+        kinds::ops(current.kind).delete(&ops::Cx { aws: self, scope, progress }, current).await
     }
 }

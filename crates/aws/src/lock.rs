@@ -307,11 +307,9 @@ async fn holder_of(ddb: &Client, stack: &str) -> Option<serde_json::Value> {
 /// Removes the stack's lock whoever holds it.
 async fn force_unlock(ddb: &Client, stack: &str) -> Result<(), ProviderError> {
     ensure_table(ddb).await?;
-    ddb.delete_item()
-        .table_name(TABLE)
-        .key("stack", AttributeValue::S(stack.into()))
-        .send()
-        .await
-        .map_err(|e| crate::sdk::error(format!("remove the lock of `{stack}`"), e))?;
+    call!(
+        format!("remove the lock of `{stack}`"),
+        ddb.delete_item().table_name(TABLE).key("stack", AttributeValue::S(stack.into())).send()
+    );
     Ok(())
 }

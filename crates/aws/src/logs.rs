@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -36,12 +36,8 @@ fn observed(id: LogicalId, name: &str, arn: &str, retention: Option<i32>) -> Obs
 }
 
 async fn reread(p: &AwsProvider, name: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    groups(p, name)
-        .await?
-        .into_iter()
-        .find(|(n, _, _)| n == name)
-        .map(|(n, arn, r)| observed(id.clone(), &n, &arn, r))
-        .ok_or_else(|| ProviderError::new(format!("{what}: the log group disappeared right after the call")))
+    let found = groups(p, name).await?.into_iter().find(|(n, _, _)| n == name);
+    sdk::read_back(what, "log group", found.map(|(n, arn, r)| observed(id.clone(), &n, &arn, r)))
 }
 
 async fn retention(p: &AwsProvider, name: &str, res: &Resolved, what: &str) -> Result<()> {
@@ -63,14 +59,15 @@ impl KindOps for LogGroup {
     async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let prefix = format!("/aira/{}/", scope.stack);
-        let mut found = Vec::new();
-        for (name, arn, retention) in groups(aws, &prefix).await? {
-            let out = aws.logs.list_tags_for_resource().resource_arn(bare_arn(&arn)).send().await;
-            let Some(out) = sdk::found(format!("read tags of log group {name}"), GONE, out)? else { continue };
-            let Some(id) = sdk::adopt_map(scope, out.tags().into_iter().flatten()) else { continue };
-            found.push(observed(id, &name, &arn, retention));
-        }
-        Ok(found)
+        let groups = groups(aws, &prefix).await?;
+        let tags = |(name, arn, _): &(String, String, Option<i32>)| {
+            let call = aws.logs.list_tags_for_resource().resource_arn(bare_arn(arn)).send();
+            sdk::adopted(scope, format!("read tags of log group {name}"), GONE, call)
+        };
+        let read = |(name, arn, retention): &(String, String, Option<i32>), id| {
+            std::future::ready(Ok(Some(observed(id, name, arn, *retention))))
+        };
+        sdk::adopt_each(groups.iter().collect(), tags, read).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -94,7 +91,6 @@ impl KindOps for LogGroup {
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, .. } = *cx;
         let what = format!("delete log group `{}` ({})", current.id, current.physical_id);
-        sdk::found(what, GONE, aws.logs.delete_log_group().log_group_name(&current.physical_id).send().await)?;
-        Ok(())
+        sdk::delete(what, GONE, aws.logs.delete_log_group().log_group_name(&current.physical_id).send()).await
     }
 }

@@ -1,7 +1,8 @@
 //! What every kind module does with the SDK, written once: turning an SDK error into a
 //! [`ProviderError`] that keeps AWS's code and kind, telling "already gone" from a failure,
 //! retrying while AWS is busy, polling until a state is reached, the adoption rule, the tag
-//! lists of every SDK, and running one future per kind at once.
+//! lists and tag answers of every SDK, adopting what was listed by name, and running one future
+//! per kind at once.
 //!
 //! `SdkError` and `ProvideErrorMetadata` are the same types in every `aws-sdk-*` crate (they come
 //! from `aws-smithy-runtime-api`), so one generic function serves them all.
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use aira_engine::graph::LogicalId;
-use aira_engine::provider::{ErrorKind, Progress, ProviderError, Scope, TAG_ID, TAG_STACK};
+use aira_engine::provider::{ErrorKind, Observed, Progress, ProviderError, Scope, TAG_ID, TAG_STACK};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_async::future::pagination_stream::PaginationStream;
 
@@ -171,6 +172,89 @@ pub fn adopt_tags<T: SdkTag>(scope: &Scope, tags: &[T]) -> Option<LogicalId> {
 /// [`adopt`] over a map of tags (SQS, CloudWatch Logs, ELB's `describe_tags` read into a map).
 pub fn adopt_map<'a>(scope: &Scope, tags: impl IntoIterator<Item = (&'a String, &'a String)>) -> Option<LogicalId> {
     adopt(scope, tags.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// The answer of a call listing one resource's tags, in any SDK: whose they say it is.
+pub trait TagAnswer {
+    fn adopt(&self, scope: &Scope) -> Option<LogicalId>;
+}
+
+macro_rules! tag_answer {
+    ($($ty:ty => |$o:ident, $s:ident| $adopt:expr;)*) => {$(
+        impl TagAnswer for $ty {
+            fn adopt(&self, $s: &Scope) -> Option<LogicalId> {
+                let $o = self;
+                $adopt
+            }
+        }
+    )*};
+}
+
+tag_answer! {
+    aws_sdk_iam::operation::list_role_tags::ListRoleTagsOutput => |o, s| adopt_tags(s, o.tags());
+    aws_sdk_dynamodb::operation::list_tags_of_resource::ListTagsOfResourceOutput => |o, s| adopt_tags(s, o.tags());
+    aws_sdk_ecr::operation::list_tags_for_resource::ListTagsForResourceOutput => |o, s| adopt_tags(s, o.tags());
+    aws_sdk_sns::operation::list_tags_for_resource::ListTagsForResourceOutput => |o, s| adopt_tags(s, o.tags());
+    aws_sdk_cloudwatch::operation::list_tags_for_resource::ListTagsForResourceOutput => |o, s| adopt_tags(s, o.tags());
+    aws_sdk_cloudwatchlogs::operation::list_tags_for_resource::ListTagsForResourceOutput =>
+        |o, s| adopt_map(s, o.tags().into_iter().flatten());
+}
+
+/// The logical id a resource's tags give it in the stack ([`adopt`]), from its tags call;
+/// `None` also when that call says the resource is gone (deleted since it was listed).
+pub async fn adopted<O, E, R>(
+    scope: &Scope,
+    what: impl std::fmt::Display,
+    gone: &[&str],
+    call: impl Future<Output = Result<O, SdkError<E, R>>>,
+) -> Result<Option<LogicalId>, ProviderError>
+where
+    O: TagAnswer,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    Ok(found(what, gone, call.await)?.and_then(|out| out.adopt(scope)))
+}
+
+/// The stack's resources among `candidates` (listed by name or prefix, which does not say whose
+/// they are), in order: `tags` gives a candidate's logical id (`None`: not the stack's, or gone),
+/// `read` reads each adopted one (`None`: gone meanwhile). A list, not an iterator: the future
+/// of an observe must be `Send`, which the compiler cannot show for iterator closures held
+/// across these awaits.
+pub async fn adopt_each<C, TF, RF>(
+    candidates: Vec<C>,
+    tags: impl Fn(C) -> TF,
+    read: impl Fn(C, LogicalId) -> RF,
+) -> Result<Vec<Observed>, ProviderError>
+where
+    C: Copy,
+    TF: Future<Output = Result<Option<LogicalId>, ProviderError>>,
+    RF: Future<Output = Result<Option<Observed>, ProviderError>>,
+{
+    let mut found = Vec::new();
+    for c in candidates {
+        let Some(id) = tags(c).await? else { continue };
+        found.extend(read(c, id).await?);
+    }
+    Ok(found)
+}
+
+/// What a read right after a change found: not finding the resource just written is an error.
+pub fn read_back<T>(what: &str, thing: &str, found: Option<T>) -> Result<T, ProviderError> {
+    found.ok_or_else(|| ProviderError::new(format!("{what}: the {thing} disappeared right after the call")))
+}
+
+/// A delete call: one saying the resource is already gone (a code in `gone`) succeeds too.
+pub async fn delete<T, E, R>(
+    what: impl std::fmt::Display,
+    gone: &[&str],
+    call: impl Future<Output = Result<T, SdkError<E, R>>>,
+) -> Result<(), ProviderError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    found(what, gone, call.await).map(drop)
 }
 
 /// A provider operation as a boxed future, to run with others in [`try_join_all`].

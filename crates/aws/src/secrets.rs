@@ -61,13 +61,7 @@ async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderError
         Err(e) => return Err(crate::sdk::error(format!("set secret `{name}`"), e)),
     }
     let tag = aws_sdk_secretsmanager::types::Tag::builder().key(TAG_MANAGED_BY).value("aira").build();
-    sm.create_secret()
-        .name(name)
-        .secret_string(value)
-        .tags(tag)
-        .send()
-        .await
-        .map_err(|e| crate::sdk::error(format!("create secret `{name}`"), e))?;
+    call!(format!("create secret `{name}`"), sm.create_secret().name(name).secret_string(value).tags(tag).send());
     Ok(true)
 }
 

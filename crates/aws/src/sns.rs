@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -107,15 +107,13 @@ impl KindOps for Topic {
         let Cx { aws, scope, .. } = *cx;
         let prefix = format!("{}-", scope.stack);
         let pages = sdk::pages("list SNS topics", aws.sns.list_topics().into_paginator().send()).await?;
-        let arns = pages.iter().flat_map(|page| page.topics()).filter_map(|t| t.topic_arn().map(String::from));
-        let mut found = Vec::new();
-        for arn in arns.into_iter().filter(|a| a.rsplit(':').next().is_some_and(|n| n.starts_with(&prefix))) {
-            let out = aws.sns.list_tags_for_resource().resource_arn(&arn).send().await;
-            let Some(out) = sdk::found(format!("read tags of SNS topic {arn}"), GONE, out)? else { continue };
-            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
-            found.push(read(aws, &arn, id).await?);
-        }
-        Ok(found)
+        let arns = pages.iter().flat_map(|page| page.topics()).filter_map(|t| t.topic_arn());
+        let ours: Vec<&str> = arns.filter(|a| a.rsplit(':').next().is_some_and(|n| n.starts_with(&prefix))).collect();
+        let tags = |arn| {
+            let call = aws.sns.list_tags_for_resource().resource_arn(arn).send();
+            sdk::adopted(scope, format!("read tags of SNS topic {arn}"), GONE, call)
+        };
+        sdk::adopt_each(ours, tags, |arn, id| async move { read(aws, arn, id).await.map(Some) }).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -160,7 +158,6 @@ impl KindOps for Topic {
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
         let Cx { aws, .. } = *cx;
         let what = format!("delete SNS topic `{}` ({})", current.id, current.physical_id);
-        sdk::found(what, GONE, aws.sns.delete_topic().topic_arn(&current.physical_id).send().await)?;
-        Ok(())
+        sdk::delete(what, GONE, aws.sns.delete_topic().topic_arn(&current.physical_id).send()).await
     }
 }

@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::QueueAttributeName as A;
 use aws_sdk_sqs::Client;
 use serde_json::{json, Value};
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, QueueRedrive};

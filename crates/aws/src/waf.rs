@@ -56,7 +56,7 @@ use aws_sdk_wafv2::types::{
 use aws_sdk_wafv2::Client;
 use serde_json::Value;
 
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val, Verdict};
@@ -365,7 +365,7 @@ impl KindOps for WebAcl {
         if ours.is_empty() {
             return Ok(Vec::new());
         }
-        let protects = protected(&aws.waf, seen.load_balancers(aws, scope).await?).await?;
+        let protects = protected(&aws.waf, crate::elb::load_balancer::shared(cx, seen).await?).await?;
         let mut found = Vec::new();
         for (id, name, aws_id) in ours {
             if let Some((acl, _)) = get(&aws.waf, &name, &aws_id).await? {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val, VpcEndpointType as Type};

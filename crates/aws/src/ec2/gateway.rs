@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val};
@@ -69,11 +69,7 @@ impl KindOps for InternetGateway {
             })
             .await?;
         }
-        sdk::retry_busy(scope, progress, rid, &what, &RELEASE, || {
-            ec2.delete_internet_gateway().internet_gateway_id(id).send()
-        })
-        .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || ec2.delete_internet_gateway().internet_gateway_id(id).send()).await
     }
 }
 
@@ -103,14 +99,8 @@ impl KindOps for ElasticIp {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
-        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        sdk::retry_busy(scope, progress, &current.id, &what, &ADDRESS_HELD, || {
-            aws.ec2.release_address().allocation_id(id).send()
-        })
-        .await?;
-        Ok(())
+        super::delete(cx, current, &ADDRESS_HELD, || cx.aws.ec2.release_address().allocation_id(id).send()).await
     }
 }
 

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use serde_json::Value;
 
+use crate::ops::Cx;
 use crate::sdk;
 use aira_engine::graph::{LogicalId, Props};
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope, TAG_STACK};
@@ -73,6 +74,18 @@ fn created<P: Props>(res: &Resolved, what: &str, physical: Option<&str>, props: 
 /// The same resource with the desired properties and the given outputs.
 fn updated(res: &Resolved, current: &Observed, outputs: BTreeMap<String, Value>) -> Observed {
     Observed { props: res.props.clone(), outputs, ..current.clone() }
+}
+
+/// Deletes `current` with `op`, waiting out what still uses it (`busy`); one already gone is
+/// deleted too.
+async fn delete<T, X, Fut>(cx: &Cx<'_>, current: &Observed, busy: &sdk::Busy, op: impl FnMut() -> Fut) -> Result<()>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, X>>,
+    X: sdk::Failed,
+{
+    let what = format!("delete {} `{}` ({})", current.kind, current.id, current.physical_id);
+    sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, busy, op).await?;
+    Ok(())
 }
 
 /// Deletions and detachments wait out `DependencyViolation`: network interfaces that AWS removes

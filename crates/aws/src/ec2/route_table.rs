@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind::{self, Val, VpcRoute};
 use aira_engine::provider::{Observed, Resolved};
@@ -121,7 +121,7 @@ impl KindOps for RouteTable {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
+        let Cx { aws, .. } = *cx;
         let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         if let Some(assoc) = current.outputs.get("associations").and_then(Value::as_object) {
@@ -129,11 +129,7 @@ impl KindOps for RouteTable {
                 sdk::found(&what, GONE, ec2.disassociate_route_table().association_id(a).send().await)?;
             }
         }
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
-            ec2.delete_route_table().route_table_id(id).send()
-        })
-        .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || ec2.delete_route_table().route_table_id(id).send()).await
     }
 }
 

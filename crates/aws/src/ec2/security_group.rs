@@ -1,7 +1,7 @@
 //! Security groups and their ingress rules (from CIDR blocks or other groups).
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind::{self, IngressRule};
 use aira_engine::provider::{Observed, Resolved};
@@ -70,14 +70,8 @@ impl KindOps for SecurityGroup {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
-        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || {
-            aws.ec2.delete_security_group().group_id(id).send()
-        })
-        .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || cx.aws.ec2.delete_security_group().group_id(id).send()).await
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -87,12 +87,8 @@ impl KindOps for Subnet {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
-        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_subnet().subnet_id(id).send())
-            .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || cx.aws.ec2.delete_subnet().subnet_id(id).send()).await
     }
 }
 

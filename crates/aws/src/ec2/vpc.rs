@@ -5,7 +5,7 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use serde_json::Value;
 
 use super::{created, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved};
@@ -97,11 +97,7 @@ impl KindOps for Vpc {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
-        let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        sdk::retry_busy(scope, progress, &current.id, &what, &RELEASE, || aws.ec2.delete_vpc().vpc_id(id).send())
-            .await?;
-        Ok(())
+        super::delete(cx, current, &RELEASE, || cx.aws.ec2.delete_vpc().vpc_id(id).send()).await
     }
 }

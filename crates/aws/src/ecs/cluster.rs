@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 
 use super::Result;
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -28,6 +28,11 @@ pub(crate) async fn find(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observe
         }
     }
     Ok(found)
+}
+
+/// The stack's clusters, found once per observe (services are listed by cluster).
+pub(crate) async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
+    seen.clusters(|| find(cx.aws, cx.scope)).await
 }
 
 fn observed(id: LogicalId, c: &aws_sdk_ecs::types::Cluster) -> Observed {
@@ -60,8 +65,7 @@ async fn read(aws: &AwsProvider, id: &LogicalId, arn: &str, what: &str) -> Resul
 #[async_trait]
 impl KindOps for Cluster {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        Ok(seen.clusters(aws, scope).await?.to_vec())
+        Ok(shared(cx, seen).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {

@@ -8,7 +8,7 @@ use aws_sdk_applicationautoscaling::types::{
 };
 
 use super::{built, cluster_name, Result};
-use crate::kinds::Cx;
+use crate::ops::Cx;
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{AutoScaling, TaskCount, Val};

@@ -10,7 +10,7 @@ use aws_sdk_ecs::types::{
 };
 
 use super::{built, repair, scaling, wait_deployed, Result, POLL};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::AwsProvider;
 use aira_engine::graph::LogicalId;
@@ -136,7 +136,7 @@ impl KindOps for Service {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let mut found = Vec::new();
-        for cluster in seen.clusters(aws, scope).await?.iter().map(|c| c.physical_id.as_str()) {
+        for cluster in super::cluster::shared(cx, seen).await?.iter().map(|c| c.physical_id.as_str()) {
             let of_cluster = format!("services of cluster {}", super::cluster_name(cluster));
             let pages = aws.ecs.list_services().cluster(cluster).into_paginator().send();
             let pages = sdk::pages(format!("list {of_cluster}"), pages).await?;

@@ -9,7 +9,7 @@ use aws_sdk_ecs::types::{
 };
 
 use super::{built, Result};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{ecr, sdk, AwsProvider};
 use aira_engine::expand::container_image;
 use aira_engine::graph::LogicalId;

@@ -7,11 +7,11 @@ use aws_sdk_elasticloadbalancingv2::types::{
 };
 use aws_sdk_elasticloadbalancingv2::Client;
 
-use super::{created, observed, ours, reread, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use super::{created, described, observed, reread, Ours, Result, GONE};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind::{self, Val};
-use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved, Scope};
 
 /// A certificate just issued can take a moment to be usable by the load balancer.
 const CERTIFICATE: sdk::Busy =
@@ -39,16 +39,11 @@ async fn find(elb: &Client, scope: &Scope, lb: &str, arn: Option<&str>) -> Resul
         Some(a) => elb.describe_listeners().listener_arns(a),
         None => elb.describe_listeners().load_balancer_arn(lb),
     };
-    let listeners: Vec<_> = match sdk::pages(format!("describe listeners of {lb}"), req.into_paginator().send()).await {
-        // The load balancer, or the one listener asked for, is gone.
-        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
-        pages => pages?.iter().flat_map(|p| p.listeners().iter().cloned()).collect(),
-    };
-    let arns: Vec<String> = listeners.iter().filter_map(|l| l.listener_arn().map(String::from)).collect();
-    let tags = ours(elb, scope, &arns).await?;
+    // None when the load balancer, or the one listener asked for, is gone.
+    let what = format!("describe listeners of {lb}");
+    let listeners = described(elb, scope, &what, req.into_paginator().send(), |p| p.listeners(), |l| l.listener_arn());
     let mut found = Vec::new();
-    for l in &listeners {
-        let Some((arn, (id, _))) = l.listener_arn().and_then(|a| Some((a, tags.get(a)?))) else { continue };
+    for Ours { item: l, arn, id, .. } in &listeners.await? {
         // TLS settings mean something on a TLS listener only (some endpoints report a default
         // policy on plain HTTP ones too).
         let tls = matches!(l.protocol(), Some(ProtocolEnum::Https | ProtocolEnum::Tls));
@@ -117,7 +112,7 @@ impl KindOps for Listener {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
         let Cx { aws, scope, .. } = *cx;
         let mut listeners = Vec::new();
-        for lb in seen.load_balancers(aws, scope).await? {
+        for lb in super::load_balancer::shared(cx, seen).await? {
             listeners.extend(find(&aws.elb, scope, &lb.physical_id, None).await?);
         }
         Ok(listeners)

@@ -8,29 +8,25 @@ use aws_sdk_elasticloadbalancingv2::types::{IpAddressType, LoadBalancerSchemeEnu
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
-use super::{arn_resource, created, observed, ours, reread, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk::{self, Poll};
 use crate::TAG_DNS_ZONE;
 use aira_engine::kind::{self, Val};
-use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved, Scope};
 
 pub struct LoadBalancer;
 
 /// The stack's load balancers (or the one `arn`), oldest first.
 pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Result<Vec<Observed>> {
     let req = elb.describe_load_balancers().set_load_balancer_arns(arn.map(|a| vec![a.to_string()]));
-    let mut lbs: Vec<_> = match sdk::pages("describe load balancers", req.into_paginator().send()).await {
-        // The one asked for is gone.
-        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
-        pages => pages?.iter().flat_map(|p| p.load_balancers().iter().cloned()).collect(),
-    };
-    lbs.sort_by_key(|lb| lb.created_time().map(|t| (t.secs(), t.subsec_nanos())));
-    let arns: Vec<String> = lbs.iter().filter_map(|lb| lb.load_balancer_arn().map(String::from)).collect();
-    let tags = ours(elb, scope, &arns).await?;
+    let pages = req.into_paginator().send();
+    let mut lbs =
+        described(elb, scope, "describe load balancers", pages, |p| p.load_balancers(), |lb| lb.load_balancer_arn())
+            .await?;
+    lbs.sort_by_key(|o| o.item.created_time().map(|t| (t.secs(), t.subsec_nanos())));
     let mut found = Vec::new();
-    for lb in &lbs {
-        let Some((arn, (id, tags))) = lb.load_balancer_arn().and_then(|a| Some((a, tags.get(a)?))) else { continue };
+    for Ours { item: lb, arn, id, tags } in &lbs {
         let props = kind::LoadBalancer {
             name: lb.load_balancer_name().unwrap_or_default().to_string(),
             scheme: lb.scheme().map(|s| s.as_str()).unwrap_or_default().to_string(),
@@ -50,6 +46,12 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
     Ok(found)
 }
 
+/// The stack's load balancers, found once per observe (listeners, alias records and the web
+/// ACL read them too).
+pub(crate) async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
+    seen.load_balancers(|| find(&cx.aws.elb, cx.scope, None)).await
+}
+
 /// Observed ids in a stable order (the plan compares these sets sorted anyway).
 fn sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<Val<String>> {
     let mut ids: Vec<&str> = ids.collect();
@@ -67,8 +69,7 @@ fn ids(v: &[Val<String>]) -> Vec<String> {
 #[async_trait]
 impl KindOps for LoadBalancer {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        Ok(seen.load_balancers(aws, scope).await?.to_vec())
+        Ok(shared(cx, seen).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {

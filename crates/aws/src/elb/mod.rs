@@ -12,12 +12,14 @@ pub mod target_group;
 
 use std::collections::{BTreeMap, HashMap};
 
+use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticloadbalancingv2::Client;
+use aws_smithy_async::future::pagination_stream::PaginationStream;
 use serde_json::Value;
 
 use crate::sdk;
 use aira_engine::graph::{LogicalId, Props};
-use aira_engine::provider::{Observed, ProviderError, Scope};
+use aira_engine::provider::{ErrorKind, Observed, ProviderError, Scope};
 
 type Result<T> = std::result::Result<T, ProviderError>;
 
@@ -62,6 +64,44 @@ async fn ours(
 ) -> Result<HashMap<String, (LogicalId, BTreeMap<String, String>)>> {
     let tags = tags_of(elb, arns).await?;
     Ok(tags.into_iter().filter_map(|(arn, t)| Some((arn, (sdk::adopt_map(scope, &t)?, t)))).collect())
+}
+
+/// A resource of this stack in a describe answer: the answer's item, its ARN, logical id and tags.
+struct Ours<T> {
+    item: T,
+    arn: String,
+    id: LogicalId,
+    tags: BTreeMap<String, String>,
+}
+
+/// The stack's resources among every page of a describe call (all of a kind, or the one asked
+/// for: none when it is gone), in the answer's order. Plain `fn`s pick the items and their
+/// ARNs: closures held across the awaits would keep the compiler from seeing the future `Send`.
+async fn described<P, T: Clone, E, R>(
+    elb: &Client,
+    scope: &Scope,
+    what: &str,
+    pages: PaginationStream<std::result::Result<P, SdkError<E, R>>>,
+    items: fn(&P) -> &[T],
+    arn: fn(&T) -> Option<&str>,
+) -> Result<Vec<Ours<T>>>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let all: Vec<T> = match sdk::pages(what, pages).await {
+        // The one asked for is gone.
+        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
+        pages => pages?.iter().flat_map(|p| items(p).iter().cloned()).collect(),
+    };
+    let arns: Vec<String> = all.iter().filter_map(|t| arn(t).map(String::from)).collect();
+    let tags = ours(elb, scope, &arns).await?;
+    let found = all.into_iter().filter_map(|item| {
+        let a = arn(&item)?.to_string();
+        let (id, tags) = tags.get(&a)?.clone();
+        Some(Ours { item, arn: a, id, tags })
+    });
+    Ok(found.collect())
 }
 
 /// A resource found or just made, with its ARN as the output `arn` and the given others.

@@ -5,11 +5,11 @@ use aws_sdk_elasticloadbalancingv2::types::{Matcher, ProtocolEnum, TargetGroupAt
 use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
-use super::{arn_resource, created, observed, ours, reread, Result, GONE};
-use crate::kinds::{Cx, KindOps, Observing};
+use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::sdk;
 use aira_engine::kind;
-use aira_engine::provider::{ErrorKind, Observed, Resolved, Scope};
+use aira_engine::provider::{Observed, Resolved, Scope};
 
 const DEREGISTRATION: &str = "deregistration_delay.timeout_seconds";
 
@@ -34,16 +34,10 @@ pub struct TargetGroup;
 /// The stack's target groups (or the one `arn`), with their deregistration delay.
 async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Result<Vec<Observed>> {
     let req = elb.describe_target_groups().set_target_group_arns(arn.map(|a| vec![a.to_string()]));
-    let tgs: Vec<_> = match sdk::pages("describe target groups", req.into_paginator().send()).await {
-        // The one asked for is gone.
-        Err(e) if e.kind == ErrorKind::NotFound => Vec::new(),
-        pages => pages?.iter().flat_map(|p| p.target_groups().iter().cloned()).collect(),
-    };
-    let arns: Vec<String> = tgs.iter().filter_map(|t| t.target_group_arn().map(String::from)).collect();
-    let tags = ours(elb, scope, &arns).await?;
+    let pages = req.into_paginator().send();
+    let tgs = described(elb, scope, "describe target groups", pages, |p| p.target_groups(), |t| t.target_group_arn());
     let mut found = Vec::new();
-    for tg in &tgs {
-        let Some((arn, (id, _))) = tg.target_group_arn().and_then(|a| Some((a, tags.get(a)?))) else { continue };
+    for Ours { item: tg, arn, id, .. } in &tgs.await? {
         let out = elb.describe_target_group_attributes().target_group_arn(arn).send().await;
         let Some(attrs) = sdk::found(format!("read target group `{id}` ({arn}) attributes"), GONE, out)? else {
             continue;

@@ -9,7 +9,7 @@ use aws_sdk_route53::types::{AliasTarget, ChangeAction, ResourceRecordSet, RrTyp
 use serde_json::Value;
 
 use super::{change, is_absent, norm, record_set, record_sets, wait_insync, Result};
-use crate::kinds::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps, Observing};
 use crate::{sdk, AwsProvider};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -50,10 +50,10 @@ fn observed(id: LogicalId, set: &ResourceRecordSet, props: &kind::DnsRecord) -> 
 #[async_trait]
 impl KindOps for AliasRecord {
     async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
+        let Cx { aws, .. } = *cx;
         let mut found = Vec::new();
         let mut listed: BTreeMap<String, Vec<ResourceRecordSet>> = BTreeMap::new();
-        for lb in seen.load_balancers(aws, scope).await? {
+        for lb in crate::elb::load_balancer::shared(cx, seen).await? {
             let dns_name = lb.outputs.get("dns_name").and_then(Value::as_str);
             let (Some(zone), Some(dns_name)) = (lb.props::<kind::LoadBalancer>()?.dns_zone, dns_name) else {
                 continue;

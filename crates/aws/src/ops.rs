@@ -1,0 +1,80 @@
+//! What every kind module works with, naming no kind (so that only the registry, `kinds.rs`,
+//! names them): the context of an operation ([`Cx`]), what one kind does ([`KindOps`]), and
+//! what the observes of one run share ([`Observing`]).
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+
+use crate::AwsProvider;
+use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+
+/// What every operation of a kind works with: the provider, the stack, where progress goes.
+#[derive(Clone, Copy)]
+pub(crate) struct Cx<'a> {
+    pub aws: &'a AwsProvider,
+    pub scope: &'a Scope,
+    pub progress: &'a dyn Progress,
+}
+
+/// What one kind does on AWS.
+#[async_trait]
+pub(crate) trait KindOps: Sync {
+    /// Every resource of this kind tagged with the stack, duplicates included, oldest first.
+    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>, ProviderError>;
+    async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed, ProviderError>;
+    async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed, ProviderError>;
+    /// Deleting something already gone succeeds.
+    async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<(), ProviderError>;
+}
+
+/// What the observes of one run share: kinds found through another kind's resources read
+/// them from here, so each of those describes is made once per observe. The first to ask
+/// passes the find that fills the memo (the memo itself names no kind).
+#[derive(Default)]
+pub(crate) struct Observing {
+    /// The stack's load balancers (listeners, alias records and the web ACL's association hang
+    /// off them).
+    load_balancers: OnceCell<Vec<Observed>>,
+    /// The stack's ECS clusters (services are listed by cluster).
+    clusters: OnceCell<Vec<Observed>>,
+    /// The stack's Prometheus workspaces (rule groups and alert routes live in them).
+    workspaces: OnceCell<Vec<Observed>>,
+}
+
+type Found<'s> = Result<&'s [Observed], ProviderError>;
+
+async fn memo<F, Fut>(cell: &OnceCell<Vec<Observed>>, find: F) -> Found<'_>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Vec<Observed>, ProviderError>>,
+{
+    Ok(cell.get_or_try_init(find).await?)
+}
+
+impl Observing {
+    pub async fn load_balancers<F, Fut>(&self, find: F) -> Found<'_>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<Observed>, ProviderError>>,
+    {
+        memo(&self.load_balancers, find).await
+    }
+
+    pub async fn clusters<F, Fut>(&self, find: F) -> Found<'_>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<Observed>, ProviderError>>,
+    {
+        memo(&self.clusters, find).await
+    }
+
+    pub async fn workspaces<F, Fut>(&self, find: F) -> Found<'_>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<Observed>, ProviderError>>,
+    {
+        memo(&self.workspaces, find).await
+    }
+}
