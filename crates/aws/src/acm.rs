@@ -11,9 +11,9 @@ use async_trait::async_trait;
 use aws_sdk_acm::types::{CertificateDetail, CertificateStatus, CertificateSummary, ValidationMethod};
 use aws_sdk_route53::types::{ChangeAction, ResourceRecord, ResourceRecordSet, RrType};
 
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
-use crate::{route53, AwsProvider, TAG_DNS_ZONE};
+use crate::{route53, Clients, TAG_DNS_ZONE};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
 use aira_engine::provider::{ErrorKind, Observed, ProviderError, Repair, Resolved, Scope};
@@ -63,7 +63,7 @@ fn repair(status: &str) -> Option<Repair> {
     })
 }
 
-async fn describe(p: &AwsProvider, arn: &str, what: &str) -> Result<Option<CertificateDetail>> {
+async fn describe(p: &Clients, arn: &str, what: &str) -> Result<Option<CertificateDetail>> {
     let out = p.acm.describe_certificate().certificate_arn(arn).send().await;
     Ok(sdk::found(format!("{what}: describe certificate {arn}"), GONE, out)?.and_then(|out| out.certificate().cloned()))
 }
@@ -93,14 +93,14 @@ fn cname(name: &str, value: &str) -> Result<ResourceRecordSet> {
 }
 
 /// Every certificate of the account and region, whatever its status.
-async fn every_certificate(p: &AwsProvider) -> Result<Vec<CertificateSummary>> {
+async fn every_certificate(p: &Clients) -> Result<Vec<CertificateSummary>> {
     let req = p.acm.list_certificates().set_certificate_statuses(Some(every_status()));
     let pages = sdk::pages("list ACM certificates", req.into_paginator().send()).await?;
     Ok(pages.iter().flat_map(|p| p.certificate_summary_list().iter().cloned()).collect())
 }
 
 /// Whether a certificate other than `arn` exists for `domain`.
-async fn other_certificates_of(p: &AwsProvider, domain: &str, arn: &str) -> Result<bool> {
+async fn other_certificates_of(p: &Clients, domain: &str, arn: &str) -> Result<bool> {
     Ok(every_certificate(p)
         .await?
         .iter()
@@ -109,7 +109,7 @@ async fn other_certificates_of(p: &AwsProvider, domain: &str, arn: &str) -> Resu
 
 /// Deletes a validation CNAME as the zone holds it (a DELETE must match the TTL and value);
 /// absent is fine.
-async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what: &str) -> Result<()> {
+async fn delete_cname(p: &Clients, zone: &str, name: &str, value: &str, what: &str) -> Result<()> {
     let read = format!("{what}: read validation record {name}");
     let Some(set) = route53::record_set(&p.route53, zone, name, RrType::Cname, &read).await? else { return Ok(()) };
     let values: Vec<String> =
@@ -129,16 +129,15 @@ async fn delete_cname(p: &AwsProvider, zone: &str, name: &str, value: &str, what
 
 #[async_trait]
 impl KindOps for Certificate {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let mut summaries = every_certificate(aws).await?;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let mut summaries = every_certificate(cx.aws).await?;
         summaries.sort_by_key(|c| c.created_at().map(|t| (t.secs(), t.subsec_nanos())));
         let mut found = Vec::new();
         for c in &summaries {
             let Some(arn) = c.certificate_arn() else { continue };
-            let out = aws.acm.list_tags_for_certificate().certificate_arn(arn).send().await;
+            let out = cx.aws.acm.list_tags_for_certificate().certificate_arn(arn).send().await;
             let Some(out) = sdk::found(format!("read tags of certificate {arn}"), GONE, out)? else { continue };
-            let Some(id) = sdk::adopt_tags(scope, out.tags()) else { continue };
+            let Some(id) = sdk::adopt_tags(cx.scope, out.tags()) else { continue };
             let zone_id = out.tags().iter().find(|t| t.key() == TAG_DNS_ZONE).and_then(|t| t.value());
             let props = kind::Certificate {
                 domain: c.domain_name().unwrap_or_default().to_string(),
@@ -152,12 +151,11 @@ impl KindOps for Certificate {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let p: kind::Certificate = res.props()?;
         let what = format!("create {} `{}` ({})", res.kind, res.id, p.domain);
         let zone = p.zone_id.as_deref().map(|z| (TAG_DNS_ZONE, z));
-        let tags = sdk::tag_list(scope, &res.id, zone.as_slice());
-        let req = aws.acm.request_certificate().domain_name(&p.domain).validation_method(ValidationMethod::Dns);
+        let tags = sdk::tag_list(cx.scope, &res.id, zone.as_slice());
+        let req = cx.aws.acm.request_certificate().domain_name(&p.domain).validation_method(ValidationMethod::Dns);
         let out = call!(what, req.set_tags(Some(tags)).send());
         let arn = out.certificate_arn().unwrap_or_default().to_string();
         if arn.is_empty() {
@@ -181,19 +179,18 @@ impl KindOps for Certificate {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let arn = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({arn})", current.kind, current.id);
-        let Some(cert) = describe(aws, arn, &what).await? else { return Ok(()) };
+        let Some(cert) = describe(cx.aws, arn, &what).await? else { return Ok(()) };
         // ACM gives every certificate of one domain in an account the same validation record:
         // it stays while another certificate of that domain (a duplicate, another stack's) needs it.
         let shared = match cert.domain_name() {
-            Some(domain) => other_certificates_of(aws, domain, arn).await?,
+            Some(domain) => other_certificates_of(cx.aws, domain, arn).await?,
             None => false,
         };
         if let (Some(zone), false) = (current.props::<kind::Certificate>()?.zone_id, shared) {
             for (name, value) in validation_records(&cert) {
-                delete_cname(aws, &zone, &name, &value, &what).await?;
+                delete_cname(cx.aws, &zone, &name, &value, &what).await?;
             }
         }
         let busy = sdk::Busy {
@@ -201,8 +198,8 @@ impl KindOps for Certificate {
             waits_for: "load balancer listeners to release it (they do so asynchronously)",
             gone: GONE,
         };
-        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
-            aws.acm.delete_certificate().certificate_arn(arn).send()
+        sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, &busy, || {
+            cx.aws.acm.delete_certificate().certificate_arn(arn).send()
         })
         .await?;
         Ok(())
@@ -212,33 +209,32 @@ impl KindOps for Certificate {
 /// Writes the certificate's validation CNAMEs into the zone and waits until ACM has issued it:
 /// after a request, and again for a certificate a run left PENDING_VALIDATION.
 async fn validate(cx: &Cx<'_>, res: &Resolved, arn: &str, what: &str) -> Result<Observed> {
-    let Cx { aws, scope, progress } = *cx;
     let p: kind::Certificate = res.props()?;
     let (domain, zone) = (p.domain.as_str(), p.zone_id.as_deref().unwrap_or_default());
     // The validation record appears a few seconds after the request.
     let preparing = format!("ACM preparing the DNS validation record of {domain} ({arn})");
-    let first = Scope { wait: scope.wait.min(Duration::from_secs(300)), ..scope.clone() };
-    let records = sdk::poll_until(&first, progress, &res.id, &preparing, Duration::from_secs(2), || async {
-        let records = describe(aws, arn, what).await?.as_ref().map(validation_records).unwrap_or_default();
+    let first = Scope { wait: cx.scope.wait.min(Duration::from_secs(300)), ..cx.scope.clone() };
+    let records = sdk::poll_until(&first, cx.progress, &res.id, &preparing, Duration::from_secs(2), || async {
+        let records = describe(cx.aws, arn, what).await?.as_ref().map(validation_records).unwrap_or_default();
         Ok(if records.is_empty() { Poll::Pending("no record yet".into()) } else { Poll::Done(records) })
     })
     .await?;
 
     let mut written = Vec::new();
     for (name, value) in &records {
-        let comment = format!("aira stack {}: validation of {domain}", scope.stack);
-        let change = route53::change(&aws.route53, zone, ChangeAction::Upsert, cname(name, value)?, &comment)
+        let comment = format!("aira stack {}: validation of {domain}", cx.scope.stack);
+        let change = route53::change(&cx.aws.route53, zone, ChangeAction::Upsert, cname(name, value)?, &comment)
             .await
             .map_err(|e| sdk::error(format!("{what}: write validation record {name} in zone {zone}"), e))?;
-        route53::wait_insync(&aws.route53, scope, progress, &res.id, &change, what).await?;
+        route53::wait_insync(&cx.aws.route53, cx.scope, cx.progress, &res.id, &change, what).await?;
         written.push(format!("CNAME {name} → {value}"));
     }
     let written = written.join(", ");
 
     // ACM polls DNS itself: minutes when the zone is delegated, never when it is not.
     let validating = format!("ACM validating {domain}");
-    sdk::poll_until(scope, progress, &res.id, &validating, Duration::from_secs(3), || async {
-        let cert = describe(aws, arn, what)
+    sdk::poll_until(cx.scope, cx.progress, &res.id, &validating, Duration::from_secs(3), || async {
+        let cert = describe(cx.aws, arn, what)
             .await?
             .ok_or_else(|| ProviderError::new(format!("{what}: certificate {arn} disappeared while validating")))?;
         match cert.status() {

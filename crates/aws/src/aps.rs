@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_amp::primitives::Blob;
 
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Busy, Poll};
-use crate::AwsProvider;
+use crate::Clients;
 use aira_engine::expand::monitoring::ALERT_MANAGER;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -30,7 +30,7 @@ pub struct Rules;
 pub struct AlertManager;
 
 /// The stack's workspaces, tagged with it (duplicates left by a crash included).
-pub(crate) async fn find(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
+pub(crate) async fn find(p: &Clients, scope: &Scope) -> Result<Vec<Observed>> {
     let pages = sdk::pages("list Prometheus workspaces", p.aps.list_workspaces().into_paginator().send()).await?;
     let mut found = Vec::new();
     for w in pages.iter().flat_map(|p| p.workspaces()) {
@@ -43,12 +43,12 @@ pub(crate) async fn find(p: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>
 }
 
 /// The stack's workspaces, found once per observe (rule groups and alert routes live in them).
-async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
-    seen.workspaces(|| find(cx.aws, cx.scope)).await
+async fn shared<'s>(cx: &Cx<'s>) -> Result<&'s [Observed]> {
+    cx.seen.workspaces(|| find(cx.aws, cx.scope)).await
 }
 
 /// A workspace as observed; `None` once it is gone or going.
-async fn read_workspace(p: &AwsProvider, ws: &str, id: LogicalId) -> Result<Option<Observed>> {
+async fn read_workspace(p: &Clients, ws: &str, id: LogicalId) -> Result<Option<Observed>> {
     let out = p.aps.describe_workspace().workspace_id(ws).send().await;
     let Some(out) = sdk::found(format!("read Prometheus workspace {ws}"), GONE, out)? else { return Ok(None) };
     let Some(w) = out.workspace() else { return Ok(None) };
@@ -70,9 +70,8 @@ async fn read_workspace(p: &AwsProvider, ws: &str, id: LogicalId) -> Result<Opti
 
 /// Waits for a workspace to leave `CREATING`/`UPDATING`, and reads it.
 async fn settled_workspace(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) -> Result<Observed> {
-    let Cx { aws, scope, progress } = *cx;
-    sdk::poll_until(scope, progress, id, what, POLL, || async {
-        let out = call!(what, aws.aps.describe_workspace().workspace_id(ws).send());
+    sdk::poll_until(cx.scope, cx.progress, id, what, POLL, || async {
+        let out = call!(what, cx.aws.aps.describe_workspace().workspace_id(ws).send());
         let status = out.workspace().and_then(|w| w.status()).map(|s| s.status_code().as_str().to_string());
         match status.as_deref() {
             Some("ACTIVE") => Ok(Poll::Done(())),
@@ -81,50 +80,47 @@ async fn settled_workspace(cx: &Cx<'_>, ws: &str, id: &LogicalId, what: &str) ->
         }
     })
     .await?;
-    read_workspace(aws, ws, id.clone())
+    read_workspace(cx.aws, ws, id.clone())
         .await?
         .ok_or_else(|| ProviderError::new(format!("{what}: the workspace disappeared right after the call")))
 }
 
 #[async_trait]
 impl KindOps for Workspace {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        Ok(shared(cx, seen).await?.to_vec())
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        Ok(shared(cx).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let alias = res.props::<kind::PrometheusWorkspace>()?.alias;
         let what = format!("create Prometheus workspace `{}` ({alias})", res.id);
         // Tagged in the create call itself: a crash right after it leaves a workspace the next
         // run adopts (the SDK's client token makes its own retries of the call idempotent).
-        let tags = Some(scope.tags_for(&res.id).into_iter().collect());
-        let out = call!(what, aws.aps.create_workspace().alias(alias).set_tags(tags).send());
+        let tags = Some(cx.scope.tags_for(&res.id).into_iter().collect());
+        let out = call!(what, cx.aws.aps.create_workspace().alias(alias).set_tags(tags).send());
         settled_workspace(cx, out.workspace_id(), &res.id, &what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let ws = &current.physical_id;
         let what = format!("update Prometheus workspace `{}` ({ws})", res.id);
         let alias = res.props::<kind::PrometheusWorkspace>()?.alias;
-        call!(what, aws.aps.update_workspace_alias().workspace_id(ws).alias(alias).send());
+        call!(what, cx.aws.aps.update_workspace_alias().workspace_id(ws).alias(alias).send());
         settled_workspace(cx, ws, &res.id, &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let ws = &current.physical_id;
         let what = format!("delete Prometheus workspace `{}` ({ws})", current.id);
         let busy =
             Busy { codes: &["ConflictException"], waits_for: "its rules and alert manager to settle", gone: GONE };
-        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
-            aws.aps.delete_workspace().workspace_id(ws).send()
+        sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, &busy, || {
+            cx.aws.aps.delete_workspace().workspace_id(ws).send()
         })
         .await?;
         // Deletion is asynchronous: `down` reports it done when the workspace is gone.
-        sdk::poll_until(scope, progress, &current.id, &what, POLL, || async {
-            let out = aws.aps.describe_workspace().workspace_id(ws).send().await;
+        sdk::poll_until(cx.scope, cx.progress, &current.id, &what, POLL, || async {
+            let out = cx.aws.aps.describe_workspace().workspace_id(ws).send().await;
             match sdk::found(&what, GONE, out)? {
                 None => Ok(Poll::Done(())),
                 Some(o) => Ok(Poll::Pending(format!(
@@ -169,8 +165,7 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Option<(Observed, Settling)>>>,
 {
-    let Cx { scope, progress, .. } = *cx;
-    sdk::poll_until(scope, progress, id, what, POLL, || async {
+    sdk::poll_until(cx.scope, cx.progress, id, what, POLL, || async {
         match read().await? {
             None => Ok(Poll::Pending("not visible yet".into())),
             Some((_, Settling::Failed(why))) => {
@@ -187,7 +182,7 @@ fn text(data: &Blob) -> String {
     String::from_utf8_lossy(data.as_ref()).into_owned()
 }
 
-async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Result<Option<(Observed, Settling)>> {
+async fn read_rules(p: &Clients, ws: &str, name: &str, id: LogicalId) -> Result<Option<(Observed, Settling)>> {
     let out = p.aps.describe_rule_groups_namespace().workspace_id(ws).name(name).send().await;
     let Some(out) = sdk::found(format!("read rule groups `{name}` of workspace {ws}"), GONE, out)? else {
         return Ok(None);
@@ -204,16 +199,15 @@ async fn read_rules(p: &AwsProvider, ws: &str, name: &str, id: LogicalId) -> Res
 
 #[async_trait]
 impl KindOps for Rules {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
         let mut found = Vec::new();
-        for w in shared(cx, seen).await? {
+        for w in shared(cx).await? {
             let ws = &w.physical_id;
-            let out = aws.aps.list_rule_groups_namespaces().workspace_id(ws).send().await;
+            let out = cx.aws.aps.list_rule_groups_namespaces().workspace_id(ws).send().await;
             let Some(out) = sdk::found(format!("list rule groups of workspace {ws}"), GONE, out)? else { continue };
             for ns in out.rule_groups_namespaces() {
-                let Some(id) = sdk::adopt_map(scope, ns.tags().into_iter().flatten()) else { continue };
-                if let Some((o, _)) = read_rules(aws, ws, ns.name(), id).await? {
+                let Some(id) = sdk::adopt_map(cx.scope, ns.tags().into_iter().flatten()) else { continue };
+                if let Some((o, _)) = read_rules(cx.aws, ws, ns.name(), id).await? {
                     found.push(o);
                 }
             }
@@ -222,41 +216,38 @@ impl KindOps for Rules {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let want: kind::PrometheusRules = res.props()?;
         let (ws, name) = (want.workspace.as_str(), want.name.as_str());
         let what = format!("create rule groups `{}` ({name} in {ws})", res.id);
         let data = Blob::new(want.data.as_str());
-        let tags: std::collections::HashMap<String, String> = scope.tags_for(&res.id).into_iter().collect();
-        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
-            let call = aws.aps.create_rule_groups_namespace().workspace_id(ws).name(name);
+        let tags: std::collections::HashMap<String, String> = cx.scope.tags_for(&res.id).into_iter().collect();
+        sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &SETTLING, || {
+            let call = cx.aws.aps.create_rule_groups_namespace().workspace_id(ws).name(name);
             call.data(data.clone()).set_tags(Some(tags.clone())).send()
         })
         .await?;
-        settled(cx, &res.id, &what, || read_rules(aws, ws, name, res.id.clone())).await
+        settled(cx, &res.id, &what, || read_rules(cx.aws, ws, name, res.id.clone())).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let want: kind::PrometheusRules = res.props()?;
         let (ws, name) = (want.workspace.as_str(), want.name.as_str());
         let what = format!("update rule groups `{}` ({})", res.id, current.physical_id);
         let data = Blob::new(want.data.as_str());
-        sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || {
-            aws.aps.put_rule_groups_namespace().workspace_id(ws).name(name).data(data.clone()).send()
+        sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &SETTLING, || {
+            cx.aws.aps.put_rule_groups_namespace().workspace_id(ws).name(name).data(data.clone()).send()
         })
         .await?;
-        settled(cx, &res.id, &what, || read_rules(aws, ws, name, res.id.clone())).await
+        settled(cx, &res.id, &what, || read_rules(cx.aws, ws, name, res.id.clone())).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let have: kind::PrometheusRules = current.props()?;
         let (ws, name) = (have.workspace.as_str(), have.name.as_str());
         let what = format!("delete rule groups `{}` ({})", current.id, current.physical_id);
         let busy = Busy { gone: GONE, ..SETTLING };
-        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
-            aws.aps.delete_rule_groups_namespace().workspace_id(ws).name(name).send()
+        sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, &busy, || {
+            cx.aws.aps.delete_rule_groups_namespace().workspace_id(ws).name(name).send()
         })
         .await?;
         Ok(())
@@ -265,7 +256,7 @@ impl KindOps for Rules {
 
 /// The workspace's alert manager definition and its status code. It has no tags: it is the
 /// stack's because its workspace is.
-async fn read_alerts(p: &AwsProvider, ws: &str) -> Result<Option<(Observed, Settling)>> {
+async fn read_alerts(p: &Clients, ws: &str) -> Result<Option<(Observed, Settling)>> {
     let out = p.aps.describe_alert_manager_definition().workspace_id(ws).send().await;
     let Some(out) = sdk::found(format!("read the alert manager of workspace {ws}"), GONE, out)? else {
         return Ok(None);
@@ -291,20 +282,19 @@ where
     Fut: std::future::Future<Output = std::result::Result<T, X>>,
     X: sdk::Failed,
 {
-    let Cx { aws, scope, progress } = *cx;
     let want: kind::AlertManager = res.props()?;
     let ws = want.workspace.as_str();
     let what = format!("{verb} the alert manager `{}` of workspace {ws}", res.id);
     let data = Blob::new(want.definition.as_str());
-    sdk::retry_busy(scope, progress, &res.id, &what, &SETTLING, || write(ws.to_string(), data.clone())).await?;
-    settled(cx, &res.id, &what, || read_alerts(aws, ws)).await
+    sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &SETTLING, || write(ws.to_string(), data.clone())).await?;
+    settled(cx, &res.id, &what, || read_alerts(cx.aws, ws)).await
 }
 
 #[async_trait]
 impl KindOps for AlertManager {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
         let mut found = Vec::new();
-        for w in shared(cx, seen).await? {
+        for w in shared(cx).await? {
             found.extend(read_alerts(cx.aws, &w.physical_id).await?.map(|(o, _)| o));
         }
         Ok(found)
@@ -327,12 +317,11 @@ impl KindOps for AlertManager {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let ws = &current.physical_id;
         let what = format!("delete the alert manager `{}` of workspace {ws}", current.id);
         let busy = Busy { gone: GONE, ..SETTLING };
-        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
-            aws.aps.delete_alert_manager_definition().workspace_id(ws).send()
+        sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, &busy, || {
+            cx.aws.aps.delete_alert_manager_definition().workspace_id(ws).send()
         })
         .await?;
         Ok(())

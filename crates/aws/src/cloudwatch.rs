@@ -8,8 +8,8 @@ use aws_sdk_cloudwatch::types::{
     ComparisonOperator, Dimension, Metric, MetricAlarm, MetricDataQuery, MetricStat, Statistic,
 };
 
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, AlarmMetric, Named, Val};
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
@@ -76,7 +76,7 @@ fn dimensions(m: &AlarmMetric) -> Vec<Dimension> {
 }
 
 /// PutMetricAlarm sets every setting: creation and update are the same call.
-async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, verb: &str) -> Result<Observed> {
+async fn put(p: &Clients, scope: &Scope, res: &Resolved, verb: &str) -> Result<Observed> {
     let v: kind::Alarm = res.props()?;
     let what = format!("{verb} alarm `{}` ({})", res.id, v.name);
     let actions: Vec<String> = v.actions.iter().map(|a| a.get().clone()).collect();
@@ -122,37 +122,33 @@ async fn put(p: &AwsProvider, scope: &Scope, res: &Resolved, verb: &str) -> Resu
 
 #[async_trait]
 impl KindOps for Alarm {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let prefix = format!("{}-", scope.stack);
-        let pages = aws.cloudwatch.describe_alarms().alarm_name_prefix(&prefix).into_paginator().send();
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let prefix = format!("{}-", cx.scope.stack);
+        let pages = cx.aws.cloudwatch.describe_alarms().alarm_name_prefix(&prefix).into_paginator().send();
         let pages = sdk::pages(format!("list alarms `{prefix}*`"), pages).await?;
         let tags = |a: &MetricAlarm| {
             let arn = a.alarm_arn().unwrap_or_default();
-            let call = aws.cloudwatch.list_tags_for_resource().resource_arn(arn).send();
-            sdk::adopted(scope, format!("read tags of alarm {arn}"), &["ResourceNotFound"], call)
+            let call = cx.aws.cloudwatch.list_tags_for_resource().resource_arn(arn).send();
+            sdk::adopted(cx.scope, format!("read tags of alarm {arn}"), &["ResourceNotFound"], call)
         };
         let alarms: Vec<&MetricAlarm> = pages.iter().flat_map(|page| page.metric_alarms()).collect();
         sdk::adopt_each(alarms, tags, |a, id| std::future::ready(Ok(Some(observed(id, a))))).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
-        put(aws, scope, res, "create").await
+        put(cx.aws, cx.scope, res, "create").await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
-        put(aws, scope, res, "update").await
+        put(cx.aws, cx.scope, res, "update").await
     }
 
     /// Deleting an alarm that is not there succeeds (DeleteAlarms ignores unknown names).
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let name = current.outputs.get("name").and_then(serde_json::Value::as_str).unwrap_or_default();
         call!(
             format!("delete alarm `{}` ({name})", current.id),
-            aws.cloudwatch.delete_alarms().alarm_names(name).send()
+            cx.aws.cloudwatch.delete_alarms().alarm_names(name).send()
         );
         Ok(())
     }

@@ -53,7 +53,7 @@ impl AwsProvider {
     /// The services of the stack's cluster; empty when there is no cluster.
     pub async fn services_status(&self, stack: &str) -> Result<Vec<ServiceStatus>, ProviderError> {
         let mut arns = Vec::new();
-        let mut pages = self.ecs.list_services().cluster(stack).into_paginator().send();
+        let mut pages = self.clients.ecs.list_services().cluster(stack).into_paginator().send();
         while let Some(page) = pages.next().await {
             match page {
                 Ok(p) => arns.extend(p.service_arns.unwrap_or_default()),
@@ -67,7 +67,7 @@ impl AwsProvider {
         for chunk in arns.chunks(10) {
             let desc = call!(
                 format!("describe the services of `{stack}`"),
-                self.ecs.describe_services().cluster(stack).set_services(Some(chunk.to_vec())).send()
+                self.clients.ecs.describe_services().cluster(stack).set_services(Some(chunk.to_vec())).send()
             );
             for s in desc.services() {
                 if s.status() == Some("INACTIVE") {
@@ -112,7 +112,7 @@ impl AwsProvider {
         }
         let out = call!(
             format!("describe task definition {task_definition}"),
-            self.ecs.describe_task_definition().task_definition(task_definition).send()
+            self.clients.ecs.describe_task_definition().task_definition(task_definition).send()
         );
         Ok(out
             .task_definition()
@@ -125,7 +125,7 @@ impl AwsProvider {
     pub async fn target_health(&self, target_group_arn: &str) -> Result<serde_json::Value, ProviderError> {
         let out = call!(
             format!("read the target health of {target_group_arn}"),
-            self.elb.describe_target_health().target_group_arn(target_group_arn).send()
+            self.clients.elb.describe_target_health().target_group_arn(target_group_arn).send()
         );
         let mut states: BTreeMap<String, usize> = BTreeMap::new();
         let mut reasons = Vec::new();
@@ -144,8 +144,10 @@ impl AwsProvider {
 
     /// Certificate status and expiry (Unix seconds).
     pub async fn certificate_status(&self, arn: &str) -> Result<(String, Option<i64>), ProviderError> {
-        let out =
-            call!(format!("describe certificate {arn}"), self.acm.describe_certificate().certificate_arn(arn).send());
+        let out = call!(
+            format!("describe certificate {arn}"),
+            self.clients.acm.describe_certificate().certificate_arn(arn).send()
+        );
         let c = out.certificate();
         Ok((
             c.and_then(|c| c.status()).map(|s| s.as_str().to_string()).unwrap_or_default(),
@@ -161,7 +163,7 @@ impl AwsProvider {
         service: &str,
         to: Option<u32>,
     ) -> Result<(String, String, String), ProviderError> {
-        let out = self.ecs.describe_services().cluster(stack).services(service).send().await;
+        let out = self.clients.ecs.describe_services().cluster(stack).services(service).send().await;
         let out = match out {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
@@ -179,7 +181,7 @@ impl AwsProvider {
             .ok_or_else(|| ProviderError::user(format!("stack `{stack}` has no service `{service}` on AWS")))?;
         let (current, current_revision) = (family_revision(running), revision_of(running));
         let family = format!("{stack}-{service}");
-        let mut revisions = super::ecs::revisions(self, &family).await?;
+        let mut revisions = super::ecs::revisions(&self.clients, &family).await?;
         revisions.reverse(); // newest first
         let target = match to {
             Some(r) => revisions.iter().find(|a| revision_of(a) == r as i32).cloned().ok_or_else(|| {
@@ -199,7 +201,7 @@ impl AwsProvider {
         }
         call!(
             format!("roll back service `{service}` to {target}"),
-            self.ecs.update_service().cluster(stack).service(service).task_definition(&target).send()
+            self.clients.ecs.update_service().cluster(stack).service(service).task_definition(&target).send()
         );
         Ok((current, family_revision(&target), target))
     }
@@ -219,6 +221,7 @@ impl AwsProvider {
             let mut token: Option<String> = None;
             loop {
                 let out = self
+                    .clients
                     .logs
                     .filter_log_events()
                     .log_group_name(&group)
@@ -274,7 +277,8 @@ impl AwsProvider {
     ) -> Result<(), ProviderError> {
         let id = aira_engine::graph::LogicalId(aira_engine::expand::service_id(service));
         let seen = std::collections::BTreeSet::new();
-        super::ecs::wait_deployed(self, scope, &id, &scope.stack, service, task_definition, &seen, progress).await
+        super::ecs::wait_deployed(&self.clients, scope, &id, &scope.stack, service, task_definition, &seen, progress)
+            .await
     }
 
     /// Seconds the oldest message has waited (CloudWatch `ApproximateAgeOfOldestMessage`, the
@@ -285,7 +289,8 @@ impl AwsProvider {
         let now = std::time::SystemTime::now();
         let out = call!(
             format!("read the age of the oldest message of {queue_name}"),
-            self.cloudwatch
+            self.clients
+                .cloudwatch
                 .get_metric_statistics()
                 .namespace("AWS/SQS")
                 .metric_name("ApproximateAgeOfOldestMessage")

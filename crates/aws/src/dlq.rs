@@ -79,27 +79,27 @@ pub struct Redrive {
 impl AwsProvider {
     /// Up to `limit` dead letters, without consuming them (see [`list`]).
     pub async fn dead_letters(&self, pair: &QueuePair, limit: usize) -> Result<Vec<DeadLetter>> {
-        list(&self.sqs, pair, limit).await
+        list(&self.clients.sqs, pair, limit).await
     }
 
     /// Approximate number of messages in a queue, visible or in flight.
     pub async fn queue_messages(&self, url: &str) -> Result<u64> {
-        depth(&self.sqs, url).await
+        depth(&self.clients.sqs, url).await
     }
 
     /// Messages waiting, in flight (received, not yet deleted) and delayed.
     pub async fn queue_depth(&self, url: &str) -> Result<(u64, u64, u64)> {
-        queue_depth(&self.sqs, url).await
+        queue_depth(&self.clients.sqs, url).await
     }
 
     /// Moves dead letters back to the source queue. `client_side` skips the server-side attempt.
     pub async fn redrive(&self, pair: &QueuePair, limit: Option<u64>, client_side: bool) -> Result<Redrive> {
-        redrive(&self.sqs, pair, limit, client_side).await
+        redrive(&self.clients.sqs, pair, limit, client_side).await
     }
 
     /// Deletes every dead letter for good.
     pub async fn purge_dead_letters(&self, pair: &QueuePair) -> Result<()> {
-        purge(&self.sqs, pair).await
+        purge(&self.clients.sqs, pair).await
     }
 }
 

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
-use crate::AwsProvider;
+use crate::Clients;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
@@ -29,7 +29,7 @@ const BACKUPS: sdk::Busy = sdk::Busy {
 
 pub struct Table;
 
-async fn table_arn(p: &AwsProvider, name: &str) -> Result<Option<String>> {
+async fn table_arn(p: &Clients, name: &str) -> Result<Option<String>> {
     let out = sdk::found(
         format!("read DynamoDB table {name}"),
         GONE,
@@ -39,7 +39,7 @@ async fn table_arn(p: &AwsProvider, name: &str) -> Result<Option<String>> {
 }
 
 /// The table in normal form; `None` if it is gone.
-async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Observed>> {
+async fn read(p: &Clients, name: &str, id: LogicalId) -> Result<Option<Observed>> {
     let what = format!("read DynamoDB table `{id}` ({name})");
     let out = sdk::found(&what, GONE, p.dynamodb.describe_table().table_name(name).send().await)?;
     let Some(table) = out.and_then(|out| out.table) else { return Ok(None) };
@@ -77,13 +77,7 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
 }
 
 /// Waits until the table is ACTIVE: point-in-time recovery and TTL need it.
-async fn wait_active(
-    p: &AwsProvider,
-    scope: &Scope,
-    id: &LogicalId,
-    name: &str,
-    progress: &dyn Progress,
-) -> Result<()> {
+async fn wait_active(p: &Clients, scope: &Scope, id: &LogicalId, name: &str, progress: &dyn Progress) -> Result<()> {
     sdk::poll_until(scope, progress, id, &format!("table {name}"), Duration::from_secs(2), || async {
         let what = format!("read DynamoDB table `{id}` ({name})");
         let out = call!(what, p.dynamodb.describe_table().table_name(name).send());
@@ -100,7 +94,7 @@ async fn wait_active(
 
 /// Point-in-time recovery and TTL to the desired values (what differs from `current`, if known).
 async fn reconcile(
-    p: &AwsProvider,
+    p: &Clients,
     scope: &Scope,
     id: &LogicalId,
     name: &str,
@@ -139,28 +133,26 @@ async fn reconcile(
 
 #[async_trait]
 impl KindOps for Table {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let prefix = format!("{}-", scope.stack);
-        let pages = aws.dynamodb.list_tables().limit(100).into_paginator().send();
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let prefix = format!("{}-", cx.scope.stack);
+        let pages = cx.aws.dynamodb.list_tables().limit(100).into_paginator().send();
         let pages = sdk::pages("list DynamoDB tables", pages).await?;
         let names: Vec<&str> =
             pages.iter().flat_map(|p| p.table_names()).filter(|n| n.starts_with(&prefix)).map(String::as_str).collect();
         // Tags are read by ARN, which the listing does not give.
         let tags = |name| async move {
-            let Some(arn) = table_arn(aws, name).await? else { return Ok(None) };
-            let call = aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send();
-            sdk::adopted(scope, format!("read tags of DynamoDB table {name}"), GONE, call).await
+            let Some(arn) = table_arn(cx.aws, name).await? else { return Ok(None) };
+            let call = cx.aws.dynamodb.list_tags_of_resource().resource_arn(&arn).send();
+            sdk::adopted(cx.scope, format!("read tags of DynamoDB table {name}"), GONE, call).await
         };
-        sdk::adopt_each(names, tags, |name, id| read(aws, name, id)).await
+        sdk::adopt_each(names, tags, |name, id| read(cx.aws, name, id)).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let want: kind::Table = res.props()?;
         let name = want.name.as_str();
         let what = format!("create DynamoDB table `{}` ({name})", res.id);
-        let mut req = aws.dynamodb.create_table().table_name(name);
+        let mut req = cx.aws.dynamodb.create_table().table_name(name);
         for (i, (attr, ty)) in want.keys.iter().enumerate() {
             let key_type = if i == 0 { KeyType::Hash } else { KeyType::Range };
             let ty = ScalarAttributeType::from(ty.as_str());
@@ -170,38 +162,43 @@ impl KindOps for Table {
             req = req.attribute_definitions(def.map_err(built)?).key_schema(key.map_err(built)?);
         }
         req = req.billing_mode(BillingMode::from(want.billing.as_str()));
-        call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
-        wait_active(aws, scope, &res.id, name, progress).await?;
-        reconcile(aws, scope, &res.id, name, &want, None, progress).await?;
-        sdk::read_back(&what, "table", read(aws, name, res.id.clone()).await?)
+        call!(what, req.set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[]))).send());
+        wait_active(cx.aws, cx.scope, &res.id, name, cx.progress).await?;
+        reconcile(cx.aws, cx.scope, &res.id, name, &want, None, cx.progress).await?;
+        sdk::read_back(&what, "table", read(cx.aws, name, res.id.clone()).await?)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let name = current.physical_id.as_str();
         let what = format!("update DynamoDB table `{}` ({name})", res.id);
         let (want, have): (kind::Table, kind::Table) = (res.props()?, current.props()?);
         if have.billing != want.billing {
             let mode = BillingMode::from(want.billing.as_str());
-            call!(what, aws.dynamodb.update_table().table_name(name).billing_mode(mode).send());
+            call!(what, cx.aws.dynamodb.update_table().table_name(name).billing_mode(mode).send());
         }
-        reconcile(aws, scope, &res.id, name, &want, Some(&have), progress).await?;
-        sdk::read_back(&what, "table", read(aws, name, res.id.clone()).await?)
+        reconcile(cx.aws, cx.scope, &res.id, name, &want, Some(&have), cx.progress).await?;
+        sdk::read_back(&what, "table", read(cx.aws, name, res.id.clone()).await?)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let name = &current.physical_id;
         let what = format!("delete DynamoDB table `{}` ({name})", current.id);
-        if sdk::found(&what, GONE, aws.dynamodb.delete_table().table_name(name).send().await)?.is_none() {
+        if sdk::found(&what, GONE, cx.aws.dynamodb.delete_table().table_name(name).send().await)?.is_none() {
             return Ok(());
         }
-        sdk::poll_until(scope, progress, &current.id, &format!("table {name}"), Duration::from_secs(2), || async {
-            Ok(match table_arn(aws, name).await? {
-                Some(_) => Poll::Pending("DELETING, waiting until it is gone".into()),
-                None => Poll::Done(()),
-            })
-        })
+        sdk::poll_until(
+            cx.scope,
+            cx.progress,
+            &current.id,
+            &format!("table {name}"),
+            Duration::from_secs(2),
+            || async {
+                Ok(match table_arn(cx.aws, name).await? {
+                    Some(_) => Poll::Pending("DELETING, waiting until it is gone".into()),
+                    None => Poll::Done(()),
+                })
+            },
+        )
         .await
     }
 }

@@ -5,11 +5,11 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::ImageScanningConfiguration;
 use serde_json::{json, Value};
 
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, ContainerImage, PinnedImage};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved};
+use aira_engine::provider::{Observed, ProviderError, Resolved};
 use aira_image::push;
 
 type Result<T> = std::result::Result<T, ProviderError>;
@@ -40,7 +40,7 @@ fn lifecycle_policy(keep: u64) -> String {
     .to_string()
 }
 
-async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Observed>> {
+async fn read(p: &Clients, name: &str, id: LogicalId) -> Result<Option<Observed>> {
     let what = format!("read ECR repository `{id}` ({name})");
     let out = sdk::found(&what, GONE, p.ecr.describe_repositories().repository_names(name).send().await)?;
     let Some(repo) = out.and_then(|out| out.repositories().first().cloned()) else { return Ok(None) };
@@ -71,7 +71,7 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
 }
 
 /// The lifecycle policy to `want`'s, from `current` (`None`: no policy).
-async fn lifecycle(p: &AwsProvider, name: &str, want: Option<u64>, current: Option<u64>, what: &str) -> Result<()> {
+async fn lifecycle(p: &Clients, name: &str, want: Option<u64>, current: Option<u64>, what: &str) -> Result<()> {
     if current == want {
         return Ok(());
     }
@@ -95,50 +95,46 @@ fn scanning(want: &kind::Repository) -> ImageScanningConfiguration {
 
 #[async_trait]
 impl KindOps for Repository {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let prefix = format!("aira/{}", scope.stack);
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let prefix = format!("aira/{}", cx.scope.stack);
         let pages =
-            sdk::pages("list ECR repositories", aws.ecr.describe_repositories().into_paginator().send()).await?;
+            sdk::pages("list ECR repositories", cx.aws.ecr.describe_repositories().into_paginator().send()).await?;
         let repos = pages.iter().flat_map(|p| p.repositories());
         let named = repos.filter_map(|r| Some((r.repository_name()?, r.repository_arn()?)));
         let ours: Vec<(&str, &str)> = named.filter(|(name, _)| name.starts_with(&prefix)).collect();
         let tags = |(name, arn)| {
-            let call = aws.ecr.list_tags_for_resource().resource_arn(arn).send();
-            sdk::adopted(scope, format!("read tags of ECR repository {name}"), GONE, call)
+            let call = cx.aws.ecr.list_tags_for_resource().resource_arn(arn).send();
+            sdk::adopted(cx.scope, format!("read tags of ECR repository {name}"), GONE, call)
         };
-        sdk::adopt_each(ours, tags, |(name, _), id| read(aws, name, id)).await
+        sdk::adopt_each(ours, tags, |(name, _), id| read(cx.aws, name, id)).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let want: kind::Repository = res.props()?;
         let name = want.name.as_str();
         let what = format!("create ECR repository `{}` ({name})", res.id);
-        let req = aws.ecr.create_repository().repository_name(name).image_scanning_configuration(scanning(&want));
-        call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
-        lifecycle(aws, name, want.keep_images, None, &what).await?;
-        sdk::read_back(&what, "repository", read(aws, name, res.id.clone()).await?)
+        let req = cx.aws.ecr.create_repository().repository_name(name).image_scanning_configuration(scanning(&want));
+        call!(what, req.set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[]))).send());
+        lifecycle(cx.aws, name, want.keep_images, None, &what).await?;
+        sdk::read_back(&what, "repository", read(cx.aws, name, res.id.clone()).await?)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let name = current.physical_id.as_str();
         let what = format!("update ECR repository `{}` ({name})", res.id);
         let (want, have): (kind::Repository, kind::Repository) = (res.props()?, current.props()?);
         if have.scan_on_push != want.scan_on_push {
-            let req = aws.ecr.put_image_scanning_configuration().repository_name(name);
+            let req = cx.aws.ecr.put_image_scanning_configuration().repository_name(name);
             call!(what, req.image_scanning_configuration(scanning(&want)).send());
         }
-        lifecycle(aws, name, want.keep_images, have.keep_images, &what).await?;
-        sdk::read_back(&what, "repository", read(aws, name, res.id.clone()).await?)
+        lifecycle(cx.aws, name, want.keep_images, have.keep_images, &what).await?;
+        sdk::read_back(&what, "repository", read(cx.aws, name, res.id.clone()).await?)
     }
 
     /// With its images: they are the stack's builds, reproducible from the source.
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let what = format!("delete ECR repository `{}` ({})", current.id, current.physical_id);
-        sdk::delete(what, GONE, aws.ecr.delete_repository().repository_name(&current.physical_id).force(true).send())
+        sdk::delete(what, GONE, cx.aws.ecr.delete_repository().repository_name(&current.physical_id).force(true).send())
             .await
     }
 }
@@ -180,7 +176,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The basic-auth pair ECR hands out (`AWS:<password>`, valid 12 hours).
-async fn ecr_auth(p: &AwsProvider) -> Result<(String, String)> {
+async fn ecr_auth(p: &Clients) -> Result<(String, String)> {
     let what = "get an ECR authorization token";
     let out = call!(what, p.ecr.get_authorization_token().send());
     let token = out
@@ -196,14 +192,29 @@ async fn ecr_auth(p: &AwsProvider) -> Result<(String, String)> {
     Ok((user.to_string(), password.to_string()))
 }
 
+/// The image `up` built, and what this run pushed of it.
+#[derive(Default)]
+pub(crate) struct Images {
+    image: tokio::sync::Mutex<Option<LocalImage>>,
+    /// `repository@digest` pushed in this run (both task definitions name the same image).
+    pushed: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Images {
+    pub async fn set(&self, image: LocalImage) {
+        *self.image.lock().await = Some(image);
+    }
+}
+
 /// Before a task definition naming `image` (`{repository, digest}`) is registered: pushes the
 /// image `up` built to that repository, once per repository and digest in a run. Nothing to do
 /// for an image given by reference (no local image).
-pub async fn push_for(p: &AwsProvider, id: &LogicalId, image: &ContainerImage, progress: &dyn Progress) -> Result<()> {
+pub(crate) async fn push_for(cx: &Cx<'_>, id: &LogicalId, image: &ContainerImage) -> Result<()> {
+    let (p, images, progress) = (cx.aws, cx.images, cx.progress);
     let ContainerImage::Pinned(PinnedImage { repository, digest }) = image else { return Ok(()) };
     let (repository, digest) = (repository.as_str(), digest.as_str());
     // Held for the whole push: a second task definition waits, then finds it pushed.
-    let local = p.image.lock().await;
+    let local = images.image.lock().await;
     let Some(local) = local.as_ref() else { return Ok(()) };
     if local.image.manifest.digest != digest {
         return Err(ProviderError::new(format!(
@@ -213,7 +224,7 @@ pub async fn push_for(p: &AwsProvider, id: &LogicalId, image: &ContainerImage, p
         )));
     }
     let key = format!("{repository}@{digest}");
-    let mut pushed = p.pushed.lock().await;
+    let mut pushed = images.pushed.lock().await;
     if pushed.contains(&key) {
         return Ok(());
     }

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Policy};
 use aira_engine::provider::{Observed, ProviderError, Resolved};
@@ -37,7 +37,7 @@ fn trust_document(service: &str) -> String {
     .to_string()
 }
 
-async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Observed>> {
+async fn read(p: &Clients, name: &str, id: LogicalId) -> Result<Option<Observed>> {
     let what = format!("read IAM role `{id}` ({name})");
     let role = sdk::found(&what, GONE, p.iam.get_role().role_name(name).send().await)?.and_then(|out| out.role);
     let Some(role) = role else { return Ok(None) };
@@ -68,13 +68,7 @@ async fn read(p: &AwsProvider, name: &str, id: LogicalId) -> Result<Option<Obser
 
 /// The role's trust, inline policy and managed policies to `want`'s, from `current` (`None`:
 /// a role just created).
-async fn reconcile(
-    p: &AwsProvider,
-    name: &str,
-    want: &kind::Role,
-    current: Option<&kind::Role>,
-    what: &str,
-) -> Result<()> {
+async fn reconcile(p: &Clients, name: &str, want: &kind::Role, current: Option<&kind::Role>, what: &str) -> Result<()> {
     if current.is_some_and(|c| c.trust_service != want.trust_service) {
         let doc = trust_document(&want.trust_service);
         call!(what, p.iam.update_assume_role_policy().role_name(name).policy_document(doc).send());
@@ -107,48 +101,45 @@ async fn reconcile(
 
 #[async_trait]
 impl KindOps for Role {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let path = format!("/aira/{}/", scope.stack);
-        let pages = aws.iam.list_roles().path_prefix(&path).into_paginator().send();
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let path = format!("/aira/{}/", cx.scope.stack);
+        let pages = cx.aws.iam.list_roles().path_prefix(&path).into_paginator().send();
         let pages = sdk::pages(format!("list IAM roles under {path}"), pages).await?;
         let names: Vec<&str> =
             pages.iter().flat_map(|p| p.roles()).filter(|r| r.path() == path).map(|r| r.role_name()).collect();
         let tags = |name| {
-            let call = aws.iam.list_role_tags().role_name(name).send();
-            sdk::adopted(scope, format!("read tags of IAM role {name}"), GONE, call)
+            let call = cx.aws.iam.list_role_tags().role_name(name).send();
+            sdk::adopted(cx.scope, format!("read tags of IAM role {name}"), GONE, call)
         };
-        sdk::adopt_each(names, tags, |name, id| read(aws, name, id)).await
+        sdk::adopt_each(names, tags, |name, id| read(cx.aws, name, id)).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let want: kind::Role = res.props()?;
         let name = want.name.as_str();
         let what = format!("create IAM role `{}` ({name})", res.id);
-        let req = aws
+        let req = cx
+            .aws
             .iam
             .create_role()
             .role_name(name)
             .path(&want.path)
             .assume_role_policy_document(trust_document(&want.trust_service));
-        call!(what, req.set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
+        call!(what, req.set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[]))).send());
         // The permissions are set the way an update sets them: a run killed here is finished next time.
-        reconcile(aws, name, &want, None, &what).await?;
-        sdk::read_back(&what, "role", read(aws, name, res.id.clone()).await?)
+        reconcile(cx.aws, name, &want, None, &what).await?;
+        sdk::read_back(&what, "role", read(cx.aws, name, res.id.clone()).await?)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let name = current.physical_id.as_str();
         let what = format!("update IAM role `{}` ({name})", res.id);
-        reconcile(aws, name, &res.props()?, Some(&current.props()?), &what).await?;
-        sdk::read_back(&what, "role", read(aws, name, res.id.clone()).await?)
+        reconcile(cx.aws, name, &res.props()?, Some(&current.props()?), &what).await?;
+        sdk::read_back(&what, "role", read(cx.aws, name, res.id.clone()).await?)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
-        let (iam, name) = (&aws.iam, &current.physical_id);
+        let (iam, name) = (&cx.aws.iam, &current.physical_id);
         let what = format!("delete IAM role `{}` ({name})", current.id);
         // What is attached now, not only what was observed.
         let pages = sdk::pages(&what, iam.list_attached_role_policies().role_name(name).into_paginator().send()).await;

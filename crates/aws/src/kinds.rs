@@ -2,10 +2,10 @@
 //! AWS. [`ops`] matches every kind, so a kind added to the engine without its operations here
 //! does not compile; [`observe`] runs every kind's observe at once.
 
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{acm, aps, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, waf, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{acm, aps, cloudwatch, dynamodb, ec2, ecr, ecs, elb, iam, logs, route53, sdk, sns, sqs, waf};
 use aira_engine::graph::Kind;
-use aira_engine::provider::{Observed, ProviderError, Scope, Silent};
+use aira_engine::provider::{Observed, ProviderError};
 
 /// The operations of a kind.
 pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
@@ -41,8 +41,7 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
 }
 
 /// Every kind's resources of the stack, in the order of [`Kind::ALL`].
-pub(crate) async fn observe(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-    let (seen, cx) = (&Observing::default(), &Cx { aws, scope, progress: &Silent });
-    let all = sdk::try_join_all(Kind::ALL.iter().map(|k| ops(*k).observe(cx, seen)).collect()).await?;
+pub(crate) async fn observe(cx: &Cx<'_>) -> Result<Vec<Observed>, ProviderError> {
+    let all = sdk::try_join_all(Kind::ALL.iter().map(|k| ops(*k).observe(cx)).collect()).await?;
     Ok(all.concat())
 }

@@ -67,7 +67,7 @@ use aws_config::{BehaviorVersion, Region};
 use serde_json::Value;
 
 use aira_engine::graph::LogicalId;
-use aira_engine::provider::{Facts, Observed, Progress, Provider, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Facts, Observed, Progress, Provider, ProviderError, Resolved, Scope, Silent};
 use aira_engine::stack::Stack;
 
 /// Tag on the load balancer and the certificate naming the hosted zone of their records.
@@ -103,37 +103,43 @@ pub async fn sdk_config(conn: &Connection) -> SdkConfig {
     loader.load().await
 }
 
+/// The AWS provider: the SDK's clients, and the image this run pushes. The engine drives it
+/// through [`Provider`]; the CLI's other commands call its day-2 methods (`day2.rs`, `dlq.rs`,
+/// `lock.rs`, `secrets.rs`).
 pub struct AwsProvider {
-    region: String,
-    sqs: aws_sdk_sqs::Client,
-    ec2: aws_sdk_ec2::Client,
+    clients: Clients,
+    images: ecr::Images,
+}
+
+/// The SDK's clients, one a service, on one configuration: all that a kind's operations reach
+/// AWS through (`ops::Cx`).
+pub(crate) struct Clients {
+    pub region: String,
+    pub sqs: aws_sdk_sqs::Client,
+    pub ec2: aws_sdk_ec2::Client,
     /// The runtime's table and the stacks' locks.
-    dynamodb: aws_sdk_dynamodb::Client,
-    secrets: aws_sdk_secretsmanager::Client,
-    acm: aws_sdk_acm::Client,
-    route53: aws_sdk_route53::Client,
-    elb: aws_sdk_elasticloadbalancingv2::Client,
-    iam: aws_sdk_iam::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-    ecr: aws_sdk_ecr::Client,
-    ecs: aws_sdk_ecs::Client,
-    autoscaling: aws_sdk_applicationautoscaling::Client,
-    cloudwatch: aws_sdk_cloudwatch::Client,
-    sns: aws_sdk_sns::Client,
-    aps: aws_sdk_amp::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub acm: aws_sdk_acm::Client,
+    pub route53: aws_sdk_route53::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub ecr: aws_sdk_ecr::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sns: aws_sdk_sns::Client,
+    pub aps: aws_sdk_amp::Client,
     /// The web ACL of the per-address rate limits (scope REGIONAL).
-    waf: aws_sdk_wafv2::Client,
+    pub waf: aws_sdk_wafv2::Client,
     /// The account's id, for the pre-flight.
-    sts: aws_sdk_sts::Client,
-    /// The image `up` built, pushed by the first task definition that needs it.
-    image: tokio::sync::Mutex<Option<ecr::LocalImage>>,
-    /// `repository@digest` pushed in this run (both task definitions name the same image).
-    pushed: tokio::sync::Mutex<std::collections::BTreeSet<String>>,
+    pub sts: aws_sdk_sts::Client,
 }
 
 impl AwsProvider {
     pub fn new(config: &SdkConfig) -> Self {
-        AwsProvider {
+        let clients = Clients {
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             sqs: aws_sdk_sqs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
@@ -152,21 +158,25 @@ impl AwsProvider {
             aps: aws_sdk_amp::Client::new(config),
             waf: aws_sdk_wafv2::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
-            image: tokio::sync::Mutex::new(None),
-            pushed: tokio::sync::Mutex::new(std::collections::BTreeSet::new()),
-        }
+        };
+        AwsProvider { clients, images: ecr::Images::default() }
     }
 
     /// The image `up` built: task definitions naming its digest push it first (once).
     pub async fn set_image(&self, image: ecr::LocalImage) {
-        *self.image.lock().await = Some(image);
+        self.images.set(image).await;
+    }
+
+    /// The context of one operation of a kind.
+    fn cx<'a>(&'a self, scope: &'a Scope, progress: &'a dyn Progress, seen: &'a ops::Observing) -> ops::Cx<'a> {
+        ops::Cx { aws: &self.clients, images: &self.images, scope, progress, seen }
     }
 }
 
 impl AwsProvider {
     /// The stack's queue and dead-letter queue, found by their tags.
     pub async fn queue_pair(&self, scope: &Scope) -> Result<dlq::QueuePair, ProviderError> {
-        let queues = sqs::observe(&self.sqs, scope).await?;
+        let queues = sqs::observe(&self.clients.sqs, scope).await?;
         dlq::QueuePair::find(&queues).ok_or_else(|| {
             ProviderError::user(format!(
                 "stack `{}` has no queue with a dead-letter queue on AWS (run `aira up` first)",
@@ -209,16 +219,18 @@ impl AwsProvider {
             use sdk::SdkTag;
             tags.iter().filter_map(|t| t.pair()).map(|(k, v)| (k.to_string(), v.to_string())).collect()
         };
-        let vpcs = call!("list the stacks' VPCs", self.ec2.describe_vpcs().filters(has_stack.clone()).send());
+        let vpcs = call!("list the stacks' VPCs", self.clients.ec2.describe_vpcs().filters(has_stack.clone()).send());
         vpcs.vpcs().iter().for_each(|v| add(tags_of(v.tags())));
-        let groups =
-            call!("list the stacks' security groups", self.ec2.describe_security_groups().filters(has_stack).send());
+        let groups = call!(
+            "list the stacks' security groups",
+            self.clients.ec2.describe_security_groups().filters(has_stack).send()
+        );
         groups.security_groups().iter().for_each(|g| add(tags_of(g.tags())));
-        let mut pages = self.sqs.list_queues().max_results(1000).into_paginator().send();
+        let mut pages = self.clients.sqs.list_queues().max_results(1000).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| sdk::error("list SQS queues", e))?;
             for url in page.queue_urls.unwrap_or_default() {
-                if let Ok(out) = self.sqs.list_queue_tags().queue_url(&url).send().await {
+                if let Ok(out) = self.clients.sqs.list_queue_tags().queue_url(&url).send().await {
                     add(out.tags.unwrap_or_default().into_iter().collect());
                 }
             }
@@ -267,43 +279,50 @@ impl Provider for AwsProvider {
     async fn facts(&self, stack: &Stack) -> Result<Facts, ProviderError> {
         let existing = async {
             match &stack.network.existing {
-                Some(vpc) => ec2::existing(&self.ec2, vpc).await,
+                Some(vpc) => ec2::existing(&self.clients.ec2, vpc).await,
                 None => Ok(Vec::new()),
             }
         };
         let zone = async {
             match &stack.domain {
-                Some(d) => route53::hosted_zone(&self.route53, d).await.map(|(z, notes)| (Some(z), notes)),
+                Some(d) => route53::hosted_zone(&self.clients.route53, d).await.map(|(z, notes)| (Some(z), notes)),
                 None => Ok((None, Vec::new())),
             }
         };
         let secrets = async {
             let mut arns = std::collections::BTreeMap::new();
             for name in stack.secret_names() {
-                arns.insert(name.to_string(), secrets::preflight(&self.secrets, name).await?);
+                arns.insert(name.to_string(), secrets::preflight(&self.clients.secrets, name).await?);
             }
             Ok(arns)
         };
-        let quotas = ec2::quotas(&self.ec2, &stack.stack.0, &stack.network);
+        let quotas = ec2::quotas(&self.clients.ec2, &stack.stack.0, &stack.network);
         let account = async {
-            let out = call!("read the account's id (STS GetCallerIdentity)", self.sts.get_caller_identity().send());
+            let out =
+                call!("read the account's id (STS GetCallerIdentity)", self.clients.sts.get_caller_identity().send());
             Ok(out.account().unwrap_or_default().to_string())
         };
-        let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes, account) =
-            tokio::try_join!(ec2::zones(&self.ec2, &self.region, stack), existing, zone, secrets, quotas, account)?;
+        let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes, account) = tokio::try_join!(
+            ec2::zones(&self.clients.ec2, &self.clients.region, stack),
+            existing,
+            zone,
+            secrets,
+            quotas,
+            account
+        )?;
         notes.extend(quota_notes);
-        let region = self.region.clone();
+        let region = self.clients.region.clone();
         Ok(Facts { region, account, zones, existing_private_route_tables, hosted_zone, secrets, notes })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {
-        let mut all = kinds::observe(self, scope).await?;
+        let mut all = kinds::observe(&self.cx(scope, &Silent, &ops::Observing::default())).await?;
         link(&mut all);
         Ok(all)
     }
 
     async fn create(&self, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed, ProviderError> {
-        kinds::ops(res.kind).create(&ops::Cx { aws: self, scope, progress }, res).await
+        kinds::ops(res.kind).create(&self.cx(scope, progress, &ops::Observing::default()), res).await
     }
 
     async fn update(
@@ -313,10 +332,10 @@ impl Provider for AwsProvider {
         current: &Observed,
         progress: &dyn Progress,
     ) -> Result<Observed, ProviderError> {
-        kinds::ops(res.kind).update(&ops::Cx { aws: self, scope, progress }, res, current).await
+        kinds::ops(res.kind).update(&self.cx(scope, progress, &ops::Observing::default()), res, current).await
     }
 
     async fn delete(&self, scope: &Scope, current: &Observed, progress: &dyn Progress) -> Result<(), ProviderError> {
-        kinds::ops(current.kind).delete(&ops::Cx { aws: self, scope, progress }, current).await
+        kinds::ops(current.kind).delete(&self.cx(scope, progress, &ops::Observing::default()), current).await
     }
 }

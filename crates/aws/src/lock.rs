@@ -149,17 +149,17 @@ async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration) -> Result<(
 impl crate::AwsProvider {
     /// Takes the stack's lock for `ttl`, renewed every third of it while held.
     pub async fn lock(&self, stack: &str, ttl: Duration) -> Result<Lock, LockError> {
-        acquire(&self.dynamodb, stack, ttl).await
+        acquire(&self.clients.dynamodb, stack, ttl).await
     }
 
     /// The current holder of a stack's lock, if it is held and not expired.
     pub async fn lock_holder(&self, stack: &str) -> Option<serde_json::Value> {
-        holder_of(&self.dynamodb, stack).await
+        holder_of(&self.clients.dynamodb, stack).await
     }
 
     /// Removes the stack's lock whoever holds it.
     pub async fn force_unlock(&self, stack: &str) -> Result<(), ProviderError> {
-        force_unlock(&self.dynamodb, stack).await
+        force_unlock(&self.clients.dynamodb, stack).await
     }
 }
 

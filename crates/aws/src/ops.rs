@@ -7,22 +7,27 @@ use std::future::Future;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 
-use crate::AwsProvider;
+use crate::ecr::Images;
+use crate::Clients;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
-/// What every operation of a kind works with: the provider, the stack, where progress goes.
+/// What every operation of a kind works with, and all it reaches: the SDK's clients (not the
+/// provider), the image this run pushes, the stack, where progress goes, and what the observes of
+/// this run share.
 #[derive(Clone, Copy)]
 pub(crate) struct Cx<'a> {
-    pub aws: &'a AwsProvider,
+    pub aws: &'a Clients,
+    pub images: &'a Images,
     pub scope: &'a Scope,
     pub progress: &'a dyn Progress,
+    pub seen: &'a Observing,
 }
 
 /// What one kind does on AWS.
 #[async_trait]
 pub(crate) trait KindOps: Sync {
     /// Every resource of this kind tagged with the stack, duplicates included, oldest first.
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>, ProviderError>;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>, ProviderError>;
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed, ProviderError>;
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed, ProviderError>;
     /// Deleting something already gone succeeds.

@@ -24,12 +24,12 @@ pub struct SecretInfo {
 impl AwsProvider {
     /// Whether the secret exists, never its value.
     pub async fn secret_info(&self, name: &str, used_for: &str) -> Result<SecretInfo, ProviderError> {
-        describe(&self.secrets, name, used_for).await
+        describe(&self.clients.secrets, name, used_for).await
     }
 
     /// Creates the secret, or adds a new version of it. Returns whether it was created.
     pub async fn set_secret(&self, name: &str, value: &str) -> Result<bool, ProviderError> {
-        set(&self.secrets, name, value).await
+        set(&self.clients.secrets, name, value).await
     }
 }
 

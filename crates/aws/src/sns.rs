@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Resolved};
@@ -21,7 +21,7 @@ const GONE: &[&str] = &["NotFound"];
 pub struct Topic;
 
 /// `protocol:endpoint` → subscription ARN (`PendingConfirmation` until the address confirms).
-async fn subscriptions(p: &AwsProvider, arn: &str) -> Result<BTreeMap<String, String>> {
+async fn subscriptions(p: &Clients, arn: &str) -> Result<BTreeMap<String, String>> {
     let pages = p.sns.list_subscriptions_by_topic().topic_arn(arn).into_paginator().send();
     let pages = sdk::pages(format!("list subscriptions of SNS topic {arn}"), pages).await?;
     let subs = pages.iter().flat_map(|page| page.subscriptions()).map(|s| {
@@ -35,7 +35,7 @@ async fn subscriptions(p: &AwsProvider, arn: &str) -> Result<BTreeMap<String, St
 const PROMETHEUS_SID: &str = "PrometheusAlerts";
 
 /// The workspace ARN the topic's policy lets publish, if any.
-async fn publisher(p: &AwsProvider, arn: &str) -> Result<Option<String>> {
+async fn publisher(p: &Clients, arn: &str) -> Result<Option<String>> {
     let out = call!(format!("read the policy of SNS topic {arn}"), p.sns.get_topic_attributes().topic_arn(arn).send());
     let policy: Value = out
         .attributes()
@@ -76,7 +76,7 @@ fn policy(arn: &str, workspace: Option<&str>) -> String {
     json!({ "Version": "2012-10-17", "Id": "aira", "Statement": statements }).to_string()
 }
 
-async fn set_publisher(p: &AwsProvider, arn: &str, what: &str, want: &kind::Topic) -> Result<()> {
+async fn set_publisher(p: &Clients, arn: &str, what: &str, want: &kind::Topic) -> Result<()> {
     let policy = policy(arn, want.publisher.as_ref().map(|w| w.as_str()));
     call!(
         format!("{what}: set its access policy"),
@@ -85,14 +85,14 @@ async fn set_publisher(p: &AwsProvider, arn: &str, what: &str, want: &kind::Topi
     Ok(())
 }
 
-async fn read(p: &AwsProvider, arn: &str, id: LogicalId) -> Result<Observed> {
+async fn read(p: &Clients, arn: &str, id: LogicalId) -> Result<Observed> {
     let (subs, publisher) = tokio::try_join!(subscriptions(p, arn), publisher(p, arn))?;
     let name = arn.rsplit(':').next().unwrap_or(arn).to_string();
     let props = kind::Topic { name, subscriptions: subs.into_keys().collect(), publisher: publisher.map(Into::into) };
     Ok(Observed::of(id, arn, &props).output("arn", arn))
 }
 
-async fn subscribe(p: &AwsProvider, arn: &str, what: &str, sub: &str) -> Result<()> {
+async fn subscribe(p: &Clients, arn: &str, what: &str, sub: &str) -> Result<()> {
     let (protocol, endpoint) = sub.split_once(':').unwrap_or(("email", sub));
     call!(
         format!("{what}: subscribe {sub}"),
@@ -103,61 +103,59 @@ async fn subscribe(p: &AwsProvider, arn: &str, what: &str, sub: &str) -> Result<
 
 #[async_trait]
 impl KindOps for Topic {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let prefix = format!("{}-", scope.stack);
-        let pages = sdk::pages("list SNS topics", aws.sns.list_topics().into_paginator().send()).await?;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let prefix = format!("{}-", cx.scope.stack);
+        let pages = sdk::pages("list SNS topics", cx.aws.sns.list_topics().into_paginator().send()).await?;
         let arns = pages.iter().flat_map(|page| page.topics()).filter_map(|t| t.topic_arn());
         let ours: Vec<&str> = arns.filter(|a| a.rsplit(':').next().is_some_and(|n| n.starts_with(&prefix))).collect();
         let tags = |arn| {
-            let call = aws.sns.list_tags_for_resource().resource_arn(arn).send();
-            sdk::adopted(scope, format!("read tags of SNS topic {arn}"), GONE, call)
+            let call = cx.aws.sns.list_tags_for_resource().resource_arn(arn).send();
+            sdk::adopted(cx.scope, format!("read tags of SNS topic {arn}"), GONE, call)
         };
-        sdk::adopt_each(ours, tags, |arn, id| async move { read(aws, arn, id).await.map(Some) }).await
+        sdk::adopt_each(ours, tags, |arn, id| async move { read(cx.aws, arn, id).await.map(Some) }).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let want: kind::Topic = res.props()?;
         let name = &want.name;
         let what = format!("create SNS topic `{}` ({name})", res.id);
-        let out =
-            call!(what, aws.sns.create_topic().name(name).set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send());
+        let out = call!(
+            what,
+            cx.aws.sns.create_topic().name(name).set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[]))).send()
+        );
         let arn = out.topic_arn().unwrap_or_default().to_string();
         if want.publisher.is_some() {
-            set_publisher(aws, &arn, &what, &want).await?;
+            set_publisher(cx.aws, &arn, &what, &want).await?;
         }
         for sub in &want.subscriptions {
-            subscribe(aws, &arn, &what, sub).await?;
+            subscribe(cx.aws, &arn, &what, sub).await?;
         }
-        read(aws, &arn, res.id.clone()).await
+        read(cx.aws, &arn, res.id.clone()).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let arn = &current.physical_id;
         let what = format!("update SNS topic `{}` ({arn})", res.id);
         let want: kind::Topic = res.props()?;
         if want.publisher != current.props::<kind::Topic>()?.publisher {
-            set_publisher(aws, arn, &what, &want).await?;
+            set_publisher(cx.aws, arn, &what, &want).await?;
         }
-        let have = subscriptions(aws, arn).await?;
+        let have = subscriptions(cx.aws, arn).await?;
         for sub in want.subscriptions.iter().filter(|s| !have.contains_key(*s)) {
-            subscribe(aws, arn, &what, sub).await?;
+            subscribe(cx.aws, arn, &what, sub).await?;
         }
         for (sub, sub_arn) in have.iter().filter(|(s, _)| !want.subscriptions.contains(*s)) {
             if !sub_arn.starts_with("arn:") {
                 // SNS keeps an unconfirmed subscription until it expires (3 days); it cannot be removed.
                 continue;
             }
-            call!(format!("{what}: unsubscribe {sub}"), aws.sns.unsubscribe().subscription_arn(sub_arn).send());
+            call!(format!("{what}: unsubscribe {sub}"), cx.aws.sns.unsubscribe().subscription_arn(sub_arn).send());
         }
-        read(aws, arn, res.id.clone()).await
+        read(cx.aws, arn, res.id.clone()).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let what = format!("delete SNS topic `{}` ({})", current.id, current.physical_id);
-        sdk::delete(what, GONE, aws.sns.delete_topic().topic_arn(&current.physical_id).send()).await
+        sdk::delete(what, GONE, cx.aws.sns.delete_topic().topic_arn(&current.physical_id).send()).await
     }
 }

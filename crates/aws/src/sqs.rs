@@ -7,7 +7,7 @@ use aws_sdk_sqs::types::QueueAttributeName as A;
 use aws_sdk_sqs::Client;
 use serde_json::{json, Value};
 
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, QueueRedrive};
@@ -100,13 +100,11 @@ async fn reread(sqs: &Client, url: &str, res: &Resolved, what: &str) -> Result<O
 
 #[async_trait]
 impl KindOps for Queue {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        observe(&aws.sqs, scope).await
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        observe(&cx.aws.sqs, cx.scope).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let p: kind::SqsQueue = res.props()?;
         let name = &p.name;
         let what = format!("create SQS queue `{}` ({name})", res.id);
@@ -118,9 +116,10 @@ impl KindOps for Queue {
             attrs.insert(A::FifoQueue, "true".into());
         }
         // Tags go in the create call itself: no window in which the queue exists untagged.
-        let tags: HashMap<String, String> = scope.tags_for(&res.id).into_iter().collect();
-        let out = sdk::retry_busy(scope, progress, &res.id, &what, &NAME_HELD, || {
-            aws.sqs
+        let tags: HashMap<String, String> = cx.scope.tags_for(&res.id).into_iter().collect();
+        let out = sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &NAME_HELD, || {
+            cx.aws
+                .sqs
                 .create_queue()
                 .queue_name(name)
                 .set_attributes(Some(attrs.clone()))
@@ -129,22 +128,20 @@ impl KindOps for Queue {
         })
         .await?
         .ok_or_else(|| ProviderError::new(format!("{what}: no queue URL in the answer")))?;
-        reread(&aws.sqs, out.queue_url().unwrap_or_default(), res, &what).await
+        reread(&cx.aws.sqs, out.queue_url().unwrap_or_default(), res, &what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let url = &current.physical_id;
         let what = format!("update SQS queue `{}` ({url})", res.id);
         let attrs = attributes(&res.props()?);
-        call!(what, aws.sqs.set_queue_attributes().queue_url(url).set_attributes(Some(attrs)).send());
-        reread(&aws.sqs, url, res, &what).await
+        call!(what, cx.aws.sqs.set_queue_attributes().queue_url(url).set_attributes(Some(attrs)).send());
+        reread(&cx.aws.sqs, url, res, &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let what = format!("delete SQS queue `{}` ({})", current.id, current.physical_id);
-        sdk::found(what, GONE, aws.sqs.delete_queue().queue_url(&current.physical_id).send().await)?;
+        sdk::found(what, GONE, cx.aws.sqs.delete_queue().queue_url(&current.physical_id).send().await)?;
         Ok(())
     }
 }

@@ -56,7 +56,7 @@ use aws_sdk_wafv2::types::{
 use aws_sdk_wafv2::Client;
 use serde_json::Value;
 
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val, Verdict};
@@ -359,16 +359,15 @@ fn settings_of(p: &kind::WebAcl) -> kind::WebAcl {
 
 #[async_trait]
 impl KindOps for WebAcl {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let ours = list(&aws.waf, scope).await?;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let ours = list(&cx.aws.waf, cx.scope).await?;
         if ours.is_empty() {
             return Ok(Vec::new());
         }
-        let protects = protected(&aws.waf, crate::elb::load_balancer::shared(cx, seen).await?).await?;
+        let protects = protected(&cx.aws.waf, crate::elb::load_balancer::shared(cx).await?).await?;
         let mut found = Vec::new();
         for (id, name, aws_id) in ours {
-            if let Some((acl, _)) = get(&aws.waf, &name, &aws_id).await? {
+            if let Some((acl, _)) = get(&cx.aws.waf, &name, &aws_id).await? {
                 let lb = protects.get(acl.arn()).map(String::as_str);
                 found.push(observed(id, &acl, lb));
             }
@@ -377,8 +376,7 @@ impl KindOps for WebAcl {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
-        let (waf, p) = (&aws.waf, res.props::<kind::WebAcl>()?);
+        let (waf, p) = (&cx.aws.waf, res.props::<kind::WebAcl>()?);
         let name = p.name.as_str();
         let what = format!("create {} `{}` ({name})", res.kind, res.id);
         let set = Settings::of(&p).map_err(|e| built(&what, e))?;
@@ -392,7 +390,7 @@ impl KindOps for WebAcl {
                 .set_rules(Some(set.rules))
                 .visibility_config(set.visibility)
                 .set_custom_response_bodies(Some(set.bodies))
-                .set_tags(Some(sdk::tag_list(scope, &res.id, &[])))
+                .set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[])))
                 .send()
         );
         let summary = answer.summary();
@@ -407,8 +405,7 @@ impl KindOps for WebAcl {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let waf = &aws.waf;
+        let waf = &cx.aws.waf;
         let (want, have): (kind::WebAcl, kind::WebAcl) = (res.props()?, current.props()?);
         let (name, aws_id, arn) = (output(current, "name"), output(current, "id"), current.physical_id.as_str());
         let what = format!("update {} `{}` ({name})", res.kind, res.id);
@@ -432,7 +429,7 @@ impl KindOps for WebAcl {
                     .await
                     .map_err(|e| sdk::error("UpdateWebACL", e))
             };
-            sdk::retry_busy(scope, progress, &res.id, &what, &STALE, write).await?;
+            sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &STALE, write).await?;
         }
         let (to, from) = (want.load_balancer.as_ref().map(Val::as_str), have.load_balancer.as_ref().map(Val::as_str));
         if to != from {
@@ -447,8 +444,7 @@ impl KindOps for WebAcl {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
-        let waf = &aws.waf;
+        let waf = &cx.aws.waf;
         let (name, aws_id) = (output(current, "name"), output(current, "id"));
         let what = format!("delete {} `{}` ({name})", current.kind, current.id);
         // Deleting a web ACL still associated is refused (WAFAssociatedItemException).
@@ -460,7 +456,7 @@ impl KindOps for WebAcl {
             let sent = waf.delete_web_acl().name(name).scope(WafScope::Regional).id(aws_id).lock_token(token).send();
             sent.await.map(Some).map_err(|e| sdk::error("DeleteWebACL", e))
         };
-        sdk::retry_busy(scope, progress, &current.id, &what, &DELETING, delete).await?;
+        sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, &DELETING, delete).await?;
         Ok(())
     }
 }

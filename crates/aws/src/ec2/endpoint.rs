@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val, VpcEndpointType as Type};
@@ -17,9 +17,9 @@ pub struct VpcEndpoint;
 
 #[async_trait]
 impl KindOps for VpcEndpoint {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let out = call!("describe VPC endpoints", aws.ec2.describe_vpc_endpoints().filters(stack_filter(scope)).send());
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let out =
+            call!("describe VPC endpoints", cx.aws.ec2.describe_vpc_endpoints().filters(stack_filter(cx.scope)).send());
         let found = out
             .vpc_endpoints()
             .iter()
@@ -37,21 +37,20 @@ impl KindOps for VpcEndpoint {
                     security_groups: (!gateway).then(|| ids(&groups)),
                     private_dns: (!gateway).then(|| e.private_dns_enabled().unwrap_or(false)),
                 };
-                observed(scope, e.tags(), e.vpc_endpoint_id(), &props)
+                observed(cx.scope, e.tags(), e.vpc_endpoint_id(), &props)
             });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let p: kind::VpcEndpoint = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let req = aws
-            .ec2
-            .create_vpc_endpoint()
-            .vpc_id(p.vpc.as_str())
-            .service_name(&p.service)
-            .tag_specifications(tags(scope, &res.id, ResourceType::VpcEndpoint));
+        let req =
+            cx.aws.ec2.create_vpc_endpoint().vpc_id(p.vpc.as_str()).service_name(&p.service).tag_specifications(tags(
+                cx.scope,
+                &res.id,
+                ResourceType::VpcEndpoint,
+            ));
         let req = match p.r#type {
             Type::Gateway => {
                 req.vpc_endpoint_type(VpcEndpointType::Gateway).set_route_table_ids(Some(ids(&p.route_tables)))
@@ -64,12 +63,11 @@ impl KindOps for VpcEndpoint {
         };
         let out = call!(what, req.send());
         let o = created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), &p)?;
-        wait_endpoint(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
+        wait_endpoint(&cx.aws.ec2, cx.scope, &res.id, &o.physical_id, cx.progress, false).await?;
         Ok(o)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let id = current.physical_id.as_str();
         let (want, have): (kind::VpcEndpoint, kind::VpcEndpoint) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
@@ -86,7 +84,8 @@ impl KindOps for VpcEndpoint {
         let nothing = [&add_sn, &rm_sn, &add_sg, &rm_sg, &add_rt, &rm_rt].iter().all(|v| v.is_empty());
         if !nothing || dns_changed {
             let nonempty = |v: Vec<String>| (!v.is_empty()).then_some(v);
-            let mut req = aws
+            let mut req = cx
+                .aws
                 .ec2
                 .modify_vpc_endpoint()
                 .vpc_endpoint_id(id)
@@ -105,10 +104,9 @@ impl KindOps for VpcEndpoint {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        let sent = aws.ec2.delete_vpc_endpoints().vpc_endpoint_ids(id).send().await;
+        let sent = cx.aws.ec2.delete_vpc_endpoints().vpc_endpoint_ids(id).send().await;
         let Some(out) = sdk::found(&what, GONE, sent)? else { return Ok(()) };
         if let Some(u) = out.unsuccessful().first() {
             let err = u.error().and_then(|e| e.message()).unwrap_or("unknown error");
@@ -118,7 +116,7 @@ impl KindOps for VpcEndpoint {
                 return Err(ProviderError::coded(kind, code.map(String::from), format!("{what}: {err}")));
             }
         }
-        wait_endpoint(&aws.ec2, scope, &current.id, id, progress, true).await
+        wait_endpoint(&cx.aws.ec2, cx.scope, &current.id, id, cx.progress, true).await
     }
 }
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val};
@@ -16,23 +16,24 @@ pub struct InternetGateway;
 
 #[async_trait]
 impl KindOps for InternetGateway {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let req = aws.ec2.describe_internet_gateways().filters(stack_filter(scope));
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let req = cx.aws.ec2.describe_internet_gateways().filters(stack_filter(cx.scope));
         let out = call!("describe internet gateways", req.send());
         let found = out.internet_gateways().iter().filter_map(|g| {
             let vpc = g.attachments().first().and_then(|a| a.vpc_id());
             let vpc = vpc.map(Val::from);
-            observed(scope, g.tags(), g.internet_gateway_id(), &kind::InternetGateway { vpc })
+            observed(cx.scope, g.tags(), g.internet_gateway_id(), &kind::InternetGateway { vpc })
         });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress: _ } = *cx;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let req =
-            aws.ec2.create_internet_gateway().tag_specifications(tags(scope, &res.id, ResourceType::InternetGateway));
+        let req = cx.aws.ec2.create_internet_gateway().tag_specifications(tags(
+            cx.scope,
+            &res.id,
+            ResourceType::InternetGateway,
+        ));
         let out = call!(what, req.send());
         let id = out.internet_gateway().and_then(|g| g.internet_gateway_id());
         // Created detached: the attachment is the update's.
@@ -41,13 +42,12 @@ impl KindOps for InternetGateway {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
         let (want, have): (kind::InternetGateway, kind::InternetGateway) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         if want.vpc != have.vpc {
             if let Some(old) = &have.vpc {
-                sdk::retry_busy(scope, progress, &res.id, &what, &RELEASE, || {
+                sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &RELEASE, || {
                     ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(old.as_str()).send()
                 })
                 .await?;
@@ -60,11 +60,10 @@ impl KindOps for InternetGateway {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
-        let (ec2, id, rid) = (&aws.ec2, current.physical_id.as_str(), &current.id);
+        let (ec2, id, rid) = (&cx.aws.ec2, current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{rid}` ({id})", current.kind);
         if let Some(vpc) = current.props::<kind::InternetGateway>()?.vpc {
-            sdk::retry_busy(scope, progress, rid, &what, &RELEASE, || {
+            sdk::retry_busy(cx.scope, cx.progress, rid, &what, &RELEASE, || {
                 ec2.detach_internet_gateway().internet_gateway_id(id).vpc_id(vpc.as_str()).send()
             })
             .await?;
@@ -77,19 +76,17 @@ pub struct ElasticIp;
 
 #[async_trait]
 impl KindOps for ElasticIp {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let out = call!("describe Elastic IPs", aws.ec2.describe_addresses().filters(stack_filter(scope)).send());
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let out = call!("describe Elastic IPs", cx.aws.ec2.describe_addresses().filters(stack_filter(cx.scope)).send());
         let found =
-            out.addresses().iter().filter_map(|a| observed(scope, a.tags(), a.allocation_id(), &kind::ElasticIp {}));
+            out.addresses().iter().filter_map(|a| observed(cx.scope, a.tags(), a.allocation_id(), &kind::ElasticIp {}));
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let req = aws.ec2.allocate_address().domain(DomainType::Vpc);
-        let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::ElasticIp)).send());
+        let req = cx.aws.ec2.allocate_address().domain(DomainType::Vpc);
+        let out = call!(what, req.tag_specifications(tags(cx.scope, &res.id, ResourceType::ElasticIp)).send());
         created(res, &what, out.allocation_id(), &res.props::<kind::ElasticIp>()?)
     }
 
@@ -108,9 +105,9 @@ pub struct NatGateway;
 
 #[async_trait]
 impl KindOps for NatGateway {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let out = call!("describe NAT gateways", aws.ec2.describe_nat_gateways().filter(stack_filter(scope)).send());
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let out =
+            call!("describe NAT gateways", cx.aws.ec2.describe_nat_gateways().filter(stack_filter(cx.scope)).send());
         let found = out
             .nat_gateways()
             .iter()
@@ -120,26 +117,26 @@ impl KindOps for NatGateway {
             .filter_map(|n| {
                 let allocation = n.nat_gateway_addresses().first().and_then(|a| a.allocation_id());
                 let props = kind::NatGateway { subnet: n.subnet_id()?.into(), allocation: allocation.map(Val::from) };
-                observed(scope, n.tags(), n.nat_gateway_id(), &props)
+                observed(cx.scope, n.tags(), n.nat_gateway_id(), &props)
             });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let p: kind::NatGateway = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
             what,
-            aws.ec2
+            cx.aws
+                .ec2
                 .create_nat_gateway()
                 .subnet_id(p.subnet.as_str())
                 .set_allocation_id(p.allocation.as_ref().map(|a| a.get().clone()))
-                .tag_specifications(tags(scope, &res.id, ResourceType::Natgateway))
+                .tag_specifications(tags(cx.scope, &res.id, ResourceType::Natgateway))
                 .send()
         );
         let o = created(res, &what, out.nat_gateway().and_then(|n| n.nat_gateway_id()), &p)?;
-        wait_nat(&aws.ec2, scope, &res.id, &o.physical_id, progress, false).await?;
+        wait_nat(&cx.aws.ec2, cx.scope, &res.id, &o.physical_id, cx.progress, false).await?;
         Ok(o)
     }
 
@@ -149,13 +146,12 @@ impl KindOps for NatGateway {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
-        if sdk::found(&what, GONE, aws.ec2.delete_nat_gateway().nat_gateway_id(id).send().await)?.is_none() {
+        if sdk::found(&what, GONE, cx.aws.ec2.delete_nat_gateway().nat_gateway_id(id).send().await)?.is_none() {
             return Ok(());
         }
-        wait_nat(&aws.ec2, scope, &current.id, id, progress, true).await
+        wait_nat(&cx.aws.ec2, cx.scope, &current.id, id, cx.progress, true).await
     }
 }
 

@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, Val, VpcRoute};
 use aira_engine::provider::{Observed, Resolved};
@@ -17,9 +17,9 @@ pub struct RouteTable;
 
 #[async_trait]
 impl KindOps for RouteTable {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let out = call!("describe route tables", aws.ec2.describe_route_tables().filters(stack_filter(scope)).send());
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let out =
+            call!("describe route tables", cx.aws.ec2.describe_route_tables().filters(stack_filter(cx.scope)).send());
         let found = out.route_tables().iter().filter_map(|t| {
             let routes: Vec<VpcRoute> = t
                 .routes()
@@ -42,18 +42,17 @@ impl KindOps for RouteTable {
                 .collect();
             let subnets = assoc.keys().map(|s| Val::from(s.as_str())).collect();
             let props = kind::RouteTable { vpc: t.vpc_id().unwrap_or_default().into(), routes, subnets };
-            let o = observed(scope, t.tags(), t.route_table_id(), &props)?;
+            let o = observed(cx.scope, t.tags(), t.route_table_id(), &props)?;
             Some(o.output("associations", Value::Object(assoc.into_iter().collect())))
         });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress: _ } = *cx;
         let p: kind::RouteTable = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
-        let req = aws.ec2.create_route_table().vpc_id(p.vpc.as_str());
-        let out = call!(what, req.tag_specifications(tags(scope, &res.id, ResourceType::RouteTable)).send());
+        let req = cx.aws.ec2.create_route_table().vpc_id(p.vpc.as_str());
+        let out = call!(what, req.tag_specifications(tags(cx.scope, &res.id, ResourceType::RouteTable)).send());
         let id = out.route_table().and_then(|t| t.route_table_id());
         // Created empty: routes and subnets are the update's.
         let blank = created(res, &what, id, &kind::RouteTable { routes: Vec::new(), subnets: Vec::new(), ..p })?;
@@ -61,8 +60,7 @@ impl KindOps for RouteTable {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
-        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
         let (want, have): (kind::RouteTable, kind::RouteTable) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let mut outputs = current.outputs.clone();
@@ -121,8 +119,7 @@ impl KindOps for RouteTable {
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
-        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         if let Some(assoc) = current.outputs.get("associations").and_then(Value::as_object) {
             for a in assoc.values().filter_map(Value::as_str) {

@@ -1,7 +1,7 @@
 //! Security groups and their ingress rules (from CIDR blocks or other groups).
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, IngressRule};
 use aira_engine::provider::{Observed, Resolved};
@@ -12,9 +12,8 @@ pub struct SecurityGroup;
 
 #[async_trait]
 impl KindOps for SecurityGroup {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let req = aws.ec2.describe_security_groups().filters(stack_filter(scope));
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let req = cx.aws.ec2.describe_security_groups().filters(stack_filter(cx.scope));
         let out = call!("describe security groups", req.send());
         let found = out.security_groups().iter().filter_map(|g| {
             let props = kind::SecurityGroup {
@@ -23,23 +22,23 @@ impl KindOps for SecurityGroup {
                 description: g.description().unwrap_or_default().to_string(),
                 ingress: rules_of(g.ip_permissions()),
             };
-            observed(scope, g.tags(), g.group_id(), &props)
+            observed(cx.scope, g.tags(), g.group_id(), &props)
         });
         Ok(sorted(found.collect()))
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress: _ } = *cx;
         let p: kind::SecurityGroup = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
             what,
-            aws.ec2
+            cx.aws
+                .ec2
                 .create_security_group()
                 .vpc_id(p.vpc.as_str())
                 .group_name(&p.name)
                 .description(&p.description)
-                .tag_specifications(tags(scope, &res.id, ResourceType::SecurityGroup))
+                .tag_specifications(tags(cx.scope, &res.id, ResourceType::SecurityGroup))
                 .send()
         );
         // Created without rules: they are the update's.
@@ -48,8 +47,7 @@ impl KindOps for SecurityGroup {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
-        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let (want, have): (kind::SecurityGroup, kind::SecurityGroup) = (res.props()?, current.props()?);
         let (want_rules, have_rules) = (want.ingress, have.ingress);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -17,9 +17,8 @@ pub struct Subnet;
 
 #[async_trait]
 impl KindOps for Subnet {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let out = call!("describe subnets", aws.ec2.describe_subnets().filters(stack_filter(scope)).send());
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let out = call!("describe subnets", cx.aws.ec2.describe_subnets().filters(stack_filter(cx.scope)).send());
         let found = out.subnets().iter().filter_map(|sn| {
             let v6 = sn
                 .ipv6_cidr_block_association_set()
@@ -33,7 +32,7 @@ impl KindOps for Subnet {
                     .and_then(|a| a.ipv6_cidr_block()?.parse::<ipnet::Ipv6Net>().ok())
                     .map(|n| ipv6_index(&n)),
             };
-            let o = observed(scope, sn.tags(), sn.subnet_id(), &props)?;
+            let o = observed(cx.scope, sn.tags(), sn.subnet_id(), &props)?;
             Some(match v6.and_then(|a| a.association_id()) {
                 Some(a) => o.output("ipv6_association", a),
                 None => o,
@@ -43,7 +42,6 @@ impl KindOps for Subnet {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress: _ } = *cx;
         let p: kind::Subnet = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let v6 = match p.ipv6_index {
@@ -52,13 +50,14 @@ impl KindOps for Subnet {
         };
         let out = call!(
             what,
-            aws.ec2
+            cx.aws
+                .ec2
                 .create_subnet()
                 .vpc_id(p.vpc.as_str())
                 .cidr_block(&p.cidr)
                 .set_ipv6_cidr_block(v6)
                 .availability_zone(&p.zone)
-                .tag_specifications(tags(scope, &res.id, ResourceType::Subnet))
+                .tag_specifications(tags(cx.scope, &res.id, ResourceType::Subnet))
                 .send()
         );
         let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), &p)?;
@@ -67,8 +66,7 @@ impl KindOps for Subnet {
 
     /// Everything else of a subnet forces a replacement, planned as such.
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
-        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
         let (want, have): (kind::Subnet, kind::Subnet) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         let mut outputs = current.outputs.clone();
@@ -96,10 +94,9 @@ impl KindOps for Subnet {
 /// `associating`: right after `CreateVpc`, AWS refuses a subnet range inside it
 /// (`InvalidSubnet.Range`) until it is `associated`.
 async fn subnet_ipv6(cx: &Cx<'_>, id: &LogicalId, vpc: &str, index: u64, what: &str) -> Result<String> {
-    let Cx { aws, scope, progress } = *cx;
     let waiting = format!("{what}: IPv6 block of VPC {vpc}");
-    let block = sdk::poll_until(scope, progress, id, &waiting, Duration::from_secs(1), || async {
-        let out = call!(what, aws.ec2.describe_vpcs().vpc_ids(vpc).send());
+    let block = sdk::poll_until(cx.scope, cx.progress, id, &waiting, Duration::from_secs(1), || async {
+        let out = call!(what, cx.aws.ec2.describe_vpcs().vpc_ids(vpc).send());
         let blocks: Vec<(String, Option<String>)> = out
             .vpcs()
             .first()

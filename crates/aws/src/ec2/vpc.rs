@@ -5,7 +5,7 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use serde_json::Value;
 
 use super::{created, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved};
@@ -14,13 +14,12 @@ pub struct Vpc;
 
 #[async_trait]
 impl KindOps for Vpc {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let ec2 = &aws.ec2;
-        let out = call!("describe VPCs", ec2.describe_vpcs().filters(stack_filter(scope)).send());
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let ec2 = &cx.aws.ec2;
+        let out = call!("describe VPCs", ec2.describe_vpcs().filters(stack_filter(cx.scope)).send());
         let mut found = Vec::new();
         for vpc in out.vpcs() {
-            let (Some(id), Some(vpc_id)) = (sdk::adopt_tags(scope, vpc.tags()), vpc.vpc_id()) else { continue };
+            let (Some(id), Some(vpc_id)) = (sdk::adopt_tags(cx.scope, vpc.tags()), vpc.vpc_id()) else { continue };
             let attr = |name: VpcAttributeName| ec2.describe_vpc_attribute().vpc_id(vpc_id).attribute(name).send();
             let what = format!("read VPC `{id}` ({vpc_id})");
             let support = call!(what, attr(VpcAttributeName::EnableDnsSupport));
@@ -47,16 +46,16 @@ impl KindOps for Vpc {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress: _ } = *cx;
         let p: kind::Vpc = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let out = call!(
             what,
-            aws.ec2
+            cx.aws
+                .ec2
                 .create_vpc()
                 .cidr_block(&p.cidr)
                 .amazon_provided_ipv6_cidr_block(p.ipv6)
-                .tag_specifications(tags(scope, &res.id, ResourceType::Vpc))
+                .tag_specifications(tags(cx.scope, &res.id, ResourceType::Vpc))
                 .send()
         );
         // What AWS makes: DNS support on, hostnames off; the rest is the same as an update.
@@ -66,8 +65,7 @@ impl KindOps for Vpc {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let (ec2, id) = (&aws.ec2, current.physical_id.as_str());
+        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
         let (want, have): (kind::Vpc, kind::Vpc) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({id})", res.kind, res.id);
         // EC2 takes one attribute per call; DNS support first, hostnames need it.
@@ -85,7 +83,7 @@ impl KindOps for Vpc {
             }
             (false, true) => {
                 if let Some(a) = current.outputs.get("ipv6_association").and_then(Value::as_str) {
-                    sdk::retry_busy(scope, progress, &res.id, &what, &RELEASE, || {
+                    sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &RELEASE, || {
                         ec2.disassociate_vpc_cidr_block().association_id(a).send()
                     })
                     .await?;

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use aws_sdk_ecs::types::{ClusterField, ClusterSetting, ClusterSettingName};
 
 use super::Result;
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
@@ -14,7 +14,7 @@ use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 pub struct Cluster;
 
 /// The stack's ACTIVE clusters.
-pub(crate) async fn find(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observed>> {
+pub(crate) async fn find(aws: &Clients, scope: &Scope) -> Result<Vec<Observed>> {
     let pages = sdk::pages("list ECS clusters", aws.ecs.list_clusters().into_paginator().send()).await?;
     let arns: Vec<String> = pages.iter().flat_map(|p| p.cluster_arns()).cloned().collect();
     let mut found = Vec::new();
@@ -31,8 +31,8 @@ pub(crate) async fn find(aws: &AwsProvider, scope: &Scope) -> Result<Vec<Observe
 }
 
 /// The stack's clusters, found once per observe (services are listed by cluster).
-pub(crate) async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
-    seen.clusters(|| find(cx.aws, cx.scope)).await
+pub(crate) async fn shared<'s>(cx: &Cx<'s>) -> Result<&'s [Observed]> {
+    cx.seen.clusters(|| find(cx.aws, cx.scope)).await
 }
 
 fn observed(id: LogicalId, c: &aws_sdk_ecs::types::Cluster) -> Observed {
@@ -53,7 +53,7 @@ fn insights(want: &kind::Cluster) -> ClusterSetting {
         .build()
 }
 
-async fn read(aws: &AwsProvider, id: &LogicalId, arn: &str, what: &str) -> Result<Observed> {
+async fn read(aws: &Clients, id: &LogicalId, arn: &str, what: &str) -> Result<Observed> {
     let req = aws.ecs.describe_clusters().clusters(arn);
     let out = call!(what, req.include(ClusterField::Tags).include(ClusterField::Settings).send());
     out.clusters()
@@ -64,43 +64,40 @@ async fn read(aws: &AwsProvider, id: &LogicalId, arn: &str, what: &str) -> Resul
 
 #[async_trait]
 impl KindOps for Cluster {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        Ok(shared(cx, seen).await?.to_vec())
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        Ok(shared(cx).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let want: kind::Cluster = res.props()?;
         let name = want.name.as_str();
         let what = format!("create ECS cluster `{}` ({name})", res.id);
-        let tags = sdk::tag_list(scope, &res.id, &[]);
+        let tags = sdk::tag_list(cx.scope, &res.id, &[]);
         let out = call!(
             what,
-            aws.ecs.create_cluster().cluster_name(name).settings(insights(&want)).set_tags(Some(tags)).send()
+            cx.aws.ecs.create_cluster().cluster_name(name).settings(insights(&want)).set_tags(Some(tags)).send()
         );
         let arn = out.cluster().and_then(|c| c.cluster_arn()).unwrap_or(name).to_string();
-        read(aws, &res.id, &arn, &what).await
+        read(cx.aws, &res.id, &arn, &what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, .. } = *cx;
         let what = format!("update ECS cluster `{}`", res.id);
-        let req = aws.ecs.update_cluster_settings().cluster(&current.physical_id).settings(insights(&res.props()?));
+        let req = cx.aws.ecs.update_cluster_settings().cluster(&current.physical_id).settings(insights(&res.props()?));
         let out = call!(what, req.send());
         let c = out.cluster().ok_or_else(|| ProviderError::new(format!("{what}: no cluster in the answer")))?;
-        read(aws, &res.id, c.cluster_arn().unwrap_or(&current.physical_id), &what).await
+        read(cx.aws, &res.id, c.cluster_arn().unwrap_or(&current.physical_id), &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let what = format!("delete ECS cluster `{}` ({})", current.id, current.physical_id);
         let busy = sdk::Busy {
             codes: &["ClusterContainsServicesException", "ClusterContainsTasksException"],
             waits_for: "its services and tasks to stop",
             gone: &["ClusterNotFoundException"],
         };
-        sdk::retry_busy(scope, progress, &current.id, &what, &busy, || {
-            aws.ecs.delete_cluster().cluster(&current.physical_id).send()
+        sdk::retry_busy(cx.scope, cx.progress, &current.id, &what, &busy, || {
+            cx.aws.ecs.delete_cluster().cluster(&current.physical_id).send()
         })
         .await?;
         // Created by ECS, untagged, whenever Container Insights was on (even once, since turned
@@ -108,7 +105,7 @@ impl KindOps for Cluster {
         // longer writes to it.
         let group = insights_log_group(&current.props::<kind::Cluster>()?.name);
         let what = format!("{what}: delete its Container Insights log group {group}");
-        let out = aws.logs.delete_log_group().log_group_name(&group).send().await;
+        let out = cx.aws.logs.delete_log_group().log_group_name(&group).send().await;
         sdk::found(what, &["ResourceNotFoundException"], out)?;
         Ok(())
     }

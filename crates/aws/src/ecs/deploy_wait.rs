@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ecs::types::{DeploymentRolloutState, DesiredStatus};
 
 use super::{Result, POLL};
-use crate::AwsProvider;
+use crate::Clients;
 use aira_engine::graph::LogicalId;
 use aira_engine::provider::{Progress, ProviderError, Repair, Scope};
 
@@ -20,7 +20,7 @@ use aira_engine::provider::{Progress, ProviderError, Repair, Scope};
 /// reason; so is the deadline (`scope.wait`), naming what was still pending.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn wait_deployed(
-    p: &AwsProvider,
+    p: &Clients,
     scope: &Scope,
     id: &LogicalId,
     cluster: &str,
@@ -149,7 +149,7 @@ fn last_event(events: &[String]) -> String {
 }
 
 /// Why the service's recently stopped tasks stopped (deduplicated; at most three).
-async fn stopped_reasons(p: &AwsProvider, cluster: &str, service: &str) -> Vec<String> {
+async fn stopped_reasons(p: &Clients, cluster: &str, service: &str) -> Vec<String> {
     let Ok(list) =
         p.ecs.list_tasks().cluster(cluster).service_name(service).desired_status(DesiredStatus::Stopped).send().await
     else {
@@ -182,7 +182,7 @@ async fn stopped_reasons(p: &AwsProvider, cluster: &str, service: &str) -> Vec<S
 }
 
 /// The health of the targets of the service's target group: `10.0.2.7:8080 unhealthy (…)`.
-async fn target_health(p: &AwsProvider, s: &aws_sdk_ecs::types::Service) -> String {
+async fn target_health(p: &Clients, s: &aws_sdk_ecs::types::Service) -> String {
     let Some(tg) = s.load_balancers().first().and_then(|l| l.target_group_arn()) else { return String::new() };
     let Ok(out) = p.elb.describe_target_health().target_group_arn(tg).send().await else { return String::new() };
     let list: Vec<String> = out

@@ -9,7 +9,7 @@ use aws_sdk_applicationautoscaling::types::{
 
 use super::{built, cluster_name, Result};
 use crate::ops::Cx;
-use crate::{sdk, AwsProvider};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{AutoScaling, TaskCount, Val};
 
@@ -22,7 +22,7 @@ pub(super) fn resource(cluster: &str, service: &str) -> String {
 
 /// `{min, max, backlog_per_task, queue}` from Application Auto Scaling, or `None` when the
 /// service has no scalable target.
-pub(super) async fn read(aws: &AwsProvider, cluster: &str, service: &str) -> Result<Option<AutoScaling>> {
+pub(super) async fn read(aws: &Clients, cluster: &str, service: &str) -> Result<Option<AutoScaling>> {
     let rid = resource(cluster, service);
     let what = format!("read the autoscaling of service {service}");
     let targets = call!(
@@ -72,7 +72,6 @@ pub(super) async fn set(
     want: &TaskCount,
     current: Option<&TaskCount>,
 ) -> Result<()> {
-    let Cx { aws, scope, progress } = *cx;
     if Some(want) == current {
         return Ok(());
     }
@@ -82,13 +81,14 @@ pub(super) async fn set(
         TaskCount::Auto(auto) => auto,
         TaskCount::Fixed(_) => {
             if let Some(TaskCount::Auto(_)) = current {
-                deregister(aws, &rid, &what).await?;
+                deregister(cx.aws, &rid, &what).await?;
             }
             return Ok(());
         }
     };
     let capacity = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
-    let register = aws
+    let register = cx
+        .aws
         .autoscaling
         .register_scalable_target()
         .service_namespace(ServiceNamespace::Ecs)
@@ -98,8 +98,10 @@ pub(super) async fn set(
         .max_capacity(capacity(want.max));
     // The first registration creates the service-linked role it then assumes.
     let service_name = "Application Auto Scaling";
-    sdk::retry_role_not_ready(scope, progress, id, &what, service_name, is_role_not_ready, || register.clone().send())
-        .await?;
+    sdk::retry_role_not_ready(cx.scope, cx.progress, id, &what, service_name, is_role_not_ready, || {
+        register.clone().send()
+    })
+    .await?;
     let queue = want.queue.as_ref().map(Val::as_str).unwrap_or_default();
     let metric = |id: &str, namespace: &str, name: &str, dims: &[(&str, &str)], stat: &str| {
         let mut m = TargetTrackingMetric::builder().namespace(namespace).metric_name(name);
@@ -124,7 +126,8 @@ pub(super) async fn set(
         .scale_in_cooldown(120)
         .scale_out_cooldown(60)
         .build();
-    let put = aws
+    let put = cx
+        .aws
         .autoscaling
         .put_scaling_policy()
         .policy_name(SCALING_POLICY)
@@ -133,7 +136,7 @@ pub(super) async fn set(
         .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
         .policy_type(PolicyType::TargetTrackingScaling)
         .target_tracking_scaling_policy_configuration(built(&what, config)?);
-    sdk::retry_role_not_ready(scope, progress, id, &what, service_name, is_role_not_ready, || put.clone().send())
+    sdk::retry_role_not_ready(cx.scope, cx.progress, id, &what, service_name, is_role_not_ready, || put.clone().send())
         .await?;
     Ok(())
 }
@@ -151,7 +154,7 @@ fn is_role_not_ready(code: Option<&str>, message: &str) -> bool {
 }
 
 /// Removes the scalable target (and so its policy); none there is fine.
-pub(super) async fn deregister(aws: &AwsProvider, rid: &str, what: &str) -> Result<()> {
+pub(super) async fn deregister(aws: &Clients, rid: &str, what: &str) -> Result<()> {
     let sent = aws
         .autoscaling
         .deregister_scalable_target()

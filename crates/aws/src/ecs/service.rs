@@ -10,9 +10,9 @@ use aws_sdk_ecs::types::{
 };
 
 use super::{built, repair, scaling, wait_deployed, Result, POLL};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
-use crate::AwsProvider;
+use crate::Clients;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, TaskCount, Val};
 use aira_engine::provider::{Observed, ProviderError, Resolved};
@@ -22,7 +22,7 @@ const GONE: &[&str] = &["ServiceNotFoundException", "ServiceNotActiveException",
 
 pub struct Service;
 
-async fn observed(aws: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types::Service) -> Result<Observed> {
+async fn observed(aws: &Clients, id: LogicalId, s: &aws_sdk_ecs::types::Service) -> Result<Observed> {
     let cluster = s.cluster_arn().unwrap_or_default();
     let name = s.service_name().unwrap_or_default();
     let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
@@ -66,7 +66,7 @@ async fn observed(aws: &AwsProvider, id: LogicalId, s: &aws_sdk_ecs::types::Serv
     Ok(Observed { repair: repair(s.deployments()), ..observed })
 }
 
-async fn read(aws: &AwsProvider, id: &LogicalId, cluster: &str, arn: &str, what: &str) -> Result<Observed> {
+async fn read(aws: &Clients, id: &LogicalId, cluster: &str, arn: &str, what: &str) -> Result<Observed> {
     let out =
         call!(what, aws.ecs.describe_services().cluster(cluster).services(arn).include(ServiceField::Tags).send());
     match out.services().first() {
@@ -133,21 +133,20 @@ fn is_target_group_not_ready(code: Option<&str>, message: &str) -> bool {
 
 #[async_trait]
 impl KindOps for Service {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
         let mut found = Vec::new();
-        for cluster in super::cluster::shared(cx, seen).await?.iter().map(|c| c.physical_id.as_str()) {
+        for cluster in super::cluster::shared(cx).await?.iter().map(|c| c.physical_id.as_str()) {
             let of_cluster = format!("services of cluster {}", super::cluster_name(cluster));
-            let pages = aws.ecs.list_services().cluster(cluster).into_paginator().send();
+            let pages = cx.aws.ecs.list_services().cluster(cluster).into_paginator().send();
             let pages = sdk::pages(format!("list {of_cluster}"), pages).await?;
             let arns: Vec<String> = pages.iter().flat_map(|p| p.service_arns()).cloned().collect();
             for chunk in arns.chunks(10) {
-                let req = aws.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec()));
+                let req = cx.aws.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec()));
                 let out = call!(format!("describe {of_cluster}"), req.include(ServiceField::Tags).send());
                 // A service being deleted (DRAINING) or deleted (INACTIVE) is not there for planning.
                 for s in out.services().iter().filter(|s| s.status() == Some("ACTIVE")) {
-                    let Some(id) = sdk::adopt_tags(scope, s.tags()) else { continue };
-                    found.push(observed(aws, id, s).await?);
+                    let Some(id) = sdk::adopt_tags(cx.scope, s.tags()) else { continue };
+                    found.push(observed(cx.aws, id, s).await?);
                 }
             }
         }
@@ -155,7 +154,6 @@ impl KindOps for Service {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let want: kind::Service = res.props()?;
         let (name, cluster) = (want.name.as_str(), want.cluster.as_str());
         let task_definition = want.task_definition.as_str();
@@ -167,7 +165,8 @@ impl KindOps for Service {
                 .container_port(lb.port.into())
                 .build()]
         });
-        let req = aws
+        let req = cx
+            .aws
             .ecs
             .create_service()
             .cluster(cluster)
@@ -179,17 +178,18 @@ impl KindOps for Service {
             .deployment_configuration(deployment(&want))
             .set_load_balancers(load_balancers)
             .set_health_check_grace_period_seconds(want.health_check_grace)
-            .set_tags(Some(sdk::tag_list(scope, &res.id, &[])))
+            .set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[])))
             .propagate_tags(PropagateTags::Service)
             .enable_ecs_managed_tags(true);
         // Not `retry_busy`: IAM's and ELB's delays are told from other invalid parameters by the
         // message. The role's wait is its own; the load balancer's is polled here.
         let (req, what) = (&req, what.as_str());
-        let out = sdk::poll_until(scope, progress, &res.id, what, POLL, || async move {
-            let sent = sdk::retry_role_not_ready(scope, progress, &res.id, what, "ECS", is_role_not_ready, || {
-                req.clone().send()
-            })
-            .await;
+        let out = sdk::poll_until(cx.scope, cx.progress, &res.id, what, POLL, || async move {
+            let sent =
+                sdk::retry_role_not_ready(cx.scope, cx.progress, &res.id, what, "ECS", is_role_not_ready, || {
+                    req.clone().send()
+                })
+                .await;
             match sent {
                 Err(e) if is_target_group_not_ready(e.code.as_deref(), &e.message) => {
                     let said = e.message.strip_prefix(what).map_or(e.message.as_str(), |m| m.trim_start_matches(": "));
@@ -204,24 +204,23 @@ impl KindOps for Service {
         .await?;
         let arn = out.service().and_then(|s| s.service_arn()).unwrap_or_default().to_string();
         scaling::set(cx, &res.id, cluster, name, &want.count, None).await?;
-        wait_deployed(aws, scope, &res.id, cluster, name, task_definition, &BTreeSet::new(), progress).await?;
-        read(aws, &res.id, cluster, &arn, what).await
+        wait_deployed(cx.aws, cx.scope, &res.id, cluster, name, task_definition, &BTreeSet::new(), cx.progress).await?;
+        read(cx.aws, &res.id, cluster, &arn, what).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
         let (want, have): (kind::Service, kind::Service) = (res.props()?, current.props()?);
         let (name, cluster) = (want.name.as_str(), want.cluster.as_str());
         let task_definition = want.task_definition.as_str();
         let what = format!("update ECS service `{}` ({name})", res.id);
         // Events already there are not this deployment's.
-        let before = call!(what, aws.ecs.describe_services().cluster(cluster).services(&current.physical_id).send());
+        let before = call!(what, cx.aws.ecs.describe_services().cluster(cluster).services(&current.physical_id).send());
         let seen: BTreeSet<String> = before
             .services()
             .first()
             .map(|s| s.events().iter().filter_map(|e| e.id().map(String::from)).collect())
             .unwrap_or_default();
-        let mut req = aws.ecs.update_service().cluster(cluster).service(&current.physical_id);
+        let mut req = cx.aws.ecs.update_service().cluster(cluster).service(&current.physical_id);
         if have.task_definition != want.task_definition {
             req = req.task_definition(task_definition);
         }
@@ -244,30 +243,32 @@ impl KindOps for Service {
             req = req.force_new_deployment(true);
         }
         // A task definition's new role may not be assumable by ECS yet.
-        sdk::retry_role_not_ready(scope, progress, &res.id, &what, "ECS", is_role_not_ready, || req.clone().send())
-            .await?;
+        sdk::retry_role_not_ready(cx.scope, cx.progress, &res.id, &what, "ECS", is_role_not_ready, || {
+            req.clone().send()
+        })
+        .await?;
         scaling::set(cx, &res.id, cluster, name, &want.count, Some(&have.count)).await?;
-        wait_deployed(aws, scope, &res.id, cluster, name, task_definition, &seen, progress).await?;
-        read(aws, &res.id, cluster, &current.physical_id, &what).await
+        wait_deployed(cx.aws, cx.scope, &res.id, cluster, name, task_definition, &seen, cx.progress).await?;
+        read(cx.aws, &res.id, cluster, &current.physical_id, &what).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let have: kind::Service = current.props()?;
         let (cluster, name) = (have.cluster.as_str(), have.name.as_str());
         let arn = &current.physical_id;
         let what = format!("delete ECS service `{}` ({name})", current.id);
-        scaling::deregister(aws, &scaling::resource(cluster, name), &what).await?;
-        let scaled = aws.ecs.update_service().cluster(cluster).service(arn).desired_count(0).send().await;
+        scaling::deregister(cx.aws, &scaling::resource(cluster, name), &what).await?;
+        let scaled = cx.aws.ecs.update_service().cluster(cluster).service(arn).desired_count(0).send().await;
         if sdk::found(format!("{what}: scale to 0"), GONE, scaled)?.is_none() {
             return Ok(());
         }
-        let deleted = aws.ecs.delete_service().cluster(cluster).service(arn).force(true).send().await;
+        let deleted = cx.aws.ecs.delete_service().cluster(cluster).service(arn).force(true).send().await;
         if sdk::found(&what, GONE, deleted)?.is_none() {
             return Ok(());
         }
-        sdk::poll_until(scope, progress, &current.id, &format!("service {name}"), POLL, || async {
-            let out = sdk::found(&what, GONE, aws.ecs.describe_services().cluster(cluster).services(arn).send().await)?;
+        sdk::poll_until(cx.scope, cx.progress, &current.id, &format!("service {name}"), POLL, || async {
+            let out =
+                sdk::found(&what, GONE, cx.aws.ecs.describe_services().cluster(cluster).services(arn).send().await)?;
             let service = out.as_ref().and_then(|out| out.services().first());
             Ok(match service.filter(|s| s.status().is_some_and(|s| s != "INACTIVE")) {
                 None => Poll::Done(()),

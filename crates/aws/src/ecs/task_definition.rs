@@ -9,17 +9,17 @@ use aws_sdk_ecs::types::{
 };
 
 use super::{built, Result};
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{ecr, sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{ecr, sdk, Clients};
 use aira_engine::expand::container_image;
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, ContainerImage, PinnedImage, Val};
-use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
+use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
 
 pub struct TaskDefinition;
 
 /// ACTIVE revisions of a task definition family, oldest first.
-pub(crate) async fn revisions(aws: &AwsProvider, family: &str) -> Result<Vec<String>> {
+pub(crate) async fn revisions(aws: &Clients, family: &str) -> Result<Vec<String>> {
     let req = aws.ecs.list_task_definitions().family_prefix(family).status(TaskDefinitionStatus::Active);
     let pages = sdk::pages(format!("list revisions of task definition {family}"), req.into_paginator().send()).await?;
     let mut arns: Vec<String> = pages.iter().flat_map(|p| p.task_definition_arns()).cloned().collect();
@@ -31,7 +31,7 @@ pub(crate) async fn revisions(aws: &AwsProvider, family: &str) -> Result<Vec<Str
 }
 
 /// The latest ACTIVE revision of a family in normal form, if it is this stack's.
-async fn latest(aws: &AwsProvider, scope: &Scope, family: &str) -> Result<Option<Observed>> {
+async fn latest(aws: &Clients, scope: &Scope, family: &str) -> Result<Option<Observed>> {
     let Some(arn) = revisions(aws, family).await?.pop() else { return Ok(None) };
     let out = aws.ecs.describe_task_definition().task_definition(&arn).include(TaskDefinitionField::Tags).send().await;
     let Some(out) = sdk::found(format!("read task definition {arn}"), &["ClientException"], out)? else {
@@ -84,7 +84,7 @@ fn observed(id: LogicalId, td: &aws_sdk_ecs::types::TaskDefinition) -> Observed 
 }
 
 /// The container of a task definition in normal form, as ECS takes it.
-fn container(aws: &AwsProvider, c: &kind::Container, what: &str) -> Result<ContainerDefinition> {
+fn container(aws: &Clients, c: &kind::Container, what: &str) -> Result<ContainerDefinition> {
     let image = match &c.image {
         ContainerImage::Pinned(PinnedImage { repository, digest }) => format!("{}@{digest}", repository.as_str()),
         ContainerImage::Reference(r) => r.clone(),
@@ -128,7 +128,8 @@ fn container(aws: &AwsProvider, c: &kind::Container, what: &str) -> Result<Conta
 /// Registers a revision, unless the family's latest ACTIVE revision already is the desired one
 /// (an unchanged stack and image never make a new revision). Pushes the image first if `up`
 /// built it for this task definition's repository.
-async fn register(aws: &AwsProvider, scope: &Scope, res: &Resolved, progress: &dyn Progress) -> Result<Observed> {
+async fn register(cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
+    let (aws, scope) = (cx.aws, cx.scope);
     let want: kind::TaskDefinition = res.props()?;
     let family = want.family.as_str();
     let what = format!("register task definition `{}` ({family})", res.id);
@@ -140,7 +141,7 @@ async fn register(aws: &AwsProvider, scope: &Scope, res: &Resolved, progress: &d
     let Some(c) = &want.container else {
         return Err(ProviderError::new(format!("{what}: no container to run")));
     };
-    ecr::push_for(aws, &res.id, &c.image, progress).await?;
+    ecr::push_for(cx, &res.id, &c.image).await?;
     let platform =
         RuntimePlatform::builder().operating_system_family(OsFamily::Linux).cpu_architecture(CpuArchitecture::X8664);
     let role = |r: &Option<Val<String>>| r.as_ref().map(|r| r.get().clone());
@@ -166,37 +167,33 @@ async fn register(aws: &AwsProvider, scope: &Scope, res: &Resolved, progress: &d
 
 #[async_trait]
 impl KindOps for TaskDefinition {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        let prefix = format!("{}-", scope.stack);
-        let req = aws.ecs.list_task_definition_families().family_prefix(&prefix);
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        let prefix = format!("{}-", cx.scope.stack);
+        let req = cx.aws.ecs.list_task_definition_families().family_prefix(&prefix);
         let req = req.status(TaskDefinitionFamilyStatus::Active);
         let pages = sdk::pages("list task definition families", req.into_paginator().send()).await?;
         let families = pages.iter().flat_map(|p| p.families()).filter(|f| f.starts_with(&prefix));
         let mut found = Vec::new();
         for family in families {
-            found.extend(latest(aws, scope, family).await?);
+            found.extend(latest(cx.aws, cx.scope, family).await?);
         }
         Ok(found)
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        register(aws, scope, res, progress).await
+        register(cx, res).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        register(aws, scope, res, progress).await
+        register(cx, res).await
     }
 
     /// Every ACTIVE revision of the family.
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let family = current.props::<kind::TaskDefinition>()?.family;
         let what = format!("deregister task definition `{}` ({family})", current.id);
-        for arn in revisions(aws, &family).await? {
-            match aws.ecs.deregister_task_definition().task_definition(&arn).send().await {
+        for arn in revisions(cx.aws, &family).await? {
+            match cx.aws.ecs.deregister_task_definition().task_definition(&arn).send().await {
                 Ok(_) => {}
                 Err(e) if sdk::code(&e) == Some("ClientException") && sdk::message(&e).contains("not") => {}
                 Err(e) => return Err(sdk::error(format!("{what}: {arn}"), e)),

@@ -8,7 +8,7 @@ use aws_sdk_elasticloadbalancingv2::types::{
 use aws_sdk_elasticloadbalancingv2::Client;
 
 use super::{created, described, observed, reread, Ours, Result, GONE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, Val};
 use aira_engine::provider::{Observed, Resolved, Scope};
@@ -109,43 +109,39 @@ fn action(a: &kind::Action) -> Action {
 
 #[async_trait]
 impl KindOps for Listener {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
         let mut listeners = Vec::new();
-        for lb in super::load_balancer::shared(cx, seen).await? {
-            listeners.extend(find(&aws.elb, scope, &lb.physical_id, None).await?);
+        for lb in super::load_balancer::shared(cx).await? {
+            listeners.extend(find(&cx.aws.elb, cx.scope, &lb.physical_id, None).await?);
         }
         Ok(listeners)
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let (elb, p) = (&aws.elb, &res.props::<kind::Listener>()?);
+        let (elb, p) = (&cx.aws.elb, &res.props::<kind::Listener>()?);
         let what = format!("create {} `{}`", res.kind, res.id);
-        let out = sdk::retry_busy(scope, progress, &res.id, &what, &CERTIFICATE, || {
+        let out = sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &CERTIFICATE, || {
             let req = elb.create_listener().load_balancer_arn(p.load_balancer.as_str());
-            settings!(req, p).set_tags(Some(sdk::tag_list(scope, &res.id, &[]))).send()
+            settings!(req, p).set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[]))).send()
         })
         .await?;
         let arn = created(out.as_ref().and_then(|o| o.listeners().first()).and_then(|l| l.listener_arn()), &what)?;
-        reread(find(elb, scope, p.load_balancer.as_str(), Some(&arn)).await?, &arn, &what)
+        reread(find(elb, cx.scope, p.load_balancer.as_str(), Some(&arn)).await?, &arn, &what)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        let (elb, p, arn) = (&aws.elb, &res.props::<kind::Listener>()?, current.physical_id.as_str());
+        let (elb, p, arn) = (&cx.aws.elb, &res.props::<kind::Listener>()?, current.physical_id.as_str());
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
-        sdk::retry_busy(scope, progress, &res.id, &what, &CERTIFICATE, || {
+        sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &CERTIFICATE, || {
             settings!(elb.modify_listener().listener_arn(arn), p).send()
         })
         .await?;
-        reread(find(elb, scope, p.load_balancer.as_str(), Some(arn)).await?, arn, &what)
+        reread(find(elb, cx.scope, p.load_balancer.as_str(), Some(arn)).await?, arn, &what)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let what = format!("delete {} `{}` ({})", current.kind, current.id, current.physical_id);
-        sdk::found(what, GONE, aws.elb.delete_listener().listener_arn(&current.physical_id).send().await)?;
+        sdk::found(what, GONE, cx.aws.elb.delete_listener().listener_arn(&current.physical_id).send().await)?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk::{self, Poll};
 use crate::TAG_DNS_ZONE;
 use aira_engine::kind::{self, Val};
@@ -48,8 +48,8 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
 
 /// The stack's load balancers, found once per observe (listeners, alias records and the web
 /// ACL read them too).
-pub(crate) async fn shared<'s>(cx: &Cx<'_>, seen: &'s Observing) -> Result<&'s [Observed]> {
-    seen.load_balancers(|| find(&cx.aws.elb, cx.scope, None)).await
+pub(crate) async fn shared<'s>(cx: &Cx<'s>) -> Result<&'s [Observed]> {
+    cx.seen.load_balancers(|| find(&cx.aws.elb, cx.scope, None)).await
 }
 
 /// Observed ids in a stable order (the plan compares these sets sorted anyway).
@@ -68,18 +68,18 @@ fn ids(v: &[Val<String>]) -> Vec<String> {
 
 #[async_trait]
 impl KindOps for LoadBalancer {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        Ok(shared(cx, seen).await?.to_vec())
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        Ok(shared(cx).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
         let p: kind::LoadBalancer = res.props()?;
         let what = format!("create {} `{}`", res.kind, res.id);
         let zone = p.dns_zone.as_deref().map(|z| (TAG_DNS_ZONE, z));
         let out = call!(
             what,
-            aws.elb
+            cx.aws
+                .elb
                 .create_load_balancer()
                 .name(&p.name)
                 .r#type(LoadBalancerTypeEnum::Application)
@@ -87,16 +87,15 @@ impl KindOps for LoadBalancer {
                 .ip_address_type(IpAddressType::from(p.ip_address_type.as_str()))
                 .set_subnets(Some(ids(&p.subnets)))
                 .set_security_groups(Some(ids(&p.security_groups)))
-                .set_tags(Some(sdk::tag_list(scope, &res.id, zone.as_slice())))
+                .set_tags(Some(sdk::tag_list(cx.scope, &res.id, zone.as_slice())))
                 .send()
         );
         let arn = created(out.load_balancers().first().and_then(|l| l.load_balancer_arn()), &what)?;
-        reread(find(&aws.elb, scope, Some(&arn)).await?, &arn, &what)
+        reread(find(&cx.aws.elb, cx.scope, Some(&arn)).await?, &arn, &what)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
-        let (elb, arn) = (&aws.elb, current.physical_id.as_str());
+        let (elb, arn) = (&cx.aws.elb, current.physical_id.as_str());
         let (want, have): (kind::LoadBalancer, kind::LoadBalancer) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
         if ids(&want.subnets) != ids(&have.subnets) {
@@ -121,15 +120,14 @@ impl KindOps for LoadBalancer {
             }
             _ => {}
         }
-        reread(find(elb, scope, Some(arn)).await?, arn, &what)
+        reread(find(elb, cx.scope, Some(arn)).await?, arn, &what)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
-        let (elb, arn, id) = (&aws.elb, current.physical_id.as_str(), &current.id);
+        let (elb, arn, id) = (&cx.aws.elb, current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{id}` ({arn})", current.kind);
         let busy = sdk::Busy { codes: &["ResourceInUse"], waits_for: "its dependents to let go of it", gone: GONE };
-        let sent = sdk::retry_busy(scope, progress, id, &what, &busy, || {
+        let sent = sdk::retry_busy(cx.scope, cx.progress, id, &what, &busy, || {
             elb.delete_load_balancer().load_balancer_arn(arn).send()
         });
         if sent.await?.is_none() {
@@ -138,7 +136,7 @@ impl KindOps for LoadBalancer {
         // Its network interfaces are released asynchronously; the subnets', security
         // group's and VPC's deletions depend on it being gone.
         let lb = format!("load balancer {arn}");
-        sdk::poll_until(scope, progress, id, &lb, Duration::from_secs(2), || async {
+        sdk::poll_until(cx.scope, cx.progress, id, &lb, Duration::from_secs(2), || async {
             let out = sdk::found(&what, GONE, elb.describe_load_balancers().load_balancer_arns(arn).send().await)?;
             Ok(match out {
                 Some(out) if !out.load_balancers().is_empty() => Poll::Pending(

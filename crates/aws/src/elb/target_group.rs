@@ -6,7 +6,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
-use crate::ops::{Cx, KindOps, Observing};
+use crate::ops::{Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved, Scope};
@@ -80,14 +80,12 @@ async fn set_deregistration_delay(elb: &Client, arn: &str, delay: u64, what: &st
 
 #[async_trait]
 impl KindOps for TargetGroup {
-    async fn observe(&self, cx: &Cx<'_>, _: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, scope, .. } = *cx;
-        find(&aws.elb, scope, None).await
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        find(&cx.aws.elb, cx.scope, None).await
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
-        let (elb, p) = (&aws.elb, res.props::<kind::TargetGroup>()?);
+        let (elb, p) = (&cx.aws.elb, res.props::<kind::TargetGroup>()?);
         let what = format!("create {} `{}`", res.kind, res.id);
         let req = elb
             .create_target_group()
@@ -96,16 +94,15 @@ impl KindOps for TargetGroup {
             .port(p.port)
             .vpc_id(p.vpc.as_str())
             .target_type(TargetTypeEnum::from(p.target_type.as_str()));
-        let req = health_check!(req, &p.health_check).set_tags(Some(sdk::tag_list(scope, &res.id, &[])));
+        let req = health_check!(req, &p.health_check).set_tags(Some(sdk::tag_list(cx.scope, &res.id, &[])));
         let out = call!(what, req.send());
         let arn = created(out.target_groups().first().and_then(|t| t.target_group_arn()), &what)?;
         set_deregistration_delay(elb, &arn, p.deregistration_delay, &what).await?;
-        reread(find(elb, scope, Some(&arn)).await?, &arn, &what)
+        reread(find(elb, cx.scope, Some(&arn)).await?, &arn, &what)
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, .. } = *cx;
-        let (elb, arn) = (&aws.elb, current.physical_id.as_str());
+        let (elb, arn) = (&cx.aws.elb, current.physical_id.as_str());
         let (want, have): (kind::TargetGroup, kind::TargetGroup) = (res.props()?, current.props()?);
         let what = format!("update {} `{}` ({arn})", res.kind, res.id);
         if want.health_check != have.health_check {
@@ -114,11 +111,10 @@ impl KindOps for TargetGroup {
         if want.deregistration_delay != have.deregistration_delay {
             set_deregistration_delay(elb, arn, want.deregistration_delay, &what).await?;
         }
-        reread(find(elb, scope, Some(arn)).await?, arn, &what)
+        reread(find(elb, cx.scope, Some(arn)).await?, arn, &what)
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, scope, progress } = *cx;
         let (arn, id) = (current.physical_id.as_str(), &current.id);
         let what = format!("delete {} `{id}` ({arn})", current.kind);
         let busy = sdk::Busy {
@@ -126,8 +122,8 @@ impl KindOps for TargetGroup {
             waits_for: "its listeners and services to let go of it (ELB releases them asynchronously)",
             gone: GONE,
         };
-        sdk::retry_busy(scope, progress, id, &what, &busy, || {
-            aws.elb.delete_target_group().target_group_arn(arn).send()
+        sdk::retry_busy(cx.scope, cx.progress, id, &what, &busy, || {
+            cx.aws.elb.delete_target_group().target_group_arn(arn).send()
         })
         .await?;
         Ok(())

@@ -9,8 +9,8 @@ use aws_sdk_route53::types::{AliasTarget, ChangeAction, ResourceRecordSet, RrTyp
 use serde_json::Value;
 
 use super::{change, is_absent, norm, record_set, record_sets, wait_insync, Result};
-use crate::ops::{Cx, KindOps, Observing};
-use crate::{sdk, AwsProvider};
+use crate::ops::{Cx, KindOps};
+use crate::{sdk, Clients};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
@@ -49,17 +49,16 @@ fn observed(id: LogicalId, set: &ResourceRecordSet, props: &kind::DnsRecord) -> 
 
 #[async_trait]
 impl KindOps for AliasRecord {
-    async fn observe(&self, cx: &Cx<'_>, seen: &Observing) -> Result<Vec<Observed>> {
-        let Cx { aws, .. } = *cx;
+    async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
         let mut found = Vec::new();
         let mut listed: BTreeMap<String, Vec<ResourceRecordSet>> = BTreeMap::new();
-        for lb in crate::elb::load_balancer::shared(cx, seen).await? {
+        for lb in crate::elb::load_balancer::shared(cx).await? {
             let dns_name = lb.outputs.get("dns_name").and_then(Value::as_str);
             let (Some(zone), Some(dns_name)) = (lb.props::<kind::LoadBalancer>()?.dns_zone, dns_name) else {
                 continue;
             };
             if !listed.contains_key(&zone) {
-                listed.insert(zone.clone(), record_sets(&aws.route53, &zone).await?);
+                listed.insert(zone.clone(), record_sets(&cx.aws.route53, &zone).await?);
             }
             for set in &listed[&zone] {
                 let ty = set.r#type().as_str();
@@ -88,23 +87,20 @@ impl KindOps for AliasRecord {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        upsert(aws, scope, res, progress, &format!("create {} `{}`", res.kind, res.id)).await
+        upsert(cx.aws, cx.scope, res, cx.progress, &format!("create {} `{}`", res.kind, res.id)).await
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, _: &Observed) -> Result<Observed> {
-        let Cx { aws, scope, progress } = *cx;
-        upsert(aws, scope, res, progress, &format!("update {} `{}`", res.kind, res.id)).await
+        upsert(cx.aws, cx.scope, res, cx.progress, &format!("update {} `{}`", res.kind, res.id)).await
     }
 
     async fn delete(&self, cx: &Cx<'_>, current: &Observed) -> Result<()> {
-        let Cx { aws, .. } = *cx;
         let mut p: kind::DnsRecord = current.props()?;
         if let Some(target) = current.outputs.get("target").and_then(Value::as_str) {
             p.alias.dns_name = target.into();
         }
         let what = format!("delete {} `{}` ({})", current.kind, current.id, current.physical_id);
-        match change(&aws.route53, &p.zone_id, ChangeAction::Delete, alias_set(&p)?, "aira: delete").await {
+        match change(&cx.aws.route53, &p.zone_id, ChangeAction::Delete, alias_set(&p)?, "aira: delete").await {
             Ok(_) => Ok(()),
             Err(e) if is_absent(&e) => Ok(()),
             Err(e) => Err(sdk::error(what, e)),
@@ -113,13 +109,7 @@ impl KindOps for AliasRecord {
 }
 
 /// Creation and update are one UPSERT, waited for, then read back.
-async fn upsert(
-    aws: &AwsProvider,
-    scope: &Scope,
-    res: &Resolved,
-    progress: &dyn Progress,
-    what: &str,
-) -> Result<Observed> {
+async fn upsert(aws: &Clients, scope: &Scope, res: &Resolved, progress: &dyn Progress, what: &str) -> Result<Observed> {
     let mut p: kind::DnsRecord = res.props()?;
     let (zone, name, ty) = (p.zone_id.as_str(), p.name.as_str(), p.r#type.as_str());
     let comment = format!("aira stack {}: {}", scope.stack, res.id);

@@ -443,6 +443,12 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
+/// Calls of APIs moto lacks, answered by the proxy itself (also for a `moto_only` proxy: there
+/// is no moto answer to keep). `None` for every other call.
+pub async fn emulate(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    aps::aps_alert_manager(moto, call).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,10 +466,4 @@ mod tests {
         assert_eq!(decode("arn%3Aaws%3Ax%2Fy+z"), "arn:aws:x/y z");
         assert_eq!(decode(&encode("arn:aws:x/y")), "arn:aws:x/y");
     }
-}
-
-/// Calls of APIs moto lacks, answered by the proxy itself (also for a `moto_only` proxy: there
-/// is no moto answer to keep). `None` for every other call.
-pub async fn emulate(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
-    aps::aps_alert_manager(moto, call).await
 }
