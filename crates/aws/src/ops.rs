@@ -9,6 +9,7 @@ use tokio::sync::OnceCell;
 
 use crate::ecr::Images;
 use crate::Clients;
+use aira_engine::kind::Props;
 use aira_engine::provider::{Observed, Progress, ProviderError, Resolved, Scope};
 
 /// What every operation of a kind works with, and all it reaches: the SDK's clients (not the
@@ -21,6 +22,28 @@ pub(crate) struct Cx<'a> {
     pub scope: &'a Scope,
     pub progress: &'a dyn Progress,
     pub seen: &'a Observing,
+}
+
+/// An update's inputs as its kind's structs, and the words its errors start with.
+pub(crate) struct Change<'a, P> {
+    pub want: P,
+    pub have: P,
+    /// The resource's id on AWS.
+    pub physical: &'a str,
+    /// `update KIND `ID` (PHYSICAL)`.
+    pub what: String,
+}
+
+/// A create's input as its kind's struct, and the words its errors start with:
+/// `create KIND `ID``.
+pub(crate) fn creating<P: Props>(res: &Resolved) -> Result<(P, String), ProviderError> {
+    Ok((res.props()?, format!("create {} `{}`", res.kind, res.id)))
+}
+
+pub(crate) fn change<'a, P: Props>(res: &Resolved, current: &'a Observed) -> Result<Change<'a, P>, ProviderError> {
+    let physical = current.physical_id.as_str();
+    let what = format!("update {} `{}` ({physical})", res.kind, res.id);
+    Ok(Change { want: res.props()?, have: current.props()?, physical, what })
 }
 
 /// What one kind does on AWS.

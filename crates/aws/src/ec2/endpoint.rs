@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val, VpcEndpointType as Type};
@@ -43,8 +43,7 @@ impl KindOps for VpcEndpoint {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::VpcEndpoint = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::VpcEndpoint>(res)?;
         let req =
             cx.aws.ec2.create_vpc_endpoint().vpc_id(p.vpc.as_str()).service_name(&p.service).tag_specifications(tags(
                 cx.scope,
@@ -68,9 +67,7 @@ impl KindOps for VpcEndpoint {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let id = current.physical_id.as_str();
-        let (want, have): (kind::VpcEndpoint, kind::VpcEndpoint) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let Change { want, have, physical: id, what } = change::<kind::VpcEndpoint>(res, current)?;
         let diff = |w: &Option<Vec<Val<String>>>, h: &Option<Vec<Val<String>>>| {
             let (w, h) = (ids(w), ids(h));
             let add: Vec<String> = w.iter().filter(|x| !h.contains(x)).cloned().collect();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, Val};
@@ -42,9 +42,8 @@ impl KindOps for InternetGateway {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
-        let (want, have): (kind::InternetGateway, kind::InternetGateway) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let ec2 = &cx.aws.ec2;
+        let Change { want, have, physical: id, what } = change::<kind::InternetGateway>(res, current)?;
         if want.vpc != have.vpc {
             if let Some(old) = &have.vpc {
                 sdk::retry_busy(cx.scope, cx.progress, &res.id, &what, &RELEASE, || {
@@ -123,8 +122,7 @@ impl KindOps for NatGateway {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::NatGateway = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::NatGateway>(res)?;
         let out = call!(
             what,
             cx.aws

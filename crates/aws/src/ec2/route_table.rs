@@ -8,7 +8,7 @@ use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, Val, VpcRoute};
 use aira_engine::provider::{Observed, Resolved};
@@ -49,8 +49,7 @@ impl KindOps for RouteTable {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::RouteTable = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::RouteTable>(res)?;
         let req = cx.aws.ec2.create_route_table().vpc_id(p.vpc.as_str());
         let out = call!(what, req.tag_specifications(tags(cx.scope, &res.id, ResourceType::RouteTable)).send());
         let id = out.route_table().and_then(|t| t.route_table_id());
@@ -60,9 +59,8 @@ impl KindOps for RouteTable {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
-        let (want, have): (kind::RouteTable, kind::RouteTable) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let ec2 = &cx.aws.ec2;
+        let Change { want, have, physical: id, what } = change::<kind::RouteTable>(res, current)?;
         let mut outputs = current.outputs.clone();
         for r in have.routes.iter().filter(|r| !want.routes.contains(r)) {
             let dest = r.destination.as_str();

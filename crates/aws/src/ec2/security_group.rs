@@ -1,7 +1,7 @@
 //! Security groups and their ingress rules (from CIDR blocks or other groups).
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, IngressRule};
 use aira_engine::provider::{Observed, Resolved};
@@ -28,8 +28,7 @@ impl KindOps for SecurityGroup {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::SecurityGroup = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::SecurityGroup>(res)?;
         let out = call!(
             what,
             cx.aws
@@ -47,9 +46,8 @@ impl KindOps for SecurityGroup {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
-        let what = format!("update {} `{}` ({id})", res.kind, res.id);
-        let (want, have): (kind::SecurityGroup, kind::SecurityGroup) = (res.props()?, current.props()?);
+        let ec2 = &cx.aws.ec2;
+        let Change { want, have, physical: id, what } = change::<kind::SecurityGroup>(res, current)?;
         let (want_rules, have_rules) = (want.ingress, have.ingress);
         let gone: Vec<IpPermission> = have_rules.iter().filter(|r| !want_rules.contains(r)).map(permission).collect();
         let new: Vec<IpPermission> = want_rules.iter().filter(|r| !have_rules.contains(r)).map(permission).collect();

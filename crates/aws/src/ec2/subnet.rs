@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
 use aira_engine::kind;
@@ -42,8 +42,7 @@ impl KindOps for Subnet {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::Subnet = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::Subnet>(res)?;
         let v6 = match p.ipv6_index {
             Some(i) => Some(subnet_ipv6(cx, &res.id, p.vpc.as_str(), i, &what).await?),
             None => None,
@@ -66,9 +65,8 @@ impl KindOps for Subnet {
 
     /// Everything else of a subnet forces a replacement, planned as such.
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
-        let (want, have): (kind::Subnet, kind::Subnet) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let ec2 = &cx.aws.ec2;
+        let Change { want, have, physical: id, what } = change::<kind::Subnet>(res, current)?;
         let mut outputs = current.outputs.clone();
         if want.ipv6_index != have.ipv6_index {
             if let Some(a) = outputs.remove("ipv6_association").as_ref().and_then(Value::as_str) {

@@ -5,7 +5,7 @@ use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use serde_json::Value;
 
 use super::{created, sorted, stack_filter, tags, updated, Result, RELEASE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved};
@@ -46,8 +46,7 @@ impl KindOps for Vpc {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::Vpc = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::Vpc>(res)?;
         let out = call!(
             what,
             cx.aws
@@ -65,9 +64,8 @@ impl KindOps for Vpc {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (ec2, id) = (&cx.aws.ec2, current.physical_id.as_str());
-        let (want, have): (kind::Vpc, kind::Vpc) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({id})", res.kind, res.id);
+        let ec2 = &cx.aws.ec2;
+        let Change { want, have, physical: id, what } = change::<kind::Vpc>(res, current)?;
         // EC2 takes one attribute per call; DNS support first, hostnames need it.
         if want.dns_support != have.dns_support {
             let v = AttributeBooleanValue::builder().value(want.dns_support).build();

@@ -9,7 +9,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use crate::TAG_DNS_ZONE;
 use aira_engine::kind::{self, Val};
@@ -73,8 +73,7 @@ impl KindOps for LoadBalancer {
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
-        let p: kind::LoadBalancer = res.props()?;
-        let what = format!("create {} `{}`", res.kind, res.id);
+        let (p, what) = creating::<kind::LoadBalancer>(res)?;
         let zone = p.dns_zone.as_deref().map(|z| (TAG_DNS_ZONE, z));
         let out = call!(
             what,
@@ -95,9 +94,8 @@ impl KindOps for LoadBalancer {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (elb, arn) = (&cx.aws.elb, current.physical_id.as_str());
-        let (want, have): (kind::LoadBalancer, kind::LoadBalancer) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({arn})", res.kind, res.id);
+        let elb = &cx.aws.elb;
+        let Change { want, have, physical: arn, what } = change::<kind::LoadBalancer>(res, current)?;
         if ids(&want.subnets) != ids(&have.subnets) {
             call!(what, elb.set_subnets().load_balancer_arn(arn).set_subnets(Some(ids(&want.subnets))).send());
         }

@@ -6,7 +6,7 @@ use aws_sdk_elasticloadbalancingv2::Client;
 use serde_json::Value;
 
 use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
-use crate::ops::{Cx, KindOps};
+use crate::ops::{change, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind;
 use aira_engine::provider::{Observed, Resolved, Scope};
@@ -102,9 +102,8 @@ impl KindOps for TargetGroup {
     }
 
     async fn update(&self, cx: &Cx<'_>, res: &Resolved, current: &Observed) -> Result<Observed> {
-        let (elb, arn) = (&cx.aws.elb, current.physical_id.as_str());
-        let (want, have): (kind::TargetGroup, kind::TargetGroup) = (res.props()?, current.props()?);
-        let what = format!("update {} `{}` ({arn})", res.kind, res.id);
+        let elb = &cx.aws.elb;
+        let Change { want, have, physical: arn, what } = change::<kind::TargetGroup>(res, current)?;
         if want.health_check != have.health_check {
             call!(what, health_check!(elb.modify_target_group().target_group_arn(arn), &want.health_check).send());
         }

@@ -9,6 +9,20 @@ use std::str::FromStr;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// A JSON Schema written by hand, for a type whose stack form is not its Rust shape.
+macro_rules! schema {
+    ($t:ident, $schema:tt) => {
+        impl JsonSchema for $t {
+            fn schema_name() -> Cow<'static, str> {
+                stringify!($t).into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
+
 /// Fargate CPU units (256 = 0.25 vCPU).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
@@ -33,18 +47,11 @@ impl From<Cpu> for u32 {
     }
 }
 
-impl JsonSchema for Cpu {
-    fn schema_name() -> Cow<'static, str> {
-        "Cpu".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "integer",
-            "enum": FARGATE_CPU,
-            "description": "Fargate CPU units: 256 = 0.25 vCPU … 16384 = 16 vCPU",
-        })
-    }
-}
+schema!(Cpu, {
+    "type": "integer",
+    "enum": FARGATE_CPU,
+    "description": "Fargate CPU units: 256 = 0.25 vCPU … 16384 = 16 vCPU",
+});
 
 /// Memory sizes (MiB) Fargate accepts for a CPU size.
 pub fn fargate_memory(cpu: u32) -> Vec<u32> {
@@ -69,14 +76,7 @@ macro_rules! formatted_string {
         #[serde(transparent)]
         pub struct $name(pub String);
 
-        impl JsonSchema for $name {
-            fn schema_name() -> Cow<'static, str> {
-                stringify!($name).into()
-            }
-            fn json_schema(_: &mut SchemaGenerator) -> Schema {
-                json_schema!({ "type": "string", "format": $format, "description": $description })
-            }
-        }
+        schema!($name, { "type": "string", "format": $format, "description": $description });
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -121,14 +121,7 @@ impl fmt::Display for Cidr {
     }
 }
 
-impl JsonSchema for Cidr {
-    fn schema_name() -> Cow<'static, str> {
-        "Cidr".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": "string", "format": "cidr", "description": "an IPv4 CIDR block such as 10.40.0.0/16" })
-    }
-}
+schema!(Cidr, { "type": "string", "format": "cidr", "description": "an IPv4 CIDR block such as 10.40.0.0/16" });
 
 /// A span of time written with units: `30s`, `5m`, `2h`, `4d`, or combined (`1h30m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -188,19 +181,12 @@ impl fmt::Display for Duration {
     }
 }
 
-impl JsonSchema for Duration {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "format": "duration",
-            "pattern": "^([0-9]+[smhd])+$",
-            "description": "a duration with units: 30s, 5m, 2h, 4d, 1h30m",
-        })
-    }
-}
+schema!(Duration, {
+    "type": "string",
+    "format": "duration",
+    "pattern": "^([0-9]+[smhd])+$",
+    "description": "a duration with units: 30s, 5m, 2h, 4d, 1h30m",
+});
 
 /// Written as their text: serialized through `Display`, read through `FromStr`, whose error is
 /// the message the validator shows.
