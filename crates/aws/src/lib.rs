@@ -1,17 +1,20 @@
 //! The AWS provider: the only crate that imports `aws-sdk-*`.
 //!
 //! Code map:
-//! - `lib.rs`: configuration (`sdk_config`), [`AwsProvider`] and its [`Provider`] impl (dispatch
-//!   through `kinds`), `link` (dependencies read from observed properties), the stacks of an account.
+//! - `lib.rs`: configuration (`sdk_config`), [`AwsProvider`] (the SDK's `Clients` and the image
+//!   this run pushes) and its [`Provider`] impl (dispatch through `kinds`), `link` (dependencies
+//!   read from observed properties), the stacks of an account.
 //! - `kinds.rs`: the one registry of kinds (`ops(kind)`, exhaustive) and the observe of every kind
 //!   at once; the only module that names the kind modules, and named by `lib.rs` alone.
-//! - `ops.rs`: what a kind module implements and works with, naming no kind: `Cx`, `KindOps`, and
-//!   what the observes of one run share (`Observing`: a memo of load balancers, clusters and
-//!   workspaces, filled by the find the first kind that asks passes).
+//! - `ops.rs`: what a kind module implements and works with, naming no kind: `KindOps`; `Cx`, all
+//!   an operation reaches (the SDK's clients, not the provider; the image this run pushes; the
+//!   stack; progress; and what the observes of one run share, `Observing`: a memo of load
+//!   balancers, clusters and workspaces, filled by the find the first kind that asks passes);
+//!   `creating` and `change`, an operation's typed inputs and the words its errors start with.
 //! - `sdk.rs`: the SDK helpers every module uses: errors keeping AWS's code and kind, `found`,
 //!   `is_gone`, `delete` (already gone is done), `read_back`, the adoption rule, tag lists, the
-//!   adoption of resources listed by name (`adopt_each`, `adopted`), `retry_busy`, `poll_until`,
-//!   `try_join_all`.
+//!   adoption of resources listed by name (`adopt_each`, `adopted`), `pages` (every page of a
+//!   paginated call), `retry_busy`, `poll_until`, `try_join_all`.
 //! - `sqs.rs`, `dynamodb.rs`, `logs.rs`, `iam.rs`, `ecr.rs` (also pushes the image `up` built),
 //!   `sns.rs`, `cloudwatch.rs`, `acm.rs`: one kind each; `aps.rs`: the Prometheus workspace, its
 //!   rule groups and its alert manager definition; `waf.rs`: the AWS WAF web ACL, with the load
