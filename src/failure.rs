@@ -75,9 +75,10 @@ pub enum UserError {
     EmptySecret,
     #[error("no dead letter with id {id} in {queue}")]
     NoDeadLetter { id: String, queue: String },
-    /// The stack's services cannot reach what they need (each problem with its fixes).
+    /// What the pre-flight found, all at once (each finding with its fix): a secret that does
+    /// not exist, a domain not delegated, a service that cannot reach what it needs, ….
     #[error("{}", .0.join("\n"))]
-    Unreachable(Vec<String>),
+    Preflight(Vec<String>),
     /// The region cannot hold the stack as written.
     #[error("{0}")]
     Expand(aira_engine::expand::ExpandError),

@@ -90,7 +90,21 @@ impl LlmError {
         }
     }
 
-    /// Short label for metrics.
+    /// Every value [`LlmError::kind`] gives: the series `aira_llm_errors_total` starts with.
+    pub const KINDS: [&'static str; 10] = [
+        "rate_limited",
+        "server",
+        "timeout",
+        "connection",
+        "quota",
+        "rejected",
+        "bad_response",
+        "empty",
+        "filtered",
+        "credentials",
+    ];
+
+    /// Short label for metrics: one of [`LlmError::KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
             LlmError::RateLimited { .. } => "rate_limited",
@@ -305,6 +319,27 @@ mod tests {
             Disposition::Fail
         );
         assert_eq!(LlmError::Connection.disposition(), Disposition::Retry { after: None });
+    }
+
+    /// KINDS is what the metric starts with: every variant's kind is in it, and each is used.
+    #[test]
+    fn kinds_lists_every_kind() {
+        let every = [
+            LlmError::RateLimited { retry_after: None },
+            LlmError::Server { status: 500 },
+            LlmError::Timeout,
+            LlmError::Connection,
+            LlmError::Quota,
+            LlmError::Rejected { status: 400 },
+            LlmError::BadResponse,
+            LlmError::Empty,
+            LlmError::Filtered,
+            LlmError::Credentials(String::new()),
+        ];
+        let kinds: Vec<&str> = every.iter().map(LlmError::kind).collect();
+        assert_eq!(kinds, LlmError::KINDS);
+        let named = LlmError::Provider { error: Box::new(LlmError::Quota), code: "x".into(), message: "y".into() };
+        assert_eq!(named.kind(), "quota");
     }
 
     #[test]

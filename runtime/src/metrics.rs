@@ -7,6 +7,56 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// What the worker did with one delivery: the label of `aira_worker_messages_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Answered,
+    Failed,
+    BudgetSpent,
+    Retried,
+    DeadLettered,
+    Duplicate,
+    Busy,
+    HandedBack,
+    LeaseLost,
+    Missing,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Answered,
+        Outcome::Failed,
+        Outcome::BudgetSpent,
+        Outcome::Retried,
+        Outcome::DeadLettered,
+        Outcome::Duplicate,
+        Outcome::Busy,
+        Outcome::HandedBack,
+        Outcome::LeaseLost,
+        Outcome::Missing,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Answered => "answered",
+            Outcome::Failed => "failed",
+            Outcome::BudgetSpent => "budget_spent",
+            Outcome::Retried => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Busy => "busy",
+            Outcome::HandedBack => "handed_back",
+            Outcome::LeaseLost => "lease_lost",
+            Outcome::Missing => "missing",
+        }
+    }
+}
+
+/// The kinds of `aira_llm_tokens_total`.
+pub const PROMPT_TOKENS: &str = "prompt";
+pub const COMPLETION_TOKENS: &str = "completion";
+pub const TOKEN_KINDS: [&str; 2] = [PROMPT_TOKENS, COMPLETION_TOKENS];
+
 pub struct Metrics {
     registry: Registry,
     /// `aira_http_requests_total{route,method,status}`
@@ -35,16 +85,15 @@ pub struct Metrics {
     pub queue_backlog: IntGauge,
     /// `aira_worker_in_flight`
     pub worker_in_flight: IntGauge,
-    /// `aira_worker_messages_total{outcome}`: answered, failed, retried, dead_lettered, duplicate,
-    /// busy, handed_back, lease_lost, missing.
+    /// `aira_worker_messages_total{outcome}`: one series per [`Outcome`].
     pub worker_messages: IntCounterVec,
     /// `aira_worker_dead_lettered_total`: messages given up after max receives (to the DLQ).
     pub dead_lettered: IntCounter,
     /// `aira_llm_request_duration_seconds`
     pub llm_duration: Histogram,
-    /// `aira_llm_errors_total{kind}`
+    /// `aira_llm_errors_total{kind}`: one series per [`crate::llm::LlmError::KINDS`].
     pub llm_errors: IntCounterVec,
-    /// `aira_llm_tokens_total{kind}`: prompt, completion.
+    /// `aira_llm_tokens_total{kind}`: [`TOKEN_KINDS`].
     pub llm_tokens: IntCounterVec,
     /// `aira_llm_daily_tokens_limit`: the model tokens all users together may spend per UTC day
     /// (`AIRA_DAILY_TOKENS`); 0 when there is no bound.
@@ -103,10 +152,17 @@ impl Metrics {
         registry.register(Box::new(end_to_end.clone())).expect("register");
         let remote_write_requests =
             counter_vec("aira_remote_write_requests_total", "remote-write pushes by outcome", &["outcome"]);
-        // Both outcomes from the start, so that an error rate has its zero before the first push.
-        for outcome in ["ok", "error"] {
-            remote_write_requests.with_label_values(&[outcome]);
-        }
+        // Every label value known in advance starts at 0 (Prometheus's instrumentation advice):
+        // a rate or a rule over it then tells "none yet" from "not scraped", and a fresh stack's
+        // panels show 0, not "No data".
+        let known = |c: &IntCounterVec, values: &[&str]| values.iter().for_each(|v| drop(c.with_label_values(&[v])));
+        known(&remote_write_requests, &["ok", "error"]);
+        let worker_messages = counter_vec("aira_worker_messages_total", "worker outcomes", &["outcome"]);
+        known(&worker_messages, &Outcome::ALL.map(Outcome::label));
+        let llm_errors = counter_vec("aira_llm_errors_total", "LLM errors", &["kind"]);
+        known(&llm_errors, &crate::llm::LlmError::KINDS);
+        let llm_tokens = counter_vec("aira_llm_tokens_total", "LLM tokens", &["kind"]);
+        known(&llm_tokens, &TOKEN_KINDS);
         let limiter_entries = IntGaugeVec::new(
             Opts::new("aira_rate_limiter_entries", "keys held by an in-process rate limiter"),
             &["limiter"],
@@ -127,11 +183,11 @@ impl Metrics {
             outbox_relayed: counter("aira_outbox_relayed_total", "messages sent by the outbox relay"),
             queue_backlog: gauge("aira_queue_backlog", "messages in the queue, counted every second (serve)"),
             worker_in_flight: gauge("aira_worker_in_flight", "messages being processed"),
-            worker_messages: counter_vec("aira_worker_messages_total", "worker outcomes", &["outcome"]),
+            worker_messages,
             dead_lettered: counter("aira_worker_dead_lettered_total", "messages given up to the dead-letter queue"),
             llm_duration,
-            llm_errors: counter_vec("aira_llm_errors_total", "LLM errors", &["kind"]),
-            llm_tokens: counter_vec("aira_llm_tokens_total", "LLM tokens", &["kind"]),
+            llm_errors,
+            llm_tokens,
             daily_tokens_limit: gauge(
                 "aira_llm_daily_tokens_limit",
                 "model tokens all users may spend per UTC day (0: no bound)",

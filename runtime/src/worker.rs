@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::llm::{Completion, Disposition, Llm, LlmError, Turn};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Outcome, COMPLETION_TOKENS, PROMPT_TOKENS};
 use crate::model::{day_of, now_ms, Message, QueueBody, SET_ASIDE};
 use crate::queue::{Queue, Received};
 use crate::store::{Charge, Claim, ClaimTerms, Lease, Store};
@@ -274,8 +274,8 @@ impl Worker {
         info!("worker stopped");
     }
 
-    fn outcome(&self, outcome: &str) {
-        self.metrics.worker_messages.with_label_values(&[outcome]).inc();
+    fn outcome(&self, outcome: Outcome) {
+        self.metrics.worker_messages.with_label_values(&[outcome.label()]).inc();
     }
 
     async fn delete(&self, m: &Received) {
@@ -322,12 +322,12 @@ impl Worker {
                     _ => "the service's model budget of today is spent; it renews at 00:00 UTC",
                 };
                 info!(estimate, "over a daily budget; failing the message");
-                return self.give_up(&m, &msg, &lease, reason, "budget_spent").await;
+                return self.give_up(&m, &msg, &lease, reason, Outcome::BudgetSpent).await;
             }
             Err(e) => {
                 warn!(error = format!("{e:#}"), "charging the spend failed; retrying later");
                 let _ = self.store.release(&lease, now_ms()).await;
-                self.outcome("retried");
+                self.outcome(Outcome::Retried);
                 let delay = retry_delay(cfg, None, m.receive_count);
                 return self.set_visibility(&m, delay).await;
             }
@@ -336,15 +336,15 @@ impl Worker {
 
         match result {
             Ok(c) => {
-                self.metrics.llm_tokens.with_label_values(&["prompt"]).inc_by(c.prompt_tokens);
-                self.metrics.llm_tokens.with_label_values(&["completion"]).inc_by(c.completion_tokens);
+                self.metrics.llm_tokens.with_label_values(&[PROMPT_TOKENS]).inc_by(c.prompt_tokens);
+                self.metrics.llm_tokens.with_label_values(&[COMPLETION_TOKENS]).inc_by(c.completion_tokens);
                 let spent = c.prompt_tokens + c.completion_tokens;
                 self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
                 let answer = bounded_answer(c.text, cfg.max_answer_bytes);
                 match self.store.complete(&lease, &answer, now_ms()).await {
                     Ok(true) => {
                         self.free_slot(&msg.user_id).await;
-                        self.outcome("answered");
+                        self.outcome(Outcome::Answered);
                         self.metrics.end_to_end.observe(((now_ms() - msg.created_at).max(0) as f64) / 1000.0);
                         info!("answered");
                         self.delete(&m).await;
@@ -352,7 +352,7 @@ impl Worker {
                     Ok(false) => {
                         // Lost the lease: whoever holds it answers; this delivery expires.
                         warn!("lease lost before the answer was stored; answer dropped");
-                        self.outcome("lease_lost");
+                        self.outcome(Outcome::LeaseLost);
                     }
                     Err(e) => warn!(error = format!("{e:#}"), "storing the answer failed; will retry"),
                 }
@@ -391,23 +391,23 @@ impl Worker {
                 // Another worker holds it; look again after its lease, in case it dies.
                 let wait = Duration::from_millis((lease_until_ms - now).max(1000) as u64);
                 debug!("claimed by another worker; deferring");
-                self.outcome("busy");
+                self.outcome(Outcome::Busy);
                 self.set_visibility(m, wait).await;
                 return None;
             }
             Ok(Claim::Missing) => {
                 warn!("message not in the store; deleting the queue message");
-                "missing"
+                Outcome::Missing
             }
             Ok(Claim::Answered) => {
                 debug!("already answered; duplicate delivery");
-                "duplicate"
+                Outcome::Duplicate
             }
             Ok(Claim::Failed) => {
                 // Only a redrive of what the worker set aside, or the user's retry (which sets
                 // it queued), answers a failed message: this is a duplicate of its delivery.
                 debug!("failed and not set aside for a redrive; duplicate delivery");
-                "duplicate"
+                Outcome::Duplicate
             }
         };
         // Nothing left to answer: the delivery goes.
@@ -524,7 +524,7 @@ impl Worker {
 
     /// Marks the message failed for `reason` and deletes its delivery: nothing will answer it
     /// but the user's retry.
-    async fn give_up(&self, m: &Received, msg: &Message, lease: &Lease, reason: &str, outcome: &str) {
+    async fn give_up(&self, m: &Received, msg: &Message, lease: &Lease, reason: &str, outcome: Outcome) {
         match self.store.fail(lease, reason, now_ms(), false).await {
             Ok(true) => {
                 self.free_slot(&msg.user_id).await;
@@ -532,7 +532,7 @@ impl Worker {
                 self.delete(m).await;
             }
             // Another worker holds the message now; its delivery decides.
-            Ok(false) => self.outcome("lease_lost"),
+            Ok(false) => self.outcome(Outcome::LeaseLost),
             Err(err) => warn!(error = format!("{err:#}"), "marking failed did not work; will retry"),
         }
     }
@@ -551,7 +551,7 @@ impl Worker {
             let _ = self.store.release(lease, now_ms()).await;
         }
         self.set_visibility(m, Duration::ZERO).await;
-        self.outcome("handed_back");
+        self.outcome(Outcome::HandedBack);
     }
 
     async fn on_llm_error(&self, m: &Received, msg: &Message, lease: &Lease, e: LlmError, d: Disposition) {
@@ -559,7 +559,7 @@ impl Worker {
         match d {
             Disposition::Fail | Disposition::Once => {
                 warn!(error = %e, "llm failed for this message; failing it");
-                self.give_up(m, msg, lease, &e.recorded_reason(), "failed").await;
+                self.give_up(m, msg, lease, &e.recorded_reason(), Outcome::Failed).await;
             }
             Disposition::Retry { .. } if m.receive_count >= cfg.max_receives => {
                 warn!(error = %e, "llm failed on the last receive; to the dead-letter queue");
@@ -568,7 +568,7 @@ impl Worker {
                     self.free_slot(&msg.user_id).await;
                 }
                 self.metrics.dead_lettered.inc();
-                self.outcome("dead_lettered");
+                self.outcome(Outcome::DeadLettered);
                 // Visible now, so the queue moves it to the dead-letter queue on next receive.
                 self.set_visibility(m, Duration::ZERO).await;
             }
@@ -576,7 +576,7 @@ impl Worker {
                 let delay = retry_delay(cfg, after, m.receive_count);
                 info!(error = %e, delay_ms = delay.as_millis() as u64, "llm failed; retrying later");
                 let _ = self.store.release(lease, now_ms()).await;
-                self.outcome("retried");
+                self.outcome(Outcome::Retried);
                 self.set_visibility(m, delay).await;
             }
         }

@@ -361,6 +361,12 @@ impl StackArg {
 
 impl ImageArgs {
     /// Refuses what no build can satisfy: plain HTTP off loopback, a tagged `--registry`.
+    /// `registry/name` of `--registry`: where the image aira builds goes instead of the stack's
+    /// ECR repository.
+    pub fn repository(&self) -> Option<String> {
+        self.registry.as_ref().map(|r| format!("{}/{}", r.registry, r.repository))
+    }
+
     pub fn check(&self) -> Result<(), Failure> {
         let Some(r) = &self.registry else { return Ok(()) };
         if self.insecure_registry && !r.is_loopback() {
@@ -394,4 +400,29 @@ pub enum Model {
     Bedrock,
     /// The offline echo model: tries the stack out without any model account.
     Echo,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command's help, wrapped at 80 columns: no line wider (a long word that cannot wrap,
+    /// a table, an example, would show here).
+    #[test]
+    fn every_help_reads_at_80_columns() {
+        fn check(cmd: &mut clap::Command, path: &str, wide: &mut Vec<String>) {
+            let mut c = cmd.clone().term_width(80);
+            let help = c.render_long_help().to_string();
+            wide.extend(help.lines().filter(|l| l.chars().count() > 80).map(|l| format!("{path}: {l}")));
+            for sub in cmd.get_subcommands_mut() {
+                let name = format!("{path} {}", sub.get_name());
+                check(sub, &name, wide);
+            }
+        }
+        let mut wide = Vec::new();
+        let mut cli = super::Cli::command();
+        cli.build();
+        check(&mut cli, "aira", &mut wide);
+        assert!(wide.is_empty(), "help lines over 80 columns:\n{}", wide.join("\n"));
+    }
 }

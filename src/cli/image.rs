@@ -112,11 +112,13 @@ pub async fn image(command: &ImageCommand, printer: &Printer) -> Result<ImageRes
     }
 }
 
-/// The image the stack's services run: `--image`, else the stack's `image`, else the runtime
-/// built here (reproducibly: an unchanged source gives the same digest, hence no new task
-/// definition), handed to the provider to push when a task definition first needs it.
+/// The image the stack's services run, without building anything: `--image`, else the stack's
+/// `image`, else the runtime aira builds — known by the fingerprint of its sources. An image
+/// built here already from the same fingerprint (`.aira/image`) is handed to the provider to
+/// push when a task definition first needs it; otherwise it is still to build
+/// ([`Image::against`] then tells whether the stack runs it already, and [`build`] builds it).
 #[cfg(feature = "aws")]
-pub async fn prepare(session: &Session, args: &ImageArgs, printer: &Printer) -> Result<Image, Failure> {
+pub async fn prepare(session: &Session, args: &ImageArgs) -> Result<Image, Failure> {
     let stack = &session.loaded.stack;
     if stack.services.is_empty() {
         return Ok(Image::Reference(String::new()));
@@ -125,14 +127,36 @@ pub async fn prepare(session: &Session, args: &ImageArgs, printer: &Printer) -> 
         return Ok(Image::Reference(r));
     }
     args.check()?;
+    let opts = options(args)?;
+    let source = build::fingerprint(&opts)?;
+    let repository = args.repository();
+    if build::built_from(&opts.out).as_deref() == Some(source.as_str()) {
+        if let Ok(image) = oci::read_layout(&opts.out) {
+            let digest = image.manifest.digest.clone();
+            session.aws.set_image(LocalImage { image, insecure: args.insecure_registry }).await;
+            return Ok(Image::Built { digest, repository, source: Some(source) });
+        }
+    }
+    Ok(Image::ToBuild { source, repository })
+}
+
+#[cfg(feature = "aws")]
+fn options(args: &ImageArgs) -> Result<build::Options, Failure> {
     let epoch = aira_image::source_date_epoch()?;
-    let out = PathBuf::from(aira_image::DEFAULT_DIR);
-    let opts = build::Options { out, binary: args.runtime_binary.clone(), epoch };
+    Ok(build::Options { out: PathBuf::from(aira_image::DEFAULT_DIR), binary: args.runtime_binary.clone(), epoch })
+}
+
+/// Builds the runtime's image (`up`, when [`Image::against`] says so), reproducibly: an
+/// unchanged source gives the same digest, hence no new task definition. It is handed to the
+/// provider to push when a task definition first needs it.
+#[cfg(feature = "aws")]
+pub async fn build(session: &Session, args: &ImageArgs, printer: &Printer) -> Result<Image, Failure> {
+    let opts = options(args)?;
     let started = Instant::now();
     let note = |m: &str| printer.note(m);
     let built = tokio::task::block_in_place(|| build::build(&opts, &note))?;
     let digest = built.image.manifest.digest.clone();
     printer.note(&format!("image {digest} built in {}", seconds(started.elapsed())));
     session.aws.set_image(LocalImage { image: built.image, insecure: args.insecure_registry }).await;
-    Ok(Image::Built { digest, repository: args.registry.as_ref().map(|r| format!("{}/{}", r.registry, r.repository)) })
+    Ok(Image::Built { digest, repository: args.repository(), source: Some(built.source) })
 }

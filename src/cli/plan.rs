@@ -37,13 +37,12 @@ pub fn validate(arg: &StackArg, printer: &Printer) -> Result<Valid, Failure> {
     Ok(Valid { valid: true, file: loaded.file, stack: loaded.stack.stack.0, resources: graph.resources.len() })
 }
 
-/// `aira plan`: what `up` would change, with the image `up` would deploy.
+/// `aira plan`: what `up` would change, with the image `up` would deploy; it builds nothing
+/// (whether `up` would build the image, and why, is in the plan).
 #[cfg(feature = "aws")]
 pub async fn plan(global: &Global, arg: &StackArg, image: &ImageArgs, printer: &Printer) -> Result<Plan, Failure> {
     let mut session = Session::connect(global, arg, printer).await?;
-    session.image = super::image::prepare(&session, image, printer).await?;
-    let reachability = session.reachability()?;
-    let mut plan = session.plan(printer, Some(&session.image)).await?;
-    plan.reachability = Some(reachability);
+    session.image = super::image::prepare(&session, image).await?;
+    let (_, plan) = session.plan(printer).await?;
     Ok(plan)
 }

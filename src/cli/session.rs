@@ -10,10 +10,10 @@ use crate::failure::{Failure, UserError};
 use crate::output::Printer;
 use aira_aws::{lock, sdk_config, AwsProvider};
 use aira_engine::apply::{self, Report, Stop};
-use aira_engine::expand::{expand, image_of, Image};
+use aira_engine::expand::{expand, image_of, Image, ImageDecision};
 use aira_engine::graph::GraphError;
 use aira_engine::plan::{self, Plan};
-use aira_engine::provider::{Provider, Scope};
+use aira_engine::provider::{Facts, Observed, Provider, Scope};
 use aira_engine::stack::reach::{reachability, Reachability};
 use aira_engine::stack::{self, Loaded};
 
@@ -24,6 +24,12 @@ pub async fn connect_aws(global: &Global, stack_region: Option<&String>) -> Resu
         return Err(UserError::NoRegion.into());
     }
     Ok(Arc::new(AwsProvider::new(&config)))
+}
+
+/// What exists, and what the pre-flight looked up.
+pub struct Read {
+    pub facts: Facts,
+    pub observed: Vec<Observed>,
 }
 
 /// A stack file and the account it is converged in.
@@ -54,46 +60,77 @@ impl Session {
         &self.scope.stack
     }
 
-    /// Observes the stack and plans the file against it, after the pre-flight. `image: None`
-    /// plans with the image the services run now (`status`: a drift check that builds nothing).
-    pub async fn plan(&self, printer: &Printer, image: Option<&Image>) -> Result<Plan, Failure> {
+    /// Observes the stack and runs the pre-flight, at once. Every finding of the pre-flight (a
+    /// missing secret, a domain not delegated, a service that cannot reach what it needs, …) is
+    /// the user's to fix and reported together, before anything long (an image build) starts.
+    pub async fn read(&self, printer: &Printer) -> Result<Read, Failure> {
         printer.note(&format!("reading resources tagged aira:stack={}", self.stack()));
+        let (facts, observed) = tokio::join!(self.aws.facts(&self.loaded.stack), self.aws.observe(&self.scope));
         let stack = &self.loaded.stack;
-        let facts = async { Ok::<_, Failure>(self.aws.facts(stack).await?) };
-        let observed = async { Ok::<_, Failure>(self.aws.observe(&self.scope).await?) };
-        let (facts, observed) = tokio::try_join!(facts, observed)?;
+        let mut findings: Vec<String> =
+            self.reachability().problems(stack).into_iter().map(|(_, problem)| problem).collect();
+        let facts = match facts {
+            Ok(facts) => Some(facts),
+            Err(e) if e.is_user() => {
+                findings.push(e.message);
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (Some(facts), true) = (facts, findings.is_empty()) else {
+            return Err(UserError::Preflight(findings).into());
+        };
         for note in &facts.notes {
             printer.note(note);
         }
-        let in_use;
-        let image = match image {
-            Some(i) => i,
-            None => {
-                in_use = image_of(&observed);
-                &in_use
-            }
-        };
-        let graph = expand(stack, &facts, image)?;
-        let mut plan = plan::diff(&graph, &observed).map_err(unordered)?;
-        plan.cost = Some(Box::new(plan.estimate_cost(&facts.region)));
+        Ok(Read { facts, observed: observed? })
+    }
+
+    /// Plans the file against what [`Session::read`] found, with `image`.
+    pub fn plan_with(&self, read: &Read, image: &Image) -> Result<Plan, Failure> {
+        let graph = expand(&self.loaded.stack, &read.facts, image)?;
+        let mut plan = plan::diff(&graph, &read.observed).map_err(unordered)?;
+        plan.cost = Some(Box::new(plan.estimate_cost(&read.facts.region)));
         Ok(plan)
     }
 
-    /// How the services reach what they need with the image they will run; a dependency without
-    /// a path (say an image from a registry outside AWS with no NAT gateway) is a user error.
-    /// The stack file's own choices were checked when it was loaded; this adds `--image`.
-    pub fn reachability(&self) -> Result<Reachability, Failure> {
+    /// Reads the stack and plans the file against it with the image the services run now
+    /// (`status`: a drift check that builds nothing).
+    pub async fn plan_deployed(&self, printer: &Printer) -> Result<Plan, Failure> {
+        let read = self.read(printer).await?;
+        self.plan_with(&read, &image_of(&read.observed))
+    }
+
+    /// Reads the stack and plans the file against it with [`Session::image`], as `up` would
+    /// deploy it (building nothing): the plan says whether `up` builds the image, and why.
+    pub async fn plan(&self, printer: &Printer) -> Result<(Read, Plan), Failure> {
+        let read = self.read(printer).await?;
+        let (image, decision) = self.image.clone().against(&read.observed);
+        if let Some(d) = &decision {
+            printer.note(&d.reason);
+        }
+        let plan = self.plan_image(&read, &image, decision)?;
+        Ok((read, plan))
+    }
+
+    /// [`Session::plan_with`] as `plan` and `up` show it: with the reachability and what `up`
+    /// does about the image.
+    pub fn plan_image(&self, read: &Read, image: &Image, decision: Option<ImageDecision>) -> Result<Plan, Failure> {
+        let mut plan = self.plan_with(read, image)?;
+        plan.reachability = Some(self.reachability());
+        plan.image = decision.map(Box::new);
+        Ok(plan)
+    }
+
+    /// How the services reach what they need with the image they will run (its problems are
+    /// findings of [`Session::read`]). The stack file's own choices were checked when it was
+    /// loaded; this adds `--image`.
+    pub fn reachability(&self) -> Reachability {
         let image = match &self.image {
             Image::Reference(r) if !r.is_empty() => Some(r.as_str()),
             _ => None,
         };
-        let stack = &self.loaded.stack;
-        let table = reachability(stack, image);
-        let problems: Vec<String> = table.problems(stack).into_iter().map(|(_, p)| p).collect();
-        match problems.is_empty() {
-            true => Ok(table),
-            false => Err(UserError::Unreachable(problems).into()),
-        }
+        reachability(&self.loaded.stack, image)
     }
 
     /// Applies a plan with the stack's scope, until `stop` says the lock was lost.
@@ -157,6 +194,11 @@ pub async fn locked<T, Fut: Future<Output = T>>(
         printer.note(&format!("removed the lock of `{stack}`"));
     }
     let held = aws.lock(stack, ttl).await?;
+    if let Some(gone) = &held.took_from {
+        printer.note(&format!(
+            "took the lock of `{stack}` from {gone}: that process is no longer running on this machine"
+        ));
+    }
     let result = work(held.loss()).await;
     held.release().await;
     Ok(result)

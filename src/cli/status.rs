@@ -10,7 +10,7 @@ use super::session::Session;
 use crate::failure::Failure;
 use crate::output::{Printer, Render};
 use crate::time::{rfc3339, rfc3339_or_dash};
-use aira_aws::day2::ServiceStatus;
+use aira_aws::day2::{ServiceStatus, TargetHealth};
 use aira_aws::dlq;
 use aira_engine::graph::{Kind, LogicalId};
 use aira_engine::plan::{Action, Summary};
@@ -52,13 +52,6 @@ pub struct Targets {
     pub health: TargetHealth,
 }
 
-/// As `AwsProvider::target_health` reports it: state → count, and unhealthy targets' reasons.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct TargetHealth {
-    pub states: BTreeMap<String, usize>,
-    pub reasons: Vec<String>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Certificate {
     pub arn: String,
@@ -89,7 +82,7 @@ pub struct LockHolder {
 pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Result<StackStatus, Failure> {
     let session = Session::connect(global, arg, printer).await?;
     let stack = session.stack().to_string();
-    let plan = session.plan(printer, None).await?;
+    let plan = session.plan_deployed(printer).await?;
     let observed: Vec<&Observed> = plan.steps.iter().filter_map(|s| s.current.as_ref()).collect();
     let mut resources: BTreeMap<String, usize> = BTreeMap::new();
     for o in &observed {
@@ -113,7 +106,6 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
     let mut targets = Vec::new();
     for tg in observed.iter().filter(|o| o.kind == Kind::TargetGroup) {
         let health = session.aws.target_health(&tg.physical_id).await?;
-        let health = serde_json::from_value(health).map_err(anyhow::Error::from)?;
         targets.push(Targets { target_group: tg.id.clone(), health });
     }
     let certificate = match output(Kind::Certificate, "arn") {
@@ -173,8 +165,12 @@ impl Render for StackStatus {
             service_text(s, p);
         }
         for t in &self.targets {
-            let states = serde_json::to_string(&t.health.states).unwrap_or_default();
+            let states: Vec<String> = t.health.states.iter().map(|(state, n)| format!("{n} {state}")).collect();
+            let states = if states.is_empty() { "none registered".to_string() } else { states.join(", ") };
             p.out(&format!("Targets of {}: {states}", t.target_group));
+            for reason in &t.health.reasons {
+                p.out(&format!("  {reason}"));
+            }
         }
         if let Some(c) = &self.certificate {
             p.out(&format!("Certificate: {}, expires {}", c.status, rfc3339_or_dash(c.expires_at)));

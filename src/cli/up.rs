@@ -11,8 +11,8 @@ use aira_aws::lock;
 use aira_engine::provider::{TAG_CREATED_AT, TAG_EXPIRES_AT};
 use aira_engine::stack::model::Duration;
 
-/// `aira up`: the image first (a cold build takes minutes and needs no AWS), then, holding the
-/// lock, plan, confirm and apply.
+/// `aira up`: holding the lock, the pre-flight and the plan (every finding before anything
+/// long), the image's build when the stack does not run its sources yet, then confirm and apply.
 pub async fn up(
     global: &Global,
     arg: &StackArg,
@@ -29,9 +29,8 @@ pub async fn up(
         scope.tags.insert(TAG_EXPIRES_AT.into(), (now + ttl.secs()).to_string());
     }
     session.scope = Arc::new(scope);
-    session.image = super::image::prepare(&session, image, printer).await?;
-    session.reachability()?;
-    let applied = session.locked(global, printer, |loss| apply_stack(global, &session, printer, loss)).await?;
+    session.image = super::image::prepare(&session, image).await?;
+    let applied = session.locked(global, printer, |loss| apply_stack(global, &session, image, printer, loss)).await?;
     applied.note_timing(printer);
     Ok(applied)
 }
@@ -39,10 +38,16 @@ pub async fn up(
 async fn apply_stack(
     global: &Global,
     session: &Session,
+    image: &ImageArgs,
     printer: &Arc<Printer>,
     loss: lock::Loss,
 ) -> Result<Applied, Failure> {
-    let plan = session.plan(printer, Some(&session.image)).await?;
+    let (read, mut plan) = session.plan(printer).await?;
+    if plan.image.as_ref().is_some_and(|d| d.build) {
+        let decision = plan.image.take().map(|d| *d);
+        let built = super::image::build(session, image, printer).await?;
+        plan = session.plan_image(&read, &built, decision)?;
+    }
     printer.preview(&plan);
     if !plan.has_changes() {
         return Ok(Applied { plan, report: None, left_behind: Vec::new(), lock_lost: None });

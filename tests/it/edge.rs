@@ -398,6 +398,33 @@ async fn edge_preflight_refuses_an_undelegated_zone() {
     assert!(crate::harness::inventory(&stack).await.is_empty(), "nothing was created");
 }
 
+/// A missing secret and a zone that public DNS does not delegate: one run of `up` reports both,
+/// before it builds anything (no `--image`: the runtime's image is aira's to build) and before it
+/// changes anything.
+#[tokio::test]
+async fn preflight_reports_every_finding_at_once_before_any_build() {
+    let stack = unique_stack("edge-all");
+    let zone_name = format!("{stack}.example.com");
+    hosted_zone(&zone_name).await;
+    let (dns, _task) = dns_responder(vec!["ns1.registrar-parking.example.".into()]).await;
+    let dns = dns.to_string();
+    let wd = Workdir::new();
+    let llm =
+        format!("llm:\n  base_url: https://llm.invalid/v1\n  model: m\n  api_key: {{ secret: {stack}/absent }}\n");
+    let file = domain_stack(&stack, &zone_name).replace("endpoints: [", "nat: true\n  endpoints: [") + &llm;
+    wd.write("aira.yaml", &file);
+    let env = [("AIRA_DNS_RESOLVER", dns.as_str())];
+    for verb in ["plan", "up"] {
+        let run = aira_env(wd.dir.path(), &[verb, "aira.yaml", "--yes", "--endpoint-url", &endpoint()], &env).await;
+        run.assert_code(1);
+        assert!(run.stderr.contains(&format!("the secret `{stack}/absent` does not exist")), "{verb}: {}", run.stderr);
+        assert!(run.stderr.contains("public DNS does not delegate"), "{verb}: {}", run.stderr);
+        assert!(!run.stderr.contains("building aira-runtime"), "{verb} built the image: {}", run.stderr);
+        assert!(!wd.dir.path().join(".aira").exists(), "{verb} built the image");
+    }
+    assert!(crate::harness::inventory(&stack).await.is_empty(), "nothing was created");
+}
+
 #[tokio::test]
 async fn edge_preflight_passes_a_delegated_zone() {
     let stack = unique_stack("edge-ok");

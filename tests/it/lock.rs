@@ -1,4 +1,5 @@
-//! The stack lock: two runs of one stack never apply at once; a dead holder's lock expires.
+//! The stack lock: two runs of one stack never apply at once; a killed holder's lock is taken at
+//! once on its own machine, and expires elsewhere.
 
 use std::time::Duration;
 
@@ -43,26 +44,65 @@ async fn a_second_run_of_the_same_stack_is_refused_with_the_holder() {
     crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
 
+/// A run SIGKILLed on this machine: the next run takes its lock at once, saying whose it took.
 #[tokio::test]
-async fn a_dead_holders_lock_expires_or_is_forced() {
-    let stack = unique_stack("lockdead");
+async fn a_killed_runs_lock_is_taken_at_once_on_the_same_machine() {
+    let stack = unique_stack("lockkill");
     let work = Workdir::new();
     let file = stack_file(&work, &stack);
+    let latency = Duration::from_millis(1000);
+    let slow = Proxy::start(&endpoint(), Faults { latency, ..Faults::default() }).await;
+    // A TTL far longer than the test: waiting it out is not how the next run gets in.
+    let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "1h", "--endpoint-url", &slow.url]);
+    let pid = holder.id().unwrap();
+    lock_taken(&slow, latency).await;
+    holder.kill().await.unwrap(); // SIGKILL: no release, no more renewals
+    holder.wait().await.unwrap();
+    let next = aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await;
+    next.assert_code(0);
+    assert!(
+        next.stderr.contains(&format!("took the lock of `{stack}` from"))
+            && next.stderr.contains(&format!("(pid {pid})")),
+        "says whose lock it took: {}",
+        next.stderr
+    );
+    assert!(next.stderr.contains("no longer running on this machine"), "{}", next.stderr);
+    aira(work.dir.path(), &["down", &file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
+}
+
+/// A holder on another machine (its record names another boot) cannot be seen to be gone: its
+/// lock is waited out until it expires, or removed with `--force-unlock`.
+#[tokio::test]
+async fn another_machines_lock_expires_or_is_forced() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = unique_stack("lockelse");
+    let work = Workdir::new();
+    let file = stack_file(&work, &stack);
+    // The lock table exists once a run has taken a lock.
+    aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let ddb = aws_sdk_dynamodb::Client::new(&crate::harness::sdk_config());
     for force in [false, true] {
-        // Slow enough that the holder is still reading the stack when it is killed, even when it
-        // has nothing to change (the second round): every kind is observed at once.
-        let latency = Duration::from_millis(1000);
-        let slow = Proxy::start(&endpoint(), Faults { latency, ..Faults::default() }).await;
-        let mut holder = spawn_aira(work.dir.path(), &["up", &file, "--lock-ttl", "6s", "--endpoint-url", &slow.url]);
-        lock_taken(&slow, latency).await;
-        holder.kill().await.unwrap(); // SIGKILL: no release, no more renewals
+        let now = unix(std::time::SystemTime::now());
+        // The record a run on another machine writes: a process id that names no process here.
+        let record = [
+            ("stack", AttributeValue::S(stack.clone())),
+            ("holder", AttributeValue::S("ci@elsewhere (pid 4000000000)".into())),
+            ("acquired_at", AttributeValue::N(now.to_string())),
+            ("expires_at", AttributeValue::N((now + 6).to_string())),
+            ("boot", AttributeValue::S("00000000-another-boot/pid:[1]".into())),
+            ("pid", AttributeValue::N("4000000000".into())),
+            ("pid_started", AttributeValue::N("1".into())),
+        ];
+        let put = record.into_iter().fold(ddb.put_item().table_name("aira-locks"), |r, (k, v)| r.item(k, v));
+        put.send().await.unwrap();
         let refused = aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await;
         refused.assert_code(1);
-        assert!(refused.stderr.contains("is locked by"), "{}", refused.stderr);
+        assert!(refused.stderr.contains("is locked by ci@elsewhere"), "{}", refused.stderr);
         if force {
             aira(work.dir.path(), &["up", &file, "--force-unlock", "--endpoint-url", &endpoint()]).await.assert_code(0);
         } else {
-            tokio::time::sleep(Duration::from_secs(10)).await;
+            tokio::time::sleep(Duration::from_secs(7)).await;
             aira(work.dir.path(), &["up", &file, "--endpoint-url", &endpoint()]).await.assert_code(0);
         }
     }

@@ -37,6 +37,7 @@ pub async fn fixture(prefix: &str, api_count: u32) -> Fixture {
     let region = match prefix {
         "full" => "us-west-2",
         "twice" => "eu-west-1",
+        "source" => "sa-east-1",
         "surface" => "eu-central-1",
         "alerts" => "ap-southeast-2",
         _ => "us-east-2",
@@ -279,6 +280,96 @@ async fn second_up_pushes_nothing_and_registers_no_revision() {
     assert_eq!(registry.blob_writes(), writes, "no blob pushed again:\n{}", registry.log());
     assert_eq!(revisions(format!("{}-api", f.name)).await, 1, "no new revision");
     assert_eq!(revisions(format!("{}-worker", f.name)).await, 1, "no new revision");
+    run(&f, &["down", &f.file, "--yes"]).await.assert_code(0);
+    crate::harness::assert_nothing_left(&f.name, f.region).await;
+}
+
+/// A task definition's container: (image, the `aira.image.source` label), read through the SDK.
+async fn deployed_image(f: &Fixture, family: &str) -> (String, Option<String>) {
+    let ecs = aws_sdk_ecs::Client::new(&f.config());
+    let td = ecs.describe_task_definition().task_definition(family).send().await.unwrap();
+    let c = &td.task_definition().unwrap().container_definitions()[0];
+    let label = c.docker_labels().and_then(|l| l.get("aira.image.source")).cloned();
+    (c.image().unwrap().to_string(), label)
+}
+
+/// The plan's steps that change something, by logical id.
+fn changed(plan: &Value) -> Vec<String> {
+    let steps = plan["steps"].as_array().unwrap();
+    steps.iter().filter(|s| s["action"] != "no-op").map(|s| s["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// `plan` builds nothing: it says whether `up` will build the image and why (from the
+/// fingerprint of what the image is built from); `up` then builds it and records the fingerprint
+/// on the task definitions; from then on, a run anywhere with the same sources (here: a folder
+/// that never built anything) neither builds nor changes the task definitions, and a changed
+/// program is planned as a build. `status` counts the changes `plan` lists.
+#[tokio::test]
+async fn plan_builds_nothing_and_up_builds_only_changed_sources() {
+    let f = fixture("source", 1).await;
+    let registry = crate::image::Registry::start(false);
+    let repo = format!("{}/aira/{}", registry.addr, f.name);
+    let binary = crate::image::static_runtime();
+    let binary = binary.to_str().unwrap();
+    let image = ["--registry", &repo, "--insecure-registry", "--runtime-binary", binary];
+    let layout = f.work.dir.path().join(".aira/image");
+
+    let plan = run(&f, &[&["plan", &f.file, "--output", "json"][..], &image].concat()).await;
+    plan.assert_code(0);
+    let plan = plan.json();
+    assert_eq!(plan["image"]["build"], true, "{:#}", plan["image"]);
+    assert!(plan["image"]["reason"].as_str().unwrap().contains("no image is deployed yet"), "{:#}", plan["image"]);
+    assert!(!layout.exists(), "plan built nothing");
+    assert_eq!(registry.blob_writes(), 0, "plan pushed nothing");
+    let source = plan["image"]["source"].as_str().unwrap().to_string();
+
+    let up = run(&f, &[&["up", &f.file, "--yes"][..], &image].concat()).await;
+    up.assert_code(0);
+    assert!(up.stderr.contains("`aira up` will build the runtime's image"), "{}", up.stderr);
+    assert_eq!(std::fs::read_to_string(layout.join("aira-source")).unwrap().trim(), source);
+    let (deployed, label) = deployed_image(&f, &format!("{}-api", f.name)).await;
+    assert!(deployed.starts_with(&format!("{repo}@sha256:")), "{deployed}");
+    assert_eq!(label.as_deref(), Some(source.as_str()), "the fingerprint is recorded on the task definition");
+
+    // status and plan agree on what is pending.
+    let plan = run(&f, &[&["plan", &f.file, "--output", "json"][..], &image].concat()).await.json();
+    let status = run(&f, &["status", &f.file, "--output", "json"]).await;
+    status.assert_code(0);
+    assert_eq!(
+        status.json()["pending_changes"],
+        changed(&plan).len(),
+        "status and plan disagree: {:?}",
+        changed(&plan)
+    );
+    let status_text = run(&f, &["status", &f.file]).await;
+    assert!(!status_text.stdout.contains(": {}"), "{}", status_text.stdout);
+
+    // Elsewhere (nothing built there), the same sources: nothing to build, no new revision.
+    let elsewhere = Workdir::new();
+    let writes = registry.blob_writes();
+    let again = aira_env(
+        elsewhere.dir.path(),
+        &[&["up", &f.file, "--yes", "--endpoint-url", &f.proxy.url][..], &image].concat(),
+        &[],
+    )
+    .await;
+    again.assert_code(0);
+    assert!(again.stderr.contains("the deployed image was built from these sources"), "{}", again.stderr);
+    assert!(!elsewhere.dir.path().join(".aira").exists(), "nothing was built");
+    assert_eq!(registry.blob_writes(), writes, "nothing was pushed");
+    assert_eq!(deployed_image(&f, &format!("{}-api", f.name)).await.0, deployed, "the same image runs");
+
+    // Another program: the plan says it will be built, and why.
+    let changed_binary = f.work.write("aira-runtime-changed", "");
+    let mut bytes = std::fs::read(binary).unwrap();
+    bytes.push(0);
+    std::fs::write(&changed_binary, bytes).unwrap();
+    let other = ["--registry", &repo, "--insecure-registry", "--runtime-binary", changed_binary.to_str().unwrap()];
+    let plan = run(&f, &[&["plan", &f.file, "--output", "json"][..], &other].concat()).await.json();
+    assert_eq!(plan["image"]["build"], true, "{:#}", plan["image"]);
+    assert!(plan["image"]["reason"].as_str().unwrap().contains("sources changed"), "{:#}", plan["image"]);
+    assert!(changed(&plan).iter().any(|id| id.starts_with("task-")), "{:?}", changed(&plan));
+
     run(&f, &["down", &f.file, "--yes"]).await.assert_code(0);
     crate::harness::assert_nothing_left(&f.name, f.region).await;
 }

@@ -10,6 +10,13 @@ use serde::Serialize;
 use crate::AwsProvider;
 use aira_engine::provider::ProviderError;
 
+/// The targets of a target group: state → count, and unhealthy targets' reasons.
+#[derive(Debug, Serialize)]
+pub struct TargetHealth {
+    pub states: BTreeMap<String, usize>,
+    pub reasons: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeploymentStatus {
     pub id: String,
@@ -122,7 +129,7 @@ impl AwsProvider {
     }
 
     /// Health of the targets of a target group: state → count, and the reasons of unhealthy ones.
-    pub async fn target_health(&self, target_group_arn: &str) -> Result<serde_json::Value, ProviderError> {
+    pub async fn target_health(&self, target_group_arn: &str) -> Result<TargetHealth, ProviderError> {
         let out = call!(
             format!("read the target health of {target_group_arn}"),
             self.clients.elb.describe_target_health().target_group_arn(target_group_arn).send()
@@ -139,7 +146,7 @@ impl AwsProvider {
             }
             *states.entry(state).or_default() += 1;
         }
-        Ok(serde_json::json!({ "states": states, "reasons": reasons }))
+        Ok(TargetHealth { states, reasons })
     }
 
     /// Certificate status and expiry (Unix seconds).

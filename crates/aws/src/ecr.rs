@@ -211,7 +211,7 @@ impl Images {
 /// for an image given by reference (no local image).
 pub(crate) async fn push_for(cx: &Cx<'_>, id: &LogicalId, image: &ContainerImage) -> Result<()> {
     let (p, images, progress) = (cx.aws, cx.images, cx.progress);
-    let ContainerImage::Pinned(PinnedImage { repository, digest }) = image else { return Ok(()) };
+    let ContainerImage::Pinned(PinnedImage { repository, digest, .. }) = image else { return Ok(()) };
     let (repository, digest) = (repository.as_str(), digest.as_str());
     // Held for the whole push: a second task definition waits, then finds it pushed.
     let local = images.image.lock().await;

@@ -293,11 +293,14 @@ impl Provider for AwsProvider {
             }
         };
         let secrets = async {
-            let mut arns = std::collections::BTreeMap::new();
+            let (mut arns, mut missing) = (std::collections::BTreeMap::new(), Vec::new());
             for name in stack.secret_names() {
-                arns.insert(name.to_string(), secrets::preflight(&self.clients.secrets, name).await?);
+                match secrets::preflight(&self.clients.secrets, name).await {
+                    Ok(arn) => drop(arns.insert(name.to_string(), arn)),
+                    Err(e) => missing.push(e),
+                }
             }
-            Ok(arns)
+            ProviderError::all(missing).map_or(Ok(arns), Err)
         };
         let quotas = ec2::quotas(&self.clients.ec2, &stack.stack.0, &stack.network);
         let account = async {
@@ -305,14 +308,38 @@ impl Provider for AwsProvider {
                 call!("read the account's id (STS GetCallerIdentity)", self.clients.sts.get_caller_identity().send());
             Ok(out.account().unwrap_or_default().to_string())
         };
-        let (zones, existing_private_route_tables, (hosted_zone, mut notes), secrets, quota_notes, account) = tokio::try_join!(
+        // Every check runs to its end, so that one run reports every finding.
+        let (zones, existing, zone, secrets, quotas, account) = tokio::join!(
             ec2::zones(&self.clients.ec2, &self.clients.region, stack),
             existing,
             zone,
             secrets,
             quotas,
             account
-        )?;
+        );
+        fn ok<T>(r: Result<T, ProviderError>, failed: &mut Vec<ProviderError>) -> Option<T> {
+            r.map_err(|e| failed.push(e)).ok()
+        }
+        let mut f = Vec::new();
+        let found = (
+            ok(zones, &mut f),
+            ok(existing, &mut f),
+            ok(zone, &mut f),
+            ok(secrets, &mut f),
+            ok(quotas, &mut f),
+            ok(account, &mut f),
+        );
+        let (
+            Some(zones),
+            Some(existing_private_route_tables),
+            Some((hosted_zone, mut notes)),
+            Some(secrets),
+            Some(quota_notes),
+            Some(account),
+        ) = found
+        else {
+            return Err(ProviderError::all(f).expect("a check failed"));
+        };
         notes.extend(quota_notes);
         let region = self.clients.region.clone();
         Ok(Facts { region, account, zones, existing_private_route_tables, hosted_zone, secrets, notes })

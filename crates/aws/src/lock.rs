@@ -6,6 +6,12 @@
 //! renews it while it runs (a conditional update of `expires_at`: still its holder, not yet
 //! expired); a holder that died stops renewing, and its lock expires.
 //!
+//! A holder that was killed on the machine of the next run is not waited for: the record also
+//! names the holder's process (`boot`: this boot of the kernel and its process namespace; `pid`
+//! and its start time), and a run that finds the record of a process of its own boot and
+//! namespace that no longer runs takes the lock at once (a conditional put naming that very
+//! record, so two runs cannot both take it). A holder on another machine is waited out as before.
+//!
 //! A holder can lose the lock: another run took it (after `--force-unlock`, or after it
 //! expired), or the renewals failed until it was about to expire. [`Lock::loss`] then holds why,
 //! and the run stops changing anything (`aira_engine::apply::Stop`).
@@ -39,6 +45,47 @@ pub fn holder() -> String {
     h
 }
 
+/// This process, as another process on this machine can tell whether it still runs: the boot
+/// of the kernel and the process namespace (a process id means something only within both), the
+/// process id, and its start time (clock ticks after boot, field 22 of `/proc/PID/stat`: a
+/// reused process id has another). `None` off Linux or where `/proc` cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    pub boot: String,
+    pub pid: u32,
+    pub started: u64,
+}
+
+impl Process {
+    pub fn this() -> Option<Process> {
+        Some(Process { boot: boot()?, pid: std::process::id(), started: started(std::process::id())? })
+    }
+
+    /// Whether this process, recorded on this machine in this boot and namespace, is gone: its
+    /// id names no process, or one started at another time.
+    fn gone_from(&self, here: &Process) -> bool {
+        self.boot == here.boot && started(self.pid) != Some(self.started)
+    }
+}
+
+fn boot() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", id.trim(), ns.display()))
+}
+
+fn started(pid: u32) -> Option<u64> {
+    start_in(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Field 22 of a `/proc/PID/stat` line.
+fn start_in(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces and parentheses: count
+    // after the last `)`.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Why the lock could not be taken.
 pub enum LockError {
     Held { holder: String, since: u64, expires: u64 },
@@ -52,6 +99,8 @@ pub struct Lock {
     holder: String,
     renew: JoinHandle<()>,
     loss: Loss,
+    /// The holder whose lock this run took because its process on this machine is gone.
+    pub took_from: Option<String>,
 }
 
 /// Whether the lock was lost, and why ("held by … since …").
@@ -121,28 +170,75 @@ async fn ensure_table(ddb: &Client) -> Result<(), ProviderError> {
     Err(ProviderError::new(format!("the lock table {TABLE} did not become active within a minute")))
 }
 
-/// Writes the lock's record if it is absent or expired.
-async fn put(ddb: &Client, stack: &str, holder: &str, ttl: Duration) -> Result<(), LockError> {
+/// The record a conditional put replaces: absent or expired, or (taking the lock of a process
+/// that is gone) exactly the record that was read.
+enum Replacing<'a> {
+    Free,
+    Gone(&'a Record),
+}
+
+/// Writes the lock's record if it replaces what `replacing` says; `Ok(false)` when the condition
+/// failed (another run holds the lock, or took it first).
+async fn put(
+    ddb: &Client,
+    stack: &str,
+    holder: &str,
+    ttl: Duration,
+    replacing: Replacing<'_>,
+) -> Result<bool, LockError> {
     let t = now();
-    let req = ddb
+    let mut req = ddb
         .put_item()
         .table_name(TABLE)
         .item("stack", AttributeValue::S(stack.into()))
         .item("holder", AttributeValue::S(holder.into()))
         .item("acquired_at", AttributeValue::N(t.to_string()))
-        .item("expires_at", AttributeValue::N((t + ttl_secs(ttl)).to_string()))
-        // Only the values the condition uses: DynamoDB refuses a request with an unused
-        // expression attribute value (ValidationException), which moto accepts.
-        .condition_expression("attribute_not_exists(stack) OR expires_at < :now")
-        .expression_attribute_values(":now", AttributeValue::N(t.to_string()));
+        .item("expires_at", AttributeValue::N((t + ttl_secs(ttl)).to_string()));
+    if let Some(p) = Process::this() {
+        req = req
+            .item("boot", AttributeValue::S(p.boot))
+            .item("pid", AttributeValue::N(p.pid.to_string()))
+            .item("pid_started", AttributeValue::N(p.started.to_string()));
+    }
+    // Only the values the condition uses: DynamoDB refuses a request with an unused expression
+    // attribute value (ValidationException), which moto accepts.
+    req = match replacing {
+        Replacing::Free => req
+            .condition_expression("attribute_not_exists(stack) OR expires_at < :now")
+            .expression_attribute_values(":now", AttributeValue::N(t.to_string())),
+        Replacing::Gone(old) => req
+            .condition_expression("holder = :old AND acquired_at = :since")
+            .expression_attribute_values(":old", AttributeValue::S(old.holder.clone()))
+            .expression_attribute_values(":since", AttributeValue::N(old.acquired_at.to_string())),
+    };
     match req.send().await {
-        Ok(_) => Ok(()),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-            let (holder, since, expires) = read(ddb, stack).await.unwrap_or_default();
-            Err(LockError::Held { holder, since, expires })
-        }
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
         Err(e) => Err(LockError::Aws(crate::sdk::error(format!("take the lock of `{stack}` in {TABLE}"), e))),
     }
+}
+
+/// Takes the lock if it is free, or held by a process of this machine that is gone (then the
+/// record it replaced is returned); who holds it otherwise.
+async fn take(ddb: &Client, stack: &str, holder: &str, ttl: Duration) -> Result<Option<Record>, LockError> {
+    if put(ddb, stack, holder, ttl, Replacing::Free).await? {
+        return Ok(None);
+    }
+    let Some(held) = read(ddb, stack).await else {
+        // Released between the put and the read: one more try.
+        return match put(ddb, stack, holder, ttl, Replacing::Free).await? {
+            true => Ok(None),
+            false => Err(LockError::Held { holder: "another run".into(), since: 0, expires: 0 }),
+        };
+    };
+    let gone = match (&held.process, Process::this()) {
+        (Some(p), Some(here)) => p.gone_from(&here),
+        _ => false,
+    };
+    if gone && put(ddb, stack, holder, ttl, Replacing::Gone(&held)).await? {
+        return Ok(Some(held));
+    }
+    Err(LockError::Held { holder: held.holder, since: held.acquired_at, expires: held.expires_at })
 }
 
 /// The stack's lock, as `up`, `down`, `rollback` and `status` take and read it.
@@ -168,13 +264,13 @@ async fn acquire(ddb: &Client, stack: &str, ttl: Duration) -> Result<Lock, LockE
     ensure_table(ddb).await.map_err(LockError::Aws)?;
     let holder = holder();
     let taken = now();
-    put(ddb, stack, &holder, ttl).await?;
+    let took_from = take(ddb, stack, &holder, ttl).await?.map(|r| r.holder);
     let (tx, rx) = watch::channel(None);
     let renew = {
         let (ddb, stack, holder) = (ddb.clone(), stack.to_string(), holder.clone());
         tokio::spawn(async move { renew(&ddb, &stack, &holder, ttl, taken + ttl_secs(ttl), tx).await })
     };
-    Ok(Lock { ddb: ddb.clone(), stack: stack.into(), holder, renew, loss: Loss(rx) })
+    Ok(Lock { ddb: ddb.clone(), stack: stack.into(), holder, renew, loss: Loss(rx), took_from })
 }
 
 fn ttl_secs(ttl: Duration) -> u64 {
@@ -233,11 +329,11 @@ async fn renew(
                 // Stop the run at once; then find out who has the lock, for the message.
                 let _ = lost.send(Some("the renewal's condition failed".into()));
                 let reason = match read(ddb, stack).await {
-                    Some((h, since, _)) if h != holder => {
-                        format!("held by {h} since {}", aira_engine::time::rfc3339(since))
+                    Some(r) if r.holder != holder => {
+                        format!("held by {} since {}", r.holder, aira_engine::time::rfc3339(r.acquired_at))
                     }
-                    Some((_, _, exp)) => {
-                        format!("it expired at {} before it was renewed", aira_engine::time::rfc3339(exp))
+                    Some(r) => {
+                        format!("it expired at {} before it was renewed", aira_engine::time::rfc3339(r.expires_at))
                     }
                     None => "its record was removed (`--force-unlock` by another run?)".into(),
                 };
@@ -254,8 +350,17 @@ async fn renew(
     }
 }
 
-/// The lock's record: holder, acquired at, expires at.
-async fn read(ddb: &Client, stack: &str) -> Option<(String, u64, u64)> {
+/// A lock's record.
+struct Record {
+    holder: String,
+    acquired_at: u64,
+    expires_at: u64,
+    /// Absent in records written where `/proc` could not be read (and by earlier versions).
+    process: Option<Process>,
+}
+
+/// The lock's record, read consistently.
+async fn read(ddb: &Client, stack: &str) -> Option<Record> {
     let item = ddb
         .get_item()
         .table_name(TABLE)
@@ -265,9 +370,19 @@ async fn read(ddb: &Client, stack: &str) -> Option<(String, u64, u64)> {
         .await
         .ok()?
         .item?;
-    let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Some((s("holder"), n("acquired_at"), n("expires_at")))
+    let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let n = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
+    let pid = n("pid").and_then(|p| u32::try_from(p).ok());
+    let process = match (s("boot"), pid, n("pid_started")) {
+        (Some(boot), Some(pid), Some(started)) => Some(Process { boot, pid, started }),
+        _ => None,
+    };
+    Some(Record {
+        holder: s("holder").unwrap_or_default(),
+        acquired_at: n("acquired_at").unwrap_or(0),
+        expires_at: n("expires_at").unwrap_or(0),
+        process,
+    })
 }
 
 impl Lock {
@@ -312,4 +427,34 @@ async fn force_unlock(ddb: &Client, stack: &str) -> Result<(), ProviderError> {
         ddb.delete_item().table_name(TABLE).key("stack", AttributeValue::S(stack.into())).send()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_gone_when_its_id_names_none_or_another_start() {
+        let here = Process::this().expect("/proc is readable here");
+        assert!(!here.gone_from(&here), "this process runs");
+        let restarted = Process { started: here.started + 1, ..here.clone() };
+        assert!(restarted.gone_from(&here), "the id was reused by a process started later");
+        let unused = Process { pid: 4_000_000_000, ..here.clone() };
+        assert!(unused.gone_from(&here), "no process has this id");
+        // Another machine (or boot, or process namespace): its processes cannot be seen from here.
+        let elsewhere = Process { boot: "another-boot/pid:[1]".into(), pid: 4_000_000_000, ..here.clone() };
+        assert!(!elsewhere.gone_from(&here));
+    }
+
+    #[test]
+    fn the_start_time_is_read_after_a_command_name_with_spaces_and_parentheses() {
+        let fields: Vec<String> = (3..=52).map(|i| i.to_string()).collect();
+        let line = format!("4242 (a (b) c) {}", fields.join(" "));
+        assert_eq!(start_in(&line), Some(22));
+        assert_eq!(start_in("4242 (truncated"), None);
+        // The parent's start time is earlier than (or equal to) this process's.
+        let me = started(std::process::id()).unwrap();
+        let parent = started(std::os::unix::process::parent_id()).unwrap();
+        assert!(parent <= me, "{parent} > {me}");
+    }
 }

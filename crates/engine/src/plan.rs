@@ -81,6 +81,10 @@ pub struct Plan {
     /// The stack's monthly cost after the plan and now (set by the caller, which knows the region).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost: Option<Box<crate::cost::Estimate>>,
+    /// Whether `up` builds the runtime's image, and why (set by the caller, which knows the
+    /// image); absent for an image aira does not build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<Box<crate::expand::ImageDecision>>,
 }
 
 impl Plan {
@@ -223,7 +227,15 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
             Action::Delete => &mut summary.delete,
         } += 1;
     }
-    Ok(Plan { format_version: 1, stack: graph.stack.clone(), steps, summary, reachability: None, cost: None })
+    Ok(Plan {
+        format_version: 1,
+        stack: graph.stack.clone(),
+        steps,
+        summary,
+        reachability: None,
+        cost: None,
+        image: None,
+    })
 }
 
 /// A plan that deletes everything observed (for `aira down`), dependents first.

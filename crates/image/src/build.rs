@@ -18,6 +18,16 @@ pub const CA_CERTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub use aira_engine::expand::defaults::{RUNTIME_BINARY as BINARY_IN_IMAGE, RUNTIME_UID as UID};
 /// The label value when the source revision is unknown (not built from a git checkout).
 const UNKNOWN_REVISION: &str = "unknown";
+/// The cargo profile the runtime is built with (the workspace's `[profile.image]`).
+const PROFILE: &str = "image";
+/// What of the source tree the runtime's binary is built from (the runtime, the workspace
+/// crates it depends on, and the workspace's manifest, lock file and profiles): the fingerprint
+/// hashes these, and the image's revision label is the last commit that changed one of them. A
+/// test checks the list against `cargo metadata`.
+pub const INPUTS: &[&str] =
+    &["Cargo.toml", "Cargo.lock", "runtime/Cargo.toml", "runtime/src", "runtime/web", "crates/unify"];
+/// The file beside an image layout that holds the fingerprint it was built from.
+pub const SOURCE_FILE: &str = "aira-source";
 
 pub struct Options {
     pub out: PathBuf,
@@ -32,6 +42,16 @@ pub struct Built {
     pub out: PathBuf,
     pub binary: PathBuf,
     pub revision: String,
+    /// [`fingerprint`] of what it was built from.
+    pub source: String,
+}
+
+/// Where the runtime's program comes from.
+enum Program {
+    /// Built with cargo in this source tree.
+    Source(PathBuf),
+    /// A static binary: given, or installed beside `aira`.
+    Binary(PathBuf),
 }
 
 /// The source tree this `aira` was built from, if it is still there.
@@ -47,33 +67,149 @@ fn beside_this_program() -> Option<PathBuf> {
     runtime.is_file().then_some(runtime)
 }
 
-pub fn build(opts: &Options, note: &dyn Fn(&str)) -> Result<Built, Error> {
-    let binary = match &opts.binary {
-        Some(p) => p.clone(),
-        None => match (source_tree(), beside_this_program()) {
-            (Some(source), _) => cargo_build(source, note)?,
-            // An installed release: its static runtime sits beside `aira`.
-            (None, Some(runtime)) => runtime,
-            (None, None) => return Err(Error::Usage(
-                "this aira was not run from its source tree and has no aira-runtime beside it, so it cannot build the runtime: pass --binary PATH (or set AIRA_RUNTIME_STATIC_BIN) to a static aira-runtime, or install a release (both programs)".into(),
-            )),
-        },
-    };
-    let program = std::fs::read(&binary)
-        .map_err(|e| Error::Usage(format!("cannot read the runtime binary {}: {e}", binary.display())))?;
-    check_static(&program).map_err(|e| Error::Usage(format!("{}: {e}", binary.display())))?;
-    let certs = std::fs::read(CA_CERTS).map_err(|e| {
-        Error::Usage(format!("cannot read the CA certificates {CA_CERTS}: {e} (install ca-certificates)"))
-    })?;
+fn program(opts: &Options) -> Result<Program, Error> {
+    match (&opts.binary, source_tree(), beside_this_program()) {
+        (Some(p), _, _) => Ok(Program::Binary(p.clone())),
+        (None, Some(source), _) => Ok(Program::Source(source.to_path_buf())),
+        // An installed release: its static runtime sits beside `aira`.
+        (None, None, Some(runtime)) => Ok(Program::Binary(runtime)),
+        (None, None, None) => Err(Error::Usage(
+            "this aira was not run from its source tree and has no aira-runtime beside it, so it cannot build the runtime: pass --binary PATH (or set AIRA_RUNTIME_STATIC_BIN) to a static aira-runtime, or install a release (both programs)".into(),
+        )),
+    }
+}
 
-    let revision =
-        source_tree().and_then(|s| git(s, &["rev-parse", "HEAD"])).unwrap_or_else(|| UNKNOWN_REVISION.into());
-    let source =
-        source_tree().and_then(|s| git(s, &["config", "--get", "remote.origin.url"])).unwrap_or_else(|| "aira".into());
-    let image = oci::image(&tree(program, certs), &spec(opts.epoch, &source, &revision))?;
+/// A digest of everything that decides the image's bytes, known without building it: the
+/// [`INPUTS`] of the source tree (as they are on disk, committed or not), the compiler's version,
+/// the target, flags and profile — or the prebuilt binary —, the CA certificates, the epoch and
+/// the labels. Equal fingerprints, equal programs: `plan` tells from it whether `up` would
+/// build a new image, and `up` reuses the image a stack already runs when it was built from the
+/// same fingerprint (recorded on its task definitions).
+pub fn fingerprint(opts: &Options) -> Result<String, Error> {
+    fingerprint_of(program(opts)?, opts)
+}
+
+fn fingerprint_of(program: Program, opts: &Options) -> Result<String, Error> {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |name: &str, bytes: &[u8]| {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    match program {
+        Program::Source(dir) => {
+            for file in input_files(&dir) {
+                let bytes = std::fs::read(dir.join(&file)).with_context(|| format!("read {file}"))?;
+                field(&file, &bytes);
+            }
+            field("rustc", rustc_version().as_bytes());
+            field("build", format!("{PROFILE} {TARGET} {RUSTFLAGS}").as_bytes());
+        }
+        Program::Binary(path) => field("binary", &read_binary(&path)?),
+    }
+    field("certs", &read_certs()?);
+    let (source, revision) = labels();
+    field("labels", format!("{} {source} {revision}", opts.epoch).as_bytes());
+    Ok(oci::digest(&h.finalize()[..]))
+}
+
+/// The fingerprint recorded beside the image layout in `out` (by [`build`]), if any.
+pub fn built_from(out: &Path) -> Option<String> {
+    std::fs::read_to_string(out.join(SOURCE_FILE)).ok().map(|s| s.trim().to_string())
+}
+
+/// The [`INPUTS`] files under `dir`, sorted: what git tracks or would track (ignored files
+/// left out), else every file but build output and dependencies.
+fn input_files(dir: &Path) -> Vec<String> {
+    let listed = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard", "--"])
+        .args(INPUTS)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    let mut files: Vec<String> = match listed {
+        Some(out) => {
+            String::from_utf8_lossy(&out.stdout).split('\0').filter(|f| !f.is_empty()).map(String::from).collect()
+        }
+        None => INPUTS.iter().flat_map(|i| walk(dir, Path::new(i))).collect(),
+    };
+    // A tracked file deleted from the work tree is not an input any more.
+    files.retain(|f| dir.join(f).is_file());
+    files.sort();
+    files.dedup();
+    files
+}
+
+fn walk(root: &Path, rel: &Path) -> Vec<String> {
+    let path = root.join(rel);
+    if path.is_file() {
+        return vec![rel.to_string_lossy().into_owned()];
+    }
+    let Ok(entries) = std::fs::read_dir(&path) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| {
+            !matches!(e.file_name().to_str(), Some("target" | "node_modules") | None)
+                && !e.file_name().to_string_lossy().starts_with('.')
+        })
+        .flat_map(|e| walk(root, &rel.join(e.file_name())))
+        .collect()
+}
+
+/// `rustc -vV` of the compiler cargo would use.
+fn rustc_version() -> String {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    std::process::Command::new(rustc)
+        .arg("-vV")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn read_binary(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::Usage(format!("cannot read the runtime binary {}: {e}", path.display())))
+}
+
+fn read_certs() -> Result<Vec<u8>, Error> {
+    std::fs::read(CA_CERTS)
+        .map_err(|e| Error::Usage(format!("cannot read the CA certificates {CA_CERTS}: {e} (install ca-certificates)")))
+}
+
+/// The image's `source` and `revision` labels: the repository, and the last commit that changed
+/// an input (so that a commit that changes no input gives the same image).
+fn labels() -> (String, String) {
+    let tree = source_tree();
+    let source = tree.and_then(|s| git(s, &["config", "--get", "remote.origin.url"])).unwrap_or_else(|| "aira".into());
+    let last = [&["log", "-1", "--format=%H", "--"][..], INPUTS].concat();
+    let revision = tree.and_then(|s| git(s, &last)).unwrap_or_else(|| UNKNOWN_REVISION.into());
+    (source, revision)
+}
+
+/// Builds the image (the program first, unless it is prebuilt) and writes its layout to
+/// `opts.out`, with the fingerprint it was built from beside it.
+pub fn build(opts: &Options, note: &dyn Fn(&str)) -> Result<Built, Error> {
+    let source = fingerprint(opts)?;
+    let binary = match program(opts)? {
+        Program::Source(dir) => cargo_build(&dir, note)?,
+        Program::Binary(path) => path,
+    };
+    let program = read_binary(&binary)?;
+    check_static(&program).map_err(|e| Error::Usage(format!("{}: {e}", binary.display())))?;
+    let (origin, revision) = labels();
+    let image = oci::image(&tree(program, read_certs()?), &spec(opts.epoch, &origin, &revision))?;
     oci::write_layout(&opts.out, &image)
         .with_context(|| format!("write the image layout to {}", opts.out.display()))?;
-    Ok(Built { image, out: opts.out.clone(), binary, revision })
+    std::fs::write(opts.out.join(SOURCE_FILE), format!("{source}\n"))
+        .with_context(|| format!("write {}", opts.out.join(SOURCE_FILE).display()))?;
+    Ok(Built { image, out: opts.out.clone(), binary, revision, source })
 }
 
 /// The files of the image.
@@ -122,7 +258,7 @@ fn cargo_build(source: &Path, note: &dyn Fn(&str)) -> Result<PathBuf> {
     note(&format!(
         "building aira-runtime (profile image, static, {TARGET}) with cargo; the first build takes several minutes"
     ));
-    build_runtime(source, &["--profile", "image", "--target", TARGET], Some(RUSTFLAGS))
+    build_runtime(source, &["--profile", PROFILE, "--target", TARGET], Some(RUSTFLAGS))
         .context("building the static aira-runtime failed (cargo's messages are above)")
 }
 
@@ -206,6 +342,89 @@ fn check_static(elf: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn covered(rel: &str) -> bool {
+        INPUTS.iter().any(|i| rel == *i || rel.starts_with(&format!("{i}/")))
+    }
+
+    /// INPUTS against what cargo says the runtime depends on, and the files its sources include.
+    #[test]
+    fn the_inputs_hold_every_path_the_runtime_is_built_from() {
+        let root = source_tree().expect("tests run in the source tree");
+        let out = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["metadata", "--format-version", "1", "--offline", "--no-deps"])
+            .current_dir(root)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let runtime = meta["packages"].as_array().unwrap().iter().find(|p| p["name"] == "aira-runtime").unwrap();
+        let mut paths = Vec::new();
+        for dep in runtime["dependencies"].as_array().unwrap() {
+            // Normal and build dependencies go into the binary; dev dependencies do not.
+            if let (Some(path), false) = (dep["path"].as_str(), dep["kind"] == "dev") {
+                paths.push(Path::new(path).strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert!(!paths.is_empty(), "the runtime has path dependencies (crates/unify)");
+        let mut sources = walk(root, Path::new("runtime/src"));
+        sources.retain(|f| f.ends_with(".rs"));
+        for file in &sources {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            let mut included: Vec<&str> = Vec::new();
+            for macro_ in ["include_str!(\"", "include_bytes!(\""] {
+                included.extend(text.split(macro_).skip(1).map(|p| p.split('"').next().unwrap_or_default()));
+            }
+            for included in included {
+                let at = root.join(file).parent().unwrap().join(included).canonicalize().unwrap();
+                paths.push(at.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+        assert!(paths.iter().any(|p| p.starts_with("runtime/web/")), "the web page's files were found: {paths:?}");
+        let missing: Vec<&String> = paths.iter().filter(|p| !covered(p)).collect();
+        assert!(missing.is_empty(), "build::INPUTS misses what the runtime is built from: {missing:?}");
+        assert!(!covered("runtime/tests/it/main.rs") && !covered("src/main.rs"), "tests and the CLI are not inputs");
+    }
+
+    /// The inputs of a tree: what git would track under INPUTS (not ignored files, not other
+    /// folders); the fingerprint changes with an input's contents and only then.
+    #[test]
+    fn input_files_are_what_git_would_track_under_the_inputs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let write = |rel: &str, text: &str| {
+            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            std::fs::write(root.join(rel), text).unwrap();
+        };
+        write("Cargo.toml", "[workspace]");
+        write("runtime/src/main.rs", "fn main() {}");
+        write("runtime/web/app.js", "1");
+        write("runtime/web/node_modules/x.js", "ignored");
+        write("runtime/web/.gitignore", "node_modules/\n");
+        write("runtime/tests/t.rs", "not an input");
+        write("src/cli.rs", "not an input");
+        // Without git: a walk that skips dependencies and dot files.
+        assert_eq!(input_files(root), ["Cargo.toml", "runtime/src/main.rs", "runtime/web/app.js"]);
+        let init = std::process::Command::new("git").arg("-C").arg(root).args(["init", "-q"]).status().unwrap();
+        assert!(init.success());
+        assert_eq!(
+            input_files(root),
+            ["Cargo.toml", "runtime/src/main.rs", "runtime/web/.gitignore", "runtime/web/app.js"]
+        );
+
+        let opts = Options { out: root.join("out"), binary: None, epoch: 0 };
+        let print = || fingerprint_of(Program::Source(root.to_path_buf()), &opts).unwrap();
+        let first = print();
+        assert_eq!(print(), first, "the same tree, the same fingerprint");
+        write("runtime/tests/t.rs", "changed, and still not an input");
+        write("runtime/web/node_modules/x.js", "changed, and ignored");
+        assert_eq!(print(), first);
+        write("runtime/src/main.rs", "fn main() { }");
+        assert_ne!(print(), first, "an input changed");
+        let now = print();
+        let other_epoch = Options { epoch: 1, ..opts };
+        assert_ne!(fingerprint_of(Program::Source(root.to_path_buf()), &other_epoch).unwrap(), now);
+    }
 
     #[test]
     fn a_dynamic_executable_is_refused() {

@@ -47,6 +47,37 @@ async fn monitoring_templates_name_only_exported_metrics() {
     assert!(problems.is_empty(), "the monitoring templates name what /metrics does not have:\n{}", problems.join("\n"));
 }
 
+/// A fresh stack after its first answered message: every series the alert rules and the
+/// dashboards name is already there (at 0 where nothing happened yet), so a panel shows 0 rather
+/// than "No data" and a rule tells "no errors" from "not scraped".
+#[tokio::test]
+async fn after_one_answered_message_every_metric_the_rules_name_is_exported() {
+    let env = Env::new(Limits::default());
+    let app = env.app();
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;
+    let (worker, stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), worker_config()));
+    let token = user(&app, "first@example.com").await;
+    let conv = conversation(&app, &token).await;
+    let id = post_message(&app, &token, &conv, "hello").await;
+    wait_until("the first message to be answered", Duration::from_secs(20), || async {
+        env.store.get_message(&id).await.unwrap().is_some_and(|m| m.status == Status::Answered)
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+    let r = call(&env.ops(), "GET", "/metrics", None, None, &[]).await;
+    let Value::String(text) = r.body else { panic!("/metrics is not text: {:?}", r.body) };
+    let exported = parse_exposition(&text);
+    // The error series exist before any error, one per kind.
+    for kind in aira_runtime::llm::LlmError::KINDS {
+        assert!(text.contains(&format!("aira_llm_errors_total{{kind=\"{kind}\"}} 0")), "no zero for {kind}:\n{text}");
+    }
+    let uses: Vec<Use> = template_expressions().into_iter().filter(|u| !u.file.ends_with(".test.yml")).collect();
+    let recorded: BTreeSet<String> = rule_files().iter().flat_map(|p| yaml_values(&read(p), "record")).collect();
+    let problems = check(&uses, &exported, &recorded);
+    assert!(problems.is_empty(), "after one answered message, /metrics lacks:\n{}", problems.join("\n"));
+}
+
 #[test]
 fn a_rule_on_a_missing_metric_is_reported() {
     let exported = BTreeMap::from([

@@ -11,7 +11,11 @@ use aws_sdk_ecs::types::{
 use super::{built, Result};
 use crate::ops::{Cx, KindOps};
 use crate::{ecr, sdk, Clients};
-use aira_engine::expand::container_image;
+use aira_engine::expand::{container_image, UNBUILT_DIGEST};
+
+/// The Docker label of the container that records the fingerprint of the sources its image was
+/// built from (`PinnedImage::source`).
+const SOURCE_LABEL: &str = "aira.image.source";
 use aira_engine::graph::LogicalId;
 use aira_engine::kind::{self, ContainerImage, PinnedImage, Val};
 use aira_engine::provider::{Observed, ProviderError, Resolved, Scope};
@@ -50,9 +54,13 @@ fn observed_container(c: &ContainerDefinition) -> kind::Container {
     if health.first().is_some_and(|c| c == "CMD") {
         health.remove(0);
     }
+    let mut image = container_image(c.image().unwrap_or_default());
+    if let ContainerImage::Pinned(p) = &mut image {
+        p.source = c.docker_labels().and_then(|l| l.get(SOURCE_LABEL)).cloned();
+    }
     kind::Container {
         name: c.name().unwrap_or_default().to_string(),
-        image: container_image(c.image().unwrap_or_default()),
+        image,
         command: c.command().to_vec(),
         port: c.port_mappings().first().and_then(|m| m.container_port()).and_then(|p| u16::try_from(p).ok()),
         environment,
@@ -85,14 +93,20 @@ fn observed(id: LogicalId, td: &aws_sdk_ecs::types::TaskDefinition) -> Observed 
 
 /// The container of a task definition in normal form, as ECS takes it.
 fn container(aws: &Clients, c: &kind::Container, what: &str) -> Result<ContainerDefinition> {
-    let image = match &c.image {
-        ContainerImage::Pinned(PinnedImage { repository, digest }) => format!("{}@{digest}", repository.as_str()),
-        ContainerImage::Reference(r) => r.clone(),
+    let (image, source) = match &c.image {
+        ContainerImage::Pinned(PinnedImage { digest, .. }) if digest == UNBUILT_DIGEST => {
+            return Err(ProviderError::new(format!("{what}: the runtime's image was not built before the apply")));
+        }
+        ContainerImage::Pinned(PinnedImage { repository, digest, source }) => {
+            (format!("{}@{digest}", repository.as_str()), source.as_ref())
+        }
+        ContainerImage::Reference(r) => (r.clone(), None),
     };
     let name = c.name.as_str();
     let mut container = ContainerDefinition::builder()
         .name(name)
         .image(image)
+        .set_docker_labels(source.map(|s| [(SOURCE_LABEL.to_string(), s.clone())].into()))
         .essential(true)
         .set_command(Some(c.command.clone()))
         .readonly_root_filesystem(c.read_only_root)

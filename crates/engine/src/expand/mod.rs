@@ -19,6 +19,7 @@ mod network;
 mod services;
 pub mod waf;
 
+use serde::Serialize;
 use serde_json::json;
 
 use crate::graph::{Desired, Graph, Kind, LogicalId};
@@ -81,9 +82,12 @@ pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, Expa
 pub enum Image {
     /// A reference given by the stack or `--image`, deployed as it is.
     Reference(String),
-    /// Built by aira (`sha256:…`), pushed to the stack's ECR repository, or to `repository`
-    /// (`registry/name`) when one is named.
-    Built { digest: String, repository: Option<String> },
+    /// Built by aira (`sha256:…`) from the sources of fingerprint `source`, pushed to the
+    /// stack's ECR repository, or to `repository` (`registry/name`) when one is named.
+    Built { digest: String, repository: Option<String>, source: Option<String> },
+    /// To be built by `up` from the sources of fingerprint `source` (a plan builds nothing):
+    /// planned with the digest [`UNBUILT_DIGEST`], unless [`Image::against`] finds it deployed.
+    ToBuild { source: String, repository: Option<String> },
 }
 
 /// Where the load balancer and the tasks go: values or references.
@@ -189,9 +193,11 @@ const TABLE_ACTIONS: &[&str] = &[
 /// any other reference as it is.
 pub fn container_image(reference: &str) -> kind::ContainerImage {
     match reference.split_once("@sha256:") {
-        Some((repo, hex)) => {
-            kind::ContainerImage::Pinned(kind::PinnedImage { repository: repo.into(), digest: format!("sha256:{hex}") })
-        }
+        Some((repo, hex)) => kind::ContainerImage::Pinned(kind::PinnedImage {
+            repository: repo.into(),
+            digest: format!("sha256:{hex}"),
+            source: None,
+        }),
         None => kind::ContainerImage::Reference(reference.to_string()),
     }
 }
@@ -205,15 +211,93 @@ pub fn container_image(reference: &str) -> kind::ContainerImage {
 pub fn image_of(observed: &[Observed]) -> Image {
     let task = observed.iter().find(|o| o.kind == Kind::TaskDefinition);
     let image = task.and_then(|t| t.props::<kind::TaskDefinition>().ok()?.container).map(|c| c.image);
-    let (repo, digest) = match image {
-        Some(kind::ContainerImage::Pinned(kind::PinnedImage { repository: Val::Is(repo), digest })) => (repo, digest),
+    let (repo, digest, source) = match image {
+        Some(kind::ContainerImage::Pinned(kind::PinnedImage { repository: Val::Is(repo), digest, source })) => {
+            (repo, digest, source)
+        }
         Some(kind::ContainerImage::Reference(r)) => return Image::Reference(r),
         // Observed properties hold no references.
         Some(kind::ContainerImage::Pinned(_)) | None => return Image::Reference(String::new()),
     };
     let ecr = observed.iter().find(|o| o.kind == Kind::Repository).and_then(|r| r.outputs.get("uri")?.as_str());
     let repository = (ecr != Some(repo.as_str())).then_some(repo.clone());
-    Image::Built { digest, repository }
+    Image::Built { digest, repository, source }
+}
+
+/// A fingerprint as people read it: its first 12 hex digits.
+fn short(fingerprint: &str) -> &str {
+    let hex = fingerprint.strip_prefix("sha256:").unwrap_or(fingerprint);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// The digest a task definition shows in a plan for an image `up` has yet to build.
+pub const UNBUILT_DIGEST: &str = "(built by aira up)";
+
+/// Whether `up` builds the runtime's image, and why: `plan` shows it, `up` acts on it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageDecision {
+    pub build: bool,
+    /// The fingerprint of the sources it is (or would be) built from.
+    pub source: String,
+    /// The fingerprint recorded on the task definitions the stack runs now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployed_source: Option<String>,
+    pub reason: String,
+}
+
+impl Image {
+    /// The image to plan with, given what runs now: an image still to build whose fingerprint
+    /// the stack's task definitions already run is the image they run (nothing to build or
+    /// push); with what `up` will do about it. `None` for an image aira does not build.
+    pub fn against(self, observed: &[Observed]) -> (Image, Option<ImageDecision>) {
+        let deployed = image_of(observed);
+        let deployed_source = match &deployed {
+            Image::Built { source, .. } => source.clone(),
+            _ => None,
+        };
+        let decision = |build: bool, source: &str, reason: String| ImageDecision {
+            build,
+            source: source.to_string(),
+            deployed_source: deployed_source.clone(),
+            reason,
+        };
+        let (source, repository) = match &self {
+            Image::Built { source: Some(s), repository, .. } | Image::ToBuild { source: s, repository } => {
+                (s.clone(), repository.clone())
+            }
+            Image::Reference(_) | Image::Built { source: None, .. } => return (self, None),
+        };
+        match (self, &deployed) {
+            // The same sources run already: nothing to build, push or register.
+            (_, Image::Built { source: Some(s), repository: r, .. }) if *s == source && *r == repository => {
+                let d =
+                    decision(false, &source, format!("the deployed image was built from these sources ({})", short(s)));
+                (deployed, Some(d))
+            }
+            (built @ Image::Built { .. }, _) => {
+                let reason =
+                    format!("the runtime's image was built here already from these sources ({})", short(&source));
+                (built, Some(decision(false, &source, reason)))
+            }
+            (to_build, _) => {
+                let reason = match &deployed {
+                    Image::Built { source: Some(s), .. } => {
+                        format!(
+                            "the runtime's sources changed since the deployed image was built ({} → {})",
+                            short(s),
+                            short(&source)
+                        )
+                    }
+                    Image::Built { source: None, .. } => "the deployed image records no source fingerprint".into(),
+                    Image::Reference(r) if r.is_empty() => "no image is deployed yet".into(),
+                    Image::Reference(r) => format!("the stack runs another image now ({r})"),
+                    Image::ToBuild { .. } => unreachable!("image_of reads what runs"),
+                };
+                let d = decision(true, &source, format!("`aira up` will build the runtime's image: {reason}"));
+                (to_build, Some(d))
+            }
+        }
+    }
 }
 
 /// The ARN of an ECR repository named by an image reference
@@ -255,7 +339,7 @@ mod tests {
     fn canonical() -> Graph {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
         let stack = crate::stack::load(&path).unwrap().stack;
-        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
         expand(&stack, &Facts::offline(&stack), &image).unwrap()
     }
 
@@ -296,7 +380,7 @@ mod tests {
         let mut keys: std::collections::BTreeMap<Kind, std::collections::BTreeSet<String>> = Default::default();
         for text in files {
             let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
-            let image = Image::Built { digest: "sha256:00".into(), repository: None };
+            let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
             for r in expand(&stack, &Facts::offline(&stack), &image).unwrap().resources {
                 let typed = kind::AnyProps::parse(r.kind, &r.props).unwrap_or_else(|e| panic!("{}: {e}", r.id));
                 assert_eq!(typed.to_value().to_string(), r.props.to_string(), "{} ({})", r.id, r.kind);
@@ -330,7 +414,7 @@ mod tests {
             &text[..text.find("llm:").unwrap()]
         );
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
-        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
         expand(&stack, &Facts::offline(&stack), &image).unwrap()
     }
 
@@ -416,7 +500,7 @@ mod tests {
         let text = std::fs::read_to_string(path).unwrap()
             + "  max_tokens: 512\n  daily_tokens: 0\n  user_daily_tokens: 50000\n  user_in_flight: 2\n";
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
-        let image = Image::Built { digest: "sha256:00".into(), repository: None };
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
         let g = expand(&stack, &Facts::offline(&stack), &image).unwrap();
         for svc in ["api", "worker"] {
             assert_eq!(env_of(&g, svc), expected("512", "0", "50000", "2"), "{svc}");
@@ -479,17 +563,84 @@ mod tests {
         let digest = format!("sha256:{}", "1".repeat(64));
         // Built and pushed to the stack's own repository.
         let own = task(container_image(&format!("{uri}@{digest}")));
-        assert_eq!(image_of(&[repo.clone(), own]), Image::Built { digest: digest.clone(), repository: None });
+        assert_eq!(
+            image_of(&[repo.clone(), own]),
+            Image::Built { digest: digest.clone(), repository: None, source: None }
+        );
         // Built and pushed to another registry (`--registry`).
         let other = task(container_image(&format!("127.0.0.1:5000/aira/runtime@{digest}")));
         assert_eq!(
             image_of(&[repo.clone(), other]),
-            Image::Built { digest: digest.clone(), repository: Some("127.0.0.1:5000/aira/runtime".into()) }
+            Image::Built {
+                digest: digest.clone(),
+                repository: Some("127.0.0.1:5000/aira/runtime".into()),
+                source: None
+            }
         );
         // A reference by tag stays a reference.
         let tagged = task(container_image("public.ecr.aws/x/y:1"));
         assert_eq!(image_of(&[tagged]), Image::Reference("public.ecr.aws/x/y:1".into()));
         // No task definition yet.
         assert_eq!(image_of(&[repo]), Image::Reference(String::new()));
+    }
+
+    /// What runs decides whether `up` builds: the same fingerprint deployed is reused as it is.
+    #[test]
+    fn an_image_to_build_is_the_deployed_one_when_its_sources_run_already() {
+        let uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/aira/s";
+        let repo = observed(REPOSITORY, Kind::Repository, json!({}), json!({ "uri": uri }));
+        let digest = format!("sha256:{}", "1".repeat(64));
+        let running = |source: Option<&str>| {
+            let mut image = container_image(&format!("{uri}@{digest}"));
+            if let kind::ContainerImage::Pinned(p) = &mut image {
+                p.source = source.map(String::from);
+            }
+            vec![repo.clone(), task(image)]
+        };
+        let (a, b) = (format!("sha256:a{}", "0".repeat(63)), format!("sha256:b{}", "0".repeat(63)));
+        let to_build = Image::ToBuild { source: a.clone(), repository: None };
+
+        let (image, d) = to_build.clone().against(&running(Some(&a)));
+        assert_eq!(image, Image::Built { digest: digest.clone(), repository: None, source: Some(a.clone()) });
+        let d = d.unwrap();
+        assert!(!d.build && d.reason.contains("deployed image was built from these sources"), "{d:?}");
+
+        let (image, d) = to_build.clone().against(&running(Some(&b)));
+        assert_eq!(image, to_build);
+        let d = d.unwrap();
+        assert!(
+            d.build && d.reason.contains("sources changed") && d.reason.contains("b00000000000 → a00000000000"),
+            "{d:?}"
+        );
+        assert_eq!(d.deployed_source.as_deref(), Some(b.as_str()));
+        assert!(to_build.clone().against(&running(None)).1.unwrap().reason.contains("records no source fingerprint"));
+        assert!(to_build
+            .clone()
+            .against(std::slice::from_ref(&repo))
+            .1
+            .unwrap()
+            .reason
+            .contains("no image is deployed yet"));
+        // Pushed elsewhere than where it runs: built again for the other repository.
+        let elsewhere = Image::ToBuild { source: a.clone(), repository: Some("127.0.0.1:5000/x".into()) };
+        assert!(elsewhere.against(&running(Some(&a))).1.unwrap().build);
+        // Built here already: used (and pushed) unless the same sources run.
+        let here = Image::Built { digest: "sha256:22".into(), repository: None, source: Some(b.clone()) };
+        let (image, d) = here.clone().against(&running(Some(&a)));
+        assert_eq!((image, d.unwrap().build), (here, false));
+        // A reference is not aira's to build.
+        assert_eq!(Image::Reference("x".into()).against(&running(None)).1, None);
+    }
+
+    #[test]
+    fn an_image_to_build_is_planned_with_its_fingerprint_and_no_digest() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let stack = crate::stack::load(&path).unwrap().stack;
+        let image = Image::ToBuild { source: "sha256:ab".into(), repository: None };
+        let graph = expand(&stack, &Facts::offline(&stack), &image).unwrap();
+        let task = graph.resources.iter().find(|r| r.kind == Kind::TaskDefinition).unwrap();
+        let container = &task.props["container"]["image"];
+        assert_eq!(container["digest"], UNBUILT_DIGEST);
+        assert_eq!(container["source"], "sha256:ab");
     }
 }

@@ -45,11 +45,14 @@ fn table(name: &str) -> Desired {
 /// What the task definitions run: built and pushed to the stack's repository (which then joins
 /// `out`), or a reference.
 fn image_value(name: &str, image: &Image, out: &mut Vec<Desired>) -> kind::ContainerImage {
-    let pinned = |repository: Val<String>, digest: &str| {
-        kind::ContainerImage::Pinned(kind::PinnedImage { repository, digest: digest.to_string() })
+    let (digest, repository, source) = match image {
+        Image::Reference(r) => return container_image(r),
+        Image::Built { digest, repository, source } => (digest.as_str(), repository, source.clone()),
+        Image::ToBuild { source, repository } => (UNBUILT_DIGEST, repository, Some(source.clone())),
     };
-    match image {
-        Image::Built { digest, repository: None } => {
+    let repository = match repository {
+        Some(repo) => repo.as_str().into(),
+        None => {
             out.push(Desired::of(
                 REPOSITORY,
                 &kind::Repository {
@@ -58,11 +61,10 @@ fn image_value(name: &str, image: &Image, out: &mut Vec<Desired>) -> kind::Conta
                     keep_images: Some(defaults::KEEP_IMAGES),
                 },
             ));
-            pinned(Val::to(REPOSITORY, "uri"), digest)
+            Val::to(REPOSITORY, "uri")
         }
-        Image::Built { digest, repository: Some(repo) } => pinned(repo.as_str().into(), digest),
-        Image::Reference(r) => container_image(r),
-    }
+    };
+    kind::ContainerImage::Pinned(kind::PinnedImage { repository, digest: digest.to_string(), source })
 }
 
 /// The LLM key's secret, resolved to its ARN by the pre-flight.
@@ -80,9 +82,11 @@ fn secret_arn(stack: &Stack, facts: &Facts) -> Result<Option<String>, ExpandErro
 fn execution_role(stack: &Stack, image: &Image, secret_arn: Option<&str>) -> Desired {
     let mut exec = Vec::new();
     let ecr_repository: Option<Val<String>> = match image {
-        Image::Built { repository: None, .. } => Some(Val::to(REPOSITORY, "arn")),
+        Image::Built { repository: None, .. } | Image::ToBuild { repository: None, .. } => {
+            Some(Val::to(REPOSITORY, "arn"))
+        }
         Image::Reference(r) => ecr_repository_arn(r).map(Val::from),
-        Image::Built { repository: Some(_), .. } => None,
+        Image::Built { repository: Some(_), .. } | Image::ToBuild { repository: Some(_), .. } => None,
     };
     if let Some(repo) = ecr_repository {
         // GetAuthorizationToken has no resource: AWS accepts only "*" for it.

@@ -70,6 +70,11 @@ pub struct PinnedImage {
     pub repository: Val<String>,
     /// `sha256:…`.
     pub digest: String,
+    /// The fingerprint of the sources aira built the image from (`aira_image::build::fingerprint`),
+    /// recorded on the container as the Docker label `aira.image.source`; `null` for an image
+    /// aira did not build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 kind! {

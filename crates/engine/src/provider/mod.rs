@@ -184,6 +184,22 @@ impl ProviderError {
         self.kind == ErrorKind::User
     }
 
+    /// Several failures found at once, as one: the user's to fix when each is (each message on
+    /// its own line), else the first that is not, with every message. `None` when there is none.
+    pub fn all(errors: Vec<ProviderError>) -> Option<ProviderError> {
+        let message = errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("\n");
+        let mut errors = errors.into_iter();
+        let first = errors.next()?;
+        let mut worst = first;
+        for e in errors {
+            if worst.is_user() && !e.is_user() {
+                worst = e;
+            }
+        }
+        worst.message = message;
+        Some(worst)
+    }
+
     /// The same failure, said of a larger operation: `context: message`.
     pub fn context(mut self, context: impl std::fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);
