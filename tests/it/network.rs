@@ -282,6 +282,45 @@ async fn existing_vpc_is_used_and_never_touched() {
     let work = Workdir::new();
     let file = work.write("stack.yaml", &yaml);
     let file = file.to_str().unwrap();
+
+    // The private DNS of the stack's interface endpoint needs both DNS attributes, and a private
+    // DNS name another endpoint of the VPC holds already: both refused at once, before any change.
+    let dns = |on: bool| {
+        let ec2 = ec2.clone();
+        let vpc = vpc.clone();
+        async move {
+            let flag = aws_sdk_ec2::types::AttributeBooleanValue::builder().value(on).build();
+            ec2.modify_vpc_attribute().vpc_id(&vpc).enable_dns_hostnames(flag).send().await.unwrap();
+        }
+    };
+    dns(false).await;
+    let theirs = ec2
+        .create_vpc_endpoint()
+        .vpc_id(&vpc)
+        .service_name("com.amazonaws.us-east-1.sqs")
+        .vpc_endpoint_type(aws_sdk_ec2::types::VpcEndpointType::Interface)
+        .subnet_ids(&subnets[2])
+        .private_dns_enabled(true)
+        .send()
+        .await
+        .unwrap();
+    let theirs = theirs.vpc_endpoint().unwrap().vpc_endpoint_id().unwrap().to_string();
+    let refused = aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await;
+    refused.assert_code(1);
+    assert!(refused.stderr.contains(&format!("VPC {vpc} has enableDnsHostnames off")), "{}", refused.stderr);
+    assert!(refused.stderr.contains(&format!("--vpc-id {vpc} --enable-dns-hostnames")), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("already has {theirs}, an interface endpoint for the same service with private DNS"))
+            && refused.stderr.contains("drop `sqs` from network.endpoints"),
+        "{}",
+        refused.stderr
+    );
+    assert!(inventory(&stack).await.is_empty(), "nothing was created");
+    ec2.delete_vpc_endpoints().vpc_endpoint_ids(&theirs).send().await.unwrap();
+    dns(true).await;
+
     aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
     let inv = inventory(&stack).await;
     let kinds: std::collections::BTreeSet<&str> = inv.keys().map(|(k, _)| k.as_str()).collect();
@@ -481,4 +520,105 @@ async fn too_few_zones_offering_the_endpoints_is_refused_before_any_change() {
         proxy.take_calls().into_iter().filter(|c| is_mutating(c) && !c.starts_with("dynamodb:")).collect();
     assert!(changes.is_empty(), "changed: {changes:?}");
     assert!(inventory(&stack).await.is_empty());
+}
+
+/// The harness answers as AWS: a public NAT gateway created before an internet gateway is
+/// attached to its VPC ends `failed` with `Gateway.NotAttached` (moto makes it available), and
+/// one created after is available. (The engine orders every NAT gateway after the stack's
+/// internet gateway, whose create attaches it: an engine test.)
+#[tokio::test]
+async fn a_nat_gateway_before_the_internet_gateway_is_attached_fails_as_on_aws() {
+    use aws_sdk_ec2::types::NatGatewayState;
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    let testing = aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+    // A region of its own: the two addresses count against moto's 5 a region.
+    let ec2 = aws_sdk_ec2::Client::new(&crate::harness::sdk_config_as(&proxy.url, "eu-north-1", testing));
+    let vpc = ec2.create_vpc().cidr_block("10.77.0.0/16").send().await.unwrap();
+    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let subnet = ec2.create_subnet().vpc_id(&vpc).cidr_block("10.77.0.0/24").send().await.unwrap();
+    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_string();
+    let nat = |ec2: aws_sdk_ec2::Client, subnet: String| async move {
+        let eip = ec2.allocate_address().send().await.unwrap().allocation_id().unwrap().to_string();
+        let out = ec2.create_nat_gateway().subnet_id(subnet).allocation_id(eip).send().await.unwrap();
+        let id = out.nat_gateway().unwrap().nat_gateway_id().unwrap().to_string();
+        let read = ec2.describe_nat_gateways().nat_gateway_ids(&id).send().await.unwrap();
+        read.nat_gateways()[0].clone()
+    };
+    let early = nat(ec2.clone(), subnet.clone()).await;
+    assert_eq!(early.state(), Some(&NatGatewayState::Failed), "{early:?}");
+    assert_eq!(early.failure_code(), Some("Gateway.NotAttached"));
+    assert_eq!(early.failure_message(), Some(format!("Network {vpc} has no Internet gateway attached").as_str()));
+
+    let igw = ec2.create_internet_gateway().send().await.unwrap();
+    let igw = igw.internet_gateway().unwrap().internet_gateway_id().unwrap().to_string();
+    ec2.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(&vpc).send().await.unwrap();
+    let late = nat(ec2.clone(), subnet.clone()).await;
+    assert_eq!(late.state(), Some(&NatGatewayState::Available), "{late:?}");
+    assert_eq!(late.failure_code(), None);
+}
+
+/// A stack with a worker on Bedrock: its network gets the `bedrock-runtime` and (monitoring on)
+/// `aps-workspaces` endpoints without listing them.
+fn implied_endpoints_stack(stack: &str) -> String {
+    format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\n\
+         services:\n  worker: {{ role: worker, cpu: 256, memory: 512 }}\n\
+         llm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0\n"
+    )
+}
+
+/// The endpoints a stack implies choose its zones as those it lists do; a region without one of
+/// those services at all is refused in the pre-flight, naming what in the stack asks for it.
+#[tokio::test]
+async fn implied_endpoints_choose_the_zones_and_a_region_without_one_is_refused() {
+    let stack = unique_stack("implied");
+    let work = Workdir::new();
+    let file = work.write("s.yaml", &implied_endpoints_stack(&stack));
+    let file = file.to_str().unwrap();
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/x@sha256:{}", "0".repeat(64));
+    let plan_with = |faults: Faults| {
+        let (file, image) = (file.to_string(), image.clone());
+        let dir = work.dir.path().to_path_buf();
+        async move {
+            let proxy = Proxy::start(&endpoint(), faults).await;
+            let args = ["plan", &file, "--image", &image, "--output", "json", "--endpoint-url", &proxy.url];
+            (aira(&dir, &args).await, proxy)
+        }
+    };
+    // The network alone, with the model's endpoint: us-east-1a lacks it, so the subnets avoid it.
+    let worker = "services:\n  worker: { role: worker, cpu: 256, memory: 512 }\n";
+    let network = work.write("n.yaml", &implied_endpoints_stack(&stack).replace(worker, ""));
+    let network = network.to_str().unwrap();
+    let faults = Faults { endpoint_service_without_zone: Some(("bedrock-runtime", "us-east-1a")), ..Faults::default() };
+    let proxy = Proxy::start(&endpoint(), faults).await;
+    aira(work.dir.path(), &["up", network, "--endpoint-url", &proxy.url]).await.assert_code(0);
+    assert_eq!(subnet_zones(&stack).await, ["us-east-1b", "us-east-1c"], "the implied endpoint decides the zones too");
+    aira(work.dir.path(), &["down", network, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+    for (service, finding) in [
+        ("bedrock-runtime", "llm.provider: bedrock: us-east-1 has no `bedrock-runtime` endpoint service"),
+        ("aps-workspaces", "monitoring: us-east-1 has no `aps-workspaces` endpoint service"),
+    ] {
+        let (plan, proxy) = plan_with(Faults { endpoint_service_absent: Some(service), ..Faults::default() }).await;
+        plan.assert_code(1);
+        assert!(plan.stderr.contains(finding), "{}", plan.stderr);
+        let changes: Vec<String> = proxy.take_calls().into_iter().filter(|c| is_mutating(c)).collect();
+        assert!(changes.is_empty(), "changed: {changes:?}");
+    }
+}
+
+/// An id EC2 just gave, unknown to the next call for a moment (AWS: eventual consistency): the
+/// call is retried, saying why, and the run goes on.
+#[tokio::test]
+async fn an_id_ec2_does_not_know_yet_is_waited_for() {
+    let stack = unique_stack("fresh");
+    let work = Workdir::new();
+    let file = work.write("s.yaml", &small_stack(&stack));
+    let file = file.to_str().unwrap();
+    let faults = Faults { ec2_error: Some(("CreateSubnet", "InvalidVpcID.NotFound", 2)), ..Faults::default() };
+    let proxy = Proxy::start(&endpoint(), faults).await;
+    let up = aira(work.dir.path(), &["up", file, "--endpoint-url", &proxy.url]).await;
+    up.assert_code(0);
+    assert_eq!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst), 2, "the fault was met");
+    assert!(up.stderr.contains("waiting for EC2 to know an id it just gave"), "{}", up.stderr);
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }

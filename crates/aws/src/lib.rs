@@ -282,7 +282,7 @@ impl Provider for AwsProvider {
     async fn facts(&self, stack: &Stack) -> Result<Facts, ProviderError> {
         let existing = async {
             match &stack.network.existing {
-                Some(vpc) => ec2::existing(&self.clients.ec2, vpc).await,
+                Some(vpc) => ec2::existing(&self.clients.ec2, stack, vpc).await,
                 None => Ok(Vec::new()),
             }
         };

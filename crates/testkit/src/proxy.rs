@@ -46,6 +46,10 @@ pub struct Faults {
     /// `(service, zone)`: `DescribeVpcEndpointServices` answers without `zone` among the zones
     /// of the endpoint service `com.amazonaws.REGION.service` (`crate::endpoint_zones`).
     pub endpoint_service_without_zone: Option<(&'static str, &'static str)>,
+    /// A region without this endpoint service (`aps-workspaces`): `DescribeVpcEndpointServices`
+    /// naming `com.amazonaws.REGION.service` is refused as AWS refuses an unknown one
+    /// (`InvalidServiceName`).
+    pub endpoint_service_absent: Option<&'static str>,
     /// `(action, hold)`: calls of this action (`AttachInternetGateway`) are held this long before
     /// they are forwarded, as AWS may take longer than moto to finish them.
     pub slow: Option<(&'static str, Duration)>,
@@ -240,6 +244,18 @@ async fn answer(
                 state.injected.fetch_add(1, Ordering::SeqCst);
                 return Ok(if json_protocol { json_error(code) } else { ec2_error(code) });
             }
+        }
+    }
+    if let Some(absent) = state.faults.endpoint_service_absent.filter(|_| call == "ec2:DescribeVpcEndpointServices") {
+        let text = String::from_utf8_lossy(&body);
+        let named = text
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, v)| k.starts_with("ServiceName.") && v.ends_with(&format!(".{absent}")));
+        if let Some((_, name)) = named {
+            state.injected.fetch_add(1, Ordering::SeqCst);
+            let message = format!("The Vpc Endpoint Service '{name}' does not exist");
+            return Ok(aws_rules::ec2_error("InvalidServiceName", &message));
         }
     }
     let conflicting = |n: u64| n % 2 == 0 && n / 2 < state.faults.transaction_conflicts;

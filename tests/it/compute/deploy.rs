@@ -452,3 +452,36 @@ async fn compute_rerun_waits_for_new_roles_and_redeploys_a_failed_deployment() {
     aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
     crate::harness::assert_nothing_left(&stack, "us-east-1").await;
 }
+
+/// A `down` stopped right after it deleted a service leaves that service DRAINING; ECS refuses
+/// a new service of the name until it is INACTIVE (the proxy answers as ECS does). The next
+/// `up` waits for it, saying so, and converges.
+#[tokio::test]
+async fn compute_up_after_a_service_was_deleted_waits_for_it_to_drain() {
+    use crate::harness::{aira, Workdir};
+    let stack = unique_stack("cmp-drain");
+    let work = Workdir::new();
+    let yaml = format!(
+        "stack: {stack}\nregion: us-east-1\nnetwork:\n  endpoints: [sqs, ecr.api, ecr.dkr, logs, s3, dynamodb]\nservices:\n  \
+         worker: {{ role: worker, cpu: 256, memory: 512, count: 1 }}\n"
+    );
+    let file = work.write("stack.yaml", &yaml);
+    let file = file.to_str().unwrap();
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ab".repeat(32));
+    let proxy = crate::proxy::Proxy::start(&endpoint(), Default::default()).await;
+    let at = ["--endpoint-url", proxy.url.as_str()];
+    let dir = work.dir.path();
+    aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await.assert_code(0);
+    // What a `down` does first, and then is killed: the service is deleted, nothing else.
+    let testing = aws_credential_types::Credentials::new("testing", "testing", None, None, "tests");
+    let ecs = aws_sdk_ecs::Client::new(&crate::harness::sdk_config_as(&proxy.url, "us-east-1", testing));
+    let service = "worker";
+    ecs.delete_service().cluster(&stack).service(service).force(true).send().await.unwrap();
+    let up = aira(dir, &[&["up", file, "--yes", "--image", &image][..], &at[..]].concat()).await;
+    up.assert_code(0);
+    assert!(up.stderr.contains("still DRAINING after an earlier deletion"), "{}", up.stderr);
+    let out = ecs.describe_services().cluster(&stack).services(service).send().await.unwrap();
+    assert!(out.services().iter().any(|s| s.status() == Some("ACTIVE")), "{:?}", out.services());
+    aira(dir, &[&["down", file, "--yes"][..], &at[..]].concat()).await.assert_code(0);
+    crate::harness::assert_nothing_left(&stack, "us-east-1").await;
+}

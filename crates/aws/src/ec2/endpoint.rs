@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE};
+use super::{created, fresh, observed, sorted, stack_filter, tags, updated, Result, GONE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
@@ -60,7 +60,7 @@ impl KindOps for VpcEndpoint {
                 .set_security_group_ids(Some(ids(&p.security_groups)))
                 .private_dns_enabled(p.private_dns.unwrap_or(true)),
         };
-        let out = call!(what, req.send());
+        let out = fresh!(cx, &res.id, what, req);
         let o = created(res, &what, out.vpc_endpoint().and_then(|e| e.vpc_endpoint_id()), &p)?;
         wait_endpoint(&cx.aws.ec2, cx.scope, &res.id, &o.physical_id, cx.progress, false).await?;
         Ok(o)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
+use super::{created, fresh, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
@@ -52,7 +52,7 @@ impl KindOps for InternetGateway {
                 .await?;
             }
             if let Some(vpc) = &want.vpc {
-                call!(what, ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(vpc.as_str()).send());
+                fresh!(cx, &res.id, what, ec2.attach_internet_gateway().internet_gateway_id(id).vpc_id(vpc.as_str()));
             }
         }
         Ok(updated(res, current, current.outputs.clone()))
@@ -123,7 +123,9 @@ impl KindOps for NatGateway {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let (p, what) = creating::<kind::NatGateway>(res)?;
-        let out = call!(
+        let out = fresh!(
+            cx,
+            &res.id,
             what,
             cx.aws
                 .ec2
@@ -131,7 +133,6 @@ impl KindOps for NatGateway {
                 .subnet_id(p.subnet.as_str())
                 .set_allocation_id(p.allocation.as_ref().map(|a| a.get().clone()))
                 .tag_specifications(tags(cx.scope, &res.id, ResourceType::Natgateway))
-                .send()
         );
         let o = created(res, &what, out.nat_gateway().and_then(|n| n.nat_gateway_id()), &p)?;
         wait_nat(&cx.aws.ec2, cx.scope, &res.id, &o.physical_id, cx.progress, false).await?;

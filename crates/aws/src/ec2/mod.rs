@@ -31,6 +31,46 @@ type Result<T> = std::result::Result<T, ProviderError>;
 /// Error codes saying a resource is already gone (`InvalidVpcID.NotFound`, …).
 const GONE: &[&str] = &["NotFound"];
 
+/// The EC2 API is eventually consistent: an id a create just returned can be unknown to the next
+/// call for a moment (EC2 API Reference, "Eventual consistency in the Amazon EC2 API": retry
+/// with back-off). Calls that name ids this run just created wait out these codes, for
+/// [`NEW_ID_WAIT`] at most: past it, the id is taken for really gone.
+const NEW_ID: sdk::Busy = sdk::Busy {
+    codes: &[
+        "InvalidVpcID.NotFound",
+        "InvalidSubnetID.NotFound",
+        "InvalidGroup.NotFound",
+        "InvalidRouteTableID.NotFound",
+        "InvalidInternetGatewayID.NotFound",
+        "InvalidAllocationID.NotFound",
+        "InvalidNatGatewayID.NotFound",
+    ],
+    waits_for: "EC2 to know an id it just gave (its API is eventually consistent)",
+    gone: &[],
+};
+const NEW_ID_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `op`, a call naming ids this run may just have created, retried while EC2 does not know them.
+async fn wait_new_ids<F, Fut, T, X>(cx: &Cx<'_>, id: &LogicalId, what: &str, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, X>>,
+    X: sdk::Failed,
+{
+    let scope = Scope { wait: cx.scope.wait.min(NEW_ID_WAIT), ..cx.scope.clone() };
+    let done = sdk::retry_busy(&scope, cx.progress, id, what, &NEW_ID, op).await?;
+    Ok(done.expect("NEW_ID counts nothing as gone"))
+}
+
+/// `call!` for a request that names ids this run may just have created ([`wait_new_ids`]).
+macro_rules! fresh {
+    ($cx:expr, $id:expr, $what:expr, $req:expr) => {{
+        let req = $req;
+        super::wait_new_ids($cx, $id, &$what, || req.clone().send()).await?
+    }};
+}
+pub(crate) use fresh;
+
 fn stack_filter(scope: &Scope) -> Filter {
     Filter::builder().name(format!("tag:{TAG_STACK}")).values(&scope.stack).build()
 }

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{AccountAttributeName, Filter, Tag};
+use aws_sdk_ec2::types::{AccountAttributeName, Filter, Tag, VpcAttributeName};
 use aws_sdk_ec2::Client;
 
 use super::{Result, GONE};
 use crate::sdk;
 use aira_engine::provider::{ProviderError, TAG_ID, TAG_STACK};
-use aira_engine::stack::model::{ExistingVpc, Network};
+use aira_engine::stack::model::{Endpoint, ExistingVpc, Network};
 use aira_engine::stack::Stack;
 
 /// The region's zones where a stack can run, each with its zone ID: available (not impaired or
@@ -53,26 +53,20 @@ pub async fn zones(ec2: &Client, region: &str, stack: &Stack) -> Result<Vec<Stri
             }
         }
     }
-    let interface: Vec<String> = net
-        .endpoints
-        .iter()
-        .filter(|e| !e.is_gateway())
-        .map(|e| format!("com.amazonaws.{region}.{}", e.name()))
-        .collect();
+    // Every interface endpoint the network gets, those the stack implies included (the
+    // worker's `bedrock-runtime`, the metrics' `aps-workspaces`).
+    let endpoints = stack.endpoints();
+    let interface: Vec<String> =
+        endpoints.iter().filter(|e| !e.is_gateway()).map(|e| format!("com.amazonaws.{region}.{}", e.name())).collect();
     if !interface.is_empty() {
-        let mut offered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut token = None;
-        loop {
-            let req = ec2.describe_vpc_endpoint_services().set_service_names(Some(interface.clone()));
-            let out = call!("describe the VPC endpoint services", req.set_next_token(token).send());
-            for d in out.service_details() {
-                let zones = d.availability_zones().iter().cloned();
-                offered.entry(d.service_name().unwrap_or_default().to_string()).or_default().extend(zones);
-            }
-            token = out.next_token().map(String::from);
-            if token.is_none() {
-                break;
-            }
+        let offered = endpoint_service_zones(ec2, region, &interface).await?;
+        let missing: Vec<String> = endpoints
+            .iter()
+            .filter(|e| !e.is_gateway() && !offered.contains_key(&format!("com.amazonaws.{region}.{}", e.name())))
+            .map(|e| not_offered(stack, region, *e))
+            .collect();
+        if !missing.is_empty() {
+            return Err(ProviderError::user(missing.join("\n")));
         }
         for service in &interface {
             let zones = offered.get(service).cloned().unwrap_or_default();
@@ -115,6 +109,68 @@ pub async fn zones(ec2: &Client, region: &str, stack: &Stack) -> Result<Vec<Stri
     Ok(chosen)
 }
 
+/// The zones each of `services` (endpoint service names) is offered in. A service the region
+/// does not have at all is absent: EC2 refuses a request naming one (`InvalidServiceName`), so
+/// then each is asked alone.
+async fn endpoint_service_zones(
+    ec2: &Client,
+    region: &str,
+    services: &[String],
+) -> Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut offered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let groups: Vec<Vec<String>> = match describe_endpoint_services(ec2, region, services.to_vec()).await? {
+        Some(found) => {
+            offered.extend(found);
+            Vec::new()
+        }
+        None => services.iter().map(|s| vec![s.clone()]).collect(),
+    };
+    for one in groups {
+        offered.extend(describe_endpoint_services(ec2, region, one).await?.unwrap_or_default());
+    }
+    Ok(offered)
+}
+
+/// `DescribeVpcEndpointServices` of `names`, every page; `None` when one of them does not exist.
+async fn describe_endpoint_services(
+    ec2: &Client,
+    region: &str,
+    names: Vec<String>,
+) -> Result<Option<BTreeMap<String, BTreeSet<String>>>> {
+    let mut offered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut token = None;
+    loop {
+        let req = ec2.describe_vpc_endpoint_services().set_service_names(Some(names.clone())).set_next_token(token);
+        let out = match req.send().await {
+            Ok(out) => out,
+            Err(e) if sdk::code(&e) == Some("InvalidServiceName") => return Ok(None),
+            Err(e) => return Err(sdk::error(format!("describe the VPC endpoint services of {region}"), e)),
+        };
+        for d in out.service_details() {
+            let zones = d.availability_zones().iter().cloned();
+            offered.entry(d.service_name().unwrap_or_default().to_string()).or_default().extend(zones);
+        }
+        token = out.next_token().map(String::from);
+        if token.is_none() {
+            return Ok(Some(offered));
+        }
+    }
+}
+
+/// The finding for an endpoint service the region does not have: what in the stack asks for it.
+fn not_offered(stack: &Stack, region: &str, e: Endpoint) -> String {
+    let name = e.name();
+    match e {
+        Endpoint::BedrockRuntime if stack.bedrock().is_some() => {
+            format!("llm.provider: bedrock: {region} has no `{name}` endpoint service (Amazon Bedrock is not offered there); deploy the stack to a region that offers Bedrock, or use another model")
+        }
+        Endpoint::ApsWorkspaces if stack.prometheus() && !stack.network.endpoints.contains(&e) => {
+            format!("monitoring: {region} has no `{name}` endpoint service (Amazon Managed Service for Prometheus is not offered there); set `monitoring: false`, or deploy to a region that offers it")
+        }
+        _ => format!("network.endpoints: {region} has no `{name}` endpoint service; drop `{name}` from the list"),
+    }
+}
+
 /// The zones of the stack's subnets that exist, by their index (`public-b` → 1).
 async fn subnet_zones(ec2: &Client, stack: &str) -> Result<BTreeMap<usize, String>> {
     let filter = Filter::builder().name(format!("tag:{TAG_STACK}")).values(stack).build();
@@ -132,7 +188,7 @@ async fn subnet_zones(ec2: &Client, stack: &str) -> Result<BTreeMap<usize, Strin
 
 /// Checks that an existing VPC and its subnets exist; the route tables of the private subnets
 /// (explicitly associated, else the VPC's main table).
-pub async fn existing(ec2: &Client, vpc: &ExistingVpc) -> Result<Vec<String>> {
+pub async fn existing(ec2: &Client, stack: &Stack, vpc: &ExistingVpc) -> Result<Vec<String>> {
     let out = ec2.describe_vpcs().vpc_ids(&vpc.vpc_id).send().await;
     if sdk::found(format!("read VPC {}", vpc.vpc_id), GONE, out)?.is_none_or(|out| out.vpcs().is_empty()) {
         return Err(ProviderError::user(format!(
@@ -169,7 +225,89 @@ pub async fn existing(ec2: &Client, vpc: &ExistingVpc) -> Result<Vec<String>> {
             tables.insert(id.to_string());
         }
     }
+    let mut findings = dns_attributes(ec2, stack, &vpc.vpc_id).await?;
+    findings.extend(conflicting_endpoints(ec2, stack, &vpc.vpc_id, &tables).await?);
+    if !findings.is_empty() {
+        return Err(ProviderError::user(findings.join("\n")));
+    }
     Ok(tables.into_iter().collect())
+}
+
+/// An interface endpoint with private DNS needs the VPC's DNS support and DNS hostnames on
+/// (VPC User Guide, "DNS attributes for your VPC"; AWS refuses the endpoint otherwise): each
+/// that is off, with the command that turns it on.
+async fn dns_attributes(ec2: &Client, stack: &Stack, vpc: &str) -> Result<Vec<String>> {
+    if stack.endpoints().iter().all(|e| e.is_gateway()) {
+        return Ok(Vec::new());
+    }
+    let mut findings = Vec::new();
+    for (attribute, flag) in [
+        (VpcAttributeName::EnableDnsSupport, "--enable-dns-support"),
+        (VpcAttributeName::EnableDnsHostnames, "--enable-dns-hostnames"),
+    ] {
+        let what = format!("read the {} attribute of VPC {vpc}", attribute.as_str());
+        let out = call!(what, ec2.describe_vpc_attribute().vpc_id(vpc).attribute(attribute.clone()).send());
+        let on = match attribute {
+            VpcAttributeName::EnableDnsSupport => out.enable_dns_support(),
+            _ => out.enable_dns_hostnames(),
+        };
+        if !on.and_then(|v| v.value()).unwrap_or(false) {
+            findings.push(format!(
+                "network.existing.vpc_id: VPC {vpc} has {} off, which the stack's interface endpoints (private DNS) need: \
+                 `aws ec2 modify-vpc-attribute --vpc-id {vpc} {flag}`",
+                attribute.as_str()
+            ));
+        }
+    }
+    Ok(findings)
+}
+
+/// Endpoints of the VPC that are not this stack's and would refuse the stack's own: an
+/// interface endpoint with private DNS for a service the stack adds (AWS allows one private
+/// DNS name per service in a VPC), or a gateway endpoint for a service the stack adds in one
+/// of the private subnets' route tables (a route table holds one route per prefix list). Each
+/// named, with the fix.
+async fn conflicting_endpoints(
+    ec2: &Client,
+    stack: &Stack,
+    vpc: &str,
+    private_tables: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_default();
+    let ours: BTreeMap<String, Endpoint> =
+        stack.endpoints().into_iter().map(|e| (format!("com.amazonaws.{region}.{}", e.name()), e)).collect();
+    let filter = Filter::builder().name("vpc-id").values(vpc).build();
+    let out = call!(format!("read the endpoints of VPC {vpc}"), ec2.describe_vpc_endpoints().filters(filter).send());
+    let mut findings = Vec::new();
+    for e in out.vpc_endpoints() {
+        let stacks = e.tags().iter().find(|t| t.key() == Some(TAG_STACK)).and_then(|t| t.value());
+        let live = !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting" | "failed" | "rejected"));
+        let Some(endpoint) =
+            e.service_name().and_then(|s| ours.get(s)).filter(|_| live && stacks != Some(&stack.stack.0))
+        else {
+            continue;
+        };
+        let id = e.vpc_endpoint_id().unwrap_or_default();
+        let in_private_tables = e.route_table_ids().iter().any(|t| private_tables.contains(t));
+        let conflict = match endpoint.is_gateway() {
+            true if in_private_tables => {
+                "a gateway endpoint for the same service in the private subnets' route tables (a table takes one route to it)"
+            }
+            true => continue,
+            false if e.private_dns_enabled() == Some(true) => {
+                "an interface endpoint for the same service with private DNS (one per service and VPC)"
+            }
+            false => continue,
+        };
+        let fix = match stack.network.endpoints.contains(endpoint) {
+            true => {
+                format!("drop `{}` from network.endpoints: the tasks reach the service through {id}", endpoint.name())
+            }
+            false => format!("delete {id} or turn its private DNS off"),
+        };
+        findings.push(format!("network.existing.vpc_id: VPC {vpc} already has {id}, {conflict}; {fix}"));
+    }
+    Ok(findings)
 }
 
 /// Quotas that would obviously stop the stack half-way, checked before any change: Elastic IPs

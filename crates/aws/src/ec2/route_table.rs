@@ -7,7 +7,7 @@ use aws_sdk_ec2::types::{Filter, ResourceType};
 use aws_sdk_ec2::Client;
 use serde_json::{json, Value};
 
-use super::{created, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
+use super::{created, fresh, observed, sorted, stack_filter, tags, updated, Result, GONE, RELEASE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, Val, VpcRoute};
@@ -51,7 +51,7 @@ impl KindOps for RouteTable {
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let (p, what) = creating::<kind::RouteTable>(res)?;
         let req = cx.aws.ec2.create_route_table().vpc_id(p.vpc.as_str());
-        let out = call!(what, req.tag_specifications(tags(cx.scope, &res.id, ResourceType::RouteTable)).send());
+        let out = fresh!(cx, &res.id, what, req.tag_specifications(tags(cx.scope, &res.id, ResourceType::RouteTable)));
         let id = out.route_table().and_then(|t| t.route_table_id());
         // Created empty: routes and subnets are the update's.
         let blank = created(res, &what, id, &kind::RouteTable { routes: Vec::new(), subnets: Vec::new(), ..p })?;
@@ -89,7 +89,7 @@ impl KindOps for RouteTable {
                         (Some(g), _) => req.gateway_id(g.as_str()),
                         (None, n) => req.set_nat_gateway_id(n.as_ref().map(|n| n.get().clone())),
                     };
-                    call!(what, req.send());
+                    fresh!(cx, &res.id, what, req);
                 }};
             }
             if have.routes.iter().any(|h| h.destination == dest) {

@@ -1,6 +1,6 @@
 //! Security groups and their ingress rules (from CIDR blocks or other groups).
 
-use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
+use super::{created, fresh, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind::{self, IngressRule};
@@ -29,7 +29,9 @@ impl KindOps for SecurityGroup {
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let (p, what) = creating::<kind::SecurityGroup>(res)?;
-        let out = call!(
+        let out = fresh!(
+            cx,
+            &res.id,
             what,
             cx.aws
                 .ec2
@@ -38,7 +40,6 @@ impl KindOps for SecurityGroup {
                 .group_name(&p.name)
                 .description(&p.description)
                 .tag_specifications(tags(cx.scope, &res.id, ResourceType::SecurityGroup))
-                .send()
         );
         // Created without rules: they are the update's.
         let blank = created(res, &what, out.group_id(), &kind::SecurityGroup { ingress: Vec::new(), ..p })?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{created, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
+use super::{created, fresh, observed, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
 use aira_engine::graph::LogicalId;
@@ -47,7 +47,9 @@ impl KindOps for Subnet {
             Some(i) => Some(subnet_ipv6(cx, &res.id, p.vpc.as_str(), i, &what).await?),
             None => None,
         };
-        let out = call!(
+        let out = fresh!(
+            cx,
+            &res.id,
             what,
             cx.aws
                 .ec2
@@ -57,7 +59,6 @@ impl KindOps for Subnet {
                 .set_ipv6_cidr_block(v6)
                 .availability_zone(&p.zone)
                 .tag_specifications(tags(cx.scope, &res.id, ResourceType::Subnet))
-                .send()
         );
         let blank = created(res, &what, out.subnet().and_then(|v| v.subnet_id()), &p)?;
         self.update(cx, res, &blank).await

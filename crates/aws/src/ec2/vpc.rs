@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, ResourceType, VpcAttributeName};
 use serde_json::Value;
 
-use super::{created, sorted, stack_filter, tags, updated, Result, RELEASE};
+use super::{created, fresh, sorted, stack_filter, tags, updated, Result, RELEASE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk;
 use aira_engine::kind;
@@ -69,11 +69,11 @@ impl KindOps for Vpc {
         // EC2 takes one attribute per call; DNS support first, hostnames need it.
         if want.dns_support != have.dns_support {
             let v = AttributeBooleanValue::builder().value(want.dns_support).build();
-            call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_support(v).send());
+            fresh!(cx, &res.id, what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_support(v));
         }
         if want.dns_hostnames != have.dns_hostnames {
             let v = AttributeBooleanValue::builder().value(want.dns_hostnames).build();
-            call!(what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_hostnames(v).send());
+            fresh!(cx, &res.id, what, ec2.modify_vpc_attribute().vpc_id(id).enable_dns_hostnames(v));
         }
         match (want.ipv6, have.ipv6) {
             (true, false) => {

@@ -198,6 +198,13 @@ impl KindOps for Service {
                          to it takes a moment to reach ECS, retrying"
                     )))
                 }
+                // A `down` stopped after it deleted the service: ECS keeps the name until the old
+                // service is INACTIVE.
+                Err(e) if e.message.contains("still Draining") => Ok(Poll::Pending(
+                    "a service of this name is still DRAINING after an earlier deletion; ECS takes the name \
+                     back once it is INACTIVE, retrying"
+                        .into(),
+                )),
                 sent => sent.map(Poll::Done),
             }
         })

@@ -362,6 +362,10 @@ mod tests {
         for id in ["igw", "public-routes"] {
             assert!(lb.depends_on.contains(&id.into()), "the load balancer does not wait for {id}");
         }
+        // A NAT gateway in a VPC without an attached internet gateway fails (Gateway.NotAttached).
+        for nat in g.resources.iter().filter(|r| r.kind == Kind::NatGateway) {
+            assert!(nat.depends_on.contains(&"igw".into()), "{} does not wait for the internet gateway", nat.id);
+        }
         g.topo_order().unwrap();
     }
 

@@ -126,7 +126,11 @@ fn new_network(
             out.push(Desired::of(&format!("nat-ip-{z}"), &kind::ElasticIp {}));
             let subnet = Val::to(&format!("public-{z}"), "id");
             let allocation = Some(Val::to(&format!("nat-ip-{z}"), "id"));
-            out.push(Desired::of(&format!("nat-{z}"), &kind::NatGateway { subnet, allocation }));
+            let mut nat = Desired::of(&format!("nat-{z}"), &kind::NatGateway { subnet, allocation });
+            // A public NAT gateway in a VPC with no internet gateway attached fails
+            // (`Gateway.NotAttached`): the gateway's create attaches it, so the NAT waits for it.
+            nat.depends_on.insert("igw".into());
+            out.push(nat);
             let route = kind::VpcRoute {
                 destination: "0.0.0.0/0".into(),
                 gateway: None,

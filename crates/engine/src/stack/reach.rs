@@ -165,8 +165,10 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
     }
     let region = stack.region.clone().unwrap_or_else(|| "REGION".into());
     let image = image.or(stack.image.as_ref().map(|i| i.0.as_str()));
-    let registry_host = image.and_then(|r| r.split_once('/')).map(|(h, _)| h.to_string());
-    let ecr = registry_host.as_deref().is_none_or(|h| h.contains(".dkr.ecr."));
+    let registry_host = image.map(registry_of);
+    // This region's ECR is reached through its endpoints; any other registry (ECR of another
+    // region included) is on the internet.
+    let ecr = registry_host.as_deref().is_none_or(|h| ecr_region(h) == Some(region.as_str()));
     let endpoints = stack.endpoints();
     let path_of = |endpoint: Option<Endpoint>| -> Option<String> {
         match endpoint {
@@ -221,6 +223,24 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
         }
     }
     Reachability { routes, unchecked: None }
+}
+
+/// The registry host an image reference is pulled from, as Docker reads a reference: the first
+/// component names a registry only when it holds a `.` or a `:` or is `localhost`; otherwise the
+/// image is on Docker Hub (`nginx@sha256:…`, `library/nginx:1`).
+pub fn registry_of(reference: &str) -> String {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first.to_string(),
+        _ => "registry-1.docker.io".into(),
+    }
+}
+
+/// The region of an ECR registry host (`ACCOUNT.dkr.ecr.REGION.amazonaws.com`, `.com.cn` in
+/// China); `None` for any other registry.
+fn ecr_region(host: &str) -> Option<&str> {
+    let rest = host.split_once(".dkr.ecr.")?.1;
+    let region = rest.strip_suffix(".amazonaws.com").or_else(|| rest.strip_suffix(".amazonaws.com.cn"))?;
+    (!region.is_empty() && !region.contains('.')).then_some(region)
 }
 
 /// The host of an `http(s)://` URL.

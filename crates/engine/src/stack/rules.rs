@@ -21,6 +21,16 @@ pub(crate) fn check_semantics(stack: &Stack, tree: &Node, report: &mut Report) {
     for (service, problem) in super::reach::reachability(stack, None).problems(stack) {
         report.error(tree.pos_of(&["services", &service]), problem, None);
     }
+    if !publics.is_empty() && stack.network.existing.is_none() && stack.network.zones < 2 {
+        report.error(
+            tree.pos_of(&["network", "zones"]),
+            format!(
+                "network.zones: the public service `{}` needs a load balancer, whose subnets span at least 2 availability zones; found {}",
+                publics[0], stack.network.zones
+            ),
+            Some("set `network.zones` to 2 or more (2 is the default)".into()),
+        );
+    }
     if publics.len() > 1 {
         report.error(
             tree.pos_of(&["services", &publics[1], "public"]),
@@ -89,13 +99,20 @@ fn check_network(stack: &Stack, tree: &Node, report: &mut Report) {
             None,
         );
     } else if net.existing.is_none() {
-        // Two subnets per zone, each a quarter of the VPC block at most: 2 * zones must fit in 8 (3 bits).
+        // Two subnets per zone, each an equal slice of the VPC block (as expand carves it). A load
+        // balancer's subnet must be a /27 or larger with 8 free addresses (AWS: "Subnets for your
+        // Application Load Balancer"); a /28 private subnet leaves 11 addresses for the tasks and
+        // every interface endpoint's network interface.
         let needed_bits = (2 * net.zones as u32).next_power_of_two().trailing_zeros() as u8;
-        if prefix + needed_bits > 28 {
+        if prefix + needed_bits > 27 {
+            let largest = 27 - needed_bits;
             report.error(
                 tree.pos_of(&["network", "cidr"]),
-                format!("network.cidr: /{prefix} is too small for {} subnets of at least /28", 2 * net.zones),
-                None,
+                format!(
+                    "network.cidr: /{prefix} is too small for {} subnets of at least /27 (a load balancer's subnet needs a /27, and the tasks and endpoints share the private ones)",
+                    2 * net.zones
+                ),
+                Some(format!("a /{largest} or larger VPC block, or fewer `network.zones`")),
             );
         }
     }

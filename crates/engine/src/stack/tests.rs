@@ -144,6 +144,29 @@ fn cidr_with_host_bits_and_too_large() {
     );
 }
 
+/// Subnets of at least /27 (a load balancer's need), and two zones for a public service's load
+/// balancer.
+#[test]
+fn subnets_smaller_than_27_and_one_zone_behind_a_load_balancer_are_refused() {
+    check(
+        &format!("stack: aira\nnetwork:\n  cidr: 10.40.0.0/24\n  zones: 6\n{SERVICES}"),
+        expect![[r#"
+            bad.yaml:3:9: network.cidr: /24 is too small for 12 subnets of at least /27 (a load balancer's subnet needs a /27, and the tasks and endpoints share the private ones) (a /23 or larger VPC block, or fewer `network.zones`)
+        "#]],
+    );
+    // 3 zones: 6 subnets, in 8 slices of a /24: /27 each.
+    check(&format!("stack: aira\nnetwork:\n  cidr: 10.40.0.0/24\n  zones: 3\n{SERVICES}"), expect!["valid\n"]);
+    check(
+        &format!("stack: aira\nnetwork:\n  zones: 1\n{SERVICES}"),
+        expect![[r#"
+        bad.yaml:3:10: network.zones: the public service `api` needs a load balancer, whose subnets span at least 2 availability zones; found 1 (set `network.zones` to 2 or more (2 is the default))
+    "#]],
+    );
+    // A worker alone has no load balancer: one zone is the user's choice.
+    let worker = "services:\n  w: { role: worker, cpu: 256, memory: 512 }\n";
+    check(&format!("stack: aira\nnetwork:\n  zones: 1\n{worker}"), expect!["valid\n"]);
+}
+
 #[test]
 fn invalid_domain() {
     check(
@@ -364,6 +387,36 @@ fn reachability_table_names_each_path() {
         worker -> metrics (Managed Prometheus) (aps-workspaces.us-east-1.amazonaws.com): interface endpoint `aps-workspaces` (private DNS)
         worker -> model (api.openai.com): NAT gateway (default route)
     "#]].assert_eq(&text);
+}
+
+/// The registry of an image reference as Docker reads it, and which registries the stack's
+/// endpoints reach: this region's ECR only.
+#[test]
+fn image_references_name_their_registry_and_only_this_regions_ecr_is_reached_without_nat() {
+    use super::reach::registry_of;
+    let digest = format!("sha256:{}", "0".repeat(64));
+    assert_eq!(registry_of(&format!("nginx@{digest}")), "registry-1.docker.io");
+    assert_eq!(registry_of("library/nginx:1"), "registry-1.docker.io");
+    assert_eq!(registry_of("localhost/x:1"), "localhost");
+    assert_eq!(registry_of("127.0.0.1:5000/x@sha256:0"), "127.0.0.1:5000");
+    assert_eq!(registry_of("public.ecr.aws/x/y:1"), "public.ecr.aws");
+    let no_nat = canonical_with(false, BEDROCK);
+    let loaded = super::parse("aira.yaml", &no_nat).unwrap();
+    let unreachable = |image: &str| {
+        let table = super::reach::reachability(&loaded.stack, Some(image));
+        table.problems(&loaded.stack).into_iter().map(|(_, p)| p).collect::<Vec<_>>().join("\n")
+    };
+    let here = format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@{digest}");
+    assert_eq!(unreachable(&here), "", "this region's ECR, through the endpoints");
+    for elsewhere in [
+        format!("nginx@{digest}"),
+        format!("123456789012.dkr.ecr.eu-west-1.amazonaws.com/aira/runtime@{digest}"),
+        "public.ecr.aws/nginx/nginx:1".to_string(),
+    ] {
+        let problems = unreachable(&elsewhere);
+        assert!(problems.contains("cannot reach its image registry"), "{elsewhere}: {problems}");
+        assert!(problems.contains(&registry_of(&elsewhere)), "{elsewhere} names its registry: {problems}");
+    }
 }
 
 /// The canonical stack's text with `network.nat` and `llm` replaced.

@@ -26,6 +26,9 @@ pub use aps::{APS_SETTLING, WORKSPACE_SETTLING};
 pub const IPV6_ASSOCIATING: Duration = Duration::from_secs(3);
 /// How long ECS takes to see a target group's new load balancer.
 pub const TARGET_GROUP_PROPAGATION: Duration = Duration::from_secs(2);
+/// How long a deleted ECS service stays `DRAINING` (its tasks stopping), during which a
+/// `CreateService` of the same name is refused.
+pub const SERVICE_DRAINING: Duration = Duration::from_secs(4);
 /// How long AWS WAF takes to know a new web ACL or load balancer (AssociateWebACL meanwhile
 /// answers `WAFUnavailableEntityException`).
 pub const WAF_PROPAGATION: Duration = Duration::from_secs(2);
@@ -71,6 +74,13 @@ struct World {
     waf_new: HashMap<String, Instant>,
     /// Resources an `AssociateWebACL` was accepted for, until a `DisassociateWebACL`.
     waf_associated: std::collections::BTreeSet<String>,
+    /// Subnet → its VPC, for a `CreateNatGateway` being forwarded while that VPC has no internet
+    /// gateway attached.
+    nat_unattached: HashMap<String, String>,
+    /// NAT gateway id → its VPC: created with no internet gateway attached, hence `failed`.
+    nat_failed: HashMap<String, String>,
+    /// (cluster, service name) → when `DeleteService` answered: `DRAINING` for a while.
+    service_deleted: HashMap<(String, String), Instant>,
 }
 
 fn world() -> std::sync::MutexGuard<'static, World> {
@@ -176,7 +186,14 @@ pub async fn refuse(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<By
     if call.is("elasticloadbalancing:CreateLoadBalancer") {
         return load_balancer_without_internet_gateway(moto, call).await;
     }
+    if call.is("ec2:CreateNatGateway") {
+        nat_gateway_without_internet_gateway(moto, call).await;
+        return None;
+    }
     if call.is("ecs:CreateService") {
+        if let Some(refused) = service_still_draining(call) {
+            return Some(refused);
+        }
         return service_with_unattached_target_group(moto, call).await;
     }
     if call.call.starts_with("aps:") {
@@ -195,7 +212,9 @@ pub fn amend(call: &Call<'_>, status: u16, body: Bytes) -> Bytes {
     }
     match call.call {
         "ec2:CreateVpc" | "ec2:DescribeVpcs" => ipv6_block_associating(call, body),
+        "ec2:CreateNatGateway" | "ec2:DescribeNatGateways" => nat_gateway_failed(call, body),
         "ecs:CreateService" | "ecs:UpdateService" | "ecs:DescribeServices" => service_keeps_deployment(call, body),
+        "ecs:DeleteService" => service_draining(call, body),
         "wafv2:CreateWebACL"
         | "wafv2:AssociateWebACL"
         | "wafv2:DisassociateWebACL"
@@ -295,14 +314,8 @@ fn subnet_in_associating_ipv6_block(call: &Call<'_>) -> Option<Response<Full<Byt
     associating.then(|| ec2_error("InvalidSubnet.Range", &format!("The IPv6 CIDR '{cidr}' is invalid.")))
 }
 
-/// An internet-facing load balancer needs an internet gateway attached to its subnets' VPC.
-/// (ELB User Guide, "Create an Application Load Balancer", prerequisites; API error
-/// `InvalidSubnet`: "VPC vpc-… has no internet gateway".)
-async fn load_balancer_without_internet_gateway(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
-    if call.form("Scheme").first().map(String::as_str) == Some("internal") {
-        return None;
-    }
-    let subnet = call.form("Subnets.member.").into_iter().next()?;
+/// The VPC of `subnet` when no internet gateway is attached to it.
+async fn vpc_without_internet_gateway(moto: &Moto<'_>, call: &Call<'_>, subnet: &str) -> Option<String> {
     let subnets =
         moto.query(call, "ec2", &format!("Action=DescribeSubnets&Version=2016-11-15&SubnetId.1={subnet}")).await;
     let vpc = between(&subnets, "<vpcId>", "</vpcId>")?;
@@ -311,7 +324,88 @@ async fn load_balancer_without_internet_gateway(moto: &Moto<'_>, call: &Call<'_>
     );
     let gateways = moto.query(call, "ec2", &form).await;
     let attached = gateways.contains("<state>available</state>") || gateways.contains("<state>attached</state>");
-    (!attached).then(|| elb_error("InvalidSubnet", &format!("VPC {vpc} has no internet gateway")))
+    (!attached).then_some(vpc)
+}
+
+/// A public NAT gateway created in a VPC with no internet gateway attached is accepted, then
+/// `failed` with `Gateway.NotAttached` (moto makes it `available`): noted here, applied to
+/// moto's answers by [`nat_gateway_failed`].
+/// (EC2 API Reference, `NatGateway`: failureCode `Gateway.NotAttached`, "Network vpc-xxxxxxxx has
+/// no Internet gateway attached".)
+async fn nat_gateway_without_internet_gateway(moto: &Moto<'_>, call: &Call<'_>) {
+    if call.form("ConnectivityType").first().map(String::as_str) == Some("private") {
+        return;
+    }
+    let Some(subnet) = call.form("SubnetId").pop() else { return };
+    if let Some(vpc) = vpc_without_internet_gateway(moto, call, &subnet).await {
+        world().nat_unattached.insert(subnet, vpc);
+    }
+}
+
+/// moto's NAT gateways as AWS has them: those created with no internet gateway attached are
+/// `failed`, with AWS's code and message.
+fn nat_gateway_failed(call: &Call<'_>, body: Bytes) -> Bytes {
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    let mut w = world();
+    if call.is("ec2:CreateNatGateway") {
+        let subnet = call.form("SubnetId").pop().unwrap_or_default();
+        if let (Some(vpc), Some(id)) =
+            (w.nat_unattached.remove(&subnet), between(&text, "<natGatewayId>", "</natGatewayId>"))
+        {
+            w.nat_failed.insert(id, vpc);
+        }
+    }
+    for (id, vpc) in &w.nat_failed {
+        let Some(i) = text.find(&format!("<natGatewayId>{id}</natGatewayId>")) else { continue };
+        let Some(start) = text[i..].find("<state>").map(|j| i + j) else { continue };
+        let Some(end) = text[start..].find("</state>").map(|j| start + j + "</state>".len()) else { continue };
+        let failed = format!(
+            "<state>failed</state><failureCode>Gateway.NotAttached</failureCode><failureMessage>Network {vpc} has no Internet gateway attached</failureMessage>"
+        );
+        text.replace_range(start..end, &failed);
+    }
+    Bytes::from(text)
+}
+
+/// An internet-facing load balancer needs an internet gateway attached to its subnets' VPC.
+/// (ELB User Guide, "Create an Application Load Balancer", prerequisites; API error
+/// `InvalidSubnet`: "VPC vpc-… has no internet gateway".)
+async fn load_balancer_without_internet_gateway(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    if call.form("Scheme").first().map(String::as_str) == Some("internal") {
+        return None;
+    }
+    let subnet = call.form("Subnets.member.").into_iter().next()?;
+    let vpc = vpc_without_internet_gateway(moto, call, &subnet).await?;
+    Some(elb_error("InvalidSubnet", &format!("VPC {vpc} has no internet gateway")))
+}
+
+/// The (cluster, service) a `CreateService` or `DeleteService` names (the cluster by name or ARN).
+fn cluster_service(call: &Call<'_>, key: &str) -> Option<(String, String)> {
+    let body = call.json()?;
+    let cluster = body["cluster"].as_str().unwrap_or("default");
+    let cluster = cluster.rsplit('/').next().unwrap_or(cluster).to_string();
+    let service = body[key].as_str()?;
+    Some((cluster, service.rsplit('/').next().unwrap_or(service).to_string()))
+}
+
+/// A deleted service stays `DRAINING` while its tasks stop (moto removes it at once).
+fn service_draining(call: &Call<'_>, body: Bytes) -> Bytes {
+    if let Some(key) = cluster_service(call, "service") {
+        world().service_deleted.insert(key, Instant::now());
+    }
+    body
+}
+
+/// ECS refuses to create a service whose name a `DRAINING` one still holds.
+/// (An `InvalidParameterException`, "Unable to Start a service that is still Draining.", until
+/// the old one is `INACTIVE`: ECS Developer Guide, "Deleting a service" — DRAINING, then INACTIVE.)
+fn service_still_draining(call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    let key = cluster_service(call, "serviceName")?;
+    let deleted = *world().service_deleted.get(&key)?;
+    (deleted.elapsed() < SERVICE_DRAINING).then(|| {
+        let message = "Unable to Start a service that is still Draining.";
+        json_error("application/x-amz-json-1.1", "InvalidParameterException", message)
+    })
 }
 
 /// ECS refuses a service whose target group no load balancer forwards to yet (a listener or
