@@ -234,13 +234,15 @@ pub fn render(a: &Answers) -> String {
                # Set once with `aira secret set aira/openai` (read from standard input, never printed).\n  \
                api_key: { secret: aira/openai }\n",
         ),
-        Model::Bedrock => s.push_str(
-            "# The model must be enabled in the account and served on demand in the stack's region; the\n\
-             # worker's role may invoke this one model.\n\
+        Model::Bedrock => s.push_str(&format!(
+            "# A model id, or a cross-region inference profile's (`us.`, `eu.`, `apac.`, …), which many\n\
+             # models are served through; `aira plan` checks that the region serves it. The worker's role\n\
+             # may invoke this one model (through a profile: in each region the profile routes to).\n\
              llm:\n  \
                provider: bedrock\n  \
-               model: amazon.nova-lite-v1:0\n",
-        ),
+               model: {}\n",
+            bedrock_model(&a.region)
+        )),
         Model::Echo => {
             s.push_str("# No `llm`: the offline echo model answers. Add an `llm` section for a real model.\n")
         }
@@ -257,9 +259,36 @@ pub fn render(a: &Answers) -> String {
     s
 }
 
+/// Amazon Nova Lite as the region reaches it: through the inference profile of its geography
+/// (the regions each routes from: Bedrock User Guide, "Supported Regions and models for
+/// inference profiles"), else by its id.
+fn bedrock_model(region: &str) -> String {
+    let geography = match region {
+        r if r.starts_with("us-gov-") => None,
+        r if r.starts_with("us-") => Some("us"),
+        r if r.starts_with("eu-") => Some("eu"),
+        r if r.starts_with("ap-") => Some("apac"),
+        _ => None,
+    };
+    match geography {
+        Some(g) => format!("{g}.amazon.nova-lite-v1:0"),
+        None => "amazon.nova-lite-v1:0".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bedrock_model_is_the_profile_of_the_regions_geography() {
+        assert_eq!(bedrock_model("eu-west-3"), "eu.amazon.nova-lite-v1:0");
+        assert_eq!(bedrock_model("us-east-2"), "us.amazon.nova-lite-v1:0");
+        assert_eq!(bedrock_model("ap-northeast-1"), "apac.amazon.nova-lite-v1:0");
+        assert_eq!(bedrock_model("us-gov-west-1"), "amazon.nova-lite-v1:0");
+        let a = answers("demo".into(), "eu-central-1".into(), None, None, Model::Bedrock).unwrap();
+        assert!(render(&a).contains("model: eu.amazon.nova-lite-v1:0"), "{}", render(&a));
+    }
 
     #[test]
     fn every_choice_writes_a_stack_that_validates() {

@@ -197,3 +197,79 @@ async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() 
     assert!(live.is_empty(), "the endpoint is gone: {live:#?}");
     assert!(inventory(&stack).await.is_empty(), "left after down");
 }
+
+/// The worker's role statements, read through IAM.
+async fn role_statements(role: &str) -> Vec<Value> {
+    let iam = aws_sdk_iam::Client::new(&sdk_config());
+    let doc = iam.get_role_policy().role_name(role).policy_name("aira").send().await.unwrap();
+    let text = percent_encoding::percent_decode_str(doc.policy_document()).decode_utf8_lossy().to_string();
+    serde_json::from_str::<Value>(&text).unwrap()["Statement"].as_array().unwrap().clone()
+}
+
+/// A model that recent Bedrock regions serve only through a cross-region inference profile:
+/// named by its profile, the stack goes up with a grant on that profile and on its model in each
+/// region the profile routes to (as the pre-flight read them), and on the Marketplace
+/// subscription of another provider's model. Named directly, it is refused naming the profile;
+/// a profile the region does not have is refused. (Bedrock's control plane is the proxy's
+/// catalogue: moto has none.)
+#[tokio::test]
+async fn bedrock_an_inference_profile_is_granted_with_its_models_and_a_profile_only_model_is_refused() {
+    const PROFILE: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+    const FOUNDATION: &str = "anthropic.claude-3-5-haiku-20241022-v1:0";
+    let stack = unique_stack("profile");
+    let work = Workdir::new();
+    let yaml = |model: &str| {
+        format!(
+            "{}services:\n  worker: {{ role: worker, cpu: 256, memory: 512 }}\nllm:\n  provider: bedrock\n  model: {model}\n",
+            crate::canonical::network_and_queues(&stack)
+        )
+    };
+    let image = format!("000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:{}", "ef".repeat(32));
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    let run = |name: &str, model: &str, verb: &str| {
+        let file = work.write(name, &yaml(model));
+        let (dir, url, image) = (work.dir.path().to_path_buf(), proxy.url.clone(), image.clone());
+        let verb = verb.to_string();
+        async move {
+            let file = file.to_str().unwrap().to_string();
+            aira(&dir, &[&verb, &file, "--yes", "--image", &image, "--timeout", "2m", "--endpoint-url", &url]).await
+        }
+    };
+    // Named directly: this region serves it through a profile only.
+    let direct = run("direct.yaml", FOUNDATION, "plan").await;
+    direct.assert_code(1);
+    assert!(direct.stderr.contains(&format!("does not serve `{FOUNDATION}` on demand")), "{}", direct.stderr);
+    assert!(direct.stderr.contains(&format!("`{PROFILE}`")), "names the profile to use: {}", direct.stderr);
+    // A profile of other regions.
+    let elsewhere = run("elsewhere.yaml", "eu.amazon.nova-lite-v1:0", "plan").await;
+    elsewhere.assert_code(1);
+    assert!(
+        elsewhere.stderr.contains("has no Bedrock model or inference profile `eu.amazon.nova-lite-v1:0`"),
+        "{}",
+        elsewhere.stderr
+    );
+
+    run("stack.yaml", PROFILE, "up").await.assert_code(0);
+    let statements = role_statements(&format!("{stack}-worker")).await;
+    let sid = |s: &str| {
+        statements.iter().find(|st| st["Sid"] == s).cloned().unwrap_or_else(|| panic!("no {s}: {statements:#?}"))
+    };
+    let mut expected = vec![format!("arn:aws:bedrock:us-east-1:123456789012:inference-profile/{PROFILE}")];
+    expected.extend(
+        ["us-east-1", "us-east-2", "us-west-2"].map(|r| format!("arn:aws:bedrock:{r}::foundation-model/{FOUNDATION}")),
+    );
+    assert_eq!(sid("Model")["Resource"], serde_json::json!(expected));
+    assert_eq!(sid("Model")["Action"], serde_json::json!(["bedrock:InvokeModel"]));
+    let subscribe = sid("ModelSubscription")["Action"].to_string();
+    assert!(subscribe.contains("aws-marketplace:Subscribe") && subscribe.contains("aws-marketplace:ViewSubscriptions"));
+    // The task calls the profile by its id.
+    let ecs = aws_sdk_ecs::Client::new(&sdk_config());
+    let td = ecs.describe_task_definition().task_definition(format!("{stack}-worker")).send().await.unwrap();
+    let env = td.task_definition().unwrap().container_definitions()[0].environment().to_vec();
+    assert!(env.iter().any(|kv| kv.name() == Some("AIRA_LLM_MODEL") && kv.value() == Some(PROFILE)), "{env:?}");
+    let file = work.write("stack.yaml", &yaml(PROFILE));
+    aira(work.dir.path(), &["down", file.to_str().unwrap(), "--yes", "--endpoint-url", &endpoint()])
+        .await
+        .assert_code(0);
+    assert!(inventory(&stack).await.is_empty());
+}

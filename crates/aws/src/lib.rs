@@ -39,6 +39,7 @@ macro_rules! call {
 
 mod acm;
 mod aps;
+mod bedrock;
 mod cloudwatch;
 pub mod day2;
 pub mod dlq;
@@ -138,6 +139,8 @@ pub(crate) struct Clients {
     pub waf: aws_sdk_wafv2::Client,
     /// The account's id, for the pre-flight.
     pub sts: aws_sdk_sts::Client,
+    /// The pre-flight's read of a Bedrock model or inference profile.
+    pub bedrock: aws_sdk_bedrock::Client,
 }
 
 impl AwsProvider {
@@ -161,6 +164,7 @@ impl AwsProvider {
             aps: aws_sdk_amp::Client::new(config),
             waf: aws_sdk_wafv2::Client::new(config),
             sts: aws_sdk_sts::Client::new(config),
+            bedrock: aws_sdk_bedrock::Client::new(config),
         };
         AwsProvider { clients, images: ecr::Images::default() }
     }
@@ -303,10 +307,19 @@ impl Provider for AwsProvider {
             ProviderError::all(missing).map_or(Ok(arns), Err)
         };
         let quotas = ec2::quotas(&self.clients.ec2, &stack.stack.0, &stack.network);
+        // The account, then the Bedrock model (an inference profile's ARN is the account's).
         let account = async {
             let out =
                 call!("read the account's id (STS GetCallerIdentity)", self.clients.sts.get_caller_identity().send());
-            Ok(out.account().unwrap_or_default().to_string())
+            let account = out.account().unwrap_or_default().to_string();
+            let model = match stack.bedrock() {
+                Some(llm) => {
+                    let region = &self.clients.region;
+                    Some(bedrock::preflight(&self.clients.bedrock, region, &account, &llm.model).await?)
+                }
+                None => None,
+            };
+            Ok((account, model))
         };
         // Every check runs to its end, so that one run reports every finding.
         let (zones, existing, zone, secrets, quotas, account) = tokio::join!(
@@ -335,14 +348,18 @@ impl Provider for AwsProvider {
             Some((hosted_zone, mut notes)),
             Some(secrets),
             Some(quota_notes),
-            Some(account),
+            Some((account, model)),
         ) = found
         else {
             return Err(ProviderError::all(f).expect("a check failed"));
         };
         notes.extend(quota_notes);
+        let bedrock = model.map(|(model, model_notes)| {
+            notes.extend(model_notes);
+            model
+        });
         let region = self.clients.region.clone();
-        Ok(Facts { region, account, zones, existing_private_route_tables, hosted_zone, secrets, notes })
+        Ok(Facts { region, account, zones, existing_private_route_tables, hosted_zone, secrets, notes, bedrock })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {

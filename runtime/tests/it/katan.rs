@@ -247,6 +247,35 @@ async fn bedrock_credentials_from_the_container_endpoint_are_refreshed_before_th
     assert!(!katan.log().contains("x-amz-security-token not present"), "{}", katan.log());
 }
 
+/// A cross-region inference profile is called by its id (`AIRA_LLM_MODEL`, as `up` sets it):
+/// the Converse path names the profile, signed for `bedrock` in the task's region.
+#[tokio::test]
+async fn bedrock_provider_calls_an_inference_profile_by_its_id() {
+    const PROFILE: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+    let Some(katan) = Katan::start(&["--validate-keys", "--api-keys", &format!("bedrock={ACCESS_KEY}")]).await else {
+        return;
+    };
+    let env = [
+        ("AWS_REGION", "us-east-2"),
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", "katan-secret"),
+        ("AIRA_LLM_MODEL", PROFILE),
+    ];
+    let serve = Serve::start(&katan, &env).await;
+    let answer = serve.ask("through a profile", &katan).await;
+    drop(serve);
+    assert!(answer.contains("User: through a profile"), "{answer}");
+    let log = katan.log();
+    let converse: Vec<&str> =
+        log.lines().filter(|l| l.contains("bedrock converse |") && l.contains("model=")).collect();
+    assert_eq!(converse.len(), 1, "{log}");
+    assert!(
+        converse[0].contains(&format!("model={PROFILE} ")) && converse[0].contains("region=us-east-2"),
+        "{}",
+        converse[0]
+    );
+}
+
 /// A loopback stand-in for the ECS credentials endpoint: temporary credentials for ACCESS_KEY
 /// that expire `valid_for` after each fetch; counts the fetches.
 struct CredentialsEndpoint {

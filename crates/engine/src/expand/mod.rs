@@ -14,17 +14,19 @@
 
 mod alarms;
 mod edge;
+mod image;
 pub mod monitoring;
 mod network;
 mod services;
 pub mod waf;
 
-use serde::Serialize;
+pub use image::{container_image, image_of, Image, ImageDecision, UNBUILT_DIGEST};
+
 use serde_json::json;
 
 use crate::graph::{Desired, Graph, Kind, LogicalId};
 use crate::kind::{self, Val};
-use crate::provider::{Facts, Observed};
+use crate::provider::{BedrockModel, Facts};
 use crate::stack::model::{Count, LlmProvider, Role, Service};
 use crate::stack::Stack;
 
@@ -75,19 +77,6 @@ pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, Expa
         resources.push(waf::web_acl(stack, limits));
     }
     Ok(Graph { stack: stack.stack.0.clone(), tags: stack.tags.clone(), resources })
-}
-
-/// What the services run.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Image {
-    /// A reference given by the stack or `--image`, deployed as it is.
-    Reference(String),
-    /// Built by aira (`sha256:…`) from the sources of fingerprint `source`, pushed to the
-    /// stack's ECR repository, or to `repository` (`registry/name`) when one is named.
-    Built { digest: String, repository: Option<String>, source: Option<String> },
-    /// To be built by `up` from the sources of fingerprint `source` (a plan builds nothing):
-    /// planned with the digest [`UNBUILT_DIGEST`], unless [`Image::against`] finds it deployed.
-    ToBuild { source: String, repository: Option<String> },
 }
 
 /// Where the load balancer and the tasks go: values or references.
@@ -189,117 +178,6 @@ const TABLE_ACTIONS: &[&str] = &[
     "dynamodb:UpdateItem",
 ];
 
-/// `repo@sha256:…` as `{repository, digest}` (the form observed task definitions report);
-/// any other reference as it is.
-pub fn container_image(reference: &str) -> kind::ContainerImage {
-    match reference.split_once("@sha256:") {
-        Some((repo, hex)) => kind::ContainerImage::Pinned(kind::PinnedImage {
-            repository: repo.into(),
-            digest: format!("sha256:{hex}"),
-            source: None,
-        }),
-        None => kind::ContainerImage::Reference(reference.to_string()),
-    }
-}
-
-/// The image the stack's task definitions run now, in the form [`expand`] was given it: the
-/// inverse of how `services.rs` writes a task definition's `container.image` (with
-/// [`container_image`]). `{repository, digest}` in the stack's own ECR repository is an image
-/// aira built and pushed there; in another repository, one pushed to a named registry; a plain
-/// string is a reference. Without a task definition, an empty reference. `status` plans with
-/// it, so that a drift check does not build anything.
-pub fn image_of(observed: &[Observed]) -> Image {
-    let task = observed.iter().find(|o| o.kind == Kind::TaskDefinition);
-    let image = task.and_then(|t| t.props::<kind::TaskDefinition>().ok()?.container).map(|c| c.image);
-    let (repo, digest, source) = match image {
-        Some(kind::ContainerImage::Pinned(kind::PinnedImage { repository: Val::Is(repo), digest, source })) => {
-            (repo, digest, source)
-        }
-        Some(kind::ContainerImage::Reference(r)) => return Image::Reference(r),
-        // Observed properties hold no references.
-        Some(kind::ContainerImage::Pinned(_)) | None => return Image::Reference(String::new()),
-    };
-    let ecr = observed.iter().find(|o| o.kind == Kind::Repository).and_then(|r| r.outputs.get("uri")?.as_str());
-    let repository = (ecr != Some(repo.as_str())).then_some(repo.clone());
-    Image::Built { digest, repository, source }
-}
-
-/// A fingerprint as people read it: its first 12 hex digits.
-fn short(fingerprint: &str) -> &str {
-    let hex = fingerprint.strip_prefix("sha256:").unwrap_or(fingerprint);
-    hex.get(..12).unwrap_or(hex)
-}
-
-/// The digest a task definition shows in a plan for an image `up` has yet to build.
-pub const UNBUILT_DIGEST: &str = "(built by aira up)";
-
-/// Whether `up` builds the runtime's image, and why: `plan` shows it, `up` acts on it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ImageDecision {
-    pub build: bool,
-    /// The fingerprint of the sources it is (or would be) built from.
-    pub source: String,
-    /// The fingerprint recorded on the task definitions the stack runs now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deployed_source: Option<String>,
-    pub reason: String,
-}
-
-impl Image {
-    /// The image to plan with, given what runs now: an image still to build whose fingerprint
-    /// the stack's task definitions already run is the image they run (nothing to build or
-    /// push); with what `up` will do about it. `None` for an image aira does not build.
-    pub fn against(self, observed: &[Observed]) -> (Image, Option<ImageDecision>) {
-        let deployed = image_of(observed);
-        let deployed_source = match &deployed {
-            Image::Built { source, .. } => source.clone(),
-            _ => None,
-        };
-        let decision = |build: bool, source: &str, reason: String| ImageDecision {
-            build,
-            source: source.to_string(),
-            deployed_source: deployed_source.clone(),
-            reason,
-        };
-        let (source, repository) = match &self {
-            Image::Built { source: Some(s), repository, .. } | Image::ToBuild { source: s, repository } => {
-                (s.clone(), repository.clone())
-            }
-            Image::Reference(_) | Image::Built { source: None, .. } => return (self, None),
-        };
-        match (self, &deployed) {
-            // The same sources run already: nothing to build, push or register.
-            (_, Image::Built { source: Some(s), repository: r, .. }) if *s == source && *r == repository => {
-                let d =
-                    decision(false, &source, format!("the deployed image was built from these sources ({})", short(s)));
-                (deployed, Some(d))
-            }
-            (built @ Image::Built { .. }, _) => {
-                let reason =
-                    format!("the runtime's image was built here already from these sources ({})", short(&source));
-                (built, Some(decision(false, &source, reason)))
-            }
-            (to_build, _) => {
-                let reason = match &deployed {
-                    Image::Built { source: Some(s), .. } => {
-                        format!(
-                            "the runtime's sources changed since the deployed image was built ({} → {})",
-                            short(s),
-                            short(&source)
-                        )
-                    }
-                    Image::Built { source: None, .. } => "the deployed image records no source fingerprint".into(),
-                    Image::Reference(r) if r.is_empty() => "no image is deployed yet".into(),
-                    Image::Reference(r) => format!("the stack runs another image now ({r})"),
-                    Image::ToBuild { .. } => unreachable!("image_of reads what runs"),
-                };
-                let d = decision(true, &source, format!("`aira up` will build the runtime's image: {reason}"));
-                (to_build, Some(d))
-            }
-        }
-    }
-}
-
 /// The ARN of an ECR repository named by an image reference
 /// (`123456789012.dkr.ecr.us-east-1.amazonaws.com/name@…`), `None` for other registries.
 fn ecr_repository_arn(reference: &str) -> Option<String> {
@@ -324,6 +202,22 @@ fn partition(region: &str) -> &'static str {
     }
 }
 
+/// What a Bedrock model id alone tells: a foundation model in `region`; or an inference profile's
+/// ARN in `account` and its foundation model in `region` (the pre-flight reads the regions a
+/// profile really routes to).
+pub fn assumed_model(region: &str, account: &str, id: &str) -> BedrockModel {
+    let (profile, model) = match crate::stack::inference_profile(id) {
+        Some(model) => {
+            let arn = format!("arn:{}:bedrock:{region}:{account}:inference-profile/{id}", partition(region));
+            (Some(arn), model)
+        }
+        None => (None, id),
+    };
+    let mut invoke: Vec<String> = profile.into_iter().collect();
+    invoke.push(foundation_model_arn(region, model));
+    BedrockModel { invoke, third_party: !model.starts_with("amazon.") }
+}
+
 /// A Bedrock foundation model's ARN: no account, the model id as its resource.
 fn foundation_model_arn(region: &str, model: &str) -> String {
     format!("arn:{}:bedrock:{region}::foundation-model/{model}", partition(region))
@@ -333,6 +227,7 @@ fn foundation_model_arn(region: &str, model: &str) -> String {
 mod tests {
     use super::*;
     use crate::graph::reference;
+    use crate::provider::Observed;
     use serde_json::{json, Value};
 
     /// The canonical stack, expanded with offline facts.
@@ -420,6 +315,46 @@ mod tests {
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
         let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
         expand(&stack, &Facts::offline(&stack), &image).unwrap()
+    }
+
+    /// Through an inference profile: the profile (in the account) and its model in each region
+    /// the pre-flight read; another provider's model also gets the Marketplace subscription.
+    #[test]
+    fn an_inference_profile_is_granted_with_its_models_in_the_regions_it_routes_to() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let text = format!(
+            "{}llm: {{ provider: bedrock, model: us.anthropic.claude-3-5-haiku-20241022-v1:0 }}\n",
+            &text[..text.find("llm:").unwrap()]
+        );
+        let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+        let mut facts = Facts::offline(&stack);
+        let profile =
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0";
+        let models: Vec<String> = ["us-east-1", "us-east-2", "us-west-2"]
+            .iter()
+            .map(|r| format!("arn:aws:bedrock:{r}::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"))
+            .collect();
+        let invoke = [vec![profile.to_string()], models.clone()].concat();
+        facts.bedrock = Some(BedrockModel { invoke: invoke.clone(), third_party: true });
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
+        let g = expand(&stack, &facts, &image).unwrap();
+        let worker = g.get(&"role-worker".into()).unwrap();
+        let statements = worker.props["policy"]["Statement"].as_array().unwrap();
+        let sid =
+            |s: &str| statements.iter().find(|st| st["Sid"] == s).unwrap_or_else(|| panic!("no {s}: {statements:#?}"));
+        assert_eq!(sid("Model")["Resource"], json!(invoke));
+        assert_eq!(
+            sid("ModelSubscription")["Action"],
+            json!(["aws-marketplace:Subscribe", "aws-marketplace:Unsubscribe", "aws-marketplace:ViewSubscriptions"])
+        );
+        // Without the pre-flight's read (validate): the profile and the model in the stack's region.
+        let offline = assumed_model("us-east-1", "000000000000", "us.anthropic.claude-3-5-haiku-20241022-v1:0");
+        assert_eq!(offline.invoke.len(), 2);
+        assert!(
+            offline.invoke[0].ends_with(":000000000000:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0")
+        );
+        assert_eq!(offline.invoke[1], models[0]);
     }
 
     #[test]

@@ -142,12 +142,22 @@ fn task_role_of(stack: &Stack, facts: &Facts, svc_name: &str, svc: &Service) -> 
         statements.push(statement("Metrics", &["aps:RemoteWrite"], vec![Val::to(monitoring::WORKSPACE, "arn")]));
     }
     if let (Role::Worker, Some(llm)) = (svc.role, stack.bedrock()) {
-        // Converse is authorized as `bedrock:InvokeModel` on the model's ARN.
+        // Converse is authorized as `bedrock:InvokeModel` on the model's ARN; through an inference
+        // profile, on the profile and on its model in every region the profile routes to.
+        let model = facts.bedrock.clone().unwrap_or_else(|| assumed_model(&facts.region, &facts.account, &llm.model));
         statements.push(statement(
             "Model",
             &["bedrock:InvokeModel"],
-            vec![foundation_model_arn(&facts.region, &llm.model).into()],
+            model.invoke.into_iter().map(Val::from).collect(),
         ));
+        if model.third_party {
+            // The first call of another provider's model subscribes the account through AWS
+            // Marketplace with the caller's rights (Bedrock User Guide, "Request access to
+            // models"); these actions take no resource.
+            let subscribe =
+                ["aws-marketplace:Subscribe", "aws-marketplace:Unsubscribe", "aws-marketplace:ViewSubscriptions"];
+            statements.push(statement("ModelSubscription", &subscribe, vec!["*".into()]));
+        }
     }
     task_role(&format!("role-{svc_name}"), &stack.stack.0, svc_name, statements)
 }

@@ -45,6 +45,21 @@ pub struct Facts {
     /// What the pre-flight could not check, for the user (e.g. the zone's delegation when public
     /// DNS cannot be reached).
     pub notes: Vec<String>,
+    /// The Bedrock model the worker calls (`llm.provider: bedrock`), as the pre-flight read it;
+    /// `None`: what its id tells (expand's `assumed_model`).
+    pub bedrock: Option<BedrockModel>,
+}
+
+/// What the worker's role needs to call a Bedrock model or inference profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BedrockModel {
+    /// The ARNs `bedrock:InvokeModel` is granted on: the foundation model in the stack's region;
+    /// or an inference profile (in the account) and its foundation model in each region it
+    /// routes to.
+    pub invoke: Vec<String>,
+    /// A model of another provider than Amazon: the first call subscribes the account through
+    /// AWS Marketplace, which the caller needs rights for.
+    pub third_party: bool,
 }
 
 impl Facts {
@@ -66,6 +81,8 @@ impl Facts {
                 .map(|n| (n.to_string(), format!("arn:aws:secretsmanager:{region}:000000000000:secret:{n}")))
                 .collect(),
             notes: Vec::new(),
+            // Expand grants what the model id tells (`expand::assumed_model`).
+            bedrock: None,
             region,
         }
     }

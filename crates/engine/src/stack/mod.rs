@@ -12,6 +12,7 @@ use std::path::Path;
 
 pub use check::{check_format, did_you_mean, Diagnostic, FormatError};
 pub use model::Stack;
+pub use rules::inference_profile;
 
 use check::{Report, SchemaWalker};
 

@@ -354,20 +354,21 @@ fn at_written_key(
     }
 }
 
-/// Prefixes of Bedrock's cross-region (system-defined) inference profiles.
-const INFERENCE_PROFILE_PREFIXES: [&str; 6] = ["us.", "eu.", "apac.", "global.", "us-gov.", "jp."];
+/// Prefixes of Bedrock's cross-region (system-defined) inference profiles (Bedrock User Guide,
+/// "Supported Regions and models for inference profiles").
+const INFERENCE_PROFILE_PREFIXES: [&str; 7] = ["us.", "eu.", "apac.", "jp.", "au.", "us-gov.", "global."];
 
-/// A Bedrock foundation model id such as `amazon.nova-lite-v1:0`: the worker's grant names it in
-/// a foundation-model ARN of the stack's region.
+/// The foundation model of a cross-region inference profile id (`us.anthropic.claude…` →
+/// `anthropic.claude…`), `None` for any other id.
+pub fn inference_profile(id: &str) -> Option<&str> {
+    INFERENCE_PROFILE_PREFIXES.iter().find_map(|p| id.strip_prefix(p))
+}
+
+/// A Bedrock model id such as `amazon.nova-lite-v1:0`, or an inference profile's such as
+/// `us.anthropic.claude-3-5-haiku-20241022-v1:0`: the worker's grant names the model (and the
+/// profile); the pre-flight reads whether the region serves it.
 fn check_bedrock_model(id: &str) -> Result<(), (String, Option<String>)> {
-    if let Some(prefix) = INFERENCE_PROFILE_PREFIXES.iter().find(|p| id.starts_with(*p)) {
-        // Invoking a profile needs the profile's ARN (in the account) and the foundation model
-        // in every region it routes to: a grant aira does not write.
-        return Err((
-            format!("`{id}` is a cross-region inference profile, which aira does not grant yet: the worker's role may invoke one foundation model in the stack's region"),
-            Some(format!("name the foundation model, `{}`, if the stack's region serves it on demand", &id[prefix.len()..])),
-        ));
-    }
+    let id = inference_profile(id).unwrap_or(id);
     let ok = id.split_once('.').is_some_and(|(vendor, name)| !vendor.is_empty() && !name.is_empty())
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
     if ok {

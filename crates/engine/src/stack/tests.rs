@@ -494,14 +494,14 @@ fn llm_keys_each_provider_refuses() {
 }
 
 #[test]
-fn bedrock_model_ids_that_are_not_one_foundation_model_are_refused() {
+fn bedrock_model_ids_and_inference_profiles_are_taken_and_anything_else_is_refused() {
     let stack = "stack: aira\nregion: us-east-1\nllm:\n  provider: bedrock\n";
-    check(
-        &format!("{stack}  model: us.anthropic.claude-3-5-haiku-20241022-v1:0\n"),
-        expect![[r#"
-        bad.yaml:5:10: llm.model: `us.anthropic.claude-3-5-haiku-20241022-v1:0` is a cross-region inference profile, which aira does not grant yet: the worker's role may invoke one foundation model in the stack's region (name the foundation model, `anthropic.claude-3-5-haiku-20241022-v1:0`, if the stack's region serves it on demand)
-    "#]],
-    );
+    for profile in ["us.", "eu.", "apac.", "jp.", "au.", "us-gov.", "global."] {
+        check(&format!("{stack}  model: {profile}anthropic.claude-3-5-haiku-20241022-v1:0\n"), expect!["valid\n"]);
+        let model = format!("{profile}anthropic.claude-3-5-haiku-20241022-v1:0");
+        assert_eq!(super::inference_profile(&model), Some("anthropic.claude-3-5-haiku-20241022-v1:0"));
+    }
+    assert_eq!(super::inference_profile("amazon.nova-lite-v1:0"), None);
     check(
         &format!("{stack}  model: arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0\n"),
         expect![[r#"

@@ -18,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use serde_json::{json, Value};
 
 mod aps;
+mod bedrock;
 mod waf;
 
 pub use aps::{APS_SETTLING, WORKSPACE_SETTLING};
@@ -540,6 +541,9 @@ fn encode(v: &str) -> String {
 /// Calls of APIs moto lacks, answered by the proxy itself (also for a `moto_only` proxy: there
 /// is no moto answer to keep). `None` for every other call.
 pub async fn emulate(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    if call.call.starts_with("bedrock:") {
+        return bedrock::bedrock_catalogue(call);
+    }
     aps::aps_alert_manager(moto, call).await
 }
 
