@@ -41,3 +41,31 @@ async fn secret_list_and_set_never_show_the_value() {
         .await
         .assert_code(1);
 }
+
+/// The pre-flight tells a secret under a customer managed KMS key (the tasks' execution role must
+/// decrypt with it) from one under the AWS managed key (`DescribeSecret` omits `KmsKeyId`).
+#[tokio::test]
+async fn the_preflight_tells_a_secret_under_its_own_kms_key() {
+    use aira::engine::provider::Provider;
+    let stack = crate::harness::unique_stack("kms");
+    let sm = aws_sdk_secretsmanager::Client::new(&crate::harness::sdk_config());
+    let key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let (own, aws_managed) = (format!("{stack}/own"), format!("{stack}/managed"));
+    sm.create_secret().name(&own).secret_string("sk-1").kms_key_id(key).send().await.unwrap();
+    sm.create_secret().name(&aws_managed).secret_string("sk-2").send().await.unwrap();
+    let conn = aira::aws::Connection {
+        region: Some("us-east-1".into()),
+        profile: None,
+        endpoint_url: Some(crate::harness::endpoint()),
+    };
+    let provider = aira::aws::AwsProvider::new(&aira::aws::sdk_config(&conn).await);
+    for (secret, own_key) in [(&own, true), (&aws_managed, false)] {
+        let yaml = format!(
+            "stack: {stack}\nregion: us-east-1\nnetwork:\n  nat: true\nllm:\n  base_url: https://llm.invalid/v1\n  model: m\n  api_key: {{ secret: {secret} }}\n"
+        );
+        let stack = aira::engine::stack::parse("s.yaml", &yaml).unwrap().stack;
+        let facts = provider.facts(&stack).await.unwrap();
+        assert!(facts.secrets.contains_key(secret.as_str()), "{facts:?}");
+        assert_eq!(facts.secrets_own_key.contains(secret.as_str()), own_key, "{secret}");
+    }
+}

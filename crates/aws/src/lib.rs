@@ -61,7 +61,7 @@ mod sns;
 mod sqs;
 mod waf;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -297,14 +297,19 @@ impl Provider for AwsProvider {
             }
         };
         let secrets = async {
-            let (mut arns, mut missing) = (std::collections::BTreeMap::new(), Vec::new());
+            let (mut arns, mut own_key, mut missing) = (BTreeMap::new(), BTreeSet::new(), Vec::new());
             for name in stack.secret_names() {
                 match secrets::preflight(&self.clients.secrets, name).await {
-                    Ok(arn) => drop(arns.insert(name.to_string(), arn)),
+                    Ok((arn, own)) => {
+                        arns.insert(name.to_string(), arn);
+                        if own {
+                            own_key.insert(name.to_string());
+                        }
+                    }
                     Err(e) => missing.push(e),
                 }
             }
-            ProviderError::all(missing).map_or(Ok(arns), Err)
+            ProviderError::all(missing).map_or(Ok((arns, own_key)), Err)
         };
         let quotas = ec2::quotas(&self.clients.ec2, &stack.stack.0, &stack.network);
         // The account, then the Bedrock model (an inference profile's ARN is the account's).
@@ -346,7 +351,7 @@ impl Provider for AwsProvider {
             Some(zones),
             Some(existing_private_route_tables),
             Some((hosted_zone, mut notes)),
-            Some(secrets),
+            Some((secrets, secrets_own_key)),
             Some(quota_notes),
             Some((account, model)),
         ) = found
@@ -359,7 +364,17 @@ impl Provider for AwsProvider {
             model
         });
         let region = self.clients.region.clone();
-        Ok(Facts { region, account, zones, existing_private_route_tables, hosted_zone, secrets, notes, bedrock })
+        Ok(Facts {
+            region,
+            account,
+            zones,
+            existing_private_route_tables,
+            hosted_zone,
+            secrets,
+            secrets_own_key,
+            notes,
+            bedrock,
+        })
     }
 
     async fn observe(&self, scope: &Scope) -> Result<Vec<Observed>, ProviderError> {

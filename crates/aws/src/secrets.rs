@@ -65,11 +65,19 @@ async fn set(sm: &Client, name: &str, value: &str) -> Result<bool, ProviderError
     Ok(true)
 }
 
-/// Pre-flight: the secret exists and this caller can read it. Returns its ARN; a user error
-/// naming the fix otherwise.
-pub async fn preflight(sm: &Client, name: &str) -> Result<String, ProviderError> {
+/// Pre-flight: the secret exists and this caller can read it. Returns its ARN and whether a
+/// customer managed KMS key encrypts it (the tasks' execution role then needs `kms:Decrypt`:
+/// this caller's rights say nothing of the role's); a user error naming the fix otherwise.
+pub async fn preflight(sm: &Client, name: &str) -> Result<(String, bool), ProviderError> {
     match sm.get_secret_value().secret_id(name).send().await {
-        Ok(out) => Ok(out.arn.unwrap_or_default()),
+        Ok(out) => {
+            let arn = out.arn.unwrap_or_default();
+            let described = call!(format!("describe secret `{name}`"), sm.describe_secret().secret_id(&arn).send());
+            // Absent for the AWS managed key `aws/secretsmanager` (Secrets Manager API Reference,
+            // `DescribeSecret`: `KmsKeyId`).
+            let own_key = described.kms_key_id().is_some_and(|k| !k.ends_with("alias/aws/secretsmanager"));
+            Ok((arn, own_key))
+        }
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
             Err(ProviderError::user(format!(
                 "llm.api_key: the secret `{name}` does not exist; create it with `aira secret set {name} < key.txt`"

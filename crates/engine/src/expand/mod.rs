@@ -317,6 +317,38 @@ mod tests {
         expand(&stack, &Facts::offline(&stack), &image).unwrap()
     }
 
+    /// A model key encrypted with a customer managed KMS key: the execution role may decrypt it,
+    /// through Secrets Manager and for that secret only; with the AWS managed key, nothing more.
+    #[test]
+    fn a_secret_under_its_own_kms_key_is_decrypted_through_secrets_manager_only() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let stack = crate::stack::load(&path).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
+        let decrypt = |own_key: bool| {
+            let mut facts = Facts::offline(&stack);
+            if own_key {
+                facts.secrets_own_key.insert("aira/openai".into());
+            }
+            let g = expand(&stack, &facts, &image).unwrap();
+            let statements = g.get(&EXECUTION_ROLE.into()).unwrap().props["policy"]["Statement"].clone();
+            statements.as_array().unwrap().iter().find(|s| s["Sid"] == "DecryptLlmKey").cloned()
+        };
+        assert_eq!(decrypt(false), None);
+        assert_eq!(
+            decrypt(true),
+            Some(json!({
+                "Sid": "DecryptLlmKey",
+                "Effect": "Allow",
+                "Action": ["kms:Decrypt"],
+                "Resource": ["arn:aws:kms:us-east-1:000000000000:key/*"],
+                "Condition": { "StringEquals": {
+                    "kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:000000000000:secret:aira/openai",
+                    "kms:ViaService": "secretsmanager.us-east-1.amazonaws.com",
+                } },
+            }))
+        );
+    }
+
     /// Through an inference profile: the profile (in the account) and its model in each region
     /// the pre-flight read; another provider's model also gets the Marketplace subscription.
     #[test]

@@ -13,7 +13,7 @@ pub(super) fn services(
     let mut out = vec![table(name)];
     let image_value = image_value(name, image, &mut out);
     let secret_arn = secret_arn(stack, facts)?;
-    out.push(execution_role(stack, image, secret_arn.as_deref()));
+    out.push(execution_role(stack, facts, image, secret_arn.as_deref()));
     out.push(cluster(stack));
     let edge = super::edge::edge(stack, facts, place)?;
     let public = edge.public.clone();
@@ -79,7 +79,7 @@ fn secret_arn(stack: &Stack, facts: &Facts) -> Result<Option<String>, ExpandErro
 }
 
 /// What ECS itself needs to start the tasks (image, logs, the key).
-fn execution_role(stack: &Stack, image: &Image, secret_arn: Option<&str>) -> Desired {
+fn execution_role(stack: &Stack, facts: &Facts, image: &Image, secret_arn: Option<&str>) -> Desired {
     let mut exec = Vec::new();
     let ecr_repository: Option<Val<String>> = match image {
         Image::Built { repository: None, .. } | Image::ToBuild { repository: None, .. } => {
@@ -104,6 +104,9 @@ fn execution_role(stack: &Stack, image: &Image, secret_arn: Option<&str>) -> Des
     ));
     if let Some(arn) = secret_arn {
         exec.push(statement("ReadLlmKey", &["secretsmanager:GetSecretValue"], vec![arn.into()]));
+        if facts.secrets_own_key.iter().any(|name| facts.secrets.get(name).map(String::as_str) == Some(arn)) {
+            exec.push(decrypt_secret(&facts.region, &facts.account, arn));
+        }
     }
     task_role(EXECUTION_ROLE, &stack.stack.0, "execution", exec)
 }
@@ -321,8 +324,22 @@ fn task_role(id: &str, stack: &str, suffix: &str, statements: Vec<kind::Statemen
 }
 
 /// Allows `actions` (sorted) on `resources`.
+/// A secret encrypted with a customer managed key: reading it decrypts with that key, which
+/// the reader's policy must allow. As AWS's own `AWSSecretsManagerClientReadOnlyAccess` does:
+/// any key of the account, only through Secrets Manager, only for this secret (its ARN is the
+/// encryption context Secrets Manager sends).
+fn decrypt_secret(region: &str, account: &str, secret_arn: &str) -> kind::Statement {
+    let keys = format!("arn:{}:kms:{region}:{account}:key/*", partition(region));
+    let when = [
+        ("kms:EncryptionContext:SecretARN".to_string(), secret_arn.to_string()),
+        ("kms:ViaService".to_string(), format!("secretsmanager.{region}.amazonaws.com")),
+    ];
+    let condition = [("StringEquals".to_string(), when.into_iter().collect())].into_iter().collect();
+    kind::Statement { condition: Some(condition), ..statement("DecryptLlmKey", &["kms:Decrypt"], vec![keys.into()]) }
+}
+
 fn statement(sid: &str, actions: &[&str], resources: Vec<Val<String>>) -> kind::Statement {
     let mut action: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
     action.sort_unstable();
-    kind::Statement { sid: sid.into(), effect: "Allow".into(), action, resource: resources }
+    kind::Statement { sid: sid.into(), effect: "Allow".into(), action, resource: resources, condition: None }
 }

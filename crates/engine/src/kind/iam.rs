@@ -55,4 +55,7 @@ pub struct Statement {
     /// ARNs, or `*`.
     #[serde(rename = "Resource")]
     pub resource: Vec<Val<String>>,
+    /// Operator → condition key → value (`StringEquals` → `kms:ViaService` → …).
+    #[serde(rename = "Condition", default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>>,
 }

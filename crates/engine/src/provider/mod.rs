@@ -42,6 +42,8 @@ pub struct Facts {
     pub hosted_zone: Option<HostedZone>,
     /// ARNs of the Secrets Manager secrets the stack names, by name.
     pub secrets: BTreeMap<String, String>,
+    /// Those of them encrypted with a customer managed KMS key (not `aws/secretsmanager`).
+    pub secrets_own_key: std::collections::BTreeSet<String>,
     /// What the pre-flight could not check, for the user (e.g. the zone's delegation when public
     /// DNS cannot be reached).
     pub notes: Vec<String>,
@@ -80,6 +82,7 @@ impl Facts {
                 .secret_names()
                 .map(|n| (n.to_string(), format!("arn:aws:secretsmanager:{region}:000000000000:secret:{n}")))
                 .collect(),
+            secrets_own_key: Default::default(),
             notes: Vec::new(),
             // Expand grants what the model id tells (`expand::assumed_model`).
             bedrock: None,

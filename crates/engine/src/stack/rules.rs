@@ -203,6 +203,18 @@ fn check_services(stack: &Stack, tree: &Node, report: &mut Report) -> Vec<String
             );
         }
         if let model::Count::Auto(auto) = &svc.count {
+            if auto.min == 0 {
+                // The scaling metric is the backlog per running task (messages ÷ tasks): with no
+                // task it has no value, and target tracking never scales out again.
+                report.error(
+                    at("count"),
+                    format!(
+                        "services.{name}.count: min 0 would leave the worker stopped for good: the backlog per running \
+                         task it scales on has no value with no task running"
+                    ),
+                    Some("`min: 1` or more".into()),
+                );
+            }
             if auto.min > auto.max {
                 report.error(
                     at("count"),

@@ -144,6 +144,19 @@ fn cidr_with_host_bits_and_too_large() {
     );
 }
 
+/// A worker scaled on its backlog per running task cannot start from 0 tasks.
+#[test]
+fn autoscaling_from_zero_tasks_is_refused() {
+    let worker = "services:\n  w: { role: worker, cpu: 256, memory: 512, count: { min: 0, max: 3 } }\n";
+    check(
+        &format!("stack: aira\n{worker}"),
+        expect![[r#"
+        bad.yaml:3:52: services.w.count: min 0 would leave the worker stopped for good: the backlog per running task it scales on has no value with no task running (`min: 1` or more)
+    "#]],
+    );
+    check(&format!("stack: aira\n{}", worker.replace("min: 0", "min: 1")), expect!["valid\n"]);
+}
+
 /// Subnets of at least /27 (a load balancer's need), and two zones for a public service's load
 /// balancer.
 #[test]
