@@ -117,6 +117,10 @@ impl Session {
     /// does about the image.
     pub fn plan_image(&self, read: &Read, image: &Image, decision: Option<ImageDecision>) -> Result<Plan, Failure> {
         let mut plan = self.plan_with(read, image)?;
+        let unsupported = plan.unsupported();
+        if !unsupported.is_empty() {
+            return Err(UserError::Preflight(unsupported).into());
+        }
         plan.reachability = Some(self.reachability());
         plan.image = decision.map(Box::new);
         Ok(plan)

@@ -622,3 +622,25 @@ async fn an_id_ec2_does_not_know_yet_is_waited_for() {
     assert!(up.stderr.contains("waiting for EC2 to know an id it just gave"), "{}", up.stderr);
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }
+
+/// Turning IPv6 off on a live stack is refused by `plan` and `up` before any change (the apply
+/// would have to take the block from the subnets before the VPC, the reverse of its order).
+#[tokio::test]
+async fn turning_ipv6_off_on_a_live_stack_is_refused_before_any_change() {
+    let stack = unique_stack("v6off");
+    let work = Workdir::new();
+    let file = work.write("s.yaml", &small_stack(&stack));
+    let file = file.to_str().unwrap();
+    aira(work.dir.path(), &["up", file, "--endpoint-url", &endpoint()]).await.assert_code(0);
+    let off = work.write("off.yaml", &small_stack(&stack).replace("network:\n", "network:\n  ipv6: false\n"));
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    for verb in ["plan", "up"] {
+        let run = aira(work.dir.path(), &[verb, off.to_str().unwrap(), "--yes", "--endpoint-url", &proxy.url]).await;
+        run.assert_code(1);
+        assert!(run.stderr.contains("turning it off on a live stack is not supported"), "{verb}: {}", run.stderr);
+    }
+    let changes: Vec<String> =
+        proxy.take_calls().into_iter().filter(|c| is_mutating(c) && !c.starts_with("dynamodb:")).collect();
+    assert!(changes.is_empty(), "changed: {changes:?}");
+    aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
+}

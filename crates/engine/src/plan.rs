@@ -88,6 +88,26 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Changes the apply cannot make, each with the way out: turning a live VPC's IPv6 off
+    /// needs its subnets, routes and load balancer to let go of the block before the VPC does
+    /// (`DisassociateVpcCidrBlock` refuses a block in use), the reverse of the order updates take
+    /// (dependencies first).
+    pub fn unsupported(&self) -> Vec<String> {
+        let ipv6_off = |c: &Change| c.path == "ipv6" && c.before == Value::Bool(true) && c.after == Value::Bool(false);
+        self.steps
+            .iter()
+            .filter(|s| s.kind == Kind::Vpc && s.action == Action::Update && s.changes.iter().any(ipv6_off))
+            .map(|s| {
+                format!(
+                    "network.ipv6: the VPC `{}` has IPv6 now, and turning it off on a live stack is not supported (its \
+                     subnets, routes and load balancer would have to let go of the block before the VPC does); keep \
+                     `ipv6: true`, or `aira down` and `aira up` again",
+                    s.id
+                )
+            })
+            .collect()
+    }
+
     pub fn has_changes(&self) -> bool {
         self.steps.iter().any(|s| s.action != Action::NoOp)
     }
@@ -283,5 +303,28 @@ fn diff_values(path: &str, before: &Value, after: &Value, out: &mut Vec<Change>)
         (b, a) => {
             out.push(Change { path: path.to_string(), before: b.clone(), after: a.clone(), forces_replacement: false })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind;
+
+    /// IPv6 turned off on a live VPC is refused; turned on, or unchanged, is not.
+    #[test]
+    fn turning_a_live_vpcs_ipv6_off_is_unsupported() {
+        let vpc = |ipv6: bool| kind::Vpc { cidr: "10.0.0.0/16".into(), dns_support: true, dns_hostnames: true, ipv6 };
+        let plan = |live: bool, want: bool| {
+            let graph =
+                Graph { stack: "s".into(), tags: BTreeMap::new(), resources: vec![Desired::of("vpc", &vpc(want))] };
+            let observed = Observed::of("vpc".into(), "vpc-1", &vpc(live));
+            diff(&graph, &[observed]).unwrap()
+        };
+        let refused = plan(true, false).unsupported();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("network.ipv6: the VPC `vpc` has IPv6 now"), "{}", refused[0]);
+        assert!(plan(false, true).unsupported().is_empty());
+        assert!(plan(true, true).unsupported().is_empty());
     }
 }
