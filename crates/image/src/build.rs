@@ -86,10 +86,11 @@ fn program(opts: &Options) -> Result<Program, Error> {
 /// build a new image, and `up` reuses the image a stack already runs when it was built from the
 /// same fingerprint (recorded on its task definitions).
 pub fn fingerprint(opts: &Options) -> Result<String, Error> {
-    fingerprint_of(program(opts)?, opts)
+    fingerprint_of(&program(opts)?, opts, &labels())
 }
 
-fn fingerprint_of(program: Program, opts: &Options) -> Result<String, Error> {
+/// [`fingerprint`] of `program` with the image's `labels` (source, revision).
+fn fingerprint_of(program: &Program, opts: &Options, labels: &(String, String)) -> Result<String, Error> {
     use sha2::{Digest as _, Sha256};
     let mut h = Sha256::new();
     let mut field = |name: &str, bytes: &[u8]| {
@@ -100,17 +101,17 @@ fn fingerprint_of(program: Program, opts: &Options) -> Result<String, Error> {
     };
     match program {
         Program::Source(dir) => {
-            for file in input_files(&dir) {
+            for file in input_files(dir) {
                 let bytes = std::fs::read(dir.join(&file)).with_context(|| format!("read {file}"))?;
                 field(&file, &bytes);
             }
             field("rustc", rustc_version().as_bytes());
             field("build", format!("{PROFILE} {TARGET} {RUSTFLAGS}").as_bytes());
         }
-        Program::Binary(path) => field("binary", &read_binary(&path)?),
+        Program::Binary(path) => field("binary", &read_binary(path)?),
     }
     field("certs", &read_certs()?);
-    let (source, revision) = labels();
+    let (source, revision) = labels;
     field("labels", format!("{} {source} {revision}", opts.epoch).as_bytes());
     Ok(oci::digest(&h.finalize()[..]))
 }
@@ -196,14 +197,15 @@ fn labels() -> (String, String) {
 /// Builds the image (the program first, unless it is prebuilt) and writes its layout to
 /// `opts.out`, with the fingerprint it was built from beside it.
 pub fn build(opts: &Options, note: &dyn Fn(&str)) -> Result<Built, Error> {
-    let source = fingerprint(opts)?;
-    let binary = match program(opts)? {
+    let (program, labels) = (program(opts)?, labels());
+    let source = fingerprint_of(&program, opts, &labels)?;
+    let binary = match program {
         Program::Source(dir) => cargo_build(&dir, note)?,
         Program::Binary(path) => path,
     };
     let program = read_binary(&binary)?;
     check_static(&program).map_err(|e| Error::Usage(format!("{}: {e}", binary.display())))?;
-    let (origin, revision) = labels();
+    let (origin, revision) = labels;
     let image = oci::image(&tree(program, read_certs()?), &spec(opts.epoch, &origin, &revision))?;
     oci::write_layout(&opts.out, &image)
         .with_context(|| format!("write the image layout to {}", opts.out.display()))?;
@@ -413,7 +415,8 @@ mod tests {
         );
 
         let opts = Options { out: root.join("out"), binary: None, epoch: 0 };
-        let print = || fingerprint_of(Program::Source(root.to_path_buf()), &opts).unwrap();
+        let labels = labels();
+        let print = || fingerprint_of(&Program::Source(root.to_path_buf()), &opts, &labels).unwrap();
         let first = print();
         assert_eq!(print(), first, "the same tree, the same fingerprint");
         write("runtime/tests/t.rs", "changed, and still not an input");
@@ -423,7 +426,7 @@ mod tests {
         assert_ne!(print(), first, "an input changed");
         let now = print();
         let other_epoch = Options { epoch: 1, ..opts };
-        assert_ne!(fingerprint_of(Program::Source(root.to_path_buf()), &other_epoch).unwrap(), now);
+        assert_ne!(fingerprint_of(&Program::Source(root.to_path_buf()), &other_epoch, &labels).unwrap(), now);
     }
 
     #[test]

@@ -392,7 +392,10 @@ fn cluster_service(call: &Call<'_>, key: &str) -> Option<(String, String)> {
 /// A deleted service stays `DRAINING` while its tasks stop (moto removes it at once).
 fn service_draining(call: &Call<'_>, body: Bytes) -> Bytes {
     if let Some(key) = cluster_service(call, "service") {
-        world().service_deleted.insert(key, Instant::now());
+        let mut w = world();
+        // Only a deletion still draining matters: the map holds those alone.
+        w.service_deleted.retain(|_, at| at.elapsed() < SERVICE_DRAINING);
+        w.service_deleted.insert(key, Instant::now());
     }
     body
 }
