@@ -91,7 +91,7 @@ pub async fn down(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Re
 
 /// How the teardown of one stack of a sweep ended.
 enum Swept {
-    Applied(Applied),
+    Applied(Box<Applied>),
     /// Another run holds the stack's lock.
     Locked {
         holder: String,
@@ -103,8 +103,8 @@ impl Swept {
     /// Why the stack is not gone; `None` when it is.
     fn problem(&self) -> Option<String> {
         match self {
-            Swept::Applied(Applied { lock_lost: Some(reason), .. }) => Some(format!("lock lost: {reason}")),
             Swept::Applied(a) => match a.first_failure() {
+                _ if a.lock_lost.is_some() => a.lock_lost.as_ref().map(|reason| format!("lock lost: {reason}")),
                 Some((kind, id, error)) => {
                     Some(format!("{kind} {id}: {error}; {} resource(s) left", a.left_behind.len()))
                 }
@@ -206,7 +206,7 @@ pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) 
             };
             // --force-unlock is not applied to a sweep: it would break every matched stack's lock.
             let swept = match locked(&aws, &scope.stack, ttl, false, &printer, work).await {
-                Ok(Ok(applied)) => Swept::Applied(applied),
+                Ok(Ok(applied)) => Swept::Applied(Box::new(applied)),
                 Ok(Err(f)) => Swept::Failed(f),
                 Err(lock::LockError::Held { holder, .. }) => Swept::Locked { holder },
                 Err(lock::LockError::Aws(e)) => Swept::Failed(e.into()),

@@ -14,7 +14,7 @@ use aira_engine::expand::{expand, image_of, Image, ImageDecision};
 use aira_engine::graph::GraphError;
 use aira_engine::plan::{self, Plan};
 use aira_engine::provider::{Facts, Observed, Provider, Scope};
-use aira_engine::stack::reach::{reachability, Reachability};
+use aira_engine::stack::reach::{reachability, reachability_through, Reachability};
 use aira_engine::stack::{self, Loaded};
 
 /// The AWS provider from the flags (then `stack_region`, then the SDK's chain); a region is required.
@@ -68,8 +68,14 @@ impl Session {
         let (facts, observed) = tokio::join!(self.aws.facts(&self.loaded.stack), self.aws.observe(&self.scope));
         let stack = &self.loaded.stack;
         let mut findings: Vec<String> =
-            self.reachability().problems(stack).into_iter().map(|(_, problem)| problem).collect();
+            self.reachability(None).problems(stack).into_iter().map(|(_, problem)| problem).collect();
         let facts = match facts {
+            // An existing VPC's routes are known now.
+            Ok(facts) if facts.existing_egress.is_some() => {
+                let problems = self.reachability(Some(&facts)).problems(stack);
+                findings.extend(problems.into_iter().map(|(_, problem)| problem));
+                Some(facts)
+            }
             Ok(facts) => Some(facts),
             Err(e) if e.is_user() => {
                 findings.push(e.message);
@@ -121,20 +127,23 @@ impl Session {
         if !unsupported.is_empty() {
             return Err(UserError::Preflight(unsupported).into());
         }
-        plan.reachability = Some(self.reachability());
+        plan.reachability = Some(self.reachability(Some(&read.facts)));
         plan.image = decision.map(Box::new);
         Ok(plan)
     }
 
     /// How the services reach what they need with the image they will run (its problems are
     /// findings of [`Session::read`]). The stack file's own choices were checked when it was
-    /// loaded; this adds `--image`.
-    pub fn reachability(&self) -> Reachability {
+    /// loaded; this adds `--image`, and an existing VPC's routes once `facts` holds them.
+    pub fn reachability(&self, facts: Option<&Facts>) -> Reachability {
         let image = match &self.image {
             Image::Reference(r) if !r.is_empty() => Some(r.as_str()),
             _ => None,
         };
-        reachability(&self.loaded.stack, image)
+        match facts.and_then(|f| f.existing_egress.as_ref()) {
+            Some(egress) => reachability_through(&self.loaded.stack, image, egress),
+            None => reachability(&self.loaded.stack, image),
+        }
     }
 
     /// Applies a plan with the stack's scope, until `stop` says the lock was lost.

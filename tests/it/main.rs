@@ -11,6 +11,7 @@ mod day2;
 mod deployed;
 mod dlq;
 mod edge;
+mod existing_vpc;
 mod harness;
 mod image;
 mod inventory;

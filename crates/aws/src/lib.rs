@@ -286,8 +286,8 @@ impl Provider for AwsProvider {
     async fn facts(&self, stack: &Stack) -> Result<Facts, ProviderError> {
         let existing = async {
             match &stack.network.existing {
-                Some(vpc) => ec2::existing(&self.clients.ec2, stack, vpc).await,
-                None => Ok(Vec::new()),
+                Some(vpc) => ec2::existing(&self.clients.ec2, stack, vpc).await.map(|(t, e)| (t, Some(e))),
+                None => Ok((Vec::new(), None)),
             }
         };
         let zone = async {
@@ -349,7 +349,7 @@ impl Provider for AwsProvider {
         );
         let (
             Some(zones),
-            Some(existing_private_route_tables),
+            Some((existing_private_route_tables, existing_egress)),
             Some((hosted_zone, mut notes)),
             Some((secrets, secrets_own_key)),
             Some(quota_notes),
@@ -369,6 +369,7 @@ impl Provider for AwsProvider {
             account,
             zones,
             existing_private_route_tables,
+            existing_egress,
             hosted_zone,
             secrets,
             secrets_own_key,

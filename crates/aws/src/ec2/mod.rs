@@ -6,6 +6,7 @@
 //! that updates it, so that a run killed between a create and its follow-up calls (attach,
 //! associate, authorize) is finished by the next run's update.
 
+mod egress;
 pub mod endpoint;
 pub mod gateway;
 mod preflight;

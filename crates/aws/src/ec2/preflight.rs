@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{AccountAttributeName, Filter, Tag, VpcAttributeName};
+use aws_sdk_ec2::types::{AccountAttributeName, Filter, Subnet, Tag, VpcAttributeName, VpcEndpoint};
 use aws_sdk_ec2::Client;
 
-use super::{Result, GONE};
+use super::{egress, Result, GONE};
 use crate::sdk;
 use aira_engine::provider::{ProviderError, TAG_ID, TAG_STACK};
 use aira_engine::stack::model::{Endpoint, ExistingVpc, Network};
+use aira_engine::stack::reach::Egress;
 use aira_engine::stack::Stack;
 
 /// The region's zones where a stack can run, each with its zone ID: available (not impaired or
@@ -30,9 +31,14 @@ async fn region_zones(ec2: &Client) -> Result<Vec<(String, String)>> {
 }
 
 /// Regions where Fargate runs Linux tasks in some zones only, by zone ID (the same physical zone
-/// in every account): the ECS developer guide, "Supported Regions for Amazon ECS on AWS Fargate".
-const FARGATE_ZONE_IDS: &[(&str, &[&str])] =
-    &[("us-west-1", &["usw1-az1", "usw1-az3"]), ("ap-northeast-1", &["apne1-az1", "apne1-az2", "apne1-az4"])];
+/// in every account): the ECS developer guide, "Supported Regions for Amazon ECS on AWS Fargate",
+/// in the commercial, China (docs.amazonaws.cn) and GovCloud partitions; GovCloud and Ningxia
+/// have no such limit.
+const FARGATE_ZONE_IDS: &[(&str, &[&str])] = &[
+    ("us-west-1", &["usw1-az1", "usw1-az3"]),
+    ("ap-northeast-1", &["apne1-az1", "apne1-az2", "apne1-az4"]),
+    ("cn-north-1", &["cnn1-az1", "cnn1-az2"]),
+];
 
 /// The zones of the stack's new network, in the order its subnets take them: a zone that already
 /// holds the stack's subnets keeps them (a rerun never moves a subnet), the others are the first,
@@ -186,9 +192,10 @@ async fn subnet_zones(ec2: &Client, stack: &str) -> Result<BTreeMap<usize, Strin
     Ok(kept)
 }
 
-/// Checks that an existing VPC and its subnets exist; the route tables of the private subnets
-/// (explicitly associated, else the VPC's main table).
-pub async fn existing(ec2: &Client, stack: &Stack, vpc: &ExistingVpc) -> Result<Vec<String>> {
+/// Checks that an existing VPC and its subnets exist, its DNS attributes, endpoints that would
+/// refuse the stack's own; returns the route tables of the private subnets (explicitly
+/// associated, else the VPC's main table) and what carries traffic out of them.
+pub async fn existing(ec2: &Client, stack: &Stack, vpc: &ExistingVpc) -> Result<(Vec<String>, Egress)> {
     let out = ec2.describe_vpcs().vpc_ids(&vpc.vpc_id).send().await;
     if sdk::found(format!("read VPC {}", vpc.vpc_id), GONE, out)?.is_none_or(|out| out.vpcs().is_empty()) {
         return Err(ProviderError::user(format!(
@@ -198,13 +205,11 @@ pub async fn existing(ec2: &Client, stack: &Stack, vpc: &ExistingVpc) -> Result<
     }
     let all: Vec<String> = vpc.public_subnets.iter().chain(&vpc.private_subnets).cloned().collect();
     let out = ec2.describe_subnets().set_subnet_ids(Some(all.clone())).send().await;
-    let found: Vec<String> = sdk::found(format!("read subnets of VPC {}", vpc.vpc_id), GONE, out)?
-        .map(|out| {
-            let ours = out.subnets().iter().filter(|s| s.vpc_id() == Some(&vpc.vpc_id));
-            ours.filter_map(|s| s.subnet_id().map(String::from)).collect()
-        })
+    let found: Vec<Subnet> = sdk::found(format!("read subnets of VPC {}", vpc.vpc_id), GONE, out)?
+        .map(|out| out.subnets().iter().filter(|s| s.vpc_id() == Some(&vpc.vpc_id)).cloned().collect())
         .unwrap_or_default();
-    let missing: Vec<&str> = all.iter().filter(|s| !found.contains(s)).map(String::as_str).collect();
+    let missing: Vec<&str> =
+        all.iter().filter(|id| !found.iter().any(|s| s.subnet_id() == Some(id))).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(ProviderError::user(format!(
             "network.existing: subnet(s) {} do not exist in VPC {}",
@@ -212,25 +217,44 @@ pub async fn existing(ec2: &Client, stack: &Stack, vpc: &ExistingVpc) -> Result<
             vpc.vpc_id
         )));
     }
-    let vpc_filter = Filter::builder().name("vpc-id").values(&vpc.vpc_id).build();
+    let private: Vec<egress::Private> = vpc
+        .private_subnets
+        .iter()
+        .map(|id| {
+            let subnet = found.iter().find(|s| s.subnet_id() == Some(id));
+            egress::Private { id: id.clone(), cidr: subnet.and_then(|s| s.cidr_block()?.parse().ok()) }
+        })
+        .collect();
+    let vpc_filter = || Filter::builder().name("vpc-id").values(&vpc.vpc_id).build();
     let out = call!(
         format!("read route tables of VPC {}", vpc.vpc_id),
-        ec2.describe_route_tables().filters(vpc_filter).send()
+        ec2.describe_route_tables().filters(vpc_filter()).send()
     );
-    let mut tables = BTreeSet::new();
-    for sn in &vpc.private_subnets {
-        let explicit = out.route_tables().iter().find(|t| t.associations().iter().any(|a| a.subnet_id() == Some(sn)));
-        let main = out.route_tables().iter().find(|t| t.associations().iter().any(|a| a.main() == Some(true)));
-        if let Some(id) = explicit.or(main).and_then(|t| t.route_table_id()) {
-            tables.insert(id.to_string());
+    let route_tables = out.route_tables();
+    let tables: BTreeSet<String> = private
+        .iter()
+        .filter_map(|s| egress::table_of(route_tables, &s.id)?.route_table_id().map(String::from))
+        .collect();
+    let what = format!("read the endpoints of VPC {}", vpc.vpc_id);
+    // Without MaxResults, EC2 returns every item in one page.
+    let endpoints = call!(what, ec2.describe_vpc_endpoints().filters(vpc_filter()).send()).vpc_endpoints().to_vec();
+    let groups: Vec<String> =
+        endpoints.iter().flat_map(|e| e.groups()).filter_map(|g| g.group_id().map(String::from)).collect();
+    let groups = match groups.is_empty() {
+        true => Vec::new(),
+        false => {
+            let what = format!("read the security groups of VPC {}'s endpoints", vpc.vpc_id);
+            call!(what, ec2.describe_security_groups().set_group_ids(Some(groups)).send()).security_groups().to_vec()
         }
-    }
+    };
     let mut findings = dns_attributes(ec2, stack, &vpc.vpc_id).await?;
-    findings.extend(conflicting_endpoints(ec2, stack, &vpc.vpc_id, &tables).await?);
+    findings.extend(conflicting_endpoints(ec2, stack, &vpc.vpc_id, &tables, &endpoints));
     if !findings.is_empty() {
         return Err(ProviderError::user(findings.join("\n")));
     }
-    Ok(tables.into_iter().collect())
+    let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_default();
+    let egress = egress::egress(stack, &region, &private, route_tables, &endpoints, &groups);
+    Ok((tables.into_iter().collect(), egress))
 }
 
 /// An interface endpoint with private DNS needs the VPC's DNS support and DNS hostnames on
@@ -267,19 +291,18 @@ async fn dns_attributes(ec2: &Client, stack: &Stack, vpc: &str) -> Result<Vec<St
 /// DNS name per service in a VPC), or a gateway endpoint for a service the stack adds in one
 /// of the private subnets' route tables (a route table holds one route per prefix list). Each
 /// named, with the fix.
-async fn conflicting_endpoints(
+fn conflicting_endpoints(
     ec2: &Client,
     stack: &Stack,
     vpc: &str,
     private_tables: &BTreeSet<String>,
-) -> Result<Vec<String>> {
+    endpoints: &[VpcEndpoint],
+) -> Vec<String> {
     let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_default();
     let ours: BTreeMap<String, Endpoint> =
         stack.endpoints().into_iter().map(|e| (format!("com.amazonaws.{region}.{}", e.name()), e)).collect();
-    let filter = Filter::builder().name("vpc-id").values(vpc).build();
-    let out = call!(format!("read the endpoints of VPC {vpc}"), ec2.describe_vpc_endpoints().filters(filter).send());
     let mut findings = Vec::new();
-    for e in out.vpc_endpoints() {
+    for e in endpoints {
         let stacks = e.tags().iter().find(|t| t.key() == Some(TAG_STACK)).and_then(|t| t.value());
         let live = !matches!(e.state().map(|s| s.as_str()), Some("deleted" | "deleting" | "failed" | "rejected"));
         let Some(endpoint) =
@@ -307,7 +330,7 @@ async fn conflicting_endpoints(
         };
         findings.push(format!("network.existing.vpc_id: VPC {vpc} already has {id}, {conflict}; {fix}"));
     }
-    Ok(findings)
+    findings
 }
 
 /// Quotas that would obviously stop the stack half-way, checked before any change: Elastic IPs

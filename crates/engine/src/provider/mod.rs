@@ -38,6 +38,9 @@ pub struct Facts {
     pub zones: Vec<String>,
     /// For a stack in an existing VPC: the route tables of its private subnets.
     pub existing_private_route_tables: Vec<String>,
+    /// For a stack in an existing VPC: what carries traffic out of its private subnets, as the
+    /// pre-flight read it (their route tables and the VPC's endpoints).
+    pub existing_egress: Option<crate::stack::reach::Egress>,
     /// The stack's public hosted zone (`domain.zone`).
     pub hosted_zone: Option<HostedZone>,
     /// ARNs of the Secrets Manager secrets the stack names, by name.
@@ -77,6 +80,7 @@ impl Facts {
                 .as_ref()
                 .map(|_| vec!["rtb-existing".to_string()])
                 .unwrap_or_default(),
+            existing_egress: None,
             hosted_zone: stack.domain.as_ref().map(|d| HostedZone { id: "ZOFFLINE".into(), name: d.zone.0.clone() }),
             secrets: stack
                 .secret_names()

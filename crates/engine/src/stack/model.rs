@@ -307,6 +307,11 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    pub const ALL: [Endpoint; 10] = {
+        use Endpoint::*;
+        [Sqs, EcrApi, EcrDkr, Logs, SecretsManager, S3, DynamoDb, Monitoring, BedrockRuntime, ApsWorkspaces]
+    };
+
     /// The service's name as the stack file and AWS's endpoint service names spell it
     /// (`com.amazonaws.REGION.<name>`).
     pub fn name(self) -> &'static str {

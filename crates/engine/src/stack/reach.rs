@@ -12,6 +12,8 @@
 //! in the VPC), or Amazon Bedrock, reached through the `bedrock-runtime` interface endpoint that
 //! expand adds with `llm.provider: bedrock`.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::model::{Endpoint, LlmProvider, Role};
@@ -32,15 +34,57 @@ pub struct Route {
     /// The model of an OpenAI-compatible API: a Bedrock model is another fix.
     #[serde(skip)]
     pub openai_model: bool,
+    /// An endpoint of an existing VPC that would carry the traffic but refuses it, as the fix
+    /// (its security group, say).
+    #[serde(skip)]
+    pub blocked: Option<String>,
 }
 
 /// The reachability table of a stack, and whether it could be checked.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reachability {
     pub routes: Vec<Route>,
-    /// Why the table was not checked (an existing VPC: its routes are the user's).
+    /// Why the table was not checked (an existing VPC before the pre-flight read its routes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unchecked: Option<String>,
+    /// The fix for a dependency on the internet in an existing VPC (its route tables are the
+    /// owner's, so `network.nat` is no fix); `None`: `network.nat: true`.
+    #[serde(skip)]
+    pub internet_fix: Option<String>,
+}
+
+/// What carries traffic out of every private subnet of the stack: the default route, and the
+/// VPC endpoints, each with how it carries it (the text of [`Route::path`]). Derived from the
+/// stack for a network aira makes; read from the route tables and endpoints by the pre-flight
+/// for an existing VPC, where it holds only what holds for every private subnet (a task may
+/// start in any of them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Egress {
+    /// The default route to the internet; `None` when some private subnet has none.
+    pub internet: Option<String>,
+    /// Why there is no default route, as a fix (an existing VPC: which tables lack one).
+    pub internet_fix: Option<String>,
+    pub endpoints: BTreeMap<Endpoint, String>,
+    /// Endpoints there that refuse the tasks' traffic, each with the fix.
+    pub blocked: BTreeMap<Endpoint, String>,
+}
+
+impl Egress {
+    /// The egress of the network aira makes for `stack`: its endpoints, and its NAT gateways.
+    pub fn planned(stack: &Stack) -> Egress {
+        let endpoints = stack.endpoints().into_iter().map(|e| (e, Egress::ours(e))).collect();
+        let internet = stack.network.nat.then(|| "NAT gateway (default route)".to_string());
+        Egress { internet, endpoints, ..Egress::default() }
+    }
+
+    /// How one of the stack's own endpoints carries traffic.
+    pub fn ours(e: Endpoint) -> String {
+        if e.is_gateway() {
+            format!("gateway endpoint `{}` in the private route tables", e.name())
+        } else {
+            format!("interface endpoint `{}` (private DNS)", e.name())
+        }
+    }
 }
 
 impl Reachability {
@@ -70,10 +114,14 @@ impl Reachability {
             .filter(|r| r.path.is_none())
             .map(|r| {
                 let mut fixes = Vec::new();
-                if let Some(e) = r.endpoint {
+                if let Some(blocked) = &r.blocked {
+                    fixes.push(blocked.clone());
+                } else if let Some(e) = r.endpoint {
                     fixes.push(format!("add `{}` to `network.endpoints` ({endpoint_cost})", e.name()));
                 }
-                fixes.push(nat.clone());
+                if r.blocked.is_none() {
+                    fixes.push(self.internet_fix.clone().unwrap_or_else(|| nat.clone()));
+                }
                 if r.openai_model {
                     fixes.push(format!(
                         "a model on Amazon Bedrock, `llm.provider: bedrock` (its `{}` interface endpoint: {endpoint_cost})",
@@ -153,34 +201,33 @@ const DEPENDENCIES: &[Dependency] = &[
     },
 ];
 
-/// The reachability of every service of `stack`. `image` is the reference the services run
-/// when it is given (`--image` or the stack's `image:`); `None` means built and pushed to the
-/// stack's ECR repository.
+/// The reachability of every service of `stack` in the network aira makes for it. `image` is
+/// the reference the services run when it is given (`--image` or the stack's `image:`); `None`
+/// means built and pushed to the stack's ECR repository. An existing VPC is left unchecked:
+/// only the pre-flight can read its routes ([`reachability_through`] with what it read).
 pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
     if stack.network.existing.is_some() {
         return Reachability {
             routes: Vec::new(),
-            unchecked: Some("the stack runs in an existing VPC, whose routes are its owner's".into()),
+            unchecked: Some("the stack runs in an existing VPC: the pre-flight reads its route tables".into()),
+            internet_fix: None,
         };
     }
+    reachability_through(stack, image, &Egress::planned(stack))
+}
+
+/// The reachability of every service of `stack` through `egress`.
+pub fn reachability_through(stack: &Stack, image: Option<&str>, egress: &Egress) -> Reachability {
     let region = stack.region.clone().unwrap_or_else(|| "REGION".into());
     let image = image.or(stack.image.as_ref().map(|i| i.0.as_str()));
     let registry_host = image.map(registry_of);
     // This region's ECR is reached through its endpoints; any other registry (ECR of another
     // region included) is on the internet.
     let ecr = registry_host.as_deref().is_none_or(|h| ecr_region(h) == Some(region.as_str()));
-    let endpoints = stack.endpoints();
     let path_of = |endpoint: Option<Endpoint>| -> Option<String> {
-        match endpoint {
-            Some(e) if endpoints.contains(&e) => Some(if e.is_gateway() {
-                format!("gateway endpoint `{}` in the private route tables", e.name())
-            } else {
-                format!("interface endpoint `{}` (private DNS)", e.name())
-            }),
-            _ if stack.network.nat => Some("NAT gateway (default route)".into()),
-            _ => None,
-        }
+        endpoint.and_then(|e| egress.endpoints.get(&e)).or(egress.internet.as_ref()).cloned()
     };
+    let blocked = |endpoint: Option<Endpoint>| endpoint.and_then(|e| egress.blocked.get(&e)).cloned();
     let mut routes = Vec::new();
     for (name, svc) in &stack.services {
         for d in DEPENDENCIES.iter().filter(|d| (d.needed_by)(svc.role, stack, ecr)) {
@@ -191,6 +238,7 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 path: path_of(d.endpoint),
                 endpoint: d.endpoint,
                 openai_model: false,
+                blocked: blocked(d.endpoint),
             });
         }
         if let (false, Some(host)) = (ecr, &registry_host) {
@@ -201,6 +249,7 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 path: path_of(None),
                 endpoint: None,
                 openai_model: false,
+                blocked: None,
             });
         }
         if let (Role::Worker, Some(llm)) = (svc.role, &stack.llm) {
@@ -219,10 +268,11 @@ pub fn reachability(stack: &Stack, image: Option<&str>) -> Reachability {
                 path: path_of(endpoint),
                 endpoint,
                 openai_model: llm.provider == LlmProvider::Openai,
+                blocked: blocked(endpoint),
             });
         }
     }
-    Reachability { routes, unchecked: None }
+    Reachability { routes, unchecked: None, internet_fix: egress.internet_fix.clone() }
 }
 
 /// The registry host an image reference is pulled from, as Docker reads a reference: the first

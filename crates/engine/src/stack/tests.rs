@@ -636,3 +636,16 @@ fn waf_account_routes_limit_within_the_limit_of_all_requests() {
         "#]],
     );
 }
+
+/// `Endpoint::ALL` lists every endpoint the stack file may name (the schema's enum).
+#[test]
+fn every_endpoint_is_listed_in_all() {
+    let schema = schemars::schema_for!(super::model::Endpoint).to_value();
+    let mut named: Vec<String> = schema.to_string().split('"').map(String::from).collect();
+    named.retain(|n| serde_json::from_value::<super::model::Endpoint>(serde_json::json!(n)).is_ok());
+    named.sort();
+    named.dedup();
+    let mut all: Vec<&str> = super::model::Endpoint::ALL.iter().map(|e| e.name()).collect();
+    all.sort();
+    assert_eq!(named, all);
+}

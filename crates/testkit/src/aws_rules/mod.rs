@@ -213,6 +213,7 @@ pub fn amend(call: &Call<'_>, status: u16, body: Bytes) -> Bytes {
     }
     match call.call {
         "ec2:CreateVpc" | "ec2:DescribeVpcs" => ipv6_block_associating(call, body),
+        "ec2:DescribeAvailabilityZones" => zones_as_aws(call, body),
         "ec2:CreateNatGateway" | "ec2:DescribeNatGateways" => nat_gateway_failed(call, body),
         "ecs:CreateService" | "ecs:UpdateService" | "ecs:DescribeServices" => service_keeps_deployment(call, body),
         "ecs:DeleteService" => service_draining(call, body),
@@ -366,6 +367,22 @@ fn nat_gateway_failed(call: &Call<'_>, body: Bytes) -> Bytes {
         text.replace_range(start..end, &failed);
     }
     Bytes::from(text)
+}
+
+/// The zones AWS lists where moto lists fewer: China (Beijing) has three ("Getting Started with
+/// Amazon Web Services in China", Availability Zones), moto two, and the third, `cnn1-az4`, is
+/// one where Fargate does not run (ECS developer guide, "Supported Regions for Amazon ECS on
+/// AWS Fargate"): the zone pre-flight's table is shown against it.
+fn zones_as_aws(call: &Call<'_>, body: Bytes) -> Bytes {
+    let text = String::from_utf8_lossy(&body);
+    let region = scope_part(call.headers, 2).unwrap_or_default();
+    let (Some(first), Some(end)) = (between(&text, "<item>", "</item>"), text.rfind("</item>")) else { return body };
+    if region != "cn-north-1" || text.contains("cnn1-az4") || !first.contains("cnn1-az1") {
+        return body;
+    }
+    let third = first.replace("cn-north-1a", "cn-north-1d").replace("cnn1-az1", "cnn1-az4");
+    let at = end + "</item>".len();
+    Bytes::from(format!("{}<item>{third}</item>{}", &text[..at], &text[at..]))
 }
 
 /// An internet-facing load balancer needs an internet gateway attached to its subnets' VPC.
