@@ -338,18 +338,32 @@ async fn run() {
     // Worker: answered during the load, then drain the backlog.
     let backlog = accepted_total - answered_during - answered_before;
     let drain_started = Instant::now();
-    loop {
+    let answered = loop {
         let answered = metric(&http, &ops, "aira_worker_messages_total{outcome=\"answered\"}").await;
         if answered >= accepted_total || drain_started.elapsed() > Duration::from_secs(600) {
-            break;
+            break answered;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let drain_secs = drain_started.elapsed().as_secs_f64();
     sampler_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak_rss = sampler.await.unwrap();
-    println!("worker: {:.0} answered/s during the load ({answered_during} in {load_secs:.1} s, sharing the process), backlog {backlog} drained in {drain_secs:.1} s = {:.0} answered/s",
-        answered_during / load_secs, backlog / drain_secs.max(0.001));
+    let during = format!(
+        "worker: {:.0} answered/s during the load ({answered_during} in {load_secs:.1} s, sharing the process)",
+        answered_during / load_secs
+    );
+    if answered < accepted_total {
+        // A rate over a drain that did not end would be a rate of nothing in particular.
+        println!(
+            "{during}, backlog NOT drained: {} of {backlog} still unanswered when the drain timed out after {drain_secs:.0} s",
+            accepted_total - answered
+        );
+    } else {
+        println!(
+            "{during}, backlog {backlog} drained in {drain_secs:.1} s = {:.0} answered/s",
+            backlog / drain_secs.max(0.001)
+        );
+    }
     println!(
         "aira serve RSS: idle {} MiB, peak under load {} MiB (VmHWM {} MiB)",
         idle_rss / 1024,

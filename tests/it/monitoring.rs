@@ -202,10 +202,10 @@ fn amtool_accepts(work: &Workdir, config: &str) {
     let path = work.write("alertmanager.yml", config);
     let out = match std::process::Command::new("amtool").args(["check-config", path.to_str().unwrap()]).output() {
         Ok(out) => out,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            return eprintln!("amtool not run ({e}): scripts/test installs it")
+        Err(e) if std::env::var("AIRA_ALLOW_SKIP").as_deref() == Ok("1") => {
+            return eprintln!("skipped: amtool not run ({e}): scripts/test installs it")
         }
-        Err(e) => panic!("amtool: {e} (scripts/test installs prometheus-alertmanager)"),
+        Err(e) => panic!("amtool: {e} (scripts/test installs prometheus-alertmanager; AIRA_ALLOW_SKIP=1 skips)"),
     };
     assert!(out.status.success(), "amtool refuses it:\n{}\n{config}", String::from_utf8_lossy(&out.stdout));
 }

@@ -368,7 +368,8 @@ async fn forward(state: &State, call: &str, parts: hyper::http::request::Parts, 
     let uri = format!("{}{}", state.upstream, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let json_protocol = parts.headers.contains_key("x-amz-target");
     let mut forward = Request::builder().method(parts.method).uri(uri);
-    for (k, v) in &parts.headers {
+    // The proxy's own read marker is never a client's to send.
+    for (k, v) in parts.headers.iter().filter(|(k, _)| k.as_str() != aws_rules::HARNESS_READ) {
         forward = forward.header(k, v);
     }
     let forward = forward.body(Full::new(body)).unwrap();
@@ -379,6 +380,13 @@ async fn forward(state: &State, call: &str, parts: hyper::http::request::Parts, 
             if parts.status == StatusCode::FORBIDDEN && json_protocol {
                 if let Some(denied) = access_denied_as_json(call, &body) {
                     return denied;
+                }
+            }
+            if parts.status == StatusCode::FORBIDDEN && !json_protocol && !call.starts_with("ec2:") {
+                if let Some(denied) = refusal_as_query_error(&body) {
+                    parts.headers.remove(hyper::header::CONTENT_LENGTH);
+                    parts.headers.insert(hyper::header::CONTENT_TYPE, "text/xml".parse().unwrap());
+                    return Response::from_parts(parts, Full::new(denied));
                 }
             }
             let aws = as_aws(call, body.clone());
@@ -487,7 +495,8 @@ async fn drop_scaling_policies(state: &State, parts: &hyper::http::request::Part
     let (namespace, resource, dimension) = (key("ServiceNamespace"), key("ResourceId"), key("ScalableDimension"));
     let call = |action: &str, body: serde_json::Value| {
         let mut req = Request::builder().method("POST").uri(format!("{}/", state.upstream));
-        for (k, v) in parts.headers.iter().filter(|(k, _)| !matches!(k.as_str(), "x-amz-target" | "content-length")) {
+        let skipped = |k: &str| matches!(k, "x-amz-target" | "content-length") || k == aws_rules::HARNESS_READ;
+        for (k, v) in parts.headers.iter().filter(|(k, _)| !skipped(k.as_str())) {
             req = req.header(k, v);
         }
         let req = req
@@ -531,6 +540,27 @@ fn access_denied_as_json(call: &str, body: &[u8]) -> Option<Response<Full<Bytes>
         resp = resp.header("x-amzn-query-error", "AccessDenied;Sender");
     }
     Some(resp.body(Full::new(Bytes::from(json.to_string()))).unwrap())
+}
+
+/// moto refuses a query-protocol call (STS, ELB, IAM, SNS, CloudWatch) in EC2's error shape,
+/// `<ErrorResponse><Errors><Error>`, which the SDKs of those services do not read (no code);
+/// AWS answers `<ErrorResponse><Error><Type>Sender</Type><Code>…` (the query protocol's error
+/// response, e.g. STS API Reference, "Common Errors").
+fn refusal_as_query_error(body: &[u8]) -> Option<Bytes> {
+    let text = std::str::from_utf8(body).ok()?;
+    if !text.contains("<ErrorResponse>") || !text.contains("<Errors>") {
+        return None;
+    }
+    let field = |name: &str| {
+        let v = text.split(&format!("<{name}>")).nth(1)?.split(&format!("</{name}>")).next()?;
+        let v = v.trim_start_matches("<![CDATA[").trim_end_matches("]]>");
+        Some(v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;"))
+    };
+    let (code, message) = (field("Code")?, field("Message").unwrap_or_default());
+    let request = field("RequestId").unwrap_or_default();
+    Some(Bytes::from(format!(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request}</RequestId></ErrorResponse>"
+    )))
 }
 
 /// moto's answer to `call` as AWS gives it, where they differ.
@@ -608,5 +638,18 @@ mod tests {
             std::str::from_utf8(&aws).unwrap(),
             "<ResourceRecord><Value>\"v=1 &lt;a&amp;b&gt;\"</Value></ResourceRecord><Value>x.</Value>"
         );
+    }
+
+    #[test]
+    fn a_query_protocol_refusal_takes_the_query_protocols_shape() {
+        let moto = "<?xml version=\"1.0\"?>\n<ErrorResponse>\n<Errors>\n<Error>\n<Code>AccessDenied</Code>\n<Message><![CDATA[User: u is not authorized to perform: sts:AssumeRole]]></Message>\n</Error>\n</Errors>\n<RequestId>r1</RequestId>\n</ErrorResponse>";
+        let aws = super::refusal_as_query_error(moto.as_bytes()).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&aws).unwrap(),
+            "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User: u is not authorized to perform: sts:AssumeRole</Message></Error><RequestId>r1</RequestId></ErrorResponse>"
+        );
+        // EC2's own shape, and anything else, pass as they are.
+        assert!(super::refusal_as_query_error(b"<Response><Errors><Error><Code>X</Code></Error></Errors></Response>")
+            .is_none());
     }
 }

@@ -37,6 +37,9 @@ struct Inner {
     /// Set when the harness runs the tasks (`scripts/deployed`): service name → what
     /// `DescribeServices` reports of it (`deployments`, `runningCount`, `pendingCount`).
     services: Option<BTreeMap<String, Value>>,
+    /// Service name → deployment configuration fields `DescribeServices` reports instead of
+    /// those aira sent: the deployed harness's negative control (a broken setting).
+    deployment_overrides: BTreeMap<String, Value>,
 }
 
 /// The calls that hand AWS a role to assume, with the error AWS gives while IAM has not yet
@@ -111,6 +114,16 @@ impl Rewrites {
     /// deployment IN_PROGRESS with no task running (moto runs none, and reports a fixed count).
     pub fn run_tasks(&self) {
         self.0.lock().unwrap().services.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// `DescribeServices` reports these `deploymentConfiguration` fields of `service` from now on
+    /// (`None`: what aira sent again), as if another tool had changed them.
+    pub fn deployment_override(&self, service: &str, fields: Option<Value>) {
+        let mut inner = self.0.lock().unwrap();
+        match fields {
+            Some(f) => inner.deployment_overrides.insert(service.to_string(), f),
+            None => inner.deployment_overrides.remove(service),
+        };
     }
 
     /// What `DescribeServices` reports of `service` from now on (fields replaced as given).
@@ -201,6 +214,12 @@ impl Rewrites {
                     }
                     for (k, value) in state.as_object().into_iter().flatten() {
                         s[k] = value.clone();
+                    }
+                    let name = s["serviceName"].as_str().unwrap_or_default();
+                    for (k, value) in
+                        inner.deployment_overrides.get(name).and_then(Value::as_object).into_iter().flatten()
+                    {
+                        s["deploymentConfiguration"][k] = value.clone();
                     }
                 }
             }),

@@ -3,7 +3,7 @@
 //! Every test creates its own queues and table, so they run in parallel on one moto.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aira_runtime::api::{app, AppState, Limits};
 use aira_runtime::dlq::redrive;
@@ -16,7 +16,9 @@ use aira_runtime::relay::Relay;
 use aira_runtime::store::dynamo::DynamoStore;
 use aira_runtime::store::{Recorded, Store};
 use aira_runtime::worker::{Worker, WorkerConfig};
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
 use aws_sdk_sqs::types::QueueAttributeName;
 use axum::http::StatusCode;
 use axum::Router;
@@ -39,7 +41,40 @@ pub struct AwsEnv {
     table: String,
 }
 
+/// A message as DynamoDB holds it (`MSG#{id}`/`MSG`, the table schema in runtime/README.md),
+/// read with the SDK apart from the store's code.
+#[derive(Debug)]
+pub struct Stored {
+    pub status: String,
+    pub answer: Option<String>,
+    pub error: Option<String>,
+}
+
 impl AwsEnv {
+    /// The message item, read consistently.
+    pub async fn stored(&self, id: &str) -> Stored {
+        let key = [("pk", format!("MSG#{id}")), ("sk", "MSG".to_string())]
+            .map(|(k, v)| (k.to_string(), AttributeValue::S(v)));
+        let out =
+            self.ddb.get_item().table_name(&self.table).set_key(Some(key.into())).consistent_read(true).send().await;
+        let item = out.unwrap().item.unwrap_or_else(|| panic!("no item for message {id}"));
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        Stored { status: text("status").unwrap_or_default(), answer: text("answer"), error: text("error") }
+    }
+
+    /// Waits until the stored message has `status`.
+    pub async fn wait_stored(&self, id: &str, status: Status, within: Duration) -> Stored {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.stored(id).await;
+            if m.status == status.as_str() {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "message {id} still {m:?} after {within:?}, wanted {status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `aira-runtime COMMAND` on this queue and table, with `extra` settings.
     pub async fn process(&self, command: &str, extra: &[(&str, &str)]) -> Serve {
         let mut env: Vec<(&str, &str)> = self.process_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -177,11 +212,11 @@ async fn moto_post_is_answered_and_idempotent() {
     assert_eq!(env.store.outbox_len().await.unwrap(), 0, "the fast path cleared the outbox");
 
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(Echo), aws_worker_config(3)));
-    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    let m = env.wait_stored(&id, Status::Answered, SECS_20).await;
     assert!(m.answer.unwrap().contains("hello moto"));
     // History comes from the DynamoDB conversation index, oldest first, answered ones only.
     let second = post_message(&env.app, &token, &conv, "and again").await;
-    wait_status(env.store.as_ref(), &second, Status::Answered, SECS_20).await;
+    env.wait_stored(&second, Status::Answered, SECS_20).await;
     let history = env.store.history(&conv, &second, 20).await.unwrap();
     assert_eq!(history.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), vec![id.as_str()]);
     assert!(env.store.history(&conv, &id, 20).await.unwrap().is_empty());
@@ -209,13 +244,13 @@ async fn moto_failing_message_goes_to_dlq_and_redrive_answers_it() {
         dlq.approximate_len().await.unwrap() == 1
     })
     .await;
-    let m = wait_status(env.store.as_ref(), &id, Status::Failed, SECS_20).await;
+    let m = env.wait_stored(&id, Status::Failed, SECS_20).await;
     assert!(m.error.is_some());
     assert_eq!(fake.calls().len(), 2);
 
     fake.set_default(Behavior::Answer(Duration::ZERO));
     assert_eq!(redrive(dlq.as_ref(), env.queue.as_ref(), None).await.unwrap(), 1);
-    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    let m = env.wait_stored(&id, Status::Answered, SECS_20).await;
     assert_eq!(m.answer.as_deref(), Some("fake: dead letter me"));
     assert_eq!(dlq.approximate_len().await.unwrap(), 0);
 }
@@ -257,7 +292,7 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
     // instant: moto, unlike DynamoDB, does not make two simultaneous conditional updates atomic.)
     wait_until("the first delivery at the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
     env.queue.send(&QueueBody::encode(&m.id)).await.unwrap();
-    let done = wait_status(env.store.as_ref(), &m.id, Status::Answered, SECS_20).await;
+    let done = env.wait_stored(&m.id, Status::Answered, SECS_20).await;
     assert_eq!(done.answer.as_deref(), Some("fake: outbox only"));
     wait_until("both deliveries handled", SECS_20, || async {
         metric(&env.metrics, "aira_worker_messages_total{outcome=\"duplicate\"}") == 1.0
@@ -280,7 +315,7 @@ async fn moto_worker_killed_mid_call_answered_once_by_another() {
     a.abort();
     let _ = a.await;
     let (_b, _sb) = spawn_worker(env.worker(fake.client(Duration::from_secs(60)), aws_worker_config(3)));
-    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    let m = env.wait_stored(&id, Status::Answered, SECS_20).await;
     assert_eq!(m.answer.as_deref(), Some("fake: still here"));
     assert_eq!(fake.calls().len(), 2);
 }
@@ -304,9 +339,9 @@ async fn moto_shutdown_hands_back_in_flight_message() {
     wait_until("worker A to call the LLM", SECS_20, || async { fake.calls().len() == 1 }).await;
     stop_a.cancel();
     tokio::time::timeout(Duration::from_secs(10), a).await.expect("worker A exits").unwrap();
-    assert_eq!(env.store.get_message(&id).await.unwrap().unwrap().status, Status::Queued);
+    assert_eq!(env.stored(&id).await.status, "queued");
     let (_b, _stop_b) = spawn_worker(env.worker(fake.client(Duration::from_secs(120)), cfg));
-    let m = wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    let m = env.wait_stored(&id, Status::Answered, SECS_20).await;
     assert_eq!(m.answer.as_deref(), Some("fake: hand me back"));
 }
 
@@ -374,7 +409,7 @@ async fn moto_a_deleted_account_leaves_no_item_behind() {
             call(&env.app, "POST", &uri, Some(&token), Some(json!({"content": text})), &[("idempotency-key", &key)])
                 .await;
         let id = r.body["id"].as_str().unwrap().to_string();
-        wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+        env.wait_stored(&id, Status::Answered, SECS_20).await;
         ids.push(id);
     }
     let other = user(&env.app, "aws-keep@example.com").await;
@@ -442,7 +477,7 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     let user_id = me.body["id"].as_str().unwrap().to_string();
     let conv = conversation(&env.app, &token).await;
     let id = post_message(&env.app, &token, &conv, "through conflicts").await;
-    wait_status(env.store.as_ref(), &id, Status::Answered, SECS_20).await;
+    env.wait_stored(&id, Status::Answered, SECS_20).await;
     assert_eq!(proxy.faults_injected.load(std::sync::atomic::Ordering::SeqCst), 5);
     // Read back apart from the store: the answer and the day's spend (7 tokens) are there.
     let get = |pk: String, sk: String| {
@@ -504,7 +539,7 @@ async fn moto_answers_that_finish_together_are_deleted_in_one_batch() {
     let config = WorkerConfig { visibility: Duration::from_secs(10), ..aws_worker_config(3) };
     let (_w, _stop) = spawn_worker(env.worker(Arc::new(Echo), config));
     for id in &ids {
-        wait_status(env.store.as_ref(), id, Status::Answered, SECS_20).await;
+        env.wait_stored(id, Status::Answered, SECS_20).await;
     }
     let deleted = || env.metrics.queue_deleted.get();
     wait_until("every delivery deleted", SECS_20, || async { deleted() >= 12 }).await;
@@ -623,7 +658,7 @@ async fn moto_in_flight_slots_are_taken_given_back_and_heal() {
     let config = WorkerConfig { user_in_flight: 2, ..aws_worker_config(3) };
     let (_w, stop) = spawn_worker(env.worker(Arc::new(Echo), config));
     for id in &ids {
-        wait_status(env.store.as_ref(), id, Status::Answered, SECS_20).await;
+        env.wait_stored(id, Status::Answered, SECS_20).await;
     }
     wait_until("both slots given back", SECS_20, || async { slots().await == 0 }).await;
     stop.cancel();

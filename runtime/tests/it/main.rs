@@ -25,4 +25,5 @@ mod life;
 mod metric_names;
 mod privacy;
 mod remote_write;
+mod sigv4;
 mod web;

@@ -5,6 +5,9 @@
 //! healthy; a stopped target drains for the group's deregistration delay, then SIGTERM, then
 //! SIGKILL after `stopTimeout`). What it runs is what `DescribeServices` reports to `aira` (the
 //! proxy's `Rewrites::service_state`), so `aira up` waits for these tasks as it waits for ECS's.
+//! It reads the services through the conforming proxy, which keeps the deployment configuration
+//! and grace period aira sent (moto drops them); the settings it rolled with are kept
+//! ([`Agent::settings`]) for the harness to hold against what aira sent.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -47,6 +50,9 @@ struct Service {
     grace: Duration,
     /// Target group ARN and container port.
     target: Option<(String, u16)>,
+    /// The settings as `DescribeServices` gave them (a missing one as `null`: the rollout then
+    /// runs with ECS's defaults, which the harness must see).
+    settings: serde_json::Value,
 }
 
 impl From<&aws_sdk_ecs::types::Service> for Service {
@@ -65,6 +71,11 @@ impl From<&aws_sdk_ecs::types::Service> for Service {
             target: s.load_balancers().first().map(|lb| {
                 (lb.target_group_arn().unwrap_or_default().to_string(), lb.container_port().unwrap_or(0) as u16)
             }),
+            settings: json!({
+                "minimumHealthyPercent": config.and_then(|c| c.minimum_healthy_percent()),
+                "maximumPercent": config.and_then(|c| c.maximum_percent()),
+                "healthCheckGracePeriodSeconds": s.health_check_grace_period_seconds(),
+            }),
         }
     }
 }
@@ -77,6 +88,7 @@ pub struct Agent {
     tasks: Mutex<Vec<Entry>>,
     started: Instant,
     events: Mutex<Vec<String>>,
+    settings: Mutex<BTreeMap<String, serde_json::Value>>,
 }
 
 impl Agent {
@@ -90,6 +102,7 @@ impl Agent {
             tasks: Mutex::new(Vec::new()),
             started: Instant::now(),
             events: Mutex::new(Vec::new()),
+            settings: Mutex::new(BTreeMap::new()),
         });
         let a = agent.clone();
         tokio::spawn(async move {
@@ -181,8 +194,17 @@ impl Agent {
             self.stop(&t.id, "its service is gone").await;
         }
         for s in &services {
+            let changed = self.settings.lock().unwrap().insert(s.name.clone(), s.settings.clone());
+            if changed.as_ref() != Some(&s.settings) {
+                self.event(format!("{}: rolls with {}", s.name, s.settings));
+            }
             self.reconcile(s).await;
         }
+    }
+
+    /// The deployment settings each service rolls with now, as `DescribeServices` gave them.
+    pub fn settings(&self, service: &str) -> serde_json::Value {
+        self.settings.lock().unwrap().get(service).cloned().unwrap_or_default()
     }
 
     fn healthy(&self, e: &Entry, group: Option<&Arc<TargetGroup>>) -> bool {

@@ -226,6 +226,10 @@ async fn forward(
     parts.headers.insert("x-forwarded-port", port.to_string().parse().unwrap());
     match send(&target, Request::from_parts(parts, body.boxed())).await {
         Ok(resp) => Ok(resp.map(|b| b.boxed())),
-        Err(_) => status(502),
+        // ALB's body names no cause; the harness's does, for the report's failures.
+        Err(e) => Ok(Response::builder()
+            .status(502)
+            .body(Full::new(Bytes::from(format!("target {}: {e}", target.display()))).map_err(|n| match n {}).boxed())
+            .unwrap()),
     }
 }

@@ -18,8 +18,12 @@ pub struct Seen {
     pub requests: u64,
     /// Message id → its content, for every 202.
     pub accepted: BTreeMap<String, String>,
-    /// Message id → the answers its streams delivered.
+    /// Message id → the final event of every stream opened for it: the one followed while
+    /// chatting, then one more each when the users stop (a message answered twice shows two
+    /// different answers: the echo model stamps each with the time).
     pub answers: BTreeMap<String, Vec<String>>,
+    /// Answers that are not the echo of their own message (another user's, or another message's).
+    pub mismatched_answers: u64,
     /// Streams that ended without a final event and were opened again.
     pub resumed_streams: u64,
     /// Streams that ended without a final event and could not be resumed to one.
@@ -32,6 +36,27 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Messages with more than one distinct answer over all their streams.
+    pub fn answered_twice(&self) -> usize {
+        let distinct = |a: &Vec<String>| a.iter().collect::<std::collections::BTreeSet<_>>().len();
+        self.answers.values().filter(|a| distinct(a) > 1).count()
+    }
+
+    /// Messages with an answer (not a failure).
+    pub fn answered(&self) -> usize {
+        self.answers.values().filter(|a| a.iter().any(|x| !x.starts_with("failed: "))).count()
+    }
+
+    /// Accepted messages without an answer.
+    pub fn lost(&self) -> usize {
+        self.accepted.len()
+            - self
+                .accepted
+                .keys()
+                .filter(|id| self.answers.get(*id).is_some_and(|a| a.iter().any(|x| !x.starts_with("failed: "))))
+                .count()
+    }
+
     /// The `q` quantile of the request latencies (0 without any).
     pub fn latency_ms(&self, q: f64) -> u64 {
         let mut l = self.latencies_ms.clone();
@@ -98,7 +123,8 @@ impl Load {
         Load { seen, stop, users }
     }
 
-    /// Lets every user finish the message in hand (to its final event), then stops them.
+    /// Lets every user finish the message in hand (to its final event), read each of its
+    /// messages' streams once more, then stops them.
     pub async fn stop(self) -> Seen {
         self.stop.store(true, Ordering::SeqCst);
         for u in self.users {
@@ -167,6 +193,7 @@ impl User {
         self.token = t["token"].as_str().unwrap_or_default().to_string();
         let Some(c) = self.call(reqwest::Method::POST, "/v1/conversations", None, 201).await else { return };
         let conversation = c["id"].as_str().unwrap_or_default().to_string();
+        let mut mine = Vec::new();
         let mut n = 0;
         while !stop.load(Ordering::SeqCst) {
             n += 1;
@@ -174,21 +201,25 @@ impl User {
             let path = format!("/v1/conversations/{conversation}/messages");
             if let Some(m) = self.call(reqwest::Method::POST, &path, Some(json!({"content": content})), 202).await {
                 let id = m["id"].as_str().unwrap_or_default().to_string();
-                self.seen.lock().unwrap().accepted.insert(id.clone(), content);
-                if self.follow(&id).await && n == 1 {
+                self.seen.lock().unwrap().accepted.insert(id.clone(), content.clone());
+                if self.follow(&id, &content).await && n == 1 {
                     self.seen.lock().unwrap().chatting += 1;
                 }
+                mine.push((id, content));
             }
             let until = Instant::now() + think;
             while Instant::now() < until && !stop.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
+        for (id, content) in &mine {
+            self.follow(id, content).await;
+        }
     }
 
     /// Follows a message's event stream to its final event, reconnecting when it ends early;
-    /// whether it got there.
-    async fn follow(&self, id: &str) -> bool {
+    /// whether it got there. An answer that is not the echo of `content` is counted mismatched.
+    async fn follow(&self, id: &str, content: &str) -> bool {
         for attempt in 0..10 {
             if attempt > 0 {
                 self.seen.lock().unwrap().resumed_streams += 1;
@@ -203,7 +234,8 @@ impl User {
             let mut resp = match req.send().await {
                 Ok(r) if r.status() == 200 => r,
                 Ok(r) => {
-                    self.failed(format!("GET events {id}: {}", r.status()));
+                    let status = r.status();
+                    self.failed(format!("GET events {id}: {status} {}", r.text().await.unwrap_or_default()));
                     continue;
                 }
                 Err(e) => {
@@ -227,7 +259,15 @@ impl User {
                             .as_str()
                             .map(String::from)
                             .unwrap_or_else(|| format!("failed: {}", data["error"]));
-                        self.seen.lock().unwrap().answers.entry(id.to_string()).or_default().push(answer);
+                        let mut seen = self.seen.lock().unwrap();
+                        let echoed = answer.trim_end().ends_with(&format!("User: {content}"));
+                        if !echoed && !answer.starts_with("failed: ") {
+                            seen.mismatched_answers += 1;
+                            if seen.failures.len() < 20 {
+                                seen.failures.push(format!("{id} ({content}) was answered: {answer}"));
+                            }
+                        }
+                        seen.answers.entry(id.to_string()).or_default().push(answer);
                         return true;
                     }
                 }

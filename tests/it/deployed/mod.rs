@@ -16,6 +16,7 @@
 //! What this reproduces of ECS, the load balancer and IAM, and what not: `tests/it/README.md`.
 
 mod ecs;
+mod iam;
 mod lb;
 mod load;
 mod task;
@@ -32,6 +33,8 @@ use crate::harness::{aira_env, endpoint, unique_stack, Workdir};
 
 const DOMAIN: &str = "chat.example.com";
 const USERS: usize = 200;
+/// Users chatting through the negative control's rollout.
+const CONTROL_USERS: usize = 20;
 
 /// Access keys of an IAM user.
 struct Keys {
@@ -242,8 +245,11 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
         .await
         .unwrap();
     assert_eq!(enforced.status(), 200);
-    let unknown = aws_sdk_sqs::Client::new(&crate::harness::sdk_config()).list_queues().send().await;
-    assert!(unknown.is_err(), "moto enforces IAM: the default test keys are refused now");
+    // The default test keys are unknown to IAM now: EC2's code for that (a query protocol, whose
+    // XML errors the SDK reads from moto as from AWS).
+    let unknown = aws_sdk_ec2::Client::new(&crate::harness::sdk_config()).describe_vpcs().send().await;
+    let code = unknown.as_ref().err().and_then(aws_sdk_ec2::error::ProvideErrorMetadata::code);
+    assert_eq!(code, Some("AuthFailure"), "moto enforces IAM: the default test keys are refused now");
     let admin_conf = admin.config(&moto);
 
     let katan = Katan::start(dir).await;
@@ -260,12 +266,13 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     let rewrites = Rewrites::default();
     let proxy = Proxy::start(&moto, Faults { rewrite: rewrites.clone(), ..Default::default() }).await;
     let proxy_port: u16 = proxy.url.rsplit(':').next().unwrap().parse().unwrap();
+    // The harness's ECS reads the services through the proxy, which keeps what aira sent.
     let host = task::Host::start(
         dir.join("ecs"),
         proxy_port,
         katan.port,
         registry.addr.clone(),
-        aws_sdk_ecs::Client::new(&admin_conf),
+        aws_sdk_ecs::Client::new(&admin.config(&proxy.url)),
         aws_sdk_sts::Client::new(&ecs_principal.config(&moto)),
     )
     .await;
@@ -387,27 +394,41 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
         "every task runs the new definitions: {:#?}",
         agent.events()
     );
+    // The rollout ran with what aira sent, read from the proxy's log (not ECS's defaults).
+    let sent = proxy.take_requests();
+    for service in ["api", "worker"] {
+        let last = sent
+            .iter()
+            .rev()
+            .filter(|r| r.status == 200 && (r.call == "ecs:CreateService" || r.call == "ecs:UpdateService"))
+            .map(|r| r.json())
+            .filter(|b| b["service"] == service || b["serviceName"] == service)
+            .find(|b| b.get("deploymentConfiguration").is_some())
+            .unwrap_or_else(|| panic!("aira sent {service} no deployment configuration"));
+        let (d, used) = (&last["deploymentConfiguration"], agent.settings(service));
+        assert!(d["minimumHealthyPercent"].is_u64() && d["maximumPercent"].is_u64(), "{service}: {last}");
+        for key in ["minimumHealthyPercent", "maximumPercent"] {
+            assert_eq!(used[key], d[key], "{service} rolled with the {key} aira sent");
+        }
+        if let Some(grace) = last.get("healthCheckGracePeriodSeconds") {
+            assert_eq!(&used["healthCheckGracePeriodSeconds"], grace, "{service} waited the grace aira sent");
+        }
+    }
     tokio::time::sleep(Duration::from_secs(30)).await;
     let seen = users.stop().await;
     let calls = katan.calls().await - calls_before;
-    let answered: usize = seen.answers.values().filter(|a| a.iter().any(|x| !x.starts_with("failed: "))).count();
-    let lost = seen
-        .accepted
-        .keys()
-        .filter(|id| !seen.answers.get(*id).is_some_and(|a| a.iter().any(|x| !x.starts_with("failed: "))))
-        .count();
-    let double =
-        seen.answers.values().filter(|a| a.len() > 1).count() as u64 + calls.saturating_sub(seen.accepted.len() as u64);
-    let report = json!({
+    let double = seen.answered_twice() as u64 + calls.saturating_sub(seen.accepted.len() as u64);
+    let mut report = json!({
         "failed_requests": seen.failed_requests,
-        "lost_messages": lost,
+        "lost_messages": seen.lost(),
         "double_answers": double,
         "unfinished_streams": seen.unfinished_streams,
+        "mismatched_answers": seen.mismatched_answers,
         "rollout_s": (rollout.as_secs_f64() * 10.0).round() / 10.0,
         "users": USERS,
         "requests": seen.requests,
         "messages": seen.accepted.len(),
-        "answered": answered,
+        "answered": seen.answered(),
         "model_calls": calls,
         "resumed_streams": seen.resumed_streams,
         "p50_ms": seen.latency_ms(0.5),
@@ -417,6 +438,44 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     eprintln!("report: {report}\nfailures seen: {:?}", seen.failures);
     eprintln!("ECS: {:#?}", agent.events());
     assert!(seen.accepted.len() > USERS, "every user chatted: {report}");
+
+    // The negative control: the same rollout with a minimum healthy percent of 0 (a broken
+    // setting, as if changed behind aira's back) stops both api tasks before their successors
+    // serve, and the users see it.
+    rewrites.deployment_override("api", Some(json!({"minimumHealthyPercent": 0, "maximumPercent": 100})));
+    let control = load::Load::start(
+        base.clone(),
+        clients.clone(),
+        USERS + 1,
+        CONTROL_USERS,
+        Duration::ZERO,
+        Duration::from_secs(1),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while control.seen().chatting < CONTROL_USERS {
+        if Instant::now() > deadline {
+            let failures = control.seen().failures.clone(); // not while panicking with the lock
+            panic!("the control's users do not chat: {failures:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let third = dir.join("aira-runtime-v3");
+    let mut bytes = std::fs::read(&runtime).unwrap();
+    bytes.extend_from_slice(b"\0aira deployed harness: a third image\0");
+    std::fs::write(&third, bytes).unwrap();
+    std::fs::set_permissions(&third, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (controlled, _) = up(third).await;
+    controlled.assert_code(0);
+    assert_eq!(agent.settings("api")["minimumHealthyPercent"], 0, "the control rolled with its broken setting");
+    let control = control.stop().await;
+    rewrites.deployment_override("api", None);
+    report["control_failed_requests"] = json!(control.failed_requests);
+    eprintln!("control (minimumHealthyPercent 0): {} failed requests of {}", control.failed_requests, control.requests);
+    assert!(
+        control.failed_requests > 0,
+        "a rollout with a minimum healthy percent of 0 showed no failed request: the harness cannot fail ({:?})",
+        agent.events()
+    );
 
     // One action taken from the worker's role: the worker's calls are refused, and it says so.
     let iam = aws_sdk_iam::Client::new(&admin_conf);
@@ -453,7 +512,21 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     assert!(denied.contains("DeleteMessage") || denied.contains("delete"), "{denied}");
     eprintln!("the worker without sqs:DeleteMessage logged: {denied}");
     iam.put_role_policy().role_name(&role).policy_name(&policy_name).policy_document(original).send().await.unwrap();
-    probe.stop().await;
+    // The message taken while the worker could not delete it is answered once, after all.
+    let probed = probe.stop().await;
+    assert!(!probed.accepted.is_empty(), "the probe sent a message: {:?}", probed.failures);
+    assert_eq!(
+        (probed.lost(), probed.answered_twice(), probed.mismatched_answers),
+        (0, 0, 0),
+        "the probe's messages: {:?}",
+        probed.answers
+    );
+
+    // IAM in the refusing direction, each with its code.
+    let refusals = iam::refusals(&moto, &proxy.url, &admin_conf, &ecs_principal.config(&moto), &name).await;
+    eprintln!("IAM refusals: {refusals}");
+    assert_eq!(refusals, iam::expected(), "each refused with AWS's code");
+    report["iam_refusals"] = refusals;
 
     // `down` removes the services; ECS stops their tasks.
     aira_env(dir, &["down", file, "--yes", "--endpoint-url", &proxy.url], &admin.env()).await.assert_code(0);
@@ -466,7 +539,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
 
     // The last line scripts/deployed prints.
     println!("{report}");
-    for key in ["failed_requests", "lost_messages", "double_answers", "unfinished_streams"] {
+    for key in ["failed_requests", "lost_messages", "double_answers", "unfinished_streams", "mismatched_answers"] {
         assert_eq!(report[key], 0, "{key}: {report}");
     }
 }

@@ -90,8 +90,21 @@ fn world() -> std::sync::MutexGuard<'static, World> {
 }
 
 /// Marks the proxy's own reads: `scripts/moto_server.py` lets them past IAM when it enforces it
-/// (they are the harness's, not aira's), reads only.
-const HARNESS_READ: &str = "x-aira-harness-read";
+/// (they are the harness's, not aira's), for [`HARNESS_READS`] only. The proxy strips it from
+/// the requests it forwards, so no client can claim it.
+pub(crate) const HARNESS_READ: &str = "x-aira-harness-read";
+
+/// Every action the proxy reads moto's state with; `scripts/moto_server.py` lets these, and
+/// nothing else, past IAM with [`HARNESS_READ`].
+pub const HARNESS_READS: &[&str] = &[
+    "DescribeLoadBalancers",
+    "DescribeTargetGroups",
+    "DescribeSubnets",
+    "DescribeInternetGateways",
+    "GetWebACLForResource",
+    "ListWebACLs",
+    "DescribeWorkspace",
+];
 
 /// Plain requests to the moto server, to read the state a rule decides on.
 pub struct Moto<'a> {
@@ -583,5 +596,35 @@ mod tests {
     fn form_values_are_decoded() {
         assert_eq!(decode("arn%3Aaws%3Ax%2Fy+z"), "arn:aws:x/y z");
         assert_eq!(decode(&encode("arn:aws:x/y")), "arn:aws:x/y");
+    }
+}
+
+#[cfg(test)]
+mod harness_reads {
+    /// moto lets exactly the proxy's reads past IAM: the list here is the one in
+    /// `scripts/moto_server.py`, and every read the rules make (`Action=…`, a WAF target, the
+    /// workspace GET) is on it.
+    #[test]
+    fn moto_server_lets_exactly_the_proxys_reads_past_iam() {
+        let py = include_str!("../../../../scripts/moto_server.py");
+        let start = py.find("HARNESS_READS = {").expect("moto_server.py lists its harness reads");
+        let end = start + py[start..].find('}').unwrap();
+        let mut listed: Vec<&str> = py[start..end].split('"').skip(1).step_by(2).collect();
+        listed.sort_unstable();
+        let mut ours = super::HARNESS_READS.to_vec();
+        ours.sort_unstable();
+        assert_eq!(listed, ours);
+        let sources = [include_str!("mod.rs"), include_str!("waf.rs"), include_str!("aps.rs")].concat();
+        let mut made: Vec<&str> = sources
+            .split("Action=")
+            .skip(1)
+            .chain(sources.split("AWSWAF_20190729.").skip(1))
+            .map(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric()).next().unwrap_or_default())
+            .filter(|a| !a.is_empty())
+            .collect();
+        made.push("DescribeWorkspace"); // `rest_get` of `/workspaces/{id}` (aps.rs)
+        for action in made {
+            assert!(super::HARNESS_READS.contains(&action), "the proxy reads with {action}, which moto refuses");
+        }
     }
 }
