@@ -14,9 +14,15 @@
 //! 3. streams: `COST_STREAMS` (50) event streams held open on messages no worker answers, for
 //!    `COST_STREAM_SECS` (60): requests per open stream per minute.
 //!
-//! Each request is also priced in capacity units (DynamoDB on-demand: a consistent read of up to
-//! 4 KB is 1 read unit, an eventually consistent one ½; a write of up to 1 KB is 1 write unit; a
-//! transaction's items count twice; SQS: one request per call) at us-east-1 on-demand prices.
+//! Each request is also priced in capacity units at us-east-1 on-demand prices, by the size of
+//! the items it touches (DynamoDB Developer Guide, "Read/write capacity mode" and "Item sizes"):
+//! a consistent read is 1 read unit per 4 KB (rounded up), an eventually consistent one half; a
+//! query's items add up before rounding; a write is 1 write unit per 1 KB of the item (for an
+//! update, the larger of the item before and after: the item as the table holds it at the end
+//! of the phase, read with a scan the bench does not count); a transaction's items count twice;
+//! SQS: one request per call. Where the item is gone by then (outbox rows, deleted), 1 unit.
+//! `COST_PROMPT_BYTES` pads each chat message to that size: the echo model answers with the
+//! prompt, so the message item holds both — answers of that size, as a model's are.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,24 +72,113 @@ struct Tally {
     sqs: f64,
 }
 
+/// The size of each item of the table, by `(pk, sk)`, as DynamoDB counts it.
+#[derive(Default)]
+struct Sizes(BTreeMap<(String, String), usize>);
+
+impl Sizes {
+    /// Every item of the table (straight to moto: not counted).
+    async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Sizes {
+        let mut sizes = BTreeMap::new();
+        let mut pages = client.scan().table_name(table).into_paginator().items().send();
+        while let Some(item) = pages.next().await {
+            let item = item.unwrap();
+            let key = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let size = item.iter().map(|(name, v)| name.len() + sdk_value_size(v)).sum();
+            sizes.insert((key("pk"), key("sk")), size);
+        }
+        Sizes(sizes)
+    }
+
+    /// The size of the item a request's `Key` names, if the table still holds it.
+    fn of_key(&self, key: &Value) -> Option<usize> {
+        let part = |k: &str| key[k]["S"].as_str().unwrap_or_default().to_string();
+        self.0.get(&(part("pk"), part("sk"))).copied()
+    }
+
+    /// Every item of a partition a query names among its values (an upper bound: a query's
+    /// `Limit` and sort key condition read fewer).
+    fn of_query(&self, body: &Value) -> usize {
+        let values: Vec<&str> = body["ExpressionAttributeValues"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, v)| v["S"].as_str())
+            .collect();
+        self.0.iter().filter(|((pk, _), _)| values.contains(&pk.as_str())).map(|(_, size)| size).sum()
+    }
+}
+
+/// A value's size (DynamoDB Developer Guide, "Item sizes"): strings and binaries their length,
+/// numbers about one byte per two digits plus one, 1 for a boolean or null, 3 more for a list or
+/// map and its members (with their names).
+fn sdk_value_size(v: &aws_sdk_dynamodb::types::AttributeValue) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => s.len(),
+        A::N(n) => n.trim_start_matches('-').replace('.', "").len().div_ceil(2) + 1,
+        A::B(b) => b.as_ref().len(),
+        A::Ss(l) => l.iter().map(String::len).sum(),
+        A::Ns(l) => l.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+        A::L(l) => 3 + l.iter().map(|x| 1 + sdk_value_size(x)).sum::<usize>(),
+        A::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + sdk_value_size(x)).sum::<usize>(),
+        _ => 1,
+    }
+}
+
+/// The same for a value as a request's JSON carries it (`{"S": "…"}`).
+fn json_value_size(v: &Value) -> usize {
+    let Some((kind, inner)) = v.as_object().and_then(|o| o.iter().next()) else { return 0 };
+    match kind.as_str() {
+        "S" | "B" => inner.as_str().map_or(0, str::len),
+        "N" => inner.as_str().map_or(0, |n| n.trim_start_matches('-').replace('.', "").len().div_ceil(2) + 1),
+        "L" => 3 + inner.as_array().into_iter().flatten().map(|x| 1 + json_value_size(x)).sum::<usize>(),
+        "M" => 3 + json_item_size(inner),
+        _ => 1,
+    }
+}
+
+fn json_item_size(item: &Value) -> usize {
+    item.as_object().into_iter().flatten().map(|(name, v)| name.len() + json_value_size(v)).sum()
+}
+
+/// Units of `size` bytes in blocks of `block`, at least one.
+fn units(size: usize, block: usize) -> f64 {
+    size.div_ceil(block).max(1) as f64
+}
+
 impl Tally {
-    fn of(sent: &[Sent]) -> Tally {
+    fn of(sent: &[Sent], sizes: &Sizes) -> Tally {
         let mut t = Tally::default();
+        let write = |item: &Value| units(sizes.of_key(item).unwrap_or(0), 1024);
         for s in sent {
             *t.calls.entry(s.call.clone()).or_default() += 1;
             let body = s.json();
             let consistent = if body["ConsistentRead"] == json!(true) { 1.0 } else { 0.5 };
             match s.call.as_str() {
-                "dynamodb:GetItem" | "dynamodb:Query" => t.rru += consistent,
+                "dynamodb:GetItem" => t.rru += consistent * units(sizes.of_key(&body["Key"]).unwrap_or(0), 4096),
+                "dynamodb:Query" => t.rru += consistent * units(sizes.of_query(&body), 4096),
                 "dynamodb:BatchGetItem" => {
                     for (_, req) in body["RequestItems"].as_object().into_iter().flatten() {
                         let c = if req["ConsistentRead"] == json!(true) { 1.0 } else { 0.5 };
-                        t.rru += c * req["Keys"].as_array().map_or(0, Vec::len) as f64;
+                        for key in req["Keys"].as_array().into_iter().flatten() {
+                            t.rru += c * units(sizes.of_key(key).unwrap_or(0), 4096);
+                        }
                     }
                 }
-                "dynamodb:PutItem" | "dynamodb:UpdateItem" | "dynamodb:DeleteItem" => t.wru += 1.0,
+                "dynamodb:PutItem" => t.wru += units(json_item_size(&body["Item"]), 1024),
+                "dynamodb:UpdateItem" | "dynamodb:DeleteItem" => t.wru += write(&body["Key"]),
                 "dynamodb:TransactWriteItems" => {
-                    t.wru += 2.0 * body["TransactItems"].as_array().map_or(0, Vec::len) as f64
+                    for item in body["TransactItems"].as_array().into_iter().flatten() {
+                        t.wru += 2.0
+                            * match &item["Put"] {
+                                Value::Null => {
+                                    let op = ["Update", "Delete", "ConditionCheck"].iter().map(|k| &item[*k]);
+                                    op.map(|o| &o["Key"]).find(|k| !k.is_null()).map_or(1.0, write)
+                                }
+                                put => units(json_item_size(&put["Item"]), 1024),
+                            };
+                    }
                 }
                 c if c.starts_with("sqs:") => t.sqs += 1.0,
                 _ => {}
@@ -249,6 +344,7 @@ async fn run() {
     let per_user = env_or("COST_MESSAGES", 2) as usize;
     let streams = env_or("COST_STREAMS", 50) as usize;
     let stream_secs = env_or("COST_STREAM_SECS", 60);
+    let prompt_bytes = env_or("COST_PROMPT_BYTES", 0) as usize;
     let proxy = Proxy::start(&endpoint, Faults { moto_only: true, ..Default::default() }).await;
     let stack = moto_stack::create(&conf_at(&endpoint).await, "cost").await;
     let http = reqwest::Client::new();
@@ -267,7 +363,12 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let idle = proxy.take_requests();
     let minutes = idle_secs as f64 / 60.0;
-    Tally::of(&idle).print("idle api task + idle worker task", minutes, "minute");
+    let raw = aws_sdk_dynamodb::Client::new(&conf_at(&endpoint).await);
+    Tally::of(&idle, &Sizes::scan(&raw, &stack.table).await).print(
+        "idle api task + idle worker task",
+        minutes,
+        "minute",
+    );
 
     // 2. Chat: users post one message after another, each followed on its event stream.
     let mut targets = Vec::new();
@@ -283,7 +384,9 @@ async fn run() {
             let mut answered = 0u64;
             for n in 0..per_user {
                 let mut changes = updates.subscribe();
-                let id = post(&http, &base, &token, &conv, &format!("message {n} of a chat")).await;
+                let text = format!("message {n} of a chat");
+                let text = format!("{text}{}", ".".repeat(prompt_bytes.saturating_sub(text.len())));
+                let id = post(&http, &base, &token, &conv, &text).await;
                 answered += u64::from(answered_within(watch.as_ref(), &mut changes, &id).await);
             }
             answered
@@ -297,13 +400,17 @@ async fn run() {
     // What follows an answer (spend, queue delete) lands after the stream's last event.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let chat = proxy.take_requests();
-    println!("\nchat: {users} users × {per_user} messages, {answered} answered in {took:.1} s");
+    println!("\nchat: {users} users × {per_user} messages of {prompt_bytes} bytes or more, {answered} answered in {took:.1} s");
     // The relay's scans (outbox and purge rows) run whether anyone chats or not: phase 1.
     let chat: Vec<Sent> = chat
         .into_iter()
         .filter(|s| !(s.call == "dynamodb:Query" && (s.body.contains("\"OUTBOX#") || s.body.contains("\"PURGE#"))))
         .collect();
-    Tally::of(&chat).print("chatting, the relay's scans aside", answered as f64, "answered message");
+    Tally::of(&chat, &Sizes::scan(&raw, &stack.table).await).print(
+        "chatting, the relay's scans aside",
+        answered as f64,
+        "answered message",
+    );
 
     // 3. Streams held open on messages nobody answers.
     worker_stop.cancel();
@@ -325,7 +432,11 @@ async fn run() {
         .into_iter()
         .filter(|s| s.call == "dynamodb:GetItem" && (s.body.contains("\"MSG#") || s.body.contains("\"TOKEN#")))
         .collect();
-    Tally::of(&reads).print("event streams held open", stream_minutes, "stream-minute");
+    Tally::of(&reads, &Sizes::scan(&raw, &stack.table).await).print(
+        "event streams held open",
+        stream_minutes,
+        "stream-minute",
+    );
     for t in open {
         t.abort();
     }

@@ -1,9 +1,9 @@
 //! IAM in the refusing direction, each refusal with its error code (and the allowed call beside
 //! it, so that a refusal is the scope's, not a broken call's): a principal the trust policy does
 //! not name cannot assume a task role; the execution role reads the model's key and no other
-//! secret; the worker's role reads its table and no other; the harness's own read marker (`x-aira-harness-read`, which lets the conforming
-//! proxy's reads of moto's state past IAM) is stripped from the clients' requests by the proxy,
-//! and moto honours it for the few reads the proxy makes only.
+//! secret; the worker's role reads its table and no other. The harness's own read marker
+//! ([`MARKER`], which lets the conforming proxy's reads of moto's state past IAM) is stripped by
+//! the proxy from the requests it forwards, and moto honours it for the proxy's few reads only.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -11,10 +11,13 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_sts::error::ProvideErrorMetadata;
 use serde_json::{json, Value};
 
-/// Marks a request as one of the proxy's own reads (every SDK crate's `HttpRequest` is the same
-/// type).
+/// The header of the proxy's own reads (`aws_rules::HARNESS_READ`).
+const MARKER: &str = "x-aira-harness-read";
+
+/// Marks a request as one of the proxy's own reads, before it is signed (every SDK crate's
+/// `HttpRequest` is the same type).
 fn mark(r: &mut aws_sdk_ec2::config::http::HttpRequest) {
-    r.headers_mut().insert("x-aira-harness-read", "1");
+    r.headers_mut().insert(MARKER, "1");
 }
 
 /// The error code of a call that must fail, or `"allowed"`.
@@ -43,7 +46,7 @@ impl aws_sdk_elasticloadbalancingv2::config::Intercept for MarkUnsigned {
         _: &aws_sdk_elasticloadbalancingv2::config::RuntimeComponents,
         _: &mut aws_sdk_elasticloadbalancingv2::config::ConfigBag,
     ) -> Result<(), aws_sdk_elasticloadbalancingv2::error::BoxError> {
-        context.request_mut().headers_mut().insert("x-aira-harness-read", "1");
+        context.request_mut().headers_mut().insert(MARKER, "1");
         Ok(())
     }
 }

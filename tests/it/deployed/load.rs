@@ -35,6 +35,11 @@ pub struct Seen {
     pub chatting: usize,
 }
 
+/// Whether a message's final events hold an answer (not only failures).
+fn has_answer(finals: &[String]) -> bool {
+    finals.iter().any(|x| !x.starts_with("failed: "))
+}
+
 impl Seen {
     /// Messages with more than one distinct answer over all their streams.
     pub fn answered_twice(&self) -> usize {
@@ -44,17 +49,12 @@ impl Seen {
 
     /// Messages with an answer (not a failure).
     pub fn answered(&self) -> usize {
-        self.answers.values().filter(|a| a.iter().any(|x| !x.starts_with("failed: "))).count()
+        self.answers.values().filter(|a| has_answer(a)).count()
     }
 
     /// Accepted messages without an answer.
     pub fn lost(&self) -> usize {
-        self.accepted.len()
-            - self
-                .accepted
-                .keys()
-                .filter(|id| self.answers.get(*id).is_some_and(|a| a.iter().any(|x| !x.starts_with("failed: "))))
-                .count()
+        self.accepted.keys().filter(|id| !self.answers.get(*id).is_some_and(|a| has_answer(a))).count()
     }
 
     /// The `q` quantile of the request latencies (0 without any).

@@ -53,6 +53,17 @@ impl Keys {
     }
 }
 
+/// The runtime binary with bytes appended, so that its image (and task definitions) differ:
+/// revision `n` of the deployed image.
+fn another_image(runtime: &Path, dir: &Path, n: u8) -> PathBuf {
+    let changed = dir.join(format!("aira-runtime-v{n}"));
+    let mut bytes = std::fs::read(runtime).unwrap();
+    bytes.extend_from_slice(format!("\0aira deployed harness: image {n}\0").as_bytes());
+    std::fs::write(&changed, bytes).unwrap();
+    std::fs::set_permissions(&changed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    changed
+}
+
 /// An IAM user with one inline statement and an access key, made before IAM is enforced.
 async fn identity(iam: &aws_sdk_iam::Client, name: &str, statement: Value) -> Keys {
     iam.create_user().user_name(name).send().await.unwrap();
@@ -378,11 +389,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
     let steady = users.seen().latency_ms(0.99);
-    let changed = dir.join("aira-runtime-v2");
-    let mut bytes = std::fs::read(&runtime).unwrap();
-    bytes.extend_from_slice(b"\0aira deployed harness: a second image\0");
-    std::fs::write(&changed, bytes).unwrap();
-    std::fs::set_permissions(&changed, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let changed = another_image(&runtime, dir, 2);
     let before: Vec<String> = agent.running().iter().map(|(_, t)| t.definition.arn.clone()).collect();
     let (second, rollout) = up(changed).await;
     second.assert_code(0);
@@ -459,12 +466,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let third = dir.join("aira-runtime-v3");
-    let mut bytes = std::fs::read(&runtime).unwrap();
-    bytes.extend_from_slice(b"\0aira deployed harness: a third image\0");
-    std::fs::write(&third, bytes).unwrap();
-    std::fs::set_permissions(&third, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let (controlled, _) = up(third).await;
+    let (controlled, _) = up(another_image(&runtime, dir, 3)).await;
     controlled.assert_code(0);
     assert_eq!(agent.settings("api")["minimumHealthyPercent"], 0, "the control rolled with its broken setting");
     let control = control.stop().await;

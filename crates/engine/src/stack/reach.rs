@@ -225,7 +225,11 @@ pub fn reachability_through(stack: &Stack, image: Option<&str>, egress: &Egress)
     // region included) is on the internet.
     let ecr = registry_host.as_deref().is_none_or(|h| ecr_region(h) == Some(region.as_str()));
     let path_of = |endpoint: Option<Endpoint>| -> Option<String> {
-        endpoint.and_then(|e| egress.endpoints.get(&e)).or(egress.internet.as_ref()).cloned()
+        match endpoint.filter(|e| egress.blocked.contains_key(e)) {
+            // Private DNS sends the service's name to the endpoint that refuses it, NAT or not.
+            Some(_) => None,
+            None => endpoint.and_then(|e| egress.endpoints.get(&e)).or(egress.internet.as_ref()).cloned(),
+        }
     };
     let blocked = |endpoint: Option<Endpoint>| endpoint.and_then(|e| egress.blocked.get(&e)).cloned();
     let mut routes = Vec::new();

@@ -649,3 +649,27 @@ fn every_endpoint_is_listed_in_all() {
     all.sort();
     assert_eq!(named, all);
 }
+
+/// In an existing VPC, an interface endpoint with private DNS whose group refuses the tasks takes
+/// their traffic for that service whatever the default route: a problem, with the endpoint's fix
+/// only; without it the same VPC's NAT gateway carries the service.
+#[test]
+fn an_endpoint_that_refuses_the_tasks_is_a_problem_even_with_a_nat_gateway() {
+    use super::model::Endpoint;
+    use super::reach::{reachability_through, Egress};
+    let loaded = super::parse("aira.yaml", &canonical_with(true, BEDROCK)).unwrap();
+    let mut egress =
+        Egress { internet: Some("NAT gateway nat-1 (default route in rtb-1)".into()), ..Egress::default() };
+    let problems = |egress: &Egress| {
+        let table = reachability_through(&loaded.stack, None, egress);
+        table.problems(&loaded.stack).into_iter().map(|(_, p)| p).filter(|p| p.contains("logs")).collect::<Vec<_>>()
+    };
+    assert!(problems(&egress).is_empty(), "the NAT gateway carries logs");
+    egress.blocked.insert(Endpoint::Logs, "let the security group(s) sg-1 of vpce-1 accept TCP 443".into());
+    let found = problems(&egress);
+    assert_eq!(found.len(), 2, "api and worker: {found:?}");
+    assert!(
+        found.iter().all(|p| p.ends_with("fix: let the security group(s) sg-1 of vpce-1 accept TCP 443")),
+        "{found:?}"
+    );
+}
