@@ -124,10 +124,11 @@ pub async fn refusals(
     // The read marker from a client: stripped by the proxy; straight to moto, honoured for the
     // proxy's reads only (a Describe it does not make is refused, one it makes is not).
     // Through the proxy, on a read moto would let past with it: refused, as the marker is gone.
-    let via_proxy = crate::harness::sdk_config_as(proxy, "us-east-1", credentials_of(ecs).await);
+    let unprivileged = credentials_of(ecs).await;
+    let via_proxy = crate::harness::sdk_config_as(proxy, "us-east-1", unprivileged.clone());
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(&via_proxy);
     let stripped = code(elb.describe_load_balancers().customize().interceptor(MarkUnsigned).send().await);
-    let direct = aws_sdk_ec2::Client::new(&crate::harness::sdk_config_as(moto, "us-east-1", credentials_of(ecs).await));
+    let direct = aws_sdk_ec2::Client::new(&crate::harness::sdk_config_as(moto, "us-east-1", unprivileged));
     let unlisted = code(direct.describe_vpcs().customize().mutate_request(mark).send().await);
     let listed = code(direct.describe_subnets().customize().mutate_request(mark).send().await);
     secrets.delete_secret().secret_id(&other).force_delete_without_recovery(true).send().await.unwrap();

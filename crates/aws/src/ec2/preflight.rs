@@ -225,35 +225,35 @@ pub async fn existing(ec2: &Client, stack: &Stack, vpc: &ExistingVpc) -> Result<
             egress::Private { id: id.clone(), cidr: subnet.and_then(|s| s.cidr_block()?.parse().ok()) }
         })
         .collect();
+    // Every page of each read: a VPC of another team can hold many tables, endpoints, groups.
     let vpc_filter = || Filter::builder().name("vpc-id").values(&vpc.vpc_id).build();
-    let out = call!(
-        format!("read route tables of VPC {}", vpc.vpc_id),
-        ec2.describe_route_tables().filters(vpc_filter()).send()
-    );
-    let route_tables = out.route_tables();
+    let what = format!("read route tables of VPC {}", vpc.vpc_id);
+    let pages = sdk::pages(what, ec2.describe_route_tables().filters(vpc_filter()).into_paginator().send()).await?;
+    let route_tables: Vec<_> = pages.iter().flat_map(|p| p.route_tables()).cloned().collect();
     let tables: BTreeSet<String> = private
         .iter()
-        .filter_map(|s| egress::table_of(route_tables, &s.id)?.route_table_id().map(String::from))
+        .filter_map(|s| egress::table_of(&route_tables, &s.id)?.route_table_id().map(String::from))
         .collect();
     let what = format!("read the endpoints of VPC {}", vpc.vpc_id);
-    // Without MaxResults, EC2 returns every item in one page.
-    let endpoints = call!(what, ec2.describe_vpc_endpoints().filters(vpc_filter()).send()).vpc_endpoints().to_vec();
-    let groups: Vec<String> =
+    let pages = sdk::pages(what, ec2.describe_vpc_endpoints().filters(vpc_filter()).into_paginator().send()).await?;
+    let endpoints: Vec<VpcEndpoint> = pages.iter().flat_map(|p| p.vpc_endpoints()).cloned().collect();
+    let ids: BTreeSet<String> =
         endpoints.iter().flat_map(|e| e.groups()).filter_map(|g| g.group_id().map(String::from)).collect();
-    let groups = match groups.is_empty() {
-        true => Vec::new(),
-        false => {
-            let what = format!("read the security groups of VPC {}'s endpoints", vpc.vpc_id);
-            call!(what, ec2.describe_security_groups().set_group_ids(Some(groups)).send()).security_groups().to_vec()
+    let mut groups = Vec::new();
+    if !ids.is_empty() {
+        let what = format!("read the security groups of VPC {}'s endpoints", vpc.vpc_id);
+        let req = ec2.describe_security_groups().set_group_ids(Some(ids.into_iter().collect()));
+        for page in sdk::pages(what, req.into_paginator().send()).await? {
+            groups.extend_from_slice(page.security_groups());
         }
-    };
+    }
+    let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_default();
     let mut findings = dns_attributes(ec2, stack, &vpc.vpc_id).await?;
-    findings.extend(conflicting_endpoints(ec2, stack, &vpc.vpc_id, &tables, &endpoints));
+    findings.extend(conflicting_endpoints(&region, stack, &vpc.vpc_id, &tables, &endpoints));
     if !findings.is_empty() {
         return Err(ProviderError::user(findings.join("\n")));
     }
-    let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_default();
-    let egress = egress::egress(stack, &region, &private, route_tables, &endpoints, &groups);
+    let egress = egress::egress(stack, &region, &private, &route_tables, &endpoints, &groups);
     Ok((tables.into_iter().collect(), egress))
 }
 
@@ -292,13 +292,12 @@ async fn dns_attributes(ec2: &Client, stack: &Stack, vpc: &str) -> Result<Vec<St
 /// of the private subnets' route tables (a route table holds one route per prefix list). Each
 /// named, with the fix.
 fn conflicting_endpoints(
-    ec2: &Client,
+    region: &str,
     stack: &Stack,
     vpc: &str,
     private_tables: &BTreeSet<String>,
     endpoints: &[VpcEndpoint],
 ) -> Vec<String> {
-    let region = ec2.config().region().map(|r| r.to_string()).unwrap_or_default();
     let ours: BTreeMap<String, Endpoint> =
         stack.endpoints().into_iter().map(|e| (format!("com.amazonaws.{region}.{}", e.name()), e)).collect();
     let mut findings = Vec::new();
