@@ -1,5 +1,7 @@
 //! Wall time of `aira up` of the network layer with a fixed latency injected per AWS call,
-//! at the default concurrency and at concurrency 1, against its critical path.
+//! at the default concurrency and at concurrency 1, against its critical path: as aira reports
+//! both, and as the proxy's timed log shows them (`aira_testkit::critical`: the span from the
+//! first change to the last answer, and the longest chain of calls linked by the ids they pass).
 //!
 //! Needs the moto server: run through `bench/network.sh`, which starts one. Prints a Markdown
 //! table for docs/performance.md.
@@ -18,6 +20,9 @@ struct Figures {
     apply_ms: u64,
     critical_ms: u64,
     calls: usize,
+    /// From the proxy's log.
+    span: Duration,
+    chain: aira_testkit::critical::Chain,
 }
 
 async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usize) -> Figures {
@@ -38,6 +43,7 @@ async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usi
     assert!(out.status.success(), "aira up failed: {}", String::from_utf8_lossy(&out.stdout));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let calls = proxy.take_calls().len();
+    let sent = proxy.take_requests();
     let down = tokio::process::Command::new(aira)
         .args(["down", file.to_str().unwrap(), "--yes", "--endpoint-url", endpoint])
         .stdout(Stdio::null())
@@ -51,6 +57,8 @@ async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usi
         apply_ms: json["report"]["elapsed_ms"].as_u64().unwrap(),
         critical_ms: json["report"]["critical_path_ms"].as_u64().unwrap(),
         calls,
+        span: aira_testkit::critical::apply_span(&sent),
+        chain: aira_testkit::critical::critical_path(&sent),
     }
 }
 
@@ -60,20 +68,29 @@ async fn main() {
         std::env::var("AIRA_TEST_ENDPOINT").expect("run through bench/network.sh, which starts the moto server");
     let rounds: usize = std::env::var("ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     let dir = tempfile::tempdir().unwrap();
-    println!("| concurrency | round | wall (s) | apply (s) | critical path (s) | apply / critical path | AWS calls |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| concurrency | round | wall (s) | apply (s) | critical path (s) | apply / critical path | proxy: apply (s) | proxy: critical path (s) | proxy: ratio | AWS calls |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut chain = None;
     for round in 1..=rounds {
         // Interleaved, so both settings see the same machine load.
         for concurrency in [8u16, 1] {
             let f = run(&endpoint, dir.path(), concurrency, round).await;
             println!(
-                "| {concurrency} | {round} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                "| {concurrency} | {round} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
                 f.wall.as_secs_f64(),
                 f.apply_ms as f64 / 1000.0,
                 f.critical_ms as f64 / 1000.0,
                 f.apply_ms as f64 / f.critical_ms.max(1) as f64,
+                f.span.as_secs_f64(),
+                f.chain.duration.as_secs_f64(),
+                f.span.as_secs_f64() / f.chain.duration.as_secs_f64().max(0.001),
                 f.calls
             );
+            chain.get_or_insert(f.chain.calls);
         }
     }
+    println!(
+        "\nThe proxy's critical path (first round, default concurrency): {}",
+        chain.unwrap_or_default().join(" → ")
+    );
 }

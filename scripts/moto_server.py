@@ -30,6 +30,13 @@ no signature; those reads carry `x-aira-harness-read` and are let past IAM: the 
 `HARNESS_READS` only (the proxy's reads; not `GetSecretValue`, not `GetItem`), and the proxy
 strips the header from every request it forwards.
 
+A gateway endpoint's route tables each get a route to its service's prefix list, in AWS as in
+moto when the endpoint is made; moto's `ModifyVpcEndpoint` adds and removes tables without adding
+or removing their routes, and `DeleteVpcEndpoints` then fails on the first table without one
+(`InvalidRoute.NotFound`), leaving the endpoint. Here a table added gets its route and a table
+removed loses it, as on AWS (VPC User Guide, "Gateway endpoints": "we add a route to each route
+table that you associate with the endpoint").
+
 Everything else is moto as it is.
 """
 
@@ -45,6 +52,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.ec2.models.vpcs import VPCEndPoint
 from moto.iam.access_control import IAMPolicyStatement, IAMRequestBase
 from moto.moto_server import werkzeug_app
 from moto.secretsmanager.responses import SecretsManagerResponse
@@ -223,10 +231,31 @@ HARNESS_READS = {
     "DescribeTargetGroups",
     "DescribeSubnets",
     "DescribeInternetGateways",
+    "DescribeRouteTables",
     "GetWebACLForResource",
     "ListWebACLs",
     "DescribeWorkspace",
 }
+
+
+def _modify_with_routes(modify):
+    def run(self, policy_doc, add_subnets, remove_subnets, add_route_tables, remove_route_tables, *rest):
+        modify(self, policy_doc, add_subnets, remove_subnets, add_route_tables, remove_route_tables, *rest)
+        prefix_list = self.destination_prefix_list_id
+        if (self.vpc_endpoint_type or "").lower() != "gateway" or not prefix_list:
+            return
+        for table in add_route_tables or []:
+            self.ec2_backend.create_route(table, None, gateway_id=self.id, destination_prefix_list_id=prefix_list)
+        for table in remove_route_tables or []:
+            try:
+                self.ec2_backend.delete_route(table, None, destination_prefix_list_id=prefix_list)
+            except Exception:  # the table (or its route) is gone already
+                pass
+
+    return run
+
+
+VPCEndPoint.modify = _modify_with_routes(VPCEndPoint.modify)
 
 
 def _logged(authorize):

@@ -578,3 +578,79 @@ async fn turning_ipv6_off_on_a_live_stack_is_refused_before_any_change() {
     assert!(changes.is_empty(), "changed: {changes:?}");
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }
+
+/// `nat: true` to `false` and back: the private subnets move between route tables, each held
+/// by one table at a time (AWS refuses a second association, `Resource.AlreadyAssociated`, which
+/// the conforming proxy answers where moto hands back the old one), and the gateway endpoints
+/// follow them. Read back with the EC2 SDK: each private subnet's own table, its default route,
+/// and the endpoints' tables. Before the proxy answered as AWS does, turning NAT off left the
+/// subnets on the VPC's main table, out of the gateway endpoints' reach (the deployed harness's
+/// network found it).
+#[tokio::test]
+async fn turning_nat_off_and_on_moves_the_private_subnets_and_their_gateway_endpoints() {
+    // A region of its own: the NAT gateways hold Elastic IPs.
+    let region = "ap-northeast-2";
+    let config = crate::harness::sdk_config().into_builder().region(aws_config::Region::new(region)).build();
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let stack = unique_stack("natoff");
+    let work = Workdir::new();
+    let proxy = Proxy::start(&endpoint(), Faults::default()).await;
+    let yaml =
+        |nat: bool| format!("stack: {stack}\nregion: {region}\nnetwork:\n  nat: {nat}\n  endpoints: [s3, dynamodb]\n");
+    // Each private subnet's own table (the route table holding it) and whether it routes out.
+    let private_tables = || async {
+        let subnets = ec2.describe_subnets().filters(tag_filter(&stack)).send().await.unwrap();
+        let tables = ec2.describe_route_tables().filters(tag_filter(&stack)).send().await.unwrap();
+        let endpoints = ec2.describe_vpc_endpoints().filters(tag_filter(&stack)).send().await.unwrap();
+        let mut out = Vec::new();
+        let private = |s: &&aws_sdk_ec2::types::Subnet| {
+            s.tags().iter().any(|t| t.key() == Some("aira:id") && t.value().is_some_and(|v| v.starts_with("private-")))
+        };
+        for s in subnets.subnets().iter().filter(private) {
+            let id = s.subnet_id().unwrap();
+            let holding: Vec<_> = tables
+                .route_tables()
+                .iter()
+                .filter(|t| t.associations().iter().any(|a| a.subnet_id() == Some(id)))
+                .collect();
+            assert_eq!(holding.len(), 1, "subnet {id} is held by one route table: {holding:#?}");
+            let table = holding[0].route_table_id().unwrap().to_string();
+            let routes_out = holding[0].routes().iter().any(|r| {
+                r.destination_cidr_block() == Some("0.0.0.0/0")
+                    && r.nat_gateway_id().is_some_and(|n| n.starts_with("nat-"))
+            });
+            for e in endpoints.vpc_endpoints() {
+                assert!(
+                    e.route_table_ids().contains(&table),
+                    "{} does not reach subnet {id}'s table {table}",
+                    e.service_name().unwrap_or_default()
+                );
+            }
+            out.push((id.to_string(), table, routes_out));
+        }
+        assert_eq!(out.len(), 2, "two private subnets");
+        out
+    };
+    let (dir, url) = (work.dir.path().to_path_buf(), proxy.url.clone());
+    let up = |nat: bool| {
+        let file = work.write("stack.yaml", &yaml(nat));
+        let (dir, url) = (dir.clone(), url.clone());
+        async move { aira(&dir, &["up", file.to_str().unwrap(), "--yes", "--endpoint-url", &url]).await }
+    };
+    up(true).await.assert_code(0);
+    let with_nat = private_tables().await;
+    assert!(with_nat.iter().all(|(_, _, out)| *out), "{with_nat:?}");
+    assert_ne!(with_nat[0].1, with_nat[1].1, "a table per zone, each to its zone's NAT gateway");
+    up(false).await.assert_code(0);
+    let without = private_tables().await;
+    assert!(without.iter().all(|(_, _, out)| !out), "{without:?}");
+    assert_eq!(without[0].1, without[1].1, "one table for both, with no route out");
+    up(true).await.assert_code(0);
+    let again = private_tables().await;
+    assert!(again.iter().all(|(_, _, out)| *out), "{again:?}");
+    let file = work.write("stack.yaml", &yaml(true));
+    aira(work.dir.path(), &["down", file.to_str().unwrap(), "--yes", "--endpoint-url", &proxy.url])
+        .await
+        .assert_code(0);
+    crate::harness::assert_nothing_left(&stack, region).await;
+}

@@ -9,6 +9,7 @@
 
 pub mod aws_rules;
 pub mod canonical;
+pub mod critical;
 pub mod endpoint_zones;
 pub mod proxy;
 pub mod rewrite;

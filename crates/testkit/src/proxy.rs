@@ -68,6 +68,10 @@ pub struct Sent {
     /// The request body (JSON, or the query protocol's form).
     pub body: String,
     pub status: u16,
+    /// The answer's body, and when the call reached the proxy and its answer left.
+    pub answer: String,
+    pub started: SystemTime,
+    pub answered: SystemTime,
 }
 
 impl Sent {
@@ -192,10 +196,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let (call, service, json_protocol) = call_of(&parts, &body);
+    let started = SystemTime::now();
     let Ok(resp) = answer(&state, &call, &service, json_protocol, parts, body.clone()).await;
-    let sent = Sent { call, body: String::from_utf8_lossy(&body).into_owned(), status: resp.status().as_u16() };
+    let (head, answer) = resp.into_parts();
+    let Ok(answer) = answer.collect().await.map(|b| b.to_bytes());
+    let sent = Sent {
+        call,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        status: head.status.as_u16(),
+        answer: String::from_utf8_lossy(&answer).into_owned(),
+        started,
+        answered: SystemTime::now(),
+    };
     state.requests.lock().unwrap().push(sent);
-    Ok(resp)
+    Ok(Response::from_parts(head, Full::new(answer)))
 }
 
 async fn answer(

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use super::lb::{HealthCheck, State, TargetGroup};
 use super::task::{Host, Task};
+use super::vpc::{Placement, Source};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Phase {
@@ -53,6 +54,10 @@ struct Service {
     /// The settings as `DescribeServices` gave them (a missing one as `null`: the rollout then
     /// runs with ECS's defaults, which the harness must see).
     settings: serde_json::Value,
+    /// `awsvpcConfiguration`: the subnets its tasks spread over, their groups, a public address.
+    subnets: Vec<String>,
+    groups: Vec<String>,
+    public_ip: bool,
 }
 
 impl From<&aws_sdk_ecs::types::Service> for Service {
@@ -61,7 +66,11 @@ impl From<&aws_sdk_ecs::types::Service> for Service {
         let config = s.deployment_configuration();
         let min = config.and_then(|c| c.minimum_healthy_percent()).unwrap_or(100) as usize;
         let max = config.and_then(|c| c.maximum_percent()).unwrap_or(200) as usize;
+        let vpc = s.network_configuration().and_then(|n| n.awsvpc_configuration());
         Service {
+            subnets: vpc.map(|v| v.subnets().to_vec()).unwrap_or_default(),
+            groups: vpc.map(|v| v.security_groups().to_vec()).unwrap_or_default(),
+            public_ip: vpc.and_then(|v| v.assign_public_ip()).is_some_and(|a| a.as_str() == "ENABLED"),
             name: s.service_name().unwrap_or_default().to_string(),
             primary: s.task_definition().unwrap_or_default().to_string(),
             desired,
@@ -89,6 +98,8 @@ pub struct Agent {
     started: Instant,
     events: Mutex<Vec<String>>,
     settings: Mutex<BTreeMap<String, serde_json::Value>>,
+    /// Tasks launched so far, which spreads them over their service's subnets (zones) in turn.
+    launched: std::sync::atomic::AtomicUsize,
 }
 
 impl Agent {
@@ -103,6 +114,7 @@ impl Agent {
             started: Instant::now(),
             events: Mutex::new(Vec::new()),
             settings: Mutex::new(BTreeMap::new()),
+            launched: Default::default(),
         });
         let a = agent.clone();
         tokio::spawn(async move {
@@ -142,8 +154,16 @@ impl Agent {
             unhealthy: tg.unhealthy_threshold_count().unwrap_or(2) as u32,
             matcher: tg.matcher().and_then(|m| m.http_code()).and_then(|c| c.parse().ok()).unwrap_or(200),
         };
-        self.event(format!("target group {arn}: {check:?}, deregistration delay {delay} s"));
-        let g = TargetGroup::new(check, Duration::from_secs(delay));
+        // The load balancer's groups and subnets: where its connections to the targets come from.
+        let lbs = self.elb.describe_load_balancers().set_load_balancer_arns(Some(tg.load_balancer_arns().to_vec()));
+        let lbs = lbs.send().await.unwrap();
+        let lb = &lbs.load_balancers()[0];
+        let source = Source {
+            groups: lb.security_groups().to_vec(),
+            subnets: lb.availability_zones().iter().filter_map(|z| z.subnet_id().map(String::from)).collect(),
+        };
+        self.event(format!("target group {arn}: {check:?}, deregistration delay {delay} s, from {source:?}"));
+        let g = TargetGroup::new(check, Duration::from_secs(delay), source);
         groups.insert(arn.to_string(), g.clone());
         g
     }
@@ -302,10 +322,29 @@ impl Agent {
 
     async fn launch(self: &Arc<Self>, s: &Service, group: Option<&Arc<TargetGroup>>) {
         let d = self.host.definition(&s.primary).await;
-        let task = Arc::new(Task::start(&self.host, d.clone()).await);
-        self.event(format!("{}: started task {} of {}", s.name, task.id, d.arn.rsplit('/').next().unwrap_or("")));
+        let n = self.launched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let subnet = s.subnets.get(n % s.subnets.len().max(1)).cloned().unwrap_or_default();
+        let placement = Placement { subnet, groups: s.groups.clone(), public_ip: s.public_ip };
+        let task = match Task::start(&self.host, d.clone(), placement).await {
+            Ok(task) => Arc::new(task),
+            Err(why) => {
+                // ECS tries again (here on the next tick); said once while it keeps failing.
+                let said = format!("{}: cannot start a task: {why}", s.name);
+                if self.events.lock().unwrap().last() != Some(&said) {
+                    self.event(said);
+                }
+                return;
+            }
+        };
+        self.event(format!(
+            "{}: started task {} of {} in {}",
+            s.name,
+            task.id,
+            d.arn.rsplit('/').next().unwrap_or(""),
+            task.placement.subnet
+        ));
         if let (Some(g), Some((_, port))) = (group, &s.target) {
-            g.register(&task.id, task.port(*port));
+            g.register(task.clone(), *port);
         }
         let health = Arc::new(Mutex::new(Container::Unknown));
         if let Some(h) = d.health.clone() {
@@ -423,6 +462,12 @@ impl Agent {
             .filter(|e| e.phase == Phase::Running)
             .map(|e| (e.service.clone(), e.task.clone()))
             .collect()
+    }
+
+    /// A running task of `service`.
+    pub fn task_of(&self, service: &str) -> Arc<Task> {
+        let running = self.running().into_iter().find(|(s, _)| s == service);
+        running.unwrap_or_else(|| panic!("no {service} task runs")).1
     }
 
     /// Every task of the run, stopped or not, is stopped now.

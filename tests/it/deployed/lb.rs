@@ -3,9 +3,10 @@
 //! local CA) forwarding to the targets that pass the target group's health check, round robin,
 //! with `X-Forwarded-For`/`-Proto`/`-Port` appended; deregistered targets drain (no new requests)
 //! until ECS stops them. As ALB does, when no target is healthy it sends to all of them (fails open).
+//! Every connection to a target, health checks included, comes from the load balancer's security
+//! groups and subnets, and the VPC must admit it (`vpc.rs`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +16,9 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+
+use super::task::Task;
+use super::vpc::Source;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -39,37 +43,41 @@ pub enum State {
 
 struct Target {
     id: String,
-    socket: PathBuf,
+    task: Arc<Task>,
+    port: u16,
     state: State,
 }
 
 pub struct TargetGroup {
     pub check: HealthCheck,
+    /// The load balancer's groups and subnets, where its connections to the targets come from.
+    pub source: Source,
     pub deregistration_delay: Duration,
     targets: Mutex<Vec<Target>>,
     next: AtomicUsize,
 }
 
 impl TargetGroup {
-    pub fn new(check: HealthCheck, deregistration_delay: Duration) -> Arc<TargetGroup> {
+    pub fn new(check: HealthCheck, deregistration_delay: Duration, source: Source) -> Arc<TargetGroup> {
         Arc::new(TargetGroup {
             check,
+            source,
             deregistration_delay,
             targets: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
         })
     }
 
-    /// Registers a task's port (its socket) and starts checking it.
-    pub fn register(self: &Arc<Self>, id: &str, socket: PathBuf) {
-        self.targets.lock().unwrap().push(Target { id: id.into(), socket: socket.clone(), state: State::Initial });
+    /// Registers a task's port and starts checking it.
+    pub fn register(self: &Arc<Self>, task: Arc<Task>, port: u16) {
+        let id = task.id.clone();
+        self.targets.lock().unwrap().push(Target { id: id.clone(), task: task.clone(), port, state: State::Initial });
         let group = self.clone();
-        let id = id.to_string();
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0, 0);
             loop {
                 tokio::time::sleep(group.check.interval).await;
-                let passed = probe(&socket, &group.check).await;
+                let passed = probe(&task, port, &group).await;
                 let mut targets = group.targets.lock().unwrap();
                 let Some(t) = targets.iter_mut().find(|t| t.id == id) else { return };
                 if t.state == State::Draining {
@@ -102,27 +110,28 @@ impl TargetGroup {
     }
 
     /// The next target for a request: a healthy one, else (failing open) any registered one.
-    fn pick(&self) -> Option<PathBuf> {
+    fn pick(&self) -> Option<(Arc<Task>, u16)> {
         let targets = self.targets.lock().unwrap();
         let healthy: Vec<&Target> = targets.iter().filter(|t| t.state == State::Healthy).collect();
         let pool =
             if healthy.is_empty() { targets.iter().filter(|t| t.state != State::Draining).collect() } else { healthy };
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        (!pool.is_empty()).then(|| pool[n % pool.len()].socket.clone())
+        (!pool.is_empty()).then(|| (pool[n % pool.len()].task.clone(), pool[n % pool.len()].port))
     }
 }
 
 /// One health check request.
-async fn probe(socket: &PathBuf, check: &HealthCheck) -> bool {
+async fn probe(task: &Task, port: u16, group: &TargetGroup) -> bool {
+    let check = &group.check;
     let req =
         Request::get(&check.path).header("host", "target").body(Empty::<Bytes>::new().map_err(|n| match n {}).boxed());
-    let answered = tokio::time::timeout(check.timeout, send(socket, req.unwrap())).await;
+    let answered = tokio::time::timeout(check.timeout, send(task, port, &group.source, req.unwrap())).await;
     matches!(answered, Ok(Ok(r)) if r.status().as_u16() == check.matcher)
 }
 
-/// Sends one request to a target over a connection of its own.
-async fn send(socket: &PathBuf, req: Request<Body>) -> Result<Response<Incoming>, String> {
-    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| e.to_string())?;
+/// Sends one request to a target over a connection of its own, from `source`.
+async fn send(task: &Task, port: u16, source: &Source, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    let stream = task.connect(port, source).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
@@ -215,7 +224,7 @@ async fn forward(
     let status = |code: u16| {
         Ok(Response::builder().status(code).body(Full::new(Bytes::new()).map_err(|n| match n {}).boxed()).unwrap())
     };
-    let Some(target) = group.pick() else { return status(503) };
+    let Some((task, target)) = group.pick() else { return status(503) };
     let (mut parts, body) = req.into_parts();
     let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(before) => format!("{before}, {}", peer.ip()),
@@ -224,12 +233,12 @@ async fn forward(
     parts.headers.insert("x-forwarded-for", forwarded.parse().unwrap());
     parts.headers.insert("x-forwarded-proto", "https".parse().unwrap());
     parts.headers.insert("x-forwarded-port", port.to_string().parse().unwrap());
-    match send(&target, Request::from_parts(parts, body.boxed())).await {
+    match send(&task, target, &group.source, Request::from_parts(parts, body.boxed())).await {
         Ok(resp) => Ok(resp.map(|b| b.boxed())),
         // ALB's body names no cause; the harness's does, for the report's failures.
         Err(e) => Ok(Response::builder()
             .status(502)
-            .body(Full::new(Bytes::from(format!("target {}: {e}", target.display()))).map_err(|n| match n {}).boxed())
+            .body(Full::new(Bytes::from(format!("target {}:{target}: {e}", task.id))).map_err(|n| match n {}).boxed())
             .unwrap()),
     }
 }

@@ -11,8 +11,14 @@
 //! - the load balancer (`lb.rs`): the HTTP listener's redirect, the HTTPS listener with a local
 //!   CA's certificate, the target group's health check and deregistration delay.
 //!
+//! - the VPC (`vpc.rs`): every connection a task makes or takes goes where the VPC moto holds
+//!   carries it (routes, NAT and internet gateways, endpoints, security groups), or nowhere.
+//!
 //! Then a browser chats through it, 200 users chat while the image changes and `aira up` rolls
-//! it out, and a permission taken from the worker's role shows as AccessDenied in its log.
+//! it out, and a permission taken from the worker's role shows as AccessDenied in its log. The
+//! controls show that the harness can fail: a rollout at a minimum healthy percent of 0 fails
+//! requests, and a worker left without NAT (aira's own reachability check bypassed) is refused
+//! its model until NAT is back.
 //! What this reproduces of ECS, the load balancer and IAM, and what not: `tests/it/README.md`.
 
 mod ecs;
@@ -20,6 +26,7 @@ mod iam;
 mod lb;
 mod load;
 mod task;
+mod vpc;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -278,9 +285,11 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     let proxy = Proxy::start(&moto, Faults { rewrite: rewrites.clone(), ..Default::default() }).await;
     let proxy_port: u16 = proxy.url.rsplit(':').next().unwrap().parse().unwrap();
     // The harness's ECS reads the services through the proxy, which keeps what aira sent.
+    let network = vpc::Network::start(aws_sdk_ec2::Client::new(&admin_conf), "us-east-1").await;
     let host = task::Host::start(
         dir.join("ecs"),
         proxy_port,
+        network.clone(),
         katan.port,
         registry.addr.clone(),
         aws_sdk_ecs::Client::new(&admin.config(&proxy.url)),
@@ -295,8 +304,12 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     let file = file.to_str().unwrap();
     let runtime = crate::image::static_runtime();
     let repository = format!("{}/aira/runtime", registry.addr);
-    let up = |binary: PathBuf| {
-        let (proxy, repository, admin) = (proxy.url.clone(), repository.clone(), admin.env());
+    // `unchecked`: aira's own reachability check bypassed (its test-only switch).
+    let up = |binary: PathBuf, unchecked: bool| {
+        let (proxy, repository, mut admin) = (proxy.url.clone(), repository.clone(), admin.env());
+        if unchecked {
+            admin.push(("AIRA_TEST_SKIP_REACHABILITY", "1"));
+        }
         async move {
             let args = [
                 "up",
@@ -317,7 +330,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
             (run, started.elapsed())
         }
     };
-    let (first, took) = up(runtime.clone()).await;
+    let (first, took) = up(runtime.clone(), false).await;
     first.assert_code(0);
     eprintln!("first aira up: {:.1} s", took.as_secs_f64());
     // `up` waited for the harness's tasks: all four run the definitions moto holds, healthy.
@@ -342,10 +355,30 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     assert_eq!(https.ssl_policy().map(|p| p.starts_with("ELBSecurityPolicy")), Some(true));
     let tg_arn = https.default_actions()[0].target_group_arn().expect("the HTTPS listener forwards").to_string();
     let group = agent.group(&tg_arn).await;
+    let from_lb = group.source.clone();
     let (ca, cert, key) = certificate(dir, DOMAIN);
     let listeners = lb::Listeners::start(group, redirect, &cert, &key).await;
     let ca_pem = std::fs::read(&ca).unwrap();
     let base = format!("https://{DOMAIN}:{}", listeners.https.port());
+
+    // The network the tasks run in, as the harness reads it from moto (not as aira planned it):
+    // the AWS services through their endpoints, the model through NAT, and an api task's port
+    // open to the load balancer's groups only.
+    let (api, worker) = (agent.task_of("api"), agent.task_of("worker"));
+    let path = |to: vpc::Dest| network.egress(&worker.placement, &to).unwrap_or_else(|why| panic!("{to:?}: {why}"));
+    let paths = [path(vpc::Dest::Aws("sqs")), path(vpc::Dest::Aws("dynamodb")), path(vpc::Dest::Internet)];
+    eprintln!("the worker's paths: sqs {}; dynamodb {}; the model {}", paths[0], paths[1], paths[2]);
+    assert!(paths[0].starts_with("interface endpoint vpce-"), "{paths:?}");
+    assert!(paths[1].starts_with("gateway endpoint vpce-"), "{paths:?}");
+    assert!(paths[2].starts_with("NAT gateway nat-"), "{paths:?}");
+    let port = api.definition.ports[0];
+    api.connect(port, &from_lb).await.expect("the load balancer reaches an api task");
+    let refused = api.connect(port, &vpc::Source::from(&worker.placement)).await.err();
+    eprintln!("a worker connecting to an api task's port {port}: {refused:?}");
+    assert!(
+        refused.is_some_and(|why| why.contains("admit no TCP")),
+        "an api task's port is open beyond the load balancer"
+    );
 
     // HTTP answers with the listener's redirect to HTTPS.
     let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
@@ -367,14 +400,71 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     assert!(said.contains("answered: "), "{said}");
     eprintln!("{said}");
 
-    // 200 users chat; the image changes and `up` rolls it out under them.
     let clients: Vec<reqwest::Client> =
         load::sources(20).into_iter().map(|ip| load::client(DOMAIN, listeners.https, &ca_pem, Some(ip))).collect();
+
+    // The network's control: without NAT (aira's own check, which refuses the file, bypassed)
+    // the worker's model is out of reach: its connections are refused, the message waits in the
+    // queue, and with NAT back it is answered once.
+    let no_nat = stack_file(&name, katan.port).replace("nat: true", "nat: false");
+    std::fs::write(file, &no_nat).unwrap();
+    let checked = aira_env(dir, &["plan", file, "--endpoint-url", &proxy.url], &admin.env()).await;
+    assert_ne!(checked.code, 0, "aira's reachability check let a worker without NAT through:\n{}", checked.stderr);
+    assert!(checked.stderr.contains("cannot reach its model"), "{}", checked.stderr);
+    let (unchecked, _) = up(runtime.clone(), true).await;
+    unchecked.assert_code(0);
+    eprintln!("aira up with nat: false, unchecked:\n{}", unchecked.stderr);
+    network.refresh().await;
+    let refused_before = network.refused(&vpc::Dest::Internet).len();
+    let probe = load::Load::start(
+        base.clone(),
+        clients[..1].to_vec(),
+        USERS + CONTROL_USERS + 1,
+        1,
+        Duration::ZERO,
+        Duration::from_secs(600),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while network.refused(&vpc::Dest::Internet).len() <= refused_before || probe.seen().accepted.is_empty() {
+        if Instant::now() > deadline {
+            let failures = probe.seen().failures.clone();
+            let paths: Vec<_> = [vpc::Dest::Internet, vpc::Dest::Aws("sqs"), vpc::Dest::Aws("dynamodb")]
+                .map(|to| network.egress(&worker.placement, &to))
+                .into();
+            panic!("no connection to the model refused without NAT: the worker's paths (model, sqs, dynamodb) {paths:?}; the probe's failures {failures:?}; refused {:?}", [vpc::Dest::Aws("sqs"), vpc::Dest::Aws("dynamodb")].map(|d| network.refused(&d)));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A few more seconds: the worker keeps trying (its outage budget) and keeps being refused.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refused = network.refused(&vpc::Dest::Internet);
+    eprintln!(
+        "control (no NAT): {} connections to the model refused, e.g. {:?}",
+        refused.len() - refused_before,
+        refused.last()
+    );
+    assert_eq!(probe.seen().answered(), 0, "a message was answered without a way to the model");
+    let control_refused = refused.len() - refused_before;
+    std::fs::write(file, stack_file(&name, katan.port)).unwrap();
+    let (restored, _) = up(runtime.clone(), false).await;
+    restored.assert_code(0);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while {
+        let seen = probe.seen(); // one lock: a second in the same expression would wait on the first
+        seen.answered() < seen.accepted.len()
+    } {
+        assert!(Instant::now() < deadline, "the message held without NAT was not answered with NAT back");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let probed = probe.stop().await;
+    assert_eq!((probed.lost(), probed.answered_twice(), probed.mismatched_answers), (0, 0, 0), "{:?}", probed.answers);
+
+    // 200 users chat; the image changes and `up` rolls it out under them.
     let calls_before = katan.calls().await;
-    // Sign-ups spread over two minutes; a message every minute or so (reading, typing): the rate a
+    // Sign-ups spread over 90 s; a message every minute or so (reading, typing): the rate a
     // 2-core machine running moto, the model and four tasks answers in well under a second.
     let users =
-        load::Load::start(base.clone(), clients.clone(), 0, USERS, Duration::from_secs(120), Duration::from_secs(60));
+        load::Load::start(base.clone(), clients.clone(), 0, USERS, Duration::from_secs(90), Duration::from_secs(60));
     let started = Instant::now();
     while users.seen().chatting < USERS {
         let (chatting, accepted, p50, p99) = {
@@ -391,7 +481,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     let steady = users.seen().latency_ms(0.99);
     let changed = another_image(&runtime, dir, 2);
     let before: Vec<String> = agent.running().iter().map(|(_, t)| t.definition.arn.clone()).collect();
-    let (second, rollout) = up(changed).await;
+    let (second, rollout) = up(changed, false).await;
     second.assert_code(0);
     eprintln!("second aira up ({:.1} s):\n{}", rollout.as_secs_f64(), second.stderr);
     let after = agent.running();
@@ -421,7 +511,7 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
             assert_eq!(&used["healthCheckGracePeriodSeconds"], grace, "{service} waited the grace aira sent");
         }
     }
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(15)).await;
     let seen = users.stop().await;
     let calls = katan.calls().await - calls_before;
     let double = seen.answered_twice() as u64 + calls.saturating_sub(seen.accepted.len() as u64);
@@ -466,12 +556,13 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (controlled, _) = up(another_image(&runtime, dir, 3)).await;
+    let (controlled, _) = up(another_image(&runtime, dir, 3), false).await;
     controlled.assert_code(0);
     assert_eq!(agent.settings("api")["minimumHealthyPercent"], 0, "the control rolled with its broken setting");
     let control = control.stop().await;
     rewrites.deployment_override("api", None);
     report["control_failed_requests"] = json!(control.failed_requests);
+    report["control_refused_connections"] = json!(control_refused);
     eprintln!("control (minimumHealthyPercent 0): {} failed requests of {}", control.failed_requests, control.requests);
     assert!(
         control.failed_requests > 0,

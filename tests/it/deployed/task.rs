@@ -2,6 +2,8 @@
 //! registry and unpacked, its container started by `scripts/deployed-task` (a network of its own,
 //! a read-only root, the definition's user and exactly its environment), its secrets resolved with
 //! the execution role, its task role's credentials served as ECS serves them, its health check run.
+//! Each connection out of the container, and ECS's own pulls and reads for it, go where the VPC
+//! carries them from the task's subnet and groups (`vpc.rs`), or nowhere.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,8 +16,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use serde_json::{json, Value};
 
+use super::vpc::{Dest, Network, Placement, Source};
+
 /// The environment ECS adds to every container on Fargate (besides the credentials endpoint).
 const REGION: &str = "us-east-1";
+
+/// The AWS services the runtime calls, each on a port of its own inside the task (named by
+/// `AWS_ENDPOINT_URL_<SERVICE>`), so that each goes where the VPC sends its name.
+const SERVICES: [(&str, &str, u16); 2] = [("SQS", "sqs", 4101), ("DYNAMODB", "dynamodb", 4102)];
 
 /// A container definition as ECS runs it.
 pub struct Definition {
@@ -34,6 +42,8 @@ pub struct Definition {
     pub ports: Vec<u16>,
     pub task_role: String,
     pub execution_role: String,
+    /// Whether the container's logs go to CloudWatch Logs (`awslogs`).
+    pub logs: bool,
     pub rootfs: PathBuf,
 }
 
@@ -49,8 +59,9 @@ pub struct Health {
 /// What every task shares: the harness's servers on loopback and the clients ECS would use.
 pub struct Host {
     pub dir: PathBuf,
-    /// The port the tasks reach AWS at (`AWS_ENDPOINT_URL`, standing in for the VPC endpoints).
+    /// The port the tasks reach AWS at (standing in for the VPC endpoints and the public ones).
     pub aws_port: u16,
+    pub network: Arc<Network>,
     /// The model's port (the stack's `llm.base_url` names it).
     pub model_port: u16,
     /// The credentials and task metadata endpoint.
@@ -70,6 +81,7 @@ impl Host {
     pub async fn start(
         dir: PathBuf,
         aws_port: u16,
+        network: Arc<Network>,
         model_port: u16,
         registry: String,
         ecs: aws_sdk_ecs::Client,
@@ -80,6 +92,7 @@ impl Host {
         Arc::new(Host {
             dir,
             aws_port,
+            network,
             model_port,
             agent_port,
             agent,
@@ -140,6 +153,7 @@ impl Host {
             ports: c.port_mappings().iter().filter_map(|p| p.container_port()).map(|p| p as u16).collect(),
             task_role: td.task_role_arn().unwrap_or_default().to_string(),
             execution_role: td.execution_role_arn().unwrap_or_default().to_string(),
+            logs: c.log_configuration().is_some_and(|l| l.log_driver().as_str() == "awslogs"),
             rootfs,
         });
         known.insert(arn.to_string(), d.clone());
@@ -242,6 +256,8 @@ impl Host {
 pub struct Task {
     pub id: String,
     pub definition: Arc<Definition>,
+    pub placement: Placement,
+    network: Arc<Network>,
     pub started: Instant,
     dir: PathBuf,
     env_file: PathBuf,
@@ -250,8 +266,21 @@ pub struct Task {
 }
 
 impl Task {
-    /// Starts a task of `d` in `host`'s cluster.
-    pub async fn start(host: &Arc<Host>, d: Arc<Definition>) -> Task {
+    /// Starts a task of `d` in `host`'s cluster at `placement`; refused as ECS refuses it when
+    /// the VPC does not carry what starting it takes (its image, its secrets, its logs).
+    pub async fn start(host: &Arc<Host>, d: Arc<Definition>, placement: Placement) -> Result<Task, String> {
+        let mut needs = vec![Dest::Aws("ecr.api"), Dest::Aws("ecr.dkr"), Dest::Aws("s3")];
+        needs.extend((!d.secrets.is_empty()).then_some(Dest::Aws("secretsmanager")));
+        needs.extend(d.logs.then_some(Dest::Aws("logs")));
+        if needs.iter().any(|need| host.network.egress(&placement, need).is_err()) {
+            // The VPC as it is now, not as last read (a task may start right after the network).
+            host.network.refresh().await;
+        }
+        for need in &needs {
+            host.network
+                .connect(&placement, need)
+                .map_err(|why| format!("ResourceInitializationError: {need:?} cannot be reached: {why}"))?;
+        }
         let id = task_id();
         let dir = host.dir.join(format!("task-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -273,9 +302,12 @@ impl Task {
             ("AWS_REGION".into(), REGION.into()),
             ("AWS_DEFAULT_REGION".into(), REGION.into()),
             ("AWS_EXECUTION_ENV".into(), "AWS_ECS_FARGATE".into()),
-            // Not ECS's: the VPC endpoints' private names answer here instead (tests/it/README.md).
-            ("AWS_ENDPOINT_URL".into(), format!("http://127.0.0.1:{}", host.aws_port)),
         ]);
+        // Not ECS's: the services' names answer here instead, each on a port of its own
+        // (tests/it/README.md); any other AWS name resolves to nothing in the task's network.
+        env.extend(
+            SERVICES.map(|(var, _, port)| (format!("AWS_ENDPOINT_URL_{var}"), format!("http://127.0.0.1:{port}"))),
+        );
         let env_file = dir.join("env");
         let mut bytes = Vec::new();
         for (k, v) in &env {
@@ -283,13 +315,17 @@ impl Task {
             bytes.push(0);
         }
         std::fs::write(&env_file, bytes).unwrap();
-        let host_ports = [host.aws_port, host.model_port, host.agent_port];
+        // (the port inside, where it goes, the host's port)
+        let mut outs =
+            vec![(host.model_port, Dest::Internet, host.model_port), (host.agent_port, Dest::Agent, host.agent_port)];
+        outs.extend(SERVICES.map(|(_, service, port)| (port, Dest::Aws(service), host.aws_port)));
         let mut forwarders = Vec::new();
-        for p in host_ports {
-            forwarders.push(forward_unix_to_tcp(&dir.join(format!("host-{p}.sock")), p));
+        for (inside, to, port) in &outs {
+            let path = dir.join(format!("host-{inside}.sock"));
+            forwarders.push(forward(&path, *port, host.network.clone(), placement.clone(), to.clone()));
         }
         let ports: Vec<String> = d.ports.iter().map(|p| p.to_string()).collect();
-        let host_ports: Vec<String> = host_ports.iter().map(|p| p.to_string()).collect();
+        let host_ports: Vec<String> = outs.iter().map(|(p, _, _)| p.to_string()).collect();
         let log = std::fs::File::create(dir.join("log")).unwrap();
         let mut cmd = as_root();
         cmd.arg(script())
@@ -309,20 +345,23 @@ impl Task {
             .kill_on_drop(true);
         assert!(d.read_only, "the task definition {} leaves the root file system writable", d.arn);
         let child = cmd.spawn().expect("start scripts/deployed-task");
-        Task {
+        Ok(Task {
             id,
             definition: d,
+            placement,
+            network: host.network.clone(),
             started: Instant::now(),
             dir,
             env_file,
             child: tokio::sync::Mutex::new(child),
             forwarders,
-        }
+        })
     }
 
-    /// The socket the container's `port` is offered at.
-    pub fn port(&self, port: u16) -> PathBuf {
-        self.dir.join(format!("port-{port}.sock"))
+    /// A connection to the container's `port` from `source`, when the VPC admits it.
+    pub async fn connect(&self, port: u16, source: &Source) -> Result<tokio::net::UnixStream, String> {
+        self.network.ingress(&self.placement, port, source)?;
+        tokio::net::UnixStream::connect(self.dir.join(format!("port-{port}.sock"))).await.map_err(|e| e.to_string())
     }
 
     pub fn log(&self) -> String {
@@ -446,17 +485,22 @@ fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{:x}", sha2::Sha256::digest(bytes))
 }
 
-/// Offers the host's `127.0.0.1:port` at the Unix socket `path` (the container's side connects).
-fn forward_unix_to_tcp(path: &Path, port: u16) -> tokio::task::JoinHandle<()> {
+/// Offers the host's `127.0.0.1:port` at the Unix socket `path` (the container's side connects)
+/// as `to`: each connection the VPC carries from `from`, and only those; a refused one is closed.
+fn forward(path: &Path, port: u16, network: Arc<Network>, from: Placement, to: Dest) -> tokio::task::JoinHandle<()> {
     let listener = tokio::net::UnixListener::bind(path).unwrap();
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     tokio::spawn(async move {
         while let Ok((mut inside, _)) = listener.accept().await {
-            tokio::spawn(async move {
+            if network.connect(&from, &to).is_err() {
+                continue;
+            }
+            let flow = tokio::spawn(async move {
                 if let Ok(mut outside) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
                     let _ = tokio::io::copy_bidirectional(&mut inside, &mut outside).await;
                 }
             });
+            network.watch(&from, &to, &flow);
         }
     })
 }

@@ -104,7 +104,12 @@ impl KindOps for VpcEndpoint {
         let id = current.physical_id.as_str();
         let what = format!("delete {} `{}` ({id})", current.kind, current.id);
         let sent = cx.aws.ec2.delete_vpc_endpoints().vpc_endpoint_ids(id).send().await;
-        let Some(out) = sdk::found(&what, GONE, sent)? else { return Ok(()) };
+        // Only the endpoint's own absence is "gone": another resource's (a route of a gateway
+        // endpoint's table) is a failed delete, not a done one.
+        let Some(out) = sdk::found(&what, &["InvalidVpcEndpointId.NotFound", "InvalidVpcEndpoint.NotFound"], sent)?
+        else {
+            return Ok(());
+        };
         if let Some(u) = out.unsuccessful().first() {
             let err = u.error().and_then(|e| e.message()).unwrap_or("unknown error");
             let code = u.error().and_then(|e| e.code());

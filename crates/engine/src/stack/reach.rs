@@ -91,7 +91,9 @@ impl Reachability {
     /// The dependencies without a path: the service, and a sentence naming the dependency, the
     /// fixes and their cost.
     pub fn problems(&self, stack: &Stack) -> Vec<(String, String)> {
-        if self.unchecked.is_some() {
+        // The deployed harness's test-only switch: its network control deploys what this
+        // check refuses, to show that the harness's VPC refuses it too (tests/it/README.md).
+        if self.unchecked.is_some() || std::env::var_os("AIRA_TEST_SKIP_REACHABILITY").is_some() {
             return Vec::new();
         }
         let zones = stack.network.zones as f64;

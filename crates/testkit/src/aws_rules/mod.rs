@@ -101,6 +101,7 @@ pub const HARNESS_READS: &[&str] = &[
     "DescribeTargetGroups",
     "DescribeSubnets",
     "DescribeInternetGateways",
+    "DescribeRouteTables",
     "GetWebACLForResource",
     "ListWebACLs",
     "DescribeWorkspace",
@@ -196,6 +197,9 @@ pub async fn refuse(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<By
     }
     if call.is("ec2:CreateSubnet") {
         return subnet_in_associating_ipv6_block(call);
+    }
+    if call.is("ec2:AssociateRouteTable") {
+        return subnet_already_associated(moto, call).await;
     }
     if call.is("elasticloadbalancing:CreateLoadBalancer") {
         return load_balancer_without_internet_gateway(moto, call).await;
@@ -327,6 +331,27 @@ fn subnet_in_associating_ipv6_block(call: &Call<'_>) -> Option<Response<Full<Byt
     let vpc = call.form("VpcId").pop()?;
     let associating = world().ipv6_created.values().any(|(v, at)| *v == vpc && at.elapsed() < IPV6_ASSOCIATING);
     associating.then(|| ec2_error("InvalidSubnet.Range", &format!("The IPv6 CIDR '{cidr}' is invalid.")))
+}
+
+/// A subnet is associated with one route table at a time: `AssociateRouteTable` of a subnet that
+/// another table (or this one) holds is refused, `Resource.AlreadyAssociated`, and the caller
+/// replaces the association instead. moto answers with the existing association's id and leaves
+/// the subnet where it was, so that deleting the old table later disassociates the subnet from
+/// both. (EC2 API Reference, error codes: `Resource.AlreadyAssociated`, "you cannot associate a
+/// subnet with a route table if the subnet is already associated with another route table";
+/// VPC User Guide, "Subnet route tables".)
+async fn subnet_already_associated(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
+    let subnet = call.form("SubnetId").pop()?;
+    let table = call.form("RouteTableId").pop().unwrap_or_default();
+    let form = format!(
+        "Action=DescribeRouteTables&Version=2016-11-15&Filter.1.Name=association.subnet-id&Filter.1.Value.1={subnet}"
+    );
+    let tables = moto.query(call, "ec2", &form).await;
+    let holder = between(&tables, "<routeTableId>", "</routeTableId>")?;
+    Some(ec2_error(
+        "Resource.AlreadyAssociated",
+        &format!("the specified association for route table {table} conflicts with an existing association (route table {holder} holds subnet {subnet})"),
+    ))
 }
 
 /// The VPC of `subnet` when no internet gateway is attached to it.
