@@ -186,6 +186,15 @@ async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() 
         summary.contains("| `nat-a` | ec2.nat-gateway | NAT gateway (and $0.045/GB it processes) | $32.85 |"),
         "{summary}"
     );
+    // `nat: one`: one gateway and its address for both zones, half of it.
+    let one = work.write("nat-one.yaml", &yaml.replace("network:\n", "network:\n  nat: one\n"));
+    let plan = run(&["plan", one.to_str().unwrap(), "--image", &image, "--output", "json"]).await;
+    plan.assert_code(0);
+    let p = plan.json();
+    assert_eq!(p["cost"]["change"].as_f64(), Some(36.5), "{:#}", p["cost"]);
+    let nats: Vec<&Value> =
+        p["cost"]["lines"].as_array().unwrap().iter().filter(|l| l["kind"] == "ec2.nat-gateway").collect();
+    assert_eq!(nats.len(), 1, "{nats:#?}");
 
     run(&["down", file, "--yes", "--timeout", "2m"]).await.assert_code(0);
     let left = ec2.describe_vpc_endpoints().set_filters(Some(tagged("endpoint-bedrock-runtime"))).send().await.unwrap();

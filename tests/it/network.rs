@@ -579,7 +579,7 @@ async fn turning_ipv6_off_on_a_live_stack_is_refused_before_any_change() {
     aira(work.dir.path(), &["down", file, "--yes", "--endpoint-url", &endpoint()]).await.assert_code(0);
 }
 
-/// `nat: true` to `false` and back: the private subnets move between route tables, each held
+/// `nat: true` to `false`, to `one` and back: the private subnets move between route tables, each held
 /// by one table at a time (AWS refuses a second association, `Resource.AlreadyAssociated`, which
 /// the conforming proxy answers where moto hands back the old one), and the gateway endpoints
 /// follow them. Read back with the EC2 SDK: each private subnet's own table, its default route,
@@ -587,7 +587,7 @@ async fn turning_ipv6_off_on_a_live_stack_is_refused_before_any_change() {
 /// subnets on the VPC's main table, out of the gateway endpoints' reach (the deployed harness's
 /// network found it).
 #[tokio::test]
-async fn turning_nat_off_and_on_moves_the_private_subnets_and_their_gateway_endpoints() {
+async fn changing_nat_moves_the_private_subnets_and_their_gateway_endpoints() {
     // A region of its own: the NAT gateways hold Elastic IPs.
     let region = "ap-northeast-2";
     let config = crate::harness::sdk_config().into_builder().region(aws_config::Region::new(region)).build();
@@ -596,7 +596,7 @@ async fn turning_nat_off_and_on_moves_the_private_subnets_and_their_gateway_endp
     let work = Workdir::new();
     let proxy = Proxy::start(&endpoint(), Faults::default()).await;
     let yaml =
-        |nat: bool| format!("stack: {stack}\nregion: {region}\nnetwork:\n  nat: {nat}\n  endpoints: [s3, dynamodb]\n");
+        |nat: &str| format!("stack: {stack}\nregion: {region}\nnetwork:\n  nat: {nat}\n  endpoints: [s3, dynamodb]\n");
     // Each private subnet's own table (the route table holding it) and whether it routes out.
     let private_tables = || async {
         let subnets = ec2.describe_subnets().filters(tag_filter(&stack)).send().await.unwrap();
@@ -615,10 +615,12 @@ async fn turning_nat_off_and_on_moves_the_private_subnets_and_their_gateway_endp
                 .collect();
             assert_eq!(holding.len(), 1, "subnet {id} is held by one route table: {holding:#?}");
             let table = holding[0].route_table_id().unwrap().to_string();
-            let routes_out = holding[0].routes().iter().any(|r| {
-                r.destination_cidr_block() == Some("0.0.0.0/0")
-                    && r.nat_gateway_id().is_some_and(|n| n.starts_with("nat-"))
-            });
+            // The NAT gateway its default route goes to.
+            let routes_out = holding[0]
+                .routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+                .and_then(|r| r.nat_gateway_id().map(String::from));
             for e in endpoints.vpc_endpoints() {
                 assert!(
                     e.route_table_ids().contains(&table),
@@ -632,23 +634,38 @@ async fn turning_nat_off_and_on_moves_the_private_subnets_and_their_gateway_endp
         out
     };
     let (dir, url) = (work.dir.path().to_path_buf(), proxy.url.clone());
-    let up = |nat: bool| {
+    let up = |nat: &'static str| {
         let file = work.write("stack.yaml", &yaml(nat));
         let (dir, url) = (dir.clone(), url.clone());
         async move { aira(&dir, &["up", file.to_str().unwrap(), "--yes", "--endpoint-url", &url]).await }
     };
-    up(true).await.assert_code(0);
-    let with_nat = private_tables().await;
-    assert!(with_nat.iter().all(|(_, _, out)| *out), "{with_nat:?}");
-    assert_ne!(with_nat[0].1, with_nat[1].1, "a table per zone, each to its zone's NAT gateway");
-    up(false).await.assert_code(0);
+    // The NAT gateways that are available.
+    let gateways = || async {
+        let out = ec2.describe_nat_gateways().filter(tag_filter(&stack)).send().await.unwrap();
+        let available = out.nat_gateways().iter().filter(|n| n.state().is_some_and(|s| s.as_str() == "available"));
+        available.map(|n| n.nat_gateway_id().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    up("true").await.assert_code(0);
+    let per_zone = private_tables().await;
+    assert_eq!(gateways().await.len(), 2, "a NAT gateway per zone");
+    assert_ne!(per_zone[0].1, per_zone[1].1, "a table per zone");
+    assert!(per_zone[0].2.is_some() && per_zone[0].2 != per_zone[1].2, "each to its zone's gateway: {per_zone:?}");
+    up("false").await.assert_code(0);
     let without = private_tables().await;
-    assert!(without.iter().all(|(_, _, out)| !out), "{without:?}");
+    assert!(gateways().await.is_empty());
+    assert!(without.iter().all(|(_, _, out)| out.is_none()), "{without:?}");
     assert_eq!(without[0].1, without[1].1, "one table for both, with no route out");
-    up(true).await.assert_code(0);
+    up("one").await.assert_code(0);
+    let one = private_tables().await;
+    let nats = gateways().await;
+    assert_eq!(nats.len(), 1, "one NAT gateway: {nats:?}");
+    assert_eq!(one[0].1, one[1].1, "one table for both");
+    assert!(one.iter().all(|(_, _, out)| out.as_ref() == Some(&nats[0])), "both through it: {one:?}");
+    up("true").await.assert_code(0);
     let again = private_tables().await;
-    assert!(again.iter().all(|(_, _, out)| *out), "{again:?}");
-    let file = work.write("stack.yaml", &yaml(true));
+    assert_eq!(gateways().await.len(), 2);
+    assert!(again[0].2.is_some() && again[0].2 != again[1].2, "{again:?}");
+    let file = work.write("stack.yaml", &yaml("true"));
     aira(work.dir.path(), &["down", file.to_str().unwrap(), "--yes", "--endpoint-url", &proxy.url])
         .await
         .assert_code(0);

@@ -350,7 +350,7 @@ pub async fn quotas(ec2: &Client, stack: &str, net: &Network) -> Result<Vec<Stri
              raise \"VPCs per Region\" in Service Quotas or use network.existing"
         ));
     }
-    if net.nat {
+    if net.nat.on() {
         let attrs = call!(
             "read the Elastic IP quota",
             ec2.describe_account_attributes().attribute_names(AccountAttributeName::from("vpc-max-elastic-ips")).send()
@@ -363,13 +363,13 @@ pub async fn quotas(ec2: &Client, stack: &str, net: &Network) -> Result<Vec<Stri
         let addresses = call!("count the Elastic IPs", ec2.describe_addresses().send());
         let used = addresses.addresses().len();
         let have = addresses.addresses().iter().filter(|a| tagged(a.tags())).count();
-        let need = (net.zones as usize).saturating_sub(have);
+        let need = net.nat.gateways(net.zones as usize).saturating_sub(have);
         if let Some(max) = max {
             if used + need > max {
                 return Err(ProviderError::user(format!(
                     "network.nat: the NAT gateways need {need} more Elastic IP(s), but {used} of this region's {max} are in use; \
                      release unused ones (`aws ec2 describe-addresses`), raise \"EC2-VPC Elastic IPs\" in Service Quotas, \
-                     or drop `nat: true` (the VPC endpoints make it unnecessary)"
+                     `nat: one` (a single NAT gateway), or drop `nat` (the VPC endpoints make it unnecessary)"
                 )));
             }
         }

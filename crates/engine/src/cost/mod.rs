@@ -425,6 +425,10 @@ mod tests {
         let e = estimate("us-east-1", &priced(&with), &priced(&without));
         // Two zones, each a NAT gateway ($0.045 an hour) and its address ($0.005 an hour), 730 hours.
         assert_eq!(e.totals.map(|t| t.change), Some(2.0 * (32.85 + 3.65)));
+        // `nat: one`: one gateway and its address for both zones.
+        let one = graph("examples/bedrock.yaml", |t| t.replace("nat: false", "nat: one"));
+        let e = estimate("us-east-1", &priced(&one), &priced(&without));
+        assert_eq!(e.totals.map(|t| t.change), Some(32.85 + 3.65));
         let far = estimate("ap-southeast-7", &priced(&with), &[]);
         assert_eq!((far.totals, far.lines.len()), (None, 0));
         assert!(far.notes[0].contains("no prices for ap-southeast-7"), "{:?}", far.notes);

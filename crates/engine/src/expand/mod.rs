@@ -264,6 +264,32 @@ mod tests {
         g.topo_order().unwrap();
     }
 
+    /// `nat: one`: one address and one NAT gateway, in the first zone's public subnet, and one
+    /// private route table that holds every private subnet and routes out through it.
+    #[test]
+    fn one_nat_gateway_serves_every_zone_through_one_route_table() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let text = std::fs::read_to_string(path).unwrap().replace("nat: true", "nat: one");
+        let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
+        let g = expand(&stack, &Facts::offline(&stack), &image).unwrap();
+        let of =
+            |kind: Kind| -> Vec<&crate::graph::Desired> { g.resources.iter().filter(|r| r.kind == kind).collect() };
+        let (nats, ips) = (of(Kind::NatGateway), of(Kind::ElasticIp));
+        assert_eq!((nats.len(), ips.len()), (1, 1), "one NAT gateway and its address");
+        assert_eq!(nats[0].props["subnet"], json!({"$ref": "public-a.id"}), "{}", nats[0].props);
+        let private: Vec<_> =
+            of(Kind::RouteTable).into_iter().filter(|r| r.id.0.starts_with("private-routes")).collect();
+        assert_eq!(private.len(), 1, "one private route table");
+        assert_eq!(private[0].props["subnets"].as_array().map(Vec::len), Some(2), "{}", private[0].props);
+        assert_eq!(private[0].props["routes"][0]["nat_gateway"], json!({"$ref": "nat-a.id"}), "{}", private[0].props);
+        // The gateway endpoints are in that table.
+        for e in of(Kind::VpcEndpoint).into_iter().filter(|e| e.props["type"] == "Gateway") {
+            assert_eq!(e.props["route_tables"], json!([{"$ref": "private-routes.id"}]), "{}", e.id);
+        }
+        g.topo_order().unwrap();
+    }
+
     /// Each resource's JSON reads back into its kind's struct (the cost model and the provider
     /// read it so) and writes back the same, and every field the plan names (replacements, sets)
     /// is a key of it. Over the canonical stack with alerts and the examples, which hold every kind.

@@ -119,30 +119,36 @@ fn new_network(
     }
     out.push(Desired::of("public-routes", &kind::RouteTable { vpc: vpc(), routes, subnets: publics.clone() }));
     let mut route_tables = Vec::new();
-    if net.nat {
-        // A NAT gateway per zone, so that one zone's failure leaves the others online.
-        for (i, private) in privates.iter().enumerate() {
-            let z = letter(i);
-            out.push(Desired::of(&format!("nat-ip-{z}"), &kind::ElasticIp {}));
-            let subnet = Val::to(&format!("public-{z}"), "id");
-            let allocation = Some(Val::to(&format!("nat-ip-{z}"), "id"));
-            let mut nat = Desired::of(&format!("nat-{z}"), &kind::NatGateway { subnet, allocation });
-            // A public NAT gateway in a VPC with no internet gateway attached fails
-            // (`Gateway.NotAttached`): the gateway's create attaches it, so the NAT waits for it.
-            nat.depends_on.insert("igw".into());
-            out.push(nat);
-            let route = kind::VpcRoute {
-                destination: "0.0.0.0/0".into(),
-                gateway: None,
-                nat_gateway: Some(Val::to(&format!("nat-{z}"), "id")),
-            };
-            let table = kind::RouteTable { vpc: vpc(), routes: vec![route], subnets: vec![private.clone()] };
+    // `true`: a NAT gateway per zone, so that one zone's failure leaves the others online, each
+    // private subnet in a table of its own through its zone's; `one`: the first zone's, and one
+    // table through it for every private subnet; `false`: one table with no route out (tasks
+    // reach AWS through the endpoints only).
+    let gateways = net.nat.gateways(privates.len());
+    let per_zone = gateways > 0 && gateways == privates.len();
+    let to_nat = |z: char| kind::VpcRoute {
+        destination: "0.0.0.0/0".into(),
+        gateway: None,
+        nat_gateway: Some(Val::to(&format!("nat-{z}"), "id")),
+    };
+    for (i, private) in privates.iter().enumerate().take(gateways) {
+        let z = letter(i);
+        out.push(Desired::of(&format!("nat-ip-{z}"), &kind::ElasticIp {}));
+        let subnet = Val::to(&format!("public-{z}"), "id");
+        let allocation = Some(Val::to(&format!("nat-ip-{z}"), "id"));
+        let mut nat = Desired::of(&format!("nat-{z}"), &kind::NatGateway { subnet, allocation });
+        // A public NAT gateway in a VPC with no internet gateway attached fails
+        // (`Gateway.NotAttached`): the gateway's create attaches it, so the NAT waits for it.
+        nat.depends_on.insert("igw".into());
+        out.push(nat);
+        if per_zone {
+            let table = kind::RouteTable { vpc: vpc(), routes: vec![to_nat(z)], subnets: vec![private.clone()] };
             out.push(Desired::of(&format!("private-routes-{z}"), &table));
             route_tables.push(Val::to(&format!("private-routes-{z}"), "id"));
         }
-    } else {
-        // No route out: tasks reach AWS through the endpoints only.
-        let table = kind::RouteTable { vpc: vpc(), routes: Vec::new(), subnets: privates.clone() };
+    }
+    if !per_zone {
+        let routes = if gateways > 0 { vec![to_nat(letter(0))] } else { Vec::new() };
+        let table = kind::RouteTable { vpc: vpc(), routes, subnets: privates.clone() };
         out.push(Desired::of("private-routes", &table));
         route_tables.push(Val::to("private-routes", "id"));
     }

@@ -229,9 +229,11 @@ pub struct Network {
     /// VPC endpoints that let tasks in private subnets reach AWS without a NAT gateway.
     #[serde(default = "Network::default_endpoints")]
     pub endpoints: Vec<Endpoint>,
-    /// Add a NAT gateway per zone (costly; not needed with the endpoints above).
+    /// Internet access for the private subnets (not needed with the endpoints above): `true`, a
+    /// NAT gateway per zone; `one`, a single NAT gateway in the first zone for every zone; `false`,
+    /// none.
     #[serde(default)]
-    pub nat: bool,
+    pub nat: Nat,
     /// An Amazon-provided IPv6 block on the VPC and its public subnets, so that the load balancer
     /// also answers over IPv6 (its AAAA record). Not used with `existing`.
     #[serde(default = "Network::default_ipv6")]
@@ -263,9 +265,49 @@ impl Default for Network {
             cidr: Self::default_cidr(),
             zones: Self::default_zones(),
             endpoints: Self::default_endpoints(),
-            nat: false,
+            nat: Nat::default(),
             ipv6: Self::default_ipv6(),
             existing: None,
+        }
+    }
+}
+
+/// `network.nat`: how the private subnets reach the internet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Nat {
+    /// `true`: a NAT gateway per zone, so that a zone's failure leaves the others online;
+    /// `false`: none.
+    Switch(bool),
+    /// `one`: one NAT gateway, in the first zone, for every zone: one gateway's price, but every
+    /// zone loses the internet with the first, and the other zones' traffic crosses zones.
+    Shared(NatShared),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NatShared {
+    One,
+}
+
+impl Default for Nat {
+    fn default() -> Self {
+        Nat::Switch(false)
+    }
+}
+
+impl Nat {
+    /// Whether the private subnets have a NAT gateway to reach the internet through.
+    pub fn on(&self) -> bool {
+        *self != Nat::Switch(false)
+    }
+
+    /// How many NAT gateways `zones` zones get.
+    pub fn gateways(&self, zones: usize) -> usize {
+        match self {
+            Nat::Switch(false) => 0,
+            Nat::Switch(true) => zones,
+            Nat::Shared(NatShared::One) => zones.min(1),
         }
     }
 }

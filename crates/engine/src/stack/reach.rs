@@ -73,7 +73,10 @@ impl Egress {
     /// The egress of the network aira makes for `stack`: its endpoints, and its NAT gateways.
     pub fn planned(stack: &Stack) -> Egress {
         let endpoints = stack.endpoints().into_iter().map(|e| (e, Egress::ours(e))).collect();
-        let internet = stack.network.nat.then(|| "NAT gateway (default route)".to_string());
+        let internet = match stack.network.nat {
+            crate::stack::model::Nat::Shared(_) => Some("the first zone's NAT gateway (default route)".to_string()),
+            nat => nat.on().then(|| "NAT gateway (default route)".to_string()),
+        };
         Egress { internet, endpoints, ..Egress::default() }
     }
 
@@ -98,13 +101,19 @@ impl Reachability {
         }
         let zones = stack.network.zones as f64;
         let (p, hours) = (crate::prices::near(stack.region.as_deref()), crate::prices::table().hours_per_month);
-        let nat = format!(
+        let gateway = (p.nat_gateway_hour + p.public_ipv4_hour) * hours;
+        let mut nat = format!(
             "`network.nat: true` (a NAT gateway per zone: about ${:.0} a month for {} zone{}, plus ${} per GB)",
-            (p.nat_gateway_hour + p.public_ipv4_hour) * hours * zones,
+            gateway * zones,
             stack.network.zones,
             if stack.network.zones == 1 { "" } else { "s" },
             p.nat_gateway_gb,
         );
+        if stack.network.zones > 1 {
+            nat.push_str(&format!(
+                ", or `network.nat: one` (one for every zone, lost with the first: about ${gateway:.0} a month)"
+            ));
+        }
         let endpoint_cost = format!(
             "about ${:.2} a month for {} zone{}",
             p.interface_endpoint_zone_hour * hours * zones,

@@ -357,9 +357,9 @@ fn a_dependency_without_a_network_path_is_refused_with_its_fixes() {
     check(
         &format!("{stack}{services}{llm}"),
         expect![[r#"
-            bad.yaml:7:8: services.api: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB)
-            bad.yaml:8:11: services.worker: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB)
-            bad.yaml:8:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB), or a model on Amazon Bedrock, `llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)
+            bad.yaml:7:8: services.api: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB), or `network.nat: one` (one for every zone, lost with the first: about $36 a month)
+            bad.yaml:8:11: services.worker: cannot reach its logs (CloudWatch Logs) at logs.us-east-1.amazonaws.com: its private subnets have no route there; fix: add `logs` to `network.endpoints` (about $14.60 a month for 2 zones), or `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB), or `network.nat: one` (one for every zone, lost with the first: about $36 a month)
+            bad.yaml:8:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB), or `network.nat: one` (one for every zone, lost with the first: about $36 a month), or a model on Amazon Bedrock, `llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)
         "#]],
     );
     // With the NAT gateway every dependency has a path; so it has with the endpoints and an
@@ -456,7 +456,7 @@ fn without_nat_an_openai_model_outside_aws_is_refused_naming_bedrock_among_the_f
     check(
         &canonical_with(false, "llm:\n  base_url: https://api.openai.com/v1\n  model: gpt-4o-mini\n"),
         expect![[r#"
-            bad.yaml:21:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB), or a model on Amazon Bedrock, `llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)
+            bad.yaml:21:11: services.worker: cannot reach its model at api.openai.com: its private subnets have no route there; fix: `network.nat: true` (a NAT gateway per zone: about $73 a month for 2 zones, plus $0.045 per GB), or `network.nat: one` (one for every zone, lost with the first: about $36 a month), or a model on Amazon Bedrock, `llm.provider: bedrock` (its `bedrock-runtime` interface endpoint: about $14.60 a month for 2 zones)
         "#]],
     );
 }
