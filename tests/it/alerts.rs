@@ -85,6 +85,23 @@ async fn alarms_and_topic_converge_and_go() {
     assert_eq!(age.props["threshold"], json!(900.0));
     assert_eq!(age.props["actions"], json!([arn]));
 
+    // What CloudWatch holds, read with the SDK (not through the provider's observe).
+    let cw = aws_sdk_cloudwatch::Client::new(&sdk_config());
+    let held = |prefix: String| {
+        let cw = cw.clone();
+        async move {
+            let out = cw.describe_alarms().alarm_name_prefix(prefix).send().await.unwrap();
+            out.metric_alarms()
+                .iter()
+                .map(|a| (a.alarm_name().unwrap().to_string(), a.clone()))
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    let alarms = held(name.clone()).await;
+    assert_eq!(alarms.len(), 4, "{:?}", alarms.keys());
+    let age = &alarms[&format!("{name}-queue-age")];
+    assert_eq!((age.threshold(), age.alarm_actions()), (Some(900.0), &[arn.clone()][..]));
+
     // A new threshold is an update in place.
     let changed = alerting(&stack(&name, "5m"), Some(&arn));
     let new_age = changed.iter().find(|r| r.id.0 == "alarm-queue-age").unwrap();
@@ -92,6 +109,8 @@ async fn alarms_and_topic_converge_and_go() {
     let updated = provider.update(&scope, new_age, current, &Silent).await.unwrap();
     assert_eq!(updated.props["threshold"], json!(300.0));
     assert_eq!(updated.physical_id, current.physical_id);
+    let age_now = held(name.clone()).await.remove(age.alarm_name().unwrap()).expect("the same alarm, updated in place");
+    assert_eq!(age_now.threshold(), Some(300.0));
 
     // Delete everything; nothing of the stack is left.
     for o in provider.observe(&scope).await.unwrap().iter().filter(|o| matches!(o.kind, Kind::Topic | Kind::Alarm)) {
@@ -106,6 +125,10 @@ async fn alarms_and_topic_converge_and_go() {
         .map(|o| o.id)
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    assert!(held(name.clone()).await.is_empty(), "CloudWatch still holds alarms of the stack");
+    let sns = aws_sdk_sns::Client::new(&sdk_config());
+    let topics = sns.list_topics().send().await.unwrap();
+    assert!(!topics.topics().iter().any(|t| t.topic_arn() == Some(arn.as_str())), "the topic is gone");
 }
 
 /// Every setting of every alarm, the topic's tags and its e-mail subscription, as AWS holds them

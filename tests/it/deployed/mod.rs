@@ -428,23 +428,18 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     while network.refused(&vpc::Dest::Internet).len() <= refused_before || probe.seen().accepted.is_empty() {
         if Instant::now() > deadline {
             let failures = probe.seen().failures.clone();
-            let paths: Vec<_> = [vpc::Dest::Internet, vpc::Dest::Aws("sqs"), vpc::Dest::Aws("dynamodb")]
-                .map(|to| network.egress(&worker.placement, &to))
-                .into();
-            panic!("no connection to the model refused without NAT: the worker's paths (model, sqs, dynamodb) {paths:?}; the probe's failures {failures:?}; refused {:?}", [vpc::Dest::Aws("sqs"), vpc::Dest::Aws("dynamodb")].map(|d| network.refused(&d)));
+            let paths = [vpc::Dest::Internet, vpc::Dest::Aws("sqs"), vpc::Dest::Aws("dynamodb")]
+                .map(|to| (network.egress(&worker.placement, &to), network.refused(&to)));
+            panic!("no connection to the model refused without NAT; the worker's paths and refusals (model, sqs, dynamodb): {paths:?}; the probe's failures: {failures:?}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // A few more seconds: the worker keeps trying (its outage budget) and keeps being refused.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let refused = network.refused(&vpc::Dest::Internet);
-    eprintln!(
-        "control (no NAT): {} connections to the model refused, e.g. {:?}",
-        refused.len() - refused_before,
-        refused.last()
-    );
-    assert_eq!(probe.seen().answered(), 0, "a message was answered without a way to the model");
     let control_refused = refused.len() - refused_before;
+    eprintln!("control (no NAT): {control_refused} connections to the model refused, e.g. {:?}", refused.last());
+    assert_eq!(probe.seen().answered(), 0, "a message was answered without a way to the model");
     std::fs::write(file, stack_file(&name, katan.port)).unwrap();
     let (restored, _) = up(runtime.clone(), false).await;
     restored.assert_code(0);
