@@ -104,14 +104,15 @@ impl Network {
     pub async fn refresh(&self) {
         let Ok(vpc) = self.read().await else { return };
         *self.vpc.lock().unwrap() = Arc::new(vpc);
-        let mut flows = self.flows.lock().unwrap();
-        flows.retain(|f| !f.cut.is_finished());
-        for f in flows.iter() {
-            if let Err(why) = self.egress(&f.from, &f.to) {
-                f.cut.abort();
-                self.refused.lock().unwrap().push((f.to.clone(), format!("cut: {why}")));
+        self.flows.lock().unwrap().retain(|f| {
+            if f.cut.is_finished() {
+                return false;
             }
-        }
+            let Err(why) = self.egress(&f.from, &f.to) else { return true };
+            f.cut.abort();
+            self.refused.lock().unwrap().push((f.to.clone(), format!("cut: {why}")));
+            false
+        });
     }
 
     async fn read(&self) -> Result<Vpc, aws_sdk_ec2::Error> {
