@@ -63,7 +63,8 @@ fn aira(args: &[&str], env: &[(&str, &str)]) -> Out {
 fn built() -> &'static Value {
     static BUILT: OnceLock<Value> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("aira-image-shared");
+        // A folder per process: the deployed run's test process builds beside this one.
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aira-image-shared-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let started = Instant::now();
         let run = aira(&["image", "build", "--out", out.to_str().unwrap(), "--output", "json"], &[]);
