@@ -63,8 +63,18 @@ fn aira(args: &[&str], env: &[(&str, &str)]) -> Out {
 fn built() -> &'static Value {
     static BUILT: OnceLock<Value> = OnceLock::new();
     BUILT.get_or_init(|| {
-        // A folder per process: the deployed run's test process builds beside this one.
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("aira-image-shared-{}", std::process::id()));
+        // A folder per process: the deployed run's test process builds beside this one. Those of
+        // processes that have ended go, so that runs do not pile them up.
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("aira-image-shared-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let out = tmp.join(format!("aira-image-shared-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
         let started = Instant::now();
         let run = aira(&["image", "build", "--out", out.to_str().unwrap(), "--output", "json"], &[]);

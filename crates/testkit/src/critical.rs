@@ -52,20 +52,20 @@ fn is_lock(s: &Sent) -> bool {
 pub fn critical_path(sent: &[Sent]) -> Chain {
     let mut calls: Vec<&Sent> = sent.iter().filter(|s| !is_lock(s)).collect();
     calls.sort_by_key(|s| s.started);
+    let asked: Vec<BTreeSet<String>> = calls.iter().map(|c| ids(&c.body)).collect();
     // id → the call whose answer named it first (and whose request did not).
     let mut creator: BTreeMap<String, usize> = BTreeMap::new();
     let mut by_answer: Vec<usize> = (0..calls.len()).collect();
     by_answer.sort_by_key(|&i| calls[i].answered);
     for &i in &by_answer {
-        let asked = ids(&calls[i].body);
-        for id in ids(&calls[i].answer).into_iter().filter(|id| !asked.contains(id)) {
+        for id in ids(&calls[i].answer).into_iter().filter(|id| !asked[i].contains(id)) {
             creator.entry(id).or_insert(i);
         }
     }
     // The earliest start of a chain ending at each call; the call before it on that chain.
     let mut root: Vec<(SystemTime, Option<usize>)> = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
-        let before = ids(&call.body)
+        let before = asked[i]
             .iter()
             .filter_map(|id| creator.get(id).copied())
             .filter(|&d| d < i && calls[d].answered <= call.started)

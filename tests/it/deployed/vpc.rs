@@ -20,6 +20,8 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{IpPermission, NatGatewayState, RouteState};
 use ipnet::Ipv4Net;
 
+const ANYWHERE: Ipv4Net = Ipv4Net::new_assert(std::net::Ipv4Addr::UNSPECIFIED, 0);
+
 /// Where a connection goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dest {
@@ -252,8 +254,7 @@ impl Vpc {
     }
 
     fn internet(&self, from: &Placement, vpc: &str) -> Result<String, String> {
-        let at = Source { groups: Vec::new(), subnets: Vec::new() };
-        if !self.lets_out(from, 443, &at) {
+        if !self.lets_out(from, 443, &Source::default()) {
             return Err("the task's groups let no TCP 443 out to the internet".into());
         }
         let attached = |igw: &str| self.igws.get(igw).is_some_and(|v| v.iter().any(|v| v == vpc));
@@ -305,8 +306,7 @@ impl Vpc {
 
     /// Whether the task's groups let TCP `port` out to `to` (no groups or subnets: anywhere).
     fn lets_out(&self, from: &Placement, port: u16, to: &Source) -> bool {
-        let anywhere: Ipv4Net = "0.0.0.0/0".parse().unwrap();
-        let cidrs = if to.subnets.is_empty() { vec![anywhere] } else { self.cidrs(&to.subnets) };
+        let cidrs = if to.subnets.is_empty() { vec![ANYWHERE] } else { self.cidrs(&to.subnets) };
         self.egress_rules(from).any(|p| {
             covers(p, port)
                 && (p
@@ -319,8 +319,7 @@ impl Vpc {
 
     /// A gateway endpoint's traffic goes to its service's prefix list (any, here) or anywhere.
     fn lets_out_to_prefix_list(&self, from: &Placement) -> bool {
-        let anywhere: Ipv4Net = "0.0.0.0/0".parse().unwrap();
-        self.egress_rules(from).any(|p| covers(p, 443) && (!p.prefix_list_ids().is_empty() || in_ranges(p, &anywhere)))
+        self.egress_rules(from).any(|p| covers(p, 443) && (!p.prefix_list_ids().is_empty() || in_ranges(p, &ANYWHERE)))
     }
 
     fn egress_rules<'a>(&'a self, from: &'a Placement) -> impl Iterator<Item = &'a IpPermission> + 'a {
