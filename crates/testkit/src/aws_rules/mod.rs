@@ -71,8 +71,8 @@ struct World {
     target_group_seen: HashMap<String, Instant>,
     /// Service ARN → the deployment settings `CreateService`/`UpdateService` sent.
     service_settings: HashMap<String, serde_json::Map<String, Value>>,
-    /// Web ACL and load balancer ARNs → when `CreateWebACL`/`CreateLoadBalancer` answered.
-    waf_new: HashMap<String, Instant>,
+    /// When each web ACL and load balancer was created, and whether an association was refused.
+    waf_new: HashMap<String, (Instant, bool)>,
     /// Resources an `AssociateWebACL` was accepted for, until a `DisassociateWebACL`.
     waf_associated: std::collections::BTreeSet<String>,
     /// Subnet → its VPC, for a `CreateNatGateway` being forwarded while that VPC has no internet
@@ -80,8 +80,9 @@ struct World {
     nat_unattached: HashMap<String, String>,
     /// NAT gateway id → its VPC: created with no internet gateway attached, hence `failed`.
     nat_failed: HashMap<String, String>,
-    /// (cluster, service name) → when `DeleteService` answered: `DRAINING` for a while.
-    service_deleted: HashMap<(String, String), Instant>,
+    /// (cluster, service name) → when `DeleteService` answered (`DRAINING` for a while), and
+    /// whether a `CreateService` of the name was refused since.
+    service_deleted: HashMap<(String, String), (Instant, bool)>,
 }
 
 fn world() -> std::sync::MutexGuard<'static, World> {
@@ -449,8 +450,8 @@ fn service_draining(call: &Call<'_>, body: Bytes) -> Bytes {
     if let Some(key) = cluster_service(call, "service") {
         let mut w = world();
         // Only a deletion still draining matters: the map holds those alone.
-        w.service_deleted.retain(|_, at| at.elapsed() < SERVICE_DRAINING);
-        w.service_deleted.insert(key, Instant::now());
+        w.service_deleted.retain(|_, (at, refused)| !*refused || at.elapsed() < SERVICE_DRAINING);
+        w.service_deleted.insert(key, (Instant::now(), false));
     }
     body
 }
@@ -458,10 +459,15 @@ fn service_draining(call: &Call<'_>, body: Bytes) -> Bytes {
 /// ECS refuses to create a service whose name a `DRAINING` one still holds.
 /// (An `InvalidParameterException`, "Unable to Start a service that is still Draining.", until
 /// the old one is `INACTIVE`: ECS Developer Guide, "Deleting a service" — DRAINING, then INACTIVE.)
+/// The first `CreateService` after the deletion is refused whatever the time, so that a busy
+/// machine, where it comes late, still sees the refusal.
 fn service_still_draining(call: &Call<'_>) -> Option<Response<Full<Bytes>>> {
     let key = cluster_service(call, "serviceName")?;
-    let deleted = *world().service_deleted.get(&key)?;
-    (deleted.elapsed() < SERVICE_DRAINING).then(|| {
+    let mut w = world();
+    let (deleted, refused) = w.service_deleted.get_mut(&key)?;
+    let draining = !*refused || deleted.elapsed() < SERVICE_DRAINING;
+    *refused |= draining;
+    draining.then(|| {
         let message = "Unable to Start a service that is still Draining.";
         json_error("application/x-amz-json-1.1", "InvalidParameterException", message)
     })

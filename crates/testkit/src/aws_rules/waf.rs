@@ -11,12 +11,12 @@ pub(super) fn waf_remember(call: &Call<'_>, body: Bytes) -> Bytes {
         "wafv2:CreateWebACL" => {
             let answer = serde_json::from_slice::<Value>(&body).unwrap_or_default();
             if let Some(arn) = answer["Summary"]["ARN"].as_str() {
-                w.waf_new.insert(arn.to_string(), now);
+                w.waf_new.insert(arn.to_string(), (now, false));
             }
         }
         "elasticloadbalancing:CreateLoadBalancer" => {
             if let Some(arn) = between(&String::from_utf8_lossy(&body), "<LoadBalancerArn>", "</LoadBalancerArn>") {
-                w.waf_new.insert(arn, now);
+                w.waf_new.insert(arn, (now, false));
             }
         }
         "wafv2:AssociateWebACL" => {
@@ -48,8 +48,9 @@ fn waf_error(kind: &str, message: &str) -> Response<Full<Bytes>> {
 ///   than 60, 120, 300 or 600, or a custom response's status AWS WAF does not send:
 ///   `WAFInvalidParameterException`;
 /// - `AssociateWebACL` with a load balancer that does not exist: `WAFNonexistentItemException`;
-///   with a web ACL or load balancer created less than [`WAF_PROPAGATION`] ago:
-///   `WAFUnavailableEntityException` ("After you create a web ACL, if you try to associate it
+///   with a web ACL or load balancer created less than [`WAF_PROPAGATION`] ago, or on the first
+///   association of each (so that a slow machine, where the association comes late, still sees
+///   the refusal): `WAFUnavailableEntityException` ("After you create a web ACL, if you try to associate it
 ///   with a resource, you might get an exception indicating that the web ACL is unavailable");
 /// - `DeleteWebACL` of a web ACL still associated with a load balancer that exists:
 ///   `WAFAssociatedItemException` (moto deletes it).
@@ -71,10 +72,16 @@ pub(super) async fn waf_rules(moto: &Moto<'_>, call: &Call<'_>) -> Option<Respon
                     "AWS WAF couldn’t perform the operation because your resource doesn’t exist.",
                 ));
             }
-            let w = world();
-            let fresh =
-                [acl, resource].into_iter().find(|a| w.waf_new.get(*a).is_some_and(|t| t.elapsed() < WAF_PROPAGATION));
-            fresh.map(|_| {
+            let mut w = world();
+            let mut fresh = false;
+            for arn in [acl, resource] {
+                if let Some((created, refused)) = w.waf_new.get_mut(arn) {
+                    if !*refused || created.elapsed() < WAF_PROPAGATION {
+                        (*refused, fresh) = (true, true);
+                    }
+                }
+            }
+            fresh.then(|| {
                 waf_error(
                     "WAFUnavailableEntityException",
                     "AWS WAF couldn’t retrieve a resource that you specified for this operation. If you've just \
