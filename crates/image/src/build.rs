@@ -18,8 +18,13 @@ pub const CA_CERTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub use aira_engine::expand::defaults::{RUNTIME_BINARY as BINARY_IN_IMAGE, RUNTIME_UID as UID};
 /// The label value when the source revision is unknown (not built from a git checkout).
 const UNKNOWN_REVISION: &str = "unknown";
-/// The cargo profile the runtime is built with (the workspace's `[profile.image]`).
-const PROFILE: &str = "image";
+/// The cargo profile the runtime is built with: the workspace's `[profile.image]`, or the one
+/// `AIRA_IMAGE_PROFILE` names (the test command's `image-test`: the same static runtime without
+/// LTO, minutes sooner on a fresh machine). The fingerprint holds it, so images built with
+/// another profile are other images.
+fn profile() -> String {
+    std::env::var("AIRA_IMAGE_PROFILE").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "image".into())
+}
 /// What of the source tree the runtime's binary is built from (the runtime, the workspace
 /// crates it depends on, and the workspace's manifest, lock file and profiles): the fingerprint
 /// hashes these, and the image's revision label is the last commit that changed one of them. A
@@ -106,7 +111,7 @@ fn fingerprint_of(program: &Program, opts: &Options, labels: &(String, String)) 
                 field(&file, &bytes);
             }
             field("rustc", rustc_version().as_bytes());
-            field("build", format!("{PROFILE} {TARGET} {RUSTFLAGS}").as_bytes());
+            field("build", format!("{} {TARGET} {RUSTFLAGS}", profile()).as_bytes());
         }
         Program::Binary(path) => field("binary", &read_binary(path)?),
     }
@@ -257,10 +262,11 @@ fn git(dir: &Path, args: &[&str]) -> Option<String> {
 /// `cargo build --profile image` of the static runtime in the source tree (the workspace's
 /// `[profile.image]`: optimised for size, fat LTO, no symbol table); the path cargo reports.
 fn cargo_build(source: &Path, note: &dyn Fn(&str)) -> Result<PathBuf> {
+    let profile = profile();
     note(&format!(
-        "building aira-runtime (profile image, static, {TARGET}) with cargo; the first build takes several minutes"
+        "building aira-runtime (profile {profile}, static, {TARGET}) with cargo; the first build takes several minutes"
     ));
-    build_runtime(source, &["--profile", PROFILE, "--target", TARGET], Some(RUSTFLAGS))
+    build_runtime(source, &["--profile", &profile, "--target", TARGET], Some(RUSTFLAGS))
         .context("building the static aira-runtime failed (cargo's messages are above)")
 }
 
