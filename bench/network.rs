@@ -3,8 +3,11 @@
 //! both, and as the proxy's timed log shows them (`aira_testkit::critical`: the span from the
 //! first change to the last answer, and the longest chain of calls linked by the ids they pass).
 //!
-//! Needs the moto server: run through `bench/network.sh`, which starts one. Prints a Markdown
-//! table for docs/performance.md.
+//! Then the canonical stack's first `up` as a base beside a preview's first `up` on it: AWS calls,
+//! wall time and critical path of each.
+//!
+//! Needs the moto server: run through `bench/network.sh`, which starts one. Prints Markdown
+//! tables for docs/performance.md.
 
 use aira_testkit::{canonical, proxy};
 
@@ -25,16 +28,15 @@ struct Figures {
     chain: aira_testkit::critical::Chain,
 }
 
-async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usize) -> Figures {
-    let stack = format!("bench-c{concurrency}-{round}-{}", std::process::id() % 100_000);
-    let file = dir.join(format!("{stack}.yaml"));
-    std::fs::write(&file, canonical::network_and_queues(&stack)).unwrap();
+/// `aira up FILE ARGS` through a proxy that adds [`LATENCY`] to every call, timed.
+async fn up_through(endpoint: &str, file: &std::path::Path, args: &[&str], concurrency: u16) -> Figures {
     let proxy = Proxy::start(endpoint, Faults { latency: LATENCY, ..Faults::default() }).await;
     let aira = env!("CARGO_BIN_EXE_aira");
     let start = Instant::now();
     let out = tokio::process::Command::new(aira)
         .args(["up", file.to_str().unwrap(), "--yes", "--output", "json", "--endpoint-url", &proxy.url])
         .args(["--concurrency", &concurrency.to_string()])
+        .args(args)
         .stderr(Stdio::null())
         .output()
         .await
@@ -44,14 +46,6 @@ async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usi
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let calls = proxy.take_calls().len();
     let sent = proxy.take_requests();
-    let down = tokio::process::Command::new(aira)
-        .args(["down", file.to_str().unwrap(), "--yes", "--endpoint-url", endpoint])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .await
-        .unwrap();
-    assert!(down.success());
     Figures {
         wall,
         apply_ms: json["report"]["elapsed_ms"].as_u64().unwrap(),
@@ -61,6 +55,71 @@ async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usi
         chain: aira_testkit::critical::critical_path(&sent),
     }
 }
+
+fn down(endpoint: &str, file: &std::path::Path, args: &[&str]) {
+    let down = std::process::Command::new(env!("CARGO_BIN_EXE_aira"))
+        .args(["down", file.to_str().unwrap(), "--yes", "--endpoint-url", endpoint])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(down.success());
+}
+
+async fn run(endpoint: &str, dir: &std::path::Path, concurrency: u16, round: usize) -> Figures {
+    let stack = format!("bench-c{concurrency}-{round}-{}", std::process::id() % 100_000);
+    let file = dir.join(format!("{stack}.yaml"));
+    std::fs::write(&file, canonical::network_and_queues(&stack)).unwrap();
+    let f = up_through(endpoint, &file, &[], concurrency).await;
+    down(endpoint, &file, &[]);
+    f
+}
+
+/// A row of the previews' table.
+fn row(what: &str, f: &Figures) {
+    println!(
+        "| {what} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        f.calls,
+        f.wall.as_secs_f64(),
+        f.apply_ms as f64 / 1000.0,
+        f.critical_ms as f64 / 1000.0,
+        f.span.as_secs_f64(),
+        f.chain.duration.as_secs_f64(),
+    );
+}
+
+/// The canonical stack (its echo model: no secret) as a base, and a preview's first `up` on it,
+/// each through the latency proxy: how many calls, and how long, each takes.
+async fn previews(endpoint: &str, dir: &std::path::Path) {
+    let stack = format!("bench-pv-{}", std::process::id() % 100_000);
+    let file = dir.join(format!("{stack}.yaml"));
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml")).unwrap();
+    let text = text.split("llm:").next().unwrap().replace("stack: aira\n", &format!("stack: {stack}\n"));
+    std::fs::write(&file, text).unwrap();
+    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "bench");
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .load()
+        .await;
+    let r53 = aws_sdk_route53::Client::new(&config);
+    r53.create_hosted_zone().name("example.com").caller_reference(&stack).send().await.unwrap();
+    let image = ["--image", IMAGE];
+    println!("\n| first `up` ({}ms a call) | AWS calls | wall (s) | apply (s) | critical path (s) | proxy: apply (s) | proxy: critical path (s) |", LATENCY.as_millis());
+    println!("|---|---|---|---|---|---|---|");
+    let base = up_through(endpoint, &file, &image, 8).await;
+    row("the whole stack (the base)", &base);
+    let preview = up_through(endpoint, &file, &[&image[..], &["--preview", "p1"]].concat(), 8).await;
+    row("a preview on it", &preview);
+    println!("\nThe preview's critical path (proxy): {}", preview.chain.calls.join(" → "));
+    down(endpoint, &file, &["--preview", "p1"]);
+    down(endpoint, &file, &[]);
+}
+
+/// An image in the account's ECR (the tasks are not run: moto runs none).
+const IMAGE: &str = "000000000000.dkr.ecr.us-east-1.amazonaws.com/aira/runtime@sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 #[tokio::main]
 async fn main() {
@@ -93,4 +152,5 @@ async fn main() {
         "\nThe proxy's critical path (first round, default concurrency): {}",
         chain.unwrap_or_default().join(" → ")
     );
+    previews(&endpoint, dir.path()).await;
 }

@@ -232,6 +232,8 @@ HARNESS_READS = {
     "DescribeSubnets",
     "DescribeInternetGateways",
     "DescribeRouteTables",
+    "DescribeListeners",
+    "DescribeRules",
     "GetWebACLForResource",
     "ListWebACLs",
     "DescribeWorkspace",

@@ -26,11 +26,11 @@ impl Events for Quiet {
 const STACK: &str = "demo";
 
 fn scope() -> Arc<Scope> {
-    Arc::new(Scope { stack: STACK.into(), tags: BTreeMap::new(), wait: Duration::from_secs(60) })
+    Arc::new(Scope::new(STACK, BTreeMap::new(), Duration::from_secs(60)))
 }
 
 fn graph(resources: Vec<Desired>) -> Graph {
-    Graph { stack: STACK.into(), tags: BTreeMap::new(), resources }
+    Graph { stack: STACK.into(), resources, ..Graph::default() }
 }
 
 fn dlq() -> Desired {

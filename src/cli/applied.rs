@@ -13,6 +13,9 @@ use aira_engine::provider::Observed;
 /// A plan, and the report of its apply when there was anything to apply.
 #[derive(Debug, serde::Serialize)]
 pub struct Applied {
+    /// Where the stack answers (`up` of a stack with a domain: its name; a preview's: its host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub plan: Plan,
     pub report: Option<Report>,
     /// What a teardown could not remove (empty after `up`).
@@ -123,6 +126,9 @@ impl Render for Applied {
     fn text(&self, p: &Printer) {
         if let Some(r) = &self.report {
             p.out(render_report(r).trim_end());
+        }
+        if let Some(url) = &self.url {
+            p.out(&format!("URL: {url}"));
         }
         if !self.left_behind.is_empty() {
             p.out("Left behind:");

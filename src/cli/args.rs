@@ -12,6 +12,7 @@ use crate::output::{Format, Printer};
 use crate::time::parse_duration;
 #[cfg(feature = "aws")]
 use aira_aws::Connection;
+use aira_engine::expand::preview::Preview;
 use aira_engine::stack::model::Duration;
 use aira_engine::stack::{self, Loaded};
 
@@ -114,6 +115,9 @@ pub enum Command {
         /// With --all: only stacks past their time to live (`up --ttl`).
         #[arg(long, requires = "all")]
         expired: bool,
+        /// Take a base's live previews down first (else `down` of a base with previews refuses).
+        #[arg(long, conflicts_with_all = ["all", "local"])]
+        with_previews: bool,
     },
     /// The stack's services' logs (CloudWatch Logs), interleaved by time, prefixed by service.
     Logs {
@@ -280,9 +284,13 @@ pub struct InitArgs {
 pub struct StackArg {
     /// The stack file (default: ./aira.yaml, then ./stacks/aira.yaml).
     pub stack: Option<PathBuf>,
-    /// An isolated copy of the stack named `<stack>-<suffix>` (a preview environment, e.g. pr-123).
+    /// An isolated copy of the stack named `<stack>-<suffix>` (a whole stack of its own).
     #[arg(long)]
     pub name_suffix: Option<String>,
+    /// A preview named NAME on the base the file describes (the base's network, load balancer
+    /// and cluster, its own services and queues, at NAME.<domain name>).
+    #[arg(long, value_name = "NAME", conflicts_with = "name_suffix")]
+    pub preview: Option<String>,
 }
 
 /// Which image the services run: built from this source tree and pushed (the default), or given.
@@ -349,6 +357,27 @@ impl StackArg {
             printer.diagnostics(&diags);
             Failure::Reported(crate::failure::EXIT_USER)
         })?;
+        if let Some(name) = &self.preview {
+            let base = &loaded.stack.stack.0;
+            let problem = |problem: String| UserError::Flag { flag: format!("--preview {name}"), problem };
+            let label = !name.is_empty()
+                && name.len() <= 63
+                && name.starts_with(|c: char| c.is_ascii_lowercase())
+                && !name.ends_with('-')
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !label {
+                return Err(problem(format!(
+                    "`{name}` is not a preview name: lower-case letters, digits and hyphens, starting with a letter (it \
+                     is a DNS label of the preview's host name)"
+                ))
+                .into());
+            }
+            let preview = Preview { base: base.clone(), name: name.clone() };
+            stack::check_format("stack-name", &preview.stack()).map_err(|e| problem(e.to_string()))?;
+            if let Some(why) = aira_engine::expand::preview::refusal(&loaded.stack) {
+                return Err(problem(why).into());
+            }
+        }
         if let Some(suffix) = &self.name_suffix {
             let name = format!("{}-{suffix}", loaded.stack.stack.0);
             stack::check_format("stack-name", &name)
@@ -356,6 +385,13 @@ impl StackArg {
             loaded.stack.stack.0 = name;
         }
         Ok(loaded)
+    }
+}
+
+impl StackArg {
+    /// The preview `--preview` names, on the base `loaded` describes.
+    pub fn preview_of(&self, loaded: &Loaded) -> Option<Preview> {
+        self.preview.as_ref().map(|name| Preview { base: loaded.stack.stack.0.clone(), name: name.clone() })
     }
 }
 

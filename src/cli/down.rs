@@ -7,9 +7,10 @@ use std::sync::Arc;
 use super::applied::{Applied, LeftBehind};
 use super::args::{Global, StackArg};
 use super::session::{ask, confirm, connect_aws, locked, run_apply, unordered, Session};
-use crate::failure::{Failure, Outcome};
+use crate::failure::{Failure, Outcome, UserError};
 use crate::output::{Printer, Render};
 use aira_aws::{lock, StackSummary};
+use aira_engine::expand::preview::BASE_TAG;
 use aira_engine::plan::{self, Plan};
 use aira_engine::provider::{Provider, Scope};
 use aira_engine::stack::model::Duration;
@@ -33,11 +34,11 @@ async fn teardown(
 ) -> Result<Applied, Failure> {
     let report = run_apply(&plan, provider.clone(), scope.clone(), printer, concurrency, loss.signal()).await?;
     if let Some(reason) = loss.reason().await {
-        return Ok(Applied { plan, report: Some(report), left_behind: Vec::new(), lock_lost: Some(reason) });
+        return Ok(Applied { url: None, plan, report: Some(report), left_behind: Vec::new(), lock_lost: Some(reason) });
     }
     let remaining = provider.observe(&scope).await?;
     let left_behind = remaining.into_iter().map(|o| LeftBehind::explain(o, &report)).collect();
-    Ok(Applied { plan, report: Some(report), left_behind, lock_lost: None })
+    Ok(Applied { url: None, plan, report: Some(report), left_behind, lock_lost: None })
 }
 
 /// What `down` did.
@@ -70,9 +71,48 @@ impl Render for Down {
     }
 }
 
-/// `aira down`: deletes every resource of the stack, holding its lock.
-pub async fn down(global: &Global, arg: &StackArg, printer: &Arc<Printer>) -> Result<Down, Failure> {
+/// `aira down`: deletes every resource of the stack, holding its lock. A base with live
+/// previews is refused, naming them, unless `with_previews`: then they go first.
+pub async fn down(
+    global: &Global,
+    arg: &StackArg,
+    with_previews: bool,
+    printer: &Arc<Printer>,
+) -> Result<Down, Failure> {
     let session = Session::connect(global, arg, printer).await?;
+    if session.preview.is_none() {
+        let base = session.stack();
+        let previews: Vec<StackSummary> = session
+            .aws
+            .stacks()
+            .await?
+            .into_iter()
+            .filter(|s| s.tags.get(BASE_TAG).map(String::as_str) == Some(base))
+            .collect();
+        if !previews.is_empty() && !with_previews {
+            let names: Vec<&str> = previews.iter().map(|s| s.name.as_str()).collect();
+            return Err(UserError::Preflight(vec![format!(
+                "`{base}` is the base of live previews ({}): their services run in its cluster, behind its load \
+                 balancer. Take them down first (`aira down FILE --preview NAME`), or pass --with-previews",
+                names.join(", ")
+            )])
+            .into());
+        }
+        if !previews.is_empty() {
+            let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
+            let refs: Vec<&StackSummary> = previews.iter().collect();
+            let outcomes = teardown_all(&session.aws, &refs, wait, global, printer).await?;
+            let failed: Vec<String> =
+                outcomes.iter().filter_map(|(name, s)| Some(format!("{name}: {}", s.problem()?))).collect();
+            if !failed.is_empty() {
+                return Err(Failure::internal(format!(
+                    "the base stays: {} of its previews could not be removed ({})",
+                    failed.len(),
+                    failed.join("; ")
+                )));
+            }
+        }
+    }
     let work = |loss| async {
         printer.note(&format!("reading resources tagged aira:stack={}", session.stack()));
         let plan = plan_teardown(&*session.aws, &session.scope).await?;
@@ -174,29 +214,20 @@ impl Filter<'_> {
     }
 }
 
-/// `down --all`: tears down every matching stack, in parallel, each with its lock.
-pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) -> Result<Sweep, Failure> {
-    let aws = connect_aws(global, None).await?;
-    let now = crate::time::now_secs();
-    let matched: Vec<_> = aws.stacks().await?.into_iter().filter(|s| filter.matches(s, now)).collect();
-    printer.note(&format!(
-        "{} stack(s) match: {}",
-        matched.len(),
-        matched.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
-    ));
-    if matched.is_empty() {
-        return Ok(Sweep { matched, removed: Vec::new(), failed: Vec::new() });
-    }
-    ask(
-        global,
-        &format!("delete every resource of {} stack(s)?", matched.len()),
-        &format!("this deletes {} stack(s)", matched.len()),
-    )?;
-    let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
+/// Tears down `stacks` in parallel, each with its lock (a preview's scope knows its base).
+async fn teardown_all(
+    aws: &Arc<aira_aws::AwsProvider>,
+    stacks: &[&StackSummary],
+    wait: std::time::Duration,
+    global: &Global,
+    printer: &Arc<Printer>,
+) -> Result<BTreeMap<String, Swept>, Failure> {
     let (concurrency, ttl) = (global.concurrency as usize, global.lock_ttl());
     let mut tasks = tokio::task::JoinSet::new();
-    for s in &matched {
-        let scope = Arc::new(Scope { stack: s.name.clone(), tags: Default::default(), wait });
+    for s in stacks {
+        let mut scope = Scope::new(&s.name, Default::default(), wait);
+        scope.base = s.tags.get(BASE_TAG).cloned();
+        let scope = Arc::new(scope);
         let (aws, printer) = (aws.clone(), printer.clone());
         tasks.spawn(async move {
             let provider: Arc<dyn Provider> = aws.clone();
@@ -218,6 +249,36 @@ pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) 
     while let Some(joined) = tasks.join_next().await {
         let (name, swept) = joined.map_err(|e| Failure::internal(format!("a teardown task panicked: {e}")))?;
         outcomes.insert(name, swept);
+    }
+    Ok(outcomes)
+}
+
+/// `down --all`: tears down every matching stack, in parallel, each with its lock; previews
+/// before the other stacks.
+pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) -> Result<Sweep, Failure> {
+    let aws = connect_aws(global, None).await?;
+    let now = crate::time::now_secs();
+    let matched: Vec<_> = aws.stacks().await?.into_iter().filter(|s| filter.matches(s, now)).collect();
+    printer.note(&format!(
+        "{} stack(s) match: {}",
+        matched.len(),
+        matched.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    ));
+    if matched.is_empty() {
+        return Ok(Sweep { matched, removed: Vec::new(), failed: Vec::new() });
+    }
+    ask(
+        global,
+        &format!("delete every resource of {} stack(s)?", matched.len()),
+        &format!("this deletes {} stack(s)", matched.len()),
+    )?;
+    let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
+    // Previews first: their services live in their base's cluster, their rules on its listener.
+    let (previews, stacks): (Vec<&StackSummary>, Vec<&StackSummary>) =
+        matched.iter().partition(|s| s.tags.contains_key(BASE_TAG));
+    let mut outcomes = BTreeMap::new();
+    for wave in [previews, stacks] {
+        outcomes.extend(teardown_all(&aws, &wave, wait, global, printer).await?);
     }
     let (mut removed, mut failed) = (Vec::new(), Vec::new());
     for (stack, swept) in outcomes {

@@ -75,7 +75,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Failure> {
             show(p, down::sweep(g, filter, p).await)
         }
         #[cfg(feature = "aws")]
-        Command::Down { stack, .. } => show(p, down::down(g, stack, p).await),
+        Command::Down { stack, with_previews, .. } => show(p, down::down(g, stack, *with_previews, p).await),
         #[cfg(feature = "aws")]
         Command::Status { stack, .. } => show(p, status::status(g, stack, p).await),
         #[cfg(feature = "aws")]

@@ -47,7 +47,7 @@ pub async fn rollback(
     let work = async {
         let mut rolled_back = Vec::new();
         for name in &names {
-            let (from, to, arn) = session.aws.rollback(session.stack(), name, to).await?;
+            let (from, to, arn) = session.aws.rollback(&session.scope, name, to).await?;
             printer.note(&format!("service {name}: {from} → {to}; waiting for the deployment"));
             session.aws.wait_for_service(&session.scope, name, &arn, &**printer).await?;
             rolled_back.push(Rollback { service: name.clone(), from, to });

@@ -10,8 +10,10 @@ use crate::failure::{Failure, UserError};
 use crate::output::Printer;
 use aira_aws::{lock, sdk_config, AwsProvider};
 use aira_engine::apply::{self, Report, Stop};
+use aira_engine::expand::preview::{expand_preview, Preview, BASE_TAG};
 use aira_engine::expand::{expand, image_of, Image, ImageDecision};
-use aira_engine::graph::GraphError;
+use aira_engine::graph::{GraphError, Kind};
+use aira_engine::kind;
 use aira_engine::plan::{self, Plan};
 use aira_engine::provider::{Facts, Observed, Provider, Scope};
 use aira_engine::stack::reach::{reachability, reachability_through, Reachability};
@@ -30,6 +32,8 @@ pub async fn connect_aws(global: &Global, stack_region: Option<&String>) -> Resu
 pub struct Read {
     pub facts: Facts,
     pub observed: Vec<Observed>,
+    /// A preview's base, as its own observe reads it (empty for a stack).
+    pub base: Vec<Observed>,
 }
 
 /// A stack file and the account it is converged in.
@@ -38,6 +42,8 @@ pub struct Session {
     /// What the services run (`image::prepare`); unused by teardowns.
     pub image: Image,
     pub scope: Arc<Scope>,
+    /// The preview `--preview` names, on the base the file describes.
+    pub preview: Option<Preview>,
     /// The provider: the engine's operations through [`Provider`], and AWS's day-2 operations
     /// (status reads, the dead-letter queue, secrets, the lock) as its own methods.
     pub aws: Arc<AwsProvider>,
@@ -48,16 +54,29 @@ impl Session {
         let loaded = arg.load(printer)?;
         let aws = connect_aws(global, loaded.stack.region.as_ref()).await?;
         let wait = global.timeout.unwrap_or(loaded.stack.deploy.timeout);
-        let scope = Arc::new(Scope {
-            stack: loaded.stack.stack.0.clone(),
-            tags: loaded.stack.tags.clone(),
-            wait: std::time::Duration::from_secs(wait.secs()),
-        });
-        Ok(Session { loaded, image: Image::Reference(String::new()), scope, aws })
+        let preview = arg.preview_of(&loaded);
+        let mut scope =
+            Scope::new(&loaded.stack.stack.0, loaded.stack.tags.clone(), std::time::Duration::from_secs(wait.secs()));
+        if let Some(p) = &preview {
+            scope.stack = p.stack();
+            scope.base = Some(p.base.clone());
+            // On every resource of the preview: the base's `down` finds its previews by it.
+            scope.tags.insert(BASE_TAG.into(), p.base.clone());
+        }
+        Ok(Session { loaded, image: Image::Reference(String::new()), scope: Arc::new(scope), preview, aws })
     }
 
     pub fn stack(&self) -> &str {
         &self.scope.stack
+    }
+
+    /// Where a stack with a domain answers: its name, or a preview's host under it.
+    pub fn url(&self) -> Option<String> {
+        let name = &self.loaded.stack.domain.as_ref()?.name.0;
+        Some(match &self.preview {
+            Some(p) => format!("https://{}/", p.host(name)),
+            None => format!("https://{name}/"),
+        })
     }
 
     /// Observes the stack and runs the pre-flight, at once. Every finding of the pre-flight (a
@@ -65,7 +84,15 @@ impl Session {
     /// the user's to fix and reported together, before anything long (an image build) starts.
     pub async fn read(&self, printer: &Printer) -> Result<Read, Failure> {
         printer.note(&format!("reading resources tagged aira:stack={}", self.stack()));
-        let (facts, observed) = tokio::join!(self.aws.facts(&self.loaded.stack), self.aws.observe(&self.scope));
+        let base_scope = self.scope.containers();
+        let base = async {
+            match &self.preview {
+                Some(_) => self.aws.observe(&base_scope).await,
+                None => Ok(Vec::new()),
+            }
+        };
+        let (facts, observed, base) =
+            tokio::join!(self.aws.facts(&self.loaded.stack), self.aws.observe(&self.scope), base);
         let stack = &self.loaded.stack;
         let mut findings: Vec<String> =
             self.reachability(None).problems(stack).into_iter().map(|(_, problem)| problem).collect();
@@ -89,13 +116,20 @@ impl Session {
         for note in &facts.notes {
             printer.note(note);
         }
-        Ok(Read { facts, observed: observed? })
+        Ok(Read { facts, observed: observed?, base: base? })
     }
 
     /// Plans the file against what [`Session::read`] found, with `image`.
     pub fn plan_with(&self, read: &Read, image: &Image) -> Result<Plan, Failure> {
-        let graph = expand(&self.loaded.stack, &read.facts, image)?;
-        let mut plan = plan::diff(&graph, &read.observed).map_err(unordered)?;
+        let mut plan = match &self.preview {
+            Some(preview) => {
+                let graph = expand_preview(&self.loaded.stack, &read.facts, image, preview)?;
+                let plan = plan::diff_on(&graph, &read.observed, &read.base).map_err(unordered)?;
+                check_base(preview, &plan)?;
+                plan
+            }
+            None => plan::diff(&expand(&self.loaded.stack, &read.facts, image)?, &read.observed).map_err(unordered)?,
+        };
         plan.cost = Some(Box::new(plan.estimate_cost(&read.facts.region)));
         Ok(plan)
     }
@@ -229,9 +263,39 @@ pub async fn run_apply(
     apply::apply(plan, provider, scope, printer, concurrency, stop).await.map_err(unordered)
 }
 
-/// A plan whose changes have no order (a dependency cycle): aira's failure, not the user's.
+/// A plan whose changes have no order (a dependency cycle): aira's failure, not the user's; or
+/// a preview whose base lacks what it uses: the user's.
 pub fn unordered(e: GraphError) -> Failure {
-    Failure::internal(format!("cannot order the changes: {e}"))
+    match e {
+        GraphError::NotInBase(..) => UserError::Preflight(vec![e.to_string()]).into(),
+        e => Failure::internal(format!("cannot order the changes: {e}")),
+    }
+}
+
+/// A base deployed before previews existed lacks what they need: the wildcard name on its
+/// certificate, the name of its records on its load balancer (`aira up` of the base adds both).
+fn check_base(preview: &Preview, plan: &Plan) -> Result<(), Failure> {
+    let base = |kind: Kind| plan.steps.iter().find(|s| s.shared && s.kind == kind).and_then(|s| s.current.as_ref());
+    let mut missing = Vec::new();
+    if let Some(cert) = base(Kind::Certificate) {
+        if !cert.props::<kind::Certificate>().is_ok_and(|c| c.wildcard) {
+            missing.push("its certificate does not cover the previews' names (`*.` its domain name)");
+        }
+    }
+    if let Some(lb) = base(Kind::LoadBalancer) {
+        if lb.props::<kind::LoadBalancer>().map_or(true, |l| l.public_name.is_none()) {
+            missing.push("its load balancer does not name its records (the tag `aira:dns-name`)");
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(UserError::Preflight(vec![format!(
+        "the base `{}` was deployed before previews: {}; run `aira up` with the base's stack file first",
+        preview.base,
+        missing.join("; ")
+    )])
+    .into())
 }
 
 /// Asks before applying; refuses a destructive plan when nobody can be asked.

@@ -102,7 +102,7 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
         }
         None => None,
     };
-    let services = session.aws.services_status(&stack).await?;
+    let services = session.aws.services_status(&session.scope, &session.service_names(None)?).await?;
     let mut targets = Vec::new();
     for tg in observed.iter().filter(|o| o.kind == Kind::TargetGroup) {
         let health = session.aws.target_health(&tg.physical_id).await?;
@@ -115,8 +115,8 @@ pub async fn status(global: &Global, arg: &StackArg, printer: &Printer) -> Resul
         }
         None => None,
     };
-    let url = match (&session.loaded.stack.domain, output(Kind::LoadBalancer, "dns_name")) {
-        (Some(d), Some(_)) if certificate.is_some() => Some(format!("https://{}/", d.name)),
+    let url = match (session.url(), output(Kind::LoadBalancer, "dns_name")) {
+        (Some(url), Some(_)) if certificate.is_some() => Some(url),
         (_, Some(dns)) => Some(format!("http://{dns}/")),
         _ => None,
     };

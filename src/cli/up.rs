@@ -50,10 +50,10 @@ async fn apply_stack(
     }
     printer.preview(&plan);
     if !plan.has_changes() {
-        return Ok(Applied { plan, report: None, left_behind: Vec::new(), lock_lost: None });
+        return Ok(Applied { url: session.url(), plan, report: None, left_behind: Vec::new(), lock_lost: None });
     }
     confirm(&plan, global, "apply")?;
     let report = session.apply(&plan, global, printer, loss.signal()).await?;
     let lock_lost = loss.reason().await;
-    Ok(Applied { plan, report: Some(report), left_behind: Vec::new(), lock_lost })
+    Ok(Applied { url: session.url(), plan, report: Some(report), left_behind: Vec::new(), lock_lost })
 }

@@ -55,7 +55,7 @@ fn sorted(mut v: Value) -> Value {
 async fn alarms_and_topic_converge_and_go() {
     let name = unique_stack("alrt");
     let provider = AwsProvider::new(&sdk_config());
-    let scope = Scope { stack: name.clone(), tags: BTreeMap::new(), wait: std::time::Duration::from_secs(10) };
+    let scope = Scope::new(&name, BTreeMap::new(), std::time::Duration::from_secs(10));
 
     // The topic first: every alarm notifies it.
     let first = alerting(&stack(&name, "15m"), None);

@@ -33,7 +33,7 @@ async fn provider() -> AwsProvider {
 }
 
 fn scope(stack: &str) -> Scope {
-    Scope { stack: stack.into(), tags: BTreeMap::new(), wait: Duration::from_secs(120) }
+    Scope::new(stack, BTreeMap::new(), Duration::from_secs(120))
 }
 
 fn res(id: &str, kind: Kind, props: Value) -> Resolved {
@@ -162,7 +162,11 @@ async fn edge_kinds_create_observe_update_delete() {
     let quiet = Silent;
 
     // Create, in the graph's order.
-    let cert = res("certificate", Kind::Certificate, json!({ "domain": domain, "validation": "DNS", "zone_id": zone }));
+    let cert = res(
+        "certificate",
+        Kind::Certificate,
+        json!({ "domain": domain, "wildcard": true, "validation": "DNS", "zone_id": zone }),
+    );
     let said = Said::default();
     let cert_o = p.create(&scope, &cert, &said).await.unwrap();
     // moto issues after MOTO_ACM_VALIDATION_WAIT=2 seconds: the wait said what it waits for.
@@ -171,6 +175,12 @@ async fn edge_kinds_create_observe_update_delete() {
     assert!(said.contains(&format!("acm-validations.aws. written in zone {zone}")), "{said}");
     assert_eq!(cert_o.props, cert.props);
     assert_eq!(cert_o.outputs["status"], "ISSUED");
+    // It covers the previews' names too, validated through the one record of the domain.
+    let detail = acm().describe_certificate().certificate_arn(out(&cert_o, "arn")).send().await.unwrap();
+    let names = detail.certificate().unwrap().subject_alternative_names().to_vec();
+    assert_eq!(names, vec![domain.clone(), format!("*.{domain}")]);
+    let cnames = records(&zone).await.into_iter().filter(|(_, ty)| ty == "CNAME").count();
+    assert_eq!(cnames, 1, "{:?}", records(&zone).await);
     let tg = target_group(&stack, &net, "/healthz", 15);
     let tg_o = p.create(&scope, &tg, &quiet).await.unwrap();
     let lb = load_balancer(&stack, &net.subnets[..2], &net.groups[0], &zone);

@@ -274,7 +274,10 @@ async fn web_acls(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
 
 /// Load balancers, their listeners and target groups, by tag (`describe_tags`: 20 ARNs a call).
 /// Returns the DNS names of the stack's load balancers, which its alias records point at.
-async fn elb(config: &aws_config::SdkConfig, stack: &str, found: &Found) -> Vec<String> {
+/// The stack's load balancers, listeners, listener rules (a preview's are on its base's
+/// listeners) and target groups; returns the DNS names its alias records point at, each with the
+/// record name the load balancer gives its stack (none: any).
+async fn elb(config: &aws_config::SdkConfig, stack: &str, found: &Found) -> Vec<(String, Option<String>)> {
     let elb = aws_sdk_elasticloadbalancingv2::Client::new(config);
     let tagged = |arns: Vec<String>| {
         let elb = elb.clone();
@@ -308,27 +311,54 @@ async fn elb(config: &aws_config::SdkConfig, stack: &str, found: &Found) -> Vec<
     while let Some(page) = pages.next().await {
         lbs.extend(page.unwrap().load_balancers().iter().cloned());
     }
-    let ours_lb = tagged(lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect()).await;
-    let mut dns_names = Vec::new();
-    let mut listener_arns = Vec::new();
+    let arns: Vec<String> = lbs.iter().filter_map(|l| l.load_balancer_arn().map(str::to_string)).collect();
+    let mut all_tags: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for chunk in arns.chunks(20) {
+        if let Ok(t) = elb.describe_tags().set_resource_arns(Some(chunk.to_vec())).send().await {
+            for d in t.tag_descriptions() {
+                let pairs = d.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())));
+                all_tags.insert(d.resource_arn().unwrap_or_default().to_string(), pairs.collect());
+            }
+        }
+    }
+    let mut records = Vec::new();
+    let (mut listener_arns, mut hosted_listeners) = (Vec::new(), Vec::new());
     for lb in &lbs {
         let arn = lb.load_balancer_arn().unwrap_or_default();
-        // A listener lives on its load balancer: those of the stack's, tagged or not.
-        let named = lb.load_balancer_name() == Some(stack);
-        if let Some(id) = ours_lb.get(arn) {
-            found.add("load-balancer", Some(id.clone()));
-        } else if named {
-            found.add("load-balancer", lb.load_balancer_name().map(str::to_string));
-        } else {
-            continue;
+        let tags = all_tags.get(arn).cloned().unwrap_or_default();
+        let owner = tags.get(STACK).map(String::as_str);
+        // The record names it gives (`aira:dns-name`); without the tag, any alias to it.
+        let public = tags.get("aira:dns-name").map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        let listeners = || async {
+            let out = elb.describe_listeners().load_balancer_arn(arn).send().await.unwrap();
+            out.listeners().iter().filter_map(|l| l.listener_arn().map(str::to_string)).collect::<Vec<_>>()
+        };
+        if owner == Some(stack) || lb.load_balancer_name() == Some(stack) {
+            // A listener lives on its load balancer: those of the stack's, tagged or not.
+            let id = tags.get(ID).cloned().or_else(|| lb.load_balancer_name().map(str::to_string));
+            found.add("load-balancer", id);
+            records.extend(lb.dns_name().map(|d| (d.to_string(), public)));
+            listener_arns.extend(listeners().await);
+        } else if let Some(preview) = owner.and_then(|o| stack.strip_prefix(o)?.strip_prefix('-')) {
+            // A preview's base's: its rules on the listeners, its records `PREVIEW.` the base's name.
+            let name = public.map(|p| format!("{preview}.{p}"));
+            records.extend(lb.dns_name().filter(|_| name.is_some()).map(|d| (d.to_string(), name)));
+            hosted_listeners.extend(listeners().await);
         }
-        dns_names.extend(lb.dns_name().map(str::to_string));
-        let listeners = elb.describe_listeners().load_balancer_arn(arn).send().await.unwrap();
-        listener_arns.extend(listeners.listeners().iter().filter_map(|l| l.listener_arn().map(str::to_string)));
     }
     let ours_listeners = tagged(listener_arns.clone()).await;
     for arn in &listener_arns {
         found.add("listener", Some(ours_listeners.get(arn).cloned().unwrap_or_else(|| arn.clone())));
+    }
+    let mut rules = Vec::new();
+    for listener in listener_arns.iter().chain(&hosted_listeners) {
+        let out = elb.describe_rules().listener_arn(listener).page_size(400).send().await.unwrap();
+        rules.extend(
+            out.rules().iter().filter(|r| r.is_default() != Some(true)).filter_map(|r| r.rule_arn().map(String::from)),
+        );
+    }
+    for id in tagged(rules).await.into_values() {
+        found.add("listener-rule", Some(id));
     }
     let mut tgs = Vec::new();
     let mut pages = elb.describe_target_groups().into_paginator().send();
@@ -338,13 +368,15 @@ async fn elb(config: &aws_config::SdkConfig, stack: &str, found: &Found) -> Vec<
     for id in tagged(tgs).await.into_values() {
         found.add("target-group", Some(id));
     }
-    dns_names
+    records
 }
 
 /// The cluster (tagged, or named after the stack), its services that are not INACTIVE, and the
 /// ACTIVE revisions of the task definition families `<stack>-…` (a family has no tags).
 async fn ecs(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
-    use aws_sdk_ecs::types::{ClusterField, ServiceField, TaskDefinitionFamilyStatus, TaskDefinitionStatus};
+    use aws_sdk_ecs::types::{
+        ClusterField, ServiceField, TaskDefinitionFamilyStatus, TaskDefinitionField, TaskDefinitionStatus,
+    };
     let ecs = aws_sdk_ecs::Client::new(config);
     let mut arns = Vec::new();
     let mut pages = ecs.list_clusters().into_paginator().send();
@@ -357,10 +389,17 @@ async fn ecs(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
             if c.status() == Some("INACTIVE") {
                 continue;
             }
-            let id = ours(stack, c.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))));
+            let pairs = || c.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+            let id = ours(stack, pairs());
             let id = id.or_else(|| (c.cluster_name() == Some(stack)).then(|| stack.to_string()));
-            let Some(id) = id else { continue };
-            found.add("cluster", Some(id));
+            // A preview's services run in its base's cluster.
+            let owner = pairs().find(|(k, _)| *k == STACK).map(|(_, v)| v);
+            let base = owner.is_some_and(|o| stack.strip_prefix(o).is_some_and(|rest| rest.starts_with('-')));
+            if let Some(id) = &id {
+                found.add("cluster", Some(id.clone()));
+            } else if !base {
+                continue;
+            }
             let cluster = c.cluster_arn().unwrap_or_default();
             let services = ecs.list_services().cluster(cluster).send().await.unwrap();
             for chunk in services.service_arns().chunks(10) {
@@ -373,8 +412,11 @@ async fn ecs(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
                     .await
                     .unwrap();
                 for s in out.services().iter().filter(|s| s.status() != Some("INACTIVE")) {
-                    let id = ours(stack, s.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or(""))));
-                    found.add("service", id.or_else(|| s.service_name().map(str::to_string)));
+                    let tags = || s.tags().iter().map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")));
+                    let untagged = !tags().any(|(k, _)| k == STACK);
+                    // In its own cluster, an untagged service is the stack's too (by its name).
+                    let by_name = (id.is_some() && untagged).then(|| s.service_name().map(str::to_string)).flatten();
+                    found.add("service", ours(stack, tags()).or(by_name));
                 }
             }
         }
@@ -394,6 +436,15 @@ async fn ecs(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
             .send()
             .await
             .unwrap();
+        // `<stack>-…` holds a preview's families too (`<stack>-<preview>-…`): their tags say whose.
+        if let Some(first) = active.task_definition_arns().first() {
+            let out = ecs.describe_task_definition().task_definition(first).include(TaskDefinitionField::Tags);
+            let tags = out.send().await.map(|o| o.tags().to_vec()).unwrap_or_default();
+            let owner = tags.iter().find(|t| t.key() == Some(STACK)).and_then(|t| t.value());
+            if owner.is_some_and(|o| o != stack) {
+                continue;
+            }
+        }
         for _ in active.task_definition_arns() {
             found.add("task-definition", Some(family.clone()));
         }
@@ -420,14 +471,14 @@ async fn scaling(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
 /// balancers (or any load balancer named after it, `<stack>-<n>.<region>.elb.amazonaws.com`,
 /// once that is gone) and ACM validation CNAMEs under a name that holds the stack's own (the
 /// tests' zones are `<stack>.example.com`).
-async fn route53(config: &aws_config::SdkConfig, stack: &str, lb_dns: &[String], found: &Found) {
+async fn route53(config: &aws_config::SdkConfig, stack: &str, lb_dns: &[(String, Option<String>)], found: &Found) {
     // Through the harness proxy: moto's record values are CDATA, which the SDK reads as empty.
     let proxy = crate::proxy::Proxy::start(&crate::harness::endpoint(), Default::default()).await;
     let r53 = aws_sdk_route53::Client::from_conf(
         aws_sdk_route53::config::Builder::from(config).endpoint_url(&proxy.url).build(),
     );
     let norm = |s: &str| s.trim_end_matches('.').trim_start_matches("dualstack.").to_ascii_lowercase();
-    let lb_dns: Vec<String> = lb_dns.iter().map(|d| norm(d)).collect();
+    let lb_dns: Vec<(String, Option<String>)> = lb_dns.iter().map(|(d, n)| (norm(d), n.clone())).collect();
     let own_lb = format!("{}-", stack.to_ascii_lowercase());
     let label = stack.to_ascii_lowercase();
     let mut zones = Vec::new();
@@ -444,7 +495,13 @@ async fn route53(config: &aws_config::SdkConfig, stack: &str, lb_dns: &[String],
             let name = set.name().to_ascii_lowercase();
             let ty = set.r#type().as_str();
             let alias = set.alias_target().map(|a| norm(a.dns_name()));
-            let by_alias = alias.is_some_and(|a| lb_dns.contains(&a) || a.starts_with(&own_lb));
+            let named = |want: &Option<String>| want.as_ref().is_none_or(|w| norm(&name) == *w);
+            // To one of the stack's load balancers under the name it gives; to a load balancer
+            // gone already, by the name aira gives it.
+            let by_alias = alias.is_some_and(|a| match lb_dns.iter().find(|(dns, _)| *dns == a) {
+                Some((_, want)) => named(want),
+                None => a.starts_with(&own_lb),
+            });
             let validation = ty == "CNAME"
                 && set.resource_records().iter().any(|r| r.value().contains("acm-validations.aws"))
                 && name.split('.').any(|l| l == label);

@@ -19,6 +19,7 @@ mod local_target;
 mod lock;
 mod monitoring;
 mod network;
+mod preview;
 mod queue_stack;
 mod secret;
 mod stack;

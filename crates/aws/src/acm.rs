@@ -99,6 +99,11 @@ async fn every_certificate(p: &Clients) -> Result<Vec<CertificateSummary>> {
     Ok(pages.iter().flat_map(|p| p.certificate_summary_list().iter().cloned()).collect())
 }
 
+/// The wildcard name under `domain`: the previews' host names.
+fn wildcard_of(domain: &str) -> String {
+    format!("*.{}", domain.trim_end_matches('.'))
+}
+
 /// Whether a certificate other than `arn` exists for `domain`.
 async fn other_certificates_of(p: &Clients, domain: &str, arn: &str) -> Result<bool> {
     Ok(every_certificate(p)
@@ -139,8 +144,13 @@ impl KindOps for Certificate {
             let Some(out) = sdk::found(format!("read tags of certificate {arn}"), GONE, out)? else { continue };
             let Some(id) = sdk::adopt_tags(cx.scope, out.tags()) else { continue };
             let zone_id = out.tags().iter().find(|t| t.key() == TAG_DNS_ZONE).and_then(|t| t.value());
+            let domain = c.domain_name().unwrap_or_default().to_string();
+            // The names in full (ListCertificates summarises them).
+            let Some(detail) = describe(cx.aws, arn, &format!("read certificate {arn}")).await? else { continue };
+            let wildcard = detail.subject_alternative_names().iter().any(|n| *n == wildcard_of(&domain));
             let props = kind::Certificate {
-                domain: c.domain_name().unwrap_or_default().to_string(),
+                domain,
+                wildcard,
                 validation: kind::Validation::Dns,
                 zone_id: zone_id.map(String::from),
             };
@@ -155,7 +165,12 @@ impl KindOps for Certificate {
         let what = format!("create {} `{}` ({})", res.kind, res.id, p.domain);
         let zone = p.zone_id.as_deref().map(|z| (TAG_DNS_ZONE, z));
         let tags = sdk::tag_list(cx.scope, &res.id, zone.as_slice());
-        let req = cx.aws.acm.request_certificate().domain_name(&p.domain).validation_method(ValidationMethod::Dns);
+        let mut req = cx.aws.acm.request_certificate().domain_name(&p.domain).validation_method(ValidationMethod::Dns);
+        if p.wildcard {
+            // ACM puts DOMAIN first among the names itself, and validates `*.DOMAIN` with the
+            // record of DOMAIN: one record for both.
+            req = req.subject_alternative_names(wildcard_of(&p.domain));
+        }
         let out = call!(what, req.set_tags(Some(tags)).send());
         let arn = out.certificate_arn().unwrap_or_default().to_string();
         if arn.is_empty() {

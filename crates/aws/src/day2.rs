@@ -1,5 +1,6 @@
 //! Day-2 reads and actions on a running stack: services' state, logs, rollback. Resources are
-//! named by the conventions of `expand.rs`: cluster = stack, service = its name in the stack,
+//! named by the conventions of `expand.rs`: cluster = stack (a preview's: its base; `Scope::cluster`),
+//! service = its name in the stack (a preview's: after its name; `Scope::ecs_service`),
 //! task definition family `STACK-SERVICE`, log group `/aira/STACK/SERVICE`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::AwsProvider;
-use aira_engine::provider::ProviderError;
+use aira_engine::provider::{ProviderError, Scope};
 
 /// The targets of a target group: state → count, and unhealthy targets' reasons.
 #[derive(Debug, Serialize)]
@@ -57,25 +58,25 @@ fn revision_of(arn: &str) -> i32 {
 }
 
 impl AwsProvider {
-    /// The services of the stack's cluster; empty when there is no cluster.
-    pub async fn services_status(&self, stack: &str) -> Result<Vec<ServiceStatus>, ProviderError> {
-        let mut arns = Vec::new();
-        let mut pages = self.clients.ecs.list_services().cluster(stack).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            match page {
-                Ok(p) => arns.extend(p.service_arns.unwrap_or_default()),
+    /// The stack's services (by their names in the stack file) as ECS has them, in the stack's
+    /// cluster (a preview's: its base's); empty when there is no cluster.
+    pub async fn services_status(
+        &self,
+        scope: &Scope,
+        services: &[String],
+    ) -> Result<Vec<ServiceStatus>, ProviderError> {
+        let (stack, cluster) = (&scope.stack, scope.cluster());
+        let names: Vec<String> = services.iter().map(|s| scope.ecs_service(s)).collect();
+        let mut out = Vec::new();
+        for chunk in names.chunks(10) {
+            let req = self.clients.ecs.describe_services().cluster(cluster).set_services(Some(chunk.to_vec()));
+            let desc = match req.send().await {
+                Ok(d) => d,
                 Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
                     return Ok(Vec::new())
                 }
-                Err(e) => return Err(crate::sdk::error(format!("list the services of cluster `{stack}`"), e)),
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in arns.chunks(10) {
-            let desc = call!(
-                format!("describe the services of `{stack}`"),
-                self.clients.ecs.describe_services().cluster(stack).set_services(Some(chunk.to_vec())).send()
-            );
+                Err(e) => return Err(crate::sdk::error(format!("describe the services of `{stack}`"), e)),
+            };
             for s in desc.services() {
                 if s.status() == Some("INACTIVE") {
                     continue;
@@ -166,11 +167,12 @@ impl AwsProvider {
     /// deregistering nothing. Returns (from, to) as `family:revision`, and the ARN it now runs. and the ARN it now runs.
     pub async fn rollback(
         &self,
-        stack: &str,
+        scope: &Scope,
         service: &str,
         to: Option<u32>,
     ) -> Result<(String, String, String), ProviderError> {
-        let out = self.clients.ecs.describe_services().cluster(stack).services(service).send().await;
+        let (stack, cluster, ecs_name) = (&scope.stack, scope.cluster(), scope.ecs_service(service));
+        let out = self.clients.ecs.describe_services().cluster(cluster).services(&ecs_name).send().await;
         let out = match out {
             Ok(out) => out,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_cluster_not_found_exception()) => {
@@ -208,7 +210,7 @@ impl AwsProvider {
         }
         call!(
             format!("roll back service `{service}` to {target}"),
-            self.clients.ecs.update_service().cluster(stack).service(service).task_definition(&target).send()
+            self.clients.ecs.update_service().cluster(cluster).service(&ecs_name).task_definition(&target).send()
         );
         Ok((current, family_revision(&target), target))
     }
@@ -284,8 +286,8 @@ impl AwsProvider {
     ) -> Result<(), ProviderError> {
         let id = aira_engine::graph::LogicalId(aira_engine::expand::service_id(service));
         let seen = std::collections::BTreeSet::new();
-        super::ecs::wait_deployed(&self.clients, scope, &id, &scope.stack, service, task_definition, &seen, progress)
-            .await
+        let (cluster, name) = (scope.cluster(), scope.ecs_service(service));
+        super::ecs::wait_deployed(&self.clients, scope, &id, cluster, &name, task_definition, &seen, progress).await
     }
 
     /// Seconds the oldest message has waited (CloudWatch `ApproximateAgeOfOldestMessage`, the

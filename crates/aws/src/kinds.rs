@@ -27,6 +27,7 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
         Kind::LoadBalancer => &elb::load_balancer::LoadBalancer,
         Kind::TargetGroup => &elb::target_group::TargetGroup,
         Kind::Listener => &elb::listener::Listener,
+        Kind::ListenerRule => &elb::rule::ListenerRule,
         Kind::Repository => &ecr::Repository,
         Kind::Cluster => &ecs::cluster::Cluster,
         Kind::TaskDefinition => &ecs::task_definition::TaskDefinition,

@@ -76,6 +76,8 @@ use aira_engine::stack::Stack;
 
 /// Tag on the load balancer and the certificate naming the hosted zone of their records.
 pub(crate) const TAG_DNS_ZONE: &str = "aira:dns-zone";
+/// The load balancer's tag naming its alias records (`kind::LoadBalancer::public_name`).
+pub(crate) const TAG_DNS_NAME: &str = "aira:dns-name";
 
 /// Where and how to reach AWS; `None` fields fall back to the SDK's configuration chain
 /// (environment, profiles, SSO, IMDS; `AWS_ENDPOINT_URL` included).

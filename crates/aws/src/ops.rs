@@ -62,10 +62,10 @@ pub(crate) trait KindOps: Sync {
 /// passes the find that fills the memo (the memo itself names no kind).
 #[derive(Default)]
 pub(crate) struct Observing {
-    /// The stack's load balancers (listeners, alias records and the web ACL's association hang
-    /// off them).
+    /// The stack's load balancers, or a preview's base's (listeners, rules, alias records and
+    /// the web ACL's association hang off them).
     load_balancers: OnceCell<Vec<Observed>>,
-    /// The stack's ECS clusters (services are listed by cluster).
+    /// The stack's ECS clusters, or a preview's base's (services are listed by cluster).
     clusters: OnceCell<Vec<Observed>>,
     /// The stack's Prometheus workspaces (rule groups and alert routes live in them).
     workspaces: OnceCell<Vec<Observed>>,

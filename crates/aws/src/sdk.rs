@@ -528,7 +528,7 @@ mod tests {
 
     #[test]
     fn adoption_needs_the_stack_tag() {
-        let scope = Scope { stack: "s".into(), tags: Default::default(), wait: Duration::ZERO };
+        let scope = Scope::new("s", Default::default(), Duration::ZERO);
         assert_eq!(adopt(&scope, [("aira:stack", "s"), ("aira:id", "queue")]), Some("queue".into()));
         assert_eq!(adopt(&scope, [("aira:stack", "other"), ("aira:id", "queue")]), None);
         assert_eq!(adopt(&scope, [("aira:id", "queue")]), None);

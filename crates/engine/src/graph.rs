@@ -123,12 +123,16 @@ pub fn normalize(kind: Kind, props: &mut Value) {
 }
 
 /// The desired state of one stack.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Graph {
     pub stack: String,
     /// Tags every resource carries besides `aira:stack` and `aira:id`.
     pub tags: BTreeMap<String, String>,
     pub resources: Vec<Desired>,
+    /// A preview's resources that are its base's (`expand::preview`): read from the base, used
+    /// as they are, never changed.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub shared: BTreeSet<LogicalId>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -137,6 +141,8 @@ pub enum GraphError {
     UnknownDependency(LogicalId, LogicalId),
     #[error("resource `{0}` is defined twice")]
     Duplicate(LogicalId),
+    #[error("the base stack has no `{0}` ({1}), which its previews use: `aira up` the base's stack file first")]
+    NotInBase(LogicalId, Kind),
     #[error("dependency cycle through {}", .0.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", "))]
     Cycle(Vec<LogicalId>),
 }
@@ -204,11 +210,11 @@ mod tests {
     fn topological_order_and_errors() {
         let mut g = Graph {
             stack: "s".into(),
-            tags: BTreeMap::new(),
             resources: vec![
                 Desired::new("b", Kind::SqsQueue, json!({"x": reference("a", "arn")})),
                 Desired::new("a", Kind::SqsQueue, json!({})),
             ],
+            ..Graph::default()
         };
         assert_eq!(g.topo_order().unwrap(), vec![LogicalId::from("a"), "b".into()]);
         g.resources[1] = Desired::new("a", Kind::SqsQueue, json!({"x": reference("b", "arn")}));

@@ -52,6 +52,9 @@ pub struct Step {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<Change>,
     pub depends_on: BTreeSet<LogicalId>,
+    /// The base's resource a preview uses (always a no-op; `current` is the base's).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
     #[serde(skip)]
     pub desired: Option<Desired>,
     #[serde(skip)]
@@ -117,15 +120,26 @@ impl Plan {
         self.steps.iter().any(|s| matches!(s.action, Action::Delete | Action::Replace))
     }
 
-    /// Prices the stack after this plan and what exists now, in `region`.
+    /// Prices the stack after this plan and what exists now, in `region`. A preview's figures
+    /// are its own resources'; what it uses of its base is `shared_monthly`, priced as the base
+    /// has it.
     pub fn estimate_cost(&self, region: &str) -> crate::cost::Estimate {
         use crate::cost::Priced;
         let mut notes = Vec::new();
-        let after = self.steps.iter().filter_map(|s| s.desired.as_ref()).map(|d| (&d.id, d.kind, &d.props));
+        // The base's Prometheus workspace is priced by the series of the tasks it is counted
+        // with: with the preview's own, it is what the preview's tasks push into it.
+        let own = || self.steps.iter().filter(|s| !s.shared || s.kind == Kind::PrometheusWorkspace);
+        let after = own().filter_map(|s| s.desired.as_ref()).map(|d| (&d.id, d.kind, &d.props));
         let after = Priced::all(after, &mut notes);
-        let now = self.steps.iter().filter_map(|s| s.current.as_ref()).map(|o| (&o.id, o.kind, &o.props));
+        let now = own().filter_map(|s| s.current.as_ref()).map(|o| (&o.id, o.kind, &o.props));
         let now = Priced::all(now, &mut notes);
         let mut estimate = crate::cost::estimate(region, &after, &now);
+        if self.steps.iter().any(|s| s.shared) {
+            let shared = self.steps.iter().filter(|s| s.shared && s.kind != Kind::PrometheusWorkspace);
+            let shared = shared.filter_map(|s| s.current.as_ref());
+            let shared = Priced::all(shared.map(|o| (&o.id, o.kind, &o.props)), &mut notes);
+            estimate.shared(crate::cost::estimate(region, &shared, &[]));
+        }
         estimate.notes.extend(notes);
         estimate
     }
@@ -134,6 +148,13 @@ impl Plan {
 /// Compares the graph with what exists. `observed` may hold duplicates of one id (oldest first):
 /// the first is kept, the others are deleted.
 pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
+    diff_on(graph, observed, &[])
+}
+
+/// [`diff`] of a preview, whose graph's shared resources are the base's, read in `base`: each is
+/// a no-op step that carries the base's outputs to the preview's own resources, or, missing
+/// from the base, an error (nothing of the base is ever created, changed or deleted here).
+pub fn diff_on(graph: &Graph, observed: &[Observed], base: &[Observed]) -> Result<Plan, GraphError> {
     let order = graph.topo_order()?;
     let mut current: BTreeMap<&LogicalId, &Observed> = BTreeMap::new();
     let mut extras: Vec<(&Observed, String)> = Vec::new();
@@ -153,6 +174,30 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
     let mut decided: BTreeMap<LogicalId, Action> = BTreeMap::new();
     for id in &order {
         let desired = graph.get(id).expect("topo order holds graph ids");
+        if graph.shared.contains(id) {
+            let obs = base
+                .iter()
+                .find(|o| &o.id == id && o.kind == desired.kind)
+                .ok_or_else(|| GraphError::NotInBase(id.clone(), desired.kind))?;
+            // One of the preview's own under an id now the base's: a leftover to delete.
+            if let Some(own) = current.insert(id, obs) {
+                extras.push((own, format!("`{id}` is now the base's")));
+            }
+            decided.insert(id.clone(), Action::NoOp);
+            steps.push(Step {
+                id: id.clone(),
+                kind: desired.kind,
+                action: Action::NoOp,
+                physical_id: Some(obs.physical_id.clone()),
+                reason: None,
+                changes: Vec::new(),
+                depends_on: desired.depends_on.clone(),
+                shared: true,
+                desired: Some(desired.clone()),
+                current: Some(obs.clone()),
+            });
+            continue;
+        }
         let step = match current.get(id) {
             None => Step {
                 id: id.clone(),
@@ -162,6 +207,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
                 reason: None,
                 changes: Vec::new(),
                 depends_on: desired.depends_on.clone(),
+                shared: false,
                 desired: Some(desired.clone()),
                 current: None,
             },
@@ -213,6 +259,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
                     reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
                     changes,
                     depends_on: desired.depends_on.clone(),
+                    shared: false,
                     desired: Some(desired.clone()),
                     current: Some((*obs).clone()),
                 }
@@ -260,7 +307,7 @@ pub fn diff(graph: &Graph, observed: &[Observed]) -> Result<Plan, GraphError> {
 
 /// A plan that deletes everything observed (for `aira down`), dependents first.
 pub fn teardown(stack: &str, observed: &[Observed]) -> Result<Plan, GraphError> {
-    let mut plan = diff(&Graph { stack: stack.into(), tags: BTreeMap::new(), resources: Vec::new() }, observed)?;
+    let mut plan = diff(&Graph { stack: stack.into(), ..Graph::default() }, observed)?;
     for step in plan.steps.iter_mut().filter(|s| s.reason.as_deref() == Some(GONE_FROM_STACK)) {
         step.reason = None;
     }
@@ -278,6 +325,7 @@ fn delete_step(o: &Observed, reason: String) -> Step {
         reason: Some(reason),
         changes: Vec::new(),
         depends_on: o.depends_on.clone(),
+        shared: false,
         desired: None,
         current: Some(o.clone()),
     }
@@ -317,7 +365,7 @@ mod tests {
         let vpc = |ipv6: bool| kind::Vpc { cidr: "10.0.0.0/16".into(), dns_support: true, dns_hostnames: true, ipv6 };
         let plan = |live: bool, want: bool| {
             let graph =
-                Graph { stack: "s".into(), tags: BTreeMap::new(), resources: vec![Desired::of("vpc", &vpc(want))] };
+                Graph { stack: "s".into(), resources: vec![Desired::of("vpc", &vpc(want))], ..Graph::default() };
             let observed = Observed::of("vpc".into(), "vpc-1", &vpc(live));
             diff(&graph, &[observed]).unwrap()
         };
@@ -326,5 +374,56 @@ mod tests {
         assert!(refused[0].starts_with("network.ipv6: the VPC `vpc` has IPv6 now"), "{}", refused[0]);
         assert!(plan(false, true).unsupported().is_empty());
         assert!(plan(true, true).unsupported().is_empty());
+    }
+
+    /// The base as its observe would read it: every resource of its graph, as written.
+    fn deployed(base: &Graph) -> Vec<crate::provider::Observed> {
+        base.resources
+            .iter()
+            .map(|d| crate::provider::Observed {
+                id: d.id.clone(),
+                kind: d.kind,
+                physical_id: format!("arn:{}", d.id),
+                props: d.props.clone(),
+                outputs: Default::default(),
+                depends_on: Default::default(),
+                repair: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_preview_of_the_canonical_stack_costs_little_of_its_own_and_names_what_it_shares() {
+        use crate::expand::expand;
+        use crate::expand::preview::{
+            expand_preview,
+            tests::{base, image},
+            Preview,
+        };
+        use crate::provider::Facts;
+        let stack = base();
+        let facts = Facts::offline(&stack);
+        let base_graph = expand(&stack, &facts, &image()).unwrap();
+        let whole = diff(&base_graph, &[]).unwrap().estimate_cost("us-east-1");
+        let whole = whole.totals.unwrap().monthly;
+        let preview = Preview { base: "aira".into(), name: "pr-7".into() };
+        let g = expand_preview(&stack, &facts, &image(), &preview).unwrap();
+        // Against an empty base it refuses: nothing of the base is ever created by a preview.
+        let err = diff_on(&g, &[], &[]).unwrap_err();
+        assert!(err.to_string().contains("the base stack has no"), "{err}");
+        let plan = diff_on(&g, &[], &deployed(&base_graph)).unwrap();
+        // Nothing of the base changes; the preview's own are created.
+        for step in &plan.steps {
+            assert_eq!(step.shared, step.action == Action::NoOp, "{} {:?}", step.id, step.action);
+        }
+        let cost = plan.estimate_cost("us-east-1");
+        let own = cost.totals.unwrap().monthly;
+        let shared = cost.shared_monthly.unwrap();
+        assert!(own <= 40.0, "the preview's own cost: ${own}");
+        assert!(own > 0.0 && shared > own, "own ${own}, shared ${shared}");
+        // The base's figure is the shared part plus what the preview has its own copy of.
+        assert!((shared + own - whole).abs() < 0.05, "own ${own} + shared ${shared} against the whole ${whole}");
+        assert!(cost.notes.iter().any(|n| n.contains("shared with the base")), "{:?}", cost.notes);
+        assert!(!cost.lines.iter().any(|l| l.id == "nat-a" || l.id == "lb"), "{:?}", cost.lines);
     }
 }

@@ -256,7 +256,12 @@ async fn answer(
             let seen = state.ec2_errors.fetch_add(1, Ordering::SeqCst);
             if times == 0 || seen < times {
                 state.injected.fetch_add(1, Ordering::SeqCst);
-                return Ok(if json_protocol { json_error(code) } else { ec2_error(code) });
+                return Ok(match (json_protocol, service) {
+                    (true, _) => json_error(code),
+                    // ELB's query protocol has its own error shape.
+                    (false, "elasticloadbalancing") => crate::aws_rules::elb_error(code, "injected by the test proxy"),
+                    (false, _) => ec2_error(code),
+                });
             }
         }
     }

@@ -45,11 +45,7 @@ async fn aira_config() -> aws_config::SdkConfig {
 }
 
 fn scope(stack: &str, wait: u64) -> Scope {
-    Scope {
-        stack: stack.into(),
-        tags: BTreeMap::from([("team".into(), "chat".into())]),
-        wait: Duration::from_secs(wait),
-    }
+    Scope::new(stack, BTreeMap::from([("team".into(), "chat".into())]), Duration::from_secs(wait))
 }
 
 fn res(id: &str, kind: Kind, props: Value) -> Resolved {

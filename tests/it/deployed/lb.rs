@@ -1,6 +1,7 @@
-//! The Application Load Balancer's part, built from the listeners and target group read from
-//! moto: the HTTP listener's redirect, the HTTPS listener (TLS ends here, with a certificate from a
-//! local CA) forwarding to the targets that pass the target group's health check, round robin,
+//! The Application Load Balancer's part, built from the listeners, rules and target groups read
+//! from moto: the HTTP listener's redirect, the HTTPS listener (TLS ends here, with a certificate
+//! from a local CA) choosing a target group by its host-header rules (a preview's), else its
+//! default action's, and forwarding to the targets that pass that group's health check, round robin,
 //! with `X-Forwarded-For`/`-Proto`/`-Port` appended; deregistered targets drain (no new requests)
 //! until ECS stops them. As ALB does, when no target is healthy it sends to all of them (fails open).
 //! Every connection to a target, health checks included, comes from the load balancer's security
@@ -55,6 +56,34 @@ pub struct TargetGroup {
     pub deregistration_delay: Duration,
     targets: Mutex<Vec<Target>>,
     next: AtomicUsize,
+    /// Requests the listener sent it.
+    pub served: AtomicUsize,
+}
+
+/// The HTTPS listener's rules: host-header rules in priority order (as `DescribeRules` gives
+/// them), then its default action.
+pub struct Routes {
+    default: Arc<TargetGroup>,
+    hosts: Mutex<Vec<(String, Arc<TargetGroup>)>>,
+}
+
+impl Routes {
+    pub fn new(default: Arc<TargetGroup>) -> Arc<Routes> {
+        Arc::new(Routes { default, hosts: Mutex::new(Vec::new()) })
+    }
+
+    /// The rules, lowest priority first.
+    pub fn set(&self, hosts: Vec<(String, Arc<TargetGroup>)>) {
+        *self.hosts.lock().unwrap() = hosts;
+    }
+
+    /// The group of the first rule whose host matches the request's (ALB compares host names
+    /// without case, and without the port), else the default action's.
+    fn group_for(&self, host: &str) -> Arc<TargetGroup> {
+        let host = host.split(':').next().unwrap_or(host);
+        let hosts = self.hosts.lock().unwrap();
+        hosts.iter().find(|(h, _)| h.eq_ignore_ascii_case(host)).map_or(self.default.clone(), |(_, g)| g.clone())
+    }
 }
 
 impl TargetGroup {
@@ -65,6 +94,7 @@ impl TargetGroup {
             deregistration_delay,
             targets: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
+            served: AtomicUsize::new(0),
         })
     }
 
@@ -138,7 +168,7 @@ async fn send(task: &Task, port: u16, source: &Source, req: Request<Body>) -> Re
     sender.send_request(req).await.map_err(|e| e.to_string())
 }
 
-/// The listeners: the HTTPS one forwarding to `group`, the HTTP one answering its redirect.
+/// The listeners: the HTTPS one forwarding by its `Routes`, the HTTP one answering its redirect.
 pub struct Listeners {
     pub https: SocketAddr,
     pub http: SocketAddr,
@@ -153,7 +183,7 @@ pub struct Redirect {
 
 impl Listeners {
     pub async fn start(
-        group: Arc<TargetGroup>,
+        routes: Arc<Routes>,
         redirect: Redirect,
         cert: &std::path::Path,
         key: &std::path::Path,
@@ -166,11 +196,11 @@ impl Listeners {
         let https_addr = https.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((tcp, peer)) = https.accept().await {
-                let (acceptor, group) = (acceptor.clone(), group.clone());
+                let (acceptor, routes) = (acceptor.clone(), routes.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
                     let service =
-                        hyper::service::service_fn(move |req| forward(group.clone(), peer, https_addr.port(), req));
+                        hyper::service::service_fn(move |req| forward(routes.clone(), peer, https_addr.port(), req));
                     let _ =
                         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
                 });
@@ -216,7 +246,7 @@ impl Listeners {
 
 /// A request on the HTTPS listener, to a target; 503 with no target, 502 when it cannot be reached.
 async fn forward(
-    group: Arc<TargetGroup>,
+    routes: Arc<Routes>,
     peer: SocketAddr,
     port: u16,
     req: Request<Incoming>,
@@ -224,7 +254,10 @@ async fn forward(
     let status = |code: u16| {
         Ok(Response::builder().status(code).body(Full::new(Bytes::new()).map_err(|n| match n {}).boxed()).unwrap())
     };
+    let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or_default();
+    let group = routes.group_for(host);
     let Some((task, target)) = group.pick() else { return status(503) };
+    group.served.fetch_add(1, Ordering::Relaxed);
     let (mut parts, body) = req.into_parts();
     let forwarded = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(before) => format!("{before}, {}", peer.ip()),

@@ -278,6 +278,48 @@ impl User {
     }
 }
 
+/// One user on `host`: signs up, posts a message, and reads its event stream until the final
+/// event; the answer (or the failure).
+pub async fn one_chat(host: &str, https: SocketAddr, ca: &[u8], base: &str) -> String {
+    let http = client(host, https, ca, None);
+    let creds = json!({"email": "preview@example.com", "password": "correct horse battery", "keep_history": true});
+    let post = |path: &str, body: Option<Value>, token: Option<&str>| {
+        let mut req = http.post(format!("{base}{path}"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let path = path.to_string();
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            assert!(status.is_success(), "POST {path} on {host}: {status} {text}");
+            serde_json::from_str::<Value>(&text).unwrap_or_default()
+        }
+    };
+    post("/v1/auth/signup", Some(creds.clone()), None).await;
+    let token = post("/v1/auth/tokens", Some(creds), None).await["token"].as_str().unwrap().to_string();
+    let conversation = post("/v1/conversations", None, Some(&token)).await["id"].as_str().unwrap().to_string();
+    let path = format!("/v1/conversations/{conversation}/messages");
+    let message = post(&path, Some(json!({"content": "hello preview"})), Some(&token)).await;
+    let id = message["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let req = http.get(format!("{base}/v1/messages/{id}/events")).bearer_auth(&token);
+        let Ok(text) = req.header("accept", "text/event-stream").send().await.unwrap().text().await else { continue };
+        for event in text.split("\n\n") {
+            let name = field(event, "event");
+            if name == "answered" || name == "failed" {
+                return format!("{name}: {}", field(event, "data"));
+            }
+        }
+    }
+    panic!("no final event for {id} on {host} in 120 s");
+}
+
 /// The value of an SSE field in one event.
 fn field(event: &str, name: &str) -> String {
     event

@@ -160,7 +160,9 @@ pub(crate) fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf)
         "-subj",
         &format!("/CN={name}"),
     ]);
-    std::fs::write(dir.join("site.ext"), format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth\n")).unwrap();
+    // As ACM's for a stack with a domain: its name and the previews' (`*.` it).
+    let ext = format!("subjectAltName=DNS:{name},DNS:*.{name}\nextendedKeyUsage=serverAuth\n");
+    std::fs::write(dir.join("site.ext"), ext).unwrap();
     run(&[
         "x509",
         "-req",
@@ -357,7 +359,8 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     let group = agent.group(&tg_arn).await;
     let from_lb = group.source.clone();
     let (ca, cert, key) = certificate(dir, DOMAIN);
-    let listeners = lb::Listeners::start(group, redirect, &cert, &key).await;
+    let routes = lb::Routes::new(group.clone());
+    let listeners = lb::Listeners::start(routes.clone(), redirect, &cert, &key).await;
     let ca_pem = std::fs::read(&ca).unwrap();
     let base = format!("https://{DOMAIN}:{}", listeners.https.port());
 
@@ -399,6 +402,69 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     assert!(browser.status.success(), "the browser's chat through the load balancer:\n{said}");
     assert!(said.contains("answered: "), "{said}");
     eprintln!("{said}");
+
+    // A preview on the stack answers its own host through the same load balancer, from its own
+    // tasks and table: a user signed up there is unknown to the base, and its message is answered.
+    let preview = aira_env(
+        dir,
+        &[
+            "up",
+            file,
+            "--preview",
+            "p1",
+            "--yes",
+            "--endpoint-url",
+            &proxy.url,
+            "--registry",
+            &repository,
+            "--insecure-registry",
+            "--runtime-binary",
+            runtime.to_str().unwrap(),
+        ],
+        &admin.env(),
+    )
+    .await;
+    preview.assert_code(0);
+    let https_arn = https.listener_arn().unwrap();
+    let rules = elb.describe_rules().listener_arn(https_arn).send().await.unwrap();
+    let mut host_rules = Vec::new();
+    for r in rules.rules().iter().filter(|r| r.is_default() != Some(true)) {
+        let host = r.conditions()[0].host_header_config().map(|h| h.values()[0].clone()).unwrap_or_default();
+        let priority: u32 = r.priority().unwrap_or_default().parse().unwrap_or(u32::MAX);
+        host_rules.push((priority, host, r.actions()[0].target_group_arn().unwrap_or_default().to_string()));
+    }
+    host_rules.sort();
+    let preview_host = format!("p1.{DOMAIN}");
+    assert_eq!(host_rules.iter().map(|r| r.1.clone()).collect::<Vec<_>>(), vec![preview_host.clone()]);
+    let mut preview_routes = Vec::new();
+    for (_, host, tg) in &host_rules {
+        preview_routes.push((host.clone(), agent.group(tg).await));
+    }
+    let preview_group = preview_routes[0].1.clone();
+    routes.set(preview_routes);
+    let preview_base = base.replace(DOMAIN, &preview_host);
+    let answered = load::one_chat(&preview_host, listeners.https, &ca_pem, &preview_base).await;
+    assert!(answered.starts_with("answered: ") && answered.contains("hello preview"), "{answered}");
+    eprintln!("the preview p1 answered at {preview_host}: {answered}");
+    let served = preview_group.served.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(served > 0, "the preview's target group served nothing");
+    // The same user on the base is a new sign-up: the two hosts are two deployments.
+    let base_client = load::client(DOMAIN, listeners.https, &ca_pem, None);
+    let signup = base_client
+        .post(format!("{base}/v1/auth/signup"))
+        .json(&json!({"email": "preview@example.com", "password": "correct horse battery", "keep_history": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signup.status(), 201, "the base knew the preview's user");
+    assert_eq!(
+        preview_group.served.load(std::sync::atomic::Ordering::Relaxed),
+        served,
+        "the base's host reached the preview"
+    );
+    let down_args = ["down", file, "--preview", "p1", "--yes", "--endpoint-url", &proxy.url];
+    aira_env(dir, &down_args, &admin.env()).await.assert_code(0);
+    routes.set(Vec::new());
 
     let clients: Vec<reqwest::Client> =
         load::sources(20).into_iter().map(|ip| load::client(DOMAIN, listeners.https, &ca_pem, Some(ip))).collect();

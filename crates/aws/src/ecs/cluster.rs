@@ -30,9 +30,10 @@ pub(crate) async fn find(aws: &Clients, scope: &Scope) -> Result<Vec<Observed>> 
     Ok(found)
 }
 
-/// The stack's clusters, found once per observe (services are listed by cluster).
+/// The clusters the stack's services run in, found once per observe (services are listed by
+/// cluster): the stack's, or a preview's base's.
 pub(crate) async fn shared<'s>(cx: &Cx<'s>) -> Result<&'s [Observed]> {
-    cx.seen.clusters(|| find(cx.aws, cx.scope)).await
+    cx.seen.clusters(|| async { find(cx.aws, &cx.scope.containers()).await }).await
 }
 
 fn observed(id: LogicalId, c: &aws_sdk_ecs::types::Cluster) -> Observed {
@@ -65,6 +66,10 @@ async fn read(aws: &Clients, id: &LogicalId, arn: &str, what: &str) -> Result<Ob
 #[async_trait]
 impl KindOps for Cluster {
     async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        // A preview's cluster is its base's, never its own (its `down` must not see it).
+        if cx.scope.base.is_some() {
+            return Ok(Vec::new());
+        }
         Ok(shared(cx).await?.to_vec())
     }
 

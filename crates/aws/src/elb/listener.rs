@@ -65,7 +65,7 @@ async fn find(elb: &Client, scope: &Scope, lb: &str, arn: Option<&str>) -> Resul
     Ok(found)
 }
 
-fn action_props(a: &Action) -> kind::Action {
+pub(super) fn action_props(a: &Action) -> kind::Action {
     let text = |v: Option<&str>| v.unwrap_or_default().to_string();
     match a.r#type() {
         Some(ActionTypeEnum::Redirect) => {
@@ -86,7 +86,7 @@ fn action_props(a: &Action) -> kind::Action {
     }
 }
 
-fn action(a: &kind::Action) -> Action {
+pub(super) fn action(a: &kind::Action) -> Action {
     match a {
         kind::Action::Redirect { protocol, port, status } => Action::builder()
             .r#type(ActionTypeEnum::Redirect)

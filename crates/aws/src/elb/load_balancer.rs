@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::{arn_resource, created, described, observed, reread, Ours, Result, GONE};
 use crate::ops::{change, creating, Change, Cx, KindOps};
 use crate::sdk::{self, Poll};
-use crate::TAG_DNS_ZONE;
+use crate::{TAG_DNS_NAME, TAG_DNS_ZONE};
 use aira_engine::kind::{self, Val};
 use aira_engine::provider::{Observed, Resolved, Scope};
 
@@ -34,6 +34,7 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
             subnets: sorted(lb.availability_zones().iter().filter_map(|z| z.subnet_id())),
             security_groups: sorted(lb.security_groups().iter().map(String::as_str)),
             dns_zone: tags.get(TAG_DNS_ZONE).cloned(),
+            public_name: tags.get(TAG_DNS_NAME).cloned(),
         };
         let suffix = arn_resource(arn).trim_start_matches("loadbalancer/");
         let outputs = [
@@ -46,10 +47,10 @@ pub(crate) async fn find(elb: &Client, scope: &Scope, arn: Option<&str>) -> Resu
     Ok(found)
 }
 
-/// The stack's load balancers, found once per observe (listeners, alias records and the web
-/// ACL read them too).
+/// The load balancers the stack's listeners, rules and alias records hang off, found once per
+/// observe: the stack's, or a preview's base's.
 pub(crate) async fn shared<'s>(cx: &Cx<'s>) -> Result<&'s [Observed]> {
-    cx.seen.load_balancers(|| find(&cx.aws.elb, cx.scope, None)).await
+    cx.seen.load_balancers(|| async { find(&cx.aws.elb, &cx.scope.containers(), None).await }).await
 }
 
 /// Observed ids in a stable order (the plan compares these sets sorted anyway).
@@ -69,12 +70,19 @@ fn ids(v: &[Val<String>]) -> Vec<String> {
 #[async_trait]
 impl KindOps for LoadBalancer {
     async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
+        // A preview's load balancer is its base's, never its own (its `down` must not see it).
+        if cx.scope.base.is_some() {
+            return Ok(Vec::new());
+        }
         Ok(shared(cx).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
         let (p, what) = creating::<kind::LoadBalancer>(res)?;
-        let zone = p.dns_zone.as_deref().map(|z| (TAG_DNS_ZONE, z));
+        let tags: Vec<(&str, &str)> = [(TAG_DNS_ZONE, &p.dns_zone), (TAG_DNS_NAME, &p.public_name)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v.as_deref()?)))
+            .collect();
         let out = call!(
             what,
             cx.aws
@@ -86,7 +94,7 @@ impl KindOps for LoadBalancer {
                 .ip_address_type(IpAddressType::from(p.ip_address_type.as_str()))
                 .set_subnets(Some(ids(&p.subnets)))
                 .set_security_groups(Some(ids(&p.security_groups)))
-                .set_tags(Some(sdk::tag_list(cx.scope, &res.id, zone.as_slice())))
+                .set_tags(Some(sdk::tag_list(cx.scope, &res.id, &tags)))
                 .send()
         );
         let arn = created(out.load_balancers().first().and_then(|l| l.load_balancer_arn()), &what)?;
@@ -108,15 +116,19 @@ impl KindOps for LoadBalancer {
             let groups = Some(ids(&want.security_groups));
             call!(what, elb.set_security_groups().load_balancer_arn(arn).set_security_groups(groups).send());
         }
-        match (&want.dns_zone, &have.dns_zone) {
-            (Some(w), h) if Some(w) != h.as_ref() => {
-                let tag = Tag::builder().key(TAG_DNS_ZONE).value(w).build();
-                call!(what, elb.add_tags().resource_arns(arn).tags(tag).send());
+        for (key, want, have) in
+            [(TAG_DNS_ZONE, &want.dns_zone, &have.dns_zone), (TAG_DNS_NAME, &want.public_name, &have.public_name)]
+        {
+            match (want, have) {
+                (Some(w), h) if Some(w) != h.as_ref() => {
+                    let tag = Tag::builder().key(key).value(w).build();
+                    call!(what, elb.add_tags().resource_arns(arn).tags(tag).send());
+                }
+                (None, Some(_)) => {
+                    call!(what, elb.remove_tags().resource_arns(arn).tag_keys(key).send());
+                }
+                _ => {}
             }
-            (None, Some(_)) => {
-                call!(what, elb.remove_tags().resource_arns(arn).tag_keys(TAG_DNS_ZONE).send());
-            }
-            _ => {}
         }
         reread(find(elb, cx.scope, Some(arn)).await?, arn, &what)
     }

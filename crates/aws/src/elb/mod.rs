@@ -1,4 +1,4 @@
-//! Application load balancer, target groups and listeners, one module a kind; what they share
+//! Application load balancer, target groups, listeners and (a preview's) listener rules, one module a kind; what they share
 //! is here.
 //!
 //! Found with describe calls and then their tags (`describe_tags`, at most 20 ARNs per call):
@@ -8,6 +8,7 @@
 
 pub mod listener;
 pub mod load_balancer;
+pub mod rule;
 pub mod target_group;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,7 @@
 //! The alias records (A and AAAA) of the public name. Record sets carry no tags: they are found
 //! from the load balancers, whose tag `aira:dns-zone` names the zone, as the aliases that point
-//! at them.
+//! at them, and told apart by name (the tag `aira:dns-name`): the base's records are named as
+//! the tag says, each preview's `NAME.` that, on the base's load balancer.
 
 use std::collections::BTreeMap;
 
@@ -54,8 +55,18 @@ impl KindOps for AliasRecord {
         let mut listed: BTreeMap<String, Vec<ResourceRecordSet>> = BTreeMap::new();
         for lb in crate::elb::load_balancer::shared(cx).await? {
             let dns_name = lb.outputs.get("dns_name").and_then(Value::as_str);
-            let (Some(zone), Some(dns_name)) = (lb.props::<kind::LoadBalancer>()?.dns_zone, dns_name) else {
+            let lb_props = lb.props::<kind::LoadBalancer>()?;
+            let (Some(zone), Some(dns_name)) = (lb_props.dns_zone, dns_name) else {
                 continue;
+            };
+            // Whose records these are: the base's are named as its load balancer's tag says,
+            // a preview's `NAME.` that (a load balancer from before previews: any alias is the
+            // stack's, and it has no previews).
+            let ours = |name: &str| match (cx.scope.preview_name(), &lb_props.public_name) {
+                (Some(preview), Some(public)) => norm(name) == norm(&format!("{preview}.{public}")),
+                (Some(_), None) => false,
+                (None, Some(public)) => norm(name) == norm(public),
+                (None, None) => true,
             };
             if !listed.contains_key(&zone) {
                 listed.insert(zone.clone(), record_sets(&cx.aws.route53, &zone).await?);
@@ -68,7 +79,7 @@ impl KindOps for AliasRecord {
                     _ => continue,
                 };
                 let Some(alias) = set.alias_target() else { continue };
-                if norm_alias(alias.dns_name()) != norm_alias(dns_name) {
+                if norm_alias(alias.dns_name()) != norm_alias(dns_name) || !ours(set.name()) {
                     continue;
                 }
                 let props = kind::DnsRecord {

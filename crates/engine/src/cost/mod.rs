@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::expand::task_id;
+use crate::expand::{service_id, task_id};
 use crate::graph::LogicalId;
 use crate::kind::{self, AnyProps, Kind, VpcEndpointType};
 use crate::prices::{cents, table, Prices};
@@ -55,6 +55,26 @@ pub struct Estimate {
     pub lines: Vec<Line>,
     /// What the figures assume and leave out.
     pub notes: Vec<String>,
+    /// A preview's: what the base's resources it uses cost a month, counted in the base's own
+    /// plan and not in `monthly`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_monthly: Option<f64>,
+}
+
+impl Estimate {
+    /// Sets what a preview shares from `base`, the estimate of the base's resources it uses.
+    pub fn shared(&mut self, base: Estimate) {
+        let Some(totals) = base.totals else { return };
+        let mut lines: Vec<&Line> = base.lines.iter().collect();
+        lines.sort_by(|a, b| b.monthly.total_cmp(&a.monthly));
+        let named: Vec<String> = lines.iter().take(4).map(|l| format!("{} ${:.2}", l.id, l.monthly)).collect();
+        self.notes.push(format!(
+            "shared with the base and counted in its plan: ${:.2} a month ({}, …); the figures above are the preview's own",
+            totals.monthly,
+            named.join(", ")
+        ));
+        self.shared_monthly = Some(totals.monthly);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -90,6 +110,7 @@ pub fn estimate(region: &str, desired: &[Priced], current: &[Priced]) -> Estimat
         totals: None,
         lines: Vec::new(),
         notes: Vec::new(),
+        shared_monthly: None,
     };
     let model = model_note(desired, t.hours_per_month);
     let Some(prices) = t.regions.get(region) else {
@@ -189,8 +210,10 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
             }
             AnyProps::ElasticIp(_) => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
             AnyProps::Service(svc) => {
+                // By logical ids (`service-NAME` runs `task-NAME`): a preview's ECS names differ.
+                let name = r.id.0.strip_prefix(&service_id("")).unwrap_or(&svc.name);
                 let task = resources.iter().find_map(|t| match &t.props {
-                    AnyProps::TaskDefinition(task) if t.id.0 == task_id(&svc.name) => Some(task),
+                    AnyProps::TaskDefinition(task) if t.id.0 == task_id(name) => Some(task),
                     _ => None,
                 });
                 let Some(task) = task else { continue };
@@ -268,6 +291,8 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
             | AnyProps::DnsRecord(_)
             | AnyProps::TargetGroup(_)
             | AnyProps::Listener(_)
+            // Its evaluations count in the load balancer's capacity units (the usage assumed).
+            | AnyProps::ListenerRule(_)
             | AnyProps::Repository(_)
             | AnyProps::Cluster(_)
             | AnyProps::Topic(_)

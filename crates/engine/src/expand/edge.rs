@@ -52,6 +52,7 @@ pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Ed
             security_groups: vec![Val::to("lb-sg", "id")],
             // Where its alias records live: lets `down` find them without the stack file.
             dns_zone: zone.map(|z| z.id.clone()),
+            public_name: stack.domain.as_ref().filter(|_| zone.is_some()).map(|d| record_name(&d.name.0)),
         };
         let mut lb = Desired::of(LOAD_BALANCER, &lb);
         // An internet-facing load balancer needs the gateway attached and routed.
@@ -70,6 +71,8 @@ pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Ed
             (Some(domain), Some(z)) => {
                 let certificate = kind::Certificate {
                     domain: domain.name.0.clone(),
+                    // The previews' names (`preview.rs`).
+                    wildcard: true,
                     validation: kind::Validation::Dns,
                     zone_id: Some(z.id.clone()),
                 };
@@ -88,7 +91,7 @@ pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Ed
                 for (id, ty) in types.iter().copied() {
                     let record = kind::DnsRecord {
                         zone_id: z.id.clone(),
-                        name: format!("{}.", domain.name.0.trim_end_matches('.')),
+                        name: record_name(&domain.name.0),
                         r#type: ty.into(),
                         alias: kind::Alias {
                             dns_name: Val::to(LOAD_BALANCER, "dns_name"),
@@ -103,4 +106,9 @@ pub(super) fn edge(stack: &Stack, facts: &Facts, place: &Placement) -> Result<Ed
     }
 
     Ok(Edge { resources: out, public: public.map(|(n, _)| n.clone()), https: public.is_some() && zone.is_some() })
+}
+
+/// A DNS name as Route 53 writes it: absolute, with its final dot.
+pub fn record_name(name: &str) -> String {
+    format!("{}.", name.trim_end_matches('.'))
 }

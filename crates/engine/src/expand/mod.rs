@@ -8,6 +8,8 @@
 //! - `alarms.rs`: the alert topic and the alarms.
 //! - `monitoring.rs`: the Prometheus workspace, its rules and alert routes.
 //! - `waf.rs`: the AWS WAF web ACL with the per-address rate limits, on the load balancer.
+//! - `preview.rs`: a preview on a shared base: the base's graph under the preview's name, with
+//!   the base's resources of shared kinds used as they are.
 //!
 //! The property shapes written here are the normal form the provider's observe reports, so that
 //! a plan right after `up` is empty.
@@ -17,6 +19,7 @@ mod edge;
 mod image;
 pub mod monitoring;
 mod network;
+pub mod preview;
 mod services;
 pub mod waf;
 
@@ -52,12 +55,15 @@ pub enum ExpandError {
     /// The alert manager template embedded in aira does not read: aira's fault.
     #[error("alertmanager.yml: {0}")]
     AlertManagerTemplate(String),
+    /// The stack cannot have previews (`--preview`): the user's to fix.
+    #[error("--preview: {0}")]
+    Preview(String),
 }
 
 impl ExpandError {
     /// The user's to fix (a region or a VPC block that cannot hold the stack).
     pub fn is_user(&self) -> bool {
-        matches!(self, ExpandError::TooFewZones { .. } | ExpandError::CidrTooSmall { .. })
+        matches!(self, ExpandError::TooFewZones { .. } | ExpandError::CidrTooSmall { .. } | ExpandError::Preview(_))
     }
 }
 
@@ -76,7 +82,7 @@ pub fn expand(stack: &Stack, facts: &Facts, image: &Image) -> Result<Graph, Expa
     if let Some(limits) = stack.waf() {
         resources.push(waf::web_acl(stack, limits));
     }
-    Ok(Graph { stack: stack.stack.0.clone(), tags: stack.tags.clone(), resources })
+    Ok(Graph { stack: stack.stack.0.clone(), tags: stack.tags.clone(), resources, ..Graph::default() })
 }
 
 /// Where the load balancer and the tasks go: values or references.
@@ -303,10 +309,19 @@ mod tests {
             files.push(std::fs::read_to_string(e.unwrap().path()).unwrap());
         }
         let mut keys: std::collections::BTreeMap<Kind, std::collections::BTreeSet<String>> = Default::default();
-        for text in files {
-            let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
-            let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
-            for r in expand(&stack, &Facts::offline(&stack), &image).unwrap().resources {
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
+        let mut graphs = Vec::new();
+        for (i, text) in files.iter().enumerate() {
+            let stack = crate::stack::parse("aira.yaml", text).unwrap().stack;
+            graphs.push(expand(&stack, &Facts::offline(&stack), &image).unwrap());
+            if i == 0 {
+                // A preview of the canonical stack: its host rule.
+                let p = preview::Preview { base: "aira".into(), name: "pr-1".into() };
+                graphs.push(preview::expand_preview(&stack, &Facts::offline(&stack), &image, &p).unwrap());
+            }
+        }
+        for graph in graphs {
+            for r in graph.resources {
                 let typed = kind::AnyProps::parse(r.kind, &r.props).unwrap_or_else(|e| panic!("{}: {e}", r.id));
                 assert_eq!(typed.to_value().to_string(), r.props.to_string(), "{} ({})", r.id, r.kind);
                 keys.entry(r.kind).or_default().extend(r.props.as_object().unwrap().keys().cloned());

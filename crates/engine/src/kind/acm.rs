@@ -10,10 +10,15 @@ kind! {
     // The listener moves to the new certificate before the old one goes.
     replace_on [
         domain: "a certificate's domain name cannot change",
+        wildcard: "a certificate's names cannot change",
         zone_id: "its validation records live in the hosted zone",
     ],
     {
         pub domain: String,
+        /// It also covers `*.DOMAIN`, the previews' host names (`aira up --preview NAME`), in a
+        /// second name ACM validates with the same DNS record as the first.
+        #[serde(default)]
+        pub wildcard: bool,
         pub validation: Validation,
         /// The hosted zone of its validation record, kept in its tag `aira:dns-zone` so that `down`
         /// removes that record without the stack file (absent when the tag is).

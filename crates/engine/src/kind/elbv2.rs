@@ -26,6 +26,11 @@ kind! {
         /// finds those records without the stack file; absent without a domain.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub dns_zone: Option<String>,
+        /// The name its alias records give it (`domain.name`), kept in its tag `aira:dns-name`:
+        /// record sets carry no tags, so each stack's observe takes the aliases of this name and
+        /// each preview's those of `NAME.` it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub public_name: Option<String>,
     }
 }
 
@@ -84,6 +89,21 @@ kind! {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub certificate: Option<Val<String>>,
         pub default_action: Action,
+    }
+}
+
+kind! {
+    /// A preview's way in: requests for its host name, on the base's HTTPS listener, go to its
+    /// target group. Its priority is ELB's identity of it on the listener, given at creation (the
+    /// lowest free one from the host name's own, so that previews created at once rarely meet)
+    /// and read back as the output `priority`; it is not a property, since no stack chooses it.
+    ListenerRule = "elbv2.listener-rule", CreateBeforeDelete, sets [hosts],
+    replace_on [listener: "a rule cannot move to another listener"],
+    {
+        pub listener: Val<String>,
+        /// The host names it matches (`host-header`).
+        pub hosts: Vec<String>,
+        pub action: Action,
     }
 }
 

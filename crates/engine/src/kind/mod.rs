@@ -266,6 +266,7 @@ kinds! {
     LoadBalancer;
     TargetGroup;
     Listener;
+    ListenerRule;
     Repository;
     Cluster;
     TaskDefinition;

@@ -26,6 +26,9 @@ pub struct Scope {
     pub tags: BTreeMap<String, String>,
     /// Longest wait for anything AWS finishes asynchronously (deletions, dependency violations).
     pub wait: std::time::Duration,
+    /// A preview's base stack (`expand::preview`): the load balancer and cluster its resources
+    /// live in are the base's.
+    pub base: Option<String>,
 }
 
 /// What the expansion needs to know of the account and region before planning.
@@ -103,6 +106,39 @@ pub struct HostedZone {
 }
 
 impl Scope {
+    /// A stack's scope (not a preview's).
+    pub fn new(stack: &str, tags: BTreeMap<String, String>, wait: std::time::Duration) -> Scope {
+        Scope { stack: stack.into(), tags, wait, base: None }
+    }
+
+    /// Where the resources that hold this stack's live: the base's scope for a preview, else
+    /// this one.
+    pub fn containers(&self) -> Scope {
+        match &self.base {
+            Some(base) => Scope { stack: base.clone(), tags: BTreeMap::new(), wait: self.wait, base: None },
+            None => self.clone(),
+        }
+    }
+
+    /// The ECS cluster the stack's services run in: the stack's, or a preview's base's.
+    pub fn cluster(&self) -> &str {
+        self.base.as_deref().unwrap_or(&self.stack)
+    }
+
+    /// A service's name in ECS: its name in the stack, after the preview's name in a preview
+    /// (names are unique within the base's cluster).
+    pub fn ecs_service(&self, service: &str) -> String {
+        match self.preview_name() {
+            Some(preview) => format!("{preview}-{service}"),
+            None => service.to_string(),
+        }
+    }
+
+    /// A preview's name (its stack's after `BASE-`).
+    pub fn preview_name(&self) -> Option<&str> {
+        self.stack.strip_prefix(self.base.as_deref()?)?.strip_prefix('-')
+    }
+
     /// All tags for a resource: the stack's extra tags, then aira's own (which win).
     pub fn tags_for(&self, id: &LogicalId) -> BTreeMap<String, String> {
         let mut tags = self.tags.clone();

@@ -19,9 +19,11 @@ use serde_json::{json, Value};
 
 mod aps;
 mod bedrock;
+mod elb;
 mod waf;
 
 pub use aps::{APS_SETTLING, WORKSPACE_SETTLING};
+pub use elb::RULES_PER_LOAD_BALANCER;
 
 /// How long an Amazon-provided IPv6 block stays `associating` after `CreateVpc`.
 pub const IPV6_ASSOCIATING: Duration = Duration::from_secs(3);
@@ -103,6 +105,8 @@ pub const HARNESS_READS: &[&str] = &[
     "DescribeSubnets",
     "DescribeInternetGateways",
     "DescribeRouteTables",
+    "DescribeListeners",
+    "DescribeRules",
     "GetWebACLForResource",
     "ListWebACLs",
     "DescribeWorkspace",
@@ -204,6 +208,9 @@ pub async fn refuse(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<By
     }
     if call.is("elasticloadbalancing:CreateLoadBalancer") {
         return load_balancer_without_internet_gateway(moto, call).await;
+    }
+    if call.is("elasticloadbalancing:CreateRule") {
+        return elb::too_many_rules(moto, call).await;
     }
     if call.is("ec2:CreateNatGateway") {
         nat_gateway_without_internet_gateway(moto, call).await;
@@ -550,7 +557,7 @@ pub fn ec2_error(code: &str, message: &str) -> Response<Full<Bytes>> {
 }
 
 /// An ELBv2 (query protocol) error answer.
-fn elb_error(code: &str, message: &str) -> Response<Full<Bytes>> {
+pub(crate) fn elb_error(code: &str, message: &str) -> Response<Full<Bytes>> {
     let body = format!(
         "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>aira-proxy</RequestId></ErrorResponse>"
     );
