@@ -116,7 +116,15 @@ impl Session {
         for note in &facts.notes {
             printer.note(note);
         }
-        Ok(Read { facts, observed: observed?, base: base? })
+        let base = base?;
+        let new_rule =
+            self.preview.is_some() && !observed.as_ref().is_ok_and(|o| o.iter().any(|o| o.kind == Kind::ListenerRule));
+        if let Some(lb) = base.iter().find(|o| o.kind == Kind::LoadBalancer).filter(|_| new_rule) {
+            if let Some(note) = self.aws.rule_quota_note(&lb.physical_id).await? {
+                printer.note(&note);
+            }
+        }
+        Ok(Read { facts, observed: observed?, base })
     }
 
     /// Plans the file against what [`Session::read`] found, with `image`.

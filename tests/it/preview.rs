@@ -162,6 +162,7 @@ async fn previews() {
     }
     let full = up(Some("c")).await;
     full.assert_code(2);
+    assert!(full.stderr.contains("holds 100 rules; the default quota is 100"), "no pre-flight note: {}", full.stderr);
     assert!(full.stderr.contains("TooManyRules") && full.stderr.contains("Rules per"), "{}", full.stderr);
     for arn in &fillers {
         elb.delete_rule().rule_arn(arn).send().await.unwrap();

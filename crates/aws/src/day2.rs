@@ -290,6 +290,19 @@ impl AwsProvider {
         super::ecs::wait_deployed(&self.clients, scope, &id, cluster, &name, task_definition, &seen, progress).await
     }
 
+    /// A preview's pre-flight note when its base's load balancer already holds the default
+    /// quota of rules (a raised quota is not known here: a note, not a refusal).
+    pub async fn rule_quota_note(&self, load_balancer: &str) -> Result<Option<String>, ProviderError> {
+        let n = crate::elb::rule::count(&self.clients.elb, load_balancer).await?;
+        let quota = crate::elb::rule::DEFAULT_QUOTA;
+        Ok((n >= quota).then(|| {
+            format!(
+                "the base's load balancer holds {n} rules; the default quota is {quota} (\"Rules per Application Load \
+                 Balancer\"): unless it was raised in Service Quotas, this preview's rule will be refused"
+            )
+        }))
+    }
+
     /// Seconds the oldest message has waited (CloudWatch `ApproximateAgeOfOldestMessage`, the
     /// latest 5-minute maximum); `None` without a datapoint yet.
     pub async fn oldest_message_age(&self, queue_name: &str) -> Result<Option<u64>, ProviderError> {

@@ -26,6 +26,23 @@ const PRIORITIES: u32 = 50_000;
 /// Creations refused for a priority another creation took meanwhile, before giving up.
 const ATTEMPTS: usize = 10;
 
+/// Rules an Application Load Balancer holds across its listeners by default, default rules
+/// aside ("Rules per Application Load Balancer", adjustable in Service Quotas).
+pub const DEFAULT_QUOTA: usize = 100;
+
+/// The rules on a load balancer's listeners, default rules aside (the pre-flight of a preview:
+/// `CreateRule` past the quota answers `TooManyRules`).
+pub async fn count(elb: &Client, load_balancer: &str) -> Result<usize> {
+    let req = elb.describe_listeners().load_balancer_arn(load_balancer);
+    let pages = sdk::pages(format!("describe listeners of {load_balancer}"), req.into_paginator().send()).await?;
+    let mut n = 0;
+    for l in pages.iter().flat_map(|p| p.listeners()) {
+        let Some(listener) = l.listener_arn() else { continue };
+        n += rules_of(elb, listener).await?.iter().filter(|r| r.is_default() != Some(true)).count();
+    }
+    Ok(n)
+}
+
 /// The listener a rule ARN belongs to: `…:listener-rule/app/LB/ID/LISTENER/RULE` →
 /// `…:listener/app/LB/ID/LISTENER`.
 fn listener_of(rule: &str) -> Option<String> {
@@ -35,7 +52,8 @@ fn listener_of(rule: &str) -> Option<String> {
 
 /// Every rule of a listener, default rule included (ELB's order).
 async fn rules_of(elb: &Client, listener: &str) -> Result<Vec<aws_sdk_elasticloadbalancingv2::types::Rule>> {
-    let pages = elb.describe_rules().listener_arn(listener).into_paginator().send();
+    // 400 a page, the most ELB gives.
+    let pages = elb.describe_rules().listener_arn(listener).page_size(400).into_paginator().send();
     let pages = sdk::pages(format!("describe rules of {listener}"), pages).await?;
     Ok(pages.iter().flat_map(|p| p.rules().iter().cloned()).collect())
 }
