@@ -48,9 +48,12 @@ fn is_lock(s: &Sent) -> bool {
     s.body.contains("aira-locks")
 }
 
-/// The longest chain of dependent calls in `sent` (in any order).
+/// The longest chain of dependent calls in `sent` (in any order), from the apply's first change
+/// on: what existed before it (a preview's base, read by the pre-flight) is given, not made.
 pub fn critical_path(sent: &[Sent]) -> Chain {
-    let mut calls: Vec<&Sent> = sent.iter().filter(|s| !is_lock(s)).collect();
+    let first = sent.iter().filter(|s| !is_lock(s) && crate::proxy::is_mutating(&s.call)).map(|s| s.started).min();
+    let applied = |s: &&Sent| first.is_none_or(|f| s.started >= f);
+    let mut calls: Vec<&Sent> = sent.iter().filter(|s| !is_lock(s)).filter(applied).collect();
     calls.sort_by_key(|s| s.started);
     let asked: Vec<BTreeSet<String>> = calls.iter().map(|c| ids(&c.body)).collect();
     // id → the call whose answer named it first (and whose request did not).
@@ -145,6 +148,14 @@ mod tests {
         ];
         let chain = critical_path(&log);
         assert_eq!(chain.duration, Duration::from_millis(1100));
+        // A read before the first change (the pre-flight's) that names an id the chain passes on
+        // is not part of it: that resource existed.
+        let mut read_first = log.to_vec();
+        read_first.push(call("ec2:DescribeVpcs", "", "<vpcId>vpc-11111111</vpcId>", 0, 0));
+        read_first[0].started += Duration::from_millis(50);
+        read_first[1].started += Duration::from_millis(50);
+        let later = critical_path(&read_first);
+        assert_eq!(later.calls, ["ec2:CreateVpc", "ec2:CreateSubnet", "ec2:CreateRouteTable"], "{later:?}");
         assert_eq!(chain.calls, ["ec2:CreateVpc", "ec2:CreateSubnet", "ec2:CreateRouteTable"]);
         assert_eq!(apply_span(&log), Duration::from_millis(1100));
         // aira's lock is not the apply.
