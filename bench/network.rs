@@ -11,7 +11,6 @@
 
 use aira_testkit::{canonical, proxy};
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use proxy::{Faults, Proxy};
