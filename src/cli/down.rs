@@ -99,9 +99,8 @@ pub async fn down(
             .into());
         }
         if !previews.is_empty() {
-            let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
             let refs: Vec<&StackSummary> = previews.iter().collect();
-            let outcomes = teardown_all(&session.aws, &refs, wait, global, printer).await?;
+            let outcomes = teardown_all(&session.aws, &refs, global, printer).await?;
             let failed: Vec<String> =
                 outcomes.iter().filter_map(|(name, s)| Some(format!("{name}: {}", s.problem()?))).collect();
             if !failed.is_empty() {
@@ -218,10 +217,10 @@ impl Filter<'_> {
 async fn teardown_all(
     aws: &Arc<aira_aws::AwsProvider>,
     stacks: &[&StackSummary],
-    wait: std::time::Duration,
     global: &Global,
     printer: &Arc<Printer>,
 ) -> Result<BTreeMap<String, Swept>, Failure> {
+    let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
     let (concurrency, ttl) = (global.concurrency as usize, global.lock_ttl());
     let mut tasks = tokio::task::JoinSet::new();
     for s in stacks {
@@ -272,13 +271,12 @@ pub async fn sweep(global: &Global, filter: Filter<'_>, printer: &Arc<Printer>) 
         &format!("delete every resource of {} stack(s)?", matched.len()),
         &format!("this deletes {} stack(s)", matched.len()),
     )?;
-    let wait = std::time::Duration::from_secs(global.timeout.map_or(30 * 60, |t| t.secs()));
     // Previews first: their services live in their base's cluster, their rules on its listener.
     let (previews, stacks): (Vec<&StackSummary>, Vec<&StackSummary>) =
         matched.iter().partition(|s| s.tags.contains_key(BASE_TAG));
     let mut outcomes = BTreeMap::new();
     for wave in [previews, stacks] {
-        outcomes.extend(teardown_all(&aws, &wave, wait, global, printer).await?);
+        outcomes.extend(teardown_all(&aws, &wave, global, printer).await?);
     }
     let (mut removed, mut failed) = (Vec::new(), Vec::new());
     for (stack, swept) in outcomes {

@@ -355,15 +355,6 @@ mod tests {
         INPUTS.iter().any(|i| rel == *i || rel.starts_with(&format!("{i}/")))
     }
 
-    /// The test command builds the static runtime ahead, as `aira image build` would: with the
-    /// same target and flags, or cargo would build it again.
-    #[test]
-    fn the_test_commands_early_build_is_the_image_builds() {
-        let script = std::fs::read_to_string(source_tree().unwrap().join("scripts/test")).unwrap();
-        assert!(script.contains(&format!("RUSTFLAGS='{RUSTFLAGS}'")), "scripts/test builds with other flags");
-        assert!(script.contains(&format!("--target {TARGET}")), "scripts/test builds for another target");
-    }
-
     /// INPUTS against what cargo says the runtime depends on, and the files its sources include.
     #[test]
     fn the_inputs_hold_every_path_the_runtime_is_built_from() {
