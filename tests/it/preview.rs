@@ -169,6 +169,16 @@ async fn previews() {
     }
     aira(dir, &["down", file, "--preview", "c", "--yes", "--endpoint-url", &at]).await.assert_code(0);
 
+    // `status` of a preview: its URL, its services as ECS names them in the base's cluster.
+    let status = ["status", file, "--preview", "b", "--output", "json", "--endpoint-url", &meeting.url];
+    let status = aira(dir, &status).await;
+    status.assert_code(0);
+    let status = status.json();
+    assert_eq!(status["url"], format!("https://b.chat.{zone}/"));
+    let services: BTreeSet<&str> =
+        status["services"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(services, BTreeSet::from(["b-api", "b-worker"]), "{status}");
+
     let b_before = inventory(&format!("{base}-b")).await;
     assert!(b_before.contains_key(&("listener-rule".into(), "host-rule".into())), "{b_before:?}");
     assert!(b_before.keys().any(|(k, _)| k == "record"), "{b_before:?}");

@@ -657,7 +657,11 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
     let denied = loop {
         let workers: Vec<String> =
             agent.running().iter().filter(|(s, _)| s == "worker").map(|(_, t)| t.log()).collect();
-        if let Some(line) = workers.iter().flat_map(|l| l.lines()).find(|l| l.contains("AccessDenied")) {
+        // A message still in flight from the users before can meet the refusal first: the probe's
+        // own must have been sent too.
+        let sent = !probe.seen().accepted.is_empty();
+        if let Some(line) = workers.iter().flat_map(|l| l.lines()).find(|l| l.contains("AccessDenied")).filter(|_| sent)
+        {
             break line.to_string();
         }
         assert!(Instant::now() < deadline, "no AccessDenied in the workers' logs:\n{}", workers.join("\n---\n"));
