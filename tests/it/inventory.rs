@@ -98,6 +98,14 @@ async fn ec2(config: &aws_config::SdkConfig, stack: &str, found: &Found) {
     for a in ec2.describe_addresses().filters(f()).send().await.unwrap().addresses() {
         found.add("elastic-ip", id(a.tags()));
     }
+    for r in ec2.describe_instances().filters(f()).send().await.unwrap().reservations() {
+        for i in r.instances() {
+            let state = i.state().and_then(|s| s.name()).map(|n| n.as_str());
+            if !matches!(state, Some("terminated" | "shutting-down")) {
+                found.add("instance", id(i.tags()));
+            }
+        }
+    }
 }
 
 async fn sqs(config: &aws_config::SdkConfig, stack: &str, found: &Found) {

@@ -18,6 +18,7 @@ mod inventory;
 mod local_target;
 mod lock;
 mod monitoring;
+mod nat_instance;
 mod network;
 mod preview;
 mod queue_stack;

@@ -16,6 +16,7 @@ pub(crate) fn ops(kind: Kind) -> &'static dyn KindOps {
         Kind::InternetGateway => &ec2::gateway::InternetGateway,
         Kind::ElasticIp => &ec2::gateway::ElasticIp,
         Kind::NatGateway => &ec2::gateway::NatGateway,
+        Kind::NatInstance => &ec2::nat_instance::NatInstance,
         Kind::RouteTable => &ec2::route_table::RouteTable,
         Kind::SecurityGroup => &ec2::security_group::SecurityGroup,
         Kind::VpcEndpoint => &ec2::endpoint::VpcEndpoint,

@@ -31,6 +31,9 @@ pub struct Faults {
     pub throttle: f64,
     /// The n-th mutating call (from 1) is forwarded but never answered; `Proxy::hung` fires.
     pub hang_after_mutations: Option<u64>,
+    /// The first call of this action (`RunInstances`) is forwarded but never answered, as with
+    /// `hang_after_mutations`.
+    pub hang_on: Option<&'static str>,
     /// Calls of this action (`DeleteSubnet`) answered with an EC2 error `(code, times)`:
     /// the first `times` calls, or every call when `times` is 0. A call of a JSON protocol
     /// (`CreateQueue`) gets the code as its protocol carries it (`x-amzn-query-error`).
@@ -122,6 +125,7 @@ impl Proxy {
         let state = Arc::new(State {
             hung: hung.clone(),
             mutations: AtomicU64::new(0),
+            hung_on: AtomicU64::new(0),
             ec2_errors: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             dynamodb: tokio::sync::RwLock::new(()),
@@ -184,6 +188,8 @@ struct State {
     injected: Arc<AtomicU64>,
     counter: AtomicU64,
     mutations: AtomicU64,
+    /// Calls of `Faults::hang_on`'s action seen.
+    hung_on: AtomicU64,
     ec2_errors: AtomicU64,
     conflicts: AtomicU64,
     /// DynamoDB writes hold it alone, reads together (see `answer`).
@@ -228,9 +234,11 @@ async fn answer(
         timed.push(Timed { call: call.clone(), started: SystemTime::now(), answered: None });
         Answered(state.timed.clone(), timed.len() - 1)
     };
-    if mutating {
-        let n = state.mutations.fetch_add(1, Ordering::SeqCst) + 1;
-        if state.faults.hang_after_mutations == Some(n) {
+    let hang_here = state.faults.hang_on.is_some_and(|action| call.ends_with(&format!(":{action}")))
+        && state.hung_on.fetch_add(1, Ordering::SeqCst) == 0;
+    if mutating || hang_here {
+        let n = if mutating { state.mutations.fetch_add(1, Ordering::SeqCst) + 1 } else { 0 };
+        if hang_here || state.faults.hang_after_mutations == Some(n) {
             // The call reaches AWS, but its answer never reaches the client: the worst moment
             // for a crash, since the resource exists and the client never learnt its id.
             let _ = forward(&state, &call, parts, body).await;

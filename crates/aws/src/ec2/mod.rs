@@ -9,6 +9,7 @@
 mod egress;
 pub mod endpoint;
 pub mod gateway;
+pub mod nat_instance;
 mod preflight;
 pub mod route_table;
 pub mod security_group;
@@ -45,6 +46,8 @@ const NEW_ID: sdk::Busy = sdk::Busy {
         "InvalidInternetGatewayID.NotFound",
         "InvalidAllocationID.NotFound",
         "InvalidNatGatewayID.NotFound",
+        "InvalidInstanceID.NotFound",
+        "InvalidNetworkInterfaceID.NotFound",
     ],
     waits_for: "EC2 to know an id it just gave (its API is eventually consistent)",
     gone: &[],
@@ -77,9 +80,14 @@ fn stack_filter(scope: &Scope) -> Filter {
 }
 
 fn tags(scope: &Scope, id: &LogicalId, rt: ResourceType) -> TagSpecification {
+    tags_with(scope, id, rt, &[])
+}
+
+/// [`tags`] and `extra`.
+fn tags_with(scope: &Scope, id: &LogicalId, rt: ResourceType, extra: &[(&str, &str)]) -> TagSpecification {
     // EC2 consoles show the Name tag.
     let name = format!("{}-{}", scope.stack, id);
-    let tags: Vec<Tag> = sdk::tag_list(scope, id, &[]);
+    let tags: Vec<Tag> = sdk::tag_list(scope, id, extra);
     TagSpecification::builder()
         .resource_type(rt)
         .set_tags(Some(tags))

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{AccountAttributeName, Filter, Subnet, Tag, VpcAttributeName, VpcEndpoint};
+use aws_sdk_ec2::types::{AccountAttributeName, Filter, LocationType, Subnet, Tag, VpcAttributeName, VpcEndpoint};
 use aws_sdk_ec2::Client;
 
 use super::{egress, Result, GONE};
 use crate::sdk;
 use aira_engine::provider::{ProviderError, TAG_ID, TAG_STACK};
-use aira_engine::stack::model::{Endpoint, ExistingVpc, Network};
+use aira_engine::stack::model::{Endpoint, ExistingVpc, Network, NAT_INSTANCE_TYPE};
 use aira_engine::stack::reach::Egress;
 use aira_engine::stack::Stack;
 
@@ -84,6 +84,15 @@ pub async fn zones(ec2: &Client, region: &str, stack: &Stack) -> Result<Vec<Stri
             }
         }
     }
+    // `nat: instance`: its type, in the zones it may sit in (not every zone offers every type).
+    if net.nat.instance() {
+        let offered = instance_type_zones(ec2, NAT_INSTANCE_TYPE).await?;
+        for (zone, lacking) in lacks.iter_mut() {
+            if !offered.contains(*zone) {
+                lacking.push(format!("the NAT instance's {NAT_INSTANCE_TYPE}"));
+            }
+        }
+    }
     let kept = subnet_zones(ec2, &stack.stack.0).await?;
     let mut chosen: Vec<String> = Vec::new();
     let mut fit =
@@ -113,6 +122,14 @@ pub async fn zones(ec2: &Client, region: &str, stack: &Stack) -> Result<Vec<Stri
     }
     chosen.extend(fit.cloned());
     Ok(chosen)
+}
+
+/// The zones of the region that offer `instance_type` (DescribeInstanceTypeOfferings).
+async fn instance_type_zones(ec2: &Client, instance_type: &str) -> Result<BTreeSet<String>> {
+    let filter = Filter::builder().name("instance-type").values(instance_type).build();
+    let req = ec2.describe_instance_type_offerings().location_type(LocationType::AvailabilityZone).filters(filter);
+    let out = call!(format!("read the zones that offer {instance_type}"), req.send());
+    Ok(out.instance_type_offerings().iter().filter_map(|o| o.location().map(String::from)).collect())
 }
 
 /// The zones each of `services` (endpoint service names) is offered in. A service the region
@@ -363,11 +380,11 @@ pub async fn quotas(ec2: &Client, stack: &str, net: &Network) -> Result<Vec<Stri
         let addresses = call!("count the Elastic IPs", ec2.describe_addresses().send());
         let used = addresses.addresses().len();
         let have = addresses.addresses().iter().filter(|a| tagged(a.tags())).count();
-        let need = net.nat.gateways(net.zones as usize).saturating_sub(have);
+        let need = net.nat.addresses(net.zones as usize).saturating_sub(have);
         if let Some(max) = max {
             if used + need > max {
                 return Err(ProviderError::user(format!(
-                    "network.nat: the NAT gateways need {need} more Elastic IP(s), but {used} of this region's {max} are in use; \
+                    "network.nat: the NAT devices need {need} more Elastic IP(s), but {used} of this region's {max} are in use; \
                      release unused ones (`aws ec2 describe-addresses`), raise \"EC2-VPC Elastic IPs\" in Service Quotas, \
                      `nat: one` (a single NAT gateway), or drop `nat` (the VPC endpoints make it unnecessary)"
                 )));

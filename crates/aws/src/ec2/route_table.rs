@@ -1,4 +1,5 @@
-//! Route tables: their routes (to the internet gateway or a NAT gateway) and subnets.
+//! Route tables: their routes (to the internet gateway, a NAT gateway or a NAT instance's
+//! network interface) and subnets.
 
 use std::collections::BTreeMap;
 
@@ -26,12 +27,15 @@ impl KindOps for RouteTable {
                 .iter()
                 .filter_map(|r| {
                     let destination = r.destination_cidr_block().or(r.destination_ipv6_cidr_block())?.to_string();
-                    let (gateway, nat_gateway) = match (r.gateway_id(), r.nat_gateway_id()) {
-                        (Some(g), _) if g.starts_with("igw-") => (Some(g.into()), None),
-                        (_, Some(n)) => (None, Some(n.into())),
+                    let mut route = VpcRoute { destination, gateway: None, nat_gateway: None, network_interface: None };
+                    match (r.gateway_id(), r.nat_gateway_id(), r.network_interface_id()) {
+                        (Some(g), _, _) if g.starts_with("igw-") => route.gateway = Some(g.into()),
+                        (_, Some(n), _) => route.nat_gateway = Some(n.into()),
+                        // A NAT instance's route names its instance too.
+                        (_, _, Some(eni)) => route.network_interface = Some(eni.into()),
                         _ => return None, // the `local` route and endpoint routes are AWS's
-                    };
-                    Some(VpcRoute { destination, gateway, nat_gateway })
+                    }
+                    Some(route)
                 })
                 .collect();
             let assoc: BTreeMap<String, Value> = t
@@ -85,9 +89,10 @@ impl KindOps for RouteTable {
                     } else {
                         req.destination_cidr_block(dest)
                     };
-                    let req = match (&r.gateway, &r.nat_gateway) {
-                        (Some(g), _) => req.gateway_id(g.as_str()),
-                        (None, n) => req.set_nat_gateway_id(n.as_ref().map(|n| n.get().clone())),
+                    let req = match (&r.gateway, &r.nat_gateway, &r.network_interface) {
+                        (Some(g), _, _) => req.gateway_id(g.as_str()),
+                        (None, Some(n), _) => req.nat_gateway_id(n.as_str()),
+                        (None, None, eni) => req.set_network_interface_id(eni.as_ref().map(|e| e.get().clone())),
                     };
                     fresh!(cx, &res.id, what, req);
                 }};

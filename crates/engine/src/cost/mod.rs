@@ -15,6 +15,7 @@ use crate::expand::{service_id, task_id};
 use crate::graph::LogicalId;
 use crate::kind::{self, AnyProps, Kind, VpcEndpointType};
 use crate::prices::{cents, table, Prices};
+use crate::stack::model::NAT_INSTANCE_VOLUME_GB;
 
 /// One resource to price: desired or observed, both in the same normal form.
 #[derive(Debug, Clone)]
@@ -208,6 +209,13 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
             AnyProps::NatGateway(_) => {
                 (format!("NAT gateway (and ${}/GB it processes)", p.nat_gateway_gb), month(p.nat_gateway_hour))
             }
+            AnyProps::NatInstance(n) => (
+                format!(
+                    "NAT instance ({}, its {NAT_INSTANCE_VOLUME_GB} GB volume; nothing per GB it forwards)",
+                    n.instance_type
+                ),
+                cents(p.nat_instance_hour * t.hours_per_month + NAT_INSTANCE_VOLUME_GB * p.ebs_gb_month),
+            ),
             AnyProps::ElasticIp(_) => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
             AnyProps::Service(svc) => {
                 // By logical ids (`service-NAME` runs `task-NAME`): a preview's ECS names differ.
@@ -244,23 +252,9 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                 )
             }
             AnyProps::PrometheusWorkspace(_) => {
-                let services = resources.iter().filter_map(|s| match &s.props {
-                    AnyProps::Service(svc) => Some(task_counts(svc)),
-                    _ => None,
-                });
-                let (low, high) = services.fold((0, 0), |(l, h), (low, high)| (l + low, h + high.unwrap_or(low)));
-                let (series, every) = (t.usage.prometheus_series_per_task, t.usage.remote_write_interval_secs);
-                let per_task = series * t.hours_per_month * 3600.0 / every / 1e7 * p.prometheus_samples_10m;
-                if high > low {
-                    at_max = Some(cents(per_task * high as f64));
-                }
-                (
-                    format!(
-                        "Prometheus: {series} series a task every {every} s from {low} task{}",
-                        plural(low as usize)
-                    ),
-                    cents(per_task * low as f64),
-                )
+                let (what, monthly, max) = prometheus(p, resources);
+                at_max = max;
+                (what, monthly)
             }
             AnyProps::WebAcl(acl) => {
                 let rules = acl.rules.len();
@@ -318,6 +312,21 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
         monthly_at_max: None,
     }));
     out
+}
+
+/// The workspace's line: what its series cost from the stack's tasks, and at their maximum.
+fn prometheus(p: &Prices, resources: &[Priced]) -> (String, f64, Option<f64>) {
+    let t = table();
+    let services = resources.iter().filter_map(|s| match &s.props {
+        AnyProps::Service(svc) => Some(task_counts(svc)),
+        _ => None,
+    });
+    let (low, high) = services.fold((0, 0), |(l, h), (low, high)| (l + low, h + high.unwrap_or(low)));
+    let (series, every) = (t.usage.prometheus_series_per_task, t.usage.remote_write_interval_secs);
+    let per_task = series * t.hours_per_month * 3600.0 / every / 1e7 * p.prometheus_samples_10m;
+    let at_max = (high > low).then(|| cents(per_task * high as f64));
+    let what = format!("Prometheus: {series} series a task every {every} s from {low} task{}", plural(low as usize));
+    (what, cents(per_task * low as f64), at_max)
 }
 
 /// A service's task count, and its maximum when it scales.
@@ -454,6 +463,20 @@ mod tests {
         let one = graph("examples/bedrock.yaml", |t| t.replace("nat: false", "nat: one"));
         let e = estimate("us-east-1", &priced(&one), &priced(&without));
         assert_eq!(e.totals.map(|t| t.change), Some(32.85 + 3.65));
+        // `nat: instance`: a t4g.nano ($0.0042 an hour), its 8 GB volume ($0.08 a GB-month), its address.
+        let instance = graph("examples/bedrock.yaml", |t| t.replace("nat: false", "nat: instance"));
+        let e = estimate("us-east-1", &priced(&instance), &priced(&without));
+        assert_eq!(e.totals.map(|t| t.change), Some(cents(3.07 + 0.64 + 3.65)));
+        // The canonical stack (README's table: $233.86, with the hosted zone and the secret) with
+        // each egress: a NAT gateway per zone, one for both, one NAT instance.
+        let canonical: Vec<f64> = ["true", "one", "instance"]
+            .iter()
+            .map(|nat| {
+                let g = graph("stacks/aira.yaml", |t| t.replace("nat: true", &format!("nat: {nat}")));
+                estimate("us-east-1", &priced(&g), &[]).totals.unwrap().monthly
+            })
+            .collect();
+        assert_eq!(canonical, [233.86, 197.36, 168.22]);
         let far = estimate("ap-southeast-7", &priced(&with), &[]);
         assert_eq!((far.totals, far.lines.len()), (None, 0));
         assert!(far.notes[0].contains("no prices for ap-southeast-7"), "{:?}", far.notes);

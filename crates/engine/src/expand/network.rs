@@ -112,6 +112,7 @@ fn new_network(
         destination: destination.into(),
         gateway: Some(Val::to("igw", "id")),
         nat_gateway: None,
+        network_interface: None,
     };
     let mut routes = vec![to_igw("0.0.0.0/0")];
     if net.ipv6 {
@@ -129,6 +130,7 @@ fn new_network(
         destination: "0.0.0.0/0".into(),
         gateway: None,
         nat_gateway: Some(Val::to(&format!("nat-{z}"), "id")),
+        network_interface: None,
     };
     for (i, private) in privates.iter().enumerate().take(gateways) {
         let z = letter(i);
@@ -146,13 +148,64 @@ fn new_network(
             route_tables.push(Val::to(&format!("private-routes-{z}"), "id"));
         }
     }
+    if net.nat.instance() {
+        nat_instance(stack, out);
+    }
     if !per_zone {
-        let routes = if gateways > 0 { vec![to_nat(letter(0))] } else { Vec::new() };
+        let routes = if gateways > 0 {
+            vec![to_nat(letter(0))]
+        } else if net.nat.instance() {
+            vec![kind::VpcRoute {
+                destination: "0.0.0.0/0".into(),
+                gateway: None,
+                nat_gateway: None,
+                network_interface: Some(Val::to(NAT_INSTANCE, "eni")),
+            }]
+        } else {
+            Vec::new()
+        };
         let table = kind::RouteTable { vpc: vpc(), routes, subnets: privates.clone() };
         out.push(Desired::of("private-routes", &table));
         route_tables.push(Val::to("private-routes", "id"));
     }
     Ok((vpc(), publics, privates, route_tables))
+}
+
+/// `nat: instance`'s logical id: one for every zone, in the first zone's public subnet.
+const NAT_INSTANCE: &str = "nat-a";
+
+/// `nat: instance`: the instance, its Elastic IP (its public address stays when it is replaced)
+/// and its group, which lets in whatever the services send and nothing from anywhere else.
+fn nat_instance(stack: &Stack, out: &mut Vec<Desired>) {
+    let name = &stack.stack.0;
+    let ingress = vec![kind::IngressRule {
+        protocol: "-1".into(),
+        from: None,
+        to: None,
+        cidr: None,
+        source: Some(Val::to("services-sg", "id")),
+    }];
+    let group = kind::SecurityGroup {
+        vpc: Val::to("vpc", "id"),
+        name: format!("{name}-nat"),
+        description: format!("aira {name}: NAT instance, everything from the services"),
+        ingress,
+    };
+    out.push(Desired::of("nat-sg", &group));
+    out.push(Desired::of("nat-ip-a", &kind::ElasticIp {}));
+    let instance = kind::NatInstance {
+        subnet: Val::to("public-a", "id"),
+        instance_type: crate::stack::model::NAT_INSTANCE_TYPE.into(),
+        image: kind::NAT_IMAGE.into(),
+        setup: kind::nat_setup_digest(),
+        security_groups: vec![Val::to("nat-sg", "id")],
+        allocation: Some(Val::to("nat-ip-a", "id")),
+        source_dest_check: false,
+    };
+    let mut nat = Desired::of(NAT_INSTANCE, &instance);
+    // Its first boot installs its set-up from the internet: the public subnet's route out first.
+    nat.depends_on.extend(["igw".into(), "public-routes".into()]);
+    out.push(nat);
 }
 
 /// Security groups: the internet reaches the load balancer, the load balancer reaches the
@@ -218,5 +271,60 @@ fn endpoints(
             private_dns: (!gateway).then_some(true),
         };
         out.push(Desired::of(&id, &endpoint));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::{expand, service_id, Image};
+    use crate::graph::Kind;
+    use crate::provider::Facts;
+
+    /// `nat: instance`: one instance in the first zone's public subnet with its address and its
+    /// group (open to the services only), the one private route table's default route through
+    /// its network interface, and no NAT gateway; the tasks start after that route.
+    #[test]
+    fn a_nat_instance_serves_every_zone_through_its_network_interface() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let text = std::fs::read_to_string(path).unwrap().replace("nat: true", "nat: instance");
+        let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
+        let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
+        let g = expand(&stack, &Facts::offline(&stack), &image).unwrap();
+        let of =
+            |kind: Kind| -> Vec<&crate::graph::Desired> { g.resources.iter().filter(|r| r.kind == kind).collect() };
+        assert!(of(Kind::NatGateway).is_empty());
+        let (nat, ips) = (of(Kind::NatInstance), of(Kind::ElasticIp));
+        assert_eq!((nat.len(), ips.len()), (1, 1), "one NAT instance and its address");
+        let nat = nat[0];
+        assert_eq!(nat.props["subnet"], json!({"$ref": "public-a.id"}));
+        assert_eq!(nat.props["allocation"], json!({"$ref": "nat-ip-a.id"}));
+        assert_eq!(nat.props["source_dest_check"], json!(false));
+        assert_eq!(nat.props["instance_type"], json!("t4g.nano"));
+        assert!(nat.props["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-"));
+        for before in ["igw", "public-routes"] {
+            assert!(nat.depends_on.contains(&before.into()), "its first boot needs {before}");
+        }
+        let group = g.get(&"nat-sg".into()).expect("the NAT instance's group");
+        assert_eq!(
+            group.props["ingress"],
+            json!([{"protocol": "-1", "from": null, "to": null, "source": {"$ref": "services-sg.id"}}])
+        );
+        let private: Vec<_> =
+            of(Kind::RouteTable).into_iter().filter(|r| r.id.0.starts_with("private-routes")).collect();
+        assert_eq!(private.len(), 1, "one private route table");
+        assert_eq!(
+            private[0].props["routes"],
+            json!([{"destination": "0.0.0.0/0", "network_interface": {"$ref": "nat-a.eni"}}])
+        );
+        let worker = g.get(&service_id("worker").as_str().into()).unwrap();
+        assert!(worker.depends_on.contains(&"private-routes".into()));
+        g.topo_order().unwrap();
+        let reach = crate::stack::reach::Egress::planned(&stack);
+        assert_eq!(reach.internet.as_deref(), Some("the first zone's NAT instance (default route)"));
     }
 }

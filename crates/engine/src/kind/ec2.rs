@@ -72,6 +72,59 @@ kind! {
 }
 
 kind! {
+    /// A NAT instance (`network.nat: instance`): an instance in a public subnet that forwards
+    /// the private subnets' traffic to the internet under its Elastic IP. Created before the old
+    /// one is deleted: the address moves to the new one, then the route.
+    NatInstance = "ec2.nat-instance", CreateBeforeDelete, sets [security_groups],
+    replace_on [
+        subnet: "an instance cannot move to another subnet",
+        instance_type: "a NAT instance is replaced rather than stopped to resize it",
+        image: "an instance's image cannot change",
+        setup: "the set-up runs once, at the instance's first boot",
+    ],
+    {
+        /// The public subnet it sits in.
+        pub subnet: Val<String>,
+        pub instance_type: String,
+        /// The image, as RunInstances takes it: `resolve:ssm:` an AWS public parameter, resolved
+        /// to the newest image at launch (observed from the instance's tag `aira:image`).
+        pub image: String,
+        /// A digest of the set-up script its first boot runs ([`NAT_SETUP`]).
+        pub setup: String,
+        pub security_groups: Vec<Val<String>>,
+        /// The Elastic IP associated with it (`null` while none is).
+        pub allocation: Option<Val<String>>,
+        /// Off: an instance drops traffic that is neither from nor to itself unless it is.
+        pub source_dest_check: bool,
+    }
+}
+
+/// Amazon Linux 2023 for arm64, the newest at launch (AWS's public parameter).
+pub const NAT_IMAGE: &str = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64";
+
+/// The NAT instance's first boot, as the VPC User Guide's "Create a NAT AMI" sets up Amazon
+/// Linux 2023: IPv4 forwarding on, the private subnets' traffic masqueraded behind the primary
+/// interface, both kept across reboots (`iptables-services`). The package comes from the Amazon
+/// Linux repositories over the internet, tried again while the instance's address settles.
+pub const NAT_SETUP: &str = r#"#!/bin/bash
+set -euo pipefail
+for attempt in 1 2 3 4 5 6 7 8 9 10; do dnf install -y iptables-services && break; sleep 10; done
+systemctl enable --now iptables
+echo "net.ipv4.ip_forward=1" > /etc/sysctl.d/90-aira-nat.conf
+sysctl -p /etc/sysctl.d/90-aira-nat.conf
+primary=$(ip -o -4 route show default | awk '{print $5; exit}')
+iptables -t nat -A POSTROUTING -o "$primary" -j MASQUERADE
+iptables -F FORWARD
+service iptables save
+"#;
+
+/// [`NatInstance::setup`]: FNV-1a of [`NAT_SETUP`], so that a changed script replaces the instance.
+pub fn nat_setup_digest() -> String {
+    let hash = NAT_SETUP.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("{hash:016x}")
+}
+
+kind! {
     RouteTable = "ec2.route-table", CreateBeforeDelete, sets [routes, subnets],
     replace_on [vpc: IN_VPC],
     {
@@ -83,7 +136,8 @@ kind! {
     }
 }
 
-/// A route to an internet gateway (`gateway`) or a NAT gateway (`nat_gateway`).
+/// A route to an internet gateway (`gateway`), a NAT gateway (`nat_gateway`) or a NAT
+/// instance's network interface (`network_interface`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VpcRoute {
@@ -93,6 +147,8 @@ pub struct VpcRoute {
     pub gateway: Option<Val<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nat_gateway: Option<Val<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface: Option<Val<String>>,
 }
 
 kind! {

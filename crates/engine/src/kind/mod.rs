@@ -255,6 +255,7 @@ kinds! {
     InternetGateway;
     ElasticIp;
     NatGateway;
+    NatInstance;
     RouteTable;
     SecurityGroup;
     VpcEndpoint;

@@ -38,6 +38,9 @@ pub struct Prices {
     pub interface_endpoint_zone_hour: f64,
     pub nat_gateway_hour: f64,
     pub nat_gateway_gb: f64,
+    /// The NAT instance (`kind::NAT_INSTANCE_TYPE`, Linux, on demand) and its gp3 root volume.
+    pub nat_instance_hour: f64,
+    pub ebs_gb_month: f64,
     pub fargate_vcpu_hour: f64,
     pub fargate_gb_hour: f64,
     pub alarm_metric_month: f64,

@@ -230,8 +230,9 @@ pub struct Network {
     #[serde(default = "Network::default_endpoints")]
     pub endpoints: Vec<Endpoint>,
     /// Internet access for the private subnets (not needed with the endpoints above): `true`, a
-    /// NAT gateway per zone; `one`, a single NAT gateway in the first zone for every zone; `false`,
-    /// none.
+    /// NAT gateway per zone; `one`, a single NAT gateway in the first zone for every zone;
+    /// `instance`, a NAT instance (the smallest Graviton instance) in the first zone for every
+    /// zone; `false`, none.
     #[serde(default)]
     pub nat: Nat,
     /// An Amazon-provided IPv6 block on the VPC and its public subnets, so that the load balancer
@@ -279,16 +280,28 @@ pub enum Nat {
     /// `true`: a NAT gateway per zone, so that a zone's failure leaves the others online;
     /// `false`: none.
     Switch(bool),
-    /// `one`: one NAT gateway, in the first zone, for every zone: one gateway's price, but every
-    /// zone loses the internet with the first, and the other zones' traffic crosses zones.
+    /// `one` or `instance`: one NAT device in the first zone for every zone.
     Shared(NatShared),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NatShared {
+    /// One NAT gateway: one gateway's price, but every zone loses the internet with the first,
+    /// and the other zones' traffic crosses zones.
     One,
+    /// One NAT instance ([`NAT_INSTANCE_TYPE`] on Amazon Linux 2023): a few dollars a month
+    /// and no charge per GB processed, but one instance's bandwidth and availability, and
+    /// replaced by the next `aira up` when it stops or fails its status checks.
+    Instance,
 }
+
+/// `nat: instance`'s instance type, the smallest Graviton instance: enough for the tasks' calls
+/// to a model (up to 5 Gbit/s in bursts, 32 Mbit/s sustained).
+pub const NAT_INSTANCE_TYPE: &str = "t4g.nano";
+
+/// The root volume of Amazon Linux 2023's image (gp3), which the NAT instance keeps.
+pub const NAT_INSTANCE_VOLUME_GB: f64 = 8.0;
 
 impl Default for Nat {
     fn default() -> Self {
@@ -297,7 +310,7 @@ impl Default for Nat {
 }
 
 impl Nat {
-    /// Whether the private subnets have a NAT gateway to reach the internet through.
+    /// Whether the private subnets have a NAT device to reach the internet through.
     pub fn on(&self) -> bool {
         *self != Nat::Switch(false)
     }
@@ -305,9 +318,23 @@ impl Nat {
     /// How many NAT gateways `zones` zones get.
     pub fn gateways(&self, zones: usize) -> usize {
         match self {
-            Nat::Switch(false) => 0,
+            Nat::Switch(false) | Nat::Shared(NatShared::Instance) => 0,
             Nat::Switch(true) => zones,
             Nat::Shared(NatShared::One) => zones.min(1),
+        }
+    }
+
+    /// Whether the NAT device is an instance.
+    pub fn instance(&self) -> bool {
+        *self == Nat::Shared(NatShared::Instance)
+    }
+
+    /// The Elastic IPs it holds (one a NAT gateway, one the NAT instance).
+    pub fn addresses(&self, zones: usize) -> usize {
+        if self.instance() {
+            1
+        } else {
+            self.gateways(zones)
         }
     }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::model::{Endpoint, LlmProvider, Role};
+use super::model::{Endpoint, LlmProvider, Nat, NatShared, Role, NAT_INSTANCE_TYPE, NAT_INSTANCE_VOLUME_GB};
 use super::Stack;
 
 /// One thing one service reaches, and how.
@@ -74,7 +74,8 @@ impl Egress {
     pub fn planned(stack: &Stack) -> Egress {
         let endpoints = stack.endpoints().into_iter().map(|e| (e, Egress::ours(e))).collect();
         let internet = match stack.network.nat {
-            crate::stack::model::Nat::Shared(_) => Some("the first zone's NAT gateway (default route)".to_string()),
+            Nat::Shared(NatShared::One) => Some("the first zone's NAT gateway (default route)".to_string()),
+            Nat::Shared(NatShared::Instance) => Some("the first zone's NAT instance (default route)".to_string()),
             nat => nat.on().then(|| "NAT gateway (default route)".to_string()),
         };
         Egress { internet, endpoints, ..Egress::default() }
@@ -114,6 +115,12 @@ impl Reachability {
                 ", or `network.nat: one` (one for every zone, lost with the first: about ${gateway:.0} a month)"
             ));
         }
+        let instance =
+            p.nat_instance_hour * hours + NAT_INSTANCE_VOLUME_GB * p.ebs_gb_month + p.public_ipv4_hour * hours;
+        nat.push_str(&format!(
+            ", or `network.nat: instance` (one {} instance for every zone, one instance's bandwidth: about ${instance:.0} a month)",
+            NAT_INSTANCE_TYPE
+        ));
         let endpoint_cost = format!(
             "about ${:.2} a month for {} zone{}",
             p.interface_endpoint_zone_hour * hours * zones,

@@ -20,10 +20,12 @@ use serde_json::{json, Value};
 mod aps;
 mod bedrock;
 mod elb;
+mod instances;
 mod waf;
 
 pub use aps::{APS_SETTLING, WORKSPACE_SETTLING};
 pub use elb::RULES_PER_LOAD_BALANCER;
+pub use instances::INSTANCE_PENDING;
 
 /// How long an Amazon-provided IPv6 block stays `associating` after `CreateVpc`.
 pub const IPV6_ASSOCIATING: Duration = Duration::from_secs(3);
@@ -85,6 +87,8 @@ struct World {
     /// (cluster, service name) → when `DeleteService` answered (`DRAINING` for a while), and
     /// whether a `CreateService` of the name was refused since.
     service_deleted: HashMap<(String, String), (Instant, bool)>,
+    /// Instance id → when `RunInstances` launched it (`pending` for a while).
+    instances_launched: HashMap<String, Instant>,
 }
 
 fn world() -> std::sync::MutexGuard<'static, World> {
@@ -203,6 +207,9 @@ pub async fn refuse(moto: &Moto<'_>, call: &Call<'_>) -> Option<Response<Full<By
     if call.is("ec2:CreateSubnet") {
         return subnet_in_associating_ipv6_block(call);
     }
+    if call.is("ec2:AssociateAddress") {
+        return instances::associate_while_pending(call);
+    }
     if call.is("ec2:AssociateRouteTable") {
         return subnet_already_associated(moto, call).await;
     }
@@ -239,6 +246,7 @@ pub fn amend(call: &Call<'_>, status: u16, body: Bytes) -> Bytes {
     match call.call {
         "ec2:CreateVpc" | "ec2:DescribeVpcs" => ipv6_block_associating(call, body),
         "ec2:DescribeAvailabilityZones" => zones_as_aws(call, body),
+        "ec2:RunInstances" | "ec2:DescribeInstances" => instances::pending(call, body),
         "ec2:CreateNatGateway" | "ec2:DescribeNatGateways" => nat_gateway_failed(call, body),
         "ecs:CreateService" | "ecs:UpdateService" | "ecs:DescribeServices" => service_keeps_deployment(call, body),
         "ecs:DeleteService" => service_draining(call, body),
