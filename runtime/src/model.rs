@@ -79,6 +79,28 @@ pub struct Conversation {
     #[serde(skip)]
     pub user_id: String,
     pub created_at: i64,
+    /// Its first message's opening words, or what the user renamed it to; `null` until then
+    /// (and always for a user who keeps no history: a title is its message's words).
+    pub title: Option<String>,
+}
+
+/// Most characters of a conversation's title.
+pub const TITLE_CHARS: usize = 100;
+/// Characters of a first message a conversation's title takes.
+const AUTO_TITLE_CHARS: usize = 60;
+
+/// The title a conversation takes from its first message: its first line, cut at a word near
+/// [`AUTO_TITLE_CHARS`] characters (with `…`); `None` for a message with no words.
+pub fn title_from(content: &str) -> Option<String> {
+    let line = content.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line: String = line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if line.chars().count() <= AUTO_TITLE_CHARS {
+        return Some(line);
+    }
+    let cut: String = line.chars().take(AUTO_TITLE_CHARS).collect();
+    let at_word =
+        cut.rfind(char::is_whitespace).filter(|&i| i >= AUTO_TITLE_CHARS / 2).map_or(cut.as_str(), |i| &cut[..i]);
+    Some(format!("{}…", at_word.trim_end()))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -169,4 +191,21 @@ pub fn sha256_hex(data: &[u8]) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::title_from;
+
+    #[test]
+    fn a_title_is_the_first_line_with_words_cut_at_a_word() {
+        assert_eq!(title_from(" \n\n  Hello there \nmore"), Some("Hello there".into()));
+        assert_eq!(title_from("   \n\t"), None);
+        assert_eq!(title_from("tab\there"), Some("tab here".into()), "no control characters");
+        let words = "word ".repeat(20);
+        assert_eq!(title_from(&words), Some(format!("{}…", "word ".repeat(12).trim_end())));
+        // No space to cut at: 60 characters, whatever their bytes.
+        let han = "字".repeat(80);
+        assert_eq!(title_from(&han), Some(format!("{}…", "字".repeat(60))));
+    }
 }

@@ -3,7 +3,7 @@
 // (DOM nodes and textContent only). Every state-changing call carries the CSRF token
 // from the `__Host-aira_csrf` cookie in the X-CSRF-Token header (see runtime/README.md).
 
-import { renderText, statusLabel } from './render.js';
+import { renderMarkdown, renderText, statusLabel } from './render.js';
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -16,6 +16,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const state = {
   me: null,
   conversation: null,
+  /** The conversation's title (null: none yet). */
+  title: null,
   /** message id → EventSource */
   streams: new Map(),
   /** message id → <li> */
@@ -276,7 +278,16 @@ $('#delete-form').addEventListener('submit', async (ev) => {
 // ---- conversations ----------------------------------------------------------------
 
 function conversationLabel(c) {
-  return new Date(c.created_at).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+  return c.title || new Date(c.created_at).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+}
+
+/** The chat screen's heading and its actions, for conversation `c` (none: a new one). */
+function showTitle(c) {
+  state.title = c?.title ?? null;
+  $('#chat-title').textContent = c ? conversationLabel(c) : 'New conversation';
+  $('#chat-actions').hidden = !c;
+  $('#rename-form').hidden = true;
+  showError($('#title-error'), '');
 }
 
 function renderConversations(list) {
@@ -310,6 +321,7 @@ async function showChat(id, fresh = false) {
   $('#messages').replaceChildren();
   showError($('#compose-error'), '');
   show('chat');
+  showTitle(null);
   try {
     const conversations = await refreshConversations();
     if (!id) {
@@ -324,6 +336,7 @@ async function showChat(id, fresh = false) {
     if (state.conversation !== id) {
       return;
     }
+    showTitle(conv);
     $('#empty-chat').hidden = conv.messages.length > 0;
     for (const m of conv.messages) {
       renderMessage(m);
@@ -342,6 +355,55 @@ async function showChat(id, fresh = false) {
 }
 
 $('#new-conversation').addEventListener('click', () => navigate('/chat/new'));
+
+$('#rename-conversation').addEventListener('click', () => {
+  const input = $('#title-input');
+  input.value = state.title ?? '';
+  $('#rename-form').hidden = false;
+  input.focus();
+  input.select();
+});
+
+function closeRename() {
+  $('#rename-form').hidden = true;
+  showError($('#title-error'), '');
+  $('#rename-conversation').focus();
+}
+
+$('#rename-cancel').addEventListener('click', closeRename);
+$('#rename-form').addEventListener('keydown', (ev) => {
+  if (ev.key === 'Escape') {
+    closeRename();
+  }
+});
+
+$('#rename-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const id = state.conversation;
+  try {
+    const c = await api('PATCH', `/v1/conversations/${id}`, { title: $('#title-input').value });
+    if (state.conversation === id) {
+      showTitle(c);
+      $('#rename-conversation').focus();
+    }
+    await refreshConversations();
+  } catch (e) {
+    showError($('#title-error'), e.message);
+  }
+});
+
+$('#delete-conversation').addEventListener('click', async () => {
+  const id = state.conversation;
+  if (!id || !window.confirm(`Delete “${$('#chat-title').textContent}” and all its messages?`)) {
+    return;
+  }
+  try {
+    await api('DELETE', `/v1/conversations/${id}`);
+    navigate('/chat/new', true);
+  } catch (e) {
+    showError($('#title-error'), e.message);
+  }
+});
 
 // ---- messages ---------------------------------------------------------------------
 
@@ -380,7 +442,7 @@ function renderMessage(m) {
   status.textContent = statusLabel(m.status);
   const answer = li.querySelector('.answer');
   if (m.status === 'answered' && typeof m.answer === 'string') {
-    answer.replaceChildren(renderText(m.answer));
+    answer.replaceChildren(renderMarkdown(m.answer));
   }
   const failure = li.querySelector('.failure');
   failure.replaceChildren();
@@ -518,6 +580,15 @@ async function send(content) {
   renderMessage({ id: accepted.id, content, status: accepted.status });
   scrollToEnd();
   follow(accepted.id);
+  if (!state.title) {
+    // The first message names the conversation (for a user who keeps history).
+    const id = state.conversation;
+    const conversations = await refreshConversations().catch(() => []);
+    const c = conversations.find((x) => x.id === id);
+    if (c && state.conversation === id) {
+      showTitle(c);
+    }
+  }
 }
 
 // Waits out a refusal with Retry-After: `why` and a countdown, the send button disabled.

@@ -16,7 +16,8 @@ use super::auth::AuthUser;
 use super::{ratelimit, AppJson, AppState, Limits};
 use crate::error::AppError;
 use crate::model::{
-    day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
+    day_of, new_id, now_ms, secs_to_next_day, sha256_hex, title_from, Conversation, Message, Profile, QueueBody,
+    Status, TITLE_CHARS,
 };
 use crate::store::{IdempotencyKey, PostContext, Recorded, SpendReads, MAX_PAGE};
 
@@ -57,9 +58,9 @@ async fn limit(state: &AppState, what: Counted, user: &AuthUser) -> Result<(), A
 pub async fn create_conversation(State(state): State<AppState>, user: AuthUser) -> Result<Response, AppError> {
     limit(&state, Counted::Conversations, &user).await?;
     consented(state.store.get_profile(&user.id).await?.as_ref())?;
-    let c = Conversation { id: new_id(), user_id: user.id, created_at: now_ms() };
+    let c = Conversation { id: new_id(), user_id: user.id, created_at: now_ms(), title: None };
     state.store.create_conversation(&c).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": c.id, "created_at": c.created_at}))).into_response())
+    Ok((StatusCode::CREATED, Json(json!({"id": c.id, "created_at": c.created_at, "title": null}))).into_response())
 }
 
 /// `?limit=N&before=ID`: a page of a list, newest first; `before` is the `next_before` of the
@@ -171,12 +172,19 @@ pub async fn get_conversation(
     struct Body<'a> {
         id: &'a str,
         created_at: i64,
+        title: Option<&'a str>,
         messages: &'a [Message],
         next_before: Option<String>,
     }
     // Serialised straight from the messages: no second copy as a JSON value.
-    let body =
-        Json(Body { id: &c.id, created_at: c.created_at, messages: &messages, next_before: next }).into_response();
+    let body = Json(Body {
+        id: &c.id,
+        created_at: c.created_at,
+        title: c.title.as_deref(),
+        messages: &messages,
+        next_before: next,
+    })
+    .into_response();
     forget_delivered(&state, &messages).await;
     Ok(body)
 }
@@ -436,9 +444,66 @@ pub async fn post_message(
             state.backlog.accepted();
             tracing::info!(message_id = %m.id, "message accepted");
             enqueue(&state, &m.id).await;
+            if keep_history {
+                name_from_first(&state, ctx.conversation.as_ref(), &m.content).await;
+            }
             Ok(accepted(&m.id, false))
         }
     }
+}
+
+/// An untitled conversation takes its title from the message just accepted (the first, unless
+/// an earlier one's title was cleared). Only for a user who keeps history: a title is the
+/// message's words. A failure costs only the title.
+async fn name_from_first(state: &AppState, conversation: Option<&Conversation>, content: &str) {
+    let (Some(c), Some(title)) = (conversation.filter(|c| c.title.is_none()), title_from(content)) else { return };
+    if let Err(e) = state.store.set_title(c, &title, true).await {
+        tracing::warn!(conversation_id = %c.id, error = %e, "naming a conversation failed");
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    title: String,
+}
+
+/// `PATCH /v1/conversations/{id}`: renames it (`{"title": …}`, 1 to 100 characters, no
+/// control characters; a user who keeps no history can name theirs too: the title is theirs).
+pub async fn rename_conversation(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    AppJson(body): AppJson<Rename>,
+) -> Result<Response, AppError> {
+    limit(&state, Counted::Conversations, &user).await?;
+    let title = body.title.trim();
+    if title.is_empty() || title.chars().count() > TITLE_CHARS || title.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            "invalid_title",
+            format!("title is 1 to {TITLE_CHARS} characters, without control characters"),
+        ));
+    }
+    let c = owned_conversation(&state, &user, &id).await?;
+    if !state.store.set_title(&c, title, false).await? {
+        return Err(AppError::not_found("conversation"));
+    }
+    Ok(Json(json!({"id": c.id, "created_at": c.created_at, "title": title})).into_response())
+}
+
+/// `DELETE /v1/conversations/{id}`: the conversation and every message in it; `204`, also when
+/// it was already gone for this user (a repeated delete).
+pub async fn delete_conversation(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    limit(&state, Counted::Conversations, &user).await?;
+    let found = if well_formed(&id) { state.store.get_conversation(&id).await? } else { None };
+    if let Some(c) = found.filter(|c| c.user_id == user.id) {
+        state.store.delete_conversation(&c).await?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// One of the user's open event streams, counted against `Limits::streams_per_user` until

@@ -278,7 +278,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/auth/tokens/{id}", delete(auth::revoke_token))
         .route("/v1/conversations", post(chat::create_conversation).get(chat::list_conversations))
-        .route("/v1/conversations/{id}", get(chat::get_conversation))
+        .route(
+            "/v1/conversations/{id}",
+            get(chat::get_conversation).patch(chat::rename_conversation).delete(chat::delete_conversation),
+        )
         .route("/v1/conversations/{id}/messages", post(chat::post_message))
         .route("/v1/messages/{id}", get(chat::get_message))
         .route("/v1/messages/{id}/events", get(chat::events))

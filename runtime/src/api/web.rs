@@ -1,6 +1,7 @@
-//! The web page: one HTML shell for every screen, two script modules, a style sheet and an
-//! icon, all embedded in the binary (nothing is fetched from elsewhere), and the security
-//! headers every response carries. The assets live in `runtime/web/`.
+//! The web page: one HTML shell for every screen, its script modules (the page's own two and the
+//! vendored Markdown lexer, `runtime/web/vendor/`), a style sheet and an icon, all embedded in the
+//! binary (nothing is fetched from elsewhere), and the security headers every response carries.
+//! The assets live in `runtime/web/`.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
@@ -14,6 +15,8 @@ use super::AppState;
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const RENDER_JS: &str = include_str!("../../web/render.js");
+/// marked 18.3.0 (MIT), as npm publishes it (`runtime/web/vendor/README.md`).
+const MARKED_JS: &str = include_str!("../../web/vendor/marked.esm.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 const ICON_SVG: &str = include_str!("../../web/icon.svg");
 
@@ -31,6 +34,7 @@ pub fn routes() -> Router<AppState> {
     }
     r.route("/assets/app.js", get(|| asset("text/javascript; charset=utf-8", APP_JS)))
         .route("/assets/render.js", get(|| asset("text/javascript; charset=utf-8", RENDER_JS)))
+        .route("/assets/marked.js", get(|| asset("text/javascript; charset=utf-8", MARKED_JS)))
         .route("/assets/style.css", get(|| asset("text/css; charset=utf-8", STYLE_CSS)))
         .route("/assets/icon.svg", get(|| asset("image/svg+xml", ICON_SVG)))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -67,4 +71,18 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         h.entry(name).or_insert(HeaderValue::from_static(value));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    /// The vendored lexer is the release it says it is, byte for byte: a change to it is an
+    /// update, made as `runtime/web/vendor/README.md` says.
+    #[test]
+    fn the_vendored_markdown_lexer_is_the_pinned_release() {
+        let digest: String = Sha256::digest(super::MARKED_JS.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(digest, "4d2d824f3035e79b6887380d88c6c9ca0958215d1f4f6c053c562d60babc7172");
+        assert!(super::MARKED_JS.starts_with("/**\n * marked v18.3.0 - a markdown parser"));
+    }
 }

@@ -152,6 +152,12 @@ pub trait MessageStore: Send + Sync {
     /// Up to `limit` of the user's conversations older than `before` (an id), newest first.
     async fn list_conversations(&self, user_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Conversation>>;
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>>;
+    /// Names the conversation; with `if_untitled`, only one that has no title yet (the title
+    /// its first message gives). Whether it was set (`false`: it is gone, or had a title).
+    async fn set_title(&self, c: &Conversation, title: &str, if_untitled: bool) -> Result<bool>;
+    /// Deletes the conversation and every message in it (with each one's outbox row and
+    /// idempotency key); a message being answered meanwhile finds itself gone.
+    async fn delete_conversation(&self, c: &Conversation) -> Result<()>;
 
     /// The newest `limit` messages of the conversation older than `before` (an id), oldest first.
     async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>>;

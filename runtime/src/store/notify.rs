@@ -87,6 +87,12 @@ impl MessageStore for Notifying {
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
         self.inner.get_conversation(id).await
     }
+    async fn set_title(&self, c: &Conversation, title: &str, if_untitled: bool) -> Result<bool> {
+        self.inner.set_title(c, title, if_untitled).await
+    }
+    async fn delete_conversation(&self, c: &Conversation) -> Result<()> {
+        self.inner.delete_conversation(c).await
+    }
     async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {
         self.inner.list_messages(conversation_id, before, limit).await
     }

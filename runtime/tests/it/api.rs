@@ -444,6 +444,12 @@ async fn tokens_are_listed_and_revoked_and_a_password_change_signs_out_everywher
 }
 
 #[tokio::test]
+async fn conversations_are_titled_renamed_and_deleted() {
+    let env = Env::new(Limits::default());
+    titles_renames_and_deletions(&env.app(), "titles@example.com").await;
+}
+
+#[tokio::test]
 async fn malformed_ids_are_unknown_before_any_store_call() {
     let env = Env::new(Limits::default());
     let app = env.app();

@@ -391,6 +391,27 @@ fn mentioning<'a>(items: &'a [String], needles: &[&str]) -> Vec<&'a String> {
     items.iter().filter(|i| needles.iter().any(|n| i.contains(n))).collect()
 }
 
+/// On DynamoDB, read back apart from the store: the title on both of the conversation's items,
+/// and after its deletion no item naming it or its messages.
+#[tokio::test]
+async fn moto_conversations_are_titled_renamed_and_deleted_leaving_no_item() {
+    let env = setup(3).await;
+    let (conv, messages) = titles_renames_and_deletions(&env.app, "aws-titles@example.com").await;
+    let mut needles = vec![conv.as_str()];
+    needles.extend(messages.iter().map(String::as_str));
+    assert_eq!(mentioning(&scan_all(&env).await, &needles), Vec::<&String>::new());
+    // A title is written to the conversation's item and to its line in the user's list.
+    let token = user(&env.app, "aws-titled@example.com").await;
+    let c = conversation(&env.app, &token).await;
+    let r =
+        call(&env.app, "PATCH", &format!("/v1/conversations/{c}"), Some(&token), Some(json!({"title": "Named"})), &[])
+            .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let titled: Vec<String> =
+        scan_all(&env).await.into_iter().filter(|i| i.contains(&c) && i.contains("Named")).collect();
+    assert_eq!(titled.len(), 2, "{titled:#?}");
+}
+
 #[tokio::test]
 async fn moto_a_deleted_account_leaves_no_item_behind() {
     let env = setup(3).await;
@@ -504,9 +525,10 @@ async fn moto_transactions_that_meet_another_are_tried_again() {
     let transactions = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems").count();
     let cancelled = sent.iter().filter(|r| r.call == "dynamodb:TransactWriteItems" && r.status == 400).count();
     assert_eq!(cancelled, 5, "each conflict answered as DynamoDB does");
-    // Seven transactions (sign-up, the consent's profile, token, conversation, message, the
-    // spend's charge before the call and its settlement after), five of them tried again once.
-    assert_eq!(transactions, 12, "each conflict tried again once");
+    // Eight transactions (sign-up, the consent's profile, token, conversation, message, the
+    // conversation's title from it, the spend's charge before the call and its settlement
+    // after), five of them tried again once.
+    assert_eq!(transactions, 13, "each conflict tried again once");
 }
 
 #[tokio::test]

@@ -609,3 +609,77 @@ pub async fn malformed_ids_are_not_found(app: &Router, token: &str) {
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// Titles, renames and deletions of conversations, through the API: the first message of a user
+/// who keeps history names the conversation (its opening words), a later one does not; a rename
+/// takes 1 to 100 characters; another user can neither rename nor delete it; a deletion takes its
+/// messages with it and can be repeated. Returns the deleted conversation's id and its messages'.
+pub async fn titles_renames_and_deletions(app: &Router, email: &str) -> (String, Vec<String>) {
+    let token = user(app, email).await;
+    let conv = conversation(app, &token).await;
+    let get = |id: String| {
+        let token = token.clone();
+        async move { call(app, "GET", &format!("/v1/conversations/{id}"), Some(&token), None, &[]).await }
+    };
+    assert_eq!(get(conv.clone()).await.body["title"], Value::Null, "untitled until its first message");
+    let long = "Plan a week in Lisbon in spring: museums, tram 28, a day in Sintra, and food under 40 euros";
+    let first = post_message(app, &token, &conv, &format!("\n  {long}\nsecond line")).await;
+    let titled = get(conv.clone()).await;
+    assert_eq!(
+        titled.body["title"], "Plan a week in Lisbon in spring: museums, tram 28, a day in…",
+        "{:?}",
+        titled.body
+    );
+    let second = post_message(app, &token, &conv, "Another question").await;
+    let list = call(app, "GET", "/v1/conversations", Some(&token), None, &[]).await;
+    let listed: Vec<&Value> =
+        list.body["conversations"].as_array().unwrap().iter().filter(|c| c["id"] == conv.as_str()).collect();
+    assert_eq!(listed[0]["title"], titled.body["title"], "the list shows the first message's title, not a later one's");
+
+    let rename = |id: String, token: String, title: Value| async move {
+        call(app, "PATCH", &format!("/v1/conversations/{id}"), Some(&token), Some(json!({"title": title})), &[]).await
+    };
+    let r = rename(conv.clone(), token.clone(), json!("  Lisbon  ")).await;
+    assert_eq!((r.status, r.body["title"].clone()), (StatusCode::OK, json!("Lisbon")), "{:?}", r.body);
+    assert_eq!(get(conv.clone()).await.body["title"], "Lisbon");
+    for bad in [json!(""), json!("   "), json!("x".repeat(101)), json!("two\nlines"), json!(7)] {
+        let r = rename(conv.clone(), token.clone(), bad.clone()).await;
+        assert!(
+            r.status == StatusCode::UNPROCESSABLE_ENTITY || r.status == StatusCode::BAD_REQUEST,
+            "{bad}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(rename(conv.clone(), token.clone(), json!("é".repeat(100))).await.status, StatusCode::OK);
+
+    // Another user's conversation: not found, unchanged, not deleted.
+    let other = user(app, &format!("other-{email}")).await;
+    assert_eq!(rename(conv.clone(), other.clone(), json!("Mine")).await.status, StatusCode::NOT_FOUND);
+    let del = call(app, "DELETE", &format!("/v1/conversations/{conv}"), Some(&other), None, &[]).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "a delete of what the user has not is a no-op");
+    assert_eq!(get(conv.clone()).await.body["title"], "é".repeat(100));
+
+    let del = call(app, "DELETE", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{:?}", del.body);
+    assert_eq!(get(conv.clone()).await.status, StatusCode::NOT_FOUND);
+    for m in [&first, &second] {
+        let r = call(app, "GET", &format!("/v1/messages/{m}"), Some(&token), None, &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "its messages went with it");
+    }
+    let list = call(app, "GET", "/v1/conversations", Some(&token), None, &[]).await;
+    assert!(list.body["conversations"].as_array().unwrap().iter().all(|c| c["id"] != conv.as_str()));
+    let again = call(app, "DELETE", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+
+    // A user who keeps no history: the title would be the message's words, so there is none.
+    let creds =
+        json!({"email": format!("nohistory-{email}"), "password": "correct horse battery", "keep_history": false});
+    assert_eq!(call(app, "POST", "/v1/auth/signup", None, Some(creds.clone()), &[]).await.status, StatusCode::CREATED);
+    let brief =
+        call(app, "POST", "/v1/auth/tokens", None, Some(creds), &[]).await.body["token"].as_str().unwrap().to_string();
+    let c2 = conversation(app, &brief).await;
+    post_message(app, &brief, &c2, "Something private").await;
+    let r = call(app, "GET", &format!("/v1/conversations/{c2}"), Some(&brief), None, &[]).await;
+    assert_eq!(r.body["title"], Value::Null, "{:?}", r.body);
+    (conv, vec![first, second])
+}

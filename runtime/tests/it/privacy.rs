@@ -33,7 +33,12 @@ async fn nothing_is_written_before_the_consent_screen_is_answered() {
     assert_eq!((r.status, r.body["error"].as_str()), (StatusCode::CONFLICT, Some("consent_required")));
     // A conversation made before consent was enforced: posting into it is refused too.
     let user_id = call(&app, "GET", "/v1/me", Some(&token), None, &[]).await.body["id"].as_str().unwrap().to_string();
-    let conv = aira_runtime::model::Conversation { id: aira_runtime::model::new_id(), user_id, created_at: now_ms() };
+    let conv = aira_runtime::model::Conversation {
+        id: aira_runtime::model::new_id(),
+        user_id,
+        created_at: now_ms(),
+        title: None,
+    };
     env.store.create_conversation(&conv).await.unwrap();
     let uri = format!("/v1/conversations/{}/messages", conv.id);
     let r = call(&app, "POST", &uri, Some(&token), Some(json!({"content": "hi"})), &[]).await;

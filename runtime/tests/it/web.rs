@@ -308,7 +308,7 @@ pub async fn check_profile_and_delete(store: &dyn Store) {
         expires_at: now_ms() + 60_000,
     };
     store.create_token(&u.id, &token).await.unwrap();
-    let c = Conversation { id: new_id(), user_id: u.id.clone(), created_at: now_ms() };
+    let c = Conversation { id: new_id(), user_id: u.id.clone(), created_at: now_ms(), title: None };
     store.create_conversation(&c).await.unwrap();
     let now = now_ms();
     let m = Message {

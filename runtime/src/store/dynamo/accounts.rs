@@ -105,23 +105,7 @@ impl AccountStore for DynamoStore {
         // No write for the account succeeds any more, so what the reads below find is all.
         let convs = self.partition_keys(format!("USERCONVS#{}", user.id)).await?;
         for c in convs.iter().filter_map(|(_, sk)| sk.strip_prefix("CONV#")) {
-            // The conversation item first: a message can no longer be written into it (its
-            // write checks the item), so the partition read after it lists every message.
-            self.delete_keys(vec![(format!("CONV#{c}"), "CONV".to_string())]).await?;
-            let ids: Vec<String> = self
-                .partition_keys(format!("CONV#{c}"))
-                .await?
-                .into_iter()
-                .filter_map(|(_, sk)| sk.strip_prefix("MSG#").map(str::to_string))
-                .collect();
-            let mut keys = Vec::new();
-            for m in self.messages_by_id(&ids).await? {
-                keys.extend(message_keys(&m));
-            }
-            // Pointers of messages whose item is gone already.
-            keys.extend(ids.iter().map(|id| (format!("CONV#{c}"), format!("MSG#{id}"))));
-            self.delete_keys(keys).await?;
-            self.delete_keys(vec![(format!("USERCONVS#{}", user.id), format!("CONV#{c}"))]).await?;
+            self.delete_conversation_items(&user.id, c).await?;
         }
         let mut keys = Vec::new();
         for (pk, sk) in self.partition_keys(format!("USERID#{}", user.id)).await? {
@@ -227,5 +211,29 @@ impl AccountStore for DynamoStore {
             keys.push((format!("USERID#{user_id}"), format!("TOKEN#{token_hash}")));
         }
         self.delete_keys(keys).await
+    }
+}
+
+impl DynamoStore {
+    /// Deletes conversation `c` of `user_id`, its messages and every item naming them; each
+    /// step idempotent, so that a deletion cut short is finished by the next.
+    pub(super) async fn delete_conversation_items(&self, user_id: &str, c: &str) -> Result<()> {
+        // The conversation item first: a message can no longer be written into it (its write
+        // checks the item), so the partition read after it lists every message.
+        self.delete_keys(vec![(format!("CONV#{c}"), "CONV".to_string())]).await?;
+        let ids: Vec<String> = self
+            .partition_keys(format!("CONV#{c}"))
+            .await?
+            .into_iter()
+            .filter_map(|(_, sk)| sk.strip_prefix("MSG#").map(str::to_string))
+            .collect();
+        let mut keys = Vec::new();
+        for m in self.messages_by_id(&ids).await? {
+            keys.extend(message_keys(&m));
+        }
+        // Pointers of messages whose item is gone already.
+        keys.extend(ids.iter().map(|id| (format!("CONV#{c}"), format!("MSG#{id}"))));
+        self.delete_keys(keys).await?;
+        self.delete_keys(vec![(format!("USERCONVS#{user_id}"), format!("CONV#{c}"))]).await
     }
 }

@@ -106,7 +106,12 @@ pub(super) fn profile_from(i: &Item) -> Profile {
 
 /// The conversation `id` from its item.
 pub(super) fn conversation_from(id: &str, i: &Item) -> Option<Conversation> {
-    Some(Conversation { id: id.to_string(), user_id: get_s(i, "user_id")?, created_at: get_n(i, "created_at") })
+    Some(Conversation {
+        id: id.to_string(),
+        user_id: get_s(i, "user_id")?,
+        created_at: get_n(i, "created_at"),
+        title: get_s(i, "title"),
+    })
 }
 
 /// The user-by-id item: the email, which names the user's item.

@@ -45,12 +45,36 @@ impl MessageStore for DynamoStore {
         let page = self.newest(format!("USERCONVS#{user_id}"), "CONV#", before, limit, false).await?;
         Ok(page
             .into_iter()
-            .map(|(id, i)| Conversation { id, user_id: user_id.to_string(), created_at: get_n(&i, "created_at") })
+            .map(|(id, i)| Conversation {
+                id,
+                user_id: user_id.to_string(),
+                created_at: get_n(&i, "created_at"),
+                title: get_s(&i, "title"),
+            })
             .collect())
     }
 
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
         Ok(self.get(format!("CONV#{id}"), "CONV").await?.and_then(|i| conversation_from(id, &i)))
+    }
+
+    async fn set_title(&self, c: &Conversation, title: &str, if_untitled: bool) -> Result<bool> {
+        // Both items: the conversation's (a read of it) and its pointer in the user's
+        // partition (the list); each only while the conversation is there.
+        let condition =
+            if if_untitled { "attribute_exists(pk) AND attribute_not_exists(title)" } else { "attribute_exists(pk)" };
+        let set = |key: (String, String)| {
+            update(&self.table, key, "SET title = :t", Some(condition), &[], vec![(":t", s(title))])
+        };
+        let items = vec![
+            set((format!("CONV#{}", c.id), "CONV".to_string()))?,
+            set((format!("USERCONVS#{}", c.user_id), format!("CONV#{}", c.id)))?,
+        ];
+        self.transact("dynamodb write conversation title", items).await
+    }
+
+    async fn delete_conversation(&self, c: &Conversation) -> Result<()> {
+        self.delete_conversation_items(&c.user_id, &c.id).await
     }
 
     async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {

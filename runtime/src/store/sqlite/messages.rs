@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::schema::{conversation_row, message_row, INSERT_COLUMNS, MESSAGE_COLUMNS};
+use super::schema::{conversation_row, message_row, CONVERSATION_COLUMNS, INSERT_COLUMNS, MESSAGE_COLUMNS};
 use super::SqliteStore;
 use crate::group_commit::Cached;
 use crate::model::{Conversation, Message};
@@ -14,7 +14,7 @@ use crate::store::{IdempotencyKey, MessageStore, Recorded, Result, StoreError};
 
 /// The conversation `id`, read in the caller's job.
 pub(super) fn conversation(c: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
-    c.row("SELECT id, user_id, created_at FROM conversations WHERE id = ?1", [id], conversation_row).optional()
+    c.row(&format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1"), [id], conversation_row).optional()
 }
 
 /// What an idempotency key was first used for: `(message_id, fingerprint)`.
@@ -78,10 +78,10 @@ impl MessageStore for SqliteStore {
         Ok(self
             .db
             .read(move |c| {
-                let mut st = c.prepare_cached(
-                    "SELECT id, user_id, created_at FROM conversations WHERE user_id = ?1 AND (?2 IS NULL OR id < ?2)
-                     ORDER BY id DESC LIMIT ?3",
-                )?;
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user_id = ?1 AND (?2 IS NULL OR id < ?2)
+                     ORDER BY id DESC LIMIT ?3"
+                ))?;
                 let rows = st.query_map(params![u, before, limit as i64], conversation_row)?;
                 rows.collect()
             })
@@ -91,6 +91,38 @@ impl MessageStore for SqliteStore {
     async fn get_conversation(&self, id: &str) -> Result<Option<Conversation>> {
         let id = id.to_string();
         Ok(self.db.read(move |c| conversation(c, &id)).await?)
+    }
+
+    async fn set_title(&self, conv: &Conversation, title: &str, if_untitled: bool) -> Result<bool> {
+        let (id, title) = (conv.id.clone(), title.to_string());
+        let changed = self
+            .db
+            .call(move |c| {
+                c.exec(
+                    "UPDATE conversations SET title = ?2 WHERE id = ?1 AND (?3 = 0 OR title IS NULL)",
+                    params![id, title, if_untitled],
+                )
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    async fn delete_conversation(&self, conv: &Conversation) -> Result<()> {
+        let id = conv.id.clone();
+        self.db
+            .call(move |c| {
+                // One transaction: a message recorded meanwhile checks that its conversation exists.
+                let tx = c.savepoint()?;
+                let ids: Vec<String> = tx
+                    .prepare_cached("SELECT id FROM messages WHERE conversation_id = ?1")?
+                    .query_map([&id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                delete_messages(&tx, &ids)?;
+                tx.exec("DELETE FROM conversations WHERE id = ?1", [&id])?;
+                tx.commit()
+            })
+            .await?;
+        Ok(())
     }
 
     async fn list_messages(&self, conversation_id: &str, before: Option<&str>, limit: usize) -> Result<Vec<Message>> {

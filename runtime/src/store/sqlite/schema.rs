@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at INTEGER NOT NULL);
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, created_at INTEGER NOT NULL, title TEXT);
 CREATE INDEX IF NOT EXISTS conversations_user ON conversations(user_id, created_at);
 CREATE INDEX IF NOT EXISTS conversations_user_id ON conversations(user_id, id);
 CREATE TABLE IF NOT EXISTS messages (
@@ -62,6 +62,12 @@ pub(super) fn migrate(path: &Path) -> anyhow::Result<()> {
             c.execute_batch(ddl)?;
         }
     }
+    // Conversations' titles, since their first release.
+    let n: i64 =
+        c.row("SELECT COUNT(*) FROM pragma_table_info('conversations') WHERE name = 'title'", [], |r| r.get(0))?;
+    if n == 0 {
+        c.execute_batch("ALTER TABLE conversations ADD COLUMN title TEXT")?;
+    }
     c.execute_batch(
         "CREATE INDEX IF NOT EXISTS messages_purge ON messages(purge_at) WHERE purge_at > 0;
          CREATE INDEX IF NOT EXISTS messages_user_open ON messages(user_id) WHERE status IN ('queued', 'processing');",
@@ -96,6 +102,9 @@ pub(super) fn message_row(r: &Row) -> rusqlite::Result<Message> {
     })
 }
 
+/// The columns [`conversation_row`] reads, in its order.
+pub(super) const CONVERSATION_COLUMNS: &str = "id, user_id, created_at, title";
+
 pub(super) fn conversation_row(r: &Row) -> rusqlite::Result<Conversation> {
-    Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)? })
+    Ok(Conversation { id: r.get(0)?, user_id: r.get(1)?, created_at: r.get(2)?, title: r.get(3)? })
 }
