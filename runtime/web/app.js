@@ -444,6 +444,7 @@ function renderMessage(m) {
   if (m.status === 'answered' && typeof m.answer === 'string') {
     answer.replaceChildren(renderMarkdown(m.answer));
   }
+  markLast();
   const failure = li.querySelector('.failure');
   failure.replaceChildren();
   if (m.status === 'failed') {
@@ -649,6 +650,34 @@ $('#prompt').addEventListener('keydown', (ev) => {
     $('#compose').requestSubmit();
   }
 });
+
+/** The Regenerate button: on the conversation's last message, once it is answered. */
+function markLast() {
+  for (const b of document.querySelectorAll('#messages .regenerate')) {
+    b.remove();
+  }
+  const last = $('#messages').lastElementChild;
+  if (last && last.dataset.status === 'answered') {
+    const button = element('button', 'regenerate link', 'Regenerate');
+    button.type = 'button';
+    button.addEventListener('click', () => regenerate(last, button));
+    last.append(button);
+  }
+}
+
+/** Another answer to the last message, replacing the one shown. */
+async function regenerate(li, button) {
+  button.disabled = true;
+  try {
+    const accepted = await api('POST', `/v1/messages/${li.dataset.id}/regenerate`);
+    li.querySelector('.answer').replaceChildren();
+    renderMessage({ id: accepted.id, status: accepted.status });
+    follow(accepted.id);
+  } catch (e) {
+    button.disabled = false;
+    sendFailed(e);
+  }
+}
 
 /** Asks again for a failed message: the same message goes back to the queue (answered once). */
 async function retryMessage(li, button) {

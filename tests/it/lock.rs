@@ -167,11 +167,18 @@ async fn taken_over(verb: &str) {
     let since = aira_engine::time::rfc3339(since);
     assert!(run.stderr.contains(&format!("lock lost: held by {other} since {since}")), "{}", run.stderr);
     assert!(run.stdout.contains("not run:"), "says what did not run: {}", run.stdout);
-    // The first renewal answered after the takeover is where the run learnt of it.
+    // The first renewal refused is where the run learnt of the takeover: one answered after it
+    // may still have been carried out before it (this busy test's write can reach the server
+    // later than a renewal already on its way), so the answer's status decides, not its time.
     let timed = slow.timed_calls();
-    let refused =
-        timed.iter().find(|t| t.call == "dynamodb:UpdateItem" && t.answered > Some(taken)).expect("a renewal");
-    let learnt = refused.answered.unwrap() + Duration::from_millis(50); // the client's own reaction time
+    let sent = slow.take_requests();
+    let refused = sent
+        .iter()
+        .filter(|r| r.call == "dynamodb:UpdateItem" && r.status != 200)
+        .min_by_key(|r| r.answered)
+        .expect("a refused renewal");
+    assert!(refused.answered > taken, "refused only after the takeover");
+    let learnt = refused.answered + Duration::from_millis(50); // the client's own reaction time
     let late: Vec<_> = changes(&slow).into_iter().filter(|t| t.started > learnt).collect();
     assert!(late.is_empty(), "changes started after the loss: {late:?}");
     assert!(!timed.iter().any(|t| t.call == "dynamodb:DeleteItem"), "the loser does not release another's lock");

@@ -202,6 +202,47 @@ pub async fn get_message(
 /// `POST /v1/messages/{id}/retry`: the user asks again for a failed message. The same
 /// message goes back to the queue (one write with its outbox row), so it is answered once,
 /// whatever else delivers it (a redrive of its dead-letter copy finds it queued or answered).
+/// `POST /v1/messages/{id}/regenerate`: another answer to the conversation's last message,
+/// which replaces the one it has (one answer per message, stored once: the history that later
+/// turns send is the one the user sees). Checked as a post is: the rate, the consent, the day's
+/// budgets, the messages in flight. 409 `not_last` for an earlier message, `not_answered` for
+/// one that has no answer (or is being answered).
+pub async fn regenerate_message(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let m = owned_message(&state, &user, &id).await?;
+    if m.status != Status::Answered {
+        let status = m.status.as_str();
+        return Err(AppError::user(StatusCode::CONFLICT, "not_answered", format!("the message is {status}")));
+    }
+    let newest = state.store.list_messages(&m.conversation_id, None, 1).await?;
+    if newest.last().is_some_and(|n| n.id != m.id) {
+        return Err(AppError::user(
+            StatusCode::CONFLICT,
+            "not_last",
+            "only the conversation's last answer can be generated again",
+        ));
+    }
+    limit(&state, Counted::Messages, &user).await?;
+    admit(&state)?;
+    let now = now_ms();
+    let ctx = state.store.post_context(&user.id, &m.conversation_id, spend_reads(&state.limits, now)).await?;
+    consented(ctx.profile.as_ref())?;
+    within_budget(&state.limits, &ctx, now)?;
+    let slot = take_slot(&state, &user.id).await?;
+    let requeued = state.store.regenerate_message(&m.id, now).await;
+    if !matches!(requeued, Ok(true)) {
+        give_back(&state, &user.id, slot).await;
+    }
+    if !requeued? {
+        return Err(AppError::user(StatusCode::CONFLICT, "not_answered", "the message is no longer answered"));
+    }
+    enqueue(&state, &m.id).await;
+    Ok(accepted(&m.id, false))
+}
+
 pub async fn retry_message(
     State(state): State<AppState>,
     user: AuthUser,

@@ -286,6 +286,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages/{id}", get(chat::get_message))
         .route("/v1/messages/{id}/events", get(chat::events))
         .route("/v1/messages/{id}/retry", post(chat::retry_message))
+        .route("/v1/messages/{id}/regenerate", post(chat::regenerate_message))
         .route(
             "/v1/me",
             get(me::get_me).put(me::put_me).delete(me::delete_me.layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))),

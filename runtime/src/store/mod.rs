@@ -174,6 +174,9 @@ pub trait MessageStore: Send + Sync {
     /// The user's retry of a failed message: back to queued with a new outbox row (or queue
     /// entry), in one conditional write. False when the message is not failed.
     async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
+    /// Puts an answered message back in the queue for another answer, which replaces its
+    /// answer (with its outbox row, as `retry_message`); false when it is not answered.
+    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
     /// True when `record_message` and `retry_message` write the queue's entry themselves, in
     /// the message's transaction (a store and a queue in one database): nothing is left to
     /// send. Otherwise they write an outbox row, and the caller sends, then clears the row.

@@ -108,6 +108,10 @@ impl MessageStore for Notifying {
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         self.inner.record_message(m, key).await
     }
+    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        let ok = self.inner.regenerate_message(message_id, now_ms).await?;
+        Ok(self.announce(ok, message_id))
+    }
     async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
         let ok = self.inner.retry_message(message_id, now_ms).await?;
         Ok(self.announce(ok, message_id))

@@ -450,6 +450,14 @@ async fn conversations_are_titled_renamed_and_deleted() {
 }
 
 #[tokio::test]
+async fn the_last_answer_is_generated_again_and_replaced() {
+    let env = Env::new(Limits::default());
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_millis(300))).await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), worker_config()));
+    regeneration(&env.app(), &fake, "regenerate@example.com").await;
+}
+
+#[tokio::test]
 async fn malformed_ids_are_unknown_before_any_store_call() {
     let env = Env::new(Limits::default());
     let app = env.app();

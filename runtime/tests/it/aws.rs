@@ -413,6 +413,14 @@ async fn moto_conversations_are_titled_renamed_and_deleted_leaving_no_item() {
 }
 
 #[tokio::test]
+async fn moto_the_last_answer_is_generated_again_and_replaced() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_millis(300))).await;
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), aws_worker_config(3)));
+    regeneration(&env.app, &fake, "aws-regenerate@example.com").await;
+}
+
+#[tokio::test]
 async fn moto_a_deleted_account_leaves_no_item_behind() {
     let env = setup(3).await;
     let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::ZERO)).await;

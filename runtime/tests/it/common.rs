@@ -683,3 +683,56 @@ pub async fn titles_renames_and_deletions(app: &Router, email: &str) -> (String,
     assert_eq!(r.body["title"], Value::Null, "{:?}", r.body);
     (conv, vec![first, second])
 }
+
+/// The message's status and answer through the API, once it is `answered` (within 20 s).
+pub async fn answered_via_api(app: &Router, token: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = call(app, "GET", &format!("/v1/messages/{id}"), Some(token), None, &[]).await;
+        if r.body["status"] == "answered" {
+            return r.body;
+        }
+        assert!(Instant::now() < deadline, "{id} not answered: {:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Regenerating, through the API, with a worker on `fake` (an answer after 300 ms): only the
+/// conversation's last answered message, which the model answers again with the earlier turns
+/// (not its old answer), the new answer replacing the old; a message being answered, an
+/// earlier one or another user's is refused.
+pub async fn regeneration(app: &Router, fake: &FakeLlm, email: &str) {
+    let token = user(app, email).await;
+    let conv = conversation(app, &token).await;
+    let first = post_message(app, &token, &conv, "one").await;
+    answered_via_api(app, &token, &first).await;
+    let second = post_message(app, &token, &conv, "two").await;
+    let old = answered_via_api(app, &token, &second).await;
+    let regenerate = |id: String, token: String| async move {
+        call(app, "POST", &format!("/v1/messages/{id}/regenerate"), Some(&token), None, &[]).await
+    };
+    let r = regenerate(first.clone(), token.clone()).await;
+    assert_eq!((r.status, r.body["error"].clone()), (StatusCode::CONFLICT, json!("not_last")), "{:?}", r.body);
+    let other = user(app, &format!("other-{email}")).await;
+    assert_eq!(regenerate(second.clone(), other).await.status, StatusCode::NOT_FOUND);
+
+    let calls = fake.calls().len();
+    let r = regenerate(second.clone(), token.clone()).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    assert_eq!(r.body["id"], second.as_str());
+    // Queued or being answered: not again until it has its answer.
+    let again = regenerate(second.clone(), token.clone()).await;
+    assert_eq!((again.status, again.body["error"].clone()), (StatusCode::CONFLICT, json!("not_answered")));
+    let new = answered_via_api(app, &token, &second).await;
+    assert_eq!(fake.calls().len(), calls + 1, "one more model call");
+    assert_eq!(new["answer"], old["answer"], "the fake answers the same prompt alike");
+    assert!(new["updated_at"].as_i64() > old["updated_at"].as_i64(), "{old:?} → {new:?}");
+    // The model got the earlier turn and the prompt again, not the answer being replaced.
+    let body = fake.bodies().last().cloned().unwrap();
+    let turns: Vec<&str> = body["messages"].as_array().unwrap().iter().filter_map(|m| m["content"].as_str()).collect();
+    assert_eq!(turns.iter().filter(|t| t.contains("two")).count(), 1, "{turns:?}");
+    assert!(turns.iter().any(|t| t.contains("one")), "{turns:?}");
+    // One message, one answer, in the conversation.
+    let c = call(app, "GET", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+    assert_eq!(c.body["messages"].as_array().unwrap().len(), 2);
+}

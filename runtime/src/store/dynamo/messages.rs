@@ -215,6 +215,19 @@ impl MessageStore for DynamoStore {
         self.transact("dynamodb retry message", vec![requeue, outbox]).await
     }
 
+    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        let requeue = update(
+            &self.table,
+            (format!("MSG#{message_id}"), "MSG".into()),
+            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE answer, #e, claim_token, dead_lettered, last_delivery",
+            Some("#s = :a"),
+            &[("#s", "status"), ("#e", "error")],
+            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms)), (":a", s("answered"))],
+        )?;
+        let outbox = put(&self.table, outbox_item(message_id, now_ms), None)?;
+        self.transact("dynamodb regenerate message", vec![requeue, outbox]).await
+    }
+
     /// A DynamoDB transaction cannot send to SQS: the outbox row covers the send.
     fn enqueues_on_record(&self) -> bool {
         false

@@ -235,6 +235,30 @@ impl MessageStore for SqliteStore {
         Ok(retried)
     }
 
+    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+        let id = message_id.to_string();
+        let send = self.send_or_outbox();
+        let requeued = self
+            .db
+            .call(move |c| {
+                let n = c.exec(
+                    "UPDATE messages SET status = 'queued', answer = NULL, error = NULL, claim_token = NULL,
+                     lease_until = 0, dead_lettered = 0, last_delivery = 0, updated_at = ?2
+                     WHERE id = ?1 AND status = 'answered'",
+                    params![id, now_ms],
+                )?;
+                if n == 1 {
+                    send(c, &id, now_ms)?;
+                }
+                Ok(n == 1)
+            })
+            .await?;
+        if requeued {
+            self.sent();
+        }
+        Ok(requeued)
+    }
+
     fn enqueues_on_record(&self) -> bool {
         self.queue.is_some()
     }
