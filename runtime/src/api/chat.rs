@@ -16,8 +16,7 @@ use super::auth::AuthUser;
 use super::{ratelimit, AppJson, AppState, Limits};
 use crate::error::AppError;
 use crate::model::{
-    day_of, new_id, now_ms, secs_to_next_day, sha256_hex, title_from, Conversation, Message, Profile, QueueBody,
-    Status, TITLE_CHARS,
+    day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
 };
 use crate::store::{IdempotencyKey, PostContext, Recorded, SpendReads, MAX_PAGE};
 
@@ -36,14 +35,14 @@ fn consented(profile: Option<&Profile>) -> Result<&Profile, AppError> {
 /// What a user's limit counts: messages (and retries), or new conversations; the same rate,
 /// counted apart.
 #[derive(Clone, Copy)]
-enum Counted {
+pub(super) enum Counted {
     Messages,
     Conversations,
 }
 
 /// Takes one from the user's limit of `what`: first this process's bucket, then the count
 /// kept in the store that every API task shares.
-async fn limit(state: &AppState, what: Counted, user: &AuthUser) -> Result<(), AppError> {
+pub(super) async fn limit(state: &AppState, what: Counted, user: &AuthUser) -> Result<(), AppError> {
     let (bucket, kind): (&ratelimit::RateLimiter, _) = match what {
         Counted::Messages => (&state.rate, "messages"),
         Counted::Conversations => (&state.conversation_rate, "conversations"),
@@ -108,12 +107,12 @@ async fn forget_delivered(state: &AppState, messages: &[Message]) {
 
 /// Whether a path id can be one of ours (a UUID), checked before any store call: an id of
 /// another shape is unknown, never a store error (DynamoDB refuses keys over 2048 bytes).
-fn well_formed(id: &str) -> bool {
+pub(super) fn well_formed(id: &str) -> bool {
     id.len() == 36 && uuid::Uuid::try_parse(id).is_ok()
 }
 
 /// The user's conversation `id`; not found when it is another user's, as when there is none.
-async fn owned_conversation(state: &AppState, user: &AuthUser, id: &str) -> Result<Conversation, AppError> {
+pub(super) async fn owned_conversation(state: &AppState, user: &AuthUser, id: &str) -> Result<Conversation, AppError> {
     let found = if well_formed(id) { state.store.get_conversation(id).await? } else { None };
     found.filter(|c| c.user_id == user.id).ok_or_else(|| AppError::not_found("conversation"))
 }
@@ -199,9 +198,6 @@ pub async fn get_message(
     Ok(Json(m).into_response())
 }
 
-/// `POST /v1/messages/{id}/retry`: the user asks again for a failed message. The same
-/// message goes back to the queue (one write with its outbox row), so it is answered once,
-/// whatever else delivers it (a redrive of its dead-letter copy finds it queued or answered).
 /// `POST /v1/messages/{id}/regenerate`: another answer to the conversation's last message,
 /// which replaces the one it has (one answer per message, stored once: the history that later
 /// turns send is the one the user sees). Checked as a post is: the rate, the consent, the day's
@@ -243,6 +239,9 @@ pub async fn regenerate_message(
     Ok(accepted(&m.id, false))
 }
 
+/// `POST /v1/messages/{id}/retry`: the user asks again for a failed message. The same
+/// message goes back to the queue (one write with its outbox row), so it is answered once,
+/// whatever else delivers it (a redrive of its dead-letter copy finds it queued or answered).
 pub async fn retry_message(
     State(state): State<AppState>,
     user: AuthUser,
@@ -486,65 +485,11 @@ pub async fn post_message(
             tracing::info!(message_id = %m.id, "message accepted");
             enqueue(&state, &m.id).await;
             if keep_history {
-                name_from_first(&state, ctx.conversation.as_ref(), &m.content).await;
+                super::conversations::name_from_first(&state, ctx.conversation.as_ref(), &m.content).await;
             }
             Ok(accepted(&m.id, false))
         }
     }
-}
-
-/// An untitled conversation takes its title from the message just accepted (the first, unless
-/// an earlier one's title was cleared). Only for a user who keeps history: a title is the
-/// message's words. A failure costs only the title.
-async fn name_from_first(state: &AppState, conversation: Option<&Conversation>, content: &str) {
-    let (Some(c), Some(title)) = (conversation.filter(|c| c.title.is_none()), title_from(content)) else { return };
-    if let Err(e) = state.store.set_title(c, &title, true).await {
-        tracing::warn!(conversation_id = %c.id, error = %e, "naming a conversation failed");
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rename {
-    title: String,
-}
-
-/// `PATCH /v1/conversations/{id}`: renames it (`{"title": …}`, 1 to 100 characters, no
-/// control characters; a user who keeps no history can name theirs too: the title is theirs).
-pub async fn rename_conversation(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-    AppJson(body): AppJson<Rename>,
-) -> Result<Response, AppError> {
-    limit(&state, Counted::Conversations, &user).await?;
-    let title = body.title.trim();
-    if title.is_empty() || title.chars().count() > TITLE_CHARS || title.chars().any(char::is_control) {
-        return Err(AppError::invalid(
-            "invalid_title",
-            format!("title is 1 to {TITLE_CHARS} characters, without control characters"),
-        ));
-    }
-    let c = owned_conversation(&state, &user, &id).await?;
-    if !state.store.set_title(&c, title, false).await? {
-        return Err(AppError::not_found("conversation"));
-    }
-    Ok(Json(json!({"id": c.id, "created_at": c.created_at, "title": title})).into_response())
-}
-
-/// `DELETE /v1/conversations/{id}`: the conversation and every message in it; `204`, also when
-/// it was already gone for this user (a repeated delete).
-pub async fn delete_conversation(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Response, AppError> {
-    limit(&state, Counted::Conversations, &user).await?;
-    let found = if well_formed(&id) { state.store.get_conversation(&id).await? } else { None };
-    if let Some(c) = found.filter(|c| c.user_id == user.id) {
-        state.store.delete_conversation(&c).await?;
-    }
-    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// One of the user's open event streams, counted against `Limits::streams_per_user` until

@@ -21,6 +21,7 @@ use crate::store::Store;
 
 pub mod auth;
 pub mod chat;
+pub mod conversations;
 pub mod me;
 pub mod ratelimit;
 pub mod web;
@@ -280,7 +281,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conversations", post(chat::create_conversation).get(chat::list_conversations))
         .route(
             "/v1/conversations/{id}",
-            get(chat::get_conversation).patch(chat::rename_conversation).delete(chat::delete_conversation),
+            get(chat::get_conversation).patch(conversations::rename).delete(conversations::delete),
         )
         .route("/v1/conversations/{id}/messages", post(chat::post_message))
         .route("/v1/messages/{id}", get(chat::get_message))
