@@ -34,7 +34,8 @@ test('the first message names a conversation; it can be renamed and deleted', as
   await page.keyboard.type('Belém trams');
   await page.keyboard.press('Enter');
   await page.waitForFunction(() => document.querySelector('#chat-title').textContent === 'Belém trams');
-  assert.equal(await list.first().textContent(), 'Belém trams');
+  // The list is read again after the heading changed.
+  await page.waitForFunction(() => document.querySelector('#conversation-list a')?.textContent === 'Belém trams');
   assert.ok(await page.locator('#rename-form').isHidden());
   // Escape leaves a rename unchanged.
   await page.click('#rename-conversation');
@@ -57,7 +58,7 @@ test('the first message names a conversation; it can be renamed and deleted', as
   page.once('dialog', (d) => d.accept());
   await page.click('#delete-conversation');
   await page.waitForURL(`${BASE}/chat/new`);
-  assert.equal(await page.locator('#chat-title').textContent(), 'New conversation');
+  await page.waitForFunction(() => document.querySelector('#chat-title').textContent === 'New conversation');
   // The list, read again, no longer has it.
   await page.waitForFunction(() => document.querySelectorAll('#conversation-list a').length === 0);
   const status = await page.evaluate(async (id) => (await fetch(`/v1/conversations/${id}`)).status, id);
