@@ -581,8 +581,8 @@ async function send(content) {
   renderMessage({ id: accepted.id, content, status: accepted.status });
   scrollToEnd();
   follow(accepted.id);
-  if (!state.title) {
-    // The first message names the conversation (for a user who keeps history).
+  if (!state.title && state.items.size === 1) {
+    // Its first message names the conversation (for a user who keeps history).
     const id = state.conversation;
     const conversations = await refreshConversations().catch(() => []);
     const c = conversations.find((x) => x.id === id);

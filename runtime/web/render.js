@@ -223,12 +223,8 @@ function blocks(parent, tokens) {
         break;
       }
       case 'text':
-        // A tight list item's text.
-        if (t.tokens) {
-          inline(parent, t.tokens);
-        } else {
-          parent.append(document.createTextNode(t.text));
-        }
+        // A tight list item's text: inline, as in a paragraph.
+        inline(parent, [t]);
         break;
       // `html` (shown as the text it is) and anything else: its text, as a paragraph.
       default: {

@@ -26,7 +26,7 @@ async fn live_instances(stack: &str) -> Vec<Instance> {
     .collect()
 }
 
-/// The id of the stack's resource `id` of a kind read with `describe`.
+/// The id of the stack's security group `id`, read through the SDK.
 async fn group_id(stack: &str, id: &str) -> String {
     let out = ec2().describe_security_groups().set_filters(Some(tagged(stack, "aira:id", id).to_vec())).send().await;
     out.unwrap().security_groups()[0].group_id().unwrap().to_string()

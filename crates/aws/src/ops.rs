@@ -69,6 +69,8 @@ pub(crate) struct Observing {
     clusters: OnceCell<Vec<Observed>>,
     /// The stack's Prometheus workspaces (rule groups and alert routes live in them).
     workspaces: OnceCell<Vec<Observed>>,
+    /// The stack's Elastic IPs (a NAT instance is told its address by them).
+    addresses: OnceCell<Vec<Observed>>,
 }
 
 type Found<'s> = Result<&'s [Observed], ProviderError>;
@@ -104,5 +106,13 @@ impl Observing {
         Fut: Future<Output = Result<Vec<Observed>, ProviderError>>,
     {
         memo(&self.workspaces, find).await
+    }
+
+    pub async fn addresses<F, Fut>(&self, find: F) -> Found<'_>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Vec<Observed>, ProviderError>>,
+    {
+        memo(&self.addresses, find).await
     }
 }

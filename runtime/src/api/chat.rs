@@ -18,7 +18,7 @@ use crate::error::AppError;
 use crate::model::{
     day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
 };
-use crate::store::{IdempotencyKey, PostContext, Recorded, SpendReads, MAX_PAGE};
+use crate::store::{IdempotencyKey, PostContext, Recorded, Requeue, SpendReads, MAX_PAGE};
 
 /// `409 consent_required` until the user has answered the consent screen (`PUT /v1/me`, or
 /// `keep_history` at sign-up): nothing is stored for them before they chose.
@@ -200,43 +200,22 @@ pub async fn get_message(
 
 /// `POST /v1/messages/{id}/regenerate`: another answer to the conversation's last message,
 /// which replaces the one it has (one answer per message, stored once: the history that later
-/// turns send is the one the user sees). Checked as a post is: the rate, the consent, the day's
-/// budgets, the messages in flight. 409 `not_last` for an earlier message, `not_answered` for
-/// one that has no answer (or is being answered).
+/// turns send is the one the user sees). 409 `not_last` for an earlier message, `not_answered`
+/// for one that has no answer (or is being answered).
 pub async fn regenerate_message(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let m = owned_message(&state, &user, &id).await?;
-    if m.status != Status::Answered {
-        let status = m.status.as_str();
-        return Err(AppError::user(StatusCode::CONFLICT, "not_answered", format!("the message is {status}")));
+    if m.status == Status::Answered {
+        let newest = state.store.list_messages(&m.conversation_id, None, 1).await?;
+        if newest.last().is_some_and(|n| n.id != m.id) {
+            let why = "only the conversation's last answer can be generated again";
+            return Err(AppError::user(StatusCode::CONFLICT, "not_last", why));
+        }
     }
-    let newest = state.store.list_messages(&m.conversation_id, None, 1).await?;
-    if newest.last().is_some_and(|n| n.id != m.id) {
-        return Err(AppError::user(
-            StatusCode::CONFLICT,
-            "not_last",
-            "only the conversation's last answer can be generated again",
-        ));
-    }
-    limit(&state, Counted::Messages, &user).await?;
-    admit(&state)?;
-    let now = now_ms();
-    let ctx = state.store.post_context(&user.id, &m.conversation_id, spend_reads(&state.limits, now)).await?;
-    consented(ctx.profile.as_ref())?;
-    within_budget(&state.limits, &ctx, now)?;
-    let slot = take_slot(&state, &user.id).await?;
-    let requeued = state.store.regenerate_message(&m.id, now).await;
-    if !matches!(requeued, Ok(true)) {
-        give_back(&state, &user.id, slot).await;
-    }
-    if !requeued? {
-        return Err(AppError::user(StatusCode::CONFLICT, "not_answered", "the message is no longer answered"));
-    }
-    enqueue(&state, &m.id).await;
-    Ok(accepted(&m.id, false))
+    requeue(&state, &user, &m, Requeue::Answered).await
 }
 
 /// `POST /v1/messages/{id}/retry`: the user asks again for a failed message. The same
@@ -248,29 +227,39 @@ pub async fn retry_message(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let m = owned_message(&state, &user, &id).await?;
-    if m.status != Status::Failed {
-        return Err(AppError::user(
-            StatusCode::CONFLICT,
-            "not_failed",
-            format!("the message is {}", m.status.as_str()),
-        ));
+    requeue(&state, &user, &m, Requeue::Failed).await
+}
+
+/// The user's message back to the queue if it is in the state `from` names (409 `not_failed`
+/// or `not_answered` otherwise), checked as a post is: the rate, the consent (it may have been
+/// withdrawn), the day's budgets, the messages in flight.
+async fn requeue(state: &AppState, user: &AuthUser, m: &Message, from: Requeue) -> Result<Response, AppError> {
+    let (wanted, code) = match from {
+        Requeue::Failed => (Status::Failed, "not_failed"),
+        Requeue::Answered => (Status::Answered, "not_answered"),
+    };
+    if m.status != wanted {
+        return Err(AppError::user(StatusCode::CONFLICT, code, format!("the message is {}", m.status.as_str())));
     }
-    limit(&state, Counted::Messages, &user).await?;
-    admit(&state)?;
-    // Checked as a post is: the consent (it may have been withdrawn) and the day's budgets.
+    limit(state, Counted::Messages, user).await?;
+    admit(state)?;
     let now = now_ms();
     let ctx = state.store.post_context(&user.id, &m.conversation_id, spend_reads(&state.limits, now)).await?;
     consented(ctx.profile.as_ref())?;
     within_budget(&state.limits, &ctx, now)?;
-    let slot = take_slot(&state, &user.id).await?;
-    let retried = state.store.retry_message(&m.id, now).await;
-    if !matches!(retried, Ok(true)) {
-        give_back(&state, &user.id, slot).await;
+    let slot = take_slot(state, &user.id).await?;
+    let requeued = state.store.requeue_message(&m.id, now, from).await;
+    if !matches!(requeued, Ok(true)) {
+        give_back(state, &user.id, slot).await;
     }
-    if !retried? {
-        return Err(AppError::user(StatusCode::CONFLICT, "not_failed", "the message is no longer failed"));
+    if !requeued? {
+        return Err(AppError::user(
+            StatusCode::CONFLICT,
+            code,
+            format!("the message is no longer {}", wanted.as_str()),
+        ));
     }
-    enqueue(&state, &m.id).await;
+    enqueue(state, &m.id).await;
     Ok(accepted(&m.id, false))
 }
 

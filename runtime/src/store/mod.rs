@@ -145,6 +145,16 @@ pub trait AccountStore: Send + Sync {
 
 /// Conversations and messages: written, read back, retried, deleted and purged; and the
 /// outbox the relay reads.
+/// Which messages go back to the queue at a user's asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// A failed one, or one left on its last delivery by a worker that died
+    /// (`model::shown_status`): the user's retry.
+    Failed,
+    /// An answered one, for another answer that replaces it.
+    Answered,
+}
+
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// `Gone` when the account is deleted or being deleted.
@@ -171,13 +181,11 @@ pub trait MessageStore: Send + Sync {
     /// and the idempotency key in one transaction; `Gone` when the account or the
     /// conversation was deleted meanwhile.
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded>;
-    /// The user's retry of a failed message: back to queued with a new outbox row (or queue
-    /// entry), in one conditional write. False when the message is not failed.
-    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
-    /// Puts an answered message back in the queue for another answer, which replaces its
-    /// answer (with its outbox row, as `retry_message`); false when it is not answered.
-    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool>;
-    /// True when `record_message` and `retry_message` write the queue's entry themselves, in
+    /// The message back to queued with a new outbox row (or queue entry), in one conditional
+    /// write, if it is in the state `from` names (an answered one loses its answer, which the
+    /// next replaces). False when it is not.
+    async fn requeue_message(&self, message_id: &str, now_ms: i64, from: Requeue) -> Result<bool>;
+    /// True when `record_message` and `requeue_message` write the queue's entry themselves, in
     /// the message's transaction (a store and a queue in one database): nothing is left to
     /// send. Otherwise they write an outbox row, and the caller sends, then clears the row.
     /// No default: a wrapper that forgot to forward it would have every message sent twice.

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use super::{
     AccountStore, Charge, Claim, ClaimTerms, IdempotencyKey, Lease, LeaseStore, LimitStore, MessageStore, PostContext,
-    Recorded, Result, SpendReads, Store,
+    Recorded, Requeue, Result, SpendReads, Store,
 };
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
@@ -108,12 +108,8 @@ impl MessageStore for Notifying {
     async fn record_message(&self, m: &Message, key: Option<&IdempotencyKey>) -> Result<Recorded> {
         self.inner.record_message(m, key).await
     }
-    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        let ok = self.inner.regenerate_message(message_id, now_ms).await?;
-        Ok(self.announce(ok, message_id))
-    }
-    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        let ok = self.inner.retry_message(message_id, now_ms).await?;
+    async fn requeue_message(&self, message_id: &str, now_ms: i64, from: Requeue) -> Result<bool> {
+        let ok = self.inner.requeue_message(message_id, now_ms, from).await?;
         Ok(self.announce(ok, message_id))
     }
     async fn delete_message(&self, m: &Message) -> Result<()> {

@@ -46,6 +46,22 @@ export async function launch(extraArgs = []) {
   };
 }
 
+/** Records what model output must never cause on `page`: dialogs (dismissed) and the
+ * browser's Content-Security-Policy reports. */
+export function watch(page) {
+  const seen = { dialogs: [], violations: [] };
+  page.on('dialog', async (d) => {
+    seen.dialogs.push(d.message());
+    await d.dismiss();
+  });
+  page.on('console', (m) => {
+    if (/Content Security Policy/i.test(m.text())) {
+      seen.violations.push(m.text());
+    }
+  });
+  return seen;
+}
+
 export function uniqueEmail(tag) {
   return `${tag}-${Date.now()}-${Math.floor(Math.random() * 1e6)}@example.com`;
 }

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { BASE, launch, sendMessage, signUp, uniqueEmail } from './helpers.js';
+import { BASE, launch, sendMessage, signUp, uniqueEmail, watch } from './helpers.js';
 
 let browser;
 before(async () => {
@@ -45,17 +45,7 @@ const ANSWER = [
 test('an answer renders as Markdown, and what could run stays inert', async () => {
   await browser.context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE });
   const page = await browser.page();
-  const dialogs = [];
-  page.on('dialog', async (d) => {
-    dialogs.push(d.message());
-    await d.dismiss();
-  });
-  const violations = [];
-  page.on('console', (m) => {
-    if (/Content Security Policy/i.test(m.text())) {
-      violations.push(m.text());
-    }
-  });
+  const { dialogs, violations } = watch(page);
   await signUp(page, BASE, uniqueEmail('md'));
   const item = await sendMessage(page, ANSWER);
   const answer = item.locator('.answer');

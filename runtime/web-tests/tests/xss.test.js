@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 
-import { BASE, launch, sendMessage, signUp, uniqueEmail } from './helpers.js';
+import { BASE, launch, sendMessage, signUp, uniqueEmail, watch } from './helpers.js';
 
 let browser;
 before(async () => {
@@ -14,17 +14,7 @@ after(async () => {
 
 test('an answer with <script> and onerror is shown literally and never runs', async () => {
   const page = await browser.page();
-  const dialogs = [];
-  page.on('dialog', async (d) => {
-    dialogs.push(d.message());
-    await d.dismiss();
-  });
-  const violations = [];
-  page.on('console', (m) => {
-    if (/Content Security Policy/i.test(m.text())) {
-      violations.push(m.text());
-    }
-  });
+  const { dialogs, violations } = watch(page);
   await signUp(page, BASE, uniqueEmail('xss'));
 
   const payload = [

@@ -76,10 +76,7 @@ pub struct ElasticIp;
 #[async_trait]
 impl KindOps for ElasticIp {
     async fn observe(&self, cx: &Cx<'_>) -> Result<Vec<Observed>> {
-        let out = call!("describe Elastic IPs", cx.aws.ec2.describe_addresses().filters(stack_filter(cx.scope)).send());
-        let found =
-            out.addresses().iter().filter_map(|a| observed(cx.scope, a.tags(), a.allocation_id(), &kind::ElasticIp {}));
-        Ok(sorted(found.collect()))
+        Ok(addresses(cx).await?.to_vec())
     }
 
     async fn create(&self, cx: &Cx<'_>, res: &Resolved) -> Result<Observed> {
@@ -98,6 +95,25 @@ impl KindOps for ElasticIp {
         let id = current.physical_id.as_str();
         super::delete(cx, current, &ADDRESS_HELD, || cx.aws.ec2.release_address().allocation_id(id).send()).await
     }
+}
+
+/// The stack's Elastic IPs, read once per observe: each with the output `instance`, the
+/// instance it is associated with (a NAT instance's observe reads its address there).
+pub(super) async fn addresses<'s>(cx: &Cx<'s>) -> Result<&'s [Observed]> {
+    cx.seen
+        .addresses(|| async {
+            let out =
+                call!("describe Elastic IPs", cx.aws.ec2.describe_addresses().filters(stack_filter(cx.scope)).send());
+            let found = out.addresses().iter().filter_map(|a| {
+                let o = observed(cx.scope, a.tags(), a.allocation_id(), &kind::ElasticIp {})?;
+                Some(match a.instance_id() {
+                    Some(instance) => o.output("instance", instance),
+                    None => o,
+                })
+            });
+            Ok(sorted(found.collect()))
+        })
+        .await
 }
 
 pub struct NatGateway;

@@ -46,9 +46,11 @@ impl KindOps for NatInstance {
             return Ok(Vec::new());
         }
         // The stack's Elastic IPs, by the instance each is associated with.
-        let addresses = call!("describe Elastic IPs", ec2.describe_addresses().filters(stack_filter(cx.scope)).send());
-        let allocation: HashMap<&str, &str> =
-            addresses.addresses().iter().filter_map(|a| Some((a.instance_id()?, a.allocation_id()?))).collect();
+        let allocation: HashMap<&str, &str> = super::gateway::addresses(cx)
+            .await?
+            .iter()
+            .filter_map(|a| Some((a.outputs.get("instance")?.as_str()?, a.physical_id.as_str())))
+            .collect();
         let ids: Vec<String> = instances.iter().filter_map(|i| i.instance_id().map(String::from)).collect();
         let status = call!(
             "read the NAT instances' status checks",

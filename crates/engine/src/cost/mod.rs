@@ -14,8 +14,7 @@ use serde_json::Value;
 use crate::expand::{service_id, task_id};
 use crate::graph::LogicalId;
 use crate::kind::{self, AnyProps, Kind, VpcEndpointType};
-use crate::prices::{cents, table, Prices};
-use crate::stack::model::NAT_INSTANCE_VOLUME_GB;
+use crate::prices::{cents, table, Prices, NAT_INSTANCE_VOLUME_GB};
 
 /// One resource to price: desired or observed, both in the same normal form.
 #[derive(Debug, Clone)]
@@ -214,7 +213,7 @@ fn lines(p: &Prices, resources: &[Priced]) -> Vec<Line> {
                     "NAT instance ({}, its {NAT_INSTANCE_VOLUME_GB} GB volume; nothing per GB it forwards)",
                     n.instance_type
                 ),
-                cents(p.nat_instance_hour * t.hours_per_month + NAT_INSTANCE_VOLUME_GB * p.ebs_gb_month),
+                cents(p.nat_instance_month()),
             ),
             AnyProps::ElasticIp(_) => ("public IPv4 address".to_string(), month(p.public_ipv4_hour)),
             AnyProps::Service(svc) => {

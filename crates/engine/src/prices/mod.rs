@@ -56,6 +56,16 @@ pub struct Prices {
     pub waf_requests_million: f64,
 }
 
+/// The root volume of Amazon Linux 2023's image (gp3), which the NAT instance keeps.
+pub const NAT_INSTANCE_VOLUME_GB: f64 = 8.0;
+
+impl Prices {
+    /// The NAT instance a month, with its volume (its address is priced as an Elastic IP).
+    pub fn nat_instance_month(&self) -> f64 {
+        self.nat_instance_hour * table().hours_per_month + NAT_INSTANCE_VOLUME_GB * self.ebs_gb_month
+    }
+}
+
 pub fn table() -> &'static Table {
     static TABLE: OnceLock<Table> = OnceLock::new();
     TABLE.get_or_init(|| serde_json::from_str(include_str!("prices.json")).expect("prices.json is a price table"))

@@ -300,9 +300,6 @@ pub enum NatShared {
 /// to a model (up to 5 Gbit/s in bursts, 32 Mbit/s sustained).
 pub const NAT_INSTANCE_TYPE: &str = "t4g.nano";
 
-/// The root volume of Amazon Linux 2023's image (gp3), which the NAT instance keeps.
-pub const NAT_INSTANCE_VOLUME_GB: f64 = 8.0;
-
 impl Default for Nat {
     fn default() -> Self {
         Nat::Switch(false)

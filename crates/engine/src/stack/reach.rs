@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::model::{Endpoint, LlmProvider, Nat, NatShared, Role, NAT_INSTANCE_TYPE, NAT_INSTANCE_VOLUME_GB};
+use super::model::{Endpoint, LlmProvider, Nat, NatShared, Role, NAT_INSTANCE_TYPE};
 use super::Stack;
 
 /// One thing one service reaches, and how.
@@ -115,8 +115,7 @@ impl Reachability {
                 ", or `network.nat: one` (one for every zone, lost with the first: about ${gateway:.0} a month)"
             ));
         }
-        let instance =
-            p.nat_instance_hour * hours + NAT_INSTANCE_VOLUME_GB * p.ebs_gb_month + p.public_ipv4_hour * hours;
+        let instance = p.nat_instance_month() + p.public_ipv4_hour * hours;
         nat.push_str(&format!(
             ", or `network.nat: instance` (one {} instance for every zone, one instance's bandwidth: about ${instance:.0} a month)",
             NAT_INSTANCE_TYPE

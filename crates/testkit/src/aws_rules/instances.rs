@@ -21,6 +21,8 @@ pub const INSTANCE_PENDING: Duration = Duration::from_secs(3);
 pub(super) fn pending(call: &Call<'_>, body: Bytes) -> Bytes {
     let mut text = String::from_utf8_lossy(&body).into_owned();
     let mut w = world();
+    // Past the while, an instance is as moto has it: nothing to remember.
+    w.instances_launched.retain(|_, at| at.elapsed() < INSTANCE_PENDING);
     if call.is("ec2:RunInstances") {
         let mut rest = text.as_str();
         while let Some(id) = between(rest, "<instanceId>", "</instanceId>") {
@@ -29,10 +31,7 @@ pub(super) fn pending(call: &Call<'_>, body: Bytes) -> Bytes {
             w.instances_launched.insert(id, Instant::now());
         }
     }
-    for (id, at) in &w.instances_launched {
-        if at.elapsed() >= INSTANCE_PENDING {
-            continue;
-        }
+    for id in w.instances_launched.keys() {
         let Some(i) = text.find(&format!("<instanceId>{id}</instanceId>")) else { continue };
         let running = "<code>16</code><name>running</name>";
         if let Some(j) = text[i..].find("<instanceState>").and_then(|j| text[i + j..].find(running).map(|k| i + j + k))

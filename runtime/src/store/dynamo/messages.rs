@@ -16,7 +16,7 @@ use super::item::{
 use super::table::backend;
 use super::DynamoStore;
 use crate::model::{Conversation, Message, Status};
-use crate::store::{IdempotencyKey, MessageStore, Recorded, Result, StoreError};
+use crate::store::{IdempotencyKey, MessageStore, Recorded, Requeue, Result, StoreError};
 
 #[async_trait]
 impl MessageStore for DynamoStore {
@@ -194,38 +194,26 @@ impl MessageStore for DynamoStore {
         Err(StoreError::Gone)
     }
 
-    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        let requeue = update(
-            &self.table,
-            (format!("MSG#{message_id}"), "MSG".into()),
-            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE #e, claim_token, dead_lettered, last_delivery",
-            // Failed, or left on its last delivery by a worker that died (`model::shown_status`).
-            Some("#s = :f OR (#s = :p AND last_delivery = :yes AND lease_until < :now)"),
-            &[("#s", "status"), ("#e", "error")],
-            vec![
-                (":q", s("queued")),
-                (":zero", n(0)),
-                (":now", n(now_ms)),
-                (":f", s("failed")),
-                (":p", s("processing")),
-                (":yes", AttributeValue::Bool(true)),
-            ],
-        )?;
+    async fn requeue_message(&self, message_id: &str, now_ms: i64, from: Requeue) -> Result<bool> {
+        let mut values = vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms))];
+        let (answer, condition) = match from {
+            Requeue::Failed => {
+                values.extend([(":f", s("failed")), (":p", s("processing")), (":yes", AttributeValue::Bool(true))]);
+                ("", "#s = :f OR (#s = :p AND last_delivery = :yes AND lease_until < :now)")
+            }
+            Requeue::Answered => {
+                values.push((":a", s("answered")));
+                ("answer, ", "#s = :a")
+            }
+        };
+        let expression = format!(
+            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE {answer}#e, claim_token, dead_lettered, last_delivery"
+        );
+        let key = (format!("MSG#{message_id}"), "MSG".into());
+        let requeue =
+            update(&self.table, key, &expression, Some(condition), &[("#s", "status"), ("#e", "error")], values)?;
         let outbox = put(&self.table, outbox_item(message_id, now_ms), None)?;
-        self.transact("dynamodb retry message", vec![requeue, outbox]).await
-    }
-
-    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        let requeue = update(
-            &self.table,
-            (format!("MSG#{message_id}"), "MSG".into()),
-            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE answer, #e, claim_token, dead_lettered, last_delivery",
-            Some("#s = :a"),
-            &[("#s", "status"), ("#e", "error")],
-            vec![(":q", s("queued")), (":zero", n(0)), (":now", n(now_ms)), (":a", s("answered"))],
-        )?;
-        let outbox = put(&self.table, outbox_item(message_id, now_ms), None)?;
-        self.transact("dynamodb regenerate message", vec![requeue, outbox]).await
+        self.transact("dynamodb requeue message", vec![requeue, outbox]).await
     }
 
     /// A DynamoDB transaction cannot send to SQS: the outbox row covers the send.

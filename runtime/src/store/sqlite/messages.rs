@@ -10,7 +10,7 @@ use super::schema::{conversation_row, message_row, CONVERSATION_COLUMNS, INSERT_
 use super::SqliteStore;
 use crate::group_commit::Cached;
 use crate::model::{Conversation, Message};
-use crate::store::{IdempotencyKey, MessageStore, Recorded, Result, StoreError};
+use crate::store::{IdempotencyKey, MessageStore, Recorded, Requeue, Result, StoreError};
 
 /// The conversation `id`, read in the caller's job.
 pub(super) fn conversation(c: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
@@ -210,43 +210,23 @@ impl MessageStore for SqliteStore {
         Ok(recorded)
     }
 
-    async fn retry_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
-        let id = message_id.to_string();
-        let send = self.send_or_outbox();
-        let retried = self
-            .db
-            .call(move |c| {
-                let n = c.exec(
-                    "UPDATE messages SET status = 'queued', error = NULL, claim_token = NULL, lease_until = 0,
-                     dead_lettered = 0, last_delivery = 0, updated_at = ?2
-                     WHERE id = ?1 AND (status = 'failed'
-                                        OR (status = 'processing' AND last_delivery = 1 AND lease_until < ?2))",
-                    params![id, now_ms],
-                )?;
-                if n == 1 {
-                    send(c, &id, now_ms)?;
-                }
-                Ok(n == 1)
-            })
-            .await?;
-        if retried {
-            self.sent();
-        }
-        Ok(retried)
-    }
-
-    async fn regenerate_message(&self, message_id: &str, now_ms: i64) -> Result<bool> {
+    async fn requeue_message(&self, message_id: &str, now_ms: i64, from: Requeue) -> Result<bool> {
+        let (answer, condition) = match from {
+            Requeue::Failed => {
+                ("", "status = 'failed' OR (status = 'processing' AND last_delivery = 1 AND lease_until < ?2)")
+            }
+            Requeue::Answered => ("answer = NULL,", "status = 'answered'"),
+        };
+        let sql = format!(
+            "UPDATE messages SET status = 'queued', {answer} error = NULL, claim_token = NULL, lease_until = 0,
+             dead_lettered = 0, last_delivery = 0, updated_at = ?2 WHERE id = ?1 AND ({condition})"
+        );
         let id = message_id.to_string();
         let send = self.send_or_outbox();
         let requeued = self
             .db
             .call(move |c| {
-                let n = c.exec(
-                    "UPDATE messages SET status = 'queued', answer = NULL, error = NULL, claim_token = NULL,
-                     lease_until = 0, dead_lettered = 0, last_delivery = 0, updated_at = ?2
-                     WHERE id = ?1 AND status = 'answered'",
-                    params![id, now_ms],
-                )?;
+                let n = c.exec(&sql, params![id, now_ms])?;
                 if n == 1 {
                     send(c, &id, now_ms)?;
                 }
