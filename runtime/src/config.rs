@@ -139,6 +139,14 @@ pub struct Common {
     /// before the failure counts as a receive; 0 counts every failure.
     #[arg(long, env = "AIRA_LLM_OUTAGE_SECS", default_value_t = 900)]
     pub llm_outage_secs: u64,
+    /// Ask the model for its answer as it is written (OpenAI `stream: true`, Bedrock
+    /// ConverseStream) and publish it as it grows; `false`: whole answers only.
+    #[arg(long, env = "AIRA_LLM_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub llm_stream: bool,
+    /// A streamed answer's partial text is written to the store at most this often (ms).
+    #[arg(long, env = "AIRA_STREAM_FLUSH_MS", default_value_t = 400,
+          value_parser = clap::value_parser!(u64).range(50..))]
+    pub stream_flush_ms: u64,
     /// Must equal the queue's redrive policy maxReceiveCount.
     #[arg(long, env = "AIRA_MAX_RECEIVES", default_value_t = 5)]
     pub max_receives: u32,
@@ -260,6 +268,7 @@ pub fn resolve_worker(c: &Common) -> WorkerConfig {
         all_daily_tokens: c.daily_tokens,
         shutdown_grace: Duration::from_secs(c.shutdown_grace_secs),
         outage_budget: Duration::from_secs(c.llm_outage_secs),
+        stream_flush: Duration::from_millis(c.stream_flush_ms),
     }
 }
 
@@ -313,7 +322,8 @@ pub async fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
     Ok(match c.llm_provider {
         LlmProvider::Openai => match base_url {
             Some(url) => {
-                Arc::new(OpenAi::new(url, model.unwrap_or("gpt-4o-mini"), api_key, Some(c.llm_max_tokens), timeout)?)
+                let llm = OpenAi::new(url, model.unwrap_or("gpt-4o-mini"), api_key, Some(c.llm_max_tokens), timeout)?;
+                Arc::new(llm.streaming(c.llm_stream))
             }
             None => Arc::new(Echo),
         },
@@ -336,7 +346,8 @@ pub async fn resolve_llm(c: &Common) -> anyhow::Result<Arc<dyn Llm>> {
                 .credentials_provider()
                 .ok_or_else(|| anyhow!("the bedrock provider found no AWS credential provider"))?;
             let endpoint = base_url.map(str::to_string).unwrap_or_else(|| bedrock::default_endpoint(&region));
-            Arc::new(Bedrock::new(&endpoint, model, &region, credentials, Some(c.llm_max_tokens), timeout)?)
+            let llm = Bedrock::new(&endpoint, model, &region, credentials, Some(c.llm_max_tokens), timeout)?;
+            Arc::new(llm.streaming(c.llm_stream))
         }
     })
 }

@@ -1,9 +1,11 @@
 //! The LLM: an OpenAI-compatible `/chat/completions` client, Amazon Bedrock's Converse API
-//! ([`bedrock`]), or the offline echo model. [`classify_status`] maps every provider's HTTP
+//! ([`bedrock`]), or the offline echo model; both remote ones stream the answer as it is
+//! written ([`stream`], [`Written`]) unless told not to. [`classify_status`] maps every provider's HTTP
 //! status onto [`LlmError`], and [`LlmError::disposition`] is the one place that decides retry
 //! or give up.
 
 pub mod bedrock;
+pub mod stream;
 
 use std::time::Duration;
 
@@ -148,10 +150,23 @@ impl LlmError {
     }
 }
 
+/// The answer as the model writes it: a streaming call appends each piece as it arrives (the
+/// worker publishes it to the event streams); a whole-answer call leaves it empty.
+pub type Written = tokio::sync::watch::Sender<String>;
+
 #[async_trait]
 pub trait Llm: Send + Sync {
-    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError>;
+    async fn complete(&self, turns: &[Turn], written: &Written) -> Result<Completion, LlmError>;
     fn name(&self) -> &str;
+}
+
+/// A failure to send or to read the response: the call's bound passed, or the connection broke.
+pub(crate) fn transport(e: reqwest::Error) -> LlmError {
+    if e.is_timeout() {
+        LlmError::Timeout
+    } else {
+        LlmError::Connection
+    }
 }
 
 /// Offline model: answers with the last user turn.
@@ -159,7 +174,7 @@ pub struct Echo;
 
 #[async_trait]
 impl Llm for Echo {
-    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
+    async fn complete(&self, turns: &[Turn], _written: &Written) -> Result<Completion, LlmError> {
         let prompt = turns.iter().rev().find(|t| t.role == "user").map(|t| t.content.as_str()).unwrap_or("");
         Ok(Completion {
             text: format!("echo: {prompt}"),
@@ -179,6 +194,8 @@ pub struct OpenAi {
     model: String,
     api_key: Option<String>,
     max_tokens: Option<u32>,
+    /// `stream: true`: the answer arrives in pieces as it is written.
+    stream: bool,
 }
 
 impl OpenAi {
@@ -197,7 +214,14 @@ impl OpenAi {
             model: model.to_string(),
             api_key,
             max_tokens,
+            stream: true,
         })
+    }
+
+    /// Whether to ask for the answer as it is written (`stream: true`, the default) or whole.
+    pub fn streaming(mut self, stream: bool) -> OpenAi {
+        self.stream = stream;
+        self
     }
 }
 
@@ -219,7 +243,7 @@ struct ChoiceMessage {
     content: Option<String>,
 }
 #[derive(Deserialize, Default)]
-struct Usage {
+pub(crate) struct Usage {
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]
@@ -265,25 +289,32 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>) -> LlmError {
 
 #[async_trait]
 impl Llm for OpenAi {
-    async fn complete(&self, turns: &[Turn]) -> Result<Completion, LlmError> {
+    async fn complete(&self, turns: &[Turn], written: &Written) -> Result<Completion, LlmError> {
         let mut body = serde_json::json!({"model": self.model, "messages": turns});
         if let Some(n) = self.max_tokens {
             body["max_tokens"] = n.into();
+        }
+        if self.stream {
+            // The usage comes in a last chunk of its own when asked for (OpenAI's
+            // `stream_options.include_usage`); without it the spend is estimated.
+            body["stream"] = true.into();
+            body["stream_options"] = serde_json::json!({"include_usage": true});
         }
         let mut req = self.http.post(&self.url).json(&body);
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
         }
-        let resp =
-            req.send().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let ra = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
             let text = resp.text().await.unwrap_or_default();
             return Err(classify(status, ra, &text));
         }
-        let bytes =
-            resp.bytes().await.map_err(|e| if e.is_timeout() { LlmError::Timeout } else { LlmError::Connection })?;
+        if self.stream {
+            return stream::read_openai(resp, written).await;
+        }
+        let bytes = resp.bytes().await.map_err(transport)?;
         let parsed: ChatResponse = serde_json::from_slice(&bytes).map_err(|_| LlmError::BadResponse)?;
         let choice = parsed.choices.into_iter().next().ok_or(LlmError::Empty)?;
         if choice.finish_reason.as_deref() == Some("content_filter") {

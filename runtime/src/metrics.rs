@@ -20,10 +20,12 @@ pub enum Outcome {
     HandedBack,
     LeaseLost,
     Missing,
+    /// The user stopped it: the part written until then is its answer.
+    Stopped,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Answered,
         Outcome::Failed,
         Outcome::BudgetSpent,
@@ -34,6 +36,7 @@ impl Outcome {
         Outcome::HandedBack,
         Outcome::LeaseLost,
         Outcome::Missing,
+        Outcome::Stopped,
     ];
 
     pub fn label(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Outcome {
             Outcome::HandedBack => "handed_back",
             Outcome::LeaseLost => "lease_lost",
             Outcome::Missing => "missing",
+            Outcome::Stopped => "stopped",
         }
     }
 }

@@ -111,7 +111,13 @@ pub struct Message {
     pub user_id: String,
     pub content: String,
     pub status: Status,
+    /// The answer; while `processing`, the part the model has written so far (streaming).
     pub answer: Option<String>,
+    /// Answered because the user stopped it: `answer` is what was written until then.
+    pub stopped: bool,
+    /// The user asked to stop it while it was being answered; the worker stops at its next look.
+    #[serde(skip)]
+    pub stop_requested: bool,
     /// Why the message failed, in words fit for the user (never the LLM's raw body).
     pub error: Option<String>,
     pub created_at: i64,

@@ -7,14 +7,19 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn, Instrument};
 
-use crate::llm::{Completion, Disposition, Llm, LlmError, Turn};
+mod call;
+
+use call::Called;
+pub use call::STOP_CHECK;
+
+use crate::llm::{Disposition, Llm, LlmError, Turn};
 use crate::metrics::{Metrics, Outcome, COMPLETION_TOKENS, PROMPT_TOKENS};
 use crate::model::{day_of, now_ms, Message, QueueBody, SET_ASIDE};
 use crate::queue::{Queue, Received};
@@ -62,6 +67,9 @@ pub struct WorkerConfig {
     /// long burns no receive and sends nothing to the dead-letter queue. Zero: every failure
     /// is a receive.
     pub outage_budget: Duration,
+    /// A streamed answer's partial text is written at most this often (`AIRA_STREAM_FLUSH_MS`):
+    /// how soon the page sees new words, against one conditional write each.
+    pub stream_flush: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -84,6 +92,7 @@ impl Default for WorkerConfig {
             all_daily_tokens: 0,
             shutdown_grace: Duration::from_secs(20),
             outage_budget: Duration::from_secs(900),
+            stream_flush: Duration::from_millis(400),
         }
     }
 }
@@ -307,6 +316,11 @@ impl Worker {
         let lease = Lease { message_id: id, claim_token: uuid::Uuid::new_v4().to_string() };
         let now = now_ms();
         let Some(msg) = self.claim(&m, &lease, now).await else { return };
+        if msg.stop_requested {
+            // Stopped while a worker that is gone answered it: what that one wrote is the answer.
+            let answer = msg.answer.clone().unwrap_or_default();
+            return self.store_answer(&m, &msg, &lease, &answer, true).await;
+        }
 
         self.metrics.worker_in_flight.inc();
         let _gauge = scopeguard(self.metrics.worker_in_flight.clone());
@@ -332,8 +346,23 @@ impl Worker {
                 return self.set_visibility(&m, delay).await;
             }
         }
-        let Some((result, disposition)) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
-
+        let Some(called) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
+        let (result, disposition) = match called {
+            Called::Done(result, disposition) => (result, disposition),
+            // Cut short: what was written is the answer; the tokens are estimated, as the
+            // provider's count comes only at a stream's end.
+            Called::Stopped(text) | Called::Full(text) => {
+                let stopped = text.len() <= cfg.max_answer_bytes;
+                let spent = estimate_tokens(&turns, 0) + (text.chars().count() as u64).div_ceil(3);
+                self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
+                let answer = bounded_answer(text, cfg.max_answer_bytes);
+                return self.store_answer(&m, &msg, &lease, &answer, stopped).await;
+            }
+            Called::Lost => {
+                warn!("lease lost while answering; the model call ended");
+                return self.outcome(Outcome::LeaseLost);
+            }
+        };
         match result {
             Ok(c) => {
                 self.metrics.llm_tokens.with_label_values(&[PROMPT_TOKENS]).inc_by(c.prompt_tokens);
@@ -341,21 +370,7 @@ impl Worker {
                 let spent = c.prompt_tokens + c.completion_tokens;
                 self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
                 let answer = bounded_answer(c.text, cfg.max_answer_bytes);
-                match self.store.complete(&lease, &answer, now_ms()).await {
-                    Ok(true) => {
-                        self.free_slot(&msg.user_id).await;
-                        self.outcome(Outcome::Answered);
-                        self.metrics.end_to_end.observe(((now_ms() - msg.created_at).max(0) as f64) / 1000.0);
-                        info!("answered");
-                        self.delete(&m).await;
-                    }
-                    Ok(false) => {
-                        // Lost the lease: whoever holds it answers; this delivery expires.
-                        warn!("lease lost before the answer was stored; answer dropped");
-                        self.outcome(Outcome::LeaseLost);
-                    }
-                    Err(e) => warn!(error = format!("{e:#}"), "storing the answer failed; will retry"),
-                }
+                self.store_answer(&m, &msg, &lease, &answer, false).await;
             }
             Err(e) => {
                 self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
@@ -416,91 +431,23 @@ impl Worker {
         None
     }
 
-    /// Calls the model under a heartbeat that extends the delivery's visibility and the lease:
-    /// the last call's result, and how to treat its error; `None` when the message was handed
-    /// back for a shutdown meanwhile.
-    async fn call(
-        &self,
-        m: &Received,
-        msg: &Message,
-        lease: &Lease,
-        turns: &[Turn],
-        hand_back: &CancellationToken,
-    ) -> Option<(Result<Completion, LlmError>, Option<Disposition>)> {
-        let cfg = &self.config;
-        let lease_ms = cfg.visibility.as_millis() as i64;
-        let heartbeat = async {
-            let period = (cfg.visibility / 3).max(Duration::from_millis(200));
-            loop {
-                tokio::time::sleep(period).await;
-                self.set_visibility(m, cfg.visibility).await;
-                let until = now_ms() + lease_ms;
-                if let Err(e) = self.store.extend_lease(lease, until).await {
-                    warn!(error = format!("{e:#}"), "lease extension failed");
-                }
+    /// Stores the answer (`stopped`: the part written until the user stopped it), gives the
+    /// user's slot back and deletes the delivery.
+    async fn store_answer(&self, m: &Received, msg: &Message, lease: &Lease, answer: &str, stopped: bool) {
+        match self.store.complete(lease, answer, now_ms(), stopped).await {
+            Ok(true) => {
+                self.free_slot(&msg.user_id).await;
+                self.outcome(if stopped { Outcome::Stopped } else { Outcome::Answered });
+                self.metrics.end_to_end.observe(((now_ms() - msg.created_at).max(0) as f64) / 1000.0);
+                info!(stopped, "answered");
+                self.delete(m).await;
             }
-        };
-        tokio::pin!(heartbeat);
-        // Service errors are waited out here, in hand, for `outage_budget` from the first,
-        // while no other message gets an answer either; this message's own errors get one
-        // more call.
-        let mut first_failure: Option<(Instant, u64)> = None;
-        let mut attempt = 0u32;
-        let mut once_used = false;
-        loop {
-            let call = async {
-                match tokio::time::timeout(cfg.llm_timeout, self.llm.complete(turns)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(LlmError::Timeout),
-                }
-            };
-            let started = Instant::now();
-            let r = tokio::select! {
-                r = call => r,
-                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
-                _ = hand_back.cancelled() => {
-                    self.hand_back(m, msg, lease).await;
-                    return None;
-                }
-            };
-            self.metrics.llm_duration.observe(started.elapsed().as_secs_f64());
-            let e = match &r {
-                Ok(_) => {
-                    self.health.answered();
-                    return Some((r, None));
-                }
-                Err(e) => e,
-            };
-            let d = self.health.disposition(e, &msg.id, &msg.user_id);
-            let delay = match d {
-                Disposition::Fail => return Some((r, Some(d))),
-                Disposition::Once if once_used => return Some((r, Some(d))),
-                Disposition::Once => {
-                    once_used = true;
-                    Duration::ZERO
-                }
-                Disposition::Retry { after } => {
-                    attempt += 1;
-                    let answered = self.health.answered.load(Ordering::Relaxed);
-                    let (since, answered_then) = *first_failure.get_or_insert((Instant::now(), answered));
-                    let delay = retry_delay(cfg, after, attempt);
-                    // Others got answers meanwhile: not an outage, this message's own failure.
-                    if answered > answered_then || since.elapsed() + delay > cfg.outage_budget {
-                        return Some((r, Some(d)));
-                    }
-                    delay
-                }
-            };
-            self.metrics.llm_errors.with_label_values(&[e.kind()]).inc();
-            info!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "llm failed; calling again");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = &mut heartbeat => unreachable!("heartbeat never ends"),
-                _ = hand_back.cancelled() => {
-                    self.hand_back(m, msg, lease).await;
-                    return None;
-                }
+            Ok(false) => {
+                // Lost the lease: whoever holds it answers; this delivery expires.
+                warn!("lease lost before the answer was stored; answer dropped");
+                self.outcome(Outcome::LeaseLost);
             }
+            Err(e) => warn!(error = format!("{e:#}"), "storing the answer failed; will retry"),
         }
     }
 
@@ -596,6 +543,10 @@ impl Worker {
                 let mut kept = Vec::new();
                 for h in history.into_iter().rev() {
                     let answer = h.answer.unwrap_or_default();
+                    // Stopped before any word: no turn (a model's turns alternate, none empty).
+                    if answer.is_empty() {
+                        continue;
+                    }
                     let size = h.content.chars().count() + answer.chars().count();
                     if size > budget {
                         break;

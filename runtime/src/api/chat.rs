@@ -1,14 +1,11 @@
 //! Conversations, messages and the per-message event stream.
 
-use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -18,7 +15,7 @@ use crate::error::AppError;
 use crate::model::{
     day_of, new_id, now_ms, secs_to_next_day, sha256_hex, Conversation, Message, Profile, QueueBody, Status,
 };
-use crate::store::{IdempotencyKey, PostContext, Recorded, Requeue, SpendReads, MAX_PAGE};
+use crate::store::{IdempotencyKey, PostContext, Recorded, Requeue, SpendReads, Stop, MAX_PAGE};
 
 /// `409 consent_required` until the user has answered the consent screen (`PUT /v1/me`, or
 /// `keep_history` at sign-up): nothing is stored for them before they chose.
@@ -97,7 +94,7 @@ pub async fn list_conversations(
 
 /// Deletes what was just delivered of a user who keeps no history: a message in its final
 /// state. A failure leaves it to the purge (`Limits::unkept_retention`).
-async fn forget_delivered(state: &AppState, messages: &[Message]) {
+pub(super) async fn forget_delivered(state: &AppState, messages: &[Message]) {
     for m in messages.iter().filter(|m| m.ephemeral() && m.status.is_terminal()) {
         if let Err(e) = state.store.delete_message(m).await {
             tracing::warn!(message_id = %m.id, error = %e, "deleting a delivered message failed; the purge will");
@@ -118,7 +115,7 @@ pub(super) async fn owned_conversation(state: &AppState, user: &AuthUser, id: &s
 }
 
 /// The user's message `id`; not found when it is another user's, as when there is none.
-async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Message, AppError> {
+pub(super) async fn owned_message(state: &AppState, user: &AuthUser, id: &str) -> Result<Message, AppError> {
     let found = if well_formed(id) { state.store.get_message(id).await? } else { None };
     found.filter(|m| m.user_id == user.id).ok_or_else(|| AppError::not_found("message"))
 }
@@ -216,6 +213,33 @@ pub async fn regenerate_message(
         }
     }
     requeue(&state, &user, &m, Requeue::Answered).await
+}
+
+/// `POST /v1/messages/{id}/stop`: stops a message not answered yet. One still queued is
+/// answered at once, stopped and empty (200); one being answered is marked, and its worker ends
+/// the model call at its next look, within a second, keeping what was written (202, then the
+/// event stream's `answered` with `stopped: true`). 409 `not_in_flight` once answered or failed.
+pub async fn stop_message(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let m = owned_message(&state, &user, &id).await?;
+    match state.store.request_stop(&m.id, now_ms()).await? {
+        Stop::Stopped => {
+            // Nothing will answer it: its in-flight slot is free (the worker's claim finds it
+            // answered and only deletes the delivery).
+            give_back(&state, &user.id, state.limits.user_in_flight > 0).await;
+            Ok(Json(json!({"id": m.id, "status": "answered", "stopped": true})).into_response())
+        }
+        Stop::Stopping => {
+            Ok((StatusCode::ACCEPTED, Json(json!({"id": m.id, "status": "processing", "stopping": true})))
+                .into_response())
+        }
+        Stop::NotInFlight => {
+            Err(AppError::user(StatusCode::CONFLICT, "not_in_flight", "the message is answered or failed already"))
+        }
+    }
 }
 
 /// `POST /v1/messages/{id}/retry`: the user asks again for a failed message. The same
@@ -451,6 +475,8 @@ pub async fn post_message(
         content,
         status: Status::Queued,
         answer: None,
+        stopped: false,
+        stop_requested: false,
         error: None,
         created_at: now,
         updated_at: now,
@@ -479,164 +505,6 @@ pub async fn post_message(
             Ok(accepted(&m.id, false))
         }
     }
-}
-
-/// One of the user's open event streams, counted against `Limits::streams_per_user` until
-/// the stream is dropped (ended, or its client gone).
-struct StreamSlot {
-    streams: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
-    gauge: prometheus::IntGauge,
-    user_id: String,
-}
-
-impl StreamSlot {
-    fn take(state: &AppState, user_id: &str) -> Result<StreamSlot, AppError> {
-        let mut open = state.streams.lock().unwrap_or_else(|p| p.into_inner());
-        // All users' streams together: each holds a connection, a task and a poll of the store.
-        let total: usize = open.values().sum();
-        if total >= state.limits.max_streams {
-            return Err(AppError::Busy { retry_after_secs: 5 });
-        }
-        let n = open.entry(user_id.to_string()).or_insert(0);
-        if *n >= state.limits.streams_per_user {
-            state.metrics.rate_limited.inc();
-            return Err(AppError::Later {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                code: "too_many_streams",
-                message: format!("at most {} event streams at once; close one", state.limits.streams_per_user),
-                retry_after_secs: 1,
-            });
-        }
-        *n += 1;
-        state.metrics.streams_open.set((total + 1) as i64);
-        Ok(StreamSlot {
-            streams: state.streams.clone(),
-            gauge: state.metrics.streams_open.clone(),
-            user_id: user_id.to_string(),
-        })
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.streams.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.user_id) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.user_id);
-            }
-        }
-        self.gauge.dec();
-    }
-}
-
-/// Sleeps `poll`, or less when this message is announced as changed.
-async fn wait_for_change(
-    updates: &mut Option<tokio::sync::broadcast::Receiver<std::sync::Arc<str>>>,
-    id: &str,
-    poll: Duration,
-) {
-    let Some(rx) = updates.as_mut() else {
-        tokio::time::sleep(poll).await;
-        return;
-    };
-    let announced = async {
-        loop {
-            match rx.recv().await {
-                Ok(changed) if &*changed == id => return,
-                Ok(_) => {}
-                // Missed some announcements: read the store now.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(poll, announced).await;
-}
-
-/// How long a stream waits before it reads its message again: `poll` (250 ms) for the first
-/// 2 s after the stream opened or the status changed, when the next change is likely soon
-/// (queued → processing), then 4 × `poll` while the model works. Where the worker runs in
-/// another process this bounds a stream's reads at 4 a second for 2 s after a change and 1 a
-/// second after that, plus the token's check every 5 s; in `serve` the worker's announcements
-/// wake the stream at once.
-fn poll_after(poll: Duration, changed: Instant) -> Duration {
-    if changed.elapsed() < Duration::from_secs(2) {
-        poll
-    } else {
-        poll * 4
-    }
-}
-
-/// SSE: one event per status change (`queued`, `processing`, `answered`, `failed`), each
-/// with the message as data; ends after `answered` or `failed`. A reconnecting client gets
-/// the current status first, so it catches up from the store.
-pub async fn events(
-    State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
-) -> Result<Response, AppError> {
-    let first = owned_message(&state, &user, &id).await?;
-    let open = StreamSlot::take(&state, &user.id)?;
-    let poll = state.events_poll;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let token_hash = user.token_hash;
-    // The token is checked again this often: a stream ends soon after a sign-out, revocation or
-    // password change, at one store read per stream per period.
-    let recheck = Duration::from_secs(5).max(poll);
-    let s: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = Box::pin(stream::unfold(
-        (Some(first), None::<Status>, false, state.updates.as_ref().map(|u| u.subscribe()), open),
-        move |(pending, last, done, mut updates, open)| {
-            let state = state.clone();
-            let id = id.clone();
-            let token_hash = token_hash.clone();
-            async move {
-                // The stream opened or the status changed just now.
-                let changed = Instant::now();
-                let mut checked = changed;
-                if done {
-                    return None;
-                }
-                let mut next = pending;
-                loop {
-                    let m = match next.take() {
-                        Some(m) => m,
-                        None => {
-                            if Instant::now() > deadline {
-                                return None;
-                            }
-                            tokio::select! {
-                                _ = wait_for_change(&mut updates, &id, poll_after(poll, changed)) => {}
-                                _ = state.shutdown.cancelled() => return None,
-                            }
-                            if checked.elapsed() >= recheck {
-                                checked = Instant::now();
-                                let valid = state.store.token_user(&token_hash, now_ms()).await;
-                                if !matches!(valid, Ok(Some(_))) {
-                                    return None; // signed out or revoked (a store error ends it too)
-                                }
-                            }
-                            match state.store.get_message(&id).await {
-                                Ok(Some(m)) => m,
-                                Ok(None) => return None,
-                                Err(e) => {
-                                    tracing::warn!(message_id = %id, error = %e, "event stream read failed");
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    if Some(m.status) != last {
-                        let data = json!({"id": m.id, "status": m.status, "answer": m.answer, "error": m.error});
-                        let ev = Event::default().event(m.status.as_str()).data(data.to_string());
-                        forget_delivered(&state, std::slice::from_ref(&m)).await;
-                        return Some((Ok(ev), (None, Some(m.status), m.status.is_terminal(), updates, open)));
-                    }
-                }
-            }
-        },
-    ));
-    Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::store::Store;
 pub mod auth;
 pub mod chat;
 pub mod conversations;
+pub mod events;
 pub mod me;
 pub mod ratelimit;
 pub mod web;
@@ -285,9 +286,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/conversations/{id}/messages", post(chat::post_message))
         .route("/v1/messages/{id}", get(chat::get_message))
-        .route("/v1/messages/{id}/events", get(chat::events))
+        .route("/v1/messages/{id}/events", get(events::events))
         .route("/v1/messages/{id}/retry", post(chat::retry_message))
         .route("/v1/messages/{id}/regenerate", post(chat::regenerate_message))
+        .route("/v1/messages/{id}/stop", post(chat::stop_message))
         .route(
             "/v1/me",
             get(me::get_me).put(me::put_me).delete(me::delete_me.layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))),

@@ -155,6 +155,18 @@ pub enum Requeue {
     Answered,
 }
 
+/// What asking to stop a message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// It was still queued: answered now, stopped, with no text; no model was called.
+    Stopped,
+    /// It is being answered: marked, and its worker stops at its next look (its partial
+    /// answer's next write, or its next read of the mark).
+    Stopping,
+    /// Answered or failed already (or gone): nothing to stop.
+    NotInFlight,
+}
+
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// `Gone` when the account is deleted or being deleted.
@@ -190,6 +202,8 @@ pub trait MessageStore: Send + Sync {
     /// send. Otherwise they write an outbox row, and the caller sends, then clears the row.
     /// No default: a wrapper that forgot to forward it would have every message sent twice.
     fn enqueues_on_record(&self) -> bool;
+    /// Stops a message that is not answered yet (see [`Stop`]), with conditional writes.
+    async fn request_stop(&self, message_id: &str, now_ms: i64) -> Result<Stop>;
     /// Deletes a message and every item that names it (outbox row, idempotency key).
     async fn delete_message(&self, m: &Message) -> Result<()>;
     /// Deletes up to `limit` messages kept without history whose `purge_at` has passed;
@@ -247,6 +261,17 @@ pub struct ClaimTerms {
     pub last_delivery: bool,
 }
 
+/// What a worker's write of its partial answer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partial {
+    /// Written: event streams read it.
+    Written,
+    /// Not written: the user asked to stop the message (the lease still holds).
+    Stop,
+    /// Not written: the lease is lost.
+    Lost,
+}
+
 /// The worker's writes to a message, each conditional on its `status` and `claim_token`.
 #[async_trait]
 pub trait LeaseStore: Send + Sync {
@@ -258,13 +283,19 @@ pub trait LeaseStore: Send + Sync {
     async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim>;
     /// Conditional on holding the lease.
     async fn extend_lease(&self, lease: &Lease, lease_until_ms: i64) -> Result<bool>;
-    /// Conditional on holding the lease: stores the answer. False when the lease was lost.
-    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool>;
-    /// Conditional on holding the lease: marks failed with a reason shown to the user;
+    /// Conditional on holding the lease and on no stop asked: the answer as written so far
+    /// (the whole text, which a later write replaces), so event streams can send it on.
+    async fn write_partial(&self, lease: &Lease, text: &str) -> Result<Partial>;
+    /// Conditional on holding the lease: stores the answer (`stopped`: the part written until
+    /// the user stopped it). False when the lease was lost.
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool>;
+    /// Conditional on holding the lease: marks failed with a reason shown to the user (and
+    /// drops any partial answer);
     /// `dead_lettered` when the delivery goes to the dead-letter queue, so that its redrive
     /// (and only that) may claim it again.
     async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool>;
-    /// Conditional on holding the lease: back to queued (a retry will come).
+    /// Conditional on holding the lease: back to queued (a retry will come). A partial answer
+    /// stays until the next attempt writes its own.
     async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool>;
 }
 

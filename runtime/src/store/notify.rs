@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 
 use super::{
-    AccountStore, Charge, Claim, ClaimTerms, IdempotencyKey, Lease, LeaseStore, LimitStore, MessageStore, PostContext,
-    Recorded, Requeue, Result, SpendReads, Store,
+    AccountStore, Charge, Claim, ClaimTerms, IdempotencyKey, Lease, LeaseStore, LimitStore, MessageStore, Partial,
+    PostContext, Recorded, Requeue, Result, SpendReads, Stop, Store,
 };
 use crate::model::{Conversation, Message, Profile, TokenInfo, User};
 
@@ -112,6 +112,11 @@ impl MessageStore for Notifying {
         let ok = self.inner.requeue_message(message_id, now_ms, from).await?;
         Ok(self.announce(ok, message_id))
     }
+    async fn request_stop(&self, message_id: &str, now_ms: i64) -> Result<Stop> {
+        let stop = self.inner.request_stop(message_id, now_ms).await?;
+        self.announce(stop == Stop::Stopped, message_id);
+        Ok(stop)
+    }
     async fn delete_message(&self, m: &Message) -> Result<()> {
         self.inner.delete_message(m).await
     }
@@ -164,8 +169,13 @@ impl LeaseStore for Notifying {
     async fn extend_lease(&self, lease: &Lease, lease_until_ms: i64) -> Result<bool> {
         self.inner.extend_lease(lease, lease_until_ms).await
     }
-    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool> {
-        let ok = self.inner.complete(lease, answer, now_ms).await?;
+    async fn write_partial(&self, lease: &Lease, text: &str) -> Result<Partial> {
+        let p = self.inner.write_partial(lease, text).await?;
+        self.announce(p == Partial::Written, &lease.message_id);
+        Ok(p)
+    }
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
+        let ok = self.inner.complete(lease, answer, now_ms, stopped).await?;
         Ok(self.announce(ok, &lease.message_id))
     }
     async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {

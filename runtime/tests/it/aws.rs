@@ -272,6 +272,8 @@ async fn moto_outbox_relay_and_duplicate_delivery() {
         content: "outbox only".into(),
         status: Status::Queued,
         answer: None,
+        stopped: false,
+        stop_requested: false,
         error: None,
         created_at: now,
         updated_at: now,
@@ -418,6 +420,17 @@ async fn moto_the_last_answer_is_generated_again_and_replaced() {
     let fake = FakeLlm::start(vec![], Behavior::Answer(Duration::from_millis(300))).await;
     let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(5)), aws_worker_config(3)));
     regeneration(&env.app, &fake, "aws-regenerate@example.com").await;
+}
+
+/// Partial answers as conditional updates of the message, stops as a conditional mark that the
+/// next partial write is refused on (its refusal returns the item: a stop told from a lost lease).
+#[tokio::test]
+async fn moto_answers_stream_resume_and_stop() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![], Behavior::Slow { words: 30, every: Duration::from_millis(100) }).await;
+    let config = WorkerConfig { stream_flush: Duration::from_millis(100), ..aws_worker_config(3) };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(20)), config));
+    crate::stream::streaming(&env.app, &fake, "aws-stream@example.com").await;
 }
 
 #[tokio::test]

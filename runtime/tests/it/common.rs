@@ -241,6 +241,11 @@ pub enum Behavior {
     Empty,
     /// 200 with an answer of this many bytes.
     Huge(usize),
+    /// `words` words (`w1 w2 …`), one each `every`: streamed as written when asked for a stream.
+    Slow {
+        words: usize,
+        every: Duration,
+    },
 }
 
 #[derive(Clone)]
@@ -251,6 +256,8 @@ struct FakeState {
     bodies: Arc<Mutex<Vec<Value>>>,
     /// Behaviours for prompts that contain a tag, before the script.
     rules: Arc<Mutex<Vec<(String, Behavior)>>>,
+    /// Streams the client closed before their end (the worker ended the call), and when.
+    cut: Arc<Mutex<Vec<Instant>>>,
 }
 
 /// A fake OpenAI-compatible server on 127.0.0.1:0: scripted behaviours, then a default.
@@ -267,6 +274,7 @@ impl FakeLlm {
             calls: Arc::new(Mutex::new(Vec::new())),
             bodies: Arc::new(Mutex::new(Vec::new())),
             rules: Arc::default(),
+            cut: Arc::default(),
         };
         let app = Router::new().route("/v1/chat/completions", post(fake_completion)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -297,6 +305,11 @@ impl FakeLlm {
         self.state.rules.lock().unwrap().push((tag.to_string(), b));
     }
 
+    /// When each stream the client closed before its end was closed.
+    pub fn cut_streams(&self) -> Vec<Instant> {
+        self.state.cut.lock().unwrap().clone()
+    }
+
     pub fn set_default(&self, b: Behavior) {
         *self.state.default.lock().unwrap() = b;
     }
@@ -310,7 +323,21 @@ async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState
     let ruled = s.rules.lock().unwrap().iter().find(|(tag, _)| prompt.contains(tag.as_str())).map(|(_, b)| b.clone());
     let behavior =
         ruled.or_else(|| s.script.lock().unwrap().pop_front()).unwrap_or_else(|| s.default.lock().unwrap().clone());
+    if req["stream"] == true {
+        if let Some(r) = fake_stream(&s, &behavior, &prompt).await {
+            return r;
+        }
+    }
     match behavior {
+        Behavior::Slow { words, every } => {
+            tokio::time::sleep(every * words as u32).await;
+            let text = slow_words(words);
+            Json(json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": words, "total_tokens": 3 + words}
+            }))
+            .into_response()
+        }
         Behavior::Answer(delay) => {
             tokio::time::sleep(delay).await;
             Json(json!({
@@ -359,6 +386,74 @@ async fn fake_completion(axum::extract::State(s): axum::extract::State<FakeState
                 .unwrap()
         }
     }
+}
+
+/// The answer of [`Behavior::Slow`]: `w1 w2 … wN`.
+pub fn slow_words(n: usize) -> String {
+    (1..=n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Records a stream dropped before its last piece: the client closed it.
+struct CutGuard {
+    cut: Arc<Mutex<Vec<Instant>>>,
+    finished: bool,
+}
+impl Drop for CutGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.cut.lock().unwrap().push(Instant::now());
+        }
+    }
+}
+
+/// The OpenAI streaming form (`text/event-stream` of `chat.completion.chunk`s, a usage chunk,
+/// `[DONE]`) of a behaviour that answers; `None` for the others, which answer as without a stream.
+async fn fake_stream(s: &FakeState, behavior: &Behavior, prompt: &str) -> Option<Response> {
+    let chunk = |text: &str| {
+        let c = json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+        format!("data: {c}\n\n")
+    };
+    let end = "data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+               data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4,\"total_tokens\":7}}\n\ndata: [DONE]\n\n";
+    // Pieces, each sent after its delay.
+    let pieces: Vec<(Duration, String)> = match behavior {
+        Behavior::Answer(delay) => {
+            tokio::time::sleep(*delay).await;
+            let text = format!("fake: {prompt}");
+            let mid = text.char_indices().nth(text.chars().count() / 2).map_or(0, |(i, _)| i);
+            vec![(Duration::ZERO, chunk(&text[..mid])), (Duration::ZERO, chunk(&text[mid..]))]
+        }
+        Behavior::Slow { words, every } => {
+            (1..=*words).map(|i| (*every, chunk(&if i == 1 { "w1".into() } else { format!(" w{i}") }))).collect()
+        }
+        Behavior::Empty => vec![],
+        Behavior::Huge(n) => {
+            let text = "h".repeat(*n);
+            text.as_bytes().chunks(4096).map(|c| (Duration::ZERO, chunk(std::str::from_utf8(c).unwrap()))).collect()
+        }
+        Behavior::Drop => {
+            let chunks: Vec<Result<String, std::io::Error>> =
+                vec![Ok(chunk("par")), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "dropped"))];
+            let body = Body::from_stream(futures_util::stream::iter(chunks));
+            return Some(Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(body).unwrap());
+        }
+        _ => return None,
+    };
+    let guard = CutGuard { cut: s.cut.clone(), finished: false };
+    let body = futures_util::stream::unfold((pieces.into_iter(), Some(guard)), move |(mut rest, guard)| async move {
+        let mut guard = guard?;
+        match rest.next() {
+            Some((delay, piece)) => {
+                tokio::time::sleep(delay).await;
+                Some((Ok::<_, std::io::Error>(piece), (rest, Some(guard))))
+            }
+            None => {
+                guard.finished = true;
+                Some((Ok(end.to_string()), (rest, None)))
+            }
+        }
+    });
+    Some(Response::builder().header(header::CONTENT_TYPE, "text/event-stream").body(Body::from_stream(body)).unwrap())
 }
 
 /// Counter value from the registry text, e.g. `aira_worker_messages_total{outcome="answered"}`.

@@ -196,6 +196,8 @@ async fn api_crash_between_record_and_enqueue_loses_nothing() {
         content: "recorded, never enqueued".into(),
         status: Status::Queued,
         answer: None,
+        stopped: false,
+        stop_requested: false,
         error: None,
         created_at: now,
         updated_at: now,

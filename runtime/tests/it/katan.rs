@@ -30,6 +30,8 @@ const SECS_20: Duration = Duration::from_secs(20);
 struct Katan {
     child: Child,
     port: u16,
+    /// The event stream proxy in front of llm-katan's Bedrock routes (see [`eventstream_proxy`]).
+    bedrock_url: String,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -60,7 +62,8 @@ impl Katan {
             .stderr(out)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", exe.display()));
-        let katan = Katan { child, port, log, _dir: dir };
+        let bedrock_url = eventstream_proxy(format!("http://127.0.0.1:{port}")).await;
+        let katan = Katan { child, port, bedrock_url, log, _dir: dir };
         // Python's start-up on a loaded machine takes seconds.
         let deadline = Instant::now() + Duration::from_secs(60);
         while reqwest::get(format!("{}/health", katan.base_url())).await.is_err() {
@@ -72,6 +75,11 @@ impl Katan {
 
     fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Where the Bedrock provider is pointed: ConverseStream answers in AWS's event stream.
+    fn bedrock_url(&self) -> String {
+        self.bedrock_url.clone()
     }
 
     fn log(&self) -> String {
@@ -88,7 +96,7 @@ impl Katan {
     fn bedrock(&self, access_key: &str, region: &str) -> Arc<dyn Llm> {
         let creds = Credentials::new(access_key, "katan-secret", Some("katan-session-token".into()), None, "test");
         let creds = SharedCredentialsProvider::new(creds);
-        Arc::new(Bedrock::new(&self.base_url(), MODEL_ID, region, creds, None, SECS_20).unwrap())
+        Arc::new(Bedrock::new(&self.bedrock_url(), MODEL_ID, region, creds, None, SECS_20).unwrap())
     }
 }
 
@@ -97,6 +105,61 @@ impl Drop for Katan {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A proxy in front of llm-katan for what it does otherwise than Bedrock: llm-katan answers
+/// ConverseStream with server-sent events (`data: {"contentBlockDelta": …}`) under the content
+/// type `application/vnd.amazon.eventstream`; Bedrock sends AWS's binary event stream, one
+/// frame per event (`:message-type` `event`, `:event-type` the event's name, `:content-type`
+/// `application/json`, the event's members as the payload), which this proxy writes, with the
+/// SDK's own encoder. Everything else (the request, its signature, errors) passes unchanged.
+async fn eventstream_proxy(upstream: String) -> String {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    use axum::body::{Body, Bytes};
+    use axum::extract::Request;
+    use axum::response::Response;
+    let http = reqwest::Client::new();
+    let forward = move |req: Request| {
+        let (http, upstream) = (http.clone(), upstream.clone());
+        async move {
+            let (parts, body) = req.into_parts();
+            let body: Bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+            let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let mut out = http.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
+            for (k, v) in &parts.headers {
+                out = out.header(k, v);
+            }
+            let resp = out.send().await.unwrap();
+            let status = resp.status();
+            let mut builder = Response::builder().status(status);
+            for (k, v) in resp.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    builder = builder.header(k, v);
+                }
+            }
+            let bytes = resp.bytes().await.unwrap();
+            if !(path.ends_with("/converse-stream") && status.is_success()) {
+                return builder.body(Body::from(bytes)).unwrap();
+            }
+            let mut frames = Vec::new();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let Some(data) = line.strip_prefix("data: ") else { continue };
+                let event: serde_json::Map<String, Value> = serde_json::from_str(data).unwrap();
+                let (name, members) = event.into_iter().next().unwrap();
+                let message = Message::new(members.to_string().into_bytes())
+                    .add_header(Header::new(":message-type", HeaderValue::String("event".into())))
+                    .add_header(Header::new(":event-type", HeaderValue::String(name.into())))
+                    .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())));
+                aws_smithy_eventstream::frame::write_message_to(&message, &mut frames).unwrap();
+            }
+            builder.body(Body::from(frames)).unwrap()
+        }
+    };
+    let app = axum::Router::new().fallback(forward);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
 }
 
 /// A user's message posted through the API, then the worker's answer from the store.
@@ -119,7 +182,9 @@ async fn openai_provider_answers_from_llm_katan() {
     let m = ask(&env, &token, &conv, "hello over openai", Status::Answered).await;
     let answer = m.answer.unwrap();
     assert!(answer.contains("User: hello over openai"), "{answer}");
-    assert_eq!(katan.requests("openai").await, 1);
+    // Streamed (`stream: true`): llm-katan leaves streams out of its `/stats`, and logs each.
+    let streamed = katan.log().lines().filter(|l| l.contains("openai | ") && l.contains("| 200 | stream |")).count();
+    assert_eq!((streamed, katan.requests("openai").await), (1, 0), "{}", katan.log());
 }
 
 /// `aira-runtime serve` with the bedrock provider pointed at llm-katan, `env` on top of a
@@ -142,7 +207,7 @@ impl Serve {
             .env("AIRA_LOG", "warn")
             .env("AIRA_LLM_PROVIDER", "bedrock")
             .env("AIRA_LLM_MODEL", MODEL_ID)
-            .env("AIRA_LLM_BASE_URL", katan.base_url())
+            .env("AIRA_LLM_BASE_URL", katan.bedrock_url())
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -201,7 +266,7 @@ async fn bedrock_provider_answers_signed_from_the_credential_chain() {
         return;
     };
     // Each call recorded on its way to llm-katan, whose check reads the scope only.
-    let recorder = sigv4::Recorder::start(katan.base_url()).await;
+    let recorder = sigv4::Recorder::start(katan.bedrock_url()).await;
     let env = [
         ("AWS_REGION", "eu-west-3"),
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
@@ -227,7 +292,7 @@ async fn bedrock_provider_answers_signed_from_the_credential_chain() {
         let tampered = sigv4::Arrived { body: body.into(), ..call.clone() };
         assert_eq!(sigv4::verify(&tampered, &scope, "katan-secret"), Err("the signature does not verify".into()));
         assert!(sigv4::verify(call, &scope, "another-secret").is_err());
-        assert!(call.path.starts_with("/model/") && call.path.ends_with("/converse"), "{}", call.path);
+        assert!(call.path.starts_with("/model/") && call.path.ends_with("/converse-stream"), "{}", call.path);
     }
 
     assert!(first.contains("User: first over bedrock"), "{first}");

@@ -13,6 +13,7 @@
 //! - `aws`: the same paths on SQS + DynamoDB, against the moto server (`AIRA_TEST_ENDPOINT`).
 //! - `life`: what only shows over a deployment's life: bounds that hold past their counts,
 //!   limits that hold across api tasks, one message's failure that stays its own.
+//! - `stream`: answers streamed as written, resumed with `Last-Event-ID`, stopped mid-answer.
 
 mod abuse;
 mod api;
@@ -26,4 +27,5 @@ mod metric_names;
 mod privacy;
 mod remote_write;
 mod sigv4;
+mod stream;
 mod web;

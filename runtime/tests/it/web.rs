@@ -318,6 +318,8 @@ pub async fn check_profile_and_delete(store: &dyn Store) {
         content: "hello".into(),
         status: Status::Queued,
         answer: None,
+        stopped: false,
+        stop_requested: false,
         error: None,
         created_at: now,
         updated_at: now,

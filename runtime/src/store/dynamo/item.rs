@@ -79,6 +79,8 @@ pub(super) fn message_from(item: &Item) -> Option<Message> {
         content: get_s(item, "content").unwrap_or_default(),
         status,
         answer: get_s(item, "answer"),
+        stopped: item.get("stopped").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        stop_requested: item.contains_key("stop_requested"),
         error: if status == stored { get_s(item, "error") } else { Some(SET_ASIDE.to_string()) },
         created_at: get_n(item, "created_at"),
         updated_at: get_n(item, "updated_at"),

@@ -4,13 +4,14 @@
 
 use anyhow::anyhow;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::item::{get_n, get_s, message_from, n, s};
 use super::table::{backend, condition_failed};
 use super::DynamoStore;
 use crate::model::Status;
-use crate::store::{Claim, ClaimTerms, Lease, LeaseStore, Result, StoreError};
+use crate::store::{Claim, ClaimTerms, Lease, LeaseStore, Partial, Result, StoreError};
 
 /// Updates the message with `update` if `lease` holds it (`processing`, the claim token its
 /// own); false when it does not. `values` are the update's; `#s` names `status`,
@@ -19,13 +20,28 @@ async fn update_held(
     store: &DynamoStore,
     lease: &Lease,
     update: &str,
-    mut values: Vec<(&str, AttributeValue)>,
+    values: Vec<(&str, AttributeValue)>,
 ) -> Result<bool> {
+    match held_request(store, lease, update, values, "").send().await {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(backend("dynamodb update item")(e)),
+    }
+}
+
+/// The update of [`update_held`], its condition extended by `and` (when not empty).
+fn held_request(
+    store: &DynamoStore,
+    lease: &Lease,
+    update: &str,
+    mut values: Vec<(&str, AttributeValue)>,
+    and: &str,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
     values.extend([(":p", s("processing")), (":t", s(&lease.claim_token))]);
     let mut req = store
         .update_request(format!("MSG#{}", lease.message_id), "MSG")
         .update_expression(update)
-        .condition_expression("#s = :p AND claim_token = :t")
+        .condition_expression(format!("#s = :p AND claim_token = :t{and}"))
         .expression_attribute_names("#s", "status");
     if update.contains("#e") {
         req = req.expression_attribute_names("#e", "error");
@@ -33,11 +49,7 @@ async fn update_held(
     for (k, v) in values {
         req = req.expression_attribute_values(k, v);
     }
-    match req.send().await {
-        Ok(_) => Ok(true),
-        Err(e) if condition_failed(&e) => Ok(false),
-        Err(e) => Err(backend("dynamodb update item")(e)),
-    }
+    req
 }
 
 #[async_trait]
@@ -84,21 +96,58 @@ impl LeaseStore for DynamoStore {
         update_held(self, lease, "SET lease_until = :l", vec![(":l", n(lease_until_ms))]).await
     }
 
-    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool> {
+    /// One conditional update; when refused, the item as it was comes back with the refusal
+    /// (`ReturnValuesOnConditionCheckFailure`), which tells a stop from a lost lease without
+    /// another read.
+    async fn write_partial(&self, lease: &Lease, text: &str) -> Result<Partial> {
+        let r = held_request(
+            self,
+            lease,
+            "SET answer = :ans",
+            vec![(":ans", s(text))],
+            " AND attribute_not_exists(stop_requested)",
+        )
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+        let e = match r {
+            Ok(_) => return Ok(Partial::Written),
+            Err(e) => e,
+        };
+        let Some(refused) = e.as_service_error().and_then(|e| match e {
+            UpdateItemError::ConditionalCheckFailedException(c) => Some(c),
+            _ => None,
+        }) else {
+            return Err(backend("dynamodb update item (partial answer)")(e));
+        };
+        let item = refused.item();
+        let held = item.is_some_and(|i| {
+            get_s(i, "status").as_deref() == Some("processing")
+                && get_s(i, "claim_token").as_deref() == Some(&lease.claim_token)
+        });
+        Ok(if held { Partial::Stop } else { Partial::Lost })
+    }
+
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
         update_held(
             self,
             lease,
-            "SET #s = :a, answer = :ans, updated_at = :now REMOVE #e",
-            vec![(":a", s("answered")), (":ans", s(answer)), (":now", n(now_ms))],
+            "SET #s = :a, answer = :ans, updated_at = :now, stopped = :stopped REMOVE #e, stop_requested",
+            vec![
+                (":a", s("answered")),
+                (":ans", s(answer)),
+                (":now", n(now_ms)),
+                (":stopped", AttributeValue::Bool(stopped)),
+            ],
         )
         .await
     }
 
     async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
         let set = if dead_lettered {
-            "SET #s = :fl, #e = :err, updated_at = :now, dead_lettered = :now REMOVE claim_token"
+            "SET #s = :fl, #e = :err, updated_at = :now, dead_lettered = :now REMOVE claim_token, answer, stop_requested"
         } else {
-            "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token"
+            "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token, answer, stop_requested"
         };
         update_held(self, lease, set, vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))]).await
     }

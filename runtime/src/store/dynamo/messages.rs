@@ -13,10 +13,10 @@ use super::item::{
     conversation_from, get_n, get_s, key_item, message_from, message_keys, n, not_gone, outbox_item, outbox_pk,
     purge_key, put, s, update, Item, OUTBOX_SHARDS,
 };
-use super::table::backend;
+use super::table::{backend, condition_failed};
 use super::DynamoStore;
 use crate::model::{Conversation, Message, Status};
-use crate::store::{IdempotencyKey, MessageStore, Recorded, Requeue, Result, StoreError};
+use crate::store::{IdempotencyKey, MessageStore, Recorded, Requeue, Result, Stop, StoreError};
 
 #[async_trait]
 impl MessageStore for DynamoStore {
@@ -207,7 +207,8 @@ impl MessageStore for DynamoStore {
             }
         };
         let expression = format!(
-            "SET #s = :q, lease_until = :zero, updated_at = :now REMOVE {answer}#e, claim_token, dead_lettered, last_delivery"
+            "SET #s = :q, lease_until = :zero, updated_at = :now \
+             REMOVE {answer}#e, claim_token, dead_lettered, last_delivery, stopped, stop_requested"
         );
         let key = (format!("MSG#{message_id}"), "MSG".into());
         let requeue =
@@ -219,6 +220,44 @@ impl MessageStore for DynamoStore {
     /// A DynamoDB transaction cannot send to SQS: the outbox row covers the send.
     fn enqueues_on_record(&self) -> bool {
         false
+    }
+
+    /// A queued message is answered (stopped, no text) by one conditional update; one being
+    /// answered is marked by another. Its outbox row or queue message, if any, finds it
+    /// answered.
+    async fn request_stop(&self, message_id: &str, now_ms: i64) -> Result<Stop> {
+        let key = format!("MSG#{message_id}");
+        let stopped = self
+            .update_request(key.clone(), "MSG")
+            .update_expression("SET #s = :a, answer = :empty, stopped = :yes, updated_at = :now")
+            .condition_expression("#s = :q")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":a", s("answered"))
+            .expression_attribute_values(":q", s("queued"))
+            .expression_attribute_values(":empty", s(""))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match stopped {
+            Ok(_) => return Ok(Stop::Stopped),
+            Err(e) if condition_failed(&e) => {}
+            Err(e) => return Err(backend("dynamodb update item (stop a queued message)")(e)),
+        }
+        let marked = self
+            .update_request(key, "MSG")
+            .update_expression("SET stop_requested = :now")
+            .condition_expression("#s = :p")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":p", s("processing"))
+            .expression_attribute_values(":now", n(now_ms))
+            .send()
+            .await;
+        match marked {
+            Ok(_) => Ok(Stop::Stopping),
+            Err(e) if condition_failed(&e) => Ok(Stop::NotInFlight),
+            Err(e) => Err(backend("dynamodb update item (stop a message being answered)")(e)),
+        }
     }
 
     async fn delete_message(&self, m: &Message) -> Result<()> {

@@ -10,7 +10,7 @@ use super::schema::{message_row, MESSAGE_COLUMNS};
 use super::SqliteStore;
 use crate::group_commit::Cached;
 use crate::model::{Message, Status};
-use crate::store::{Claim, ClaimTerms, Lease, LeaseStore, Result};
+use crate::store::{Claim, ClaimTerms, Lease, LeaseStore, Partial, Result};
 
 /// Runs `sql`, an update of one message conditional on holding its lease, ahead of the API's
 /// writes; true when it changed the message.
@@ -54,15 +54,41 @@ impl LeaseStore for SqliteStore {
         update_held(self, sql, (lease.message_id.clone(), lease.claim_token.clone(), lease_until_ms)).await
     }
 
-    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64) -> Result<bool> {
-        let sql = "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4
-                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
-        update_held(self, sql, (lease.message_id.clone(), lease.claim_token.clone(), answer.to_string(), now_ms)).await
+    async fn write_partial(&self, lease: &Lease, text: &str) -> Result<Partial> {
+        let (id, tok, text) = (lease.message_id.clone(), lease.claim_token.clone(), text.to_string());
+        Ok(self
+            .db
+            .call_first(move |c| {
+                let n = c.exec(
+                    "UPDATE messages SET answer = ?3
+                     WHERE id = ?1 AND status = 'processing' AND claim_token = ?2 AND stop_requested = 0",
+                    params![id, tok, text],
+                )?;
+                if n == 1 {
+                    return Ok(Partial::Written);
+                }
+                let held: Option<i64> = c
+                    .row(
+                        "SELECT stop_requested FROM messages WHERE id = ?1 AND status = 'processing' AND claim_token = ?2",
+                        params![id, tok],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                Ok(if held.is_some() { Partial::Stop } else { Partial::Lost })
+            })
+            .await?)
+    }
+
+    async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
+        let sql = "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4, stopped = ?5,
+                     stop_requested = 0 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
+        let (id, tok) = (lease.message_id.clone(), lease.claim_token.clone());
+        update_held(self, sql, (id, tok, answer.to_string(), now_ms, stopped)).await
     }
 
     async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
         let sql = "UPDATE messages SET status = 'failed', error = ?3, claim_token = NULL, updated_at = ?4,
-                     dead_lettered = ?5 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
+                     dead_lettered = ?5, answer = NULL, stop_requested = 0 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
         update_held(
             self,
             sql,

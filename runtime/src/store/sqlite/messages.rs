@@ -10,7 +10,7 @@ use super::schema::{conversation_row, message_row, CONVERSATION_COLUMNS, INSERT_
 use super::SqliteStore;
 use crate::group_commit::Cached;
 use crate::model::{Conversation, Message};
-use crate::store::{IdempotencyKey, MessageStore, Recorded, Requeue, Result, StoreError};
+use crate::store::{IdempotencyKey, MessageStore, Recorded, Requeue, Result, Stop, StoreError};
 
 /// The conversation `id`, read in the caller's job.
 pub(super) fn conversation(c: &Connection, id: &str) -> rusqlite::Result<Option<Conversation>> {
@@ -219,7 +219,8 @@ impl MessageStore for SqliteStore {
         };
         let sql = format!(
             "UPDATE messages SET status = 'queued', {answer} error = NULL, claim_token = NULL, lease_until = 0,
-             dead_lettered = 0, last_delivery = 0, updated_at = ?2 WHERE id = ?1 AND ({condition})"
+             dead_lettered = 0, last_delivery = 0, stopped = 0, stop_requested = 0, updated_at = ?2
+             WHERE id = ?1 AND ({condition})"
         );
         let id = message_id.to_string();
         let send = self.send_or_outbox();
@@ -237,6 +238,22 @@ impl MessageStore for SqliteStore {
             self.sent();
         }
         Ok(requeued)
+    }
+
+    async fn request_stop(&self, message_id: &str, now_ms: i64) -> Result<Stop> {
+        let id = message_id.to_string();
+        Ok(self
+            .db
+            .call(move |c| {
+                let queued = "UPDATE messages SET status = 'answered', answer = '', stopped = 1, updated_at = ?2
+                              WHERE id = ?1 AND status = 'queued'";
+                if c.exec(queued, params![id, now_ms])? == 1 {
+                    return Ok(Stop::Stopped);
+                }
+                let held = "UPDATE messages SET stop_requested = 1 WHERE id = ?1 AND status = 'processing'";
+                Ok(if c.exec(held, params![id])? == 1 { Stop::Stopping } else { Stop::NotInFlight })
+            })
+            .await?)
     }
 
     fn enqueues_on_record(&self) -> bool {

@@ -45,11 +45,14 @@ CREATE TABLE IF NOT EXISTS spend (
 
 /// Columns added to `messages` after its first release, added to older files at open:
 /// `purge_at` (ms; 0 = kept) and `dead_lettered` (1 = a redrive may claim it).
-/// `last_delivery` (1 = claimed on the queue's last delivery).
-const ADDED_COLUMNS: [(&str, &str); 3] = [
+/// `last_delivery` (1 = claimed on the queue's last delivery); `stopped` (1 = answered by the
+/// user's stop), `stop_requested` (1 = the worker is to stop).
+const ADDED_COLUMNS: [(&str, &str); 5] = [
     ("purge_at", "ALTER TABLE messages ADD COLUMN purge_at INTEGER NOT NULL DEFAULT 0"),
     ("dead_lettered", "ALTER TABLE messages ADD COLUMN dead_lettered INTEGER NOT NULL DEFAULT 0"),
     ("last_delivery", "ALTER TABLE messages ADD COLUMN last_delivery INTEGER NOT NULL DEFAULT 0"),
+    ("stopped", "ALTER TABLE messages ADD COLUMN stopped INTEGER NOT NULL DEFAULT 0"),
+    ("stop_requested", "ALTER TABLE messages ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0"),
 ];
 
 pub(super) fn migrate(path: &Path) -> anyhow::Result<()> {
@@ -78,7 +81,7 @@ pub(super) fn migrate(path: &Path) -> anyhow::Result<()> {
 /// The columns [`message_row`] reads, in its order.
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at, \
-                               purge_at, lease_until, last_delivery";
+                               purge_at, lease_until, last_delivery, stopped, stop_requested";
 /// The columns a new message is written with (the rest take their defaults).
 pub(super) const INSERT_COLUMNS: &str =
     "id, conversation_id, user_id, content, status, answer, error, created_at, updated_at, purge_at";
@@ -94,6 +97,8 @@ pub(super) fn message_row(r: &Row) -> rusqlite::Result<Message> {
         content: r.get(3)?,
         status,
         answer: r.get(5)?,
+        stopped: r.get(12)?,
+        stop_requested: r.get(13)?,
         error: if status == stored { r.get(6)? } else { Some(SET_ASIDE.to_string()) },
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
