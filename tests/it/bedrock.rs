@@ -120,7 +120,7 @@ async fn bedrock_up_creates_the_endpoint_and_the_grant_then_down_removes_them() 
     let worker = on_bedrock(statements(format!("{stack}-worker")).await);
     let [grant] = &worker[..] else { panic!("one Bedrock statement: {worker:#?}") };
     assert_eq!(grant["Effect"], "Allow");
-    assert_eq!(grant["Action"], serde_json::json!(["bedrock:InvokeModel"]));
+    assert_eq!(grant["Action"], serde_json::json!(["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]));
     assert_eq!(grant["Resource"], serde_json::json!([format!("arn:aws:bedrock:us-east-1::foundation-model/{MODEL}")]));
     assert_eq!(on_bedrock(statements(format!("{stack}-api")).await), Vec::<Value>::new());
 
@@ -268,7 +268,7 @@ async fn bedrock_an_inference_profile_is_granted_with_its_models_and_a_profile_o
         ["us-east-1", "us-east-2", "us-west-2"].map(|r| format!("arn:aws:bedrock:{r}::foundation-model/{FOUNDATION}")),
     );
     assert_eq!(sid("Model")["Resource"], serde_json::json!(expected));
-    assert_eq!(sid("Model")["Action"], serde_json::json!(["bedrock:InvokeModel"]));
+    assert_eq!(sid("Model")["Action"], serde_json::json!(["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]));
     let subscribe = sid("ModelSubscription")["Action"].to_string();
     assert!(subscribe.contains("aws-marketplace:Subscribe") && subscribe.contains("aws-marketplace:ViewSubscriptions"));
     // The task calls the profile by its id.

@@ -459,7 +459,7 @@ mod tests {
             [json!({
                 "Sid": "Model",
                 "Effect": "Allow",
-                "Action": ["bedrock:InvokeModel"],
+                "Action": ["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
                 "Resource": ["arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0"],
             })]
         );

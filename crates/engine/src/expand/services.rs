@@ -145,12 +145,13 @@ fn task_role_of(stack: &Stack, facts: &Facts, svc_name: &str, svc: &Service) -> 
         statements.push(statement("Metrics", &["aps:RemoteWrite"], vec![Val::to(monitoring::WORKSPACE, "arn")]));
     }
     if let (Role::Worker, Some(llm)) = (svc.role, stack.bedrock()) {
-        // Converse is authorized as `bedrock:InvokeModel` on the model's ARN; through an inference
+        // Converse is authorized as `bedrock:InvokeModel` on the model's ARN, ConverseStream (the
+        // worker's default) as `bedrock:InvokeModelWithResponseStream`; through an inference
         // profile, on the profile and on its model in every region the profile routes to.
         let model = facts.bedrock.clone().unwrap_or_else(|| assumed_model(&facts.region, &facts.account, &llm.model));
         statements.push(statement(
             "Model",
-            &["bedrock:InvokeModel"],
+            &["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"],
             model.invoke.into_iter().map(Val::from).collect(),
         ));
         if model.third_party {

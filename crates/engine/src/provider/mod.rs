@@ -61,7 +61,7 @@ pub struct Facts {
 /// What the worker's role needs to call a Bedrock model or inference profile.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BedrockModel {
-    /// The ARNs `bedrock:InvokeModel` is granted on: the foundation model in the stack's region;
+    /// The ARNs `bedrock:InvokeModel` and `bedrock:InvokeModelWithResponseStream` are granted on: the foundation model in the stack's region;
     /// or an inference profile (in the account) and its foundation model in each region it
     /// routes to.
     pub invoke: Vec<String>,
