@@ -252,21 +252,21 @@ async fn start_api(b: &Backends, stop: CancellationToken) -> String {
     base
 }
 
-/// The worker, its changes announced on the returned channel (no store call added).
+/// The worker on `llm`, its changes announced on the returned channel (no store call added).
 fn start_worker(
     b: &Backends,
     stop: CancellationToken,
+    llm: Arc<dyn aira_runtime::llm::Llm>,
 ) -> (tokio::task::JoinHandle<()>, tokio::sync::broadcast::Sender<Arc<str>>) {
     let notifying = Notifying::new(b.store.clone());
     let updates = notifying.updates();
-    let echo = Arc::new(aira_runtime::llm::Echo);
     let config = WorkerConfig {
         user_in_flight: 4,
         user_daily_tokens: 200_000,
         all_daily_tokens: 2_000_000,
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(b.queue.clone(), Arc::new(notifying), echo, Arc::new(Metrics::new()), config);
+    let worker = Worker::new(b.queue.clone(), Arc::new(notifying), llm, Arc::new(Metrics::new()), config);
     (tokio::spawn(Arc::new(worker).run(stop)), updates)
 }
 
@@ -357,7 +357,7 @@ async fn run() {
         Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&conf_at(&endpoint).await), &stack.table));
     let base = start_api(&b, stop.clone()).await;
     let worker_stop = CancellationToken::new();
-    let (worker, updates) = start_worker(&b, worker_stop.clone());
+    let (worker, updates) = start_worker(&b, worker_stop.clone(), Arc::new(aira_runtime::llm::Echo));
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.take_requests();
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
@@ -440,5 +440,79 @@ async fn run() {
     for t in open {
         t.abort();
     }
+
+    // 4. Streamed answers of STREAM_TOKENS tokens, written at a model's pace, each followed on
+    //    its event stream by a client in another process (the API's reads poll the table).
+    let streamed = env_or("COST_STREAMED", 20) as usize;
+    let model = start_streaming_model().await;
+    let llm = aira_runtime::llm::OpenAi::new(&model, "bench", None, None, Duration::from_secs(120)).unwrap();
+    let worker_stop = CancellationToken::new();
+    let (worker, _) = start_worker(&b, worker_stop.clone(), Arc::new(llm));
+    proxy.take_requests();
+    let started = Instant::now();
+    let mut followed = Vec::new();
+    for (token, conv) in targets.iter().skip(streams).take(streamed) {
+        let id = post(&http, &base, token, conv, "write at length").await;
+        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        followed.push(tokio::spawn(async move { follow(&http, &base, &token, &id).await }));
+    }
+    let mut answered = 0u64;
+    for f in followed {
+        answered += u64::from(f.await.unwrap());
+    }
+    let took = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let chat = proxy.take_requests();
+    println!(
+        "\nstreamed: {streamed} answers of {STREAM_TOKENS} tokens ({} characters, {STREAM_RATE} tokens a second), {answered} answered in {took:.1} s",
+        STREAM_TOKENS * 4
+    );
+    let chat: Vec<Sent> = chat
+        .into_iter()
+        .filter(|s| !(s.call == "dynamodb:Query" && (s.body.contains("\"OUTBOX#") || s.body.contains("\"PURGE#"))))
+        .collect();
+    Tally::of(&chat, &Sizes::scan(&raw, &stack.table).await).print(
+        "streamed answers, each followed on its event stream",
+        answered as f64,
+        "answered message",
+    );
+    worker_stop.cancel();
+    worker.await.unwrap();
     stop.cancel();
+}
+
+/// Tokens of a streamed answer in phase 4, each of four characters.
+const STREAM_TOKENS: usize = 500;
+/// Tokens a second the streaming model writes (a fast hosted model writes 50 to 100).
+const STREAM_RATE: u64 = 50;
+
+/// An OpenAI-compatible model that streams [`STREAM_TOKENS`] tokens at [`STREAM_RATE`] a
+/// second, one chunk each; its base URL.
+async fn start_streaming_model() -> String {
+    use axum::response::IntoResponse;
+    let answer = || async {
+        let every = Duration::from_millis(1000 / STREAM_RATE);
+        let chunks = futures_util::stream::unfold(0usize, move |n| async move {
+            let piece = match n {
+                n if n < STREAM_TOKENS => {
+                    tokio::time::sleep(every).await;
+                    let c = json!({"choices": [{"index": 0, "delta": {"content": "tok "}, "finish_reason": null}]});
+                    format!("data: {c}\n\n")
+                }
+                n if n == STREAM_TOKENS => {
+                    let usage = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                                       "usage": {"prompt_tokens": 20, "completion_tokens": STREAM_TOKENS}});
+                    format!("data: {usage}\n\ndata: [DONE]\n\n")
+                }
+                _ => return None,
+            };
+            Some((Ok::<_, std::convert::Infallible>(piece), n + 1))
+        });
+        ([("content-type", "text/event-stream")], axum::body::Body::from_stream(chunks)).into_response()
+    };
+    let router = axum::Router::new().route("/v1/chat/completions", axum::routing::post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    url
 }

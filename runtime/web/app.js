@@ -423,7 +423,54 @@ function element(tag, className, text) {
   return el;
 }
 
-/** Creates or updates the list item of message `m` ({id, content?, status, answer?, error?}). */
+/** Draws the answer text of `li` (its `answerText`) as Markdown, once per animation frame
+ * however many pieces arrive: the answer's nodes are replaced in one step, so an answer being
+ * written (an open list, an unclosed code fence) grows without flicker. */
+function drawAnswer(li) {
+  if (li.drawing) {
+    return;
+  }
+  li.drawing = requestAnimationFrame(() => {
+    li.drawing = 0;
+    li.querySelector('.answer').replaceChildren(renderMarkdown(li.answerText));
+  });
+}
+
+/** The Stop button of a message not answered yet. */
+function stopButton(li, show) {
+  let button = li.querySelector('.stop');
+  if (!show) {
+    button?.remove();
+    return;
+  }
+  if (!button) {
+    button = element('button', 'stop link', 'Stop');
+    button.type = 'button';
+    button.setAttribute('aria-label', 'Stop this answer');
+    button.addEventListener('click', () => stopAnswer(li, button));
+    li.querySelector('.status').after(button);
+  }
+}
+
+/** Stops the answer being written: the worker ends the model call; what it wrote stays. */
+async function stopAnswer(li, button) {
+  button.disabled = true;
+  try {
+    await api('POST', `/v1/messages/${li.dataset.id}/stop`);
+    li.querySelector('.status').textContent = statusLabel('stopping');
+    // A queued message is answered (stopped) at once; the stream then ends with it.
+    catchUp(li.dataset.id);
+  } catch (e) {
+    if (e.status === 409) {
+      catchUp(li.dataset.id); // answered meanwhile
+    } else {
+      button.disabled = false;
+      sendFailed(e);
+    }
+  }
+}
+
+/** Creates or updates the list item of message `m` ({id, content?, status, answer?, error?, stopped?}). */
 function renderMessage(m) {
   let li = state.items.get(m.id);
   if (!li) {
@@ -439,11 +486,21 @@ function renderMessage(m) {
   }
   li.dataset.status = m.status;
   const status = li.querySelector('.status');
-  status.textContent = statusLabel(m.status);
-  const answer = li.querySelector('.answer');
-  if (m.status === 'answered' && typeof m.answer === 'string') {
-    answer.replaceChildren(renderMarkdown(m.answer));
+  const writing = m.status === 'processing' && typeof m.answer === 'string' && m.answer !== '';
+  status.textContent = statusLabel(m.stopped ? 'stopped' : writing ? 'writing' : m.status);
+  // A status carries the whole answer so far (the partial one while it is written): it
+  // replaces what the page shows; deltas then add to it.
+  if (m.status === 'answered' || m.status === 'processing') {
+    li.answerText = typeof m.answer === 'string' ? m.answer : '';
+    drawAnswer(li);
+  } else if (m.status === 'queued') {
+    li.answerText = '';
+    li.querySelector('.answer').replaceChildren();
   }
+  li.classList.toggle('writing', m.status === 'processing');
+  // A stopped answer keeps its label in sight: it is not the whole answer.
+  li.classList.toggle('stopped', m.status === 'answered' && m.stopped === true);
+  stopButton(li, m.status === 'queued' || m.status === 'processing');
   markLast();
   const failure = li.querySelector('.failure');
   failure.replaceChildren();
@@ -542,6 +599,25 @@ function follow(id) {
   for (const name of ['queued', 'processing', 'answered', 'failed']) {
     es.addEventListener(name, onEvent);
   }
+  // The answer as it is written: each delta is the text that follows what the page has. After
+  // a dropped connection EventSource sends the last event's id, and the server sends only what
+  // was missed.
+  es.addEventListener('delta', (ev) => {
+    const li = state.items.get(id);
+    let data;
+    try {
+      data = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    if (!li || typeof data.text !== 'string') {
+      return;
+    }
+    lost = false;
+    li.answerText = (li.answerText ?? '') + data.text;
+    li.querySelector('.status').textContent = statusLabel('writing');
+    drawAnswer(li);
+  });
   es.addEventListener('error', () => {
     if (!state.streams.has(id)) {
       return;

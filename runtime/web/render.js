@@ -254,7 +254,10 @@ export function renderMarkdown(text) {
 const STATUS_LABELS = {
   queued: 'Queued',
   processing: 'Thinking…',
+  writing: 'Writing…',
+  stopping: 'Stopping…',
   answered: 'Answered',
+  stopped: 'Stopped',
   failed: 'Failed',
   reconnecting: 'Reconnecting…',
 };

@@ -268,7 +268,10 @@ async fn bedrock_an_inference_profile_is_granted_with_its_models_and_a_profile_o
         ["us-east-1", "us-east-2", "us-west-2"].map(|r| format!("arn:aws:bedrock:{r}::foundation-model/{FOUNDATION}")),
     );
     assert_eq!(sid("Model")["Resource"], serde_json::json!(expected));
-    assert_eq!(sid("Model")["Action"], serde_json::json!(["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"]));
+    assert_eq!(
+        sid("Model")["Action"],
+        serde_json::json!(["bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream"])
+    );
     let subscribe = sid("ModelSubscription")["Action"].to_string();
     assert!(subscribe.contains("aws-marketplace:Subscribe") && subscribe.contains("aws-marketplace:ViewSubscriptions"));
     // The task calls the profile by its id.

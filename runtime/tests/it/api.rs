@@ -354,6 +354,7 @@ async fn health_metrics_and_openapi() {
         "/v1/conversations/{id}",
         "/v1/conversations/{id}/messages",
         "/v1/messages/{id}/events",
+        "/v1/messages/{id}/stop",
         "/v1/me",
         "/v1/me/export",
         "/",

@@ -148,36 +148,68 @@ export async function startServer({ env = {}, listen = '127.0.0.1:0', data } = {
 
 /**
  * A fake OpenAI-compatible endpoint: `respond(n)` gives the status for the n-th call
- * (0-based); 200 answers `fake: PROMPT`.
+ * (0-based); 200 answers `fake: PROMPT` (or `answer(prompt)`), whole or, when asked for a
+ * stream (`stream: true`, as the runtime asks by default), in pieces `everyMs` apart, as
+ * OpenAI streams. `cut()` counts the streams the client closed before their end.
  */
-export async function startFakeLlm(respond, delayMs = 0) {
+export async function startFakeLlm(respond, delayMs = 0, { answer = (p) => `fake: ${p}`, everyMs = 0 } = {}) {
   let calls = 0;
+  let cut = 0;
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', async () => {
       const status = respond(calls++);
       await new Promise((r) => setTimeout(r, delayMs));
-      res.setHeader('Content-Type', 'application/json');
+      const request = JSON.parse(body);
+      const messages = request.messages ?? [];
+      const text = answer(messages.length ? messages[messages.length - 1].content : '');
       if (status !== 200) {
+        res.setHeader('Content-Type', 'application/json');
         res.writeHead(status);
         res.end(JSON.stringify({ error: { message: 'the model is down', code: null } }));
         return;
       }
-      const messages = JSON.parse(body).messages ?? [];
-      const prompt = messages.length ? messages[messages.length - 1].content : '';
-      res.end(JSON.stringify({
-        id: 'chatcmpl-1',
-        object: 'chat.completion',
-        choices: [{ index: 0, message: { role: 'assistant', content: `fake: ${prompt}` }, finish_reason: 'stop' }],
-        usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
-      }));
+      if (!request.stream) {
+        res.setHeader('Content-Type', 'application/json');
+        res.end(JSON.stringify({
+          id: 'chatcmpl-1',
+          object: 'chat.completion',
+          choices: [{ index: 0, message: { role: 'assistant', content: text }, finish_reason: 'stop' }],
+          usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 },
+        }));
+        return;
+      }
+      res.setHeader('Content-Type', 'text/event-stream');
+      const chunk = (delta, finish = null) =>
+        `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      let closed = false;
+      res.on('close', () => {
+        if (!res.writableEnded) {
+          closed = true;
+          cut += 1;
+        }
+      });
+      const pieces = text.match(/\S+\s*|\s+/g) ?? [];
+      for (const piece of pieces) {
+        if (everyMs) {
+          await new Promise((r) => setTimeout(r, everyMs));
+        }
+        if (closed) {
+          return;
+        }
+        res.write(chunk({ content: piece }));
+      }
+      res.write(chunk({}, 'stop'));
+      res.write(`data: ${JSON.stringify({ choices: [], usage: { prompt_tokens: 1, completion_tokens: pieces.length } })}\n\n`);
+      res.end('data: [DONE]\n\n');
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
   return {
     baseUrl: `http://127.0.0.1:${server.address().port}/v1`,
     calls: () => calls,
+    cut: () => cut,
     close: () => new Promise((r) => {
       server.closeAllConnections();
       server.close(r);

@@ -28,6 +28,11 @@ pub struct Seen {
     pub resumed_streams: u64,
     /// Streams that ended without a final event and could not be resumed to one.
     pub unfinished_streams: u64,
+    /// `delta` events read: pieces of answers shown as the model wrote them.
+    pub deltas: u64,
+    /// Answers whose streamed text (a status event's answer, then its deltas, across
+    /// reconnections with `Last-Event-ID`) was not the start of the final answer.
+    pub stream_mismatches: u64,
     pub failures: Vec<String>,
     /// Durations of the requests that are not event streams, in milliseconds.
     pub latencies_ms: Vec<u64>,
@@ -217,9 +222,12 @@ impl User {
         }
     }
 
-    /// Follows a message's event stream to its final event, reconnecting when it ends early;
-    /// whether it got there. An answer that is not the echo of `content` is counted mismatched.
+    /// Follows a message's event stream to its final event, reconnecting when it ends early
+    /// with the last event's id (`Last-Event-ID`, as EventSource does); whether it got there.
+    /// An answer that is not the echo of `content` is counted mismatched; the text streamed
+    /// before it, when it is not the answer's start, a stream mismatch.
     async fn follow(&self, id: &str, content: &str) -> bool {
+        let (mut text, mut last_id) = (String::new(), String::new());
         for attempt in 0..10 {
             if attempt > 0 {
                 self.seen.lock().unwrap().resumed_streams += 1;
@@ -231,6 +239,7 @@ impl User {
                 .get(format!("{}/v1/messages/{id}/events", self.base))
                 .bearer_auth(&self.token)
                 .header("accept", "text/event-stream");
+            let req = if last_id.is_empty() { req } else { req.header("last-event-id", &last_id) };
             let mut resp = match req.send().await {
                 Ok(r) if r.status() == 200 => r,
                 Ok(r) => {
@@ -253,13 +262,28 @@ impl User {
                 while let Some(end) = buffer.find("\n\n") {
                     let event: String = buffer.drain(..end + 2).collect();
                     let name = field(&event, "event");
+                    if !field(&event, "id").is_empty() {
+                        last_id = field(&event, "id");
+                    }
+                    let data: Value = serde_json::from_str(&field(&event, "data")).unwrap_or_default();
+                    if name == "delta" {
+                        text.push_str(data["text"].as_str().unwrap_or_default());
+                        self.seen.lock().unwrap().deltas += 1;
+                    } else if name == "processing" || name == "queued" {
+                        text = data["answer"].as_str().unwrap_or_default().to_string();
+                    }
                     if name == "answered" || name == "failed" {
-                        let data: Value = serde_json::from_str(&field(&event, "data")).unwrap_or_default();
                         let answer = data["answer"]
                             .as_str()
                             .map(String::from)
                             .unwrap_or_else(|| format!("failed: {}", data["error"]));
                         let mut seen = self.seen.lock().unwrap();
+                        if name == "answered" && !answer.starts_with(&text) {
+                            seen.stream_mismatches += 1;
+                            if seen.failures.len() < 20 {
+                                seen.failures.push(format!("{id} streamed {text:?}, then was answered {answer:?}"));
+                            }
+                        }
                         let echoed = answer.trim_end().ends_with(&format!("User: {content}"));
                         if !echoed && !answer.starts_with("failed: ") {
                             seen.mismatched_answers += 1;

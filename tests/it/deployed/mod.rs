@@ -587,6 +587,8 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
         "double_answers": double,
         "unfinished_streams": seen.unfinished_streams,
         "mismatched_answers": seen.mismatched_answers,
+        "stream_mismatches": seen.stream_mismatches,
+        "deltas": seen.deltas,
         "rollout_s": (rollout.as_secs_f64() * 10.0).round() / 10.0,
         "users": USERS,
         "requests": seen.requests,
@@ -702,7 +704,17 @@ async fn deployed_stack_chats_under_iam_and_rolls_out_without_downtime() {
 
     // The last line scripts/deployed prints.
     println!("{report}");
-    for key in ["failed_requests", "lost_messages", "double_answers", "unfinished_streams", "mismatched_answers"] {
+    for key in [
+        "failed_requests",
+        "lost_messages",
+        "double_answers",
+        "unfinished_streams",
+        "mismatched_answers",
+        "stream_mismatches",
+    ] {
         assert_eq!(report[key], 0, "{key}: {report}");
     }
+    // Streaming was on: answers arrived in pieces (a count that is 0 when the worker asks for
+    // whole answers, or the event stream sends none).
+    assert!(report["deltas"].as_u64() > Some(0), "no answer streamed: {report}");
 }
