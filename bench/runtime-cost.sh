@@ -5,7 +5,8 @@
 # on the machine or the build, so it runs in the dev profile. Settings: COST_USERS (200),
 # COST_MESSAGES (2), COST_STREAMS (50), COST_IDLE_SECS / COST_STREAM_SECS (60), COST_PROMPT_BYTES
 # (0: each message padded to that size, and echoed as its answer), COST_STREAMED (20 answers of 500
-# tokens streamed at 50 a second, each followed on its event stream); the output is
+# tokens streamed at 50 a second, each followed on its event stream, whole then streamed),
+# COST_FLUSH_MS (400: the worker's AIRA_STREAM_FLUSH_MS); the output is
 # also written to BENCH_OUT (default $TMPDIR/aira-cost-last-run.txt). Figures go to
 # docs/performance.md by hand.
 set -euo pipefail

@@ -264,6 +264,7 @@ fn start_worker(
         user_in_flight: 4,
         user_daily_tokens: 200_000,
         all_daily_tokens: 2_000_000,
+        stream_flush: Duration::from_millis(env_or("COST_FLUSH_MS", 400)),
         ..WorkerConfig::default()
     };
     let worker = Worker::new(b.queue.clone(), Arc::new(notifying), llm, Arc::new(Metrics::new()), config);
@@ -412,9 +413,54 @@ async fn run() {
         "answered message",
     );
 
-    // 3. Streams held open on messages nobody answers.
     worker_stop.cancel();
     worker.await.unwrap();
+
+    // 3. Answers of STREAM_TOKENS tokens, written at a model's pace, each followed on its event
+    //    stream by a client in another process (the API's reads poll the table): first whole
+    //    (the baseline, in the same run), then streamed.
+    let streamed = env_or("COST_STREAMED", 20) as usize;
+    let model = start_streaming_model().await;
+    for stream in [false, true] {
+        let llm = aira_runtime::llm::OpenAi::new(&model, "bench", None, None, Duration::from_secs(120)).unwrap();
+        let llm = llm.streaming(stream);
+        let streaming_stop = CancellationToken::new();
+        let (streaming, _) = start_worker(&b, streaming_stop.clone(), Arc::new(llm));
+        proxy.take_requests();
+        let started = Instant::now();
+        let mut followed = Vec::new();
+        for (token, conv) in targets.iter().skip(if stream { streamed } else { 0 }).take(streamed) {
+            let text = format!("write at length{}", ".".repeat(prompt_bytes.saturating_sub(15)));
+            let id = post(&http, &base, token, conv, &text).await;
+            let (http, base, token) = (http.clone(), base.clone(), token.clone());
+            followed.push(tokio::spawn(async move { follow(&http, &base, &token, &id).await }));
+        }
+        let mut answered = 0u64;
+        for f in followed {
+            answered += u64::from(f.await.unwrap());
+        }
+        let took = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let chat = proxy.take_requests();
+        let how = if stream { "streamed" } else { "whole" };
+        println!(
+        "\n{how}: {streamed} answers of {STREAM_TOKENS} tokens ({} characters, written at {STREAM_RATE} tokens a second), {answered} answered in {took:.1} s",
+        STREAM_TOKENS * 4
+    );
+        let chat: Vec<Sent> = chat
+            .into_iter()
+            .filter(|s| !(s.call == "dynamodb:Query" && (s.body.contains("\"OUTBOX#") || s.body.contains("\"PURGE#"))))
+            .collect();
+        Tally::of(&chat, &Sizes::scan(&raw, &stack.table).await).print(
+            &format!("{how} answers of {STREAM_TOKENS} tokens, each followed on its event stream"),
+            answered as f64,
+            "answered message",
+        );
+        streaming_stop.cancel();
+        streaming.await.unwrap();
+    }
+
+    // 4. Streams held open on messages nobody answers (no worker runs).
     let mut open = Vec::new();
     for (token, conv) in targets.iter().take(streams) {
         let id = post(&http, &base, token, conv, "never answered").await;
@@ -441,43 +487,6 @@ async fn run() {
         t.abort();
     }
 
-    // 4. Streamed answers of STREAM_TOKENS tokens, written at a model's pace, each followed on
-    //    its event stream by a client in another process (the API's reads poll the table).
-    let streamed = env_or("COST_STREAMED", 20) as usize;
-    let model = start_streaming_model().await;
-    let llm = aira_runtime::llm::OpenAi::new(&model, "bench", None, None, Duration::from_secs(120)).unwrap();
-    let worker_stop = CancellationToken::new();
-    let (worker, _) = start_worker(&b, worker_stop.clone(), Arc::new(llm));
-    proxy.take_requests();
-    let started = Instant::now();
-    let mut followed = Vec::new();
-    for (token, conv) in targets.iter().skip(streams).take(streamed) {
-        let id = post(&http, &base, token, conv, "write at length").await;
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
-        followed.push(tokio::spawn(async move { follow(&http, &base, &token, &id).await }));
-    }
-    let mut answered = 0u64;
-    for f in followed {
-        answered += u64::from(f.await.unwrap());
-    }
-    let took = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let chat = proxy.take_requests();
-    println!(
-        "\nstreamed: {streamed} answers of {STREAM_TOKENS} tokens ({} characters, {STREAM_RATE} tokens a second), {answered} answered in {took:.1} s",
-        STREAM_TOKENS * 4
-    );
-    let chat: Vec<Sent> = chat
-        .into_iter()
-        .filter(|s| !(s.call == "dynamodb:Query" && (s.body.contains("\"OUTBOX#") || s.body.contains("\"PURGE#"))))
-        .collect();
-    Tally::of(&chat, &Sizes::scan(&raw, &stack.table).await).print(
-        "streamed answers, each followed on its event stream",
-        answered as f64,
-        "answered message",
-    );
-    worker_stop.cancel();
-    worker.await.unwrap();
     stop.cancel();
 }
 
@@ -486,11 +495,18 @@ const STREAM_TOKENS: usize = 500;
 /// Tokens a second the streaming model writes (a fast hosted model writes 50 to 100).
 const STREAM_RATE: u64 = 50;
 
-/// An OpenAI-compatible model that streams [`STREAM_TOKENS`] tokens at [`STREAM_RATE`] a
-/// second, one chunk each; its base URL.
+/// An OpenAI-compatible model that writes [`STREAM_TOKENS`] tokens at [`STREAM_RATE`] a
+/// second: one chunk each when asked for a stream, the whole answer at the end otherwise; its
+/// base URL.
 async fn start_streaming_model() -> String {
     use axum::response::IntoResponse;
-    let answer = || async {
+    let answer = |axum::Json(req): axum::Json<Value>| async move {
+        if req["stream"] != true {
+            tokio::time::sleep(Duration::from_millis(1000 * STREAM_TOKENS as u64 / STREAM_RATE)).await;
+            let whole = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "tok ".repeat(STREAM_TOKENS)}, "finish_reason": "stop"}],
+                               "usage": {"prompt_tokens": 20, "completion_tokens": STREAM_TOKENS}});
+            return axum::Json(whole).into_response();
+        }
         let every = Duration::from_millis(1000 / STREAM_RATE);
         let chunks = futures_util::stream::unfold(0usize, move |n| async move {
             let piece = match n {

@@ -245,9 +245,20 @@ impl Worker {
                 p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
             };
             let n = (slots.available_permits() + 1).min(cfg.batch_size).max(1);
+            let receive = self.queue.receive(n, cfg.wait, cfg.visibility);
+            tokio::pin!(receive);
             let received = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                r = self.queue.receive(n, cfg.wait, cfg.visibility) => r,
+                r = &mut receive => r,
+                _ = shutdown.cancelled() => {
+                    // A long poll already sent receives whatever arrives before its wait ends,
+                    // hidden from every worker for the visibility timeout: waited out (at most
+                    // `wait`) and given back at once, so a rolling deploy delays no message.
+                    for m in receive.await.unwrap_or_default() {
+                        self.set_visibility(&m, Duration::ZERO).await;
+                        self.outcome(Outcome::HandedBack);
+                    }
+                    break;
+                }
             };
             let batch = match received {
                 Ok(b) => b,
@@ -347,12 +358,12 @@ impl Worker {
             }
         }
         let Some(called) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
+        let stopped = matches!(called, Called::Stopped(_));
         let (result, disposition) = match called {
             Called::Done(result, disposition) => (result, disposition),
-            // Cut short: what was written is the answer; the tokens are estimated, as the
-            // provider's count comes only at a stream's end.
+            // Cut short (by the user, or past the longest answer kept): what was written is the
+            // answer; the tokens are estimated, as the provider counts them only at a stream's end.
             Called::Stopped(text) | Called::Full(text) => {
-                let stopped = text.len() <= cfg.max_answer_bytes;
                 let spent = estimate_tokens(&turns, 0) + (text.chars().count() as u64).div_ceil(3);
                 self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
                 let answer = bounded_answer(text, cfg.max_answer_bytes);

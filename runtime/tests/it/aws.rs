@@ -433,6 +433,70 @@ async fn moto_answers_stream_resume_and_stop() {
     crate::stream::streaming(&env.app, &fake, "aws-stream@example.com").await;
 }
 
+/// A worker shut down in the middle of a long poll gives back what that poll receives: a
+/// message posted meanwhile is answered by the next worker at once, not after the visibility
+/// timeout (30 s here) that SQS hides it for once received.
+#[tokio::test]
+async fn moto_a_worker_stopping_during_its_long_poll_hides_no_message() {
+    let env = setup(3).await;
+    let token = user(&env.app, "aws-poll-handback@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let config =
+        WorkerConfig { wait: Duration::from_secs(5), visibility: Duration::from_secs(30), ..aws_worker_config(3) };
+    let (first, stop) = spawn_worker(env.worker(Arc::new(Echo), config.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await; // its first poll is waiting on the empty queue
+    stop.cancel();
+    let id = post_message(&env.app, &token, &conv, "posted while a worker stops").await;
+    first.await.unwrap();
+    let (_second, _stop) = spawn_worker(env.worker(Arc::new(Echo), config));
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, Duration::from_secs(15)).await;
+    assert!(m.answer.unwrap().contains("posted while a worker stops"));
+    assert_eq!(
+        metric(&env.metrics, "aira_worker_messages_total{outcome=\"handed_back\"}"),
+        1.0,
+        "given back by the first"
+    );
+}
+
+/// A message stopped while queued gives its user's in-flight slot back at once (nothing will
+/// answer it), and one stopped while answered gives it back when the worker stores what it
+/// wrote: with one slot, the user can post again after each.
+#[tokio::test]
+async fn moto_a_stopped_message_gives_its_slot_back() {
+    let env = setup_with(3, Limits { user_in_flight: 1, ..Limits::default() }).await;
+    let token = user(&env.app, "aws-stop-slot@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let post = |content: &'static str| {
+        let (app, token, conv) = (env.app.clone(), token.clone(), conv.clone());
+        async move {
+            let path = format!("/v1/conversations/{conv}/messages");
+            call(&app, "POST", &path, Some(&token), Some(json!({"content": content})), &[]).await
+        }
+    };
+    let first = post("first").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    assert_eq!(post("while the first waits").await.status, StatusCode::TOO_MANY_REQUESTS, "one slot");
+    let id = first.body["id"].as_str().unwrap();
+    let r = call(&env.app, "POST", &format!("/v1/messages/{id}/stop"), Some(&token), None, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let second = post("after the stop").await;
+    assert_eq!(second.status, StatusCode::ACCEPTED, "the stopped message's slot is free: {:?}", second.body);
+
+    let fake = FakeLlm::start(vec![], Behavior::Slow { words: 50, every: Duration::from_millis(100) }).await;
+    let config = WorkerConfig { user_in_flight: 1, stream_flush: Duration::from_millis(100), ..aws_worker_config(3) };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(20)), config));
+    let id = second.body["id"].as_str().unwrap().to_string();
+    wait_until("words written", Duration::from_secs(10), || async {
+        env.store.get_message(&id).await.unwrap().and_then(|m| m.answer).is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let r = call(&env.app, "POST", &format!("/v1/messages/{id}/stop"), Some(&token), None, &[]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let m = wait_status(env.store.as_ref(), &id, Status::Answered, Duration::from_secs(5)).await;
+    assert!(m.stopped && !m.answer.unwrap_or_default().is_empty());
+    assert_eq!(post("after the second stop").await.status, StatusCode::ACCEPTED, "its slot is free too");
+}
+
 #[tokio::test]
 async fn moto_a_deleted_account_leaves_no_item_behind() {
     let env = setup(3).await;
