@@ -253,7 +253,8 @@ impl Worker {
                     // A long poll already sent receives whatever arrives before its wait ends,
                     // hidden from every worker for the visibility timeout: waited out (at most
                     // `wait`) and given back at once, so a rolling deploy delays no message.
-                    for m in receive.await.unwrap_or_default() {
+                    let pending = if self.queue.receive_outlives_drop() { receive.await } else { Ok(Vec::new()) };
+                    for m in pending.unwrap_or_default() {
                         self.set_visibility(&m, Duration::ZERO).await;
                         self.outcome(Outcome::HandedBack);
                     }

@@ -14,7 +14,7 @@ const BEDROCK: &str = "llm:\n  provider: bedrock\n  model: amazon.nova-lite-v1:0
 
 /// `stacks/aira.yaml` without NAT gateways: its model is on the internet.
 fn canonical_without_nat() -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/stacks/aira.yaml")).unwrap();
+    let text = std::fs::read_to_string(aira_testkit::canonical::repo_file("stacks/aira.yaml")).unwrap();
     text.replace("nat: true", "nat: false")
 }
 

@@ -3,7 +3,7 @@
 //! egress, so its NAT gateways go too.
 
 pub fn network_and_queues(stack: &str) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../stacks/aira.yaml")).unwrap();
+    let text = std::fs::read_to_string(repo_file("stacks/aira.yaml")).unwrap();
     let mut keep = true;
     let mut out = String::new();
     for line in text.lines() {
@@ -16,4 +16,18 @@ pub fn network_and_queues(stack: &str) -> String {
         }
     }
     out.replace("stack: aira\n", &format!("stack: {stack}\n"))
+}
+
+/// A file of the repository, found above the folder of the package cargo runs (the tests' or
+/// the bench's), read at run time: `env!("CARGO_MANIFEST_DIR")` in this library keeps the
+/// folder of the checkout that compiled it, wrong for another checkout that shares the build
+/// folder (`CARGO_TARGET_DIR`).
+pub fn repo_file(relative: &str) -> std::path::PathBuf {
+    let from: std::path::PathBuf = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| std::env::current_dir().expect("a current folder"));
+    from.ancestors()
+        .map(|d| d.join(relative))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{relative} in no folder above {}", from.display()))
 }

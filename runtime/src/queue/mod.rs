@@ -29,4 +29,10 @@ pub trait Queue: Send + Sync {
     async fn change_visibility(&self, receipt: &str, timeout: Duration) -> anyhow::Result<()>;
     /// Messages waiting (visible), approximately.
     async fn approximate_len(&self) -> anyhow::Result<u64>;
+    /// Whether a `receive` dropped before it returned may still receive messages and hide them
+    /// for the visibility timeout: SQS's long poll, once sent, does. The worker then waits it out
+    /// at shutdown and gives back what it got. An in-process queue receives nothing once dropped.
+    fn receive_outlives_drop(&self) -> bool {
+        false
+    }
 }

@@ -93,6 +93,10 @@ fn secs(d: Duration) -> i32 {
 
 #[async_trait]
 impl Queue for SqsQueue {
+    fn receive_outlives_drop(&self) -> bool {
+        true
+    }
+
     async fn send(&self, body: &str) -> anyhow::Result<()> {
         self.client.send_message().queue_url(&self.url).message_body(body).send().await.context("sqs send message")?;
         Ok(())

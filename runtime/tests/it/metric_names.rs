@@ -224,7 +224,7 @@ fn split_outside_quotes(s: &str) -> Vec<&str> {
 }
 
 fn monitoring_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates/monitoring")
+    aira_testkit::canonical::repo_file("templates/monitoring")
 }
 
 fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {

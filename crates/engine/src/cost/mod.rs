@@ -356,7 +356,7 @@ mod tests {
     use crate::provider::Facts;
 
     fn graph(file: &str, edit: impl Fn(String) -> String) -> crate::graph::Graph {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(file);
+        let path = crate::manifest_dir().join("../..").join(file);
         let text = edit(std::fs::read_to_string(path).unwrap());
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
         let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
@@ -420,7 +420,7 @@ mod tests {
         let samples = 300.0 * 730.0 * 3600.0 / 30.0 / 1e7 * 0.90;
         assert_eq!(t.monthly_at_max, cents(sum + 9.0 * 9.01 + cents(12.0 * samples) - cents(3.0 * samples)));
         // The README's first screen shows this total and the resources' count.
-        let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"));
+        let readme = std::fs::read_to_string(crate::manifest_dir().join("../../README.md"));
         let total = readme.unwrap().lines().find(|l| l.starts_with("| Total")).map(String::from).unwrap_or_default();
         let row = format!("| {} | ${:.2} |", g.resources.len(), t.monthly);
         assert!(total.ends_with(&row), "README.md's total row `{total}` is not `… {row}`");

@@ -238,7 +238,7 @@ mod tests {
 
     /// The canonical stack, expanded with offline facts.
     fn canonical() -> Graph {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let stack = crate::stack::load(&path).unwrap().stack;
         let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
         expand(&stack, &Facts::offline(&stack), &image).unwrap()
@@ -274,7 +274,7 @@ mod tests {
     /// private route table that holds every private subnet and routes out through it.
     #[test]
     fn one_nat_gateway_serves_every_zone_through_one_route_table() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let text = std::fs::read_to_string(path).unwrap().replace("nat: true", "nat: one");
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
         let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
@@ -301,7 +301,7 @@ mod tests {
     /// is a key of it. Over the canonical stack with alerts and the examples, which hold every kind.
     #[test]
     fn every_resource_is_its_kinds_struct_and_the_plan_names_its_fields() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let root = crate::manifest_dir().join("../..");
         let mut files = vec![
             std::fs::read_to_string(root.join("stacks/aira.yaml")).unwrap() + "alerts:\n  email: ops@example.com\n",
         ];
@@ -347,7 +347,7 @@ mod tests {
 
     /// The canonical stack without NAT, its model on Bedrock.
     fn bedrock() -> Graph {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let text = std::fs::read_to_string(path).unwrap().replace("nat: true", "nat: false");
         let text = format!(
             "{}llm: {{ provider: bedrock, model: amazon.nova-lite-v1:0 }}\n",
@@ -362,7 +362,7 @@ mod tests {
     /// through Secrets Manager and for that secret only; with the AWS managed key, nothing more.
     #[test]
     fn a_secret_under_its_own_kms_key_is_decrypted_through_secrets_manager_only() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let stack = crate::stack::load(&path).unwrap().stack;
         let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };
         let decrypt = |own_key: bool| {
@@ -394,7 +394,7 @@ mod tests {
     /// the pre-flight read; another provider's model also gets the Marketplace subscription.
     #[test]
     fn an_inference_profile_is_granted_with_its_models_in_the_regions_it_routes_to() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let text = std::fs::read_to_string(path).unwrap();
         let text = format!(
             "{}llm: {{ provider: bedrock, model: us.anthropic.claude-3-5-haiku-20241022-v1:0 }}\n",
@@ -508,7 +508,7 @@ mod tests {
         for svc in ["api", "worker"] {
             assert_eq!(env_of(&g, svc), expected("1024", "2000000", "200000", "4"), "{svc}");
         }
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let text = std::fs::read_to_string(path).unwrap()
             + "  max_tokens: 512\n  daily_tokens: 0\n  user_daily_tokens: 50000\n  user_in_flight: 2\n";
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
@@ -646,7 +646,7 @@ mod tests {
 
     #[test]
     fn an_image_to_build_is_planned_with_its_fingerprint_and_no_digest() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let stack = crate::stack::load(&path).unwrap().stack;
         let image = Image::ToBuild { source: "sha256:ab".into(), repository: None };
         let graph = expand(&stack, &Facts::offline(&stack), &image).unwrap();

@@ -287,7 +287,7 @@ mod tests {
     /// its network interface, and no NAT gateway; the tasks start after that route.
     #[test]
     fn a_nat_instance_serves_every_zone_through_its_network_interface() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         let text = std::fs::read_to_string(path).unwrap().replace("nat: true", "nat: instance");
         let stack = crate::stack::parse("aira.yaml", &text).unwrap().stack;
         let image = Image::Built { digest: "sha256:00".into(), repository: None, source: None };

@@ -112,7 +112,7 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn base() -> Stack {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../stacks/aira.yaml");
+        let path = crate::manifest_dir().join("../../stacks/aira.yaml");
         crate::stack::load(&path).unwrap().stack
     }
 

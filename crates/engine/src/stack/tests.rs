@@ -15,7 +15,8 @@ const SERVICES: &str =
 
 #[test]
 fn canonical_and_example_stacks_are_valid() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).unwrap();
+    let dir = crate::manifest_dir();
+    let root = dir.ancestors().nth(2).unwrap();
     let mut files = vec![root.join("stacks/aira.yaml")];
     for entry in std::fs::read_dir(root.join("examples")).unwrap() {
         files.push(entry.unwrap().path());
@@ -342,8 +343,7 @@ fn all_errors_are_reported_together() {
 
 #[test]
 fn committed_schema_is_current() {
-    let committed =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schema/stack.schema.json")).unwrap();
+    let committed = std::fs::read_to_string(crate::manifest_dir().join("../../schema/stack.schema.json")).unwrap();
     let current = serde_json::to_string_pretty(&super::schema()).unwrap() + "\n";
     assert!(committed == current, "schema/stack.schema.json is stale: run `aira schema > schema/stack.schema.json`");
 }
@@ -372,7 +372,7 @@ fn a_dependency_without_a_network_path_is_refused_with_its_fixes() {
 fn reachability_table_names_each_path() {
     let loaded = super::parse(
         "aira.yaml",
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../stacks/aira.yaml")).unwrap(),
+        &std::fs::read_to_string(crate::manifest_dir().join("../../stacks/aira.yaml")).unwrap(),
     )
     .unwrap();
     let table = super::reach::reachability(&loaded.stack, None);
@@ -434,7 +434,7 @@ fn image_references_name_their_registry_and_only_this_regions_ecr_is_reached_wit
 
 /// The canonical stack's text with `network.nat` and `llm` replaced.
 fn canonical_with(nat: bool, llm: &str) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../stacks/aira.yaml")).unwrap();
+    let text = std::fs::read_to_string(crate::manifest_dir().join("../../stacks/aira.yaml")).unwrap();
     let text = text.replace("nat: true", &format!("nat: {nat}"));
     format!("{}{llm}", &text[..text.find("llm:").unwrap()])
 }
