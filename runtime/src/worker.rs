@@ -325,12 +325,15 @@ impl Worker {
 
     async fn process_message(&self, m: Received, id: String, hand_back: CancellationToken) {
         let cfg = &self.config;
-        let lease = Lease { message_id: id, claim_token: uuid::Uuid::new_v4().to_string() };
+        // Time-ordered (UUIDv7): a later claim's token sorts after an earlier one's, which the
+        // partial answer's writes are fenced by on DynamoDB.
+        let lease = Lease { message_id: id, claim_token: crate::model::new_id() };
         let now = now_ms();
         let Some(msg) = self.claim(&m, &lease, now).await else { return };
         if msg.stop_requested {
             // Stopped while a worker that is gone answered it: what that one wrote is the answer.
-            let answer = msg.answer.clone().unwrap_or_default();
+            let written = self.store.get_message(&msg.id).await.ok().flatten().and_then(|m| m.answer);
+            let answer = written.or_else(|| msg.answer.clone()).unwrap_or_default();
             return self.store_answer(&m, &msg, &lease, &answer, true).await;
         }
 

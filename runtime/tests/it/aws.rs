@@ -433,6 +433,59 @@ async fn moto_answers_stream_resume_and_stop() {
     crate::stream::streaming(&env.app, &fake, "aws-stream@example.com").await;
 }
 
+/// Read back with the SDK, apart from the store: while an answer is written, its text so far
+/// is in an item of its own beside the message (so each write is billed by the answer's size,
+/// not the prompt's: the message item is not written), and deleting the conversation deletes it.
+#[tokio::test]
+async fn moto_a_partial_answer_lives_beside_its_message_and_goes_with_it() {
+    let env = setup(3).await;
+    let fake = FakeLlm::start(vec![], Behavior::Slow { words: 40, every: Duration::from_millis(100) }).await;
+    let config = WorkerConfig { stream_flush: Duration::from_millis(100), ..aws_worker_config(3) };
+    let (_w, _stop) = spawn_worker(env.worker(fake.client(Duration::from_secs(20)), config));
+    let token = user(&env.app, "aws-partial@example.com").await;
+    let conv = conversation(&env.app, &token).await;
+    let prompt = format!("a long prompt {}", "p".repeat(3000));
+    let id = post_message(&env.app, &token, &conv, &prompt).await;
+    let item = |sk: &'static str| {
+        let (ddb, table, id) = (env.ddb.clone(), env.table.clone(), id.clone());
+        async move {
+            let key = |v: String| aws_sdk_dynamodb::types::AttributeValue::S(v);
+            let out = ddb.get_item().table_name(table).key("pk", key(format!("MSG#{id}"))).key("sk", key(sk.into()));
+            out.consistent_read(true).send().await.unwrap().item
+        }
+    };
+    let text_of = |i: &Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+                   name: &str| {
+        i.as_ref().and_then(|i| i.get(name)).and_then(|v| v.as_s().ok()).cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let partial = loop {
+        let text = text_of(&item("PARTIAL").await, "text").unwrap_or_default();
+        if text.split(' ').count() >= 5 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no partial answer written: {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(slow_words(40).starts_with(&partial), "{partial:?}");
+    let message = item("MSG").await;
+    assert_eq!(text_of(&message, "status").as_deref(), Some("processing"));
+    assert_eq!(text_of(&message, "answer"), None, "the message item is not written while the answer grows");
+    // Through the API the message shows the text so far.
+    let r = call(&env.app, "GET", &format!("/v1/messages/{id}"), Some(&token), None, &[]).await;
+    assert!(slow_words(40).starts_with(r.body["answer"].as_str().unwrap()), "{:?}", r.body);
+    let m = answered_via_api(&env.app, &token, &id).await;
+    assert_eq!(m["answer"].as_str(), Some(slow_words(40).as_str()));
+    assert_eq!(
+        text_of(&item("MSG").await, "answer").as_deref(),
+        Some(slow_words(40).as_str()),
+        "stored once, on the message"
+    );
+    let r = call(&env.app, "DELETE", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(mentioning(&scan_all(&env).await, &[id.as_str()]), Vec::<&String>::new());
+}
+
 /// A worker shut down in the middle of a long poll gives back what that poll receives: a
 /// message posted meanwhile is answered by the next worker at once, not after the visibility
 /// timeout (30 s here) that SQS hides it for once received.

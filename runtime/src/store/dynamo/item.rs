@@ -38,11 +38,20 @@ pub(super) fn key_item(pk: String, sk: impl Into<String>) -> Item {
     HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
 }
 
-/// Every item that names a message: the message, its conversation's pointer, its outbox row,
-/// its idempotency key and its purge row.
+/// The sort key of a message's partial answer, beside the message (`MSG#{id}`): the text a
+/// worker has written so far, in an item of its own so that each write is billed by the
+/// answer's size, not by the prompt's.
+pub(super) const PARTIAL: &str = "PARTIAL";
+/// A partial answer's item expires (TTL) a day after its last write: the answer is stored on
+/// the message; the message's deletion deletes it at once.
+pub(super) const PARTIAL_TTL_SECS: i64 = 24 * 3600;
+
+/// Every item that names a message: the message, its partial answer, its conversation's
+/// pointer, its outbox row, its idempotency key and its purge row.
 pub(super) fn message_keys(m: &Message) -> Vec<(String, String)> {
     let mut keys = vec![
         (format!("MSG#{}", m.id), "MSG".to_string()),
+        (format!("MSG#{}", m.id), PARTIAL.to_string()),
         (format!("CONV#{}", m.conversation_id), format!("MSG#{}", m.id)),
         (outbox_pk(&m.id), m.id.clone()),
     ];

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use super::item::{get_n, get_s, message_from, n, s};
+use super::item::{get_n, get_s, message_from, n, s, PARTIAL, PARTIAL_TTL_SECS};
 use super::table::{backend, condition_failed};
 use super::DynamoStore;
 use crate::model::Status;
@@ -20,28 +20,13 @@ async fn update_held(
     store: &DynamoStore,
     lease: &Lease,
     update: &str,
-    values: Vec<(&str, AttributeValue)>,
-) -> Result<bool> {
-    match held_request(store, lease, update, values, "").send().await {
-        Ok(_) => Ok(true),
-        Err(e) if condition_failed(&e) => Ok(false),
-        Err(e) => Err(backend("dynamodb update item")(e)),
-    }
-}
-
-/// The update of [`update_held`], its condition extended by `and` (when not empty).
-fn held_request(
-    store: &DynamoStore,
-    lease: &Lease,
-    update: &str,
     mut values: Vec<(&str, AttributeValue)>,
-    and: &str,
-) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+) -> Result<bool> {
     values.extend([(":p", s("processing")), (":t", s(&lease.claim_token))]);
     let mut req = store
         .update_request(format!("MSG#{}", lease.message_id), "MSG")
         .update_expression(update)
-        .condition_expression(format!("#s = :p AND claim_token = :t{and}"))
+        .condition_expression("#s = :p AND claim_token = :t")
         .expression_attribute_names("#s", "status");
     if update.contains("#e") {
         req = req.expression_attribute_names("#e", "error");
@@ -49,7 +34,11 @@ fn held_request(
     for (k, v) in values {
         req = req.expression_attribute_values(k, v);
     }
-    req
+    match req.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(backend("dynamodb update item")(e)),
+    }
 }
 
 #[async_trait]
@@ -96,20 +85,27 @@ impl LeaseStore for DynamoStore {
         update_held(self, lease, "SET lease_until = :l", vec![(":l", n(lease_until_ms))]).await
     }
 
-    /// One conditional update; when refused, the item as it was comes back with the refusal
-    /// (`ReturnValuesOnConditionCheckFailure`), which tells a stop from a lost lease without
-    /// another read.
+    /// One conditional update of the partial answer's item (billed by the answer's size, not
+    /// the prompt's): refused once a later claim wrote there (claim tokens are UUIDv7, so a
+    /// later claim's sorts after) or a stop was asked for this claim. The refusal returns the
+    /// item as it was (`ReturnValuesOnConditionCheckFailure`), which tells a stop from a lost
+    /// lease without another read.
     async fn write_partial(&self, lease: &Lease, text: &str) -> Result<Partial> {
-        let r = held_request(
-            self,
-            lease,
-            "SET answer = :ans",
-            vec![(":ans", s(text))],
-            " AND attribute_not_exists(stop_requested)",
-        )
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .send()
-        .await;
+        let expires = crate::model::now_ms() / 1000 + PARTIAL_TTL_SECS;
+        let r = self
+            .update_request(format!("MSG#{}", lease.message_id), PARTIAL)
+            .update_expression("SET #text = :text, claim_token = :t, expires_at = :exp")
+            .condition_expression(
+                "(attribute_not_exists(claim_token) OR claim_token <= :t) \
+                 AND (attribute_not_exists(stop_token) OR stop_token <> :t)",
+            )
+            .expression_attribute_names("#text", "text")
+            .expression_attribute_values(":text", s(text))
+            .expression_attribute_values(":t", s(&lease.claim_token))
+            .expression_attribute_values(":exp", n(expires))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
         let e = match r {
             Ok(_) => return Ok(Partial::Written),
             Err(e) => e,
@@ -120,12 +116,8 @@ impl LeaseStore for DynamoStore {
         }) else {
             return Err(backend("dynamodb update item (partial answer)")(e));
         };
-        let item = refused.item();
-        let held = item.is_some_and(|i| {
-            get_s(i, "status").as_deref() == Some("processing")
-                && get_s(i, "claim_token").as_deref() == Some(&lease.claim_token)
-        });
-        Ok(if held { Partial::Stop } else { Partial::Lost })
+        let stopped = refused.item().is_some_and(|i| get_s(i, "stop_token").as_deref() == Some(&lease.claim_token));
+        Ok(if stopped { Partial::Stop } else { Partial::Lost })
     }
 
     async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {

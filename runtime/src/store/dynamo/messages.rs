@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Select, TransactWr
 
 use super::item::{
     conversation_from, get_n, get_s, key_item, message_from, message_keys, n, not_gone, outbox_item, outbox_pk,
-    purge_key, put, s, update, Item, OUTBOX_SHARDS,
+    purge_key, put, s, update, Item, OUTBOX_SHARDS, PARTIAL, PARTIAL_TTL_SECS,
 };
 use super::table::{backend, condition_failed};
 use super::DynamoStore;
@@ -83,8 +83,24 @@ impl MessageStore for DynamoStore {
         self.messages_by_id(&ids).await
     }
 
+    /// The message and its partial answer in one consistent query of their partition: while it
+    /// is being answered, its answer is the text written so far.
     async fn get_message(&self, id: &str) -> Result<Option<Message>> {
-        Ok(self.get(format!("MSG#{id}"), "MSG").await?.as_ref().and_then(message_from))
+        let out = self
+            .query_request("pk = :pk", format!("MSG#{id}"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend("dynamodb query message"))?;
+        let items = out.items();
+        let of = |sk: &str| items.iter().find(|i| get_s(i, "sk").as_deref() == Some(sk));
+        let Some(mut m) = of("MSG").and_then(message_from) else { return Ok(None) };
+        if m.status == Status::Processing {
+            if let Some(text) = of(PARTIAL).and_then(|p| get_s(p, "text")) {
+                m.answer = Some(text);
+            }
+        }
+        Ok(Some(m))
     }
 
     async fn history(&self, conversation_id: &str, before_id: &str, limit: usize) -> Result<Vec<Message>> {
@@ -245,19 +261,30 @@ impl MessageStore for DynamoStore {
             Err(e) => return Err(backend("dynamodb update item (stop a queued message)")(e)),
         }
         let marked = self
-            .update_request(key, "MSG")
+            .update_request(key.clone(), "MSG")
             .update_expression("SET stop_requested = :now")
             .condition_expression("#s = :p")
             .expression_attribute_names("#s", "status")
             .expression_attribute_values(":p", s("processing"))
             .expression_attribute_values(":now", n(now_ms))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
-        match marked {
-            Ok(_) => Ok(Stop::Stopping),
-            Err(e) if condition_failed(&e) => Ok(Stop::NotInFlight),
-            Err(e) => Err(backend("dynamodb update item (stop a message being answered)")(e)),
-        }
+        let claim_token = match marked {
+            Ok(out) => out.attributes.as_ref().and_then(|i| get_s(i, "claim_token")).unwrap_or_default(),
+            Err(e) if condition_failed(&e) => return Ok(Stop::NotInFlight),
+            Err(e) => return Err(backend("dynamodb update item (stop a message being answered)")(e)),
+        };
+        // The mark the worker's next partial write is refused on: for this attempt only (a
+        // later one, after a regenerate, writes under another claim token).
+        self.update_request(key, PARTIAL)
+            .update_expression("SET stop_token = :t, expires_at = :exp")
+            .expression_attribute_values(":t", s(claim_token))
+            .expression_attribute_values(":exp", n(now_ms / 1000 + PARTIAL_TTL_SECS))
+            .send()
+            .await
+            .map_err(backend("dynamodb update item (the partial answer's stop mark)"))?;
+        Ok(Stop::Stopping)
     }
 
     async fn delete_message(&self, m: &Message) -> Result<()> {
