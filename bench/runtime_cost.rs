@@ -472,11 +472,14 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(stream_secs)).await;
     let held = proxy.take_requests();
     let stream_minutes = streams as f64 * stream_secs as f64 / 60.0;
-    // Only the streams' reads: their messages and their tokens (the relay's queries are the
-    // idle api task's).
+    // Only the streams' reads: their messages (with their partial answers, one query) and their
+    // tokens (the relay's queries are the idle api task's).
     let reads: Vec<Sent> = held
         .into_iter()
-        .filter(|s| s.call == "dynamodb:GetItem" && (s.body.contains("\"MSG#") || s.body.contains("\"TOKEN#")))
+        .filter(|s| {
+            matches!(s.call.as_str(), "dynamodb:GetItem" | "dynamodb:Query")
+                && (s.body.contains("\"MSG#") || s.body.contains("\"TOKEN#"))
+        })
         .collect();
     Tally::of(&reads, &Sizes::scan(&raw, &stack.table).await).print(
         "event streams held open",

@@ -41,6 +41,16 @@ async fn update_held(
     }
 }
 
+/// Once the message is answered or failed (`done`), its partial answer is deleted: the answer
+/// is kept once, on the message. A failure leaves it to its TTL (a day) or the message's deletion.
+async fn forget_partial(store: &DynamoStore, lease: &Lease, done: bool) {
+    if done {
+        if let Err(e) = store.delete_keys(vec![(format!("MSG#{}", lease.message_id), PARTIAL.to_string())]).await {
+            tracing::warn!(error = format!("{e:#}"), "deleting a partial answer failed; its TTL will");
+        }
+    }
+}
+
 #[async_trait]
 impl LeaseStore for DynamoStore {
     async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim> {
@@ -121,7 +131,7 @@ impl LeaseStore for DynamoStore {
     }
 
     async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
-        update_held(
+        let done = update_held(
             self,
             lease,
             "SET #s = :a, answer = :ans, updated_at = :now, stopped = :stopped REMOVE #e, stop_requested",
@@ -132,7 +142,9 @@ impl LeaseStore for DynamoStore {
                 (":stopped", AttributeValue::Bool(stopped)),
             ],
         )
-        .await
+        .await?;
+        forget_partial(self, lease, done).await;
+        Ok(done)
     }
 
     async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
@@ -141,7 +153,10 @@ impl LeaseStore for DynamoStore {
         } else {
             "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token, answer, stop_requested"
         };
-        update_held(self, lease, set, vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))]).await
+        let done =
+            update_held(self, lease, set, vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))]).await?;
+        forget_partial(self, lease, done).await;
+        Ok(done)
     }
 
     async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool> {

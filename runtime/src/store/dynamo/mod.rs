@@ -11,6 +11,7 @@
 //! | conversation  | `CONV#{id}`             | `CONV`      |
 //! | user's conv.  | `USERCONVS#{user_id}`   | `CONV#{id}` |
 //! | message       | `MSG#{id}`              | `MSG`       |
+//! | partial answer| `MSG#{id}`              | `PARTIAL`   |
 //! | conv.'s msg.  | `CONV#{conversation_id}`| `MSG#{id}`  |
 //! | outbox row    | `OUTBOX#{0..7}`         | `{message_id}` |
 //! | idempotency   | `IDEM#{sha256}`         | `IDEM`      |
