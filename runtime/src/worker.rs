@@ -334,7 +334,8 @@ impl Worker {
             // Stopped while a worker that is gone answered it: what that one wrote is the answer.
             let written = self.store.get_message(&msg.id).await.ok().flatten().and_then(|m| m.answer);
             let answer = written.or_else(|| msg.answer.clone()).unwrap_or_default();
-            return self.store_answer(&m, &msg, &lease, &answer, true).await;
+            self.store_answer(&m, &msg, &lease, &answer, true).await;
+            return self.forget_partial(&msg.id, true).await;
         }
 
         self.metrics.worker_in_flight.inc();
@@ -361,8 +362,10 @@ impl Worker {
                 return self.set_visibility(&m, delay).await;
             }
         }
-        let Some(called) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
+        let Some((called, wrote)) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
         let stopped = matches!(called, Called::Stopped(_));
+        // A stop leaves its mark in the partial answer's place even before any text.
+        let partial = wrote || stopped;
         let (result, disposition) = match called {
             Called::Done(result, disposition) => (result, disposition),
             // Cut short (by the user, or past the longest answer kept): what was written is the
@@ -371,7 +374,8 @@ impl Worker {
                 let spent = estimate_tokens(&turns, 0) + (text.chars().count() as u64).div_ceil(3);
                 self.settle(&msg.user_id, day, spent as i64 - estimate as i64).await;
                 let answer = bounded_answer(text, cfg.max_answer_bytes);
-                return self.store_answer(&m, &msg, &lease, &answer, stopped).await;
+                self.store_answer(&m, &msg, &lease, &answer, stopped).await;
+                return self.forget_partial(&msg.id, partial).await;
             }
             Called::Lost => {
                 warn!("lease lost while answering; the model call ended");
@@ -396,6 +400,18 @@ impl Worker {
                 }
                 let d = disposition.unwrap_or(Disposition::Fail);
                 self.on_llm_error(&m, &msg, &lease, e, d).await;
+            }
+        }
+        self.forget_partial(&msg.id, partial).await;
+    }
+
+    /// Deletes the partial answer written meanwhile (`written`), once the message is answered,
+    /// failed or back in the queue: an answer is kept once, on the message; the next attempt
+    /// writes its own.
+    async fn forget_partial(&self, message_id: &str, written: bool) {
+        if written {
+            if let Err(e) = self.store.forget_partial(message_id).await {
+                warn!(error = format!("{e:#}"), "deleting the partial answer failed; it expires in a day");
             }
         }
     }

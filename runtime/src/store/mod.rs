@@ -286,6 +286,10 @@ pub trait LeaseStore: Send + Sync {
     /// Conditional on holding the lease and on no stop asked: the answer as written so far
     /// (the whole text, which a later write replaces), so event streams can send it on.
     async fn write_partial(&self, lease: &Lease, text: &str) -> Result<Partial>;
+    /// Deletes the partial answer kept apart from the message (DynamoDB; SQLite keeps it in the
+    /// message's row, where the answer replaces it): the message is answered, failed or back in
+    /// the queue. No error when there is none.
+    async fn forget_partial(&self, message_id: &str) -> Result<()>;
     /// Conditional on holding the lease: stores the answer (`stopped`: the part written until
     /// the user stopped it). False when the lease was lost.
     async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool>;

@@ -174,6 +174,9 @@ impl LeaseStore for Notifying {
         self.announce(p == Partial::Written, &lease.message_id);
         Ok(p)
     }
+    async fn forget_partial(&self, message_id: &str) -> Result<()> {
+        self.inner.forget_partial(message_id).await
+    }
     async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
         let ok = self.inner.complete(lease, answer, now_ms, stopped).await?;
         Ok(self.announce(ok, &lease.message_id))

@@ -3,7 +3,7 @@
 //! writes it (a partial answer the event streams read), where the worker also learns that the
 //! user stopped the message.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -33,7 +33,8 @@ pub(super) enum Called {
 
 impl Worker {
     /// Calls the model under a heartbeat that extends the delivery's visibility and the lease:
-    /// how the last call ended; `None` when the message was handed back for a shutdown meanwhile.
+    /// how the last call ended, and whether a partial answer was written meanwhile; `None` when
+    /// the message was handed back for a shutdown meanwhile.
     pub(super) async fn call(
         &self,
         m: &Received,
@@ -41,6 +42,21 @@ impl Worker {
         lease: &Lease,
         turns: &[Turn],
         hand_back: &CancellationToken,
+    ) -> Option<(Called, bool)> {
+        let wrote = AtomicBool::new(false);
+        let called = self.calls(m, msg, lease, turns, hand_back, &wrote).await?;
+        Some((called, wrote.into_inner()))
+    }
+
+    /// [`Worker::call`]'s calls, `wrote` set once a partial answer is written.
+    async fn calls(
+        &self,
+        m: &Received,
+        msg: &Message,
+        lease: &Lease,
+        turns: &[Turn],
+        hand_back: &CancellationToken,
+        wrote: &AtomicBool,
     ) -> Option<Called> {
         let cfg = &self.config;
         let lease_ms = cfg.visibility.as_millis() as i64;
@@ -76,7 +92,7 @@ impl Worker {
             // Ending the select drops the call: its connection closes, and the model stops.
             let r = tokio::select! {
                 r = call => r,
-                end = self.publish(lease, rx) => return Some(end),
+                end = self.publish(lease, rx, wrote) => return Some(end),
                 _ = &mut heartbeat => unreachable!("heartbeat never ends"),
                 _ = hand_back.cancelled() => {
                     self.hand_back(m, msg, lease).await;
@@ -128,7 +144,7 @@ impl Worker {
     /// `stream_flush` (one conditional write, refused once the user asked to stop); while no new
     /// text comes, reads the stop mark every [`STOP_CHECK`]. Ends only when the call must: a
     /// stop, a lost lease, an answer past `max_answer_bytes`.
-    async fn publish(&self, lease: &Lease, mut rx: tokio::sync::watch::Receiver<String>) -> Called {
+    async fn publish(&self, lease: &Lease, mut rx: tokio::sync::watch::Receiver<String>, wrote: &AtomicBool) -> Called {
         let flush = self.config.stream_flush;
         let mut published = 0;
         let mut last = Instant::now().checked_sub(flush).unwrap_or_else(Instant::now);
@@ -151,7 +167,10 @@ impl Worker {
             };
             last = Instant::now();
             match seen {
-                Ok(Partial::Written) => published = text.len(),
+                Ok(Partial::Written) => {
+                    published = text.len();
+                    wrote.store(true, Ordering::Relaxed);
+                }
                 Ok(Partial::Stop) => {
                     info!(chars = text.chars().count(), "stopped by the user; ending the model call");
                     return Called::Stopped(text);

@@ -481,6 +481,10 @@ async fn moto_a_partial_answer_lives_beside_its_message_and_goes_with_it() {
         Some(slow_words(40).as_str()),
         "stored once, on the message"
     );
+    wait_until("the partial answer deleted once the answer is stored", Duration::from_secs(5), || async {
+        item("PARTIAL").await.is_none()
+    })
+    .await;
     let r = call(&env.app, "DELETE", &format!("/v1/conversations/{conv}"), Some(&token), None, &[]).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(mentioning(&scan_all(&env).await, &[id.as_str()]), Vec::<&String>::new());

@@ -41,16 +41,6 @@ async fn update_held(
     }
 }
 
-/// Once the message is answered or failed (`done`), its partial answer is deleted: the answer
-/// is kept once, on the message. A failure leaves it to its TTL (a day) or the message's deletion.
-async fn forget_partial(store: &DynamoStore, lease: &Lease, done: bool) {
-    if done {
-        if let Err(e) = store.delete_keys(vec![(format!("MSG#{}", lease.message_id), PARTIAL.to_string())]).await {
-            tracing::warn!(error = format!("{e:#}"), "deleting a partial answer failed; its TTL will");
-        }
-    }
-}
-
 #[async_trait]
 impl LeaseStore for DynamoStore {
     async fn claim(&self, lease: &Lease, terms: ClaimTerms) -> Result<Claim> {
@@ -130,8 +120,12 @@ impl LeaseStore for DynamoStore {
         Ok(if stopped { Partial::Stop } else { Partial::Lost })
     }
 
+    async fn forget_partial(&self, message_id: &str) -> Result<()> {
+        self.delete_keys(vec![(format!("MSG#{message_id}"), PARTIAL.to_string())]).await
+    }
+
     async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
-        let done = update_held(
+        update_held(
             self,
             lease,
             "SET #s = :a, answer = :ans, updated_at = :now, stopped = :stopped REMOVE #e, stop_requested",
@@ -142,9 +136,7 @@ impl LeaseStore for DynamoStore {
                 (":stopped", AttributeValue::Bool(stopped)),
             ],
         )
-        .await?;
-        forget_partial(self, lease, done).await;
-        Ok(done)
+        .await
     }
 
     async fn fail(&self, lease: &Lease, reason: &str, now_ms: i64, dead_lettered: bool) -> Result<bool> {
@@ -153,10 +145,7 @@ impl LeaseStore for DynamoStore {
         } else {
             "SET #s = :fl, #e = :err, updated_at = :now REMOVE claim_token, answer, stop_requested"
         };
-        let done =
-            update_held(self, lease, set, vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))]).await?;
-        forget_partial(self, lease, done).await;
-        Ok(done)
+        update_held(self, lease, set, vec![(":fl", s("failed")), (":err", s(reason)), (":now", n(now_ms))]).await
     }
 
     async fn release(&self, lease: &Lease, now_ms: i64) -> Result<bool> {

@@ -79,6 +79,11 @@ impl LeaseStore for SqliteStore {
             .await?)
     }
 
+    /// The partial answer is the row's `answer`: the final one replaces it.
+    async fn forget_partial(&self, _message_id: &str) -> Result<()> {
+        Ok(())
+    }
+
     async fn complete(&self, lease: &Lease, answer: &str, now_ms: i64, stopped: bool) -> Result<bool> {
         let sql = "UPDATE messages SET status = 'answered', answer = ?3, error = NULL, updated_at = ?4, stopped = ?5,
                      stop_requested = 0 WHERE id = ?1 AND status = 'processing' AND claim_token = ?2";
