@@ -156,7 +156,8 @@ impl Worker {
             if text.len() > self.config.max_answer_bytes {
                 return Called::Full(text);
             }
-            let seen = if text.len() > published {
+            let writing = text.len() > published;
+            let seen = if writing {
                 self.store.write_partial(lease, &text).await
             } else {
                 self.store.get_message(&lease.message_id).await.map(|m| match m {
@@ -167,10 +168,11 @@ impl Worker {
             };
             last = Instant::now();
             match seen {
-                Ok(Partial::Written) => {
+                Ok(Partial::Written) if writing => {
                     published = text.len();
                     wrote.store(true, Ordering::Relaxed);
                 }
+                Ok(Partial::Written) => {}
                 Ok(Partial::Stop) => {
                     info!(chars = text.chars().count(), "stopped by the user; ending the model call");
                     return Called::Stopped(text);

@@ -42,8 +42,8 @@ pub(super) fn key_item(pk: String, sk: impl Into<String>) -> Item {
 /// worker has written so far, in an item of its own so that each write is billed by the
 /// answer's size, not by the prompt's.
 pub(super) const PARTIAL: &str = "PARTIAL";
-/// A partial answer's item expires (TTL) a day after its last write: the answer is stored on
-/// the message; the message's deletion deletes it at once.
+/// A partial answer's item expires (TTL) a day after its last write, if the worker that wrote
+/// it died before deleting it (`forget_partial`); the message's deletion deletes it too.
 pub(super) const PARTIAL_TTL_SECS: i64 = 24 * 3600;
 
 /// Every item that names a message: the message, its partial answer, its conversation's
