@@ -240,6 +240,25 @@ async fn fake_completion(
     };
     let words = |s: &str| s.split_whitespace().count();
     let (prompt_tokens, completion_tokens) = (words(last), words(&content));
+    if request["stream"] == true {
+        // As the worker asks by default: the answer in pieces (about eight), then the usage.
+        let size = content.len().div_ceil(8).max(1);
+        let mut body = String::new();
+        let mut rest = content.as_str();
+        while !rest.is_empty() {
+            let mut end = size.min(rest.len());
+            while !rest.is_char_boundary(end) {
+                end += 1;
+            }
+            let piece = json!({"choices": [{"index": 0, "delta": {"content": &rest[..end]}, "finish_reason": null}]});
+            body.push_str(&format!("data: {piece}\n\n"));
+            rest = &rest[end..];
+        }
+        let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}});
+        body.push_str(&format!("data: {end}\n\ndata: [DONE]\n\n"));
+        return ([("content-type", "text/event-stream")], body).into_response();
+    }
     axum::Json(json!({
         "id": "chatcmpl-soak",
         "object": "chat.completion",
