@@ -457,6 +457,7 @@ async function stopAnswer(li, button) {
   button.disabled = true;
   try {
     await api('POST', `/v1/messages/${li.dataset.id}/stop`);
+    li.dataset.stopping = '1';
     li.querySelector('.status').textContent = statusLabel('stopping');
     // A queued message is answered (stopped) at once; the stream then ends with it.
     catchUp(li.dataset.id);
@@ -487,7 +488,10 @@ function renderMessage(m) {
   li.dataset.status = m.status;
   const status = li.querySelector('.status');
   const writing = m.status === 'processing' && typeof m.answer === 'string' && m.answer !== '';
-  status.textContent = statusLabel(m.stopped ? 'stopped' : writing ? 'writing' : m.status);
+  if (TERMINAL.has(m.status)) {
+    delete li.dataset.stopping;
+  }
+  status.textContent = statusLabel(m.stopped ? 'stopped' : li.dataset.stopping ? 'stopping' : writing ? 'writing' : m.status);
   // A status carries the whole answer so far (the partial one while it is written): it
   // replaces what the page shows; deltas then add to it.
   if (m.status === 'answered' || m.status === 'processing') {
@@ -615,7 +619,7 @@ function follow(id) {
     }
     lost = false;
     li.answerText = (li.answerText ?? '') + data.text;
-    li.querySelector('.status').textContent = statusLabel('writing');
+    li.querySelector('.status').textContent = statusLabel(li.dataset.stopping ? 'stopping' : 'writing');
     drawAnswer(li);
   });
   es.addEventListener('error', () => {

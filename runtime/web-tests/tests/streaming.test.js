@@ -61,6 +61,11 @@ test('Stop ends the model call and keeps the words written, marked stopped', asy
   const stopped = page.waitForResponse((r) => r.url().endsWith('/stop') && r.request().method() === 'POST');
   await item.getByRole('button', { name: 'Stop this answer' }).click();
   assert.equal((await stopped).status(), 202);
+  // Said at once, and kept until the answer ends (no "Writing…" in between).
+  await page.waitForFunction(() => {
+    const label = document.querySelector('#messages > li .status').textContent;
+    return label === 'Stopping…' || label === 'Stopped';
+  });
   await page.waitForFunction(() => document.querySelector('#messages > li').dataset.status === 'answered', null, { timeout: 5000 });
   assert.equal(await item.locator('.status').textContent(), 'Stopped');
   const kept = await shown(item);
