@@ -17,7 +17,6 @@ use tracing::{debug, error, info, warn, Instrument};
 mod call;
 
 use call::Called;
-pub use call::STOP_CHECK;
 
 use crate::llm::{Disposition, Llm, LlmError, Turn};
 use crate::metrics::{Metrics, Outcome, COMPLETION_TOKENS, PROMPT_TOKENS};
@@ -362,7 +361,9 @@ impl Worker {
                 return self.set_visibility(&m, delay).await;
             }
         }
-        let Some((called, wrote)) = self.call(&m, &msg, &lease, &turns, &hand_back).await else { return };
+        let wrote = std::sync::atomic::AtomicBool::new(false);
+        let Some(called) = self.call(&m, &msg, &lease, &turns, &hand_back, &wrote).await else { return };
+        let wrote = wrote.into_inner();
         let stopped = matches!(called, Called::Stopped(_));
         // A stop leaves its mark in the partial answer's place even before any text.
         let partial = wrote || stopped;

@@ -33,23 +33,9 @@ pub(super) enum Called {
 
 impl Worker {
     /// Calls the model under a heartbeat that extends the delivery's visibility and the lease:
-    /// how the last call ended, and whether a partial answer was written meanwhile; `None` when
-    /// the message was handed back for a shutdown meanwhile.
+    /// how the last call ended (`wrote` set once a partial answer is written); `None` when the
+    /// message was handed back for a shutdown meanwhile.
     pub(super) async fn call(
-        &self,
-        m: &Received,
-        msg: &Message,
-        lease: &Lease,
-        turns: &[Turn],
-        hand_back: &CancellationToken,
-    ) -> Option<(Called, bool)> {
-        let wrote = AtomicBool::new(false);
-        let called = self.calls(m, msg, lease, turns, hand_back, &wrote).await?;
-        Some((called, wrote.into_inner()))
-    }
-
-    /// [`Worker::call`]'s calls, `wrote` set once a partial answer is written.
-    async fn calls(
         &self,
         m: &Received,
         msg: &Message,
