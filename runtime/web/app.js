@@ -423,17 +423,22 @@ function element(tag, className, text) {
   return el;
 }
 
-/** Draws the answer text of `li` (its `answerText`) as Markdown, once per animation frame
- * however many pieces arrive: the answer's nodes are replaced in one step, so an answer being
- * written (an open list, an unclosed code fence) grows without flicker. */
-function drawAnswer(li) {
-  if (li.drawing) {
-    return;
-  }
-  li.drawing = requestAnimationFrame(() => {
+/** Draws the answer text of `li` (its `answerText`) as Markdown: deltas once per animation frame
+ * however many pieces arrive, a status (`now`) with its label. The answer's nodes are replaced in
+ * one step, so an answer being written (an open list, an unclosed code fence) grows without
+ * flicker. */
+function drawAnswer(li, now = false) {
+  const draw = () => {
     li.drawing = 0;
     li.querySelector('.answer').replaceChildren(renderMarkdown(li.answerText));
-  });
+  };
+  if (now) {
+    // A status (the answer whole, or as far as it was written): drawn with its label, at once.
+    cancelAnimationFrame(li.drawing);
+    draw();
+  } else if (!li.drawing) {
+    li.drawing = requestAnimationFrame(draw);
+  }
 }
 
 /** The Stop button of a message not answered yet. */
@@ -496,7 +501,7 @@ function renderMessage(m) {
   // replaces what the page shows; deltas then add to it.
   if (m.status === 'answered' || m.status === 'processing') {
     li.answerText = typeof m.answer === 'string' ? m.answer : '';
-    drawAnswer(li);
+    drawAnswer(li, true);
   } else if (m.status === 'queued') {
     li.answerText = '';
     li.querySelector('.answer').replaceChildren();
